@@ -1,0 +1,98 @@
+/* Shared by every probe object: maps the agent creates once and hands to each
+ * object (bpf_map__reuse_fd), and the helpers that keep per-event cost low. */
+#ifndef KPROBE_COMMON_BPF_H
+#define KPROBE_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "../schemas/records.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kp_config);
+} kp_config SEC(".maps");
+
+/* tgid -> 1 for processes whose high-volume streams are recorded. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} kp_watched SEC(".maps");
+
+/* comm -> 1: an exec with this comm joins kp_watched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[KP_COMM_LEN]);
+	__type(value, __u8);
+} kp_watched_comm SEC(".maps");
+
+/* Ring-buffer reservation failures, per CPU and event type: never lost silently. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KP_EV_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} kp_drops SEC(".maps");
+
+/* What is aggregated in the kernel by design instead of emitted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KP_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} kp_counters SEC(".maps");
+
+static __always_inline struct kp_config *kp_cfg(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&kp_config, &zero);
+}
+
+/* High-volume streams (off-CPU, syscalls, faults, socket I/O) follow the watch
+ * list when one is set; the agent never traces itself. */
+static __always_inline bool kp_is_watched(struct kp_config *cfg, __u32 tgid)
+{
+	if (!cfg || tgid == 0 || tgid == cfg->self_tgid)
+		return false;
+	if (!cfg->filter_on)
+		return true;
+	return bpf_map_lookup_elem(&kp_watched, &tgid) != NULL;
+}
+
+static __always_inline void kp_count(__u32 idx, __u64 by)
+{
+	__u64 *c = bpf_map_lookup_elem(&kp_counters, &idx);
+	if (c)
+		*c += by;
+}
+
+static __always_inline void *kp_reserve(void *rb, __u32 type, __u64 size)
+{
+	void *rec = bpf_ringbuf_reserve(rb, size, 0);
+	if (!rec) {
+		__u64 *d = bpf_map_lookup_elem(&kp_drops, &type);
+		if (d)
+			*d += 1;
+	}
+	return rec;
+}
+
+/* The agent polls on a timer, so wakeups would only slow the producer. */
+#define kp_submit(rec) bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP)
+
+#define KP_RINGBUF(name)                                  \
+	struct {                                          \
+		__uint(type, BPF_MAP_TYPE_RINGBUF);       \
+		__uint(max_entries, 4 * 1024 * 1024);     \
+	} name SEC(".maps")
+
+#endif

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Memory pressure: user page faults (counted per thread, sampled with
+ * addresses), direct and memcg reclaim stalls, OOM kills. Reclaim and OOM are
+ * rare and usually caused by someone else, so they are recorded system-wide. */
+#include "common.bpf.h"
+
+struct kp_fault_state {
+	__u64 last_emit_ns;
+	__u32 count;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct kp_fault_state);
+} fault_state SEC(".maps");
+
+struct kp_reclaim_state {
+	__u64 start_ns;
+	__u32 kind;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct kp_reclaim_state);
+} reclaim_state SEC(".maps");
+
+KP_RINGBUF(rb_fault);
+KP_RINGBUF(rb_reclaim);
+KP_RINGBUF(rb_oom);
+
+static __always_inline void kp_emit_fault(__u64 now, __u32 tgid, __u32 tid, __u64 addr, __u64 ip,
+					  __u32 err, __u32 count, __u32 flushed)
+{
+	struct kp_fault *r = kp_reserve(&rb_fault, KP_EV_FAULT, sizeof(*r));
+	if (!r)
+		return;
+	r->ts_ns = now;
+	r->addr = addr;
+	r->ip = ip;
+	r->tgid = tgid;
+	r->tid = tid;
+	r->error_code = err;
+	r->count = count;
+	r->cpu = bpf_get_smp_processor_id();
+	r->flushed = flushed;
+	kp_submit(r);
+}
+
+SEC("tracepoint/exceptions/page_fault_user")
+int kp_page_fault_user(struct trace_event_raw_exceptions *ctx)
+{
+	struct kp_config *cfg = kp_cfg();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!kp_is_watched(cfg, tgid))
+		return 0;
+	kp_count(KP_CNT_FAULTS, 1);
+	__u64 now = bpf_ktime_get_ns();
+	struct kp_fault_state *st = bpf_map_lookup_elem(&fault_state, &tid);
+	if (!st) {
+		struct kp_fault_state init = {.last_emit_ns = now};
+		bpf_map_update_elem(&fault_state, &tid, &init, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&fault_state, &tid);
+		if (!st)
+			return 0;
+	}
+	st->count += 1;
+	__u32 every = cfg->fault_sample_every ? cfg->fault_sample_every : 1;
+	__u64 flush_ns = (__u64)cfg->fault_flush_ms * 1000000ULL;
+	if (st->count >= every || now - st->last_emit_ns >= flush_ns) {
+		kp_emit_fault(now, tgid, tid, ctx->address, ctx->ip, ctx->error_code, st->count, 0);
+		st->count = 0;
+		st->last_emit_ns = now;
+	}
+	return 0;
+}
+
+/* Flush the sampled remainder so per-thread totals are exact. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(kp_fault_exit, struct task_struct *p)
+{
+	__u32 tid = p->pid;
+	struct kp_fault_state *st = bpf_map_lookup_elem(&fault_state, &tid);
+	if (!st)
+		return 0;
+	if (st->count)
+		kp_emit_fault(bpf_ktime_get_ns(), p->tgid, tid, 0, 0, 0, st->count, 1);
+	bpf_map_delete_elem(&fault_state, &tid);
+	return 0;
+}
+
+static __always_inline void kp_reclaim_begin(__u32 kind)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct kp_reclaim_state st = {.start_ns = bpf_ktime_get_ns(), .kind = kind};
+	bpf_map_update_elem(&reclaim_state, &tid, &st, BPF_ANY);
+}
+
+static __always_inline void kp_reclaim_end(__u64 nr_reclaimed)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct kp_reclaim_state *st = bpf_map_lookup_elem(&reclaim_state, &tid);
+	if (!st)
+		return;
+	struct kp_reclaim *r = kp_reserve(&rb_reclaim, KP_EV_RECLAIM, sizeof(*r));
+	if (r) {
+		r->start_ns = st->start_ns;
+		r->end_ns = bpf_ktime_get_ns();
+		r->nr_reclaimed = nr_reclaimed;
+		r->cgroup_id = bpf_get_current_cgroup_id();
+		r->tgid = id >> 32;
+		r->tid = tid;
+		r->kind = st->kind;
+		r->cpu = bpf_get_smp_processor_id();
+		__builtin_memset(r->comm, 0, KP_COMM_LEN);
+		bpf_get_current_comm(&r->comm, sizeof(r->comm));
+		kp_submit(r);
+	}
+	bpf_map_delete_elem(&reclaim_state, &tid);
+}
+
+SEC("tracepoint/vmscan/mm_vmscan_direct_reclaim_begin")
+int kp_direct_reclaim_begin(void *ctx)
+{
+	kp_reclaim_begin(KP_RECLAIM_DIRECT);
+	return 0;
+}
+
+SEC("tracepoint/vmscan/mm_vmscan_direct_reclaim_end")
+int kp_direct_reclaim_end(struct trace_event_raw_mm_vmscan_direct_reclaim_end_template *ctx)
+{
+	kp_reclaim_end(ctx->nr_reclaimed);
+	return 0;
+}
+
+SEC("tracepoint/vmscan/mm_vmscan_memcg_reclaim_begin")
+int kp_memcg_reclaim_begin(void *ctx)
+{
+	kp_reclaim_begin(KP_RECLAIM_MEMCG);
+	return 0;
+}
+
+SEC("tracepoint/vmscan/mm_vmscan_memcg_reclaim_end")
+int kp_memcg_reclaim_end(struct trace_event_raw_mm_vmscan_direct_reclaim_end_template *ctx)
+{
+	kp_reclaim_end(ctx->nr_reclaimed);
+	return 0;
+}
+
+SEC("tracepoint/oom/mark_victim")
+int kp_oom_mark_victim(struct trace_event_raw_mark_victim *ctx)
+{
+	struct kp_oom *r = kp_reserve(&rb_oom, KP_EV_OOM, sizeof(*r));
+	if (!r)
+		return 0;
+	r->ts_ns = bpf_ktime_get_ns();
+	r->victim_pid = ctx->pid;
+	r->total_vm_kb = BPF_CORE_READ(ctx, total_vm);
+	r->anon_rss_kb = BPF_CORE_READ(ctx, anon_rss);
+	r->killer_tgid = bpf_get_current_pid_tgid() >> 32;
+	__builtin_memset(r->killer_comm, 0, KP_COMM_LEN);
+	bpf_get_current_comm(&r->killer_comm, sizeof(r->killer_comm));
+	kp_submit(r);
+	return 0;
+}

@@ -1,0 +1,215 @@
+/* Record layouts shared by the eBPF programs (probes/) and the agent.
+ *
+ * This file is the single definition of what crosses the ring buffers.
+ * schemas/layouts.py is generated from it (python -m kprobe.schemas.gen_layouts)
+ * and tests/test_layouts.py fails when the two drift, or when the compiled
+ * objects' BTF disagrees with the generated offsets.
+ *
+ * Rules that keep the generator simple and the numpy view exact:
+ *  - only fixed-width fields: __u8/__u16/__u32/__u64/__s32/__s64 and arrays of them, char[N];
+ *  - every struct is padded by hand to a multiple of 8 bytes;
+ *  - one ring buffer per record type, so every slot in a ring has the same size.
+ *
+ * All *_ns fields are CLOCK_MONOTONIC (bpf_ktime_get_ns); the agent converts them to UTC.
+ */
+#ifndef KPROBE_RECORDS_H
+#define KPROBE_RECORDS_H
+
+#define KP_COMM_LEN 16
+#define KP_PATH_LEN 128
+
+/* Event type ids: index into the per-CPU drop counters and name of the ring. */
+enum kp_event_type {
+	KP_EV_OFFCPU = 0,
+	KP_EV_PROC = 1,
+	KP_EV_FAULT = 2,
+	KP_EV_RECLAIM = 3,
+	KP_EV_OOM = 4,
+	KP_EV_TCP_STATE = 5,
+	KP_EV_SOCK_IO = 6,
+	KP_EV_TCP_RETRANS = 7,
+	KP_EV_SYSCALL = 8,
+	KP_EV_FD_OPEN = 9,
+	KP_EV_BLOCK_IO = 10,
+	KP_EV_MAX = 11,
+};
+
+/* Counters for what is aggregated in the kernel by design (not lost). */
+enum kp_counter {
+	KP_CNT_SWITCHES = 0,        /* every sched_switch seen */
+	KP_CNT_OFFCPU_SHORT = 1,    /* off-CPU intervals below the threshold */
+	KP_CNT_OFFCPU_SHORT_NS = 2, /* their summed duration */
+	KP_CNT_SYSCALL_SHORT = 3,   /* syscalls below the threshold */
+	KP_CNT_FAULTS = 4,          /* every user page fault of a watched task */
+	KP_CNT_SOCK_IO_UNWATCHED = 5,
+	KP_CNT_MAX = 8,
+};
+
+/* Off-CPU reasons. */
+enum kp_offcpu_reason {
+	KP_OFF_PREEMPTED = 1, /* left the CPU while runnable */
+	KP_OFF_SLEEP = 2,     /* TASK_INTERRUPTIBLE */
+	KP_OFF_DISK = 3,      /* TASK_UNINTERRUPTIBLE */
+	KP_OFF_OTHER = 4,
+	KP_OFF_NEW = 5,       /* new task waiting for its first run */
+};
+
+struct kp_config {
+	__u64 min_offcpu_ns;
+	__u64 min_syscall_ns;
+	__u32 filter_on;         /* 1: only watched tgids for high-volume streams */
+	__u32 self_tgid;         /* the agent itself, never traced */
+	__u32 fault_sample_every;
+	__u32 fault_flush_ms;
+};
+
+struct kp_offcpu {
+	__u64 off_ns;
+	__u64 wake_ns;  /* 0 when it never slept (preempted) */
+	__u64 on_ns;
+	__u32 tgid;
+	__u32 tid;
+	__u32 cpu_off;
+	__u32 cpu_on;
+	__u32 prev_state;
+	__u32 reason;
+	__u32 preemptor_tgid;
+	__u32 preemptor_tid;
+	__u32 waker_tgid;
+	__u32 waker_tid;
+	char comm[KP_COMM_LEN];
+	char preemptor_comm[KP_COMM_LEN];
+	char waker_comm[KP_COMM_LEN];
+};
+
+enum kp_proc_kind { KP_PROC_FORK = 1, KP_PROC_EXEC = 2, KP_PROC_EXIT = 3 };
+
+struct kp_proc {
+	__u64 ts_ns;
+	__u64 start_ns;   /* task start time: tells recycled pids apart */
+	__u32 tgid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 kind;
+	__u32 child_tgid;
+	__s32 exit_code;
+	char comm[KP_COMM_LEN];
+	char filename[KP_PATH_LEN];
+};
+
+struct kp_fault {
+	__u64 ts_ns;
+	__u64 addr;
+	__u64 ip;
+	__u32 tgid;
+	__u32 tid;
+	__u32 error_code;
+	__u32 count;      /* faults this sample stands for (since the previous one) */
+	__u32 cpu;
+	__u32 flushed;    /* 1: emitted at exit/timeout to flush the count, addr of last fault */
+};
+
+enum kp_reclaim_kind { KP_RECLAIM_DIRECT = 1, KP_RECLAIM_MEMCG = 2 };
+
+struct kp_reclaim {
+	__u64 start_ns;
+	__u64 end_ns;
+	__u64 nr_reclaimed;
+	__u64 cgroup_id;
+	__u32 tgid;
+	__u32 tid;
+	__u32 kind;
+	__u32 cpu;
+	char comm[KP_COMM_LEN];
+};
+
+struct kp_oom {
+	__u64 ts_ns;
+	__u64 total_vm_kb;
+	__u64 anon_rss_kb;
+	__u32 victim_pid;
+	__u32 killer_tgid;
+	char killer_comm[KP_COMM_LEN];
+};
+
+struct kp_tcp_state {
+	__u64 ts_ns;
+	__u64 skaddr;
+	__u32 tgid;
+	__u32 tid;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[KP_COMM_LEN];
+};
+
+struct kp_sock_io {
+	__u64 ts_ns;
+	__u64 skaddr;
+	__u32 tgid;
+	__u32 tid;
+	__s32 bytes;
+	__u32 srtt_us;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 dir;        /* 0 send, 1 recv */
+	__u8 protocol;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct kp_tcp_retrans {
+	__u64 ts_ns;
+	__u64 skaddr;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 state;
+	__u32 srtt_us;
+	__u32 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct kp_syscall {
+	__u64 enter_ns;
+	__u64 exit_ns;
+	__s64 ret;
+	__u64 arg0;
+	__u64 arg1;
+	__u64 arg2;
+	__u32 tgid;
+	__u32 tid;
+	__u32 nr;
+	__u32 cpu;
+};
+
+struct kp_fd_open {
+	__u64 ts_ns;
+	__u32 tgid;
+	__u32 tid;
+	__s32 fd;
+	__s32 flags;
+	char path[KP_PATH_LEN];
+};
+
+struct kp_block_io {
+	__u64 issue_ns;
+	__u64 done_ns;
+	__u64 sector;
+	__u32 dev;
+	__u32 bytes;
+	__u32 tgid;       /* task current at issue (may be a kworker or flusher) */
+	__u32 tid;
+	__s32 error;
+	__u32 pad;
+	char rwbs[8];
+	char comm[KP_COMM_LEN];
+};
+
+#endif
