@@ -1,0 +1,118 @@
+"""Transport-independent ingestion: decode a body, hand the batch to the sink, count.
+
+Why separate from the servers: gRPC and HTTP must give the *same* answers
+(malformed -> client error, sink failure -> retryable error) and feed the same
+counters. Each transport only maps an :class:`Outcome` to its own status codes.
+
+The sink is called under a lock, so ``on_spans`` never runs concurrently even
+though both servers decode on several threads: sinks such as an in-process
+chDB connection need not be thread-safe. Decoding stays outside the lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .spans import DecodeError, SpanBatch, decode_export_request
+
+__all__ = ["Verdict", "Outcome", "IngestStats", "Ingestor", "TRANSPORTS"]
+
+log = logging.getLogger(__name__)
+
+TRANSPORTS = ("grpc", "http")
+_PER_TRANSPORT = ("requests", "spans_accepted", "rejected", "sink_errors", "invalid_spans")
+_GLOBAL = ("sensitive_attributes_dropped", "values_masked")
+
+
+class Verdict(enum.Enum):
+    """What happened to one export request."""
+
+    OK = "ok"  #: decoded and delivered (possibly with invalid spans skipped)
+    MALFORMED = "malformed"  #: client error, do not retry
+    SINK_ERROR = "sink_error"  #: our side failed, client should retry
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Result of ingesting one request, for a transport to translate."""
+
+    verdict: Verdict
+    message: str = ""
+    spans: int = 0
+    rejected_spans: int = 0  #: spans skipped for malformed ids (OTLP partial success)
+
+
+class IngestStats:
+    """Thread-safe counters (flat ``{transport}_{counter}`` names, plus redaction totals).
+
+    Counters per transport: ``requests`` (every request seen, good or bad),
+    ``spans_accepted`` (delivered to the sink), ``rejected`` (requests refused
+    as malformed / unsupported / too large), ``sink_errors`` (requests answered
+    with a retryable error because ``on_spans`` raised), ``invalid_spans``
+    (spans skipped inside otherwise good requests). Global:
+    ``sensitive_attributes_dropped`` and ``values_masked``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {f"{t}_{c}": 0 for t in TRANSPORTS for c in _PER_TRANSPORT}
+        self._counts.update(dict.fromkeys(_GLOBAL, 0))
+
+    def add(self, **deltas: int) -> None:
+        """Add to named counters (unknown names are a programming error)."""
+        with self._lock:
+            for name, delta in deltas.items():
+                if name not in self._counts:
+                    raise KeyError(name)
+                self._counts[name] += delta
+
+    def snapshot(self) -> dict[str, int]:
+        """A consistent copy of all counters."""
+        with self._lock:
+            return dict(self._counts)
+
+
+class Ingestor:
+    """Decode -> sink -> count, shared by both transports."""
+
+    def __init__(self, on_spans: Callable[[SpanBatch], None], stats: IngestStats) -> None:
+        self._on_spans = on_spans
+        self._stats = stats
+        self._sink_lock = threading.Lock()
+
+    def reject(self, transport: str, reason: str) -> Outcome:
+        """Count a request refused before decoding (bad framing, media type, size)."""
+        self._stats.add(**{f"{transport}_requests": 1, f"{transport}_rejected": 1})
+        log.debug("otlp/%s rejected: %s", transport, reason)
+        return Outcome(Verdict.MALFORMED, reason)
+
+    def ingest(self, body: bytes, transport: str) -> Outcome:
+        """Decode ``body`` (an ExportTraceServiceRequest) and deliver it to the sink."""
+        try:
+            batch = decode_export_request(body)
+        except DecodeError as exc:
+            return self.reject(transport, str(exc))
+        self._stats.add(
+            sensitive_attributes_dropped=batch.sensitive_dropped,
+            values_masked=batch.values_masked,
+            **{f"{transport}_invalid_spans": batch.invalid_spans},
+        )
+        if len(batch):
+            try:
+                with self._sink_lock:
+                    self._on_spans(batch)
+            except Exception as exc:
+                self._stats.add(**{f"{transport}_requests": 1, f"{transport}_sink_errors": 1})
+                log.exception("otlp/%s span sink failed on %d spans", transport, len(batch))
+                return Outcome(
+                    Verdict.SINK_ERROR, f"span sink unavailable ({type(exc).__name__}), retry later"
+                )
+        self._stats.add(**{f"{transport}_requests": 1, f"{transport}_spans_accepted": len(batch)})
+        message = ""
+        if batch.invalid_spans:
+            message = f"{batch.invalid_spans} span(s) dropped: trace_id must be 16 bytes, span ids 8 bytes"
+        return Outcome(Verdict.OK, message, spans=len(batch), rejected_spans=batch.invalid_spans)
