@@ -52,8 +52,8 @@ static __always_inline void kp_emit_fault(__u64 now, __u32 tgid, __u32 tid, __u6
 	kp_submit(r);
 }
 
-SEC("tracepoint/exceptions/page_fault_user")
-int kp_page_fault_user(struct trace_event_raw_exceptions *ctx)
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(kp_page_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
 	struct kp_config *cfg = kp_cfg();
 	__u64 id = bpf_get_current_pid_tgid();
@@ -74,7 +74,7 @@ int kp_page_fault_user(struct trace_event_raw_exceptions *ctx)
 	__u32 every = cfg->fault_sample_every ? cfg->fault_sample_every : 1;
 	__u64 flush_ns = (__u64)cfg->fault_flush_ms * 1000000ULL;
 	if (st->count >= every || now - st->last_emit_ns >= flush_ns) {
-		kp_emit_fault(now, tgid, tid, ctx->address, ctx->ip, ctx->error_code, st->count, 0);
+		kp_emit_fault(now, tgid, tid, address, BPF_CORE_READ(regs, ip), error_code, st->count, 0);
 		st->count = 0;
 		st->last_emit_ns = now;
 	}
@@ -126,44 +126,45 @@ static __always_inline void kp_reclaim_end(__u64 nr_reclaimed)
 	bpf_map_delete_elem(&reclaim_state, &tid);
 }
 
-SEC("tracepoint/vmscan/mm_vmscan_direct_reclaim_begin")
-int kp_direct_reclaim_begin(void *ctx)
+SEC("tp_btf/mm_vmscan_direct_reclaim_begin")
+int BPF_PROG(kp_direct_reclaim_begin, int order)
 {
 	kp_reclaim_begin(KP_RECLAIM_DIRECT);
 	return 0;
 }
 
-SEC("tracepoint/vmscan/mm_vmscan_direct_reclaim_end")
-int kp_direct_reclaim_end(struct trace_event_raw_mm_vmscan_direct_reclaim_end_template *ctx)
+SEC("tp_btf/mm_vmscan_direct_reclaim_end")
+int BPF_PROG(kp_direct_reclaim_end, unsigned long nr_reclaimed)
 {
-	kp_reclaim_end(ctx->nr_reclaimed);
+	kp_reclaim_end(nr_reclaimed);
 	return 0;
 }
 
-SEC("tracepoint/vmscan/mm_vmscan_memcg_reclaim_begin")
-int kp_memcg_reclaim_begin(void *ctx)
+SEC("tp_btf/mm_vmscan_memcg_reclaim_begin")
+int BPF_PROG(kp_memcg_reclaim_begin, int order)
 {
 	kp_reclaim_begin(KP_RECLAIM_MEMCG);
 	return 0;
 }
 
-SEC("tracepoint/vmscan/mm_vmscan_memcg_reclaim_end")
-int kp_memcg_reclaim_end(struct trace_event_raw_mm_vmscan_direct_reclaim_end_template *ctx)
+SEC("tp_btf/mm_vmscan_memcg_reclaim_end")
+int BPF_PROG(kp_memcg_reclaim_end, unsigned long nr_reclaimed)
 {
-	kp_reclaim_end(ctx->nr_reclaimed);
+	kp_reclaim_end(nr_reclaimed);
 	return 0;
 }
 
-SEC("tracepoint/oom/mark_victim")
-int kp_oom_mark_victim(struct trace_event_raw_mark_victim *ctx)
+SEC("tp_btf/mark_victim")
+int BPF_PROG(kp_oom_mark_victim, struct task_struct *victim)
 {
 	struct kp_oom *r = kp_reserve(&rb_oom, KP_EV_OOM, sizeof(*r));
 	if (!r)
 		return 0;
+	struct mm_struct *mm = BPF_CORE_READ(victim, mm);
 	r->ts_ns = bpf_ktime_get_ns();
-	r->victim_pid = ctx->pid;
-	r->total_vm_kb = BPF_CORE_READ(ctx, total_vm);
-	r->anon_rss_kb = BPF_CORE_READ(ctx, anon_rss);
+	r->victim_pid = victim->tgid;
+	r->total_vm_kb = mm ? BPF_CORE_READ(mm, total_vm) * 4 : 0;
+	r->anon_rss_kb = 0;
 	r->killer_tgid = bpf_get_current_pid_tgid() >> 32;
 	__builtin_memset(r->killer_comm, 0, KP_COMM_LEN);
 	bpf_get_current_comm(&r->killer_comm, sizeof(r->killer_comm));

@@ -29,44 +29,34 @@ static __always_inline void kp_sk_tuple(struct sock *sk, __u16 *family, __u16 *s
 	}
 }
 
-SEC("tracepoint/sock/inet_sock_set_state")
-int kp_inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(kp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (ctx->protocol != IPPROTO_TCP)
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	struct kp_tcp_state *r = kp_reserve(&rb_tcp_state, KP_EV_TCP_STATE, sizeof(*r));
 	if (!r)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	r->ts_ns = bpf_ktime_get_ns();
-	r->skaddr = (__u64)ctx->skaddr;
+	r->skaddr = (__u64)sk;
 	r->tgid = id >> 32;
 	r->tid = (__u32)id;
-	r->sport = ctx->sport;
-	r->dport = ctx->dport;
-	r->family = ctx->family;
-	r->oldstate = ctx->oldstate;
-	r->newstate = ctx->newstate;
-	__builtin_memset(r->saddr, 0, 16);
-	__builtin_memset(r->daddr, 0, 16);
-	if (ctx->family == AF_INET) {
-		__builtin_memcpy(r->saddr, ctx->saddr, 4);
-		__builtin_memcpy(r->daddr, ctx->daddr, 4);
-	} else {
-		__builtin_memcpy(r->saddr, ctx->saddr_v6, 16);
-		__builtin_memcpy(r->daddr, ctx->daddr_v6, 16);
-	}
+	r->oldstate = oldstate;
+	r->newstate = newstate;
+	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
 	__builtin_memset(r->comm, 0, KP_COMM_LEN);
 	bpf_get_current_comm(&r->comm, sizeof(r->comm));
 	kp_submit(r);
 	return 0;
 }
 
-static __always_inline void kp_sock_io(struct trace_event_raw_sock_msg_length *ctx, __u8 dir)
+static __always_inline void kp_sock_io(struct sock *sk, int ret, __u8 dir)
 {
-	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
 		return;
-	if (ctx->ret <= 0)
+	if (ret <= 0)
 		return;
 	struct kp_config *cfg = kp_cfg();
 	__u64 id = bpf_get_current_pid_tgid();
@@ -74,48 +64,47 @@ static __always_inline void kp_sock_io(struct trace_event_raw_sock_msg_length *c
 		kp_count(KP_CNT_SOCK_IO_UNWATCHED, 1);
 		return;
 	}
-	struct sock *sk = ctx->sk;
 	struct kp_sock_io *r = kp_reserve(&rb_sock_io, KP_EV_SOCK_IO, sizeof(*r));
 	if (!r)
 		return;
+	__u8 proto = BPF_CORE_READ(sk, sk_protocol);
 	r->ts_ns = bpf_ktime_get_ns();
 	r->skaddr = (__u64)sk;
 	r->tgid = id >> 32;
 	r->tid = (__u32)id;
-	r->bytes = ctx->ret;
+	r->bytes = ret;
 	r->dir = dir;
-	r->protocol = ctx->protocol;
+	r->protocol = proto;
 	r->srtt_us = 0;
-	if (ctx->protocol == IPPROTO_TCP)
+	if (proto == IPPROTO_TCP)
 		r->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
 	kp_submit(r);
 }
 
-SEC("tracepoint/sock/sock_send_length")
-int kp_sock_send_length(struct trace_event_raw_sock_msg_length *ctx)
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kp_sock_send_length, struct sock *sk, int ret, int flags)
 {
-	kp_sock_io(ctx, 0);
+	kp_sock_io(sk, ret, 0);
 	return 0;
 }
 
-SEC("tracepoint/sock/sock_recv_length")
-int kp_sock_recv_length(struct trace_event_raw_sock_msg_length *ctx)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(kp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	kp_sock_io(ctx, 1);
+	kp_sock_io(sk, ret, 1);
 	return 0;
 }
 
-SEC("tracepoint/tcp/tcp_retransmit_skb")
-int kp_tcp_retransmit_skb(struct trace_event_raw_tcp_retransmit_skb *ctx)
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(kp_tcp_retransmit_skb, struct sock *sk)
 {
 	struct kp_tcp_retrans *r = kp_reserve(&rb_tcp_retrans, KP_EV_TCP_RETRANS, sizeof(*r));
 	if (!r)
 		return 0;
-	struct sock *sk = (struct sock *)ctx->skaddr;
 	r->ts_ns = bpf_ktime_get_ns();
 	r->skaddr = (__u64)sk;
-	r->state = ctx->state;
+	r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	r->pad = 0;
 	r->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);

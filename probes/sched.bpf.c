@@ -35,7 +35,7 @@ static __always_inline __u32 kp_reason(__u32 state)
 	if (state & 0x1)
 		return KP_OFF_SLEEP;
 	if (state & 0x2)
-		return KP_OFF_DISK;
+		return KP_OFF_UNINTERRUPTIBLE;
 	return KP_OFF_OTHER;
 }
 

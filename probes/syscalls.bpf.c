@@ -33,10 +33,10 @@ struct {
 KP_RINGBUF(rb_syscall);
 KP_RINGBUF(rb_fd_open);
 
-SEC("tracepoint/raw_syscalls/sys_enter")
-int kp_sys_enter(struct trace_event_raw_sys_enter *ctx)
+SEC("tp_btf/sys_enter")
+int BPF_PROG(kp_sys_enter, struct pt_regs *regs, long sysno)
 {
-	__u32 nr = (__u32)ctx->id;
+	__u32 nr = (__u32)sysno;
 	if (nr >= KP_NR_MAX)
 		return 0;
 	__u8 *on = bpf_map_lookup_elem(&kp_syscall_filter, &nr);
@@ -47,15 +47,15 @@ int kp_sys_enter(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	__u32 tid = (__u32)id;
 	struct kp_enter_state st = {.ts = bpf_ktime_get_ns(), .nr = nr};
-	st.args[0] = ctx->args[0];
-	st.args[1] = ctx->args[1];
-	st.args[2] = ctx->args[2];
+	st.args[0] = PT_REGS_PARM1_CORE(regs);
+	st.args[1] = PT_REGS_PARM2_CORE(regs);
+	st.args[2] = PT_REGS_PARM3_CORE(regs);
 	bpf_map_update_elem(&enter_state, &tid, &st, BPF_ANY);
 	return 0;
 }
 
-SEC("tracepoint/raw_syscalls/sys_exit")
-int kp_sys_exit(struct trace_event_raw_sys_exit *ctx)
+SEC("tp_btf/sys_exit")
+int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
@@ -64,7 +64,6 @@ int kp_sys_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct kp_config *cfg = kp_cfg();
 	__u64 now = bpf_ktime_get_ns();
-	long ret = ctx->ret;
 	if (cfg && now - st->ts < cfg->min_syscall_ns) {
 		kp_count(KP_CNT_SYSCALL_SHORT, 1);
 		goto out;

@@ -49,7 +49,7 @@ enum kp_counter {
 enum kp_offcpu_reason {
 	KP_OFF_PREEMPTED = 1, /* left the CPU while runnable */
 	KP_OFF_SLEEP = 2,     /* TASK_INTERRUPTIBLE */
-	KP_OFF_DISK = 3,      /* TASK_UNINTERRUPTIBLE */
+	KP_OFF_UNINTERRUPTIBLE = 3, /* TASK_UNINTERRUPTIBLE: disk, page lock, ... */
 	KP_OFF_OTHER = 4,
 	KP_OFF_NEW = 5,       /* new task waiting for its first run */
 };

@@ -1,0 +1,157 @@
+"""Load the probe objects, share their common maps, attach, and report what worked.
+
+Each concern is its own object so one that the kernel refuses (a missing
+tracepoint, a verifier difference) costs only its own event types: the
+others still load and the status says exactly what is missing and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kprobe.agent.libbpf import BpfMap, BpfObject, Libbpf, LibbpfError
+from kprobe.schemas import layouts as L
+from kprobe.schemas import syscalls
+from kprobe.schemas.tables import EVENT_TYPES, PROBES, EventType
+
+SHARED_MAPS = ("kp_config", "kp_watched", "kp_watched_comm", "kp_drops", "kp_counters")
+BUILD_DIR = Path(__file__).resolve().parent.parent / "probes" / "build"
+
+
+@dataclass
+class ProbeConfig:
+    ring_bytes: int = 8 << 20          # per event type; power of two
+    min_offcpu_ns: int = 50_000
+    min_syscall_ns: int = 0
+    fault_sample_every: int = 64
+    fault_flush_ms: int = 100
+    watch_pids: list[int] = field(default_factory=list)
+    watch_comms: list[str] = field(default_factory=list)
+    filter_on: bool = False            # true when a watch list is given or `run` follows a command
+    syscalls: list[str] | None = None  # None = the default set
+    ring_overrides: dict[str, int] = field(default_factory=dict)  # event name -> bytes
+    probes: tuple[str, ...] = PROBES
+
+
+@dataclass
+class AttachStatus:
+    probe: str
+    program: str
+    section: str
+    attached: bool
+    error: str = ""
+
+
+@dataclass
+class ProbeSet:
+    config: ProbeConfig
+    build_dir: Path = BUILD_DIR
+    lib: Libbpf = field(default_factory=Libbpf)
+    objects: dict[str, BpfObject] = field(default_factory=dict)
+    shared: dict[str, BpfMap] = field(default_factory=dict)
+    status: list[AttachStatus] = field(default_factory=list)
+    load_errors: dict[str, str] = field(default_factory=dict)
+
+    def open(self) -> ProbeSet:
+        for probe in self.config.probes:
+            path = self.build_dir / f"{probe}.bpf.o"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: build the probes first (make probes)")
+            try:
+                self._load_one(probe, path)
+            except LibbpfError as e:
+                self.load_errors[probe] = str(e)
+        if not self.objects:
+            detail = "; ".join(f"{k}: {v}" for k, v in self.load_errors.items())
+            raise LibbpfError(0, f"no probe object could be loaded ({detail})")
+        self._configure()
+        for probe, obj in self.objects.items():
+            self._attach(probe, obj)
+        return self
+
+    def _load_one(self, probe: str, path: Path) -> None:
+        obj = BpfObject(self.lib, str(path)).open()
+        try:
+            for name, m in self.shared.items():
+                obj.reuse_map(name, m.fd)
+            for et in self.event_types(probe):
+                obj.set_max_entries(et.ring, self.config.ring_overrides.get(et.name, self.config.ring_bytes))
+            obj.load()
+        except LibbpfError:
+            obj.close()
+            raise
+        for name in SHARED_MAPS:
+            if name not in self.shared:
+                self.shared[name] = obj.map(name)
+        self.objects[probe] = obj
+
+    def _attach(self, probe: str, obj: BpfObject) -> None:
+        for prog in obj.programs():
+            try:
+                obj.links.append(prog.attach())
+                self.status.append(AttachStatus(probe, prog.name, prog.section, True))
+            except LibbpfError as e:
+                self.status.append(AttachStatus(probe, prog.name, prog.section, False, str(e)))
+
+    def _configure(self) -> None:
+        c = self.config
+        cfg = np.zeros(1, dtype=L.KP_CONFIG)
+        cfg["min_offcpu_ns"] = c.min_offcpu_ns
+        cfg["min_syscall_ns"] = c.min_syscall_ns
+        cfg["filter_on"] = 1 if (c.filter_on or c.watch_pids or c.watch_comms) else 0
+        cfg["self_tgid"] = _self_tgid()
+        cfg["fault_sample_every"] = max(1, c.fault_sample_every)
+        cfg["fault_flush_ms"] = c.fault_flush_ms
+        zero = np.zeros(1, dtype=np.uint32)
+        self.shared["kp_config"].update(zero, cfg)
+        for pid in c.watch_pids:
+            self.watch_pid(pid)
+        for comm in c.watch_comms:
+            key = np.zeros(1, dtype=f"S{L.KP_COMM_LEN}")
+            key[0] = comm.encode()[: L.KP_COMM_LEN - 1]
+            self.shared["kp_watched_comm"].update(key, np.ones(1, dtype=np.uint8))
+        if "syscalls" in self.objects:
+            filt = self.objects["syscalls"].map("kp_syscall_filter")
+            one = np.ones(1, dtype=np.uint8)
+            for nr in syscalls.numbers(c.syscalls):
+                filt.update(np.array([nr], dtype=np.uint32), one)
+
+    def watch_pid(self, pid: int) -> None:
+        self.shared["kp_watched"].update(np.array([pid], dtype=np.uint32), np.ones(1, dtype=np.uint8))
+
+    def event_types(self, probe: str | None = None) -> list[EventType]:
+        return [e for e in EVENT_TYPES if probe is None or e.probe == probe]
+
+    def loaded_event_types(self) -> list[EventType]:
+        return [e for e in EVENT_TYPES if e.probe in self.objects]
+
+    def ring_map(self, et: EventType) -> BpfMap:
+        return self.objects[et.probe].map(et.ring)
+
+    def read_percpu(self, name: str, n: int) -> np.ndarray:
+        """Per-CPU array map -> (n keys, ncpus) uint64 matrix."""
+        ncpu = self.lib.num_possible_cpus()
+        out = np.zeros((n, ncpu), dtype=np.uint64)
+        m = self.shared[name]
+        for k in range(n):
+            m.lookup(np.array([k], dtype=np.uint32), out[k])
+        return out
+
+    def drops(self) -> np.ndarray:
+        return self.read_percpu("kp_drops", L.KP_EV_MAX)
+
+    def counters(self) -> np.ndarray:
+        return self.read_percpu("kp_counters", L.KP_CNT_MAX)
+
+    def close(self) -> None:
+        for obj in self.objects.values():
+            obj.close()
+        self.objects.clear()
+
+
+def _self_tgid() -> int:
+    return ctypes.CDLL(None).getpid()

@@ -1,0 +1,228 @@
+"""The capture loop: drain rings -> columnar batches -> enrich -> sink.
+
+Two threads so a slow sink never stalls draining: the drain thread polls every
+ring on a short timer (the probes submit without wakeups) and hands record
+arrays to the writer through a bounded queue; the writer converts, enriches and
+writes. If the writer falls behind, the queue fills, draining slows, and the
+kernel's per-CPU drop counters say exactly how much was lost: never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kprobe.agent import clock
+from kprobe.agent.identity import IdentityCache
+from kprobe.agent.probeset import ProbeConfig, ProbeSet
+from kprobe.agent.ringbuf import RingReader
+from kprobe.agent.status import RecorderStats
+from kprobe.schemas.tables import BY_NAME, EventType
+
+log = logging.getLogger("kprobe.agent")
+
+
+class Sink:
+    """Where batches go: the embedded chDB store, or Kafka in scale-out mode."""
+
+    def write(self, table: str, columns: dict[str, np.ndarray]) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - interface
+        pass
+
+
+@dataclass
+class RecorderConfig:
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    poll_ms: float = 5.0
+    flush_ms: float = 200.0
+    queue_batches: int = 64
+    retention_s: float | None = 6 * 3600
+    retention_bytes: int | None = 2 << 30
+    status_path: Path | None = None
+
+
+@dataclass
+class Batch:
+    et: EventType
+    records: np.ndarray
+    clock_offset_ns: int
+
+
+@dataclass
+class Recorder:
+    config: RecorderConfig
+    sink: Sink
+    retention: Callable[[int | None, int | None, int], int] | None = None
+    stats: RecorderStats = field(default_factory=RecorderStats)
+    host: str = field(default_factory=socket.gethostname)
+    probes: ProbeSet | None = None
+    _readers: dict[str, RingReader] = field(default_factory=dict)
+    _queue: queue.Queue = field(init=False)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _drained_all: threading.Event = field(default_factory=threading.Event)
+    _identities: IdentityCache = field(default_factory=IdentityCache)
+    _clock: clock.ClockSync = field(default_factory=clock.sample)
+
+    def __post_init__(self) -> None:
+        self._queue = queue.Queue(maxsize=self.config.queue_batches)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> Recorder:
+        self.probes = ProbeSet(self.config.probes).open()
+        for et in self.probes.loaded_event_types():
+            m = self.probes.ring_map(et)
+            self._readers[et.name] = RingReader(m.fd, m.max_entries, et.record, et.name)
+        self.stats.set_probes(self.probes, self._clock)
+        self._threads = [
+            threading.Thread(target=self._drain_loop, name="kprobe-drain", daemon=True),
+            threading.Thread(target=self._write_loop, name="kprobe-write", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def watch_pid(self, pid: int) -> None:
+        assert self.probes is not None
+        self.probes.watch_pid(pid)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Final drain, flush everything queued, detach. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for t in getattr(self, "_threads", []):
+            t.join(timeout)
+        if self.probes is not None:
+            self.stats.update_kernel(self.probes)
+            for r in self._readers.values():
+                r.close()
+            self._readers.clear()
+            self.probes.close()
+        self.stats.finished = True
+        self._write_status()
+
+    def wait_drained(self, timeout: float = 5.0) -> bool:
+        """Block until everything committed to the rings before this call is in the sink."""
+        deadline = time.monotonic() + timeout
+        target = time.monotonic_ns()
+        while time.monotonic() < deadline:
+            if self.stats.last_written_mono_ns >= target and self._queue.empty():
+                return True
+            time.sleep(0.01)
+        return False
+
+    # -- threads -------------------------------------------------------------------------------
+    def _drain_loop(self) -> None:
+        poll = self.config.poll_ms / 1000
+        flush_every = self.config.flush_ms / 1000
+        pending: dict[str, list[np.ndarray]] = {}
+        last_flush = last_status = time.monotonic()
+        while True:
+            stopping = self._stop.is_set()
+            tick_mono = time.monotonic_ns()
+            for name, reader in self._readers.items():
+                recs = reader.drain()
+                if recs.size:
+                    pending.setdefault(name, []).append(recs)
+                    self.stats.drained[name] = self.stats.drained.get(name, 0) + len(recs)
+            now = time.monotonic()
+            rows = sum(len(a) for lst in pending.values() for a in lst)
+            if stopping or now - last_flush >= flush_every or rows >= 1_000_000:
+                self._clock = clock.sample(16)
+                for name, lst in pending.items():
+                    recs = lst[0] if len(lst) == 1 else np.concatenate(lst)
+                    self._queue.put(Batch(BY_NAME[name], recs, self._clock.offset_ns))
+                pending = {}
+                self._queue.put(tick_mono)  # marks "everything drained before this instant is queued"
+                last_flush = now
+            if now - last_status >= 1.0 and self.probes is not None:
+                self.stats.update_kernel(self.probes)
+                self.stats.clock = self._clock
+                last_status = now
+            if stopping:
+                self._queue.put(None)
+                return
+            time.sleep(poll)
+
+    def _write_loop(self) -> None:
+        last_retention = time.monotonic()
+        last_status = 0.0
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, int):
+                self.stats.last_written_mono_ns = item
+            else:
+                self._write_batch(item)
+            now = time.monotonic()
+            if now - last_status >= 1.0:
+                self._write_status()
+                last_status = now
+            if self.retention is not None and now - last_retention >= 10.0:
+                last_retention = now
+                self._apply_retention()
+
+    def _write_batch(self, batch: Batch) -> None:
+        et = batch.et
+        try:
+            cols = et.columns(batch.records, batch.clock_offset_ns)
+            if et.name == "proc":
+                execs = cols["tgid"][cols["kind"] == "exec"]
+                self._identities.forget(execs)
+            tg = cols.get("tgid", cols.get("victim_pid"))
+            cols["host"] = np.full(len(batch.records), self.host, dtype=object)
+            cols["service"] = self._identities.services(tg) if tg is not None else np.full(
+                len(batch.records), "", dtype=object
+            )
+            n = self.sink.write(et.name, cols)
+            self.stats.written[et.name] = self.stats.written.get(et.name, 0) + n
+            self._write_identities()
+        except Exception as e:  # a failed write is counted and logged, never silent
+            self.stats.write_errors[et.name] = self.stats.write_errors.get(et.name, 0) + len(batch.records)
+            self.stats.last_error = f"{et.name}: {e}"
+            log.error("write of %d %s events failed: %s", len(batch.records), et.name, e)
+
+    def _write_identities(self) -> None:
+        new = self._identities.take_new()
+        if not new:
+            return
+        now = time.time_ns()
+        cols = {
+            "ts": np.full(len(new), now, dtype=np.uint64),
+            "host": np.full(len(new), self.host, dtype=object),
+            "tgid": np.array([i.tgid for i in new], dtype=np.uint32),
+            "comm": np.array([i.comm for i in new], dtype=object),
+            "exe": np.array([i.exe for i in new], dtype=object),
+            "cmdline": np.array([i.cmdline for i in new], dtype=object),
+            "cgroup": np.array([i.cgroup for i in new], dtype=object),
+            "container_id": np.array([i.container_id for i in new], dtype=object),
+            "service": np.array([i.service for i in new], dtype=object),
+        }
+        self.sink.write("processes", cols)
+
+    def _apply_retention(self) -> None:
+        c = self.config
+        try:
+            assert self.retention is not None
+            dropped = self.retention(
+                int(c.retention_s * 1e9) if c.retention_s else None, c.retention_bytes, time.time_ns()
+            )
+            self.stats.partitions_dropped += dropped
+        except Exception as e:
+            self.stats.last_error = f"retention: {e}"
+            log.warning("retention failed: %s", e)
+
+    def _write_status(self) -> None:
+        if self.config.status_path is not None:
+            self.stats.save(self.config.status_path)

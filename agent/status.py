@@ -1,0 +1,75 @@
+"""What the recorder has done, in one place: shown by `kprobe stats`, saved as status.json.
+
+Every event is accounted for: drained from the ring, written to the sink, or
+counted as lost (kernel ring full: per CPU and type; sink write failed: per type).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kprobe.agent.clock import ClockSync
+from kprobe.schemas import layouts as L
+from kprobe.schemas.tables import EVENT_TYPES
+
+if TYPE_CHECKING:
+    from kprobe.agent.probeset import ProbeSet
+
+COUNTER_NAMES = {
+    L.KP_CNT_SWITCHES: "sched_switches",
+    L.KP_CNT_OFFCPU_SHORT: "offcpu_below_threshold",
+    L.KP_CNT_OFFCPU_SHORT_NS: "offcpu_below_threshold_ns",
+    L.KP_CNT_SYSCALL_SHORT: "syscalls_below_threshold",
+    L.KP_CNT_FAULTS: "page_faults_watched",
+    L.KP_CNT_SOCK_IO_UNWATCHED: "sock_io_unwatched",
+}
+
+
+@dataclass
+class RecorderStats:
+    started_at_ns: int = field(default_factory=time.time_ns)
+    pid: int = field(default_factory=os.getpid)
+    drained: dict[str, int] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)
+    write_errors: dict[str, int] = field(default_factory=dict)
+    kernel_drops: dict[str, list[int]] = field(default_factory=dict)  # type -> per CPU
+    counters: dict[str, int] = field(default_factory=dict)
+    attach: list[dict] = field(default_factory=list)
+    load_errors: dict[str, str] = field(default_factory=dict)
+    clock: ClockSync | None = None
+    last_error: str = ""
+    partitions_dropped: int = 0
+    last_written_mono_ns: int = 0
+    finished: bool = False
+
+    def set_probes(self, probes: ProbeSet, clk: ClockSync) -> None:
+        self.attach = [asdict(s) for s in probes.status]
+        self.load_errors = dict(probes.load_errors)
+        self.clock = clk
+
+    def update_kernel(self, probes: ProbeSet) -> None:
+        drops = probes.drops()
+        for et in EVENT_TYPES:
+            self.kernel_drops[et.name] = [int(x) for x in drops[et.type_id]]
+        cnt = probes.counters().sum(axis=1)
+        self.counters = {name: int(cnt[i]) for i, name in COUNTER_NAMES.items()}
+
+    def total_drops(self) -> int:
+        return sum(sum(v) for v in self.kernel_drops.values()) + sum(self.write_errors.values())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["clock"] = asdict(self.clock) if self.clock else None
+        d["kernel_drops_total"] = {k: sum(v) for k, v in self.kernel_drops.items()}
+        d["lost_total"] = self.total_drops()
+        return d
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)

@@ -1,0 +1,3 @@
+from kprobe.cli import main
+
+raise SystemExit(main())

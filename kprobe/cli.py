@@ -1,0 +1,283 @@
+"""kprobe command line: record kernel events, run a command under recording, query what was recorded.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad arguments or environment (with a message saying what to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+DEFAULT_DATA = Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
+
+EPILOG = """\
+examples:
+  sudo kprobe record --duration 60                     record everything for a minute
+  sudo kprobe record --watch-comm settlement-svc       follow one service (and what it spawns)
+  sudo kprobe run -- ./payment-batch --date today      record a command for its lifetime
+  kprobe events --pid 4721 --type offcpu --json        what happened to PID 4721
+  kprobe stats                                         counts, drops, attach status, clock
+  kprobe sql "SELECT comm, sum(dur_ns) FROM offcpu GROUP BY comm ORDER BY 2 DESC LIMIT 5"
+
+The data directory defaults to $KPROBE_DATA or /var/lib/kprobe. While a recorder
+runs, other commands query it through its socket in that directory.
+"""
+
+
+def _add_capture_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory (default: %(default)s)")
+    p.add_argument("--min-offcpu-us", type=float, default=50.0,
+                   help="off-CPU intervals shorter than this are counted in the kernel, not recorded (default: %(default)s)")
+    p.add_argument("--min-syscall-us", type=float, default=None,
+                   help="syscalls shorter than this are only counted (default: 0 when watching, 100 system-wide)")
+    p.add_argument("--fault-sample", type=int, default=64, metavar="N",
+                   help="record one page-fault sample (address) per N faults; counts stay exact (default: %(default)s)")
+    p.add_argument("--ring-kb", type=int, default=8192, help="ring buffer size per event type, KiB, power of two")
+    p.add_argument("--syscalls", default=None, help="comma-separated syscall names to trace (default: the built-in set)")
+    p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
+    p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
+    p.add_argument("--flush-ms", type=float, default=200.0, help="batch interval to the store (default: %(default)s)")
+
+
+def _recorder_config(args: argparse.Namespace, watching: bool):
+    from kprobe.agent.probeset import ProbeConfig
+    from kprobe.agent.recorder import RecorderConfig
+
+    ring = args.ring_kb * 1024
+    if ring & (ring - 1) or ring < 4096:
+        raise SystemExit(_die("--ring-kb must be a power of two of at least 4"))
+    min_sys = args.min_syscall_us if args.min_syscall_us is not None else (0.0 if watching else 100.0)
+    probes = ProbeConfig(
+        ring_bytes=ring,
+        min_offcpu_ns=int(args.min_offcpu_us * 1000),
+        min_syscall_ns=int(min_sys * 1000),
+        fault_sample_every=args.fault_sample,
+        watch_pids=list(getattr(args, "watch_pid", None) or []),
+        watch_comms=list(getattr(args, "watch_comm", None) or []),
+        filter_on=watching,
+        syscalls=args.syscalls.split(",") if args.syscalls else None,
+    )
+    return RecorderConfig(
+        probes=probes,
+        flush_ms=args.flush_ms,
+        retention_s=args.retention,
+        retention_bytes=args.retention_mb << 20,
+    )
+
+
+def _die(msg: str) -> int:
+    print(f"kprobe: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _preflight(data: Path) -> int | None:
+    from kprobe.agent.preflight import PreflightError, check_all
+
+    try:
+        check_all(data)
+    except PreflightError as e:
+        return _die(str(e))
+    return None
+
+
+def _start_session(args: argparse.Namespace, watching: bool):
+    from kprobe.embedded import EmbeddedSession
+    from kprobe.sinks.chdb_store import StoreBusyError
+
+    try:
+        return EmbeddedSession(args.data, _recorder_config(args, watching)).start()
+    except StoreBusyError as e:
+        raise SystemExit(_die(f"{e}; stop it first or use another --data")) from e
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    if (rc := _preflight(args.data)) is not None:
+        return rc
+    watching = bool(args.watch_pid or args.watch_comm)
+    if args.watch_comm:
+        from kprobe.agent.proc_scan import pids_by_comm
+
+        args.watch_pid = list(args.watch_pid or []) + pids_by_comm(args.watch_comm)
+    session = _start_session(args, watching)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    what = "system-wide" if not watching else f"watching pids {args.watch_pid} comms {args.watch_comm}"
+    print(f"kprobe: recording {what} into {args.data}" + (f" for {args.duration} s" if args.duration else
+          " until Ctrl-C"), file=sys.stderr)
+    stop.wait(args.duration if args.duration else None)
+    session.stop()
+    _print_totals(session.recorder.stats)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if not args.command:
+        return _die("kprobe run needs a command after --, e.g. kprobe run -- sleep 1")
+    if (rc := _preflight(args.data)) is not None:
+        return rc
+    session = _start_session(args, watching=True)
+    gate_r, gate_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: wait until the parent has put us on the watch list, then exec
+        os.close(gate_w)
+        os.read(gate_r, 1)
+        try:
+            os.execvp(args.command[0], args.command)
+        except OSError as e:
+            print(f"kprobe: cannot run {args.command[0]}: {e.strerror}", file=sys.stderr)
+            os._exit(127)
+    os.close(gate_r)
+    session.recorder.watch_pid(pid)
+    os.write(gate_w, b"x")
+    os.close(gate_w)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda s, _f: os.kill(pid, s))
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    session.recorder.wait_drained(timeout=5.0)
+    session.stop()
+    _print_totals(session.recorder.stats)
+    return code if code >= 0 else 128 - code
+
+
+def _print_totals(stats) -> None:
+    written = sum(stats.written.values())
+    lost = stats.total_drops()
+    print(f"kprobe: {written} events stored, {lost} lost" + (" (see kprobe stats)" if lost else ""), file=sys.stderr)
+
+
+def _open(args: argparse.Namespace):
+    from kprobe.query.client import QueryError, open_store
+
+    try:
+        return open_store(args.data)
+    except QueryError as e:
+        raise SystemExit(_die(str(e))) from e
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from kprobe.query.events import EventQuery, fetch, format_row
+    from kprobe.query.timefmt import parse_ts
+
+    try:
+        q = EventQuery(
+            pid=args.pid,
+            types=args.type,
+            from_ns=parse_ts(args.from_) if args.from_ else None,
+            to_ns=parse_ts(args.to) if args.to else None,
+            limit=args.limit,
+        )
+        q.tables()
+    except ValueError as e:
+        return _die(str(e))
+    store = _open(args)
+    rows = fetch(store, q)
+    if args.json:
+        json.dump(rows, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for r in rows:
+            print(format_row(r))
+        if not rows:
+            print("no events match", file=sys.stderr)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from kprobe.query.stats import collect, render
+
+    store = _open(args)
+    data = collect(store, args.data)
+    if args.json:
+        json.dump(data, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(render(data))
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from kprobe.query.client import QueryError
+
+    store = _open(args)
+    try:
+        out = store.query(args.query, args.format)
+    except (QueryError, RuntimeError) as e:
+        return _die(f"query failed: {e}")
+    sys.stdout.write(out.decode(errors="replace"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="kprobe",
+        description="Kernel-level visibility for financial systems: eBPF capture with zero changes to services.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    p = sub.add_parser("record", help="record kernel events into the flight recorder",
+                       description="Attach the probes and record until --duration or Ctrl-C. Needs root.")
+    _add_capture_args(p)
+    p.add_argument("--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)")
+    p.add_argument("--watch-comm", nargs="+", metavar="NAME", help="record high-volume streams only for these process names")
+    p.add_argument("--watch-pid", nargs="+", type=int, metavar="PID", help="... and/or these pids (and their children)")
+    p.set_defaults(fn=cmd_record)
+
+    p = sub.add_parser("run", help="record for the lifetime of a command and its children",
+                       description="kprobe run [options] -- COMMAND [ARGS...]; exits with the command's status.")
+    _add_capture_args(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("events", help="list recorded events")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--pid", type=int, help="process or thread id")
+    p.add_argument("--type", nargs="+", metavar="T", help="event types: offcpu proc fault reclaim oom tcp_state sock_io "
+                   "tcp_retrans syscall fd_open block_io")
+    p.add_argument("--from", dest="from_", metavar="T1", help="UTC ns since the epoch or ISO-8601")
+    p.add_argument("--to", metavar="T2", help="UTC ns since the epoch or ISO-8601")
+    p.add_argument("--limit", type=int, default=10000)
+    p.add_argument("--json", action="store_true", help="JSON array of events with all fields (UTC ns timestamps)")
+    p.set_defaults(fn=cmd_events)
+
+    p = sub.add_parser("stats", help="events per type, drops, attach status, clock method")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_stats)
+
+    p = sub.add_parser("sql", help="run SQL against the store (tables: see `kprobe stats`)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default: %(default)s)")
+    p.add_argument("query")
+    p.set_defaults(fn=cmd_sql)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if getattr(args, "command", None) and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not getattr(args, "fn", None):
+        ap.print_help()
+        return 2
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        sys.stdout.flush()
+        time.sleep(0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Reach the store: through a running recorder's socket, or by opening it directly.
+
+Commands never need to know which: ``Store.open(data_dir)`` picks the socket
+when a recorder answers on it, else opens chDB (and says so when it is locked).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from kprobe.agent.control import SOCKET_NAME
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 60.0):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._path)
+        self.sock = s
+
+
+class QueryError(RuntimeError):
+    pass
+
+
+@dataclass
+class RemoteStore:
+    socket_path: Path
+
+    def _request(self, method: str, url: str, body: bytes | None = None) -> bytes:
+        conn = _UnixHTTPConnection(str(self.socket_path))
+        try:
+            conn.request(method, url, body=body)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            try:
+                msg = json.loads(data)["error"]
+            except Exception:
+                msg = data.decode(errors="replace")
+            raise QueryError(msg)
+        return data
+
+    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
+        return self._request("POST", f"/sql?format={fmt}", sql.encode())
+
+    def query_rows(self, sql: str) -> list[dict]:
+        return [json.loads(line) for line in self.query(sql).decode().splitlines() if line]
+
+    def live_stats(self) -> dict:
+        return json.loads(self._request("GET", "/stats"))
+
+    def close(self) -> None:
+        pass
+
+
+def recorder_socket(data_dir: Path) -> Path | None:
+    """The socket path if a recorder is answering on it."""
+    path = data_dir / SOCKET_NAME
+    if not path.exists():
+        return None
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(1.0)
+        s.connect(str(path))
+        return path
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def open_store(data_dir: Path):  # -> RemoteStore | ChdbStore
+    sock = recorder_socket(data_dir)
+    if sock is not None:
+        return RemoteStore(sock)
+    if not (data_dir / "chdb").exists():
+        raise QueryError(f"no recording in {data_dir}: run `kprobe record --data {data_dir}` first")
+    from kprobe.sinks.chdb_store import ChdbStore
+
+    try:
+        return ChdbStore(data_dir)
+    except Exception as e:
+        raise QueryError(str(e)) from e

@@ -1,0 +1,61 @@
+"""`kprobe stats`: what is stored, what was lost and where, what attached, which clock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kprobe.query.timefmt import format_ts
+from kprobe.schemas.tables import EVENT_TYPES
+
+
+def collect(store, data_dir: Path) -> dict:
+    counts = {}
+    for et in EVENT_TYPES:
+        rows = store.query_rows(f"SELECT count() AS n FROM {et.name}")
+        counts[et.name] = int(rows[0]["n"]) if rows else 0
+    live = hasattr(store, "live_stats")
+    if live:
+        recorder = store.live_stats()
+    else:
+        path = data_dir / "status.json"
+        recorder = json.loads(path.read_text()) if path.exists() else {}
+    return {"stored": counts, "recording": live, "recorder": recorder}
+
+
+def render(data: dict) -> str:
+    rec = data["recorder"]
+    lines = []
+    state = "recording now" if data["recording"] else "not recording"
+    if rec.get("started_at_ns"):
+        state += f" (last session started {format_ts(rec['started_at_ns'])}, pid {rec.get('pid')})"
+    lines.append(f"kprobe: {state}")
+    lines.append("")
+    lines.append(f"{'type':<12} {'stored':>12} {'kernel drops':>13} {'write errors':>13}")
+    drops = rec.get("kernel_drops_total", {})
+    errs = rec.get("write_errors", {})
+    for name, n in data["stored"].items():
+        lines.append(f"{name:<12} {n:>12} {drops.get(name, 0):>13} {errs.get(name, 0):>13}")
+    lines.append(f"lost total: {rec.get('lost_total', 0)}")
+    per_cpu = {k: v for k, v in rec.get("kernel_drops", {}).items() if sum(v)}
+    for name, v in per_cpu.items():
+        lines.append(f"  {name} drops per CPU: " + " ".join(f"cpu{i}={x}" for i, x in enumerate(v) if x))
+    if rec.get("counters"):
+        lines.append("")
+        lines.append("aggregated in the kernel by design (not lost): " +
+                     ", ".join(f"{k}={v}" for k, v in rec["counters"].items()))
+    if rec.get("attach"):
+        ok = sum(1 for a in rec["attach"] if a["attached"])
+        lines.append("")
+        lines.append(f"attached {ok}/{len(rec['attach'])} programs")
+        for a in rec["attach"]:
+            if not a["attached"]:
+                lines.append(f"  NOT attached {a['section']}: {a['error'][:160]}")
+    for probe, err in rec.get("load_errors", {}).items():
+        lines.append(f"  probe {probe} not loaded: {err[:160]}")
+    clk = rec.get("clock")
+    if clk:
+        lines.append(f"clock: {clk['method']}, error bound ±{clk['error_ns']} ns")
+    if rec.get("last_error"):
+        lines.append(f"last error: {rec['last_error']}")
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""Record layouts generated from schemas/records.h by kprobe.schemas.gen_layouts: do not edit."""
+
+import numpy as np
+
+KP_COMM_LEN = 16
+KP_PATH_LEN = 128
+KP_EV_OFFCPU = 0
+KP_EV_PROC = 1
+KP_EV_FAULT = 2
+KP_EV_RECLAIM = 3
+KP_EV_OOM = 4
+KP_EV_TCP_STATE = 5
+KP_EV_SOCK_IO = 6
+KP_EV_TCP_RETRANS = 7
+KP_EV_SYSCALL = 8
+KP_EV_FD_OPEN = 9
+KP_EV_BLOCK_IO = 10
+KP_EV_MAX = 11
+KP_CNT_SWITCHES = 0
+KP_CNT_OFFCPU_SHORT = 1
+KP_CNT_OFFCPU_SHORT_NS = 2
+KP_CNT_SYSCALL_SHORT = 3
+KP_CNT_FAULTS = 4
+KP_CNT_SOCK_IO_UNWATCHED = 5
+KP_CNT_MAX = 8
+KP_OFF_PREEMPTED = 1
+KP_OFF_SLEEP = 2
+KP_OFF_UNINTERRUPTIBLE = 3
+KP_OFF_OTHER = 4
+KP_OFF_NEW = 5
+KP_PROC_FORK = 1
+KP_PROC_EXEC = 2
+KP_PROC_EXIT = 3
+KP_RECLAIM_DIRECT = 1
+KP_RECLAIM_MEMCG = 2
+
+
+KP_CONFIG = np.dtype(
+    {
+        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 20, 24, 28],
+        "itemsize": 32,
+    }
+)
+
+KP_OFFCPU = np.dtype(
+    {
+        "names": ["off_ns", "wake_ns", "on_ns", "tgid", "tid", "cpu_off", "cpu_on", "prev_state", "reason", "preemptor_tgid", "preemptor_tid", "waker_tgid", "waker_tid", "comm", "preemptor_comm", "waker_comm"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "S16", "S16", "S16"],
+        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 80, 96],
+        "itemsize": 112,
+    }
+)
+
+KP_PROC = np.dtype(
+    {
+        "names": ["ts_ns", "start_ns", "tgid", "tid", "ppid", "kind", "child_tgid", "exit_code", "comm", "filename"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<i4", "S16", "S128"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 56],
+        "itemsize": 184,
+    }
+)
+
+KP_FAULT = np.dtype(
+    {
+        "names": ["ts_ns", "addr", "ip", "tgid", "tid", "error_code", "count", "cpu", "flushed"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44],
+        "itemsize": 48,
+    }
+)
+
+KP_RECLAIM = np.dtype(
+    {
+        "names": ["start_ns", "end_ns", "nr_reclaimed", "cgroup_id", "tgid", "tid", "kind", "cpu", "comm"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "S16"],
+        "offsets": [0, 8, 16, 24, 32, 36, 40, 44, 48],
+        "itemsize": 64,
+    }
+)
+
+KP_OOM = np.dtype(
+    {
+        "names": ["ts_ns", "total_vm_kb", "anon_rss_kb", "victim_pid", "killer_tgid", "killer_comm"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "S16"],
+        "offsets": [0, 8, 16, 24, 28, 32],
+        "itemsize": 48,
+    }
+)
+
+KP_TCP_STATE = np.dtype(
+    {
+        "names": ["ts_ns", "skaddr", "tgid", "tid", "sport", "dport", "family", "oldstate", "newstate", "saddr", "daddr", "comm"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u2", "<u2", "<u2", "u1", "u1", "(16,)u1", "(16,)u1", "S16"],
+        "offsets": [0, 8, 16, 20, 24, 26, 28, 30, 31, 32, 48, 64],
+        "itemsize": 80,
+    }
+)
+
+KP_SOCK_IO = np.dtype(
+    {
+        "names": ["ts_ns", "skaddr", "tgid", "tid", "bytes", "srtt_us", "sport", "dport", "family", "dir", "protocol", "saddr", "daddr"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<i4", "<u4", "<u2", "<u2", "<u2", "u1", "u1", "(16,)u1", "(16,)u1"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 34, 36, 38, 39, 40, 56],
+        "itemsize": 72,
+    }
+)
+
+KP_TCP_RETRANS = np.dtype(
+    {
+        "names": ["ts_ns", "skaddr", "sport", "dport", "family", "state", "srtt_us", "pad", "saddr", "daddr"],
+        "formats": ["<u8", "<u8", "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "(16,)u1", "(16,)u1"],
+        "offsets": [0, 8, 16, 18, 20, 22, 24, 28, 32, 48],
+        "itemsize": 64,
+    }
+)
+
+KP_SYSCALL = np.dtype(
+    {
+        "names": ["enter_ns", "exit_ns", "ret", "arg0", "arg1", "arg2", "tgid", "tid", "nr", "cpu"],
+        "formats": ["<u8", "<u8", "<i8", "<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 52, 56, 60],
+        "itemsize": 64,
+    }
+)
+
+KP_FD_OPEN = np.dtype(
+    {
+        "names": ["ts_ns", "tgid", "tid", "fd", "flags", "path"],
+        "formats": ["<u8", "<u4", "<u4", "<i4", "<i4", "S128"],
+        "offsets": [0, 8, 12, 16, 20, 24],
+        "itemsize": 152,
+    }
+)
+
+KP_BLOCK_IO = np.dtype(
+    {
+        "names": ["issue_ns", "done_ns", "sector", "dev", "bytes", "tgid", "tid", "error", "pad", "rwbs", "comm"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<i4", "<u4", "S8", "S16"],
+        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 56],
+        "itemsize": 72,
+    }
+)
+
+
+STRUCTS = {
+    "kp_config": KP_CONFIG,
+    "kp_offcpu": KP_OFFCPU,
+    "kp_proc": KP_PROC,
+    "kp_fault": KP_FAULT,
+    "kp_reclaim": KP_RECLAIM,
+    "kp_oom": KP_OOM,
+    "kp_tcp_state": KP_TCP_STATE,
+    "kp_sock_io": KP_SOCK_IO,
+    "kp_tcp_retrans": KP_TCP_RETRANS,
+    "kp_syscall": KP_SYSCALL,
+    "kp_fd_open": KP_FD_OPEN,
+    "kp_block_io": KP_BLOCK_IO,
+}

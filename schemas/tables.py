@@ -1,0 +1,235 @@
+"""Event types: which ring, which record layout, and how a batch becomes table columns.
+
+The converter for a type is the single source of that type's columns: the DDL
+is derived by running it on an empty batch, so the stored schema cannot drift
+from what the agent produces. Every conversion is vectorised (numpy over the
+whole batch); strings are decoded once per distinct value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from kprobe.schemas import layouts as L
+from kprobe.schemas import syscalls
+
+Columns = dict[str, np.ndarray]
+
+# String columns with few distinct values: stored as LowCardinality where the server allows it.
+LOW_CARDINALITY = {
+    "comm", "preemptor_comm", "waker_comm", "killer_comm", "service", "reason", "kind",
+    "syscall", "host", "dir", "oldstate", "newstate", "rwbs", "state",
+}
+
+OFFCPU_REASONS = np.array(["", "preempted", "sleep", "uninterruptible", "other", "new"], dtype=object)
+PROC_KINDS = np.array(["", "fork", "exec", "exit"], dtype=object)
+RECLAIM_KINDS = np.array(["", "direct", "memcg"], dtype=object)
+TCP_STATES = np.array(
+    ["", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
+     "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV", "BOUND_INACTIVE", "?", "?", "?"],
+    dtype=object,
+)
+SOCK_DIRS = np.array(["send", "recv"], dtype=object)
+
+
+def decode_str(raw: np.ndarray) -> np.ndarray:
+    """Fixed-size NUL-padded C strings -> Python str, decoding each distinct value once."""
+    if raw.size == 0:
+        return np.empty(0, dtype=object)
+    uniq, inverse = np.unique(raw, return_inverse=True)
+    decoded = np.array([u.split(b"\0", 1)[0].decode("utf-8", "replace") for u in uniq], dtype=object)
+    return decoded[inverse]
+
+
+def format_addr(raw: np.ndarray, family: np.ndarray) -> np.ndarray:
+    """16-byte address fields -> text, once per distinct (address, family)."""
+    if raw.size == 0:
+        return np.empty(0, dtype=object)
+    key = np.concatenate([raw.reshape(len(raw), 16), family.astype("<u2").view(np.uint8).reshape(-1, 2)], axis=1)
+    uniq, inverse = np.unique(key, axis=0, return_inverse=True)
+    out = []
+    for row in uniq:
+        fam = int(row[16]) | (int(row[17]) << 8)
+        out.append(str(ipaddress.IPv4Address(bytes(row[:4]))) if fam == 2 else str(ipaddress.IPv6Address(bytes(row[:16]))))
+    return np.array(out, dtype=object)[inverse.reshape(-1)]
+
+
+def lookup(table: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return table[np.clip(idx.astype(np.int64), 0, len(table) - 1)]
+
+
+def utc(kernel_ns: np.ndarray, offset_ns: int) -> np.ndarray:
+    """Monotonic kernel ns -> UTC ns; 0 means 'absent' and stays 0."""
+    k = kernel_ns.astype(np.uint64)
+    return np.where(k == 0, np.uint64(0), k + np.uint64(offset_ns)).astype(np.uint64)
+
+
+def _offcpu(r: np.ndarray, off: int) -> Columns:
+    wake = r["wake_ns"].astype(np.int64)
+    on = r["on_ns"].astype(np.int64)
+    offn = r["off_ns"].astype(np.int64)
+    ready = np.where(wake > 0, wake, offn)
+    return {
+        "ts": utc(r["off_ns"], off),
+        "end_ts": utc(r["on_ns"], off),
+        "wake_ts": utc(r["wake_ns"], off),
+        "dur_ns": (on - offn).astype(np.uint64),
+        "blocked_ns": np.where(wake > 0, wake - offn, 0).astype(np.uint64),
+        "runq_ns": (on - ready).astype(np.uint64),
+        "tgid": r["tgid"], "tid": r["tid"], "comm": decode_str(r["comm"]),
+        "reason": lookup(OFFCPU_REASONS, r["reason"]), "prev_state": r["prev_state"],
+        "cpu_off": r["cpu_off"], "cpu_on": r["cpu_on"],
+        "preemptor_tgid": r["preemptor_tgid"], "preemptor_tid": r["preemptor_tid"],
+        "preemptor_comm": decode_str(r["preemptor_comm"]),
+        "waker_tgid": r["waker_tgid"], "waker_tid": r["waker_tid"], "waker_comm": decode_str(r["waker_comm"]),
+    }
+
+
+def _proc(r: np.ndarray, off: int) -> Columns:
+    return {
+        "ts": utc(r["ts_ns"], off), "start_ts": utc(r["start_ns"], off),
+        "tgid": r["tgid"], "tid": r["tid"], "comm": decode_str(r["comm"]), "ppid": r["ppid"],
+        "kind": lookup(PROC_KINDS, r["kind"]), "child_tgid": r["child_tgid"], "exit_code": r["exit_code"],
+        "filename": decode_str(r["filename"]),
+    }
+
+
+def _fault(r: np.ndarray, off: int) -> Columns:
+    return {
+        "ts": utc(r["ts_ns"], off), "tgid": r["tgid"], "tid": r["tid"], "addr": r["addr"], "ip": r["ip"],
+        "error_code": r["error_code"], "count": r["count"], "cpu": r["cpu"], "flushed": r["flushed"].astype(np.uint8),
+    }
+
+
+def _reclaim(r: np.ndarray, off: int) -> Columns:
+    return {
+        "ts": utc(r["start_ns"], off), "end_ts": utc(r["end_ns"], off),
+        "dur_ns": (r["end_ns"] - r["start_ns"]).astype(np.uint64),
+        "tgid": r["tgid"], "tid": r["tid"], "comm": decode_str(r["comm"]),
+        "kind": lookup(RECLAIM_KINDS, r["kind"]), "nr_reclaimed": r["nr_reclaimed"],
+        "cgroup_id": r["cgroup_id"], "cpu": r["cpu"],
+    }
+
+
+def _oom(r: np.ndarray, off: int) -> Columns:
+    return {
+        "ts": utc(r["ts_ns"], off), "victim_pid": r["victim_pid"], "killer_tgid": r["killer_tgid"],
+        "killer_comm": decode_str(r["killer_comm"]), "total_vm_kb": r["total_vm_kb"], "anon_rss_kb": r["anon_rss_kb"],
+    }
+
+
+def _tcp_state(r: np.ndarray, off: int) -> Columns:
+    return {
+        "ts": utc(r["ts_ns"], off), "tgid": r["tgid"], "tid": r["tid"], "comm": decode_str(r["comm"]),
+        "skaddr": r["skaddr"], "family": r["family"],
+        "saddr": format_addr(r["saddr"], r["family"]), "sport": r["sport"],
+        "daddr": format_addr(r["daddr"], r["family"]), "dport": r["dport"],
+        "oldstate": lookup(TCP_STATES, r["oldstate"]), "newstate": lookup(TCP_STATES, r["newstate"]),
+    }
+
+
+def _sock_io(r: np.ndarray, off: int) -> Columns:
+    return {
+        "ts": utc(r["ts_ns"], off), "tgid": r["tgid"], "tid": r["tid"], "skaddr": r["skaddr"],
+        "dir": lookup(SOCK_DIRS, r["dir"]), "bytes": r["bytes"], "srtt_us": r["srtt_us"],
+        "protocol": r["protocol"], "family": r["family"],
+        "saddr": format_addr(r["saddr"], r["family"]), "sport": r["sport"],
+        "daddr": format_addr(r["daddr"], r["family"]), "dport": r["dport"],
+    }
+
+
+def _tcp_retrans(r: np.ndarray, off: int) -> Columns:
+    return {
+        "ts": utc(r["ts_ns"], off), "skaddr": r["skaddr"], "state": lookup(TCP_STATES, r["state"]),
+        "srtt_us": r["srtt_us"], "family": r["family"],
+        "saddr": format_addr(r["saddr"], r["family"]), "sport": r["sport"],
+        "daddr": format_addr(r["daddr"], r["family"]), "dport": r["dport"],
+    }
+
+
+def _syscall(r: np.ndarray, off: int) -> Columns:
+    nr = np.clip(r["nr"].astype(np.int64), 0, syscalls.NR_MAX - 1)
+    ret = r["ret"]
+    fd = np.where(syscalls.ARG0_IS_FD[nr], r["arg0"].astype(np.int64), -1).astype(np.int32)
+    nbytes = np.where(syscalls.RETURNS_BYTES[nr] & (ret > 0), ret, 0).astype(np.uint64)
+    return {
+        "ts": utc(r["enter_ns"], off), "end_ts": utc(r["exit_ns"], off),
+        "dur_ns": (r["exit_ns"] - r["enter_ns"]).astype(np.uint64),
+        "tgid": r["tgid"], "tid": r["tid"], "syscall": syscalls.NAMES[nr], "nr": r["nr"],
+        "fd": fd, "bytes": nbytes, "ret": ret,
+        "arg0": r["arg0"], "arg1": r["arg1"], "arg2": r["arg2"], "cpu": r["cpu"],
+    }
+
+
+def _fd_open(r: np.ndarray, off: int) -> Columns:
+    return {
+        "ts": utc(r["ts_ns"], off), "tgid": r["tgid"], "tid": r["tid"], "fd": r["fd"], "flags": r["flags"],
+        "path": decode_str(r["path"]),
+    }
+
+
+def _block_io(r: np.ndarray, off: int) -> Columns:
+    return {
+        "ts": utc(r["issue_ns"], off), "end_ts": utc(r["done_ns"], off),
+        "dur_ns": (r["done_ns"] - r["issue_ns"]).astype(np.uint64),
+        "tgid": r["tgid"], "tid": r["tid"], "comm": decode_str(r["comm"]), "dev": r["dev"],
+        "sector": r["sector"], "bytes": r["bytes"], "rwbs": decode_str(r["rwbs"]), "error": r["error"],
+    }
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str          # table name and Kafka topic suffix
+    type_id: int       # index in the kernel's per-CPU drop counters
+    probe: str         # probes/<probe>.bpf.c
+    ring: str          # ring buffer map name in that object
+    record: np.dtype
+    convert: Callable[[np.ndarray, int], Columns]
+    order_by: tuple[str, ...]
+
+    def columns(self, records: np.ndarray, clock_offset_ns: int) -> Columns:
+        return self.convert(records, clock_offset_ns)
+
+    def empty(self) -> Columns:
+        return self.convert(np.empty(0, dtype=self.record), 0)
+
+
+EVENT_TYPES: tuple[EventType, ...] = (
+    EventType("offcpu", L.KP_EV_OFFCPU, "sched", "rb_offcpu", L.KP_OFFCPU, _offcpu, ("tgid", "tid", "ts")),
+    EventType("proc", L.KP_EV_PROC, "sched", "rb_proc", L.KP_PROC, _proc, ("tgid", "ts")),
+    EventType("fault", L.KP_EV_FAULT, "memory", "rb_fault", L.KP_FAULT, _fault, ("tgid", "tid", "ts")),
+    EventType("reclaim", L.KP_EV_RECLAIM, "memory", "rb_reclaim", L.KP_RECLAIM, _reclaim, ("ts",)),
+    EventType("oom", L.KP_EV_OOM, "memory", "rb_oom", L.KP_OOM, _oom, ("ts",)),
+    EventType("tcp_state", L.KP_EV_TCP_STATE, "net", "rb_tcp_state", L.KP_TCP_STATE, _tcp_state, ("ts",)),
+    EventType("sock_io", L.KP_EV_SOCK_IO, "net", "rb_sock_io", L.KP_SOCK_IO, _sock_io, ("tgid", "tid", "ts")),
+    EventType("tcp_retrans", L.KP_EV_TCP_RETRANS, "net", "rb_tcp_retrans", L.KP_TCP_RETRANS, _tcp_retrans, ("ts",)),
+    EventType("syscall", L.KP_EV_SYSCALL, "syscalls", "rb_syscall", L.KP_SYSCALL, _syscall, ("tgid", "tid", "ts")),
+    EventType("fd_open", L.KP_EV_FD_OPEN, "syscalls", "rb_fd_open", L.KP_FD_OPEN, _fd_open, ("tgid", "ts")),
+    EventType("block_io", L.KP_EV_BLOCK_IO, "blockio", "rb_block_io", L.KP_BLOCK_IO, _block_io, ("ts",)),
+)
+
+BY_NAME = {e.name: e for e in EVENT_TYPES}
+PROBES = tuple(dict.fromkeys(e.probe for e in EVENT_TYPES))  # load order: sched first owns the shared maps
+
+
+def clickhouse_type(name: str, values: np.ndarray) -> str:
+    """Full (modern) ClickHouse type of a column; sinks adapt it to older servers."""
+    if values.dtype == object:
+        return "LowCardinality(String)" if name in LOW_CARDINALITY else "String"
+    return {
+        "u1": "UInt8", "u2": "UInt16", "u4": "UInt32", "u8": "UInt64",
+        "i1": "Int8", "i2": "Int16", "i4": "Int32", "i8": "Int64",
+    }[values.dtype.str[1:]]
+
+
+# Columns every event row gets from the agent's enrichment, after the type's own.
+ENRICH_COLUMNS: tuple[tuple[str, str], ...] = (("host", "LowCardinality(String)"), ("service", "LowCardinality(String)"))
+
+
+def table_columns(et: EventType) -> list[tuple[str, str]]:
+    cols = [(k, clickhouse_type(k, v)) for k, v in et.empty().items()]
+    return cols + list(ENRICH_COLUMNS)

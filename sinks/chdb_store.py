@@ -1,0 +1,133 @@
+"""Embedded store: chDB (in-process ClickHouse) MergeTree tables, one per event type.
+
+A chDB data directory is exclusive to one process, so the recorder owns it and
+answers other commands over its control socket (see agent/control.py); this
+class is also what those commands use directly when no recorder is running.
+Retention is enforced by dropping whole partitions (10-minute buckets of the
+row time), which works the same on chDB and on old ClickHouse servers.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from kprobe.schemas.tables import EVENT_TYPES, Columns, table_columns
+
+PARTITION_MINUTES = 10
+
+PROCESSES_COLUMNS = (
+    ("ts", "UInt64"), ("host", "LowCardinality(String)"), ("tgid", "UInt32"), ("comm", "LowCardinality(String)"),
+    ("exe", "String"), ("cmdline", "String"), ("cgroup", "String"), ("container_id", "String"),
+    ("service", "LowCardinality(String)"),
+)
+
+
+def table_defs() -> list[tuple[str, list[tuple[str, str]], tuple[str, ...]]]:
+    defs = [(et.name, table_columns(et), et.order_by) for et in EVENT_TYPES]
+    defs.append(("processes", list(PROCESSES_COLUMNS), ("tgid", "ts")))
+    return defs
+
+
+def create_table_sql(name: str, columns: list[tuple[str, str]], order_by: tuple[str, ...]) -> str:
+    cols = ", ".join(f"{c} {t}" for c, t in columns)
+    bucket = PARTITION_MINUTES * 60 * 1_000_000_000
+    return (
+        f"CREATE TABLE IF NOT EXISTS {name} ({cols}) ENGINE = MergeTree "
+        f"PARTITION BY intDiv(ts, {bucket}) ORDER BY ({', '.join(order_by)})"
+    )
+
+
+def to_arrow(columns: Columns) -> pa.Table:
+    arrays = {}
+    for name, values in columns.items():
+        if values.dtype == object:
+            arrays[name] = pa.array(values, type=pa.string())
+        else:
+            arrays[name] = pa.array(np.ascontiguousarray(values))
+    return pa.table(arrays)
+
+
+@dataclass
+class ChdbStore:
+    path: Path
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        from chdb import session  # imported lazily: ~0.5 s, only commands that touch the store pay it
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._session = session.Session(str(self.path / "chdb"))
+        except Exception as e:  # chDB raises plain RuntimeError for the lock
+            if "Another server instance" in str(e) or "Cannot lock" in str(e):
+                raise StoreBusyError(
+                    f"the store in {self.path} is held by another process (a running `kprobe record`?)"
+                ) from e
+            raise
+        for name, cols, order in table_defs():
+            self._session.query(create_table_sql(name, cols, order))
+
+    def write(self, table: str, columns: Columns) -> int:
+        tbl = to_arrow(columns)
+        if tbl.num_rows == 0:
+            return 0
+        with self._lock:
+            self._session.query(f"INSERT INTO {table} SELECT * FROM Python(tbl)")
+        return tbl.num_rows
+
+    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
+        with self._lock:
+            res = self._session.query(sql, fmt)
+        return res.bytes() if hasattr(res, "bytes") else bytes(str(res), "utf-8")
+
+    def query_rows(self, sql: str) -> list[dict]:
+        import json
+
+        out = self.query(sql, "JSONEachRow").decode()
+        return [json.loads(line) for line in out.splitlines() if line]
+
+    def disk_bytes(self) -> int:
+        rows = self.query_rows("SELECT sum(bytes_on_disk) AS b FROM system.parts WHERE active AND database = currentDatabase()")
+        return int(rows[0]["b"] or 0) if rows else 0
+
+    def enforce_retention(self, max_age_ns: int | None, max_bytes: int | None, now_ns: int) -> int:
+        """Drop the oldest partitions until both caps hold; returns partitions dropped."""
+        parts = self.query_rows(
+            "SELECT table, partition, sum(bytes_on_disk) AS b FROM system.parts "
+            "WHERE active AND database = currentDatabase() GROUP BY table, partition ORDER BY partition"
+        )
+        bucket_ns = PARTITION_MINUTES * 60 * 1_000_000_000
+        total = sum(int(p["b"]) for p in parts)
+        dropped = 0
+        by_partition: dict[int, list[dict]] = {}
+        for p in parts:
+            by_partition.setdefault(int(p["partition"]), []).append(p)
+        for bucket in sorted(by_partition):
+            too_old = max_age_ns is not None and (bucket + 1) * bucket_ns < now_ns - max_age_ns
+            too_big = max_bytes is not None and total > max_bytes
+            if not (too_old or too_big):
+                break
+            if bucket * bucket_ns <= now_ns < (bucket + 1) * bucket_ns and not too_old and len(by_partition) == 1:
+                break  # never drop the partition being written when it is the only one
+            for p in by_partition[bucket]:
+                with self._lock:
+                    self._session.query(f"ALTER TABLE {p['table']} DROP PARTITION {bucket}")
+                total -= int(p["b"])
+                dropped += 1
+        return dropped
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._session.close()
+            except Exception:
+                pass
+
+
+class StoreBusyError(RuntimeError):
+    """The chDB directory is locked by another process."""

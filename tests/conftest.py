@@ -1,0 +1,71 @@
+"""Shared fixtures: a real recorder on the real kernel, writing to a temporary chDB store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+WORKLOADS = Path(__file__).parent / "workloads"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@pytest.fixture(scope="session")
+def probes_built() -> None:
+    subprocess.run(["make", "-s", "-C", str(REPO / "probes")], check=True)
+
+
+class Capture:
+    """A running embedded session that watches only the pids a test hands it."""
+
+    def __init__(self, data: Path, **probe_overrides: object):
+        from kprobe.agent.probeset import ProbeConfig
+        from kprobe.agent.recorder import RecorderConfig
+        from kprobe.embedded import EmbeddedSession
+
+        probes = ProbeConfig(filter_on=True, min_offcpu_ns=20_000, fault_sample_every=64)
+        for k, v in probe_overrides.items():
+            setattr(probes, k, v)
+        self.data = data
+        self.session = EmbeddedSession(data, RecorderConfig(probes=probes, flush_ms=50)).start()
+
+    def spawn(self, *argv: str, **kw: object) -> subprocess.Popen:
+        """Start a workload that waits on stdin until it is watched, so nothing it does is missed."""
+        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+        self.session.recorder.watch_pid(p.pid)
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        return p
+
+    def workload(self, name: str, *args: str, **kw: object) -> subprocess.Popen:
+        return self.spawn(sys.executable, str(WORKLOADS / name), *args, **kw)
+
+    def settle(self) -> None:
+        assert self.session.recorder.wait_drained(10.0), "recorder did not drain in 10 s"
+
+    def rows(self, sql: str) -> list[dict]:
+        self.settle()
+        return self.session.store.query_rows(sql)
+
+    def stop(self) -> None:
+        self.session.stop()
+
+
+@pytest.fixture
+def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
+    if not is_root():
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    c = Capture(tmp_path / "data")
+    try:
+        yield c
+    finally:
+        c.stop()

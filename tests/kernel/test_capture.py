@@ -1,0 +1,144 @@
+"""Ground truth on the real kernel: known workloads must show up exactly as they happened."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+
+def test_sleep_shows_blocked_interval_of_that_length(capture):
+    p = capture.workload("sleeper.py", "100", "3", stdout=subprocess.PIPE)
+    tid = int(p.stdout.readline())
+    assert p.wait(10) == 0
+    rows = capture.rows(
+        f"SELECT dur_ns, blocked_ns, reason, waker_tid FROM offcpu WHERE tid = {tid} AND dur_ns > 50000000 ORDER BY ts"
+    )
+    assert len(rows) == 3, rows
+    for r in rows:
+        assert r["reason"] == "sleep"
+        assert abs(int(r["blocked_ns"]) - 100_000_000) <= 2_000_000, r
+        assert abs(int(r["dur_ns"]) - 100_000_000) <= 2_000_000, r
+
+
+def test_pinned_hog_preempts_victim_and_is_named(capture):
+    cpu = str(os.cpu_count() - 1)
+    victim = capture.spawn("taskset", "-c", cpu, "python3", "-c",
+                           "import sys,time\nsys.stdin.readline()\ne=time.monotonic()+1.5\nwhile time.monotonic()<e: pass")
+    hog = subprocess.Popen(["taskset", "-c", cpu, "python3", "-c",
+                            "import time\ne=time.monotonic()+1.5\nwhile time.monotonic()<e: pass"])
+    assert victim.wait(20) == 0 and hog.wait(20) == 0
+    rows = capture.rows(
+        f"SELECT preemptor_tgid, count() AS n, sum(dur_ns) AS d FROM offcpu "
+        f"WHERE tgid = {victim.pid} AND reason = 'preempted' GROUP BY preemptor_tgid ORDER BY d DESC"
+    )
+    assert rows, "no preempted intervals recorded for the victim"
+    assert int(rows[0]["preemptor_tgid"]) == hog.pid, rows
+    assert int(rows[0]["d"]) > 300_000_000, rows  # sharing one CPU for 1.5 s: roughly half of it waiting
+
+
+def test_writes_have_exact_count_fd_and_sizes_and_fsync(capture, tmp_path):
+    sizes = [random.randint(1, 9000) for _ in range(37)]
+    p = capture.workload("writer.py", str(tmp_path / "ledger"), ",".join(map(str, sizes)), stdout=subprocess.PIPE)
+    fd, before, after = (int(x) for x in p.stdout.readline().split())
+    assert p.wait(10) == 0
+    rows = capture.rows(
+        f"SELECT fd, bytes, ret, ts, end_ts FROM syscall WHERE tgid = {p.pid} AND syscall = 'write' AND fd = {fd} ORDER BY ts"
+    )
+    assert [int(r["bytes"]) for r in rows] == sizes
+    assert all(int(r["fd"]) == fd for r in rows)
+    # the wall-clock stamps taken around the writes bracket their stored UTC timestamps
+    assert before <= int(rows[0]["ts"]) and int(rows[-1]["end_ts"]) <= after, (before, rows[0], rows[-1], after)
+    fsyncs = capture.rows(f"SELECT fd, ret FROM syscall WHERE tgid = {p.pid} AND syscall = 'fsync'")
+    assert fsyncs == [{"fd": fd, "ret": 0}]
+    opened = capture.rows(f"SELECT path FROM fd_open WHERE tgid = {p.pid} AND fd = {fd}")
+    assert {"path": str(tmp_path / "ledger")} in opened
+
+
+def test_tcp_connection_has_four_tuple_and_byte_totals(capture):
+    port = random.randint(20000, 40000)
+    sizes = [1000, 70000, 5, 123456]
+    server = capture.workload("tcp_pair.py", "server", str(port), stdout=subprocess.PIPE)
+    assert server.stdout.readline().strip() == b"listening"
+    client = capture.workload("tcp_pair.py", "client", str(port), ",".join(map(str, sizes)), stdout=subprocess.PIPE)
+    cport = int(client.stdout.readline().split()[0])
+    total, _, peer_port = (int(x) for x in server.stdout.readline().split())
+    assert client.wait(10) == 0 and server.wait(10) == 0
+    assert total == sum(sizes) and peer_port == cport
+    sent = capture.rows(
+        f"SELECT saddr, sport, daddr, dport, sum(bytes) AS b FROM sock_io WHERE tgid = {client.pid} AND dir = 'send' "
+        "GROUP BY saddr, sport, daddr, dport"
+    )
+    assert sent == [{"saddr": "127.0.0.1", "sport": cport, "daddr": "127.0.0.1", "dport": port, "b": sum(sizes)}]
+    recv = capture.rows(
+        f"SELECT saddr, sport, daddr, dport, sum(bytes) AS b FROM sock_io WHERE tgid = {server.pid} AND dir = 'recv' "
+        "GROUP BY saddr, sport, daddr, dport"
+    )
+    assert recv == [{"saddr": "127.0.0.1", "sport": port, "daddr": "127.0.0.1", "dport": cport, "b": sum(sizes)}]
+    states = capture.rows(f"SELECT tgid, sport, dport, newstate FROM tcp_state WHERE dport IN ({port}, {cport}) ORDER BY ts")
+    # the client's port is assigned after SYN_SENT, so that transition carries sport 0
+    assert {"tgid": client.pid, "sport": 0, "dport": port, "newstate": "SYN_SENT"} in states, states
+    both_ends = {(s["sport"], s["dport"]) for s in states if s["newstate"] == "ESTABLISHED"}
+    assert both_ends == {(cport, port), (port, cport)}, states
+
+
+def test_touching_fresh_pages_counts_faults(capture):
+    m = 5000
+    p = capture.workload("toucher.py", str(m), stdout=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"done"
+    assert p.wait(10) == 0
+    rows = capture.rows(f"SELECT sum(count) AS n, countIf(addr != 0) AS samples FROM fault WHERE tgid = {p.pid}")
+    assert int(rows[0]["n"]) >= m, rows
+    assert int(rows[0]["samples"]) >= m // 64 // 2, rows
+
+
+def _memcg(name: str, limit: int) -> tuple[Path, str]:
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+    if v2.exists():
+        cg = Path("/sys/fs/cgroup") / name
+        cg.mkdir(exist_ok=True)
+        (cg / "memory.max").write_text(str(limit))
+        return cg, "cgroup.procs"
+    cg = Path("/sys/fs/cgroup/memory") / name
+    cg.mkdir(exist_ok=True)
+    (cg / "memory.limit_in_bytes").write_text(str(limit))
+    return cg, "cgroup.procs"
+
+
+def test_memcg_limited_reader_shows_reclaim_stalls(capture, tmp_path):
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(0)
+        chunk = os.urandom(1 << 20)
+        for _ in range(192):
+            f.write(chunk)
+    subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"], check=False)
+    cg, procs = _memcg(f"kprobe-test-{os.getpid()}", 32 << 20)
+    try:
+        p = subprocess.Popen(["python3", str(Path(__file__).parent.parent / "workloads" / "filereader.py"), str(big)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        (cg / procs).write_text(str(p.pid))
+        capture.session.recorder.watch_pid(p.pid)
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == b"done"
+        assert p.wait(30) == 0
+        rows = capture.rows(
+            f"SELECT kind, count() AS n, sum(nr_reclaimed) AS pages, sum(dur_ns) AS d FROM reclaim "
+            f"WHERE tgid = {p.pid} GROUP BY kind"
+        )
+    finally:
+        time.sleep(0.2)
+        try:
+            cg.rmdir()
+        except OSError:
+            pass
+    memcg = [r for r in rows if r["kind"] == "memcg"]
+    assert memcg and int(memcg[0]["n"]) > 0 and int(memcg[0]["pages"]) > 0, rows
+    assert int(memcg[0]["d"]) > 0
