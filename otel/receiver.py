@@ -141,12 +141,15 @@ class OtlpReceiver:
     @property
     def grpc_endpoint(self) -> str:
         """``host:port`` for ``OTLPSpanExporter(endpoint=..., insecure=True)`` (gRPC)."""
-        return f"{self.host}:{self.grpc_port}"
+        return f"{self._host_literal()}:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
         """Full URL for the OTLP/HTTP ``OTLPSpanExporter(endpoint=...)``."""
-        return f"http://{self.host}:{self.http_port}/v1/traces"
+        return f"http://{self._host_literal()}:{self.http_port}/v1/traces"
+
+    def _host_literal(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     def stats(self) -> dict[str, int]:
         """Counter snapshot: ``{grpc,http}_{requests,spans_accepted,rejected,sink_errors,invalid_spans}``,

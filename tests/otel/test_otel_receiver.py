@@ -18,6 +18,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import ProcessResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -249,6 +250,19 @@ def test_malformed_grpc_is_invalid_argument(
     assert receiver.stats()["grpc_rejected"] == 1
     grpc_raw_export(receiver, good_body)  # still serving
     assert len(collector.wait_rows(2)) == 2
+
+
+def test_spans_with_bad_ids_get_partial_success(receiver: OtlpReceiver, collector: Collector) -> None:
+    request = encode_spans(record_spans(resource_explicit()))
+    request.resource_spans[0].scope_spans[0].spans[0].trace_id = b"short"
+    status, _, body = post(receiver.http_port or 0, request.SerializeToString(), PROTOBUF)
+    assert status == 200
+    response = ExportTraceServiceResponse.FromString(body)
+    assert response.partial_success.rejected_spans == 1
+    assert "trace_id must be 16 bytes" in response.partial_success.error_message
+    assert len(collector.wait_rows(1)) == 1
+    stats = receiver.stats()
+    assert (stats["http_invalid_spans"], stats["http_spans_accepted"]) == (1, 1)
 
 
 # -- sink failures are retryable, never silent -------------------------------------------------
