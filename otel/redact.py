@@ -26,7 +26,15 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["luhn_valid", "mask_pan", "redact", "redact_with_count", "may_contain_pan", "DIGIT_RUN"]
+__all__ = [
+    "luhn_valid",
+    "mask_pan",
+    "redact",
+    "redact_with_count",
+    "redact_bytes",
+    "may_contain_pan",
+    "DIGIT_RUN",
+]
 
 #: A maximal run of >= 13 digits with at most one space/dash between digits.
 #: No look-arounds are needed: scanning left to right, a match always starts
@@ -146,3 +154,18 @@ def redact_with_count(text: str) -> tuple[str, int]:
 def redact(text: str) -> str:
     """Mask every Luhn-valid 13–19 digit card number in ``text`` (see module doc)."""
     return redact_with_count(text)[0]
+
+
+def redact_bytes(data: bytes) -> tuple[bytes, int]:
+    """Mask PANs (ASCII digits) in a raw payload, e.g. a captured socket buffer.
+
+    Bytes are mapped 1:1 through latin-1, so non-text payloads survive
+    unchanged outside the masked runs. A masked run loses its separators, so
+    the payload can get shorter: do not redact in place inside fixed-offset
+    records. Returns (payload, number of PANs masked); ``data`` itself when
+    nothing was masked.
+    """
+    if len(data) < _MIN_PAN or _THIRTEEN_ZEROS not in data.translate(_DIGITS_TO_ZERO, b" -"):
+        return data, 0
+    text, n = redact_with_count(data.decode("latin-1"))
+    return (text.encode("latin-1"), n) if n else (data, 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from kprobe.otel.attributes import is_sensitive_key
-from kprobe.otel.redact import luhn_valid, may_contain_pan, redact, redact_with_count
+from kprobe.otel.redact import luhn_valid, may_contain_pan, redact, redact_bytes, redact_with_count
 
 
 @pytest.mark.parametrize(
@@ -73,6 +73,14 @@ def test_prefilter_agrees_with_regex_and_handles_unicode_digits() -> None:
     fullwidth = "４１１１１１１１１１１１１１１１"  # non-ASCII digits take the regex path
     assert may_contain_pan(fullwidth)
     assert redact(fullwidth) == "４１１１１１******１１１１"
+
+
+def test_redact_bytes_for_captured_payloads() -> None:
+    payload = b"\x00\xffPAN=4111-1111-1111-1111&amt=12\xfe"
+    assert redact_bytes(payload) == (b"\x00\xffPAN=411111******1111&amt=12\xfe", 1)
+    clean = b"\x00" * 64 + b"1234567890123"  # Luhn-invalid
+    assert redact_bytes(clean) == (clean, 0)
+    assert redact_bytes(clean)[0] is clean
 
 
 @pytest.mark.parametrize(
