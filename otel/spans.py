@@ -47,25 +47,27 @@ from .redact import may_contain_pan, redact_with_count
 
 __all__ = ["SPAN_SCHEMA", "SpanBatch", "decode_export_request", "DecodeError"]
 
-#: Arrow schema of :meth:`SpanBatch.to_arrow`, in column order.
+#: Arrow schema of :meth:`SpanBatch.to_arrow`, in column order. Fields are
+#: non-nullable (absent values are 0 / '') so ClickHouse sees plain UInt64 /
+#: String rather than Nullable(...), which would slow the joins.
 SPAN_SCHEMA = pa.schema(
     [
-        ("ts_ns", pa.uint64()),
-        ("end_ns", pa.uint64()),
-        ("duration_ns", pa.uint64()),
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("parent_span_id", pa.string()),
-        ("name", pa.string()),
-        ("kind", pa.uint8()),
-        ("service", pa.string()),
-        ("host", pa.string()),
-        ("pid", pa.uint32()),
-        ("tid", pa.uint32()),
-        ("status_code", pa.uint8()),
-        ("status_message", pa.string()),
-        ("attributes", pa.string()),
-        ("events", pa.string()),
+        pa.field("ts_ns", pa.uint64(), nullable=False),
+        pa.field("end_ns", pa.uint64(), nullable=False),
+        pa.field("duration_ns", pa.uint64(), nullable=False),
+        pa.field("trace_id", pa.string(), nullable=False),
+        pa.field("span_id", pa.string(), nullable=False),
+        pa.field("parent_span_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("kind", pa.uint8(), nullable=False),
+        pa.field("service", pa.string(), nullable=False),
+        pa.field("host", pa.string(), nullable=False),
+        pa.field("pid", pa.uint32(), nullable=False),
+        pa.field("tid", pa.uint32(), nullable=False),
+        pa.field("status_code", pa.uint8(), nullable=False),
+        pa.field("status_message", pa.string(), nullable=False),
+        pa.field("attributes", pa.string(), nullable=False),
+        pa.field("events", pa.string(), nullable=False),
     ]
 )
 
