@@ -152,7 +152,7 @@ class Recorder:
             if stopping:
                 self._queue.put(None)
                 return
-            time.sleep(poll)
+            self._stop.wait(poll)
 
     def _write_loop(self) -> None:
         last_retention = time.monotonic()

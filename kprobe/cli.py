@@ -43,6 +43,8 @@ def _add_capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
     p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
     p.add_argument("--flush-ms", type=float, default=200.0, help="batch interval to the store (default: %(default)s)")
+    p.add_argument("--poll-ms", type=float, default=5.0,
+                   help="ring polling interval; huge values let rings overflow on purpose (default: %(default)s)")
 
 
 def _recorder_config(args: argparse.Namespace, watching: bool):
@@ -66,6 +68,7 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
     return RecorderConfig(
         probes=probes,
         flush_ms=args.flush_ms,
+        poll_ms=args.poll_ms,
         retention_s=args.retention,
         retention_bytes=args.retention_mb << 20,
     )

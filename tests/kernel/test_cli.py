@@ -1,0 +1,124 @@
+"""The CLI contract, end to end, as a user runs it (separate processes, real probes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+KPROBE = [sys.executable, "-m", "kprobe"]
+
+
+def kp(*args: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run([*KPROBE, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"kprobe {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+@pytest.fixture
+def root(probes_built):
+    if os.geteuid() != 0:
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+
+
+def test_run_records_command_and_children_then_events_json(root, tmp_path):
+    data, out = tmp_path / "d", tmp_path / "x"
+    before = time.time_ns()
+    kp("run", "--data", str(data), "--", "sh", "-c", f"sleep 0.2; echo hi > {out}")
+    after = time.time_ns()
+    assert out.read_text() == "hi\n"
+    events = json.loads(kp("events", "--data", str(data), "--json").stdout)
+    long_waits = [e for e in events if e["type"] == "offcpu" and e["dur_ns"] > 150_000_000]
+    # the child `sleep` sleeps 200 ms, and its parent shell waits for it as long: both are followed
+    assert {e["comm"] for e in long_waits} == {"sleep", "sh"}, long_waits
+    sleeps = [e for e in long_waits if e["comm"] == "sleep"]
+    assert len(sleeps) == 1 and sleeps[0]["reason"] == "sleep", sleeps
+    assert abs(sleeps[0]["dur_ns"] - 200_000_000) < 5_000_000, sleeps
+    writes = [e for e in events if e["type"] == "syscall" and e["syscall"] == "write" and e["bytes"] == 3]
+    assert len(writes) == 1 and writes[0]["fd"] == 1, writes
+    for e in sleeps + writes:
+        assert before <= e["ts"] <= after, e  # UTC ns since the epoch
+    text = kp("events", "--data", str(data), "--type", "offcpu", "syscall").stdout
+    assert "off-CPU" in text and "write fd=1 3 B" in text
+
+
+def test_ring_overflow_drops_are_exact_and_reported(root, tmp_path):
+    """A 4 KiB ring that is never drained while N events arrive: stored + dropped == N exactly."""
+    from kprobe.schemas import layouts
+
+    n = 1000
+    data = tmp_path / "d"
+    slot = 8 + layouts.KP_SYSCALL.itemsize
+    shm = f"/dev/shm/kp-overflow-{os.getpid()}"
+    script = (f"import os,sys\nsys.stdin.readline()\nfd=os.open({shm!r}, os.O_WRONLY|os.O_CREAT)\n"
+              f"for _ in range({n}): os.fdatasync(fd)\n")
+    work = subprocess.Popen(["python3", "-c", script], stdin=subprocess.PIPE)
+    rec = subprocess.Popen([*KPROBE, "record", "--data", str(data), "--ring-kb", "4", "--syscalls", "fdatasync",
+                            "--poll-ms", "600000", "--watch-pid", str(work.pid)], stderr=subprocess.PIPE, text=True)
+    try:
+        line = rec.stderr.readline()
+        while "recording" not in line:
+            assert line, "recorder exited before recording"
+            line = rec.stderr.readline()
+        work.communicate(b"go\n", timeout=60)
+        assert work.returncode == 0
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec.wait(60)
+        os.unlink(shm)
+    stats = json.loads(kp("stats", "--data", str(data), "--json").stdout)
+    stored = stats["stored"]["syscall"]
+    dropped = stats["recorder"]["kernel_drops_total"]["syscall"]
+    assert stored == 4096 // slot, stats["stored"]
+    assert stored + dropped == n, (stored, dropped)
+    rec_stats = stats["recorder"]
+    lost = sum(rec_stats["kernel_drops_total"].values()) + sum(rec_stats["write_errors"].values())
+    assert rec_stats["lost_total"] == lost >= dropped  # other 4 KiB rings may overflow too; all are counted
+    text = kp("stats", "--data", str(data)).stdout
+    assert f"lost total: {lost}" in text and "syscall drops per CPU" in text
+
+
+def test_killed_recorder_leaves_no_programs_attached(root, tmp_path):
+    rec = subprocess.Popen([*KPROBE, "record", "--data", str(tmp_path / "d")], stderr=subprocess.PIPE, text=True)
+    line = rec.stderr.readline()
+    while "recording" not in line:
+        assert line, "recorder exited early"
+        line = rec.stderr.readline()
+    progs = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    assert any(p.get("name", "").startswith("kp_") for p in json.loads(progs))
+    rec.kill()
+    rec.wait(10)
+    time.sleep(0.5)  # the kernel frees links and programs when the last fd closes
+    progs = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    mine = [p for p in json.loads(progs) if p.get("name", "").startswith("kp_") and p.get("pids", [{}])[0].get("pid") == rec.pid]
+    leftover = [p for p in json.loads(progs) if p.get("name", "").startswith("kp_")]
+    assert not mine and not leftover, leftover
+
+
+def test_bad_arguments_and_environment_give_clear_errors(root, tmp_path):
+    r = kp("events", "--data", str(tmp_path / "none"), check=False)
+    assert r.returncode == 2 and "no recording" in r.stderr
+    r = kp("events", "--data", str(tmp_path), "--from", "yesterday", check=False)
+    assert r.returncode == 2 and "not a timestamp" in r.stderr
+    r = kp("events", "--data", str(tmp_path), "--type", "bogus", check=False)
+    assert r.returncode == 2 and "unknown event type" in r.stderr
+    r = kp("record", "--data", str(tmp_path / "d"), "--ring-kb", "3", "--duration", "1", check=False)
+    assert r.returncode == 2 and "power of two" in r.stderr
+    r = kp("run", "--data", str(tmp_path / "d"), check=False)
+    assert r.returncode == 2 and "needs a command" in r.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = kp("record", "--data", str(blocker / "sub"), "--duration", "1", check=False)
+    assert r.returncode == 2 and "cannot create data directory" in r.stderr
+    # without the capabilities: still uid 0, but CAP_SYS_ADMIN/CAP_BPF/CAP_PERFMON dropped from the bounding set
+    r = subprocess.run(["setpriv", "--bounding-set=-sys_admin,-bpf,-perfmon", *KPROBE, "record", "--data",
+                        str(tmp_path / "d"), "--duration", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "needs root" in r.stderr, r.stderr
