@@ -1,0 +1,476 @@
+"""Pure causal analysis over an ``Evidence`` bundle: no store, no engine, no global state.
+
+The victim thread's wall time over the window is split exactly into on-CPU,
+run-queue wait and blocked time using its recorded off-CPU intervals. Each
+off-CPU piece is then explained:
+
+* run-queue wait after being preempted -> ``cpu_preemption`` by the task that was
+  switched in; if that task was in direct reclaim meanwhile, the preemption is
+  explained by ``memory_pressure`` (a child cause);
+* blocked time is classified by the syscall in flight and by who woke the
+  thread: futex woken by another thread = ``lock_contention``; socket waits =
+  ``network`` (retransmits) or ``remote_service`` (peer process or remote end);
+  pipe/IPC/poll waits woken by another process = ``remote_service``;
+  uninterruptible disk calls = ``disk_io``; timed sleeps = ``sleep``;
+* a waker is followed recursively: its own delays inside the window the victim
+  waited for it become children (depth-limited, with a cycle guard), because the
+  victim's wait is only as long as the waker's path to the wake-up.
+
+Causes are aggregated per (kind, culprit) and ranked by the delay they explain;
+the root cause is the deepest cause on the largest-delay path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from kprobe.causal.fetch import BlockIO, Evidence, OffCpu, Reclaim, SockIO, Syscall
+from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
+
+MAX_DEPTH = 4
+SIGNIFICANT = 0.2          # a child must explain at least this share of its parent to continue the chain
+MIN_CAUSE_NS = 100_000     # causes explaining less than 0.1 ms are noise for "why was it slow"
+MAX_EVIDENCE = 8
+
+SLEEP_CALLS = {"nanosleep", "clock_nanosleep"}
+MUX_CALLS = {"poll", "ppoll", "select", "pselect6", "epoll_wait", "epoll_pwait"}
+SOCK_CALLS = {"recvfrom", "recvmsg", "recvmmsg", "accept", "accept4", "connect", "sendto", "sendmsg", "sendmmsg"}
+READ_CALLS = {"read", "readv", "pread64", "preadv", "preadv2"}
+WRITE_CALLS = {"write", "writev", "pwrite64", "pwritev", "pwritev2"}
+DISK_CALLS = {"fsync", "fdatasync", "sync_file_range"}
+
+
+@dataclass
+class _Piece:
+    """One explained chunk of a thread's off-CPU time, before aggregation into causes."""
+
+    kind: str
+    culprit: Culprit
+    delay_ns: int
+    evidence: list = field(default_factory=list)
+    children: list[Cause] = field(default_factory=list)
+    cpu: int | None = None
+    summary: str = ""
+    bucket: str = ""        # breakdown bucket: io / net / futex / ""
+
+
+def _clip(a: int, b: int, lo: int, hi: int) -> tuple[int, int]:
+    return max(a, lo), min(b, hi)
+
+
+def _overlap(a: int, b: int, lo: int, hi: int) -> int:
+    return max(0, min(b, hi) - max(a, lo))
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:.1f} ms"
+
+
+def _is_local(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+class _Ctx:
+    """Per-analysis lookups over the evidence (built once; analysis stays pure)."""
+
+    def __init__(self, ev: Evidence):
+        self.ev = ev
+        self.reclaim_by_tid: dict[int, list[Reclaim]] = defaultdict(list)
+        self.reclaim_by_tgid: dict[int, list[Reclaim]] = defaultdict(list)
+        for r in ev.reclaims:
+            self.reclaim_by_tid[r.tid].append(r)
+            self.reclaim_by_tgid[r.tgid].append(r)
+        self.tgid_of: dict[int, int] = {}
+        for rows in ev.offcpu.values():
+            for o in rows:
+                self.tgid_of[o.tid] = o.tgid
+        for rows in ev.syscalls.values():
+            for s in rows:
+                self.tgid_of[s.tid] = s.tgid
+
+    def comm(self, tgid: int | None, fallback: str | None = None) -> str | None:
+        if tgid is None:
+            return fallback
+        return self.ev.comms.get(tgid) or fallback
+
+    def culprit(self, tgid: int | None, tid: int | None = None, comm: str | None = None) -> Culprit:
+        if not tgid:
+            return Culprit(None, None, None)
+        return Culprit(tgid, self.comm(tgid, comm), tid)
+
+    def syscall_at(self, tid: int, t: int) -> Syscall | None:
+        """The syscall the thread was in at time t (the innermost/latest one that started before t)."""
+        best = None
+        for s in self.ev.syscalls.get(tid, ()):
+            if s.ts <= t <= s.end_ts:
+                best = s
+            elif s.ts > t:
+                break
+        return best
+
+    def sock_for(self, s: Syscall) -> SockIO | None:
+        """The socket a syscall moved data on: the sock_io record the same thread emitted during it."""
+        for k in self.ev.sock_io:
+            if k.tid == s.tid and s.ts <= k.ts <= s.end_ts + 1_000_000:
+                return k
+        # a blocking recv that returned nothing yet: the last socket this thread used
+        last = None
+        for k in self.ev.sock_io:
+            if k.tid == s.tid and k.ts <= s.end_ts:
+                last = k
+        return last
+
+    def path_for(self, tgid: int, fd: int, t: int) -> str | None:
+        path = None
+        for f in self.ev.fd_open:
+            if f.tgid == tgid and f.fd == fd and f.ts <= t:
+                path = f.path
+        return path
+
+    def top_reclaimer(self, lo: int, hi: int, exclude: int | None) -> tuple[Culprit, list]:
+        """The process that reclaimed most in [lo, hi] (system-wide rows): the likeliest memory hog."""
+        per: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for r in self.ev.reclaims:
+            ov = _overlap(r.ts, r.end_ts, lo, hi)
+            if ov > 0 or (lo <= r.ts <= hi):
+                per[r.tgid][0] += ov
+                per[r.tgid][1] += r.nr_reclaimed
+        ranked = sorted(per.items(), key=lambda kv: (kv[1][1], kv[1][0]), reverse=True)
+        ev = [{"reclaimer": t, "comm": self.comm(t), "stall_ns": v[0], "pages": v[1]} for t, v in ranked[:3]]
+        for t, _ in ranked:
+            if t != exclude:
+                return self.culprit(t), ev
+        return Culprit(None, None, None), ev
+
+
+def _reclaim_child(ctx: _Ctx, rows: Iterable[Reclaim], segs: list[tuple[int, int]], culprit: Culprit,
+                   what: str) -> Cause | None:
+    """memory_pressure explaining ``segs`` (run-queue waits) by reclaim that ran during them."""
+    total = 0
+    n = 0
+    pages = 0
+    for r in rows:
+        ov = sum(_overlap(r.ts, r.end_ts, a, b) for a, b in segs)
+        if ov > 0:
+            total += ov
+            n += 1
+            pages += r.nr_reclaimed
+    if total < MIN_CAUSE_NS:
+        return None
+    return Cause("memory_pressure", culprit, total,
+                 evidence=[f"{what}: {n} reclaim stalls, {pages} pages reclaimed, {_ms(total)} overlapping the wait"],
+                 summary=f"{culprit.label()} direct reclaim")
+
+
+def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: frozenset[int]) -> _Piece:
+    """Why the thread was blocked over [a, b] (clipped part of off-CPU interval o)."""
+    tid, tgid, d = o.tid, o.tgid, b - a
+    sc = ctx.syscall_at(tid, o.ts) or ctx.syscall_at(tid, a)
+    name = sc.syscall if sc else ""
+    other_waker = bool(o.waker_tid) and o.waker_tid != tid and o.waker_tgid != 0
+    waker = ctx.culprit(o.waker_tgid, o.waker_tid, o.waker_comm) if other_waker else Culprit(None, None, None)
+    ev: list = [{"syscall": name or None, "fd": sc.fd if sc and sc.fd >= 0 else None, "reason": o.reason,
+                 "off_ns": o.ts, "wake_ns": o.wake_ts, "blocked_ns": d,
+                 "waker": {"pid": o.waker_tgid, "tid": o.waker_tid, "comm": o.waker_comm} if o.waker_tid else None}]
+
+    def follow(piece: _Piece) -> _Piece:
+        if other_waker:
+            piece.children = _follow_waker(ctx, o.waker_tid, a, b, depth, path, piece.evidence)
+        return piece
+
+    # a stall inside the thread's own direct reclaim: memory pressure, whatever the syscall
+    own = sum(_overlap(r.ts, r.end_ts, a, b) for r in ctx.reclaim_by_tid.get(tid, ()))
+    if own * 2 >= d:
+        cul, top = ctx.top_reclaimer(a, b, exclude=tgid)
+        return _Piece("memory_pressure", cul, d, ev + [{"own_reclaim_ns": own, "top_reclaimers": top}],
+                      summary="blocked in direct reclaim")
+
+    if name in SLEEP_CALLS:
+        return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary=f"{name}")
+    if name == "futex":
+        if other_waker:
+            return follow(_Piece("lock_contention", waker, d, ev, summary="futex wait", bucket="futex"))
+        return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary="futex wait timed out", bucket="futex")
+    if name in DISK_CALLS or (o.reason == "uninterruptible" and name in READ_CALLS | WRITE_CALLS | {""}):
+        ios = [x for x in ctx.ev.block_io if _overlap(x.ts, x.end_ts, a, b) > 0]
+        if ios or name in DISK_CALLS or name:
+            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid)
+            label = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else (name or "uninterruptible wait")
+            if sc and sc.fd >= 0 and (p := ctx.path_for(tgid, sc.fd, sc.ts)):
+                label += f" ({p})"
+            return _Piece("disk_io", cul, d, ev + io_ev, summary=label, bucket="io")
+    sock = ctx.sock_for(sc) if sc and (name in SOCK_CALLS or name in READ_CALLS | WRITE_CALLS) else None
+    if sc and sock is not None:
+        return _explain_socket(ctx, o, sc, sock, a, b, d, ev, waker, depth, path)
+    if name in READ_CALLS | WRITE_CALLS | MUX_CALLS and other_waker:
+        what = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else name
+        if sc and sc.fd >= 0 and (p := ctx.path_for(tgid, sc.fd, sc.ts)):
+            what += f" ({p})"
+        return follow(_Piece("remote_service", waker, d, ev, summary=f"waited in {what} (IPC)"))
+    if name in MUX_CALLS:
+        return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary=f"idle in {name}")
+    if other_waker:
+        return follow(_Piece("unknown", waker, d, ev,
+                             summary=f"blocked in {name or 'an untraced call'}, woken by {waker.label()}"))
+    return _Piece("unknown", Culprit(None, None, None), d, ev,
+                  summary=f"blocked ({o.reason}) in {name or 'an untraced call'}")
+
+
+def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int) -> tuple[Culprit, list]:
+    """The process that issued most of the block I/O completing during the wait (often the victim itself)."""
+    per: dict[int, int] = defaultdict(int)
+    for x in ios:
+        per[x.tgid] += x.bytes
+    ev = [{"block_io": len(ios), "bytes": sum(per.values()),
+           "issuers": [{"pid": t, "comm": ctx.comm(t), "bytes": n} for t, n in
+                       sorted(per.items(), key=lambda kv: kv[1], reverse=True)[:3]]}]
+    if not per:
+        return ctx.culprit(tgid, tid), ev
+    top = max(per.items(), key=lambda kv: kv[1])[0]
+    return (ctx.culprit(tgid, tid) if top == tgid else ctx.culprit(top)), ev
+
+
+def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: int, d: int, ev: list,
+                    waker: Culprit, depth: int, path: frozenset[int]) -> _Piece:
+    tup = f"{sock.saddr}:{sock.sport} -> {sock.daddr}:{sock.dport}"
+    ev = ev + [{"socket": tup}]
+    rt = [r for r in ctx.ev.retrans
+          if (sock.skaddr and r.skaddr == sock.skaddr)
+          or {(r.saddr, r.sport), (r.daddr, r.dport)} == {(sock.saddr, sock.sport), (sock.daddr, sock.dport)}]
+    if rt:
+        return _Piece("network", Culprit(None, None, None), d, ev + [{"retransmits": len(rt)}],
+                      summary=f"{len(rt)} TCP retransmits on {tup}", bucket="net")
+    peers = [k for k in ctx.ev.sock_io if k.tgid != sock.tgid and k.saddr == sock.daddr and k.sport == sock.dport
+             and k.daddr == sock.saddr and k.dport == sock.sport]
+    if peers:
+        # the peer thread that sent last before the wake-up is the one we waited for
+        wake = o.wake_ts or b
+        before = [k for k in peers if k.ts <= wake] or peers
+        p = max(before, key=lambda k: k.ts)
+        cul = ctx.culprit(p.tgid, p.tid)
+        piece = _Piece("remote_service", cul, d, ev, summary=f"waited in {sc.syscall} on {tup} for {cul.label()}",
+                       bucket="net")
+        target = o.waker_tid if (o.waker_tgid == p.tgid and o.waker_tid) else p.tid
+        piece.children = _follow_waker(ctx, target, a, b, depth, path, piece.evidence)
+        return piece
+    if _is_local(sock.daddr) and waker.pid is not None:
+        piece = _Piece("remote_service", waker, d, ev, summary=f"waited in {sc.syscall} on {tup}", bucket="net")
+        piece.children = _follow_waker(ctx, o.waker_tid, a, b, depth, path, piece.evidence)
+        return piece
+    return _Piece("remote_service", Culprit(None, None, None), d, ev,
+                  summary=f"waited in {sc.syscall} on remote {sock.daddr}:{sock.dport}", bucket="net")
+
+
+def _follow_waker(ctx: _Ctx, waker_tid: int, a: int, b: int, depth: int, path: frozenset[int],
+                  evidence: list) -> list[Cause]:
+    """The waker's own delays inside [a, b], as child causes (sleeps excluded: they are the waker's own work)."""
+    if depth + 1 >= MAX_DEPTH:
+        evidence.append(f"depth limit {MAX_DEPTH} reached at tid {waker_tid}")
+        return []
+    if waker_tid in path:
+        evidence.append(f"cycle: tid {waker_tid} already on the wait chain")
+        return []
+    if waker_tid not in ctx.ev.offcpu and waker_tid not in ctx.reclaim_by_tid:
+        evidence.append(f"no off-CPU records for waker tid {waker_tid} (not watched?)")
+        return []
+    _, causes, _ = _thread_causes(ctx, waker_tid, a, b, depth + 1, path)
+    return [c for c in causes if c.kind != "sleep" and not (c.kind == "unknown" and c.culprit.pid is None)]
+
+
+def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
+                   path: frozenset[int]) -> tuple[Breakdown, list[Cause], list[OffCpu]]:
+    """Breakdown and ranked causes for one thread over [lo, hi]."""
+    path = path | {tid}
+    pieces: list[_Piece] = []
+    runq = blocked = io = net = futex = 0
+    by_reason: dict[str, int] = defaultdict(int)
+    shares: dict[tuple[int, int, int], PreemptorShare] = {}
+    runq_segs: dict[int, list[tuple[int, int]]] = defaultdict(list)   # preemptor tgid -> segments
+    unknown_runq: list[tuple[int, int, int]] = []                     # (a, b, cpu) waits after wake-up
+    used: list[OffCpu] = []
+    tgid = ctx.tgid_of.get(tid, tid)
+    for o in ctx.ev.offcpu.get(tid, ()):
+        a0, b0 = _clip(o.ts, o.end_ts, lo, hi)
+        if b0 <= a0:
+            continue
+        used.append(o)
+        if o.reason == "preempted":
+            rq = [(a0, b0)]
+        else:
+            wake = o.wake_ts if o.wake_ts else o.end_ts
+            ba, bb = _clip(o.ts, wake, lo, hi)
+            if bb > ba:
+                blocked += bb - ba
+                by_reason[o.reason or "other"] += bb - ba
+                p = _explain_blocked(ctx, o, ba, bb, depth, path)
+                pieces.append(p)
+                io += (bb - ba) if p.bucket == "io" else 0
+                net += (bb - ba) if p.bucket == "net" else 0
+                futex += (bb - ba) if p.bucket == "futex" else 0
+            rq = [_clip(wake, o.end_ts, lo, hi)]
+        for ra, rb in rq:
+            if rb <= ra:
+                continue
+            runq += rb - ra
+            if o.reason == "preempted" and o.preemptor_tid:
+                key = (o.preemptor_tgid, o.preemptor_tid, o.cpu_off)
+                s = shares.setdefault(key, PreemptorShare(o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
+                                                          o.cpu_off, 0, 0))
+                s.runq_ns += rb - ra
+                s.count += 1
+                runq_segs[o.preemptor_tgid].append((ra, rb))
+            else:
+                unknown_runq.append((ra, rb, o.cpu_on))
+
+    # preemption, one cause per preemptor process
+    per_tgid: dict[int, list[PreemptorShare]] = defaultdict(list)
+    for s in shares.values():
+        per_tgid[s.pid].append(s)
+    for ptgid, ss in per_tgid.items():
+        total = sum(s.runq_ns for s in ss)
+        top = max(ss, key=lambda s: s.runq_ns)
+        cpus: dict[int, int] = defaultdict(int)
+        for s in ss:
+            cpus[s.cpu] += s.runq_ns
+        cpu = max(cpus.items(), key=lambda kv: kv[1])[0]
+        cul = ctx.culprit(ptgid, top.tid, top.comm)
+        piece = _Piece("cpu_preemption", cul, total, cpu=cpu, summary=f"preempted on CPU {cpu}",
+                       evidence=[{"preemptions": sum(s.count for s in ss), "runq_ns": total,
+                                  "cpus": {str(c): n for c, n in sorted(cpus.items())}}])
+        child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(ptgid, ()), runq_segs[ptgid], cul,
+                               f"preemptor {cul.label()} in reclaim")
+        if child:
+            piece.children.append(child)
+        pieces.append(piece)
+    if unknown_runq:
+        total = sum(b - a for a, b, _ in unknown_runq)
+        piece = _Piece("cpu_preemption", Culprit(None, None, None), total,
+                       summary="waited for a CPU after wake-up",
+                       evidence=[{"wakeup_latency_ns": total, "waits": len(unknown_runq)}])
+        # reclaim running on the CPU the thread was waiting for explains that wait
+        by_proc: dict[int, list[Reclaim]] = defaultdict(list)
+        for r in ctx.ev.reclaims:
+            if r.tid != tid and any(r.cpu == c and _overlap(r.ts, r.end_ts, a, b) > 0 for a, b, c in unknown_runq):
+                by_proc[r.tgid].append(r)
+        for rt, rows in by_proc.items():
+            segs = [(a, b) for a, b, c in unknown_runq if any(r.cpu == c for r in rows)]
+            child = _reclaim_child(ctx, rows, segs, ctx.culprit(rt), f"{ctx.comm(rt)} reclaiming on that CPU")
+            if child:
+                piece.children.append(child)
+        pieces.append(piece)
+
+    # the thread's own direct reclaim (on or off CPU) is memory pressure
+    own = [r for r in ctx.reclaim_by_tid.get(tid, ()) if _overlap(r.ts, r.end_ts, lo, hi) > 0]
+    reclaim_ns = sum(_overlap(r.ts, r.end_ts, lo, hi) for r in own)
+    if reclaim_ns:
+        cul, top = ctx.top_reclaimer(lo, hi, exclude=tgid)
+        in_blocked = sum(p.delay_ns for p in pieces if p.kind == "memory_pressure" and not p.children)
+        extra = max(0, reclaim_ns - in_blocked)
+        if extra:
+            pieces.append(_Piece("memory_pressure", cul, extra, summary="direct reclaim in the victim",
+                                 evidence=[{"own_reclaim_stalls": len(own), "own_reclaim_ns": reclaim_ns,
+                                            "pages": sum(r.nr_reclaimed for r in own), "top_reclaimers": top}]))
+
+    wall = hi - lo
+    bd = Breakdown(
+        tid=tid, wall_ns=wall, on_cpu_ns=max(0, wall - runq - blocked), runq_ns=runq, blocked_ns=blocked,
+        blocked_by_reason=dict(by_reason),
+        runq_by_preemptor=sorted(shares.values(), key=lambda s: s.runq_ns, reverse=True),
+        reclaim_ns=reclaim_ns,
+        fault_count=sum(f.count for f in ctx.ev.faults if f.tid == tid and lo <= f.ts <= hi),
+        io_ns=io, net_ns=net, futex_ns=futex, offcpu_intervals=len(used),
+    )
+    return bd, _aggregate(pieces), used
+
+
+def _key(kind: str, c: Culprit) -> tuple:
+    # preemption and memory pressure are per process; waits keep the thread (lock holders are threads)
+    return (kind, c.pid, None if kind in ("cpu_preemption", "memory_pressure") else c.tid)
+
+
+def _aggregate(pieces: Iterable[_Piece | Cause]) -> list[Cause]:
+    """Merge pieces with the same (kind, culprit) and rank by delay; children merge the same way."""
+    out: dict[tuple, Cause] = {}
+    for p in pieces:
+        k = _key(p.kind, p.culprit)
+        c = out.get(k)
+        if c is None:
+            c = out[k] = Cause(p.kind, p.culprit, 0, [], [], p.cpu, p.summary)
+        c.delay_ns += p.delay_ns
+        if len(c.evidence) < MAX_EVIDENCE:
+            c.evidence.extend(p.evidence[: MAX_EVIDENCE - len(c.evidence)])
+        c.children.extend(p.children)
+    for c in out.values():
+        c.children = _aggregate(c.children) if c.children else []
+    ranked = [c for c in out.values() if c.delay_ns >= MIN_CAUSE_NS]
+    ranked.sort(key=lambda c: c.delay_ns, reverse=True)
+    return ranked
+
+
+def root_chain(causes: list[Cause]) -> list[Cause]:
+    """Largest direct cause, then its largest significant child, and so on: newest effect first."""
+    if not causes:
+        return []
+    chain = [causes[0]]
+    while chain[-1].children:
+        best = max(chain[-1].children, key=lambda c: c.delay_ns)
+        if best.delay_ns < SIGNIFICANT * chain[-1].delay_ns:
+            break
+        chain.append(best)
+    return chain
+
+
+def _operation(ev: Evidence, tid: int, lo: int, hi: int) -> tuple[str, int]:
+    best: Syscall | None = None
+    for s in ev.syscalls.get(tid, ()):
+        if _overlap(s.ts, s.end_ts, lo, hi) and (best is None or s.end_ts - s.ts > best.end_ts - best.ts):
+            best = s
+    if best is None:
+        return "", 0
+    op = best.syscall + (f" fd={best.fd}" if best.fd >= 0 else "")
+    return op, best.end_ts - best.ts
+
+
+def _delay_score(causes: list[Cause]) -> int:
+    return sum(c.delay_ns for c in causes if c.kind != "sleep")
+
+
+def analyze(ev: Evidence) -> Analysis:
+    """The full answer for ``ev.interval``; picks the most delayed thread when no tid was given."""
+    iv: Interval = ev.interval
+    ctx = _Ctx(ev)
+    lo, hi = iv.start_ns, iv.end_ns
+    if iv.tid is not None:
+        tids = [iv.tid]
+    else:
+        tids = sorted({t for t, rows in ev.offcpu.items() if rows and rows[0].tgid == iv.tgid}) or [iv.tgid]
+    best: tuple[Breakdown, list[Cause]] | None = None
+    best_score = -1
+    for t in tids:
+        bd, causes, _ = _thread_causes(ctx, t, lo, hi, 0, frozenset())
+        score = _delay_score(causes)
+        if score > best_score or (score == best_score and t == iv.tgid):
+            best, best_score = (bd, causes), score
+    assert best is not None
+    bd, causes = best
+    chain = root_chain(causes)
+    notes: list[str] = []
+    if iv.tid is None and len(tids) > 1:
+        notes.append(f"{len(tids)} threads had off-CPU time; analysed tid {bd.tid}, the most delayed (pass a tid to choose)")
+    if not ev.offcpu.get(bd.tid):
+        notes.append("no off-CPU intervals recorded for this thread in the window: it ran throughout, "
+                     "or it was not watched")
+    notes.append("off-CPU intervals shorter than the recorder's threshold are counted in the kernel, not here; "
+                 "they show up as on-CPU time")
+    op, op_ns = _operation(ev, bd.tid, lo, hi)
+    return Analysis(interval=iv, comm=ev.comms.get(iv.tgid, "?"), operation=op, operation_ns=op_ns,
+                    root_cause=chain[-1] if chain else None, breakdown=bd, chain=chain, causes=causes, notes=notes)
+
+
+__all__ = ["analyze", "root_chain", "MAX_DEPTH", "SIGNIFICANT"]

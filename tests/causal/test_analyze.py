@@ -1,0 +1,164 @@
+"""Pure unit tests of the causal analysis on hand-built evidence (no kernel, no store)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kprobe.causal.analyze import MAX_DEPTH, analyze
+from kprobe.causal.fetch import Evidence, OffCpu, Reclaim, SockIO, Syscall
+from kprobe.causal.model import Interval
+from kprobe.causal.why import render_text
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000
+
+
+def off(tgid: int, tid: int, a: int, b: int, reason: str = "preempted", wake: int = 0, cpu: int = 1,
+        p: tuple[int, int, str] = (0, 0, ""), w: tuple[int, int, str] = (0, 0, ""), comm: str = "victim") -> OffCpu:
+    return OffCpu(tgid, tid, comm, T0 + a * MS, T0 + b * MS, T0 + wake * MS if wake else 0, reason, cpu, cpu,
+                  p[0], p[1], p[2], w[0], w[1], w[2])
+
+
+def sc(tgid: int, tid: int, name: str, a: int, b: int, fd: int = -1) -> Syscall:
+    return Syscall(tgid, tid, name, fd, T0 + a * MS, T0 + b * MS, 0, 0)
+
+
+def evidence(tgid: int, a: int, b: int, offcpu: list[OffCpu], syscalls: list[Syscall] = (), **kw) -> Evidence:
+    ev = Evidence(Interval(tgid, T0 + a * MS, T0 + b * MS), **kw)
+    ev.add_offcpu(list(offcpu))
+    ev.add_syscalls(list(syscalls))
+    return ev
+
+
+def test_preemption_grouped_by_preemptor_and_breakdown_adds_up():
+    hog = (4721, 4721, "batch-job")
+    other = (99, 99, "kworker")
+    ev = evidence(812, 0, 1000, [
+        off(812, 812, 100, 300, p=hog), off(812, 812, 400, 588, p=hog), off(812, 812, 600, 610, p=other, cpu=0),
+        off(812, 812, 700, 800, reason="sleep", wake=790, w=(812, 812, "victim")),
+    ], [sc(812, 812, "write", 50, 850, fd=7), sc(812, 812, "nanosleep", 700, 790)])
+    a = analyze(ev)
+    bd = a.breakdown
+    assert bd.runq_ns == (200 + 188 + 10 + 10) * MS
+    assert bd.blocked_ns == 90 * MS and bd.blocked_by_reason == {"sleep": 90 * MS}
+    assert bd.on_cpu_ns + bd.runq_ns + bd.blocked_ns == 1000 * MS
+    assert [(p.pid, p.runq_ns) for p in bd.runq_by_preemptor] == [(4721, 388 * MS), (99, 10 * MS)]
+    rc = a.root_cause
+    assert rc.kind == "cpu_preemption" and rc.culprit.pid == 4721 and rc.delay_ns == 388 * MS and rc.cpu == 1
+    assert a.chain == [rc]
+    assert a.operation == "write fd=7"
+    text = render_text(a)
+    assert "victim PID 812 write fd=7 800 ms ← preempted 388 ms on CPU 1 by batch-job PID 4721  [ROOT CAUSE]" in text
+    js = json.loads(json.dumps(a.to_json()))
+    assert js["root_cause"]["kind"] == "cpu_preemption"
+    assert js["root_cause"]["culprit"]["pid"] == 4721 and js["root_cause"]["culprit"]["comm"] == "batch-job"
+    assert js["root_cause"]["delay_ns"] == 388 * MS
+    assert js["breakdown"]["runq_ns"] == 408 * MS and js["chain"][0]["kind"] == "cpu_preemption"
+
+
+def test_window_clips_intervals():
+    ev = evidence(1, 100, 200, [off(1, 1, 50, 150, p=(7, 7, "hog")), off(1, 1, 190, 260, p=(7, 7, "hog"))])
+    a = analyze(ev)
+    assert a.breakdown.runq_ns == 60 * MS and a.breakdown.on_cpu_ns == 40 * MS
+
+
+def test_waker_chain_across_two_processes_ends_at_the_helpers_preemptor():
+    # victim blocked 400 ms reading a pipe; the helper that writes it was preempted 250 ms by a hog meanwhile
+    ev = evidence(10, 0, 500, [
+        off(10, 10, 50, 460, reason="sleep", wake=450, w=(20, 20, "helper")),
+        off(20, 20, 100, 200, p=(30, 30, "hog"), comm="helper"),
+        off(20, 20, 250, 400, p=(30, 30, "hog"), comm="helper"),
+        off(20, 20, 410, 420, reason="sleep", wake=415, w=(20, 20, "helper"), comm="helper"),
+    ], [sc(10, 10, "read", 40, 461, fd=3), sc(20, 20, "nanosleep", 410, 415)])
+    a = analyze(ev)
+    top = a.causes[0]
+    assert top.kind == "remote_service" and top.culprit.pid == 20 and top.delay_ns == 400 * MS
+    assert [c.kind for c in a.chain] == ["remote_service", "cpu_preemption"]
+    rc = a.root_cause
+    assert rc.kind == "cpu_preemption" and rc.culprit.pid == 30 and rc.delay_ns == 250 * MS
+    assert "[ROOT CAUSE]" in render_text(a).splitlines()[0]
+
+
+def test_preemptor_in_direct_reclaim_links_preemption_to_memory_pressure():
+    hog = (4721, 4722, "batch-job")
+    ev = evidence(812, 0, 1000, [off(812, 812, 100, 500, p=hog)], [],
+                  reclaims=[Reclaim(4721, 4722, "batch-job", "direct", T0 + 150 * MS, T0 + 450 * MS, 5000, 1)])
+    a = analyze(ev)
+    assert [c.kind for c in a.chain] == ["cpu_preemption", "memory_pressure"]
+    rc = a.root_cause
+    assert rc.culprit.pid == 4721 and rc.delay_ns == 300 * MS
+    assert "memory pressure" in render_text(a)
+
+
+def test_direct_reclaim_in_victim_blames_the_biggest_other_reclaimer():
+    ev = evidence(5, 0, 100, [off(5, 5, 10, 60, reason="uninterruptible", wake=59, w=(0, 0, ""))], [],
+                  reclaims=[Reclaim(5, 5, "victim", "direct", T0 + 10 * MS, T0 + 59 * MS, 10, 0),
+                            Reclaim(77, 77, "hog", "direct", T0 + 0 * MS, T0 + 90 * MS, 90000, 1)])
+    ev.comms[77] = "hog"
+    a = analyze(ev)
+    assert a.root_cause.kind == "memory_pressure" and a.root_cause.culprit.pid == 77
+
+
+def test_futex_woken_by_another_thread_is_lock_contention_with_holder_as_culprit():
+    # main thread waits 300 ms on a lock; the holder (thread 101) slept with it held: its sleep is not a deeper cause
+    ev = evidence(100, 0, 400, [
+        off(100, 100, 50, 351, reason="sleep", wake=350, w=(100, 101, "worker")),
+        off(100, 101, 40, 349, reason="sleep", wake=349, w=(0, 0, "swapper/0")),
+    ], [sc(100, 100, "futex", 50, 351), sc(100, 101, "clock_nanosleep", 40, 349)])
+    a = analyze(ev)
+    rc = a.root_cause
+    assert a.breakdown.tid == 100
+    assert rc.kind == "lock_contention" and rc.culprit.pid == 100 and rc.culprit.tid == 101
+    assert rc.delay_ns == 300 * MS and a.breakdown.futex_ns == 300 * MS
+    assert "lock wait 300 ms (futex) held by" in render_text(a)
+
+
+def test_lock_holder_preempted_makes_preemption_the_root_cause():
+    ev = evidence(100, 0, 400, [
+        off(100, 100, 50, 351, reason="sleep", wake=350, w=(200, 200, "holder")),
+        off(200, 200, 60, 340, p=(300, 300, "hog"), comm="holder"),
+    ], [sc(100, 100, "futex", 50, 351)])
+    a = analyze(ev)
+    assert [c.kind for c in a.chain] == ["lock_contention", "cpu_preemption"]
+    assert a.root_cause.culprit.pid == 300
+
+
+def test_cycle_guard_stops_mutual_wakers():
+    # A waits for B, B waits for A over the same window: must terminate and say so
+    ev = evidence(1, 0, 100, [
+        off(1, 1, 0, 100, reason="sleep", wake=99, w=(2, 2, "b")),
+        off(2, 2, 0, 100, reason="sleep", wake=99, w=(1, 1, "a"), comm="b"),
+    ], [sc(1, 1, "futex", 0, 100), sc(2, 2, "futex", 0, 100)])
+    a = analyze(ev)
+    assert a.root_cause.kind == "lock_contention"
+    flat = json.dumps(a.to_json())
+    assert "cycle" in flat
+
+
+def test_depth_limit_on_long_waker_chains():
+    n = MAX_DEPTH + 3
+    rows = [off(i, i, 0, 100, reason="sleep", wake=99, w=(i + 1, i + 1, f"p{i + 1}"), comm=f"p{i}") for i in range(1, n)]
+    calls = [sc(i, i, "futex", 0, 100) for i in range(1, n)]
+    a = analyze(evidence(1, 0, 100, rows, calls))
+    assert len(a.chain) == MAX_DEPTH
+    assert "depth limit" in json.dumps(a.to_json())
+
+
+def test_socket_wait_on_local_peer_is_remote_service_and_follows_peer():
+    ev = evidence(10, 0, 300, [
+        off(10, 10, 10, 260, reason="sleep", wake=250, w=(20, 21, "pricing")),
+        off(20, 21, 20, 200, p=(30, 30, "hog"), comm="pricing"),
+    ], [sc(10, 10, "recvfrom", 5, 261, fd=4)],
+        sock_io=[SockIO(10, 10, T0 + 261 * MS, 1, "recv", 100, "127.0.0.1", 5000, "127.0.0.1", 8080),
+                 SockIO(20, 21, T0 + 249 * MS, 2, "send", 100, "127.0.0.1", 8080, "127.0.0.1", 5000)])
+    a = analyze(ev)
+    assert a.causes[0].kind == "remote_service" and a.causes[0].culprit.pid == 20
+    assert a.root_cause.kind == "cpu_preemption" and a.root_cause.culprit.pid == 30
+    assert a.breakdown.net_ns == 240 * MS
+
+
+def test_empty_interval_rejected():
+    with pytest.raises(ValueError):
+        Interval(1, 10, 10)
