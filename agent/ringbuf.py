@@ -32,20 +32,11 @@ class RingReader:
     size: int  # data area bytes (the map's max_entries), a power of two
     record: np.dtype
     name: str = ""
-    slot_dtype: np.dtype = field(init=False)
     discarded: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         page = mmap.PAGESIZE
         self.slot = 8 + (self.record.itemsize + 7) // 8 * 8
-        self.slot_dtype = np.dtype(
-            {
-                "names": ["len", "pgoff", "rec"],
-                "formats": ["<u4", "<u4", self.record],
-                "offsets": [0, 4, 8],
-                "itemsize": self.slot,
-            }
-        )
         self._cons_mm = mmap.mmap(self.map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._prod_mm = mmap.mmap(
             self.map_fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
@@ -58,34 +49,44 @@ class RingReader:
     def pending_bytes(self) -> int:
         return int(self._prod[0]) - int(self._cons[0])
 
-    def drain(self, max_records: int = 1 << 20) -> np.ndarray:
+    def drain(self, max_records: int = 1 << 20, out: np.ndarray | None = None) -> np.ndarray:
         """Copy out committed records up to the producer position seen now.
 
         The producer position is sampled once: chasing it in a loop costs far
-        more than leaving new records for the next tick.
+        more than leaving new records for the next tick. ``out`` (records of this
+        layout) is an optional reusable buffer: on big backlogs, first-touch page
+        faults of a fresh allocation cost more than the copy itself.
         """
+        if out is not None:
+            max_records = min(max_records, len(out))
         cons = int(self._cons[0])
         prod = int(self._prod[0])
         n = min((prod - cons) // self.slot, max_records, self.size // self.slot)
         if n <= 0:
             return np.empty(0, dtype=self.record)
         start = cons & self._mask
-        slots = self._data[start : start + n * self.slot].view(self.slot_dtype)
-        lens = slots["len"]
+        raw = self._data[start : start + n * self.slot].reshape(n, self.slot)
+        lens = raw[:, :4].view("<u4")[:, 0]
         busy = (lens & BUSY_BIT) != 0
         if busy.any():
             n = int(np.argmax(busy))
-            slots, lens = slots[:n], lens[:n]
+            raw, lens = raw[:n], lens[:n]
         if n == 0:
             return np.empty(0, dtype=self.record)
+        # Copy the record bytes row by row (a strided uint8 copy is a memcpy per row;
+        # copying a nested structured view field by field is several times slower).
+        body = raw[:, 8 : 8 + self.record.itemsize]
         discard = (lens & DISCARD_BIT) != 0
         if discard.any():
             keep = ~discard
             self.discarded += int(discard.sum())
-            recs = slots["rec"][keep]
-            lens = lens[keep]
+            body, lens = body[keep], lens[keep]
+        if out is not None:
+            dst = out[: len(body)].view(np.uint8).reshape(len(body), self.record.itemsize)
+            dst[:] = body
+            recs = out[: len(body)]
         else:
-            recs = slots["rec"].copy()
+            recs = np.ascontiguousarray(body).view(self.record)[:, 0]
         if lens.size and (lens[0] & LEN_MASK) != self.record.itemsize:
             raise RingLayoutError(
                 f"ring {self.name}: record length {int(lens[0] & LEN_MASK)} != layout {self.record.itemsize}"

@@ -39,8 +39,9 @@ def test_pinned_hog_preempts_victim_and_is_named(capture):
         f"WHERE tgid = {victim.pid} AND reason = 'preempted' GROUP BY preemptor_tgid ORDER BY d DESC"
     )
     assert rows, "no preempted intervals recorded for the victim"
-    assert int(rows[0]["preemptor_tgid"]) == hog.pid, rows
-    assert int(rows[0]["d"]) > 300_000_000, rows  # sharing one CPU for 1.5 s: roughly half of it waiting
+    by_hog = [r for r in rows if int(r["preemptor_tgid"]) == hog.pid]
+    # sharing one CPU for 1.5 s, the victim waits roughly half of it behind the hog
+    assert by_hog and int(by_hog[0]["d"]) > 300_000_000, rows
 
 
 def test_writes_have_exact_count_fd_and_sizes_and_fsync(capture, tmp_path):
