@@ -1,0 +1,394 @@
+#!/usr/bin/env bash
+# kprobe's local scale-out stack: Kafka 4.x (KRaft), Neo4j 5.26 (embedded + Bolt) and ClickHouse
+# (Debian's 18.16), each a plain background process on 127.0.0.1. There is no Docker engine and
+# no download site here, so the JVM servers come from Maven Central jars and ClickHouse from apt.
+#
+#   deploy/stack.sh start  [kafka|neo4j|clickhouse|all]   start (no-op for what already runs)
+#   deploy/stack.sh stop   [kafka|neo4j|clickhouse|all]   stop (no-op for what is stopped)
+#   deploy/stack.sh status [kafka|neo4j|clickhouse|all]   exit 0 only if all named are running
+#   deploy/stack.sh setup  [kafka|neo4j|clickhouse|all]   only fetch/compile/install, start nothing
+#
+# Everything (jars, Maven repository, data, logs, pid files, stack.env) lives in deploy/.cache/.
+# Environment overrides: KPROBE_STACK_CACHE, KPROBE_M2_REPO (share ~/.m2 between checkouts),
+# KPROBE_STACK_TIMEOUT (seconds to wait for each server, default 180), KPROBE_JAVA_HOME.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${KPROBE_STACK_CACHE:-$HERE/.cache}"
+M2_REPO="${KPROBE_M2_REPO:-$CACHE/m2}"
+TIMEOUT="${KPROBE_STACK_TIMEOUT:-180}"
+HOST=127.0.0.1
+
+KAFKA_PORT=9092
+KAFKA_CONTROLLER_PORT=9093
+NEO4J_BOLT_PORT=7687
+CH_TCP_PORT=19000
+CH_HTTP_PORT=18123
+
+KAFKA_HEAP="-Xms256m -Xmx768m"
+NEO4J_HEAP="-Xms256m -Xmx768m"
+NEO4J_PAGECACHE_MIB=256
+
+SERVICES=(kafka neo4j clickhouse)
+
+say() { printf '[stack] %s\n' "$*"; }
+err() { printf '[stack] ERROR: %s\n' "$*" >&2; }
+die() { err "$*"; exit 1; }
+
+usage() {
+    sed -n '5,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 2
+}
+
+# ---------------------------------------------------------------- helpers
+
+# The JDK to run both JVM servers: Kafka 4.x and Neo4j 5.26 both want Java 17 (or newer).
+find_java_home() {
+    local cand major
+    for cand in "${KPROBE_JAVA_HOME:-}" /usr/lib/jvm/java-17-openjdk-amd64 "${JAVA_HOME:-}" \
+        /usr/lib/jvm/temurin-25-jdk-amd64 /usr/lib/jvm/*; do
+        [[ -n "$cand" && -x "$cand/bin/java" && -x "$cand/bin/javac" ]] || continue
+        major="$("$cand/bin/java" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)"
+        if [[ -n "$major" && "$major" -ge 17 ]]; then
+            echo "$cand"
+            return 0
+        fi
+    done
+    return 1
+}
+
+svc_dir() { echo "$CACHE/$1"; }
+pid_file() { echo "$CACHE/$1/pid"; }
+log_file() { echo "$CACHE/$1/server.log"; }
+
+svc_port() {
+    case "$1" in
+        kafka) echo "$KAFKA_PORT" ;;
+        neo4j) echo "$NEO4J_BOLT_PORT" ;;
+        clickhouse) echo "$CH_TCP_PORT" ;;
+    esac
+}
+
+# The pid we recorded, if that process is still alive.
+running_pid() {
+    local f pid
+    f="$(pid_file "$1")"
+    [[ -f "$f" ]] || return 1
+    pid="$(cat "$f")"
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # A recycled pid belongs to someone else: ours all name the cache folder on their command line.
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$CACHE" || return 1
+    echo "$pid"
+}
+
+port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+}
+
+show_log_tail() {
+    local log="$1"
+    if [[ -f "$log" ]]; then
+        err "last 40 lines of $log:"
+        tail -n 40 "$log" | sed 's/^/    /' >&2
+    fi
+}
+
+# Waits until `check` succeeds; fails early (with the log) if the process died.
+wait_ready() {
+    local svc="$1" pid="$2" check="$3" log="$4" started=$SECONDS
+    while ! "$check"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$(pid_file "$svc")"
+            show_log_tail "$log"
+            die "$svc exited during start-up"
+        fi
+        if ((SECONDS - started >= TIMEOUT)); then
+            show_log_tail "$log"
+            die "$svc did not accept connections within ${TIMEOUT}s (still running as pid $pid; 'deploy/stack.sh stop $svc' ends it)"
+        fi
+        sleep 0.5
+    done
+}
+
+# Starts a command as its own session (so stop can signal the whole group) and records its pid.
+spawn() {
+    local svc="$1" log
+    shift
+    log="$(log_file "$svc")"
+    : >"$log"
+    setsid "$@" >>"$log" 2>&1 </dev/null 9>&- &
+    echo $! >"$(pid_file "$svc")"
+    echo $!
+}
+
+# Maven resolve with checksum verification into a fresh folder, swapped in only on success, and
+# skipped while the pom is unchanged since the last successful fetch.
+fetch_jars() {
+    local pom="$1" dest="$2" stamp sum tmp
+    stamp="$dest/.pom.sha256"
+    sum="$(sha256sum "$pom" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$sum" ]]; then
+        return 0
+    fi
+    command -v mvn >/dev/null || die "mvn not found (apt-get install -y maven)"
+    say "fetching jars for $(basename "$(dirname "$pom")") from Maven Central (checksums enforced)..."
+    tmp="$dest.tmp"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    local started=$SECONDS
+    if ! JAVA_HOME="$JAVA_HOME" mvn -q -B -C -Dmaven.repo.local="$M2_REPO" -f "$pom" \
+        dependency:copy-dependencies -DoutputDirectory="$tmp" >"$tmp.log" 2>&1; then
+        tail -n 40 "$tmp.log" >&2
+        die "maven could not resolve $pom"
+    fi
+    rm -rf "$dest"
+    mv "$tmp" "$dest"
+    rm -f "$tmp.log"
+    echo "$sum" >"$stamp"
+    say "  $(find "$dest" -name '*.jar' | wc -l) jars, $(du -sh "$dest" | cut -f1) in $((SECONDS - started))s"
+}
+
+render() {  # render TEMPLATE OUT KEY=VALUE...
+    local tmpl="$1" out="$2" expr=() kv
+    shift 2
+    for kv in "$@"; do
+        expr+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
+    done
+    sed "${expr[@]}" "$tmpl" >"$out"
+}
+
+# ---------------------------------------------------------------- kafka
+
+setup_kafka() {
+    local dir
+    dir="$(svc_dir kafka)"
+    mkdir -p "$dir/data"
+    fetch_jars "$HERE/kafka/pom.xml" "$dir/libs"
+    render "$HERE/kafka/server.properties.in" "$dir/server.properties" \
+        HOST="$HOST" PORT="$KAFKA_PORT" CONTROLLER_PORT="$KAFKA_CONTROLLER_PORT" DATA="$dir/data"
+    cp "$HERE/kafka/log4j2.properties" "$dir/log4j2.properties"
+}
+
+# The broker and its tools share one JVM command line (a function cannot be run under setsid).
+kafka_java_cmd() {
+    local dir
+    dir="$(svc_dir kafka)"
+    # shellcheck disable=SC2206  # the heap flags are meant to split
+    KAFKA_JAVA=("$JAVA_HOME/bin/java" $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+        -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$dir/libs/*")
+}
+
+# KRaft needs its log directory formatted once with a cluster id before the first start.
+format_kafka() {
+    local dir id
+    dir="$(svc_dir kafka)"
+    [[ -f "$dir/data/meta.properties" ]] && return 0
+    kafka_java_cmd
+    id="$("${KAFKA_JAVA[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
+    [[ -n "$id" ]] || die "kafka StorageTool random-uuid failed"
+    say "formatting kafka storage (cluster id $id)"
+    if ! "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
+        >"$dir/format.log" 2>&1; then
+        tail -n 40 "$dir/format.log" >&2
+        die "kafka storage format failed"
+    fi
+}
+
+kafka_ready() {
+    port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$(log_file kafka)"
+}
+
+start_kafka() {
+    setup_kafka
+    format_kafka
+    kafka_java_cmd
+    spawn kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$(svc_dir kafka)/server.properties" >/dev/null
+}
+
+# ---------------------------------------------------------------- neo4j
+
+setup_neo4j() {
+    local dir src classes
+    dir="$(svc_dir neo4j)"
+    src="$HERE/neo4j/src/kprobe/deploy/Neo4jLauncher.java"
+    classes="$dir/classes"
+    mkdir -p "$dir/home"
+    fetch_jars "$HERE/neo4j/pom.xml" "$dir/libs"
+    if [[ ! -f "$classes/kprobe/deploy/Neo4jLauncher.class" || "$src" -nt "$classes/kprobe/deploy/Neo4jLauncher.class" \
+        || "$dir/libs/.pom.sha256" -nt "$classes/kprobe/deploy/Neo4jLauncher.class" ]]; then
+        say "compiling the Neo4j launcher"
+        rm -rf "$classes"
+        mkdir -p "$classes"
+        "$JAVA_HOME/bin/javac" -nowarn --release 17 -cp "$dir/libs/*" -d "$classes" "$src" ||
+            die "javac failed for $src"
+    fi
+}
+
+neo4j_ready() {
+    port_open "$NEO4J_BOLT_PORT" && grep -q "kprobe-neo4j: ready" "$(log_file neo4j)"
+}
+
+start_neo4j() {
+    local dir
+    setup_neo4j
+    dir="$(svc_dir neo4j)"
+    # The --add-opens list is the one Neo4j's own launcher passes on Java 17+.
+    spawn neo4j "$JAVA_HOME/bin/java" $NEO4J_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+        -Djdk.nio.maxCachedBufferSize=1024 -Dio.netty.tryReflectionSetAccessible=true \
+        --add-opens=java.base/java.nio=ALL-UNNAMED --add-opens=java.base/java.io=ALL-UNNAMED \
+        --add-opens=java.base/sun.nio.ch=ALL-UNNAMED --add-opens=java.base/java.lang=ALL-UNNAMED \
+        --enable-native-access=ALL-UNNAMED \
+        -cp "$dir/classes:$dir/libs/*" kprobe.deploy.Neo4jLauncher \
+        "$dir/home" "$HOST" "$NEO4J_BOLT_PORT" "$NEO4J_PAGECACHE_MIB" >/dev/null
+}
+
+# ---------------------------------------------------------------- clickhouse
+
+setup_clickhouse() {
+    local dir d
+    if ! command -v clickhouse-server >/dev/null || ! command -v clickhouse-client >/dev/null; then
+        [[ "$(id -u)" == 0 ]] || die "clickhouse-server missing: run 'apt-get install -y clickhouse-server clickhouse-client' as root"
+        say "installing Debian's clickhouse-server and clickhouse-client (apt-get)..."
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            clickhouse-server clickhouse-client; } >"$CACHE/apt-clickhouse.log" 2>&1 ||
+            { tail -n 30 "$CACHE/apt-clickhouse.log" >&2; die "apt-get install clickhouse-server failed"; }
+    fi
+    dir="$(svc_dir clickhouse)"
+    for d in data tmp user_files format_schemas log; do
+        mkdir -p "$dir/$d"
+    done
+    render "$HERE/clickhouse/config.xml.in" "$dir/config.xml" \
+        HOST="$HOST" TCP_PORT="$CH_TCP_PORT" HTTP_PORT="$CH_HTTP_PORT" DIR="$dir"
+    cp "$HERE/clickhouse/users.xml" "$dir/users.xml"
+}
+
+clickhouse_ready() {
+    port_open "$CH_TCP_PORT" &&
+        clickhouse-client --host "$HOST" --port "$CH_TCP_PORT" --query "SELECT 1" >/dev/null 2>&1
+}
+
+start_clickhouse() {
+    local dir
+    setup_clickhouse
+    dir="$(svc_dir clickhouse)"
+    # Its own log goes to log/; server.log catches what it prints before the logger is up.
+    (cd "$dir" && spawn clickhouse clickhouse-server --config-file="$dir/config.xml" >/dev/null)
+}
+
+# ---------------------------------------------------------------- commands
+
+write_env() {
+    cat >"$CACHE/stack.env" <<EOF
+# Written by deploy/stack.sh start: KEY=VALUE, no quoting, loadable by Python or 'set -a; . file'.
+KAFKA_BOOTSTRAP=$HOST:$KAFKA_PORT
+NEO4J_URI=bolt://$HOST:$NEO4J_BOLT_PORT
+NEO4J_AUTH=none
+CLICKHOUSE_HOST=$HOST
+CLICKHOUSE_PORT=$CH_TCP_PORT
+CLICKHOUSE_HTTP_PORT=$CH_HTTP_PORT
+CLICKHOUSE_USER=default
+EOF
+}
+
+cmd_start() {
+    local svc="$1" pid port started
+    mkdir -p "$(svc_dir "$svc")"
+    if pid="$(running_pid "$svc")"; then
+        say "$svc already running (pid $pid) on $HOST:$(svc_port "$svc"): nothing to do"
+        return 0
+    fi
+    rm -f "$(pid_file "$svc")"
+    port="$(svc_port "$svc")"
+    if port_open "$port"; then
+        ss -ltnp "sport = :$port" >&2 || true
+        die "$HOST:$port is already taken by a process this script did not start; not starting $svc"
+    fi
+    "setup_$svc"
+    started=$SECONDS
+    say "starting $svc..."
+    "start_$svc"
+    pid="$(cat "$(pid_file "$svc")")"
+    wait_ready "$svc" "$pid" "${svc}_ready" "$(log_file "$svc")"
+    say "$svc ready on $HOST:$port (pid $pid) after $((SECONDS - started))s"
+}
+
+cmd_stop() {
+    local svc="$1" pid waited=0
+    if ! pid="$(running_pid "$svc")"; then
+        rm -f "$(pid_file "$svc")"
+        say "$svc not running: nothing to do"
+        return 0
+    fi
+    say "stopping $svc (pid $pid)..."
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((waited >= 60)); then
+            err "$svc did not stop in 30s: sending SIGKILL"
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    rm -f "$(pid_file "$svc")"
+    say "$svc stopped"
+}
+
+cmd_status() {
+    local svc="$1" pid
+    if pid="$(running_pid "$svc")"; then
+        if port_open "$(svc_port "$svc")"; then
+            say "$svc: running (pid $pid) on $HOST:$(svc_port "$svc")"
+        else
+            say "$svc: process $pid alive but $HOST:$(svc_port "$svc") not accepting connections"
+            return 1
+        fi
+    else
+        say "$svc: stopped"
+        return 1
+    fi
+}
+
+cmd_setup() {
+    "setup_$1"
+    say "$1: set up"
+}
+
+main() {
+    local action="${1:-}" target="${2:-all}" svcs svc rc=0
+    [[ -n "$action" ]] || usage
+    case "$target" in
+        all) svcs=("${SERVICES[@]}") ;;
+        kafka | neo4j | clickhouse) svcs=("$target") ;;
+        *) err "unknown service '$target'"; usage ;;
+    esac
+    case "$action" in
+        start | stop | status | setup) ;;
+        *) err "unknown command '$action'"; usage ;;
+    esac
+
+    mkdir -p "$CACHE"
+    JAVA_HOME="$(find_java_home)" || die "no JDK 17+ found under /usr/lib/jvm (set KPROBE_JAVA_HOME)"
+    export JAVA_HOME
+    # One stack.sh at a time: two concurrent starts must not both format or spawn.
+    exec 9>"$CACHE/.stack.lock"
+    flock -w 900 9 || die "another deploy/stack.sh is still running (lock $CACHE/.stack.lock)"
+
+    for svc in "${svcs[@]}"; do
+        if [[ "$action" == status ]]; then
+            cmd_status "$svc" || rc=3
+        else
+            "cmd_$action" "$svc"  # any failure exits (set -e / die)
+        fi
+    done
+    if [[ "$action" == start ]]; then
+        write_env
+        say "connection settings in $CACHE/stack.env"
+    fi
+    if [[ "$action" == stop ]] && [[ "$target" == all ]]; then
+        rm -f "$CACHE/stack.env"
+    fi
+    return "$rc"
+}
+
+main "$@"
