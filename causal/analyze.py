@@ -130,8 +130,8 @@ class _Ctx:
         path = None
         for f in self.ev.fd_open:
             if f.tgid == tgid and f.fd == fd and f.ts <= t:
-                path = f.path
-        return path
+                path = f.path        # '' after a close: the number was reused for something unopened (pipe, socket)
+        return path or None
 
     def top_reclaimer(self, lo: int, hi: int, exclude: int | None) -> tuple[Culprit, list]:
         """The process that reclaimed most in [lo, hi] (system-wide rows): the likeliest memory hog."""
@@ -351,7 +351,7 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
     if unknown_runq:
         total = sum(b - a for a, b, _ in unknown_runq)
         piece = _Piece("cpu_preemption", Culprit(None, None, None), total,
-                       summary="waited for a CPU after wake-up",
+                       summary="waited for a CPU (after wake-up, or no preemptor recorded)",
                        evidence=[{"wakeup_latency_ns": total, "waits": len(unknown_runq)}])
         # reclaim running on the CPU the thread was waiting for explains that wait
         by_proc: dict[int, list[Reclaim]] = defaultdict(list)

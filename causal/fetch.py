@@ -253,9 +253,12 @@ def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUND
     ev.faults = [Fault(_i(r["tgid"]), _i(r["tid"]), _i(r["ts"]), _i(r["count"])) for r in _q(
         store, ev, f"SELECT tgid, tid, ts, count FROM fault WHERE tgid = {int(interval.tgid)} "
                    f"AND ts >= {int(lo)} AND ts <= {int(hi)} ORDER BY ts")]
+    # opens, and successful closes as path '' so a reused fd number is not named after an old file
     ev.fd_open = [FdOpen(_i(r["tgid"]), _i(r["fd"]), _i(r["ts"]), _s(r["path"])) for r in _q(
-        store, ev, f"SELECT tgid, fd, ts, path FROM fd_open WHERE tgid = {int(interval.tgid)} "
-                   f"AND ts <= {int(hi)} ORDER BY ts")]
+        store, ev, f"SELECT tgid, toInt64(fd) AS fd, ts, path FROM fd_open WHERE tgid = {int(interval.tgid)} "
+                   f"AND ts <= {int(hi)} UNION ALL SELECT tgid, toInt64(fd) AS fd, ts, '' AS path FROM syscall "
+                   f"WHERE tgid = {int(interval.tgid)} AND syscall = 'close' AND ret = 0 AND ts <= {int(hi)} "
+                   "ORDER BY ts")]
     ev.reclaims = [Reclaim(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _s(r["kind"]), _i(r["ts"]), _i(r["end_ts"]),
                            _i(r["nr_reclaimed"]), _i(r["cpu"])) for r in _q(
         store, ev, "SELECT tgid, tid, comm, kind, ts, end_ts, nr_reclaimed, cpu FROM reclaim "

@@ -38,7 +38,7 @@ def phrase(c: Cause) -> str:
     k = c.kind
     if k == "cpu_preemption":
         if c.culprit.pid is None:
-            return f"waited {d} for a CPU after wake-up"
+            return f"waited {d} for a CPU (run queue, no single preemptor)"
         return f"preempted {d} on CPU {c.cpu} by {who}"
     if k == "memory_pressure":
         return f"memory pressure {d}: {c.summary or who}" + (f" (culprit {who})" if who not in c.summary else "")
