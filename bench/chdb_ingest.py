@@ -25,8 +25,12 @@ gets a fresh store in a temporary directory.
 and which column dominate) and a what-if: the same string columns handed to
 Arrow as dictionary arrays (codes + distinct values) instead of object arrays.
 
-Usage: python3 bench/chdb_ingest.py [--tables syscall offcpu] [--batches 100000 1000000]
-       [--rows-per-size 3000000] [--profile] [--json]
+The 1000-row batch shows the fixed cost of one INSERT (ms/batch): the
+recorder flushes every table that has events every --flush-ms (200 ms), so
+that fixed cost, times tables, times 5/s, is a floor on the recorder's CPU.
+
+Usage: python3 bench/chdb_ingest.py [--tables syscall offcpu] [--batches 1000 100000 1000000]
+       [--rows-per-size 3000000] [--max-batches 30] [--profile] [--json]
 """
 
 from __future__ import annotations
@@ -351,8 +355,10 @@ def print_profile(prof: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tables", nargs="+", default=list(GENERATORS), choices=list(GENERATORS))
-    ap.add_argument("--batches", nargs="+", type=int, default=[100_000, 1_000_000], metavar="ROWS")
+    ap.add_argument("--batches", nargs="+", type=int, default=[1_000, 100_000, 1_000_000], metavar="ROWS",
+                    help="batch sizes; 1000 shows the fixed cost per INSERT (default: %(default)s)")
     ap.add_argument("--rows-per-size", type=int, default=3_000_000, help="rows timed per batch size (default: %(default)s)")
+    ap.add_argument("--max-batches", type=int, default=30, help="cap on timed batches per size (default: %(default)s)")
     ap.add_argument("--profile", action="store_true", help="per-step and per-column breakdown of a 1M batch")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -362,16 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kprobe-bench-chdb-") as tmp:
         for table in args.tables:
             for batch in args.batches:
-                n = max(1, args.rows_per_size // batch)
+                n = min(max(3, args.rows_per_size // batch), args.max_batches)
                 results.append(measure(table, batch, n, pop, Path(tmp), args.seed).summary())
             if args.profile:
                 profiles.append(profile_table(table, pop, Path(tmp), 1_000_000, args.seed))
-    meta = {"cpus": os.cpu_count(), "goal_rows_s": GOAL_ROWS_S, "threads": len(pop.tids),
+    meta = {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "goal_rows_s": GOAL_ROWS_S, "threads": len(pop.tids),
             "processes": len(set(pop.tgids.tolist()))}
     if args.json:
         json.dump({"meta": meta, "results": results, "profiles": profiles}, sys.stdout, indent=1)
         print()
     else:
+        print(f"host: {meta['cpus']} CPUs, load average at end {meta['loadavg_at_end'][0]:.2f} (shared host: noise)")
         print_table(results)
         for p in profiles:
             print_profile(p)

@@ -1,0 +1,412 @@
+"""Benchmark: what `kprobe record` costs the service it observes, measured in one run.
+
+Why: the recorder's promise is "always on in production"; that only holds if
+the observed service barely notices it. Goals to report against: <= 3 %
+throughput loss and <= 5 % p99 latency increase on a request/response service,
+zero drops. Pure measurement: nothing here asserts the goals.
+
+Workloads (C, ``bench/workloads/``, compiled with ``cc -O2`` into ``bench/build/``):
+
+* rr: ``rr_server`` + ``rr_client`` over loopback TCP, TCP_NODELAY, 64-byte
+  request, 256-byte reply, closed loop (one outstanding request per
+  connection), ``--conns`` connections (default 1: a latency-bound service like
+  an order gateway, which leaves CPU headroom the way production does; use
+  ``--conns 4`` for a CPU-saturated variant where every recorder cycle is
+  stolen from the service). The client records every request's latency and
+  prints req/s, p50, p99.
+* pingpong: two processes bounce one byte through two pipes: the
+  context-switch-bound worst case for the sched and syscall probes.
+
+Modes, per round: ``off`` (no recorder), ``watch`` (``kprobe record
+--watch-comm <workload comms>``) and ``system`` (``kprobe record`` with no
+watch list). Each round runs all three once, in an order rotated by round, so
+each recorder run has a baseline from the same round next to it (A/B/A/B...);
+loss and p99 increase are computed per round against that round's ``off`` run
+and the median over rounds is reported. The recorder runs from a fresh data
+directory; the workload starts only after it printed "recording" on stderr and
+it is stopped with SIGINT after; then ``kprobe stats --json`` gives what it
+stored and lost.
+
+CPU placement (2 vCPUs): ``rr_server`` is pinned to CPU 0 and ``rr_client`` to
+CPU 1, so the two ends never migrate and run-to-run noise stays low;
+``pingpong`` (both processes) is pinned to CPU 0, so every round trip is two
+context switches on one CPU with no idle time between them. The recorder is
+NOT pinned: like in production it takes whatever CPU the scheduler gives it,
+so its cost shows up as interference, not as a reserved core.
+
+The recorder's own CPU is utime+stime of its process (all threads) from
+/proc/<pid>/stat over the workload window only (startup and final flush
+excluded; 100 % = one CPU). The host is shared, so every run also records
+the host's total CPU busy % (/proc/stat) and the number of BPF links attached
+by someone else before it started: a baseline with foreign links, or a busy
+host, is flagged in the output because it makes the comparison meaningless.
+
+Usage: python3 bench/overhead.py [--rounds 3] [--seconds 5] [--conns 1] [--skip-pingpong] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+SRC = BENCH / "workloads"
+BUILD = BENCH / "build"
+WORKLOADS = ("rr_server", "rr_client", "pingpong")
+MODES = ("off", "watch", "system")
+REQ_BYTES, REPLY_BYTES = 64, 256
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+GOAL_LOSS_PCT, GOAL_P99_PCT = 3.0, 5.0
+
+
+class BenchError(RuntimeError):
+    """Something the bench needs did not run; the message says what."""
+
+
+# -- build and host observation ---------------------------------------------------------------------
+
+def build_workloads() -> None:
+    """Compile each workload if its binary is missing or older than its source."""
+    BUILD.mkdir(exist_ok=True)
+    for name in WORKLOADS:
+        src, out = SRC / f"{name}.c", BUILD / name
+        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        cmd = ["cc", "-O2", "-Wall", "-pthread", "-o", str(out), str(src)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise BenchError(f"compiling {src} failed:\n{res.stderr}")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime+stime of a process (all its threads), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def host_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + vals[4]
+    return sum(vals) - idle, sum(vals)
+
+
+def bpf_links() -> int:
+    """BPF links attached on the host right now (bpftool); -1 when it cannot tell."""
+    if shutil.which("bpftool") is None:
+        return -1
+    res = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True)
+    if res.returncode != 0:
+        return -1
+    links = json.loads(res.stdout or "[]")
+    return sum(1 for link in links if link.get("type") not in ("cgroup", "netns", "xdp", "tcx", "netkit"))
+
+
+# -- the recorder -----------------------------------------------------------------------------------
+
+@dataclass
+class RecorderRun:
+    """A `kprobe record` subprocess: started, awaited until recording, stopped with SIGINT."""
+
+    args: list[str]
+    data: Path
+    proc: subprocess.Popen | None = None
+    stderr: list[str] = field(default_factory=list)
+    _recording: threading.Event = field(default_factory=threading.Event)
+    _reader: threading.Thread | None = None
+
+    def start(self, timeout: float = 90.0) -> RecorderRun:
+        cmd = [sys.executable, "-m", "kprobe", "record", "--data", str(self.data), *self.args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not self._recording.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"`{' '.join(cmd)}` did not start recording:\n" + "".join(self.stderr))
+        return self
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if line.startswith("kprobe: recording"):
+                self._recording.set()
+
+    def cpu_s(self) -> float:
+        assert self.proc is not None
+        return proc_cpu_s(self.proc.pid)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise BenchError("kprobe record did not stop within 60 s of SIGINT:\n" + "".join(self.stderr)) from None
+        if self._reader is not None:
+            self._reader.join(5)
+        return rc
+
+
+def recorder_stats(data: Path) -> dict:
+    """What the stopped recorder stored and lost, via the CLI (`kprobe stats --json`)."""
+    cmd = [sys.executable, "-m", "kprobe", "stats", "--data", str(data), "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if res.returncode != 0:
+        raise BenchError(f"`{' '.join(cmd)}` failed:\n{res.stderr}")
+    d = json.loads(res.stdout)
+    rec = d.get("recorder", {})
+    stored = {k: v for k, v in d["stored"].items() if v}
+    return {
+        "stored_total": sum(stored.values()),
+        "stored": stored,
+        "lost_total": int(rec.get("lost_total", 0)),
+        "kernel_drops": {k: v for k, v in rec.get("kernel_drops_total", {}).items() if v},
+        "write_errors": rec.get("write_errors", {}),
+        "counters": rec.get("counters", {}),
+    }
+
+
+# -- workloads --------------------------------------------------------------------------------------
+
+@dataclass
+class Server:
+    """One rr_server for the whole bench, started before any recorder (like a running service)."""
+
+    proc: subprocess.Popen
+    port: int
+
+    @classmethod
+    def start(cls) -> Server:
+        cmd = ["taskset", "-c", "0", str(BUILD / "rr_server"), "0", str(REQ_BYTES), str(REPLY_BYTES)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("port "):
+            proc.kill()
+            raise BenchError(f"rr_server did not report its port (got {line!r})")
+        return cls(proc, int(line.split()[1]))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def run_json(cmd: list[str], timeout: float) -> dict:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise BenchError(f"`{' '.join(cmd)}` exited {res.returncode}:\n{res.stdout}{res.stderr}")
+    return json.loads(res.stdout)
+
+
+def rr_workload(port: int, conns: int, seconds: float) -> Callable[[], dict]:
+    cmd = ["taskset", "-c", "1", str(BUILD / "rr_client"), str(port), str(conns), str(seconds),
+           str(REQ_BYTES), str(REPLY_BYTES)]
+    return lambda: run_json(cmd, seconds + 30)
+
+
+def pingpong_workload(seconds: float) -> Callable[[], dict]:
+    cmd = ["taskset", "-c", "0", str(BUILD / "pingpong"), str(seconds)]
+    return lambda: run_json(cmd, seconds + 30)
+
+
+# -- one run, one round -----------------------------------------------------------------------------
+
+@dataclass
+class Config:
+    seconds: float
+    watch_comms: list[str]
+    quiet_wait_s: float
+
+
+def wait_quiet(max_wait_s: float) -> int:
+    """Wait (bounded) until no one else's BPF links are attached; returns how many remain."""
+    deadline = time.monotonic() + max_wait_s
+    n = bpf_links()
+    while n > 0 and time.monotonic() < deadline:
+        time.sleep(1.0)
+        n = bpf_links()
+    return n
+
+
+def one_run(mode: str, workload: Callable[[], dict], cfg: Config) -> dict:
+    """Workload once under ``mode``; adds recorder CPU, stored events and drops for recorder modes."""
+    foreign = wait_quiet(cfg.quiet_wait_s)
+    rec = None
+    with tempfile.TemporaryDirectory(prefix="kprobe-bench-oh-") as tmp:
+        if mode != "off":
+            watch = ["--watch-comm", *cfg.watch_comms] if mode == "watch" else []
+            rec = RecorderRun(watch, Path(tmp) / "data").start()
+        busy0, total0 = host_cpu()
+        cpu0, t0 = (rec.cpu_s() if rec else 0.0), time.monotonic()
+        out = workload()
+        wall = time.monotonic() - t0
+        cpu1 = rec.cpu_s() if rec else 0.0
+        busy1, total1 = host_cpu()
+        out.update(mode=mode, foreign_bpf_links=foreign, host_busy_pct=100.0 * (busy1 - busy0) / max(total1 - total0, 1))
+        if rec is not None:
+            rc = rec.stop()
+            if rc != 0:
+                raise BenchError(f"kprobe record exited {rc}:\n" + "".join(rec.stderr))
+            out["recorder_cpu_pct"] = 100.0 * (cpu1 - cpu0) / wall
+            out["recorder"] = recorder_stats(Path(tmp) / "data")
+            out["recorder_stderr_tail"] = rec.stderr[-1].strip() if rec.stderr else ""
+    return out
+
+
+def run_rounds(name: str, workload: Callable[[], dict], rounds: int, cfg: Config, log: Callable[[str], None]) -> list[dict]:
+    """Each round runs every mode once, order rotated by round so no mode always goes first."""
+    runs = []
+    for r in range(rounds):
+        order = MODES[r % len(MODES):] + MODES[: r % len(MODES)]
+        for mode in order:
+            res = one_run(mode, workload, cfg)
+            res["round"] = r
+            runs.append(res)
+            log(f"{name} round {r} {mode:<6} " + _short(res))
+    return runs
+
+
+def _short(res: dict) -> str:
+    if "rps" in res:
+        s = f"{res['rps']:>10.0f} req/s p50 {res['p50_us']:6.1f} us p99 {res['p99_us']:6.1f} us"
+    else:
+        s = f"{res['rt_per_s']:>10.0f} rt/s"
+    if "recorder" in res:
+        s += f" | rec cpu {res['recorder_cpu_pct']:5.1f} % stored {res['recorder']['stored_total']} lost {res['recorder']['lost_total']}"
+    return s + f" | host busy {res['host_busy_pct']:.0f} % foreign links {res['foreign_bpf_links']}"
+
+
+# -- summary ----------------------------------------------------------------------------------------
+
+def pct_change(new: float, base: float) -> float:
+    return 100.0 * (new - base) / base
+
+
+def summarize(runs: list[dict], rate_key: str) -> dict:
+    """Per mode: medians, and per-round loss / p99 increase vs that round's baseline (median over rounds)."""
+    base = {r["round"]: r for r in runs if r["mode"] == "off"}
+    out: dict[str, dict] = {}
+    for mode in MODES:
+        mine = [r for r in runs if r["mode"] == mode]
+        s: dict = {"runs": len(mine), "median_rate": statistics.median(r[rate_key] for r in mine)}
+        if "p99_us" in mine[0]:
+            s["median_p50_us"] = statistics.median(r["p50_us"] for r in mine)
+            s["median_p99_us"] = statistics.median(r["p99_us"] for r in mine)
+        if mode != "off":
+            s["loss_pct"] = statistics.median(-pct_change(r[rate_key], base[r["round"]][rate_key]) for r in mine)
+            if "p99_us" in mine[0]:
+                s["p99_increase_pct"] = statistics.median(pct_change(r["p99_us"], base[r["round"]]["p99_us"]) for r in mine)
+                s["p50_increase_pct"] = statistics.median(pct_change(r["p50_us"], base[r["round"]]["p50_us"]) for r in mine)
+            s["recorder_cpu_pct"] = statistics.median(r["recorder_cpu_pct"] for r in mine)
+            s["stored_median"] = statistics.median(r["recorder"]["stored_total"] for r in mine)
+            s["lost_total"] = sum(r["recorder"]["lost_total"] for r in mine)
+            s["stored_last_run"] = mine[-1]["recorder"]["stored"]
+            s["kernel_counters_last_run"] = mine[-1]["recorder"]["counters"]
+        s["contaminated_runs"] = sum(1 for r in mine if r["foreign_bpf_links"] != 0)
+        s["median_host_busy_pct"] = statistics.median(r["host_busy_pct"] for r in mine)
+        out[mode] = s
+    return out
+
+
+def print_summary(title: str, summary: dict, unit: str, latency: bool) -> None:
+    print(f"\n{title}")
+    head = f"  {'mode':<7} {unit:>11} {'loss %':>7}"
+    if latency:
+        head += f" {'p50 us':>7} {'p99 us':>7} {'p99 +%':>7}"
+    head += f" {'rec CPU%':>8} {'stored':>9} {'lost':>5} {'host busy%':>10} {'foreign':>7}"
+    print(head)
+    for mode, s in summary.items():
+        line = f"  {mode:<7} {s['median_rate']:>11.0f} {_opt(s, 'loss_pct'):>7}"
+        if latency:
+            line += f" {s['median_p50_us']:>7.1f} {s['median_p99_us']:>7.1f} {_opt(s, 'p99_increase_pct'):>7}"
+        line += (f" {_opt(s, 'recorder_cpu_pct', '.1f'):>8} {_opt(s, 'stored_median', '.0f'):>9} {s.get('lost_total', '-'):>5} "
+                 f"{s['median_host_busy_pct']:>10.0f} {s['contaminated_runs']:>7}")
+        print(line)
+    for mode, s in summary.items():
+        if mode != "off":
+            print(f"  {mode} stored (last run): {s['stored_last_run']}")
+            print(f"  {mode} kernel-aggregated counters (last run, not lost): {s['kernel_counters_last_run']}")
+    if any(s["contaminated_runs"] for s in summary.values()):
+        print("  WARNING: some runs had BPF links from someone else attached (column 'foreign'): "
+              "their baseline was not clean")
+
+
+def _opt(s: dict, key: str, fmt: str = "+.1f") -> str:
+    return format(s[key], fmt) if key in s else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0, help="workload duration per run (default: %(default)s)")
+    ap.add_argument("--conns", type=int, default=1, help="rr connections in parallel (default: %(default)s)")
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
+                    help="before each run wait up to this many s for others' BPF links to go (default: %(default)s)")
+    ap.add_argument("--skip-pingpong", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print one JSON object (progress still on stderr)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("overhead: error: kprobe record needs root; run with sudo", file=sys.stderr)
+        return 2
+    try:
+        return _run(args)
+    except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+        print(f"overhead: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    build_workloads()
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    result: dict = {"meta": {"cpus": os.cpu_count(), "seconds": args.seconds, "rounds": args.rounds,
+                             "conns": args.conns, "req_bytes": REQ_BYTES, "reply_bytes": REPLY_BYTES,
+                             "kernel": os.uname().release,
+                             "goals": {"loss_pct": GOAL_LOSS_PCT, "p99_increase_pct": GOAL_P99_PCT}}}
+    server = Server.start()
+    try:
+        cfg = Config(args.seconds, ["rr_server", "rr_client"], args.quiet_wait)
+        runs = run_rounds("rr", rr_workload(server.port, args.conns, args.seconds), args.rounds, cfg, log)
+        result["rr"] = {"runs": runs, "summary": summarize(runs, "rps")}
+    finally:
+        server.stop()
+    if not args.skip_pingpong:
+        cfg = Config(args.seconds, ["pingpong"], args.quiet_wait)
+        runs = run_rounds("pingpong", pingpong_workload(args.seconds), args.rounds, cfg, log)
+        result["pingpong"] = {"runs": runs, "summary": summarize(runs, "rt_per_s")}
+    if args.json:
+        json.dump(result, sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"host: {os.cpu_count()} CPUs, kernel {os.uname().release}, load average at end {os.getloadavg()[0]:.2f}")
+    print(f"kprobe record overhead: {args.rounds} rounds x {args.seconds:g} s per run, medians over rounds; "
+          f"goals: loss <= {GOAL_LOSS_PCT:g} %, p99 +<= {GOAL_P99_PCT:g} %, lost = 0")
+    print_summary(f"rr: loopback TCP {REQ_BYTES} B req / {REPLY_BYTES} B reply, {args.conns} conn(s), "
+                  "server on CPU 0, client on CPU 1", result["rr"]["summary"], "req/s", True)
+    if "pingpong" in result:
+        print_summary("pingpong: pipe round trips, both processes on CPU 0", result["pingpong"]["summary"],
+                      "rt/s", False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
