@@ -24,7 +24,8 @@ def test_sleep_shows_blocked_interval_of_that_length(capture):
     for r in rows:
         assert r["reason"] == "sleep"
         assert abs(int(r["blocked_ns"]) - 100_000_000) <= 2_000_000, r
-        assert abs(int(r["dur_ns"]) - 100_000_000) <= 2_000_000, r
+        # off-CPU time = blocked + waiting in the run queue after the wakeup (load dependent)
+        assert int(r["dur_ns"]) >= int(r["blocked_ns"]), r
 
 
 def test_pinned_hog_preempts_victim_and_is_named(capture):
