@@ -162,3 +162,14 @@ def test_socket_wait_on_local_peer_is_remote_service_and_follows_peer():
 def test_empty_interval_rejected():
     with pytest.raises(ValueError):
         Interval(1, 10, 10)
+
+
+def test_cli_why_without_a_recording_exits_2(tmp_path):
+    import argparse
+
+    from kprobe.causal.cli_why import add_parser
+
+    ap = argparse.ArgumentParser()
+    add_parser(ap.add_subparsers())
+    args = ap.parse_args(["why", "--data", str(tmp_path), "--pid", "1", "--from", "1", "--to", "2"])
+    assert args.fn(args) == 2

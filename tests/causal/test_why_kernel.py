@@ -109,3 +109,54 @@ def test_waker_chain_through_preempted_helper_ends_at_hog(capture):
     assert rc is not None and rc.kind == "cpu_preemption", a.to_json()
     assert rc.culprit.pid == hog.pid and rc.cpu == hcpu, a.to_json()
     assert _near(rc.delay_ns, helper_waited), (rc.delay_ns, helper_waited)
+
+
+def test_lock_held_by_sibling_thread_names_the_thread(capture):
+    p = capture.workload("causal_thread_lock.py", "300", stdout=subprocess.PIPE)
+    pid, holder_tid, t0, t1 = _out(p)
+    waited = t1 - t0
+    a = _analyse(capture, pid, t0, t1)
+    rc = a.root_cause
+    assert a.breakdown.tid == pid     # the waiting main thread, not the sleeping holder
+    assert rc is not None and rc.kind == "lock_contention", a.to_json()
+    assert rc.culprit.pid == pid and rc.culprit.tid == holder_tid, a.to_json()
+    assert _near(rc.delay_ns, waited), (rc.delay_ns, waited)
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """The `why` subcommand exactly as the main CLI registers it (add_parser on its subparsers)."""
+    import argparse
+
+    from kprobe.causal.cli_why import add_parser
+
+    ap = argparse.ArgumentParser(prog="kprobe")
+    add_parser(ap.add_subparsers())
+    a = ap.parse_args(list(argv))
+    rc = a.fn(a)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_why_json_through_the_recorder_socket_and_clear_errors(capture, capsys):
+    import json
+
+    from kprobe.query.timefmt import format_ts
+
+    p = capture.workload("causal_lock.py", "200", stdout=subprocess.PIPE)
+    pid, holder, t0, t1 = _out(p)
+    capture.settle()
+    data = str(capture.data)     # the running recorder answers on its socket here
+    rc, out, err = _cli(capsys, "why", "--data", data, "--pid", str(pid), "--from", format_ts(t0), "--to", str(t1),
+                        "--json")
+    assert rc == 0, err
+    js = json.loads(out)
+    assert js["root_cause"]["kind"] == "lock_contention" and js["root_cause"]["culprit"]["pid"] == holder
+    assert set(js) >= {"root_cause", "breakdown", "chain"}
+    rc, out, _ = _cli(capsys, "why", "--data", data, "--pid", str(pid), "--from", str(t0), "--to", str(t1))
+    assert rc == 0 and "[ROOT CAUSE]" in out and "lock wait" in out
+    rc, _, err = _cli(capsys, "why", "--data", data, "--pid", str(pid), "--from", "yesterday", "--to", str(t1))
+    assert rc == 2 and "not a timestamp" in err
+    rc, _, err = _cli(capsys, "why", "--data", data, "--pid", str(pid), "--from", str(t1), "--to", str(t0))
+    assert rc == 2 and "--to must be after --from" in err
+    rc, _, err = _cli(capsys, "why", "--data", data, "--pid", "999999", "--from", str(t0), "--to", str(t1))
+    assert rc == 2 and "nothing recorded for PID 999999" in err
