@@ -1,0 +1,72 @@
+"""Session fixture that brings up the real local stack with deploy/stack.sh.
+
+If the script fails the tests fail with its output: a server test that silently skips would
+hide exactly the breakage these tests exist to catch. Services that were not running before
+the session are stopped afterwards (2 cores: idle JVMs still cost), unless KPROBE_STACK_KEEP=1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STACK = REPO / "deploy" / "stack.sh"
+SERVICES = ("kafka", "neo4j", "clickhouse")
+# The first start downloads ~170 MB of jars from Maven Central and may apt-get ClickHouse.
+START_TIMEOUT_S = 1200
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("KPROBE_STACK_CACHE", REPO / "deploy" / ".cache"))
+
+
+def _stack(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(STACK), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def _running(service: str) -> bool:
+    return _stack("status", service).returncode == 0
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """Parse stack.env (KEY=VALUE lines, # comments) the way a Python caller would."""
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[dict[str, str]]:
+    """Start Kafka, Neo4j and ClickHouse (no-op for those already up); yield stack.env."""
+    already = {s for s in SERVICES if _running(s)}
+    try:
+        result = _stack("start", "all", timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"deploy/stack.sh start all did not finish in {START_TIMEOUT_S}s:\n{exc.stdout}\n{exc.stderr}"
+        )
+    if result.returncode != 0:
+        pytest.fail(
+            f"deploy/stack.sh start all failed (exit {result.returncode}):\n"
+            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+    env_file = _cache_dir() / "stack.env"
+    assert env_file.is_file(), f"stack.sh did not write {env_file}:\n{result.stdout}"
+    try:
+        yield read_env(env_file)
+    finally:
+        if os.environ.get("KPROBE_STACK_KEEP") != "1":
+            for service in SERVICES:
+                if service not in already:
+                    _stack("stop", service)
