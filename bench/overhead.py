@@ -40,6 +40,8 @@ excluded; 100 % = one CPU). The host is shared, so every run also records
 the host's total CPU busy % (/proc/stat) and the number of BPF links attached
 by someone else before it started: a baseline with foreign links, or a busy
 host, is flagged in the output because it makes the comparison meaningless.
+Before each run the bench waits (up to --quiet-wait s) for no foreign links
+and host busy <= --quiet-busy %; the busy % it got is printed with the run.
 
 Usage: python3 bench/overhead.py [--rounds 3] [--seconds 5] [--conns 1] [--skip-pingpong] [--json]
 """
@@ -236,21 +238,35 @@ class Config:
     seconds: float
     watch_comms: list[str]
     quiet_wait_s: float
+    quiet_busy_pct: float
 
 
-def wait_quiet(max_wait_s: float) -> int:
-    """Wait (bounded) until no one else's BPF links are attached; returns how many remain."""
+def host_busy_pct(interval_s: float = 1.0) -> float:
+    """Host CPU busy % (all CPUs) over a short interval."""
+    b0, t0 = host_cpu()
+    time.sleep(interval_s)
+    b1, t1 = host_cpu()
+    return 100.0 * (b1 - b0) / max(t1 - t0, 1)
+
+
+def wait_quiet(max_wait_s: float, max_busy_pct: float) -> tuple[int, float]:
+    """Wait (bounded) until no one else's BPF links are attached and the host is idle enough.
+
+    The host is shared: another recorder or a CPU hog would make the baseline meaningless,
+    so each run starts in the quietest moment within ``max_wait_s``; what it got is returned
+    (foreign links, busy %) and printed with the run.
+    """
     deadline = time.monotonic() + max_wait_s
-    n = bpf_links()
-    while n > 0 and time.monotonic() < deadline:
-        time.sleep(1.0)
-        n = bpf_links()
-    return n
+    while True:
+        links, busy = bpf_links(), host_busy_pct(0.5)
+        if (links <= 0 and busy <= max_busy_pct) or time.monotonic() >= deadline:
+            return links, busy
+        time.sleep(0.5)
 
 
 def one_run(mode: str, workload: Callable[[], dict], cfg: Config) -> dict:
     """Workload once under ``mode``; adds recorder CPU, stored events and drops for recorder modes."""
-    foreign = wait_quiet(cfg.quiet_wait_s)
+    foreign, idle_busy = wait_quiet(cfg.quiet_wait_s, cfg.quiet_busy_pct)
     rec = None
     with tempfile.TemporaryDirectory(prefix="kprobe-bench-oh-") as tmp:
         if mode != "off":
@@ -262,7 +278,8 @@ def one_run(mode: str, workload: Callable[[], dict], cfg: Config) -> dict:
         wall = time.monotonic() - t0
         cpu1 = rec.cpu_s() if rec else 0.0
         busy1, total1 = host_cpu()
-        out.update(mode=mode, foreign_bpf_links=foreign, host_busy_pct=100.0 * (busy1 - busy0) / max(total1 - total0, 1))
+        out.update(mode=mode, foreign_bpf_links=foreign, busy_before_pct=idle_busy,
+                   noisy=foreign > 0 or idle_busy > cfg.quiet_busy_pct, host_busy_pct=100.0 * (busy1 - busy0) / max(total1 - total0, 1))
         if rec is not None:
             rc = rec.stop()
             if rc != 0:
@@ -293,7 +310,8 @@ def _short(res: dict) -> str:
         s = f"{res['rt_per_s']:>10.0f} rt/s"
     if "recorder" in res:
         s += f" | rec cpu {res['recorder_cpu_pct']:5.1f} % stored {res['recorder']['stored_total']} lost {res['recorder']['lost_total']}"
-    return s + f" | host busy {res['host_busy_pct']:.0f} % foreign links {res['foreign_bpf_links']}"
+    return s + (f" | host busy {res['host_busy_pct']:.0f} % (before: {res['busy_before_pct']:.0f} %)"
+                f" foreign links {res['foreign_bpf_links']}")
 
 
 # -- summary ----------------------------------------------------------------------------------------
@@ -322,7 +340,7 @@ def summarize(runs: list[dict], rate_key: str) -> dict:
             s["lost_total"] = sum(r["recorder"]["lost_total"] for r in mine)
             s["stored_last_run"] = mine[-1]["recorder"]["stored"]
             s["kernel_counters_last_run"] = mine[-1]["recorder"]["counters"]
-        s["contaminated_runs"] = sum(1 for r in mine if r["foreign_bpf_links"] != 0)
+        s["noisy_runs"] = sum(1 for r in mine if r["noisy"])
         s["median_host_busy_pct"] = statistics.median(r["host_busy_pct"] for r in mine)
         out[mode] = s
     return out
@@ -333,22 +351,22 @@ def print_summary(title: str, summary: dict, unit: str, latency: bool) -> None:
     head = f"  {'mode':<7} {unit:>11} {'loss %':>7}"
     if latency:
         head += f" {'p50 us':>7} {'p99 us':>7} {'p99 +%':>7}"
-    head += f" {'rec CPU%':>8} {'stored':>9} {'lost':>5} {'host busy%':>10} {'foreign':>7}"
+    head += f" {'rec CPU%':>8} {'stored':>9} {'lost':>5} {'host busy%':>10} {'noisy':>5}"
     print(head)
     for mode, s in summary.items():
         line = f"  {mode:<7} {s['median_rate']:>11.0f} {_opt(s, 'loss_pct'):>7}"
         if latency:
             line += f" {s['median_p50_us']:>7.1f} {s['median_p99_us']:>7.1f} {_opt(s, 'p99_increase_pct'):>7}"
         line += (f" {_opt(s, 'recorder_cpu_pct', '.1f'):>8} {_opt(s, 'stored_median', '.0f'):>9} {s.get('lost_total', '-'):>5} "
-                 f"{s['median_host_busy_pct']:>10.0f} {s['contaminated_runs']:>7}")
+                 f"{s['median_host_busy_pct']:>10.0f} {s['noisy_runs']:>5}")
         print(line)
     for mode, s in summary.items():
         if mode != "off":
             print(f"  {mode} stored (last run): {s['stored_last_run']}")
             print(f"  {mode} kernel-aggregated counters (last run, not lost): {s['kernel_counters_last_run']}")
-    if any(s["contaminated_runs"] for s in summary.values()):
-        print("  WARNING: some runs had BPF links from someone else attached (column 'foreign'): "
-              "their baseline was not clean")
+    if any(s["noisy_runs"] for s in summary.values()):
+        print("  WARNING: column 'noisy' counts runs that started with someone else's BPF links attached or "
+              "the host busy: their comparison is not clean (see the per-run lines on stderr)")
 
 
 def _opt(s: dict, key: str, fmt: str = "+.1f") -> str:
@@ -360,8 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0, help="workload duration per run (default: %(default)s)")
     ap.add_argument("--conns", type=int, default=1, help="rr connections in parallel (default: %(default)s)")
-    ap.add_argument("--quiet-wait", type=float, default=10.0,
-                    help="before each run wait up to this many s for others' BPF links to go (default: %(default)s)")
+    ap.add_argument("--quiet-wait", type=float, default=20.0,
+                    help="before each run wait up to this many s for others' BPF links to go and the host "
+                         "to be idle (default: %(default)s)")
+    ap.add_argument("--quiet-busy", type=float, default=10.0,
+                    help="host busy %% below which it counts as idle (default: %(default)s)")
     ap.add_argument("--skip-pingpong", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object (progress still on stderr)")
     args = ap.parse_args(argv)
@@ -384,13 +405,13 @@ def _run(args: argparse.Namespace) -> int:
                              "goals": {"loss_pct": GOAL_LOSS_PCT, "p99_increase_pct": GOAL_P99_PCT}}}
     server = Server.start()
     try:
-        cfg = Config(args.seconds, ["rr_server", "rr_client"], args.quiet_wait)
+        cfg = Config(args.seconds, ["rr_server", "rr_client"], args.quiet_wait, args.quiet_busy)
         runs = run_rounds("rr", rr_workload(server.port, args.conns, args.seconds), args.rounds, cfg, log)
         result["rr"] = {"runs": runs, "summary": summarize(runs, "rps")}
     finally:
         server.stop()
     if not args.skip_pingpong:
-        cfg = Config(args.seconds, ["pingpong"], args.quiet_wait)
+        cfg = Config(args.seconds, ["pingpong"], args.quiet_wait, args.quiet_busy)
         runs = run_rounds("pingpong", pingpong_workload(args.seconds), args.rounds, cfg, log)
         result["pingpong"] = {"runs": runs, "summary": summarize(runs, "rt_per_s")}
     if args.json:
