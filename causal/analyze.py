@@ -25,9 +25,9 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from kprobe.causal.fetch import BlockIO, Evidence, OffCpu, Reclaim, SockIO, Syscall
+from kprobe.causal.fetch import WAKE_EPS_NS, WAKER_CALLS, BlockIO, Evidence, OffCpu, Reclaim, SockIO, Syscall
 from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
 
 MAX_DEPTH = 4
@@ -114,6 +114,25 @@ class _Ctx:
                 break
         return best
 
+    def infer_waker(self, o: OffCpu, wait_call: str) -> Syscall | None:
+        """The other thread's wake-type syscall that brackets o's wake time (see fetch.unknown_wakes).
+
+        The shortest bracketing call wins: a futex wake or pipe write takes
+        microseconds, while another waiter's call spans the whole wait.
+        """
+        if not o.wake_ts:
+            return None
+        want = {"futex"} if wait_call == "futex" else set(WAKER_CALLS) - {"futex"}
+        best = None
+        for tid, rows in self.ev.syscalls.items():
+            if tid == o.tid:
+                continue
+            for s in rows:
+                if (s.syscall in want and s.ts - WAKE_EPS_NS <= o.wake_ts <= s.end_ts + WAKE_EPS_NS
+                        and s.end_ts > o.ts and (best is None or s.end_ts - s.ts < best.end_ts - best.ts)):
+                    best = s
+        return best
+
     def sock_for(self, s: Syscall) -> SockIO | None:
         """The socket a syscall moved data on: the sock_io record the same thread emitted during it."""
         for k in self.ev.sock_io:
@@ -173,11 +192,15 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
     tid, tgid, d = o.tid, o.tgid, b - a
     sc = ctx.syscall_at(tid, o.ts) or ctx.syscall_at(tid, a)
     name = sc.syscall if sc else ""
-    other_waker = bool(o.waker_tid) and o.waker_tid != tid and o.waker_tgid != 0
-    waker = ctx.culprit(o.waker_tgid, o.waker_tid, o.waker_comm) if other_waker else Culprit(None, None, None)
     ev: list = [{"syscall": name or None, "fd": sc.fd if sc and sc.fd >= 0 else None, "reason": o.reason,
                  "off_ns": o.ts, "wake_ns": o.wake_ts, "blocked_ns": d,
                  "waker": {"pid": o.waker_tgid, "tid": o.waker_tid, "comm": o.waker_comm} if o.waker_tid else None}]
+    if o.waker_tgid == 0 and o.wake_ts and name not in SLEEP_CALLS and (w := ctx.infer_waker(o, name)):
+        # woken via IPI on an idle CPU: the kernel named the idle task; the waker's own syscall names the real one
+        o = replace(o, waker_tgid=w.tgid, waker_tid=w.tid, waker_comm=ctx.comm(w.tgid) or "")
+        ev.append({"waker_inferred_from": {"pid": w.tgid, "tid": w.tid, "syscall": w.syscall, "ts": w.ts}})
+    other_waker = bool(o.waker_tid) and o.waker_tid != tid and o.waker_tgid != 0
+    waker = ctx.culprit(o.waker_tgid, o.waker_tid, o.waker_comm) if other_waker else Culprit(None, None, None)
 
     def follow(piece: _Piece) -> _Piece:
         if other_waker:

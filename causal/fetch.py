@@ -239,10 +239,47 @@ def _related_tgids(ev: Evidence) -> set[int]:
     return out
 
 
+WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
+WAKER_CALLS = ("futex", "write", "writev", "pwrite64", "sendto", "sendmsg", "sendmmsg", "close")
+
+
+def unknown_wakes(ev: Evidence, min_blocked_ns: int = 1_000_000, limit: int = 32) -> list[int]:
+    """Wake times of long blocked intervals whose waker the kernel recorded as the idle task (pid 0).
+
+    sched_wakeup fires on the target CPU for queued (IPI) wake-ups, so the task
+    current there, often idle, is recorded instead of the real waker; the real
+    waker's wake syscall (futex wake, pipe write, send) brackets that time.
+    """
+    cand = []
+    for rows in ev.offcpu.values():
+        for r in rows:
+            if r.reason != "preempted" and r.wake_ts and r.waker_tgid == 0 and r.wake_ts - r.ts >= min_blocked_ns:
+                cand.append((r.wake_ts - r.ts, r.wake_ts))
+    cand.sort(reverse=True)
+    return sorted({w for _, w in cand[:limit]})
+
+
+def _fetch_waker_calls(store: Store, ev: Evidence, wakes: list[int]) -> set[int]:
+    """Other processes' wake-type syscalls bracketing those wake times: the candidates for the real waker."""
+    if not wakes:
+        return set()
+    e = WAKE_EPS_NS
+    cond = " OR ".join(f"(ts <= {int(w) + e} AND end_ts >= {int(w) - e})" for w in wakes)
+    calls = ", ".join(f"'{c}'" for c in WAKER_CALLS)   # constants, not input
+    rows = _q(store, ev, "SELECT tgid, tid, syscall, fd, ts, end_ts, ret, bytes FROM syscall "
+                         f"WHERE syscall IN ({calls}) AND ({cond}) ORDER BY ts")
+    have = {r for v in ev.syscalls.values() for r in v}
+    new = [Syscall(_i(r["tgid"]), _i(r["tid"]), _s(r["syscall"]), _i(r["fd"]), _i(r["ts"]), _i(r["end_ts"]),
+                   _i(r["ret"]), _i(r["bytes"])) for r in rows]
+    new = [r for r in new if r not in have]
+    ev.add_syscalls(new)
+    return {r.tgid for r in new}
+
+
 def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUNDS) -> Evidence:
     """All rows for ``interval``: victim tables, system-wide reclaim/disk/retransmits, then related processes.
 
-    Query count: 8 for the victim plus at most 4 per round of related processes.
+    Query count: 8 for the victim plus at most 5 per round of related processes.
     """
     ev = Evidence(interval)
     lo, hi, tg = interval.start_ns, interval.end_ns, {interval.tgid}
@@ -276,8 +313,12 @@ def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUND
     for r in ev.block_io:
         ev.comms.setdefault(r.tgid, r.comm)
 
+    asked: set[int] = set()
     for _ in range(max_rounds):
-        new = (_related_tgids(ev) | _fetch_sock_peers(store, ev, lo, hi)) - ev.fetched_tgids - {0}
+        wakes = [w for w in unknown_wakes(ev) if w not in asked]
+        asked.update(wakes)
+        new = (_related_tgids(ev) | _fetch_sock_peers(store, ev, lo, hi) | _fetch_waker_calls(store, ev, wakes))
+        new -= ev.fetched_tgids | {0}
         if not new:
             break
         new = set(sorted(new)[:MAX_RELATED_PER_ROUND])

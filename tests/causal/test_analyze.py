@@ -173,3 +173,15 @@ def test_cli_why_without_a_recording_exits_2(tmp_path):
     add_parser(ap.add_subparsers())
     args = ap.parse_args(["why", "--data", str(tmp_path), "--pid", "1", "--from", "1", "--to", "2"])
     assert args.fn(args) == 2
+
+
+def test_idle_task_recorded_as_waker_is_replaced_by_the_wake_syscall_of_another_thread():
+    # IPI wake-up on an idle CPU: the kernel says pid 0 woke it; the holder's short futex wake brackets the wake time
+    ev = evidence(100, 0, 400, [
+        off(100, 100, 50, 351, reason="sleep", wake=350, w=(0, 0, "swapper/1")),
+    ], [sc(100, 100, "futex", 50, 351), sc(100, 101, "futex", 10, 350),   # another waiter: long, not the waker
+        Syscall(100, 102, "futex", -1, T0 + 350 * MS - 20_000, T0 + 350 * MS - 5_000, 1, 0)])
+    a = analyze(ev)
+    rc = a.root_cause
+    assert rc.kind == "lock_contention" and rc.culprit.tid == 102, a.to_json()
+    assert "waker_inferred_from" in json.dumps(a.to_json())
