@@ -232,9 +232,8 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
     if sc and sock is not None:
         return _explain_socket(ctx, o, sc, sock, a, b, d, ev, waker, depth, path)
     if name in READ_CALLS | WRITE_CALLS | MUX_CALLS and other_waker:
+        # no file path here: a regular file never blocks until another process acts, so a path would be stale
         what = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else name
-        if sc and sc.fd >= 0 and (p := ctx.path_for(tgid, sc.fd, sc.ts)):
-            what += f" ({p})"
         return follow(_Piece("remote_service", waker, d, ev, summary=f"waited in {what} (IPC)"))
     if name in MUX_CALLS:
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary=f"idle in {name}")

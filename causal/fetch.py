@@ -331,13 +331,16 @@ def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUND
 
 
 def _name_wakers(ev: Evidence) -> None:
-    """Fill comms for processes only seen as wakers/preemptors, so culprits have names."""
-    seen: dict[int, str] = defaultdict(str)
+    """Fill comms for processes only seen as wakers/preemptors, so culprits have names.
+
+    The latest name wins: a process seen first as `taskset` or `sh` has exec'd into what it really is.
+    """
+    seen: dict[int, tuple[int, str]] = defaultdict(lambda: (0, ""))
     for rows in ev.offcpu.values():
         for r in rows:
-            if r.waker_tgid and r.waker_comm:
-                seen[r.waker_tgid] = seen[r.waker_tgid] or r.waker_comm
-            if r.preemptor_tgid and r.preemptor_comm:
-                seen[r.preemptor_tgid] = seen[r.preemptor_tgid] or r.preemptor_comm
-    for k, v in seen.items():
-        ev.comms.setdefault(k, v)
+            for tgid, comm in ((r.waker_tgid, r.waker_comm), (r.preemptor_tgid, r.preemptor_comm)):
+                if tgid and comm and r.ts >= seen[tgid][0]:
+                    seen[tgid] = (r.ts, comm)
+    for k, (_, v) in seen.items():
+        if k not in ev.fetched_tgids:
+            ev.comms[k] = v
