@@ -23,6 +23,8 @@ examples:
   sudo kprobe run -- ./payment-batch --date today      record a command for its lifetime
   kprobe events --pid 4721 --type offcpu --json        what happened to PID 4721
   kprobe stats                                         counts, drops, attach status, clock
+  kprobe why --pid 812 --from 2026-11-27T03:47:12Z --to 2026-11-27T03:47:13Z
+                                                       root cause of a slow second, down to the kernel
   kprobe sql "SELECT comm, sum(dur_ns) FROM offcpu GROUP BY comm ORDER BY 2 DESC LIMIT 5"
 
 The data directory defaults to $KPROBE_DATA or /var/lib/kprobe. While a recorder
@@ -262,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default: %(default)s)")
     p.add_argument("query")
     p.set_defaults(fn=cmd_sql)
+
+    from kprobe.causal.cli_why import add_parser as add_why_parser
+
+    add_why_parser(sub, DEFAULT_DATA)
     return ap
 
 

@@ -117,8 +117,10 @@ static __always_inline void kp_mark_wakeup(struct task_struct *p)
 	bpf_get_current_comm(&st->w_comm, sizeof(st->w_comm));
 }
 
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(kp_sched_wakeup, struct task_struct *p)
+/* sched_waking runs in the waker's context (sched_wakeup may run on the
+ * target CPU, where "current" is the idle task), so the waker is right. */
+SEC("tp_btf/sched_waking")
+int BPF_PROG(kp_sched_waking, struct task_struct *p)
 {
 	kp_mark_wakeup(p);
 	return 0;

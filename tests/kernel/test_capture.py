@@ -29,10 +29,12 @@ def test_sleep_shows_blocked_interval_of_that_length(capture):
 
 
 def test_pinned_hog_preempts_victim_and_is_named(capture):
+    # Round-robin real-time priority for both: on a busy machine ordinary tasks
+    # cannot cut in, so the hog is by construction the one the victim waits for.
     cpu = str(os.cpu_count() - 1)
-    victim = capture.spawn("taskset", "-c", cpu, "python3", "-c",
+    victim = capture.spawn("chrt", "-r", "10", "taskset", "-c", cpu, "python3", "-c",
                            "import sys,time\nsys.stdin.readline()\ne=time.monotonic()+1.5\nwhile time.monotonic()<e: pass")
-    hog = subprocess.Popen(["taskset", "-c", cpu, "python3", "-c",
+    hog = subprocess.Popen(["chrt", "-r", "10", "taskset", "-c", cpu, "python3", "-c",
                             "import time\ne=time.monotonic()+1.5\nwhile time.monotonic()<e: pass"])
     assert victim.wait(20) == 0 and hog.wait(20) == 0
     rows = capture.rows(
@@ -120,6 +122,9 @@ def test_memcg_limited_reader_shows_reclaim_stalls(capture, tmp_path):
         chunk = os.urandom(1 << 20)
         for _ in range(192):
             f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())  # clean pages can be evicted; dirty ones would stay cached (and charged to us)
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     subprocess.run(["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"], check=False)
     cg, procs = _memcg(f"kprobe-test-{os.getpid()}", 32 << 20)
     try:
