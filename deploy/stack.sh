@@ -104,7 +104,9 @@ wait_ready() {
         fi
         if ((SECONDS - started >= TIMEOUT)); then
             show_log_tail "$log"
-            die "$svc did not accept connections within ${TIMEOUT}s (still running as pid $pid; 'deploy/stack.sh stop $svc' ends it)"
+            err "$svc did not accept connections within ${TIMEOUT}s: stopping it (KPROBE_STACK_TIMEOUT raises the limit)"
+            terminate "$svc" "$pid"
+            exit 1
         fi
         sleep 0.5
     done
@@ -312,14 +314,10 @@ cmd_start() {
     say "$svc ready on $HOST:$port (pid $pid) after $((SECONDS - started))s"
 }
 
-cmd_stop() {
-    local svc="$1" pid waited=0
-    if ! pid="$(running_pid "$svc")"; then
-        rm -f "$(pid_file "$svc")"
-        say "$svc not running: nothing to do"
-        return 0
-    fi
-    say "stopping $svc (pid $pid)..."
+# SIGTERM to the process group spawn() created (the JVMs' shutdown hooks flush their stores),
+# SIGKILL after 30 s.
+terminate() {
+    local svc="$1" pid="$2" waited=0
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do
         if ((waited >= 60)); then
@@ -331,6 +329,17 @@ cmd_stop() {
         waited=$((waited + 1))
     done
     rm -f "$(pid_file "$svc")"
+}
+
+cmd_stop() {
+    local svc="$1" pid
+    if ! pid="$(running_pid "$svc")"; then
+        rm -f "$(pid_file "$svc")"
+        say "$svc not running: nothing to do"
+        return 0
+    fi
+    say "stopping $svc (pid $pid)..."
+    terminate "$svc" "$pid"
     say "$svc stopped"
 }
 

@@ -173,3 +173,36 @@ def test_retention_drops_whole_partitions(client: tuple[Client, ServerFeatures, 
     left = cl.execute(f"SELECT count(), min(ts) FROM `{db}`.`{table.name}`", settings={"use_numpy": False})[0]
     assert left[0] == int((cols["ts"] // step > oldest).sum())
     assert left[1] // step == oldest + 1
+
+
+def _event_tables() -> list[tuple[TableDef, dict[str, np.dtype]]]:
+    """Every table the agent really writes (kprobe.schemas.tables), as a TableDef plus dtypes."""
+    from kprobe.schemas.tables import ENRICH_COLUMNS, EVENT_TYPES, table_columns
+
+    out = []
+    for et in EVENT_TYPES:
+        empty = et.empty()
+        dtypes = {name: arr.dtype for name, arr in empty.items()}
+        dtypes.update({name: np.dtype(object) for name, _ in ENRICH_COLUMNS})
+        columns = tuple(Column(name, type_) for name, type_ in table_columns(et))
+        out.append((TableDef(f"agent_{et.name}", columns, order_by=et.order_by, ts_column="ts"), dtypes))
+    return out
+
+
+def test_every_event_table_of_the_agent(client: tuple[Client, ServerFeatures, str]) -> None:
+    """The agent's real schemas, adapted, create and take a numpy-columnar batch on 18.16."""
+    cl, features, db = client
+    rng = np.random.default_rng(11)
+    n = 5_000
+    for table, dtypes in _event_tables():
+        cl.execute(create_table_sql(table, features, db))
+        cols: dict[str, np.ndarray] = {}
+        for name, dtype in dtypes.items():
+            if name == table.ts_column:
+                cols[name] = np.uint64(T0) + np.arange(n, dtype=np.uint64) * np.uint64(1_000_000)
+            elif dtype.kind == "O":
+                cols[name] = np.array(["a", "bb", ""], dtype=object)[rng.integers(0, 3, n)]
+            else:
+                cols[name] = rng.integers(0, 100, n).astype(dtype)
+        _insert(cl, db, table, cols, numpy=True)
+        assert cl.execute(f"SELECT count() FROM `{db}`.`{table.name}`")[0][0] == n, table.name

@@ -18,7 +18,7 @@ import org.neo4j.graphdb.GraphDatabaseService;
  * <p>Why a launcher: neither PyPI nor Debian carries Neo4j and the tarball site is not reachable,
  * but Maven Central has the embedded database and the Bolt connector. This class is the smallest
  * "server" on top of them: Bolt on a loopback address, authentication off (local tests only),
- * small page cache, and a clean shutdown on SIGTERM so the store is never left dirty.
+ * small page cache and transaction logs, and a clean shutdown on SIGTERM so the store is never left dirty.
  *
  * <p>Usage: {@code Neo4jLauncher <home-dir> <host> <bolt-port> [pagecache-MiB]}. Prints
  * {@code kprobe-neo4j: ready} once the default database answers, which deploy/stack.sh waits for.
@@ -46,6 +46,10 @@ public final class Neo4jLauncher {
                 .setConfig(GraphDatabaseSettings.default_listen_address, new SocketAddress(host))
                 .setConfig(GraphDatabaseSettings.auth_enabled, false)
                 .setConfig(GraphDatabaseSettings.pagecache_memory, pageCacheMiB * 1024L * 1024L)
+                // Test data is small: 16 MiB transaction log files, not 256 MiB preallocated each.
+                .setConfig(GraphDatabaseSettings.logical_log_rotation_threshold, 16L * 1024L * 1024L)
+                .setConfig(GraphDatabaseSettings.preallocate_logical_logs, false)
+                .setConfig(GraphDatabaseSettings.keep_logical_logs, "64M size")
                 .build();
 
         CountDownLatch stopped = new CountDownLatch(1);
