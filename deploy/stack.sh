@@ -36,7 +36,7 @@ err() { printf '[stack] ERROR: %s\n' "$*" >&2; }
 die() { err "$*"; exit 1; }
 
 usage() {
-    sed -n '5,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '6,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
