@@ -1,5 +1,5 @@
 # The two entry points of the README; both set up what they need first.
-.PHONY: setup probes demo test lint layouts bench clean
+.PHONY: setup probes demo test lint layouts clean stack-start stack-stop test-servers
 
 setup:
 	./scripts/setup.sh
@@ -21,8 +21,15 @@ lint:
 layouts:
 	.venv/bin/python -m kprobe.schemas.gen_layouts
 
-bench: setup
-	./bench/run_all.sh
 
 clean:
 	$(MAKE) -C probes clean
+
+stack-start:
+	deploy/stack.sh start all
+
+stack-stop:
+	deploy/stack.sh stop all
+
+test-servers: setup
+	.venv/bin/python -m pytest -q -m servers tests/servers tests/test_ddl.py

@@ -44,7 +44,7 @@ class Sink:
 class RecorderConfig:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     poll_ms: float = 5.0
-    flush_ms: float = 200.0
+    flush_ms: float = 1000.0  # each store insert has a fixed cost (~20 ms in chDB)
     queue_batches: int = 64
     retention_s: float | None = 6 * 3600
     retention_bytes: int | None = 2 << 30

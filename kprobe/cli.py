@@ -44,7 +44,8 @@ def _add_capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--syscalls", default=None, help="comma-separated syscall names to trace (default: the built-in set)")
     p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
     p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
-    p.add_argument("--flush-ms", type=float, default=200.0, help="batch interval to the store (default: %(default)s)")
+    p.add_argument("--flush-ms", type=float, default=1000.0,
+                   help="batch interval to the store; each insert has a fixed cost (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=5.0,
                    help="ring polling interval; huge values let rings overflow on purpose (default: %(default)s)")
 
@@ -283,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `kprobe events | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         sys.stdout.flush()
         time.sleep(0)

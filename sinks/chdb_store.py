@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from kprobe.schemas.tables import EVENT_TYPES, Columns, table_columns
+from kprobe.sinks.ddl import Column, ServerFeatures, TableDef, create_table_sql, session_settings
 
 PARTITION_MINUTES = 10
 
@@ -27,19 +28,16 @@ PROCESSES_COLUMNS = (
 )
 
 
-def table_defs() -> list[tuple[str, list[tuple[str, str]], tuple[str, ...]]]:
-    defs = [(et.name, table_columns(et), et.order_by) for et in EVENT_TYPES]
-    defs.append(("processes", list(PROCESSES_COLUMNS), ("tgid", "ts")))
-    return defs
-
-
-def create_table_sql(name: str, columns: list[tuple[str, str]], order_by: tuple[str, ...]) -> str:
-    cols = ", ".join(f"{c} {t}" for c, t in columns)
-    bucket = PARTITION_MINUTES * 60 * 1_000_000_000
-    return (
-        f"CREATE TABLE IF NOT EXISTS {name} ({cols}) ENGINE = MergeTree "
-        f"PARTITION BY intDiv(ts, {bucket}) ORDER BY ({', '.join(order_by)})"
+def table_defs() -> list[TableDef]:
+    """Event tables (columns derived from the agent's conversion) and the processes table."""
+    defs = [
+        TableDef(et.name, tuple(Column(n, t) for n, t in table_columns(et)), et.order_by, "ts", PARTITION_MINUTES)
+        for et in EVENT_TYPES
+    ]
+    defs.append(
+        TableDef("processes", tuple(Column(n, t) for n, t in PROCESSES_COLUMNS), ("tgid", "ts"), "ts", PARTITION_MINUTES)
     )
+    return defs
 
 
 def to_arrow(columns: Columns) -> pa.Table:
@@ -69,15 +67,19 @@ class ChdbStore:
                     f"the store in {self.path} is held by another process (a running `kprobe record`?)"
                 ) from e
             raise
-        for name, cols, order in table_defs():
-            self._session.query(create_table_sql(name, cols, order))
+        features = ServerFeatures.full()
+        # a batch spanning many 10-minute partitions (backfill, replay) must not be refused
+        self._settings = " ".join(f"{k} = {v}" for k, v in session_settings(features).items())
+        for d in table_defs():
+            self._session.query(create_table_sql(d, features))
 
     def write(self, table: str, columns: Columns) -> int:
         tbl = to_arrow(columns)
         if tbl.num_rows == 0:
             return 0
         with self._lock:
-            self._session.query(f"INSERT INTO {table} SELECT * FROM Python(tbl)")
+            settings = f" SETTINGS {self._settings}" if self._settings else ""
+            self._session.query(f"INSERT INTO {table} SELECT * FROM Python(tbl){settings}")
         return tbl.num_rows
 
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:

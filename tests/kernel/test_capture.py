@@ -18,7 +18,7 @@ def test_sleep_shows_blocked_interval_of_that_length(capture):
     tid = int(p.stdout.readline())
     assert p.wait(10) == 0
     rows = capture.rows(
-        f"SELECT dur_ns, blocked_ns, reason, waker_tid FROM offcpu WHERE tid = {tid} AND dur_ns > 50000000 ORDER BY ts"
+        f"SELECT dur_ns, blocked_ns, reason, waker_tid FROM offcpu WHERE tid = {tid} AND blocked_ns > 50000000 ORDER BY ts"
     )
     assert len(rows) == 3, rows
     for r in rows:
