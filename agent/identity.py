@@ -55,12 +55,10 @@ def read_identity(tgid: int, proc: Path = Path("/proc")) -> Identity | None:
         if kv.startswith(b"OTEL_SERVICE_NAME="):
             service = kv.split(b"=", 1)[1].decode(errors="replace")
             break
-    if not service and b"OTEL_RESOURCE_ATTRIBUTES=" in _read(base / "environ", 1 << 20):
-        for kv in _read(base / "environ", 1 << 20).split(b"\0"):
-            if kv.startswith(b"OTEL_RESOURCE_ATTRIBUTES="):
-                for part in kv.split(b"=", 1)[1].split(b","):
-                    if part.startswith(b"service.name="):
-                        service = part.split(b"=", 1)[1].decode(errors="replace")
+        if kv.startswith(b"OTEL_RESOURCE_ATTRIBUTES=") and not service:
+            for part in kv.split(b"=", 1)[1].split(b","):
+                if part.startswith(b"service.name="):
+                    service = part.split(b"=", 1)[1].decode(errors="replace")
     if not service:
         pod = _POD_RE.search(cgroup)
         service = f"container:{container}" if container else (f"pod:{pod.group(1)[:8]}" if pod else comm)

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 DEFAULT_DATA = Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
@@ -287,9 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `kprobe events | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    finally:
-        sys.stdout.flush()
-        time.sleep(0)
 
 
 if __name__ == "__main__":
