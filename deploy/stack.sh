@@ -10,7 +10,8 @@
 #
 # Everything (jars, Maven repository, data, logs, pid files, stack.env) lives in deploy/.cache/.
 # Environment overrides: KPROBE_STACK_CACHE, KPROBE_M2_REPO (share ~/.m2 between checkouts),
-# KPROBE_STACK_TIMEOUT (seconds to wait for each server, default 180), KPROBE_JAVA_HOME.
+# KPROBE_STACK_TIMEOUT (seconds to wait for each server, default 180), KPROBE_JAVA_HOME,
+# KPROBE_PORT_OFFSET (added to every port below; default 0).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,11 +20,13 @@ M2_REPO="${KPROBE_M2_REPO:-$CACHE/m2}"
 TIMEOUT="${KPROBE_STACK_TIMEOUT:-180}"
 HOST=127.0.0.1
 
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
-NEO4J_BOLT_PORT=7687
-CH_TCP_PORT=19000
-CH_HTTP_PORT=18123
+# KPROBE_PORT_OFFSET shifts every port, so two checkouts can run their own stacks side by side.
+PORT_OFFSET="${KPROBE_PORT_OFFSET:-0}"
+KAFKA_PORT=$((9092 + PORT_OFFSET))
+KAFKA_CONTROLLER_PORT=$((9093 + PORT_OFFSET))
+NEO4J_BOLT_PORT=$((7687 + PORT_OFFSET))
+CH_TCP_PORT=$((19000 + PORT_OFFSET))
+CH_HTTP_PORT=$((18123 + PORT_OFFSET))
 
 KAFKA_HEAP="-Xms256m -Xmx768m"
 NEO4J_HEAP="-Xms256m -Xmx768m"
