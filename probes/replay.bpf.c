@@ -2,6 +2,7 @@
 /* Replayable recording: every syscall of a watched process (all six arguments, return value,
  * per-thread sequence number) and the bytes the kernel handed the process, in fixed-size chunks.
  *
+ * Written bytes (write/send families) are captured too, so replay can compare outputs.
  * Only active when a watch list is set (filter_on): recording every byte system-wide is never
  * wanted. Data is copied at sys_exit, when the kernel has filled the user buffers; which buffers
  * depends on the syscall (see kp_out_regions). A per-syscall byte cap bounds the cost; going over
@@ -12,6 +13,13 @@
 #include "common.bpf.h"
 
 #define NR_READ 0
+#define NR_WRITE 1
+#define NR_PWRITE64 18
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_SENDMSG 46
+#define NR_PWRITEV 296
+#define NR_PWRITEV2 328
 #define NR_STAT 4
 #define NR_FSTAT 5
 #define NR_LSTAT 6
@@ -252,6 +260,23 @@ static __always_inline void kp_out_regions(struct kp_out *o, __u32 nr, __u64 *a,
 	case NR_PREADV2:
 		kp_iov(o, a[1], a[2], ret);
 		break;
+	/* What the process wrote, so replay can compare its outputs byte for byte. */
+	case NR_WRITE:
+	case NR_PWRITE64:
+	case NR_SENDTO:
+		kp_region(o, 0, a[1], ret, 0);
+		break;
+	case NR_WRITEV:
+	case NR_PWRITEV:
+	case NR_PWRITEV2:
+		kp_iov(o, a[1], a[2], ret);
+		break;
+	case NR_SENDMSG: {
+		struct user_msghdr m = {};
+		if (!bpf_probe_read_user(&m, sizeof(m), (void *)a[1]))
+			kp_iov(o, (__u64)m.msg_iov, m.msg_iovlen, ret);
+		break;
+	}
 	case NR_GETDENTS64:
 	case NR_GETCWD:
 	case NR_READLINK:
