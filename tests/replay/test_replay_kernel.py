@@ -54,7 +54,7 @@ def ledger_recording(binaries: dict[str, str], tmp_path_factory: pytest.TempPath
     ledger = tmp / "ledger.log"
     port = _free_port()
     argv = [binaries["ledger_svc"], str(port), str(ledger), str(N_REQUESTS)]
-    rec = ReplayRecorder(tmp / "session")
+    rec = ReplayRecorder(tmp / "replay" / "session")
     try:
         p = rec.start(argv, stdout_pipe=True)
         assert p.stdout is not None and p.stdout.readline() == b"ready\n"
@@ -67,7 +67,7 @@ def ledger_recording(binaries: dict[str, str], tmp_path_factory: pytest.TempPath
         assert p.wait() == 0
     finally:
         rec.stop()
-    log = rlog.load(tmp / "session", p.pid)
+    log = rlog.load(tmp / "replay" / "session", p.pid)
     ledger_bytes = ledger.read_bytes()
     ledger.unlink()  # the replay must not need it
     return {"log": log, "argv": argv, "ledger": ledger_bytes, "replies": replies, "dir": tmp}
@@ -167,3 +167,44 @@ def test_two_threads_replay_identical(binaries, tmp_path: Path, probes_built: No
         assert r.outputs_identical
     assert len({tuple(sorted(r.outputs.items())) for r in results}) == 1
     assert os.path.exists(out) is False
+
+
+def test_cli_replay_reports_outcome_and_verdict(ledger_recording) -> None:
+    import json
+    import sys
+
+    log, argv, data = ledger_recording["log"], ledger_recording["argv"], ledger_recording["dir"]
+    base = [sys.executable, "-m", "kprobe", "replay", "--data", str(data), "--incident", f"session:{log.tgid}"]
+    ok = subprocess.run(base + ["--", *argv], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "outcome: identical" in ok.stdout and "byte-identical" in ok.stdout
+    ledger_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
+    slow = subprocess.run(base + ["--deadline-ms", "300", "--inject", f"delay the 2nd write to fd {ledger_fd} by 388 ms",
+                                  "--json", "--", *argv], capture_output=True, text=True, timeout=120)
+    out = json.loads(slow.stdout)
+    assert out["verdict"].startswith("timeout: 1 of"), out["verdict"]
+    assert [q["timed_out"] for q in out["requests"]].index(True) == 1
+    bad = subprocess.run(base + ["--inject", "delay something odd", "--", *argv], capture_output=True, text=True)
+    assert bad.returncode == 2 and "cannot parse injection" in bad.stderr
+
+
+def test_kprobe_run_replayable_then_replay(tmp_path: Path, binaries, probes_built: None) -> None:
+    import sys
+
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    out = tmp_path / "out.log"
+    argv = [binaries["two_threads"], str(out)]
+    run = subprocess.run([sys.executable, "-m", "kprobe", "run", "--replayable", "--data", str(tmp_path / "d"),
+                          "--", *argv], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    sessions = list((tmp_path / "d" / "replay").iterdir())
+    assert len(sessions) == 1
+    from kprobe.replay import log as rlog
+
+    pid = rlog.tgids(sessions[0])[-1]
+    out.unlink()
+    rep = subprocess.run([sys.executable, "-m", "kprobe", "replay", "--data", str(tmp_path / "d"), "--pid", str(pid),
+                          "--", *argv], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "outcome: identical" in rep.stdout
