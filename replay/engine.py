@@ -290,9 +290,12 @@ class ReplayEngine:
             self._new_thread(tid)
             T.cont(tid)
             return None
-        if sig == signal.SIGSEGV and self.mem is not None:
+        if sig == signal.SIGSEGV:
             regs = T.get_regs(tid)
-            code = self.mem.read(regs.rip, 3)
+            mem = self.mem or T.Memory(tid)  # before exec: the tracer's own forked child reading a clock
+            code = mem.read(regs.rip, 3)
+            if mem is not self.mem:
+                mem.close()
             if code[:2] == b"\x0f\x31" or code == b"\x0f\x01\xf9":
                 return self._rdtsc(tid, regs, 2 if code[:2] == b"\x0f\x31" else 3)
         if sig == signal.SIGTRAP:
