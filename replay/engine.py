@@ -157,6 +157,7 @@ class ReplayEngine:
         self.counts: dict[tuple[str, int], int] = {}
         self.started = False
         self.skipped_clock_reads = 0
+        self.seen: set[int] = set()
         t0 = time.monotonic()
         pid = T.spawn(self.argv, self.env, self.cpu)
         self.pid = pid
@@ -164,12 +165,7 @@ class ReplayEngine:
         try:
             self._loop(pid)
         finally:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                while True:
-                    os.waitpid(-1, T.WALL)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+            self._reap(pid)
             if self.mem:
                 self.mem.close()
         self.res.wall_s = time.monotonic() - t0
@@ -189,6 +185,26 @@ class ReplayEngine:
             self.res.notes.append(f"rdtsc executed {self.rdtsc_count} times: answered with synthetic values")
         self._verdict()
         return self.res
+
+    def _reap(self, pid: int) -> None:
+        """Kill the tracee and every task it made (forked children are traced and stopped too)."""
+        for p in {pid, *self.seen}:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        waiting = {pid, *self.seen}
+        while waiting and time.monotonic() < deadline:
+            for p in list(waiting):
+                try:
+                    wpid, status = os.waitpid(p, T.WALL | os.WNOHANG)
+                except ChildProcessError:
+                    waiting.discard(p)
+                    continue
+                if wpid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+                    waiting.discard(p)
+            time.sleep(0.0005)
 
     # -- recorded side ---------------------------------------------------------------------------
     def _recorded_outputs(self) -> None:
@@ -228,6 +244,7 @@ class ReplayEngine:
                     return
                 continue
             alive.add(wpid)
+            self.seen.add(wpid)
             self.res.stops += 1
             if self._stop(wpid, status) == "abort":
                 return
@@ -262,6 +279,7 @@ class ReplayEngine:
             T.cont(tid)
             return None
         if event in (T.EVENT_FORK, T.EVENT_VFORK):
+            self.seen.add(T.event_msg(tid))
             return self._unsupported("the process forks a child: replay follows one process")
         if event == T.EVENT_CLONE:
             T.cont(tid)

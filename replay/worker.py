@@ -92,8 +92,11 @@ def handle(raw: bytes, key: bytes | None = None) -> ReplayResultMsg:
 
 
 def run(bootstrap: str, group: str = "kprobe-replay", max_requests: int | None = None,
-        stop: threading.Event | None = None, poll_s: float = 0.5) -> int:
-    """Serve until ``stop`` is set or ``max_requests`` were answered; returns requests answered."""
+        stop: threading.Event | None = None, poll_s: float = 0.5,
+        control_topic: str = CONTROL_TOPIC, results_topic: str = RESULTS_TOPIC) -> int:
+    """Serve until ``stop`` is set or ``max_requests`` were answered; returns requests answered.
+
+    The topic names default to the constants; tests pass fresh names to isolate runs."""
     import confluent_kafka
 
     consumer = confluent_kafka.Consumer({
@@ -104,7 +107,7 @@ def run(bootstrap: str, group: str = "kprobe-replay", max_requests: int | None =
     answered = 0
     stop = stop or threading.Event()
     try:
-        consumer.subscribe([CONTROL_TOPIC])
+        consumer.subscribe([control_topic])
         while not stop.is_set() and (max_requests is None or answered < max_requests):
             msg = consumer.poll(poll_s)
             if msg is None:
@@ -112,7 +115,7 @@ def run(bootstrap: str, group: str = "kprobe-replay", max_requests: int | None =
             if msg.error():
                 continue  # e.g. the topic does not exist yet; librdkafka retries
             result = handle(msg.value() or b"", msg.key())
-            producer.produce(RESULTS_TOPIC, key=result.request_id.encode(), value=msgspec.json.encode(result))
+            producer.produce(results_topic, key=result.request_id.encode(), value=msgspec.json.encode(result))
             if producer.flush(30) != 0:
                 raise RuntimeError("replay result not delivered in 30 s: request left uncommitted")
             consumer.commit(message=msg, asynchronous=False)

@@ -161,7 +161,7 @@ def test_two_threads_replay_identical(binaries, tmp_path: Path, probes_built: No
     log = rlog.load(tmp_path / "session", p.pid)
     assert len({e.tid for e in log.events}) == 2
     out.unlink()
-    results = [ReplayEngine(log, argv).run() for _ in range(3)]
+    results = [ReplayEngine(log, argv).run() for _ in range(10)]
     for r in results:
         assert r.outcome == "identical", (r.divergences, r.notes)
         assert r.outputs_identical
@@ -208,3 +208,45 @@ def test_kprobe_run_replayable_then_replay(tmp_path: Path, binaries, probes_buil
                           "--", *argv], capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert "outcome: identical" in rep.stdout
+
+
+def test_every_fsync_on_path_glob_delays_each_request(ledger_recording) -> None:
+    from kprobe.replay.engine import ReplayEngine
+    from kprobe.replay.inject import parse
+
+    log, argv = ledger_recording["log"], ledger_recording["argv"]
+    glob = str(Path(argv[2]).parent / "*.log")
+    base = ReplayEngine(log, argv, strict=False).run()
+    slow = ReplayEngine(log, argv, [parse(f"delay every fsync on {glob} by 50 ms")], strict=False).run()
+    assert len(slow.requests) == len(base.requests) == N_REQUESTS
+    for b, s in zip(base.requests, slow.requests, strict=True):
+        assert s.replay_ms - b.replay_ms == pytest.approx(50.0, abs=0.01)
+    other = ReplayEngine(log, argv, [parse("delay every fsync on /elsewhere/* by 50 ms")], strict=False).run()
+    assert [q.replay_ms for q in other.requests] == [q.replay_ms for q in base.requests]
+
+
+def test_process_not_recorded_from_exec_is_refused(ledger_recording, tmp_path: Path) -> None:
+    import numpy as np
+
+    from kprobe.replay import log as rlog
+    from kprobe.replay.capture import RSYS_FILE
+
+    src = ledger_recording["dir"] / "replay" / "session"
+    rsys = np.fromfile(src / RSYS_FILE, dtype=rlog.L.KP_RSYS)
+    (tmp_path / RSYS_FILE).write_bytes(rsys[~np.isin(rsys["nr"], (59, 322))].tobytes())
+    (tmp_path / "rdata.bin").write_bytes(b"")
+    with pytest.raises(rlog.LogError, match="not recorded from exec"):
+        rlog.load(tmp_path, ledger_recording["log"].tgid)
+
+
+def test_forking_binary_is_reported_unsupported(ledger_recording, tmp_path: Path) -> None:
+    from kprobe.replay.engine import ReplayEngine
+
+    src = tmp_path / "forker.c"
+    src.write_text("#include <unistd.h>\n#include <sys/wait.h>\nint main(void){if(fork()==0)_exit(0);"
+                   "wait(0);return 0;}\n")
+    subprocess.run(["gcc", "-o", str(tmp_path / "forker"), str(src)], check=True)
+    # what-if mode keeps going past the (expected) divergences until the fork itself
+    res = ReplayEngine(ledger_recording["log"], [str(tmp_path / "forker")], strict=False).run()
+    assert res.outcome == "unsupported", (res.outcome, res.notes)
+    assert any("forks" in n for n in res.notes)

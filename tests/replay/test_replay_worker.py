@@ -70,24 +70,27 @@ def test_control_topic_request_yields_result(kafka: str, tmp_path: Path, probes_
         rec.stop()
     out.unlink()
 
-    _create_topics(kafka, worker.CONTROL_TOPIC, worker.RESULTS_TOPIC)
-    group = f"replay-test-{uuid.uuid4().hex[:8]}"
+    suffix = uuid.uuid4().hex[:8]  # fresh topics per run: earlier runs' requests must not be served
+    control, results_topic = f"{worker.CONTROL_TOPIC}.test-{suffix}", f"{worker.RESULTS_TOPIC}.test-{suffix}"
+    _create_topics(kafka, control, results_topic)
+    group = f"replay-test-{suffix}"
     stop = threading.Event()
     served: list[int] = []
-    t = threading.Thread(target=lambda: served.append(worker.run(kafka, group, max_requests=2, stop=stop)))
+    t = threading.Thread(target=lambda: served.append(worker.run(kafka, group, max_requests=2, stop=stop,
+                                                              control_topic=control, results_topic=results_topic)))
     t.start()
     good_id, bad_id = f"r-{uuid.uuid4().hex[:8]}", f"r-{uuid.uuid4().hex[:8]}"
     producer = confluent_kafka.Producer({"bootstrap.servers": kafka})
     good = worker.ReplayRequest(good_id, str(data), [str(exe), str(out)], incident=f"incident-1:{p.pid}")
-    producer.produce(worker.CONTROL_TOPIC, key=good_id.encode(), value=msgspec.json.encode(good))
-    producer.produce(worker.CONTROL_TOPIC, key=bad_id.encode(), value=b"{not json")
+    producer.produce(control, key=good_id.encode(), value=msgspec.json.encode(good))
+    producer.produce(control, key=bad_id.encode(), value=b"{not json")
     assert producer.flush(30) == 0
 
     consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka, "group.id": group + "-results",
                                          "auto.offset.reset": "earliest"})
     results: dict[str, worker.ReplayResultMsg] = {}
     try:
-        consumer.subscribe([worker.RESULTS_TOPIC])
+        consumer.subscribe([results_topic])
         deadline = time.monotonic() + 120
         while {good_id, bad_id} - set(results) and time.monotonic() < deadline:
             msg = consumer.poll(1.0)
