@@ -36,9 +36,14 @@ class EmbeddedSession:
         self.config.status_path = self.data_dir / "status.json"
         self.recorder = Recorder(self.config, StoreSink(self.store), retention=self.store.enforce_retention)
         self.recorder.start()
-        self.control = ControlServer(self.data_dir, self.store.query, lambda: self.recorder.stats.to_dict()).start()
+        self.control = ControlServer(self.data_dir, self._fresh_query, lambda: self.recorder.stats.to_dict()).start()
         self.report_attach(sys.stderr)
         return self
+
+    def _fresh_query(self, sql: str, fmt: str) -> bytes:
+        """Queries see what the rings held a moment ago, although the store is flushed rarely."""
+        self.recorder.fresh()
+        return self.store.query(sql, fmt)
 
     def report_attach(self, out) -> None:
         st = self.recorder.stats
