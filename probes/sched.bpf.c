@@ -46,7 +46,7 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	     unsigned int prev_state)
 {
 	struct kp_config *cfg = kp_cfg();
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = 0; /* read only when a watched task is involved: a clock read costs on VMs */
 	__u32 cpu = bpf_get_smp_processor_id();
 	__u32 prev_tgid = prev->tgid, prev_tid = prev->pid;
 	__u32 next_tgid = next->tgid, next_tid = next->pid;
@@ -62,6 +62,7 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	if (!st && prev_tid && kp_is_watched(cfg, prev_tgid))
 		st = bpf_task_storage_get(&offcpu_state, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (st) {
+		now = bpf_ktime_get_ns();
 		st->off_ns = now;
 		st->wake_ns = 0;
 		st->prev_state = prev_state;
@@ -78,6 +79,8 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		st = bpf_task_storage_get(&offcpu_state, next, 0, 0);
 		if (!st || !st->off_ns)
 			return 0;
+		if (!now)
+			now = bpf_ktime_get_ns();
 		__u64 dur = now - st->off_ns;
 		if (dur < cfg->min_offcpu_ns) {
 			kp_count(KP_CNT_OFFCPU_SHORT, 1);
