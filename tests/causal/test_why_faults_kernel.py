@@ -75,3 +75,41 @@ def test_two_hop_client_server_hog_root_cause_is_the_hog(capture):
     assert rc is not None and rc.kind == "cpu_preemption", a.to_json()
     assert rc.culprit.pid == hog.pid and rc.cpu == scpu, a.to_json()
     assert _near(rc.delay_ns, preempted), (rc.delay_ns, preempted)
+
+
+def _iptables(action: str, rule: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["iptables", action, "INPUT", *rule], capture_output=True, text=True, timeout=10)
+
+
+def test_lost_reply_on_loopback_is_network_with_retransmits(capture):
+    """The server's first data segment is dropped (iptables statistic nth): the client waits one RTO."""
+    ccpu, scpu = _cpus()
+    server = capture.spawn(sys.executable, str(WORKLOADS / "causal_rpc.py"), "server", str(scpu), "0",
+                           stdout=subprocess.PIPE)
+    port = int(server.stdout.readline())  # type: ignore[union-attr]
+    # Dropped on INPUT, so the segment left the sender (in flight) and is retransmitted after an RTO; an
+    # OUTPUT drop fails the local transmit instead, which TCP handles without a retransmit.
+    # Data segments only (IP length > 52 = headers with timestamps); nth every 2 packet 1 drops the first.
+    rule = ["-i", "lo", "-p", "tcp", "--sport", str(port), "-m", "length", "--length", "53:65535",
+            "-m", "statistic", "--mode", "nth", "--every", "2", "--packet", "1",
+            "-m", "comment", "--comment", f"kprobe-test-{os.getpid()}", "-j", "DROP"]
+    added = _iptables("-I", rule)
+    if added.returncode != 0:
+        server.kill()
+        pytest.skip(f"iptables cannot add a loopback DROP rule here: {added.stderr.strip()}")
+    try:
+        client = capture.spawn(sys.executable, str(WORKLOADS / "causal_rpc.py"), "client", str(ccpu), str(port),
+                               stdout=subprocess.PIPE)
+        cpid, t0, t1 = _ints(client)
+        spid, _, _ = _ints(server)
+    finally:
+        removed = _iptables("-D", rule)
+        assert removed.returncode == 0, removed.stderr
+    waited = t1 - t0
+    assert waited >= 200_000_000, f"no RTO happened (waited {waited} ns): the drop rule did not bite"
+    a = _analyse(capture, cpid, t0, t1)
+    rc = a.root_cause
+    assert rc is not None and rc.kind == "network", a.to_json()
+    assert rc.culprit.pid == spid, a.to_json()          # the end whose segment was lost and retransmitted
+    assert any(isinstance(e, dict) and e.get("retransmits", 0) >= 1 for e in rc.evidence), rc.evidence
+    assert _near(rc.delay_ns, waited), (rc.delay_ns, waited)
