@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kprobe.causal.cli_why import add_parser as add_why_parser
 
     add_why_parser(sub, DEFAULT_DATA)
+    from kprobe.causal.cli_incidents import add_parser as add_incidents_parser
+
+    add_incidents_parser(sub, DEFAULT_DATA)
     return ap
 
 
