@@ -279,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kprobe.causal.cli_incidents import add_parser as add_incidents_parser
 
     add_incidents_parser(sub, DEFAULT_DATA)
+    from kprobe.cli_demo import add_parser as add_demo_parser
+
+    add_demo_parser(sub)
     return ap
 
 
