@@ -47,6 +47,9 @@ def _add_capture_args(p: argparse.ArgumentParser) -> None:
                    help="batch interval to the store; each insert has a fixed cost (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=5.0,
                    help="ring polling interval; huge values let rings overflow on purpose (default: %(default)s)")
+    from kprobe.otel.cli_args import add_otlp_args
+
+    add_otlp_args(p)
 
 
 def _recorder_config(args: argparse.Namespace, watching: bool):
@@ -93,12 +96,17 @@ def _preflight(data: Path) -> int | None:
 
 def _start_session(args: argparse.Namespace, watching: bool):
     from kprobe.embedded import EmbeddedSession
+    from kprobe.otel.cli_args import otlp_config
+    from kprobe.otel.errors import ReceiverBindError
     from kprobe.sinks.chdb_store import StoreBusyError
 
     try:
-        return EmbeddedSession(args.data, _recorder_config(args, watching)).start()
+        return EmbeddedSession(args.data, _recorder_config(args, watching), otlp_config(args)).start()
     except StoreBusyError as e:
         raise SystemExit(_die(f"{e}; stop it first or use another --data")) from e
+    except ReceiverBindError as e:
+        raise SystemExit(_die(f"{e}; choose other ports with --otlp-grpc-port/--otlp-http-port "
+                              "(0 = any free port) or disable the receiver with --no-otlp")) from e
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -268,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     from kprobe.causal.cli_why import add_parser as add_why_parser
 
     add_why_parser(sub, DEFAULT_DATA)
+    from kprobe.causal.cli_incidents import add_parser as add_incidents_parser
+
+    add_incidents_parser(sub, DEFAULT_DATA)
+    from kprobe.cli_demo import add_parser as add_demo_parser
+
+    add_demo_parser(sub)
     return ap
 
 

@@ -8,19 +8,24 @@ from pathlib import Path
 from kprobe.query.timefmt import format_ts
 from kprobe.schemas.tables import EVENT_TYPES
 
+OTEL_STATUS = "otel.json"  # written by kprobe.embedded at the end of a session
+
 
 def collect(store, data_dir: Path) -> dict:
     counts = {}
-    for et in EVENT_TYPES:
-        rows = store.query_rows(f"SELECT count() AS n FROM {et.name}")
-        counts[et.name] = int(rows[0]["n"]) if rows else 0
+    for name in [et.name for et in EVENT_TYPES] + ["spans"]:
+        rows = store.query_rows(f"SELECT count() AS n FROM {name}")
+        counts[name] = int(rows[0]["n"]) if rows else 0
     live = hasattr(store, "live_stats")
     if live:
         recorder = store.live_stats()
+        otel = recorder.pop("otel", None)
     else:
         path = data_dir / "status.json"
         recorder = json.loads(path.read_text()) if path.exists() else {}
-    return {"stored": counts, "recording": live, "recorder": recorder}
+        otel_path = data_dir / OTEL_STATUS
+        otel = json.loads(otel_path.read_text()) if otel_path.exists() else None
+    return {"stored": counts, "recording": live, "recorder": recorder, "otel": otel}
 
 
 def render(data: dict) -> str:
@@ -58,4 +63,21 @@ def render(data: dict) -> str:
         lines.append(f"clock: {clk['method']}, error bound ±{clk['error_ns']} ns")
     if rec.get("last_error"):
         lines.append(f"last error: {rec['last_error']}")
+    lines.extend(_otel_lines(data.get("otel")))
     return "\n".join(lines)
+
+
+def _otel_lines(otel: dict | None) -> list[str]:
+    if not otel:
+        return ["", "OTLP receiver: not running in the last session (spans come only through `kprobe record`/`run`)"]
+    eps = ", ".join(e for e in (otel.get("grpc_endpoint"), otel.get("http_endpoint")) if e)
+    out = ["", f"OTLP receiver ({eps}):",
+           f"  spans received {otel['spans_received']}, stored {otel['spans_stored']}, "
+           f"rejected (bad ids) {otel['spans_rejected_invalid_ids']}, failed writes {otel['spans_failed']}",
+           f"  requests {otel['requests']}, rejected as malformed {otel['requests_rejected_malformed']}, "
+           f"answered retry-later {otel['requests_sink_errors']}",
+           f"  card numbers masked {otel['values_masked']}, sensitive attributes dropped "
+           f"{otel['sensitive_attributes_dropped']}"]
+    if otel.get("last_error"):
+        out.append(f"  last span write error: {otel['last_error']}")
+    return out

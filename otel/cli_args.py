@@ -1,0 +1,34 @@
+"""OTLP receiver options shared by `kprobe record`, `kprobe run` and `kprobe demo`.
+
+Kept here (not in kprobe/cli.py) so the receiver owns its flags, defaults and help text.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from kprobe.otel.config import OtlpConfig
+
+
+def add_otlp_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "OpenTelemetry spans",
+        "Point SDK exporters at the receiver (OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317) and set "
+        "process.pid (resource) and thread.id (span attribute) so spans join kernel events. Card numbers "
+        "are masked (BIN+last 4), CVV/track/PIN attributes dropped; counts in `kprobe stats`.")
+    g.add_argument("--otlp-grpc-port", type=int, default=4317, metavar="PORT",
+                   help="OTLP/gRPC port on --otlp-host; 0 = any free port, -1 = off (default: %(default)s)")
+    g.add_argument("--otlp-http-port", type=int, default=4318, metavar="PORT",
+                   help="OTLP/HTTP protobuf port (POST /v1/traces); 0 = any free port, -1 = off (default: %(default)s)")
+    g.add_argument("--otlp-host", default="127.0.0.1", help="address the receiver binds (default: %(default)s)")
+    g.add_argument("--no-otlp", action="store_true", help="do not start the OTLP receiver")
+
+
+def otlp_config(args: argparse.Namespace) -> OtlpConfig | None:
+    if getattr(args, "no_otlp", False):
+        return None
+    grpc = None if args.otlp_grpc_port < 0 else args.otlp_grpc_port
+    http = None if args.otlp_http_port < 0 else args.otlp_http_port
+    if grpc is None and http is None:
+        return None
+    return OtlpConfig(args.otlp_host, grpc, http)

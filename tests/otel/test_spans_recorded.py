@@ -1,0 +1,100 @@
+"""Spans sent by the real OTel SDK to a recording session land in the store's `spans` table.
+
+Through the embedded session (the same object `kprobe record`/`run` start): real probes, real
+chDB, real gRPC and HTTP exporters. Card numbers must be masked in what is stored, malformed
+requests refused and counted, and the counters visible in `kprobe stats`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Status, StatusCode
+
+from kprobe.otel.config import OtlpConfig
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def session(tmp_path: Path, probes_built: None):
+    from kprobe.agent.probeset import ProbeConfig
+    from kprobe.agent.recorder import RecorderConfig
+    from kprobe.embedded import EmbeddedSession
+
+    if os.geteuid() != 0:
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    s = EmbeddedSession(tmp_path / "data", RecorderConfig(probes=ProbeConfig(filter_on=True), flush_ms=50),
+                        OtlpConfig(grpc_port=0, http_port=0)).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _send(exporter, name: str) -> str:
+    provider = TracerProvider(resource=Resource.create(
+        {"service.name": "payment-handler", "host.name": "pay-01", "process.pid": os.getpid()}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("kprobe.tests")
+    with tracer.start_as_current_span(name) as span:
+        span.set_attribute("thread.id", threading.get_native_id())
+        span.set_attribute("card.number", "5500 0000 0000 0004")
+        span.set_attribute("card.cvv", "999")
+        span.set_status(Status(StatusCode.ERROR, "declined for 4111111111111111"))
+        sid = f"{span.get_span_context().span_id:016x}"
+    provider.shutdown()
+    return sid
+
+
+def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> None:
+    rx = session.receiver
+    ids = {
+        _send(GrpcExporter(endpoint=rx.grpc_endpoint, insecure=True, timeout=5), "POST /pay grpc"): "grpc",
+        _send(HttpExporter(endpoint=rx.http_endpoint, timeout=5), "POST /pay http"): "http",
+    }
+    rows = session.store.query_rows("SELECT span_id, name, pid, tid, service, host, status_code, status_message, "
+                                    "attributes FROM spans ORDER BY ts_ns")
+    assert {r["span_id"] for r in rows} == set(ids)
+    for r in rows:
+        assert int(r["pid"]) == os.getpid() and int(r["tid"]) == threading.get_native_id()
+        assert (r["service"], r["host"], int(r["status_code"])) == ("payment-handler", "pay-01", 2)
+        attrs = json.loads(r["attributes"])
+        assert attrs["card.number"] == "550000******0004"
+        assert "card.cvv" not in attrs
+        assert r["status_message"] == "declined for 411111******1111"
+    everything = json.dumps(rows)
+    assert "5500000000000004" not in everything and "0000 0000 0004" not in everything and "999" not in everything
+
+    # a malformed body is refused with 400 and counted; the receiver keeps serving
+    conn = http.client.HTTPConnection("127.0.0.1", rx.http_port, timeout=5)
+    conn.request("POST", "/v1/traces", body=b"\xff\x00 not protobuf", headers={"Content-Type": "application/x-protobuf"})
+    assert conn.getresponse().status == 400
+    conn.close()
+
+    st = session.otel_stats()
+    assert st["spans_received"] == 2 and st["spans_stored"] == 2 and st["spans_failed"] == 0
+    assert st["requests_rejected_malformed"] == 1
+    assert st["values_masked"] >= 2 and st["sensitive_attributes_dropped"] == 2
+
+    # `kprobe stats` (through the recorder's socket) shows the same counters
+    out = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(session.data_dir), "--json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    shown = json.loads(out)
+    assert shown["stored"]["spans"] == 2
+    assert shown["otel"]["spans_stored"] == 2 and shown["otel"]["requests_rejected_malformed"] == 1
+    text = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(session.data_dir)],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "spans received 2, stored 2" in text and "rejected as malformed 1" in text
