@@ -77,9 +77,9 @@ class CausalityState:
     def new(cls, host: str, config: WindowConfig) -> CausalityState:
         return cls(HostWindow(host, config))
 
-    def _run(self, final: bool) -> list[CausalResult]:
+    def _run(self, final: bool, upto: int | None = None) -> list[CausalResult]:
         out = []
-        for op in self.window.ready(final=final):
+        for op in self.window.ready(final=final, upto=upto):
             r = analyse_operation(self.window, op)
             if r.analysis is None:
                 self.no_data += 1
@@ -96,6 +96,10 @@ class CausalityState:
     def on_operation(self, op: Operation) -> list[CausalResult]:
         self.window.add_operation(op)
         return self._run(final=False)
+
+    def on_idle(self) -> list[CausalResult]:
+        """Input went quiet: analyse what ends before the newest event seen, without waiting for lateness."""
+        return self._run(final=False, upto=self.window.max_event_ns)
 
     def on_end(self) -> list[CausalResult]:
         return self._run(final=True)

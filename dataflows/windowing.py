@@ -23,7 +23,12 @@ Watermark (documented contract)
   idempotent per operation, so the result converges to what an in-order run
   gives. Only a row older than ``watermark - retention_ns`` (the buffer horizon)
   is dropped, and counted (``too_late``): never silently.
-* End of input (``flush``) moves the watermark to +infinity: everything pending fires.
+* A row that arrives after an operation it overlaps was analysed (late, or after
+  an idle fire) re-opens that operation the same way.
+* Idle input (a live flow whose sources went quiet): after ``idle`` processing
+  time the flow fires operations that end before the newest event time seen
+  (``ready(upto=max_event_ns)``) instead of waiting for rows that may never come.
+* End of input moves the watermark to +infinity: everything pending fires.
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ class HostWindow:
     rows: dict[int, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     pending: dict[str, Operation] = field(default_factory=dict)
     fired: dict[str, Operation] = field(default_factory=dict)
+    fired_max_end: int = 0
     stats: WindowStats = field(default_factory=WindowStats)
 
     @property
@@ -135,7 +141,9 @@ class HostWindow:
                 if t < horizon:
                     self.stats.too_late += 1
                     continue
-                self._reopen(*row_interval(table, r))
+            lo, hi = row_interval(table, r)
+            if self.fired and lo <= self.fired_max_end:
+                self._reopen(lo, hi)
             self.max_event_ns = max(self.max_event_ns, t)
             self.rows.setdefault(row_pid(table, r), {}).setdefault(table, []).append(r)
             op = self._operation(table, r)
@@ -175,14 +183,15 @@ class HostWindow:
                 self.pending[op_id] = op
                 self.stats.refired += 1
 
-    def ready(self, final: bool = False) -> list[Operation]:
-        """Operations whose end the watermark has passed (all of them when ``final``), oldest end first."""
-        wm = self.watermark
+    def ready(self, final: bool = False, upto: int | None = None) -> list[Operation]:
+        """Operations whose end the watermark (or ``upto``) has passed (all when ``final``), oldest end first."""
+        wm = self.watermark if upto is None else upto
         due = [op for op in self.pending.values() if final or op.end_ns <= wm]
         due.sort(key=lambda o: (o.end_ns, o.op_id))
         for op in due:
             del self.pending[op.op_id]
             self.fired[op.op_id] = op
+            self.fired_max_end = max(self.fired_max_end, op.end_ns)
             self.stats.fired += 1
         return due
 
