@@ -266,8 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sql)
 
     from kprobe.causal.cli_why import add_parser as add_why_parser
+    from kprobe.cli_dataflow_causality import add_parser as add_causality_parser
+    from kprobe.cli_graph import add_parser as add_graph_parser
 
     add_why_parser(sub, DEFAULT_DATA)
+    add_graph_parser(sub, DEFAULT_DATA)
+    add_causality_parser(sub, DEFAULT_DATA)  # after any other `dataflow` registration: it joins that command
     return ap
 
 
