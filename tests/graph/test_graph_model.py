@@ -60,3 +60,12 @@ def test_same_analysis_gives_identical_ids_and_no_duplicates():
     # another host never collides
     g3 = analysis_graph(three_hop(), host="h2")
     assert not {n.id for n in g1.nodes} & {n.id for n in g3.nodes}
+
+
+def test_documented_query_is_the_one_the_code_runs():
+    from pathlib import Path
+
+    from kprobe.causal.graph import ROOT_CAUSE_QUERY
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "causal-graph.md").read_text()
+    assert f"```cypher\n{ROOT_CAUSE_QUERY}\n```" in doc
