@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sql)
 
     from kprobe.causal.cli_why import add_parser as add_why_parser
+    from kprobe.cli_dataflow_causality import add_parser as add_causality_parser
+    from kprobe.cli_graph import add_parser as add_graph_parser
 
     add_why_parser(sub, DEFAULT_DATA)
     from kprobe.causal.cli_incidents import add_parser as add_incidents_parser
@@ -282,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     from kprobe.cli_demo import add_parser as add_demo_parser
 
     add_demo_parser(sub)
+    add_graph_parser(sub, DEFAULT_DATA)
+    add_causality_parser(sub, DEFAULT_DATA)  # after any other `dataflow` registration: it joins that command
     return ap
 
 
