@@ -79,7 +79,7 @@ class KafkaSession:
     def start(self) -> KafkaSession:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            ensure_topics(self.sink_config.brokers, timeout=10.0)
+            ensure_topics(self.sink_config.brokers, timeout=10.0, prefix=self.sink_config.prefix)
         except Exception as e:  # Kafka down at start: the spool takes over, topics are created later
             print(f"kprobe: cannot create topics now ({e}); spooling until Kafka answers", file=sys.stderr)
         self.sink = KafkaSink(self.sink_config)

@@ -59,6 +59,7 @@ class WriteResult:
     duplicate_rows: int = 0
     duplicate_batches: int = 0
     repaired_batches: int = 0
+    tables: dict[str, int] = field(default_factory=dict)  # rows newly stored per table
 
 
 @dataclass
@@ -151,6 +152,8 @@ class ServerSink:
         self._ledger([h for h, _ in todo], DONE)
         res.rows = sum(h.rows for h, _ in todo)
         res.batches = len(todo)
+        for h, _ in todo:
+            res.tables[h.table] = res.tables.get(h.table, 0) + h.rows
         return res
 
     def _ledger_states(self, ids: list[int]) -> dict[int, int]:

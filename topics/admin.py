@@ -13,9 +13,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kprobe.topics.names import TopicSpec, all_topics
 
 
-def ensure_topics(brokers: str, specs: list[TopicSpec] | None = None, timeout: float = 30.0) -> list[str]:
+def ensure_topics(brokers: str, specs: list[TopicSpec] | None = None, timeout: float = 30.0,
+                  prefix: str | None = None, partitions: int = 6) -> list[str]:
     """Create missing topics; returns the names created. Raises KafkaException when unreachable."""
-    specs = specs if specs is not None else all_topics()
+    if specs is None:
+        specs = all_topics(partitions, prefix=prefix) if prefix else all_topics(partitions)
     admin = AdminClient({"bootstrap.servers": brokers, "socket.timeout.ms": int(timeout * 1000)})
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [s for s in specs if s.name not in existing]
