@@ -7,6 +7,8 @@ so a fresh cluster works without a separate setup step; an existing topic is lef
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -36,7 +38,25 @@ def ensure_topics(brokers: str, specs: list[TopicSpec] | None = None, timeout: f
             if e.args and getattr(e.args[0], "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
                 continue
             raise
+    _wait_visible(admin, missing, timeout)
     return created
+
+
+def _wait_visible(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    """Creation returns before every partition has a leader in the metadata; a consumer that lists
+    partitions right then would see too few and never read the rest, so wait until all are there."""
+    deadline = time.monotonic() + timeout
+    want = {s.name: s.partitions for s in specs}
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        short = {n: p for n, p in want.items()
+                 if n not in topics or len(topics[n].partitions) < p
+                 or any(pm.leader < 0 for pm in topics[n].partitions.values())}
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics not fully visible after {timeout} s: {sorted(short)}")
+        time.sleep(0.1)
 
 
 def delete_topics(brokers: str, names: list[str], timeout: float = 30.0) -> None:

@@ -101,6 +101,9 @@ def pipe(stack: dict[str, str], tmp_path: Path, probes_built: None) -> Iterator[
     prefix = f"t{uuid.uuid4().hex[:8]}"
     database = f"kp_{prefix}"
     ch = Client(stack["CLICKHOUSE_HOST"], port=int(stack["CLICKHOUSE_PORT"]))
+    from kprobe.topics.admin import ensure_topics
+
+    ensure_topics(stack["KAFKA_BOOTSTRAP"], prefix=prefix)
     ingest = Ingest(stack, prefix, database, tmp_path / "flow")
     ctx = {"stack": stack, "prefix": prefix, "db": database, "ch": ch, "ingest": ingest, "tmp": tmp_path}
     try:
@@ -134,6 +137,15 @@ def _wait_stored(ctx: dict, total: int, timeout: float = 90.0) -> dict[str, int]
         counts = _ch_counts(ctx)
     time.sleep(2.0)  # anything beyond the expected total (a duplicate) would show up now
     return _ch_counts(ctx)
+
+
+def _wait_flowing(ctx: dict, timeout: float = 30.0) -> None:
+    """Until the flow has stored some rows (its start-up takes seconds on a busy 2-CPU host)."""
+    deadline = time.monotonic() + timeout
+    while sum(_ch_counts(ctx).values()) == 0:
+        assert time.monotonic() < deadline, "the flow stored nothing: " + ctx["ingest"].log.read_text()[-2000:]
+        time.sleep(0.3)
+    assert ctx["ingest"].proc.poll() is None
 
 
 def _writes(ctx: dict, pid: int, fd: int) -> int:
@@ -198,10 +210,8 @@ def test_kafka_down_30s_while_recording_loses_and_duplicates_nothing(pipe):
 def test_dataflow_killed_and_restarted_midstream_stores_each_event_once(pipe):
     ingest = pipe["ingest"].start()
     cap = KafkaCapture(pipe["tmp"] / "agent", pipe["stack"]["KAFKA_BOOTSTRAP"], pipe["prefix"])
-    p = cap.workload("steady_writer.py", str(pipe["tmp"] / "out"), "1", "12")
-    time.sleep(5)
-    before = sum(_ch_counts(pipe).values())
-    assert before > 0, "the flow stored nothing before the kill"
+    p = cap.workload("steady_writer.py", str(pipe["tmp"] / "out"), "1", "20")
+    _wait_flowing(pipe)
     ingest.kill()
     time.sleep(2)
     ingest.start()
@@ -213,8 +223,8 @@ def test_dataflow_killed_and_restarted_midstream_stores_each_event_once(pipe):
 def test_clickhouse_restarted_midstream_stores_each_event_once(pipe):
     pipe["ingest"].start()
     cap = KafkaCapture(pipe["tmp"] / "agent", pipe["stack"]["KAFKA_BOOTSTRAP"], pipe["prefix"])
-    p = cap.workload("steady_writer.py", str(pipe["tmp"] / "out"), "1", "12")
-    time.sleep(4)
+    p = cap.workload("steady_writer.py", str(pipe["tmp"] / "out"), "1", "20")
+    _wait_flowing(pipe)
     assert _stack("stop", "clickhouse").returncode == 0
     try:
         time.sleep(4)
@@ -228,11 +238,9 @@ def test_clickhouse_restarted_midstream_stores_each_event_once(pipe):
 
 
 def test_malformed_message_goes_to_dlq_and_flow_keeps_running(pipe):
-    from kprobe.topics.admin import ensure_topics
     from kprobe.topics.names import dlq_topic, event_topic
 
     brokers = pipe["stack"]["KAFKA_BOOTSTRAP"]
-    ensure_topics(brokers, prefix=pipe["prefix"])
     prod = Producer({"bootstrap.servers": brokers})
     prod.produce(event_topic("offcpu", pipe["prefix"]), b"KPRB\x01\x00garbage that is no batch", b"evil-host")
     prod.produce(event_topic("syscall", pipe["prefix"]), b"not even the magic", b"evil-host")
