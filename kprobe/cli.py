@@ -13,6 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
+from kprobe.agent.kafka_cli import add_kafka_args, start_kafka_session
+from kprobe.cli_dataflow import add_parser as add_dataflow_parser
+
 DEFAULT_DATA = Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
 
 EPILOG = """\
@@ -117,7 +120,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         from kprobe.agent.proc_scan import pids_by_comm
 
         args.watch_pid = list(args.watch_pid or []) + pids_by_comm(args.watch_comm)
-    session = _start_session(args, watching)
+    session = start_kafka_session(args, _recorder_config(args, watching)) if args.kafka else (
+        _start_session(args, watching))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -243,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)")
     p.add_argument("--watch-comm", nargs="+", metavar="NAME", help="record high-volume streams only for these process names")
     p.add_argument("--watch-pid", nargs="+", type=int, metavar="PID", help="... and/or these pids (and their children)")
+    add_kafka_args(p)
     p.set_defaults(fn=cmd_record)
 
     p = sub.add_parser("run", help="record for the lifetime of a command and its children",
@@ -285,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_parser(sub)
     add_graph_parser(sub, DEFAULT_DATA)
-    add_causality_parser(sub, DEFAULT_DATA)  # after any other `dataflow` registration: it joins that command
+    add_dataflow_parser(sub)
+    add_causality_parser(sub, DEFAULT_DATA)  # after `add_dataflow_parser`: it joins that command
     return ap
 
 
