@@ -77,6 +77,9 @@ def render(data: dict) -> str:
     per_cpu = {k: v for k, v in rec.get("kernel_drops", {}).items() if sum(v)}
     for name, v in per_cpu.items():
         lines.append(f"  {name} drops per CPU: " + " ".join(f"cpu{i}={x}" for i, x in enumerate(v) if x))
+    if rec.get("policy"):
+        lines.append("")
+        lines.append("capture policy: " + ", ".join(f"{k}={v}" for k, v in rec["policy"].items()))
     if rec.get("counters"):
         lines.append("")
         lines.append("aggregated in the kernel by design (not lost): " +
