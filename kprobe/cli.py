@@ -71,8 +71,9 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     p.add_argument("--syscalls", default=None, help="comma-separated syscall names to trace (default: the built-in set)")
     p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
     p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
-    p.add_argument("--flush-ms", type=float, default=1000.0,
-                   help="batch interval to the store; each insert has a fixed cost (default: %(default)s)")
+    p.add_argument("--flush-ms", type=float, default=5000.0,
+                   help="batch interval to the store (each insert has a fixed cost); a query through the "
+                        "running recorder flushes first, so it still sees the last 0.25 s (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=5.0,
                    help="ring polling interval; huge values let rings overflow on purpose (default: %(default)s)")
     from kprobe.otel.cli_args import add_otlp_args
