@@ -266,8 +266,11 @@ def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: 
           if (sock.skaddr and r.skaddr == sock.skaddr)
           or {(r.saddr, r.sport), (r.daddr, r.dport)} == {(sock.saddr, sock.sport), (sock.daddr, sock.dport)}]
     if rt:
-        return _Piece("network", Culprit(None, None, None), d, ev + [{"retransmits": len(rt)}],
-                      summary=f"{len(rt)} TCP retransmits on {tup}", bucket="net")
+        cul, sender = _retransmitter(ctx, sock, rt)
+        return _Piece("network", cul, d, ev + [{"retransmits": len(rt), "retransmitted_by": sender,
+                                               "first_retransmit_ns": rt[0].ts}],
+                      summary=f"{len(rt)} TCP retransmit{'s' if len(rt) > 1 else ''} (segments lost) on {tup}, "
+                              f"sent by {cul.label() + ' ' if cul.pid else ''}{sender}", bucket="net")
     peers = [k for k in ctx.ev.sock_io if k.tgid != sock.tgid and k.saddr == sock.daddr and k.sport == sock.dport
              and k.daddr == sock.saddr and k.dport == sock.sport]
     if peers:
@@ -287,6 +290,24 @@ def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: 
         return piece
     return _Piece("remote_service", Culprit(None, None, None), d, ev,
                   summary=f"waited in {sc.syscall} on remote {sock.daddr}:{sock.dport}", bucket="net")
+
+
+def _retransmitter(ctx: _Ctx, sock: SockIO, rt: list) -> tuple[Culprit, str]:
+    """The process owning the end that retransmitted (whose segments were lost), and that end as text.
+
+    A retransmit record carries the sending socket's own 4-tuple, so the loss
+    direction is known: the victim's end means its requests were lost, the
+    peer's end means the replies were. The owner comes from the socket I/O of
+    that exact 4-tuple; a peer that was not watched stays unnamed.
+    """
+    r = max(rt, key=lambda x: sum(1 for y in rt if (y.saddr, y.sport) == (x.saddr, x.sport)))
+    end = f"{r.saddr}:{r.sport}"
+    if (r.saddr, r.sport) == (sock.saddr, sock.sport):
+        return ctx.culprit(sock.tgid, sock.tid), end
+    for k in ctx.ev.sock_io:
+        if (k.saddr, k.sport, k.daddr, k.dport) == (r.saddr, r.sport, r.daddr, r.dport):
+            return ctx.culprit(k.tgid, k.tid), end
+    return Culprit(None, None, None), end
 
 
 def _follow_waker(ctx: _Ctx, waker_tid: int, a: int, b: int, depth: int, path: frozenset[int],

@@ -13,6 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
+from kprobe.agent.kafka_cli import add_kafka_args, start_kafka_session
+from kprobe.cli_dataflow import add_parser as add_dataflow_parser
+
 DEFAULT_DATA = Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
 
 EPILOG = """\
@@ -31,12 +34,37 @@ runs, other commands query it through its socket in that directory.
 """
 
 
-def _add_capture_args(p: argparse.ArgumentParser) -> None:
+CAPTURE_POLICY = """\
+capture policy (--detail):
+  bounded  (default for `record`) keeps the kernel->user volume of a busy service small:
+           off-CPU intervals >= --min-offcpu-us (50), syscalls >= --min-syscall-us (100)
+           except fsync/fdatasync/sync_file_range/connect/accept/open/close, which are
+           always recorded; socket sends/recvs summed per socket and direction and
+           recorded at most every --sock-flush-ms (100) ms (byte totals exact); page
+           faults sampled 1 in --fault-sample (64) with exact counts. What is below a
+           threshold is counted in the kernel (kprobe stats: *_below_threshold,
+           sock_io_folded), never lost silently.
+  full     (default for `run`) every traced syscall and every send/recv is a row;
+           off-CPU intervals still use --min-offcpu-us.
+"""
+
+DETAIL_DEFAULTS = {  # detail -> (min syscall us, sock flush ms)
+    "bounded": (100.0, 100),
+    "full": (0.0, 0),
+}
+
+
+def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory (default: %(default)s)")
+    p.add_argument("--detail", choices=sorted(DETAIL_DEFAULTS), default=detail,
+                   help="capture policy, see below (default: %(default)s)")
     p.add_argument("--min-offcpu-us", type=float, default=50.0,
                    help="off-CPU intervals shorter than this are counted in the kernel, not recorded (default: %(default)s)")
     p.add_argument("--min-syscall-us", type=float, default=None,
-                   help="syscalls shorter than this are only counted (default: 0 when watching, 100 system-wide)")
+                   help="syscalls shorter than this are only counted (default: 100 with --detail bounded, 0 with full)")
+    p.add_argument("--sock-flush-ms", type=int, default=None,
+                   help="0: one sock_io row per send/recv; N: per socket and direction at most one row per N ms "
+                        "carrying the bytes since the previous row (default: 100 bounded, 0 full)")
     p.add_argument("--fault-sample", type=int, default=64, metavar="N",
                    help="record one page-fault sample (address) per N faults; counts stay exact (default: %(default)s)")
     p.add_argument("--ring-kb", type=int, default=8192, help="ring buffer size per event type, KiB, power of two")
@@ -59,11 +87,17 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
     ring = args.ring_kb * 1024
     if ring & (ring - 1) or ring < 4096:
         raise SystemExit(_die("--ring-kb must be a power of two of at least 4"))
-    min_sys = args.min_syscall_us if args.min_syscall_us is not None else (0.0 if watching else 100.0)
+    def_sys, def_sock = DETAIL_DEFAULTS[args.detail]
+    min_sys = args.min_syscall_us if args.min_syscall_us is not None else def_sys
+    sock_flush = args.sock_flush_ms if args.sock_flush_ms is not None else def_sock
+    if min_sys < 0 or sock_flush < 0 or args.min_offcpu_us < 0:
+        raise SystemExit(_die("--min-offcpu-us, --min-syscall-us and --sock-flush-ms must be >= 0"))
     probes = ProbeConfig(
         ring_bytes=ring,
+        detail=args.detail,
         min_offcpu_ns=int(args.min_offcpu_us * 1000),
         min_syscall_ns=int(min_sys * 1000),
+        sock_flush_ms=sock_flush,
         fault_sample_every=args.fault_sample,
         watch_pids=list(getattr(args, "watch_pid", None) or []),
         watch_comms=list(getattr(args, "watch_comm", None) or []),
@@ -117,7 +151,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         from kprobe.agent.proc_scan import pids_by_comm
 
         args.watch_pid = list(args.watch_pid or []) + pids_by_comm(args.watch_comm)
-    session = _start_session(args, watching)
+    session = start_kafka_session(args, _recorder_config(args, watching)) if args.kafka else (
+        _start_session(args, watching))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -238,16 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
 
     p = sub.add_parser("record", help="record kernel events into the flight recorder",
-                       description="Attach the probes and record until --duration or Ctrl-C. Needs root.")
-    _add_capture_args(p)
+                       description="Attach the probes and record until --duration or Ctrl-C. Needs root.",
+                       epilog=CAPTURE_POLICY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_capture_args(p, "bounded")
     p.add_argument("--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)")
     p.add_argument("--watch-comm", nargs="+", metavar="NAME", help="record high-volume streams only for these process names")
     p.add_argument("--watch-pid", nargs="+", type=int, metavar="PID", help="... and/or these pids (and their children)")
+    add_kafka_args(p)
     p.set_defaults(fn=cmd_record)
 
     p = sub.add_parser("run", help="record for the lifetime of a command and its children",
-                       description="kprobe run [options] -- COMMAND [ARGS...]; exits with the command's status.")
-    _add_capture_args(p)
+                       description="kprobe run [options] -- COMMAND [ARGS...]; exits with the command's status.",
+                       epilog=CAPTURE_POLICY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_capture_args(p, "full")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(fn=cmd_run)
 
@@ -274,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sql)
 
     from kprobe.causal.cli_why import add_parser as add_why_parser
+    from kprobe.cli_dataflow_causality import add_parser as add_causality_parser
+    from kprobe.cli_graph import add_parser as add_graph_parser
 
     add_why_parser(sub, DEFAULT_DATA)
     from kprobe.causal.cli_incidents import add_parser as add_incidents_parser
@@ -282,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kprobe.cli_demo import add_parser as add_demo_parser
 
     add_demo_parser(sub)
+    add_graph_parser(sub, DEFAULT_DATA)
+    add_dataflow_parser(sub)
+    add_causality_parser(sub, DEFAULT_DATA)  # after `add_dataflow_parser`: it joins that command
     return ap
 
 
