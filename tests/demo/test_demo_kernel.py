@@ -57,11 +57,15 @@ def test_demo_explains_the_timeout_with_the_batch_job(demo) -> None:
     assert spans.returncode == 0, spans.stderr
     assert "411111******1111" in spans.stdout and "4111111111111111" not in spans.stdout
 
-    inc = _run("incidents", "--data", str(data), "--json")
+    inc = _run("incidents", "--data", str(data), "--json", "--slow-ms", "100")
     assert inc.returncode == 0, inc.stderr
     found = json.loads(inc.stdout)
     mine = [i for i in found if i["id"] == f"span-{failed['span_id']}"]
     assert mine and "timeout" in mine[0]["error"], found
+    # the uninstrumented service's slow ledger work is an incident too (kernel-only, no span)
+    svc = [i for i in found if i["source"] == "kernel" and i["pid"] == res["pids"]["ledger-svc"]]
+    assert svc and svc[0]["comm"] == "ledger-svc", found
+    assert [i["end_ns"] for i in found] == sorted((i["end_ns"] for i in found), reverse=True)
     again = _run("why", "--data", str(data), "--incident", mine[0]["id"], "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["root_cause"]["culprit"]["pid"] == rc["culprit"]["pid"]
