@@ -49,6 +49,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def _invocation() -> str:
+    """How the user can run kprobe again: `kprobe` if that is on PATH, else the path they used."""
+    me = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("kprobe")
+    if on_path and me and Path(on_path).resolve() == me:
+        return "kprobe"
+    if me and me.name == "kprobe":
+        return os.path.relpath(me) if not str(me).startswith("/usr") else str(me)
+    return f"{sys.executable} -m kprobe"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from kprobe.agent.preflight import PreflightError, check_all
     from kprobe.demo.scenario import DemoConfig, explore_commands, run_demo
@@ -73,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"note: {n}", file=story)
     print("", file=story)
     print("explore further:", file=story)
-    for c in explore_commands(args.data, result, args.service_name):
+    for c in explore_commands(args.data, result, args.service_name, _invocation()):
         print(f"  {c}", file=story)
     if args.json:
         json.dump(result.to_json(), sys.stdout)

@@ -287,8 +287,7 @@ def run_demo(cfg: DemoConfig, out: IO[str] = sys.stdout) -> DemoResult:
         os.sched_setscheduler(0, own_sched[0], own_sched[1])
 
 
-def explore_commands(data_dir: Path, result: DemoResult, service_name: str) -> list[str]:
-    kp = "kprobe"
+def explore_commands(data_dir: Path, result: DemoResult, service_name: str, kp: str = "kprobe") -> list[str]:
     d = f"--data {data_dir}"
     out = []
     if result.failed:

@@ -98,3 +98,51 @@ def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> Non
     text = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(session.data_dir)],
                           capture_output=True, text=True, timeout=60, check=True).stdout
     assert "spans received 2, stored 2" in text and "rejected as malformed 1" in text
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CHILD = """
+import os, sys
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+p = TracerProvider(resource=Resource.create({"service.name": "batch-settle", "process.pid": os.getpid()}))
+p.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1], timeout=5)))
+with p.get_tracer("t").start_as_current_span("settle card 4111-1111-1111-1111"):
+    pass
+p.shutdown()
+"""
+
+
+def test_kprobe_run_receives_spans_and_stats_keep_the_counts(tmp_path: Path, probes_built: None) -> None:
+    """The CLI wiring: `kprobe run` with chosen ports stores the child's spans; stats survive the session."""
+    if os.geteuid() != 0:
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    data = tmp_path / "data"
+    grpc_port, http_port = _free_port(), _free_port()
+    url = f"http://127.0.0.1:{http_port}/v1/traces"
+    run = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(data), "--otlp-grpc-port", str(grpc_port),
+                          "--otlp-http-port", str(http_port), "--", sys.executable, "-c", CHILD, url],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"OTLP receiver on grpc 127.0.0.1:{grpc_port}, http {url}" in run.stderr
+    out = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(data), "--json"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    st = json.loads(out)
+    assert st["stored"]["spans"] == 1 and st["otel"]["spans_stored"] == 1 and st["otel"]["values_masked"] == 1
+    rows = subprocess.run([sys.executable, "-m", "kprobe", "sql", "--data", str(data), "--format", "JSONEachRow",
+                           "SELECT name, service FROM spans"], capture_output=True, text=True, timeout=120,
+                          check=True).stdout
+    assert json.loads(rows) == {"name": "settle card 411111******1111", "service": "batch-settle"}
+
+    off = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "d2"), "--no-otlp", "--",
+                          "true"], capture_output=True, text=True, timeout=120)
+    assert off.returncode == 0 and "OTLP receiver" not in off.stderr, off.stderr
