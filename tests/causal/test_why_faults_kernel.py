@@ -126,7 +126,7 @@ def throttled_disk(tmp_path: Path):
     if not (cg.parent / "blkio.throttle.write_bps_device").exists() and not v2_io.exists():
         pytest.skip("no blkio throttling: neither cgroup v1 blkio nor cgroup v2 io.max is mounted")
     with open(img, "wb") as f:
-        f.truncate(64 << 20)
+        f.truncate(256 << 20)      # sparse
     dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
     if dev.returncode != 0:
         pytest.skip(f"no loop device: {dev.stderr.strip()}")
@@ -169,3 +169,45 @@ def test_throttled_fsync_is_disk_io_of_the_writer(capture, throttled_disk):
     assert rc.culprit.pid == pid, a.to_json()
     assert _near(rc.delay_ns, waited), (rc.delay_ns, waited)
     assert "fsync" in rc.summary, rc.summary
+
+
+def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture, throttled_disk):
+    """A hog keeps a 64 MiB memcg full of dirty page cache on a throttled device; the victim joins the memcg
+    and touches 32 MiB: its charges stall in memcg reclaim waiting for the hog's writeback.
+
+    Injected delay = the victim's wall time for the same work minus its wall time outside the memcg.
+    The victim runs SCHED_RR pinned to one CPU, so other load on the host does not add to either pass.
+    """
+    mnt, blk, _ = throttled_disk
+    mem_root = Path("/sys/fs/cgroup/memory")
+    if not (mem_root / "memory.limit_in_bytes").exists():
+        pytest.skip("no cgroup v1 memory controller mounted at /sys/fs/cgroup/memory")
+    cg = mem_root / f"kprobe-test-mem-{os.getpid()}"
+    cg.mkdir()
+    hog = None
+    try:
+        limit = 64 << 20
+        (cg / "memory.limit_in_bytes").write_text(str(limit))
+        vcpu, hcpu = _cpus()
+        hog = subprocess.Popen(
+            ["sh", "-c", f'echo $$ > {blk}/cgroup.procs && echo $$ > {cg}/cgroup.procs && exec "$0" "$@"',
+             "taskset", "-c", str(hcpu), sys.executable, str(WORKLOADS / "causal_dirty_hog.py"), str(mnt / "big"),
+             "20", str(limit)], stdout=subprocess.PIPE, text=True)
+        assert hog.stdout is not None and hog.stdout.readline().strip() == "ready"
+        v = capture.spawn(*RR, "taskset", "-c", str(vcpu), sys.executable, str(WORKLOADS / "causal_memcg_victim.py"),
+                          "32", str(cg), stdout=subprocess.PIPE)
+        pid, t0, t1, base = _ints(v, timeout=60)
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait(10)
+        subprocess.run(["sync"], check=False)
+        if cg.exists():
+            cg.rmdir()
+    injected = (t1 - t0) - base
+    assert injected > 50_000_000, f"no stall (pressured {t1 - t0} ns vs baseline {base} ns): nothing to explain"
+    a = _analyse(capture, pid, t0, t1)
+    rc = a.root_cause
+    assert rc is not None and rc.kind == "memory_pressure", a.to_json()
+    assert rc.culprit.pid == hog.pid, a.to_json()
+    assert _near(rc.delay_ns, injected), (rc.delay_ns, injected)
