@@ -43,16 +43,21 @@ class EmbeddedSession:
 
     def start(self) -> EmbeddedSession:
         self.store = ChdbStore(self.data_dir)
-        self.config.status_path = self.data_dir / "status.json"
-        self.recorder = Recorder(self.config, StoreSink(self.store), retention=self.store.enforce_retention)
-        self.recorder.start()
-        if self.otlp is not None:
+        if self.otlp is not None:  # bind the ports first: a taken port fails fast, before probes load
             try:
                 self._start_otlp(self.otlp)
             except BaseException:
-                self.recorder.stop()
                 self.store.close()
                 raise
+        self.config.status_path = self.data_dir / "status.json"
+        self.recorder = Recorder(self.config, StoreSink(self.store), retention=self.store.enforce_retention)
+        try:
+            self.recorder.start()
+        except BaseException:
+            if self.receiver is not None:
+                self.receiver.stop()  # type: ignore[attr-defined]
+            self.store.close()
+            raise
         self.control = ControlServer(self.data_dir, self.store.query, self.live_stats).start()
         self.report_attach(sys.stderr)
         return self
