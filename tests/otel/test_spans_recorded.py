@@ -84,9 +84,18 @@ def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> Non
     assert conn.getresponse().status == 400
     conn.close()
 
+    # ... and over gRPC with INVALID_ARGUMENT
+    import grpc
+
+    from kprobe.otel.grpc_server import METHOD, SERVICE
+
+    with grpc.insecure_channel(rx.grpc_endpoint) as channel, pytest.raises(grpc.RpcError) as err:
+        channel.unary_unary(f"/{SERVICE}/{METHOD}")(b"\x0a\xff\xff garbage", timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
     st = session.otel_stats()
     assert st["spans_received"] == 2 and st["spans_stored"] == 2 and st["spans_failed"] == 0
-    assert st["requests_rejected_malformed"] == 1
+    assert st["requests_rejected_malformed"] == 2
     assert st["values_masked"] >= 2 and st["sensitive_attributes_dropped"] == 2
 
     # `kprobe stats` (through the recorder's socket) shows the same counters
@@ -94,10 +103,10 @@ def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> Non
                          capture_output=True, text=True, timeout=60, check=True).stdout
     shown = json.loads(out)
     assert shown["stored"]["spans"] == 2
-    assert shown["otel"]["spans_stored"] == 2 and shown["otel"]["requests_rejected_malformed"] == 1
+    assert shown["otel"]["spans_stored"] == 2 and shown["otel"]["requests_rejected_malformed"] == 2
     text = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(session.data_dir)],
                           capture_output=True, text=True, timeout=60, check=True).stdout
-    assert "spans received 2, stored 2" in text and "rejected as malformed 1" in text
+    assert "spans received 2, stored 2" in text and "rejected as malformed 2" in text
 
 
 def _free_port() -> int:
