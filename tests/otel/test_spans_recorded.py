@@ -155,3 +155,32 @@ def test_kprobe_run_receives_spans_and_stats_keep_the_counts(tmp_path: Path, pro
     off = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "d2"), "--no-otlp", "--",
                           "true"], capture_output=True, text=True, timeout=120)
     assert off.returncode == 0 and "OTLP receiver" not in off.stderr, off.stderr
+
+
+def test_taken_default_port_warns_and_records_but_an_explicit_one_is_an_error(tmp_path: Path,
+                                                                                 probes_built: None) -> None:
+    import socket
+
+    if os.geteuid() != 0:
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    blocker = socket.socket()
+    try:
+        blocker.bind(("127.0.0.1", 4317))
+        blocker.listen()
+    except OSError:
+        pass  # someone else holds 4317 already: the situation under test
+    try:
+        dflt = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "a"), "--", "true"],
+                              capture_output=True, text=True, timeout=120)
+        assert dflt.returncode == 0, dflt.stderr
+        assert "WARNING: OTLP receiver not started" in dflt.stderr and "4317" in dflt.stderr
+        st = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(tmp_path / "a")],
+                            capture_output=True, text=True, timeout=120, check=True).stdout
+        assert "OTLP receiver: NOT started" in st
+
+        mine = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "b"),
+                               "--otlp-grpc-port", "4317", "--", "true"], capture_output=True, text=True, timeout=120)
+        assert mine.returncode == 2 and "cannot bind 127.0.0.1:4317" in mine.stderr, mine.stderr
+        assert "--no-otlp" in mine.stderr
+    finally:
+        blocker.close()
