@@ -48,7 +48,7 @@ class KafkaSinkConfig:
     message_timeout_ms: int = 10_000  # after this an undelivered message goes to the spool
     linger_ms: int = 20
     compression: str = "lz4"
-    drain_batch: int = 64  # spooled messages sent per round while draining
+    drain_batch: int = 512  # spooled messages sent per round while draining
 
 
 @dataclass
@@ -110,14 +110,15 @@ class KafkaSink(Sink):
 
     def close(self, timeout: float = 30.0) -> None:
         """Deliver what is in flight; whatever cannot be delivered stays in the spool for the next run."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and (len(self._producer) or not self.spool.empty()):
-            if len(self._producer) == 0 and not self.spool.empty() and not self._drain_once():
-                break
-            self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
         self._stop.set()
-        self._thread.join(5.0)
-        self._producer.flush(0)
+        self._thread.join(10.0)  # from here on this thread alone serves callbacks and drains
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+            if len(self._producer):
+                continue
+            if not self._spooling or self._drain_once():
+                break
         self._refresh_spool_counters()
 
     # -- encoding ------------------------------------------------------------------------------
@@ -214,12 +215,17 @@ class KafkaSink(Sink):
             now = time.monotonic()
             if self._spooling and now - last_drain >= 0.5:
                 last_drain = now
-                if len(self._producer) == 0:  # every earlier failure is known and spooled
-                    self._drain_once()
+                # only with nothing in flight is every earlier failure known and spooled; a
+                # successful round goes straight on to the next (full speed once Kafka is back)
+                while len(self._producer) == 0 and not self._stop.is_set() and self._drain_once() is None:
+                    pass
             self._refresh_spool_counters()
 
-    def _drain_once(self) -> bool:
-        """Send the oldest spooled messages and wait for them; True when the spool is now empty."""
+    def _drain_once(self) -> bool | None:
+        """Send the oldest spooled messages and wait for them.
+
+        True: the spool is empty and the sink is back to direct mode; None: a round went through
+        (more may be left); False: Kafka refused or is not there (try again later)."""
         items = self.spool.peek(self.config.drain_batch)
         if not items:
             with self._lock:
@@ -247,7 +253,7 @@ class KafkaSink(Sink):
             with self._lock:
                 self.counters.resent_rows += it.rows
             self._delivered(it.rows, len(it.payload))
-        return False
+        return None
 
     def _refresh_spool_counters(self) -> None:
         self.counters.spool_rows = self.spool.rows

@@ -223,7 +223,7 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
     if name in DISK_CALLS or (o.reason == "uninterruptible" and name in READ_CALLS | WRITE_CALLS | {""}):
         ios = [x for x in ctx.ev.block_io if _overlap(x.ts, x.end_ts, a, b) > 0]
         if ios or name in DISK_CALLS or name:
-            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid)
+            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b)
             label = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else (name or "uninterruptible wait")
             if sc and sc.fd >= 0 and (p := ctx.path_for(tgid, sc.fd, sc.ts)):
                 label += f" ({p})"
@@ -244,18 +244,42 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
                   summary=f"blocked ({o.reason}) in {name or 'an untraced call'}")
 
 
-def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int) -> tuple[Culprit, list]:
-    """The process that issued most of the block I/O completing during the wait (often the victim itself)."""
+KERNEL_IO_THREADS = ("kworker/", "jbd2/", "loop", "kswapd", "kcompactd", "ksoftirqd/", "kblockd", "flush-",
+                     "writeback", "dm_", "kdmflush", "md", "xfsaild", "btrfs-", "scsi_", "nvme", "swapper")
+
+
+def _kernel_thread(comm: str) -> bool:
+    """Block requests dispatched by these (throttling, writeback, journal, loop) belong to someone else."""
+    return comm.startswith(KERNEL_IO_THREADS)
+
+
+def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int) -> tuple[Culprit, list]:
+    """Who made the wait long: the process that issued most bytes to the waited-on device during the wait.
+
+    The device is the one whose request completed last before the wake-up. Kernel
+    threads (throttle dispatch, writeback, journal, loop) issue on behalf of the
+    processes that wrote, so their bytes never make them the culprit: if no other
+    user process issued more than the waiter on that device, the waiter's own I/O
+    is what was slow and the waiter is named (the evidence lists the issuers).
+    """
+    done = [x for x in ios if x.end_ts <= wake + 1_000_000] or ios
+    dev = max(done, key=lambda x: x.end_ts).dev if done else None
+    on_dev = [x for x in ios if x.dev == dev]
     per: dict[int, int] = defaultdict(int)
-    for x in ios:
+    comm: dict[int, str] = {}
+    for x in on_dev:
         per[x.tgid] += x.bytes
-    ev = [{"block_io": len(ios), "bytes": sum(per.values()),
-           "issuers": [{"pid": t, "comm": ctx.comm(t), "bytes": n} for t, n in
+        comm[x.tgid] = x.comm
+    ev = [{"block_io": len(on_dev), "bytes": sum(per.values()), "dev": dev,
+           "issuers": [{"pid": t, "comm": comm[t], "bytes": n} for t, n in
                        sorted(per.items(), key=lambda kv: kv[1], reverse=True)[:3]]}]
-    if not per:
+    users = {t: n for t, n in per.items() if not _kernel_thread(comm[t])}
+    if not users:
         return ctx.culprit(tgid, tid), ev
-    top = max(per.items(), key=lambda kv: kv[1])[0]
-    return (ctx.culprit(tgid, tid) if top == tgid else ctx.culprit(top)), ev
+    top, n = max(users.items(), key=lambda kv: kv[1])
+    if top == tgid or n <= users.get(tgid, 0):
+        return ctx.culprit(tgid, tid), ev
+    return ctx.culprit(top, None, comm[top]), ev
 
 
 def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: int, d: int, ev: list,

@@ -175,7 +175,15 @@ def run(cfg: IngestConfig) -> int:
     if cfg.processes > 1 and cfg.process_id is None:
         return _spawn_cluster(cfg)
     pid = cfg.process_id or 0
-    ensure_topics(cfg.brokers, prefix=cfg.prefix)
+    delay = 1.0
+    while True:  # Kafka down at start-up: wait for it (a Deployment would restart us anyway)
+        try:
+            ensure_topics(cfg.brokers, prefix=cfg.prefix)
+            break
+        except Exception as e:
+            log.warning("Kafka at %s not usable yet (%s); retrying in %.0f s", cfg.brokers, e, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
     recovery = cfg.state_dir / "recovery"
     if pid == 0 and not any(recovery.glob("part-*.sqlite3")):
         recovery.mkdir(parents=True, exist_ok=True)

@@ -71,13 +71,15 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     p.add_argument("--syscalls", default=None, help="comma-separated syscall names to trace (default: the built-in set)")
     p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
     p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
-    p.add_argument("--flush-ms", type=float, default=1000.0,
-                   help="batch interval to the store; each insert has a fixed cost (default: %(default)s)")
+    p.add_argument("--flush-ms", type=float, default=5000.0,
+                   help="batch interval to the store (each insert has a fixed cost); a query through the "
+                        "running recorder flushes first, so it still sees the last 0.25 s (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=5.0,
                    help="ring polling interval; huge values let rings overflow on purpose (default: %(default)s)")
     from kprobe.otel.cli_args import add_otlp_args
 
     add_otlp_args(p)
+    p.add_argument("--replayable", action="store_true", help="also record what `kprobe replay` needs (see its --help)")
 
 
 def _recorder_config(args: argparse.Namespace, watching: bool):
@@ -153,6 +155,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         args.watch_pid = list(args.watch_pid or []) + pids_by_comm(args.watch_comm)
     session = start_kafka_session(args, _recorder_config(args, watching)) if args.kafka else (
         _start_session(args, watching))
+    replay_capture = start_replay_capture(args, session)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -160,6 +163,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     print(f"kprobe: recording {what} into {args.data}" + (f" for {args.duration} s" if args.duration else
           " until Ctrl-C"), file=sys.stderr)
     stop.wait(args.duration if args.duration else None)
+    if replay_capture:
+        replay_capture.stop()
     session.stop()
     _print_totals(session.recorder.stats)
     return 0
@@ -171,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (rc := _preflight(args.data)) is not None:
         return rc
     session = _start_session(args, watching=True)
+    replay_capture = start_replay_capture(args, session)
     gate_r, gate_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: wait until the parent has put us on the watch list, then exec
@@ -190,9 +196,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     session.recorder.wait_drained(timeout=5.0)
+    if replay_capture:
+        replay_capture.stop()
     session.stop()
     _print_totals(session.recorder.stats)
     return code if code >= 0 else 128 - code
+
+
+def start_replay_capture(args: argparse.Namespace, session):
+    from kprobe.replay.capture import start_if_requested
+
+    return start_if_requested(args, session)
 
 
 def _print_totals(stats) -> None:
@@ -325,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_parser(sub, DEFAULT_DATA)
     add_dataflow_parser(sub)
     add_causality_parser(sub, DEFAULT_DATA)  # after `add_dataflow_parser`: it joins that command
+    from kprobe.cli_replay import add_parser as add_replay_parser
+
+    add_replay_parser(sub, DEFAULT_DATA)
     return ap
 
 

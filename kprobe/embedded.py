@@ -67,7 +67,7 @@ class EmbeddedSession:
                 self.receiver.stop()  # type: ignore[attr-defined]
             self.store.close()
             raise
-        self.control = ControlServer(self.data_dir, self.store.query, self.live_stats).start()
+        self.control = ControlServer(self.data_dir, self._fresh_query, self.live_stats).start()
         self.report_attach(sys.stderr)
         return self
 
@@ -106,6 +106,11 @@ class EmbeddedSession:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(stats, indent=1))
         os.replace(tmp, path)
+
+    def _fresh_query(self, sql: str, fmt: str) -> bytes:
+        """Queries see what the rings held a moment ago, although the store is flushed rarely."""
+        self.recorder.fresh()
+        return self.store.query(sql, fmt)
 
     def report_attach(self, out) -> None:
         st = self.recorder.stats

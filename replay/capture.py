@@ -231,3 +231,17 @@ def session_dir(data: Path) -> Path:
     """A new, unique directory for one replayable recording session."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     return data / "replay" / f"{stamp}-{os.getpid()}"
+
+
+def start_if_requested(args, session) -> ReplayCapture | None:  # noqa: ANN001 - argparse + EmbeddedSession
+    """`kprobe record/run --replayable`: the replay stream beside the recorder's own tables."""
+    if not getattr(args, "replayable", False):
+        return None
+    probes = session.recorder.probes
+    if not probes.config.filter_on and not probes.config.watch_pids and not probes.config.watch_comms:
+        raise SystemExit("kprobe: error: --replayable needs --watch-comm/--watch-pid (or kprobe run)")
+    cap = ReplayCapture(probes, session_dir(args.data)).start()
+    print(f"kprobe: replayable recording into {cap.out_dir}", flush=True)
+    for err in cap.attach_errors:
+        print(f"kprobe: replay: {err}")
+    return cap

@@ -48,6 +48,7 @@ FCNTL_DUPFD = {0, 1030}
 NO_FD_EMULATED = {318, 39, 110, 186, 35, 230, 63, 99, 79, 61, 229}  # getrandom, pids, sleeps, uname, ...
 MAX_DIVERGENCES = 50
 HOLD_LIMIT_S = 0.5
+BLOCKED_NS = 50_000  # an input call this long waited for its peer
 
 
 def sysname(nr: int) -> str:
@@ -109,6 +110,7 @@ class _Thread:
     prev_exit: int = 0              # recorded exit of the previous matched event
     pending_exit: object = None     # callback at the syscall-exit stop
     held: object = None             # regs while held for ordering
+    arrival: int = 0                # virtual time the last input arrived
 
 
 @dataclass
@@ -140,7 +142,8 @@ class ReplayEngine:
         self.sockets: set[int] = set()
         self.fd_path: dict[int, str] = {0: "stdin", 1: "stdout", 2: "stderr"}
         self.out_bytes: dict[str, hashlib._Hash] = {}
-        self.last_input: dict[int, tuple[int, int]] = {}   # fd -> (replay vt, recorded exit)
+        self.last_input: dict[int, tuple[int, int]] = {}   # fd -> (replay arrival, recorded arrival)
+        self.out_shift: dict[int, int] = {}                # fd -> virtual minus recorded time of last output
         self.counts: dict[tuple[str, int], int] = {}
         self.started = False
         t0 = time.monotonic()
@@ -370,9 +373,17 @@ class ReplayEngine:
         if any(i.removes(e) for i in self.injections):
             dur = 0
         think = max(0, e.enter_ns - th.prev_exit)
-        th.vt = th.vt + think + dur + delay
-        if e.nr in INPUT_WAITS and e.args[0] in self.sockets | {e.args[0]} and self._is_external(e):
-            th.vt = max(th.vt, e.exit_ns)
+        fd = e.args[0] & 0xFFFFFFFF
+        if e.nr in INPUT_WAITS and self._is_external(e) and e.dur_ns > BLOCKED_NS:
+            # The call waited for the peer, so the peer sent after our last output on this fd:
+            # closed loop, its send moves with that output. Virtual time cannot run backwards.
+            th.arrival = e.exit_ns + self.out_shift.get(fd, 0)
+            th.vt = max(th.vt + think, th.arrival) + delay
+        else:
+            th.arrival = e.exit_ns + (th.vt - th.prev_exit)
+            th.vt = th.vt + think + dur + delay
+        if e.nr in WRITES:
+            self.out_shift[fd] = th.vt - e.exit_ns
         th.prev_exit = e.exit_ns
 
     def _is_external(self, e: Event) -> bool:
@@ -497,7 +508,7 @@ class ReplayEngine:
         return None
 
     def _mark_input(self, fd: int, th: _Thread, e: Event) -> None:
-        self.last_input[fd if e.nr not in (43, 288) else e.ret] = (th.vt, e.exit_ns)
+        self.last_input[fd if e.nr not in (43, 288) else e.ret] = (th.arrival, e.exit_ns)
 
     def _write(self, tid: int, th: _Thread, regs, nr: int, args, e: Event) -> str | None:
         assert self.mem is not None
@@ -513,8 +524,7 @@ class ReplayEngine:
         req = self.last_input.pop(fd, None)
         if req is not None and fd in self.sockets:
             vt_in, rec_in = req
-            # the client sent at the recorded arrival time whatever the replayed server did before
-            self.res.requests.append(Request(fd, (e.enter_ns - rec_in) / 1e6, (th.vt - e.dur_ns - rec_in) / 1e6))
+            self.res.requests.append(Request(fd, (e.enter_ns - rec_in) / 1e6, (th.vt - e.dur_ns - vt_in) / 1e6))
         self._skip(tid, regs, e.ret)
         return None
 

@@ -53,10 +53,13 @@ def spawn(argv: list[str], env: dict[str, str] | None, cpu: int, cwd: str | None
             os.dup2(devnull, 0)
             pt.ptrace_traceme()
             os.kill(os.getpid(), signal.SIGSTOP)
-            libc.prctl(PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0)  # rdtsc faults: detected, not silently real
+            environ = env if env is not None else dict(os.environ)
             seccomp.install(libc)
-            os.execve(argv[0], argv, env if env is not None else dict(os.environ))
-        except BaseException:
+            # last, right before exec: from here rdtsc faults (detected, answered), even in this Python
+            libc.prctl(PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0)
+            os.execve(argv[0], argv, environ)
+        except BaseException as e:
+            os.write(2, f"kprobe replay: cannot start {argv[0]}: {e}\n".encode())
             os._exit(127)
     _, status = os.waitpid(pid, WALL)
     if not os.WIFSTOPPED(status):

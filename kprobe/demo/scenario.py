@@ -141,6 +141,7 @@ def _normal_scheduling() -> None:
 def _wait_written(recorder: Any, mono_ns: int, timeout: float) -> bool:
     """Until everything the probes committed before ``mono_ns`` is in the store (not until the queue is empty:
     on a busy host the next batches are already queued behind it)."""
+    recorder.wait_drained(0.0)  # asks the drain thread for a flush now instead of at the next period
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if recorder.stats.last_written_mono_ns >= mono_ns:

@@ -188,8 +188,8 @@ def test_real_events_arrive_in_clickhouse_exactly(pipe):
 def test_kafka_down_30s_while_recording_loses_and_duplicates_nothing(pipe):
     pipe["ingest"].start()
     cap = KafkaCapture(pipe["tmp"] / "agent", pipe["stack"]["KAFKA_BOOTSTRAP"], pipe["prefix"])
-    p = cap.workload("steady_writer.py", str(pipe["tmp"] / "out"), "2", "45")
-    time.sleep(3)
+    p = cap.workload("steady_writer.py", str(pipe["tmp"] / "out"), "2", "40")
+    _wait_flowing(pipe)
     assert _stack("stop", "kafka").returncode == 0
     try:
         time.sleep(30)
