@@ -46,7 +46,7 @@ class DemoConfig:
     warmup_payments: int = 2
     ramp_s: float = 0.4                 # batch job running before the failing payment
     card: str = "4111111111111111"      # a test PAN: stored masked (411111******1111)
-    flush_ms: float = 200.0
+    flush_ms: float = 1000.0             # the demo asks for a flush the moment the payment fails
     recorder_rt_priority: int = 1       # this (recording, analysing) process; 0: leave as is
     otlp_transport: str = "grpc"
 
