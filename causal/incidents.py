@@ -5,9 +5,11 @@ Two sources, so uninstrumented services are covered too:
 * spans: status ERROR, or longer than ``slow_ns`` (id ``span-<span_id>``);
 * kernel only (watched processes): calls that do work and took longer than ``slow_ns`` (ledger
   writes, fsync, connect, sends; not idle waits such as accept, recv, poll, futex or sleeps,
-  which are long on any healthy idle server), and run-queue waits (preempted while runnable)
-  that long (id ``k-<pid>-<tid>-<from_ns>-<to_ns>``). A kernel incident inside a span incident of
-  the same process is left out: the span already names it.
+  which are long on any healthy idle server), run-queue waits (preempted while runnable) and
+  uninterruptible blocked intervals (disk, reclaim, page-cache locks) that long (id
+  ``k-<pid>-<tid>-<from_ns>-<to_ns>``). A kernel incident inside a span incident of the same
+  process, or an off-CPU interval inside a slow call of the same thread, is left out: the outer
+  one already names it.
 """
 
 from __future__ import annotations
@@ -79,14 +81,20 @@ def kernel_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
         "SELECT tgid, tid, syscall, toInt64(fd) AS fd, ts, end_ts, ret FROM syscall "
         f"WHERE syscall IN ({calls}) AND end_ts - ts >= {int(slow_ns)} ORDER BY end_ts DESC LIMIT {int(limit)}")
     rq = store.query_rows(
-        "SELECT tgid, tid, comm, ts, end_ts, cpu_off, preemptor_comm, preemptor_tgid FROM offcpu "
-        f"WHERE reason = 'preempted' AND end_ts - ts >= {int(slow_ns)} ORDER BY end_ts DESC LIMIT {int(limit)}")
+        "SELECT tgid, tid, comm, reason, ts, end_ts, cpu_off, preemptor_comm, preemptor_tgid FROM offcpu "
+        f"WHERE reason IN ('preempted', 'uninterruptible') AND end_ts - ts >= {int(slow_ns)} "
+        f"ORDER BY end_ts DESC LIMIT {int(limit)}")
     tgids = {int(r["tgid"]) for r in rows} | {int(r["tgid"]) for r in rq}
     comms: dict[int, str] = {}
     if tgids:
+        # the main thread's latest name as the scheduler saw it (a service renames itself after exec;
+        # the processes table keeps the name at first sight), else the process table's
         ids = ", ".join(str(t) for t in sorted(tgids))
         for r in store.query_rows(f"SELECT tgid, argMax(comm, ts) AS comm FROM processes WHERE tgid IN ({ids}) "
                                   "GROUP BY tgid"):
+            comms[int(r["tgid"])] = str(r["comm"])
+        for r in store.query_rows(f"SELECT tgid, argMax(comm, ts) AS comm FROM offcpu WHERE tgid IN ({ids}) "
+                                  "AND tid = tgid GROUP BY tgid"):
             comms[int(r["tgid"])] = str(r["comm"])
     out = []
     for r in rows:
@@ -95,9 +103,15 @@ def kernel_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
         what = f"{r['syscall']}" + (f" fd={fd}" if fd >= 0 else "")
         out.append(Incident(f"k-{pid}-{tid}-{lo}-{hi}", lo, hi, pid, tid, comms.get(pid, "?"), what,
                             f"errno {-ret}" if ret < 0 else "", "kernel"))
+    calls = [(i.tid, i.start_ns, i.end_ns) for i in out]
     for r in rq:
         pid, tid, lo, hi = int(r["tgid"]), int(r["tid"]), int(r["ts"]), int(r["end_ts"])
-        what = f"run-queue wait on CPU {r['cpu_off']} behind {r['preemptor_comm']} PID {r['preemptor_tgid']}"
+        if any(t == tid and a <= lo and hi <= b for t, a, b in calls):
+            continue
+        if r["reason"] == "preempted":
+            what = f"run-queue wait on CPU {r['cpu_off']} behind {r['preemptor_comm']} PID {r['preemptor_tgid']}"
+        else:
+            what = f"blocked (uninterruptible) on CPU {r['cpu_off']}"
         out.append(Incident(f"k-{pid}-{tid}-{lo}-{hi}", lo, hi, pid, tid, comms.get(pid, str(r["comm"])), what,
                             "", "kernel"))
     return out

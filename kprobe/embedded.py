@@ -18,6 +18,7 @@ from pathlib import Path
 from kprobe.agent.control import ControlServer
 from kprobe.agent.recorder import Recorder, RecorderConfig, Sink
 from kprobe.otel.config import OtlpConfig
+from kprobe.otel.errors import ReceiverBindError
 from kprobe.query.stats import OTEL_STATUS
 from kprobe.sinks.chdb_store import ChdbStore
 
@@ -40,19 +41,32 @@ class EmbeddedSession:
     config: RecorderConfig
     otlp: OtlpConfig | None = None
     receiver: object | None = field(default=None, init=False)
+    otlp_error: str = field(default="", init=False)
 
     def start(self) -> EmbeddedSession:
         self.store = ChdbStore(self.data_dir)
-        self.config.status_path = self.data_dir / "status.json"
-        self.recorder = Recorder(self.config, StoreSink(self.store), retention=self.store.enforce_retention)
-        self.recorder.start()
-        if self.otlp is not None:
+        if self.otlp is not None:  # bind the ports first: a taken port fails fast, before probes load
             try:
                 self._start_otlp(self.otlp)
+            except ReceiverBindError as e:
+                if self.otlp.required:
+                    self.store.close()
+                    raise
+                self.otlp_error = str(e)
+                print(f"kprobe: WARNING: OTLP receiver not started ({e}); recording without spans. "
+                      "Free the port or pass --otlp-grpc-port/--otlp-http-port (0 = any free port).", file=sys.stderr)
             except BaseException:
-                self.recorder.stop()
                 self.store.close()
                 raise
+        self.config.status_path = self.data_dir / "status.json"
+        self.recorder = Recorder(self.config, StoreSink(self.store), retention=self.store.enforce_retention)
+        try:
+            self.recorder.start()
+        except BaseException:
+            if self.receiver is not None:
+                self.receiver.stop()  # type: ignore[attr-defined]
+            self.store.close()
+            raise
         self.control = ControlServer(self.data_dir, self._fresh_query, self.live_stats).start()
         self.report_attach(sys.stderr)
         return self
@@ -69,7 +83,7 @@ class EmbeddedSession:
     def otel_stats(self) -> dict | None:
         """Span counters (received, rejected, stored, write errors), or None without a receiver."""
         if self.receiver is None:
-            return None
+            return {"not_started": self.otlp_error} if self.otlp_error else None
         from kprobe.otel.span_writer import otel_summary
 
         rx = self.receiver

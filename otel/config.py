@@ -12,3 +12,4 @@ class OtlpConfig:
     host: str = "127.0.0.1"
     grpc_port: int | None = 4317
     http_port: int | None = 4318
+    required: bool = True   # False: if a port is taken, record without spans (and say so) instead of failing

@@ -105,6 +105,8 @@ def render(data: dict) -> str:
 def _otel_lines(otel: dict | None) -> list[str]:
     if not otel:
         return ["", "OTLP receiver: not running in the last session (spans come only through `kprobe record`/`run`)"]
+    if otel.get("not_started"):
+        return ["", f"OTLP receiver: NOT started, no spans recorded: {otel['not_started']}"]
     eps = ", ".join(e for e in (otel.get("grpc_endpoint"), otel.get("http_endpoint")) if e)
     out = ["", f"OTLP receiver ({eps}):",
            f"  spans received {otel['spans_received']}, stored {otel['spans_stored']}, "

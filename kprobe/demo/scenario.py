@@ -46,7 +46,7 @@ class DemoConfig:
     warmup_payments: int = 2
     ramp_s: float = 0.4                 # batch job running before the failing payment
     card: str = "4111111111111111"      # a test PAN: stored masked (411111******1111)
-    flush_ms: float = 200.0
+    flush_ms: float = 1000.0             # the demo asks for a flush the moment the payment fails
     recorder_rt_priority: int = 1       # this (recording, analysing) process; 0: leave as is
     otlp_transport: str = "grpc"
 
@@ -141,6 +141,7 @@ def _normal_scheduling() -> None:
 def _wait_written(recorder: Any, mono_ns: int, timeout: float) -> bool:
     """Until everything the probes committed before ``mono_ns`` is in the store (not until the queue is empty:
     on a busy host the next batches are already queued behind it)."""
+    recorder.wait_drained(0.0)  # asks the drain thread for a flush now instead of at the next period
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if recorder.stats.last_written_mono_ns >= mono_ns:

@@ -84,9 +84,18 @@ def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> Non
     assert conn.getresponse().status == 400
     conn.close()
 
+    # ... and over gRPC with INVALID_ARGUMENT
+    import grpc
+
+    from kprobe.otel.grpc_server import METHOD, SERVICE
+
+    with grpc.insecure_channel(rx.grpc_endpoint) as channel, pytest.raises(grpc.RpcError) as err:
+        channel.unary_unary(f"/{SERVICE}/{METHOD}")(b"\x0a\xff\xff garbage", timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
     st = session.otel_stats()
     assert st["spans_received"] == 2 and st["spans_stored"] == 2 and st["spans_failed"] == 0
-    assert st["requests_rejected_malformed"] == 1
+    assert st["requests_rejected_malformed"] == 2
     assert st["values_masked"] >= 2 and st["sensitive_attributes_dropped"] == 2
 
     # `kprobe stats` (through the recorder's socket) shows the same counters
@@ -94,10 +103,10 @@ def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> Non
                          capture_output=True, text=True, timeout=60, check=True).stdout
     shown = json.loads(out)
     assert shown["stored"]["spans"] == 2
-    assert shown["otel"]["spans_stored"] == 2 and shown["otel"]["requests_rejected_malformed"] == 1
+    assert shown["otel"]["spans_stored"] == 2 and shown["otel"]["requests_rejected_malformed"] == 2
     text = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(session.data_dir)],
                           capture_output=True, text=True, timeout=60, check=True).stdout
-    assert "spans received 2, stored 2" in text and "rejected as malformed 1" in text
+    assert "spans received 2, stored 2" in text and "rejected as malformed 2" in text
 
 
 def _free_port() -> int:
@@ -146,3 +155,32 @@ def test_kprobe_run_receives_spans_and_stats_keep_the_counts(tmp_path: Path, pro
     off = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "d2"), "--no-otlp", "--",
                           "true"], capture_output=True, text=True, timeout=120)
     assert off.returncode == 0 and "OTLP receiver" not in off.stderr, off.stderr
+
+
+def test_taken_default_port_warns_and_records_but_an_explicit_one_is_an_error(tmp_path: Path,
+                                                                                 probes_built: None) -> None:
+    import socket
+
+    if os.geteuid() != 0:
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    blocker = socket.socket()
+    try:
+        blocker.bind(("127.0.0.1", 4317))
+        blocker.listen()
+    except OSError:
+        pass  # someone else holds 4317 already: the situation under test
+    try:
+        dflt = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "a"), "--", "true"],
+                              capture_output=True, text=True, timeout=120)
+        assert dflt.returncode == 0, dflt.stderr
+        assert "WARNING: OTLP receiver not started" in dflt.stderr and "4317" in dflt.stderr
+        st = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(tmp_path / "a")],
+                            capture_output=True, text=True, timeout=120, check=True).stdout
+        assert "OTLP receiver: NOT started" in st
+
+        mine = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "b"),
+                               "--otlp-grpc-port", "4317", "--", "true"], capture_output=True, text=True, timeout=120)
+        assert mine.returncode == 2 and "cannot bind 127.0.0.1:4317" in mine.stderr, mine.stderr
+        assert "--no-otlp" in mine.stderr
+    finally:
+        blocker.close()
