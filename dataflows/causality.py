@@ -43,7 +43,7 @@ _INTERVAL_TABLES = {"offcpu", "syscall", "reclaim", "block_io"}
 
 
 class GraphWriter(Protocol):
-    def write(self, delta: GraphDelta) -> Any: ...
+    def write_many(self, deltas: list[GraphDelta]) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -117,11 +117,7 @@ class GraphSink(FixedPartitionedSink):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPart:
         g = self.factory()
 
-        def write(values: list[GraphDelta]) -> None:
-            for d in values:
-                g.write(d)
-
-        return _WriterPart(write, g.close)
+        return _WriterPart(lambda values: g.write_many(list(values)), g.close)
 
 
 class RowsSink(FixedPartitionedSink):
