@@ -26,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import bytewax.operators as op
+import numpy as np
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_driver.errors import Error as ClickHouseError
@@ -131,9 +132,16 @@ class _ClickHousePartition(StatelessSinkPartition[Decoded]):
                 delay = min(delay * 2, 5.0)
                 self.sink.close()
                 self.sink = self._connect()
+        now = time.time_ns()
         newest = max((d.header.produced_ns for d in good if d.header), default=0)
         if newest:
-            self.metrics.freshness_s = max(0.0, (time.time_ns() - newest) / 1e9)
+            self.metrics.freshness_s = max(0.0, (now - newest) / 1e9)
+        for d in good:  # per event: when it happened in the kernel (end of an interval) -> now queryable
+            cols = d.columns or {}
+            ts = cols.get("end_ts", cols.get("ts"))
+            if ts is not None and len(ts) and d.header is not None and d.header.table != "processes":
+                ts = ts[ts > 0].astype(np.int64)
+                self.metrics.observe_freshness((now - ts) / 1e9)
 
     def _store(self, batches: list[tuple[wire.BatchHeader, wire.Columns]]) -> None:
         res = self.sink.write_batches(batches)
