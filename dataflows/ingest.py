@@ -55,6 +55,7 @@ class IngestConfig:
     state_dir: Path = field(default_factory=lambda: Path("/var/lib/kprobe/dataflow"))
     epoch_s: float = 1.0
     metrics_port: int | None = None  # + process id; None: no endpoint
+    metrics_bind: str = "127.0.0.1"
 
 
 @dataclass
@@ -202,7 +203,8 @@ def run(cfg: IngestConfig) -> int:
                 break
             time.sleep(0.1)
     metrics = FlowMetrics("ingest")
-    server = MetricsServer(cfg.metrics_port + pid, metrics.prometheus).start() if cfg.metrics_port is not None else None
+    server = (MetricsServer(cfg.metrics_port + pid, metrics.prometheus, cfg.metrics_bind).start()
+              if cfg.metrics_port is not None else None)
     status = cfg.state_dir / f"ingest-{pid}.json"
     stop = threading.Event()
 
@@ -233,7 +235,7 @@ def _spawn_cluster(cfg: IngestConfig) -> int:
             "--prefix", cfg.prefix, "--workers", str(cfg.workers), "--processes", str(cfg.processes),
             "--base-port", str(cfg.base_port), "--state-dir", str(cfg.state_dir), "--epoch-s", str(cfg.epoch_s)]
     if cfg.metrics_port is not None:
-        argv += ["--metrics-port", str(cfg.metrics_port)]
+        argv += ["--metrics-port", str(cfg.metrics_port), "--metrics-bind", cfg.metrics_bind]
     children = [subprocess.Popen([*argv, "--process-id", str(i)]) for i in range(cfg.processes)]
     try:
         while True:
