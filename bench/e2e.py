@@ -50,9 +50,53 @@ def stack_env() -> dict[str, str]:
     return env
 
 
+def stage_costs(ch_host: str, ch_port: int, n: int = 32768) -> None:
+    """CPU cost per stage for one 32k-row syscall batch: what each step would sustain on one core
+    (the end-to-end rate on a shared 2-vCPU host is bounded by the workload and by other load)."""
+    import numpy as np
+
+    from kprobe.schemas.tables import BY_NAME
+    from kprobe.sinks.clickhouse_server import ServerSink
+    from kprobe.topics import wire
+
+    et = BY_NAME["syscall"]
+    r = np.zeros(n, dtype=et.record)
+    r["enter_ns"] = np.arange(n) + 10**9
+    r["exit_ns"] = r["enter_ns"] + 500
+    r["nr"] = np.arange(n) % 2
+    r["tgid"] = r["tid"] = 77
+
+    def cost(f, reps: int = 5):
+        f()
+        c0 = time.process_time()
+        for _ in range(reps):
+            out = f()
+        return (time.process_time() - c0) / reps, out
+
+    c_conv, cols = cost(lambda: et.columns(r, 1_764_000_000 * 10**9))
+    cols["host"] = np.full(n, "node", dtype=object)
+    cols["service"] = np.full(n, "svc", dtype=object)
+    h = wire.BatchHeader("syscall", "node", 1, 1, n, *wire.ts_range(cols), 0)
+    c_enc, payload = cost(lambda: wire.encode(h, cols))
+    c_dec, (hh, rb) = cost(lambda: wire.decode(payload))
+    c_cols, cols2 = cost(lambda: wire.columns_of(rb))
+    sink = ServerSink(ch_host, ch_port, database="kp_bench_stages").connect()
+    try:
+        c_ins, _ = cost(lambda: sink._insert("syscall", [(hh, cols2)]), reps=3)
+    finally:
+        sink.client.execute("DROP DATABASE IF EXISTS kp_bench_stages")
+    print(f"stage CPU per {n}-row syscall batch (M rows per CPU-second):")
+    for name, c in (("agent convert", c_conv), ("agent encode (Arrow IPC)", c_enc), ("ingest decode", c_dec),
+                    ("ingest to columns", c_cols), ("ingest INSERT (client side)", c_ins)):
+        print(f"  {name:<28} {c * 1e3:7.2f} ms  {n / c / 1e6:7.2f}")
+    py = c_conv + c_enc + c_dec + c_cols + c_ins
+    print(f"  all Python stages            {py * 1e3:7.2f} ms  {n / py / 1e6:7.2f}  (+ librdkafka lz4 and the "
+          f"ClickHouse server, in their own threads/processes)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bytes", type=int, default=3_000_000, help="dd bytes: ~2 syscall events each (default: %(default)s)")
+    ap.add_argument("--bytes", type=int, default=1_000_000, help="dd bytes: ~2 syscall events each (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=2, help="ingest worker threads (default: %(default)s)")
     ap.add_argument("--flush-ms", type=float, default=200.0, help="agent batch interval (default: %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the database and topics")
@@ -141,6 +185,9 @@ def main() -> int:
     print(f"e2e events/s (ring -> queryable in ClickHouse): {n / (t_done - t0):,.0f}   goal >= 500,000")
     print(f"freshness kernel event -> queryable: p50 <= {flow['freshness_p50_s']} s, "
           f"p99 <= {flow['freshness_p99_s']} s   goal p99 <= 2 s")
+    with open("/proc/loadavg") as f:
+        print(f"host load average (2 vCPUs, shared): {f.read().split()[:3]}")
+    stage_costs(env["CLICKHOUSE_HOST"], int(env["CLICKHOUSE_PORT"]))
     print("freshness histogram (upper edge s: events): " + ", ".join(
         f"{e}: {c}" for e, c in zip(flow["freshness_edges_s"], flow["freshness_hist"], strict=True) if c))
     return 0
