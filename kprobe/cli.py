@@ -13,6 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
+from kprobe.agent.kafka_cli import add_kafka_args, start_kafka_session
+from kprobe.cli_dataflow import add_parser as add_dataflow_parser
+
 DEFAULT_DATA = Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
 
 EPILOG = """\
@@ -76,6 +79,10 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
                         "the writer lag (then drop, counted) on a saturated host (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=5.0,
                    help="ring polling interval; huge values let rings overflow on purpose (default: %(default)s)")
+    from kprobe.otel.cli_args import add_otlp_args
+
+    add_otlp_args(p)
+    p.add_argument("--replayable", action="store_true", help="also record what `kprobe replay` needs (see its --help)")
 
 
 def _recorder_config(args: argparse.Namespace, watching: bool):
@@ -129,12 +136,17 @@ def _preflight(data: Path) -> int | None:
 
 def _start_session(args: argparse.Namespace, watching: bool):
     from kprobe.embedded import EmbeddedSession
+    from kprobe.otel.cli_args import otlp_config
+    from kprobe.otel.errors import ReceiverBindError
     from kprobe.sinks.chdb_store import StoreBusyError
 
     try:
-        return EmbeddedSession(args.data, _recorder_config(args, watching)).start()
+        return EmbeddedSession(args.data, _recorder_config(args, watching), otlp_config(args)).start()
     except StoreBusyError as e:
         raise SystemExit(_die(f"{e}; stop it first or use another --data")) from e
+    except ReceiverBindError as e:
+        raise SystemExit(_die(f"{e}; choose other ports with --otlp-grpc-port/--otlp-http-port "
+                              "(0 = any free port) or disable the receiver with --no-otlp")) from e
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -145,7 +157,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         from kprobe.agent.proc_scan import pids_by_comm
 
         args.watch_pid = list(args.watch_pid or []) + pids_by_comm(args.watch_comm)
-    session = _start_session(args, watching)
+    session = start_kafka_session(args, _recorder_config(args, watching)) if args.kafka else (
+        _start_session(args, watching))
+    replay_capture = start_replay_capture(args, session)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -153,6 +167,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     print(f"kprobe: recording {what} into {args.data}" + (f" for {args.duration} s" if args.duration else
           " until Ctrl-C"), file=sys.stderr)
     stop.wait(args.duration if args.duration else None)
+    if replay_capture:
+        replay_capture.stop()
     session.stop()
     _print_totals(session.recorder.stats)
     return 0
@@ -164,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (rc := _preflight(args.data)) is not None:
         return rc
     session = _start_session(args, watching=True)
+    replay_capture = start_replay_capture(args, session)
     gate_r, gate_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: wait until the parent has put us on the watch list, then exec
@@ -183,9 +200,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     session.recorder.wait_drained(timeout=5.0)
+    if replay_capture:
+        replay_capture.stop()
     session.stop()
     _print_totals(session.recorder.stats)
     return code if code >= 0 else 128 - code
+
+
+def start_replay_capture(args: argparse.Namespace, session):
+    from kprobe.replay.capture import start_if_requested
+
+    return start_if_requested(args, session)
 
 
 def _print_totals(stats) -> None:
@@ -272,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)")
     p.add_argument("--watch-comm", nargs="+", metavar="NAME", help="record high-volume streams only for these process names")
     p.add_argument("--watch-pid", nargs="+", type=int, metavar="PID", help="... and/or these pids (and their children)")
+    add_kafka_args(p)
     p.set_defaults(fn=cmd_record)
 
     p = sub.add_parser("run", help="record for the lifetime of a command and its children",
@@ -304,8 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sql)
 
     from kprobe.causal.cli_why import add_parser as add_why_parser
+    from kprobe.cli_dataflow_causality import add_parser as add_causality_parser
+    from kprobe.cli_graph import add_parser as add_graph_parser
 
     add_why_parser(sub, DEFAULT_DATA)
+    from kprobe.causal.cli_incidents import add_parser as add_incidents_parser
+
+    add_incidents_parser(sub, DEFAULT_DATA)
+    from kprobe.cli_demo import add_parser as add_demo_parser
+
+    add_demo_parser(sub)
+    add_graph_parser(sub, DEFAULT_DATA)
+    add_dataflow_parser(sub)
+    add_causality_parser(sub, DEFAULT_DATA)  # after `add_dataflow_parser`: it joins that command
+    from kprobe.cli_replay import add_parser as add_replay_parser
+
+    add_replay_parser(sub, DEFAULT_DATA)
     return ap
 
 

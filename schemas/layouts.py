@@ -4,6 +4,7 @@ import numpy as np
 
 KP_COMM_LEN = 16
 KP_PATH_LEN = 128
+KP_RDATA_LEN = 2048
 KP_EV_OFFCPU = 0
 KP_EV_PROC = 1
 KP_EV_FAULT = 2
@@ -35,6 +36,15 @@ KP_PROC_EXEC = 2
 KP_PROC_EXIT = 3
 KP_RECLAIM_DIRECT = 1
 KP_RECLAIM_MEMCG = 2
+KP_RSYS_TRUNCATED = 1
+KP_RSYS_VDSO = 2
+KP_RSYS_DATA_LOST = 4
+KP_RSYS_NO_ENTER = 8
+KP_RCNT_SYS_DROPS = 0
+KP_RCNT_DATA_DROPS = 1
+KP_RCNT_TRUNCATED = 2
+KP_RCNT_TRUNC_BYTES = 3
+KP_RCNT_MAX = 8
 
 
 KP_CONFIG = np.dtype(
@@ -145,6 +155,33 @@ KP_BLOCK_IO = np.dtype(
     }
 )
 
+KP_RCONFIG = np.dtype(
+    {
+        "names": ["max_bytes", "pad"],
+        "formats": ["<u8", "<u8"],
+        "offsets": [0, 8],
+        "itemsize": 16,
+    }
+)
+
+KP_RSYS = np.dtype(
+    {
+        "names": ["enter_ns", "exit_ns", "ret", "args", "seq", "tgid", "tid", "nr", "flags", "data_len", "nchunks"],
+        "formats": ["<u8", "<u8", "<i8", "(6,)<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 24, 72, 80, 84, 88, 92, 96, 100],
+        "itemsize": 104,
+    }
+)
+
+KP_RDATA = np.dtype(
+    {
+        "names": ["seq", "tgid", "tid", "region", "offset", "len", "pad", "data"],
+        "formats": ["<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "(2048,)u1"],
+        "offsets": [0, 8, 12, 16, 20, 24, 28, 32],
+        "itemsize": 2080,
+    }
+)
+
 
 STRUCTS = {
     "kp_config": KP_CONFIG,
@@ -159,4 +196,7 @@ STRUCTS = {
     "kp_syscall": KP_SYSCALL,
     "kp_fd_open": KP_FD_OPEN,
     "kp_block_io": KP_BLOCK_IO,
+    "kp_rconfig": KP_RCONFIG,
+    "kp_rsys": KP_RSYS,
+    "kp_rdata": KP_RDATA,
 }
