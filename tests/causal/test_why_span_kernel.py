@@ -63,7 +63,8 @@ def test_why_span_names_the_preempting_hog_with_the_measured_delay(session) -> N
     if len(cpus) < 2:
         pytest.skip("needs two CPUs: the recorder must not share the hog's CPU")
     cpu = cpus[-1]
-    hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=3.0)])
+    # long enough for the victim's OTel imports on a loaded host; killed as soon as the victim is done
+    hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=20.0)])
     try:
         victim = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, str(WORKLOADS / "otel_cpu_victim.py"),
                                    session.receiver.grpc_endpoint, "400"],
