@@ -14,7 +14,9 @@ def add_kafka_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--spool-mb", type=int, default=1024,
                    help="bound of the disk queue used while Kafka is unreachable, in DATA/spool (default: %(default)s)")
     g.add_argument("--metrics-port", type=int, default=None,
-                   help="serve Prometheus /metrics on 127.0.0.1:PORT (default: off)")
+                   help="serve Prometheus /metrics on PORT (default: off)")
+    g.add_argument("--metrics-bind", default="127.0.0.1",
+                   help="address of the metrics endpoint; 0.0.0.0 in a pod (default: %(default)s)")
 
 
 def start_kafka_session(args: argparse.Namespace, config):
@@ -23,4 +25,4 @@ def start_kafka_session(args: argparse.Namespace, config):
 
     sink = KafkaSinkConfig(brokers=args.kafka, spool_dir=args.data / "spool", spool_max_bytes=args.spool_mb << 20,
                            prefix=args.kafka_prefix)
-    return KafkaSession(args.data, config, sink, metrics_port=args.metrics_port).start()
+    return KafkaSession(args.data, config, sink, metrics_port=args.metrics_port, metrics_bind=args.metrics_bind).start()

@@ -75,6 +75,7 @@ class KafkaSession:
     config: RecorderConfig
     sink_config: KafkaSinkConfig
     metrics_port: int | None = None  # None: no endpoint; 0: any free port
+    metrics_bind: str = "127.0.0.1"
 
     def start(self) -> KafkaSession:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,8 @@ class KafkaSession:
         self.control = ControlServer(self.data_dir, _no_store, self.stats).start()
         self.metrics = None
         if self.metrics_port is not None:
-            self.metrics = MetricsServer(self.metrics_port, lambda: agent_metrics(self.stats())).start()
+            self.metrics = MetricsServer(self.metrics_port, lambda: agent_metrics(self.stats()),
+                                         self.metrics_bind).start()
         return self
 
     def stats(self) -> dict:

@@ -48,7 +48,7 @@ class RecorderConfig:
     max_poll_ms: float = 20.0  # longest, while rings are nearly empty (8 MiB rings take seconds to fill)
     flush_ms: float = 1000.0  # each store insert has a fixed cost (~10-20 ms of CPU in chDB)
     flush_rows: int = 1_000_000
-    writer_nice: int = 10     # the writer yields the CPU to the service it observes
+    writer_nice: int = 0      # >0: the writer yields the CPU to the service it observes (lags on a saturated host)
     queue_batches: int = 64
     retention_s: float | None = 6 * 3600
     retention_bytes: int | None = 2 << 30

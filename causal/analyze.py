@@ -208,11 +208,13 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
         return piece
 
     # a stall inside the thread's own direct reclaim: memory pressure, whatever the syscall
-    own = sum(_overlap(r.ts, r.end_ts, a, b) for r in ctx.reclaim_by_tid.get(tid, ()))
+    mine = [r for r in ctx.reclaim_by_tid.get(tid, ()) if _overlap(r.ts, r.end_ts, a, b) > 0]
+    own = sum(_overlap(r.ts, r.end_ts, a, b) for r in mine)
     if own * 2 >= d:
         cul, top = ctx.top_reclaimer(a, b, exclude=tgid)
-        return _Piece("memory_pressure", cul, d, ev + [{"own_reclaim_ns": own, "top_reclaimers": top}],
-                      summary="blocked in direct reclaim")
+        kind = "memcg" if any(r.kind == "memcg" for r in mine) else "direct"
+        return _Piece("memory_pressure", cul, d, ev + [{"own_reclaim_ns": own, "reclaim": kind, "top_reclaimers": top}],
+                      summary=f"blocked in {kind} reclaim")
 
     if name in SLEEP_CALLS:
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary=f"{name}")
@@ -535,6 +537,7 @@ def analyze(ev: Evidence) -> Analysis:
                      "or it was not watched")
     notes.append("off-CPU intervals shorter than the recorder's threshold are counted in the kernel, not here; "
                  "they show up as on-CPU time")
+    notes.extend(f"evidence cut by a bound: {t} (rows beyond the limit were not read)" for t in ev.truncated)
     op, op_ns = _operation(ev, bd.tid, lo, hi)
     return Analysis(interval=iv, comm=ev.comms.get(iv.tgid, "?"), operation=op, operation_ns=op_ns,
                     root_cause=chain[-1] if chain else None, breakdown=bd, chain=chain, causes=causes, notes=notes)

@@ -68,8 +68,7 @@ OPERATION_SCOPED = ("Cause", "KernelEvents")
 #: From an operation to its root cause; runs unchanged on the embedded engine (ladybug) and on Neo4j.
 #: Parameter: $op (the operation id). The root cause is the end of the longest path of on-chain edges.
 ROOT_CAUSE_QUERY = """\
-MATCH p = (o:Operation)-[:DELAYED_BY|CAUSED_BY*1..8]->(root:Cause)
-WHERE o.id = $op AND all(r IN relationships(p) WHERE r.on_chain = true)
+MATCH p = (o:Operation {id: $op})-[:DELAYED_BY|CAUSED_BY*1..8 {on_chain: true}]->(root:Cause)
 RETURN root.id AS id, root.kind AS kind, root.culprit_pid AS pid, root.culprit_tid AS tid,
        root.culprit_comm AS comm, root.delay_ns AS delay_ns, root.summary AS summary, length(p) AS depth
 ORDER BY depth DESC

@@ -27,6 +27,14 @@ class EventBatch:
     rows: tuple[dict[str, Any], ...]
 
 
+def event_batches(table: str, rows: list[dict[str, Any]], default_host: str) -> list[EventBatch]:
+    """Split decoded rows of one table (e.g. an Arrow record batch from Kafka, ``rb.to_pylist()``) per host."""
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_host.setdefault(str(r.get("host") or default_host), []).append(r)
+    return [EventBatch(h, table, tuple(rs)) for h, rs in sorted(by_host.items())]
+
+
 @dataclass
 class CausalResult:
     """What flows out for one analysed operation; ``analysis`` None means nothing was recorded for it."""

@@ -34,7 +34,7 @@ from bytewax.operators import StatefulLogic
 from bytewax.outputs import FixedPartitionedSink, Sink, StatefulSinkPartition
 
 from kprobe.causal.graph import GraphDelta
-from kprobe.dataflows.causal_step import CausalityState, CausalResult, EventBatch
+from kprobe.dataflows.causal_step import CausalityState, CausalResult, EventBatch, event_batches
 from kprobe.dataflows.windowing import SEC, Operation, WindowConfig
 
 # Tables the analysis reads (see causal/fetch.py); spans when the OTLP receiver stored any.
@@ -43,7 +43,7 @@ _INTERVAL_TABLES = {"offcpu", "syscall", "reclaim", "block_io"}
 
 
 class GraphWriter(Protocol):
-    def write(self, delta: GraphDelta) -> Any: ...
+    def write_many(self, deltas: list[GraphDelta]) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -117,11 +117,7 @@ class GraphSink(FixedPartitionedSink):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPart:
         g = self.factory()
 
-        def write(values: list[GraphDelta]) -> None:
-            for d in values:
-                g.write(d)
-
-        return _WriterPart(write, g.close)
+        return _WriterPart(lambda values: g.write_many(list(values)), g.close)
 
 
 class RowsSink(FixedPartitionedSink):
@@ -150,11 +146,18 @@ class FlowOptions:
 
 def build_flow(source: Source, graph: Callable[[], GraphWriter] | None = None,
                rows: Callable[[], RowsWriter] | None = None, results: Sink | None = None,
-               options: FlowOptions | None = None, name: str = "kprobe_causality") -> Dataflow:
-    """The causality dataflow over any source of ``EventBatch`` (and optional explicit ``Operation``) items."""
+               options: FlowOptions | None = None, name: str = "kprobe_causality",
+               prepare: Callable[[Any], Iterable[EventBatch | Operation]] | None = None) -> Dataflow:
+    """The causality dataflow over any source of ``EventBatch`` (and optional explicit ``Operation``) items.
+
+    ``prepare`` turns a source's raw items into those (e.g. a Kafka message: decode the
+    wire format, then ``causal_step.event_batches(table, record_batch.to_pylist(), host)``).
+    """
     opts = options or FlowOptions(WindowConfig())
     flow = Dataflow(name)
     items = op.input("events", flow, source)
+    if prepare is not None:
+        items = op.flat_map("prepare", items, prepare)
     keyed = op.key_on("by_host", items, lambda x: x.host)
     idle = timedelta(seconds=opts.idle_s)
     out = op.stateful("causality", keyed, lambda resume: _CausalityLogic(resume, opts.window, idle))
@@ -236,10 +239,7 @@ class _TailPart(StatefulSourcePartition):
             rows = self.store.query_rows(f"SELECT * FROM {t} WHERE {e} > {int(lo)} AND {e} <= {int(hi)} "
                                          f"ORDER BY {e}")
             self.cursor[t] = hi
-            by_host: dict[str, list[dict]] = {}
-            for r in rows:
-                by_host.setdefault(str(r.get("host") or self.src.default_host), []).append(r)
-            out.extend(EventBatch(h, t, tuple(rs)) for h, rs in sorted(by_host.items()))
+            out.extend(event_batches(t, rows, self.src.default_host))
         if not out and self.end is None:
             self._awake = datetime.now(UTC) + timedelta(seconds=self.src.poll_s)
         else:

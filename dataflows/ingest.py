@@ -26,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import bytewax.operators as op
+import numpy as np
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_driver.errors import Error as ClickHouseError
@@ -54,6 +55,7 @@ class IngestConfig:
     state_dir: Path = field(default_factory=lambda: Path("/var/lib/kprobe/dataflow"))
     epoch_s: float = 1.0
     metrics_port: int | None = None  # + process id; None: no endpoint
+    metrics_bind: str = "127.0.0.1"
 
 
 @dataclass
@@ -131,9 +133,16 @@ class _ClickHousePartition(StatelessSinkPartition[Decoded]):
                 delay = min(delay * 2, 5.0)
                 self.sink.close()
                 self.sink = self._connect()
+        now = time.time_ns()
         newest = max((d.header.produced_ns for d in good if d.header), default=0)
         if newest:
-            self.metrics.freshness_s = max(0.0, (time.time_ns() - newest) / 1e9)
+            self.metrics.freshness_s = max(0.0, (now - newest) / 1e9)
+        for d in good:  # per event: when it happened in the kernel (end of an interval) -> now queryable
+            cols = d.columns or {}
+            ts = cols.get("end_ts", cols.get("ts"))
+            if ts is not None and len(ts) and d.header is not None and d.header.table != "processes":
+                ts = ts[ts > 0].astype(np.int64)
+                self.metrics.observe_freshness((now - ts) / 1e9)
 
     def _store(self, batches: list[tuple[wire.BatchHeader, wire.Columns]]) -> None:
         res = self.sink.write_batches(batches)
@@ -194,7 +203,8 @@ def run(cfg: IngestConfig) -> int:
                 break
             time.sleep(0.1)
     metrics = FlowMetrics("ingest")
-    server = MetricsServer(cfg.metrics_port + pid, metrics.prometheus).start() if cfg.metrics_port is not None else None
+    server = (MetricsServer(cfg.metrics_port + pid, metrics.prometheus, cfg.metrics_bind).start()
+              if cfg.metrics_port is not None else None)
     status = cfg.state_dir / f"ingest-{pid}.json"
     stop = threading.Event()
 
@@ -225,7 +235,7 @@ def _spawn_cluster(cfg: IngestConfig) -> int:
             "--prefix", cfg.prefix, "--workers", str(cfg.workers), "--processes", str(cfg.processes),
             "--base-port", str(cfg.base_port), "--state-dir", str(cfg.state_dir), "--epoch-s", str(cfg.epoch_s)]
     if cfg.metrics_port is not None:
-        argv += ["--metrics-port", str(cfg.metrics_port)]
+        argv += ["--metrics-port", str(cfg.metrics_port), "--metrics-bind", cfg.metrics_bind]
     children = [subprocess.Popen([*argv, "--process-id", str(i)]) for i in range(cfg.processes)]
     try:
         while True:

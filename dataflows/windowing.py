@@ -121,6 +121,7 @@ class HostWindow:
     pending: dict[str, Operation] = field(default_factory=dict)
     fired: dict[str, Operation] = field(default_factory=dict)
     fired_max_end: int = 0
+    evicted_at: int = 0          # watermark of the last eviction: evict every retention/4 of event time
     stats: WindowStats = field(default_factory=WindowStats)
 
     @property
@@ -195,8 +196,15 @@ class HostWindow:
             self.stats.fired += 1
         return due
 
-    def evict(self) -> int:
-        """Forget rows and analysed operations behind the buffer horizon; returns rows dropped."""
+    def evict(self, force: bool = False) -> int:
+        """Forget rows and analysed operations behind the buffer horizon; returns rows dropped.
+
+        Runs at most once per quarter of the retention in event time (a full pass over the
+        buffers per batch would make the step quadratic), unless ``force``.
+        """
+        if not force and self.watermark - self.evicted_at < self.config.retention_ns // 4:
+            return 0
+        self.evicted_at = self.watermark
         horizon = self.watermark - self.config.retention_ns
         oldest_pending = min((op.start_ns for op in self.pending.values()), default=horizon)
         cut = min(horizon, oldest_pending)

@@ -74,6 +74,9 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     p.add_argument("--flush-ms", type=float, default=5000.0,
                    help="batch interval to the store (each insert has a fixed cost); a query through the "
                         "running recorder flushes first, so it still sees the last 0.25 s (default: %(default)s)")
+    p.add_argument("--writer-nice", type=int, default=0, metavar="N",
+                   help="nice value of the store writer thread; >0 yields CPU to the observed service but lets "
+                        "the writer lag (then drop, counted) on a saturated host (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=5.0,
                    help="ring polling interval; huge values let rings overflow on purpose (default: %(default)s)")
     from kprobe.otel.cli_args import add_otlp_args
@@ -110,6 +113,7 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
         probes=probes,
         flush_ms=args.flush_ms,
         poll_ms=args.poll_ms,
+        writer_nice=args.writer_nice,
         retention_s=args.retention,
         retention_bytes=args.retention_mb << 20,
     )

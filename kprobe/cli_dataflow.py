@@ -45,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--epoch-s", type=float, default=1.0,
                    help="snapshot interval: at most this much is re-read after a crash (default: %(default)s)")
     i.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (+ process id)")
+    i.add_argument("--metrics-bind", default="127.0.0.1", help="metrics address; 0.0.0.0 in a pod (default: %(default)s)")
     i.set_defaults(fn=cmd_ingest)
     s = flows.add_parser("status", help="counters of the dataflow processes (from their status files)")
     s.add_argument("--state-dir", type=Path, default=Path("/var/lib/kprobe/dataflow"))
@@ -64,7 +65,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = IngestConfig(brokers=args.brokers, clickhouse_host=host, clickhouse_port=int(port), database=args.database,
                        prefix=args.prefix, workers=args.workers, processes=args.processes,
                        process_id=args.process_id, base_port=args.base_port, state_dir=args.state_dir,
-                       epoch_s=args.epoch_s, metrics_port=args.metrics_port)
+                       epoch_s=args.epoch_s, metrics_port=args.metrics_port,
+                       metrics_bind=args.metrics_bind)
     return run(cfg)
 
 

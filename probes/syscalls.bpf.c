@@ -61,9 +61,10 @@ int BPF_PROG(kp_sys_enter, struct pt_regs *regs, long sysno)
 	st->ts = bpf_ktime_get_ns();
 	st->nr = nr;
 	st->always = *on == KP_SYS_ALWAYS;
-	st->args[0] = PT_REGS_PARM1_CORE(regs);
-	st->args[1] = PT_REGS_PARM2_CORE(regs);
-	st->args[2] = PT_REGS_PARM3_CORE(regs);
+	/* tp_btf hands a trusted pt_regs pointer: plain loads, no probe-read helper calls */
+	st->args[0] = PT_REGS_PARM1(regs);
+	st->args[1] = PT_REGS_PARM2(regs);
+	st->args[2] = PT_REGS_PARM3(regs);
 	return 0;
 }
 

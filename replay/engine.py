@@ -111,6 +111,7 @@ class _Thread:
     pending_exit: object = None     # callback at the syscall-exit stop
     held: object = None             # regs while held for ordering
     arrival: int = 0                # virtual time the last input arrived
+    synth: int = 0                  # synthesized clock reads since the last recorded one
 
 
 @dataclass
@@ -134,6 +135,15 @@ class ReplayEngine:
         by_thread: dict[int, list[Event]] = {}
         for e in self.expected:
             by_thread.setdefault(e.tid, []).append(e)
+        # think time of an event = its recorded gap to its own predecessor, even when a what-if
+        # binary makes it earlier or later than in the recording
+        self.pred_exit: dict[int, int] = {}
+        for q in by_thread.values():
+            prev = None
+            for e in q:
+                if prev is not None:
+                    self.pred_exit[e.index] = prev.exit_ns
+                prev = e
         self.unconsumed = sorted(e.index for e in self.expected if e.nr not in CLOCKS)
         self.consumed: set[int] = set()
         self.threads: dict[int, _Thread] = {}
@@ -146,6 +156,7 @@ class ReplayEngine:
         self.out_shift: dict[int, int] = {}                # fd -> virtual minus recorded time of last output
         self.counts: dict[tuple[str, int], int] = {}
         self.started = False
+        self.skipped_clock_reads = 0
         t0 = time.monotonic()
         pid = T.spawn(self.argv, self.env, self.cpu)
         self.pid = pid
@@ -172,6 +183,8 @@ class ReplayEngine:
                 self._diverge(e.index, e.tid, "sequence", describe(e.nr, e.args, e.ret), "process ended")
         if self.res.outcome == "identical" and log.replayable_until < len(log.events):
             self.res.outcome = "incomplete-log"
+        if self.skipped_clock_reads:
+            self.res.notes.append(f"{self.skipped_clock_reads} recorded clock reads were not made by the replay")
         if getattr(self, "rdtsc_count", 0):
             self.res.notes.append(f"rdtsc executed {self.rdtsc_count} times: answered with synthetic values")
         self._verdict()
@@ -277,9 +290,12 @@ class ReplayEngine:
             self._new_thread(tid)
             T.cont(tid)
             return None
-        if sig == signal.SIGSEGV and self.mem is not None:
+        if sig == signal.SIGSEGV:
             regs = T.get_regs(tid)
-            code = self.mem.read(regs.rip, 3)
+            mem = self.mem or T.Memory(tid)  # before exec: the tracer's own forked child reading a clock
+            code = mem.read(regs.rip, 3)
+            if mem is not self.mem:
+                mem.close()
             if code[:2] == b"\x0f\x31" or code == b"\x0f\x01\xf9":
                 return self._rdtsc(tid, regs, 2 if code[:2] == b"\x0f\x31" else 3)
         if sig == signal.SIGTRAP:
@@ -343,7 +359,10 @@ class ReplayEngine:
         while th.pos < len(th.queue):
             e = th.queue[th.pos]
             if e.nr in CLOCKS and nr not in CLOCKS:
-                th.pos += 1
+                th.pos += 1  # the replay did not make this read: keep virtual time on the timeline
+                self.skipped_clock_reads += 1
+                th.vt += max(0, e.enter_ns - self.pred_exit.get(e.index, th.prev_exit)) + e.dur_ns
+                th.prev_exit = e.exit_ns
                 continue
             return e
         return None
@@ -372,7 +391,7 @@ class ReplayEngine:
         dur = e.dur_ns
         if any(i.removes(e) for i in self.injections):
             dur = 0
-        think = max(0, e.enter_ns - th.prev_exit)
+        think = max(0, e.enter_ns - self.pred_exit.get(e.index, th.prev_exit))
         fd = e.args[0] & 0xFFFFFFFF
         if e.nr in INPUT_WAITS and self._is_external(e) and e.dur_ns > BLOCKED_NS:
             # The call waited for the peer, so the peer sent after our last output on this fd:
@@ -607,9 +626,12 @@ class ReplayEngine:
             return None
         # not in the log (e.g. gettimeofday through a glibc IFUNC): synthesize from the replay clock
         self.res.synthesized_clock_reads += 1
-        th.vt += 1000
+        if len(self.res.notes) < 20:
+            self.res.notes.append(f"clock read {sysname(nr)}({args[0]}) not in the log (next expected: "
+                                  f"{describe(nxt.nr, nxt.args) if nxt else 'none'}): synthesized")
+        th.synth += 1  # strictly increasing, without moving the virtual clock off the recorded timeline
         clk = args[0] if nr == 228 else 0
-        now = th.vt + (self.log.clock_offset_ns if nr != 228 or clk in (0, 5, 11) else 0)
+        now = th.vt + th.synth + (self.log.clock_offset_ns if nr != 228 or clk in (0, 5, 11) else 0)
         if nr == 228:
             self.mem.write(args[1], struct.pack("<qq", now // 1_000_000_000, now % 1_000_000_000))
             self._skip(tid, regs, 0)

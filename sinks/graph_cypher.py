@@ -18,7 +18,7 @@ from typing import Any
 
 from kprobe.causal.graph import NODE_SCHEMA, OPERATION_SCOPED, REL_SCHEMA, ROOT_CAUSE_QUERY, GraphDelta
 
-__all__ = ["Statement", "write_statements", "ladybug_ddl", "neo4j_constraints", "ROOT_CAUSE_QUERY",
+__all__ = ["Statement", "write_statements", "EXISTING_OPS", "latest_per_op", "ladybug_ddl", "neo4j_constraints", "ROOT_CAUSE_QUERY",
            "WriteResult"]
 
 
@@ -53,31 +53,48 @@ def _scoped_delete(label: str) -> str:
     return f"MATCH (n:{label}) WHERE n.op = $op AND NOT n.id IN $keep DETACH DELETE n"
 
 
-def write_statements(delta: GraphDelta) -> list[Statement]:
-    """Statements that make the store hold exactly this analysis for ``delta.op_id``.
+EXISTING_OPS = "MATCH (o:Operation) WHERE o.id IN $ids RETURN o.id AS id"
 
-    Cause/KernelEvents nodes of the same operation that the new analysis no
-    longer has (a re-run after late events changed the tree) are deleted first;
-    shared nodes (processes, connections) are only ever merged.
+
+def latest_per_op(deltas: list[GraphDelta]) -> list[GraphDelta]:
+    """One delta per operation, the last one given (a batch may hold an analysis and its re-run)."""
+    by_op: dict[str, GraphDelta] = {}
+    for d in deltas:
+        by_op.pop(d.op_id, None)
+        by_op[d.op_id] = d
+    return list(by_op.values())
+
+
+def write_statements(deltas: list[GraphDelta], existing: set[str] | frozenset[str] = frozenset()) -> list[Statement]:
+    """Statements that make the store hold exactly these analyses, batched: one UNWIND per label/type.
+
+    For operations already in the store (``existing``, from ``EXISTING_OPS``), the
+    Cause/KernelEvents nodes the new analysis no longer has (a re-run after late
+    events changed the tree) are deleted first; shared nodes (processes,
+    connections) are only ever merged. Batching matters on the embedded engine:
+    each edge statement joins against its node tables once, whatever its row count.
     """
+    deltas = latest_per_op(deltas)
     out: list[Statement] = []
-    for label in OPERATION_SCOPED:
-        out.append(Statement(_scoped_delete(label), {"op": delta.op_id, "keep": delta.node_ids(label)}))
-    by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for n in delta.nodes:
-        props = {p: n.props[p] for p, _ in NODE_SCHEMA[n.label]}
-        by_label[n.label].append(props)
+    for d in deltas:
+        if d.op_id in existing:
+            for label in OPERATION_SCOPED:
+                out.append(Statement(_scoped_delete(label), {"op": d.op_id, "keep": d.node_ids(label)}))
+    by_label: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    by_rel: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+    for d in deltas:
+        for n in d.nodes:
+            by_label[n.label][n.id] = {p: n.props[p] for p, _ in NODE_SCHEMA[n.label]}
+        for e in d.edges:
+            row = {"src": e.src, "dst": e.dst}
+            row.update({p: e.props[p] for p, _ in REL_SCHEMA[e.type][2]})
+            by_rel[e.type][(e.src, e.dst)] = row
     for label in NODE_SCHEMA:
         if by_label[label]:
-            out.append(Statement(_node_merge(label), {"rows": by_label[label]}))
-    by_rel: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in delta.edges:
-        row = {"src": e.src, "dst": e.dst}
-        row.update({p: e.props[p] for p, _ in REL_SCHEMA[e.type][2]})
-        by_rel[e.type].append(row)
+            out.append(Statement(_node_merge(label), {"rows": list(by_label[label].values())}))
     for rel in REL_SCHEMA:
         if by_rel[rel]:
-            out.append(Statement(_edge_merge(rel), {"rows": by_rel[rel]}))
+            out.append(Statement(_edge_merge(rel), {"rows": list(by_rel[rel].values())}))
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kprobe.causal.graph import ROOT_CAUSE_QUERY, GraphDelta
-from kprobe.sinks.graph_cypher import WriteResult, ladybug_ddl, write_statements
+from kprobe.sinks.graph_cypher import EXISTING_OPS, WriteResult, ladybug_ddl, write_statements
 
 DB_NAME = "causal.lbug"
 
@@ -44,18 +44,28 @@ class LadybugGraph:
 
     def write(self, delta: GraphDelta) -> WriteResult:
         """Replace the operation's subgraph with ``delta`` in one transaction (all or nothing)."""
+        return self.write_many([delta])
+
+    def write_many(self, deltas: list[GraphDelta]) -> WriteResult:
+        """Several analyses in one transaction and one statement per label/type (much cheaper per analysis)."""
         res = WriteResult()
+        if not deltas:
+            return res
         with self._lock:
             self._conn.execute("BEGIN TRANSACTION")
             try:
-                for st in write_statements(delta):
+                r = self._conn.execute(EXISTING_OPS, {"ids": [d.op_id for d in deltas]})
+                existing = set()
+                while r.has_next():
+                    existing.add(r.get_next()[0])
+                for st in write_statements(deltas, existing):
                     self._conn.execute(st.cypher, st.params)
                     res.statements += 1
                 self._conn.execute("COMMIT")
             except Exception:
                 self._conn.execute("ROLLBACK")
                 raise
-        res.nodes, res.edges = len(delta.nodes), len(delta.edges)
+        res.nodes, res.edges = sum(len(d.nodes) for d in deltas), sum(len(d.edges) for d in deltas)
         return res
 
     def query(self, cypher: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

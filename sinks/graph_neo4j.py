@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from kprobe.causal.graph import ROOT_CAUSE_QUERY, GraphDelta
-from kprobe.sinks.graph_cypher import WriteResult, neo4j_constraints, write_statements
+from kprobe.sinks.graph_cypher import EXISTING_OPS, WriteResult, neo4j_constraints, write_statements
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -35,15 +35,24 @@ class Neo4jGraph:
                 s.run(c).consume()
 
     def write(self, delta: GraphDelta) -> WriteResult:
-        stmts = write_statements(delta)
+        return self.write_many([delta])
 
-        def work(tx: Any) -> None:
+    def write_many(self, deltas: list[GraphDelta]) -> WriteResult:
+        """All analyses in one write transaction (retried by the driver on transient errors)."""
+        res = WriteResult(nodes=sum(len(d.nodes) for d in deltas), edges=sum(len(d.edges) for d in deltas))
+        if not deltas:
+            return res
+
+        def work(tx: Any) -> int:
+            existing = {r["id"] for r in tx.run(EXISTING_OPS, ids=[d.op_id for d in deltas])}
+            stmts = write_statements(deltas, existing)
             for st in stmts:
                 tx.run(st.cypher, st.params).consume()
+            return len(stmts)
 
         with self._driver.session(database=self._database) as s:
-            s.execute_write(work)
-        return WriteResult(nodes=len(delta.nodes), edges=len(delta.edges), statements=len(stmts))
+            res.statements = s.execute_write(work)
+        return res
 
     def query(self, cypher: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         records, _, _ = self._driver.execute_query(cypher, params or {}, database_=self._database)

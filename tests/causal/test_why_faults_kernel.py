@@ -173,7 +173,7 @@ def test_throttled_fsync_is_disk_io_of_the_writer(capture, throttled_disk):
 
 def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture, throttled_disk):
     """A hog keeps a 64 MiB memcg full of dirty page cache on a throttled device; the victim joins the memcg
-    and touches 32 MiB: its charges stall in memcg reclaim waiting for the hog's writeback.
+    and touches 48 MiB: its charges stall in memcg reclaim waiting for the hog's writeback.
 
     Injected delay = the victim's wall time for the same work minus its wall time outside the memcg.
     The victim runs SCHED_RR pinned to one CPU, so other load on the host does not add to either pass.
@@ -195,7 +195,7 @@ def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture,
              "20", str(limit)], stdout=subprocess.PIPE, text=True)
         assert hog.stdout is not None and hog.stdout.readline().strip() == "ready"
         v = capture.spawn(*RR, "taskset", "-c", str(vcpu), sys.executable, str(WORKLOADS / "causal_memcg_victim.py"),
-                          "32", str(cg), stdout=subprocess.PIPE)
+                          "48", str(cg), stdout=subprocess.PIPE)
         pid, t0, t1, base = _ints(v, timeout=60)
     finally:
         if hog is not None:

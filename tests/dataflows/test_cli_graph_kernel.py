@@ -37,7 +37,7 @@ def test_graph_cli_prints_the_query_root_cause_and_is_idempotent(capture, capsys
     before = _counts(capture.data)
     assert main([*argv, "--cypher"]) == 0
     text = capsys.readouterr().out
-    assert "root cause: lock_contention" in text and f"PID {holder}" in text and "MATCH p = (o:Operation)" in text
+    assert "root cause: lock_contention" in text and f"PID {holder}" in text and "MATCH p = (o:Operation {id: $op})" in text
     assert _counts(capture.data) == before
 
     # the flow over the same store (through the running recorder's socket) finds the futex wait itself

@@ -178,6 +178,12 @@ def test_real_events_arrive_in_clickhouse_exactly(pipe):
     from kprobe.prometheus import parse
     body = urllib.request.urlopen(f"http://127.0.0.1:{cap.session.metrics.port}/metrics", timeout=5).read().decode()
     assert parse(body)["kprobe_agent_kafka_accepted_rows_total"] > 0
+    from kprobe.query.client import open_store
+    from kprobe.query.stats import collect, render
+
+    live = collect(open_store(pipe["tmp"] / "agent"), pipe["tmp"] / "agent")  # what `kprobe stats` shows
+    assert live["recording"] and live["recorder"]["kafka"]["accepted_rows"] > 0
+    assert "kafka 127.0.0.1" in render(live) and "delivered" in render(live)
     stats = cap.finish()
     counts = _check_exact(pipe, stats, p)
     assert counts["syscall"] > 0 and counts["processes"] > 0
