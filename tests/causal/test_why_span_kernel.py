@@ -53,7 +53,7 @@ def _written(session, mono_ns: int, timeout: float) -> bool:
 
 def _kprobe(data: Path, *args: str) -> dict | list:
     out = subprocess.run([sys.executable, "-m", "kprobe", *args, "--data", str(data), "--json"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -105,5 +105,5 @@ def test_why_span_refuses_unknown_and_malformed_ids(session) -> None:
     for args, msg in ((["--span", "00112233445566ff"], "no span"), (["--span", "xyz"], "16 hex digits"),
                       (["--trace", "12"], "32 hex digits"), (["--incident", "nonsense"], "not an incident id")):
         out = subprocess.run([sys.executable, "-m", "kprobe", "why", "--data", str(session.data_dir), *args],
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=240)
         assert out.returncode == 2 and msg in out.stderr, (args, out.stderr)
