@@ -43,7 +43,12 @@ host, is flagged in the output because it makes the comparison meaningless.
 Before each run the bench waits (up to --quiet-wait s) for no foreign links
 and host busy <= --quiet-busy %; the busy % it got is printed with the run.
 
-Usage: python3 bench/overhead.py [--rounds 3] [--seconds 5] [--conns 1] [--skip-pingpong] [--json]
+The recorder runs with `kprobe record`'s defaults (``--detail bounded``: see
+``kprobe record --help``); ``--record-args "--detail full"`` measures another
+capture policy with the same harness.
+
+Usage: python3 bench/overhead.py [--rounds 3] [--seconds 5] [--conns 1] [--skip-pingpong]
+       [--record-args "--detail full"] [--json]
 """
 
 from __future__ import annotations
@@ -239,6 +244,7 @@ class Config:
     watch_comms: list[str]
     quiet_wait_s: float
     quiet_busy_pct: float
+    record_args: list[str] = field(default_factory=list)
 
 
 def host_busy_pct(interval_s: float = 1.0) -> float:
@@ -271,7 +277,7 @@ def one_run(mode: str, workload: Callable[[], dict], cfg: Config) -> dict:
     with tempfile.TemporaryDirectory(prefix="kprobe-bench-oh-") as tmp:
         if mode != "off":
             watch = ["--watch-comm", *cfg.watch_comms] if mode == "watch" else []
-            rec = RecorderRun(watch, Path(tmp) / "data").start()
+            rec = RecorderRun([*cfg.record_args, *watch], Path(tmp) / "data").start()
         busy0, total0 = host_cpu()
         cpu0, t0 = (rec.cpu_s() if rec else 0.0), time.monotonic()
         out = workload()
@@ -384,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet-busy", type=float, default=10.0,
                     help="host busy %% below which it counts as idle (default: %(default)s)")
     ap.add_argument("--skip-pingpong", action="store_true")
+    ap.add_argument("--record-args", default="", metavar="ARGS",
+                    help="extra `kprobe record` options, one string, e.g. \"--detail full\" (default: none)")
     ap.add_argument("--json", action="store_true", help="print one JSON object (progress still on stderr)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -400,18 +408,18 @@ def _run(args: argparse.Namespace) -> int:
     build_workloads()
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     result: dict = {"meta": {"cpus": os.cpu_count(), "seconds": args.seconds, "rounds": args.rounds,
-                             "conns": args.conns, "req_bytes": REQ_BYTES, "reply_bytes": REPLY_BYTES,
+                             "conns": args.conns, "record_args": args.record_args, "req_bytes": REQ_BYTES, "reply_bytes": REPLY_BYTES,
                              "kernel": os.uname().release,
                              "goals": {"loss_pct": GOAL_LOSS_PCT, "p99_increase_pct": GOAL_P99_PCT}}}
     server = Server.start()
     try:
-        cfg = Config(args.seconds, ["rr_server", "rr_client"], args.quiet_wait, args.quiet_busy)
+        cfg = Config(args.seconds, ["rr_server", "rr_client"], args.quiet_wait, args.quiet_busy, args.record_args.split())
         runs = run_rounds("rr", rr_workload(server.port, args.conns, args.seconds), args.rounds, cfg, log)
         result["rr"] = {"runs": runs, "summary": summarize(runs, "rps")}
     finally:
         server.stop()
     if not args.skip_pingpong:
-        cfg = Config(args.seconds, ["pingpong"], args.quiet_wait, args.quiet_busy)
+        cfg = Config(args.seconds, ["pingpong"], args.quiet_wait, args.quiet_busy, args.record_args.split())
         runs = run_rounds("pingpong", pingpong_workload(args.seconds), args.rounds, cfg, log)
         result["pingpong"] = {"runs": runs, "summary": summarize(runs, "rt_per_s")}
     if args.json:
@@ -419,7 +427,7 @@ def _run(args: argparse.Namespace) -> int:
         print()
         return 0
     print(f"host: {os.cpu_count()} CPUs, kernel {os.uname().release}, load average at end {os.getloadavg()[0]:.2f}")
-    print(f"kprobe record overhead: {args.rounds} rounds x {args.seconds:g} s per run, medians over rounds; "
+    print(f"kprobe record {args.record_args or '(defaults)'} overhead: {args.rounds} rounds x {args.seconds:g} s per run, medians over rounds; "
           f"goals: loss <= {GOAL_LOSS_PCT:g} %, p99 +<= {GOAL_P99_PCT:g} %, lost = 0")
     print_summary(f"rr: loopback TCP {REQ_BYTES} B req / {REPLY_BYTES} B reply, {args.conns} conn(s), "
                   "server on CPU 0, client on CPU 1", result["rr"]["summary"], "req/s", True)

@@ -4,6 +4,7 @@ import numpy as np
 
 KP_COMM_LEN = 16
 KP_PATH_LEN = 128
+KP_RDATA_LEN = 2048
 KP_EV_OFFCPU = 0
 KP_EV_PROC = 1
 KP_EV_FAULT = 2
@@ -22,6 +23,8 @@ KP_CNT_OFFCPU_SHORT_NS = 2
 KP_CNT_SYSCALL_SHORT = 3
 KP_CNT_FAULTS = 4
 KP_CNT_SOCK_IO_UNWATCHED = 5
+KP_CNT_SYSCALL_SHORT_NS = 6
+KP_CNT_SOCK_IO_FOLDED = 7
 KP_CNT_MAX = 8
 KP_OFF_PREEMPTED = 1
 KP_OFF_SLEEP = 2
@@ -33,14 +36,23 @@ KP_PROC_EXEC = 2
 KP_PROC_EXIT = 3
 KP_RECLAIM_DIRECT = 1
 KP_RECLAIM_MEMCG = 2
+KP_RSYS_TRUNCATED = 1
+KP_RSYS_VDSO = 2
+KP_RSYS_DATA_LOST = 4
+KP_RSYS_NO_ENTER = 8
+KP_RCNT_SYS_DROPS = 0
+KP_RCNT_DATA_DROPS = 1
+KP_RCNT_TRUNCATED = 2
+KP_RCNT_TRUNC_BYTES = 3
+KP_RCNT_MAX = 8
 
 
 KP_CONFIG = np.dtype(
     {
-        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4"],
-        "offsets": [0, 8, 16, 20, 24, 28],
-        "itemsize": 32,
+        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "pad"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36],
+        "itemsize": 40,
     }
 )
 
@@ -143,6 +155,33 @@ KP_BLOCK_IO = np.dtype(
     }
 )
 
+KP_RCONFIG = np.dtype(
+    {
+        "names": ["max_bytes", "pad"],
+        "formats": ["<u8", "<u8"],
+        "offsets": [0, 8],
+        "itemsize": 16,
+    }
+)
+
+KP_RSYS = np.dtype(
+    {
+        "names": ["enter_ns", "exit_ns", "ret", "args", "seq", "tgid", "tid", "nr", "flags", "data_len", "nchunks"],
+        "formats": ["<u8", "<u8", "<i8", "(6,)<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 24, 72, 80, 84, 88, 92, 96, 100],
+        "itemsize": 104,
+    }
+)
+
+KP_RDATA = np.dtype(
+    {
+        "names": ["seq", "tgid", "tid", "region", "offset", "len", "pad", "data"],
+        "formats": ["<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "(2048,)u1"],
+        "offsets": [0, 8, 12, 16, 20, 24, 28, 32],
+        "itemsize": 2080,
+    }
+)
+
 
 STRUCTS = {
     "kp_config": KP_CONFIG,
@@ -157,4 +196,7 @@ STRUCTS = {
     "kp_syscall": KP_SYSCALL,
     "kp_fd_open": KP_FD_OPEN,
     "kp_block_io": KP_BLOCK_IO,
+    "kp_rconfig": KP_RCONFIG,
+    "kp_rsys": KP_RSYS,
+    "kp_rdata": KP_RDATA,
 }

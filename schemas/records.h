@@ -42,6 +42,8 @@ enum kp_counter {
 	KP_CNT_SYSCALL_SHORT = 3,   /* syscalls below the threshold */
 	KP_CNT_FAULTS = 4,          /* every user page fault of a watched task */
 	KP_CNT_SOCK_IO_UNWATCHED = 5,
+	KP_CNT_SYSCALL_SHORT_NS = 6, /* summed duration of syscalls below the threshold */
+	KP_CNT_SOCK_IO_FOLDED = 7,  /* socket sends/recvs folded into a per-socket sock_io total */
 	KP_CNT_MAX = 8,
 };
 
@@ -61,6 +63,10 @@ struct kp_config {
 	__u32 self_tgid;         /* the agent itself, never traced */
 	__u32 fault_sample_every;
 	__u32 fault_flush_ms;
+	/* 0: one sock_io record per send/recv; N: per socket and direction, at most one
+	 * record per N ms carrying the bytes since the previous one (totals stay exact). */
+	__u32 sock_flush_ms;
+	__u32 pad;
 };
 
 struct kp_offcpu {
@@ -210,6 +216,59 @@ struct kp_block_io {
 	__u32 pad;
 	char rwbs[8];
 	char comm[KP_COMM_LEN];
+};
+
+/* ---- Replayable recording (probes/replay.bpf.c, replay/) ----------------------------------------
+ * Every syscall of a watched process with all six arguments, its return value and a per-thread
+ * sequence number (a gap means a lost record: the thread is not replayable past it), plus the bytes
+ * the kernel wrote into the process (read buffers, peer addresses, getrandom, stat buffers, ...)
+ * in fixed-size chunks. Time read through libc (clock_gettime/gettimeofday/time, normally served
+ * by the vDSO without any syscall) is captured by uprobes and flagged KP_RSYS_VDSO. */
+#define KP_RDATA_LEN 2048
+
+enum kp_rsys_flag {
+	KP_RSYS_TRUNCATED = 1,  /* data over the per-syscall cap: not replayable from here on */
+	KP_RSYS_VDSO = 2,       /* a libc time call (uprobe), not a syscall */
+	KP_RSYS_DATA_LOST = 4,  /* a data chunk found the ring full */
+	KP_RSYS_NO_ENTER = 8,   /* exit seen without its enter (watch began mid-call, e.g. at exec) */
+};
+
+enum kp_rcounter {
+	KP_RCNT_SYS_DROPS = 0,   /* kp_rsys records lost (ring full) */
+	KP_RCNT_DATA_DROPS = 1,  /* kp_rdata chunks lost */
+	KP_RCNT_TRUNCATED = 2,   /* syscalls whose data hit the cap */
+	KP_RCNT_TRUNC_BYTES = 3, /* bytes not captured because of the cap */
+	KP_RCNT_MAX = 8,
+};
+
+struct kp_rconfig {
+	__u64 max_bytes;  /* data cap per syscall */
+	__u64 pad;
+};
+
+struct kp_rsys {
+	__u64 enter_ns;
+	__u64 exit_ns;
+	__s64 ret;
+	__u64 args[6];
+	__u64 seq;       /* per thread, from 1; shared by syscalls and uprobe time reads */
+	__u32 tgid;
+	__u32 tid;
+	__u32 nr;
+	__u32 flags;
+	__u32 data_len;  /* bytes captured in kp_rdata chunks */
+	__u32 nchunks;
+};
+
+struct kp_rdata {
+	__u64 seq;       /* with tid: the kp_rsys this chunk belongs to */
+	__u32 tgid;
+	__u32 tid;
+	__u32 region;    /* 0 main buffer, 1 address, 2 auxiliary (lengths, msghdr), 3 control */
+	__u32 offset;    /* of this chunk within its region */
+	__u32 len;
+	__u32 pad;
+	__u8 data[KP_RDATA_LEN];
 };
 
 #endif

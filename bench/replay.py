@@ -1,0 +1,122 @@
+"""Benchmark: replay wall time / native wall time for the C ledger service (~10k syscalls).
+
+Why: replay is only useful if an incident of minutes replays in minutes. Goal: <= 3x native.
+
+The service (tests/replay/workloads/ledger_svc.c) serves REQUESTS requests from a closed-loop
+client on loopback: per request read, getrandom, ledger write, fsync, reply (plus a vDSO
+clock_gettime that only the replay sees as a trap). The ledger lives on /dev/shm so fsync costs
+the same little natively as a recorded answer does in replay (a disk fsync would flatter replay).
+
+Three runs: native (no recorder), recorded (replay probe attached: the recording overhead), and
+replays of that recording with the client and ledger absent. Wall time is from fork to exit of
+the service process in each case. The tracer and the tracee share one CPU (as replay does by
+design); numbers are printed, nothing is asserted.
+
+    sudo .venv/bin/python bench/replay.py [--requests 2000] [--replays 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCE = REPO / "tests" / "replay" / "workloads" / "ledger_svc.c"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _client(port: int, n: int) -> None:
+    for _ in range(200):
+        try:
+            s = socket.create_connection(("127.0.0.1", port))
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.005)
+    with s:
+        for i in range(n):
+            s.sendall(b"pay%06d\n" % i)
+            s.recv(200)
+
+
+def native(exe: str, n: int, ledger: Path) -> float:
+    port = _port()
+    t0 = time.perf_counter()
+    p = subprocess.Popen([exe, str(port), str(ledger), str(n)], stdout=subprocess.DEVNULL)
+    _client(port, n)
+    p.wait()
+    return time.perf_counter() - t0
+
+
+def recorded(exe: str, n: int, ledger: Path, session: Path) -> tuple[float, list[str], int]:
+    from kprobe.replay.record import ReplayRecorder
+
+    port = _port()
+    rec = ReplayRecorder(session)
+    try:
+        argv = [exe, str(port), str(ledger), str(n)]
+        t0 = time.perf_counter()
+        p = rec.start(argv)
+        c = threading.Thread(target=_client, args=(port, n))
+        c.start()
+        p.wait()
+        wall = time.perf_counter() - t0
+        c.join()
+    finally:
+        rec.stop()
+    return wall, argv, p.pid
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000, help="requests (~5 syscalls each; default %(default)s)")
+    ap.add_argument("--replays", type=int, default=3)
+    ap.add_argument("--cpu", type=int, default=0)
+    args = ap.parse_args()
+    from kprobe.replay import log as rlog
+    from kprobe.replay.engine import ReplayEngine
+
+    tmp = Path(tempfile.mkdtemp(prefix="kprobe-bench-replay-"))
+    shm = Path(tempfile.mkdtemp(prefix="kprobe-bench-ledger-", dir="/dev/shm"))
+    try:
+        exe = str(tmp / "ledger_svc")
+        subprocess.run(["cc", "-O2", "-o", exe, str(SOURCE)], check=True)
+        os.sched_setaffinity(0, {args.cpu})  # the client shares the CPU natively too
+        natives = [native(exe, args.requests, shm / f"n{i}.log") for i in range(args.replays)]
+        rec_wall, argv, pid = recorded(exe, args.requests, shm / "rec.log", tmp / "session")
+        log = rlog.load(tmp / "session", pid)
+        (shm / "rec.log").unlink()
+        results = [ReplayEngine(log, argv, cpu=args.cpu).run() for _ in range(args.replays)]
+        replay_walls = [r.wall_s for r in results]
+        r0 = results[0]
+        nat = statistics.median(natives)
+        rep = statistics.median(replay_walls)
+        print(f"syscalls recorded after exec: {len(log.events)}  (trapped and answered: {r0.events_total}, "
+              f"ptrace stops: {r0.stops})")
+        print(f"outcome: {r0.outcome}, outputs identical: {r0.outputs_identical}")
+        print(f"native wall:   {nat * 1000:8.1f} ms  (median of {len(natives)}: "
+              f"{', '.join(f'{x * 1000:.1f}' for x in natives)})")
+        print(f"recorded wall: {rec_wall * 1000:8.1f} ms  (replay probe attached: {rec_wall / nat:.2f}x native)")
+        print(f"replay wall:   {rep * 1000:8.1f} ms  (median of {len(replay_walls)}: "
+              f"{', '.join(f'{x * 1000:.1f}' for x in replay_walls)})")
+        print(f"replay / native = {rep / nat:.2f}x  (goal <= 3x); {rep / max(r0.stops, 1) * 1e6:.1f} us per stop")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(shm, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

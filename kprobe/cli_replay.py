@@ -1,0 +1,95 @@
+"""`kprobe replay`: re-run a recorded process under ptrace against its replay log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+EPILOG = """\
+Record first with --replayable, then replay on any machine (the peers need not exist):
+  sudo kprobe run --replayable -- ./settlement-svc --port 7000
+  sudo kprobe replay --pid 2841 -- ./settlement-svc --port 7000
+  sudo kprobe replay --pid 2841 --deadline-ms 750 \\
+       --inject "delay the 3rd write to fd 7 by 388 ms" -- ./settlement-svc --port 7000
+  sudo kprobe replay --incident 20261127T034700-812:2841 --deadline-ms 750 -- ./settlement-svc-fixed
+  sudo kprobe replay --pid 2841 --inject "delay every fsync on /var/ledger/* by 50 ms" --json -- ./svc
+
+Injection specs: "delay the Nth SYSCALL to fd FD by D ms", "delay every SYSCALL on PATH-GLOB by D ms",
+"remove the recorded kernel delay at event N" (N as printed in divergences and --json).
+Outcome: identical (every output byte and syscall matched), diverged (first divergence shown with
+expected vs actual), unsupported (what and why), incomplete-log (the log ends early: drops or caps).
+Exit code: 0 identical, 3 diverged, 4 unsupported/incomplete, 2 bad arguments.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction, default_data: Path) -> None:
+    p = sub.add_parser("replay", help="replay a recorded process under ptrace; inject timing; test a fix",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=default_data, help="data directory (default: %(default)s)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--pid", type=int, help="recorded process id (newest replayable session holding it)")
+    who.add_argument("--incident", metavar="ID", help="SESSION[:PID], SESSION being a directory under <data>/replay")
+    p.add_argument("--inject", action="append", default=[], metavar="SPEC", help="timing change (repeatable)")
+    p.add_argument("--deadline-ms", type=float, default=None,
+                   help="client timeout: each request's reply latency is judged against it (default: none)")
+    p.add_argument("--what-if", action="store_true",
+                   help="keep going after a divergence, matching calls per fd (implied by --inject)")
+    p.add_argument("--cpu", type=int, default=0, help="CPU the tracer and tracee share (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="the full result as JSON")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the binary to run, after --")
+    p.set_defaults(fn=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from kprobe.replay import log as rlog
+    from kprobe.replay.engine import ReplayEngine
+    from kprobe.replay.inject import InjectError, parse
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("kprobe: error: kprobe replay needs the command after --", file=sys.stderr)
+        return 2
+    try:
+        injections = [parse(s) for s in args.inject]
+        if args.incident:
+            name, _, pid = args.incident.partition(":")
+            log = rlog.load(args.data / "replay" / name, int(pid) if pid else None)
+        else:
+            log = rlog.load(rlog.find_session(args.data, args.pid), args.pid)
+    except (InjectError, rlog.LogError, OSError, ValueError) as e:
+        print(f"kprobe: error: {e}", file=sys.stderr)
+        return 2
+    import shutil
+
+    exe = shutil.which(command[0]) or command[0]
+    res = ReplayEngine(log, [exe, *command[1:]], injections, strict=not (injections or args.what_if),
+                       cpu=args.cpu, deadline_ms=args.deadline_ms).run()
+    if args.json:
+        out = asdict(res)
+        out["outputs_identical"] = res.outputs_identical
+        json.dump(out, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(render(res))
+    return {"identical": 0, "diverged": 3}.get(res.outcome, 4)
+
+
+def render(res) -> str:  # noqa: ANN001 - ReplayResult
+    lines = [f"outcome: {res.outcome}  ({res.events_replayed}/{res.events_total} recorded syscalls replayed, "
+             f"{res.stops} ptrace stops, {res.wall_s * 1000:.1f} ms wall)",
+             f"outputs: {'byte-identical' if res.outputs_identical else 'DIFFERENT'} on "
+             f"{', '.join(sorted(res.recorded_outputs)) or 'no channel'}"]
+    for d in res.divergences[:10]:
+        lines.append(f"divergence at event {d.index} (thread {d.tid}, {d.kind}):\n"
+                     f"    expected {d.expected}\n    actual   {d.actual}")
+    lines.append(f"timing: recorded {res.recorded_span_ms:.1f} ms, replay (virtual) {res.replay_span_ms:.1f} ms")
+    for i, q in enumerate(res.requests):
+        flag = "  TIMEOUT" if q.timed_out else ""
+        lines.append(f"  request {i} on fd {q.fd}: recorded {q.recorded_ms:.2f} ms, replay {q.replay_ms:.2f} ms{flag}")
+    if res.verdict:
+        lines.append(f"verdict: {res.verdict}")
+    lines += [f"note: {n}" for n in res.notes]
+    return "\n".join(lines)

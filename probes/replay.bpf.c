@@ -1,0 +1,538 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Replayable recording: every syscall of a watched process (all six arguments, return value,
+ * per-thread sequence number) and the bytes the kernel handed the process, in fixed-size chunks.
+ *
+ * Written bytes (write/send families) are captured too, so replay can compare outputs.
+ * Only active when a watch list is set (filter_on): recording every byte system-wide is never
+ * wanted. Data is copied at sys_exit, when the kernel has filled the user buffers; which buffers
+ * depends on the syscall (see kp_out_regions). A per-syscall byte cap bounds the cost; going over
+ * it sets KP_RSYS_TRUNCATED and is counted, so replay stops there instead of being silently wrong.
+ *
+ * Time reads that the vDSO serves without a syscall are invisible to sys_enter/sys_exit; uprobes
+ * on libc's clock_gettime/gettimeofday/time (attached by the agent) record them as KP_RSYS_VDSO. */
+#include "common.bpf.h"
+
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_PWRITE64 18
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_SENDMSG 46
+#define NR_PWRITEV 296
+#define NR_PWRITEV2 328
+#define NR_STAT 4
+#define NR_FSTAT 5
+#define NR_LSTAT 6
+#define NR_POLL 7
+#define NR_IOCTL 16
+#define NR_PREAD64 17
+#define NR_READV 19
+#define NR_PIPE 22
+#define NR_SELECT 23
+#define NR_ACCEPT 43
+#define NR_RECVFROM 45
+#define NR_RECVMSG 47
+#define NR_GETSOCKNAME 51
+#define NR_GETPEERNAME 52
+#define NR_SOCKETPAIR 53
+#define NR_GETSOCKOPT 55
+#define NR_EXECVE 59
+#define NR_EXIT 60
+#define NR_WAIT4 61
+#define NR_UNAME 63
+#define NR_GETCWD 79
+#define NR_READLINK 89
+#define NR_GETTIMEOFDAY 96
+#define NR_GETRLIMIT 97
+#define NR_GETRUSAGE 98
+#define NR_SYSINFO 99
+#define NR_TIME 201
+#define NR_SCHED_GETAFFINITY 204
+#define NR_GETDENTS64 217
+#define NR_CLOCK_GETTIME 228
+#define NR_CLOCK_GETRES 229
+#define NR_EXIT_GROUP 231
+#define NR_EPOLL_WAIT 232
+#define NR_NEWFSTATAT 262
+#define NR_READLINKAT 267
+#define NR_PSELECT6 270
+#define NR_PPOLL 271
+#define NR_EPOLL_PWAIT 281
+#define NR_ACCEPT4 288
+#define NR_PIPE2 293
+#define NR_PREADV 295
+#define NR_PRLIMIT64 302
+#define NR_GETRANDOM 318
+#define NR_EXECVEAT 322
+#define NR_PREADV2 327
+#define NR_STATX 332
+#define NR_EPOLL_PWAIT2 441
+
+#define KP_MAX_IOV 8
+#define KP_ADDR_MAX 128
+
+struct kp_renter {
+	__u64 ts;
+	__u64 args[6];
+	__u32 nr;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct kp_renter);
+} renter SEC(".maps");
+
+/* libc time calls in flight (uprobe -> uretprobe), per thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct kp_renter);
+} uenter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} rseq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kp_rconfig);
+} kp_rconfig_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KP_RCNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} kp_rcounters SEC(".maps");
+
+KP_RINGBUF(rb_rsys);
+KP_RINGBUF(rb_rdata);
+
+struct kp_out {
+	__u64 seq;
+	__u64 budget;
+	__u32 tgid;
+	__u32 tid;
+	__u32 flags;
+	__u32 data_len;
+	__u32 nchunks;
+	__u32 pad;
+};
+
+struct kp_chunk_ctx {
+	struct kp_out *o;
+	__u64 ptr;
+	__u32 len;
+	__u32 off;
+	__u32 base;
+	__u32 region;
+};
+
+static __always_inline void kp_rcount(__u32 idx, __u64 by)
+{
+	__u64 *c = bpf_map_lookup_elem(&kp_rcounters, &idx);
+	if (c)
+		*c += by;
+}
+
+static __always_inline bool kp_replay_watched(__u32 tgid)
+{
+	struct kp_config *cfg = kp_cfg();
+	return cfg && cfg->filter_on && kp_is_watched(cfg, tgid);
+}
+
+static __always_inline __u64 kp_next_seq(__u32 tid)
+{
+	__u64 *s = bpf_map_lookup_elem(&rseq, &tid);
+	if (s) {
+		*s += 1;
+		return *s;
+	}
+	__u64 one = 1;
+	bpf_map_update_elem(&rseq, &tid, &one, BPF_ANY);
+	return 1;
+}
+
+static long kp_chunk(__u32 i, struct kp_chunk_ctx *c)
+{
+	if (c->off >= c->len)
+		return 1;
+	__u64 n = (__u64)c->len - c->off;
+	if (n > KP_RDATA_LEN)
+		n = KP_RDATA_LEN;
+	n = ((n - 1) & (KP_RDATA_LEN - 1)) + 1; /* 1..KP_RDATA_LEN, in a form the verifier can see */
+	struct kp_rdata *r = bpf_ringbuf_reserve(&rb_rdata, sizeof(*r), 0);
+	if (!r) {
+		kp_rcount(KP_RCNT_DATA_DROPS, 1);
+		c->o->flags |= KP_RSYS_DATA_LOST;
+		return 1;
+	}
+	r->seq = c->o->seq;
+	r->tgid = c->o->tgid;
+	r->tid = c->o->tid;
+	r->region = c->region;
+	r->offset = c->base + c->off;
+	r->pad = 0;
+	if (bpf_probe_read_user(r->data, n, (void *)(c->ptr + c->off)))
+		n = 0; /* unreadable user memory: an empty chunk says so */
+	r->len = n;
+	kp_submit(r);
+	c->o->nchunks += 1;
+	c->o->data_len += n;
+	c->off += n ? n : c->len; /* stop after an unreadable chunk */
+	return 0;
+}
+
+/* Copy [ptr, ptr+len) of user memory as region `region` starting at offset `base`. */
+static __noinline void kp_region(struct kp_out *o, __u32 region, __u64 ptr, __u64 len, __u32 base)
+{
+	if (!o || !ptr || !len)
+		return;
+	if (len > o->budget) {
+		o->flags |= KP_RSYS_TRUNCATED;
+		kp_rcount(KP_RCNT_TRUNCATED, 1);
+		kp_rcount(KP_RCNT_TRUNC_BYTES, len - o->budget);
+		len = o->budget;
+	}
+	if (!len)
+		return;
+	o->budget -= len;
+	struct kp_chunk_ctx c = {.o = o, .ptr = ptr, .len = (__u32)len, .off = 0, .base = base, .region = region};
+	bpf_loop((len + KP_RDATA_LEN - 1) / KP_RDATA_LEN, kp_chunk, &c, 0);
+}
+
+static __always_inline __u32 kp_user_u32(__u64 p)
+{
+	__u32 v = 0;
+	if (p)
+		bpf_probe_read_user(&v, sizeof(v), (void *)p);
+	return v;
+}
+
+static __always_inline __u64 kp_min(__u64 a, __u64 b)
+{
+	return a < b ? a : b;
+}
+
+/* Scatter `total` bytes over an iovec array the way the kernel filled it: one flat region 0. */
+static __noinline void kp_iov(struct kp_out *o, __u64 iov, __u64 iovcnt, __u64 total)
+{
+	__u32 done = 0;
+	for (int i = 0; i < KP_MAX_IOV; i++) {
+		if (i >= iovcnt || done >= total || !o)
+			break;
+		struct iovec v = {};
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))))
+			break;
+		__u64 n = kp_min((__u64)v.iov_len, total - done);
+		kp_region(o, 0, (__u64)v.iov_base, n, done);
+		done += n;
+	}
+	if (o && done < total) { /* more iovecs than we follow: say so */
+		o->flags |= KP_RSYS_TRUNCATED;
+		kp_rcount(KP_RCNT_TRUNCATED, 1);
+		kp_rcount(KP_RCNT_TRUNC_BYTES, total - done);
+	}
+}
+
+/* What the kernel wrote into the process for this syscall. */
+static __always_inline void kp_out_regions(struct kp_out *o, __u32 nr, __u64 *a, long ret)
+{
+	if (ret < 0)
+		return;
+	switch (nr) {
+	case NR_READ:
+	case NR_PREAD64:
+	case NR_GETRANDOM:
+		kp_region(o, 0, nr == NR_GETRANDOM ? a[0] : a[1], ret, 0);
+		break;
+	case NR_READV:
+	case NR_PREADV:
+	case NR_PREADV2:
+		kp_iov(o, a[1], a[2], ret);
+		break;
+	/* What the process wrote, so replay can compare its outputs byte for byte. */
+	case NR_WRITE:
+	case NR_PWRITE64:
+	case NR_SENDTO:
+		kp_region(o, 0, a[1], ret, 0);
+		break;
+	case NR_WRITEV:
+	case NR_PWRITEV:
+	case NR_PWRITEV2:
+		kp_iov(o, a[1], a[2], ret);
+		break;
+	case NR_SENDMSG: {
+		struct user_msghdr m = {};
+		if (!bpf_probe_read_user(&m, sizeof(m), (void *)a[1]))
+			kp_iov(o, (__u64)m.msg_iov, m.msg_iovlen, ret);
+		break;
+	}
+	case NR_GETDENTS64:
+	case NR_GETCWD:
+	case NR_READLINK:
+		kp_region(o, 0, nr == NR_GETCWD ? a[0] : a[1], ret, 0);
+		break;
+	case NR_READLINKAT:
+		kp_region(o, 0, a[2], ret, 0);
+		break;
+	case NR_RECVFROM:
+		kp_region(o, 0, a[1], ret, 0);
+		if (a[4] && a[5]) {
+			kp_region(o, 1, a[4], kp_min(kp_user_u32(a[5]), KP_ADDR_MAX), 0);
+			kp_region(o, 2, a[5], 4, 0);
+		}
+		break;
+	case NR_RECVMSG: {
+		struct user_msghdr m = {};
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)a[1]))
+			break;
+		kp_iov(o, (__u64)m.msg_iov, m.msg_iovlen, ret);
+		kp_region(o, 1, (__u64)m.msg_name, kp_min(m.msg_namelen, KP_ADDR_MAX), 0);
+		kp_region(o, 2, a[1], sizeof(m), 0);
+		kp_region(o, 3, (__u64)m.msg_control, kp_min(m.msg_controllen, 256), 0);
+		break;
+	}
+	case NR_ACCEPT:
+	case NR_ACCEPT4:
+	case NR_GETSOCKNAME:
+	case NR_GETPEERNAME:
+		if (a[1] && a[2]) {
+			kp_region(o, 1, a[1], kp_min(kp_user_u32(a[2]), KP_ADDR_MAX), 0);
+			kp_region(o, 2, a[2], 4, 0);
+		}
+		break;
+	case NR_GETSOCKOPT:
+		if (a[3] && a[4]) {
+			kp_region(o, 0, a[3], kp_min(kp_user_u32(a[4]), 256), 0);
+			kp_region(o, 2, a[4], 4, 0);
+		}
+		break;
+	case NR_CLOCK_GETTIME:
+	case NR_CLOCK_GETRES:
+		kp_region(o, 0, a[1], 16, 0);
+		break;
+	case NR_GETTIMEOFDAY:
+		kp_region(o, 0, a[0], 16, 0);
+		break;
+	case NR_TIME:
+		kp_region(o, 0, a[0], 8, 0);
+		break;
+	case NR_FSTAT:
+	case NR_STAT:
+	case NR_LSTAT:
+		kp_region(o, 0, a[1], 144, 0);
+		break;
+	case NR_NEWFSTATAT:
+		kp_region(o, 0, a[2], 144, 0);
+		break;
+	case NR_STATX:
+		kp_region(o, 0, a[4], 256, 0);
+		break;
+	case NR_PIPE:
+	case NR_PIPE2:
+		kp_region(o, 0, a[0], 8, 0);
+		break;
+	case NR_SOCKETPAIR:
+		kp_region(o, 0, a[3], 8, 0);
+		break;
+	case NR_POLL:
+	case NR_PPOLL:
+		kp_region(o, 0, a[0], kp_min(a[1], 1024) * 8, 0);
+		break;
+	case NR_EPOLL_WAIT:
+	case NR_EPOLL_PWAIT:
+	case NR_EPOLL_PWAIT2:
+		kp_region(o, 0, a[1], ret * 12, 0);
+		break;
+	case NR_SELECT:
+	case NR_PSELECT6: {
+		__u64 bytes = kp_min((a[0] + 63) / 64 * 8, 128);
+		kp_region(o, 0, a[1], bytes, 0);
+		kp_region(o, 1, a[2], bytes, 0);
+		kp_region(o, 2, a[3], bytes, 0);
+		break;
+	}
+	case NR_WAIT4:
+		kp_region(o, 0, a[1], 4, 0);
+		break;
+	case NR_UNAME:
+		kp_region(o, 0, a[0], 390, 0);
+		break;
+	case NR_SYSINFO:
+		kp_region(o, 0, a[0], 112, 0);
+		break;
+	case NR_GETRUSAGE:
+	case NR_GETRLIMIT:
+		kp_region(o, 0, a[1], nr == NR_GETRUSAGE ? 144 : 16, 0);
+		break;
+	case NR_PRLIMIT64:
+		kp_region(o, 0, a[3], 16, 0);
+		break;
+	case NR_SCHED_GETAFFINITY:
+		kp_region(o, 0, a[2], ret, 0);
+		break;
+	case NR_IOCTL:
+		if (a[1] == 0x5401) /* TCGETS */
+			kp_region(o, 0, a[2], 60, 0);
+		else if (a[1] == 0x541B || a[1] == 0x5413) /* FIONREAD, TIOCGWINSZ */
+			kp_region(o, 0, a[2], a[1] == 0x541B ? 4 : 8, 0);
+		break;
+	}
+}
+
+static __always_inline __u64 kp_budget(void)
+{
+	__u32 zero = 0;
+	struct kp_rconfig *rc = bpf_map_lookup_elem(&kp_rconfig_map, &zero);
+	return rc && rc->max_bytes ? rc->max_bytes : (1 << 20);
+}
+
+static __always_inline void kp_emit(struct kp_renter *st, __u32 tgid, __u32 tid, long ret, __u64 now,
+				    __u32 flags, bool data)
+{
+	struct kp_out o = {.seq = kp_next_seq(tid), .budget = kp_budget(), .tgid = tgid, .tid = tid, .flags = flags};
+	if (data)
+		kp_out_regions(&o, st->nr, st->args, ret);
+	struct kp_rsys *r = bpf_ringbuf_reserve(&rb_rsys, sizeof(*r), 0);
+	if (!r) {
+		kp_rcount(KP_RCNT_SYS_DROPS, 1);
+		return;
+	}
+	r->enter_ns = st->ts;
+	r->exit_ns = now;
+	r->ret = ret;
+	for (int i = 0; i < 6; i++)
+		r->args[i] = st->args[i];
+	r->seq = o.seq;
+	r->tgid = tgid;
+	r->tid = tid;
+	r->nr = st->nr;
+	r->flags = o.flags;
+	r->data_len = o.data_len;
+	r->nchunks = o.nchunks;
+	kp_submit(r);
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(kp_r_enter, struct pt_regs *regs, long sysno)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!kp_replay_watched(tgid))
+		return 0;
+	struct kp_renter st = {.ts = bpf_ktime_get_ns(), .nr = (__u32)sysno};
+	st.args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	st.args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	st.args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	st.args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	st.args[4] = BPF_CORE_READ(regs, r8);
+	st.args[5] = BPF_CORE_READ(regs, r9);
+	if (st.nr == NR_EXIT || st.nr == NR_EXIT_GROUP) { /* never returns: record it now */
+		kp_emit(&st, tgid, tid, 0, st.ts, 0, false);
+		return 0;
+	}
+	bpf_map_update_elem(&renter, &tid, &st, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(kp_r_exit, struct pt_regs *regs, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	__u64 now = bpf_ktime_get_ns();
+	struct kp_renter *st = bpf_map_lookup_elem(&renter, &tid);
+	if (!st) {
+		/* The watch began inside this call: only exec matters (it marks where replay starts). */
+		__u32 nr = BPF_CORE_READ(regs, orig_ax);
+		if ((nr != NR_EXECVE && nr != NR_EXECVEAT) || !kp_replay_watched(tgid))
+			return 0;
+		struct kp_renter none = {.ts = now, .nr = nr};
+		kp_emit(&none, tgid, tid, ret, now, KP_RSYS_NO_ENTER, false);
+		return 0;
+	}
+	kp_emit(st, tgid, tid, ret, now, 0, true);
+	bpf_map_delete_elem(&renter, &tid);
+	return 0;
+}
+
+static __always_inline int kp_time_enter(__u32 nr, __u64 a0, __u64 a1)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	if (!kp_replay_watched(id >> 32))
+		return 0;
+	struct kp_renter st = {.ts = bpf_ktime_get_ns(), .nr = nr};
+	st.args[0] = a0;
+	st.args[1] = a1;
+	bpf_map_update_elem(&uenter, &tid, &st, BPF_NOEXIST); /* an outer libc time call wins */
+	return 0;
+}
+
+static __always_inline int kp_time_exit(__u32 nr, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct kp_renter *st = bpf_map_lookup_elem(&uenter, &tid);
+	if (!st || st->nr != nr)
+		return 0;
+	kp_emit(st, id >> 32, tid, ret, bpf_ktime_get_ns(), KP_RSYS_VDSO, true);
+	bpf_map_delete_elem(&uenter, &tid);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_u_clock_gettime, long clk, void *tp)
+{
+	return kp_time_enter(NR_CLOCK_GETTIME, clk, (__u64)tp);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(kp_ur_clock_gettime, long ret)
+{
+	return kp_time_exit(NR_CLOCK_GETTIME, ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_u_gettimeofday, void *tv, void *tz)
+{
+	return kp_time_enter(NR_GETTIMEOFDAY, (__u64)tv, (__u64)tz);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(kp_ur_gettimeofday, long ret)
+{
+	return kp_time_exit(NR_GETTIMEOFDAY, ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_u_time, void *t)
+{
+	return kp_time_enter(NR_TIME, (__u64)t, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(kp_ur_time, long ret)
+{
+	return kp_time_exit(NR_TIME, ret);
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(kp_r_task_exit, struct task_struct *p)
+{
+	__u32 tid = p->pid;
+	bpf_map_delete_elem(&renter, &tid);
+	bpf_map_delete_elem(&uenter, &tid);
+	bpf_map_delete_elem(&rseq, &tid);
+	return 0;
+}

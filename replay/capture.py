@@ -1,0 +1,247 @@
+"""Replayable capture: load probes/replay.bpf.o next to a running recorder and write a replay log.
+
+Why a log file and not chDB tables: replay needs, for one process, its complete ordered syscall
+stream with the exact bytes it received (binary, often not UTF-8), read front to back once. A
+replay must also be possible while the recorder still owns the chDB directory (chDB is exclusive
+to one process, see FIELD-NOTES) and on another machine (copy one directory). So the replay stream
+is appended, batch by batch, as raw fixed-size records to files in ``<data>/replay/<session>/``:
+
+    rsys.bin    kp_rsys records (schemas/records.h), in drain order
+    rdata.bin   kp_rdata chunks
+    meta.json   host, clock offset (kernel monotonic -> UTC), counters (drops, truncations), state
+
+Nothing is per event in Python: each drain tick writes the numpy batch's bytes as they are. The
+ordinary recorder keeps storing its event tables (offcpu, syscall, ...) in chDB as before; this
+stream only adds what replay needs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kprobe.agent import clock
+from kprobe.agent.libbpf import BpfObject, LibbpfError
+from kprobe.agent.probeset import BUILD_DIR, SHARED_MAPS, ProbeSet
+from kprobe.agent.ringbuf import RingReader
+from kprobe.replay.elfsym import dynamic_functions, file_offset
+from kprobe.schemas import layouts as L
+
+RSYS_FILE = "rsys.bin"
+RDATA_FILE = "rdata.bin"
+META_FILE = "meta.json"
+COUNTER_NAMES = {
+    L.KP_RCNT_SYS_DROPS: "rsys_drops",
+    L.KP_RCNT_DATA_DROPS: "rdata_drops",
+    L.KP_RCNT_TRUNCATED: "truncated_syscalls",
+    L.KP_RCNT_TRUNC_BYTES: "truncated_bytes",
+}
+# libc entry points that the vDSO serves without a syscall: (uprobe program, uretprobe program, symbol)
+TIME_PROBES = (
+    ("kp_u_clock_gettime", "kp_ur_clock_gettime", "clock_gettime"),
+    ("kp_u_gettimeofday", "kp_ur_gettimeofday", "gettimeofday"),
+    ("kp_u_time", "kp_ur_time", "time"),
+)
+
+
+class _UprobeOpts(ctypes.Structure):
+    """struct bpf_uprobe_opts of libbpf 1.1 (sz first, so newer libbpf accepts it too)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("ref_ctr_offset", ctypes.c_size_t),
+        ("bpf_cookie", ctypes.c_uint64),
+        ("retprobe", ctypes.c_bool),
+        ("func_name", ctypes.c_char_p),
+    ]
+
+
+def libc_path() -> str:
+    """The libc this machine's dynamically linked programs use (from our own mappings)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        path = line.split()[-1] if len(line.split()) >= 6 else ""
+        name = os.path.basename(path)
+        if name.startswith("libc.so") or name.startswith("libc-"):
+            return path
+    raise FileNotFoundError("libc not found in /proc/self/maps")
+
+
+@dataclass
+class ReplayCapture:
+    """Owns the replay probe object, its two rings and the log directory of one session."""
+
+    probes: ProbeSet
+    out_dir: Path
+    max_bytes_per_syscall: int = 1 << 20
+    rsys_ring_bytes: int = 16 << 20
+    rdata_ring_bytes: int = 64 << 20
+    poll_ms: float = 5.0
+    attach_errors: list[str] = field(default_factory=list)
+    written: dict[str, int] = field(default_factory=lambda: {"rsys": 0, "rdata": 0})
+
+    def start(self) -> ReplayCapture:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        lib = self.probes.lib
+        obj = BpfObject(lib, str(BUILD_DIR / "replay.bpf.o")).open()
+        try:
+            for name in SHARED_MAPS:
+                obj.reuse_map(name, self.probes.shared[name].fd)
+            obj.set_max_entries("rb_rsys", self.rsys_ring_bytes)
+            obj.set_max_entries("rb_rdata", self.rdata_ring_bytes)
+            obj.load()
+        except LibbpfError:
+            obj.close()
+            raise
+        self.obj = obj
+        cfg = np.zeros(1, dtype=L.KP_RCONFIG)
+        cfg["max_bytes"] = self.max_bytes_per_syscall
+        obj.map("kp_rconfig_map").update(np.zeros(1, dtype=np.uint32), cfg)
+        uprobe_progs = {p for pair in TIME_PROBES for p in pair[:2]}
+        for prog in obj.programs():
+            if prog.name in uprobe_progs:
+                continue
+            obj.links.append(prog.attach())  # a tracepoint that does not attach is fatal here
+        self._attach_time_uprobes(obj)
+        m_sys, m_data = obj.map("rb_rsys"), obj.map("rb_rdata")
+        self._readers = {
+            "rsys": RingReader(m_sys.fd, m_sys.max_entries, L.KP_RSYS, "rsys"),
+            "rdata": RingReader(m_data.fd, m_data.max_entries, L.KP_RDATA, "rdata"),
+        }
+        self._files = {
+            "rsys": open(self.out_dir / RSYS_FILE, "ab"),
+            "rdata": open(self.out_dir / RDATA_FILE, "ab"),
+        }
+        self._clock = clock.sample(32)
+        self._started_ns = time.time_ns()
+        self._stop = threading.Event()
+        self._write_meta(finished=False)
+        self._thread = threading.Thread(target=self._loop, name="kprobe-replay-drain", daemon=True)
+        self._thread.start()
+        return self
+
+    def _attach_time_uprobes(self, obj: BpfObject) -> None:
+        """uprobe + uretprobe on libc's time functions, every process (the program filters by tgid)."""
+        fn = self.probes.lib.lib.bpf_program__attach_uprobe_opts
+        fn.restype = ctypes.c_void_p
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+        progs = {p.name: p for p in obj.programs()}
+        try:
+            path = libc_path()
+            image = Path(path).read_bytes()
+            syms = dynamic_functions(image)
+        except (OSError, ValueError) as e:
+            self.attach_errors.append(f"libc symbols: {e}")
+            return
+        for enter, ret, symbol in TIME_PROBES:
+            if symbol not in syms:
+                # glibc binds gettimeofday/time as IFUNCs straight to the vDSO: no libc code to probe
+                self.attach_errors.append(f"libc {symbol} is not a plain function (IFUNC to the vDSO): "
+                                          "its reads are synthesized at replay from the recorded timeline")
+                continue
+            offset = file_offset(image, syms[symbol].value)
+            for prog_name, is_ret in ((enter, False), (ret, True)):
+                opts = _UprobeOpts(ctypes.sizeof(_UprobeOpts), 0, 0, is_ret, None)
+                ctypes.set_errno(0)
+                link = fn(progs[prog_name].ptr, -1, path.encode(), offset, ctypes.byref(opts))
+                if not link:
+                    self.attach_errors.append(
+                        f"{prog_name} on {symbol}: {os.strerror(ctypes.get_errno() or 1)} "
+                        "(its time reads will be synthesized at replay)"
+                    )
+                else:
+                    obj.links.append(int(link))
+
+    def counters(self) -> dict[str, int]:
+        ncpu = self.probes.lib.num_possible_cpus()
+        m = self.obj.map("kp_rcounters")
+        out: dict[str, int] = {}
+        for idx, name in COUNTER_NAMES.items():
+            vals = np.zeros(ncpu, dtype=np.uint64)
+            m.lookup(np.array([idx], dtype=np.uint32), vals)
+            out[name] = int(vals.sum())
+        return out
+
+    def _drain_once(self) -> None:
+        for name, reader in self._readers.items():
+            recs = reader.drain()
+            if recs.size:
+                self._files[name].write(recs.tobytes())
+                self.written[name] += len(recs)
+
+    def _loop(self) -> None:
+        poll = self.poll_ms / 1000
+        last_meta = time.monotonic()
+        while not self._stop.is_set():
+            self._drain_once()
+            if time.monotonic() - last_meta > 1.0:
+                for f in self._files.values():
+                    f.flush()
+                self._write_meta(finished=False)
+                last_meta = time.monotonic()
+            self._stop.wait(poll)
+
+    def flush(self) -> None:
+        """Everything committed to the rings so far is on disk when this returns."""
+        time.sleep(self.poll_ms / 1000 * 2)
+        for f in self._files.values():
+            f.flush()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(10)
+        self._drain_once()
+        for f in self._files.values():
+            f.close()
+        self._write_meta(finished=True)
+        for r in self._readers.values():
+            r.close()
+        self.obj.close()
+
+    def _write_meta(self, finished: bool) -> None:
+        meta = {
+            "format": 1,
+            "host": socket.gethostname(),
+            "started_ns": self._started_ns,
+            "clock_offset_ns": self._clock.offset_ns,
+            "clock_error_ns": self._clock.error_ns,
+            "rsys_itemsize": L.KP_RSYS.itemsize,
+            "rdata_itemsize": L.KP_RDATA.itemsize,
+            "max_bytes_per_syscall": self.max_bytes_per_syscall,
+            "counters": self.counters(),
+            "written": dict(self.written),
+            "attach_errors": self.attach_errors,
+            "finished": finished,
+        }
+        tmp = self.out_dir / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, self.out_dir / META_FILE)
+
+
+def session_dir(data: Path) -> Path:
+    """A new, unique directory for one replayable recording session."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return data / "replay" / f"{stamp}-{os.getpid()}"
+
+
+def start_if_requested(args, session) -> ReplayCapture | None:  # noqa: ANN001 - argparse + EmbeddedSession
+    """`kprobe record/run --replayable`: the replay stream beside the recorder's own tables."""
+    if not getattr(args, "replayable", False):
+        return None
+    probes = session.recorder.probes
+    if not probes.config.filter_on and not probes.config.watch_pids and not probes.config.watch_comms:
+        raise SystemExit("kprobe: error: --replayable needs --watch-comm/--watch-pid (or kprobe run)")
+    cap = ReplayCapture(probes, session_dir(args.data)).start()
+    print(f"kprobe: replayable recording into {cap.out_dir}", flush=True)
+    for err in cap.attach_errors:
+        print(f"kprobe: replay: {err}")
+    return cap

@@ -1,0 +1,695 @@
+"""Replay one recorded process under ptrace: inputs from the log, outputs compared, virtual time.
+
+Policy per trapped syscall (the seccomp filter lets memory/signal/thread bookkeeping run):
+
+* fds are either *passthrough* (files opened read-only that exist here, directories: the real
+  kernel serves them, e.g. Python's start-up reading its stdlib) or *emulated* (stdio, sockets,
+  files opened for writing or missing here: the log answers). An emulated fd still holds a real fd
+  number in the tracee: the creating call is rewritten to ``eventfd2`` so later opens get the same
+  numbers as in the recording (checked at the syscall-exit stop).
+* reads/recv/accept/getrandom/stat on emulated fds: the recorded bytes are written into the
+  tracee's buffers and the recorded return value is returned; the real syscall never runs.
+* writes/send on emulated fds: not executed; the bytes are compared with the recorded ones.
+* clock_gettime/gettimeofday/time (vDSO patched to trap): the recorded value when the log has the
+  read, shifted by the virtual-time difference; otherwise synthesized from the replay clock.
+* threads: a stopped thread is held until every earlier recorded event (completion order) of
+  other threads has been replayed; a bounded wait breaks a hold that would deadlock.
+
+Virtual time per thread: each matched event advances it by the recorded think time and duration
+(plus injected delays); a wait for external input (socket reads, accept, poll) completes no
+earlier than it did in the recording. Without injections, virtual time equals the recorded time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import signal
+import struct
+import time
+from dataclasses import dataclass, field
+
+from ptrace.syscall.names import SYSCALL_NAMES
+
+from kprobe.replay import tracee as T
+from kprobe.replay.inject import Injection
+from kprobe.replay.log import Event, ProcessLog
+from kprobe.replay.seccomp import trapped
+
+O_ACCMODE, O_CREAT, O_TRUNC, O_APPEND, O_DIRECTORY = 3, 0o100, 0o1000, 0o2000, 0o200000
+READS = {0: 1, 17: 1, 19: -1, 295: -1, 327: -1, 45: 1, 47: -2, 217: 1}  # nr -> buf arg, -1 iov, -2 msghdr
+WRITES = {1: 1, 18: 1, 20: -1, 296: -1, 328: -1, 44: 1, 46: -2}
+CLOCKS = {228, 96, 201}
+FD_CREATORS = {41, 43, 288, 213, 291, 290, 283, 289, 294}  # socket, accept(4), epoll, eventfd, timerfd, ...
+INPUT_WAITS = {0, 17, 19, 43, 288, 45, 47, 7, 271, 232, 281, 441, 23, 270, 299}
+DUPS = {32, 33, 292}
+FCNTL_DUPFD = {0, 1030}
+NO_FD_EMULATED = {318, 39, 110, 186, 35, 230, 63, 99, 79, 61, 229}  # getrandom, pids, sleeps, uname, ...
+MAX_DIVERGENCES = 50
+HOLD_LIMIT_S = 0.5
+BLOCKED_NS = 50_000  # an input call this long waited for its peer
+
+
+def sysname(nr: int) -> str:
+    return SYSCALL_NAMES.get(nr, f"syscall_{nr}")
+
+
+def describe(nr: int, args: tuple[int, ...], ret: int | None = None) -> str:
+    fd = f"fd={args[0] if args[0] < 1 << 31 else args[0] - (1 << 64)}"
+    core = f"{sysname(nr)}({fd}, ...)" if nr not in CLOCKS and nr not in NO_FD_EMULATED else f"{sysname(nr)}(...)"
+    return core + (f" = {ret}" if ret is not None else "")
+
+
+@dataclass
+class Divergence:
+    index: int            # recorded event index where replay and log part
+    tid: int
+    kind: str             # sequence | bytes | fd | result
+    expected: str
+    actual: str
+
+
+@dataclass
+class Request:
+    fd: int
+    recorded_ms: float
+    replay_ms: float
+    timed_out: bool = False
+
+
+@dataclass
+class ReplayResult:
+    outcome: str                                   # identical | diverged | unsupported | incomplete-log | error
+    events_total: int
+    events_replayed: int
+    divergences: list[Divergence] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)          # channel -> sha256 of replayed bytes
+    recorded_outputs: dict[str, str] = field(default_factory=dict)  # channel -> sha256 of recorded bytes
+    requests: list[Request] = field(default_factory=list)
+    verdict: str = ""
+    notes: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    wall_s: float = 0.0
+    recorded_span_ms: float = 0.0
+    replay_span_ms: float = 0.0
+    synthesized_clock_reads: int = 0
+    stops: int = 0
+
+    @property
+    def outputs_identical(self) -> bool:
+        return self.outputs == self.recorded_outputs
+
+
+@dataclass
+class _Thread:
+    rtid: int                       # recorded tid
+    queue: list[Event]
+    pos: int = 0
+    vt: int = 0                     # virtual time, ns (recorded monotonic domain)
+    prev_exit: int = 0              # recorded exit of the previous matched event
+    pending_exit: object = None     # callback at the syscall-exit stop
+    held: object = None             # regs while held for ordering
+    arrival: int = 0                # virtual time the last input arrived
+    synth: int = 0                  # synthesized clock reads since the last recorded one
+
+
+@dataclass
+class ReplayEngine:
+    log: ProcessLog
+    argv: list[str]
+    injections: list[Injection] = field(default_factory=list)
+    strict: bool = True
+    cpu: int = 0
+    env: dict[str, str] | None = None
+    deadline_ms: float | None = None
+    timeout_s: float = 120.0
+
+    def run(self) -> ReplayResult:
+        log = self.log
+        self.expected = [e for e in log.events[: log.replayable_until] if trapped(e.nr, e.args)]
+        self.res = ReplayResult("identical", len(self.expected), 0)
+        if log.replayable_until < len(log.events):
+            self.res.notes.append(f"log complete up to event {log.replayable_until} only: {log.problem}")
+        self._recorded_outputs()
+        by_thread: dict[int, list[Event]] = {}
+        for e in self.expected:
+            by_thread.setdefault(e.tid, []).append(e)
+        # think time of an event = its recorded gap to its own predecessor, even when a what-if
+        # binary makes it earlier or later than in the recording
+        self.pred_exit: dict[int, int] = {}
+        for q in by_thread.values():
+            prev = None
+            for e in q:
+                if prev is not None:
+                    self.pred_exit[e.index] = prev.exit_ns
+                prev = e
+        self.unconsumed = sorted(e.index for e in self.expected if e.nr not in CLOCKS)
+        self.consumed: set[int] = set()
+        self.threads: dict[int, _Thread] = {}
+        self.by_rtid = by_thread
+        self.emulated: set[int] = {0, 1, 2}
+        self.sockets: set[int] = set()
+        self.fd_path: dict[int, str] = {0: "stdin", 1: "stdout", 2: "stderr"}
+        self.out_bytes: dict[str, hashlib._Hash] = {}
+        self.last_input: dict[int, tuple[int, int]] = {}   # fd -> (replay arrival, recorded arrival)
+        self.out_shift: dict[int, int] = {}                # fd -> virtual minus recorded time of last output
+        self.counts: dict[tuple[str, int], int] = {}
+        self.started = False
+        self.skipped_clock_reads = 0
+        t0 = time.monotonic()
+        pid = T.spawn(self.argv, self.env, self.cpu)
+        self.pid = pid
+        self.mem: T.Memory | None = None
+        try:
+            self._loop(pid)
+        finally:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                while True:
+                    os.waitpid(-1, T.WALL)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            if self.mem:
+                self.mem.close()
+        self.res.wall_s = time.monotonic() - t0
+        self.res.outputs = {k: h.hexdigest() for k, h in self.out_bytes.items()}
+        for k in self.res.recorded_outputs:
+            self.res.outputs.setdefault(k, hashlib.sha256().hexdigest())
+        if self.res.outcome == "identical" and self.res.events_replayed < len(self.expected):
+            missing = [e for e in self.expected if e.index not in self.consumed and e.nr not in CLOCKS]
+            if missing:
+                e = missing[0]
+                self._diverge(e.index, e.tid, "sequence", describe(e.nr, e.args, e.ret), "process ended")
+        if self.res.outcome == "identical" and log.replayable_until < len(log.events):
+            self.res.outcome = "incomplete-log"
+        if self.skipped_clock_reads:
+            self.res.notes.append(f"{self.skipped_clock_reads} recorded clock reads were not made by the replay")
+        if getattr(self, "rdtsc_count", 0):
+            self.res.notes.append(f"rdtsc executed {self.rdtsc_count} times: answered with synthetic values")
+        self._verdict()
+        return self.res
+
+    # -- recorded side ---------------------------------------------------------------------------
+    def _recorded_outputs(self) -> None:
+        paths: dict[int, str] = {0: "stdin", 1: "stdout", 2: "stderr"}
+        hashes: dict[str, hashlib._Hash] = {}
+        for e in self.expected:
+            if e.nr in (257, 2) and e.ret >= 0:
+                paths[e.ret] = f"path:{e.regions.get(9, b'').decode(errors='replace')}"
+            if e.nr in WRITES and e.ret > 0:
+                key = self._chan_key(e.args[0], paths)
+                hashes.setdefault(key, hashlib.sha256()).update(e.regions.get(0, b"")[: e.ret])
+        self.res.recorded_outputs = {k: h.hexdigest() for k, h in hashes.items()}
+
+    def _chan_key(self, fd: int, paths: dict[int, str] | None = None) -> str:
+        return f"fd{fd}"
+
+    # -- the ptrace loop -------------------------------------------------------------------------
+    def _loop(self, pid: int) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        alive = {pid}
+        while alive:
+            if time.monotonic() > deadline:
+                self.res.notes.append(f"replay timed out after {self.timeout_s} s")
+                self.res.outcome = "error"
+                return
+            held = [t for t in self.threads.values() if t.held is not None]
+            if held:
+                wpid, status = self._wait_some(held)
+                if wpid == 0:
+                    continue
+            else:
+                wpid, status = os.waitpid(-1, T.WALL)
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                alive.discard(wpid)
+                if wpid == pid:
+                    self.res.exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+                    return
+                continue
+            alive.add(wpid)
+            self.res.stops += 1
+            if self._stop(wpid, status) == "abort":
+                return
+            self._release_held()
+
+    def _wait_some(self, held: list[_Thread]) -> tuple[int, int]:
+        t0 = time.monotonic()
+        while True:
+            wpid, status = os.waitpid(-1, T.WALL | os.WNOHANG)
+            if wpid:
+                return wpid, status
+            if time.monotonic() - t0 > HOLD_LIMIT_S:  # nobody else will come: let the earliest go
+                t = min(held, key=lambda t: t.queue[t.pos].index if t.pos < len(t.queue) else 1 << 62)
+                self.res.notes.append(f"thread order hold released after {HOLD_LIMIT_S}s (thread {t.rtid})")
+                regs, tid = t.held
+                t.held = None
+                self._syscall(tid, t, regs, forced=True)
+                return 0, 0
+            time.sleep(0.00005)
+
+    def _stop(self, tid: int, status: int) -> str | None:
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if event == T.EVENT_EXEC:
+            self.mem = T.Memory(self.pid)
+            patched = T.patch_vdso(self.pid, self.mem)
+            self.res.notes.append(f"vDSO patched to trap: {', '.join(patched) or 'none found'}")
+            self.started = True
+            self.threads[tid] = _Thread(self.log.tgid, self.by_rtid.get(self.log.tgid, []), vt=self.log.exec_ns,
+                                        prev_exit=self.log.exec_ns)
+            self.tid_of = {tid: self.log.tgid}
+            T.cont(tid)
+            return None
+        if event in (T.EVENT_FORK, T.EVENT_VFORK):
+            return self._unsupported("the process forks a child: replay follows one process")
+        if event == T.EVENT_CLONE:
+            T.cont(tid)
+            return None
+        if event == T.EVENT_SECCOMP:
+            if not self.started:
+                T.cont(tid)
+                return None
+            th = self.threads.get(tid)
+            if th is None:
+                return self._unsupported(f"syscall from unknown thread {tid}")
+            regs = T.get_regs(tid)
+            return self._syscall(tid, th, regs)
+        if sig == (signal.SIGTRAP | 0x80):  # syscall-exit stop we asked for
+            th = self.threads.get(tid)
+            cb = th.pending_exit if th else None
+            if th is not None:
+                th.pending_exit = None
+            if cb is not None:
+                r = cb(tid, T.get_regs(tid))
+                if r == "abort":
+                    return r
+            T.cont(tid)
+            return None
+        if sig == signal.SIGSTOP and tid not in self.threads and self.started:
+            self._new_thread(tid)
+            T.cont(tid)
+            return None
+        if sig == signal.SIGSEGV:
+            regs = T.get_regs(tid)
+            mem = self.mem or T.Memory(tid)  # before exec: the tracer's own forked child reading a clock
+            code = mem.read(regs.rip, 3)
+            if mem is not self.mem:
+                mem.close()
+            if code[:2] == b"\x0f\x31" or code == b"\x0f\x01\xf9":
+                return self._rdtsc(tid, regs, 2 if code[:2] == b"\x0f\x31" else 3)
+        if sig == signal.SIGTRAP:
+            T.cont(tid)
+            return None
+        T.cont(tid, sig)
+        return None
+
+    def _rdtsc(self, tid: int, regs, length: int) -> None:
+        """rdtsc faults (PR_TSC_SIGSEGV): answer a synthetic counter from virtual time, count it.
+
+        The recording cannot see rdtsc, so its values are not reproduced; programs that only use it
+        for statistics (ld.so does) replay fine, ones that branch on it may diverge (noted)."""
+        self.rdtsc_count = getattr(self, "rdtsc_count", 0) + 1
+        th = self.threads.get(tid)
+        tsc = (th.vt if th else 0) + self.rdtsc_count
+        regs.rax, regs.rdx = tsc & 0xFFFFFFFF, (tsc >> 32) & 0xFFFFFFFF
+        if length == 3:
+            regs.rcx = 0
+        regs.rip += length
+        T.set_regs(tid, regs)
+        T.cont(tid)
+        return None
+
+    def _new_thread(self, tid: int) -> None:
+        """A clone's child: map it to the recorded child tid announced by the parent's clone event."""
+        rtid = self.pending_clones.pop(0) if getattr(self, "pending_clones", None) else None
+        if rtid is None:
+            self.res.notes.append(f"thread {tid} has no recorded counterpart")
+            rtid = -tid
+        parent_vt = max((t.vt for t in self.threads.values()), default=0)
+        self.threads[tid] = _Thread(rtid, self.by_rtid.get(rtid, []), vt=parent_vt, prev_exit=parent_vt)
+        self.tid_of[tid] = rtid
+
+    def _unsupported(self, why: str) -> str:
+        self.res.outcome = "unsupported"
+        self.res.notes.append(f"unsupported: {why}")
+        return "abort"
+
+    # -- one trapped syscall ---------------------------------------------------------------------
+    def _syscall(self, tid: int, th: _Thread, regs, forced: bool = False) -> str | None:
+        nr = regs.orig_rax
+        args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
+        nxt = self._next(th, nr)
+        if nxt is not None and not forced and nr not in CLOCKS and not self._my_turn(nxt):
+            th.held = (regs, tid)
+            return None
+        if nr in CLOCKS:
+            return self._clock(tid, th, regs, nr, args, nxt)
+        if nxt is None or nxt.nr != nr or (self._fd_arg(nr) and (nxt.args[0] & 0xFFFFFFFF) != (args[0] & 0xFFFFFFFF)):
+            exp = describe(nxt.nr, nxt.args, nxt.ret) if nxt else "end of the recorded stream"
+            self._diverge(nxt.index if nxt else -1, th.rtid, "sequence", exp, describe(nr, args))
+            if self.strict:
+                return "abort"
+            return self._lenient(tid, th, regs, nr, args)
+        self._consume(th, nxt)
+        return self._apply(tid, th, regs, nr, args, nxt)
+
+    def _next(self, th: _Thread, nr: int) -> Event | None:
+        """The thread's next expected event; recorded clock reads the replay does not make are skipped."""
+        while th.pos < len(th.queue):
+            e = th.queue[th.pos]
+            if e.nr in CLOCKS and nr not in CLOCKS:
+                th.pos += 1  # the replay did not make this read: keep virtual time on the timeline
+                self.skipped_clock_reads += 1
+                th.vt += max(0, e.enter_ns - self.pred_exit.get(e.index, th.prev_exit)) + e.dur_ns
+                th.prev_exit = e.exit_ns
+                continue
+            return e
+        return None
+
+    def _my_turn(self, e: Event) -> bool:
+        while self.unconsumed and self.unconsumed[0] in self.consumed:
+            self.unconsumed.pop(0)
+        return not self.unconsumed or self.unconsumed[0] >= e.index
+
+    def _release_held(self) -> None:
+        for th in list(self.threads.values()):
+            if th.held is None:
+                continue
+            regs, tid = th.held
+            nxt = self._next(th, regs.orig_rax)
+            if nxt is None or self._my_turn(nxt):
+                th.held = None
+                if self._syscall(tid, th, regs) == "abort":
+                    return
+
+    def _consume(self, th: _Thread, e: Event) -> None:
+        th.pos += 1
+        self.consumed.add(e.index)
+        self.res.events_replayed += 1
+        delay = sum(i.delay_ns(e, self) for i in self.injections)
+        dur = e.dur_ns
+        if any(i.removes(e) for i in self.injections):
+            dur = 0
+        think = max(0, e.enter_ns - self.pred_exit.get(e.index, th.prev_exit))
+        fd = e.args[0] & 0xFFFFFFFF
+        if e.nr in INPUT_WAITS and self._is_external(e) and e.dur_ns > BLOCKED_NS:
+            # The call waited for the peer, so the peer sent after our last output on this fd:
+            # closed loop, its send moves with that output. Virtual time cannot run backwards.
+            th.arrival = e.exit_ns + self.out_shift.get(fd, 0)
+            th.vt = max(th.vt + think, th.arrival) + delay
+        else:
+            th.arrival = e.exit_ns + (th.vt - th.prev_exit)
+            th.vt = th.vt + think + dur + delay
+        if e.nr in WRITES:
+            self.out_shift[fd] = th.vt - e.exit_ns
+        th.prev_exit = e.exit_ns
+
+    def _is_external(self, e: Event) -> bool:
+        return (e.args[0] & 0xFFFFFFFF) in self.sockets or e.nr in (43, 288, 7, 271, 232, 281, 441, 23, 270)
+
+    def _fd_arg(self, nr: int) -> bool:
+        return nr in READS or nr in WRITES or nr in (3, 5, 8, 16, 72, 74, 75, 77, 42, 43, 288, 48, 49, 50, 51, 52,
+                                                     54, 55, 233)
+
+    # -- applying a matched event ----------------------------------------------------------------
+    def _skip(self, tid: int, regs, ret: int) -> None:
+        regs.orig_rax = (1 << 64) - 1
+        regs.rax = ret & ((1 << 64) - 1)
+        T.set_regs(tid, regs)
+        T.cont(tid)
+
+    def _passthrough(self, tid: int) -> None:
+        T.cont(tid)
+
+    def _apply(self, tid: int, th: _Thread, regs, nr: int, args: tuple[int, ...], e: Event) -> str | None:
+        fd = args[0] & 0xFFFFFFFF
+        if nr in (257, 2):
+            return self._open(tid, th, regs, nr, args, e)
+        if nr in FD_CREATORS or (nr in DUPS and fd in self.emulated) or (
+            nr == 72 and args[1] in FCNTL_DUPFD and fd in self.emulated
+        ):
+            return self._placeholder(tid, th, regs, nr, args, e)
+        if nr in (56, 435):
+            if e.ret > 0:
+                self.pending_clones = getattr(self, "pending_clones", []) + [e.ret]
+            if nr == 56 and not args[0] & 0x10000 or nr == 435:  # CLONE_THREAD
+                flags = args[0] if nr == 56 else self.mem.u64(args[0]) if self.mem else 0
+                if not flags & 0x10000:
+                    return self._unsupported("the process forks a child: replay follows one process")
+            self._passthrough(tid)
+            return None
+        if nr == 3:
+            was = fd in self.emulated
+            self.emulated.discard(fd)
+            self.sockets.discard(fd)
+            self.fd_path.pop(fd, None)
+            if was:
+                self._passthrough(tid)  # closes the placeholder
+            else:
+                self._passthrough(tid)
+            return None
+        if nr == 9:  # file mmap
+            fd = args[4] & 0xFFFFFFFF
+            if fd in self.emulated:
+                return self._unsupported(f"mmap of recorded fd {fd}: the file's contents are not in the log")
+            self._passthrough(tid)
+            return None
+        if nr in WRITES and fd in self.emulated:
+            return self._write(tid, th, regs, nr, args, e)
+        if nr in READS and fd in self.emulated:
+            self._fill_read(nr, args, e)
+            self._mark_input(fd, th, e)
+            self._skip(tid, regs, e.ret)
+            return None
+        if nr in NO_FD_EMULATED or (self._fd_arg(nr) and fd in self.emulated) or (
+            nr == 262 and fd in self.emulated
+        ) or nr in (7, 271, 232, 281, 23, 270, 441, 44, 46):
+            self._fill_generic(nr, args, e)
+            self._skip(tid, regs, e.ret)
+            return None
+        if nr in (74, 75) and fd in self.emulated:
+            self._skip(tid, regs, e.ret)
+            return None
+        self._passthrough(tid)
+        return None
+
+    def _open(self, tid: int, th: _Thread, regs, nr: int, args: tuple[int, ...], e: Event) -> str | None:
+        assert self.mem is not None
+        path_arg, flags = (args[1], args[2]) if nr == 257 else (args[0], args[1])
+        path = self.mem.cstr(path_arg).decode(errors="replace")
+        writes = (flags & O_ACCMODE) != 0 or flags & (O_CREAT | O_TRUNC | O_APPEND)
+        if e.ret < 0:
+            self._skip(tid, regs, e.ret)
+            return None
+        if not writes and os.path.exists(path):
+            def check(t: int, r) -> str | None:
+                got = r.rax - (1 << 64) if r.rax >= 1 << 63 else r.rax
+                if got != e.ret:
+                    self._diverge(e.index, th.rtid, "fd", f"open {path} -> fd {e.ret}", f"fd {got}")
+                    return "abort" if self.strict else None
+                self.fd_path[got] = path
+                return None
+            th.pending_exit = check
+            T.to_exit(tid)
+            return None
+        self.fd_path[e.ret] = path
+        return self._placeholder(tid, th, regs, nr, args, e, path)
+
+    def _placeholder(self, tid: int, th: _Thread, regs, nr: int, args, e: Event, path: str = "") -> str | None:
+        """Run eventfd2 instead, so the fd number is taken in the tracee; check it is the recorded one."""
+        if e.ret < 0:
+            self._skip(tid, regs, e.ret)
+            return None
+        saved = (regs.rdi, regs.rsi)
+        regs.orig_rax = 290
+        regs.rdi, regs.rsi = 0, 0o2000000 if (nr in (41, 288) and args[1] & 0o2000000) else 0
+        T.set_regs(tid, regs)
+        if nr in (43, 288):
+            self._fill_generic(nr, args, e)
+        if nr in (41, 43, 288):
+            self.sockets.add(e.ret)
+        self.emulated.add(e.ret)
+
+        def check(t: int, r) -> str | None:
+            got = r.rax - (1 << 64) if r.rax >= 1 << 63 else r.rax
+            r.rdi, r.rsi = saved
+            T.set_regs(t, r)
+            if got != e.ret:
+                self._diverge(e.index, th.rtid, "fd", f"{sysname(nr)} -> fd {e.ret}", f"fd {got}")
+                return "abort" if self.strict else None
+            if nr in (43, 288):
+                self._mark_input(e.ret, th, e)
+            return None
+
+        th.pending_exit = check
+        T.to_exit(tid)
+        return None
+
+    def _mark_input(self, fd: int, th: _Thread, e: Event) -> None:
+        self.last_input[fd if e.nr not in (43, 288) else e.ret] = (th.arrival, e.exit_ns)
+
+    def _write(self, tid: int, th: _Thread, regs, nr: int, args, e: Event) -> str | None:
+        assert self.mem is not None
+        fd = args[0] & 0xFFFFFFFF
+        actual = self._gather(nr, args)
+        n = min(len(actual), e.ret) if e.ret >= 0 else len(actual)
+        expected = e.regions.get(0, b"")[: max(e.ret, 0)]
+        if actual[:n] != expected[:n] or (e.ret >= 0 and len(actual) < e.ret):
+            self._diverge(e.index, th.rtid, "bytes", _show(expected), _show(actual[: max(n, len(actual))]))
+            if self.strict:
+                return "abort"
+        self.out_bytes.setdefault(self._chan_key(fd), hashlib.sha256()).update(actual[:n] if e.ret >= 0 else b"")
+        req = self.last_input.pop(fd, None)
+        if req is not None and fd in self.sockets:
+            vt_in, rec_in = req
+            self.res.requests.append(Request(fd, (e.enter_ns - rec_in) / 1e6, (th.vt - e.dur_ns - vt_in) / 1e6))
+        self._skip(tid, regs, e.ret)
+        return None
+
+    def _gather(self, nr: int, args) -> bytes:
+        assert self.mem is not None
+        kind = WRITES[nr]
+        if kind == 1:
+            return self.mem.read(args[1], min(args[2], 1 << 24))
+        if kind == -1:
+            iov, cnt = args[1], args[2]
+        else:
+            hdr = self.mem.read(args[1], 56)
+            iov, cnt = struct.unpack_from("<QQ", hdr, 16)
+        return b"".join(self.mem.read(b, min(n, 1 << 24)) for b, n in self.mem.iovecs(iov, cnt))
+
+    def _fill_read(self, nr: int, args, e: Event) -> None:
+        assert self.mem is not None
+        data = e.regions.get(0, b"")[: max(e.ret, 0)]
+        kind = READS[nr]
+        if kind == 1:
+            self.mem.write(args[1], data)
+            if nr == 45 and args[4] and args[5] and 1 in e.regions:
+                self.mem.write(args[4], e.regions[1])
+                self.mem.write(args[5], e.regions.get(2, b"")[:4])
+            return
+        if kind == -1:
+            iov, cnt = args[1], args[2]
+        else:
+            hdr = self.mem.read(args[1], 56)
+            name, _nl, iov, cnt = struct.unpack_from("<QI4xQQ", hdr, 0)
+            if 2 in e.regions:  # namelen, controllen, flags as the kernel left them
+                rec = e.regions[2]
+                self.mem.write(args[1] + 8, rec[8:12])
+                self.mem.write(args[1] + 40, rec[40:48])
+                self.mem.write(args[1] + 48, rec[48:52])
+            if name and 1 in e.regions:
+                self.mem.write(name, e.regions[1])
+        off = 0
+        for base, n in self.mem.iovecs(iov, cnt):
+            if off >= len(data):
+                break
+            self.mem.write(base, data[off : off + n])
+            off += n
+
+    def _fill_generic(self, nr: int, args, e: Event) -> None:
+        """Write each recorded out-region back where this syscall's arguments point."""
+        assert self.mem is not None
+        if e.ret < 0:
+            return
+        targets = {
+            318: {0: args[0]}, 63: {0: args[0]}, 99: {0: args[0]}, 79: {0: args[0]}, 61: {0: args[1]},
+            229: {0: args[1]}, 5: {0: args[1]}, 262: {0: args[2]}, 332: {0: args[4]}, 7: {0: args[0]},
+            271: {0: args[0]}, 232: {0: args[1]}, 281: {0: args[1]}, 441: {0: args[1]},
+            23: {0: args[1], 1: args[2], 2: args[3]}, 270: {0: args[1], 1: args[2], 2: args[3]},
+            43: {1: args[1], 2: args[2]}, 288: {1: args[1], 2: args[2]}, 51: {1: args[1], 2: args[2]},
+            52: {1: args[1], 2: args[2]}, 55: {0: args[3], 2: args[4]}, 16: {0: args[2]},
+        }.get(nr, {})
+        for region, addr in targets.items():
+            if addr and region in e.regions:
+                self.mem.write(addr, e.regions[region])
+
+    def _clock(self, tid: int, th: _Thread, regs, nr: int, args, nxt: Event | None) -> str | None:
+        assert self.mem is not None
+        if nxt is not None and nxt.nr == nr and (nr != 228 or nxt.args[0] == args[0]):
+            self._consume(th, nxt)
+            shift = th.vt - nxt.exit_ns
+            if nr == 201:
+                val = nxt.ret + shift // 1_000_000_000
+                if args[0]:
+                    self.mem.write(args[0], struct.pack("<q", val))
+                self._skip(tid, regs, val)
+                return None
+            rec = nxt.regions.get(0, b"\0" * 16)
+            sec, sub = struct.unpack("<qq", rec[:16])
+            unit = 1_000_000_000 if nr == 228 else 1_000_000
+            total = sec * unit + sub + (shift if nr == 228 else shift // 1000)
+            if args[1 if nr == 228 else 0]:
+                self.mem.write(args[1 if nr == 228 else 0], struct.pack("<qq", total // unit, total % unit))
+            self._skip(tid, regs, nxt.ret)
+            return None
+        # not in the log (e.g. gettimeofday through a glibc IFUNC): synthesize from the replay clock
+        self.res.synthesized_clock_reads += 1
+        if len(self.res.notes) < 20:
+            self.res.notes.append(f"clock read {sysname(nr)}({args[0]}) not in the log (next expected: "
+                                  f"{describe(nxt.nr, nxt.args) if nxt else 'none'}): synthesized")
+        th.synth += 1  # strictly increasing, without moving the virtual clock off the recorded timeline
+        clk = args[0] if nr == 228 else 0
+        now = th.vt + th.synth + (self.log.clock_offset_ns if nr != 228 or clk in (0, 5, 11) else 0)
+        if nr == 228:
+            self.mem.write(args[1], struct.pack("<qq", now // 1_000_000_000, now % 1_000_000_000))
+            self._skip(tid, regs, 0)
+        elif nr == 96:
+            if args[0]:
+                self.mem.write(args[0], struct.pack("<qq", now // 1_000_000_000, now % 1_000_000_000 // 1000))
+            self._skip(tid, regs, 0)
+        else:
+            if args[0]:
+                self.mem.write(args[0], struct.pack("<q", now // 1_000_000_000))
+            self._skip(tid, regs, now // 1_000_000_000)
+        return None
+
+    def _lenient(self, tid: int, th: _Thread, regs, nr: int, args) -> str | None:
+        """What-if mode: match the next recorded event on the same channel (syscall and fd)."""
+        fd = args[0] & 0xFFFFFFFF
+        for j in range(th.pos, len(th.queue)):
+            e = th.queue[j]
+            if e.index in self.consumed or e.nr != nr:
+                continue
+            if self._fd_arg(nr) and (e.args[0] & 0xFFFFFFFF) != fd:
+                continue
+            th.queue.insert(th.pos, th.queue.pop(j))
+            self._consume(th, e)
+            return self._apply(tid, th, regs, nr, args, e)
+        if nr in WRITES and fd in self.emulated:
+            data = self._gather(nr, args)
+            self.out_bytes.setdefault(self._chan_key(fd), hashlib.sha256()).update(data)
+            self._skip(tid, regs, len(data))
+            return None
+        self._passthrough(tid)
+        return None
+
+    def _diverge(self, index: int, rtid: int, kind: str, expected: str, actual: str) -> None:
+        if self.res.outcome in ("identical", "incomplete-log"):
+            self.res.outcome = "diverged"
+        if len(self.res.divergences) < MAX_DIVERGENCES:
+            self.res.divergences.append(Divergence(index, rtid, kind, expected, actual))
+
+    def _verdict(self) -> None:
+        r = self.res
+        if self.expected:
+            r.recorded_span_ms = (self.expected[-1].exit_ns - self.log.exec_ns) / 1e6
+            r.replay_span_ms = (max((t.vt for t in self.threads.values()), default=self.log.exec_ns)
+                                - self.log.exec_ns) / 1e6
+        if self.deadline_ms is not None:
+            for q in r.requests:
+                q.timed_out = q.replay_ms > self.deadline_ms
+            slow = [q for q in r.requests if q.timed_out]
+            r.verdict = (f"timeout: {len(slow)} of {len(r.requests)} requests over {self.deadline_ms:g} ms "
+                         f"(worst {max(q.replay_ms for q in slow):.1f} ms)" if slow else
+                         f"pass: {len(r.requests)} requests within {self.deadline_ms:g} ms")
+
+
+def _show(b: bytes, limit: int = 120) -> str:
+    text = b[:limit].decode("utf-8", "backslashreplace")
+    return repr(text) + (f"... ({len(b)} bytes)" if len(b) > limit else "")
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    return fnmatch.fnmatch(path, pattern)

@@ -1,0 +1,66 @@
+"""Record one command replayably without the chDB store: the probes' shared maps (watch list,
+fork/exec following) plus the replay stream. Used by tests and bench; `kprobe run --replayable`
+records the same stream beside the full event store."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from kprobe.agent.probeset import ProbeConfig, ProbeSet
+from kprobe.replay.capture import ReplayCapture
+
+
+@dataclass
+class Recording:
+    session: Path
+    pid: int
+    returncode: int
+
+
+@dataclass
+class Started:
+    pid: int
+    stdout: BinaryIO | None
+
+    def wait(self) -> int:
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
+class ReplayRecorder:
+    """Attach once, record several commands (each into the same session directory)."""
+
+    def __init__(self, session: Path):
+        self.session = session
+        self.probes = ProbeSet(ProbeConfig(filter_on=True, probes=("sched",))).open()
+        self.capture = ReplayCapture(self.probes, session).start()
+
+    def start(self, argv: list[str], stdout_pipe: bool = False) -> Started:
+        """Fork, put the child on the watch list, then let it exec (so the log begins at its exec)."""
+        gate_r, gate_w = os.pipe()
+        out_r, out_w = os.pipe() if stdout_pipe else (-1, -1)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                os.close(gate_w)
+                if stdout_pipe:
+                    os.dup2(out_w, 1)
+                    os.close(out_r)
+                os.read(gate_r, 1)
+                os.execvp(argv[0], argv)
+            finally:
+                os._exit(127)
+        os.close(gate_r)
+        if stdout_pipe:
+            os.close(out_w)
+        self.probes.watch_pid(pid)
+        os.write(gate_w, b"x")
+        os.close(gate_w)
+        return Started(pid, os.fdopen(out_r, "rb") if stdout_pipe else None)
+
+    def stop(self) -> None:
+        self.capture.flush()
+        self.capture.stop()
+        self.probes.close()

@@ -1,0 +1,210 @@
+"""Record real runs with the replay probe (eBPF), then replay them under ptrace with the peers absent.
+
+Ground truth is the recording itself: the bytes the service wrote (captured by the kernel probe)
+and the requests the real client sent. Replays run without the client, without the ledger file
+and must reproduce every output byte; a binary that writes different bytes must be caught at the
+exact syscall; injected delays must turn into the client-side verdicts they imply.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import is_root
+
+WORKLOADS = Path(__file__).parent / "workloads"
+N_REQUESTS = 6
+CLIENT_THINK_S = 0.45  # the client sends its next payment this long after a reply
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("bin")
+    built = {}
+    for name in ("ledger_svc", "two_threads"):
+        exe = out / name
+        subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(WORKLOADS / f"{name}.c")], check=True)
+        built[name] = str(exe)
+    return built
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ledger_recording(binaries: dict[str, str], tmp_path_factory: pytest.TempPathFactory, probes_built: None):
+    """One real run of the ledger service with a real client, recorded replayably."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    from kprobe.replay import log as rlog
+    from kprobe.replay.record import ReplayRecorder
+
+    tmp = tmp_path_factory.mktemp("rec")
+    ledger = tmp / "ledger.log"
+    port = _free_port()
+    argv = [binaries["ledger_svc"], str(port), str(ledger), str(N_REQUESTS)]
+    rec = ReplayRecorder(tmp / "replay" / "session")
+    try:
+        p = rec.start(argv, stdout_pipe=True)
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        replies = []
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            for i in range(N_REQUESTS):
+                s.sendall(b"payment-%d\n" % i)
+                replies.append(s.recv(200))
+                time.sleep(CLIENT_THINK_S)
+        assert p.wait() == 0
+    finally:
+        rec.stop()
+    log = rlog.load(tmp / "replay" / "session", p.pid)
+    ledger_bytes = ledger.read_bytes()
+    ledger.unlink()  # the replay must not need it
+    return {"log": log, "argv": argv, "ledger": ledger_bytes, "replies": replies, "dir": tmp}
+
+
+def _ledger_writes(log) -> bytes:
+    ledger_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
+    return b"".join(e.regions[0][: e.ret] for e in log.events if e.nr == 1 and e.args[0] == ledger_fd)
+
+
+def test_log_holds_inputs_outputs_and_vdso_time(ledger_recording) -> None:
+    log = ledger_recording["log"]
+    assert log.replayable_until == len(log.events), log.problem
+    names = [e.nr for e in log.events]
+    assert names.count(318) >= N_REQUESTS  # getrandom (glibc may draw once at start-up too)
+    vdso_reads = [e for e in log.events if e.nr == 228 and e.vdso]
+    assert len(vdso_reads) == N_REQUESTS  # clock_gettime never entered the kernel, the uprobe saw it
+    assert _ledger_writes(log) == ledger_recording["ledger"]  # the captured bytes are the file's bytes
+
+
+def test_replay_identical_ten_times_with_peers_absent(ledger_recording) -> None:
+    from kprobe.replay.engine import ReplayEngine
+
+    log, argv = ledger_recording["log"], ledger_recording["argv"]
+    results = [ReplayEngine(log, argv).run() for _ in range(10)]
+    first = results[0]
+    assert first.outcome == "identical", (first.divergences, first.notes)
+    assert first.divergences == []
+    assert first.outputs_identical, (first.outputs, first.recorded_outputs)
+    assert first.events_replayed == first.events_total
+    assert first.exit_code == 0
+    assert not Path(argv[2]).exists()  # the ledger was answered from the log, never written
+    assert len(first.requests) == N_REQUESTS
+    for r in results[1:]:
+        assert (r.outcome, r.outputs, r.events_replayed) == (first.outcome, first.outputs, first.events_replayed)
+        assert [q.replay_ms for q in r.requests] == [q.replay_ms for q in first.requests]
+
+
+def test_different_bytes_reported_at_first_divergent_syscall(ledger_recording, binaries) -> None:
+    from kprobe.replay.engine import ReplayEngine
+
+    log, argv = ledger_recording["log"], ledger_recording["argv"]
+    res = ReplayEngine(log, argv[:4] + ["1"]).run()  # variant 1 tags the middle ledger line
+    assert res.outcome == "diverged"
+    d = res.divergences[0]
+    ledger_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
+    ledger_writes = [e for e in log.events if e.nr == 1 and e.args[0] == ledger_fd]
+    assert d.kind == "bytes"
+    assert d.index == ledger_writes[N_REQUESTS // 2].index
+    assert "FIXED" in d.actual and "FIXED" not in d.expected
+
+
+def test_injected_ledger_delay_gives_client_timeout_and_fix_passes(ledger_recording) -> None:
+    from kprobe.replay.engine import ReplayEngine
+    from kprobe.replay.inject import parse
+
+    log, argv = ledger_recording["log"], ledger_recording["argv"]
+    ledger_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
+    deadline = 300.0
+    base = ReplayEngine(log, argv, strict=False, deadline_ms=deadline).run()
+    assert base.verdict.startswith("pass"), base.verdict
+    spec = f"delay the 3rd write to fd {ledger_fd} by 388 ms"
+    slow = [ReplayEngine(log, argv, [parse(spec)], strict=False, deadline_ms=deadline).run() for _ in range(2)]
+    for r in slow:
+        assert r.verdict.startswith("timeout: 1 of"), r.verdict
+        timed = [q for q in r.requests if q.timed_out]
+        assert len(timed) == 1 and timed[0].replay_ms >= 388.0
+    assert [q.replay_ms for q in slow[0].requests] == [q.replay_ms for q in slow[1].requests]
+    # the fix replies before the ledger write: same log, same injected delay, no timeout
+    fixed = ReplayEngine(log, argv[:4] + ["2"], [parse(spec)], strict=False, deadline_ms=deadline).run()
+    assert fixed.verdict.startswith("pass"), (fixed.verdict, fixed.requests, fixed.notes)
+    assert fixed.divergences  # the order changed, and replay says so
+    assert fixed.divergences[0].kind == "sequence"
+
+
+def test_two_threads_replay_identical(binaries, tmp_path: Path, probes_built: None) -> None:
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    from kprobe.replay import log as rlog
+    from kprobe.replay.engine import ReplayEngine
+    from kprobe.replay.record import ReplayRecorder
+
+    out = tmp_path / "out.log"
+    argv = [binaries["two_threads"], str(out)]
+    rec = ReplayRecorder(tmp_path / "session")
+    try:
+        p = rec.start(argv)
+        assert p.wait() == 0
+    finally:
+        rec.stop()
+    log = rlog.load(tmp_path / "session", p.pid)
+    assert len({e.tid for e in log.events}) == 2
+    out.unlink()
+    results = [ReplayEngine(log, argv).run() for _ in range(3)]
+    for r in results:
+        assert r.outcome == "identical", (r.divergences, r.notes)
+        assert r.outputs_identical
+    assert len({tuple(sorted(r.outputs.items())) for r in results}) == 1
+    assert os.path.exists(out) is False
+
+
+def test_cli_replay_reports_outcome_and_verdict(ledger_recording) -> None:
+    import json
+    import sys
+
+    log, argv, data = ledger_recording["log"], ledger_recording["argv"], ledger_recording["dir"]
+    base = [sys.executable, "-m", "kprobe", "replay", "--data", str(data), "--incident", f"session:{log.tgid}"]
+    ok = subprocess.run(base + ["--", *argv], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "outcome: identical" in ok.stdout and "byte-identical" in ok.stdout
+    ledger_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
+    slow = subprocess.run(base + ["--deadline-ms", "300", "--inject", f"delay the 2nd write to fd {ledger_fd} by 388 ms",
+                                  "--json", "--", *argv], capture_output=True, text=True, timeout=120)
+    out = json.loads(slow.stdout)
+    assert out["verdict"].startswith("timeout: 1 of"), out["verdict"]
+    assert [q["timed_out"] for q in out["requests"]].index(True) == 1
+    bad = subprocess.run(base + ["--inject", "delay something odd", "--", *argv], capture_output=True, text=True)
+    assert bad.returncode == 2 and "cannot parse injection" in bad.stderr
+
+
+def test_kprobe_run_replayable_then_replay(tmp_path: Path, binaries, probes_built: None) -> None:
+    import sys
+
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    out = tmp_path / "out.log"
+    argv = [binaries["two_threads"], str(out)]
+    run = subprocess.run([sys.executable, "-m", "kprobe", "run", "--replayable", "--data", str(tmp_path / "d"),
+                          "--", *argv], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    sessions = list((tmp_path / "d" / "replay").iterdir())
+    assert len(sessions) == 1
+    from kprobe.replay import log as rlog
+
+    pid = rlog.tgids(sessions[0])[-1]
+    out.unlink()
+    rep = subprocess.run([sys.executable, "-m", "kprobe", "replay", "--data", str(tmp_path / "d"), "--pid", str(pid),
+                          "--", *argv], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "outcome: identical" in rep.stdout
