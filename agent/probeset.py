@@ -18,6 +18,13 @@ from kprobe.schemas import layouts as L
 from kprobe.schemas import syscalls
 from kprobe.schemas.tables import EVENT_TYPES, PROBES, EventType
 
+# Syscalls recorded whatever their duration (filter value 2): rare, and each one
+# matters (durability, connection set-up, the fd -> path map). The others
+# (filter value 1) are recorded when at least min_syscall_ns long.
+ALWAYS_SYSCALLS = frozenset({"fsync", "fdatasync", "sync_file_range", "connect", "accept", "accept4",
+                             "openat", "openat2", "close"})
+SYS_THRESHOLD, SYS_ALWAYS = 1, 2
+
 SHARED_MAPS = ("kp_config", "kp_watched", "kp_watched_comm", "kp_drops", "kp_counters")
 BUILD_DIR = Path(__file__).resolve().parent.parent / "probes" / "build"
 
@@ -25,10 +32,12 @@ BUILD_DIR = Path(__file__).resolve().parent.parent / "probes" / "build"
 @dataclass
 class ProbeConfig:
     ring_bytes: int = 8 << 20          # per event type; power of two
+    detail: str = "full"               # the capture policy's name (see `kprobe record --help`)
     min_offcpu_ns: int = 50_000
     min_syscall_ns: int = 0
     fault_sample_every: int = 64
     fault_flush_ms: int = 100
+    sock_flush_ms: int = 0             # 0: one sock_io row per send/recv; N: per socket+dir every N ms
     watch_pids: list[int] = field(default_factory=list)
     watch_comms: list[str] = field(default_factory=list)
     filter_on: bool = False            # true when a watch list is given or `run` follows a command
@@ -106,6 +115,7 @@ class ProbeSet:
         cfg["self_tgid"] = _self_tgid()
         cfg["fault_sample_every"] = max(1, c.fault_sample_every)
         cfg["fault_flush_ms"] = c.fault_flush_ms
+        cfg["sock_flush_ms"] = max(0, c.sock_flush_ms)
         zero = np.zeros(1, dtype=np.uint32)
         self.shared["kp_config"].update(zero, cfg)
         for pid in c.watch_pids:
@@ -116,9 +126,10 @@ class ProbeSet:
             self.shared["kp_watched_comm"].update(key, np.ones(1, dtype=np.uint8))
         if "syscalls" in self.objects:
             filt = self.objects["syscalls"].map("kp_syscall_filter")
-            one = np.ones(1, dtype=np.uint8)
+            always = {syscalls.X86_64[n][0] for n in ALWAYS_SYSCALLS}
             for nr in syscalls.numbers(c.syscalls):
-                filt.update(np.array([nr], dtype=np.uint32), one)
+                val = np.array([SYS_ALWAYS if nr in always else SYS_THRESHOLD], dtype=np.uint8)
+                filt.update(np.array([nr], dtype=np.uint32), val)
 
     def watch_pid(self, pid: int) -> None:
         self.shared["kp_watched"].update(np.array([pid], dtype=np.uint32), np.ones(1, dtype=np.uint8))

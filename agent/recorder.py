@@ -10,6 +10,7 @@ kernel's per-CPU drop counters say exactly how much was lost: never silent.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import threading
@@ -43,8 +44,11 @@ class Sink:
 @dataclass
 class RecorderConfig:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
-    poll_ms: float = 5.0
-    flush_ms: float = 1000.0  # each store insert has a fixed cost (~20 ms in chDB)
+    poll_ms: float = 5.0      # shortest ring polling interval (used while rings fill fast)
+    max_poll_ms: float = 20.0  # longest, while rings are nearly empty (8 MiB rings take seconds to fill)
+    flush_ms: float = 1000.0  # each store insert has a fixed cost (~10-20 ms of CPU in chDB)
+    flush_rows: int = 1_000_000
+    writer_nice: int = 0      # >0: the writer yields the CPU to the service it observes (lags on a saturated host)
     queue_batches: int = 64
     retention_s: float | None = 6 * 3600
     retention_bytes: int | None = 2 << 30
@@ -70,6 +74,7 @@ class Recorder:
     _queue: queue.Queue = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
     _drained_all: threading.Event = field(default_factory=threading.Event)
+    _flush_req: threading.Event = field(default_factory=threading.Event)
     _identities: IdentityCache = field(default_factory=IdentityCache)
     _clock: clock.ClockSync = field(default_factory=clock.sample)
 
@@ -115,34 +120,62 @@ class Recorder:
         """Block until everything committed to the rings before this call is in the sink."""
         deadline = time.monotonic() + timeout
         target = time.monotonic_ns()
+        self._flush_req.set()
         while time.monotonic() < deadline:
-            if self.stats.last_written_mono_ns >= target and self._queue.empty():
+            # The marker of a flush that started after `target` follows every record committed
+            # before it; newer batches still queued behind it do not matter (a slow writer on a
+            # loaded host never sees an empty queue).
+            if self.stats.last_written_mono_ns >= target:
                 return True
             time.sleep(0.01)
         return False
 
+    def fresh(self, max_lag_s: float = 0.25, timeout: float = 5.0) -> bool:
+        """Make the store at most ``max_lag_s`` behind the rings before a query reads it.
+
+        Flushes are infrequent (each insert has a fixed cost); a query asks for one only
+        when the last one is older than the lag it tolerates, so a burst of queries
+        (``kprobe why`` sends several) pays for at most one flush.
+        """
+        if time.monotonic_ns() - self.stats.last_written_mono_ns <= max_lag_s * 1e9:
+            return True
+        return self.wait_drained(timeout)
+
     # -- threads -------------------------------------------------------------------------------
     def _drain_loop(self) -> None:
-        poll = self.config.poll_ms / 1000
+        """Poll every ring; adaptive interval: short while a ring fills fast, long while all are quiet.
+
+        A quiet host costs few wake-ups; a ring never gets near full between two polls
+        because the interval shrinks as soon as one is more than 1/16 full.
+        """
+        min_poll = self.config.poll_ms / 1000
+        max_poll = max(min_poll, self.config.max_poll_ms / 1000)
+        poll = min_poll
         flush_every = self.config.flush_ms / 1000
         pending: dict[str, list[np.ndarray]] = {}
+        rows = 0
         last_flush = last_status = time.monotonic()
         while True:
             stopping = self._stop.is_set()
+            flush_req = self._flush_req.is_set()
             tick_mono = time.monotonic_ns()
+            fullest = 0.0
             for name, reader in self._readers.items():
+                fullest = max(fullest, reader.pending_bytes() / reader.size)
                 recs = reader.drain()
                 if recs.size:
                     pending.setdefault(name, []).append(recs)
+                    rows += len(recs)
                     self.stats.drained[name] = self.stats.drained.get(name, 0) + len(recs)
             now = time.monotonic()
-            rows = sum(len(a) for lst in pending.values() for a in lst)
-            if stopping or now - last_flush >= flush_every or rows >= 1_000_000:
+            if stopping or flush_req or now - last_flush >= flush_every or rows >= self.config.flush_rows:
+                self._flush_req.clear()
                 self._clock = clock.sample(16)
                 for name, lst in pending.items():
                     recs = lst[0] if len(lst) == 1 else np.concatenate(lst)
                     self._queue.put(Batch(BY_NAME[name], recs, self._clock.offset_ns))
                 pending = {}
+                rows = 0
                 self._queue.put(tick_mono)  # marks "everything drained before this instant is queued"
                 last_flush = now
             if now - last_status >= 1.0 and self.probes is not None:
@@ -152,9 +185,14 @@ class Recorder:
             if stopping:
                 self._queue.put(None)
                 return
+            poll = min_poll if fullest > 1 / 16 else min(max_poll, poll * 2)
             self._stop.wait(poll)
 
     def _write_loop(self) -> None:
+        try:  # this thread only (Linux: a tid is a "process" for setpriority)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.writer_nice)
+        except OSError as e:
+            log.warning("cannot lower the writer's priority: %s", e)
         last_retention = time.monotonic()
         last_status = 0.0
         while True:

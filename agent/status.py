@@ -27,6 +27,8 @@ COUNTER_NAMES = {
     L.KP_CNT_SYSCALL_SHORT: "syscalls_below_threshold",
     L.KP_CNT_FAULTS: "page_faults_watched",
     L.KP_CNT_SOCK_IO_UNWATCHED: "sock_io_unwatched",
+    L.KP_CNT_SYSCALL_SHORT_NS: "syscalls_below_threshold_ns",
+    L.KP_CNT_SOCK_IO_FOLDED: "sock_io_folded",
 }
 
 
@@ -42,6 +44,7 @@ class RecorderStats:
     attach: list[dict] = field(default_factory=list)
     load_errors: dict[str, str] = field(default_factory=dict)
     clock: ClockSync | None = None
+    policy: dict = field(default_factory=dict)  # capture policy and thresholds in effect
     last_error: str = ""
     partitions_dropped: int = 0
     last_written_mono_ns: int = 0
@@ -50,6 +53,10 @@ class RecorderStats:
     def set_probes(self, probes: ProbeSet, clk: ClockSync) -> None:
         self.attach = [asdict(s) for s in probes.status]
         self.load_errors = dict(probes.load_errors)
+        c = probes.config
+        self.policy = {"detail": c.detail, "min_offcpu_ns": c.min_offcpu_ns, "min_syscall_ns": c.min_syscall_ns,
+                       "sock_flush_ms": c.sock_flush_ms, "fault_sample_every": c.fault_sample_every,
+                       "filter_on": bool(c.filter_on or c.watch_pids or c.watch_comms)}
         self.clock = clk
 
     def update_kernel(self, probes: ProbeSet) -> None:

@@ -9,9 +9,16 @@ off-CPU piece is then explained:
   explained by ``memory_pressure`` (a child cause);
 * blocked time is classified by the syscall in flight and by who woke the
   thread: futex woken by another thread = ``lock_contention``; socket waits =
-  ``network`` (retransmits) or ``remote_service`` (peer process or remote end);
+  ``network`` when the connection retransmitted (culprit: the owner of the end
+  whose segments were lost, from the retransmit's own 4-tuple) or
+  ``remote_service`` (the peer process found by the reversed 4-tuple in the
+  socket I/O, the thread that sent last before the wake-up; no instrumentation);
   pipe/IPC/poll waits woken by another process = ``remote_service``;
-  uninterruptible disk calls = ``disk_io``; timed sleeps = ``sleep``;
+  uninterruptible disk calls = ``disk_io`` (culprit: the user process that issued
+  most bytes to the waited-on device, kernel dispatchers counting as the waiter);
+  the thread's own direct/memcg reclaim = ``memory_pressure`` (culprit: the
+  biggest other reclaimer, i.e. whoever else is filling the memory); timed
+  sleeps = ``sleep``;
 * a waker is followed recursively: its own delays inside the window the victim
   waited for it become children (depth-limited, with a cycle guard), because the
   victim's wait is only as long as the waker's path to the wake-up.
@@ -208,11 +215,13 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
         return piece
 
     # a stall inside the thread's own direct reclaim: memory pressure, whatever the syscall
-    own = sum(_overlap(r.ts, r.end_ts, a, b) for r in ctx.reclaim_by_tid.get(tid, ()))
+    mine = [r for r in ctx.reclaim_by_tid.get(tid, ()) if _overlap(r.ts, r.end_ts, a, b) > 0]
+    own = sum(_overlap(r.ts, r.end_ts, a, b) for r in mine)
     if own * 2 >= d:
         cul, top = ctx.top_reclaimer(a, b, exclude=tgid)
-        return _Piece("memory_pressure", cul, d, ev + [{"own_reclaim_ns": own, "top_reclaimers": top}],
-                      summary="blocked in direct reclaim")
+        kind = "memcg" if any(r.kind == "memcg" for r in mine) else "direct"
+        return _Piece("memory_pressure", cul, d, ev + [{"own_reclaim_ns": own, "reclaim": kind, "top_reclaimers": top}],
+                      summary=f"blocked in {kind} reclaim")
 
     if name in SLEEP_CALLS:
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary=f"{name}")
@@ -223,7 +232,7 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
     if name in DISK_CALLS or (o.reason == "uninterruptible" and name in READ_CALLS | WRITE_CALLS | {""}):
         ios = [x for x in ctx.ev.block_io if _overlap(x.ts, x.end_ts, a, b) > 0]
         if ios or name in DISK_CALLS or name:
-            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid)
+            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b)
             label = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else (name or "uninterruptible wait")
             if sc and sc.fd >= 0 and (p := ctx.path_for(tgid, sc.fd, sc.ts)):
                 label += f" ({p})"
@@ -244,18 +253,42 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
                   summary=f"blocked ({o.reason}) in {name or 'an untraced call'}")
 
 
-def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int) -> tuple[Culprit, list]:
-    """The process that issued most of the block I/O completing during the wait (often the victim itself)."""
+KERNEL_IO_THREADS = ("kworker/", "jbd2/", "loop", "kswapd", "kcompactd", "ksoftirqd/", "kblockd", "flush-",
+                     "writeback", "dm_", "kdmflush", "md", "xfsaild", "btrfs-", "scsi_", "nvme", "swapper")
+
+
+def _kernel_thread(comm: str) -> bool:
+    """Block requests dispatched by these (throttling, writeback, journal, loop) belong to someone else."""
+    return comm.startswith(KERNEL_IO_THREADS)
+
+
+def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int) -> tuple[Culprit, list]:
+    """Who made the wait long: the process that issued most bytes to the waited-on device during the wait.
+
+    The device is the one whose request completed last before the wake-up. Kernel
+    threads (throttle dispatch, writeback, journal, loop) issue on behalf of the
+    processes that wrote, so their bytes never make them the culprit: if no other
+    user process issued more than the waiter on that device, the waiter's own I/O
+    is what was slow and the waiter is named (the evidence lists the issuers).
+    """
+    done = [x for x in ios if x.end_ts <= wake + 1_000_000] or ios
+    dev = max(done, key=lambda x: x.end_ts).dev if done else None
+    on_dev = [x for x in ios if x.dev == dev]
     per: dict[int, int] = defaultdict(int)
-    for x in ios:
+    comm: dict[int, str] = {}
+    for x in on_dev:
         per[x.tgid] += x.bytes
-    ev = [{"block_io": len(ios), "bytes": sum(per.values()),
-           "issuers": [{"pid": t, "comm": ctx.comm(t), "bytes": n} for t, n in
+        comm[x.tgid] = x.comm
+    ev = [{"block_io": len(on_dev), "bytes": sum(per.values()), "dev": dev,
+           "issuers": [{"pid": t, "comm": comm[t], "bytes": n} for t, n in
                        sorted(per.items(), key=lambda kv: kv[1], reverse=True)[:3]]}]
-    if not per:
+    users = {t: n for t, n in per.items() if not _kernel_thread(comm[t])}
+    if not users:
         return ctx.culprit(tgid, tid), ev
-    top = max(per.items(), key=lambda kv: kv[1])[0]
-    return (ctx.culprit(tgid, tid) if top == tgid else ctx.culprit(top)), ev
+    top, n = max(users.items(), key=lambda kv: kv[1])
+    if top == tgid or n <= users.get(tgid, 0):
+        return ctx.culprit(tgid, tid), ev
+    return ctx.culprit(top, None, comm[top]), ev
 
 
 def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: int, d: int, ev: list,
@@ -266,8 +299,11 @@ def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: 
           if (sock.skaddr and r.skaddr == sock.skaddr)
           or {(r.saddr, r.sport), (r.daddr, r.dport)} == {(sock.saddr, sock.sport), (sock.daddr, sock.dport)}]
     if rt:
-        return _Piece("network", Culprit(None, None, None), d, ev + [{"retransmits": len(rt)}],
-                      summary=f"{len(rt)} TCP retransmits on {tup}", bucket="net")
+        cul, sender = _retransmitter(ctx, sock, rt)
+        return _Piece("network", cul, d, ev + [{"retransmits": len(rt), "retransmitted_by": sender,
+                                               "first_retransmit_ns": rt[0].ts}],
+                      summary=f"{len(rt)} TCP retransmit{'s' if len(rt) > 1 else ''} (segments lost) on {tup}, "
+                              f"sent by {cul.label() + ' ' if cul.pid else ''}{sender}", bucket="net")
     peers = [k for k in ctx.ev.sock_io if k.tgid != sock.tgid and k.saddr == sock.daddr and k.sport == sock.dport
              and k.daddr == sock.saddr and k.dport == sock.sport]
     if peers:
@@ -287,6 +323,24 @@ def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: 
         return piece
     return _Piece("remote_service", Culprit(None, None, None), d, ev,
                   summary=f"waited in {sc.syscall} on remote {sock.daddr}:{sock.dport}", bucket="net")
+
+
+def _retransmitter(ctx: _Ctx, sock: SockIO, rt: list) -> tuple[Culprit, str]:
+    """The process owning the end that retransmitted (whose segments were lost), and that end as text.
+
+    A retransmit record carries the sending socket's own 4-tuple, so the loss
+    direction is known: the victim's end means its requests were lost, the
+    peer's end means the replies were. The owner comes from the socket I/O of
+    that exact 4-tuple; a peer that was not watched stays unnamed.
+    """
+    r = max(rt, key=lambda x: sum(1 for y in rt if (y.saddr, y.sport) == (x.saddr, x.sport)))
+    end = f"{r.saddr}:{r.sport}"
+    if (r.saddr, r.sport) == (sock.saddr, sock.sport):
+        return ctx.culprit(sock.tgid, sock.tid), end
+    for k in ctx.ev.sock_io:
+        if (k.saddr, k.sport, k.daddr, k.dport) == (r.saddr, r.sport, r.daddr, r.dport):
+            return ctx.culprit(k.tgid, k.tid), end
+    return Culprit(None, None, None), end
 
 
 def _follow_waker(ctx: _Ctx, waker_tid: int, a: int, b: int, depth: int, path: frozenset[int],
@@ -490,6 +544,7 @@ def analyze(ev: Evidence) -> Analysis:
                      "or it was not watched")
     notes.append("off-CPU intervals shorter than the recorder's threshold are counted in the kernel, not here; "
                  "they show up as on-CPU time")
+    notes.extend(f"evidence cut by a bound: {t} (rows beyond the limit were not read)" for t in ev.truncated)
     op, op_ns = _operation(ev, bd.tid, lo, hi)
     return Analysis(interval=iv, comm=ev.comms.get(iv.tgid, "?"), operation=op, operation_ns=op_ns,
                     root_cause=chain[-1] if chain else None, breakdown=bd, chain=chain, causes=causes, notes=notes)

@@ -12,7 +12,7 @@ Only integers are ever interpolated into SQL, and only after ``int()``.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from kprobe.causal.model import Interval
@@ -86,6 +86,7 @@ class BlockIO:
     end_ts: int
     bytes: int
     rwbs: str
+    dev: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class Evidence:
     comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, from whatever rows name it
     fetched_tgids: set[int] = field(default_factory=set)
     queries: int = 0
+    truncated: list[str] = field(default_factory=list)      # what a row or fan-out bound cut: never silent
 
     def add_offcpu(self, rows: list[OffCpu]) -> None:
         for r in rows:
@@ -159,7 +161,7 @@ class Evidence:
 
 
 def _i(v: Any) -> int:
-    """JSONEachRow quotes 64-bit integers; everything numeric goes through here."""
+    """Every value arrives as text (one array type for every table in a round); numbers go through here."""
     return int(v) if v not in (None, "") else 0
 
 
@@ -171,62 +173,95 @@ def _tgid_list(tgids: set[int]) -> str:
     return ", ".join(str(int(t)) for t in sorted(tgids))
 
 
-def _overlap(lo: int, hi: int) -> str:
-    """Rows whose [ts, end_ts] overlaps [lo, hi]."""
-    return f"end_ts >= {int(lo)} AND ts <= {int(hi)}"
+LOOKBACK_NS = 600_000_000_000   # rows of time-ordered tables starting this long before the window are not read
 
 
-def _q(store: Store, ev: Evidence, sql: str) -> list[dict]:
+def _overlap(lo: int, hi: int, lookback: int | None = None) -> str:
+    """Rows whose [ts, end_ts] overlaps [lo, hi]; ``lookback`` bounds ts from below so a ts-ordered key prunes."""
+    cond = f"end_ts >= {int(lo)} AND ts <= {int(hi)}"
+    return cond if lookback is None else f"{cond} AND ts >= {int(lo) - int(lookback)}"
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One branch of a round's UNION ALL: a tag naming what the rows are, their columns, and FROM ... WHERE."""
+
+    tag: str
+    cls: type
+    cols: tuple[str, ...]
+    source: str
+
+
+def _make(cls: type, v: list) -> Any:
+    """Row values (text, in the dataclass's field order) -> the dataclass; str fields stay text."""
+    return cls(*(_s(x) if f.type == "str" else _i(x) for f, x in zip(fields(cls), v, strict=True)))
+
+
+def _round(store: Store, ev: Evidence, parts: list[_Part]) -> dict[str, list]:
+    """All of a round's reads in ONE statement: a chDB query costs a few ms before it reads a row.
+
+    Each branch casts its columns to one Array(String) so the branches share a
+    type; a branch that hits ROW_LIMIT is reported in ``ev.truncated``.
+    """
+    out: dict[str, list] = {p.tag: [] for p in parts}
+    if not parts:
+        return out
+    sql = " UNION ALL ".join(
+        f"(SELECT '{p.tag}' AS k, [{', '.join(f'CAST({c} AS String)' for c in p.cols)}] AS v "
+        f"{p.source} LIMIT {ROW_LIMIT})" for p in parts)
     ev.queries += 1
-    return store.query_rows(f"{sql} LIMIT {ROW_LIMIT}")
+    by_tag = {p.tag: p for p in parts}
+    for r in store.query_rows(sql):
+        p = by_tag[r["k"]]
+        out[p.tag].append(_make(p.cls, r["v"]))
+    for tag, rows in out.items():
+        if len(rows) >= ROW_LIMIT:
+            ev.truncated.append(tag)
+    return out
 
 
-def _fetch_offcpu(store: Store, ev: Evidence, tgids: set[int], lo: int, hi: int) -> None:
-    rows = _q(store, ev,
-              "SELECT tgid, tid, comm, ts, end_ts, wake_ts, reason, cpu_off, cpu_on, preemptor_tgid, preemptor_tid, "
-              "preemptor_comm, waker_tgid, waker_tid, waker_comm FROM offcpu "
-              f"WHERE tgid IN ({_tgid_list(tgids)}) AND {_overlap(lo, hi)} ORDER BY ts")
-    ev.add_offcpu([OffCpu(
-        _i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _i(r["ts"]), _i(r["end_ts"]), _i(r["wake_ts"]), _s(r["reason"]),
-        _i(r["cpu_off"]), _i(r["cpu_on"]), _i(r["preemptor_tgid"]), _i(r["preemptor_tid"]), _s(r["preemptor_comm"]),
-        _i(r["waker_tgid"]), _i(r["waker_tid"]), _s(r["waker_comm"])) for r in rows])
+_OFFCPU_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "wake_ts", "reason", "cpu_off", "cpu_on", "preemptor_tgid",
+                "preemptor_tid", "preemptor_comm", "waker_tgid", "waker_tid", "waker_comm")
+_SYSCALL_COLS = ("tgid", "tid", "syscall", "fd", "ts", "end_ts", "ret", "bytes")
+_SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "daddr", "dport")
 
 
-def _fetch_syscalls(store: Store, ev: Evidence, tgids: set[int], lo: int, hi: int) -> None:
-    rows = _q(store, ev,
-              "SELECT tgid, tid, syscall, fd, ts, end_ts, ret, bytes FROM syscall "
-              f"WHERE tgid IN ({_tgid_list(tgids)}) AND {_overlap(lo, hi)} ORDER BY ts")
-    ev.add_syscalls([Syscall(_i(r["tgid"]), _i(r["tid"]), _s(r["syscall"]), _i(r["fd"]), _i(r["ts"]),
-                             _i(r["end_ts"]), _i(r["ret"]), _i(r["bytes"])) for r in rows])
+def _process_parts(tgids: set[int], lo: int, hi: int) -> list[_Part]:
+    """Per-process tables (ordered by tgid, tid, ts: the tgid list prunes by primary key)."""
+    tl = _tgid_list(tgids)
+    return [
+        _Part("offcpu", OffCpu, _OFFCPU_COLS, f"FROM offcpu WHERE tgid IN ({tl}) AND {_overlap(lo, hi)}"),
+        _Part("syscall", Syscall, _SYSCALL_COLS, f"FROM syscall WHERE tgid IN ({tl}) AND {_overlap(lo, hi)}"),
+        _Part("sock_io", SockIO, _SOCK_COLS,
+              f"FROM sock_io WHERE tgid IN ({tl}) AND ts >= {int(lo)} AND ts <= {int(hi)}"),
+    ]
 
 
-def _sock(r: dict) -> SockIO:
-    return SockIO(_i(r["tgid"]), _i(r["tid"]), _i(r["ts"]), _i(r["skaddr"]), _s(r["dir"]), _i(r["bytes"]),
-                  _s(r["saddr"]), _i(r["sport"]), _s(r["daddr"]), _i(r["dport"]))
+def _victim_parts(iv: Interval) -> list[_Part]:
+    """Round 0: the victim's own tables plus the system-wide ones (reclaim, disk, retransmits)."""
+    lo, hi, tg = iv.start_ns, iv.end_ns, int(iv.tgid)
+    offcpu, _, sock = _process_parts({tg}, lo, hi)
+    return [offcpu, sock,
+        # the window's syscalls, and every earlier successful close: with the opens they name an fd at any time
+        _Part("syscall", Syscall, _SYSCALL_COLS,
+              f"FROM syscall WHERE tgid = {tg} AND ts <= {int(hi)} AND (end_ts >= {int(lo)} "
+              "OR (syscall = 'close' AND ret = 0))"),
+        _Part("fault", Fault, ("tgid", "tid", "ts", "count"),
+              f"FROM fault WHERE tgid = {tg} AND ts >= {int(lo)} AND ts <= {int(hi)}"),
+        _Part("fd_open", FdOpen, ("tgid", "fd", "ts", "path"), f"FROM fd_open WHERE tgid = {tg} AND ts <= {int(hi)}"),
+        _Part("reclaim", Reclaim, ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu"),
+              f"FROM reclaim WHERE {_overlap(lo, hi, LOOKBACK_NS)}"),
+        _Part("block_io", BlockIO, ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev"),
+              f"FROM block_io WHERE {_overlap(lo, hi, LOOKBACK_NS)}"),
+        _Part("tcp_retrans", Retrans, ("ts", "skaddr", "saddr", "sport", "daddr", "dport"),
+              f"FROM tcp_retrans WHERE ts >= {int(lo)} AND ts <= {int(hi)}"),
+    ]
 
 
-_SOCK_COLS = "tgid, tid, ts, skaddr, dir, bytes, saddr, sport, daddr, dport"
-
-
-def _fetch_sock(store: Store, ev: Evidence, tgids: set[int], lo: int, hi: int) -> None:
-    rows = _q(store, ev, f"SELECT {_SOCK_COLS} FROM sock_io WHERE tgid IN ({_tgid_list(tgids)}) "
-                         f"AND ts >= {int(lo)} AND ts <= {int(hi)} ORDER BY ts")
-    have = set(ev.sock_io)
-    ev.sock_io.extend(s for s in map(_sock, rows) if s not in have)
-
-
-def _fetch_sock_peers(store: Store, ev: Evidence, lo: int, hi: int) -> set[int]:
-    """Processes on the other end of the victim set's local connections (their local port = our remote port)."""
-    ports = {(s.dport, s.sport) for s in ev.sock_io if s.tgid in ev.fetched_tgids and s.dport and s.sport}
-    if not ports:
-        return set()
+def _peer_part(ports: set[tuple[int, int]], lo: int, hi: int) -> _Part:
+    """Socket I/O on the other end of known connections: their local port is our remote port and vice versa."""
     cond = " OR ".join(f"(sport = {int(a)} AND dport = {int(b)})" for a, b in sorted(ports)[:64])
-    rows = _q(store, ev, f"SELECT {_SOCK_COLS} FROM sock_io WHERE ({cond}) "
-                         f"AND ts >= {int(lo)} AND ts <= {int(hi)} ORDER BY ts")
-    have = set(ev.sock_io)
-    new = [s for s in map(_sock, rows) if s not in have]
-    ev.sock_io.extend(new)
-    return {s.tgid for s in new}
+    return _Part("peer_sock", SockIO, _SOCK_COLS, f"FROM sock_io WHERE ts >= {int(lo)} AND ts <= {int(hi)} AND ({cond})")
 
 
 def _related_tgids(ev: Evidence) -> set[int]:
@@ -241,6 +276,7 @@ def _related_tgids(ev: Evidence) -> set[int]:
 
 WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
 WAKER_CALLS = ("futex", "write", "writev", "pwrite64", "sendto", "sendmsg", "sendmmsg", "close")
+WAKER_CALL_LOOKBACK_NS = 10_000_000_000   # wake-type calls are short; this bound lets the ts key prune
 
 
 def unknown_wakes(ev: Evidence, min_blocked_ns: int = 1_000_000, limit: int = 32) -> list[int]:
@@ -259,73 +295,76 @@ def unknown_wakes(ev: Evidence, min_blocked_ns: int = 1_000_000, limit: int = 32
     return sorted({w for _, w in cand[:limit]})
 
 
-def _fetch_waker_calls(store: Store, ev: Evidence, wakes: list[int]) -> set[int]:
+def _waker_call_part(wakes: list[int]) -> _Part:
     """Other processes' wake-type syscalls bracketing those wake times: the candidates for the real waker."""
-    if not wakes:
-        return set()
     e = WAKE_EPS_NS
     cond = " OR ".join(f"(ts <= {int(w) + e} AND end_ts >= {int(w) - e})" for w in wakes)
     calls = ", ".join(f"'{c}'" for c in WAKER_CALLS)   # constants, not input
-    rows = _q(store, ev, "SELECT tgid, tid, syscall, fd, ts, end_ts, ret, bytes FROM syscall "
-                         f"WHERE syscall IN ({calls}) AND ({cond}) ORDER BY ts")
-    have = {r for v in ev.syscalls.values() for r in v}
-    new = [Syscall(_i(r["tgid"]), _i(r["tid"]), _s(r["syscall"]), _i(r["fd"]), _i(r["ts"]), _i(r["end_ts"]),
-                   _i(r["ret"]), _i(r["bytes"])) for r in rows]
-    new = [r for r in new if r not in have]
-    ev.add_syscalls(new)
-    return {r.tgid for r in new}
+    return _Part("waker_call", Syscall, _SYSCALL_COLS,
+                 f"FROM syscall WHERE ts >= {int(min(wakes)) - WAKER_CALL_LOOKBACK_NS} AND ts <= {int(max(wakes)) + e} "
+                 f"AND syscall IN ({calls}) AND ({cond})")
+
+
+def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
+    """Add a round's rows to the evidence; returns the processes first seen as peers or wake-call issuers."""
+    ev.add_offcpu(got.get("offcpu", []))
+    lo = ev.interval.start_ns
+    if "fd_open" in got:
+        # successful closes become path '' so a reused fd number is not named after an old file
+        closes = [FdOpen(r.tgid, r.fd, r.ts, "") for r in got.get("syscall", []) if r.syscall == "close" and r.ret == 0]
+        ev.fd_open = sorted(got["fd_open"] + closes, key=lambda f: f.ts)
+    have_calls = {r for v in ev.syscalls.values() for r in v}
+    calls = [r for r in got.get("syscall", []) + got.get("waker_call", []) if r not in have_calls and r.end_ts >= lo]
+    ev.add_syscalls(list(dict.fromkeys(calls)))
+    have = set(ev.sock_io)
+    socks = [s for s in got.get("sock_io", []) + got.get("peer_sock", []) if s not in have]
+    ev.sock_io.extend(dict.fromkeys(socks))
+    ev.faults.extend(got.get("fault", []))
+    ev.reclaims.extend(sorted(got.get("reclaim", []), key=lambda r: r.ts))
+    ev.block_io.extend(sorted(got.get("block_io", []), key=lambda r: r.ts))
+    ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
+    for r in got.get("reclaim", []) + got.get("block_io", []):
+        ev.comms.setdefault(r.tgid, r.comm)
+    return {s.tgid for s in got.get("peer_sock", [])} | {r.tgid for r in got.get("waker_call", [])}
 
 
 def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUNDS) -> Evidence:
-    """All rows for ``interval``: victim tables, system-wide reclaim/disk/retransmits, then related processes.
+    """All rows for ``interval`` in at most 1 + ``max_rounds`` SQL statements.
 
-    Query count: 8 for the victim plus at most 5 per round of related processes.
+    Round 0 reads the victim's tables and the system-wide ones. Each later round
+    reads, in one statement, the tables of the processes the previous round
+    named (wakers, TCP peers, issuers of the wake-up calls of idle-recorded
+    wakes) together with the next peers and wake calls to look up, so the chain
+    is followed across processes without one query per process. A round adds at
+    most MAX_RELATED_PER_ROUND processes; what the bound cut is noted.
     """
     ev = Evidence(interval)
-    lo, hi, tg = interval.start_ns, interval.end_ns, {interval.tgid}
-    ev.fetched_tgids |= tg
-    _fetch_offcpu(store, ev, tg, lo, hi)
-    _fetch_syscalls(store, ev, tg, lo, hi)
-    _fetch_sock(store, ev, tg, lo, hi)
-    ev.faults = [Fault(_i(r["tgid"]), _i(r["tid"]), _i(r["ts"]), _i(r["count"])) for r in _q(
-        store, ev, f"SELECT tgid, tid, ts, count FROM fault WHERE tgid = {int(interval.tgid)} "
-                   f"AND ts >= {int(lo)} AND ts <= {int(hi)} ORDER BY ts")]
-    # opens, and successful closes as path '' so a reused fd number is not named after an old file
-    ev.fd_open = [FdOpen(_i(r["tgid"]), _i(r["fd"]), _i(r["ts"]), _s(r["path"])) for r in _q(
-        store, ev, f"SELECT tgid, toInt64(fd) AS fd, ts, path FROM fd_open WHERE tgid = {int(interval.tgid)} "
-                   f"AND ts <= {int(hi)} UNION ALL SELECT tgid, toInt64(fd) AS fd, ts, '' AS path FROM syscall "
-                   f"WHERE tgid = {int(interval.tgid)} AND syscall = 'close' AND ret = 0 AND ts <= {int(hi)} "
-                   "ORDER BY ts")]
-    ev.reclaims = [Reclaim(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _s(r["kind"]), _i(r["ts"]), _i(r["end_ts"]),
-                           _i(r["nr_reclaimed"]), _i(r["cpu"])) for r in _q(
-        store, ev, "SELECT tgid, tid, comm, kind, ts, end_ts, nr_reclaimed, cpu FROM reclaim "
-                   f"WHERE {_overlap(lo, hi)} ORDER BY ts")]
-    ev.block_io = [BlockIO(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _i(r["ts"]), _i(r["end_ts"]), _i(r["bytes"]),
-                           _s(r["rwbs"])) for r in _q(
-        store, ev, "SELECT tgid, tid, comm, ts, end_ts, bytes, rwbs FROM block_io "
-                   f"WHERE {_overlap(lo, hi)} ORDER BY ts")]
-    ev.retrans = [Retrans(_i(r["ts"]), _i(r["skaddr"]), _s(r["saddr"]), _i(r["sport"]), _s(r["daddr"]),
-                          _i(r["dport"])) for r in _q(
-        store, ev, "SELECT ts, skaddr, saddr, sport, daddr, dport FROM tcp_retrans "
-                   f"WHERE ts >= {int(lo)} AND ts <= {int(hi)} ORDER BY ts")]
-    for r in ev.reclaims:
-        ev.comms.setdefault(r.tgid, r.comm)
-    for r in ev.block_io:
-        ev.comms.setdefault(r.tgid, r.comm)
-
-    asked: set[int] = set()
+    lo, hi = interval.start_ns, interval.end_ns
+    ev.fetched_tgids.add(interval.tgid)
+    found = _merge(ev, _round(store, ev, _victim_parts(interval)))
+    asked_ports: set[tuple[int, int]] = set()
+    asked_wakes: set[int] = set()
     for _ in range(max_rounds):
-        wakes = [w for w in unknown_wakes(ev) if w not in asked]
-        asked.update(wakes)
-        new = (_related_tgids(ev) | _fetch_sock_peers(store, ev, lo, hi) | _fetch_waker_calls(store, ev, wakes))
-        new -= ev.fetched_tgids | {0}
-        if not new:
+        new = (found | _related_tgids(ev)) - ev.fetched_tgids - {0}
+        if len(new) > MAX_RELATED_PER_ROUND:
+            ev.truncated.append(f"related processes: {len(new)} found, {MAX_RELATED_PER_ROUND} followed")
+            new = set(sorted(new)[:MAX_RELATED_PER_ROUND])
+        # peers of known connections; an end whose rows we already hold needs no lookup
+        known_ends = {(s.sport, s.dport) for s in ev.sock_io}
+        ports = {(s.dport, s.sport) for s in ev.sock_io
+                 if (s.tgid in ev.fetched_tgids or s.tgid in new) and s.dport and s.sport} - asked_ports - known_ends
+        wakes = [w for w in unknown_wakes(ev) if w not in asked_wakes]
+        parts = _process_parts(new, lo, hi) if new else []
+        if ports:
+            parts.append(_peer_part(ports, lo, hi))
+        if wakes:
+            parts.append(_waker_call_part(wakes))
+        if not parts:
             break
-        new = set(sorted(new)[:MAX_RELATED_PER_ROUND])
+        asked_ports |= ports
+        asked_wakes.update(wakes)
         ev.fetched_tgids |= new
-        _fetch_offcpu(store, ev, new, lo, hi)
-        _fetch_syscalls(store, ev, new, lo, hi)
-        _fetch_sock(store, ev, new, lo, hi)
+        found = _merge(ev, _round(store, ev, parts))
     _name_wakers(ev)
     return ev
 

@@ -13,6 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
+from kprobe.agent.kafka_cli import add_kafka_args, start_kafka_session
+from kprobe.cli_dataflow import add_parser as add_dataflow_parser
+
 DEFAULT_DATA = Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
 
 EPILOG = """\
@@ -31,22 +34,54 @@ runs, other commands query it through its socket in that directory.
 """
 
 
-def _add_capture_args(p: argparse.ArgumentParser) -> None:
+CAPTURE_POLICY = """\
+capture policy (--detail):
+  bounded  (default for `record`) keeps the kernel->user volume of a busy service small:
+           off-CPU intervals >= --min-offcpu-us (50), syscalls >= --min-syscall-us (100)
+           except fsync/fdatasync/sync_file_range/connect/accept/open/close, which are
+           always recorded; socket sends/recvs summed per socket and direction and
+           recorded at most every --sock-flush-ms (100) ms (byte totals exact); page
+           faults sampled 1 in --fault-sample (64) with exact counts. What is below a
+           threshold is counted in the kernel (kprobe stats: *_below_threshold,
+           sock_io_folded), never lost silently.
+  full     (default for `run`) every traced syscall and every send/recv is a row;
+           off-CPU intervals still use --min-offcpu-us.
+"""
+
+DETAIL_DEFAULTS = {  # detail -> (min syscall us, sock flush ms)
+    "bounded": (100.0, 100),
+    "full": (0.0, 0),
+}
+
+
+def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory (default: %(default)s)")
+    p.add_argument("--detail", choices=sorted(DETAIL_DEFAULTS), default=detail,
+                   help="capture policy, see below (default: %(default)s)")
     p.add_argument("--min-offcpu-us", type=float, default=50.0,
                    help="off-CPU intervals shorter than this are counted in the kernel, not recorded (default: %(default)s)")
     p.add_argument("--min-syscall-us", type=float, default=None,
-                   help="syscalls shorter than this are only counted (default: 0 when watching, 100 system-wide)")
+                   help="syscalls shorter than this are only counted (default: 100 with --detail bounded, 0 with full)")
+    p.add_argument("--sock-flush-ms", type=int, default=None,
+                   help="0: one sock_io row per send/recv; N: per socket and direction at most one row per N ms "
+                        "carrying the bytes since the previous row (default: 100 bounded, 0 full)")
     p.add_argument("--fault-sample", type=int, default=64, metavar="N",
                    help="record one page-fault sample (address) per N faults; counts stay exact (default: %(default)s)")
     p.add_argument("--ring-kb", type=int, default=8192, help="ring buffer size per event type, KiB, power of two")
     p.add_argument("--syscalls", default=None, help="comma-separated syscall names to trace (default: the built-in set)")
     p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
     p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
-    p.add_argument("--flush-ms", type=float, default=1000.0,
-                   help="batch interval to the store; each insert has a fixed cost (default: %(default)s)")
+    p.add_argument("--flush-ms", type=float, default=5000.0,
+                   help="batch interval to the store (each insert has a fixed cost); a query through the "
+                        "running recorder flushes first, so it still sees the last 0.25 s (default: %(default)s)")
+    p.add_argument("--writer-nice", type=int, default=0, metavar="N",
+                   help="nice value of the store writer thread; >0 yields CPU to the observed service but lets "
+                        "the writer lag (then drop, counted) on a saturated host (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=5.0,
                    help="ring polling interval; huge values let rings overflow on purpose (default: %(default)s)")
+    from kprobe.otel.cli_args import add_otlp_args
+
+    add_otlp_args(p)
     p.add_argument("--replayable", action="store_true", help="also record what `kprobe replay` needs (see its --help)")
 
 
@@ -57,11 +92,17 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
     ring = args.ring_kb * 1024
     if ring & (ring - 1) or ring < 4096:
         raise SystemExit(_die("--ring-kb must be a power of two of at least 4"))
-    min_sys = args.min_syscall_us if args.min_syscall_us is not None else (0.0 if watching else 100.0)
+    def_sys, def_sock = DETAIL_DEFAULTS[args.detail]
+    min_sys = args.min_syscall_us if args.min_syscall_us is not None else def_sys
+    sock_flush = args.sock_flush_ms if args.sock_flush_ms is not None else def_sock
+    if min_sys < 0 or sock_flush < 0 or args.min_offcpu_us < 0:
+        raise SystemExit(_die("--min-offcpu-us, --min-syscall-us and --sock-flush-ms must be >= 0"))
     probes = ProbeConfig(
         ring_bytes=ring,
+        detail=args.detail,
         min_offcpu_ns=int(args.min_offcpu_us * 1000),
         min_syscall_ns=int(min_sys * 1000),
+        sock_flush_ms=sock_flush,
         fault_sample_every=args.fault_sample,
         watch_pids=list(getattr(args, "watch_pid", None) or []),
         watch_comms=list(getattr(args, "watch_comm", None) or []),
@@ -72,6 +113,7 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
         probes=probes,
         flush_ms=args.flush_ms,
         poll_ms=args.poll_ms,
+        writer_nice=args.writer_nice,
         retention_s=args.retention,
         retention_bytes=args.retention_mb << 20,
     )
@@ -94,12 +136,17 @@ def _preflight(data: Path) -> int | None:
 
 def _start_session(args: argparse.Namespace, watching: bool):
     from kprobe.embedded import EmbeddedSession
+    from kprobe.otel.cli_args import otlp_config
+    from kprobe.otel.errors import ReceiverBindError
     from kprobe.sinks.chdb_store import StoreBusyError
 
     try:
-        return EmbeddedSession(args.data, _recorder_config(args, watching)).start()
+        return EmbeddedSession(args.data, _recorder_config(args, watching), otlp_config(args)).start()
     except StoreBusyError as e:
         raise SystemExit(_die(f"{e}; stop it first or use another --data")) from e
+    except ReceiverBindError as e:
+        raise SystemExit(_die(f"{e}; choose other ports with --otlp-grpc-port/--otlp-http-port "
+                              "(0 = any free port) or disable the receiver with --no-otlp")) from e
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -110,7 +157,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         from kprobe.agent.proc_scan import pids_by_comm
 
         args.watch_pid = list(args.watch_pid or []) + pids_by_comm(args.watch_comm)
-    session = _start_session(args, watching)
+    session = start_kafka_session(args, _recorder_config(args, watching)) if args.kafka else (
+        _start_session(args, watching))
     replay_capture = start_replay_capture(args, session)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -243,16 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
 
     p = sub.add_parser("record", help="record kernel events into the flight recorder",
-                       description="Attach the probes and record until --duration or Ctrl-C. Needs root.")
-    _add_capture_args(p)
+                       description="Attach the probes and record until --duration or Ctrl-C. Needs root.",
+                       epilog=CAPTURE_POLICY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_capture_args(p, "bounded")
     p.add_argument("--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)")
     p.add_argument("--watch-comm", nargs="+", metavar="NAME", help="record high-volume streams only for these process names")
     p.add_argument("--watch-pid", nargs="+", type=int, metavar="PID", help="... and/or these pids (and their children)")
+    add_kafka_args(p)
     p.set_defaults(fn=cmd_record)
 
     p = sub.add_parser("run", help="record for the lifetime of a command and its children",
-                       description="kprobe run [options] -- COMMAND [ARGS...]; exits with the command's status.")
-    _add_capture_args(p)
+                       description="kprobe run [options] -- COMMAND [ARGS...]; exits with the command's status.",
+                       epilog=CAPTURE_POLICY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_capture_args(p, "full")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(fn=cmd_run)
 
@@ -279,9 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sql)
 
     from kprobe.causal.cli_why import add_parser as add_why_parser
+    from kprobe.cli_dataflow_causality import add_parser as add_causality_parser
+    from kprobe.cli_graph import add_parser as add_graph_parser
 
     add_why_parser(sub, DEFAULT_DATA)
-    from kprobe.cli_replay import add_parser as add_replay_parser; add_replay_parser(sub, DEFAULT_DATA)  # noqa: E702,I001
+    from kprobe.causal.cli_incidents import add_parser as add_incidents_parser
+
+    add_incidents_parser(sub, DEFAULT_DATA)
+    from kprobe.cli_demo import add_parser as add_demo_parser
+
+    add_demo_parser(sub)
+    add_graph_parser(sub, DEFAULT_DATA)
+    add_dataflow_parser(sub)
+    add_causality_parser(sub, DEFAULT_DATA)  # after `add_dataflow_parser`: it joins that command
+    from kprobe.cli_replay import add_parser as add_replay_parser
+
+    add_replay_parser(sub, DEFAULT_DATA)
     return ap
 
 

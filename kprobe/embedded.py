@@ -1,18 +1,25 @@
 """Embedded mode: recorder + chDB store + control socket in one process.
 
 `kprobe record` and `kprobe run` both start one of these; the same Recorder
-feeds Kafka in scale-out mode, only the sink differs.
+feeds Kafka in scale-out mode, only the sink differs. With ``otlp`` set, the
+session also runs the OTLP receiver and stores spans in the same store, so
+spans and kernel events can be joined (host + pid + thread + time).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kprobe.agent.control import ControlServer
 from kprobe.agent.recorder import Recorder, RecorderConfig, Sink
+from kprobe.otel.config import OtlpConfig
+from kprobe.otel.errors import ReceiverBindError
+from kprobe.query.stats import OTEL_STATUS
 from kprobe.sinks.chdb_store import ChdbStore
 
 log = logging.getLogger("kprobe")
@@ -26,19 +33,84 @@ class StoreSink(Sink):
         return self.store.write(table, columns)
 
 
+
+
 @dataclass
 class EmbeddedSession:
     data_dir: Path
     config: RecorderConfig
+    otlp: OtlpConfig | None = None
+    receiver: object | None = field(default=None, init=False)
+    otlp_error: str = field(default="", init=False)
 
     def start(self) -> EmbeddedSession:
         self.store = ChdbStore(self.data_dir)
+        if self.otlp is not None:  # bind the ports first: a taken port fails fast, before probes load
+            try:
+                self._start_otlp(self.otlp)
+            except ReceiverBindError as e:
+                if self.otlp.required:
+                    self.store.close()
+                    raise
+                self.otlp_error = str(e)
+                print(f"kprobe: WARNING: OTLP receiver not started ({e}); recording without spans. "
+                      "Free the port or pass --otlp-grpc-port/--otlp-http-port (0 = any free port).", file=sys.stderr)
+            except BaseException:
+                self.store.close()
+                raise
         self.config.status_path = self.data_dir / "status.json"
         self.recorder = Recorder(self.config, StoreSink(self.store), retention=self.store.enforce_retention)
-        self.recorder.start()
-        self.control = ControlServer(self.data_dir, self.store.query, lambda: self.recorder.stats.to_dict()).start()
+        try:
+            self.recorder.start()
+        except BaseException:
+            if self.receiver is not None:
+                self.receiver.stop()  # type: ignore[attr-defined]
+            self.store.close()
+            raise
+        self.control = ControlServer(self.data_dir, self._fresh_query, self.live_stats).start()
         self.report_attach(sys.stderr)
         return self
+
+    def _start_otlp(self, cfg: OtlpConfig) -> None:
+        from kprobe.otel.receiver import OtlpReceiver
+        from kprobe.otel.span_writer import SpanWriter
+
+        self.span_writer = SpanWriter(self.store)
+        rx = OtlpReceiver(self.span_writer, cfg.host, cfg.grpc_port, cfg.http_port)
+        rx.start()  # ReceiverBindError names the port that is taken
+        self.receiver = rx
+
+    def otel_stats(self) -> dict | None:
+        """Span counters (received, rejected, stored, write errors), or None without a receiver."""
+        if self.receiver is None:
+            return {"not_started": self.otlp_error} if self.otlp_error else None
+        from kprobe.otel.span_writer import otel_summary
+
+        rx = self.receiver
+        out = otel_summary(rx.stats(), self.span_writer.snapshot())  # type: ignore[attr-defined]
+        out["grpc_endpoint"] = rx.grpc_endpoint if rx.grpc_port is not None else ""  # type: ignore[attr-defined]
+        out["http_endpoint"] = rx.http_endpoint if rx.http_port is not None else ""  # type: ignore[attr-defined]
+        return out
+
+    def live_stats(self) -> dict:
+        d = self.recorder.stats.to_dict()
+        d["otel"] = self.otel_stats()
+        return d
+
+    def _save_otel_status(self) -> None:
+        stats = self.otel_stats()
+        path = self.data_dir / OTEL_STATUS
+        if stats is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stats, indent=1))
+        os.replace(tmp, path)
+
+    def _fresh_query(self, sql: str, fmt: str) -> bytes:
+        """Queries see what the rings held a moment ago, although the store is flushed rarely."""
+        self.recorder.fresh()
+        return self.store.query(sql, fmt)
 
     def report_attach(self, out) -> None:
         st = self.recorder.stats
@@ -53,8 +125,16 @@ class EmbeddedSession:
         c = st.clock
         if c:
             print(f"kprobe: clock {c.method}, error bound ±{c.error_ns} ns", file=out)
+        if self.receiver is not None:
+            rx = self.receiver
+            eps = [e for e in (f"grpc {rx.grpc_endpoint}" if rx.grpc_port is not None else "",  # type: ignore[attr-defined]
+                               f"http {rx.http_endpoint}" if rx.http_port is not None else "") if e]  # type: ignore[attr-defined]
+            print(f"kprobe: OTLP receiver on {', '.join(eps)} (spans -> table spans)", file=out)
 
     def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()  # type: ignore[attr-defined]
         self.recorder.stop()
+        self._save_otel_status()
         self.control.stop()
         self.store.close()

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* Network timing: TCP connection lifecycle with the 4-tuple, send/recv sizes
  * per socket (with the smoothed RTT the kernel keeps), and retransmits.
- * The socket address is the join key between these streams. */
+ * The socket address is the join key between these streams. With a bounded
+ * policy (sock_flush_ms > 0) sends/recvs are summed per socket and direction in
+ * socket-local storage and emitted at most once per interval: byte totals stay
+ * exact, a busy connection costs a handful of records per second. */
 #include "common.bpf.h"
 
 #define AF_INET 2
@@ -9,6 +12,22 @@
 #define IPPROTO_TCP 6
 
 KP_RINGBUF(rb_tcp_state);
+
+/* Per-socket accumulators (index 0 send, 1 recv), freed with the socket. */
+struct kp_sock_acc {
+	__u64 last_emit_ns[2];
+	__s64 pending[2];
+	__u32 tgid[2];
+	__u32 tid[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kp_sock_acc);
+} sock_acc SEC(".maps");
+
 KP_RINGBUF(rb_sock_io);
 KP_RINGBUF(rb_tcp_retrans);
 
@@ -29,11 +48,53 @@ static __always_inline void kp_sk_tuple(struct sock *sk, __u16 *family, __u16 *s
 	}
 }
 
+static __always_inline void kp_emit_sock_io(struct sock *sk, __u64 now, __u32 tgid, __u32 tid, __s64 bytes,
+					    __u8 dir)
+{
+	struct kp_sock_io *r = kp_reserve(&rb_sock_io, KP_EV_SOCK_IO, sizeof(*r));
+	if (!r)
+		return;
+	__u8 proto = BPF_CORE_READ(sk, sk_protocol);
+	r->ts_ns = now;
+	r->skaddr = (__u64)sk;
+	r->tgid = tgid;
+	r->tid = tid;
+	r->bytes = bytes > 0x7fffffff ? 0x7fffffff : bytes;
+	r->dir = dir;
+	r->protocol = proto;
+	r->srtt_us = 0;
+	if (proto == IPPROTO_TCP)
+		r->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
+	kp_submit(r);
+}
+
+/* A closing socket flushes what its accumulators still hold. */
+static __always_inline void kp_flush_sock(struct sock *sk)
+{
+	struct kp_sock_acc *acc = bpf_sk_storage_get(&sock_acc, sk, 0, 0);
+	if (!acc)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (acc->pending[0] > 0) {
+		kp_emit_sock_io(sk, now, acc->tgid[0], acc->tid[0], acc->pending[0], 0);
+		acc->pending[0] = 0;
+		acc->last_emit_ns[0] = now;
+	}
+	if (acc->pending[1] > 0) {
+		kp_emit_sock_io(sk, now, acc->tgid[1], acc->tid[1], acc->pending[1], 1);
+		acc->pending[1] = 0;
+		acc->last_emit_ns[1] = now;
+	}
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(kp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
+	if (newstate == BPF_TCP_CLOSE || newstate == BPF_TCP_FIN_WAIT1 || newstate == BPF_TCP_CLOSE_WAIT)
+		kp_flush_sock(sk);
 	struct kp_tcp_state *r = kp_reserve(&rb_tcp_state, KP_EV_TCP_STATE, sizeof(*r));
 	if (!r)
 		return 0;
@@ -64,22 +125,25 @@ static __always_inline void kp_sock_io(struct sock *sk, int ret, __u8 dir)
 		kp_count(KP_CNT_SOCK_IO_UNWATCHED, 1);
 		return;
 	}
-	struct kp_sock_io *r = kp_reserve(&rb_sock_io, KP_EV_SOCK_IO, sizeof(*r));
-	if (!r)
-		return;
-	__u8 proto = BPF_CORE_READ(sk, sk_protocol);
-	r->ts_ns = bpf_ktime_get_ns();
-	r->skaddr = (__u64)sk;
-	r->tgid = id >> 32;
-	r->tid = (__u32)id;
-	r->bytes = ret;
-	r->dir = dir;
-	r->protocol = proto;
-	r->srtt_us = 0;
-	if (proto == IPPROTO_TCP)
-		r->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
-	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
-	kp_submit(r);
+	__u64 now = bpf_ktime_get_ns();
+	if (cfg->sock_flush_ms) {
+		struct kp_sock_acc *acc = bpf_sk_storage_get(&sock_acc, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (acc) {
+			__u32 d = dir & 1;
+			acc->pending[d] += ret;
+			acc->tgid[d] = id >> 32;
+			acc->tid[d] = (__u32)id;
+			if (now - acc->last_emit_ns[d] < (__u64)cfg->sock_flush_ms * 1000000ULL) {
+				kp_count(KP_CNT_SOCK_IO_FOLDED, 1);
+				return;
+			}
+			kp_emit_sock_io(sk, now, id >> 32, (__u32)id, acc->pending[d], d);
+			acc->pending[d] = 0;
+			acc->last_emit_ns[d] = now;
+			return;
+		}
+	}
+	kp_emit_sock_io(sk, now, id >> 32, (__u32)id, ret, dir);
 }
 
 SEC("tp_btf/sock_send_length")

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* Scheduling: exact off-CPU intervals per watched thread, with why it left
  * (preempted while runnable, or blocked), who ran instead, who woke it and the
- * run-queue latency; plus process lifecycle. Per-task state lives in a map so
- * only finished intervals above a threshold cross into user space. */
+ * run-queue latency; plus process lifecycle. Per-task state lives in task-local
+ * storage (a pointer hop from the task, no hash, freed with the task) so a
+ * switch costs tens of ns, and only finished intervals above a threshold cross
+ * into user space; shorter ones are counted in the kernel. */
 #include "common.bpf.h"
 
 struct kp_task_state {
@@ -19,9 +21,9 @@ struct kp_task_state {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct kp_task_state);
 } offcpu_state SEC(".maps");
 
@@ -44,7 +46,7 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	     unsigned int prev_state)
 {
 	struct kp_config *cfg = kp_cfg();
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = 0; /* read only when a watched task is involved: a clock read costs on VMs */
 	__u32 cpu = bpf_get_smp_processor_id();
 	__u32 prev_tgid = prev->tgid, prev_tid = prev->pid;
 	__u32 next_tgid = next->tgid, next_tid = next->pid;
@@ -53,21 +55,32 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	if (!cfg)
 		return 0;
 
-	if (prev_tid && kp_is_watched(cfg, prev_tgid)) {
-		struct kp_task_state st = {};
-		st.off_ns = now;
-		st.prev_state = prev_state;
-		st.cpu = cpu;
-		st.p_tgid = next_tgid;
-		st.p_tid = next_tid;
-		BPF_CORE_READ_STR_INTO(&st.p_comm, next, comm);
-		bpf_map_update_elem(&offcpu_state, &prev_tid, &st, BPF_ANY);
+	/* Storage exists only for watched tasks (the watch list never shrinks), so its
+	 * presence answers "watched?" without a hash lookup; unwatched tasks pay one
+	 * NULL check here and the hash lookup below. */
+	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, prev, 0, 0);
+	if (!st && prev_tid && kp_is_watched(cfg, prev_tgid))
+		st = bpf_task_storage_get(&offcpu_state, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (st) {
+		now = bpf_ktime_get_ns();
+		st->off_ns = now;
+		st->wake_ns = 0;
+		st->prev_state = prev_state;
+		st->cpu = cpu;
+		st->p_tgid = next_tgid;
+		st->p_tid = next_tid;
+		st->w_tgid = 0;
+		st->w_tid = 0;
+		bpf_probe_read_kernel(&st->p_comm, KP_COMM_LEN, next->comm);
+		__builtin_memset(st->w_comm, 0, KP_COMM_LEN);
 	}
 
-	if (next_tid && kp_is_watched(cfg, next_tgid)) {
-		struct kp_task_state *st = bpf_map_lookup_elem(&offcpu_state, &next_tid);
+	if (next_tid) {
+		st = bpf_task_storage_get(&offcpu_state, next, 0, 0);
 		if (!st || !st->off_ns)
 			return 0;
+		if (!now)
+			now = bpf_ktime_get_ns();
 		__u64 dur = now - st->off_ns;
 		if (dur < cfg->min_offcpu_ns) {
 			kp_count(KP_CNT_OFFCPU_SHORT, 1);
@@ -103,11 +116,7 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 
 static __always_inline void kp_mark_wakeup(struct task_struct *p)
 {
-	struct kp_config *cfg = kp_cfg();
-	__u32 tid = p->pid;
-	if (!kp_is_watched(cfg, p->tgid))
-		return;
-	struct kp_task_state *st = bpf_map_lookup_elem(&offcpu_state, &tid);
+	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, p, 0, 0);
 	if (!st || !st->off_ns || st->wake_ns)
 		return;
 	__u64 id = bpf_get_current_pid_tgid();
@@ -130,18 +139,20 @@ SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(kp_sched_wakeup_new, struct task_struct *p)
 {
 	struct kp_config *cfg = kp_cfg();
-	__u32 tid = p->pid;
 	if (!kp_is_watched(cfg, p->tgid))
 		return 0;
-	struct kp_task_state st = {};
+	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	st.off_ns = st.wake_ns = bpf_ktime_get_ns();
-	st.prev_state = 0xffffffff;
-	st.cpu = bpf_get_smp_processor_id();
-	st.w_tgid = id >> 32;
-	st.w_tid = (__u32)id;
-	bpf_get_current_comm(&st.w_comm, sizeof(st.w_comm));
-	bpf_map_update_elem(&offcpu_state, &tid, &st, BPF_ANY);
+	st->off_ns = st->wake_ns = bpf_ktime_get_ns();
+	st->prev_state = 0xffffffff;
+	st->cpu = bpf_get_smp_processor_id();
+	st->p_tgid = st->p_tid = 0;
+	__builtin_memset(st->p_comm, 0, KP_COMM_LEN);
+	st->w_tgid = id >> 32;
+	st->w_tid = (__u32)id;
+	bpf_get_current_comm(&st->w_comm, sizeof(st->w_comm));
 	return 0;
 }
 
@@ -207,7 +218,7 @@ int BPF_PROG(kp_sched_exit, struct task_struct *p)
 {
 	struct kp_config *cfg = kp_cfg();
 	__u32 tgid = p->tgid, tid = p->pid;
-	bpf_map_delete_elem(&offcpu_state, &tid);
+	/* task storage is freed with the task: nothing to clean up */
 	if (tgid != tid || !kp_is_watched(cfg, tgid))
 		return 0;
 	kp_emit_proc(p, KP_PROC_EXIT, 0, p->exit_code, NULL);

@@ -8,7 +8,7 @@
 #define NR_OPENAT 257
 #define NR_OPENAT2 437
 
-/* syscall nr -> 1 if traced; filled by the agent. */
+/* syscall nr -> KP_SYS_* (0: not traced); filled by the agent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, KP_NR_MAX);
@@ -16,17 +16,26 @@ struct {
 	__type(value, __u8);
 } kp_syscall_filter SEC(".maps");
 
+/* Filter values: traced, recorded when at least min_syscall_ns long (shorter
+ * ones are counted with their summed time); or traced and always recorded
+ * (fsync family, connection set-up, open/close: rare and each one matters). */
+#define KP_SYS_THRESHOLD 1
+#define KP_SYS_ALWAYS 2
+
+/* Enter state lives in task-local storage: reached by a pointer from the task
+ * (no hash, no delete on exit), created only for watched threads, and freed
+ * with the thread. ts == 0 means "no traced call in flight". */
 struct kp_enter_state {
 	__u64 ts;
 	__u64 args[3];
 	__u32 nr;
-	__u32 pad;
+	__u32 always;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct kp_enter_state);
 } enter_state SEC(".maps");
 
@@ -42,30 +51,41 @@ int BPF_PROG(kp_sys_enter, struct pt_regs *regs, long sysno)
 	__u8 *on = bpf_map_lookup_elem(&kp_syscall_filter, &nr);
 	if (!on || !*on)
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!kp_is_watched(kp_cfg(), id >> 32))
-		return 0;
-	__u32 tid = (__u32)id;
-	struct kp_enter_state st = {.ts = bpf_ktime_get_ns(), .nr = nr};
-	st.args[0] = PT_REGS_PARM1_CORE(regs);
-	st.args[1] = PT_REGS_PARM2_CORE(regs);
-	st.args[2] = PT_REGS_PARM3_CORE(regs);
-	bpf_map_update_elem(&enter_state, &tid, &st, BPF_ANY);
+	/* Storage exists only for watched threads (the watch list never shrinks): its
+	 * presence skips the watch-list hash lookup. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kp_enter_state *st = bpf_task_storage_get(&enter_state, task, 0, 0);
+	if (!st) {
+		if (!kp_is_watched(kp_cfg(), bpf_get_current_pid_tgid() >> 32))
+			return 0;
+		st = bpf_task_storage_get(&enter_state, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!st)
+			return 0;
+	}
+	st->ts = bpf_ktime_get_ns();
+	st->nr = nr;
+	st->always = *on == KP_SYS_ALWAYS;
+	/* tp_btf hands a trusted pt_regs pointer: plain loads, no probe-read helper calls */
+	st->args[0] = PT_REGS_PARM1(regs);
+	st->args[1] = PT_REGS_PARM2(regs);
+	st->args[2] = PT_REGS_PARM3(regs);
 	return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
 {
+	/* Unwatched threads never got storage: this is the whole cost for them. */
+	struct kp_enter_state *st = bpf_task_storage_get(&enter_state, bpf_get_current_task_btf(), 0, 0);
+	if (!st || !st->ts)
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
-	struct kp_enter_state *st = bpf_map_lookup_elem(&enter_state, &tid);
-	if (!st)
-		return 0;
 	struct kp_config *cfg = kp_cfg();
 	__u64 now = bpf_ktime_get_ns();
-	if (cfg && now - st->ts < cfg->min_syscall_ns) {
+	if (cfg && !st->always && now - st->ts < cfg->min_syscall_ns) {
 		kp_count(KP_CNT_SYSCALL_SHORT, 1);
+		kp_count(KP_CNT_SYSCALL_SHORT_NS, now - st->ts);
 		goto out;
 	}
 	struct kp_syscall *r = kp_reserve(&rb_syscall, KP_EV_SYSCALL, sizeof(*r));
@@ -96,6 +116,6 @@ int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
 		}
 	}
 out:
-	bpf_map_delete_elem(&enter_state, &tid);
+	st->ts = 0;
 	return 0;
 }

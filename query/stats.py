@@ -8,19 +8,55 @@ from pathlib import Path
 from kprobe.query.timefmt import format_ts
 from kprobe.schemas.tables import EVENT_TYPES
 
+OTEL_STATUS = "otel.json"  # written by kprobe.embedded at the end of a session
+
 
 def collect(store, data_dir: Path) -> dict:
-    counts = {}
-    for et in EVENT_TYPES:
-        rows = store.query_rows(f"SELECT count() AS n FROM {et.name}")
-        counts[et.name] = int(rows[0]["n"]) if rows else 0
     live = hasattr(store, "live_stats")
     if live:
         recorder = store.live_stats()
+        otel = recorder.pop("otel", None)
     else:
         path = data_dir / "status.json"
         recorder = json.loads(path.read_text()) if path.exists() else {}
-    return {"stored": counts, "recording": live, "recorder": recorder}
+        otel_path = data_dir / OTEL_STATUS
+        otel = json.loads(otel_path.read_text()) if otel_path.exists() else None
+    counts = {}
+    if "kafka" in recorder and live:  # scale-out recorder: no local store, rows are in Kafka/ClickHouse
+        counts = {et.name: recorder.get("written", {}).get(et.name, 0) for et in EVENT_TYPES}
+    else:
+        for name in [et.name for et in EVENT_TYPES] + ["spans"]:
+            rows = store.query_rows(f"SELECT count() AS n FROM {name}")
+            counts[name] = int(rows[0]["n"]) if rows else 0
+    flows = [json.loads(f.read_text()) for f in sorted((data_dir / "dataflow").glob("ingest-*.json"))]
+    return {"stored": counts, "recording": live, "recorder": recorder, "otel": otel, "dataflows": flows}
+
+
+def render_kafka(k: dict) -> list[str]:
+    """The Kafka sink's delivery accounting (scale-out mode)."""
+    lines = ["", f"kafka {k['brokers']}: mode {k['mode']}",
+             f"  accepted {k['accepted_rows']} = delivered {k['delivered_rows']} + in flight {k['in_flight_rows']}"
+             f" + spooled {k['spool_rows']} + dropped {k['dropped_total']}",
+             f"  spool: {k['spool_messages']} messages, {k['spool_bytes']} bytes; resent from spool "
+             f"{k['resent_rows']} rows"]
+    for reason, n in k.get("dropped", {}).items():
+        lines.append(f"  dropped ({reason}): {n}")
+    return lines
+
+
+def render_dataflows(flows: list[dict]) -> str:
+    """Counters of running (or last run) dataflow processes, from their status files."""
+    lines = []
+    for f in flows:
+        rows = sum(f.get("rows_written", {}).values())
+        lines.append(f"dataflow {f['flow']} pid {f['pid']}: {rows} rows stored, {f['duplicate_rows']} duplicate rows "
+                     f"skipped, {f['dlq_messages']} to DLQ, consumer lag {f['lag_total']} messages, "
+                     f"freshness {f['freshness_s']:.2f} s, sink errors {f['sink_errors']}")
+        for t, n in sorted(f.get("rows_written", {}).items()):
+            lines.append(f"  {t:<12} {n:>12}")
+        if f.get("last_error"):
+            lines.append(f"  last error: {f['last_error']}")
+    return "\n".join(lines)
 
 
 def render(data: dict) -> str:
@@ -37,9 +73,16 @@ def render(data: dict) -> str:
     for name, n in data["stored"].items():
         lines.append(f"{name:<12} {n:>12} {drops.get(name, 0):>13} {errs.get(name, 0):>13}")
     lines.append(f"lost total: {rec.get('lost_total', 0)}")
+    if rec.get("kafka"):
+        lines += render_kafka(rec["kafka"])
+    if data.get("dataflows"):  # DATA/dataflow is the default --state-dir of `kprobe dataflow ingest`
+        lines += ["", render_dataflows(data["dataflows"])]
     per_cpu = {k: v for k, v in rec.get("kernel_drops", {}).items() if sum(v)}
     for name, v in per_cpu.items():
         lines.append(f"  {name} drops per CPU: " + " ".join(f"cpu{i}={x}" for i, x in enumerate(v) if x))
+    if rec.get("policy"):
+        lines.append("")
+        lines.append("capture policy: " + ", ".join(f"{k}={v}" for k, v in rec["policy"].items()))
     if rec.get("counters"):
         lines.append("")
         lines.append("aggregated in the kernel by design (not lost): " +
@@ -58,4 +101,23 @@ def render(data: dict) -> str:
         lines.append(f"clock: {clk['method']}, error bound ±{clk['error_ns']} ns")
     if rec.get("last_error"):
         lines.append(f"last error: {rec['last_error']}")
+    lines.extend(_otel_lines(data.get("otel")))
     return "\n".join(lines)
+
+
+def _otel_lines(otel: dict | None) -> list[str]:
+    if not otel:
+        return ["", "OTLP receiver: not running in the last session (spans come only through `kprobe record`/`run`)"]
+    if otel.get("not_started"):
+        return ["", f"OTLP receiver: NOT started, no spans recorded: {otel['not_started']}"]
+    eps = ", ".join(e for e in (otel.get("grpc_endpoint"), otel.get("http_endpoint")) if e)
+    out = ["", f"OTLP receiver ({eps}):",
+           f"  spans received {otel['spans_received']}, stored {otel['spans_stored']}, "
+           f"rejected (bad ids) {otel['spans_rejected_invalid_ids']}, failed writes {otel['spans_failed']}",
+           f"  requests {otel['requests']}, rejected as malformed {otel['requests_rejected_malformed']}, "
+           f"answered retry-later {otel['requests_sink_errors']}",
+           f"  card numbers masked {otel['values_masked']}, sensitive attributes dropped "
+           f"{otel['sensitive_attributes_dropped']}"]
+    if otel.get("last_error"):
+        out.append(f"  last span write error: {otel['last_error']}")
+    return out

@@ -23,6 +23,8 @@ KP_CNT_OFFCPU_SHORT_NS = 2
 KP_CNT_SYSCALL_SHORT = 3
 KP_CNT_FAULTS = 4
 KP_CNT_SOCK_IO_UNWATCHED = 5
+KP_CNT_SYSCALL_SHORT_NS = 6
+KP_CNT_SOCK_IO_FOLDED = 7
 KP_CNT_MAX = 8
 KP_OFF_PREEMPTED = 1
 KP_OFF_SLEEP = 2
@@ -47,10 +49,10 @@ KP_RCNT_MAX = 8
 
 KP_CONFIG = np.dtype(
     {
-        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4"],
-        "offsets": [0, 8, 16, 20, 24, 28],
-        "itemsize": 32,
+        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "pad"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36],
+        "itemsize": 40,
     }
 )
 

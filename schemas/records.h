@@ -42,6 +42,8 @@ enum kp_counter {
 	KP_CNT_SYSCALL_SHORT = 3,   /* syscalls below the threshold */
 	KP_CNT_FAULTS = 4,          /* every user page fault of a watched task */
 	KP_CNT_SOCK_IO_UNWATCHED = 5,
+	KP_CNT_SYSCALL_SHORT_NS = 6, /* summed duration of syscalls below the threshold */
+	KP_CNT_SOCK_IO_FOLDED = 7,  /* socket sends/recvs folded into a per-socket sock_io total */
 	KP_CNT_MAX = 8,
 };
 
@@ -61,6 +63,10 @@ struct kp_config {
 	__u32 self_tgid;         /* the agent itself, never traced */
 	__u32 fault_sample_every;
 	__u32 fault_flush_ms;
+	/* 0: one sock_io record per send/recv; N: per socket and direction, at most one
+	 * record per N ms carrying the bytes since the previous one (totals stay exact). */
+	__u32 sock_flush_ms;
+	__u32 pad;
 };
 
 struct kp_offcpu {

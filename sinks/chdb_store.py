@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from kprobe.schemas.tables import EVENT_TYPES, Columns, table_columns
 from kprobe.sinks.ddl import Column, ServerFeatures, TableDef, create_table_sql, session_settings
+from kprobe.sinks.span_table import SPANS_TABLE
 
 PARTITION_MINUTES = 10
 
@@ -29,7 +30,7 @@ PROCESSES_COLUMNS = (
 
 
 def table_defs() -> list[TableDef]:
-    """Event tables (columns derived from the agent's conversion) and the processes table."""
+    """Event tables (columns derived from the agent's conversion), the processes and the OTel spans table."""
     defs = [
         TableDef(et.name, tuple(Column(n, t) for n, t in table_columns(et)), et.order_by, "ts", PARTITION_MINUTES)
         for et in EVENT_TYPES
@@ -37,6 +38,7 @@ def table_defs() -> list[TableDef]:
     defs.append(
         TableDef("processes", tuple(Column(n, t) for n, t in PROCESSES_COLUMNS), ("tgid", "ts"), "ts", PARTITION_MINUTES)
     )
+    defs.append(SPANS_TABLE)
     return defs
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kprobe.causal.analyze import MAX_DEPTH, analyze
-from kprobe.causal.fetch import Evidence, OffCpu, Reclaim, SockIO, Syscall
+from kprobe.causal.fetch import BlockIO, Evidence, OffCpu, Reclaim, Retrans, SockIO, Syscall
 from kprobe.causal.model import Interval
 from kprobe.causal.why import render_text
 
@@ -157,6 +157,33 @@ def test_socket_wait_on_local_peer_is_remote_service_and_follows_peer():
     assert a.causes[0].kind == "remote_service" and a.causes[0].culprit.pid == 20
     assert a.root_cause.kind == "cpu_preemption" and a.root_cause.culprit.pid == 30
     assert a.breakdown.net_ns == 240 * MS
+
+
+def test_lost_reply_is_network_blamed_on_the_end_that_retransmitted():
+    ev = evidence(10, 0, 300, [off(10, 10, 10, 260, reason="sleep", wake=250, w=(20, 21, "settle"))],
+                  [sc(10, 10, "recvfrom", 5, 261, fd=4)],
+                  sock_io=[SockIO(10, 10, T0 + 261 * MS, 1, "recv", 8, "127.0.0.1", 5000, "127.0.0.1", 8080),
+                           SockIO(20, 21, T0 + 40 * MS, 2, "send", 8, "127.0.0.1", 8080, "127.0.0.1", 5000)],
+                  retrans=[Retrans(T0 + 248 * MS, 2, "127.0.0.1", 8080, "127.0.0.1", 5000)])
+    a = analyze(ev)
+    rc = a.root_cause
+    assert rc.kind == "network" and rc.culprit.pid == 20 and rc.delay_ns == 240 * MS
+    assert {"retransmits": 1, "retransmitted_by": "127.0.0.1:8080", "first_retransmit_ns": T0 + 248 * MS} in rc.evidence
+
+
+def test_disk_wait_ignores_kernel_dispatchers_and_blames_a_heavier_writer_on_the_same_device():
+    def io(tgid: int, comm: str, a: int, b: int, n: int, dev: int) -> BlockIO:
+        return BlockIO(tgid, tgid, comm, T0 + a * MS, T0 + b * MS, n, "W", dev)
+
+    blocked = [off(10, 10, 10, 500, reason="uninterruptible", wake=490)]
+    calls = [sc(10, 10, "fsync", 5, 501, fd=3)]
+    own = [io(77, "kworker/1:0", 20, 480, 1 << 20, 7), io(10, "ledger", 15, 30, 4096, 7)]
+    a = analyze(evidence(10, 0, 600, blocked, calls, block_io=own))
+    assert a.root_cause.kind == "disk_io" and a.root_cause.culprit.pid == 10      # its own (throttled) I/O
+    noisy = own + [io(55, "batch-job", 20, 470, 8 << 20, 7), io(66, "backup", 20, 470, 64 << 20, 8)]
+    a = analyze(evidence(10, 0, 600, blocked, calls, block_io=noisy))
+    assert a.root_cause.kind == "disk_io" and a.root_cause.culprit.pid == 55      # same device, not dev 8
+    assert a.root_cause.delay_ns == 480 * MS
 
 
 def test_empty_interval_rejected():

@@ -1,0 +1,28 @@
+"""`kprobe record --kafka BROKERS`: the options and the session start (kept out of kprobe/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_kafka_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale-out (Kafka)", "publish to Kafka instead of the local store; "
+                             "e.g. kprobe record --kafka kafka-0:9092,kafka-1:9092 --metrics-port 9463")
+    g.add_argument("--kafka", metavar="BROKERS", default=None,
+                   help="Kafka bootstrap servers; events go to kprobe.events.<type> topics (default: local store)")
+    g.add_argument("--kafka-prefix", default="kprobe", help="topic prefix (default: %(default)s)")
+    g.add_argument("--spool-mb", type=int, default=1024,
+                   help="bound of the disk queue used while Kafka is unreachable, in DATA/spool (default: %(default)s)")
+    g.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus /metrics on PORT (default: off)")
+    g.add_argument("--metrics-bind", default="127.0.0.1",
+                   help="address of the metrics endpoint; 0.0.0.0 in a pod (default: %(default)s)")
+
+
+def start_kafka_session(args: argparse.Namespace, config):
+    from kprobe.agent.kafka_session import KafkaSession
+    from kprobe.agent.kafka_sink import KafkaSinkConfig
+
+    sink = KafkaSinkConfig(brokers=args.kafka, spool_dir=args.data / "spool", spool_max_bytes=args.spool_mb << 20,
+                           prefix=args.kafka_prefix)
+    return KafkaSession(args.data, config, sink, metrics_port=args.metrics_port, metrics_bind=args.metrics_bind).start()

@@ -1,0 +1,107 @@
+"""Scale-out mode of `kprobe record --kafka BROKERS`: the same Recorder, publishing to Kafka.
+
+No local store: queries go to the ClickHouse server the ingest dataflow fills. The control socket
+still answers `kprobe stats` (recorder counters plus the Kafka sink's delivery counters), and a
+Prometheus endpoint exposes the same numbers for the node's scraper.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kprobe.agent.control import ControlServer
+from kprobe.agent.kafka_sink import KafkaSink, KafkaSinkConfig
+from kprobe.agent.recorder import Recorder, RecorderConfig
+from kprobe.agent.status import RecorderStats
+from kprobe.prometheus import Metric, MetricsServer
+from kprobe.topics.admin import ensure_topics
+
+
+@dataclass
+class KafkaRecorderStats(RecorderStats):
+    """Recorder counters plus the sink's: one status.json tells where every event went."""
+
+    sink: KafkaSink | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        sink, self.sink = self.sink, None  # asdict() must not walk into the producer
+        try:
+            d = super().to_dict()
+        finally:
+            self.sink = sink
+        d.pop("sink", None)
+        if sink is not None:
+            d["kafka"] = sink.snapshot()
+            d["lost_total"] = d.get("lost_total", 0) + d["kafka"]["dropped_total"]
+        return d
+
+
+def agent_metrics(stats: dict) -> list[Metric]:
+    k = stats.get("kafka", {})
+    drained = stats.get("drained", {})
+    drops = stats.get("kernel_drops_total", {})
+    return [
+        Metric("kprobe_agent_events_drained_total", "events read from the ring buffers", "counter",
+               tuple(({"type": t}, v) for t, v in drained.items())),
+        Metric("kprobe_agent_kernel_drops_total", "events lost in the kernel (ring full)", "counter",
+               tuple(({"type": t}, v) for t, v in drops.items())),
+        Metric("kprobe_agent_kafka_accepted_rows_total", "rows handed to the Kafka sink", "counter",
+               (({}, k.get("accepted_rows", 0)),)),
+        Metric("kprobe_agent_kafka_delivered_rows_total", "rows acknowledged by Kafka", "counter",
+               (({}, k.get("delivered_rows", 0)),)),
+        Metric("kprobe_agent_kafka_delivered_bytes_total", "message bytes acknowledged by Kafka", "counter",
+               (({}, k.get("delivered_bytes", 0)),)),
+        Metric("kprobe_agent_kafka_dropped_rows_total", "rows dropped, by reason", "counter",
+               tuple(({"reason": r}, v) for r, v in k.get("dropped", {}).items()) or (({"reason": "none"}, 0),)),
+        Metric("kprobe_agent_kafka_in_flight_rows", "rows sent, not yet acknowledged", "gauge",
+               (({}, k.get("in_flight_rows", 0)),)),
+        Metric("kprobe_agent_spool_rows", "rows waiting in the disk spool", "gauge", (({}, k.get("spool_rows", 0)),)),
+        Metric("kprobe_agent_spool_bytes", "bytes in the disk spool", "gauge", (({}, k.get("spool_bytes", 0)),)),
+        Metric("kprobe_agent_spooling", "1 while Kafka is unreachable and messages go to disk", "gauge",
+               (({}, 1 if k.get("mode") == "spooling" else 0),)),
+    ]
+
+
+def _no_store(sql: str, fmt: str) -> bytes:
+    raise RuntimeError("this recorder publishes to Kafka (scale-out mode): query the ClickHouse server that "
+                       "`kprobe dataflow ingest` fills")
+
+
+@dataclass
+class KafkaSession:
+    data_dir: Path
+    config: RecorderConfig
+    sink_config: KafkaSinkConfig
+    metrics_port: int | None = None  # None: no endpoint; 0: any free port
+    metrics_bind: str = "127.0.0.1"
+
+    def start(self) -> KafkaSession:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            ensure_topics(self.sink_config.brokers, timeout=10.0, prefix=self.sink_config.prefix)
+        except Exception as e:  # Kafka down at start: the spool takes over, topics are created later
+            print(f"kprobe: cannot create topics now ({e}); spooling until Kafka answers", file=sys.stderr)
+        self.sink = KafkaSink(self.sink_config)
+        self.config.status_path = self.data_dir / "status.json"
+        self.recorder = Recorder(self.config, self.sink, stats=KafkaRecorderStats(sink=self.sink))
+        self.recorder.start()
+        self.control = ControlServer(self.data_dir, _no_store, self.stats).start()
+        self.metrics = None
+        if self.metrics_port is not None:
+            self.metrics = MetricsServer(self.metrics_port, lambda: agent_metrics(self.stats()),
+                                         self.metrics_bind).start()
+        return self
+
+    def stats(self) -> dict:
+        return self.recorder.stats.to_dict()
+
+    def stop(self) -> None:
+        self.recorder.stop()
+        self.sink.close()
+        self.recorder.stats.finished = True
+        self.recorder.stats.save(self.data_dir / "status.json")  # final counters after the last deliveries
+        self.control.stop()
+        if self.metrics is not None:
+            self.metrics.stop()

@@ -1,0 +1,275 @@
+"""The agent's Kafka sink: batches -> wire-format messages -> idempotent producer, or the disk spool.
+
+Delivery contract: every row handed to :meth:`KafkaSink.write` ends in exactly one of
+``delivered`` (acknowledged by all in-sync replicas), ``dropped[reason]`` or, while it waits,
+``in_flight`` / ``spool``. ``accepted == delivered + dropped + in_flight + spooled`` at every
+instant, and the counters are in status.json, ``kprobe stats`` and the Prometheus endpoint.
+
+Two modes. DIRECT: messages go straight to librdkafka (idempotent: its retries never duplicate,
+and per-partition order is kept). When the brokers are unreachable (all-brokers-down error,
+a full local queue, or a delivery that times out) the sink switches to SPOOLING: new messages
+are appended to a bounded on-disk queue, and messages that fail in flight are written there too,
+under their sequence number so the spool stays in production order. A background thread waits
+until nothing is in flight, then sends the spool oldest first, deleting each file once Kafka
+acknowledged it, and returns to DIRECT when the spool is empty. A message whose delivery was
+ambiguous (timed out but maybe written) may thus reach Kafka twice; both copies carry the same
+batch id and the ClickHouse sink stores it once (see sinks/clickhouse_server.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import KafkaError, Producer
+
+from kprobe.agent.recorder import Sink
+from kprobe.agent.spool import DiskSpool
+from kprobe.topics import wire
+from kprobe.topics.names import MAX_MESSAGE_BYTES, PREFIX, event_topic
+
+log = logging.getLogger("kprobe.kafka")
+
+
+@dataclass
+class KafkaSinkConfig:
+    brokers: str
+    spool_dir: Path
+    spool_max_bytes: int = 1 << 30
+    prefix: str = PREFIX
+    chunk_rows: int = 32_768  # rows per message; bigger batches are split (message size bound)
+    message_timeout_ms: int = 10_000  # after this an undelivered message goes to the spool
+    linger_ms: int = 20
+    compression: str = "lz4"
+    drain_batch: int = 512  # spooled messages sent per round while draining
+
+
+@dataclass
+class SinkCounters:
+    accepted_rows: int = 0
+    delivered_rows: int = 0
+    delivered_messages: int = 0
+    delivered_bytes: int = 0
+    in_flight_rows: int = 0
+    spooled_rows_total: int = 0  # rows that ever went through the spool
+    resent_rows: int = 0  # rows delivered from the spool
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    mode: str = "direct"
+    last_error: str = ""
+    spool_rows: int = 0
+    spool_bytes: int = 0
+    spool_messages: int = 0
+
+
+class KafkaSink(Sink):
+    def __init__(self, config: KafkaSinkConfig, host: str | None = None):
+        self.config = config
+        self.host = host or socket.gethostname()
+        self._key = self.host.encode()
+        self.run_id = uuid.uuid4().hex
+        self._run_name = f"{time.time_ns():020d}"
+        self._seq = 0
+        self._lock = threading.RLock()  # re-entered by _drop from inside _send_chunk
+        self.counters = SinkCounters()
+        self.spool = DiskSpool(config.spool_dir, config.spool_max_bytes)
+        self._spooling = not self.spool.empty()  # a previous run left messages: they go first
+        self.counters.accepted_rows = self.spool.rows  # inherited rows are accounted like new ones
+        self._producer = Producer({
+            "bootstrap.servers": config.brokers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": config.compression,
+            "linger.ms": config.linger_ms,
+            "message.max.bytes": MAX_MESSAGE_BYTES,
+            "batch.size": MAX_MESSAGE_BYTES,
+            "message.timeout.ms": config.message_timeout_ms,
+            "queue.buffering.max.kbytes": 256 * 1024,
+            "error_cb": self._on_error,
+        })
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._service_loop, name="kprobe-kafka", daemon=True)
+        self._thread.start()
+
+    # -- Sink interface ------------------------------------------------------------------------
+    def write(self, table: str, columns: dict[str, np.ndarray]) -> int:
+        n = len(next(iter(columns.values()))) if columns else 0
+        if n == 0:
+            return 0
+        topic = event_topic(table, self.config.prefix)
+        for start in range(0, n, self.config.chunk_rows):
+            chunk = {k: v[start:start + self.config.chunk_rows] for k, v in columns.items()}
+            self._send_chunk(table, topic, chunk)
+        return n
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is in flight; whatever cannot be delivered stays in the spool for the next run."""
+        self._stop.set()
+        self._thread.join(10.0)  # from here on this thread alone serves callbacks and drains
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+            if len(self._producer):
+                continue
+            if not self._spooling or self._drain_once():
+                break
+        self._refresh_spool_counters()
+
+    # -- encoding ------------------------------------------------------------------------------
+    def _send_chunk(self, table: str, topic: str, chunk: dict[str, np.ndarray]) -> None:
+        rows = len(next(iter(chunk.values())))
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            self.counters.accepted_rows += rows
+        lo, hi = wire.ts_range(chunk)
+        header = wire.BatchHeader(table, self.host, wire.batch_id(self.host, self.run_id, seq), seq, rows, lo, hi,
+                                  time.time_ns())
+        try:
+            payload = wire.encode(header, chunk)
+        except Exception as e:  # a column Arrow cannot represent: counted, never raised into the recorder
+            self._drop(rows, "encode_error", f"{table}: {e}")
+            return
+        if len(payload) > MAX_MESSAGE_BYTES and rows > 1:
+            with self._lock:
+                self.counters.accepted_rows -= rows  # re-counted by the halves
+            half = rows // 2
+            self._send_chunk(table, topic, {k: v[:half] for k, v in chunk.items()})
+            self._send_chunk(table, topic, {k: v[half:] for k, v in chunk.items()})
+            return
+        name = f"{self._run_name}-{seq:012d}"
+        with self._lock:  # atomic with the drain's switch back to direct: nothing is left behind
+            if self._spooling:
+                self._to_spool(name, topic, rows, payload)
+                return
+            self.counters.in_flight_rows += rows
+        try:
+            self._producer.produce(topic, payload, self._key, on_delivery=functools.partial(
+                self._on_direct, name, topic, rows, payload), headers=self._headers(header))
+        except BufferError:  # local queue full: Kafka is not keeping up or not there
+            with self._lock:
+                self.counters.in_flight_rows -= rows
+            self._enter_spooling("local producer queue full")
+            self._to_spool(name, topic, rows, payload)
+        except Exception as e:
+            with self._lock:
+                self.counters.in_flight_rows -= rows
+            self._drop(rows, "produce_error", str(e))
+
+    @staticmethod
+    def _headers(h: wire.BatchHeader) -> list[tuple[str, bytes]]:
+        return [("kprobe-table", h.table.encode()), ("kprobe-wire", str(h.schema_version).encode()),
+                ("kprobe-batch", str(h.batch_id).encode())]
+
+    # -- delivery ------------------------------------------------------------------------------
+    def _on_direct(self, name: str, topic: str, rows: int, payload: bytes, err, msg) -> None:
+        with self._lock:
+            self.counters.in_flight_rows -= rows
+        if err is None:
+            self._delivered(rows, len(payload))
+            return
+        self._enter_spooling(f"delivery failed: {err}")
+        self._to_spool(name, topic, rows, payload)
+
+    def _delivered(self, rows: int, size: int) -> None:
+        with self._lock:
+            self.counters.delivered_rows += rows
+            self.counters.delivered_messages += 1
+            self.counters.delivered_bytes += size
+
+    def _to_spool(self, name: str, topic: str, rows: int, payload: bytes) -> None:
+        if self.spool.put(name, topic, self._key, rows, payload):
+            with self._lock:
+                self.counters.spooled_rows_total += rows
+        else:
+            self._drop(rows, "spool_full", f"spool at its bound of {self.config.spool_max_bytes} bytes")
+
+    def _drop(self, rows: int, reason: str, detail: str) -> None:
+        with self._lock:
+            self.counters.dropped[reason] = self.counters.dropped.get(reason, 0) + rows
+            self.counters.last_error = f"{reason}: {detail}"
+        log.error("dropped %d rows (%s): %s", rows, reason, detail)
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.counters.last_error = str(err)
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._enter_spooling(str(err))
+
+    def _enter_spooling(self, why: str) -> None:
+        if not self._spooling:
+            log.warning("kafka unreachable (%s): spooling to %s", why, self.spool.directory)
+        self._spooling = True
+        self.counters.mode = "spooling"
+
+    # -- background: callbacks and spool drain -------------------------------------------------
+    def _service_loop(self) -> None:
+        last_drain = 0.0
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+            now = time.monotonic()
+            if self._spooling and now - last_drain >= 0.5:
+                last_drain = now
+                # only with nothing in flight is every earlier failure known and spooled; a
+                # successful round goes straight on to the next (full speed once Kafka is back)
+                while len(self._producer) == 0 and not self._stop.is_set() and self._drain_once() is None:
+                    pass
+            self._refresh_spool_counters()
+
+    def _drain_once(self) -> bool | None:
+        """Send the oldest spooled messages and wait for them.
+
+        True: the spool is empty and the sink is back to direct mode; None: a round went through
+        (more may be left); False: Kafka refused or is not there (try again later)."""
+        items = self.spool.peek(self.config.drain_batch)
+        if not items:
+            with self._lock:
+                if self.spool.empty():
+                    self._spooling = False
+                    self.counters.mode = "direct"
+                    log.warning("kafka reachable again: spool drained")
+                    return True
+            return False
+        results: dict[int, bool] = {}
+
+        def done(i: int, err, msg) -> None:
+            results[i] = err is None
+
+        for i, it in enumerate(items):
+            try:
+                self._producer.produce(it.topic, it.payload, it.key, on_delivery=functools.partial(done, i))
+            except BufferError:
+                break
+        self._producer.flush(self.config.message_timeout_ms / 1000 + 5)
+        for i, it in enumerate(items):
+            if not results.get(i):
+                return False  # keep it (and everything after it) for the next round: order holds
+            self.spool.remove(it)
+            with self._lock:
+                self.counters.resent_rows += it.rows
+            self._delivered(it.rows, len(it.payload))
+        return None
+
+    def _refresh_spool_counters(self) -> None:
+        self.counters.spool_rows = self.spool.rows
+        self.counters.spool_bytes = self.spool.bytes
+        self.counters.spool_messages = self.spool.messages
+
+    def snapshot(self) -> dict:
+        """Counters as a plain dict (status.json, `kprobe stats`, metrics)."""
+        self._refresh_spool_counters()
+        with self._lock:
+            c = self.counters
+            return {
+                "brokers": self.config.brokers, "mode": c.mode, "accepted_rows": c.accepted_rows,
+                "delivered_rows": c.delivered_rows, "delivered_messages": c.delivered_messages,
+                "delivered_bytes": c.delivered_bytes, "in_flight_rows": c.in_flight_rows,
+                "spool_rows": c.spool_rows, "spool_bytes": c.spool_bytes, "spool_messages": c.spool_messages,
+                "spooled_rows_total": c.spooled_rows_total, "resent_rows": c.resent_rows,
+                "dropped": dict(c.dropped), "dropped_total": sum(c.dropped.values()), "last_error": c.last_error,
+            }

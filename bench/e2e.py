@@ -1,0 +1,223 @@
+"""Benchmark: end-to-end scale-out throughput and freshness, ring buffer -> queryable in ClickHouse.
+
+Why: the scale-out promise is "as fast as the embedded recorder, queryable within seconds".
+Goals to report against: >= 500k events/s sustained and p99 freshness <= 2 s. Pure
+measurement, nothing asserted.
+
+What runs (all real, on this machine): the local stack (deploy/stack.sh: Kafka 4.4 KRaft and
+ClickHouse 18.16), `kprobe dataflow ingest` as a child process (bytewax, --workers threads),
+and an in-process recorder publishing to Kafka (the same KafkaSession `kprobe record --kafka`
+uses) that watches a syscall storm: `dd bs=1` from /dev/zero to /dev/null, one read and one
+write syscall per byte, a known count of real kernel events.
+
+Numbers:
+* recorded: rows the agent accepted (== delivered: checked) and kernel ring drops;
+* e2e events/s: rows stored / (last row queryable - workload start);
+* agent events/s: rows delivered to Kafka / (agent done - workload start);
+* freshness: per event, (moment its batch's INSERT returned) - (kernel time the event completed:
+  end_ts for intervals, else ts), from the ingest's histogram (bucket upper edges: p99 is an
+  upper bound within one bucket).
+
+    .venv/bin/python bench/e2e.py [--bytes 3000000] [--workers 2]
+(export KPROBE_PORT_OFFSET like the tests do; the stack is started if needed and left running.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stack_env() -> dict[str, str]:
+    r = subprocess.run(["bash", str(REPO / "deploy" / "stack.sh"), "start", "kafka"], capture_output=True, text=True)
+    r2 = subprocess.run(["bash", str(REPO / "deploy" / "stack.sh"), "start", "clickhouse"], capture_output=True,
+                        text=True)
+    if r.returncode or r2.returncode:
+        sys.exit(f"stack did not start:\n{r.stderr}\n{r2.stderr}")
+    env = {}
+    for line in (REPO / "deploy" / ".cache" / "stack.env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, _, v = line.partition("=")
+            env[k.strip()] = v.strip()
+    return env
+
+
+def stage_costs(ch_host: str, ch_port: int, n: int = 32768) -> None:
+    """CPU cost per stage for one 32k-row syscall batch: what each step would sustain on one core
+    (the end-to-end rate on a shared 2-vCPU host is bounded by the workload and by other load)."""
+    import numpy as np
+
+    from kprobe.schemas.tables import BY_NAME
+    from kprobe.sinks.clickhouse_server import ServerSink
+    from kprobe.topics import wire
+
+    et = BY_NAME["syscall"]
+    r = np.zeros(n, dtype=et.record)
+    r["enter_ns"] = np.arange(n) + 10**9
+    r["exit_ns"] = r["enter_ns"] + 500
+    r["nr"] = np.arange(n) % 2
+    r["tgid"] = r["tid"] = 77
+
+    def cost(f, reps: int = 5):
+        f()
+        c0 = time.process_time()
+        for _ in range(reps):
+            out = f()
+        return (time.process_time() - c0) / reps, out
+
+    c_conv, cols = cost(lambda: et.columns(r, 1_764_000_000 * 10**9))
+    cols["host"] = np.full(n, "node", dtype=object)
+    cols["service"] = np.full(n, "svc", dtype=object)
+    h = wire.BatchHeader("syscall", "node", 1, 1, n, *wire.ts_range(cols), 0)
+    c_enc, payload = cost(lambda: wire.encode(h, cols))
+    c_dec, (hh, rb) = cost(lambda: wire.decode(payload))
+    c_cols, cols2 = cost(lambda: wire.columns_of(rb))
+    sink = ServerSink(ch_host, ch_port, database="kp_bench_stages").connect()
+    try:
+        c_ins, _ = cost(lambda: sink._insert("syscall", [(hh, cols2)]), reps=3)
+    finally:
+        sink.client.execute("DROP DATABASE IF EXISTS kp_bench_stages")
+    print(f"stage CPU per {n}-row syscall batch (M rows per CPU-second):")
+    for name, c in (("agent convert", c_conv), ("agent encode (Arrow IPC)", c_enc), ("ingest decode", c_dec),
+                    ("ingest to columns", c_cols), ("ingest INSERT (client side)", c_ins)):
+        print(f"  {name:<28} {c * 1e3:7.2f} ms  {n / c / 1e6:7.2f}")
+    py = c_conv + c_enc + c_dec + c_cols + c_ins
+    print(f"  all Python stages            {py * 1e3:7.2f} ms  {n / py / 1e6:7.2f}  (+ librdkafka lz4 and the "
+          f"ClickHouse server, in their own threads/processes)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bytes", type=int, default=1_000_000, help="dd bytes: ~2 syscall events each (default: %(default)s)")
+    ap.add_argument("--workers", type=int, default=2, help="ingest worker threads (default: %(default)s)")
+    ap.add_argument("--flush-ms", type=float, default=200.0, help="agent batch interval (default: %(default)s)")
+    ap.add_argument("--steady-s", type=float, default=10.0,
+                    help="phase 2: seconds of a moderate steady stream for freshness without backlog (default: %(default)s)")
+    ap.add_argument("--keep", action="store_true", help="keep the database and topics")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root (eBPF)")
+    subprocess.run(["make", "-s", "-C", str(REPO / "probes")], check=True)
+
+    from clickhouse_driver import Client
+
+    from kprobe.agent.kafka_session import KafkaSession
+    from kprobe.agent.kafka_sink import KafkaSinkConfig
+    from kprobe.agent.probeset import ProbeConfig
+    from kprobe.agent.recorder import RecorderConfig
+    from kprobe.topics.admin import delete_topics, ensure_topics
+    from kprobe.topics.names import EVENT_TABLES, all_topics
+
+    env = stack_env()
+    brokers = env["KAFKA_BOOTSTRAP"]
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    db = f"kp_{prefix}"
+    work = Path(f"/tmp/kprobe-e2e-{prefix}")
+    ensure_topics(brokers, prefix=prefix)
+    ch = Client(env["CLICKHOUSE_HOST"], port=int(env["CLICKHOUSE_PORT"]))
+    ingest = subprocess.Popen(
+        [sys.executable, "-m", "kprobe", "dataflow", "ingest", "--brokers", brokers, "--clickhouse",
+         f"{env['CLICKHOUSE_HOST']}:{env['CLICKHOUSE_PORT']}", "--database", db, "--prefix", prefix,
+         "--workers", str(args.workers), "--state-dir", str(work / "flow"), "--epoch-s", "1"],
+        stdout=(work.mkdir(parents=True, exist_ok=True) or (work / "ingest.log").open("wb")), stderr=subprocess.STDOUT)
+    status = work / "flow" / "ingest-0.json"
+
+    def stored() -> int:
+        total = 0
+        for t in EVENT_TABLES:
+            try:
+                total += int(ch.execute(f"SELECT count() FROM {db}.{t}")[0][0])
+            except Exception:
+                pass
+        return total
+
+    try:
+        deadline = time.monotonic() + 60
+        while not status.exists():  # the flow is up (its status thread runs)
+            if time.monotonic() > deadline or ingest.poll() is not None:
+                sys.exit("ingest did not start: " + (work / "ingest.log").read_text()[-2000:])
+            time.sleep(0.2)
+        probes = ProbeConfig(filter_on=True, min_offcpu_ns=20_000, fault_sample_every=64)
+        sink = KafkaSinkConfig(brokers=brokers, spool_dir=work / "agent" / "spool", prefix=prefix)
+        session = KafkaSession(work / "agent", RecorderConfig(probes=probes, flush_ms=args.flush_ms), sink).start()
+        dd = subprocess.Popen(["sh", "-c", f"read x; exec dd if=/dev/zero of=/dev/null bs=1 count={args.bytes}"],
+                              stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        session.recorder.watch_pid(dd.pid)
+        t0 = time.time()
+        dd.stdin.write(b"go\n")
+        dd.stdin.close()
+        dd.wait()
+        t_dd = time.time()
+        session.recorder.wait_drained(30)
+        session.stop()
+        t_agent = time.time()
+        st = session.stats()
+        k = st["kafka"]
+        drops = sum(st.get("kernel_drops_total", {}).values())
+        expected = k["accepted_rows"]
+        while stored() < expected and time.time() - t_agent < 300:
+            time.sleep(0.05)
+        t_done = time.time()
+        n = stored()
+        time.sleep(1.5)
+        flow = json.loads(status.read_text())
+        # phase 2: a moderate steady stream (no backlog): the pipeline's own latency
+        session2 = KafkaSession(work / "agent2", RecorderConfig(probes=probes, flush_ms=args.flush_ms),
+                                KafkaSinkConfig(brokers=brokers, spool_dir=work / "agent2" / "spool", prefix=prefix)
+                                ).start()
+        w = subprocess.Popen([sys.executable, str(REPO / "tests" / "workloads" / "steady_writer.py"),
+                              str(work / "steady.out"), "0.2", str(args.steady_s)], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL)
+        session2.recorder.watch_pid(w.pid)
+        w.stdin.write(b"go\n")
+        w.stdin.close()
+        w.wait()
+        session2.recorder.wait_drained(30)
+        session2.stop()
+        expected2 = expected + session2.stats()["kafka"]["accepted_rows"]
+        while stored() < expected2 and time.time() - t_agent < 600:
+            time.sleep(0.05)
+        time.sleep(1.5)
+        flow2 = json.loads(status.read_text())
+    finally:
+        ingest.terminate()
+        ingest.wait(20)
+        if not args.keep:
+            try:
+                ch.execute(f"DROP DATABASE IF EXISTS {db}")
+            except Exception:
+                pass
+            delete_topics(brokers, [t.name for t in all_topics(prefix=prefix)])
+
+    print(f"workload: dd bs=1 count={args.bytes} ran {t_dd - t0:.2f} s")
+    print(f"agent: {expected} rows accepted, {k['delivered_rows']} delivered, {k['dropped_total']} dropped, "
+          f"{drops} kernel ring drops, {k['delivered_bytes'] / max(1, k['delivered_rows']):.1f} bytes/row on the wire")
+    print(f"agent events/s (ring -> Kafka acked): {k['delivered_rows'] / (t_agent - t0):,.0f}")
+    print(f"stored in ClickHouse: {n} rows (expected {expected}) {'OK' if n == expected else 'MISMATCH'}")
+    print(f"e2e events/s (ring -> queryable in ClickHouse): {n / (t_done - t0):,.0f}   goal >= 500,000")
+    print(f"freshness kernel event -> queryable: p50 <= {flow['freshness_p50_s']} s, "
+          f"p99 <= {flow['freshness_p99_s']} s   goal p99 <= 2 s")
+    with open("/proc/loadavg") as f:
+        print(f"host load average (2 vCPUs, shared): {f.read().split()[:3]}")
+    stage_costs(env["CLICKHOUSE_HOST"], int(env["CLICKHOUSE_PORT"]))
+    print("freshness histogram (upper edge s: events): " + ", ".join(
+        f"{e}: {c}" for e, c in zip(flow["freshness_edges_s"], flow["freshness_hist"], strict=True) if c))
+    from kprobe.dataflows.metrics import quantile_from_hist
+
+    h2 = [b - a for a, b in zip(flow["freshness_hist"], flow2["freshness_hist"], strict=True)]
+    print(f"phase 2, steady stream ({expected2 - expected} rows in {args.steady_s:.0f} s, no backlog): freshness "
+          f"p50 <= {quantile_from_hist(h2, 0.5)} s, p99 <= {quantile_from_hist(h2, 0.99)} s   goal p99 <= 2 s")
+    print("  histogram: " + ", ".join(f"{e}: {c}" for e, c in zip(flow["freshness_edges_s"], h2, strict=True) if c))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

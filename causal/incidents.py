@@ -1,0 +1,131 @@
+"""Slow or failed operations, newest first, each with an id that `kprobe why --incident` explains.
+
+Two sources, so uninstrumented services are covered too:
+
+* spans: status ERROR, or longer than ``slow_ns`` (id ``span-<span_id>``);
+* kernel only (watched processes): calls that do work and took longer than ``slow_ns`` (ledger
+  writes, fsync, connect, sends; not idle waits such as accept, recv, poll, futex or sleeps,
+  which are long on any healthy idle server), run-queue waits (preempted while runnable) and
+  uninterruptible blocked intervals (disk, reclaim, page-cache locks) that long (id
+  ``k-<pid>-<tid>-<from_ns>-<to_ns>``). A kernel incident inside a span incident of the same
+  process, or an off-CPU interval inside a slow call of the same thread, is left out: the outer
+  one already names it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kprobe.causal.fetch import Store
+from kprobe.causal.spans import SPAN_COLS, SpanRef
+from kprobe.sinks.span_table import STATUS_ERROR
+
+DEFAULT_SLOW_NS = 500_000_000
+WORK_CALLS = ("write", "writev", "pwrite64", "pwritev", "pwritev2", "fsync", "fdatasync", "sync_file_range",
+              "connect", "sendto", "sendmsg", "sendmmsg", "openat", "pread64", "preadv", "preadv2")
+_KERNEL_ID = re.compile(r"^k-(\d+)-(\d+)-(\d+)-(\d+)$")
+_SPAN_ID = re.compile(r"^span-([0-9a-f]{16})$")
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: str
+    start_ns: int
+    end_ns: int
+    pid: int
+    tid: int
+    comm: str              # service name for spans, process name otherwise
+    what: str              # "span POST /pay", "fsync fd=7", "run-queue wait on CPU 1"
+    error: str             # status message / errno, "" when only slow
+    source: str            # "span" | "kernel"
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "start_ns": self.start_ns, "end_ns": self.end_ns, "duration_ns": self.duration_ns,
+                "pid": self.pid, "tid": self.tid, "comm": self.comm, "what": self.what, "error": self.error,
+                "source": self.source, "why": f"kprobe why --incident {self.id}"}
+
+
+def parse_incident_id(text: str) -> tuple[str, Any]:
+    """``("span", span_id)`` or ``("kernel", (pid, tid, from_ns, to_ns))``; ValueError otherwise."""
+    t = text.strip().lower()
+    if m := _SPAN_ID.match(t):
+        return "span", m.group(1)
+    if m := _KERNEL_ID.match(t):
+        pid, tid, lo, hi = (int(x) for x in m.groups())
+        if hi <= lo:
+            raise ValueError(f"incident {text!r}: end before start")
+        return "kernel", (pid, tid, lo, hi)
+    raise ValueError(f"not an incident id: {text!r} (expected span-<16 hex> or k-<pid>-<tid>-<from_ns>-<to_ns>)")
+
+
+def span_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
+    rows = store.query_rows(f"SELECT {SPAN_COLS} FROM spans WHERE status_code = {STATUS_ERROR} "
+                            f"OR duration_ns >= {int(slow_ns)} ORDER BY end_ns DESC LIMIT {int(limit)}")
+    out = []
+    for r in rows:
+        s = SpanRef.from_row(r)
+        out.append(Incident(f"span-{s.span_id}", s.start_ns, s.end_ns, s.pid, s.tid, s.service or "?",
+                            f"span {s.name}", s.status_message or ("ERROR" if s.error else ""), "span"))
+    return out
+
+
+def kernel_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
+    calls = ", ".join(f"'{c}'" for c in WORK_CALLS)  # constants, not input
+    rows = store.query_rows(
+        "SELECT tgid, tid, syscall, toInt64(fd) AS fd, ts, end_ts, ret FROM syscall "
+        f"WHERE syscall IN ({calls}) AND end_ts - ts >= {int(slow_ns)} ORDER BY end_ts DESC LIMIT {int(limit)}")
+    rq = store.query_rows(
+        "SELECT tgid, tid, comm, reason, ts, end_ts, cpu_off, preemptor_comm, preemptor_tgid FROM offcpu "
+        f"WHERE reason IN ('preempted', 'uninterruptible') AND end_ts - ts >= {int(slow_ns)} "
+        f"ORDER BY end_ts DESC LIMIT {int(limit)}")
+    tgids = {int(r["tgid"]) for r in rows} | {int(r["tgid"]) for r in rq}
+    comms: dict[int, str] = {}
+    if tgids:
+        # the main thread's latest name as the scheduler saw it (a service renames itself after exec;
+        # the processes table keeps the name at first sight), else the process table's
+        ids = ", ".join(str(t) for t in sorted(tgids))
+        for r in store.query_rows(f"SELECT tgid, argMax(comm, ts) AS comm FROM processes WHERE tgid IN ({ids}) "
+                                  "GROUP BY tgid"):
+            comms[int(r["tgid"])] = str(r["comm"])
+        for r in store.query_rows(f"SELECT tgid, argMax(comm, ts) AS comm FROM offcpu WHERE tgid IN ({ids}) "
+                                  "AND tid = tgid GROUP BY tgid"):
+            comms[int(r["tgid"])] = str(r["comm"])
+    out = []
+    for r in rows:
+        pid, tid, lo, hi = int(r["tgid"]), int(r["tid"]), int(r["ts"]), int(r["end_ts"])
+        fd, ret = int(r["fd"]), int(r["ret"])
+        what = f"{r['syscall']}" + (f" fd={fd}" if fd >= 0 else "")
+        out.append(Incident(f"k-{pid}-{tid}-{lo}-{hi}", lo, hi, pid, tid, comms.get(pid, "?"), what,
+                            f"errno {-ret}" if ret < 0 else "", "kernel"))
+    calls = [(i.tid, i.start_ns, i.end_ns) for i in out]
+    for r in rq:
+        pid, tid, lo, hi = int(r["tgid"]), int(r["tid"]), int(r["ts"]), int(r["end_ts"])
+        if any(t == tid and a <= lo and hi <= b for t, a, b in calls):
+            continue
+        if r["reason"] == "preempted":
+            what = f"run-queue wait on CPU {r['cpu_off']} behind {r['preemptor_comm']} PID {r['preemptor_tgid']}"
+        else:
+            what = f"blocked (uninterruptible) on CPU {r['cpu_off']}"
+        out.append(Incident(f"k-{pid}-{tid}-{lo}-{hi}", lo, hi, pid, tid, comms.get(pid, str(r["comm"])), what,
+                            "", "kernel"))
+    return out
+
+
+def incidents(store: Store, slow_ns: int = DEFAULT_SLOW_NS, limit: int = 50) -> list[Incident]:
+    """Span and kernel incidents merged, newest end first; kernel ones inside a span of their process dropped."""
+    spans = span_incidents(store, slow_ns, limit)
+    kern = [k for k in kernel_incidents(store, slow_ns, limit)
+            if not any(s.pid == k.pid and s.start_ns <= k.start_ns and k.end_ns <= s.end_ns for s in spans)]
+    seen: set[str] = set()
+    merged = []
+    for inc in sorted(spans + kern, key=lambda i: i.end_ns, reverse=True):
+        if inc.id not in seen:
+            seen.add(inc.id)
+            merged.append(inc)
+    return merged[:limit]

@@ -1,0 +1,257 @@
+"""Ingest dataflow: kprobe topics -> ClickHouse server, exactly once, with a dead-letter topic.
+
+    Kafka (kprobe.events.*) ──► decode (wire format) ──► ClickHouse sink ──► tables + batch ledger
+                                       │ undecodable            │ unstorable
+                                       └────────► kprobe.dlq ◄──┘
+
+Exactly-once = at-least-once + idempotent sink: the source's offsets are part of bytewax's recovery
+snapshot, committed only after the sink's writes of that epoch returned; a restarted flow re-reads
+at most one epoch, and :class:`kprobe.sinks.clickhouse_server.ServerSink` stores each batch id
+once (ledger + row check, see there). A malformed message goes to the DLQ (and is counted) and
+the flow keeps going; a ClickHouse outage blocks the flow (the write is retried with backoff, the
+epoch never commits, Kafka keeps the data) and it resumes where it stopped.
+
+Run it with ``kprobe dataflow ingest`` (several worker threads and/or processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import bytewax.operators as op
+import numpy as np
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from clickhouse_driver.errors import Error as ClickHouseError
+from clickhouse_driver.errors import ServerException
+
+from kprobe.dataflows.kafka_io import Acked, DeadLetters, KafkaConfig, KafkaPartitionSource, RawMessage
+from kprobe.dataflows.metrics import FlowMetrics
+from kprobe.sinks.clickhouse_server import ServerSink
+from kprobe.topics import wire
+from kprobe.topics.names import PREFIX, data_topics, dlq_topic
+
+log = logging.getLogger("kprobe.dataflow")
+
+
+@dataclass
+class IngestConfig:
+    brokers: str
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 9000
+    database: str = "kprobe"
+    prefix: str = PREFIX
+    workers: int = 2  # per process
+    processes: int = 1
+    process_id: int | None = None  # set in each child of a multi-process run
+    base_port: int = 2101  # timely cluster addresses: base_port + process id
+    state_dir: Path = field(default_factory=lambda: Path("/var/lib/kprobe/dataflow"))
+    epoch_s: float = 1.0
+    metrics_port: int | None = None  # + process id; None: no endpoint
+    metrics_bind: str = "127.0.0.1"
+
+
+@dataclass
+class Decoded:
+    raw: RawMessage
+    header: wire.BatchHeader | None
+    columns: wire.Columns | None
+    error: str = ""
+
+
+def decode(raw: RawMessage) -> Decoded:
+    try:
+        header, rb = wire.decode(raw.value)
+        return Decoded(raw, header, wire.columns_of(rb))
+    except wire.WireError as e:
+        return Decoded(raw, None, None, f"decode: {e}")
+    except Exception as e:  # anything odd in a message is the message's fault, never the flow's
+        return Decoded(raw, None, None, f"decode: {type(e).__name__}: {e}")
+
+
+class _ClickHousePartition(StatelessSinkPartition[Decoded]):
+    def __init__(self, cfg: IngestConfig, metrics: FlowMetrics, acked: Acked):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.acked = acked
+        self.dlq = DeadLetters(cfg.brokers, dlq_topic(cfg.prefix), metrics)
+        self.sink = self._connect()
+
+    def _connect(self) -> ServerSink:
+        delay = 0.5
+        while True:
+            try:
+                return ServerSink(self.cfg.clickhouse_host, self.cfg.clickhouse_port, self.cfg.database).connect()
+            except (ClickHouseError, OSError, EOFError) as e:
+                self.metrics.incr("sink_errors")
+                self.metrics.last_error = f"clickhouse connect: {e}"
+                log.warning("ClickHouse not reachable (%s), retrying in %.1f s", e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def write_batch(self, items: list[Decoded]) -> None:
+        good = []
+        for d in items:
+            if d.header is None or d.columns is None:
+                self.dlq.send(d.raw, d.error)
+                continue
+            problem = self.sink.check(d.header, d.columns)
+            if problem:
+                self.dlq.send(d.raw, f"schema: {problem}")
+                continue
+            good.append(d)
+        if good:
+            self._write(good)
+        self.dlq.flush()
+        self.acked.ack([d.raw for d in items])  # only now may a snapshot move past them
+
+    def _write(self, good: list[Decoded]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._store([(d.header, d.columns) for d in good])  # type: ignore[misc]
+                break
+            except ServerException as e:  # the server refused data: find the culprit(s), dead-letter them
+                self.metrics.incr("sink_errors")
+                self.metrics.last_error = f"clickhouse: {e}"
+                if len(good) == 1:
+                    self.dlq.send(good[0].raw, f"clickhouse: {str(e)[:300]}")
+                    break
+                for d in good:
+                    self._write([d])
+                break
+            except (ClickHouseError, OSError, EOFError) as e:  # server gone: wait for it, never skip
+                self.metrics.incr("sink_errors")
+                self.metrics.last_error = f"clickhouse: {e}"
+                log.warning("ClickHouse write failed (%s), retrying in %.1f s", e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self.sink.close()
+                self.sink = self._connect()
+        now = time.time_ns()
+        newest = max((d.header.produced_ns for d in good if d.header), default=0)
+        if newest:
+            self.metrics.freshness_s = max(0.0, (now - newest) / 1e9)
+        for d in good:  # per event: when it happened in the kernel (end of an interval) -> now queryable
+            cols = d.columns or {}
+            ts = cols.get("end_ts", cols.get("ts"))
+            if ts is not None and len(ts) and d.header is not None and d.header.table != "processes":
+                ts = ts[ts > 0].astype(np.int64)
+                self.metrics.observe_freshness((now - ts) / 1e9)
+
+    def _store(self, batches: list[tuple[wire.BatchHeader, wire.Columns]]) -> None:
+        res = self.sink.write_batches(batches)
+        for table, n in res.tables.items():
+            self.metrics.add("rows_written", table, n)
+        if res.duplicate_rows:
+            self.metrics.incr("duplicate_rows", res.duplicate_rows)
+            self.metrics.incr("repaired_batches", res.repaired_batches)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class ClickHouseSink(DynamicSink[Decoded]):
+    def __init__(self, cfg: IngestConfig, metrics: FlowMetrics, acked: Acked):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.acked = acked
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClickHousePartition:
+        return _ClickHousePartition(self.cfg, self.metrics, self.acked)
+
+
+def build_flow(cfg: IngestConfig, metrics: FlowMetrics) -> Dataflow:
+    acked = Acked()  # source snapshots stop at what the sink acknowledged (see kafka_io)
+    flow = Dataflow("kprobe_ingest")
+    source = KafkaPartitionSource(KafkaConfig(cfg.brokers, data_topics(cfg.prefix)), metrics, acked)
+    msgs = op.input("kafka", flow, source)
+    decoded = op.map("decode", msgs, decode)
+    op.output("clickhouse", decoded, ClickHouseSink(cfg, metrics, acked))
+    return flow
+
+
+def run(cfg: IngestConfig) -> int:
+    """Run the flow in this process (worker threads); with processes > 1, spawn the cluster."""
+    from bytewax._bytewax import cli_main
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    from kprobe.prometheus import MetricsServer
+    from kprobe.topics.admin import ensure_topics
+
+    if cfg.processes > 1 and cfg.process_id is None:
+        return _spawn_cluster(cfg)
+    pid = cfg.process_id or 0
+    delay = 1.0
+    while True:  # Kafka down at start-up: wait for it (a Deployment would restart us anyway)
+        try:
+            ensure_topics(cfg.brokers, prefix=cfg.prefix)
+            break
+        except Exception as e:
+            log.warning("Kafka at %s not usable yet (%s); retrying in %.0f s", cfg.brokers, e, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    recovery = cfg.state_dir / "recovery"
+    if pid == 0 and not any(recovery.glob("part-*.sqlite3")):
+        recovery.mkdir(parents=True, exist_ok=True)
+        init_db_dir(recovery, max(1, cfg.processes))
+    else:
+        for _ in range(300):  # process 0 creates the partitions
+            if any(recovery.glob("part-*.sqlite3")):
+                break
+            time.sleep(0.1)
+    metrics = FlowMetrics("ingest")
+    server = (MetricsServer(cfg.metrics_port + pid, metrics.prometheus, cfg.metrics_bind).start()
+              if cfg.metrics_port is not None else None)
+    status = cfg.state_dir / f"ingest-{pid}.json"
+    stop = threading.Event()
+
+    def save_status() -> None:
+        while not stop.wait(1.0):
+            metrics.save(status)
+
+    threading.Thread(target=save_status, name="kprobe-status", daemon=True).start()
+    addresses = None
+    if cfg.processes > 1:
+        addresses = [f"127.0.0.1:{cfg.base_port + i}" for i in range(cfg.processes)]
+    try:
+        cli_main(build_flow(cfg, metrics), workers_per_process=cfg.workers, process_id=cfg.process_id if addresses
+                 else None, addresses=addresses, epoch_interval=timedelta(seconds=cfg.epoch_s),
+                 recovery_config=RecoveryConfig(str(recovery)))
+    finally:
+        stop.set()
+        metrics.save(status)
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def _spawn_cluster(cfg: IngestConfig) -> int:
+    """One child per process id, same arguments; the first to fail stops the others."""
+    argv = [sys.executable, "-m", "kprobe", "dataflow", "ingest", "--brokers", cfg.brokers,
+            "--clickhouse", f"{cfg.clickhouse_host}:{cfg.clickhouse_port}", "--database", cfg.database,
+            "--prefix", cfg.prefix, "--workers", str(cfg.workers), "--processes", str(cfg.processes),
+            "--base-port", str(cfg.base_port), "--state-dir", str(cfg.state_dir), "--epoch-s", str(cfg.epoch_s)]
+    if cfg.metrics_port is not None:
+        argv += ["--metrics-port", str(cfg.metrics_port), "--metrics-bind", cfg.metrics_bind]
+    children = [subprocess.Popen([*argv, "--process-id", str(i)]) for i in range(cfg.processes)]
+    try:
+        while True:
+            for c in children:
+                if c.poll() is not None:
+                    for o in children:
+                        if o.poll() is None:
+                            o.terminate()
+                    return c.returncode or 0
+            time.sleep(0.5)
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.terminate()

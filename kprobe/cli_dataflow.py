@@ -1,0 +1,86 @@
+"""`kprobe dataflow ingest`: the long-running Kafka -> ClickHouse server flow (scale-out mode)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  kprobe dataflow ingest --brokers kafka-0:9092,kafka-1:9092 --clickhouse ch:9000
+  kprobe dataflow ingest --brokers 127.0.0.1:9092 --workers 2 --processes 2 --metrics-port 9464
+  kprobe dataflow status --state-dir /var/lib/kprobe/dataflow
+
+Reads every kprobe.events.* topic (and kprobe.spans), writes each batch to the ClickHouse server
+exactly once (batch ledger), sends what cannot be decoded or stored to kprobe.dlq and keeps going.
+A restarted flow resumes from the recovery snapshots in --state-dir/recovery (keep that directory
+on a persistent volume). Prometheus text metrics on --metrics-port + process id: consumer lag,
+throughput, duplicates skipped, DLQ count.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dataflow", help="scale-out dataflows (Kafka -> ClickHouse server)",
+                       description="Long-running bytewax dataflows of the scale-out pipeline.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    flows = p.add_subparsers(dest="flow", metavar="FLOW")
+    env_brokers = os.environ.get("KPROBE_KAFKA", "127.0.0.1:9092")
+    env_ch = os.environ.get("KPROBE_CLICKHOUSE", "127.0.0.1:9000")
+    i = flows.add_parser("ingest", help="topics -> ClickHouse server, exactly once", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    i.add_argument("--brokers", default=env_brokers, help="Kafka bootstrap servers (default: $KPROBE_KAFKA or %(default)s)")
+    i.add_argument("--clickhouse", default=env_ch, metavar="HOST:PORT",
+                   help="ClickHouse native protocol address (default: $KPROBE_CLICKHOUSE or %(default)s)")
+    i.add_argument("--database", default="kprobe", help="ClickHouse database, created if missing (default: %(default)s)")
+    i.add_argument("--prefix", default="kprobe", help="topic prefix (default: %(default)s)")
+    i.add_argument("--workers", type=int, default=2, help="worker threads per process (default: %(default)s)")
+    i.add_argument("--processes", type=int, default=1, help="worker processes, a timely cluster (default: %(default)s)")
+    i.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)
+    i.add_argument("--base-port", type=int, default=2101, help="cluster ports base_port+i (default: %(default)s)")
+    i.add_argument("--state-dir", type=Path, default=Path("/var/lib/kprobe/dataflow"),
+                   help="recovery snapshots and status files (default: %(default)s)")
+    i.add_argument("--epoch-s", type=float, default=1.0,
+                   help="snapshot interval: at most this much is re-read after a crash (default: %(default)s)")
+    i.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (+ process id)")
+    i.add_argument("--metrics-bind", default="127.0.0.1", help="metrics address; 0.0.0.0 in a pod (default: %(default)s)")
+    i.set_defaults(fn=cmd_ingest)
+    s = flows.add_parser("status", help="counters of the dataflow processes (from their status files)")
+    s.add_argument("--state-dir", type=Path, default=Path("/var/lib/kprobe/dataflow"))
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+    p.set_defaults(fn=lambda a: (p.print_help(), 2)[1])
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from kprobe.dataflows.ingest import IngestConfig, run
+
+    host, _, port = args.clickhouse.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"kprobe: error: --clickhouse wants HOST:PORT, got {args.clickhouse!r}", file=sys.stderr)
+        return 2
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    cfg = IngestConfig(brokers=args.brokers, clickhouse_host=host, clickhouse_port=int(port), database=args.database,
+                       prefix=args.prefix, workers=args.workers, processes=args.processes,
+                       process_id=args.process_id, base_port=args.base_port, state_dir=args.state_dir,
+                       epoch_s=args.epoch_s, metrics_port=args.metrics_port,
+                       metrics_bind=args.metrics_bind)
+    return run(cfg)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from kprobe.query.stats import render_dataflows
+
+    files = sorted(args.state_dir.glob("ingest-*.json"))
+    data = [json.loads(f.read_text()) for f in files]
+    if args.json:
+        json.dump(data, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif not data:
+        print(f"no dataflow status files in {args.state_dir}", file=sys.stderr)
+        return 1
+    else:
+        print(render_dataflows(data))
+    return 0

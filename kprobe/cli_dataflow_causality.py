@@ -1,0 +1,108 @@
+"""`kprobe dataflow causality`: run the bytewax causality flow over the store of a data directory.
+
+Registration: ``add_parser(sub)`` adds ``causality`` under an existing ``dataflow``
+command (another module may own ``kprobe dataflow``), or creates ``dataflow`` when
+nobody has; so cli.py needs one line whatever the order of merges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  kprobe dataflow causality --data /var/lib/kprobe
+        analyse every slow operation (spans, syscalls >= 100 ms) recorded so far, then exit
+  kprobe dataflow causality --follow --workers 2 --graph bolt://neo4j:7687
+        keep tailing the store (or the running recorder), write causal edges to Neo4j
+  python -m bytewax.run "kprobe.dataflows.causality:store_flow('/var/lib/kprobe')" -w 2
+        the same flow under bytewax's own runner
+
+Watermark: an operation is analysed once events --lateness-s newer than its end have been
+seen (or the input has been idle 2 s); later events re-open and re-emit it. Graph writes
+and analysis rows (table causal_analysis) are idempotent per operation.
+"""
+
+
+def _find_subparsers(p: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            return a
+    return None
+
+
+def add_parser(sub: argparse._SubParsersAction, default_data: Path | None = None) -> argparse.ArgumentParser:
+    parent = sub.choices.get("dataflow")
+    if parent is None:
+        parent = sub.add_parser("dataflow", help="long-running bytewax dataflows",
+                                description="Long-running bytewax dataflows.")
+        parent.set_defaults(fn=lambda a: (parent.print_help(), 2)[1])
+    flows = _find_subparsers(parent) or parent.add_subparsers(dest="flow", metavar="FLOW")
+    return add_causality_parser(flows, default_data)
+
+
+def add_causality_parser(flows: argparse._SubParsersAction, default_data: Path | None = None) -> argparse.ArgumentParser:
+    data = default_data or Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
+    p = flows.add_parser("causality", help="events -> causal analysis -> graph (ladybug/Neo4j) + analysis rows",
+                         description="Window kernel events and spans per host, analyse each slow operation when "
+                                     "the watermark passes its end, write the causal graph and analysis rows.",
+                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=data, help="data directory whose store is read (default: %(default)s)")
+    p.add_argument("--graph", default="ladybug",
+                   help="'ladybug' (embedded, DATA/graph/causal.lbug) or a bolt:// URI for Neo4j (default: %(default)s)")
+    p.add_argument("--neo4j-auth", default=os.environ.get("NEO4J_AUTH", "none"), metavar="USER/PASS",
+                   help="Neo4j credentials or 'none' (default: $NEO4J_AUTH or none)")
+    p.add_argument("--follow", action="store_true", help="keep tailing the store (default: read what is there, exit)")
+    p.add_argument("--workers", type=int, default=1, help="bytewax worker threads (default: %(default)s)")
+    p.add_argument("--lateness-s", type=float, default=2.0,
+                   help="allowed lateness behind the newest event time (default: %(default)s)")
+    p.add_argument("--slow-ms", type=float, default=100.0,
+                   help="a syscall at least this long is an operation to explain (default: %(default)s)")
+    p.add_argument("--watch-pid", type=int, nargs="+", metavar="PID",
+                   help="only these pids' slow syscalls are operations (default: all; spans always are)")
+    p.set_defaults(fn=cmd_causality)
+    return p
+
+
+class _CountingRows:
+    def __init__(self, inner):
+        self.inner = inner
+        self.analyses = 0
+
+    def write(self, rows: list[dict]) -> int:
+        self.analyses += len(rows)
+        return self.inner.write(rows)
+
+
+def cmd_causality(args: argparse.Namespace) -> int:
+    from bytewax.testing import cluster_main
+
+    from kprobe.dataflows.causality import FlowOptions, StoreTailSource, build_flow, graph_factory
+    from kprobe.dataflows.windowing import SEC, WindowConfig
+    from kprobe.query.client import QueryError, open_store
+    from kprobe.sinks.analysis_rows import AnalysisRowsSink
+
+    if args.workers < 1:
+        print("kprobe: error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        graph = graph_factory(args.data, args.graph, args.neo4j_auth)
+        store = open_store(args.data)
+    except (ValueError, QueryError) as e:
+        print(f"kprobe: error: {e}", file=sys.stderr)
+        return 2
+    rows = _CountingRows(AnalysisRowsSink(store))
+    window = WindowConfig(allowed_lateness_ns=int(args.lateness_s * SEC), slow_syscall_ns=int(args.slow_ms * 1e6),
+                          watch_pids=frozenset(args.watch_pid) if args.watch_pid else None)
+    flow = build_flow(StoreTailSource(lambda: store, follow=args.follow), graph, lambda: rows,
+                      options=FlowOptions(window))
+    try:
+        cluster_main(flow, [], 0, worker_count_per_proc=args.workers)
+    except KeyboardInterrupt:
+        pass
+    print(f"kprobe: {rows.analyses} analyses emitted ({rows.inner.inserted} new rows in causal_analysis, "
+          f"{rows.inner.skipped} already stored); graph: {args.graph}", file=sys.stderr)
+    return 0

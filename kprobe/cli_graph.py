@@ -1,0 +1,159 @@
+"""`kprobe graph`: write one operation's causal analysis as a graph and print its root cause via Cypher.
+
+Kept out of kprobe/cli.py (one-line registration). The graph goes to the embedded
+ladybug database under the data directory by default, or to Neo4j with --neo4j;
+the root cause printed is what the documented query (ROOT_CAUSE_QUERY) returns
+from that graph, i.e. what any other Cypher client would see.
+Exit codes: 0 ok, 1 graph store failure, 2 bad arguments or no data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  kprobe graph --pid 812 --from 2026-11-27T03:47:12Z --to 2026-11-27T03:47:13Z
+                       analyse PID 812 over that second, write the graph under --data, print the root cause
+  kprobe graph --span 5f2b0c1d9e8a7b6c --cypher
+                       the same for an OTel span (from the spans table), and show the Cypher query used
+  kprobe graph --pid 812 --from T1 --to T2 --neo4j bolt://127.0.0.1:7687 --neo4j-auth neo4j/secret
+                       write to Neo4j instead of the embedded graph
+
+The graph (default: DATA/graph/causal.lbug, embedded ladybug) holds Operation, Cause,
+Process, Connection and KernelEvents nodes joined by DELAYED_BY, CAUSED_BY,
+PREEMPTED_BY, WOKEN_BY, BLAMES, WAITED_ON, EVIDENCED_BY and RAN_IN edges. Writing
+the same analysis again changes nothing (MERGE on deterministic ids). The embedded
+database has one writer: stop a running `kprobe dataflow causality` on the same DATA first.
+"""
+
+_HEX = re.compile(r"^[0-9a-fA-F]{16}$")
+
+
+def _die(msg: str, code: int = 2) -> int:
+    print(f"kprobe: error: {msg}", file=sys.stderr)
+    return code
+
+
+def add_parser(subparsers: argparse._SubParsersAction, default_data: Path | None = None) -> argparse.ArgumentParser:
+    data = default_data or Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
+    p = subparsers.add_parser(
+        "graph", help="write an operation's causal graph (embedded or Neo4j) and print its root cause",
+        description="Analyse one operation (a span, or PID over a window), write the causal graph and print "
+                    "the root cause returned by the documented Cypher query.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=data, help="data directory (default: %(default)s)")
+    p.add_argument("--span", metavar="ID", help="OTel span id (16 hex digits) from the spans table")
+    p.add_argument("--trace", metavar="ID", help="trace id (32 hex digits): its failed (else longest) span")
+    p.add_argument("--pid", type=int, help="process id (tgid) of the slow operation")
+    p.add_argument("--tid", type=int, default=None, help="thread id (default: the most delayed thread)")
+    p.add_argument("--from", dest="from_", metavar="T1", help="UTC ns since the epoch or ISO-8601")
+    p.add_argument("--to", metavar="T2", help="UTC ns since the epoch or ISO-8601")
+    p.add_argument("--neo4j", metavar="URI", help="write to Neo4j at this bolt:// URI instead of the embedded graph")
+    p.add_argument("--neo4j-auth", default=os.environ.get("NEO4J_AUTH", "none"), metavar="USER/PASS",
+                   help="Neo4j credentials, or 'none' (default: $NEO4J_AUTH or none)")
+    p.add_argument("--cypher", action="store_true", help="also print the root-cause Cypher query and its parameters")
+    p.add_argument("--json", action="store_true", help="machine-readable: op id, query result, analysis root cause")
+    p.set_defaults(fn=cmd_graph)
+    return p
+
+
+def _host(store, pid: int) -> str:
+    rows = store.query_rows(f"SELECT host FROM offcpu WHERE tgid = {int(pid)} LIMIT 1")
+    return str(rows[0]["host"]) if rows and rows[0].get("host") else socket.gethostname()
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from kprobe.causal.graph import ROOT_CAUSE_QUERY, OperationRef, analysis_graph, interval_op_id, span_op_id
+    from kprobe.causal.spans import SpanLookupError, find_span, pick_span, trace_spans, why_span
+    from kprobe.causal.why import NoDataError, why
+    from kprobe.query.client import QueryError, open_store
+    from kprobe.query.timefmt import parse_ts
+
+    by_span = args.span is not None or args.trace is not None
+    if by_span and (args.pid is not None or args.from_ or args.to or (args.span and args.trace)):
+        return _die("give one of --span ID, --trace ID or --pid P --from T1 --to T2")
+    if args.span is not None and not _HEX.match(args.span):
+        return _die(f"--span must be 16 hex digits, got {args.span!r}")
+    if not by_span:
+        if args.pid is None or not args.from_ or not args.to:
+            return _die("need --span ID, --trace ID, or --pid P with --from T1 and --to T2")
+        if args.pid <= 0:
+            return _die(f"--pid must be a positive process id, got {args.pid}")
+        try:
+            t1, t2 = parse_ts(args.from_), parse_ts(args.to)
+        except ValueError as e:
+            return _die(str(e))
+        if t2 <= t1:
+            return _die(f"--to must be after --from (got {args.from_} .. {args.to})")
+    try:
+        store = open_store(args.data)
+    except QueryError as e:
+        return _die(str(e))
+    try:
+        if by_span:
+            span = find_span(store, args.span) if args.span else pick_span(trace_spans(store, args.trace))
+            analysis = why_span(store, span).analysis
+            pid, tid, t1, t2 = span.pid, span.tid or None, span.start_ns, span.end_ns
+            op_ref = OperationRef(span_op_id(span.trace_id, span.span_id), "span", span.name)
+            host = span.host or _host(store, pid)
+        else:
+            pid, tid = args.pid, args.tid
+            op_ref = None
+            analysis = why(store, pid, t1, t2, tid=tid)
+            host = _host(store, pid)
+    except (LookupError, ValueError, NoDataError, SpanLookupError) as e:
+        return _die(str(e))
+    except QueryError as e:
+        return _die(f"query failed: {e}")
+    finally:
+        close = getattr(store, "close", None)
+        if close:
+            close()
+    op_ref = op_ref or OperationRef(interval_op_id(host, pid, tid, t1, t2), "interval",
+                                    analysis.operation or f"{analysis.comm} window")
+    delta = analysis_graph(analysis, host, op_ref)
+    try:
+        graph, where = _open_graph(args)
+    except Exception as e:  # a locked database or an unreachable server: say which and why
+        return _die(f"cannot open the graph store: {e}", 1)
+    try:
+        graph.write(delta)
+        row = graph.root_cause(delta.op_id)
+    except Exception as e:
+        return _die(f"graph write/query failed on {where}: {e}", 1)
+    finally:
+        graph.close()
+    rc = analysis.root_cause
+    if args.json:
+        json.dump({"op_id": delta.op_id, "graph": where, "nodes": len(delta.nodes), "edges": len(delta.edges),
+                   "query_root_cause": row, "analysis_root_cause": rc.to_json(with_children=False) if rc else None},
+                  sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(f"operation {delta.op_id}: {len(delta.nodes)} nodes, {len(delta.edges)} edges written to {where}")
+    if args.cypher:
+        print("root-cause query ($op = " + json.dumps(delta.op_id) + "):")
+        print(ROOT_CAUSE_QUERY)
+    if row is None:
+        print("root cause: none (no delay found in the window)")
+    else:
+        print(f"root cause: {row['kind']} {row['delay_ns'] / 1e6:.1f} ms, culprit {row['comm'] or '?'} "
+              f"PID {row['pid']} ({row['summary']}), {row['depth']} hop(s) from the operation")
+    return 0
+
+
+def _open_graph(args: argparse.Namespace):
+    if args.neo4j:
+        from kprobe.sinks.graph_neo4j import Neo4jGraph, parse_auth
+
+        return Neo4jGraph(args.neo4j, auth=parse_auth(args.neo4j_auth)), args.neo4j
+    from kprobe.sinks.graph_ladybug import LadybugGraph, default_path
+
+    return LadybugGraph.in_data_dir(args.data), str(default_path(args.data))

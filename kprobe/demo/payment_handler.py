@@ -1,0 +1,108 @@
+"""payment-handler: an OpenTelemetry-instrumented service that settles each payment with a TCP call.
+
+For each line ``pay <payment-id> <amount> <card-number>`` on stdin it opens a span ``POST /pay``
+(real OTel SDK, exported over OTLP/gRPC or HTTP to ``--otlp-endpoint`` as soon as it ends), sends
+``SETTLE <id> <amount>`` to the settlement service and waits for the answer with a receive timeout
+(``--timeout-ms``, SO_RCVTIMEO, the way many C and JVM clients do it). A missing answer fails the
+payment: span status ERROR. The resource carries ``process.pid`` and ``host.name`` and each span
+``thread.id``, which is all kprobe needs to join the span to kernel events. One JSON line per
+payment on stdout: ``{"event": "payment", "payment", "ok", "span_id", "trace_id", "start_ns",
+"end_ns", "pid", "tid", "error"}``.
+
+    python -m kprobe.demo.payment_handler --target 127.0.0.1:9000 --otlp-endpoint 127.0.0.1:4317
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import struct
+import sys
+import threading
+
+from kprobe.demo.proc import emit, set_comm, wait_go
+
+
+def _tracer(service: str, endpoint: str, transport: str):
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    if transport == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=30)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        exporter = HttpExporter(endpoint=endpoint, timeout=30)
+    provider = TracerProvider(resource=Resource.create(
+        {"service.name": service, "host.name": socket.gethostname(), "process.pid": os.getpid()}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # export at span end: no batching delay
+    return provider, provider.get_tracer("kprobe.demo.payment_handler")
+
+
+def settle(target: tuple[str, int], payment: str, amount: str, timeout_ms: int) -> str:
+    """One settlement call; raises TimeoutError when no answer arrives within the timeout."""
+    with socket.create_connection(target, timeout=5) as s:
+        s.settimeout(None)  # blocking socket; the kernel enforces the receive timeout
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                     struct.pack("ll", timeout_ms // 1000, (timeout_ms % 1000) * 1000))
+        s.sendall(f"SETTLE {payment} {amount}\n".encode())
+        try:
+            answer = s.recv(4096)
+        except BlockingIOError as e:  # EAGAIN from SO_RCVTIMEO
+            raise TimeoutError(f"settlement timeout after {timeout_ms} ms") from e
+        if not answer:
+            raise ConnectionError("settlement service closed the connection")
+        return answer.decode(errors="replace").strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", default="payment-handler", help="process name (comm) (default: %(default)s)")
+    ap.add_argument("--service", default=None, help="OTel service.name (default: --name)")
+    ap.add_argument("--target", required=True, help="settlement service host:port")
+    ap.add_argument("--timeout-ms", type=int, default=750, help="settlement call timeout (default: %(default)s)")
+    ap.add_argument("--otlp-endpoint", required=True,
+                    help="gRPC host:port, or http://host:port/v1/traces with --otlp-transport http")
+    ap.add_argument("--otlp-transport", choices=("grpc", "http"), default="grpc")
+    args = ap.parse_args(argv)
+    set_comm(args.name)
+    host, port = args.target.rsplit(":", 1)
+    target = (host, int(port))
+    provider, tracer = _tracer(args.service or args.name, args.otlp_endpoint, args.otlp_transport)
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    wait_go()
+    emit(event="ready", pid=os.getpid(), tid=threading.get_native_id())
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts or parts[0] == "quit":
+            break
+        payment, amount, card = (parts + ["?", "0", ""])[1:4]
+        error = ""
+        with tracer.start_as_current_span("POST /pay", kind=SpanKind.SERVER) as span:
+            span.set_attribute("thread.id", threading.get_native_id())
+            span.set_attribute("payment.id", payment)
+            span.set_attribute("payment.amount", amount)
+            if card:
+                span.set_attribute("card.number", card)  # masked by kprobe before anything is stored
+            try:
+                settle(target, payment, amount, args.timeout_ms)
+                span.set_status(Status(StatusCode.OK))
+            except (TimeoutError, OSError) as e:
+                error = str(e)
+                span.record_exception(e)
+                span.set_status(Status(StatusCode.ERROR, error))
+            ctx = span.get_span_context()
+        emit(event="payment", payment=payment, ok=not error, error=error, span_id=f"{ctx.span_id:016x}",
+             trace_id=f"{ctx.trace_id:032x}", start_ns=span.start_time, end_ns=span.end_time, pid=os.getpid(),
+             tid=threading.get_native_id())
+    provider.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

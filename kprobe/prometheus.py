@@ -1,0 +1,91 @@
+"""A tiny Prometheus text-format endpoint (``GET /metrics``) for the agent and the dataflows.
+
+No client library: the exposition format is a few lines of text, and a scrape must never touch
+the capture path, so the server only calls a ``collect`` function that reads counters.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    help: str
+    kind: str  # counter | gauge
+    samples: tuple[tuple[dict[str, str], float], ...] = field(default_factory=tuple)
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    body = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                    for k, v in sorted(labels.items()))
+    return "{" + body + "}"
+
+
+def render(metrics: Iterable[Metric]) -> str:
+    lines = []
+    for m in metrics:
+        lines.append(f"# HELP {m.name} {m.help}")
+        lines.append(f"# TYPE {m.name} {m.kind}")
+        for labels, value in m.samples:
+            lines.append(f"{m.name}{_labels(labels)} {float(value):g}")
+    return "\n".join(lines) + "\n"
+
+
+def parse(text: str) -> dict[str, float]:
+    """`name{labels}` -> value; for tests and `kprobe stats` reading a remote endpoint."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+class MetricsServer:
+    def __init__(self, port: int, collect: Callable[[], Iterable[Metric]], bind: str = "127.0.0.1"):
+        def handler_factory(*args, **kwargs):
+            return _Handler(collect, *args, **kwargs)
+
+        self._server = ThreadingHTTPServer((bind, port), handler_factory)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kprobe-metrics", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def __init__(self, collect: Callable[[], Iterable[Metric]], *args, **kwargs):
+        self._collect = collect
+        super().__init__(*args, **kwargs)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+            self.send_error(404)
+            return
+        try:
+            body = render(self._collect()).encode()
+            code = 200
+        except Exception as e:  # a broken collector shows as an error, never kills the server
+            body, code = f"# collect failed: {e}\n".encode(), 500
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

@@ -1,0 +1,84 @@
+"""Analysis rows (one per analysed operation) into the store's ``causal_analysis`` table, idempotently.
+
+Why plain SQL through ``store.query``: it works the same on the embedded chDB
+store and on a running recorder's socket (RemoteStore), and there is one row per
+slow operation, not per event, so VALUES inserts are cheap enough. Idempotence:
+a row is inserted only if no row with the same (op_id, digest) exists, so a
+restarted or re-run flow never duplicates rows; a changed analysis (late events)
+adds a new row and readers take the newest per op_id (``argMax(..., ts_written)``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kprobe.sinks.ddl import Column, ServerFeatures, TableDef, create_table_sql
+
+TABLE = "causal_analysis"
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ts", "UInt64"), ("ts_written", "UInt64"), ("host", "LowCardinality(String)"), ("op_id", "String"),
+    ("op_kind", "LowCardinality(String)"), ("op_name", "String"), ("pid", "UInt32"), ("tid", "UInt32"),
+    ("start_ns", "UInt64"), ("end_ns", "UInt64"), ("wall_ns", "UInt64"), ("on_cpu_ns", "UInt64"),
+    ("runq_ns", "UInt64"), ("blocked_ns", "UInt64"), ("root_kind", "LowCardinality(String)"),
+    ("root_pid", "UInt32"), ("root_comm", "String"), ("root_delay_ns", "UInt64"), ("chain", "String"),
+    ("analysis", "String"), ("digest", "String"),
+)
+_INTS = {n for n, t in COLUMNS if "Int" in t}
+
+
+class SqlStore(Protocol):
+    def query(self, sql: str, fmt: str = ...) -> bytes: ...
+    def query_rows(self, sql: str) -> list[dict]: ...
+
+
+def table_def() -> TableDef:
+    return TableDef(TABLE, tuple(Column(n, t) for n, t in COLUMNS), ("host", "op_id", "ts"), "ts", 10)
+
+
+def _lit(name: str, v: Any) -> str:
+    if name in _INTS:
+        return str(int(v))
+    s = str(v).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{s}'"
+
+
+@dataclass
+class AnalysisRowsSink:
+    store: SqlStore
+    features: ServerFeatures | None = None
+    inserted: int = 0
+    skipped: int = 0
+
+    def __post_init__(self) -> None:
+        self.store.query(create_table_sql(table_def(), self.features or ServerFeatures.full()), "TSV")
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        """Insert rows not already stored (same op_id and digest); returns how many were inserted."""
+        if not rows:
+            return 0
+        ids = ", ".join(_lit("op_id", r["op_id"]) for r in rows)
+        have = {(r["op_id"], r["digest"]) for r in self.store.query_rows(
+            f"SELECT op_id, digest FROM {TABLE} WHERE op_id IN ({ids})")}
+        new, seen = [], set()
+        for r in rows:
+            k = (r["op_id"], r["digest"])
+            if k in have or k in seen:
+                self.skipped += 1
+                continue
+            seen.add(k)
+            new.append(r)
+        if not new:
+            return 0
+        now = time.time_ns()
+        values = ", ".join(
+            "(" + ", ".join(_lit(n, now if n == "ts_written" else r[n]) for n, _ in COLUMNS) + ")" for r in new)
+        self.store.query(f"INSERT INTO {TABLE} ({', '.join(n for n, _ in COLUMNS)}) VALUES {values}", "TSV")
+        self.inserted += len(new)
+        return len(new)
+
+    def latest(self, op_id: str) -> dict[str, Any] | None:
+        rows = self.store.query_rows(
+            f"SELECT * FROM {TABLE} WHERE op_id = {_lit('op_id', op_id)} ORDER BY ts_written DESC LIMIT 1")
+        return rows[0] if rows else None

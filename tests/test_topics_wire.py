@@ -1,0 +1,92 @@
+"""Wire format, topic names, disk spool and Prometheus text: the pieces the pipeline is built from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kprobe.agent.spool import DiskSpool
+from kprobe.prometheus import Metric, parse, render
+from kprobe.schemas.tables import BY_NAME, EVENT_TYPES
+from kprobe.topics import names, wire
+
+
+def _syscall_columns(n: int) -> dict[str, np.ndarray]:
+    et = BY_NAME["syscall"]
+    r = np.zeros(n, dtype=et.record)
+    r["enter_ns"] = np.arange(n) + 1000
+    r["exit_ns"] = r["enter_ns"] + 7
+    r["tgid"] = 42
+    cols = et.columns(r, 1_764_000_000 * 10**9)
+    cols["host"] = np.full(n, "node-1", dtype=object)
+    cols["service"] = np.array([f"svc{i % 3}" for i in range(n)], dtype=object)
+    return cols
+
+
+def test_batch_roundtrip_keeps_every_column_type_and_value():
+    cols = _syscall_columns(1000)
+    lo, hi = wire.ts_range(cols)
+    h = wire.BatchHeader("syscall", "node-1", wire.batch_id("node-1", "run", 7), 7, 1000, lo, hi, 123)
+    header, rb = wire.decode(wire.encode(h, cols))
+    assert header == h
+    back = wire.columns_of(rb)
+    assert list(back) == list(cols)
+    for k, v in cols.items():
+        assert back[k].dtype == v.dtype, k
+        assert (back[k] == v).all(), k
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "shorter"), (b"XXXX\x01\x00\x00\x00\x00\x00", "magic"), (b"KPRB\x09\x00\x00\x00\x00\x00", "version"),
+    (b"KPRB\x01\x00\xff\x00\x00\x00abc", "header length"), (b"KPRB\x01\x00\x03\x00\x00\x00abc", "header"),
+])
+def test_malformed_messages_raise_wire_error_with_reason(data, reason):
+    with pytest.raises(wire.WireError, match=reason):
+        wire.decode(data)
+
+
+def test_row_count_mismatch_is_refused():
+    cols = _syscall_columns(10)
+    h = wire.BatchHeader("syscall", "h", 1, 1, 11, 0, 0, 0)
+    with pytest.raises(wire.WireError, match="11 rows"):
+        wire.decode(wire.encode(h, cols))
+
+
+def test_batch_ids_differ_per_host_run_and_seq():
+    ids = {wire.batch_id(h, r, s) for h in ("a", "b") for r in ("r1", "r2") for s in range(100)}
+    assert len(ids) == 400 and all(0 <= i < 2**63 for i in ids)
+
+
+def test_one_topic_per_event_type_plus_processes_and_spans():
+    topics = names.data_topics()
+    assert len(topics) == len(EVENT_TYPES) + 2
+    for et in EVENT_TYPES:
+        assert names.event_topic(et.name) == f"kprobe.events.{et.name}"
+        assert names.table_of(names.event_topic(et.name, "staging")) == et.name
+    assert names.table_of(names.DLQ_TOPIC) is None
+    assert names.REPLAY_CONTROL_TOPIC == "kprobe.control.replay"
+    assert names.REPLAY_RESULTS_TOPIC == "kprobe.replay.results"
+    specs = {s.name: s for s in names.all_topics(retention_hours=24, retention_gb=5)}
+    assert specs["kprobe.events.offcpu"].config["retention.ms"] == str(24 * 3600 * 1000)
+    assert specs["kprobe.events.offcpu"].config["retention.bytes"] == str(5 << 30)
+    assert {names.DLQ_TOPIC, names.REPLAY_CONTROL_TOPIC, names.REPLAY_RESULTS_TOPIC} <= set(specs)
+
+
+def test_spool_keeps_order_bound_and_survives_reopen(tmp_path):
+    sp = DiskSpool(tmp_path, max_bytes=1000)
+    assert sp.put("0001-000000000002", "t", b"k", 5, b"b" * 100)
+    assert sp.put("0001-000000000001", "t", b"k", 3, b"a" * 100)
+    assert not sp.put("0001-000000000003", "t", b"k", 9, b"c" * 2000)  # over the bound: refused
+    again = DiskSpool(tmp_path, max_bytes=1000)
+    assert (again.messages, again.rows) == (2, 8)
+    items = again.peek(10)
+    assert [i.payload[:1] for i in items] == [b"a", b"b"] and items[0].topic == "t" and items[0].key == b"k"
+    again.remove(items[0])
+    assert (again.messages, again.rows) == (1, 5) and not again.empty()
+
+
+def test_prometheus_text_renders_and_parses():
+    text = render([Metric("kp_x_total", "x", "counter", (({"t": 'a"b'}, 3), ({}, 1.5)))])
+    assert "# TYPE kp_x_total counter" in text
+    got = parse(text)
+    assert got['kp_x_total{t="a\\"b"}'] == 3 and got["kp_x_total"] == 1.5
