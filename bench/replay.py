@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -98,7 +99,13 @@ def main() -> int:
         rec_wall, argv, pid = recorded(exe, args.requests, shm / "rec.log", tmp / "session")
         log = rlog.load(tmp / "session", pid)
         (shm / "rec.log").unlink()
-        results = [ReplayEngine(log, argv, cpu=args.cpu).run() for _ in range(args.replays)]
+        results, cpu_s = [], []
+        for _ in range(args.replays):
+            before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            results.append(ReplayEngine(log, argv, cpu=args.cpu).run())
+            after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_s.append(sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before,
+                                                                                                  strict=True)))
         replay_walls = [r.wall_s for r in results]
         r0 = results[0]
         nat = statistics.median(natives)
@@ -111,7 +118,11 @@ def main() -> int:
         print(f"recorded wall: {rec_wall * 1000:8.1f} ms  (replay probe attached: {rec_wall / nat:.2f}x native)")
         print(f"replay wall:   {rep * 1000:8.1f} ms  (median of {len(replay_walls)}: "
               f"{', '.join(f'{x * 1000:.1f}' for x in replay_walls)})")
-        print(f"replay / native = {rep / nat:.2f}x  (goal <= 3x); {rep / max(r0.stops, 1) * 1e6:.1f} us per stop")
+        print(f"replay / native = {rep / nat:.2f}x  (goal <= 3x); {rep / max(r0.stops, 1) * 1e6:.1f} us wall per stop")
+        cpu = statistics.median(cpu_s)
+        print(f"replay CPU (tracer + tracee): {cpu * 1000:.1f} ms = {cpu / max(r0.stops, 1) * 1e6:.1f} us per stop; "
+              f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall numbers include waiting "
+              "for the CPU when the host is busy)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(shm, ignore_errors=True)
