@@ -34,7 +34,17 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from kprobe.causal.fetch import WAKE_EPS_NS, WAKER_CALLS, BlockIO, Evidence, OffCpu, Reclaim, SockIO, Syscall
+from kprobe.causal.fetch import (
+    RECLAIM_CONTEXT_NS,
+    WAKE_EPS_NS,
+    WAKER_CALLS,
+    BlockIO,
+    Evidence,
+    OffCpu,
+    Reclaim,
+    SockIO,
+    Syscall,
+)
 from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
 
 MAX_DEPTH = 4
@@ -160,7 +170,14 @@ class _Ctx:
         return path or None
 
     def top_reclaimer(self, lo: int, hi: int, exclude: int | None) -> tuple[Culprit, list]:
-        """The process that reclaimed most in [lo, hi] (system-wide rows): the likeliest memory hog."""
+        """The process that reclaimed most around [lo, hi] (system-wide rows): the likeliest memory hog.
+
+        The stall itself may be the victim's alone (the hog filled memory just
+        before, or is throttled on writeback meanwhile), so reclaim by others is
+        looked for over the whole analysis window plus RECLAIM_CONTEXT_NS before it.
+        """
+        lo = min(lo, self.ev.interval.start_ns) - RECLAIM_CONTEXT_NS
+        hi = max(hi, self.ev.interval.end_ns)
         per: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         for r in self.ev.reclaims:
             ov = _overlap(r.ts, r.end_ts, lo, hi)
@@ -265,14 +282,15 @@ def _kernel_thread(comm: str) -> bool:
 def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int) -> tuple[Culprit, list]:
     """Who made the wait long: the process that issued most bytes to the waited-on device during the wait.
 
-    The device is the one whose request completed last before the wake-up. Kernel
+    The device is the one whose request completed closest before the wake-up (the
+    completion that ended the wait; other devices' I/O is unrelated). Kernel
     threads (throttle dispatch, writeback, journal, loop) issue on behalf of the
     processes that wrote, so their bytes never make them the culprit: if no other
     user process issued more than the waiter on that device, the waiter's own I/O
     is what was slow and the waiter is named (the evidence lists the issuers).
     """
-    done = [x for x in ios if x.end_ts <= wake + 1_000_000] or ios
-    dev = max(done, key=lambda x: x.end_ts).dev if done else None
+    done = [x for x in ios if x.end_ts <= wake] or ios
+    dev = min(done, key=lambda x: abs(wake - x.end_ts)).dev if done else None
     on_dev = [x for x in ios if x.dev == dev]
     per: dict[int, int] = defaultdict(int)
     comm: dict[int, str] = {}

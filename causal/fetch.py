@@ -173,6 +173,7 @@ def _tgid_list(tgids: set[int]) -> str:
     return ", ".join(str(int(t)) for t in sorted(tgids))
 
 
+RECLAIM_CONTEXT_NS = 5_000_000_000   # reclaim by others this long before the window still names the memory hog
 LOOKBACK_NS = 600_000_000_000   # rows of time-ordered tables starting this long before the window are not read
 
 
@@ -250,7 +251,7 @@ def _victim_parts(iv: Interval) -> list[_Part]:
               f"FROM fault WHERE tgid = {tg} AND ts >= {int(lo)} AND ts <= {int(hi)}"),
         _Part("fd_open", FdOpen, ("tgid", "fd", "ts", "path"), f"FROM fd_open WHERE tgid = {tg} AND ts <= {int(hi)}"),
         _Part("reclaim", Reclaim, ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu"),
-              f"FROM reclaim WHERE {_overlap(lo, hi, LOOKBACK_NS)}"),
+              f"FROM reclaim WHERE {_overlap(lo - RECLAIM_CONTEXT_NS, hi, LOOKBACK_NS)}"),
         _Part("block_io", BlockIO, ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev"),
               f"FROM block_io WHERE {_overlap(lo, hi, LOOKBACK_NS)}"),
         _Part("tcp_retrans", Retrans, ("ts", "skaddr", "saddr", "sport", "daddr", "dport"),
