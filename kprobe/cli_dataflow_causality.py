@@ -18,6 +18,8 @@ examples:
         analyse every slow operation (spans, syscalls >= 100 ms) recorded so far, then exit
   kprobe dataflow causality --follow --workers 2 --graph bolt://neo4j:7687
         keep tailing the store (or the running recorder), write causal edges to Neo4j
+  kprobe dataflow causality --brokers kafka-0:9092 --graph bolt://neo4j:7687 --workers 2
+        scale-out: consume the causal tables' topics, write causal edges to Neo4j
   python -m bytewax.run "kprobe.dataflows.causality:store_flow('/var/lib/kprobe')" -w 2
         the same flow under bytewax's own runner
 
@@ -55,6 +57,9 @@ def add_causality_parser(flows: argparse._SubParsersAction, default_data: Path |
                    help="'ladybug' (embedded, DATA/graph/causal.lbug) or a bolt:// URI for Neo4j (default: %(default)s)")
     p.add_argument("--neo4j-auth", default=os.environ.get("NEO4J_AUTH", "none"), metavar="USER/PASS",
                    help="Neo4j credentials or 'none' (default: $NEO4J_AUTH or none)")
+    p.add_argument("--brokers", default=None,
+                   help="read the scale-out Kafka topics instead of the store (graph only; runs until Ctrl-C)")
+    p.add_argument("--prefix", default="kprobe", help="topic prefix with --brokers (default: %(default)s)")
     p.add_argument("--follow", action="store_true", help="keep tailing the store (default: read what is there, exit)")
     p.add_argument("--workers", type=int, default=1, help="bytewax worker threads (default: %(default)s)")
     p.add_argument("--lateness-s", type=float, default=2.0,
@@ -88,6 +93,20 @@ def cmd_causality(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("kprobe: error: --workers must be at least 1", file=sys.stderr)
         return 2
+    window = WindowConfig(allowed_lateness_ns=int(args.lateness_s * SEC), slow_syscall_ns=int(args.slow_ms * 1e6),
+                          watch_pids=frozenset(args.watch_pid) if args.watch_pid else None)
+    if args.brokers:
+        from kprobe.dataflows.causality_kafka import kafka_flow
+
+        try:
+            flow = kafka_flow(args.brokers, args.data, args.graph, args.prefix, FlowOptions(window), args.neo4j_auth)
+            cluster_main(flow, [], 0, worker_count_per_proc=args.workers)
+        except KeyboardInterrupt:
+            pass
+        except (ValueError, RuntimeError) as e:
+            print(f"kprobe: error: {e}", file=sys.stderr)
+            return 1
+        return 0
     try:
         graph = graph_factory(args.data, args.graph, args.neo4j_auth)
         store = open_store(args.data)
@@ -95,8 +114,6 @@ def cmd_causality(args: argparse.Namespace) -> int:
         print(f"kprobe: error: {e}", file=sys.stderr)
         return 2
     rows = _CountingRows(AnalysisRowsSink(store))
-    window = WindowConfig(allowed_lateness_ns=int(args.lateness_s * SEC), slow_syscall_ns=int(args.slow_ms * 1e6),
-                          watch_pids=frozenset(args.watch_pid) if args.watch_pid else None)
     flow = build_flow(StoreTailSource(lambda: store, follow=args.follow), graph, lambda: rows,
                       options=FlowOptions(window))
     try:
