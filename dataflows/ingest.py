@@ -32,7 +32,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from clickhouse_driver.errors import Error as ClickHouseError
 from clickhouse_driver.errors import ServerException
 
-from kprobe.dataflows.kafka_io import DeadLetters, KafkaConfig, KafkaPartitionSource, RawMessage
+from kprobe.dataflows.kafka_io import Acked, DeadLetters, KafkaConfig, KafkaPartitionSource, RawMessage
 from kprobe.dataflows.metrics import FlowMetrics
 from kprobe.sinks.clickhouse_server import ServerSink
 from kprobe.topics import wire
@@ -77,9 +77,10 @@ def decode(raw: RawMessage) -> Decoded:
 
 
 class _ClickHousePartition(StatelessSinkPartition[Decoded]):
-    def __init__(self, cfg: IngestConfig, metrics: FlowMetrics):
+    def __init__(self, cfg: IngestConfig, metrics: FlowMetrics, acked: Acked):
         self.cfg = cfg
         self.metrics = metrics
+        self.acked = acked
         self.dlq = DeadLetters(cfg.brokers, dlq_topic(cfg.prefix), metrics)
         self.sink = self._connect()
 
@@ -109,6 +110,7 @@ class _ClickHousePartition(StatelessSinkPartition[Decoded]):
         if good:
             self._write(good)
         self.dlq.flush()
+        self.acked.ack([d.raw for d in items])  # only now may a snapshot move past them
 
     def _write(self, good: list[Decoded]) -> None:
         delay = 0.5
@@ -157,19 +159,22 @@ class _ClickHousePartition(StatelessSinkPartition[Decoded]):
 
 
 class ClickHouseSink(DynamicSink[Decoded]):
-    def __init__(self, cfg: IngestConfig, metrics: FlowMetrics):
+    def __init__(self, cfg: IngestConfig, metrics: FlowMetrics, acked: Acked):
         self.cfg = cfg
         self.metrics = metrics
+        self.acked = acked
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ClickHousePartition:
-        return _ClickHousePartition(self.cfg, self.metrics)
+        return _ClickHousePartition(self.cfg, self.metrics, self.acked)
 
 
 def build_flow(cfg: IngestConfig, metrics: FlowMetrics) -> Dataflow:
+    acked = Acked()  # source snapshots stop at what the sink acknowledged (see kafka_io)
     flow = Dataflow("kprobe_ingest")
-    msgs = op.input("kafka", flow, KafkaPartitionSource(KafkaConfig(cfg.brokers, data_topics(cfg.prefix)), metrics))
+    source = KafkaPartitionSource(KafkaConfig(cfg.brokers, data_topics(cfg.prefix)), metrics, acked)
+    msgs = op.input("kafka", flow, source)
     decoded = op.map("decode", msgs, decode)
-    op.output("clickhouse", decoded, ClickHouseSink(cfg, metrics))
+    op.output("clickhouse", decoded, ClickHouseSink(cfg, metrics, acked))
     return flow
 
 

@@ -3,13 +3,17 @@
 Source partitioning: bytewax partition ``p<i>`` reads partition *i* of every subscribed topic
 with one consumer. The agent keys messages by host, so a host lands on the same partition index
 in every topic and one worker sees all of a host's batches, in order. Offsets live in bytewax's
-recovery snapshots (not in Kafka consumer groups): a restarted flow resumes exactly from its last
-committed epoch, and what it re-reads is deduplicated by the sink's batch ledger.
+recovery snapshots (not in Kafka consumer groups). A snapshot holds, per topic, the offset after
+the last message the *sink acknowledged* (:class:`Acked`), not merely the last one read: a message
+read but not yet stored when the process dies is read again after the restart, whatever the
+timing of bytewax's epoch commits relative to the sink's writes. What is re-read is deduplicated
+by the sink's batch ledger.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,11 +46,37 @@ class KafkaConfig:
     lag_every_s: float = 2.0
 
 
+class Acked:
+    """Offsets the sink has durably handled (stored or dead-lettered), per (topic, partition).
+
+    Shared by the source and sink built in one process: a Kafka partition's messages are read,
+    decoded and written by one worker, so the sink acknowledges them in order.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+
+    def ack(self, msgs: list[RawMessage]) -> None:
+        with self._lock:
+            for m in msgs:
+                key = (m.topic, m.partition)
+                if m.offset + 1 > self._next.get(key, -1):
+                    self._next[key] = m.offset + 1
+
+    def get(self, topic: str, partition: int) -> int | None:
+        with self._lock:
+            return self._next.get((topic, partition))
+
+
 class _Partition(StatefulSourcePartition[RawMessage, dict[str, int]]):
-    def __init__(self, cfg: KafkaConfig, index: int, resume: dict[str, int] | None, metrics: FlowMetrics):
+    def __init__(self, cfg: KafkaConfig, index: int, resume: dict[str, int] | None, metrics: FlowMetrics,
+                 acked: Acked):
         self.cfg = cfg
         self.metrics = metrics
         self.index = index
+        self.acked = acked
+        self._start: dict[str, int] = dict(resume or {})  # where this run began, per topic
         self._next: dict[str, int] = dict(resume or {})
         self._consumer = Consumer({
             "bootstrap.servers": cfg.brokers, "group.id": cfg.group, "enable.auto.commit": False,
@@ -101,7 +131,15 @@ class _Partition(StatefulSourcePartition[RawMessage, dict[str, int]]):
         return None
 
     def snapshot(self) -> dict[str, int]:
-        return dict(self._next)
+        """Resume after what the sink acknowledged (never after what was only read)."""
+        out = {}
+        for tp in self._tps:
+            pos = self.acked.get(tp.topic, tp.partition)
+            if pos is None:
+                pos = self._start.get(tp.topic)
+            if pos is not None:
+                out[tp.topic] = min(pos, self._next.get(tp.topic, pos))
+        return out
 
     def close(self) -> None:
         self._consumer.close()
@@ -110,9 +148,10 @@ class _Partition(StatefulSourcePartition[RawMessage, dict[str, int]]):
 class KafkaPartitionSource(FixedPartitionedSource[RawMessage, dict[str, int]]):
     """Reads ``topics``; one bytewax partition per Kafka partition index (see module doc)."""
 
-    def __init__(self, cfg: KafkaConfig, metrics: FlowMetrics):
+    def __init__(self, cfg: KafkaConfig, metrics: FlowMetrics, acked: Acked):
         self.cfg = cfg
         self.metrics = metrics
+        self.acked = acked
 
     def list_parts(self) -> list[str]:
         c = Consumer({"bootstrap.servers": self.cfg.brokers, "group.id": self.cfg.group})
@@ -126,7 +165,7 @@ class KafkaPartitionSource(FixedPartitionedSource[RawMessage, dict[str, int]]):
         return [f"p{i}" for i in range(n)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict[str, int] | None) -> _Partition:
-        return _Partition(self.cfg, int(for_part[1:]), resume_state, self.metrics)
+        return _Partition(self.cfg, int(for_part[1:]), resume_state, self.metrics, self.acked)
 
 
 class DeadLetters:

@@ -28,7 +28,8 @@ def collect(store, data_dir: Path) -> dict:
         for name in [et.name for et in EVENT_TYPES] + ["spans"]:
             rows = store.query_rows(f"SELECT count() AS n FROM {name}")
             counts[name] = int(rows[0]["n"]) if rows else 0
-    return {"stored": counts, "recording": live, "recorder": recorder, "otel": otel}
+    flows = [json.loads(f.read_text()) for f in sorted((data_dir / "dataflow").glob("ingest-*.json"))]
+    return {"stored": counts, "recording": live, "recorder": recorder, "otel": otel, "dataflows": flows}
 
 
 def render_kafka(k: dict) -> list[str]:
@@ -74,6 +75,8 @@ def render(data: dict) -> str:
     lines.append(f"lost total: {rec.get('lost_total', 0)}")
     if rec.get("kafka"):
         lines += render_kafka(rec["kafka"])
+    if data.get("dataflows"):  # DATA/dataflow is the default --state-dir of `kprobe dataflow ingest`
+        lines += ["", render_dataflows(data["dataflows"])]
     per_cpu = {k: v for k, v in rec.get("kernel_drops", {}).items() if sum(v)}
     for name, v in per_cpu.items():
         lines.append(f"  {name} drops per CPU: " + " ".join(f"cpu{i}={x}" for i, x in enumerate(v) if x))
