@@ -17,7 +17,7 @@ from bytewax.dataflow import Dataflow
 
 from kprobe.dataflows.causal_step import EventBatch, event_batches
 from kprobe.dataflows.causality import CAUSAL_TABLES, FlowOptions, build_flow, graph_factory
-from kprobe.dataflows.kafka_io import KafkaConfig, KafkaPartitionSource, RawMessage
+from kprobe.dataflows.kafka_io import Acked, KafkaConfig, KafkaPartitionSource, RawMessage
 from kprobe.dataflows.metrics import FlowMetrics
 from kprobe.topics.names import PREFIX, event_topic, table_of
 from kprobe.topics.wire import WireError, decode
@@ -27,21 +27,26 @@ def causal_topics(prefix: str = PREFIX) -> tuple[str, ...]:
     return tuple(event_topic(t, prefix) for t in CAUSAL_TABLES)
 
 
-def kafka_prepare(metrics: FlowMetrics) -> Callable[[RawMessage], list[EventBatch]]:
-    """RawMessage -> EventBatches (rows as dicts, split per host); bad messages counted, never raised."""
+def kafka_prepare(metrics: FlowMetrics, acked: Acked | None = None) -> Callable[[RawMessage], list[EventBatch]]:
+    """RawMessage -> EventBatches (rows as dicts, split per host); bad messages counted, never raised.
+
+    A message is acknowledged to the source once decoded (or counted as bad): its rows are then
+    in the stateful step, whose state is snapshotted in the same epoch as the source offsets.
+    """
 
     def prepare(msg: RawMessage) -> list[EventBatch]:
         table = table_of(msg.topic)
-        if table not in CAUSAL_TABLES:
-            return []
-        try:
-            header, rb = decode(msg.value)
-        except WireError as e:
-            metrics.dlq_messages += 1
-            reason = f"causality: {str(e)[:60]}"
-            metrics.dlq_reasons[reason] = metrics.dlq_reasons.get(reason, 0) + 1
-            return []
-        return event_batches(header.table, rb.to_pylist(), header.host)
+        out: list[EventBatch] = []
+        if table in CAUSAL_TABLES:
+            try:
+                header, rb = decode(msg.value)
+                out = event_batches(header.table, rb.to_pylist(), header.host)
+            except WireError as e:
+                metrics.incr("dlq_messages")
+                metrics.add("dlq_reasons", f"causality: {str(e)[:60]}", 1)
+        if acked is not None:
+            acked.ack([msg])
+        return out
 
     return prepare
 
@@ -51,5 +56,7 @@ def kafka_flow(brokers: str, data_dir: Path, graph: str = "ladybug", prefix: str
                metrics: FlowMetrics | None = None) -> Dataflow:
     """Topics -> causality -> graph (analysis rows stay with the store-based flow for now)."""
     m = metrics or FlowMetrics("causality")
-    src = KafkaPartitionSource(KafkaConfig(brokers, causal_topics(prefix), group="kprobe-causality"), m)
-    return build_flow(src, graph_factory(data_dir, graph, neo4j_auth), options=options, prepare=kafka_prepare(m))
+    acked = Acked()
+    src = KafkaPartitionSource(KafkaConfig(brokers, causal_topics(prefix), group="kprobe-causality"), m, acked)
+    return build_flow(src, graph_factory(data_dir, graph, neo4j_auth), options=options,
+                      prepare=kafka_prepare(m, acked))

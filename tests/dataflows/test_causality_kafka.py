@@ -8,7 +8,7 @@ from test_windowing import lock_scenario, tick
 
 from kprobe.dataflows.causality import FlowOptions, build_flow
 from kprobe.dataflows.causality_kafka import causal_topics, kafka_prepare
-from kprobe.dataflows.kafka_io import RawMessage
+from kprobe.dataflows.kafka_io import Acked, RawMessage
 from kprobe.dataflows.metrics import FlowMetrics
 from kprobe.dataflows.windowing import SEC, WindowConfig
 from kprobe.topics.names import event_topic
@@ -30,11 +30,14 @@ def test_wire_messages_feed_the_flow_and_bad_ones_are_counted():
     msgs.insert(2, RawMessage(event_topic("offcpu"), 0, 99, None, b"not a batch", ()))
     msgs.insert(3, RawMessage("kprobe.events.proc", 0, 100, None, b"ignored: not a causal table", ()))
     metrics = FlowMetrics("causality")
+    acked = Acked()
     res: list = []
-    flow = build_flow(TestingSource(msgs), results=TestingSink(res), prepare=kafka_prepare(metrics),
+    flow = build_flow(TestingSource(msgs), results=TestingSink(res), prepare=kafka_prepare(metrics, acked),
                       options=FlowOptions(WindowConfig(allowed_lateness_ns=1 * SEC)))
     run_main(flow)
     done = [r for _, r in res if r.analysis is not None]
     assert [(r.op.host, r.analysis.root_cause.kind, r.analysis.root_cause.culprit.pid) for r in done] == \
         [("kafka-host", "lock_contention", 20)]
     assert metrics.dlq_messages == 1
+    assert acked.get(event_topic("offcpu"), 0) == 100        # next offset after the bad message (99): all handled
+    assert acked.get("kprobe.events.proc", 0) == 101
