@@ -3,7 +3,8 @@
 The same flow as over the embedded store (dataflows/causality.py); only the source
 differs: ``KafkaPartitionSource`` (dataflows/kafka_io.py, offsets in bytewax
 snapshots) on the causal tables' topics, and ``prepare`` decoding each message's
-Arrow batch. Undecodable messages are counted here (``FlowMetrics.dlq_reasons``);
+Arrow batch; analysis rows go wherever ``rows`` writes (a ClickHouse
+server with `kprobe dataflow causality --clickhouse`). Undecodable messages are counted here (``FlowMetrics.dlq_reasons``);
 the ingest flow is the one that forwards them to the dead-letter topic, so they are
 not sent twice.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from bytewax.dataflow import Dataflow
 
 from kprobe.dataflows.causal_step import EventBatch, event_batches
-from kprobe.dataflows.causality import CAUSAL_TABLES, FlowOptions, build_flow, graph_factory
+from kprobe.dataflows.causality import CAUSAL_TABLES, FlowOptions, RowsWriter, build_flow, graph_factory
 from kprobe.dataflows.kafka_io import Acked, KafkaConfig, KafkaPartitionSource, RawMessage
 from kprobe.dataflows.metrics import FlowMetrics
 from kprobe.topics.names import PREFIX, event_topic, table_of
@@ -53,10 +54,10 @@ def kafka_prepare(metrics: FlowMetrics, acked: Acked | None = None) -> Callable[
 
 def kafka_flow(brokers: str, data_dir: Path, graph: str = "ladybug", prefix: str = PREFIX,
                options: FlowOptions | None = None, neo4j_auth: str | None = None,
-               metrics: FlowMetrics | None = None) -> Dataflow:
-    """Topics -> causality -> graph (analysis rows stay with the store-based flow for now)."""
+               metrics: FlowMetrics | None = None, rows: Callable[[], RowsWriter] | None = None) -> Dataflow:
+    """Topics -> causality -> graph, and analysis rows when ``rows`` is given (e.g. a ClickHouse server)."""
     m = metrics or FlowMetrics("causality")
     acked = Acked()
     src = KafkaPartitionSource(KafkaConfig(brokers, causal_topics(prefix), group="kprobe-causality"), m, acked)
-    return build_flow(src, graph_factory(data_dir, graph, neo4j_auth), options=options,
+    return build_flow(src, graph_factory(data_dir, graph, neo4j_auth), rows=rows, options=options,
                       prepare=kafka_prepare(m, acked))

@@ -82,3 +82,31 @@ class AnalysisRowsSink:
         rows = self.store.query_rows(
             f"SELECT * FROM {TABLE} WHERE op_id = {_lit('op_id', op_id)} ORDER BY ts_written DESC LIMIT 1")
         return rows[0] if rows else None
+
+
+class ClickHouseSql:
+    """The two calls AnalysisRowsSink needs, over a ClickHouse server's native protocol (scale-out mode)."""
+
+    def __init__(self, host: str, port: int, database: str = "kprobe"):
+        import re
+
+        from clickhouse_driver import Client
+
+        from kprobe.sinks.ddl import session_settings
+
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", database):
+            raise ValueError(f"not a database name: {database!r}")
+        boot = Client(host, port=port)
+        self.features = ServerFeatures.from_version(str(boot.execute("SELECT version()")[0][0]))
+        boot.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+        boot.disconnect()
+        self.client = Client(host, port=port, database=database, settings=session_settings(self.features))
+
+    def query(self, sql: str, fmt: str = "TSV") -> bytes:
+        self.client.execute(sql)
+        return b""
+
+    def query_rows(self, sql: str) -> list[dict]:
+        rows, cols = self.client.execute(sql, with_column_types=True)
+        names = [c[0] for c in cols]
+        return [dict(zip(names, r, strict=True)) for r in rows]
