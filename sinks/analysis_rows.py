@@ -72,9 +72,14 @@ class AnalysisRowsSink:
         if not new:
             return 0
         now = time.time_ns()
-        values = ", ".join(
-            "(" + ", ".join(_lit(n, now if n == "ts_written" else r[n]) for n, _ in COLUMNS) + ")" for r in new)
-        self.store.query(f"INSERT INTO {TABLE} ({', '.join(n for n, _ in COLUMNS)}) VALUES {values}", "TSV")
+        insert = getattr(self.store, "insert_rows", None)
+        if insert is not None:      # a native-protocol client: data goes apart from the statement
+            insert(TABLE, [n for n, _ in COLUMNS],
+                   [tuple(now if n == "ts_written" else r[n] for n, _ in COLUMNS) for r in new])
+        else:
+            values = ", ".join(
+                "(" + ", ".join(_lit(n, now if n == "ts_written" else r[n]) for n, _ in COLUMNS) + ")" for r in new)
+            self.store.query(f"INSERT INTO {TABLE} ({', '.join(n for n, _ in COLUMNS)}) VALUES {values}", "TSV")
         self.inserted += len(new)
         return len(new)
 
@@ -105,6 +110,10 @@ class ClickHouseSql:
     def query(self, sql: str, fmt: str = "TSV") -> bytes:
         self.client.execute(sql)
         return b""
+
+    def insert_rows(self, table: str, columns: list[str], rows: list[tuple]) -> None:
+        """clickhouse-driver sends INSERT data in native blocks; literal VALUES in the SQL text would hang it."""
+        self.client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", rows)
 
     def query_rows(self, sql: str) -> list[dict]:
         rows, cols = self.client.execute(sql, with_column_types=True)
