@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -245,6 +246,7 @@ class Config:
     quiet_wait_s: float
     quiet_busy_pct: float
     record_args: list[str] = field(default_factory=list)
+    server_pid: int | None = None  # rr_server runs for the whole bench: its CPU is read from /proc
 
 
 def host_busy_pct(interval_s: float = 1.0) -> float:
@@ -279,11 +281,16 @@ def one_run(mode: str, workload: Callable[[], dict], cfg: Config) -> dict:
             watch = ["--watch-comm", *cfg.watch_comms] if mode == "watch" else []
             rec = RecorderRun([*cfg.record_args, *watch], Path(tmp) / "data").start()
         busy0, total0 = host_cpu()
+        work0 = _workload_cpu_s(cfg.server_pid)
         cpu0, t0 = (rec.cpu_s() if rec else 0.0), time.monotonic()
         out = workload()
         wall = time.monotonic() - t0
         cpu1 = rec.cpu_s() if rec else 0.0
+        work1 = _workload_cpu_s(cfg.server_pid)
         busy1, total1 = host_cpu()
+        ops = out.get("requests", out.get("round_trips", 0)) or 1
+        out["workload_cpu_us_per_op"] = 1e6 * (work1 - work0) / ops
+        out["recorder_cpu_us_per_op"] = 1e6 * (cpu1 - cpu0) / ops
         out.update(mode=mode, foreign_bpf_links=foreign, busy_before_pct=idle_busy,
                    noisy=foreign > 0 or idle_busy > cfg.quiet_busy_pct, host_busy_pct=100.0 * (busy1 - busy0) / max(total1 - total0, 1))
         if rec is not None:
@@ -294,6 +301,16 @@ def one_run(mode: str, workload: Callable[[], dict], cfg: Config) -> dict:
             out["recorder"] = recorder_stats(Path(tmp) / "data")
             out["recorder_stderr_tail"] = rec.stderr[-1].strip() if rec.stderr else ""
     return out
+
+
+def _workload_cpu_s(server_pid: int | None) -> float:
+    """CPU of the workload processes: waited children (client, pingpong pair) plus the server.
+
+    CPU per operation is far less sensitive to a busy shared host than throughput: it is
+    what the observed service pays per request, whoever else competes for the CPUs.
+    """
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime + (proc_cpu_s(server_pid) if server_pid else 0.0)
 
 
 def run_rounds(name: str, workload: Callable[[], dict], rounds: int, cfg: Config, log: Callable[[str], None]) -> list[dict]:
@@ -314,6 +331,7 @@ def _short(res: dict) -> str:
         s = f"{res['rps']:>10.0f} req/s p50 {res['p50_us']:6.1f} us p99 {res['p99_us']:6.1f} us"
     else:
         s = f"{res['rt_per_s']:>10.0f} rt/s"
+    s += f" cpu/op {res['workload_cpu_us_per_op']:.2f} us (+rec {res['recorder_cpu_us_per_op']:.2f})"
     if "recorder" in res:
         s += f" | rec cpu {res['recorder_cpu_pct']:5.1f} % stored {res['recorder']['stored_total']} lost {res['recorder']['lost_total']}"
     return s + (f" | host busy {res['host_busy_pct']:.0f} % (before: {res['busy_before_pct']:.0f} %)"
@@ -332,7 +350,8 @@ def summarize(runs: list[dict], rate_key: str) -> dict:
     out: dict[str, dict] = {}
     for mode in MODES:
         mine = [r for r in runs if r["mode"] == mode]
-        s: dict = {"runs": len(mine), "median_rate": statistics.median(r[rate_key] for r in mine)}
+        s: dict = {"runs": len(mine), "median_rate": statistics.median(r[rate_key] for r in mine),
+                   "median_workload_cpu_us_per_op": statistics.median(r["workload_cpu_us_per_op"] for r in mine)}
         if "p99_us" in mine[0]:
             s["median_p50_us"] = statistics.median(r["p50_us"] for r in mine)
             s["median_p99_us"] = statistics.median(r["p99_us"] for r in mine)
@@ -342,6 +361,11 @@ def summarize(runs: list[dict], rate_key: str) -> dict:
                 s["p99_increase_pct"] = statistics.median(pct_change(r["p99_us"], base[r["round"]]["p99_us"]) for r in mine)
                 s["p50_increase_pct"] = statistics.median(pct_change(r["p50_us"], base[r["round"]]["p50_us"]) for r in mine)
             s["recorder_cpu_pct"] = statistics.median(r["recorder_cpu_pct"] for r in mine)
+            s["workload_cpu_increase_pct"] = statistics.median(
+                pct_change(r["workload_cpu_us_per_op"], base[r["round"]]["workload_cpu_us_per_op"]) for r in mine)
+            s["cpu_cost_pct"] = statistics.median(
+                pct_change(r["workload_cpu_us_per_op"] + r["recorder_cpu_us_per_op"],
+                           base[r["round"]]["workload_cpu_us_per_op"]) for r in mine)
             s["stored_median"] = statistics.median(r["recorder"]["stored_total"] for r in mine)
             s["lost_total"] = sum(r["recorder"]["lost_total"] for r in mine)
             s["stored_last_run"] = mine[-1]["recorder"]["stored"]
@@ -357,19 +381,22 @@ def print_summary(title: str, summary: dict, unit: str, latency: bool) -> None:
     head = f"  {'mode':<7} {unit:>11} {'loss %':>7}"
     if latency:
         head += f" {'p50 us':>7} {'p99 us':>7} {'p99 +%':>7}"
-    head += f" {'rec CPU%':>8} {'stored':>9} {'lost':>5} {'host busy%':>10} {'noisy':>5}"
+    head += f" {'cpu/op us':>9} {'svc cpu+%':>9} {'+rec cpu%':>9} {'rec CPU%':>8} {'stored':>9} {'lost':>5} {'host busy%':>10} {'noisy':>5}"
     print(head)
     for mode, s in summary.items():
         line = f"  {mode:<7} {s['median_rate']:>11.0f} {_opt(s, 'loss_pct'):>7}"
         if latency:
             line += f" {s['median_p50_us']:>7.1f} {s['median_p99_us']:>7.1f} {_opt(s, 'p99_increase_pct'):>7}"
-        line += (f" {_opt(s, 'recorder_cpu_pct', '.1f'):>8} {_opt(s, 'stored_median', '.0f'):>9} {s.get('lost_total', '-'):>5} "
+        line += (f" {s['median_workload_cpu_us_per_op']:>9.2f} {_opt(s, 'workload_cpu_increase_pct'):>9}"
+                 f" {_opt(s, 'cpu_cost_pct'):>9} {_opt(s, 'recorder_cpu_pct', '.1f'):>8} {_opt(s, 'stored_median', '.0f'):>9} {s.get('lost_total', '-'):>5} "
                  f"{s['median_host_busy_pct']:>10.0f} {s['noisy_runs']:>5}")
         print(line)
     for mode, s in summary.items():
         if mode != "off":
             print(f"  {mode} stored (last run): {s['stored_last_run']}")
             print(f"  {mode} kernel-aggregated counters (last run, not lost): {s['kernel_counters_last_run']}")
+    print("  cpu/op = CPU of the workload processes per request/round trip; svc cpu+% = its increase over "
+          "the same round's off run; +rec cpu% = the same including the recorder's CPU per op")
     if any(s["noisy_runs"] for s in summary.values()):
         print("  WARNING: column 'noisy' counts runs that started with someone else's BPF links attached or "
               "the host busy: their comparison is not clean (see the per-run lines on stderr)")
@@ -413,7 +440,8 @@ def _run(args: argparse.Namespace) -> int:
                              "goals": {"loss_pct": GOAL_LOSS_PCT, "p99_increase_pct": GOAL_P99_PCT}}}
     server = Server.start()
     try:
-        cfg = Config(args.seconds, ["rr_server", "rr_client"], args.quiet_wait, args.quiet_busy, args.record_args.split())
+        cfg = Config(args.seconds, ["rr_server", "rr_client"], args.quiet_wait, args.quiet_busy, args.record_args.split(),
+                     server.proc.pid)
         runs = run_rounds("rr", rr_workload(server.port, args.conns, args.seconds), args.rounds, cfg, log)
         result["rr"] = {"runs": runs, "summary": summarize(runs, "rps")}
     finally:

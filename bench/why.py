@@ -67,7 +67,7 @@ def capture_incident(data: Path) -> tuple[int, int, int, dict]:
     cpus = sorted(os.sched_getaffinity(0))
     ccpu, scpu = cpus[0], cpus[-1]
     probes = ProbeConfig(filter_on=True, min_offcpu_ns=20_000, fault_sample_every=64)
-    s = EmbeddedSession(data, RecorderConfig(probes=probes, flush_ms=50)).start()
+    s = EmbeddedSession(data, RecorderConfig(probes=probes, flush_ms=250)).start()
 
     def spawn(*argv: str) -> subprocess.Popen:
         p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE)

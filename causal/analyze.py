@@ -9,9 +9,16 @@ off-CPU piece is then explained:
   explained by ``memory_pressure`` (a child cause);
 * blocked time is classified by the syscall in flight and by who woke the
   thread: futex woken by another thread = ``lock_contention``; socket waits =
-  ``network`` (retransmits) or ``remote_service`` (peer process or remote end);
+  ``network`` when the connection retransmitted (culprit: the owner of the end
+  whose segments were lost, from the retransmit's own 4-tuple) or
+  ``remote_service`` (the peer process found by the reversed 4-tuple in the
+  socket I/O, the thread that sent last before the wake-up; no instrumentation);
   pipe/IPC/poll waits woken by another process = ``remote_service``;
-  uninterruptible disk calls = ``disk_io``; timed sleeps = ``sleep``;
+  uninterruptible disk calls = ``disk_io`` (culprit: the user process that issued
+  most bytes to the waited-on device, kernel dispatchers counting as the waiter);
+  the thread's own direct/memcg reclaim = ``memory_pressure`` (culprit: the
+  biggest other reclaimer, i.e. whoever else is filling the memory); timed
+  sleeps = ``sleep``;
 * a waker is followed recursively: its own delays inside the window the victim
   waited for it become children (depth-limited, with a cycle guard), because the
   victim's wait is only as long as the waker's path to the wake-up.

@@ -349,8 +349,10 @@ def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUND
         if len(new) > MAX_RELATED_PER_ROUND:
             ev.truncated.append(f"related processes: {len(new)} found, {MAX_RELATED_PER_ROUND} followed")
             new = set(sorted(new)[:MAX_RELATED_PER_ROUND])
+        # peers of known connections; an end whose rows we already hold needs no lookup
+        known_ends = {(s.sport, s.dport) for s in ev.sock_io}
         ports = {(s.dport, s.sport) for s in ev.sock_io
-                 if (s.tgid in ev.fetched_tgids or s.tgid in new) and s.dport and s.sport} - asked_ports
+                 if (s.tgid in ev.fetched_tgids or s.tgid in new) and s.dport and s.sport} - asked_ports - known_ends
         wakes = [w for w in unknown_wakes(ev) if w not in asked_wakes]
         parts = _process_parts(new, lo, hi) if new else []
         if ports:

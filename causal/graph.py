@@ -63,7 +63,8 @@ REL_SCHEMA: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
 }
 
 # Labels whose nodes belong to one operation (deleted and rewritten with it); the others are shared.
-OPERATION_SCOPED = ("Cause", "KernelEvents")
+# KernelEvents first: they are found through their causes.
+OPERATION_SCOPED = ("KernelEvents", "Cause")
 
 #: From an operation to its root cause; runs unchanged on the embedded engine (ladybug) and on Neo4j.
 #: Parameter: $op (the operation id). The root cause is the end of the longest path of on-chain edges.

@@ -119,6 +119,16 @@ class SpanAnalysis:
         return "\n".join([first, ids] + rest[1:])
 
 
+def _check_host(store: Store, span: SpanRef) -> None:
+    """The span's host.name must be a host this store recorded (when the span names one): pids are per host."""
+    if not span.host:
+        return
+    hosts = {str(r["host"]) for r in store.query_rows("SELECT DISTINCT host FROM processes LIMIT 100")}
+    if hosts and span.host not in hosts:
+        raise SpanLookupError(f"span {span.span_id} comes from host {span.host!r} but this recording holds kernel "
+                              f"events of {', '.join(sorted(hosts))}: ask the recorder on {span.host}")
+
+
 def why_span(store: Store, span: SpanRef) -> SpanAnalysis:
     """The kernel explanation of one span (its process, its thread if known, its time window)."""
     if span.pid <= 0:
@@ -126,5 +136,6 @@ def why_span(store: Store, span: SpanRef) -> SpanAnalysis:
                               "cannot be joined to kernel events; add it to the SDK resource")
     if span.end_ns <= span.start_ns:
         raise SpanLookupError(f"span {span.span_id} has no duration (end <= start)")
+    _check_host(store, span)
     a = why(store, span.pid, span.start_ns, span.end_ns, tid=span.tid or None)
     return SpanAnalysis(span, a)

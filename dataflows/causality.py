@@ -20,6 +20,7 @@ recovery, or a re-run over the same data) never duplicates nodes, edges or rows.
 from __future__ import annotations
 
 import copy
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ class StoreTailSource(FixedPartitionedSource):
     """
 
     def __init__(self, open_store: Callable[[], Any], follow: bool = False, poll_s: float = 1.0,
-                 settle_ns: int = 3 * SEC, slice_ns: int = 5 * SEC, default_host: str = "localhost"):
+                 settle_ns: int = 3 * SEC, slice_ns: int = 5 * SEC, default_host: str | None = None):
         self.open_store, self.follow, self.poll_s = open_store, follow, poll_s
         self.settle_ns, self.slice_ns, self.default_host = settle_ns, slice_ns, default_host
 
@@ -212,10 +213,20 @@ class _TailPart(StatefulSourcePartition):
                 cols = {r["name"] for r in store.query_rows(
                     f"SELECT name FROM system.columns WHERE database = currentDatabase() AND table = '{t}'")}
                 self.tables[t] = _evt(t, cols)
+        self.default_host = src.default_host or self._kernel_host()
         self.end = None if src.follow else self._newest()
         for t in self.tables:
             self.cursor.setdefault(t, self._oldest(t) - 1)
         self._awake: datetime | None = None
+
+    def _kernel_host(self) -> str:
+        """Spans whose SDK set no host.name belong to the host whose agent received them (the store's)."""
+        for t in ("offcpu", "syscall"):
+            if t in self.tables:
+                rows = self.store.query_rows(f"SELECT host FROM {t} WHERE host != '' LIMIT 1")
+                if rows:
+                    return str(rows[0]["host"])
+        return socket.gethostname()
 
     def _newest(self) -> int:
         return max((int(r["m"]) for t, e in self.tables.items()
@@ -239,7 +250,7 @@ class _TailPart(StatefulSourcePartition):
             rows = self.store.query_rows(f"SELECT * FROM {t} WHERE {e} > {int(lo)} AND {e} <= {int(hi)} "
                                          f"ORDER BY {e}")
             self.cursor[t] = hi
-            out.extend(event_batches(t, rows, self.src.default_host))
+            out.extend(event_batches(t, rows, self.default_host))
         if not out and self.end is None:
             self._awake = datetime.now(UTC) + timedelta(seconds=self.src.poll_s)
         else:

@@ -50,6 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction, default_data: Path | None
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=data, help="data directory (default: %(default)s)")
     p.add_argument("--span", metavar="ID", help="OTel span id (16 hex digits) from the spans table")
+    p.add_argument("--trace", metavar="ID", help="trace id (32 hex digits): its failed (else longest) span")
     p.add_argument("--pid", type=int, help="process id (tgid) of the slow operation")
     p.add_argument("--tid", type=int, default=None, help="thread id (default: the most delayed thread)")
     p.add_argument("--from", dest="from_", metavar="T1", help="UTC ns since the epoch or ISO-8601")
@@ -63,21 +64,6 @@ def add_parser(subparsers: argparse._SubParsersAction, default_data: Path | None
     return p
 
 
-def _span_interval(store, span: str) -> tuple[int, int | None, int, int, str, str]:
-    """(pid, tid, start, end, name, trace_id) of a stored span."""
-    have = {r["name"] for r in store.query_rows("SELECT name FROM system.tables WHERE database = currentDatabase()")}
-    if "spans" not in have:
-        raise LookupError("no spans table in this store: no OTel spans were received (use --pid/--from/--to)")
-    rows = store.query_rows("SELECT pid, tid, ts_ns, end_ns, name, trace_id FROM spans "
-                            f"WHERE span_id = '{span.lower()}' LIMIT 1")
-    if not rows:
-        raise LookupError(f"span {span} not found")
-    r = rows[0]
-    if not int(r["pid"]):
-        raise LookupError(f"span {span} has no process.pid resource attribute: cannot join it to kernel events")
-    return int(r["pid"]), int(r["tid"]) or None, int(r["ts_ns"]), int(r["end_ns"]), str(r["name"]), str(r["trace_id"])
-
-
 def _host(store, pid: int) -> str:
     rows = store.query_rows(f"SELECT host FROM offcpu WHERE tgid = {int(pid)} LIMIT 1")
     return str(rows[0]["host"]) if rows and rows[0].get("host") else socket.gethostname()
@@ -85,17 +71,19 @@ def _host(store, pid: int) -> str:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from kprobe.causal.graph import ROOT_CAUSE_QUERY, OperationRef, analysis_graph, interval_op_id, span_op_id
+    from kprobe.causal.spans import SpanLookupError, find_span, pick_span, trace_spans, why_span
     from kprobe.causal.why import NoDataError, why
     from kprobe.query.client import QueryError, open_store
     from kprobe.query.timefmt import parse_ts
 
-    if args.span is not None and (args.pid is not None or args.from_ or args.to):
-        return _die("give either --span ID or --pid P --from T1 --to T2, not both")
+    by_span = args.span is not None or args.trace is not None
+    if by_span and (args.pid is not None or args.from_ or args.to or (args.span and args.trace)):
+        return _die("give one of --span ID, --trace ID or --pid P --from T1 --to T2")
     if args.span is not None and not _HEX.match(args.span):
         return _die(f"--span must be 16 hex digits, got {args.span!r}")
-    if args.span is None:
+    if not by_span:
         if args.pid is None or not args.from_ or not args.to:
-            return _die("need --span ID, or --pid P with --from T1 and --to T2")
+            return _die("need --span ID, --trace ID, or --pid P with --from T1 and --to T2")
         if args.pid <= 0:
             return _die(f"--pid must be a positive process id, got {args.pid}")
         try:
@@ -109,15 +97,18 @@ def cmd_graph(args: argparse.Namespace) -> int:
     except QueryError as e:
         return _die(str(e))
     try:
-        if args.span is not None:
-            pid, tid, t1, t2, name, trace = _span_interval(store, args.span)
-            op_ref = OperationRef(span_op_id(trace, args.span), "span", name)
+        if by_span:
+            span = find_span(store, args.span) if args.span else pick_span(trace_spans(store, args.trace))
+            analysis = why_span(store, span).analysis
+            pid, tid, t1, t2 = span.pid, span.tid or None, span.start_ns, span.end_ns
+            op_ref = OperationRef(span_op_id(span.trace_id, span.span_id), "span", span.name)
+            host = span.host or _host(store, pid)
         else:
             pid, tid = args.pid, args.tid
             op_ref = None
-        analysis = why(store, pid, t1, t2, tid=tid)
-        host = _host(store, pid)
-    except (LookupError, NoDataError) as e:
+            analysis = why(store, pid, t1, t2, tid=tid)
+            host = _host(store, pid)
+    except (LookupError, ValueError, NoDataError, SpanLookupError) as e:
         return _die(str(e))
     except QueryError as e:
         return _die(f"query failed: {e}")

@@ -46,7 +46,7 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	     unsigned int prev_state)
 {
 	struct kp_config *cfg = kp_cfg();
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = 0; /* read only when a watched task is involved: a clock read costs on VMs */
 	__u32 cpu = bpf_get_smp_processor_id();
 	__u32 prev_tgid = prev->tgid, prev_tid = prev->pid;
 	__u32 next_tgid = next->tgid, next_tid = next->pid;
@@ -55,27 +55,32 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	if (!cfg)
 		return 0;
 
-	if (prev_tid && kp_is_watched(cfg, prev_tgid)) {
-		struct kp_task_state *st =
-			bpf_task_storage_get(&offcpu_state, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (st) {
-			st->off_ns = now;
-			st->wake_ns = 0;
-			st->prev_state = prev_state;
-			st->cpu = cpu;
-			st->p_tgid = next_tgid;
-			st->p_tid = next_tid;
-			st->w_tgid = 0;
-			st->w_tid = 0;
-			bpf_probe_read_kernel(&st->p_comm, KP_COMM_LEN, next->comm);
-			__builtin_memset(st->w_comm, 0, KP_COMM_LEN);
-		}
+	/* Storage exists only for watched tasks (the watch list never shrinks), so its
+	 * presence answers "watched?" without a hash lookup; unwatched tasks pay one
+	 * NULL check here and the hash lookup below. */
+	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, prev, 0, 0);
+	if (!st && prev_tid && kp_is_watched(cfg, prev_tgid))
+		st = bpf_task_storage_get(&offcpu_state, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (st) {
+		now = bpf_ktime_get_ns();
+		st->off_ns = now;
+		st->wake_ns = 0;
+		st->prev_state = prev_state;
+		st->cpu = cpu;
+		st->p_tgid = next_tgid;
+		st->p_tid = next_tid;
+		st->w_tgid = 0;
+		st->w_tid = 0;
+		bpf_probe_read_kernel(&st->p_comm, KP_COMM_LEN, next->comm);
+		__builtin_memset(st->w_comm, 0, KP_COMM_LEN);
 	}
 
-	if (next_tid && kp_is_watched(cfg, next_tgid)) {
-		struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, next, 0, 0);
+	if (next_tid) {
+		st = bpf_task_storage_get(&offcpu_state, next, 0, 0);
 		if (!st || !st->off_ns)
 			return 0;
+		if (!now)
+			now = bpf_ktime_get_ns();
 		__u64 dur = now - st->off_ns;
 		if (dur < cfg->min_offcpu_ns) {
 			kp_count(KP_CNT_OFFCPU_SHORT, 1);
@@ -111,9 +116,6 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 
 static __always_inline void kp_mark_wakeup(struct task_struct *p)
 {
-	struct kp_config *cfg = kp_cfg();
-	if (!kp_is_watched(cfg, p->tgid))
-		return;
 	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, p, 0, 0);
 	if (!st || !st->off_ns || st->wake_ns)
 		return;

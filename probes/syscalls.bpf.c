@@ -51,13 +51,17 @@ int BPF_PROG(kp_sys_enter, struct pt_regs *regs, long sysno)
 	__u8 *on = bpf_map_lookup_elem(&kp_syscall_filter, &nr);
 	if (!on || !*on)
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!kp_is_watched(kp_cfg(), id >> 32))
-		return 0;
-	struct kp_enter_state *st = bpf_task_storage_get(&enter_state, bpf_get_current_task_btf(), 0,
-							 BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!st)
-		return 0;
+	/* Storage exists only for watched threads (the watch list never shrinks): its
+	 * presence skips the watch-list hash lookup. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kp_enter_state *st = bpf_task_storage_get(&enter_state, task, 0, 0);
+	if (!st) {
+		if (!kp_is_watched(kp_cfg(), bpf_get_current_pid_tgid() >> 32))
+			return 0;
+		st = bpf_task_storage_get(&enter_state, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!st)
+			return 0;
+	}
 	st->ts = bpf_ktime_get_ns();
 	st->nr = nr;
 	st->always = *on == KP_SYS_ALWAYS;

@@ -49,8 +49,14 @@ def _edge_merge(rel: str) -> str:
             f"MERGE (a)-[e:{rel}]->(b)" + (f" SET {sets}" if sets else ""))
 
 
+_CHAIN = "MATCH (o:Operation {id: $op})-[:DELAYED_BY|CAUSED_BY*1..8]->(c:Cause)"
+
+
 def _scoped_delete(label: str) -> str:
-    return f"MATCH (n:{label}) WHERE n.op = $op AND NOT n.id IN $keep DETACH DELETE n"
+    """Stale nodes of one operation, found by traversal from it (a primary-key lookup, no label scan)."""
+    if label == "KernelEvents":
+        return f"{_CHAIN}-[:EVIDENCED_BY]->(k:KernelEvents) WHERE NOT k.id IN $keep DETACH DELETE k"
+    return f"{_CHAIN} WHERE NOT c.id IN $keep DETACH DELETE c"
 
 
 EXISTING_OPS = "MATCH (o:Operation) WHERE o.id IN $ids RETURN o.id AS id"

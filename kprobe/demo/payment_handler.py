@@ -32,11 +32,11 @@ def _tracer(service: str, endpoint: str, transport: str):
     if transport == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=5)
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=30)
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-        exporter = HttpExporter(endpoint=endpoint, timeout=5)
+        exporter = HttpExporter(endpoint=endpoint, timeout=30)
     provider = TracerProvider(resource=Resource.create(
         {"service.name": service, "host.name": socket.gethostname(), "process.pid": os.getpid()}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))  # export at span end: no batching delay

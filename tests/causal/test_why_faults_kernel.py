@@ -58,7 +58,7 @@ def test_two_hop_client_server_hog_root_cause_is_the_hog(capture):
         server = capture.spawn(*RR, sys.executable, str(WORKLOADS / "causal_rpc.py"), "server", str(scpu), "300",
                                stdout=subprocess.PIPE)
         port = int(server.stdout.readline())  # type: ignore[union-attr]
-        client = capture.spawn(sys.executable, str(WORKLOADS / "causal_rpc.py"), "client", str(ccpu), str(port),
+        client = capture.spawn(*RR, sys.executable, str(WORKLOADS / "causal_rpc.py"), "client", str(ccpu), str(port),
                                stdout=subprocess.PIPE)
         cpid, t0, t1 = _ints(client)
         spid, s_wall, s_cpu = _ints(server)
@@ -85,7 +85,9 @@ def _iptables(action: str, rule: list[str]) -> subprocess.CompletedProcess:
 def test_lost_reply_on_loopback_is_network_with_retransmits(capture):
     """The server's first data segment is dropped (iptables statistic nth): the client waits one RTO."""
     ccpu, scpu = _cpus()
-    server = capture.spawn(sys.executable, str(WORKLOADS / "causal_rpc.py"), "server", str(scpu), "0",
+    # both ends SCHED_RR: on the loaded shared host their wake-ups would otherwise wait for a CPU,
+    # time that is (rightly) reported as run-queue wait rather than network
+    server = capture.spawn(*RR, sys.executable, str(WORKLOADS / "causal_rpc.py"), "server", str(scpu), "0",
                            stdout=subprocess.PIPE)
     port = int(server.stdout.readline())  # type: ignore[union-attr]
     # Dropped on INPUT, so the segment left the sender (in flight) and is retransmitted after an RTO; an
@@ -99,7 +101,7 @@ def test_lost_reply_on_loopback_is_network_with_retransmits(capture):
         server.kill()
         pytest.skip(f"iptables cannot add a loopback DROP rule here: {added.stderr.strip()}")
     try:
-        client = capture.spawn(sys.executable, str(WORKLOADS / "causal_rpc.py"), "client", str(ccpu), str(port),
+        client = capture.spawn(*RR, sys.executable, str(WORKLOADS / "causal_rpc.py"), "client", str(ccpu), str(port),
                                stdout=subprocess.PIPE)
         cpid, t0, t1 = _ints(client)
         spid, _, _ = _ints(server)

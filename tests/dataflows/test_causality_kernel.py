@@ -30,7 +30,8 @@ def test_flow_on_captured_lock_wait_matches_why_and_is_idempotent(capture, tmp_p
     p = capture.workload("causal_lock.py", "300", stdout=subprocess.PIPE)
     out, _ = p.communicate(timeout=10)
     pid, holder, t0, t1 = (int(x) for x in out.split())
-    capture.settle()
+    # generous: on a shared 2-CPU machine the writer can lag well behind the rings
+    assert capture.session.recorder.wait_drained(60.0), "recorder did not drain in 60 s"
     store = capture.session.store
     db = tmp_path / "graph.lbug"
 

@@ -62,8 +62,8 @@ def _send(exporter, name: str) -> str:
 def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> None:
     rx = session.receiver
     ids = {
-        _send(GrpcExporter(endpoint=rx.grpc_endpoint, insecure=True, timeout=5), "POST /pay grpc"): "grpc",
-        _send(HttpExporter(endpoint=rx.http_endpoint, timeout=5), "POST /pay http"): "http",
+        _send(GrpcExporter(endpoint=rx.grpc_endpoint, insecure=True, timeout=30), "POST /pay grpc"): "grpc",
+        _send(HttpExporter(endpoint=rx.http_endpoint, timeout=30), "POST /pay http"): "http",
     }
     rows = session.store.query_rows("SELECT span_id, name, pid, tid, service, host, status_code, status_message, "
                                     "attributes FROM spans ORDER BY ts_ns")
@@ -79,7 +79,7 @@ def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> Non
     assert "5500000000000004" not in everything and "0000 0000 0004" not in everything and "999" not in everything
 
     # a malformed body is refused with 400 and counted; the receiver keeps serving
-    conn = http.client.HTTPConnection("127.0.0.1", rx.http_port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", rx.http_port, timeout=30)
     conn.request("POST", "/v1/traces", body=b"\xff\x00 not protobuf", headers={"Content-Type": "application/x-protobuf"})
     assert conn.getresponse().status == 400
     conn.close()
@@ -90,7 +90,7 @@ def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> Non
     from kprobe.otel.grpc_server import METHOD, SERVICE
 
     with grpc.insecure_channel(rx.grpc_endpoint) as channel, pytest.raises(grpc.RpcError) as err:
-        channel.unary_unary(f"/{SERVICE}/{METHOD}")(b"\x0a\xff\xff garbage", timeout=5)
+        channel.unary_unary(f"/{SERVICE}/{METHOD}")(b"\x0a\xff\xff garbage", timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     st = session.otel_stats()
@@ -100,12 +100,12 @@ def test_sdk_spans_are_stored_masked_and_counted(session, tmp_path: Path) -> Non
 
     # `kprobe stats` (through the recorder's socket) shows the same counters
     out = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(session.data_dir), "--json"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+                         capture_output=True, text=True, timeout=180, check=True).stdout
     shown = json.loads(out)
     assert shown["stored"]["spans"] == 2
     assert shown["otel"]["spans_stored"] == 2 and shown["otel"]["requests_rejected_malformed"] == 2
     text = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(session.data_dir)],
-                          capture_output=True, text=True, timeout=60, check=True).stdout
+                          capture_output=True, text=True, timeout=180, check=True).stdout
     assert "spans received 2, stored 2" in text and "rejected as malformed 2" in text
 
 
@@ -124,7 +124,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 p = TracerProvider(resource=Resource.create({"service.name": "batch-settle", "process.pid": os.getpid()}))
-p.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1], timeout=5)))
+p.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=sys.argv[1], timeout=30)))
 with p.get_tracer("t").start_as_current_span("settle card 4111-1111-1111-1111"):
     pass
 p.shutdown()
@@ -140,20 +140,20 @@ def test_kprobe_run_receives_spans_and_stats_keep_the_counts(tmp_path: Path, pro
     url = f"http://127.0.0.1:{http_port}/v1/traces"
     run = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(data), "--otlp-grpc-port", str(grpc_port),
                           "--otlp-http-port", str(http_port), "--", sys.executable, "-c", CHILD, url],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr
     assert f"OTLP receiver on grpc 127.0.0.1:{grpc_port}, http {url}" in run.stderr
     out = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(data), "--json"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+                         capture_output=True, text=True, timeout=240, check=True).stdout
     st = json.loads(out)
     assert st["stored"]["spans"] == 1 and st["otel"]["spans_stored"] == 1 and st["otel"]["values_masked"] == 1
     rows = subprocess.run([sys.executable, "-m", "kprobe", "sql", "--data", str(data), "--format", "JSONEachRow",
-                           "SELECT name, service FROM spans"], capture_output=True, text=True, timeout=120,
+                           "SELECT name, service FROM spans"], capture_output=True, text=True, timeout=240,
                           check=True).stdout
     assert json.loads(rows) == {"name": "settle card 411111******1111", "service": "batch-settle"}
 
     off = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "d2"), "--no-otlp", "--",
-                          "true"], capture_output=True, text=True, timeout=120)
+                          "true"], capture_output=True, text=True, timeout=240)
     assert off.returncode == 0 and "OTLP receiver" not in off.stderr, off.stderr
 
 
@@ -171,15 +171,15 @@ def test_taken_default_port_warns_and_records_but_an_explicit_one_is_an_error(tm
         pass  # someone else holds 4317 already: the situation under test
     try:
         dflt = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "a"), "--", "true"],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=240)
         assert dflt.returncode == 0, dflt.stderr
         assert "WARNING: OTLP receiver not started" in dflt.stderr and "4317" in dflt.stderr
         st = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(tmp_path / "a")],
-                            capture_output=True, text=True, timeout=120, check=True).stdout
+                            capture_output=True, text=True, timeout=240, check=True).stdout
         assert "OTLP receiver: NOT started" in st
 
         mine = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "b"),
-                               "--otlp-grpc-port", "4317", "--", "true"], capture_output=True, text=True, timeout=120)
+                               "--otlp-grpc-port", "4317", "--", "true"], capture_output=True, text=True, timeout=240)
         assert mine.returncode == 2 and "cannot bind 127.0.0.1:4317" in mine.stderr, mine.stderr
         assert "--no-otlp" in mine.stderr
     finally:

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 endpoint, work_ms = sys.argv[1], float(sys.argv[2])
 provider = TracerProvider(resource=Resource.create({"service.name": "risk-engine", "process.pid": os.getpid()}))
-provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=5)))
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=30)))
 tracer = provider.get_tracer("kprobe.tests")
 sys.stdin.readline()
 work_ns = int(work_ms * 1e6)

@@ -1,0 +1,43 @@
+"""Pure parts of span lookup and incidents: id formats, which span of a trace is explained, the chain head."""
+
+from __future__ import annotations
+
+import pytest
+
+from kprobe.causal.incidents import parse_incident_id
+from kprobe.causal.spans import SpanRef, _hex_id, pick_span
+
+
+def _span(sid: str, pid: int = 10, status: int = 0, dur: int = 1000, name: str = "op") -> SpanRef:
+    return SpanRef(sid, "t" * 32, "", name, "payment-handler", "h", pid, 11, 5_000, 5_000 + dur, status, "")
+
+
+def test_incident_ids_round_trip_and_refuse_garbage() -> None:
+    assert parse_incident_id("span-0123456789abcdef") == ("span", "0123456789abcdef")
+    assert parse_incident_id(" SPAN-0123456789ABCDEF ") == ("span", "0123456789abcdef")
+    assert parse_incident_id("k-812-813-100-200") == ("kernel", (812, 813, 100, 200))
+    for bad in ("", "span-123", "k-1-2-3", "k-1-2-300-200", "k-a-b-c-d", "span-0123456789abcdef0"):
+        with pytest.raises(ValueError):
+            parse_incident_id(bad)
+
+
+def test_ids_are_hex_only_before_reaching_sql() -> None:
+    assert _hex_id("0123456789ABCDEF", 16, "span id") == "0123456789abcdef"
+    for bad in ("0123456789abcdeg", "' OR 1=1 --'", "0123"):
+        with pytest.raises(ValueError):
+            _hex_id(bad, 16, "span id")
+
+
+def test_trace_explains_its_failed_span_then_the_longest_joinable_one() -> None:
+    ok_long = _span("a" * 16, dur=9_000)
+    failed = _span("b" * 16, status=2, dur=2_000)
+    no_pid = _span("c" * 16, pid=0, status=2, dur=50_000)
+    assert pick_span([ok_long, failed, no_pid]) is failed
+    assert pick_span([ok_long, _span("d" * 16, dur=100)]) is ok_long
+
+
+def test_span_head_reads_like_the_incident() -> None:
+    s = _span("a" * 16, status=2, dur=1_620_000_000, name="POST /pay")
+    assert s.head() == "payment-handler span POST /pay 1.62 s ERROR"
+    j = s.to_json()
+    assert j["kind"] == "span" and j["status"] == "ERROR" and j["duration_ns"] == 1_620_000_000
