@@ -85,10 +85,12 @@ class ServerSink:
                               database=self.database, settings={**session_settings(self.features), "use_numpy": True})
         self._columns: dict[str, list[str]] = {}
         self._types: dict[str, dict[str, str]] = {}
+        self._ts_col: dict[str, str] = {}
         for d in server_table_defs():
             self._client.execute(create_table_sql(d, self.features))
             self._columns[d.name] = [c.name for c in d.columns]
             self._types[d.name] = {c.name: c.type for c in d.columns}
+            self._ts_col[d.name] = d.ts_column
         return self
 
     def check(self, h: BatchHeader, cols: Columns) -> str | None:
@@ -188,8 +190,10 @@ class ServerSink:
 
     def _missing_rows(self, h: BatchHeader) -> np.ndarray:
         """Indexes of a pending batch's rows that are not in its table (sorted, uint32)."""
+        ts = self._ts_col.get(h.table, "ts")
+        bounded = f" AND `{ts}` >= %(lo)s AND `{ts}` <= %(hi)s" if h.max_ts else ""  # prunes partitions
         present = self.client.execute(
-            f"SELECT DISTINCT batch_row FROM `{h.table}` WHERE batch_id = %(b)s AND ts >= %(lo)s AND ts <= %(hi)s",
+            f"SELECT DISTINCT batch_row FROM `{h.table}` WHERE batch_id = %(b)s{bounded}",
             {"b": h.batch_id, "lo": h.min_ts, "hi": h.max_ts}, settings={"use_numpy": False})
         have = np.array([r[0] for r in present], dtype=np.uint32)
         return np.setdiff1d(np.arange(h.rows, dtype=np.uint32), have).astype(np.uint32)
