@@ -82,7 +82,7 @@ def stage_costs(ch_host: str, ch_port: int, n: int = 32768) -> None:
     c_cols, cols2 = cost(lambda: wire.columns_of(rb))
     sink = ServerSink(ch_host, ch_port, database="kp_bench_stages").connect()
     try:
-        c_ins, _ = cost(lambda: sink._insert("syscall", [(hh, cols2)]), reps=3)
+        c_ins, _ = cost(lambda: sink._insert("syscall", [(hh, cols2, np.arange(n, dtype=np.uint32))]), reps=3)
     finally:
         sink.client.execute("DROP DATABASE IF EXISTS kp_bench_stages")
     print(f"stage CPU per {n}-row syscall batch (M rows per CPU-second):")

@@ -5,8 +5,8 @@
                                        └────────► kprobe.dlq ◄──┘
 
 Exactly-once = at-least-once + idempotent sink: the source's offsets are part of bytewax's recovery
-snapshot, committed only after the sink's writes of that epoch returned; a restarted flow re-reads
-at most one epoch, and :class:`kprobe.sinks.clickhouse_server.ServerSink` stores each batch id
+snapshot and only ever cover messages the sink acknowledged (kafka_io.Acked); a restarted flow
+re-reads what was in flight, and :class:`kprobe.sinks.clickhouse_server.ServerSink` stores each batch id
 once (ledger + row check, see there). A malformed message goes to the DLQ (and is counted) and
 the flow keeps going; a ClickHouse outage blocks the flow (the write is retried with backoff, the
 epoch never commits, Kafka keeps the data) and it resumes where it stopped.

@@ -80,11 +80,39 @@ def recorder_socket(data_dir: Path) -> Path | None:
         s.close()
 
 
+def _kafka_status(data_dir: Path) -> bool:
+    path = data_dir / "status.json"
+    try:
+        return path.exists() and "kafka" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class KafkaOnlyStore:
+    """A data directory of a scale-out (`record --kafka`) session: counters, but no local rows."""
+
+    data_dir: Path
+
+    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
+        raise QueryError(f"{self.data_dir} holds a scale-out recording (events went to Kafka): query the "
+                         "ClickHouse server that `kprobe dataflow ingest` fills")
+
+    def query_rows(self, sql: str) -> list[dict]:
+        self.query(sql)
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 def open_store(data_dir: Path):  # -> RemoteStore | ChdbStore
     sock = recorder_socket(data_dir)
     if sock is not None:
         return RemoteStore(sock)
     if not (data_dir / "chdb").exists():
+        if _kafka_status(data_dir):
+            return KafkaOnlyStore(data_dir)
         raise QueryError(f"no recording in {data_dir}: run `kprobe record --data {data_dir}` first")
     from kprobe.sinks.chdb_store import ChdbStore
 

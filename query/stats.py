@@ -22,7 +22,7 @@ def collect(store, data_dir: Path) -> dict:
         otel_path = data_dir / OTEL_STATUS
         otel = json.loads(otel_path.read_text()) if otel_path.exists() else None
     counts = {}
-    if "kafka" in recorder and live:  # scale-out recorder: no local store, rows are in Kafka/ClickHouse
+    if "kafka" in recorder:  # scale-out recorder: no local store, rows went to Kafka/ClickHouse
         counts = {et.name: recorder.get("written", {}).get(et.name, 0) for et in EVENT_TYPES}
     else:
         for name in [et.name for et in EVENT_TYPES] + ["spans"]:

@@ -8,10 +8,12 @@ its rows are inserted and ``done`` after. :meth:`ServerSink.write_batches`:
 
 1. drops repeated batch ids within the call;
 2. looks the ids up in the ledger: ``done`` -> already stored, skipped (counted as duplicates);
-3. ``pending`` (a crash or failure between the two ledger writes) -> counts that batch's rows in
-   its table (``WHERE batch_id = x AND ts BETWEEN min_ts AND max_ts``: partition-pruned by
-   time): all there -> mark done; none -> insert; partly there (a multi-partition insert cut
-   short) -> ``ALTER TABLE … DELETE WHERE batch_id = x``, wait for the mutation, insert again;
+3. ``pending`` (a crash or failure between the two ledger writes) -> reads which of that batch's
+   rows are in its table (every row carries ``batch_row``, its index in the batch; the lookup is
+   ``WHERE batch_id = x AND ts BETWEEN min_ts AND max_ts``, partition-pruned by time): all
+   there -> mark done; otherwise insert exactly the missing rows (an insert cut short across
+   partitions leaves some). No ALTER DELETE: mutations on 18.16 are asynchronous and interact
+   with merges; inserting only what is missing needs no mutation at all;
 4. writes ``pending`` rows, inserts the rows (one INSERT per table for all batches of the call),
    writes ``done`` rows.
 
@@ -46,8 +48,9 @@ LEDGER_DEF = TableDef(
 
 
 def server_table_defs() -> list[TableDef]:
-    """The embedded store's tables plus ``batch_id`` (the dedup key), and the ledger."""
-    defs = [TableDef(d.name, d.columns + (Column("batch_id", "UInt64"),), d.order_by, d.ts_column,
+    """The embedded store's tables plus ``batch_id``/``batch_row`` (the dedup key), and the ledger."""
+    defs = [TableDef(d.name, d.columns + (Column("batch_id", "UInt64"), Column("batch_row", "UInt32")), d.order_by,
+                     d.ts_column,
                      d.partition_minutes, d.ttl_seconds, d.skip_indexes) for d in table_defs()]
     return defs + [LEDGER_DEF]
 
@@ -82,10 +85,12 @@ class ServerSink:
                               database=self.database, settings={**session_settings(self.features), "use_numpy": True})
         self._columns: dict[str, list[str]] = {}
         self._types: dict[str, dict[str, str]] = {}
+        self._ts_col: dict[str, str] = {}
         for d in server_table_defs():
             self._client.execute(create_table_sql(d, self.features))
             self._columns[d.name] = [c.name for c in d.columns]
             self._types[d.name] = {c.name: c.type for c in d.columns}
+            self._ts_col[d.name] = d.ts_column
         return self
 
     def check(self, h: BatchHeader, cols: Columns) -> str | None:
@@ -95,7 +100,7 @@ class ServerSink:
         if types is None or h.table == LEDGER:
             return f"unknown table {h.table!r}"
         for name, type_ in types.items():
-            if name == "batch_id":
+            if name in ("batch_id", "batch_row"):
                 continue
             col = cols.get(name)
             if col is None:
@@ -129,31 +134,37 @@ class ServerSink:
         if not unique:
             return res
         states = self._ledger_states(list(unique))
-        todo: list[tuple[BatchHeader, Columns]] = []
+        todo: list[tuple[BatchHeader, Columns, np.ndarray]] = []  # header, columns, row indexes to insert
         for bid, (h, cols) in unique.items():
             state = states.get(bid, 0)
             if state == DONE:
                 res.duplicate_rows += h.rows
                 res.duplicate_batches += 1
-            elif state == PENDING and self._repair(h):
-                res.duplicate_rows += h.rows  # all rows were there: nothing to insert
-                res.duplicate_batches += 1
+                continue
+            rows = np.arange(h.rows, dtype=np.uint32)
+            if state == PENDING:
+                rows = self._missing_rows(h)
                 res.repaired_batches += 1
-            else:
-                todo.append((h, cols))
+                res.duplicate_rows += h.rows - len(rows)
+                if len(rows) == 0:  # all rows were there: only the ledger lacked "done"
+                    self._ledger([h], DONE)
+                    res.duplicate_batches += 1
+                    continue
+                cols = {k: v[rows] for k, v in cols.items()}
+            todo.append((h, cols, rows))
         if not todo:
             return res
-        self._ledger([h for h, _ in todo], PENDING)
-        by_table: dict[str, list[tuple[BatchHeader, Columns]]] = {}
-        for h, cols in todo:
-            by_table.setdefault(h.table, []).append((h, cols))
+        self._ledger([h for h, _, _ in todo], PENDING)
+        by_table: dict[str, list[tuple[BatchHeader, Columns, np.ndarray]]] = {}
+        for item in todo:
+            by_table.setdefault(item[0].table, []).append(item)
         for table, items in by_table.items():
             self._insert(table, items)
-        self._ledger([h for h, _ in todo], DONE)
-        res.rows = sum(h.rows for h, _ in todo)
+        self._ledger([h for h, _, _ in todo], DONE)
+        res.rows = sum(len(r) for _, _, r in todo)
         res.batches = len(todo)
-        for h, _ in todo:
-            res.tables[h.table] = res.tables.get(h.table, 0) + h.rows
+        for h, _, r in todo:
+            res.tables[h.table] = res.tables.get(h.table, 0) + len(r)
         return res
 
     def _ledger_states(self, ids: list[int]) -> dict[int, int]:
@@ -177,40 +188,29 @@ class ServerSink:
         ]
         self.client.execute(f"INSERT INTO {LEDGER} ({', '.join(self._columns[LEDGER])}) VALUES", data, columnar=True)
 
-    def _repair(self, h: BatchHeader) -> bool:
-        """A batch left pending: True if all its rows are stored (now marked done), else clean it up."""
-        n = self.client.execute(
-            f"SELECT count() FROM `{h.table}` WHERE batch_id = %(b)s AND ts >= %(lo)s AND ts <= %(hi)s",
-            {"b": h.batch_id, "lo": h.min_ts, "hi": h.max_ts}, settings={"use_numpy": False})[0][0]
-        if n == h.rows:
-            self._ledger([h], DONE)
-            return True
-        if n:
-            self.client.execute(f"ALTER TABLE `{h.table}` DELETE WHERE batch_id = {int(h.batch_id)}")
-            self._wait_mutations(h.table)
-        return False
+    def _missing_rows(self, h: BatchHeader) -> np.ndarray:
+        """Indexes of a pending batch's rows that are not in its table (sorted, uint32)."""
+        ts = self._ts_col.get(h.table, "ts")
+        bounded = f" AND `{ts}` >= %(lo)s AND `{ts}` <= %(hi)s" if h.max_ts else ""  # prunes partitions
+        present = self.client.execute(
+            f"SELECT DISTINCT batch_row FROM `{h.table}` WHERE batch_id = %(b)s{bounded}",
+            {"b": h.batch_id, "lo": h.min_ts, "hi": h.max_ts}, settings={"use_numpy": False})
+        have = np.array([r[0] for r in present], dtype=np.uint32)
+        return np.setdiff1d(np.arange(h.rows, dtype=np.uint32), have).astype(np.uint32)
 
-    def _wait_mutations(self, table: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            left = self.client.execute(
-                "SELECT count() FROM system.mutations WHERE database = %(d)s AND table = %(t)s AND is_done = 0",
-                {"d": self.database, "t": table}, settings={"use_numpy": False})[0][0]
-            if not left:
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"ALTER DELETE on {table} did not finish in {timeout} s")
-
-    def _insert(self, table: str, items: list[tuple[BatchHeader, Columns]]) -> None:
+    def _insert(self, table: str, items: list[tuple[BatchHeader, Columns, np.ndarray]]) -> None:
         names = self._columns.get(table)
         if names is None:
             raise KeyError(f"no table {table!r} on the server")
         data = []
         for name in names:
             if name == "batch_id":
-                data.append(np.concatenate([np.full(h.rows, h.batch_id, dtype=np.uint64) for h, _ in items]))
+                data.append(np.concatenate([np.full(len(r), h.batch_id, dtype=np.uint64) for h, _, r in items]))
                 continue
-            parts = [cols[name] for _, cols in items]
+            if name == "batch_row":
+                data.append(np.concatenate([r for _, _, r in items]).astype(np.uint32))
+                continue
+            parts = [cols[name] for _, cols, _ in items]
             data.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
         self.client.execute(f"INSERT INTO `{table}` ({', '.join(f'`{n}`' for n in names)}) VALUES", data,
                             columnar=True)

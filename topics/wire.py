@@ -122,7 +122,8 @@ def columns_of(rb: pa.RecordBatch) -> Columns:
 
 
 def ts_range(columns: Columns) -> tuple[int, int]:
-    ts = columns.get("ts")
+    """(min, max) of the row time (``ts``, or ``ts_ns`` for spans); (0, 0) when there is none."""
+    ts = columns.get("ts", columns.get("ts_ns"))
     if ts is None or len(ts) == 0:
         return 0, 0
     return int(ts.min()), int(ts.max())
