@@ -11,7 +11,6 @@ Only integers are ever interpolated into SQL, and only after ``int()``.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -134,15 +133,30 @@ class Evidence:
     sock_io: list[SockIO] = field(default_factory=list)
     retrans: list[Retrans] = field(default_factory=list)
     fd_open: list[FdOpen] = field(default_factory=list)
-    comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, from whatever rows name it
+    comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, see note_comm
+    comm_rank: dict[int, tuple[bool, int]] = field(default_factory=dict)   # tgid -> (from main thread, ts)
     fetched_tgids: set[int] = field(default_factory=set)
     queries: int = 0
     truncated: list[str] = field(default_factory=list)      # what a row or fan-out bound cut: never silent
 
+    def note_comm(self, tgid: int, tid: int, ts: int, comm: str) -> None:
+        """Name a process after its main thread's latest comm, else any thread's latest one.
+
+        Threads rename themselves (``grpc_global_tim``), so the first row seen is
+        often a worker; the main thread (tid == tgid) carries the process name, and
+        the latest one wins because a process seen as ``sh`` may exec into the real one.
+        """
+        if not tgid or not comm:
+            return
+        rank = (tid == tgid, ts)
+        if rank >= self.comm_rank.get(tgid, (False, -1)):
+            self.comm_rank[tgid] = rank
+            self.comms[tgid] = comm
+
     def add_offcpu(self, rows: list[OffCpu]) -> None:
         for r in rows:
             self.offcpu.setdefault(r.tid, []).append(r)
-            self.comms.setdefault(r.tgid, r.comm)
+            self.note_comm(r.tgid, r.tid, r.ts, r.comm)
         for v in self.offcpu.values():
             v.sort(key=lambda r: r.ts)
 
@@ -325,7 +339,7 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.block_io.extend(sorted(got.get("block_io", []), key=lambda r: r.ts))
     ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
     for r in got.get("reclaim", []) + got.get("block_io", []):
-        ev.comms.setdefault(r.tgid, r.comm)
+        ev.note_comm(r.tgid, r.tid, r.ts, r.comm)
     return {s.tgid for s in got.get("peer_sock", [])} | {r.tgid for r in got.get("waker_call", [])}
 
 
@@ -373,14 +387,12 @@ def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUND
 def _name_wakers(ev: Evidence) -> None:
     """Fill comms for processes only seen as wakers/preemptors, so culprits have names.
 
-    The latest name wins: a process seen first as `taskset` or `sh` has exec'd into what it really is.
+    Same rule as ``Evidence.note_comm`` (main thread first, then the latest name); a
+    process whose own rows were fetched is already named by them.
     """
-    seen: dict[int, tuple[int, str]] = defaultdict(lambda: (0, ""))
-    for rows in ev.offcpu.values():
+    for rows in list(ev.offcpu.values()):
         for r in rows:
-            for tgid, comm in ((r.waker_tgid, r.waker_comm), (r.preemptor_tgid, r.preemptor_comm)):
-                if tgid and comm and r.ts >= seen[tgid][0]:
-                    seen[tgid] = (r.ts, comm)
-    for k, (_, v) in seen.items():
-        if k not in ev.fetched_tgids:
-            ev.comms[k] = v
+            for tgid, tid, comm in ((r.waker_tgid, r.waker_tid, r.waker_comm),
+                                    (r.preemptor_tgid, r.preemptor_tid, r.preemptor_comm)):
+                if tgid not in ev.fetched_tgids:
+                    ev.note_comm(tgid, tid, r.ts, comm)
