@@ -110,6 +110,51 @@ class _Ctx:
         for rows in ev.syscalls.values():
             for s in rows:
                 self.tgid_of[s.tid] = s.tgid
+        self._switch_ins: dict[int, list[tuple[int, int, int, str]]] | None = None
+
+    def switch_ins(self, cpu: int) -> list[tuple[int, int, int, str]]:
+        """(ts, tgid, tid, comm) of every recorded switch-in on ``cpu``, time-ordered.
+
+        Each off-CPU row carries two: the task switched in when the row's thread
+        left (its ``preemptor`` fields, whatever the reason; tid 0 is idle) and the
+        row's thread itself when it came back. Unwatched tasks have no rows of their
+        own but still appear as the "next" task of watched ones.
+        """
+        if self._switch_ins is None:
+            by_cpu: dict[int, list[tuple[int, int, int, str]]] = defaultdict(list)
+            for rows in self.ev.offcpu.values():
+                for o in rows:
+                    by_cpu[o.cpu_off].append((o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm))
+                    by_cpu[o.cpu_on].append((o.end_ts, o.tgid, o.tid, o.comm))
+            for v in by_cpu.values():
+                v.sort()
+            self._switch_ins = dict(by_cpu)
+        return self._switch_ins.get(cpu, [])
+
+    def runners(self, cpu: int, a: int, b: int, exclude_tid: int) -> dict[int, tuple[int, int, str, int]]:
+        """Who held ``cpu`` during [a, b] by the recorded switch-ins: tgid -> (ns, top tid, comm, since).
+
+        The task last switched in before a moment is taken to be running then
+        (switches between unwatched tasks are not recorded, so a process's threads
+        count together); idle (tid 0) and the waiting thread itself name nobody.
+        ``since`` is how long before ``a`` the first counted switch-in was seen.
+        """
+        ev = self.switch_ins(cpu)
+        out: dict[int, tuple[int, int, str, int]] = {}
+        cur: tuple[int, int, int, str] | None = None
+        t = a
+        for e in ev + [(b, 0, 0, "")]:
+            if e[0] <= a:
+                cur = e
+                continue
+            end = min(e[0], b)
+            if cur is not None and cur[2] and cur[2] != exclude_tid and end > t:
+                ns, tid, comm, since = out.get(cur[1], (0, cur[2], cur[3], max(0, a - cur[0])))
+                out[cur[1]] = (ns + end - t, tid, comm, since)
+            if e[0] >= b:
+                break
+            cur, t = e, e[0]
+        return out
 
     def comm(self, tgid: int | None, fallback: str | None = None) -> str | None:
         if tgid is None:
@@ -442,15 +487,44 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
         if child:
             piece.children.append(child)
         pieces.append(piece)
-    if unknown_runq:
-        total = sum(b - a for a, b, _ in unknown_runq)
+    # run-queue waits after a wake-up: name whoever held that CPU meanwhile
+    named: dict[int, list[tuple[int, int, int, str, int, int, int]]] = defaultdict(list)  # tgid -> segments
+    rest: list[tuple[int, int, int]] = []
+    for a, b, c in unknown_runq:
+        held = ctx.runners(c, a, b, tid)
+        for rt, (ns, rtid, rcomm, since) in held.items():
+            named[rt].append((a, b, rtid, rcomm, ns, c, since))
+        left = (b - a) - sum(v[0] for v in held.values())
+        if left > 0:
+            rest.append((a, a + left, c))
+    for rt, segs in named.items():
+        total = sum(s[4] for s in segs)
+        cpus: dict[int, int] = defaultdict(int)
+        for s in segs:
+            cpus[s[5]] += s[4]
+        cpu = max(cpus.items(), key=lambda kv: kv[1])[0]
+        top = max(segs, key=lambda s: s[4])
+        cul = ctx.culprit(rt, top[2], top[3])
+        piece = _Piece("cpu_preemption", cul, total, cpu=cpu, summary=f"run queue after wake-up on CPU {cpu}",
+                       evidence=[{"wakeup_latency_ns": total, "waits": len(segs), "cpus": {str(k): n for k, n in
+                                                                                          sorted(cpus.items())},
+                                  "held_cpu_by": "last recorded switch-in on that CPU",
+                                  "switched_in_before_wait_ns": max(s[6] for s in segs)}])
+        child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(rt, ()), [(s[0], s[1]) for s in segs], cul,
+                               f"{cul.label()} in reclaim while holding the CPU")
+        if child:
+            piece.children.append(child)
+        pieces.append(piece)
+    if rest:
+        total = sum(b - a for a, b, _ in rest)
         piece = _Piece("cpu_preemption", Culprit(None, None, None), total,
                        summary="waited for a CPU (after wake-up, or no preemptor recorded)",
-                       evidence=[{"wakeup_latency_ns": total, "waits": len(unknown_runq)}])
+                       evidence=[{"wakeup_latency_ns": total, "waits": len(rest)}])
         # reclaim running on the CPU the thread was waiting for explains that wait
         by_proc: dict[int, list[Reclaim]] = defaultdict(list)
         for r in ctx.ev.reclaims:
-            if r.tid != tid and any(r.cpu == c and _overlap(r.ts, r.end_ts, a, b) > 0 for a, b, c in unknown_runq):
+            if r.tid != tid and r.tgid not in named and any(r.cpu == c and _overlap(r.ts, r.end_ts, a, b) > 0
+                                                            for a, b, c in unknown_runq):
                 by_proc[r.tgid].append(r)
         for rt, rows in by_proc.items():
             segs = [(a, b) for a, b, c in unknown_runq if any(r.cpu == c for r in rows)]

@@ -39,6 +39,8 @@ def phrase(c: Cause) -> str:
     if k == "cpu_preemption":
         if c.culprit.pid is None:
             return f"waited {d} for a CPU (run queue, no single preemptor)"
+        if c.summary.startswith("run queue after wake-up"):
+            return f"waited {d} for CPU {c.cpu} after wake-up while {who} ran"
         return f"preempted {d} on CPU {c.cpu} by {who}"
     if k == "memory_pressure":
         return f"memory pressure {d}: {c.summary or who}" + (f" (culprit {who})" if who not in c.summary else "")

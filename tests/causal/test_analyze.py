@@ -212,3 +212,31 @@ def test_idle_task_recorded_as_waker_is_replaced_by_the_wake_syscall_of_another_
     rc = a.root_cause
     assert rc.kind == "lock_contention" and rc.culprit.tid == 102, a.to_json()
     assert "waker_inferred_from" in json.dumps(a.to_json())
+
+
+def test_run_queue_wait_after_wake_up_names_who_held_the_cpu():
+    # settlement-svc blocks at 0 on CPU 1 and batch-job (unwatched: it has no rows) is switched in; woken
+    # at 100, it waits until 300. A watched task gets CPU 1 at 250 (its own row), so batch-job held 150 ms.
+    hog = (30, 31, "batch-job")
+    ev = evidence(20, 0, 400, [
+        off(20, 20, 0, 300, reason="sleep", wake=100, w=(10, 10, "payment-handler"), p=hog, comm="settlement-svc"),
+        off(40, 40, 200, 250, reason="sleep", wake=210, p=(30, 32, "batch-job"), comm="other"),
+    ], [sc(20, 20, "recvfrom", 0, 301, fd=5)])
+    a = analyze(ev)
+    assert a.breakdown.runq_ns == 200 * MS
+    pre = {c.culprit.pid: c for c in a.causes if c.kind == "cpu_preemption"}
+    assert pre[30].delay_ns == 150 * MS and pre[30].culprit.comm == "batch-job" and pre[30].cpu == 1
+    assert pre[40].delay_ns == 50 * MS
+    assert None not in pre          # nothing left unnamed
+    assert "waited 150 ms for CPU 1 after wake-up while batch-job PID 30" in render_text(a)
+    # its reclaim while holding the CPU becomes the deeper cause
+    ev.reclaims.append(Reclaim(30, 31, "batch-job", "memcg", T0 + 120 * MS, T0 + 220 * MS, 64, 1))
+    a = analyze(ev)
+    assert a.root_cause.kind == "memory_pressure" and a.root_cause.culprit.pid == 30
+    assert [c.kind for c in a.chain][-2:] == ["cpu_preemption", "memory_pressure"]
+
+
+def test_run_queue_wait_with_an_idle_cpu_last_seen_stays_unnamed():
+    ev = evidence(20, 0, 400, [off(20, 20, 0, 300, reason="sleep", wake=100, p=(0, 0, "swapper/1"))])
+    a = analyze(ev)
+    assert [(c.culprit.pid, c.delay_ns) for c in a.causes if c.kind == "cpu_preemption"] == [(None, 200 * MS)]
