@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from kprobe.causal.fetch import (
+    DISK_WAIT_CALLS,
     RECLAIM_CONTEXT_NS,
     WAKE_EPS_NS,
     WAKER_CALLS,
@@ -57,7 +58,7 @@ MUX_CALLS = {"poll", "ppoll", "select", "pselect6", "epoll_wait", "epoll_pwait"}
 SOCK_CALLS = {"recvfrom", "recvmsg", "recvmmsg", "accept", "accept4", "connect", "sendto", "sendmsg", "sendmmsg"}
 READ_CALLS = {"read", "readv", "pread64", "preadv", "preadv2"}
 WRITE_CALLS = {"write", "writev", "pwrite64", "pwritev", "pwritev2"}
-DISK_CALLS = {"fsync", "fdatasync", "sync_file_range"}
+DISK_CALLS = set(DISK_WAIT_CALLS)
 
 
 @dataclass

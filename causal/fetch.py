@@ -134,7 +134,7 @@ class Evidence:
     retrans: list[Retrans] = field(default_factory=list)
     fd_open: list[FdOpen] = field(default_factory=list)
     comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, see note_comm
-    comm_rank: dict[int, tuple[bool, int]] = field(default_factory=dict)   # tgid -> (from main thread, ts)
+    comm_rank: dict[int, tuple[bool, int, str]] = field(default_factory=dict)   # tgid -> (main thread?, ts, comm)
     fetched_tgids: set[int] = field(default_factory=set)
     queries: int = 0
     truncated: list[str] = field(default_factory=list)      # what a row or fan-out bound cut: never silent
@@ -148,8 +148,8 @@ class Evidence:
         """
         if not tgid or not comm:
             return
-        rank = (tid == tgid, ts)
-        if rank >= self.comm_rank.get(tgid, (False, -1)):
+        rank = (tid == tgid, ts, comm)      # the comm only breaks ties, so row order never matters
+        if rank > self.comm_rank.get(tgid, (False, -1, "")):
             self.comm_rank[tgid] = rank
             self.comms[tgid] = comm
 
@@ -253,7 +253,12 @@ def _process_parts(tgids: set[int], lo: int, hi: int) -> list[_Part]:
 
 
 def _victim_parts(iv: Interval) -> list[_Part]:
-    """Round 0: the victim's own tables plus the system-wide ones (reclaim, disk, retransmits)."""
+    """Round 0: the victim's own tables plus system-wide reclaim (any thread's time may be reclaim).
+
+    Block I/O and retransmits are system-wide too, but only some waits read them,
+    as do the victim's file opens (they name the file of a disk wait): those are
+    fetched by ``_deferred_parts`` once the evidence shows such a wait.
+    """
     lo, hi, tg = iv.start_ns, iv.end_ns, int(iv.tgid)
     offcpu, _, sock = _process_parts({tg}, lo, hi)
     return [offcpu, sock,
@@ -263,14 +268,42 @@ def _victim_parts(iv: Interval) -> list[_Part]:
               "OR (syscall = 'close' AND ret = 0))"),
         _Part("fault", Fault, ("tgid", "tid", "ts", "count"),
               f"FROM fault WHERE tgid = {tg} AND ts >= {int(lo)} AND ts <= {int(hi)}"),
-        _Part("fd_open", FdOpen, ("tgid", "fd", "ts", "path"), f"FROM fd_open WHERE tgid = {tg} AND ts <= {int(hi)}"),
         _Part("reclaim", Reclaim, ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu"),
               f"FROM reclaim WHERE {_overlap(lo - RECLAIM_CONTEXT_NS, hi, LOOKBACK_NS)}"),
-        _Part("block_io", BlockIO, ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev"),
-              f"FROM block_io WHERE {_overlap(lo, hi, LOOKBACK_NS)}"),
-        _Part("tcp_retrans", Retrans, ("ts", "skaddr", "saddr", "sport", "daddr", "dport"),
-              f"FROM tcp_retrans WHERE ts >= {int(lo)} AND ts <= {int(hi)}"),
     ]
+
+
+DISK_WAIT_CALLS = ("fsync", "fdatasync", "sync_file_range")
+
+
+def _needs(ev: Evidence) -> set[str]:
+    """The system-wide tables the analysis of the rows fetched so far can read.
+
+    ``block_io`` names the culprit of a disk wait (an uninterruptible sleep, or a
+    sync call); ``tcp_retrans`` explains a socket wait, so it needs socket I/O.
+    Without such waits neither is read, and fetching them only costs time.
+    """
+    out: set[str] = set()
+    if ev.sock_io:
+        out.add("tcp_retrans")
+    if (any(r.reason == "uninterruptible" for v in ev.offcpu.values() for r in v)
+            or any(r.syscall in DISK_WAIT_CALLS for v in ev.syscalls.values() for r in v)):
+        out.add("block_io")
+    return out
+
+
+def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
+    lo, hi = ev.interval.start_ns, ev.interval.end_ns
+    parts = []
+    if "block_io" in tables:
+        parts.append(_Part("fd_open", FdOpen, ("tgid", "fd", "ts", "path"),
+                           f"FROM fd_open WHERE tgid = {int(ev.interval.tgid)} AND ts <= {int(hi)}"))
+        parts.append(_Part("block_io", BlockIO, ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev"),
+                           f"FROM block_io WHERE {_overlap(lo, hi, LOOKBACK_NS)}"))
+    if "tcp_retrans" in tables:
+        parts.append(_Part("tcp_retrans", Retrans, ("ts", "skaddr", "saddr", "sport", "daddr", "dport"),
+                           f"FROM tcp_retrans WHERE ts >= {int(lo)} AND ts <= {int(hi)}"))
+    return parts
 
 
 def _peer_part(ports: set[tuple[int, int]], lo: int, hi: int) -> _Part:
@@ -320,14 +353,40 @@ def _waker_call_part(wakes: list[int]) -> _Part:
                  f"AND syscall IN ({calls}) AND ({cond})")
 
 
+def _related_parts(new: set[int], ports: set[tuple[int, int]], wakes: list[int], lo: int, hi: int) -> list[_Part]:
+    """A later round's reads, one branch per table: each branch costs chDB a few ms whatever it reads.
+
+    The new processes' socket I/O and the peers' go in one sock_io branch (tagged
+    ``peer_sock``), their syscalls and the wake calls in one syscall branch (tagged
+    ``waker_call``); the processes those name that are already fetched are ignored.
+    """
+    parts = []
+    own = _process_parts(new, lo, hi) if new else []
+    if own:
+        parts.append(own[0])
+    sock = [own[2].source.removeprefix("FROM sock_io WHERE ")] if own else []
+    if ports:
+        sock.append(_peer_part(ports, lo, hi).source.removeprefix("FROM sock_io WHERE "))
+    if sock:
+        parts.append(_Part("peer_sock", SockIO, _SOCK_COLS, "FROM sock_io WHERE " + " OR ".join(f"({c})" for c in sock)))
+    calls = [own[1].source.removeprefix("FROM syscall WHERE ")] if own else []
+    if wakes:
+        calls.append(_waker_call_part(wakes).source.removeprefix("FROM syscall WHERE "))
+    if calls:
+        parts.append(_Part("waker_call", Syscall, _SYSCALL_COLS,
+                           "FROM syscall WHERE " + " OR ".join(f"({c})" for c in calls)))
+    return parts
+
+
 def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     """Add a round's rows to the evidence; returns the processes first seen as peers or wake-call issuers."""
     ev.add_offcpu(got.get("offcpu", []))
     lo = ev.interval.start_ns
-    if "fd_open" in got:
-        # successful closes become path '' so a reused fd number is not named after an old file
-        closes = [FdOpen(r.tgid, r.fd, r.ts, "") for r in got.get("syscall", []) if r.syscall == "close" and r.ret == 0]
-        ev.fd_open = sorted(got["fd_open"] + closes, key=lambda f: f.ts)
+    # successful closes (round 0 reads the victim's, from any time) become path '' so a reused fd
+    # number is not named after an old file; the opens may come in a later round
+    closes = [FdOpen(r.tgid, r.fd, r.ts, "") for r in got.get("syscall", []) if r.syscall == "close" and r.ret == 0]
+    if closes or got.get("fd_open"):
+        ev.fd_open = sorted(got.get("fd_open", []) + ev.fd_open + closes, key=lambda f: f.ts)
     have_calls = {r for v in ev.syscalls.values() for r in v}
     calls = [r for r in got.get("syscall", []) + got.get("waker_call", []) if r not in have_calls and r.end_ts >= lo]
     ev.add_syscalls(list(dict.fromkeys(calls)))
@@ -359,6 +418,7 @@ def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUND
     found = _merge(ev, _round(store, ev, _victim_parts(interval)))
     asked_ports: set[tuple[int, int]] = set()
     asked_wakes: set[int] = set()
+    have_tables: set[str] = set()
     for _ in range(max_rounds):
         new = (found | _related_tgids(ev)) - ev.fetched_tgids - {0}
         if len(new) > MAX_RELATED_PER_ROUND:
@@ -369,17 +429,18 @@ def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUND
         ports = {(s.dport, s.sport) for s in ev.sock_io
                  if (s.tgid in ev.fetched_tgids or s.tgid in new) and s.dport and s.sport} - asked_ports - known_ends
         wakes = [w for w in unknown_wakes(ev) if w not in asked_wakes]
-        parts = _process_parts(new, lo, hi) if new else []
-        if ports:
-            parts.append(_peer_part(ports, lo, hi))
-        if wakes:
-            parts.append(_waker_call_part(wakes))
+        tables = _needs(ev) - have_tables
+        parts = _related_parts(new, ports, wakes, lo, hi) + _deferred_parts(ev, tables)
         if not parts:
             break
         asked_ports |= ports
         asked_wakes.update(wakes)
+        have_tables |= tables
         ev.fetched_tgids |= new
         found = _merge(ev, _round(store, ev, parts))
+    if tables := _needs(ev) - have_tables:
+        # the last round brought a disk or socket wait: one more statement, for those tables only
+        _merge(ev, _round(store, ev, _deferred_parts(ev, tables)))
     _name_wakers(ev)
     return ev
 
@@ -392,7 +453,7 @@ def _name_wakers(ev: Evidence) -> None:
     """
     for rows in list(ev.offcpu.values()):
         for r in rows:
-            for tgid, tid, comm in ((r.waker_tgid, r.waker_tid, r.waker_comm),
-                                    (r.preemptor_tgid, r.preemptor_tid, r.preemptor_comm)):
+            for tgid, tid, ts, comm in ((r.waker_tgid, r.waker_tid, r.wake_ts, r.waker_comm),
+                                        (r.preemptor_tgid, r.preemptor_tid, r.ts, r.preemptor_comm)):
                 if tgid not in ev.fetched_tgids:
-                    ev.note_comm(tgid, tid, r.ts, comm)
+                    ev.note_comm(tgid, tid, ts, comm)
