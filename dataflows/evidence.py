@@ -1,7 +1,7 @@
 """Build the causal ``Evidence`` for one operation from a host's buffered rows instead of the store.
 
 This mirrors causal/fetch.py's selection rule for rule (victim rows overlapping the
-window, host-wide reclaim/block I/O/retransmits, then bounded rounds of wakers,
+window, host-wide reclaim, block I/O and retransmits when a wait needs them, then rounds of wakers,
 socket peers and inferred wakers), so the flow's answer for an operation is the
 one `kprobe why` gives on the stored events. The pure ``analyze`` then runs on it.
 """
@@ -13,6 +13,7 @@ from typing import Any
 from kprobe.causal.fetch import (
     MAX_RELATED_PER_ROUND,
     MAX_ROUNDS,
+    RECLAIM_CONTEXT_NS,
     WAKE_EPS_NS,
     WAKER_CALLS,
     BlockIO,
@@ -26,6 +27,7 @@ from kprobe.causal.fetch import (
     Syscall,
     _i,
     _name_wakers,
+    _needs,
     _related_tgids,
     _s,
     unknown_wakes,
@@ -114,17 +116,12 @@ def evidence_from_window(w: HostWindow, interval: Interval, max_rounds: int = MA
     closes = [FdOpen(_i(r["tgid"]), int(r["fd"]), _i(r["ts"]), "") for r in w.table_rows("syscall", tg)
               if r.get("syscall") == "close" and _i(r.get("ret")) == 0 and _i(r["ts"]) <= hi]
     ev.fd_open = sorted(opens + closes, key=lambda f: f.ts)
+    # reclaim by others shortly before the window still names the memory hog (as fetch.py reads it)
     ev.reclaims = [Reclaim(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _s(r["kind"]), _i(r["ts"]), _i(r["end_ts"]),
                            _i(r["nr_reclaimed"]), _i(r["cpu"]))
-                   for r in _by_ts(w.table_rows("reclaim")) if _overlaps(r, lo, hi)]
-    ev.block_io = [BlockIO(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _i(r["ts"]), _i(r["end_ts"]), _i(r["bytes"]),
-                           _s(r["rwbs"])) for r in _by_ts(w.table_rows("block_io")) if _overlaps(r, lo, hi)]
-    ev.retrans = [Retrans(_i(r["ts"]), _i(r["skaddr"]), _s(r["saddr"]), _i(r["sport"]), _s(r["daddr"]),
-                          _i(r["dport"])) for r in _by_ts(w.table_rows("tcp_retrans")) if _in(r, lo, hi)]
+                   for r in _by_ts(w.table_rows("reclaim")) if _overlaps(r, lo - RECLAIM_CONTEXT_NS, hi)]
     for r in ev.reclaims:
-        ev.comms.setdefault(r.tgid, r.comm)
-    for r in ev.block_io:
-        ev.comms.setdefault(r.tgid, r.comm)
+        ev.note_comm(r.tgid, r.tid, r.ts, r.comm)
     asked: set[int] = set()
     for _ in range(max_rounds):
         wakes = [x for x in unknown_wakes(ev) if x not in asked]
@@ -136,5 +133,17 @@ def evidence_from_window(w: HostWindow, interval: Interval, max_rounds: int = MA
         new = set(sorted(new)[:MAX_RELATED_PER_ROUND])
         ev.fetched_tgids |= new
         _victim_tables(w, ev, new, lo, hi)
+    # fetch.py reads block I/O and retransmits only once a disk or socket wait needs them: same here, so
+    # that the rows naming processes (block I/O comms) are the same ones
+    need = _needs(ev)
+    if "block_io" in need:
+        ev.block_io = [BlockIO(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _i(r["ts"]), _i(r["end_ts"]),
+                               _i(r["bytes"]), _s(r["rwbs"]), _i(r.get("dev")))
+                       for r in _by_ts(w.table_rows("block_io")) if _overlaps(r, lo, hi)]
+        for b in ev.block_io:
+            ev.note_comm(b.tgid, b.tid, b.ts, b.comm)
+    if "tcp_retrans" in need:
+        ev.retrans = [Retrans(_i(r["ts"]), _i(r["skaddr"]), _s(r["saddr"]), _i(r["sport"]), _s(r["daddr"]),
+                              _i(r["dport"])) for r in _by_ts(w.table_rows("tcp_retrans")) if _in(r, lo, hi)]
     _name_wakers(ev)
     return ev
