@@ -83,6 +83,17 @@ def _overlap(a: int, b: int, lo: int, hi: int) -> int:
     return max(0, min(b, hi) - max(a, lo))
 
 
+def _union(segs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping cover of the segments (parallel reclaimers overlap each other)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(segs):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
 def _ms(ns: int) -> str:
     return f"{ns / 1e6:.1f} ms"
 
@@ -132,30 +143,56 @@ class _Ctx:
             self._switch_ins = dict(by_cpu)
         return self._switch_ins.get(cpu, [])
 
-    def runners(self, cpu: int, a: int, b: int, exclude_tid: int) -> dict[int, tuple[int, int, str, int]]:
-        """Who held ``cpu`` during [a, b] by the recorded switch-ins: tgid -> (ns, top tid, comm, since).
+    def runners(self, cpu: int, a: int, b: int, exclude_tid: int) -> tuple[dict[int, list], list[tuple[int, int]]]:
+        """Who held ``cpu`` during [a, b]: ({tgid: [ns, tid, comm, how]}, the stretches nobody is known for).
 
-        The task last switched in before a moment is taken to be running then
-        (switches between unwatched tasks are not recorded, so a process's threads
-        count together); idle (tid 0) and the waiting thread itself name nobody.
-        ``since`` is how long before ``a`` the first counted switch-in was seen.
+        First by the recorded switch-ins: the task last switched in before a moment
+        is taken to be running then (switches between unwatched tasks are not
+        recorded, so a process's threads count together); idle (tid 0) and the
+        waiting thread itself name nobody. A stretch left unknown (e.g. the CPU was
+        last seen going idle and an unwatched task took it unrecorded) goes to the
+        process whose direct reclaim ran on that CPU then, for as long as it
+        overlaps: reclaim runs in the task's own context, on its CPU.
         """
-        ev = self.switch_ins(cpu)
-        out: dict[int, tuple[int, int, str, int]] = {}
+        out: dict[int, list] = {}
+        gaps: list[tuple[int, int]] = []
         cur: tuple[int, int, int, str] | None = None
         t = a
-        for e in ev + [(b, 0, 0, "")]:
+        for e in self.switch_ins(cpu) + [(b, 0, 0, "")]:
             if e[0] <= a:
                 cur = e
                 continue
             end = min(e[0], b)
-            if cur is not None and cur[2] and cur[2] != exclude_tid and end > t:
-                ns, tid, comm, since = out.get(cur[1], (0, cur[2], cur[3], max(0, a - cur[0])))
-                out[cur[1]] = (ns + end - t, tid, comm, since)
+            if end > t:
+                if cur is not None and cur[2] and cur[2] != exclude_tid:
+                    out.setdefault(cur[1], [0, cur[2], cur[3], "switch-in"])[0] += end - t
+                else:
+                    gaps.append((t, end))
             if e[0] >= b:
                 break
             cur, t = e, e[0]
-        return out
+        left: list[tuple[int, int]] = []
+        for ga, gb in gaps:
+            per: dict[int, list[tuple[int, int]]] = defaultdict(list)
+            who: dict[int, Reclaim] = {}
+            for r in self.ev.reclaims:
+                if r.cpu == cpu and r.tid != exclude_tid and _overlap(r.ts, r.end_ts, ga, gb) > 0:
+                    per[r.tgid].append(_clip(r.ts, r.end_ts, ga, gb))
+                    who.setdefault(r.tgid, r)
+            cover = {k: _union(v) for k, v in per.items()}
+            if not cover:
+                left.append((ga, gb))
+                continue
+            rt = max(cover, key=lambda k: sum(y - x for x, y in cover[k]))
+            out.setdefault(rt, [0, who[rt].tid, who[rt].comm, "reclaim"])[0] += sum(y - x for x, y in cover[rt])
+            t = ga
+            for x, y in cover[rt]:
+                if x > t:
+                    left.append((t, x))
+                t = y
+            if gb > t:
+                left.append((t, gb))
+        return out, left
 
     def comm(self, tgid: int | None, fallback: str | None = None) -> str | None:
         if tgid is None:
@@ -489,15 +526,13 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
             piece.children.append(child)
         pieces.append(piece)
     # run-queue waits after a wake-up: name whoever held that CPU meanwhile
-    named: dict[int, list[tuple[int, int, int, str, int, int, int]]] = defaultdict(list)  # tgid -> segments
+    named: dict[int, list[tuple[int, int, int, str, int, int, str]]] = defaultdict(list)  # tgid -> segments
     rest: list[tuple[int, int, int]] = []
     for a, b, c in unknown_runq:
-        held = ctx.runners(c, a, b, tid)
-        for rt, (ns, rtid, rcomm, since) in held.items():
-            named[rt].append((a, b, rtid, rcomm, ns, c, since))
-        left = (b - a) - sum(v[0] for v in held.values())
-        if left > 0:
-            rest.append((a, a + left, c))
+        held, left = ctx.runners(c, a, b, tid)
+        for rt, (ns, rtid, rcomm, how) in held.items():
+            named[rt].append((a, b, rtid, rcomm, ns, c, how))
+        rest.extend((x, y, c) for x, y in left)
     for rt, segs in named.items():
         total = sum(s[4] for s in segs)
         cpus: dict[int, int] = defaultdict(int)
@@ -507,13 +542,13 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
         top = max(segs, key=lambda s: s[4])
         cul = ctx.culprit(rt, top[2], top[3])
         piece = _Piece("cpu_preemption", cul, total, cpu=cpu, summary=f"run queue after wake-up on CPU {cpu}",
-                       evidence=[{"wakeup_latency_ns": total, "waits": len(segs), "cpus": {str(k): n for k, n in
-                                                                                          sorted(cpus.items())},
-                                  "held_cpu_by": "last recorded switch-in on that CPU",
-                                  "switched_in_before_wait_ns": max(s[6] for s in segs)}])
+                       evidence=[{"wakeup_latency_ns": total, "waits": len(segs),
+                                  "cpus": {str(k): n for k, n in sorted(cpus.items())},
+                                  "held_cpu_by": sorted({s[6] for s in segs})}])
         child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(rt, ()), [(s[0], s[1]) for s in segs], cul,
                                f"{cul.label()} in reclaim while holding the CPU")
         if child:
+            child.delay_ns = min(child.delay_ns, total)     # parallel reclaimers overlap each other
             piece.children.append(child)
         pieces.append(piece)
     if rest:
@@ -521,17 +556,6 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
         piece = _Piece("cpu_preemption", Culprit(None, None, None), total,
                        summary="waited for a CPU (after wake-up, or no preemptor recorded)",
                        evidence=[{"wakeup_latency_ns": total, "waits": len(rest)}])
-        # reclaim running on the CPU the thread was waiting for explains that wait
-        by_proc: dict[int, list[Reclaim]] = defaultdict(list)
-        for r in ctx.ev.reclaims:
-            if r.tid != tid and r.tgid not in named and any(r.cpu == c and _overlap(r.ts, r.end_ts, a, b) > 0
-                                                            for a, b, c in unknown_runq):
-                by_proc[r.tgid].append(r)
-        for rt, rows in by_proc.items():
-            segs = [(a, b) for a, b, c in unknown_runq if any(r.cpu == c for r in rows)]
-            child = _reclaim_child(ctx, rows, segs, ctx.culprit(rt), f"{ctx.comm(rt)} reclaiming on that CPU")
-            if child:
-                piece.children.append(child)
         pieces.append(piece)
 
     # the thread's own direct reclaim (on or off CPU) is memory pressure

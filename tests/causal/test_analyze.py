@@ -240,3 +240,13 @@ def test_run_queue_wait_with_an_idle_cpu_last_seen_stays_unnamed():
     ev = evidence(20, 0, 400, [off(20, 20, 0, 300, reason="sleep", wake=100, p=(0, 0, "swapper/1"))])
     a = analyze(ev)
     assert [(c.culprit.pid, c.delay_ns) for c in a.causes if c.kind == "cpu_preemption"] == [(None, 200 * MS)]
+    # direct reclaim runs in its task's context: a reclaimer on that CPU during the wait was holding it
+    ev.reclaims.extend([Reclaim(30, 31, "batch-job", "memcg", T0 + 150 * MS, T0 + 300 * MS, 8, 1),
+                        Reclaim(30, 32, "batch-job", "memcg", T0 + 160 * MS, T0 + 300 * MS, 8, 1),
+                        Reclaim(50, 50, "elsewhere", "direct", T0 + 100 * MS, T0 + 300 * MS, 8, 0)])
+    ev.comms[30] = "batch-job"
+    a = analyze(ev)
+    pre = {c.culprit.pid: c for c in a.causes if c.kind == "cpu_preemption"}
+    assert pre[30].delay_ns == 150 * MS and pre[None].delay_ns == 50 * MS and 50 not in pre
+    mem = pre[30].children[0]
+    assert mem.kind == "memory_pressure" and mem.culprit.pid == 30 and mem.delay_ns == 150 * MS   # capped
