@@ -225,3 +225,40 @@ def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture,
     assert rc is not None and rc.kind == "memory_pressure", a.to_json()
     assert rc.culprit.pid == hog.pid, a.to_json()
     assert _near(rc.delay_ns, injected), (rc.delay_ns, injected)
+
+
+WAKE_VICTIM = """import sys, time
+sys.stdin.readline()
+t0 = time.time_ns(); late = 0
+for _ in range({n}):
+    s = time.monotonic_ns(); time.sleep(0.005); late += time.monotonic_ns() - s - 5_000_000
+print(__import__("os").getpid(), t0, time.time_ns(), late, flush=True)
+"""
+
+
+def test_run_queue_wait_after_wake_up_names_the_unwatched_task_holding_the_cpu(capture):
+    """A thread that sleeps 5 ms at a time, sharing its CPU with an (unwatched) SCHED_RR hog of equal priority.
+
+    Each wake-up waits in the run queue until the hog's round-robin slice ends: no
+    preemption of the victim is ever recorded (it blocked), and the hog has no rows
+    of its own. The hog is the task switched in when the victim blocked, so it must
+    be named as holding the CPU for the whole run-queue wait (the victim's own clock
+    measures how late each sleep returned).
+    """
+    _, cpu = _cpus()
+    hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=4.0)])
+    try:
+        time.sleep(0.2)
+        v = capture.spawn(*RR, "taskset", "-c", str(cpu), sys.executable, "-c", WAKE_VICTIM.format(n=6),
+                          stdout=subprocess.PIPE)
+        pid, t0, t1, late = _ints(v, timeout=30)
+    finally:
+        hog.kill()
+        hog.wait(5)
+    assert late > 200_000_000, f"sleeps returned only {late} ns late: the hog did not hold the CPU"
+    a = _analyse(capture, pid, t0, t1)
+    rc = a.root_cause
+    assert rc is not None and rc.kind == "cpu_preemption", a.to_json()
+    assert rc.culprit.pid == hog.pid and rc.cpu == cpu, a.to_json()
+    assert _near(rc.delay_ns, late), (rc.delay_ns, late)
+    assert "after wake-up while" in render_text(a)
