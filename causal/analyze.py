@@ -52,6 +52,7 @@ MAX_DEPTH = 4
 SIGNIFICANT = 0.2          # a child must explain at least this share of its parent to continue the chain
 MIN_CAUSE_NS = 100_000     # causes explaining less than 0.1 ms are noise for "why was it slow"
 MAX_EVIDENCE = 8
+STALE_SWITCH_NS = 1_000_000_000   # a switch-in seen longer ago than this says nothing about who runs now
 
 SLEEP_CALLS = {"nanosleep", "clock_nanosleep"}
 MUX_CALLS = {"poll", "ppoll", "select", "pselect6", "epoll_wait", "epoll_pwait"}
@@ -149,7 +150,8 @@ class _Ctx:
         First by the recorded switch-ins: the task last switched in before a moment
         is taken to be running then (switches between unwatched tasks are not
         recorded, so a process's threads count together); idle (tid 0) and the
-        waiting thread itself name nobody. A stretch left unknown (e.g. the CPU was
+        waiting thread itself name nobody, nor does a switch-in older than
+        STALE_SWITCH_NS. A stretch left unknown (e.g. the CPU was
         last seen going idle and an unwatched task took it unrecorded) goes to the
         process whose direct reclaim ran on that CPU then, for as long as it
         overlaps: reclaim runs in the task's own context, on its CPU.
@@ -164,7 +166,7 @@ class _Ctx:
                 continue
             end = min(e[0], b)
             if end > t:
-                if cur is not None and cur[2] and cur[2] != exclude_tid:
+                if cur is not None and cur[2] and cur[2] != exclude_tid and t - cur[0] <= STALE_SWITCH_NS:
                     out.setdefault(cur[1], [0, cur[2], cur[3], "switch-in"])[0] += end - t
                 else:
                     gaps.append((t, end))

@@ -236,6 +236,13 @@ def test_run_queue_wait_after_wake_up_names_who_held_the_cpu():
     assert [c.kind for c in a.chain][-2:] == ["cpu_preemption", "memory_pressure"]
 
 
+def test_run_queue_wait_after_a_stale_switch_in_stays_unnamed():
+    # batch-job was switched in 2 s before the wake-up: too long ago to say it still held the CPU
+    ev = evidence(20, 1900, 2300, [off(20, 20, 0, 2200, reason="sleep", wake=2000, p=(30, 31, "batch-job"))])
+    a = analyze(ev)
+    assert [(c.culprit.pid, c.delay_ns) for c in a.causes if c.kind == "cpu_preemption"] == [(None, 200 * MS)]
+
+
 def test_run_queue_wait_with_an_idle_cpu_last_seen_stays_unnamed():
     ev = evidence(20, 0, 400, [off(20, 20, 0, 300, reason="sleep", wake=100, p=(0, 0, "swapper/1"))])
     a = analyze(ev)
