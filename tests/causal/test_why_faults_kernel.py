@@ -180,18 +180,10 @@ def _unclean(cg: Path) -> int:
     return int(st.get("dirty", 0)) + int(st.get("writeback", 0))
 
 
-def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture, throttled_disk):
-    """A hog keeps a 64 MiB memcg full of dirty page cache on a throttled device; the victim joins the memcg
-    and touches 48 MiB: its charges stall in memcg reclaim waiting for the hog's writeback.
-
-    Injected delay = the victim's wall time for the same work minus its wall time outside the memcg.
-    The victim runs SCHED_RR pinned to one CPU, so other load on the host does not add to either pass.
-    """
+def _memcg_pressure_once(capture, throttled_disk) -> tuple[int, int, int, int, int]:
+    """One run of the scenario: (victim pid, start ns, end ns, baseline wall ns, hog pid)."""
     mnt, blk, _ = throttled_disk
-    mem_root = Path("/sys/fs/cgroup/memory")
-    if not (mem_root / "memory.limit_in_bytes").exists():
-        pytest.skip("no cgroup v1 memory controller mounted at /sys/fs/cgroup/memory")
-    cg = mem_root / f"kprobe-test-mem-{os.getpid()}"
+    cg = Path("/sys/fs/cgroup/memory") / f"kprobe-test-mem-{os.getpid()}"
     cg.mkdir()
     hog = None
     try:
@@ -210,20 +202,39 @@ def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture,
         v = capture.spawn(*RR, "taskset", "-c", str(vcpu), sys.executable, str(WORKLOADS / "causal_memcg_victim.py"),
                           "48", str(cg), stdout=subprocess.PIPE)
         pid, t0, t1, base = _ints(v, timeout=60)
+        return pid, t0, t1, base, hog.pid
     finally:
         if hog is not None:
             hog.kill()
             hog.wait(10)
         if cg.exists():
             cg.rmdir()
-    injected = (t1 - t0) - base
-    if injected < 50_000_000:
-        # the scenario, not the engine, failed: writeback happened to keep up and reclaim found clean pages
-        pytest.skip(f"memcg reclaim did not stall this time (pressured {t1 - t0} ns vs baseline {base} ns)")
+
+
+def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture, throttled_disk):
+    """A hog keeps a 64 MiB memcg full of dirty page cache on a throttled device; the victim joins the memcg
+    and touches 48 MiB: its charges stall in memcg reclaim waiting for the hog's writeback.
+
+    Injected delay = the victim's wall time for the same work minus its wall time outside the memcg.
+    The victim runs SCHED_RR pinned to one CPU, so other load on the host does not add to either pass.
+    Whether writeback keeps up is the kernel's choice: a run without a real stall tests the scenario,
+    not the engine, so it is repeated (at most three runs) before the test gives up with the numbers.
+    """
+    if not (Path("/sys/fs/cgroup/memory") / "memory.limit_in_bytes").exists():
+        pytest.skip("no cgroup v1 memory controller mounted at /sys/fs/cgroup/memory")
+    runs = []
+    for _ in range(3):
+        pid, t0, t1, base, hog_pid = _memcg_pressure_once(capture, throttled_disk)
+        injected = (t1 - t0) - base
+        runs.append((t1 - t0, base))
+        if injected >= 50_000_000:
+            break
+    else:
+        pytest.skip(f"memcg reclaim did not stall in 3 runs ((pressured, baseline) ns: {runs})")
     a = _analyse(capture, pid, t0, t1)
     rc = a.root_cause
     assert rc is not None and rc.kind == "memory_pressure", a.to_json()
-    assert rc.culprit.pid == hog.pid, a.to_json()
+    assert rc.culprit.pid == hog_pid, a.to_json()
     assert _near(rc.delay_ns, injected), (rc.delay_ns, injected)
 
 
