@@ -169,3 +169,27 @@ def redact_bytes(data: bytes) -> tuple[bytes, int]:
         return data, 0
     text, n = redact_with_count(data.decode("latin-1"))
     return (text.encode("latin-1"), n) if n else (data, 0)
+
+
+def redact_bytes_same_length(data: bytes) -> tuple[bytes, int]:
+    """Mask PANs like :func:`redact_bytes` but keep every byte at its offset.
+
+    Replay logs need this: a recorded read must hand the replayed process exactly as
+    many bytes as the kernel did, so hidden digits become ``*`` one for one and the
+    separators stay where they were. Returns (payload, number of PANs masked).
+    """
+    if len(data) < _MIN_PAN or _THIRTEEN_ZEROS not in data.translate(_DIGITS_TO_ZERO, b" -"):
+        return data, 0
+    text = data.decode("latin-1")
+    out = list(text)
+    masked = 0
+    for m in DIGIT_RUN.finditer(text):
+        replacement, n = _mask_run(m.group())
+        if not n:
+            continue
+        masked += n
+        new_digits = iter(_SEPARATORS.sub("", replacement))
+        for i in range(m.start(), m.end()):
+            if text[i].isdigit():
+                out[i] = next(new_digits)
+    return ("".join(out).encode("latin-1"), masked) if masked else (data, 0)

@@ -33,6 +33,7 @@ from kprobe.agent.libbpf import BpfObject, LibbpfError
 from kprobe.agent.probeset import BUILD_DIR, SHARED_MAPS, ProbeSet
 from kprobe.agent.ringbuf import RingReader
 from kprobe.replay.elfsym import dynamic_functions, file_offset
+from kprobe.replay.redact import mask_chunks, split_incomplete
 from kprobe.schemas import layouts as L
 
 RSYS_FILE = "rsys.bin"
@@ -86,6 +87,8 @@ class ReplayCapture:
     poll_ms: float = 5.0
     attach_errors: list[str] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=lambda: {"rsys": 0, "rdata": 0})
+    pans_masked: int = 0
+    _held: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=L.KP_RDATA))
 
     def start(self) -> ReplayCapture:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,9 +172,15 @@ class ReplayCapture:
             out[name] = int(vals.sum())
         return out
 
-    def _drain_once(self) -> None:
+    def _drain_once(self, final: bool = False) -> None:
         for name, reader in self._readers.items():
             recs = reader.drain()
+            if name == "rdata":  # card numbers are masked before anything is written (replay/redact.py)
+                if self._held.size:
+                    recs = np.concatenate([self._held, recs])
+                recs, self._held = (recs, recs[:0]) if final else split_incomplete(recs)
+                recs = recs.copy()
+                self.pans_masked += mask_chunks(recs)
             if recs.size:
                 self._files[name].write(recs.tobytes())
                 self.written[name] += len(recs)
@@ -199,7 +208,7 @@ class ReplayCapture:
             return
         self._stop.set()
         self._thread.join(10)
-        self._drain_once()
+        self._drain_once(final=True)
         for f in self._files.values():
             f.close()
         self._write_meta(finished=True)
@@ -219,6 +228,7 @@ class ReplayCapture:
             "max_bytes_per_syscall": self.max_bytes_per_syscall,
             "counters": self.counters(),
             "written": dict(self.written),
+            "card_numbers_masked": self.pans_masked,
             "attach_errors": self.attach_errors,
             "finished": finished,
         }

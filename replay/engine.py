@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from ptrace.syscall.names import SYSCALL_NAMES
 
+from kprobe.otel.redact import redact_bytes_same_length
 from kprobe.replay import tracee as T
 from kprobe.replay.inject import Injection
 from kprobe.replay.log import Event, ProcessLog
@@ -550,7 +551,7 @@ class ReplayEngine:
     def _write(self, tid: int, th: _Thread, regs, nr: int, args, e: Event) -> str | None:
         assert self.mem is not None
         fd = args[0] & 0xFFFFFFFF
-        actual = self._gather(nr, args)
+        actual = redact_bytes_same_length(self._gather(nr, args))[0]  # the log holds masked card numbers
         n = min(len(actual), e.ret) if e.ret >= 0 else len(actual)
         expected = e.regions.get(0, b"")[: max(e.ret, 0)]
         if actual[:n] != expected[:n] or (e.ret >= 0 and len(actual) < e.ret):
