@@ -84,14 +84,31 @@ class _Partition(StatefulSourcePartition[RawMessage, dict[str, int]]):
             "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 16 << 20,
             "fetch.wait.max.ms": 10, "queued.max.messages.kbytes": 256 << 10,
         })
-        meta = self._consumer.list_topics(timeout=30)
-        self._tps = [
-            TopicPartition(t, index, self._next.get(t, OFFSET_BEGINNING))
-            for t in cfg.topics if t in meta.topics and index in meta.topics[t].partitions
-        ]
-        self._consumer.assign(self._tps)
+        self._tps: list[TopicPartition] = []
+        self._consumer.assign([])
+        self._assign_visible(timeout=30)
         self._idle = False
         self._last_lag = 0.0
+
+    def _assign_visible(self, timeout: float) -> None:
+        """Assign this index's partition of every topic the broker's metadata shows.
+
+        A topic created moments ago (or by an agent that started after this flow) can be missing
+        from the first metadata answer; it is picked up at the next check instead of never being
+        read (its messages would otherwise be lost without any lag to show for them).
+        """
+        try:
+            meta = self._consumer.list_topics(timeout=timeout)
+        except Exception as e:  # broker unreachable: keep what is assigned, try again later
+            self.metrics.last_error = f"metadata: {e}"
+            return
+        have = {tp.topic for tp in self._tps}
+        new = [TopicPartition(t, self.index, self._next.get(t, OFFSET_BEGINNING))
+               for t in self.cfg.topics
+               if t not in have and t in meta.topics and self.index in meta.topics[t].partitions]
+        if new:
+            self._consumer.incremental_assign(new)
+            self._tps.extend(new)
 
     def next_batch(self) -> list[RawMessage]:
         msgs = self._consumer.consume(self.cfg.batch_messages, timeout=0)
@@ -113,6 +130,8 @@ class _Partition(StatefulSourcePartition[RawMessage, dict[str, int]]):
         now = time.monotonic()
         if now - self._last_lag >= self.cfg.lag_every_s:
             self._last_lag = now
+            if len(self._tps) < len(self.cfg.topics):
+                self._assign_visible(timeout=1.0)
             self._update_lag()
         return out
 

@@ -54,7 +54,7 @@ def _analyse(capture, pid: int, t0: int, t1: int):
 def test_two_hop_client_server_hog_root_cause_is_the_hog(capture):
     """client -> (TCP, no instrumentation) -> server whose work is preempted by a hog on its CPU."""
     ccpu, scpu = _cpus()
-    hog = subprocess.Popen([*RR, "taskset", "-c", str(scpu), sys.executable, "-c", HOG.format(s=4.0)])
+    hog = subprocess.Popen([*RR, "taskset", "-c", str(scpu), sys.executable, "-c", HOG.format(s=30.0)])
     try:
         server = capture.spawn(*RR, sys.executable, str(WORKLOADS / "causal_rpc.py"), "server", str(scpu), "300",
                                stdout=subprocess.PIPE)
@@ -257,7 +257,7 @@ def test_run_queue_wait_after_wake_up_names_the_unwatched_task_holding_the_cpu(c
     measures how late each sleep returned).
     """
     _, cpu = _cpus()
-    hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=4.0)])
+    hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=30.0)])
     try:
         time.sleep(0.2)
         v = capture.spawn(*RR, "taskset", "-c", str(cpu), sys.executable, "-c", WAKE_VICTIM.format(n=6),

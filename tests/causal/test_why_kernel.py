@@ -63,7 +63,7 @@ def _near(got: int, want: int, tol: float = 0.2) -> bool:
 
 def test_pinned_hog_is_root_cause_with_measured_delay(capture):
     _, cpu = _cpus()
-    hog = _hog(cpu, 3.0)
+    hog = _hog(cpu, 30.0)
     try:
         victim = capture.spawn(*RR, "taskset", "-c", str(cpu), sys.executable, str(WORKLOADS / "causal_cpu_victim.py"),
                                "400", stdout=subprocess.PIPE)
@@ -96,7 +96,7 @@ def test_lock_held_by_other_process_is_lock_contention(capture):
 
 def test_waker_chain_through_preempted_helper_ends_at_hog(capture):
     vcpu, hcpu = _cpus()
-    hog = _hog(hcpu, 3.0)
+    hog = _hog(hcpu, 30.0)
     try:
         p = capture.spawn(*RR, sys.executable, str(WORKLOADS / "causal_pipe_chain.py"), str(vcpu), str(hcpu), "300",
                           stdout=subprocess.PIPE)

@@ -62,7 +62,7 @@ def test_span_graph_from_cli_and_flow_agree(session) -> None:
     if len(cpus) < 2:
         pytest.skip("needs two CPUs: the recorder must not share the hog's CPU")
     cpu = cpus[-1]
-    hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=3.0)])
+    hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=30.0)])
     try:
         victim = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, str(WORKLOADS / "otel_cpu_victim.py"),
                                    session.receiver.grpc_endpoint, "400"],

@@ -35,8 +35,12 @@ def test_pinned_hog_preempts_victim_and_is_named(capture):
     victim = capture.spawn("chrt", "-r", "10", "taskset", "-c", cpu, "python3", "-c",
                            "import sys,time\nsys.stdin.readline()\ne=time.monotonic()+1.5\nwhile time.monotonic()<e: pass")
     hog = subprocess.Popen(["chrt", "-r", "10", "taskset", "-c", cpu, "python3", "-c",
-                            "import time\ne=time.monotonic()+1.5\nwhile time.monotonic()<e: pass"])
-    assert victim.wait(20) == 0 and hog.wait(20) == 0
+                            "import time\ne=time.monotonic()+30\nwhile time.monotonic()<e: pass"])
+    try:  # the hog outlives the victim, so they share the CPU for the victim's whole run
+        assert victim.wait(20) == 0
+    finally:
+        hog.kill()
+        hog.wait(5)
     rows = capture.rows(
         f"SELECT preemptor_tgid, count() AS n, sum(dur_ns) AS d FROM offcpu "
         f"WHERE tgid = {victim.pid} AND reason = 'preempted' GROUP BY preemptor_tgid ORDER BY d DESC"

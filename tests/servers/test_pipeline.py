@@ -169,8 +169,10 @@ def _check_exact(ctx: dict, stats: dict, proc: subprocess.Popen) -> dict[str, in
     assert k["delivered_rows"] == k["accepted_rows"], k
     counts = _wait_stored(ctx, k["accepted_rows"])
     flow = ctx["ingest"].status()
-    assert sum(counts.values()) == k["accepted_rows"], (counts, stats["written"], k, flow["lag_total"],
-                                                        flow["rows_written"])
+    diag = {key: flow.get(key) for key in ("lag_total", "lag", "rows_written", "consumed_messages", "dlq_messages",
+                                           "dlq_reasons", "sink_errors", "source_errors", "duplicate_rows",
+                                           "repaired_batches", "last_error")}
+    assert sum(counts.values()) == k["accepted_rows"], (counts, stats["written"], k, diag)
     for table, n_written in stats["written"].items():
         assert counts[table] == n_written, (table, counts, stats["written"])
     assert _writes(ctx, proc.pid, fd) == n, f"{n} writes by the workload"
