@@ -181,7 +181,7 @@ def _check_exact(ctx: dict, stats: dict, proc: subprocess.Popen) -> dict[str, in
 
 # Known open defect (issue 4): in each of this session's 3 full-suite runs, some rows the agent had delivered to Kafka
 # never reached ClickHouse (block_io: 56 of 1,607 and 109 of 2,359; 15 of 77,515 in the Kafka-outage test),
-# with no DLQ message, no sink error and zero consumer lag; run alone they passed 5 of 5. The exact-count tests
+# with an empty DLQ and zero consumer lag where checked; run alone they passed 5 of 5. The exact-count tests
 # still run and report XPASS/XFAIL with the flow's full accounting, so the defect stays visible until it is found.
 EXACT_COUNT_DEFECT = pytest.mark.xfail(strict=False, reason="intermittent: delivered rows missing in ClickHouse "
                                                           "(issue 4, under investigation)")
