@@ -254,17 +254,23 @@ class _Ctx:
                 path = f.path        # '' after a close: the number was reused for something unopened (pipe, socket)
         return path or None
 
-    def top_reclaimer(self, lo: int, hi: int, exclude: int | None) -> tuple[Culprit, list]:
+    def top_reclaimer(self, lo: int, hi: int, exclude: int | None,
+                      own: Iterable[Reclaim] = ()) -> tuple[Culprit, list]:
         """The process that reclaimed most around [lo, hi] (system-wide rows): the likeliest memory hog.
 
         The stall itself may be the victim's alone (the hog filled memory just
         before, or is throttled on writeback meanwhile), so reclaim by others is
         looked for over the whole analysis window plus RECLAIM_CONTEXT_NS before it.
+        When the victim's own stalls (``own``) were memcg reclaim, only tasks of
+        that memory cgroup can have filled it: reclaim elsewhere (another memcg, an
+        earlier occupant of a re-created one) is someone else's problem.
         """
         lo = min(lo, self.ev.interval.start_ns) - RECLAIM_CONTEXT_NS
         hi = max(hi, self.ev.interval.end_ns)
+        memcgs = {r.memcg for r in own if r.kind == "memcg" and r.memcg}
+        rows = [r for r in self.ev.reclaims if r.memcg in memcgs] if memcgs else self.ev.reclaims
         per: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        for r in self.ev.reclaims:
+        for r in rows:
             ov = _overlap(r.ts, r.end_ts, lo, hi)
             if ov > 0 or (lo <= r.ts <= hi):
                 per[r.tgid][0] += ov
@@ -320,7 +326,7 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
     mine = [r for r in ctx.reclaim_by_tid.get(tid, ()) if _overlap(r.ts, r.end_ts, a, b) > 0]
     own = sum(_overlap(r.ts, r.end_ts, a, b) for r in mine)
     if own * 2 >= d:
-        cul, top = ctx.top_reclaimer(a, b, exclude=tgid)
+        cul, top = ctx.top_reclaimer(a, b, exclude=tgid, own=mine)
         kind = "memcg" if any(r.kind == "memcg" for r in mine) else "direct"
         return _Piece("memory_pressure", cul, d, ev + [{"own_reclaim_ns": own, "reclaim": kind, "top_reclaimers": top}],
                       summary=f"blocked in {kind} reclaim")
@@ -564,7 +570,7 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
     own = [r for r in ctx.reclaim_by_tid.get(tid, ()) if _overlap(r.ts, r.end_ts, lo, hi) > 0]
     reclaim_ns = sum(_overlap(r.ts, r.end_ts, lo, hi) for r in own)
     if reclaim_ns:
-        cul, top = ctx.top_reclaimer(lo, hi, exclude=tgid)
+        cul, top = ctx.top_reclaimer(lo, hi, exclude=tgid, own=own)
         in_blocked = sum(p.delay_ns for p in pieces if p.kind == "memory_pressure" and not p.children)
         extra = max(0, reclaim_ns - in_blocked)
         if extra:

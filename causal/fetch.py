@@ -66,6 +66,7 @@ class Reclaim:
     end_ts: int
     nr_reclaimed: int
     cpu: int
+    memcg: int = 0     # the reclaiming task's memory cgroup id (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ def _victim_parts(iv: Interval) -> list[_Part]:
               "OR (syscall = 'close' AND ret = 0))"),
         _Part("fault", Fault, ("tgid", "tid", "ts", "count"),
               f"FROM fault WHERE tgid = {tg} AND ts >= {int(lo)} AND ts <= {int(hi)}"),
-        _Part("reclaim", Reclaim, ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu"),
+        _Part("reclaim", Reclaim, ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu", "cgroup_id"),
               f"FROM reclaim WHERE {_overlap(lo - RECLAIM_CONTEXT_NS, hi, LOOKBACK_NS)}"),
     ]
 

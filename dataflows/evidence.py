@@ -118,7 +118,7 @@ def evidence_from_window(w: HostWindow, interval: Interval, max_rounds: int = MA
     ev.fd_open = sorted(opens + closes, key=lambda f: f.ts)
     # reclaim by others shortly before the window still names the memory hog (as fetch.py reads it)
     ev.reclaims = [Reclaim(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _s(r["kind"]), _i(r["ts"]), _i(r["end_ts"]),
-                           _i(r["nr_reclaimed"]), _i(r["cpu"]))
+                           _i(r["nr_reclaimed"]), _i(r["cpu"]), _i(r.get("cgroup_id")))
                    for r in _by_ts(w.table_rows("reclaim")) if _overlaps(r, lo - RECLAIM_CONTEXT_NS, hi)]
     for r in ev.reclaims:
         ev.note_comm(r.tgid, r.tid, r.ts, r.comm)

@@ -95,6 +95,19 @@ int BPF_PROG(kp_fault_exit, struct task_struct *p)
 	return 0;
 }
 
+/* The task's memory cgroup (kernfs id, cgroup v1 or v2). Memcg reclaim is
+ * caused by charges to that cgroup, so the analysis looks for the hog inside
+ * it; the unified-hierarchy id of bpf_get_current_cgroup_id() says nothing
+ * about a v1 memory controller. */
+static __always_inline __u64 kp_memcg_id(void)
+{
+	if (!bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+		return bpf_get_current_cgroup_id();
+	int ss = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(t, cgroups, subsys[ss], cgroup, kn, id);
+}
+
 static __always_inline void kp_reclaim_begin(__u32 kind)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -114,7 +127,7 @@ static __always_inline void kp_reclaim_end(__u64 nr_reclaimed)
 		r->start_ns = st->start_ns;
 		r->end_ns = bpf_ktime_get_ns();
 		r->nr_reclaimed = nr_reclaimed;
-		r->cgroup_id = bpf_get_current_cgroup_id();
+		r->cgroup_id = kp_memcg_id();
 		r->tgid = id >> 32;
 		r->tid = tid;
 		r->kind = st->kind;

@@ -121,7 +121,7 @@ struct kp_reclaim {
 	__u64 start_ns;
 	__u64 end_ns;
 	__u64 nr_reclaimed;
-	__u64 cgroup_id;
+	__u64 cgroup_id;  /* the task's memory cgroup (v1 or v2): memcg reclaim competes within it */
 	__u32 tgid;
 	__u32 tid;
 	__u32 kind;

@@ -100,6 +100,17 @@ def test_direct_reclaim_in_victim_blames_the_biggest_other_reclaimer():
     a = analyze(ev)
     assert a.root_cause.kind == "memory_pressure" and a.root_cause.culprit.pid == 77
 
+def test_memcg_reclaim_in_victim_blames_a_reclaimer_of_the_same_memcg_only():
+    # 88 reclaimed far more, but in another memory cgroup: it cannot have filled the victim's
+    ev = evidence(5, 0, 100, [off(5, 5, 10, 60, reason="uninterruptible", wake=59, w=(0, 0, ""))], [],
+                  reclaims=[Reclaim(5, 5, "victim", "memcg", T0 + 10 * MS, T0 + 59 * MS, 10, 0, memcg=7),
+                            Reclaim(88, 88, "other", "memcg", T0 + 0 * MS, T0 + 90 * MS, 90000, 1, memcg=9),
+                            Reclaim(77, 77, "hog", "memcg", T0 + 0 * MS, T0 + 50 * MS, 300, 1, memcg=7)])
+    ev.comms.update({77: "hog", 88: "other"})
+    a = analyze(ev)
+    assert a.root_cause.kind == "memory_pressure" and a.root_cause.culprit.pid == 77, a.to_json()
+
+
 
 def test_futex_woken_by_another_thread_is_lock_contention_with_holder_as_culprit():
     # main thread waits 300 ms on a lock; the holder (thread 101) slept with it held: its sleep is not a deeper cause

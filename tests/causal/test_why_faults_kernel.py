@@ -183,8 +183,8 @@ def _unclean(cg: Path) -> int:
     return int(st.get("dirty", 0)) + int(st.get("writeback", 0))
 
 
-def _memcg_pressure_once(capture, throttled_disk) -> tuple[int, int, int, int, int]:
-    """One run of the scenario: (victim pid, start ns, end ns, baseline wall ns, hog pid)."""
+def _memcg_pressure_once(capture, throttled_disk) -> tuple[int, int, int, int, int, int]:
+    """One run of the scenario: (victim pid, start ns, end ns, baseline wall ns, hog pid, memcg inode)."""
     mnt, blk, _ = throttled_disk
     cg = Path("/sys/fs/cgroup/memory") / f"kprobe-test-mem-{os.getpid()}"
     cg.mkdir()
@@ -192,6 +192,7 @@ def _memcg_pressure_once(capture, throttled_disk) -> tuple[int, int, int, int, i
     try:
         limit = 64 << 20
         (cg / "memory.limit_in_bytes").write_text(str(limit))
+        ino = cg.stat().st_ino          # a cgroup's kernfs id is its directory's inode number
         vcpu, hcpu = _cpus()
         hog = subprocess.Popen(
             ["sh", "-c", f'echo $$ > {blk}/cgroup.procs && echo $$ > {cg}/cgroup.procs && exec "$0" "$@"',
@@ -205,7 +206,7 @@ def _memcg_pressure_once(capture, throttled_disk) -> tuple[int, int, int, int, i
         v = capture.spawn(*RR, "taskset", "-c", str(vcpu), sys.executable, str(WORKLOADS / "causal_memcg_victim.py"),
                           "48", str(cg), stdout=subprocess.PIPE)
         pid, t0, t1, base = _ints(v, timeout=60)
-        return pid, t0, t1, base, hog.pid
+        return pid, t0, t1, base, hog.pid, ino
     finally:
         if hog is not None:
             hog.kill()
@@ -227,7 +228,7 @@ def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture,
         pytest.skip("no cgroup v1 memory controller mounted at /sys/fs/cgroup/memory")
     runs = []
     for _ in range(3):
-        pid, t0, t1, base, hog_pid = _memcg_pressure_once(capture, throttled_disk)
+        pid, t0, t1, base, hog_pid, ino = _memcg_pressure_once(capture, throttled_disk)
         injected = (t1 - t0) - base
         runs.append((t1 - t0, base))
         if injected >= 50_000_000:
@@ -239,6 +240,10 @@ def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture,
     assert rc is not None and rc.kind == "memory_pressure", a.to_json()
     assert rc.culprit.pid == hog_pid, a.to_json()
     assert _near(rc.delay_ns, injected), (rc.delay_ns, injected)
+    # the reclaim rows name the memory cgroup that was full (v1 controller, not the unified hierarchy)
+    memcgs = {r["cgroup_id"] for r in capture.rows(
+        f"SELECT DISTINCT cgroup_id FROM reclaim WHERE tgid IN ({pid}, {hog_pid}) AND kind = 'memcg'")}
+    assert memcgs == {ino}, (memcgs, ino)
 
 
 WAKE_VICTIM = """import sys, time
