@@ -45,6 +45,7 @@ from kprobe.causal.fetch import (
     Reclaim,
     SockIO,
     Syscall,
+    reclaim_totals,
 )
 from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
 
@@ -254,9 +255,8 @@ class _Ctx:
                 path = f.path        # '' after a close: the number was reused for something unopened (pipe, socket)
         return path or None
 
-    def top_reclaimer(self, lo: int, hi: int, exclude: int | None,
-                      own: Iterable[Reclaim] = ()) -> tuple[Culprit, list]:
-        """The process that reclaimed most around [lo, hi] (system-wide rows): the likeliest memory hog.
+    def top_reclaimer(self, exclude: int | None, own: Iterable[Reclaim] = ()) -> tuple[Culprit, list]:
+        """The process that reclaimed most around the window (system-wide): the likeliest memory hog.
 
         The stall itself may be the victim's alone (the hog filled memory just
         before, or is throttled on writeback meanwhile), so reclaim by others is
@@ -265,17 +265,17 @@ class _Ctx:
         that memory cgroup can have filled it: reclaim elsewhere (another memcg, an
         earlier occupant of a re-created one) is someone else's problem.
         """
-        lo = min(lo, self.ev.interval.start_ns) - RECLAIM_CONTEXT_NS
-        hi = max(hi, self.ev.interval.end_ns)
+        totals = self.ev.reclaim_totals
+        if totals is None:
+            iv = self.ev.interval
+            totals = reclaim_totals(self.ev.reclaims, iv.start_ns - RECLAIM_CONTEXT_NS, iv.end_ns)
         memcgs = {r.memcg for r in own if r.kind == "memcg" and r.memcg}
-        rows = [r for r in self.ev.reclaims if r.memcg in memcgs] if memcgs else self.ev.reclaims
         per: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        for r in rows:
-            ov = _overlap(r.ts, r.end_ts, lo, hi)
-            if ov > 0 or (lo <= r.ts <= hi):
-                per[r.tgid][0] += ov
-                per[r.tgid][1] += r.nr_reclaimed
-        ranked = sorted(per.items(), key=lambda kv: (kv[1][1], kv[1][0]), reverse=True)
+        for t in totals:
+            if not memcgs or t.memcg in memcgs:
+                per[t.tgid][0] += t.stall_ns
+                per[t.tgid][1] += t.pages
+        ranked = sorted(per.items(), key=lambda kv: (kv[1][1], kv[1][0], -kv[0]), reverse=True)
         ev = [{"reclaimer": t, "comm": self.comm(t), "stall_ns": v[0], "pages": v[1]} for t, v in ranked[:3]]
         for t, _ in ranked:
             if t != exclude:
@@ -326,7 +326,7 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
     mine = [r for r in ctx.reclaim_by_tid.get(tid, ()) if _overlap(r.ts, r.end_ts, a, b) > 0]
     own = sum(_overlap(r.ts, r.end_ts, a, b) for r in mine)
     if own * 2 >= d:
-        cul, top = ctx.top_reclaimer(a, b, exclude=tgid, own=mine)
+        cul, top = ctx.top_reclaimer(exclude=tgid, own=mine)
         kind = "memcg" if any(r.kind == "memcg" for r in mine) else "direct"
         return _Piece("memory_pressure", cul, d, ev + [{"own_reclaim_ns": own, "reclaim": kind, "top_reclaimers": top}],
                       summary=f"blocked in {kind} reclaim")
@@ -570,7 +570,7 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
     own = [r for r in ctx.reclaim_by_tid.get(tid, ()) if _overlap(r.ts, r.end_ts, lo, hi) > 0]
     reclaim_ns = sum(_overlap(r.ts, r.end_ts, lo, hi) for r in own)
     if reclaim_ns:
-        cul, top = ctx.top_reclaimer(lo, hi, exclude=tgid, own=own)
+        cul, top = ctx.top_reclaimer(exclude=tgid, own=own)
         in_blocked = sum(p.delay_ns for p in pieces if p.kind == "memory_pressure" and not p.children)
         extra = max(0, reclaim_ns - in_blocked)
         if extra:

@@ -11,6 +11,7 @@ Only integers are ever interpolated into SQL, and only after ``int()``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -67,6 +68,30 @@ class Reclaim:
     nr_reclaimed: int
     cpu: int
     memcg: int = 0     # the reclaiming task's memory cgroup id (0: unknown)
+
+
+@dataclass(frozen=True)
+class ReclaimTotal:
+    """One process's reclaim in one memory cgroup around a window: ranks the likeliest memory hog."""
+
+    tgid: int
+    memcg: int
+    comm: str
+    stall_ns: int     # reclaim time overlapping the range
+    pages: int        # pages reclaimed by the stalls that touch it
+
+
+def reclaim_totals(rows: list[Reclaim], lo: int, hi: int) -> list[ReclaimTotal]:
+    """Per (tgid, memcg): what the reclaim stalls touching [lo, hi] add up to (the SQL of round 0, in Python)."""
+    per: dict[tuple[int, int], list] = {}
+    for r in rows:
+        if r.end_ts >= lo and r.ts <= hi:
+            t = per.setdefault((r.tgid, r.memcg), [r.comm, r.ts, 0, 0])
+            if r.ts > t[1]:
+                t[0], t[1] = r.comm, r.ts      # the latest name, as argMax(comm, ts) picks it
+            t[2] += max(0, min(r.end_ts, hi) - max(r.ts, lo))
+            t[3] += r.nr_reclaimed
+    return [ReclaimTotal(tg, mc, c, ns, pages) for (tg, mc), (c, _, ns, pages) in sorted(per.items())]
 
 
 @dataclass(frozen=True)
@@ -128,7 +153,9 @@ class Evidence:
     interval: Interval
     offcpu: dict[int, list[OffCpu]] = field(default_factory=dict)
     syscalls: dict[int, list[Syscall]] = field(default_factory=dict)
-    reclaims: list[Reclaim] = field(default_factory=list)
+    reclaims: list[Reclaim] = field(default_factory=list)      # stalls overlapping the window
+    # per process and memcg over the window plus RECLAIM_CONTEXT_NS before it; None: derive from ``reclaims``
+    reclaim_totals: list[ReclaimTotal] | None = None
     faults: list[Fault] = field(default_factory=list)
     block_io: list[BlockIO] = field(default_factory=list)
     sock_io: list[SockIO] = field(default_factory=list)
@@ -208,9 +235,14 @@ class _Part:
     source: str
 
 
-def _make(cls: type, v: list) -> Any:
-    """Row values (text, in the dataclass's field order) -> the dataclass; str fields stay text."""
-    return cls(*(_s(x) if f.type == "str" else _i(x) for f, x in zip(fields(cls), v, strict=True)))
+def _converters(cls: type) -> tuple[Callable[[Any], Any], ...]:
+    """Per field of a record class: text -> value (str fields stay text). Built once per round."""
+    return tuple(_s if f.type == "str" else _i for f in fields(cls))
+
+
+def _make(cls: type, v: list, conv: tuple[Callable[[Any], Any], ...] | None = None) -> Any:
+    """Row values (text, in the dataclass's field order) -> the dataclass."""
+    return cls(*[c(x) for c, x in zip(conv or _converters(cls), v, strict=True)])
 
 
 def _round(store: Store, ev: Evidence, parts: list[_Part]) -> dict[str, list]:
@@ -226,10 +258,10 @@ def _round(store: Store, ev: Evidence, parts: list[_Part]) -> dict[str, list]:
         f"(SELECT '{p.tag}' AS k, [{', '.join(f'CAST({c} AS String)' for c in p.cols)}] AS v "
         f"{p.source} LIMIT {ROW_LIMIT})" for p in parts)
     ev.queries += 1
-    by_tag = {p.tag: p for p in parts}
+    by_tag = {p.tag: (p.cls, _converters(p.cls), out[p.tag]) for p in parts}
     for r in store.query_rows(sql):
-        p = by_tag[r["k"]]
-        out[p.tag].append(_make(p.cls, r["v"]))
+        cls, conv, dest = by_tag[r["k"]]
+        dest.append(_make(cls, r["v"], conv))
     for tag, rows in out.items():
         if len(rows) >= ROW_LIMIT:
             ev.truncated.append(tag)
@@ -261,6 +293,7 @@ def _victim_parts(iv: Interval) -> list[_Part]:
     fetched by ``_deferred_parts`` once the evidence shows such a wait.
     """
     lo, hi, tg = iv.start_ns, iv.end_ns, int(iv.tgid)
+    clo = lo - RECLAIM_CONTEXT_NS
     offcpu, _, sock = _process_parts({tg}, lo, hi)
     return [offcpu, sock,
         # the window's syscalls, and every earlier successful close: with the opens they name an fd at any time
@@ -270,7 +303,13 @@ def _victim_parts(iv: Interval) -> list[_Part]:
         _Part("fault", Fault, ("tgid", "tid", "ts", "count"),
               f"FROM fault WHERE tgid = {tg} AND ts >= {int(lo)} AND ts <= {int(hi)}"),
         _Part("reclaim", Reclaim, ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu", "cgroup_id"),
-              f"FROM reclaim WHERE {_overlap(lo - RECLAIM_CONTEXT_NS, hi, LOOKBACK_NS)}"),
+              f"FROM reclaim WHERE {_overlap(lo, hi, LOOKBACK_NS)}"),
+        # the context before the window only ranks reclaimers: totals, not thousands of rows (reclaim_totals)
+        _Part("reclaim_total", ReclaimTotal,
+              ("tgid", "cgroup_id", "argMax(comm, ts)",
+               f"sum(greatest(0, toInt64(least(end_ts, {int(hi)})) - toInt64(greatest(ts, {int(clo)}))))",
+               "sum(nr_reclaimed)"),
+              f"FROM reclaim WHERE {_overlap(clo, hi, LOOKBACK_NS)} GROUP BY tgid, cgroup_id"),
     ]
 
 
@@ -400,6 +439,10 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
     for r in got.get("reclaim", []) + got.get("block_io", []):
         ev.note_comm(r.tgid, r.tid, r.ts, r.comm)
+    if "reclaim_total" in got:
+        ev.reclaim_totals = got["reclaim_total"]
+        for t in ev.reclaim_totals:
+            ev.note_comm(t.tgid, 0, 0, t.comm)     # lowest rank: a row of the process names it better
     return {s.tgid for s in got.get("peer_sock", [])} | {r.tgid for r in got.get("waker_call", [])}
 
 

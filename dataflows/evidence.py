@@ -30,6 +30,7 @@ from kprobe.causal.fetch import (
     _needs,
     _related_tgids,
     _s,
+    reclaim_totals,
     unknown_wakes,
 )
 from kprobe.causal.model import Interval
@@ -117,11 +118,15 @@ def evidence_from_window(w: HostWindow, interval: Interval, max_rounds: int = MA
               if r.get("syscall") == "close" and _i(r.get("ret")) == 0 and _i(r["ts"]) <= hi]
     ev.fd_open = sorted(opens + closes, key=lambda f: f.ts)
     # reclaim by others shortly before the window still names the memory hog (as fetch.py reads it)
-    ev.reclaims = [Reclaim(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _s(r["kind"]), _i(r["ts"]), _i(r["end_ts"]),
-                           _i(r["nr_reclaimed"]), _i(r["cpu"]), _i(r.get("cgroup_id")))
-                   for r in _by_ts(w.table_rows("reclaim")) if _overlaps(r, lo - RECLAIM_CONTEXT_NS, hi)]
+    context = [Reclaim(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _s(r["kind"]), _i(r["ts"]), _i(r["end_ts"]),
+                       _i(r["nr_reclaimed"]), _i(r["cpu"]), _i(r.get("cgroup_id")))
+               for r in _by_ts(w.table_rows("reclaim")) if _overlaps(r, lo - RECLAIM_CONTEXT_NS, hi)]
+    ev.reclaims = [r for r in context if r.end_ts >= lo and r.ts <= hi]
+    ev.reclaim_totals = reclaim_totals(context, lo - RECLAIM_CONTEXT_NS, hi)
     for r in ev.reclaims:
         ev.note_comm(r.tgid, r.tid, r.ts, r.comm)
+    for t in ev.reclaim_totals:
+        ev.note_comm(t.tgid, 0, 0, t.comm)
     asked: set[int] = set()
     for _ in range(max_rounds):
         wakes = [x for x in unknown_wakes(ev) if x not in asked]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kprobe.agent.control import SOCKET_NAME
+from kprobe.sinks.json_rows import parse_json_each_row
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -55,7 +56,7 @@ class RemoteStore:
         return self._request("POST", f"/sql?format={fmt}", sql.encode())
 
     def query_rows(self, sql: str) -> list[dict]:
-        return [json.loads(line) for line in self.query(sql).decode().splitlines() if line]
+        return parse_json_each_row(self.query(sql))
 
     def live_stats(self) -> dict:
         return json.loads(self._request("GET", "/stats"))

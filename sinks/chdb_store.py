@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from kprobe.schemas.tables import EVENT_TYPES, Columns, table_columns
 from kprobe.sinks.ddl import Column, ServerFeatures, TableDef, create_table_sql, session_settings
+from kprobe.sinks.json_rows import parse_json_each_row
 from kprobe.sinks.span_table import SPANS_TABLE
 
 PARTITION_MINUTES = 10
@@ -90,10 +91,7 @@ class ChdbStore:
         return res.bytes() if hasattr(res, "bytes") else bytes(str(res), "utf-8")
 
     def query_rows(self, sql: str) -> list[dict]:
-        import json
-
-        out = self.query(sql, "JSONEachRow").decode()
-        return [json.loads(line) for line in out.splitlines() if line]
+        return parse_json_each_row(self.query(sql, "JSONEachRow"))
 
     def disk_bytes(self) -> int:
         rows = self.query_rows("SELECT sum(bytes_on_disk) AS b FROM system.parts WHERE active AND database = currentDatabase()")

@@ -38,7 +38,7 @@ def test_no_disk_or_socket_wait_reads_no_block_io_fd_open_or_retransmits():
     st = ScriptedStore({"offcpu": [_off("preempted")]})
     fetch_evidence(st, Interval(7, T0, T0 + 100 * MS))
     read = {t for s in st.statements for t in s}
-    assert st.statements[0] == ["offcpu", "sock_io", "syscall", "fault", "reclaim"]
+    assert st.statements[0] == ["offcpu", "sock_io", "syscall", "fault", "reclaim", "reclaim_total"]
     assert not read & {"block_io", "fd_open", "tcp_retrans"}
     assert len(st.statements) == 1
 
@@ -51,3 +51,41 @@ def test_a_disk_wait_reads_block_io_and_the_victims_opens_in_one_more_statement(
     assert len(st.statements) == 2 and {"fd_open", "block_io"} <= set(st.statements[1])   # with the round of wake calls
     assert ev.block_io and ev.block_io[0].dev == 8 and ev.comms[9] == "writer"
     assert [f.path for f in ev.fd_open] == ["/ledger"]
+
+
+def test_sql_reclaim_totals_equal_the_python_ones_on_chdb(tmp_path):
+    """Round 0 ranks reclaimers from SQL totals; the dataflow derives them in Python: same numbers."""
+    import numpy as np
+
+    from kprobe.causal.fetch import Reclaim, reclaim_totals
+    from kprobe.schemas import layouts as L
+    from kprobe.schemas.tables import BY_NAME
+    from kprobe.sinks.chdb_store import ChdbStore
+
+    rng = np.random.default_rng(7)
+    n = 400
+    r = np.zeros(n, dtype=L.KP_RECLAIM)
+    r["start_ns"] = np.sort(rng.integers(0, 8_000 * MS, n)).astype(np.uint64)
+    r["end_ns"] = r["start_ns"] + rng.integers(0, 300 * MS, n).astype(np.uint64)
+    r["tgid"] = rng.choice([11, 12, 13], n)
+    r["tid"] = r["tgid"] + rng.integers(0, 2, n)
+    r["kind"] = rng.choice([1, 2], n)
+    r["cgroup_id"] = rng.choice([5, 6], n)
+    r["nr_reclaimed"] = rng.integers(0, 500, n)
+    r["comm"] = [f"c{t}-{i // 100}".encode() for i, t in enumerate(r["tgid"])]
+    store = ChdbStore(tmp_path / "data")
+    try:
+        cols = BY_NAME["reclaim"].columns(r, T0)
+        store.write("reclaim", {**cols, "host": np.full(n, "h", dtype=object), "service": np.full(n, "", dtype=object)})
+        iv = Interval(99, T0 + 5_500 * MS, T0 + 7_000 * MS)
+        ev = fetch_evidence(store, iv)
+        rows = [Reclaim(int(x["tgid"]), int(x["tid"]), x["comm"].split(b"\0")[0].decode(), "direct" if x["kind"] == 1
+                        else "memcg", T0 + int(x["start_ns"]), T0 + int(x["end_ns"]), int(x["nr_reclaimed"]), 0,
+                        int(x["cgroup_id"])) for x in r]
+        want = reclaim_totals(rows, iv.start_ns - 5_000 * MS, iv.end_ns)
+        assert ev.reclaim_totals is not None and set(ev.reclaim_totals) == set(want)
+        assert len(want) == 6 and all(t.stall_ns > 0 for t in want)
+        assert {(x.tgid, x.ts) for x in ev.reclaims} == {(x.tgid, x.ts) for x in rows
+                                                        if x.end_ts >= iv.start_ns and x.ts <= iv.end_ns}
+    finally:
+        store.close()

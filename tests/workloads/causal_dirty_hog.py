@@ -2,7 +2,10 @@
 
 Inside a memcg-limited cgroup (and a throttled device) it keeps the memcg full of
 dirty and under-writeback pages, so anyone charging memory to that memcg stalls in
-reclaim waiting for writeback. Prints "ready" once it has dirtied LIMIT bytes.
+reclaim waiting for writeback (and the hog reclaims too, for its own new pages).
+Once it has dirtied LIMIT bytes it starts their writeback (fadvise DONTNEED writes
+dirty pages and drops only clean ones: on a throttled device they stay under
+writeback for seconds) and prints "ready".
 """
 import os
 import sys
@@ -17,4 +20,5 @@ while time.monotonic() < end:
     os.pwrite(fd, buf, (i % 128) << 20)
     i += 1
     if i << 20 == ready_after:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         print("ready", flush=True)
