@@ -39,6 +39,7 @@ class DemoConfig:
     timeout_ms: int = 750
     batch_threads: int = 5
     batch_seconds: float = 8.0          # upper bound; the job is stopped once the incident is explained
+    incident_attempts: int = 3          # payments sent while the batch job runs, until one times out
     memcg_mb: int = 64                  # 0: no memory cgroup (CPU contention only)
     rt_priority: int = 10               # 0: normal scheduling for service and batch job
     service_cpu: int | None = None      # default: the last CPU we may use
@@ -243,12 +244,19 @@ def run_demo(cfg: DemoConfig, out: IO[str] = sys.stdout) -> DemoResult:
             + (f", memory cgroup limit {cfg.memcg_mb} MiB" if memcg else "") + " (not watched)")
         time.sleep(cfg.ramp_s)
 
-        handler.send(f"pay 98721 100.00 {cfg.card}")
-        r = handler.expect("payment", timeout=30)
-        result.payments.append(r)
-        ms = (r["end_ns"] - r["start_ns"]) / 1e6
-        if r["ok"]:
-            say(f"  payment {r['payment']}: ok in {ms:.1f} ms: no incident this time (a quiet CPU {svc_cpu}?)")
+        # the batch job's grip on the CPU varies from run to run: the first payment that fails while it
+        # runs is the incident (a payment that squeezes in just under the timeout is a near miss, not one)
+        for attempt in range(max(1, cfg.incident_attempts)):
+            handler.send(f"pay {98721 + attempt} 100.00 {cfg.card}")
+            r = handler.expect("payment", timeout=30)
+            result.payments.append(r)
+            ms = (r["end_ns"] - r["start_ns"]) / 1e6
+            if not r["ok"]:
+                break
+            say(f"  payment {r['payment']}: ok in {ms:.1f} ms" + (" (near miss)" if ms >= cfg.timeout_ms / 2 else ""))
+        else:
+            say(f"  no payment timed out in {cfg.incident_attempts} tries: no incident this time "
+                f"(a quiet CPU {svc_cpu}?)")
             result.notes.append("the payment did not time out")
             return result
         result.failed = r
