@@ -24,6 +24,7 @@ layouts:
 
 clean:
 	$(MAKE) -C probes clean
+	$(MAKE) -C replay clean
 
 stack-start:
 	deploy/stack.sh start all

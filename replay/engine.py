@@ -30,9 +30,11 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from ptrace.syscall.names import SYSCALL_NAMES
 
 from kprobe.otel.redact import redact_bytes_same_length
+from kprobe.replay import fastpath as F
 from kprobe.replay import tracee as T
 from kprobe.replay.inject import Injection
 from kprobe.replay.log import Event, ProcessLog
@@ -47,6 +49,15 @@ INPUT_WAITS = {0, 17, 19, 43, 288, 45, 47, 7, 271, 232, 281, 441, 23, 270, 299}
 DUPS = {32, 33, 292}
 FCNTL_DUPFD = {0, 1030}
 NO_FD_EMULATED = {318, 39, 110, 186, 35, 230, 63, 99, 79, 61, 229}  # getrandom, pids, sleeps, uname, ...
+FD_ARG = frozenset({3, 5, 8, 16, 72, 74, 75, 77, 42, 43, 288, 48, 49, 50, 51, 52, 54, 55, 233})  # fd in args[0]
+ALWAYS_EMULATED = frozenset({7, 271, 232, 281, 23, 270, 441, 44, 46})   # answered from the log whatever the fd
+EXTERNAL_NRS = frozenset({43, 288, 7, 271, 232, 281, 441, 23, 270})    # wait for the outside by their nature
+# nr -> {recorded out-region: argument index it is written to}
+TARGETS = {
+    318: {0: 0}, 63: {0: 0}, 99: {0: 0}, 79: {0: 0}, 61: {0: 1}, 229: {0: 1}, 5: {0: 1}, 262: {0: 2}, 332: {0: 4},
+    7: {0: 0}, 271: {0: 0}, 232: {0: 1}, 281: {0: 1}, 441: {0: 1}, 23: {0: 1, 1: 2, 2: 3}, 270: {0: 1, 1: 2, 2: 3},
+    43: {1: 1, 2: 2}, 288: {1: 1, 2: 2}, 51: {1: 1, 2: 2}, 52: {1: 1, 2: 2}, 55: {0: 3, 2: 4}, 16: {0: 2},
+}
 MAX_DIVERGENCES = 50
 HOLD_LIMIT_S = 0.5
 BLOCKED_NS = 50_000  # an input call this long waited for its peer
@@ -96,6 +107,7 @@ class ReplayResult:
     replay_span_ms: float = 0.0
     synthesized_clock_reads: int = 0
     stops: int = 0
+    fast_events: int = 0                           # answered by the compiled hot path (fastpath.c)
 
     @property
     def outputs_identical(self) -> bool:
@@ -125,6 +137,7 @@ class ReplayEngine:
     env: dict[str, str] | None = None
     deadline_ms: float | None = None
     timeout_s: float = 120.0
+    fast: bool = True                              # use the compiled hot path when it is built
 
     def run(self) -> ReplayResult:
         log = self.log
@@ -146,6 +159,7 @@ class ReplayEngine:
                     self.pred_exit[e.index] = prev.exit_ns
                 prev = e
         self.unconsumed = sorted(e.index for e in self.expected if e.nr not in CLOCKS)
+        self.unc_pos = 0                                   # unconsumed[:unc_pos] are all consumed
         self.consumed: set[int] = set()
         self.threads: dict[int, _Thread] = {}
         self.by_rtid = by_thread
@@ -153,8 +167,11 @@ class ReplayEngine:
         self.sockets: set[int] = set()
         self.fd_path: dict[int, str] = {0: "stdin", 1: "stdout", 2: "stderr"}
         self.out_bytes: dict[str, hashlib._Hash] = {}
-        self.last_input: dict[int, tuple[int, int]] = {}   # fd -> (replay arrival, recorded arrival)
-        self.out_shift: dict[int, int] = {}                # fd -> virtual minus recorded time of last output
+        self.fp = self._fast_path(by_thread)
+        # fd -> (replay arrival, recorded arrival) of the last input; fd -> virtual minus recorded
+        # time of the last output. Arrays shared with the compiled hot path.
+        self.last_input = self.fp.last_input if self.fp else F.LastInput()
+        self.out_shift = self.fp.out_shift if self.fp else F.OutShift()
         self.counts: dict[tuple[str, int], int] = {}
         self.started = False
         self.skipped_clock_reads = 0
@@ -170,6 +187,7 @@ class ReplayEngine:
             if self.mem:
                 self.mem.close()
         self.res.wall_s = time.monotonic() - t0
+        self.res.fast_events = self.fp.handled if self.fp else 0
         self.res.outputs = {k: h.hexdigest() for k, h in self.out_bytes.items()}
         for k in self.res.recorded_outputs:
             self.res.outputs.setdefault(k, hashlib.sha256().hexdigest())
@@ -186,6 +204,23 @@ class ReplayEngine:
             self.res.notes.append(f"rdtsc executed {self.rdtsc_count} times: answered with synthetic values")
         self._verdict()
         return self.res
+
+    def _fast_path(self, by_thread: dict[int, list[Event]]) -> F.FastPath | None:
+        """The compiled hot path for strict replays without injections, if it was built."""
+        if not self.fast or not self.strict or self.injections:
+            return None
+        lib = F.load_library()
+        if lib is None:
+            self.res.notes.append(f"compiled hot path not built ({F.LIBRARY}: `make -C replay`): "
+                                  "replaying in Python only")
+            return None
+        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS),
+                        frozenset(NO_FD_EMULATED | ALWAYS_EMULATED), frozenset(FD_ARG | {262}),
+                        frozenset(FD_ARG | set(READS) | set(WRITES)), TARGETS,
+                        frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD))
+        fp = F.FastPath(lib, rules)
+        fp.prepare(by_thread, self.pred_exit)
+        return fp
 
     def _reap(self, pid: int) -> None:
         """Kill the tracee and every task it made (forked children are traced and stopped too)."""
@@ -237,7 +272,10 @@ class ReplayEngine:
                 if wpid == 0:
                     continue
             else:
-                wpid, status = os.waitpid(-1, T.WALL)
+                got = self._run_fast(deadline)
+                if got is None:
+                    continue
+                wpid, status = got if got else os.waitpid(-1, T.WALL)
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 alive.discard(wpid)
                 if wpid == pid:
@@ -250,6 +288,64 @@ class ReplayEngine:
             if self._stop(wpid, status) == "abort":
                 return
             self._release_held()
+
+    def _run_fast(self, deadline: float) -> tuple[int, int] | tuple[()] | None:
+        """Let the compiled loop answer the earliest thread's next run of planned events.
+
+        Returns the stop it handed back, () when Python should wait itself, None to loop again."""
+        fp = self.fp
+        if fp is None or self.mem is None or not self.started:
+            return ()
+        live = [(tid, th) for tid, th in self.threads.items() if th.pos < len(th.queue)]
+        if not live:
+            return ()
+        tid, th = min(live, key=lambda x: x[1].queue[x[1].pos].index)
+        p = fp.plans.get(th.rtid)
+        if p is None or fp.out_shift.extra:
+            return ()
+        end = fp.plan(p, th.pos, self._others_first(th), self.emulated, self.sockets)
+        if end <= th.pos:
+            return ()
+        pos = th.pos
+        done = fp.run(p, tid, self.mem.fd, th, pos, end, deadline)
+        if done:
+            self._caught_up(th, p, pos, done)
+        c = fp.ctx
+        if c.err:
+            raise OSError(int(c.err), f"replay hot path: ptrace/memory access to {tid} failed")
+        return (int(c.wpid), int(c.status)) if c.has_stop else None
+
+    def _caught_up(self, th: _Thread, p: F.ThreadPlan, pos: int, done: int) -> None:
+        """Bookkeeping for events the compiled loop answered: consumed, outputs, requests."""
+        idx = p.index[pos : pos + done].tolist()
+        self.consumed.update(idx)
+        th.pos += done
+        self.res.events_replayed += done
+        self.res.stops += done
+        lo = int(np.searchsorted(p.writes, pos))
+        for w in p.writes[lo:].tolist():
+            if w >= pos + done:
+                break
+            if p.ops[w, F.KIND] != F.K_WRITE:
+                continue
+            e = th.queue[w]
+            self.out_bytes.setdefault(self._chan_key(e.args[0] & 0xFFFFFFFF), hashlib.sha256()).update(
+                e.regions.get(0, b"")[: e.ret])
+        for fd, rec_ns, rep_ns in self.fp.requests() if self.fp else []:
+            self.res.requests.append(Request(fd, rec_ns / 1e6, rep_ns / 1e6))
+
+    def _others_first(self, th: _Thread) -> int:
+        """Index of the earliest unconsumed non-clock event of any other recorded thread."""
+        first = 1 << 62
+        for rtid, q in self.by_rtid.items():
+            if rtid == th.rtid:
+                continue
+            t = next((t for t in self.threads.values() if t.rtid == rtid), None)
+            for e in q[t.pos if t else 0 :]:
+                if e.nr not in CLOCKS and e.index not in self.consumed:
+                    first = min(first, e.index)
+                    break
+        return first
 
     def _wait_some(self, held: list[_Thread]) -> tuple[int, int]:
         t0 = time.monotonic()
@@ -387,9 +483,11 @@ class ReplayEngine:
         return None
 
     def _my_turn(self, e: Event) -> bool:
-        while self.unconsumed and self.unconsumed[0] in self.consumed:
-            self.unconsumed.pop(0)
-        return not self.unconsumed or self.unconsumed[0] >= e.index
+        unc, i = self.unconsumed, self.unc_pos
+        while i < len(unc) and unc[i] in self.consumed:
+            i += 1
+        self.unc_pos = i
+        return i >= len(unc) or unc[i] >= e.index
 
     def _release_held(self) -> None:
         for th in list(self.threads.values()):
@@ -425,11 +523,10 @@ class ReplayEngine:
         th.prev_exit = e.exit_ns
 
     def _is_external(self, e: Event) -> bool:
-        return (e.args[0] & 0xFFFFFFFF) in self.sockets or e.nr in (43, 288, 7, 271, 232, 281, 441, 23, 270)
+        return (e.args[0] & 0xFFFFFFFF) in self.sockets or e.nr in EXTERNAL_NRS
 
     def _fd_arg(self, nr: int) -> bool:
-        return nr in READS or nr in WRITES or nr in (3, 5, 8, 16, 72, 74, 75, 77, 42, 43, 288, 48, 49, 50, 51, 52,
-                                                     54, 55, 233)
+        return nr in READS or nr in WRITES or nr in FD_ARG
 
     # -- applying a matched event ----------------------------------------------------------------
     def _skip(self, tid: int, regs, ret: int) -> None:
@@ -483,7 +580,7 @@ class ReplayEngine:
             return None
         if nr in NO_FD_EMULATED or (self._fd_arg(nr) and fd in self.emulated) or (
             nr == 262 and fd in self.emulated
-        ) or nr in (7, 271, 232, 281, 23, 270, 441, 44, 46):
+        ) or nr in ALWAYS_EMULATED:
             self._fill_generic(nr, args, e)
             self._skip(tid, regs, e.ret)
             return None
@@ -612,15 +709,8 @@ class ReplayEngine:
         assert self.mem is not None
         if e.ret < 0:
             return
-        targets = {
-            318: {0: args[0]}, 63: {0: args[0]}, 99: {0: args[0]}, 79: {0: args[0]}, 61: {0: args[1]},
-            229: {0: args[1]}, 5: {0: args[1]}, 262: {0: args[2]}, 332: {0: args[4]}, 7: {0: args[0]},
-            271: {0: args[0]}, 232: {0: args[1]}, 281: {0: args[1]}, 441: {0: args[1]},
-            23: {0: args[1], 1: args[2], 2: args[3]}, 270: {0: args[1], 1: args[2], 2: args[3]},
-            43: {1: args[1], 2: args[2]}, 288: {1: args[1], 2: args[2]}, 51: {1: args[1], 2: args[2]},
-            52: {1: args[1], 2: args[2]}, 55: {0: args[3], 2: args[4]}, 16: {0: args[2]},
-        }.get(nr, {})
-        for region, addr in targets.items():
+        for region, arg in TARGETS.get(nr, {}).items():
+            addr = args[arg]
             if addr and region in e.regions:
                 self.mem.write(addr, e.regions[region])
 

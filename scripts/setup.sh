@@ -30,4 +30,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 make -s -C probes
+make -s -C replay   # the replay hot path (replay/fastpath.c, loaded with ctypes)
 echo "setup: ok"

@@ -120,6 +120,35 @@ def test_different_bytes_reported_at_first_divergent_syscall(ledger_recording, b
     assert "FIXED" in d.actual and "FIXED" not in d.expected
 
 
+def _summary(r) -> tuple:
+    return (r.outcome, r.outputs, r.recorded_outputs, r.events_replayed, r.events_total, r.stops, r.exit_code,
+            [(q.fd, q.recorded_ms, q.replay_ms) for q in r.requests], r.replay_span_ms,
+            r.synthesized_clock_reads, [(d.index, d.kind, d.expected, d.actual) for d in r.divergences])
+
+
+def test_compiled_hot_path_answers_exactly_like_the_python_engine(ledger_recording) -> None:
+    """The C loop (replay/fastpath.c) answers reads, clock reads, getrandom, fsync and compares the
+    replies in one ptrace stop each; every observable result must equal the Python engine's."""
+    from kprobe.replay import fastpath
+    from kprobe.replay.engine import ReplayEngine
+
+    assert fastpath.LIBRARY.exists(), "the replay hot path is not built: run `make -C replay` (setup.sh does)"
+    log, argv = ledger_recording["log"], ledger_recording["argv"]
+    fast = ReplayEngine(log, argv).run()
+    slow = ReplayEngine(log, argv, fast=False).run()
+    assert slow.fast_events == 0
+    # per request: read, clock_gettime, getrandom, write, fsync, write: all six in C
+    assert fast.fast_events >= 6 * N_REQUESTS, fast.notes
+    assert fast.outcome == "identical" and fast.outputs_identical, (fast.divergences, fast.notes)
+    assert _summary(fast) == _summary(slow)
+    # outputs differ mid-run: the C loop hands the write back, Python reports the same divergence
+    fast_div = ReplayEngine(log, argv[:4] + ["1"]).run()
+    slow_div = ReplayEngine(log, argv[:4] + ["1"], fast=False).run()
+    assert fast_div.outcome == "diverged" and fast_div.fast_events > 0
+    assert _summary(fast_div)[-1] == _summary(slow_div)[-1]
+    assert fast_div.events_replayed == slow_div.events_replayed
+
+
 def test_injected_ledger_delay_gives_client_timeout_and_fix_passes(ledger_recording) -> None:
     from kprobe.replay.engine import ReplayEngine
     from kprobe.replay.inject import parse
@@ -166,6 +195,9 @@ def test_two_threads_replay_identical(binaries, tmp_path: Path, probes_built: No
         assert r.outcome == "identical", (r.divergences, r.notes)
         assert r.outputs_identical
     assert len({tuple(sorted(r.outputs.items())) for r in results}) == 1
+    slow = ReplayEngine(log, argv, fast=False).run()  # the Python engine alone agrees
+    assert (slow.outcome, slow.outputs, slow.events_replayed) == (results[0].outcome, results[0].outputs,
+                                                                  results[0].events_replayed)
     assert os.path.exists(out) is False
 
 

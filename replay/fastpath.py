@@ -1,0 +1,331 @@
+"""The replay hot path: plans of recorded syscalls executed by a small C loop (replay/fastpath.c).
+
+Why: one ptrace stop costs ~15 µs on this VM even from C (tracer and tracee on one CPU), and the
+Python engine added ~50 µs per stop. Most stops of a service's steady state are fully decided by
+the log: read a recorded request, answer a clock read, compare a reply, skip an fsync. For a run
+of such events of one thread, Python builds a plan once (:meth:`ThreadPlan.plan`) and the C loop
+answers stop after stop; at the first stop that does not fit (other thread, signal, exit, other
+syscall or fd, different output bytes, end of plan) it returns that stop untouched and the engine
+handles it as before. Afterwards :meth:`FastPath.run` brings the engine's bookkeeping up to date
+(consumed events, output hashes, request latencies, the thread's virtual time).
+
+Only used for strict replays without injections (what-if replays take the Python path) and only
+when ``make -C replay`` built the library; otherwise the engine runs in Python as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kprobe.otel.redact import may_contain_pan, redact_bytes_same_length
+
+LIBRARY = Path(__file__).resolve().parent / "build" / "libkpreplay.so"
+FDMAX = 65536
+K_SLOW, K_PASS, K_SKIP, K_WRITE, K_CLOCK = 0, 1, 2, 3, 4
+F_FDCHECK, F_WRITE, F_EXT_WAIT, F_MARK_INPUT, F_SOCKET = 1, 2, 4, 8, 16
+NONE = np.iinfo(np.int64).min
+# columns of struct kp_op
+RET, ENTER, EXIT, PRED, ARG0, ROFF, RLEN, RARG, NR, FD, KIND, FLAGS = 0, 1, 2, 3, 4, 5, 8, 11, 14, 15, 16, 17
+NCOLS = 18
+MAX_PLAN = 4096
+MIN_PLAN = 4      # shorter runs are not worth a plan
+REQ_CAP = 4096
+
+
+class _Ctx(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int64) for n in (
+        "tid", "memfd", "vt", "prev_exit", "arrival", "deadline_ns", "wpid", "status", "has_stop", "err",
+        "nreq", "req_cap")] + [
+        ("req", ctypes.c_void_p), ("out_shift", ctypes.c_void_p), ("li_has", ctypes.c_void_p),
+        ("li_vt", ctypes.c_void_p), ("li_rec", ctypes.c_void_p), ("blob", ctypes.c_void_p),
+        ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64)]
+
+
+def load_library() -> ctypes.CDLL | None:
+    """The compiled hot path, or None when it was not built (the engine then runs in Python)."""
+    if not LIBRARY.exists():
+        return None
+    lib = ctypes.CDLL(str(LIBRARY))
+    lib.kp_run.restype = ctypes.c_int64
+    lib.kp_run.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+    return lib
+
+
+class OutShift:
+    """fd -> virtual minus recorded time of the last output; an array the C loop shares."""
+
+    def __init__(self) -> None:
+        self.arr = np.zeros(FDMAX, dtype=np.int64)
+        self.extra: dict[int, int] = {}
+
+    def get(self, fd: int, default: int = 0) -> int:
+        return int(self.arr[fd]) if fd < FDMAX else self.extra.get(fd, default)
+
+    def __setitem__(self, fd: int, value: int) -> None:
+        if fd < FDMAX:
+            self.arr[fd] = value
+        else:
+            self.extra[fd] = value
+
+
+class LastInput:
+    """fd -> (replay arrival, recorded arrival) of the last input; arrays the C loop shares."""
+
+    def __init__(self) -> None:
+        self.has = np.zeros(FDMAX, dtype=np.int64)
+        self.vt = np.zeros(FDMAX, dtype=np.int64)
+        self.rec = np.zeros(FDMAX, dtype=np.int64)
+        self.extra: dict[int, tuple[int, int]] = {}
+
+    def __setitem__(self, fd: int, value: tuple[int, int]) -> None:
+        if fd < FDMAX:
+            self.has[fd], self.vt[fd], self.rec[fd] = 1, value[0], value[1]
+        else:
+            self.extra[fd] = value
+
+    def pop(self, fd: int, default: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        if fd >= FDMAX:
+            return self.extra.pop(fd, default)
+        if not self.has[fd]:
+            return default
+        self.has[fd] = 0
+        return int(self.vt[fd]), int(self.rec[fd])
+
+
+@dataclass
+class Rules:
+    """The engine's dispatch tables (engine.py owns them; passed in to avoid an import cycle)."""
+
+    reads: dict[int, int]
+    writes: dict[int, int]
+    clocks: set[int]
+    barriers: frozenset[int]       # syscalls that change fd state or need the exit stop
+    generic_always: frozenset[int]  # answered from the log whatever the fd
+    generic_emulated: frozenset[int]  # answered from the log when the fd is emulated
+    fd_checked: frozenset[int]     # the engine compares the fd with the recorded one
+    targets: dict[int, dict[int, int]]  # nr -> {region: argument index}
+    input_waits: frozenset[int]
+    external_nrs: frozenset[int]
+    blocked_ns: int
+    fcntl_dupfd: frozenset[int]
+
+
+@dataclass
+class ThreadPlan:
+    """Static per-event columns of one thread's recorded queue; kinds are decided per plan."""
+
+    ops: np.ndarray               # (n, NCOLS) int64, the kp_op array handed to C
+    kind_emu: np.ndarray          # kind when the event's fd is emulated at plan time
+    kind_not: np.ndarray          # kind when it is not
+    flags: np.ndarray             # static flags
+    long_wait: np.ndarray         # input call that waited > blocked_ns
+    ext_nr: np.ndarray            # external by syscall number (accept, poll, ...)
+    index: np.ndarray             # global event index
+    barrier_next: np.ndarray      # position of the next SLOW-in-any-case event at or after i
+    writes: np.ndarray            # positions of K_WRITE candidates (for the output hashes)
+
+    @classmethod
+    def build(cls, queue: list, pred_exit: dict[int, int], rules: Rules, blob: bytearray) -> ThreadPlan:
+        """Columns from the events in bulk; a Python pass only over events that carry bytes."""
+        n = len(queue)
+        ops = np.zeros((n, NCOLS), dtype=np.int64)
+        ops[:, RARG:RARG + 3] = -1
+        nr = np.fromiter((e.nr for e in queue), dtype=np.int64, count=n)
+        ret = np.fromiter((e.ret for e in queue), dtype=np.int64, count=n)
+        enter = np.fromiter((e.enter_ns for e in queue), dtype=np.int64, count=n)
+        exit_ = np.fromiter((e.exit_ns for e in queue), dtype=np.int64, count=n)
+        index = np.fromiter((e.index for e in queue), dtype=np.int64, count=n)
+        arg0 = np.fromiter((e.args[0] for e in queue), dtype=np.uint64, count=n).view(np.int64)
+        ops[:, RET], ops[:, ENTER], ops[:, EXIT], ops[:, ARG0], ops[:, NR] = ret, enter, exit_, arg0, nr
+        ops[:, PRED] = np.fromiter((pred_exit.get(e.index, NONE) for e in queue), dtype=np.int64, count=n)
+        fd = arg0 & 0xFFFFFFFF
+        ops[:, FD] = fd
+        tab = _tables(rules)
+        known = nr < len(tab.kind_emu)
+        nrc = np.where(known, nr, 0)
+        kind_emu = np.where(known, tab.kind_emu[nrc], K_PASS)
+        kind_not = np.where(known, tab.kind_not[nrc], K_PASS)
+        flags = np.where(known, tab.flags[nrc], 0)
+        long_wait = known & tab.input_wait[nrc] & (exit_ - enter > rules.blocked_ns)
+        ext_nr = known & tab.external[nrc]
+        rw = known & (tab.is_read[nrc] | tab.is_write[nrc])
+        slow = (fd >= FDMAX) & (rw | long_wait)
+        for i in np.nonzero(nr == 72)[0].tolist():
+            slow[i] |= queue[i].args[1] in rules.fcntl_dupfd
+        # bytes: reads and writes (region 0 up to the return value), clock values, generic targets
+        rows: list[tuple[int, int, int, int, int]] = []  # (position, slot, offset, length, argument)
+        writes: list[int] = []
+        for i in np.nonzero(known & tab.has_bytes[nrc])[0].tolist():
+            e = queue[i]
+            r = e.ret
+            if e.nr in rules.clocks:
+                r0 = e.regions.get(0)
+                if r0 is not None:
+                    slow[i] |= len(r0) < 16
+                    rows.append((i, 0, len(blob), 16, -1))
+                    blob += r0[:16]
+            elif e.nr in rules.writes:
+                data = e.regions.get(0, b"")[: max(r, 0)]
+                if r < 0 or len(data) != r:
+                    slow[i] = True
+                    continue
+                rows.append((i, 0, len(blob), r, -1))
+                blob += data
+                writes.append(i)
+            elif e.nr in rules.reads:
+                data = e.regions.get(0, b"")[: max(r, 0)]
+                rows.append((i, 0, len(blob), len(data), 1))
+                blob += data
+            elif r >= 0:
+                slot = 0
+                for region, arg in sorted(rules.targets.get(e.nr, {}).items()):
+                    if region in e.regions:
+                        rows.append((i, slot, len(blob), len(e.regions[region]), arg))
+                        blob += e.regions[region]
+                        slot += 1
+        if rows:
+            m = np.array(rows, dtype=np.int64)
+            ops[m[:, 0], ROFF + m[:, 1]] = m[:, 2]
+            ops[m[:, 0], RLEN + m[:, 1]] = m[:, 3]
+            ops[m[:, 0], RARG + m[:, 1]] = m[:, 4]
+        wpos = np.array(writes, dtype=np.int64)
+        slow[wpos[~_redaction_clean([queue[i].regions[0][: queue[i].ret] for i in writes])]] = True
+        slow |= (kind_emu == K_SLOW) | (kind_not == K_SLOW)
+        kind_emu = np.where(slow, K_SLOW, kind_emu)
+        kind_not = np.where(slow, K_SLOW, kind_not)
+        flags |= np.where(kind_emu != kind_not, F_FDCHECK, 0)
+        slow_at = np.nonzero(slow)[0]
+        pos = np.arange(n)
+        nxt = np.full(n, n, dtype=np.int64)
+        if slow_at.size:  # next slow position at or after each i
+            k = np.searchsorted(slow_at, pos)
+            nxt = np.where(k < slow_at.size, slow_at[np.minimum(k, slow_at.size - 1)], n)
+        return cls(ops, kind_emu, kind_not, flags, long_wait, ext_nr, index, nxt,
+                   np.nonzero(kind_emu == K_WRITE)[0])
+
+
+@dataclass
+class _Tables:
+    """Per syscall number (< 512): kinds and static flags, derived once from the engine's rules."""
+
+    kind_emu: np.ndarray
+    kind_not: np.ndarray
+    flags: np.ndarray
+    input_wait: np.ndarray
+    external: np.ndarray
+    is_read: np.ndarray
+    is_write: np.ndarray
+    has_bytes: np.ndarray
+
+
+def _tables(rules: Rules) -> _Tables:
+    """Mirrors ReplayEngine._apply's order of checks, per syscall number."""
+    size = 512
+    t = _Tables(np.full(size, K_PASS, dtype=np.int64), np.full(size, K_PASS, dtype=np.int64),
+                np.zeros(size, dtype=np.int64), *(np.zeros(size, dtype=bool) for _ in range(5)))
+    for nr in range(size):
+        not_emu = K_SKIP if nr in rules.generic_always else K_PASS
+        if nr in rules.clocks:
+            emu = not_emu = K_CLOCK
+        elif nr in rules.barriers:
+            emu = not_emu = K_SLOW
+        elif nr in rules.writes:
+            emu = K_WRITE if rules.writes[nr] == 1 else K_SLOW
+        elif nr in rules.reads:
+            emu = K_SKIP if rules.reads[nr] == 1 and nr != 45 else K_SLOW
+            t.flags[nr] |= F_MARK_INPUT
+        elif not_emu == K_SKIP or nr in rules.generic_emulated:
+            emu = K_SKIP
+        else:
+            emu = not_emu = K_PASS
+        t.kind_emu[nr], t.kind_not[nr] = emu, not_emu
+        t.flags[nr] |= (F_FDCHECK if nr in rules.fd_checked else 0) | (F_WRITE if nr in rules.writes else 0)
+        t.input_wait[nr] = nr in rules.input_waits
+        t.external[nr] = nr in rules.external_nrs
+        t.is_read[nr], t.is_write[nr] = nr in rules.reads, nr in rules.writes
+        t.has_bytes[nr] = emu in (K_SKIP, K_WRITE, K_CLOCK) or not_emu == K_SKIP
+    return t
+
+
+def _redaction_clean(outputs: list[bytes]) -> np.ndarray:
+    """Per output: would replay's card-number masking leave it as it is? (then a byte-equal
+    output is also equal after masking, so the C loop may compare raw bytes). One cheap scan of
+    all outputs; only if it sees a long digit run are outputs checked one by one."""
+    joined = b"|".join(outputs)
+    if not may_contain_pan(joined):
+        return np.ones(len(outputs), dtype=bool)
+    return np.array([redact_bytes_same_length(o)[1] == 0 for o in outputs], dtype=bool)
+
+
+@dataclass
+class FastPath:
+    """Owns the C context, the shared fd tables and the per-thread plans of one replay."""
+
+    lib: ctypes.CDLL
+    rules: Rules
+    out_shift: OutShift = field(default_factory=OutShift)
+    last_input: LastInput = field(default_factory=LastInput)
+    plans: dict[int, ThreadPlan] = field(default_factory=dict)
+    handled: int = 0
+
+    def __post_init__(self) -> None:
+        self.blob = bytearray()
+        self.blob_buf: ctypes.Array | None = None
+        self.req = np.zeros(3 * REQ_CAP, dtype=np.int64)
+        self.scratch = ctypes.create_string_buffer(1 << 20)
+        self.ctx = _Ctx()
+        c = self.ctx
+        c.req, c.req_cap = self.req.ctypes.data, REQ_CAP
+        c.out_shift = self.out_shift.arr.ctypes.data
+        c.li_has, c.li_vt, c.li_rec = (self.last_input.has.ctypes.data, self.last_input.vt.ctypes.data,
+                                       self.last_input.rec.ctypes.data)
+        c.scratch, c.scratch_len = ctypes.addressof(self.scratch), len(self.scratch)
+
+    def prepare(self, by_rtid: dict[int, list], pred_exit: dict[int, int]) -> None:
+        """Build every thread's static plan columns and the region blob (once per replay)."""
+        for rtid, queue in by_rtid.items():
+            self.plans[rtid] = ThreadPlan.build(queue, pred_exit, self.rules, self.blob)
+        self.blob_buf = ctypes.create_string_buffer(bytes(self.blob), max(len(self.blob), 1))
+        self.ctx.blob = ctypes.addressof(self.blob_buf)
+
+    def plan(self, p: ThreadPlan, pos: int, limit: int, emulated: set[int], sockets: set[int]) -> int:
+        """Decide kinds and flags for p.ops[pos:end) with the current fd state; returns end."""
+        end = min(int(p.barrier_next[pos]) if pos < len(p.index) else pos, pos + MAX_PLAN)
+        if limit < (1 << 62):
+            end = min(end, pos + int(np.searchsorted(p.index[pos:end], limit)))
+        if end - pos < MIN_PLAN:
+            return pos
+        fd = p.ops[pos:end, FD]
+        emu = np.isin(fd, np.fromiter(emulated, dtype=np.int64, count=len(emulated)))
+        sock = np.isin(fd, np.fromiter(sockets, dtype=np.int64, count=len(sockets)))
+        kind = np.where(emu, p.kind_emu[pos:end], p.kind_not[pos:end])
+        flags = p.flags[pos:end] | np.where(sock, F_SOCKET, 0)
+        flags |= np.where(p.long_wait[pos:end] & (sock | p.ext_nr[pos:end]), F_EXT_WAIT, 0)
+        flags &= ~np.where(emu, 0, F_MARK_INPUT)
+        slow = np.nonzero(kind == K_SLOW)[0]
+        if slow.size:
+            end = pos + int(slow[0])
+            kind, flags = kind[: end - pos], flags[: end - pos]
+        p.ops[pos:end, KIND] = kind
+        p.ops[pos:end, FLAGS] = flags
+        return end
+
+    def run(self, p: ThreadPlan, tid: int, memfd: int, th, pos: int, end: int, deadline: float) -> int:
+        """Execute p.ops[pos:end) in C; returns how many events were answered."""
+        c = self.ctx
+        c.tid, c.memfd = tid, memfd
+        c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
+        c.deadline_ns = int(deadline * 1e9)  # time.monotonic is CLOCK_MONOTONIC
+        c.nreq = 0
+        done = int(self.lib.kp_run(ctypes.byref(c), p.ops.ctypes.data, pos, end))
+        th.vt, th.prev_exit, th.arrival = c.vt, c.prev_exit, c.arrival
+        self.handled += done
+        return done
+
+    def requests(self) -> list[tuple[int, int, int]]:
+        n = int(self.ctx.nreq)
+        return [tuple(int(x) for x in self.req[3 * i: 3 * i + 3]) for i in range(n)]  # type: ignore[misc]
