@@ -128,6 +128,29 @@ class _Thread:
 
 
 @dataclass
+class _Prepared:
+    """Derived once per loaded log (cached in ProcessLog.derived), shared by its replays."""
+
+    expected: list[Event]                 # the events the tracee will trap on, in recorded order
+    by_thread: dict[int, list[Event]]     # recorded tid -> its expected events (copied per replay)
+    pred_exit: dict[int, int]             # event index -> recorded exit of its thread's predecessor
+    unconsumed: list[int]                 # sorted indices of non-clock events (read-only)
+    recorded_outputs: dict[str, str]      # channel -> sha256 of the recorded output bytes
+
+
+def _chan_key(fd: int) -> str:
+    return f"fd{fd}"
+
+
+def _recorded_outputs(expected: list[Event]) -> dict[str, str]:
+    hashes: dict[str, hashlib._Hash] = {}
+    for e in expected:
+        if e.nr in WRITES and e.ret > 0:
+            hashes.setdefault(_chan_key(e.args[0]), hashlib.sha256()).update(e.regions.get(0, b"")[: e.ret])
+    return {k: h.hexdigest() for k, h in hashes.items()}
+
+
+@dataclass
 class ReplayEngine:
     log: ProcessLog
     argv: list[str]
@@ -141,24 +164,15 @@ class ReplayEngine:
 
     def run(self) -> ReplayResult:
         log = self.log
-        self.expected = [e for e in log.events[: log.replayable_until] if trapped(e.nr, e.args)]
+        prep = self._prepared()
+        self.expected = prep.expected
         self.res = ReplayResult("identical", len(self.expected), 0)
         if log.replayable_until < len(log.events):
             self.res.notes.append(f"log complete up to event {log.replayable_until} only: {log.problem}")
-        self._recorded_outputs()
-        by_thread: dict[int, list[Event]] = {}
-        for e in self.expected:
-            by_thread.setdefault(e.tid, []).append(e)
-        # think time of an event = its recorded gap to its own predecessor, even when a what-if
-        # binary makes it earlier or later than in the recording
-        self.pred_exit: dict[int, int] = {}
-        for q in by_thread.values():
-            prev = None
-            for e in q:
-                if prev is not None:
-                    self.pred_exit[e.index] = prev.exit_ns
-                prev = e
-        self.unconsumed = sorted(e.index for e in self.expected if e.nr not in CLOCKS)
+        self.res.recorded_outputs = dict(prep.recorded_outputs)
+        by_thread = {rtid: list(q) for rtid, q in prep.by_thread.items()}  # lenient matching reorders them
+        self.pred_exit = prep.pred_exit
+        self.unconsumed = prep.unconsumed
         self.unc_pos = 0                                   # unconsumed[:unc_pos] are all consumed
         self.consumed: set[int] = set()
         self.threads: dict[int, _Thread] = {}
@@ -205,6 +219,25 @@ class ReplayEngine:
         self._verdict()
         return self.res
 
+    def _prepared(self) -> _Prepared:
+        """What every replay of this log derives from it, computed once per loaded log."""
+        prep = self.log.derived.get("replay")
+        if prep is None:
+            expected = [e for e in self.log.events[: self.log.replayable_until] if trapped(e.nr, e.args)]
+            by_thread: dict[int, list[Event]] = {}
+            for e in expected:
+                by_thread.setdefault(e.tid, []).append(e)
+            # think time of an event = its recorded gap to its own predecessor, even when a what-if
+            # binary makes it earlier or later than in the recording
+            pred_exit: dict[int, int] = {}
+            for q in by_thread.values():
+                for prev, e in zip(q, q[1:], strict=False):
+                    pred_exit[e.index] = prev.exit_ns
+            unconsumed = sorted(e.index for e in expected if e.nr not in CLOCKS)
+            prep = _Prepared(expected, by_thread, pred_exit, unconsumed, _recorded_outputs(expected))
+            self.log.derived["replay"] = prep
+        return prep
+
     def _fast_path(self, by_thread: dict[int, list[Event]]) -> F.FastPath | None:
         """The compiled hot path for strict replays without injections, if it was built."""
         if not self.fast or not self.strict or self.injections:
@@ -219,7 +252,7 @@ class ReplayEngine:
                         frozenset(FD_ARG | set(READS) | set(WRITES)), TARGETS,
                         frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD))
         fp = F.FastPath(lib, rules)
-        fp.prepare(by_thread, self.pred_exit)
+        fp.prepare(by_thread, self.pred_exit, self.log.derived)
         return fp
 
     def _reap(self, pid: int) -> None:
@@ -242,20 +275,8 @@ class ReplayEngine:
                     waiting.discard(p)
             time.sleep(0.0005)
 
-    # -- recorded side ---------------------------------------------------------------------------
-    def _recorded_outputs(self) -> None:
-        paths: dict[int, str] = {0: "stdin", 1: "stdout", 2: "stderr"}
-        hashes: dict[str, hashlib._Hash] = {}
-        for e in self.expected:
-            if e.nr in (257, 2) and e.ret >= 0:
-                paths[e.ret] = f"path:{e.regions.get(9, b'').decode(errors='replace')}"
-            if e.nr in WRITES and e.ret > 0:
-                key = self._chan_key(e.args[0], paths)
-                hashes.setdefault(key, hashlib.sha256()).update(e.regions.get(0, b"")[: e.ret])
-        self.res.recorded_outputs = {k: h.hexdigest() for k, h in hashes.items()}
-
-    def _chan_key(self, fd: int, paths: dict[int, str] | None = None) -> str:
-        return f"fd{fd}"
+    def _chan_key(self, fd: int) -> str:
+        return _chan_key(fd)
 
     # -- the ptrace loop -------------------------------------------------------------------------
     def _loop(self, pid: int) -> None:
@@ -322,17 +343,17 @@ class ReplayEngine:
         th.pos += done
         self.res.events_replayed += done
         self.res.stops += done
-        lo = int(np.searchsorted(p.writes, pos))
-        for w in p.writes[lo:].tolist():
-            if w >= pos + done:
-                break
-            if p.ops[w, F.KIND] != F.K_WRITE:
-                continue
-            e = th.queue[w]
-            self.out_bytes.setdefault(self._chan_key(e.args[0] & 0xFFFFFFFF), hashlib.sha256()).update(
-                e.regions.get(0, b"")[: e.ret])
-        for fd, rec_ns, rep_ns in self.fp.requests() if self.fp else []:
-            self.res.requests.append(Request(fd, rec_ns / 1e6, rep_ns / 1e6))
+        ws = np.searchsorted(p.writes, (pos, pos + done))
+        sel = np.arange(ws[0], ws[1])
+        sel = sel[p.ops[p.writes[sel], F.KIND] == F.K_WRITE]  # writes answered as outputs (emulated fd)
+        if sel.size:
+            fds = p.ops[p.writes[sel], F.FD]
+            for fd in np.unique(fds).tolist():
+                chunks = [p.write_data[i] for i in sel[fds == fd].tolist()]
+                self.out_bytes.setdefault(self._chan_key(fd), hashlib.sha256()).update(b"".join(chunks))
+        if self.fp is not None:
+            for fd, rec_ns, rep_ns in self.fp.requests():
+                self.res.requests.append(Request(fd, rec_ns / 1e6, rep_ns / 1e6))
 
     def _others_first(self, th: _Thread) -> int:
         """Index of the earliest unconsumed non-clock event of any other recorded thread."""

@@ -16,7 +16,7 @@ when ``make -C replay`` built the library; otherwise the engine runs in Python a
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +127,7 @@ class ThreadPlan:
     index: np.ndarray             # global event index
     barrier_next: np.ndarray      # position of the next SLOW-in-any-case event at or after i
     writes: np.ndarray            # positions of K_WRITE candidates (for the output hashes)
+    write_data: list[bytes]       # their recorded bytes, aligned with ``writes``
 
     @classmethod
     def build(cls, queue: list, pred_exit: dict[int, int], rules: Rules, blob: bytearray) -> ThreadPlan:
@@ -204,8 +205,9 @@ class ThreadPlan:
         if slow_at.size:  # next slow position at or after each i
             k = np.searchsorted(slow_at, pos)
             nxt = np.where(k < slow_at.size, slow_at[np.minimum(k, slow_at.size - 1)], n)
-        return cls(ops, kind_emu, kind_not, flags, long_wait, ext_nr, index, nxt,
-                   np.nonzero(kind_emu == K_WRITE)[0])
+        wpos = np.nonzero(kind_emu == K_WRITE)[0]
+        return cls(ops, kind_emu, kind_not, flags, long_wait, ext_nr, index, nxt, wpos,
+                   [queue[i].regions[0][: queue[i].ret] for i in wpos.tolist()])
 
 
 @dataclass
@@ -273,7 +275,6 @@ class FastPath:
     handled: int = 0
 
     def __post_init__(self) -> None:
-        self.blob = bytearray()
         self.blob_buf: ctypes.Array | None = None
         self.req = np.zeros(3 * REQ_CAP, dtype=np.int64)
         self.scratch = ctypes.create_string_buffer(1 << 20)
@@ -285,11 +286,16 @@ class FastPath:
                                        self.last_input.rec.ctypes.data)
         c.scratch, c.scratch_len = ctypes.addressof(self.scratch), len(self.scratch)
 
-    def prepare(self, by_rtid: dict[int, list], pred_exit: dict[int, int]) -> None:
-        """Build every thread's static plan columns and the region blob (once per replay)."""
-        for rtid, queue in by_rtid.items():
-            self.plans[rtid] = ThreadPlan.build(queue, pred_exit, self.rules, self.blob)
-        self.blob_buf = ctypes.create_string_buffer(bytes(self.blob), max(len(self.blob), 1))
+    def prepare(self, by_rtid: dict[int, list], pred_exit: dict[int, int], cache: dict) -> None:
+        """Every thread's static plan columns and the region blob: built once per log (``cache``
+        is the log's), the op arrays copied per replay because plans rewrite kinds and flags."""
+        built = cache.get("fastpath")
+        if built is None:
+            blob = bytearray()
+            plans = {rtid: ThreadPlan.build(q, pred_exit, self.rules, blob) for rtid, q in by_rtid.items()}
+            built = cache["fastpath"] = (plans, ctypes.create_string_buffer(bytes(blob), max(len(blob), 1)))
+        plans, self.blob_buf = built
+        self.plans = {rtid: replace(p, ops=p.ops.copy()) for rtid, p in plans.items()}
         self.ctx.blob = ctypes.addressof(self.blob_buf)
 
     def plan(self, p: ThreadPlan, pos: int, limit: int, emulated: set[int], sockets: set[int]) -> int:
@@ -326,6 +332,6 @@ class FastPath:
         self.handled += done
         return done
 
-    def requests(self) -> list[tuple[int, int, int]]:
-        n = int(self.ctx.nreq)
-        return [tuple(int(x) for x in self.req[3 * i: 3 * i + 3]) for i in range(n)]  # type: ignore[misc]
+    def requests(self) -> list[list[int]]:
+        """(fd, recorded ns, replay ns) of the requests the last run completed."""
+        return self.req[: 3 * int(self.ctx.nreq)].reshape(-1, 3).tolist()

@@ -60,6 +60,8 @@ class ProcessLog:
     replayable_until: int          # events[:replayable_until] are complete
     problem: str = ""              # why the stream ends early, if it does
     meta: dict = field(default_factory=dict)
+    # what replay derives from the log (plans, hashes), computed once and shared by its replays
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def by_thread(self) -> dict[int, list[Event]]:
         out: dict[int, list[Event]] = {}
