@@ -111,6 +111,24 @@ def test_python_service_replays_identically_ten_times(incident) -> None:
         assert (r.outcome, r.outputs, r.verdict) == (first.outcome, first.outputs, first.verdict)
 
 
+def test_python_service_hot_path_agrees_with_python_engine(incident) -> None:
+    """Python's start-up (stdlib opens, stats, reads on passthrough fds) and the service loop: the
+    compiled hot path must give the same result as the Python engine, field by field."""
+    from kprobe.replay.engine import ReplayEngine
+
+    log, argv = incident["log"], incident["argv"]
+    fast = ReplayEngine(log, argv, deadline_ms=DEADLINE_MS).run()
+    slow = ReplayEngine(log, argv, deadline_ms=DEADLINE_MS, fast=False).run()
+    assert fast.fast_events > fast.events_total // 2, (fast.fast_events, fast.events_total, fast.notes)
+    assert slow.fast_events == 0
+
+    def summary(r) -> tuple:
+        return (r.outcome, r.outputs, r.events_replayed, r.stops, r.exit_code, r.verdict, r.replay_span_ms,
+                [(q.fd, q.recorded_ms, q.replay_ms) for q in r.requests], r.synthesized_clock_reads)
+
+    assert summary(fast) == summary(slow)
+
+
 def test_recorded_incident_reproduces_timeout_removal_and_fix_pass(incident) -> None:
     from kprobe.replay.engine import ReplayEngine
     from kprobe.replay.inject import parse
