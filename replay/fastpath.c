@@ -108,11 +108,13 @@ static void consume(struct kp_ctx *c, const struct kp_op *op)
 	c->prev_exit = op->exit_ns;
 }
 
+/* Like Memory.write in tracee.py: a short write (buffer runs into an unmapped page) is accepted,
+ * a write that fails outright is an error. */
 static int put(struct kp_ctx *c, uint64_t addr, const void *data, int64_t n)
 {
 	if (!addr || n <= 0)
 		return 0;
-	return pwrite(c->memfd, data, n, (off_t)addr) == n ? 0 : -1;
+	return pwrite(c->memfd, data, n, (off_t)addr) < 0 ? -1 : 0;
 }
 
 static int skip(struct kp_ctx *c, struct user_regs_struct *r, int64_t ret)
