@@ -161,6 +161,7 @@ class ReplayEngine:
     deadline_ms: float | None = None
     timeout_s: float = 120.0
     fast: bool = True                              # use the compiled hot path when it is built
+    notify: bool = True                            # with it, hot syscalls as seccomp notifications
 
     def run(self) -> ReplayResult:
         log = self.log
@@ -191,7 +192,10 @@ class ReplayEngine:
         self.skipped_clock_reads = 0
         self.seen: set[int] = set()
         t0 = time.monotonic()
-        pid = T.spawn(self.argv, self.env, self.cpu)
+        self.notif_pending: dict[int, int] = {}   # tid -> id of its notified syscall not answered yet
+        pid, listener = T.spawn(self.argv, self.env, self.cpu, notify=F.NOTIFIED if self.fp and self.notify else frozenset())
+        if self.fp:
+            self.fp.ctx.notif_fd = listener
         self.pid = pid
         self.mem: T.Memory | None = None
         try:
@@ -200,6 +204,8 @@ class ReplayEngine:
             self._reap(pid)
             if self.mem:
                 self.mem.close()
+            if self.fp:
+                self.fp.close()
         self.res.wall_s = time.monotonic() - t0
         self.res.fast_events = self.fp.handled if self.fp else 0
         self.res.outputs = {k: h.hexdigest() for k, h in self.out_bytes.items()}
@@ -289,14 +295,20 @@ class ReplayEngine:
                 return
             held = [t for t in self.threads.values() if t.held is not None]
             if held:
-                wpid, status = self._wait_some(held)
-                if wpid == 0:
-                    continue
+                ev = self._wait_some(held)
             else:
-                got = self._run_fast(deadline)
-                if got is None:
-                    continue
-                wpid, status = got if got else os.waitpid(-1, T.WALL)
+                ev = self._run_fast(deadline)
+                if ev == ():
+                    ev = self._wait(deadline)
+            if ev is None:
+                continue
+            if ev[0] == "n":  # a seccomp notification: a trapped syscall without a ptrace stop
+                self.res.stops += 1
+                if self._notified(ev[1], ev[2]) == "abort":
+                    return
+                self._release_held()
+                continue
+            wpid, status = ev[1], ev[2]
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 alive.discard(wpid)
                 if wpid == pid:
@@ -310,10 +322,11 @@ class ReplayEngine:
                 return
             self._release_held()
 
-    def _run_fast(self, deadline: float) -> tuple[int, int] | tuple[()] | None:
+    def _run_fast(self, deadline: float) -> tuple | None:
         """Let the compiled loop answer the earliest thread's next run of planned events.
 
-        Returns the stop it handed back, () when Python should wait itself, None to loop again."""
+        Returns the event it handed back (see _wait), () when Python should wait itself, None to
+        loop again."""
         fp = self.fp
         if fp is None or self.mem is None or not self.started:
             return ()
@@ -328,13 +341,13 @@ class ReplayEngine:
         if end <= th.pos:
             return ()
         pos = th.pos
-        done = fp.run(p, tid, self.mem.fd, th, pos, end, deadline)
+        done = fp.run(p, self.pid, tid, self.mem.fd, th, pos, end, deadline)
         if done:
             self._caught_up(th, p, pos, done)
         c = fp.ctx
         if c.err:
             raise OSError(int(c.err), f"replay hot path: ptrace/memory access to {tid} failed")
-        return (int(c.wpid), int(c.status)) if c.has_stop else None
+        return fp.event() if c.has_stop else None
 
     def _caught_up(self, th: _Thread, p: F.ThreadPlan, pos: int, done: int) -> None:
         """Bookkeeping for events the compiled loop answered: consumed, outputs, requests."""
@@ -368,19 +381,42 @@ class ReplayEngine:
                     break
         return first
 
-    def _wait_some(self, held: list[_Thread]) -> tuple[int, int]:
+    def _wait(self, deadline: float) -> tuple | None:
+        """Block for the next ptrace stop ("p", tid, status) or notification ("n", tid, regs)."""
+        if self.fp is None or self.fp.ctx.notif_fd < 0:
+            return ("p", *os.waitpid(-1, T.WALL))
+        return self.fp.wait(max(0, int((deadline - time.monotonic()) * 1000)) + 1)
+
+    def _poll(self) -> tuple | None:
+        if self.fp is None or self.fp.ctx.notif_fd < 0:
+            wpid, status = os.waitpid(-1, T.WALL | os.WNOHANG)
+            return ("p", wpid, status) if wpid else None
+        return self.fp.wait(0)
+
+    def _notified(self, tid: int, regs: F.NotifRegs) -> str | None:
+        """A notified syscall: answered like a seccomp stop, through the listener instead of ptrace."""
+        if not self.started:
+            self.fp.respond(regs.id, 0, run_it=True)  # type: ignore[union-attr]
+            return None
+        th = self.threads.get(tid)
+        if th is None:
+            return self._unsupported(f"syscall from unknown thread {tid}")
+        self.notif_pending[tid] = regs.id
+        return self._syscall(tid, th, regs)
+
+    def _wait_some(self, held: list[_Thread]) -> tuple | None:
         t0 = time.monotonic()
         while True:
-            wpid, status = os.waitpid(-1, T.WALL | os.WNOHANG)
-            if wpid:
-                return wpid, status
+            ev = self._poll()
+            if ev is not None:
+                return ev
             if time.monotonic() - t0 > HOLD_LIMIT_S:  # nobody else will come: let the earliest go
                 t = min(held, key=lambda t: t.queue[t.pos].index if t.pos < len(t.queue) else 1 << 62)
                 self.res.notes.append(f"thread order hold released after {HOLD_LIMIT_S}s (thread {t.rtid})")
                 regs, tid = t.held
                 t.held = None
                 self._syscall(tid, t, regs, forced=True)
-                return 0, 0
+                return None
             time.sleep(0.00005)
 
     def _stop(self, tid: int, status: int) -> str | None:
@@ -551,12 +587,20 @@ class ReplayEngine:
 
     # -- applying a matched event ----------------------------------------------------------------
     def _skip(self, tid: int, regs, ret: int) -> None:
+        nid = self.notif_pending.pop(tid, None)
+        if nid is not None:
+            self.fp.respond(nid, ret)  # type: ignore[union-attr]
+            return
         regs.orig_rax = (1 << 64) - 1
         regs.rax = ret & ((1 << 64) - 1)
         T.set_regs(tid, regs)
         T.cont(tid)
 
     def _passthrough(self, tid: int) -> None:
+        nid = self.notif_pending.pop(tid, None)
+        if nid is not None:
+            self.fp.respond(nid, 0, run_it=True)  # type: ignore[union-attr]
+            return
         T.cont(tid)
 
     def _apply(self, tid: int, th: _Thread, regs, nr: int, args: tuple[int, ...], e: Event) -> str | None:

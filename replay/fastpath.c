@@ -14,9 +14,15 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/ptrace.h>
+#include <sys/signalfd.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -40,11 +46,25 @@ struct kp_op { /* 18 x int64, built by replay/fastpath.py (numpy, same order) */
 	int64_t nr, fd, kind, flags;
 };
 
+/* One thing that happened in the tracee: a ptrace stop (waitpid) or a seccomp notification. */
+struct kp_ev {
+	int64_t kind;          /* EV_PTRACE or EV_NOTIF */
+	int64_t tid, status;   /* waitpid's pid and status; for a notification the thread and 0 */
+	uint64_t id;           /* notification id (for kp_respond) */
+	int64_t nr, args[6];   /* notification: the syscall */
+};
+enum { EV_NONE = 0, EV_PTRACE = 1, EV_NOTIF = 2 };
+
 struct kp_ctx {
 	int64_t tid, memfd;
+	int64_t notif_fd;                /* seccomp listener (-1: every trapped syscall is a ptrace stop) */
+	int64_t sigfd;                   /* signalfd for SIGCHLD, made on first use */
+	int64_t pid;                     /* the tracee's tgid (process_vm_readv/writev) */
+	int64_t check;                   /* a ptrace stop may be waiting: waitpid before polling */
+	struct kp_ev ev;                 /* out: the event not handled here */
 	int64_t vt, prev_exit, arrival;  /* the thread's virtual-time state (in and out) */
 	int64_t deadline_ns;             /* CLOCK_MONOTONIC: return to Python after it */
-	int64_t wpid, status, has_stop;  /* out: the stop not handled here */
+	int64_t has_stop;                /* out: ev holds an event Python must handle */
 	int64_t err;                     /* out: errno of a failed ptrace/memory call */
 	int64_t nreq, req_cap;
 	int64_t *req;                    /* out: (fd, recorded ns, replay ns) per request */
@@ -61,32 +81,20 @@ static int64_t floordiv(int64_t a, int64_t b)
 	return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
-static int64_t arg_of(const struct user_regs_struct *r, int64_t i)
-{
-	switch (i) {
-	case 0: return (int64_t)r->rdi;
-	case 1: return (int64_t)r->rsi;
-	case 2: return (int64_t)r->rdx;
-	case 3: return (int64_t)r->r10;
-	case 4: return (int64_t)r->r8;
-	default: return (int64_t)r->r9;
-	}
-}
-
 static int is_clock(uint64_t nr)
 {
 	return nr == 228 || nr == 96 || nr == 201;
 }
 
-static int matches(const struct kp_op *op, const struct user_regs_struct *r)
+static int matches(const struct kp_op *op, int64_t nr, const int64_t *a)
 {
-	if ((int64_t)r->orig_rax != op->nr)
+	if (nr != op->nr)
 		return 0;
 	if (op->kind == K_CLOCK)
-		return op->nr != 228 || (int64_t)r->rdi == op->arg0;
-	if (is_clock(r->orig_rax))
+		return op->nr != 228 || a[0] == op->arg0;
+	if (is_clock((uint64_t)nr))
 		return 0;
-	return !(op->flags & F_FDCHECK) || (int64_t)(r->rdi & 0xFFFFFFFFu) == op->fd;
+	return !(op->flags & F_FDCHECK) || (int64_t)((uint64_t)a[0] & 0xFFFFFFFFu) == op->fd;
 }
 
 /* ReplayEngine._consume without injections. */
@@ -114,27 +122,60 @@ static int put(struct kp_ctx *c, uint64_t addr, const void *data, int64_t n)
 {
 	if (!addr || n <= 0)
 		return 0;
+	struct iovec l = {(void *)data, (size_t)n}, r = {(void *)addr, (size_t)n};
+	if (process_vm_writev((pid_t)c->pid, &l, 1, &r, 1, 0) == n)
+		return 0;
+	/* read-only page or a partial range: /proc/<pid>/mem, as Memory.write does */
 	return pwrite(c->memfd, data, n, (off_t)addr) < 0 ? -1 : 0;
 }
 
+static int get(struct kp_ctx *c, uint64_t addr, void *data, int64_t n)
+{
+	struct iovec l = {data, (size_t)n}, r = {(void *)addr, (size_t)n};
+	if (process_vm_readv((pid_t)c->pid, &l, 1, &r, 1, 0) == n)
+		return 0;
+	return pread(c->memfd, data, n, (off_t)addr) == n ? 0 : -1;
+}
+
+int64_t kp_respond(int64_t fd, uint64_t id, int64_t val, int64_t run_it)
+{
+	struct seccomp_notif_resp resp = {.id = id, .val = val, .error = 0,
+					  .flags = run_it ? SECCOMP_USER_NOTIF_FLAG_CONTINUE : 0};
+	if (ioctl((int)fd, SECCOMP_IOCTL_NOTIF_SEND, &resp) == 0)
+		return 0;
+	return errno == ENOENT ? 0 : -errno; /* ENOENT: the task died meanwhile (killed): nothing to answer */
+}
+
+/* Skip the syscall with this return value: at a seccomp ptrace stop orig_rax = -1 and rax = ret,
+ * for a notification the answer is the return value. */
 static int skip(struct kp_ctx *c, struct user_regs_struct *r, int64_t ret)
 {
+	if (c->ev.kind == EV_NOTIF)
+		return kp_respond(c->notif_fd, c->ev.id, ret, 0) ? -1 : 0;
 	r->orig_rax = (uint64_t)-1;
 	r->rax = (uint64_t)ret;
 	return ptrace(PTRACE_SETREGS, c->tid, 0, r) == 0 ? 0 : -1;
 }
 
+/* Let the kernel run the syscall for real. */
+static int pass(struct kp_ctx *c)
+{
+	if (c->ev.kind == EV_NOTIF)
+		return kp_respond(c->notif_fd, c->ev.id, 0, 1) ? -1 : 0;
+	return 0; /* the ptrace stop is resumed by the caller */
+}
+
 /* Returns 1 when handled (stop consumed), 0 when Python must handle it, -1 on error. */
-static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_struct *r)
+static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_struct *r, const int64_t *a)
 {
 	switch (op->kind) {
 	case K_PASS:
 		consume(c, op);
-		return 1;
+		return pass(c) ? -1 : 1;
 	case K_SKIP:
 		consume(c, op);
 		for (int i = 0; i < 3; i++)
-			if (op->rarg[i] >= 0 && put(c, (uint64_t)arg_of(r, op->rarg[i]), c->blob + op->roff[i], op->rlen[i]))
+			if (op->rarg[i] >= 0 && put(c, (uint64_t)a[op->rarg[i]], c->blob + op->roff[i], op->rlen[i]))
 				return -1;
 		if ((op->flags & F_MARK_INPUT) && op->fd < KP_FDMAX) {
 			c->li_has[op->fd] = 1;
@@ -144,9 +185,9 @@ static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_str
 		return skip(c, r, op->ret) ? -1 : 1;
 	case K_WRITE: {
 		/* same bytes as recorded (the plan only holds writes the redactor leaves as they are) */
-		if ((int64_t)r->rdx != op->ret || op->ret > c->scratch_len)
+		if (a[2] != op->ret || op->ret > c->scratch_len)
 			return 0;
-		if (op->ret && pread(c->memfd, c->scratch, op->ret, (off_t)r->rsi) != op->ret)
+		if (op->ret && get(c, (uint64_t)a[1], c->scratch, op->ret))
 			return 0;
 		if (memcmp(c->scratch, c->blob + op->roff[0], op->ret) != 0)
 			return 0;
@@ -170,7 +211,7 @@ static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_str
 		int64_t shift = c->vt - op->exit_ns;
 		if (op->nr == 201) {
 			int64_t val = op->ret + floordiv(shift, 1000000000);
-			if (put(c, r->rdi, &val, 8))
+			if (put(c, (uint64_t)a[0], &val, 8))
 				return -1;
 			return skip(c, r, val) ? -1 : 1;
 		}
@@ -180,7 +221,7 @@ static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_str
 		int64_t unit = op->nr == 228 ? 1000000000 : 1000000;
 		int64_t total = rec[0] * unit + rec[1] + (op->nr == 228 ? shift : floordiv(shift, 1000));
 		int64_t ts[2] = {floordiv(total, unit), total - floordiv(total, unit) * unit};
-		if (put(c, op->nr == 228 ? r->rsi : r->rdi, ts, 16))
+		if (put(c, (uint64_t)(op->nr == 228 ? a[1] : a[0]), ts, 16))
 			return -1;
 		return skip(c, r, op->ret) ? -1 : 1;
 	}
@@ -196,40 +237,162 @@ static int64_t now_ns(void)
 	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* Wait for the next ptrace stop or seccomp notification until ``until`` (CLOCK_MONOTONIC ns).
+ * With a listener, SIGCHLD must be blocked by the caller: waitpid runs first (c->check), then
+ * poll on the listener and on a signalfd for SIGCHLD, so a stop that happens while we poll wakes
+ * us; a SIGCHLD taken by another thread of this process only costs the 50 ms poll slice, never a
+ * hang. Returns 1 (c->ev filled), 0 on timeout, -errno. */
+static int64_t wait_event(struct kp_ctx *c, int64_t until)
+{
+	for (;;) {
+		if (c->notif_fd < 0 || c->check) {
+			int status;
+			int block = c->notif_fd < 0 && until == INT64_MAX;
+			pid_t w = waitpid(-1, &status, __WALL | (block ? 0 : WNOHANG));
+			if (w > 0) {
+				c->ev.kind = EV_PTRACE;
+				c->ev.tid = w;
+				c->ev.status = status;
+				return 1; /* c->check stays set: more stops may be waiting */
+			}
+			if (w < 0 && errno != EINTR)
+				return -errno;
+			if (w == 0)
+				c->check = 0;
+		}
+		if (c->notif_fd < 0) {
+			if (now_ns() >= until)
+				return 0;
+			struct timespec ts = {0, 50000};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		int64_t left = until == INT64_MAX ? 50 : (until - now_ns()) / 1000000;
+		struct pollfd pf[2] = {{(int)c->notif_fd, POLLIN, 0}, {(int)c->sigfd, POLLIN, 0}};
+		int n = poll(pf, 2, (int)(left < 0 ? 0 : left > 50 ? 50 : left));
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n <= 0 || (pf[1].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+			while (read((int)c->sigfd, &si, sizeof(si)) == sizeof(si))
+				;
+			c->check = 1; /* a child changed state (or the slice ran out: look anyway) */
+		}
+		if (n > 0 && (pf[0].revents & POLLIN)) {
+			struct seccomp_notif req;
+			memset(&req, 0, sizeof(req));
+			if (ioctl((int)c->notif_fd, SECCOMP_IOCTL_NOTIF_RECV, &req) == 0) {
+				c->ev.kind = EV_NOTIF;
+				c->ev.tid = req.pid;
+				c->ev.status = 0;
+				c->ev.id = req.id;
+				c->ev.nr = req.data.nr;
+				for (int i = 0; i < 6; i++)
+					c->ev.args[i] = (int64_t)req.data.args[i];
+				return 1;
+			}
+			if (errno != ENOENT && errno != EINTR) /* ENOENT: the caller was killed meanwhile */
+				return -errno;
+		}
+		if (until != INT64_MAX && now_ns() >= until)
+			return 0;
+	}
+}
+
+static int block_chld(struct kp_ctx *c, sigset_t *old)
+{
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	if (c->notif_fd < 0)
+		return 0;
+	if (c->sigfd < 0) {
+		c->sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+		if (c->sigfd < 0)
+			return -errno;
+	}
+	pthread_sigmask(SIG_BLOCK, &chld, old);
+	c->check = 1; /* SIGCHLD was not blocked until now: a stop may have come unseen */
+	return 0;
+}
+
+static void unblock_chld(struct kp_ctx *c, sigset_t *old)
+{
+	if (c->notif_fd >= 0)
+		pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+/* For Python: the next event within timeout_ms (< 0: until one comes). 1, 0 (timeout) or -errno. */
+int64_t kp_wait(struct kp_ctx *c, int64_t timeout_ms)
+{
+	sigset_t old;
+	int64_t rc = block_chld(c, &old);
+	if (rc)
+		return rc;
+	rc = wait_event(c, timeout_ms < 0 ? INT64_MAX : now_ns() + timeout_ms * 1000000);
+	unblock_chld(c, &old);
+	return rc;
+}
+
+static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t end);
+
 /* Run ops[pos..end) as far as the tracee's stops match them; returns how many were handled. */
 int64_t kp_run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t end)
 {
 	int64_t done = 0;
+	sigset_t old;
 	c->has_stop = 0;
-	c->err = 0;
+	c->err = -block_chld(c, &old);
+	if (c->err)
+		return 0;
+	done = run(c, ops, pos, end);
+	unblock_chld(c, &old);
+	return done;
+}
+
+static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t end)
+{
+	int64_t done = 0;
 	while (pos + done < end) {
-		int status;
-		pid_t w = waitpid(-1, &status, __WALL);
-		if (w < 0) {
-			c->err = errno;
+		/* ptrace only: block in waitpid (the deadline is checked every 256 stops, below) */
+		int64_t got = wait_event(c, c->notif_fd >= 0 ? c->deadline_ns : INT64_MAX);
+		if (got < 0) {
+			c->err = -got;
 			return done;
 		}
-		c->wpid = w;
-		c->status = status;
+		if (got == 0)
+			return done; /* deadline: Python reports the timeout */
 		c->has_stop = 1;
-		if (w != c->tid || !WIFSTOPPED(status) || (status >> 16) != EVENT_SECCOMP)
-			return done;
 		struct user_regs_struct r;
-		if (ptrace(PTRACE_GETREGS, w, 0, &r)) {
-			c->err = errno;
+		int64_t a[6];
+		int64_t nr;
+		if (c->ev.tid != c->tid)
 			return done;
+		if (c->ev.kind == EV_PTRACE) {
+			if (!WIFSTOPPED(c->ev.status) || (c->ev.status >> 16) != EVENT_SECCOMP)
+				return done;
+			if (ptrace(PTRACE_GETREGS, c->tid, 0, &r)) {
+				c->err = errno;
+				return done;
+			}
+			nr = (int64_t)r.orig_rax;
+			a[0] = (int64_t)r.rdi, a[1] = (int64_t)r.rsi, a[2] = (int64_t)r.rdx;
+			a[3] = (int64_t)r.r10, a[4] = (int64_t)r.r8, a[5] = (int64_t)r.r9;
+		} else {
+			nr = c->ev.nr;
+			memcpy(a, c->ev.args, sizeof(a));
 		}
 		const struct kp_op *op = &ops[pos + done];
-		if (!matches(op, &r))
+		if (!matches(op, nr, a))
 			return done;
-		int h = handle(c, op, &r);
+		int h = handle(c, op, &r, a);
 		if (h < 0)
 			c->err = errno ? errno : EIO;
 		if (h <= 0)
 			return done;
 		done++;
 		c->has_stop = 0;
-		if (ptrace(PTRACE_CONT, w, 0, 0)) {
+		if (c->ev.kind == EV_PTRACE && ptrace(PTRACE_CONT, c->tid, 0, 0)) {
 			c->err = errno;
 			return done;
 		}

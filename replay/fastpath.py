@@ -16,6 +16,7 @@ when ``make -C replay`` built the library; otherwise the engine runs in Python a
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,10 +37,22 @@ MIN_PLAN = 4      # shorter runs are not worth a plan
 REQ_CAP = 4096
 
 
+EV_PTRACE, EV_NOTIF = 1, 2
+# syscalls delivered as seccomp user notifications when the hot path is on: their Python handlers
+# only ever answer them (skip with a value) or let them run (passthrough), never touch registers
+NOTIFIED = frozenset({0, 1, 17, 18, 74, 75, 96, 201, 228, 318})
+
+
+class _Ev(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int64), ("tid", ctypes.c_int64), ("status", ctypes.c_int64),
+                ("id", ctypes.c_uint64), ("nr", ctypes.c_int64), ("args", ctypes.c_int64 * 6)]
+
+
 class _Ctx(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int64) for n in (
-        "tid", "memfd", "vt", "prev_exit", "arrival", "deadline_ns", "wpid", "status", "has_stop", "err",
-        "nreq", "req_cap")] + [
+    _fields_ = [(n, ctypes.c_int64) for n in ("tid", "memfd", "notif_fd", "sigfd", "pid", "check")] + [
+        ("ev", _Ev)] + [
+        (n, ctypes.c_int64) for n in (
+        "vt", "prev_exit", "arrival", "deadline_ns", "has_stop", "err", "nreq", "req_cap")] + [
         ("req", ctypes.c_void_p), ("out_shift", ctypes.c_void_p), ("li_has", ctypes.c_void_p),
         ("li_vt", ctypes.c_void_p), ("li_rec", ctypes.c_void_p), ("blob", ctypes.c_void_p),
         ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64)]
@@ -52,7 +65,25 @@ def load_library() -> ctypes.CDLL | None:
     lib = ctypes.CDLL(str(LIBRARY))
     lib.kp_run.restype = ctypes.c_int64
     lib.kp_run.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+    lib.kp_wait.restype = ctypes.c_int64
+    lib.kp_wait.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_int64]
+    lib.kp_respond.restype = ctypes.c_int64
+    lib.kp_respond.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
     return lib
+
+
+@dataclass
+class NotifRegs:
+    """A notified syscall seen through the names the engine reads from ptrace registers."""
+
+    orig_rax: int
+    rdi: int
+    rsi: int
+    rdx: int
+    r10: int
+    r8: int
+    r9: int
+    id: int
 
 
 class OutShift:
@@ -285,6 +316,34 @@ class FastPath:
         c.li_has, c.li_vt, c.li_rec = (self.last_input.has.ctypes.data, self.last_input.vt.ctypes.data,
                                        self.last_input.rec.ctypes.data)
         c.scratch, c.scratch_len = ctypes.addressof(self.scratch), len(self.scratch)
+        c.notif_fd, c.sigfd = -1, -1
+
+    def event(self) -> tuple:
+        """ctx.ev as ("p", tid, status) or ("n", tid, NotifRegs)."""
+        ev = self.ctx.ev
+        if ev.kind == EV_PTRACE:
+            return ("p", int(ev.tid), int(ev.status))
+        a = [x & 0xFFFFFFFFFFFFFFFF for x in ev.args]
+        return ("n", int(ev.tid), NotifRegs(int(ev.nr), *a, id=int(ev.id)))
+
+    def wait(self, timeout_ms: int) -> tuple | None:
+        """The next ptrace stop or notification (None on timeout); timeout_ms < 0 blocks."""
+        got = int(self.lib.kp_wait(ctypes.byref(self.ctx), timeout_ms))
+        if got < 0:
+            raise OSError(-got, "replay: waiting for the tracee failed")
+        return self.event() if got else None
+
+    def respond(self, notif_id: int, value: int, run_it: bool = False) -> None:
+        """Answer a notified syscall with ``value`` (or let the kernel run it)."""
+        err = int(self.lib.kp_respond(self.ctx.notif_fd, notif_id, value, 1 if run_it else 0))
+        if err:
+            raise OSError(-err, "replay: answering a seccomp notification failed")
+
+    def close(self) -> None:
+        for fd in (self.ctx.sigfd, self.ctx.notif_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.ctx.sigfd = self.ctx.notif_fd = -1
 
     def prepare(self, by_rtid: dict[int, list], pred_exit: dict[int, int], cache: dict) -> None:
         """Every thread's static plan columns and the region blob: built once per log (``cache``
@@ -320,10 +379,10 @@ class FastPath:
         p.ops[pos:end, FLAGS] = flags
         return end
 
-    def run(self, p: ThreadPlan, tid: int, memfd: int, th, pos: int, end: int, deadline: float) -> int:
+    def run(self, p: ThreadPlan, pid: int, tid: int, memfd: int, th, pos: int, end: int, deadline: float) -> int:
         """Execute p.ops[pos:end) in C; returns how many events were answered."""
         c = self.ctx
-        c.tid, c.memfd = tid, memfd
+        c.tid, c.memfd, c.pid = tid, memfd, pid
         c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
         c.deadline_ns = int(deadline * 1e9)  # time.monotonic is CLOCK_MONOTONIC
         c.nreq = 0

@@ -21,6 +21,8 @@ NR_MMAP = 9
 AUDIT_ARCH_X86_64 = 0xC000003E
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_TRACE = 0x7FF00000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_SET_MODE_FILTER = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -38,8 +40,9 @@ def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
-def build_filter() -> bytes:
-    """cBPF: check arch; mmap with fd -1 -> allow; allowed numbers -> allow; else trace."""
+def build_filter(notify: frozenset[int] = frozenset()) -> bytes:
+    """cBPF: check arch; mmap with fd -1 -> allow; allowed numbers -> allow; ``notify`` numbers ->
+    a seccomp user notification (answered through the listener fd, no ptrace stop); else trace."""
     ld_w_abs, jeq_k, ret_k = 0x20, 0x15, 0x06
     prog = [
         _ins(ld_w_abs, 0, 0, 4),                       # arch
@@ -53,17 +56,23 @@ def build_filter() -> bytes:
         _ins(ret_k, 0, 0, SECCOMP_RET_TRACE),
     ]
     allowed = sorted(ALLOWED)
+    notified = sorted(set(notify) - ALLOWED - {NR_MMAP})
     for i, nr in enumerate(allowed):
         # jump to the ALLOW at the end if equal
-        prog.append(_ins(jeq_k, len(allowed) - i, 0, nr))
+        prog.append(_ins(jeq_k, len(allowed) + len(notified) - i, 0, nr))
+    for j, nr in enumerate(notified):
+        # jump to the USER_NOTIF after it
+        prog.append(_ins(jeq_k, len(notified) - j + 1, 0, nr))
     prog.append(_ins(ret_k, 0, 0, SECCOMP_RET_TRACE))
     prog.append(_ins(ret_k, 0, 0, SECCOMP_RET_ALLOW))
+    prog.append(_ins(ret_k, 0, 0, SECCOMP_RET_USER_NOTIF))
     return b"".join(prog)
 
 
-def install(libc: ctypes.CDLL) -> None:
-    """In the child, right before exec. Raises OSError if the kernel refuses."""
-    filt = build_filter()
+def install(libc: ctypes.CDLL, notify: frozenset[int] = frozenset()) -> int:
+    """In the child, right before exec. Raises OSError if the kernel refuses. With ``notify``,
+    returns the listener fd (close-on-exec: the program never sees it), else -1."""
+    filt = build_filter(notify)
     buf = ctypes.create_string_buffer(filt, len(filt))
 
     class SockFprog(ctypes.Structure):
@@ -72,5 +81,8 @@ def install(libc: ctypes.CDLL) -> None:
     prog = SockFprog(len(filt) // 8, ctypes.addressof(buf))
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    if libc.syscall(NR_SECCOMP, SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog)) != 0:
+    flags = SECCOMP_FILTER_FLAG_NEW_LISTENER if notify else 0
+    fd = libc.syscall(NR_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
+    if fd < 0:
         raise OSError(ctypes.get_errno(), "seccomp(SECCOMP_SET_MODE_FILTER)")
+    return fd if notify else -1

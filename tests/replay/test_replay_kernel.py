@@ -128,25 +128,28 @@ def _summary(r) -> tuple:
 
 def test_compiled_hot_path_answers_exactly_like_the_python_engine(ledger_recording) -> None:
     """The C loop (replay/fastpath.c) answers reads, clock reads, getrandom, fsync and compares the
-    replies in one ptrace stop each; every observable result must equal the Python engine's."""
+    replies, as seccomp notifications or in one ptrace stop each; every observable result must
+    equal the Python engine's."""
     from kprobe.replay import fastpath
     from kprobe.replay.engine import ReplayEngine
 
     assert fastpath.LIBRARY.exists(), "the replay hot path is not built: run `make -C replay` (setup.sh does)"
     log, argv = ledger_recording["log"], ledger_recording["argv"]
-    fast = ReplayEngine(log, argv).run()
+    fast = ReplayEngine(log, argv).run()                      # hot syscalls as seccomp notifications
+    fast_ptrace = ReplayEngine(log, argv, notify=False).run()  # the C loop on ptrace stops only
     slow = ReplayEngine(log, argv, fast=False).run()
     assert slow.fast_events == 0
     # per request: read, clock_gettime, getrandom, write, fsync, write: all six in C
-    assert fast.fast_events >= 6 * N_REQUESTS, fast.notes
+    assert fast.fast_events >= 6 * N_REQUESTS and fast_ptrace.fast_events >= 6 * N_REQUESTS, fast.notes
     assert fast.outcome == "identical" and fast.outputs_identical, (fast.divergences, fast.notes)
-    assert _summary(fast) == _summary(slow)
+    assert _summary(fast) == _summary(slow) == _summary(fast_ptrace)
     # outputs differ mid-run: the C loop hands the write back, Python reports the same divergence
-    fast_div = ReplayEngine(log, argv[:4] + ["1"]).run()
     slow_div = ReplayEngine(log, argv[:4] + ["1"], fast=False).run()
-    assert fast_div.outcome == "diverged" and fast_div.fast_events > 0
-    assert _summary(fast_div)[-1] == _summary(slow_div)[-1]
-    assert fast_div.events_replayed == slow_div.events_replayed
+    for notify in (True, False):
+        fast_div = ReplayEngine(log, argv[:4] + ["1"], notify=notify).run()
+        assert fast_div.outcome == "diverged" and fast_div.fast_events > 0
+        assert _summary(fast_div)[-1] == _summary(slow_div)[-1]
+        assert fast_div.events_replayed == slow_div.events_replayed
 
 
 def test_injected_ledger_delay_gives_client_timeout_and_fix_passes(ledger_recording) -> None:
