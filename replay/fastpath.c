@@ -38,7 +38,7 @@ enum {
 	F_SOCKET = 16,     /* the fd is a socket: a write after an input is a request's reply */
 };
 #define EVENT_SECCOMP 7
-#define KP_FDMAX 65536
+#define KP_FDMAX 4096 /* FDMAX in fastpath.py */
 
 struct kp_op { /* 18 x int64, built by replay/fastpath.py (numpy, same order) */
 	int64_t ret, enter_ns, exit_ns, pred_exit, arg0;

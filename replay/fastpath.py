@@ -25,7 +25,7 @@ import numpy as np
 from kprobe.otel.redact import may_contain_pan, redact_bytes_same_length
 
 LIBRARY = Path(__file__).resolve().parent / "build" / "libkpreplay.so"
-FDMAX = 65536
+FDMAX = 4096      # per-fd tables shared with C; events on higher fds take the Python path
 K_SLOW, K_PASS, K_SKIP, K_WRITE, K_CLOCK = 0, 1, 2, 3, 4
 F_FDCHECK, F_WRITE, F_EXT_WAIT, F_MARK_INPUT, F_SOCKET = 1, 2, 4, 8, 16
 NONE = np.iinfo(np.int64).min
