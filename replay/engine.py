@@ -109,6 +109,7 @@ class ReplayResult:
     synthesized_clock_reads: int = 0
     stops: int = 0
     fast_events: int = 0                           # answered by the compiled hot path (fastpath.c)
+    hot_syscalls: str = "ptrace"                   # how hot syscalls reached the tracer: ptrace | seccomp-notify
 
     @property
     def outputs_identical(self) -> bool:
@@ -194,7 +195,15 @@ class ReplayEngine:
         self.seen: set[int] = set()
         t0 = time.monotonic()
         self.notif_pending: dict[int, int] = {}   # tid -> id of its notified syscall not answered yet
-        pid, listener = T.spawn(self.argv, self.env, self.cpu, notify=F.NOTIFIED if self.fp and self.notify else frozenset())
+        notify = bool(self.fp and self.notify)
+        if notify and len(os.listdir("/proc/self/task")) > 1:
+            # a ptrace stop announces itself by SIGCHLD, which another thread of this process could
+            # take before our poll sees it: then each stop would wait out a 50 ms poll slice
+            notify = False
+            self.res.notes.append("this process runs other threads: hot syscalls use ptrace stops, "
+                                  "not seccomp notifications")
+        pid, listener = T.spawn(self.argv, self.env, self.cpu, notify=F.NOTIFIED if notify else frozenset())
+        self.res.hot_syscalls = "seccomp-notify" if listener >= 0 else "ptrace"
         if self.fp:
             self.fp.ctx.notif_fd = listener
         self.pid = pid
