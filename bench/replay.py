@@ -124,7 +124,7 @@ def main() -> int:
         print(f"syscalls recorded after exec: {len(log.events)}  (trapped and answered: {r0.events_total}, "
               f"ptrace stops: {r0.stops})")
         print(f"outcome: {r0.outcome}, outputs identical: {r0.outputs_identical}; answered by the compiled hot "
-              f"path: {r0.fast_events} of {r0.events_replayed} events")
+              f"path: {r0.fast_events} of {r0.events_replayed} events, hot syscalls via {r0.hot_syscalls}")
         print(f"native wall:   {nat * 1000:8.1f} ms  (median of {len(natives)}: "
               f"{', '.join(f'{x * 1000:.1f}' for x in natives)})")
         print(f"recorded wall: {rec_wall * 1000:8.1f} ms  (replay probe attached: {rec_wall / nat:.2f}x native)")

@@ -15,6 +15,9 @@ Policy per trapped syscall (the seccomp filter lets memory/signal/thread bookkee
 * threads: a stopped thread is held until every earlier recorded event (completion order) of
   other threads has been replayed; a bounded wait breaks a hold that would deadlock.
 
+Speed: runs of events the log fully decides are answered by a compiled loop (fastpath.c, via
+fastpath.py), the hottest syscalls as seccomp notifications; every other stop comes here.
+
 Virtual time per thread: each matched event advances it by the recorded think time and duration
 (plus injected delays); a wait for external input (socket reads, accept, poll) completes no
 earlier than it did in the recording. Without injections, virtual time equals the recorded time.

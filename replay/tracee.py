@@ -3,7 +3,9 @@ read and write its registers and memory, patch its vDSO.
 
 Tracer and tracee share one CPU: a ptrace stop that crosses CPUs costs ~100 µs on this VM against
 ~15 µs on one CPU (FIELD-NOTES). Registers go through python-ptrace's bindings; memory through
-/proc/<pid>/mem (one pread/pwrite per buffer instead of a PTRACE_PEEK per word).
+/proc/<pid>/mem (one pread/pwrite per buffer instead of a PTRACE_PEEK per word). The compiled hot
+path (fastpath.c) does the same in C and can take the hottest syscalls as seccomp notifications
+(``spawn(notify=...)``), which cost about two thirds of a ptrace stop.
 
 vDSO: clock_gettime, gettimeofday, time and getcpu are served in user space by the vDSO, which
 syscall tracing never sees. After exec, their entry points are overwritten (ptrace may write to
