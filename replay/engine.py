@@ -169,6 +169,19 @@ class ReplayEngine:
     notify: bool = True                            # with it, hot syscalls as seccomp notifications
 
     def run(self) -> ReplayResult:
+        """Replay once. Garbage collection is off meanwhile: preparing the log and the loop
+        allocate steadily, and each collection that triggers walks the whole loaded log (tens of
+        thousands of events): ~12% of a replay's wall time, more in a big process. Nothing here
+        makes reference cycles worth collecting; collection resumes afterwards."""
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+    def _run(self) -> ReplayResult:
         log = self.log
         prep = self._prepared()
         self.expected = prep.expected
@@ -199,28 +212,18 @@ class ReplayEngine:
         t0 = time.monotonic()
         self.notif_pending: dict[int, int] = {}   # tid -> id of its notified syscall not answered yet
         notify = bool(self.fp and self.notify)
-        if notify and len(os.listdir("/proc/self/task")) > 1:
-            # a ptrace stop announces itself by SIGCHLD, which another thread of this process could
-            # take before our poll sees it: then each stop would wait out a 50 ms poll slice
-            notify = False
-            self.res.notes.append("this process runs other threads: hot syscalls use ptrace stops, "
-                                  "not seccomp notifications")
         pid, listener = T.spawn(self.argv, self.env, self.cpu, notify=F.NOTIFIED if notify else frozenset())
         self.res.hot_syscalls = "seccomp-notify" if listener >= 0 else "ptrace"
+        if notify and listener < 0:
+            self.res.notes.append("this process runs other threads (one could take the SIGCHLD of a ptrace "
+                                  "stop): hot syscalls use ptrace stops, not seccomp notifications")
         if self.fp:
             self.fp.ctx.notif_fd = listener
         self.pid = pid
         self.mem: T.Memory | None = None
-        # The loop allocates a little per event; each collection the allocations trigger would walk
-        # the whole loaded log (tens of thousands of events): ~12% of a replay's wall time. The
-        # loop makes no reference cycles worth collecting; collection resumes afterwards.
-        gc_was_on = gc.isenabled()
-        gc.disable()
         try:
             self._loop(pid)
         finally:
-            if gc_was_on:
-                gc.enable()
             self._reap(pid)
             if self.mem:
                 self.mem.close()

@@ -166,14 +166,13 @@ class ThreadPlan:
         n = len(queue)
         ops = np.zeros((n, NCOLS), dtype=np.int64)
         ops[:, RARG:RARG + 3] = -1
-        nr = np.fromiter((e.nr for e in queue), dtype=np.int64, count=n)
-        ret = np.fromiter((e.ret for e in queue), dtype=np.int64, count=n)
-        enter = np.fromiter((e.enter_ns for e in queue), dtype=np.int64, count=n)
-        exit_ = np.fromiter((e.exit_ns for e in queue), dtype=np.int64, count=n)
-        index = np.fromiter((e.index for e in queue), dtype=np.int64, count=n)
-        arg0 = np.fromiter((e.args[0] for e in queue), dtype=np.uint64, count=n).view(np.int64)
+        pe = pred_exit.get
+        cols = np.array([(e.nr, e.ret, e.enter_ns, e.exit_ns, e.index, pe(e.index, NONE)) for e in queue],
+                        dtype=np.int64).reshape(n, 6)
+        nr, ret, enter, exit_, index = cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4]
+        arg0 = np.array([e.args[0] for e in queue], dtype=np.uint64).view(np.int64)
         ops[:, RET], ops[:, ENTER], ops[:, EXIT], ops[:, ARG0], ops[:, NR] = ret, enter, exit_, arg0, nr
-        ops[:, PRED] = np.fromiter((pred_exit.get(e.index, NONE) for e in queue), dtype=np.int64, count=n)
+        ops[:, PRED] = cols[:, 5]
         fd = arg0 & 0xFFFFFFFF
         ops[:, FD] = fd
         tab = _tables(rules)
@@ -188,37 +187,8 @@ class ThreadPlan:
         slow = (fd >= FDMAX) & (rw | long_wait)
         for i in np.nonzero(nr == 72)[0].tolist():
             slow[i] |= queue[i].args[1] in rules.fcntl_dupfd
-        # bytes: reads and writes (region 0 up to the return value), clock values, generic targets
-        rows: list[tuple[int, int, int, int, int]] = []  # (position, slot, offset, length, argument)
-        writes: list[int] = []
-        for i in np.nonzero(known & tab.has_bytes[nrc])[0].tolist():
-            e = queue[i]
-            r = e.ret
-            if e.nr in rules.clocks:
-                r0 = e.regions.get(0)
-                if r0 is not None:
-                    slow[i] |= len(r0) < 16
-                    rows.append((i, 0, len(blob), 16, -1))
-                    blob += r0[:16]
-            elif e.nr in rules.writes:
-                data = e.regions.get(0, b"")[: max(r, 0)]
-                if r < 0 or len(data) != r:
-                    slow[i] = True
-                    continue
-                rows.append((i, 0, len(blob), r, -1))
-                blob += data
-                writes.append(i)
-            elif e.nr in rules.reads:
-                data = e.regions.get(0, b"")[: max(r, 0)]
-                rows.append((i, 0, len(blob), len(data), 1))
-                blob += data
-            elif r >= 0:
-                slot = 0
-                for region, arg in sorted(rules.targets.get(e.nr, {}).items()):
-                    if region in e.regions:
-                        rows.append((i, slot, len(blob), len(e.regions[region]), arg))
-                        blob += e.regions[region]
-                        slot += 1
+        rows, writes, slow_at = cls._bytes(queue, np.nonzero(known & tab.has_bytes[nrc])[0].tolist(), rules, blob)
+        slow[slow_at] = True
         if rows:
             m = np.array(rows, dtype=np.int64)
             ops[m[:, 0], ROFF + m[:, 1]] = m[:, 2]
@@ -239,6 +209,46 @@ class ThreadPlan:
         wpos = np.nonzero(kind_emu == K_WRITE)[0]
         return cls(ops, kind_emu, kind_not, flags, long_wait, ext_nr, index, nxt, wpos,
                    [queue[i].regions[0][: queue[i].ret] for i in wpos.tolist()])
+
+    @staticmethod
+    def _bytes(queue: list, positions: list[int], rules: Rules,
+               blob: bytearray) -> tuple[list[tuple[int, int, int, int, int]], list[int], list[int]]:
+        """Reads and writes (region 0 up to the return value), clock values, generic targets into
+        the blob: (position, slot, offset, length, argument) rows, write positions, slow positions."""
+        rows: list[tuple[int, int, int, int, int]] = []
+        writes: list[int] = []
+        slow: list[int] = []
+        clocks, wr, rd, targets = rules.clocks, rules.writes, rules.reads, rules.targets
+        for i in positions:
+            e = queue[i]
+            r, nr, regions = e.ret, e.nr, e.regions
+            if nr in clocks:
+                r0 = regions.get(0)
+                if r0 is not None:
+                    if len(r0) < 16:
+                        slow.append(i)
+                    rows.append((i, 0, len(blob), 16, -1))
+                    blob += r0[:16]
+            elif nr in wr:
+                data = regions.get(0, b"")[: max(r, 0)]
+                if r < 0 or len(data) != r:
+                    slow.append(i)
+                    continue
+                rows.append((i, 0, len(blob), r, -1))
+                blob += data
+                writes.append(i)
+            elif nr in rd:
+                data = regions.get(0, b"")[: max(r, 0)]
+                rows.append((i, 0, len(blob), len(data), 1))
+                blob += data
+            elif r >= 0:
+                slot = 0
+                for region, arg in sorted(targets.get(nr, {}).items()):
+                    if region in regions:
+                        rows.append((i, slot, len(blob), len(regions[region]), arg))
+                        blob += regions[region]
+                        slot += 1
+        return rows, writes, slow
 
 
 @dataclass
@@ -291,7 +301,7 @@ def _redaction_clean(outputs: list[bytes]) -> np.ndarray:
     joined = b"|".join(outputs)
     if not may_contain_pan(joined):
         return np.ones(len(outputs), dtype=bool)
-    return np.array([redact_bytes_same_length(o)[1] == 0 for o in outputs], dtype=bool)
+    return np.array([not may_contain_pan(o) or redact_bytes_same_length(o)[1] == 0 for o in outputs], dtype=bool)
 
 
 @dataclass
