@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,6 +194,9 @@ def _check_exact(ctx: dict, stats: dict, proc: subprocess.Popen) -> dict[str, in
                                            "repaired_batches", "last_error")}
     if sum(counts.values()) != k["accepted_rows"]:
         diag["ledger_vs_tables"] = _ledger_vs_tables(ctx)
+        # an xfail's message is not printed: a warning lands in the run's summary, so CI shows the accounting
+        warnings.warn(f"pipeline rows missing: counts={counts} written={stats['written']} kafka={k} flow={diag}",
+                      stacklevel=1)
     assert sum(counts.values()) == k["accepted_rows"], (counts, stats["written"], k, diag)
     for table, n_written in stats["written"].items():
         assert counts[table] == n_written, (table, counts, stats["written"])
