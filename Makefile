@@ -13,7 +13,7 @@ demo: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/python -m kprobe.schemas.gen_layouts --check
-	.venv/bin/python -m pytest -q -x --durations=15 tests
+	.venv/bin/python -m pytest -q -x -rsxX --durations=15 tests
 
 lint:
 	.venv/bin/ruff check .

@@ -332,12 +332,19 @@ def _needs(ev: Evidence) -> set[str]:
     return out
 
 
+FD_RECENT_NS = 60_000_000_000     # every open this close to the window is read (a syscall in flight may predate it)
+
+
 def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
     lo, hi = ev.interval.start_ns, ev.interval.end_ns
     parts = []
     if "block_io" in tables:
+        # an fd's path at any time in (or shortly before) the window: opens since FD_RECENT_NS before it,
+        # and of older ones only each fd's latest (a service opens hundreds of files at start-up)
+        tg, old = int(ev.interval.tgid), int(lo) - FD_RECENT_NS
         parts.append(_Part("fd_open", FdOpen, ("tgid", "fd", "ts", "path"),
-                           f"FROM fd_open WHERE tgid = {int(ev.interval.tgid)} AND ts <= {int(hi)}"))
+                           f"FROM fd_open WHERE tgid = {tg} AND ts <= {int(hi)} AND (ts >= {old} OR (fd, ts) IN "
+                           f"(SELECT fd, max(ts) FROM fd_open WHERE tgid = {tg} AND ts < {old} GROUP BY fd))"))
         parts.append(_Part("block_io", BlockIO, ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev"),
                            f"FROM block_io WHERE {_overlap(lo, hi, LOOKBACK_NS)}"))
     if "tcp_retrans" in tables:

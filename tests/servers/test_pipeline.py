@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,6 +161,25 @@ def _writes(ctx: dict, pid: int, fd: int) -> int:
         f"SELECT count() FROM {ctx['db']}.syscall WHERE tgid = {pid} AND syscall = 'write' AND fd = {fd}")[0][0])
 
 
+def _ledger_vs_tables(ctx: dict) -> dict:
+    """Where rows went missing: per table, rows the ledger says were stored vs rows there, and the
+    batches (id, ledger rows, rows present) that came up short."""
+    ch, db = ctx["ch"], ctx["db"]
+    out: dict = {}
+    ledger = ch.execute(f"SELECT table, batch_id, max(rows), max(state), count() FROM {db}.kprobe_batches "
+                        "GROUP BY table, batch_id")
+    per: dict[str, dict[int, tuple[int, int, int]]] = {}
+    for table, bid, rows, state, n in ledger:
+        per.setdefault(table, {})[bid] = (rows, state, n)
+    for table, batches in per.items():
+        have = dict(ch.execute(f"SELECT batch_id, count() FROM {db}.`{table}` GROUP BY batch_id"))
+        short = [(b, r, have.get(b, 0), st) for b, (r, st, _) in batches.items() if have.get(b, 0) != r]
+        out[table] = {"ledger_rows": sum(r for r, _, _ in batches.values()), "table_rows": sum(have.values()),
+                      "batches": len(batches), "short_batches": short[:10], "rows_without_ledger":
+                      sum(n for b, n in have.items() if b not in batches)}
+    return out
+
+
 def _check_exact(ctx: dict, stats: dict, proc: subprocess.Popen) -> dict[str, int]:
     """Everything the agent accepted is stored once; the workload's writes are all there."""
     fd, n = (int(x) for x in proc.stdout.readline().split())
@@ -172,6 +192,11 @@ def _check_exact(ctx: dict, stats: dict, proc: subprocess.Popen) -> dict[str, in
     diag = {key: flow.get(key) for key in ("lag_total", "lag", "rows_written", "consumed_messages", "dlq_messages",
                                            "dlq_reasons", "sink_errors", "source_errors", "duplicate_rows",
                                            "repaired_batches", "last_error")}
+    if sum(counts.values()) != k["accepted_rows"]:
+        diag["ledger_vs_tables"] = _ledger_vs_tables(ctx)
+        # an xfail's message is not printed: a warning lands in the run's summary, so CI shows the accounting
+        warnings.warn(f"pipeline rows missing: counts={counts} written={stats['written']} kafka={k} flow={diag}",
+                      stacklevel=1)
     assert sum(counts.values()) == k["accepted_rows"], (counts, stats["written"], k, diag)
     for table, n_written in stats["written"].items():
         assert counts[table] == n_written, (table, counts, stats["written"])
