@@ -8,7 +8,8 @@ clock_gettime that only the replay sees as a trap). The ledger lives on /dev/shm
 the same little natively as a recorded answer does in replay (a disk fsync would flatter replay).
 
 Three runs: native (no recorder), recorded (replay probe attached: the recording overhead), and
-replays of that recording with the client and ledger absent. Native and recorded wall time is
+replays of that recording with the client and ledger absent (replay/README.md, "Speed", explains
+the compiled hot path and the seccomp notifications it uses, and the per-syscall floor on this VM). Native and recorded wall time is
 from fork to exit of the service process; replay wall time is the whole ReplayEngine.run() call
 (log preparation, fork, exec, the traced run, reaping). The first replay of a loaded log also
 prepares it (plans, hashes; cached on the log and shared by later replays): printed separately.
@@ -122,7 +123,7 @@ def main() -> int:
         nat = statistics.median(natives)
         rep = statistics.median(replay_walls)
         print(f"syscalls recorded after exec: {len(log.events)}  (trapped and answered: {r0.events_total}, "
-              f"ptrace stops: {r0.stops})")
+              f"stops (ptrace stops and seccomp notifications): {r0.stops})")
         print(f"outcome: {r0.outcome}, outputs identical: {r0.outputs_identical}; answered by the compiled hot "
               f"path: {r0.fast_events} of {r0.events_replayed} events, hot syscalls via {r0.hot_syscalls}")
         print(f"native wall:   {nat * 1000:8.1f} ms  (median of {len(natives)}: "
