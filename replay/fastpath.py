@@ -32,7 +32,7 @@ NONE = np.iinfo(np.int64).min
 # columns of struct kp_op
 RET, ENTER, EXIT, PRED, ARG0, ROFF, RLEN, RARG, NR, FD, KIND, FLAGS = 0, 1, 2, 3, 4, 5, 8, 11, 14, 15, 16, 17
 NCOLS = 18
-MAX_PLAN = 4096
+MAX_PLAN = 16384
 MIN_PLAN = 4      # shorter runs are not worth a plan
 REQ_CAP = 4096
 
@@ -317,6 +317,7 @@ class FastPath:
 
     def __post_init__(self) -> None:
         self.blob_buf: ctypes.Array | None = None
+        self.last_plan: tuple | None = None    # (state key, start, end) of the last plan made
         self.req = np.zeros(3 * REQ_CAP, dtype=np.int64)
         self.scratch = ctypes.create_string_buffer(1 << 20)
         self.ctx = _Ctx()
@@ -368,7 +369,14 @@ class FastPath:
         self.ctx.blob = ctypes.addressof(self.blob_buf)
 
     def plan(self, p: ThreadPlan, pos: int, limit: int, emulated: set[int], sockets: set[int]) -> int:
-        """Decide kinds and flags for p.ops[pos:end) with the current fd state; returns end."""
+        """Decide kinds and flags for p.ops[pos:end) with the current fd state; returns end.
+
+        A run often stops early (e.g. at an output the card-number masker changed, which Python
+        compares) and resumes inside the range planned last: with the same fd state and limit,
+        that plan still holds."""
+        key = (id(p), frozenset(emulated), frozenset(sockets), limit)
+        if self.last_plan is not None and self.last_plan[0] == key and self.last_plan[1] <= pos < self.last_plan[2]:
+            return self.last_plan[2] if self.last_plan[2] - pos >= MIN_PLAN else pos
         end = min(int(p.barrier_next[pos]) if pos < len(p.index) else pos, pos + MAX_PLAN)
         if limit < (1 << 62):
             end = min(end, pos + int(np.searchsorted(p.index[pos:end], limit)))
@@ -387,6 +395,7 @@ class FastPath:
             kind, flags = kind[: end - pos], flags[: end - pos]
         p.ops[pos:end, KIND] = kind
         p.ops[pos:end, FLAGS] = flags
+        self.last_plan = (key, pos, end)
         return end
 
     def run(self, p: ThreadPlan, pid: int, tid: int, memfd: int, th, pos: int, end: int, deadline: float) -> int:
