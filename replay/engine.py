@@ -215,8 +215,8 @@ class ReplayEngine:
         pid, listener = T.spawn(self.argv, self.env, self.cpu, notify=F.NOTIFIED if notify else frozenset())
         self.res.hot_syscalls = "seccomp-notify" if listener >= 0 else "ptrace"
         if notify and listener < 0:
-            self.res.notes.append("this process runs other threads (one could take the SIGCHLD of a ptrace "
-                                  "stop): hot syscalls use ptrace stops, not seccomp notifications")
+            self.res.notes.append("another thread of this process could take the SIGCHLD of a ptrace stop: "
+                                  "hot syscalls use ptrace stops, not seccomp notifications")
         if self.fp:
             self.fp.ctx.notif_fd = listener
         self.pid = pid

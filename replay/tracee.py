@@ -19,6 +19,7 @@ import ctypes
 import os
 import signal
 import struct
+import threading
 from dataclasses import dataclass
 
 from ptrace.binding import func as pt
@@ -54,10 +55,11 @@ def spawn(argv: list[str], env: dict[str, str] | None, cpu: int, cwd: str | None
     the child stops once more after installing the filter so the tracer can take the listener fd
     (pidfd_getfd); the child's copy is close-on-exec. Without, the listener fd is -1.
 
-    Notifications are only used when this process has no other thread after the fork: a ptrace
-    stop announces itself by SIGCHLD, which another thread could take before the tracer's poll
-    sees it (each stop would then wait out a poll slice). The check runs after the fork because
-    OpenBLAS (numpy) stops its worker threads at fork; the child learns the decision via a pipe."""
+    Notifications are only used when no other thread of this process could take SIGCHLD (one that
+    does not block it): a ptrace stop announces itself by SIGCHLD, and another thread could take
+    it before the tracer's poll sees it (each stop would then wait out a poll slice). The check
+    runs after the fork because OpenBLAS (numpy) stops its worker threads at fork; the child
+    learns the decision via a pipe."""
     os.sched_setaffinity(0, {cpu})
     libc = ctypes.CDLL(None, use_errno=True)
     decide_r, decide_w = os.pipe()
@@ -90,12 +92,29 @@ def spawn(argv: list[str], env: dict[str, str] | None, cpu: int, cwd: str | None
         pt.ptrace_setoptions(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC
                              | PTRACE_O_TRACESECCOMP | PTRACE_O_EXITKILL | PTRACE_O_TRACEFORK
                              | PTRACE_O_TRACEVFORK)
-        notify = notify if len(os.listdir("/proc/self/task")) == 1 else frozenset()
+        notify = notify if not _threads_taking_sigchld() else frozenset()
         os.write(decide_w, b"n" if notify else b"p")
     finally:
         os.close(decide_w)
     pt.ptrace_cont(pid, 0)
     return pid, (_take_listener(pid, libc) if notify else -1)
+
+
+def _threads_taking_sigchld() -> list[int]:
+    """Other threads of this process that do not block SIGCHLD (librdkafka's block everything)."""
+    me, bit = threading.get_native_id(), 1 << (signal.SIGCHLD - 1)
+    out = []
+    for name in os.listdir("/proc/self/task"):
+        if int(name) == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{name}/status") as f:
+                blocked = next((int(line.split()[1], 16) for line in f if line.startswith("SigBlk:")), 0)
+        except OSError:
+            continue  # the thread ended meanwhile
+        if not blocked & bit:
+            out.append(int(name))
+    return out
 
 
 def _take_listener(pid: int, libc: ctypes.CDLL) -> int:

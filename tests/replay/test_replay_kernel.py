@@ -9,6 +9,7 @@ exact syscall; injected delays must turn into the client-side verdicts they impl
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -157,6 +158,23 @@ def test_compiled_hot_path_answers_exactly_like_the_python_engine(ledger_recordi
         other.join()
     assert threaded.hot_syscalls == "ptrace" and threaded.fast_events == fast.fast_events
     assert _summary(threaded) == _summary(slow)
+    # a thread that blocks SIGCHLD (as librdkafka's threads block every signal) cannot take it
+    release, ready = threading.Event(), threading.Event()
+
+    def blocking() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        ready.set()
+        release.wait()
+
+    other = threading.Thread(target=blocking)
+    other.start()
+    try:
+        assert ready.wait(5)
+        masked = ReplayEngine(log, argv).run()
+    finally:
+        release.set()
+        other.join()
+    assert masked.hot_syscalls == "seccomp-notify" and _summary(masked) == _summary(slow)
     # outputs differ mid-run: the C loop hands the write back, Python reports the same divergence
     slow_div = ReplayEngine(log, argv[:4] + ["1"], fast=False).run()
     for notify in (True, False):
