@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from kprobe.causal.cli_target import add_target_args, explain, parse_target
+
 EPILOG = """\
 examples:
   kprobe why --span 3f2a9c0d1e2b4a55                  a span (its process, thread and time window)
@@ -43,43 +45,19 @@ def add_parser(subparsers: argparse._SubParsersAction, default_data: Path | None
                     "down to the root cause.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=data, help="data directory (default: %(default)s)")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--span", metavar="ID", help="span id (16 hex digits) received by the OTLP receiver")
-    what.add_argument("--trace", metavar="ID", help="trace id (32 hex digits): explains its failed/longest span")
-    what.add_argument("--incident", metavar="ID", help="incident id from `kprobe incidents`")
-    what.add_argument("--pid", type=int, help="process id (tgid) of the slow operation; needs --from and --to")
-    p.add_argument("--tid", type=int, default=None, help="with --pid: thread id (default: the most delayed thread)")
-    p.add_argument("--from", dest="from_", metavar="T1", help="with --pid: UTC ns since the epoch or ISO-8601")
-    p.add_argument("--to", metavar="T2", help="with --pid: UTC ns since the epoch or ISO-8601")
+    add_target_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable analysis")
     p.set_defaults(fn=cmd_why)
     return p
 
 
 def cmd_why(args: argparse.Namespace) -> int:
-    from kprobe.causal.incidents import parse_incident_id
-    from kprobe.causal.spans import SpanLookupError, find_span, pick_span, trace_spans, why_span
-    from kprobe.causal.why import NoDataError, render_text, why
+    from kprobe.causal.spans import SpanLookupError
+    from kprobe.causal.why import NoDataError, render_text
     from kprobe.query.client import QueryError, open_store
-    from kprobe.query.timefmt import parse_ts
 
-    pid, tid, t1, t2 = args.pid, args.tid, None, None
-    span_id = args.span
     try:
-        if args.incident:
-            kind, val = parse_incident_id(args.incident)
-            if kind == "span":
-                span_id = val
-            else:
-                pid, tid, t1, t2 = val
-        elif pid is not None:
-            if not (args.from_ and args.to):
-                return _die("--pid needs --from T1 and --to T2")
-            t1, t2 = parse_ts(args.from_), parse_ts(args.to)
-            if t2 <= t1:
-                return _die(f"--to must be after --from (got {args.from_} .. {args.to})")
-            if pid <= 0:
-                return _die(f"--pid must be a positive process id, got {pid}")
+        target = parse_target(args)
     except ValueError as e:
         return _die(str(e))
     try:
@@ -87,13 +65,7 @@ def cmd_why(args: argparse.Namespace) -> int:
     except QueryError as e:
         return _die(str(e))
     try:
-        if span_id or args.trace:
-            span = find_span(store, span_id) if span_id else pick_span(trace_spans(store, args.trace))
-            result = why_span(store, span)
-            out, text = result.to_json(), result.render
-        else:
-            analysis = why(store, pid, t1, t2, tid=tid)
-            out, text = analysis.to_json(), lambda: render_text(analysis)
+        analysis, span_analysis = explain(store, target)
     except (NoDataError, SpanLookupError, ValueError) as e:
         return _die(str(e))
     except QueryError as e:
@@ -103,8 +75,8 @@ def cmd_why(args: argparse.Namespace) -> int:
         if close:
             close()
     if args.json:
-        json.dump(out, sys.stdout)
+        json.dump(span_analysis.to_json() if span_analysis else analysis.to_json(), sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(text())
+        print(span_analysis.render() if span_analysis else render_text(analysis))
     return 0

@@ -70,7 +70,7 @@ class SpanRef:
         return f"{who} span {self.name} {dur}" + (" ERROR" if self.error else "")
 
 
-def _hex_id(value: str, length: int, what: str) -> str:
+def hex_id(value: str, length: int, what: str) -> str:
     v = value.strip().lower()
     if len(v) != length or not _HEX.match(v):
         raise ValueError(f"{what} must be {length} hex digits, got {value!r}")
@@ -78,7 +78,7 @@ def _hex_id(value: str, length: int, what: str) -> str:
 
 
 def find_span(store: Store, span_id: str) -> SpanRef:
-    sid = _hex_id(span_id, 16, "span id")
+    sid = hex_id(span_id, 16, "span id")
     rows = store.query_rows(f"SELECT {SPAN_COLS} FROM spans WHERE span_id = '{sid}' LIMIT 1")
     if not rows:
         raise SpanLookupError(f"no span {sid} stored (was the exporter pointed at `kprobe record`'s OTLP port?)")
@@ -86,7 +86,7 @@ def find_span(store: Store, span_id: str) -> SpanRef:
 
 
 def trace_spans(store: Store, trace_id: str) -> list[SpanRef]:
-    tid = _hex_id(trace_id, 32, "trace id")
+    tid = hex_id(trace_id, 32, "trace id")
     rows = store.query_rows(f"SELECT {SPAN_COLS} FROM spans WHERE trace_id = '{tid}' ORDER BY ts_ns LIMIT 10000")
     if not rows:
         raise SpanLookupError(f"no spans stored for trace {tid}")

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import sys
 from pathlib import Path
+
+from kprobe.causal.cli_target import add_target_args, explain, parse_target
 
 EPILOG = """\
 examples:
@@ -23,6 +24,8 @@ examples:
                        analyse PID 812 over that second, write the graph under --data, print the root cause
   kprobe graph --span 5f2b0c1d9e8a7b6c --cypher
                        the same for an OTel span (from the spans table), and show the Cypher query used
+  kprobe graph --incident span-5f2b0c1d9e8a7b6c
+                       an id printed by `kprobe incidents` (same targets as `kprobe why`)
   kprobe graph --pid 812 --from T1 --to T2 --neo4j bolt://127.0.0.1:7687 --neo4j-auth neo4j/secret
                        write to Neo4j instead of the embedded graph
 
@@ -32,9 +35,6 @@ PREEMPTED_BY, WOKEN_BY, BLAMES, WAITED_ON, EVIDENCED_BY and RAN_IN edges. Writin
 the same analysis again changes nothing (MERGE on deterministic ids). The embedded
 database has one writer: stop a running `kprobe dataflow causality` on the same DATA first.
 """
-
-_HEX = re.compile(r"^[0-9a-fA-F]{16}$")
-
 
 def _die(msg: str, code: int = 2) -> int:
     print(f"kprobe: error: {msg}", file=sys.stderr)
@@ -49,12 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction, default_data: Path | None
                     "the root cause returned by the documented Cypher query.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=data, help="data directory (default: %(default)s)")
-    p.add_argument("--span", metavar="ID", help="OTel span id (16 hex digits) from the spans table")
-    p.add_argument("--trace", metavar="ID", help="trace id (32 hex digits): its failed (else longest) span")
-    p.add_argument("--pid", type=int, help="process id (tgid) of the slow operation")
-    p.add_argument("--tid", type=int, default=None, help="thread id (default: the most delayed thread)")
-    p.add_argument("--from", dest="from_", metavar="T1", help="UTC ns since the epoch or ISO-8601")
-    p.add_argument("--to", metavar="T2", help="UTC ns since the epoch or ISO-8601")
+    add_target_args(p)
     p.add_argument("--neo4j", metavar="URI", help="write to Neo4j at this bolt:// URI instead of the embedded graph")
     p.add_argument("--neo4j-auth", default=os.environ.get("NEO4J_AUTH", "none"), metavar="USER/PASS",
                    help="Neo4j credentials, or 'none' (default: $NEO4J_AUTH or none)")
@@ -71,42 +66,28 @@ def _host(store, pid: int) -> str:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from kprobe.causal.graph import ROOT_CAUSE_QUERY, OperationRef, analysis_graph, interval_op_id, span_op_id
-    from kprobe.causal.spans import SpanLookupError, find_span, pick_span, trace_spans, why_span
-    from kprobe.causal.why import NoDataError, why
+    from kprobe.causal.spans import SpanLookupError
+    from kprobe.causal.why import NoDataError
     from kprobe.query.client import QueryError, open_store
-    from kprobe.query.timefmt import parse_ts
 
-    by_span = args.span is not None or args.trace is not None
-    if by_span and (args.pid is not None or args.from_ or args.to or (args.span and args.trace)):
-        return _die("give one of --span ID, --trace ID or --pid P --from T1 --to T2")
-    if args.span is not None and not _HEX.match(args.span):
-        return _die(f"--span must be 16 hex digits, got {args.span!r}")
-    if not by_span:
-        if args.pid is None or not args.from_ or not args.to:
-            return _die("need --span ID, --trace ID, or --pid P with --from T1 and --to T2")
-        if args.pid <= 0:
-            return _die(f"--pid must be a positive process id, got {args.pid}")
-        try:
-            t1, t2 = parse_ts(args.from_), parse_ts(args.to)
-        except ValueError as e:
-            return _die(str(e))
-        if t2 <= t1:
-            return _die(f"--to must be after --from (got {args.from_} .. {args.to})")
+    try:
+        target = parse_target(args)
+    except ValueError as e:
+        return _die(str(e))
     try:
         store = open_store(args.data)
     except QueryError as e:
         return _die(str(e))
     try:
-        if by_span:
-            span = find_span(store, args.span) if args.span else pick_span(trace_spans(store, args.trace))
-            analysis = why_span(store, span).analysis
+        analysis, span_analysis = explain(store, target)
+        if span_analysis is not None:
+            span = span_analysis.span
             pid, tid, t1, t2 = span.pid, span.tid or None, span.start_ns, span.end_ns
             op_ref = OperationRef(span_op_id(span.trace_id, span.span_id), "span", span.name)
             host = span.host or _host(store, pid)
         else:
-            pid, tid = args.pid, args.tid
+            pid, tid, t1, t2 = target.pid, target.tid, target.from_ns, target.to_ns
             op_ref = None
-            analysis = why(store, pid, t1, t2, tid=tid)
             host = _host(store, pid)
     except (LookupError, ValueError, NoDataError, SpanLookupError) as e:
         return _die(str(e))

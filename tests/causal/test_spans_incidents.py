@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kprobe.causal.incidents import parse_incident_id
-from kprobe.causal.spans import SpanRef, _hex_id, pick_span
+from kprobe.causal.spans import SpanRef, hex_id, pick_span
 
 
 def _span(sid: str, pid: int = 10, status: int = 0, dur: int = 1000, name: str = "op") -> SpanRef:
@@ -22,10 +22,10 @@ def test_incident_ids_round_trip_and_refuse_garbage() -> None:
 
 
 def test_ids_are_hex_only_before_reaching_sql() -> None:
-    assert _hex_id("0123456789ABCDEF", 16, "span id") == "0123456789abcdef"
+    assert hex_id("0123456789ABCDEF", 16, "span id") == "0123456789abcdef"
     for bad in ("0123456789abcdeg", "' OR 1=1 --'", "0123"):
         with pytest.raises(ValueError):
-            _hex_id(bad, 16, "span id")
+            hex_id(bad, 16, "span id")
 
 
 def test_trace_explains_its_failed_span_then_the_longest_joinable_one() -> None:

@@ -56,6 +56,8 @@ def test_graph_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["graph", "--data", str(tmp_path), "--span", "xyz"]) == 2
     assert "16 hex digits" in capsys.readouterr().err
     assert main(["graph", "--data", str(tmp_path), "--pid", "5"]) == 2
-    assert "need --span ID" in capsys.readouterr().err
+    assert "--pid needs --from T1 and --to T2" in capsys.readouterr().err
+    assert main(["graph", "--data", str(tmp_path), "--incident", "nonsense"]) == 2
+    assert "incident" in capsys.readouterr().err
     assert main(["graph", "--data", str(tmp_path), "--pid", "5", "--from", "10", "--to", "5"]) == 2
     assert "--to must be after --from" in capsys.readouterr().err
