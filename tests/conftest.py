@@ -12,6 +12,8 @@ import pytest
 
 WORKLOADS = Path(__file__).parent / "workloads"
 REPO = Path(__file__).resolve().parent.parent
+HOG = "import time\ne=time.monotonic()+{s}\nwhile time.monotonic()<e: pass"   # python -c: spin {s} seconds
+RR = ("chrt", "-r", "10")          # SCHED_RR prefix: a hog and its victim share a CPU in fixed slices
 
 
 def is_root() -> bool:
@@ -69,3 +71,33 @@ def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def otel_session(tmp_path: Path, probes_built: None):
+    """The embedded recorder with its OTLP gRPC receiver, as `kprobe record` runs it (spans + kernel events)."""
+    from kprobe.agent.probeset import ProbeConfig
+    from kprobe.agent.recorder import RecorderConfig
+    from kprobe.embedded import EmbeddedSession
+    from kprobe.otel.config import OtlpConfig
+
+    if os.geteuid() != 0:
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    s = EmbeddedSession(tmp_path / "data", RecorderConfig(probes=ProbeConfig(filter_on=True, min_offcpu_ns=20_000),
+                                                          flush_ms=300), OtlpConfig(grpc_port=0, http_port=None)).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def graph_counts(data: Path) -> tuple[int, int]:
+    """(nodes, edges) in the embedded causal graph under a data directory."""
+    from kprobe.sinks.graph_ladybug import LadybugGraph
+
+    g = LadybugGraph.in_data_dir(data)
+    try:
+        return (g.query("MATCH (n) RETURN count(n) AS c")[0]["c"],
+                g.query("MATCH ()-[e]->() RETURN count(e) AS c")[0]["c"])
+    finally:
+        g.close()

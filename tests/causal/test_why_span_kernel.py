@@ -16,36 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from kprobe.otel.config import OtlpConfig
+from tests.conftest import HOG, RR, WORKLOADS
 
 pytestmark = pytest.mark.kernel
 
-WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
-HOG = "import time\ne=time.monotonic()+{s}\nwhile time.monotonic()<e: pass"
-RR = ("chrt", "-r", "10")
 
 
-@pytest.fixture
-def session(tmp_path: Path, probes_built: None):
-    from kprobe.agent.probeset import ProbeConfig
-    from kprobe.agent.recorder import RecorderConfig
-    from kprobe.embedded import EmbeddedSession
-
-    if os.geteuid() != 0:
-        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    s = EmbeddedSession(tmp_path / "data", RecorderConfig(probes=ProbeConfig(filter_on=True, min_offcpu_ns=20_000),
-                                                          flush_ms=300), OtlpConfig(grpc_port=0, http_port=None)).start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-def _written(session, mono_ns: int, timeout: float) -> bool:
+def _written(otel_session, mono_ns: int, timeout: float) -> bool:
     """Everything committed before mono_ns is in the store (the queue may already hold newer batches)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if session.recorder.stats.last_written_mono_ns >= mono_ns:
+        if otel_session.recorder.stats.last_written_mono_ns >= mono_ns:
             return True
         time.sleep(0.01)
     return False
@@ -58,7 +39,7 @@ def _kprobe(data: Path, *args: str) -> dict | list:
     return json.loads(out.stdout)
 
 
-def test_why_span_names_the_preempting_hog_with_the_measured_delay(session) -> None:
+def test_why_span_names_the_preempting_hog_with_the_measured_delay(otel_session) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs: the recorder must not share the hog's CPU")
@@ -67,9 +48,9 @@ def test_why_span_names_the_preempting_hog_with_the_measured_delay(session) -> N
     hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=20.0)])
     try:
         victim = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, str(WORKLOADS / "otel_cpu_victim.py"),
-                                   session.receiver.grpc_endpoint, "400"],
+                                   otel_session.receiver.grpc_endpoint, "400"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        session.recorder.watch_pid(victim.pid)
+        otel_session.recorder.watch_pid(victim.pid)
         out, _ = victim.communicate("go\n", timeout=30)
         assert victim.returncode == 0
     finally:
@@ -78,9 +59,9 @@ def test_why_span_names_the_preempting_hog_with_the_measured_delay(session) -> N
     truth = json.loads(out)
     waited = (truth["end_ns"] - truth["start_ns"]) - truth["cpu_ns"]
     assert waited > 150_000_000, "hog did not share the CPU; the test proves nothing"
-    assert _written(session, time.monotonic_ns(), 20.0), "recorder did not write what it drained in 20 s"
+    assert _written(otel_session, time.monotonic_ns(), 20.0), "recorder did not write what it drained in 20 s"
 
-    got = _kprobe(session.data_dir, "why", "--span", truth["span_id"])
+    got = _kprobe(otel_session.data_dir, "why", "--span", truth["span_id"])
     rc = got["root_cause"]
     assert rc["kind"] == "cpu_preemption", got
     assert rc["culprit"]["pid"] == hog.pid, got
@@ -90,20 +71,20 @@ def test_why_span_names_the_preempting_hog_with_the_measured_delay(session) -> N
     assert (head["pid"], head["tid"], head["service"]) == (truth["pid"], truth["tid"], "risk-engine")
     assert got["victim"]["tid"] == truth["tid"]
 
-    by_trace = _kprobe(session.data_dir, "why", "--trace", truth["trace_id"])
+    by_trace = _kprobe(otel_session.data_dir, "why", "--trace", truth["trace_id"])
     assert by_trace["span"]["span_id"] == truth["span_id"]
     assert by_trace["root_cause"]["culprit"]["pid"] == hog.pid
 
-    found = _kprobe(session.data_dir, "incidents", "--slow-ms", "300")
+    found = _kprobe(otel_session.data_dir, "incidents", "--slow-ms", "300")
     ids = [i["id"] for i in found]
     assert f"span-{truth['span_id']}" in ids, found
-    via_incident = _kprobe(session.data_dir, "why", "--incident", f"span-{truth['span_id']}")
+    via_incident = _kprobe(otel_session.data_dir, "why", "--incident", f"span-{truth['span_id']}")
     assert via_incident["root_cause"]["culprit"]["pid"] == hog.pid
 
 
-def test_why_span_refuses_unknown_and_malformed_ids(session) -> None:
+def test_why_span_refuses_unknown_and_malformed_ids(otel_session) -> None:
     for args, msg in ((["--span", "00112233445566ff"], "no span"), (["--span", "xyz"], "16 hex digits"),
                       (["--trace", "12"], "32 hex digits"), (["--incident", "nonsense"], "not an incident id")):
-        out = subprocess.run([sys.executable, "-m", "kprobe", "why", "--data", str(session.data_dir), *args],
+        out = subprocess.run([sys.executable, "-m", "kprobe", "why", "--data", str(otel_session.data_dir), *args],
                              capture_output=True, text=True, timeout=240)
         assert out.returncode == 2 and msg in out.stderr, (args, out.stderr)

@@ -8,18 +8,10 @@ import subprocess
 import pytest
 
 from kprobe.cli import main
-from kprobe.sinks.graph_ladybug import LadybugGraph
+from tests.conftest import graph_counts
 
 pytestmark = pytest.mark.kernel
 
-
-def _counts(data) -> tuple[int, int]:
-    g = LadybugGraph.in_data_dir(data)
-    try:
-        return (g.query("MATCH (n) RETURN count(n) AS c")[0]["c"],
-                g.query("MATCH ()-[e]->() RETURN count(e) AS c")[0]["c"])
-    finally:
-        g.close()
 
 
 def test_graph_cli_prints_the_query_root_cause_and_is_idempotent(capture, capsys):
@@ -35,11 +27,11 @@ def test_graph_cli_prints_the_query_root_cause_and_is_idempotent(capture, capsys
     q, a = js["query_root_cause"], js["analysis_root_cause"]
     assert (q["kind"], q["pid"], q["delay_ns"]) == ("lock_contention", holder, a["delay_ns"])
     assert abs(a["delay_ns"] - (t1 - t0)) <= 0.2 * (t1 - t0)
-    before = _counts(capture.data)
+    before = graph_counts(capture.data)
     assert main([*argv, "--cypher"]) == 0
     text = capsys.readouterr().out
     assert "root cause: lock_contention" in text and f"PID {holder}" in text and "MATCH p = (o:Operation {id: $op})" in text
-    assert _counts(capture.data) == before
+    assert graph_counts(capture.data) == before
 
     # the flow over the same store (through the running recorder's socket) finds the futex wait itself
     assert main(["dataflow", "causality", "--data", data, "--watch-pid", str(pid), "--workers", "2"]) == 0

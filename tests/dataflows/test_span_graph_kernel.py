@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from bytewax.testing import run_main
@@ -21,43 +20,16 @@ from bytewax.testing import run_main
 from kprobe.causal.graph import span_op_id
 from kprobe.dataflows.causality import FlowOptions, StoreTailSource, build_flow
 from kprobe.dataflows.windowing import WindowConfig
-from kprobe.otel.config import OtlpConfig
 from kprobe.sinks.analysis_rows import TABLE, AnalysisRowsSink
 from kprobe.sinks.graph_ladybug import LadybugGraph
+from tests.conftest import HOG, RR, WORKLOADS, graph_counts
 
 pytestmark = pytest.mark.kernel
 
-WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
-HOG = "import time\ne=time.monotonic()+{s}\nwhile time.monotonic()<e: pass"
-RR = ("chrt", "-r", "10")
 
 
-@pytest.fixture
-def session(tmp_path: Path, probes_built: None):
-    from kprobe.agent.probeset import ProbeConfig
-    from kprobe.agent.recorder import RecorderConfig
-    from kprobe.embedded import EmbeddedSession
 
-    if os.geteuid() != 0:
-        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    s = EmbeddedSession(tmp_path / "data", RecorderConfig(probes=ProbeConfig(filter_on=True, min_offcpu_ns=20_000),
-                                                          flush_ms=300), OtlpConfig(grpc_port=0, http_port=None)).start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-def _counts(data: Path) -> tuple[int, int]:
-    g = LadybugGraph.in_data_dir(data)
-    try:
-        return (g.query("MATCH (n) RETURN count(n) AS c")[0]["c"],
-                g.query("MATCH ()-[e]->() RETURN count(e) AS c")[0]["c"])
-    finally:
-        g.close()
-
-
-def test_span_graph_from_cli_and_flow_agree(session) -> None:
+def test_span_graph_from_cli_and_flow_agree(otel_session) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs: the recorder must not share the hog's CPU")
@@ -65,9 +37,9 @@ def test_span_graph_from_cli_and_flow_agree(session) -> None:
     hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=30.0)])
     try:
         victim = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, str(WORKLOADS / "otel_cpu_victim.py"),
-                                   session.receiver.grpc_endpoint, "400"],
+                                   otel_session.receiver.grpc_endpoint, "400"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        session.recorder.watch_pid(victim.pid)
+        otel_session.recorder.watch_pid(victim.pid)
         out, _ = victim.communicate("go\n", timeout=30)
         assert victim.returncode == 0
     finally:
@@ -78,10 +50,10 @@ def test_span_graph_from_cli_and_flow_agree(session) -> None:
     assert waited > 150_000_000, "hog did not share the CPU; the test proves nothing"
     mark = time.monotonic_ns()
     deadline = time.monotonic() + 20
-    while session.recorder.stats.last_written_mono_ns < mark and time.monotonic() < deadline:
+    while otel_session.recorder.stats.last_written_mono_ns < mark and time.monotonic() < deadline:
         time.sleep(0.01)
 
-    data = session.data_dir
+    data = otel_session.data_dir
     r = subprocess.run([sys.executable, "-m", "kprobe", "graph", "--data", str(data), "--span", truth["span_id"],
                         "--json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -91,9 +63,9 @@ def test_span_graph_from_cli_and_flow_agree(session) -> None:
     q = js["query_root_cause"]
     assert (q["kind"], q["pid"]) == ("cpu_preemption", hog.pid), js
     assert abs(q["delay_ns"] - waited) <= 0.2 * waited, (q["delay_ns"], waited)
-    before = _counts(data)
+    before = graph_counts(data)
 
-    store = session.store
+    store = otel_session.store
     flow = build_flow(StoreTailSource(lambda: store), graph=lambda: LadybugGraph.in_data_dir(data),
                       rows=lambda: AnalysisRowsSink(store),
                       options=FlowOptions(WindowConfig(watch_pids=frozenset())))    # spans only
@@ -102,4 +74,4 @@ def test_span_graph_from_cli_and_flow_agree(session) -> None:
                             f"WHERE op_id = '{op_id}'")
     assert [(x["op_kind"], x["root_kind"], int(x["root_pid"])) for x in rows] == [("span", "cpu_preemption", hog.pid)]
     assert int(rows[0]["root_delay_ns"]) == q["delay_ns"]
-    assert _counts(data) == before
+    assert graph_counts(data) == before
