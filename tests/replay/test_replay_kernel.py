@@ -9,10 +9,10 @@ exact syscall; injected delays must turn into the client-side verdicts they impl
 from __future__ import annotations
 
 import os
-import signal
+import pickle
 import socket
 import subprocess
-import threading
+import sys
 import time
 from pathlib import Path
 
@@ -128,6 +128,37 @@ def _summary(r) -> tuple:
             r.synthesized_clock_reads, [(d.index, d.kind, d.expected, d.actual) for d in r.divergences])
 
 
+_FRESH = """
+import pickle, signal, sys, threading
+from pathlib import Path
+from kprobe.replay import log as rlog
+from kprobe.replay.engine import ReplayEngine
+session, tgid, other, argv = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+release, ready = threading.Event(), threading.Event()
+def idle():
+    if other == "blocking":
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    ready.set()
+    release.wait()
+if other != "none":
+    threading.Thread(target=idle, daemon=True).start()
+    ready.wait(5)
+r = ReplayEngine(rlog.load(session, tgid), argv).run()
+release.set()
+sys.stdout.buffer.write(pickle.dumps(r))
+"""
+
+
+def _replay_in_fresh_process(session: Path, tgid: int, argv: list[str], other: str = "none"):
+    """ReplayEngine(log, argv).run() in a new Python process (the tracer's own threads decide between
+    notifications and ptrace stops, and this pytest process may have any from earlier tests), with no
+    other thread, one that can take SIGCHLD ("plain") or one that blocks it ("blocking")."""
+    out = subprocess.run([sys.executable, "-c", _FRESH, str(session), str(tgid), other, *argv], capture_output=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    return pickle.loads(out.stdout)
+
+
 def test_compiled_hot_path_answers_exactly_like_the_python_engine(ledger_recording) -> None:
     """The C loop (replay/fastpath.c) answers reads, clock reads, getrandom, fsync and compares the
     replies, as seccomp notifications or in one ptrace stop each; every observable result must
@@ -137,7 +168,9 @@ def test_compiled_hot_path_answers_exactly_like_the_python_engine(ledger_recordi
 
     assert fastpath.LIBRARY.exists(), "the replay hot path is not built: run `make -C replay` (setup.sh does)"
     log, argv = ledger_recording["log"], ledger_recording["argv"]
-    fast = ReplayEngine(log, argv).run()                      # hot syscalls as seccomp notifications
+    # notifications need a tracer without other threads that could take SIGCHLD; this pytest process may
+    # have some from earlier tests (chDB, gRPC), so that variant runs in a fresh process, as `kprobe replay` does
+    fast = _replay_in_fresh_process(ledger_recording["dir"] / "replay" / "session", log.tgid, argv)
     fast_ptrace = ReplayEngine(log, argv, notify=False).run()  # the C loop on ptrace stops only
     slow = ReplayEngine(log, argv, fast=False).run()
     assert slow.fast_events == 0
@@ -146,34 +179,14 @@ def test_compiled_hot_path_answers_exactly_like_the_python_engine(ledger_recordi
     assert fast.outcome == "identical" and fast.outputs_identical, (fast.divergences, fast.notes)
     assert _summary(fast) == _summary(slow) == _summary(fast_ptrace)
     assert (fast.hot_syscalls, fast_ptrace.hot_syscalls, slow.hot_syscalls) == ("seccomp-notify", "ptrace", "ptrace")
-    # another thread in this process could take the SIGCHLD of a ptrace stop: notifications are
-    # then not used (each stop could wait out a poll slice), the result stays the same
-    release = threading.Event()
-    other = threading.Thread(target=release.wait)
-    other.start()
-    try:
-        threaded = ReplayEngine(log, argv).run()
-    finally:
-        release.set()
-        other.join()
+    # another thread of the tracer could take the SIGCHLD of a ptrace stop: notifications are then not
+    # used (each stop could wait out a poll slice), the result stays the same
+    session = ledger_recording["dir"] / "replay" / "session"
+    threaded = _replay_in_fresh_process(session, log.tgid, argv, other="plain")
     assert threaded.hot_syscalls == "ptrace" and threaded.fast_events == fast.fast_events
     assert _summary(threaded) == _summary(slow)
     # a thread that blocks SIGCHLD (as librdkafka's threads block every signal) cannot take it
-    release, ready = threading.Event(), threading.Event()
-
-    def blocking() -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-        ready.set()
-        release.wait()
-
-    other = threading.Thread(target=blocking)
-    other.start()
-    try:
-        assert ready.wait(5)
-        masked = ReplayEngine(log, argv).run()
-    finally:
-        release.set()
-        other.join()
+    masked = _replay_in_fresh_process(session, log.tgid, argv, other="blocking")
     assert masked.hot_syscalls == "seccomp-notify" and _summary(masked) == _summary(slow)
     # outputs differ mid-run: the C loop hands the write back, Python reports the same divergence
     slow_div = ReplayEngine(log, argv[:4] + ["1"], fast=False).run()
