@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 
 from kprobe.causal.why import render_text, why
+from tests.conftest import HOG, RR
 
 pytestmark = pytest.mark.kernel
 
 WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
-HOG = "import time\ne=time.monotonic()+{s}\nwhile time.monotonic()<e: pass"
-RR = ("chrt", "-r", "10")
 
 
 def _cpus() -> tuple[int, int]:
