@@ -148,7 +148,9 @@ def throttled_disk(tmp_path: Path):
     mounted = False
     try:
         # no journal: a jbd2 commit would write ordered data from its own (unthrottled) context
-        subprocess.run(["mkfs.ext4", "-q", "-O", "^has_journal", loop], check=True, capture_output=True)
+        # and no lazy inode-table init: ext4lazyinit would write to the device behind the test's back
+        subprocess.run(["mkfs.ext4", "-q", "-O", "^has_journal", "-E", "lazy_itable_init=0", loop], check=True,
+                       capture_output=True)
         mnt.mkdir()
         subprocess.run(["mount", loop, str(mnt)], check=True)
         mounted = True
