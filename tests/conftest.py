@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -101,3 +102,28 @@ def graph_counts(data: Path) -> tuple[int, int]:
                 g.query("MATCH ()-[e]->() RETURN count(e) AS c")[0]["c"])
     finally:
         g.close()
+
+
+def otel_span_beside_hog(session, hog_s: float = 20.0) -> tuple[dict, int, int]:
+    """A 400 ms OTel span (tests/workloads/otel_cpu_victim.py, real SDK) whose thread shares the last CPU
+    with a SCHED_RR hog, recorded by ``session``: (the victim's truth line, the hog's pid, how long the
+    span waited for the CPU by its own clock). The hog outlives the victim and is killed right after."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs: the recorder must not share the hog's CPU")
+    cpu = str(cpus[-1])
+    hog = subprocess.Popen([*RR, "taskset", "-c", cpu, sys.executable, "-c", HOG.format(s=hog_s)])
+    try:
+        victim = subprocess.Popen([*RR, "taskset", "-c", cpu, sys.executable, str(WORKLOADS / "otel_cpu_victim.py"),
+                                   session.receiver.grpc_endpoint, "400"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        session.recorder.watch_pid(victim.pid)
+        out, _ = victim.communicate("go\n", timeout=30)
+        assert victim.returncode == 0
+    finally:
+        hog.kill()
+        hog.wait(5)
+    truth = json.loads(out)
+    waited = (truth["end_ns"] - truth["start_ns"]) - truth["cpu_ns"]
+    assert waited > 150_000_000, "hog did not share the CPU; the test proves nothing"
+    return truth, hog.pid, waited

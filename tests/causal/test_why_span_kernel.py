@@ -8,7 +8,6 @@ The CLI runs as a separate process and reaches the store through the running rec
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOG, RR, WORKLOADS
+from tests.conftest import otel_span_beside_hog
 
 pytestmark = pytest.mark.kernel
 
@@ -40,31 +39,13 @@ def _kprobe(data: Path, *args: str) -> dict | list:
 
 
 def test_why_span_names_the_preempting_hog_with_the_measured_delay(otel_session) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs two CPUs: the recorder must not share the hog's CPU")
-    cpu = cpus[-1]
-    # long enough for the victim's OTel imports on a loaded host; killed as soon as the victim is done
-    hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=20.0)])
-    try:
-        victim = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, str(WORKLOADS / "otel_cpu_victim.py"),
-                                   otel_session.receiver.grpc_endpoint, "400"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        otel_session.recorder.watch_pid(victim.pid)
-        out, _ = victim.communicate("go\n", timeout=30)
-        assert victim.returncode == 0
-    finally:
-        hog.kill()
-        hog.wait(5)
-    truth = json.loads(out)
-    waited = (truth["end_ns"] - truth["start_ns"]) - truth["cpu_ns"]
-    assert waited > 150_000_000, "hog did not share the CPU; the test proves nothing"
+    truth, hog_pid, waited = otel_span_beside_hog(otel_session, hog_s=20.0)
     assert _written(otel_session, time.monotonic_ns(), 20.0), "recorder did not write what it drained in 20 s"
 
     got = _kprobe(otel_session.data_dir, "why", "--span", truth["span_id"])
     rc = got["root_cause"]
     assert rc["kind"] == "cpu_preemption", got
-    assert rc["culprit"]["pid"] == hog.pid, got
+    assert rc["culprit"]["pid"] == hog_pid, got
     assert abs(rc["delay_ns"] - waited) <= 0.2 * waited, (rc["delay_ns"], waited)
     head = got["chain"][0]
     assert head["kind"] == "span" and head["span_id"] == truth["span_id"], head
@@ -73,13 +54,13 @@ def test_why_span_names_the_preempting_hog_with_the_measured_delay(otel_session)
 
     by_trace = _kprobe(otel_session.data_dir, "why", "--trace", truth["trace_id"])
     assert by_trace["span"]["span_id"] == truth["span_id"]
-    assert by_trace["root_cause"]["culprit"]["pid"] == hog.pid
+    assert by_trace["root_cause"]["culprit"]["pid"] == hog_pid
 
     found = _kprobe(otel_session.data_dir, "incidents", "--slow-ms", "300")
     ids = [i["id"] for i in found]
     assert f"span-{truth['span_id']}" in ids, found
     via_incident = _kprobe(otel_session.data_dir, "why", "--incident", f"span-{truth['span_id']}")
-    assert via_incident["root_cause"]["culprit"]["pid"] == hog.pid
+    assert via_incident["root_cause"]["culprit"]["pid"] == hog_pid
 
 
 def test_why_span_refuses_unknown_and_malformed_ids(otel_session) -> None:

@@ -9,7 +9,6 @@ itself, reach the same root cause and MERGE onto the same nodes (counts unchange
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from kprobe.dataflows.causality import FlowOptions, StoreTailSource, build_flow
 from kprobe.dataflows.windowing import WindowConfig
 from kprobe.sinks.analysis_rows import TABLE, AnalysisRowsSink
 from kprobe.sinks.graph_ladybug import LadybugGraph
-from tests.conftest import HOG, RR, WORKLOADS, graph_counts
+from tests.conftest import graph_counts, otel_span_beside_hog
 
 pytestmark = pytest.mark.kernel
 
@@ -30,24 +29,7 @@ pytestmark = pytest.mark.kernel
 
 
 def test_span_graph_from_cli_and_flow_agree(otel_session) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs two CPUs: the recorder must not share the hog's CPU")
-    cpu = cpus[-1]
-    hog = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=30.0)])
-    try:
-        victim = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, str(WORKLOADS / "otel_cpu_victim.py"),
-                                   otel_session.receiver.grpc_endpoint, "400"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        otel_session.recorder.watch_pid(victim.pid)
-        out, _ = victim.communicate("go\n", timeout=30)
-        assert victim.returncode == 0
-    finally:
-        hog.kill()
-        hog.wait(5)
-    truth = json.loads(out)
-    waited = (truth["end_ns"] - truth["start_ns"]) - truth["cpu_ns"]
-    assert waited > 150_000_000, "hog did not share the CPU; the test proves nothing"
+    truth, hog_pid, waited = otel_span_beside_hog(otel_session, hog_s=30.0)
     mark = time.monotonic_ns()
     deadline = time.monotonic() + 20
     while otel_session.recorder.stats.last_written_mono_ns < mark and time.monotonic() < deadline:
@@ -61,7 +43,7 @@ def test_span_graph_from_cli_and_flow_agree(otel_session) -> None:
     op_id = span_op_id(truth["trace_id"], truth["span_id"])
     assert js["op_id"] == op_id
     q = js["query_root_cause"]
-    assert (q["kind"], q["pid"]) == ("cpu_preemption", hog.pid), js
+    assert (q["kind"], q["pid"]) == ("cpu_preemption", hog_pid), js
     assert abs(q["delay_ns"] - waited) <= 0.2 * waited, (q["delay_ns"], waited)
     before = graph_counts(data)
 
@@ -72,6 +54,6 @@ def test_span_graph_from_cli_and_flow_agree(otel_session) -> None:
     run_main(flow)
     rows = store.query_rows(f"SELECT op_kind, root_kind, root_pid, root_delay_ns FROM {TABLE} "
                             f"WHERE op_id = '{op_id}'")
-    assert [(x["op_kind"], x["root_kind"], int(x["root_pid"])) for x in rows] == [("span", "cpu_preemption", hog.pid)]
+    assert [(x["op_kind"], x["root_kind"], int(x["root_pid"])) for x in rows] == [("span", "cpu_preemption", hog_pid)]
     assert int(rows[0]["root_delay_ns"]) == q["delay_ns"]
     assert graph_counts(data) == before
