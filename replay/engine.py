@@ -304,9 +304,6 @@ class ReplayEngine:
                     waiting.discard(p)
             time.sleep(0.0005)
 
-    def _chan_key(self, fd: int) -> str:
-        return _chan_key(fd)
-
     # -- the ptrace loop -------------------------------------------------------------------------
     def _loop(self, pid: int) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -386,7 +383,7 @@ class ReplayEngine:
             fds = p.ops[p.writes[sel], F.FD]
             for fd in np.unique(fds).tolist():
                 chunks = [p.write_data[i] for i in sel[fds == fd].tolist()]
-                self.out_bytes.setdefault(self._chan_key(fd), hashlib.sha256()).update(b"".join(chunks))
+                self.out_bytes.setdefault(_chan_key(fd), hashlib.sha256()).update(b"".join(chunks))
         if self.fp is not None:
             for fd, rec_ns, rep_ns in self.fp.requests():
                 self.res.requests.append(Request(fd, rec_ns / 1e6, rep_ns / 1e6))
@@ -743,7 +740,7 @@ class ReplayEngine:
             self._diverge(e.index, th.rtid, "bytes", _show(expected), _show(actual[: max(n, len(actual))]))
             if self.strict:
                 return "abort"
-        self.out_bytes.setdefault(self._chan_key(fd), hashlib.sha256()).update(actual[:n] if e.ret >= 0 else b"")
+        self.out_bytes.setdefault(_chan_key(fd), hashlib.sha256()).update(actual[:n] if e.ret >= 0 else b"")
         req = self.last_input.pop(fd, None)
         if req is not None and fd in self.sockets:
             vt_in, rec_in = req
@@ -856,7 +853,7 @@ class ReplayEngine:
             return self._apply(tid, th, regs, nr, args, e)
         if nr in WRITES and fd in self.emulated:
             data = self._gather(nr, args)
-            self.out_bytes.setdefault(self._chan_key(fd), hashlib.sha256()).update(data)
+            self.out_bytes.setdefault(_chan_key(fd), hashlib.sha256()).update(data)
             self._skip(tid, regs, len(data))
             return None
         self._passthrough(tid)
