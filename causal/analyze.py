@@ -32,7 +32,9 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+from msgspec.structs import replace
 
 from kprobe.causal.fetch import (
     DISK_WAIT_CALLS,
@@ -289,7 +291,12 @@ def _reclaim_child(ctx: _Ctx, rows: Iterable[Reclaim], segs: list[tuple[int, int
     total = 0
     n = 0
     pages = 0
+    if not segs:
+        return None
+    first, last = min(a for a, _ in segs), max(b for _, b in segs)
     for r in rows:
+        if r.end_ts <= first or r.ts >= last:
+            continue      # most of a busy host's reclaim misses the wait: skip the per-segment sums
         ov = sum(_overlap(r.ts, r.end_ts, a, b) for a, b in segs)
         if ov > 0:
             total += ov

@@ -66,3 +66,33 @@ def capture(tmp_path: Path, probes_built: None) -> Iterator[SlowFlushCapture]:
         yield c
     finally:
         c.stop()
+
+
+def _evidence_key(ev) -> dict:
+    """What the analysis reads, order-free (the store returns rows in any order; memory keeps ts order)."""
+    out = {}
+    for f in ("offcpu", "syscalls"):
+        out[f] = sorted(repr(r) for v in getattr(ev, f).values() for r in v)
+    for f in ("reclaims", "faults", "block_io", "sock_io", "retrans", "fd_open"):
+        out[f] = sorted(map(repr, getattr(ev, f)))
+    out["reclaim_totals"] = sorted(map(repr, ev.reclaim_totals or []))
+    out["comms"], out["fetched"] = ev.comms, ev.fetched_tgids
+    return out
+
+
+def why_both_ways(store, pid: int, t0: int, t1: int):
+    """``why`` on real data, after checking its two evidence paths agree on it.
+
+    fetch_evidence reads the window once and runs the rounds in memory; a window
+    too big for that is followed round by round on the store. Both must select
+    the same rows, or answers would change with the size of the recording.
+    """
+    from kprobe.causal.fetch import fetch_evidence
+    from kprobe.causal.model import Interval
+    from kprobe.causal.why import why
+
+    iv = Interval(pid, t0, t1)
+    fast, rounds = fetch_evidence(store, iv), fetch_evidence(store, iv, window_limit=0)
+    assert fast.queries == 1, fast.queries      # the window read; the rounds ran in memory
+    assert _evidence_key(fast) == _evidence_key(rounds)
+    return why(store, pid, t0, t1)
