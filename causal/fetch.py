@@ -238,11 +238,26 @@ class _Cond:
 
 
 def _all(*cs: _Cond) -> _Cond:
-    return _Cond(" AND ".join(f"({c.sql})" for c in cs), lambda r: all(c.keep(r) for c in cs))
+    ks = [c.keep for c in cs]
+    if len(ks) == 2:       # the usual shapes without a generator per row (rounds test thousands of rows)
+        k1, k2 = ks
+        keep: Callable[[Any], bool] = lambda r: k1(r) and k2(r)     # noqa: E731
+    elif len(ks) == 3:
+        k1, k2, k3 = ks
+        keep = lambda r: k1(r) and k2(r) and k3(r)     # noqa: E731
+    else:
+        keep = lambda r: all(k(r) for k in ks)     # noqa: E731
+    return _Cond(" AND ".join(f"({c.sql})" for c in cs), keep)
 
 
 def _any(*cs: _Cond) -> _Cond:
-    return _Cond(" OR ".join(f"({c.sql})" for c in cs), lambda r: any(c.keep(r) for c in cs))
+    ks = [c.keep for c in cs]
+    if len(ks) == 2:
+        k1, k2 = ks
+        keep: Callable[[Any], bool] = lambda r: k1(r) or k2(r)     # noqa: E731
+    else:
+        keep = lambda r: any(k(r) for k in ks)     # noqa: E731
+    return _Cond(" OR ".join(f"({c.sql})" for c in cs), keep)
 
 
 def _overlap(lo: int, hi: int, lookback: int | None = None) -> _Cond:
