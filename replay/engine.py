@@ -40,6 +40,7 @@ from ptrace.syscall.names import SYSCALL_NAMES
 from kprobe.otel.redact import redact_bytes_same_length
 from kprobe.replay import fastpath as F
 from kprobe.replay import tracee as T
+from kprobe.replay import vclock as V
 from kprobe.replay.inject import Injection
 from kprobe.replay.log import Event, ProcessLog
 from kprobe.replay.seccomp import trapped
@@ -113,6 +114,7 @@ class ReplayResult:
     stops: int = 0
     fast_events: int = 0                           # answered by the compiled hot path (fastpath.c)
     hot_syscalls: str = "ptrace"                   # how hot syscalls reached the tracer: ptrace | seccomp-notify
+    tracee_clock_answers: int = 0                  # vDSO clock reads answered in the tracee (replay/vclock.py)
 
     @property
     def outputs_identical(self) -> bool:
@@ -167,6 +169,7 @@ class ReplayEngine:
     timeout_s: float = 120.0
     fast: bool = True                              # use the compiled hot path when it is built
     notify: bool = True                            # with it, hot syscalls as seccomp notifications
+    vclock: bool = True                            # with it, clock reads answered in the tracee (vclock.py)
 
     def run(self) -> ReplayResult:
         """Replay once. Garbage collection is off meanwhile: preparing the log and the loop
@@ -221,12 +224,17 @@ class ReplayEngine:
             self.fp.ctx.notif_fd = listener
         self.pid = pid
         self.mem: T.Memory | None = None
+        self.vc: V.VClock | None = None
+        self.vc_state = "want" if self.fp and self.vclock and V.supported() else "off"
         try:
             self._loop(pid)
         finally:
             self._reap(pid)
             if self.mem:
                 self.mem.close()
+            if self.vc and self.fp:
+                self.fp.ctx.vtab = None
+                self.vc.close()
             if self.fp:
                 self.fp.close()
         self.res.wall_s = time.monotonic() - t0
@@ -322,6 +330,8 @@ class ReplayEngine:
                     ev = self._wait(deadline)
             if ev is None:
                 continue
+            if self.vc is not None:
+                self._vclock_sync(ev[1])
             if ev[0] == "n":  # a seccomp notification: a trapped syscall without a ptrace stop
                 self.res.stops += 1
                 if self._notified(ev[1], ev[2]) == "abort":
@@ -375,7 +385,9 @@ class ReplayEngine:
         self.consumed.update(idx)
         th.pos += done
         self.res.events_replayed += done
-        self.res.stops += done
+        vdone = int(self.fp.ctx.vdone) if self.fp is not None else 0  # answered in the tracee: no stop
+        self.res.stops += done - vdone
+        self.res.tracee_clock_answers += vdone
         ws = np.searchsorted(p.writes, (pos, pos + done))
         sel = np.arange(ws[0], ws[1])
         sel = sel[p.ops[p.writes[sel], F.KIND] == F.K_WRITE]  # writes answered as outputs (emulated fd)
@@ -466,6 +478,8 @@ class ReplayEngine:
             if th is None:
                 return self._unsupported(f"syscall from unknown thread {tid}")
             regs = T.get_regs(tid)
+            if self.vc_state == "want" and tid == self.pid and regs.fs_base:
+                return self._vclock_inject(tid, th, regs)
             return self._syscall(tid, th, regs)
         if sig == (signal.SIGTRAP | 0x80):  # syscall-exit stop we asked for
             th = self.threads.get(tid)
@@ -495,6 +509,49 @@ class ReplayEngine:
             return None
         T.cont(tid, sig)
         return None
+
+    def _vclock_inject(self, tid: int, th: _Thread, regs) -> None:
+        """Make the stopped thread map the clock table's pages instead of this syscall, then
+        restart the syscall unchanged (its next seccomp stop is handled as usual)."""
+        saved = type(regs).from_buffer_copy(regs)
+        fs_base = regs.fs_base
+        V.mmap_call(regs)
+        T.set_regs(tid, regs)
+        self.vc_state = "injecting"
+
+        def mapped(t: int, r) -> None:
+            V.restart(saved)
+            T.set_regs(t, saved)
+            addr = r.rax
+            if addr >= 1 << 63 or self.fp is None or self.mem is None:
+                self.vc_state = "off"
+                self.res.notes.append(f"clock table not mapped into the tracee (mmap: {addr - (1 << 64)}): "
+                                      "clock reads trap")
+                return None
+            self.vc = V.VClock.install(self.fp.lib, self.pid, tid, fs_base, addr, self.mem)
+            self.fp.ctx.vtab, self.fp.ctx.vtid = self.vc.table_address, tid
+            self.vc_state = "on"
+            return None
+
+        th.pending_exit = mapped
+        T.to_exit(tid)
+
+    def _vclock_sync(self, tid: int) -> None:
+        """A stop of the table's owner that the compiled loop did not see: consume the clock
+        reads the tracee answered itself since its last stop, in order, as if each had trapped."""
+        vc = self.vc
+        if vc is None or tid != vc.tid or self.fp is None:
+            return
+        gap = vc.take(self.fp.lib)
+        if gap is None:
+            return
+        th = self.threads[tid]
+        pos, k = gap
+        if pos != th.pos:
+            raise RuntimeError(f"replay: clock table opened at event {pos} of thread {th.rtid}, thread is at {th.pos}")
+        for e in th.queue[pos : pos + k]:
+            self._consume(th, e)
+        self.res.tracee_clock_answers += k
 
     def _rdtsc(self, tid: int, regs, length: int) -> None:
         """rdtsc faults (PR_TSC_SIGSEGV): answer a synthetic counter from virtual time, count it.

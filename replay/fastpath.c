@@ -73,6 +73,11 @@ struct kp_ctx {
 	const uint8_t *blob;             /* all recorded regions, addressed by kp_op.roff */
 	uint8_t *scratch;                /* for reading the tracee's output */
 	int64_t scratch_len;
+	int64_t *vtab;                   /* the clock table shared with the tracee (NULL: none), below */
+	int64_t vtid;                    /* the one thread allowed to read it */
+	int64_t vdone;                   /* out: clock reads answered in the tracee during this run */
+	const struct kp_op *nx_ops;      /* the plan and the position after the stop being answered: */
+	int64_t nx_pos, nx_end;          /* clock reads there may be answered in the tracee (open_gap) */
 };
 
 static int64_t floordiv(int64_t a, int64_t b)
@@ -137,6 +142,203 @@ static int get(struct kp_ctx *c, uint64_t addr, void *data, int64_t n)
 	return pread(c->memfd, data, n, (off_t)addr) == n ? 0 : -1;
 }
 
+/* --- clock reads answered inside the tracee -------------------------------------------------
+ *
+ * The tracer maps one shared page pair into the tracee (replay/vclock.py): code at +0 (the stubs
+ * below, copied from this library), the table at +0x1000, also mapped into the tracer. The vDSO's
+ * clock_gettime/gettimeofday/time entries jump to the stubs. When the hot path answers a trapped
+ * syscall and the plan's next events are clock reads (K_CLOCK), it computes their answers exactly
+ * as handle() would (same virtual-time arithmetic, from the thread's state after this event; no
+ * other event of the thread comes between) and writes them into the table before resuming the
+ * tracee ("opening a gap"). The stub answers the next entry if it is the caller's syscall (and
+ * clock id), from the owner thread (fs base), while entries remain; otherwise it makes the syscall
+ * as before, so anything unexpected traps and is handled exactly as without the table. At the
+ * thread's next stop the tracer counts what was taken (k of m), consumes those k events in order
+ * and cancels the rest (remaining = 0), so the replay engine then sees precisely the state it
+ * would have after k trapped reads. The tracee is stopped whenever the tracer reads or writes the
+ * table, so only the stub's own reservation needs to be atomic (against a signal handler of the
+ * same thread reading the clock in the middle of a stub). */
+enum { VT_OWNER, VT_REMAINING, VT_END, VT_GAP_POS, VT_GAP_N, VT_ANSWERED, VT_CAP, VT_HDR = 8, VT_ENT = 8 };
+
+/* The answer to a clock read right after consume(c, op): the two words written to the caller's
+ * buffer (for time(): one) and the return value. */
+static void clock_value(const struct kp_ctx *c, const struct kp_op *op, int64_t out[3])
+{
+	int64_t shift = c->vt - op->exit_ns;
+	if (op->nr == 201) {
+		out[0] = out[2] = op->ret + floordiv(shift, 1000000000);
+		out[1] = 0;
+		return;
+	}
+	int64_t rec[2] = {0, 0};
+	if (op->rlen[0] >= 16)
+		memcpy(rec, c->blob + op->roff[0], 16);
+	int64_t unit = op->nr == 228 ? 1000000000 : 1000000;
+	int64_t total = rec[0] * unit + rec[1] + (op->nr == 228 ? shift : floordiv(shift, 1000));
+	out[0] = floordiv(total, unit);
+	out[1] = total - out[0] * unit;
+	out[2] = op->ret;
+}
+
+/* Before resuming the thread: the clock reads the plan expects next go into the table. */
+static void open_gap(struct kp_ctx *c)
+{
+	int64_t *t = c->vtab;
+	if (!t || c->tid != c->vtid || !c->nx_ops || t[VT_GAP_N])
+		return;
+	int64_t m = 0, cap = t[VT_CAP];
+	int64_t vt = c->vt, prev_exit = c->prev_exit, arrival = c->arrival;
+	while (m < cap && c->nx_pos + m < c->nx_end && c->nx_ops[c->nx_pos + m].kind == K_CLOCK) {
+		const struct kp_op *op = &c->nx_ops[c->nx_pos + m];
+		int64_t *e = t + VT_HDR + VT_ENT * m, v[3];
+		consume(c, op);
+		clock_value(c, op, v);
+		e[0] = op->nr, e[1] = op->arg0, e[2] = v[0], e[3] = v[1], e[4] = v[2];
+		m++;
+	}
+	c->vt = vt, c->prev_exit = prev_exit, c->arrival = arrival; /* consumed for real at the next stop */
+	if (!m)
+		return;
+	t[VT_GAP_POS] = c->nx_pos;
+	t[VT_GAP_N] = t[VT_END] = m;
+	__atomic_store_n(&t[VT_REMAINING], m, __ATOMIC_RELEASE);
+}
+
+/* At a stop of the owner thread (it is not running): consume what the tracee took of the open
+ * gap, cancel the rest. Returns how many, or -1 when the gap is not where the plan is. */
+static int64_t sync_gap(struct kp_ctx *c, const struct kp_op *ops, int64_t at)
+{
+	int64_t *t = c->vtab;
+	int64_t n = t[VT_GAP_N], k = n - __atomic_exchange_n(&t[VT_REMAINING], 0, __ATOMIC_ACQ_REL);
+	t[VT_GAP_N] = 0;
+	if (t[VT_GAP_POS] != at || k < 0 || k > n)
+		return -1;
+	for (int64_t i = 0; i < k; i++)
+		consume(c, &ops[at + i]);
+	c->vdone += k;
+	return k;
+}
+
+/* Python-visible: the same, for a stop the engine handles itself (it does the consuming).
+ * Returns (gap position << 16) | taken, or -1 when no gap is open. */
+int64_t kp_vclock_take(int64_t *t)
+{
+	if (!t[VT_GAP_N])
+		return -1;
+	int64_t n = t[VT_GAP_N], k = n - __atomic_exchange_n(&t[VT_REMAINING], 0, __ATOMIC_ACQ_REL);
+	t[VT_GAP_N] = 0;
+	return (t[VT_GAP_POS] << 16) | (k & 0xFFFF);
+}
+
+/* The stubs (x86-64, position independent: the table is 0x1000 after kp_vstub_begin wherever the
+ * code is copied). clock_gettime at +0x00, gettimeofday at +0x80, time at +0x100. Each reserves
+ * the next entry with cmpxchg on `remaining` (retrying if a signal handler took one meanwhile),
+ * only when the entry is for this syscall (and clock id) and the caller is the owner thread;
+ * anything else falls through to the real syscall, which traps as before. Only rax, rcx, r8-r11
+ * are touched before that (caller-saved; rdi, rsi stay the syscall's arguments). */
+__asm__(
+	".pushsection .text\n"
+	".intel_syntax noprefix\n"
+	".balign 4096\n"
+	".globl kp_vstub_begin\n"
+	"kp_vstub_begin:\n"
+	".Lvbase:\n"
+	/* clock_gettime(rdi = clock id, rsi = ts) */
+	"	lea r11, [rip + .Lvbase + 0x1000]\n"
+	"	rdfsbase rax\n"
+	"	cmp rax, [r11]\n"
+	"	jne 9f\n"
+	"1:	mov rcx, [r11 + 8]\n"
+	"	test rcx, rcx\n"
+	"	jle 9f\n"
+	"	mov r8, [r11 + 16]\n"
+	"	sub r8, rcx\n"
+	"	shl r8, 6\n"
+	"	lea r8, [r11 + r8 + 64]\n"
+	"	cmp qword ptr [r8], 228\n"
+	"	jne 9f\n"
+	"	cmp rdi, [r8 + 8]\n"
+	"	jne 9f\n"
+	"	mov rax, rcx\n"
+	"	lea r10, [rcx - 1]\n"
+	"	lock cmpxchg [r11 + 8], r10\n"
+	"	jne 1b\n"
+	"	lock inc qword ptr [r11 + 40]\n"
+	"	test rsi, rsi\n"
+	"	jz 2f\n"
+	"	mov rcx, [r8 + 16]\n"
+	"	mov [rsi], rcx\n"
+	"	mov rcx, [r8 + 24]\n"
+	"	mov [rsi + 8], rcx\n"
+	"2:	mov rax, [r8 + 32]\n"
+	"	ret\n"
+	"9:	mov eax, 228\n"
+	"	syscall\n"
+	"	ret\n"
+	"	.skip 0x80 - (. - .Lvbase), 0xcc\n"
+	/* gettimeofday(rdi = tv, rsi = tz) */
+	"	lea r11, [rip + .Lvbase + 0x1000]\n"
+	"	rdfsbase rax\n"
+	"	cmp rax, [r11]\n"
+	"	jne 9f\n"
+	"1:	mov rcx, [r11 + 8]\n"
+	"	test rcx, rcx\n"
+	"	jle 9f\n"
+	"	mov r8, [r11 + 16]\n"
+	"	sub r8, rcx\n"
+	"	shl r8, 6\n"
+	"	lea r8, [r11 + r8 + 64]\n"
+	"	cmp qword ptr [r8], 96\n"
+	"	jne 9f\n"
+	"	mov rax, rcx\n"
+	"	lea r10, [rcx - 1]\n"
+	"	lock cmpxchg [r11 + 8], r10\n"
+	"	jne 1b\n"
+	"	lock inc qword ptr [r11 + 40]\n"
+	"	test rdi, rdi\n"
+	"	jz 2f\n"
+	"	mov rcx, [r8 + 16]\n"
+	"	mov [rdi], rcx\n"
+	"	mov rcx, [r8 + 24]\n"
+	"	mov [rdi + 8], rcx\n"
+	"2:	mov rax, [r8 + 32]\n"
+	"	ret\n"
+	"9:	mov eax, 96\n"
+	"	syscall\n"
+	"	ret\n"
+	"	.skip 0x100 - (. - .Lvbase), 0xcc\n"
+	/* time(rdi = t) */
+	"	lea r11, [rip + .Lvbase + 0x1000]\n"
+	"	rdfsbase rax\n"
+	"	cmp rax, [r11]\n"
+	"	jne 9f\n"
+	"1:	mov rcx, [r11 + 8]\n"
+	"	test rcx, rcx\n"
+	"	jle 9f\n"
+	"	mov r8, [r11 + 16]\n"
+	"	sub r8, rcx\n"
+	"	shl r8, 6\n"
+	"	lea r8, [r11 + r8 + 64]\n"
+	"	cmp qword ptr [r8], 201\n"
+	"	jne 9f\n"
+	"	mov rax, rcx\n"
+	"	lea r10, [rcx - 1]\n"
+	"	lock cmpxchg [r11 + 8], r10\n"
+	"	jne 1b\n"
+	"	lock inc qword ptr [r11 + 40]\n"
+	"	mov rax, [r8 + 32]\n"
+	"	test rdi, rdi\n"
+	"	jz 2f\n"
+	"	mov [rdi], rax\n"
+	"2:	ret\n"
+	"9:	mov eax, 201\n"
+	"	syscall\n"
+	"	ret\n"
+	".globl kp_vstub_end\n"
+	"kp_vstub_end:\n"
+	".att_syntax prefix\n"
+	".popsection\n");
+
 int64_t kp_respond(int64_t fd, uint64_t id, int64_t val, int64_t run_it)
 {
 	struct seccomp_notif_resp resp = {.id = id, .val = val, .error = 0,
@@ -150,6 +352,7 @@ int64_t kp_respond(int64_t fd, uint64_t id, int64_t val, int64_t run_it)
  * for a notification the answer is the return value. */
 static int skip(struct kp_ctx *c, struct user_regs_struct *r, int64_t ret)
 {
+	open_gap(c);
 	if (c->ev.kind == EV_NOTIF)
 		return kp_respond(c->notif_fd, c->ev.id, ret, 0) ? -1 : 0;
 	r->orig_rax = (uint64_t)-1;
@@ -160,6 +363,7 @@ static int skip(struct kp_ctx *c, struct user_regs_struct *r, int64_t ret)
 /* Let the kernel run the syscall for real. */
 static int pass(struct kp_ctx *c)
 {
+	open_gap(c);
 	if (c->ev.kind == EV_NOTIF)
 		return kp_respond(c->notif_fd, c->ev.id, 0, 1) ? -1 : 0;
 	return 0; /* the ptrace stop is resumed by the caller */
@@ -207,23 +411,12 @@ static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_str
 		return skip(c, r, op->ret) ? -1 : 1;
 	}
 	case K_CLOCK: {
+		int64_t v[3];
 		consume(c, op);
-		int64_t shift = c->vt - op->exit_ns;
-		if (op->nr == 201) {
-			int64_t val = op->ret + floordiv(shift, 1000000000);
-			if (put(c, (uint64_t)a[0], &val, 8))
-				return -1;
-			return skip(c, r, val) ? -1 : 1;
-		}
-		int64_t rec[2] = {0, 0};
-		if (op->rlen[0] >= 16)
-			memcpy(rec, c->blob + op->roff[0], 16);
-		int64_t unit = op->nr == 228 ? 1000000000 : 1000000;
-		int64_t total = rec[0] * unit + rec[1] + (op->nr == 228 ? shift : floordiv(shift, 1000));
-		int64_t ts[2] = {floordiv(total, unit), total - floordiv(total, unit) * unit};
-		if (put(c, (uint64_t)(op->nr == 228 ? a[1] : a[0]), ts, 16))
+		clock_value(c, op, v);
+		if (put(c, (uint64_t)(op->nr == 228 ? a[1] : a[0]), v, op->nr == 201 ? 8 : 16))
 			return -1;
-		return skip(c, r, op->ret) ? -1 : 1;
+		return skip(c, r, v[2]) ? -1 : 1;
 	}
 	default:
 		return 0;
@@ -342,6 +535,7 @@ int64_t kp_run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t e
 	int64_t done = 0;
 	sigset_t old;
 	c->has_stop = 0;
+	c->vdone = 0;
 	c->err = -block_chld(c, &old);
 	if (c->err)
 		return 0;
@@ -368,6 +562,16 @@ static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64
 		int64_t nr;
 		if (c->ev.tid != c->tid)
 			return done;
+		if (c->vtab && c->tid == c->vtid && c->vtab[VT_GAP_N]) {
+			int64_t k = sync_gap(c, ops, pos + done); /* before anything else of this thread */
+			if (k < 0) {
+				c->err = EPROTO;
+				return done;
+			}
+			done += k;
+			if (pos + done >= end)
+				return done; /* the stop is handed back untouched */
+		}
 		if (c->ev.kind == EV_PTRACE) {
 			if (!WIFSTOPPED(c->ev.status) || (c->ev.status >> 16) != EVENT_SECCOMP)
 				return done;
@@ -385,7 +589,9 @@ static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64
 		const struct kp_op *op = &ops[pos + done];
 		if (!matches(op, nr, a))
 			return done;
+		c->nx_ops = ops, c->nx_pos = pos + done + 1, c->nx_end = end;
 		int h = handle(c, op, &r, a);
+		c->nx_ops = NULL;
 		if (h < 0)
 			c->err = errno ? errno : EIO;
 		if (h <= 0)

@@ -55,7 +55,9 @@ class _Ctx(ctypes.Structure):
         "vt", "prev_exit", "arrival", "deadline_ns", "has_stop", "err", "nreq", "req_cap")] + [
         ("req", ctypes.c_void_p), ("out_shift", ctypes.c_void_p), ("li_has", ctypes.c_void_p),
         ("li_vt", ctypes.c_void_p), ("li_rec", ctypes.c_void_p), ("blob", ctypes.c_void_p),
-        ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64)]
+        ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64),
+        ("vtab", ctypes.c_void_p), ("vtid", ctypes.c_int64), ("vdone", ctypes.c_int64),
+        ("nx_ops", ctypes.c_void_p), ("nx_pos", ctypes.c_int64), ("nx_end", ctypes.c_int64)]
 
 
 def load_library() -> ctypes.CDLL | None:
@@ -69,6 +71,8 @@ def load_library() -> ctypes.CDLL | None:
     lib.kp_wait.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_int64]
     lib.kp_respond.restype = ctypes.c_int64
     lib.kp_respond.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
+    lib.kp_vclock_take.restype = ctypes.c_int64
+    lib.kp_vclock_take.argtypes = [ctypes.c_void_p]
     return lib
 
 
