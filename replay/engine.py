@@ -115,6 +115,13 @@ class ReplayResult:
     fast_events: int = 0                           # answered by the compiled hot path (fastpath.c)
     hot_syscalls: str = "ptrace"                   # how hot syscalls reached the tracer: ptrace | seccomp-notify
     tracee_clock_answers: int = 0                  # vDSO clock reads answered in the tracee (replay/vclock.py)
+    clock_table: bool = False                      # the table was mapped (costs SETUP_STOPS extra stops)
+
+    @property
+    def answered_syscalls(self) -> int:
+        """Trapped syscalls answered, wherever: comparable between replays with and without the
+        in-tracee clock table (whose set-up adds an injected mmap's exit stop and a restart)."""
+        return self.stops + self.tracee_clock_answers - (V.SETUP_STOPS if self.clock_table else 0)
 
     @property
     def outputs_identical(self) -> bool:
@@ -531,6 +538,7 @@ class ReplayEngine:
             self.vc = V.VClock.install(self.fp.lib, self.pid, tid, fs_base, addr, self.mem)
             self.fp.ctx.vtab, self.fp.ctx.vtid = self.vc.table_address, tid
             self.vc_state = "on"
+            self.res.clock_table = True
             return None
 
         th.pending_exit = mapped

@@ -40,6 +40,7 @@ OWNER, REMAINING, END, GAP_POS, GAP_N, ANSWERED, VCAP = 0, 1, 2, 3, 4, 5, 6
 STUBS = {"__vdso_clock_gettime": 0x00, "__vdso_gettimeofday": 0x80, "__vdso_time": 0x100}
 PROT_RWX, MAP_SHARED_ANON = 7, 0x21
 NR_MMAP = 9
+SETUP_STOPS = 2  # the injected mmap's exit stop and the restarted syscall's second seccomp stop
 
 
 def supported() -> bool:
