@@ -4,7 +4,7 @@ Why: replay is only useful if an incident of minutes replays in minutes. Goal: <
 
 The service (tests/replay/workloads/ledger_svc.c) serves REQUESTS requests from a closed-loop
 client on loopback: per request read, getrandom, ledger write, fsync, reply (plus a vDSO
-clock_gettime that only the replay sees as a trap). The ledger lives on /dev/shm so fsync costs
+clock_gettime that replay answers inside the tracee, see replay/vclock.py). The ledger lives on /dev/shm so fsync costs
 the same little natively as a recorded answer does in replay (a disk fsync would flatter replay).
 
 Three runs: native (no recorder), recorded (replay probe attached: the recording overhead), and
@@ -125,7 +125,8 @@ def main() -> int:
         print(f"syscalls recorded after exec: {len(log.events)}  (trapped and answered: {r0.events_total}, "
               f"stops (ptrace stops and seccomp notifications): {r0.stops})")
         print(f"outcome: {r0.outcome}, outputs identical: {r0.outputs_identical}; answered by the compiled hot "
-              f"path: {r0.fast_events} of {r0.events_replayed} events, hot syscalls via {r0.hot_syscalls}")
+              f"path: {r0.fast_events} of {r0.events_replayed} events, hot syscalls via {r0.hot_syscalls}; "
+              f"clock reads answered in the tracee without a stop: {r0.tracee_clock_answers}")
         print(f"native wall:   {nat * 1000:8.1f} ms  (median of {len(natives)}: "
               f"{', '.join(f'{x * 1000:.1f}' for x in natives)})")
         print(f"recorded wall: {rec_wall * 1000:8.1f} ms  (replay probe attached: {rec_wall / nat:.2f}x native)")

@@ -462,6 +462,10 @@ class ReplayEngine:
         sig = os.WSTOPSIG(status)
         event = status >> 16
         if event == T.EVENT_EXEC:
+            if self.vc is not None and self.fp is not None:  # the new image has neither table nor stubs
+                self.fp.ctx.vtab = None
+                self.vc.close()
+                self.vc, self.vc_state = None, "want"
             self.mem = T.Memory(self.pid)
             patched = T.patch_vdso(self.pid, self.mem)
             self.res.notes.append(f"vDSO patched to trap: {', '.join(patched) or 'none found'}")
