@@ -85,6 +85,12 @@ def recorded(exe: str, n: int, ledger: Path, session: Path) -> tuple[float, list
     return wall, argv, p.pid
 
 
+def _cpu() -> float:
+    """CPU seconds of this process (tracer, client thread) and its reaped children (service, tracee)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000, help="requests (~5 syscalls each; default %(default)s)")
@@ -94,28 +100,31 @@ def main() -> int:
     from kprobe.replay import log as rlog
     from kprobe.replay.engine import ReplayEngine
 
+    load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="kprobe-bench-replay-"))
     shm = Path(tempfile.mkdtemp(prefix="kprobe-bench-ledger-", dir="/dev/shm"))
     try:
         exe = str(tmp / "ledger_svc")
         subprocess.run(["cc", "-O2", "-o", exe, str(SOURCE)], check=True)
         os.sched_setaffinity(0, {args.cpu})  # the client shares the CPU natively too
-        natives = [native(exe, args.requests, shm / f"n{i}.log") for i in range(args.replays)]
+        native(exe, args.requests, shm / "warm.log")  # page cache, loader: not counted
         rec_wall, argv, pid = recorded(exe, args.requests, shm / "rec.log", tmp / "session")
         log = rlog.load(tmp / "session", pid)
         (shm / "rec.log").unlink()
         t0 = time.perf_counter()
         first = ReplayEngine(log, argv, cpu=args.cpu).run()  # prepares the log (cached for the rest)
         first_wall = time.perf_counter() - t0
-        results, cpu_s, replay_walls = [], [], []
-        for _ in range(args.replays):
-            before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        # native and replay runs alternate, so a change in the host's load hits both alike
+        natives, native_cpu, results, cpu_s, replay_walls = [], [], [], [], []
+        for i in range(args.replays):
+            before = _cpu()
+            natives.append(native(exe, args.requests, shm / f"n{i}.log"))
+            native_cpu.append(_cpu() - before)
+            before = _cpu()
             t0 = time.perf_counter()
             results.append(ReplayEngine(log, argv, cpu=args.cpu).run())
             replay_walls.append(time.perf_counter() - t0)
-            after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu_s.append(sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before,
-                                                                                                  strict=True)))
+            cpu_s.append(_cpu() - before)
         t0 = time.perf_counter()
         python_only = ReplayEngine(log, argv, cpu=args.cpu, fast=False).run()
         python_wall = time.perf_counter() - t0
@@ -138,8 +147,11 @@ def main() -> int:
         print(f"Python engine only (hot path off): {python_wall * 1000:.1f} ms = {python_wall / nat:.2f}x native, "
               f"outcome {python_only.outcome}")
         cpu = statistics.median(cpu_s)
+        ncpu = statistics.median(native_cpu)
+        print(f"native CPU (service + client): {ncpu * 1000:.1f} ms; replay CPU / native CPU = {cpu / ncpu:.2f}x "
+              "(less sensitive to the host's load than wall time)")
         print(f"replay CPU (tracer + tracee): {cpu * 1000:.1f} ms = {cpu / max(r0.stops, 1) * 1e6:.1f} us per stop; "
-              f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall numbers include waiting "
+              f"load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} now on {os.cpu_count()} CPUs (wall numbers include waiting "
               "for the CPU when the host is busy)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
