@@ -135,13 +135,14 @@ def main() -> int:
               f"stops (ptrace stops and seccomp notifications): {r0.stops})")
         print(f"outcome: {r0.outcome}, outputs identical: {r0.outputs_identical}; answered by the compiled hot "
               f"path: {r0.fast_events} of {r0.events_replayed} events, hot syscalls via {r0.hot_syscalls}; "
-              f"clock reads answered in the tracee without a stop: {r0.tracee_clock_answers}")
+              f"syscalls and clock reads answered in the tracee without a stop: {r0.tracee_answers}")
         print(f"native wall:   {nat * 1000:8.1f} ms  (median of {len(natives)}: "
               f"{', '.join(f'{x * 1000:.1f}' for x in natives)})")
         print(f"recorded wall: {rec_wall * 1000:8.1f} ms  (replay probe attached: {rec_wall / nat:.2f}x native)")
         print(f"replay wall:   {rep * 1000:8.1f} ms  (median of {len(replay_walls)}: "
               f"{', '.join(f'{x * 1000:.1f}' for x in replay_walls)})")
-        print(f"replay / native = {rep / nat:.2f}x  (goal <= 3x); {rep / max(r0.stops, 1) * 1e6:.1f} us wall per stop")
+        print(f"replay / native = {rep / nat:.2f}x  (goal <= 3x); {rep / max(r0.events_replayed, 1) * 1e6:.1f} us wall "
+              "per answered event")
         print(f"first replay of the log: {first_wall * 1000:.1f} ms (includes preparing the log once: "
               f"{first_wall / nat:.2f}x native); outcome {first.outcome}")
         print(f"Python engine only (hot path off): {python_wall * 1000:.1f} ms = {python_wall / nat:.2f}x native, "
@@ -150,7 +151,8 @@ def main() -> int:
         ncpu = statistics.median(native_cpu)
         print(f"native CPU (service + client): {ncpu * 1000:.1f} ms; replay CPU / native CPU = {cpu / ncpu:.2f}x "
               "(less sensitive to the host's load than wall time)")
-        print(f"replay CPU (tracer + tracee): {cpu * 1000:.1f} ms = {cpu / max(r0.stops, 1) * 1e6:.1f} us per stop; "
+        print(f"replay CPU (tracer + tracee): {cpu * 1000:.1f} ms = {cpu / max(r0.events_replayed, 1) * 1e6:.1f} us "
+              "per answered event; "
               f"load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} now on {os.cpu_count()} CPUs (wall numbers include waiting "
               "for the CPU when the host is busy)")
     finally:

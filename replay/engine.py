@@ -114,14 +114,14 @@ class ReplayResult:
     stops: int = 0
     fast_events: int = 0                           # answered by the compiled hot path (fastpath.c)
     hot_syscalls: str = "ptrace"                   # how hot syscalls reached the tracer: ptrace | seccomp-notify
-    tracee_clock_answers: int = 0                  # vDSO clock reads answered in the tracee (replay/vclock.py)
+    tracee_answers: int = 0                        # syscalls and clock reads answered in the tracee (vclock.py)
     clock_table: bool = False                      # the table was mapped (costs SETUP_STOPS extra stops)
 
     @property
     def answered_syscalls(self) -> int:
         """Trapped syscalls answered, wherever: comparable between replays with and without the
         in-tracee clock table (whose set-up adds an injected mmap's exit stop and a restart)."""
-        return self.stops + self.tracee_clock_answers - (V.SETUP_STOPS if self.clock_table else 0)
+        return self.stops + self.tracee_answers - (V.SETUP_STOPS if self.clock_table else 0)
 
     @property
     def outputs_identical(self) -> bool:
@@ -394,7 +394,7 @@ class ReplayEngine:
         self.res.events_replayed += done
         vdone = int(self.fp.ctx.vdone) if self.fp is not None else 0  # answered in the tracee: no stop
         self.res.stops += done - vdone
-        self.res.tracee_clock_answers += vdone
+        self.res.tracee_answers += vdone
         ws = np.searchsorted(p.writes, (pos, pos + done))
         sel = np.arange(ws[0], ws[1])
         sel = sel[p.ops[p.writes[sel], F.KIND] == F.K_WRITE]  # writes answered as outputs (emulated fd)
@@ -526,7 +526,8 @@ class ReplayEngine:
         restart the syscall unchanged (its next seccomp stop is handled as usual)."""
         saved = type(regs).from_buffer_copy(regs)
         fs_base = regs.fs_base
-        V.mmap_call(regs)
+        libc = V.libc_mapping(self.pid)
+        V.mmap_call(regs, max(0, libc[0] - V.SIZE - (1 << 24)) & ~0xFFF if libc else 0)
         T.set_regs(tid, regs)
         self.vc_state = "injecting"
 
@@ -543,27 +544,25 @@ class ReplayEngine:
             self.fp.ctx.vtab, self.fp.ctx.vtid = self.vc.table_address, tid
             self.vc_state = "on"
             self.res.clock_table = True
+            self.res.notes.append("answered in the tracee: vDSO clock reads" + (
+                f", libc {', '.join(self.vc.wrappers)}" if self.vc.wrappers else ""))
             return None
 
         th.pending_exit = mapped
         T.to_exit(tid)
 
     def _vclock_sync(self, tid: int) -> None:
-        """A stop of the table's owner that the compiled loop did not see: consume the clock
-        reads the tracee answered itself since its last stop, in order, as if each had trapped."""
-        vc = self.vc
-        if vc is None or tid != vc.tid or self.fp is None:
-            return
-        gap = vc.take(self.fp.lib)
-        if gap is None:
+        """A stop of the table's owner that the compiled loop did not see: account the events the
+        tracee answered itself since its last stop, in order, as if each had trapped."""
+        vc, fp = self.vc, self.fp
+        if vc is None or fp is None or tid != vc.tid or not vc.gap_open:
             return
         th = self.threads[tid]
-        pos, k = gap
-        if pos != th.pos:
-            raise RuntimeError(f"replay: clock table opened at event {pos} of thread {th.rtid}, thread is at {th.pos}")
-        for e in th.queue[pos : pos + k]:
-            self._consume(th, e)
-        self.res.tracee_clock_answers += k
+        p = fp.plans[th.rtid]
+        pos = th.pos
+        done = fp.sync(p, th, pos)
+        if done:
+            self._caught_up(th, p, pos, done)
 
     def _rdtsc(self, tid: int, regs, length: int) -> None:
         """rdtsc faults (PR_TSC_SIGSEGV): answer a synthetic counter from virtual time, count it.

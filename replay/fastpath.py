@@ -71,8 +71,8 @@ def load_library() -> ctypes.CDLL | None:
     lib.kp_wait.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_int64]
     lib.kp_respond.restype = ctypes.c_int64
     lib.kp_respond.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
-    lib.kp_vclock_take.restype = ctypes.c_int64
-    lib.kp_vclock_take.argtypes = [ctypes.c_void_p]
+    lib.kp_vsync.restype = ctypes.c_int64
+    lib.kp_vsync.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_void_p, ctypes.c_int64]
     return lib
 
 
@@ -410,6 +410,18 @@ class FastPath:
         c.deadline_ns = int(deadline * 1e9)  # time.monotonic is CLOCK_MONOTONIC
         c.nreq = 0
         done = int(self.lib.kp_run(ctypes.byref(c), p.ops.ctypes.data, pos, end))
+        th.vt, th.prev_exit, th.arrival = c.vt, c.prev_exit, c.arrival
+        self.handled += done
+        return done
+
+    def sync(self, p: ThreadPlan, th, pos: int) -> int:
+        """At a stop of the in-tracee table's owner that the C loop did not see: account the events
+        the tracee answered itself since its last stop (from p.ops[pos]); returns how many."""
+        c = self.ctx
+        c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
+        done = int(self.lib.kp_vsync(ctypes.byref(c), p.ops.ctypes.data, pos))
+        if done < 0:
+            raise RuntimeError(f"replay: the in-tracee table's open events do not start at event {pos} of the plan")
         th.vt, th.prev_exit, th.arrival = c.vt, c.prev_exit, c.arrival
         self.handled += done
         return done

@@ -57,7 +57,7 @@ def _answers(r) -> tuple:
             [(d.index, d.kind, d.expected, d.actual) for d in r.divergences])
 
 
-def test_in_tracee_clock_answers_equal_trapped_ones_and_repeat(clock_recording) -> None:
+def test_in_tracee_answers_equal_trapped_ones_and_repeat(clock_recording) -> None:
     from kprobe.replay import vclock
     from kprobe.replay.engine import ReplayEngine
 
@@ -75,18 +75,18 @@ def test_in_tracee_clock_answers_equal_trapped_ones_and_repeat(clock_recording) 
     first = in_tracee[0]
     assert first.outcome == "identical" and first.outputs_identical, (first.divergences, first.notes)
     # every clock value the workload wrote equals the recorded one (byte comparison, in order) ...
-    assert trapped.tracee_clock_answers == python.tracee_clock_answers == 0
+    assert trapped.tracee_answers == python.tracee_answers == 0
     # ... most reads never stopped the tracee: all but the first of each run of reads (the one after a
     # stop the Python engine answered, here the synthesized gettimeofday/time) and one per 63-entry table
-    assert first.tracee_clock_answers >= len(recorded_reads) - ROUNDS * 4, first.notes
-    assert first.stops < trapped.stops - first.tracee_clock_answers // 2
+    assert first.tracee_answers >= len(recorded_reads) - ROUNDS * 4, first.notes
+    assert first.stops < trapped.stops - first.tracee_answers // 2
     # ... and everything observable equals the trapped path's and the Python engine's
     assert _answers(first) == _answers(trapped) == _answers(python)
     assert first.synthesized_clock_reads == 2 * ROUNDS  # gettimeofday and time: not in the log
     # identical across repeated replays, down to how many reads were answered where
     for r in in_tracee[1:]:
         assert _answers(r) == _answers(first)
-        assert (r.tracee_clock_answers, r.stops) == (first.tracee_clock_answers, first.stops)
+        assert (r.tracee_answers, r.stops) == (first.tracee_answers, first.stops)
 
 
 def test_clock_table_only_for_strict_replays_without_injections(clock_recording) -> None:
@@ -98,6 +98,6 @@ def test_clock_table_only_for_strict_replays_without_injections(clock_recording)
 
     log, argv = clock_recording["log"], clock_recording["argv"]
     lenient = ReplayEngine(log, argv, [parse("delay every fsync on /nonexistent/* by 5 ms")], strict=False).run()
-    assert lenient.tracee_clock_answers == 0 and lenient.fast_events == 0
+    assert lenient.tracee_answers == 0 and lenient.fast_events == 0
     strict = ReplayEngine(log, argv).run()
     assert lenient.outputs == strict.outputs and lenient.outcome == strict.outcome == "identical"
