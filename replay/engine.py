@@ -16,7 +16,9 @@ Policy per trapped syscall (the seccomp filter lets memory/signal/thread bookkee
   other threads has been replayed; a bounded wait breaks a hold that would deadlock.
 
 Speed: runs of events the log fully decides are answered by a compiled loop (fastpath.c, via
-fastpath.py), the hottest syscalls as seccomp notifications; every other stop comes here.
+fastpath.py), the hottest syscalls as seccomp notifications, and where possible inside the tracee
+without any stop (vclock.py: libc's hot wrappers and the vDSO clock call stubs that answer from a
+table the compiled loop fills); every other stop comes here.
 
 Virtual time per thread: each matched event advances it by the recorded think time and duration
 (plus injected delays); a wait for external input (socket reads, accept, poll) completes no

@@ -9,7 +9,9 @@ syscall or fd, different output bytes, end of plan) it returns that stop untouch
 handles it as before. Afterwards :meth:`FastPath.run` brings the engine's bookkeeping up to date
 (consumed events, output hashes, request latencies, the thread's virtual time).
 
-Only used for strict replays without injections (what-if replays take the Python path) and only
+While the tracee runs, the planned events after the stop just answered can be answered inside the
+tracee itself (vclock.py: the C loop writes them into a table the tracee's stubs read) and are
+accounted at the next stop. Only used for strict replays without injections (what-if replays take the Python path) and only
 when ``make -C replay`` built the library; otherwise the engine runs in Python as before.
 """
 

@@ -1,24 +1,29 @@
-"""Clock reads answered inside the tracee, without a stop (the table side is in fastpath.c).
+"""Syscalls and clock reads answered inside the tracee, without a stop (the table side and the
+stubs are in fastpath.c, which explains the protocol).
 
-Why: every vDSO clock read of a replayed process used to be one trapped syscall (~10-15 µs of
-two context switches on this VM), although its answer is fully decided by the log and the
-thread's virtual time. The ledger service makes one per request out of six trapped calls.
+Why: every answer used to cost a trapped syscall, i.e. two context switches (~10-15 µs on this
+VM), although for a service's steady state the answer is fully decided by the log and the
+thread's virtual time: a recorded request copied into the buffer, a clock value, an fsync's
+return value, an output compared with the recorded bytes. Round trips, not their cost, bounded
+replay speed (README, "Speed").
 
 How: at the first ptrace stop of the main thread after its TLS is set up, the tracer makes the
-tracee run one extra syscall instead of the trapped one (``mmap`` of two shared anonymous pages,
-read-write-execute; the trapped syscall is then restarted unchanged), maps the same pages into
-itself through ``/proc/<pid>/map_files``, copies the stubs from the hot-path library into the first
-page and points the vDSO's clock_gettime/gettimeofday/time entries at them
-(``movabs rax, stub; jmp rax``). The second page is the table: header plus up to ``CAP`` answers.
-The compiled hot path fills it when the plan's next events are clock reads of the owner thread and
-counts what was taken at that thread's next stop; the Python engine does the counting when it gets
-that stop itself (:meth:`VClock.take`). Only the main thread uses the table (the stub compares the
-fs base); reads from other threads, reads not in the log, unexpected clock ids trap as before.
+tracee run one extra syscall instead of the trapped one (``mmap`` of shared anonymous pages,
+read-write-execute, near libc; the trapped syscall is then restarted unchanged), maps the same
+pages into itself through ``/proc/<pid>/map_files``, copies the stubs from the hot-path library to
+their start and points the vDSO's clock_gettime/gettimeofday/time entries at them (``movabs rax,
+stub; jmp rax``) and the single-threaded fast path of libc's hot wrappers at the syscall stub
+(``call`` through a small trampoline, see :meth:`VClock._patch_libc`). The table follows: header,
+up to ``CAP`` planned answers, their recorded bytes. The compiled hot path fills it when it answers
+a stop of the owner thread and accounts what was taken at that thread's next stop; the Python
+engine has the same accounting done (``FastPath.sync``) when it gets that stop itself. Only the
+main thread uses the table (the stubs compare the fs base); anything else traps as before.
 
 The extra mmap is not a recorded event: anonymous mappings are never trapped (seccomp.ALLOWED), so
 the expected event stream is unchanged; it only moves later anonymous mappings' addresses, which
-ASLR already does. Used only with the compiled hot path (strict replays without injections) and
-when the CPU has FSGSBASE (``rdfsbase`` in the stub); otherwise every clock read traps as before.
+ASLR already does. Used only with the compiled hot path (strict replays without injections: a
+what-if replay needs each answer computed with the injected delays, in Python) and when the CPU has
+FSGSBASE (``rdfsbase`` in the stubs); otherwise every call traps as before.
 """
 
 from __future__ import annotations
