@@ -3,19 +3,21 @@
 Why: replay is only useful if an incident of minutes replays in minutes. Goal: <= 3x native.
 
 The service (tests/replay/workloads/ledger_svc.c) serves REQUESTS requests from a closed-loop
-client on loopback: per request read, getrandom, ledger write, fsync, reply (plus a vDSO
-clock_gettime that replay answers inside the tracee, see replay/vclock.py). The ledger lives on /dev/shm so fsync costs
-the same little natively as a recorded answer does in replay (a disk fsync would flatter replay).
+client on loopback: per request read, clock_gettime (vDSO), getrandom, ledger write, fsync, reply.
+The ledger lives on /dev/shm so fsync costs the same little natively as a recorded answer does in
+replay (a disk fsync would flatter replay).
 
-Three runs: native (no recorder), recorded (replay probe attached: the recording overhead), and
-replays of that recording with the client and ledger absent (replay/README.md, "Speed", explains
-the compiled hot path and the seccomp notifications it uses, and the per-syscall floor on this VM). Native and recorded wall time is
-from fork to exit of the service process; replay wall time is the whole ReplayEngine.run() call
-(log preparation, fork, exec, the traced run, reaping). The first replay of a loaded log also
-prepares it (plans, hashes; cached on the log and shared by later replays): printed separately.
-One more replay runs with the compiled hot path off (the Python engine alone) for comparison.
-The tracer and the tracee share one CPU (as replay does by design); numbers are printed, nothing
-is asserted. The host may be shared: compare CPU per stop and the load average printed with it.
+Runs: one recording (replay probe attached: the recording overhead), then REPLAYS pairs of a
+native run (no recorder) and a replay of that recording with the client and ledger absent,
+alternating so that a change in the host's load hits both alike (replay/README.md, "Speed",
+explains the compiled hot path, the in-tracee answers and the per-syscall floor on this VM).
+Native wall time is from fork to exit of the service process; replay wall time is the whole
+ReplayEngine.run() call (fork, exec, the traced run, reaping). The first replay of a loaded log
+also prepares it (plans, hashes; cached on the log and shared by later replays): printed
+separately. Two more replays for comparison: every event trapped (the in-tracee answers of
+replay/vclock.py off) and the compiled hot path off (the Python engine alone). The tracer and the
+tracee share one CPU (as replay does by design); numbers are printed, nothing is asserted. The host
+may be shared: compare the CPU ratio and the load average printed with it.
 
     sudo .venv/bin/python bench/replay.py [--requests 2000] [--replays 3]
 """
@@ -126,6 +128,9 @@ def main() -> int:
             replay_walls.append(time.perf_counter() - t0)
             cpu_s.append(_cpu() - before)
         t0 = time.perf_counter()
+        trapped = ReplayEngine(log, argv, cpu=args.cpu, vclock=False).run()
+        trapped_wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
         python_only = ReplayEngine(log, argv, cpu=args.cpu, fast=False).run()
         python_wall = time.perf_counter() - t0
         r0 = results[0]
@@ -145,6 +150,9 @@ def main() -> int:
               "per answered event")
         print(f"first replay of the log: {first_wall * 1000:.1f} ms (includes preparing the log once: "
               f"{first_wall / nat:.2f}x native); outcome {first.outcome}")
+        print(f"every event trapped (no in-tracee answers, compiled hot path on): {trapped_wall * 1000:.1f} ms = "
+              f"{trapped_wall / nat:.2f}x native, {trapped.stops} stops, {trapped_wall / max(trapped.stops, 1) * 1e6:.1f} "
+              f"us wall per stop, outcome {trapped.outcome}")
         print(f"Python engine only (hot path off): {python_wall * 1000:.1f} ms = {python_wall / nat:.2f}x native, "
               f"outcome {python_only.outcome}")
         cpu = statistics.median(cpu_s)
