@@ -588,6 +588,10 @@ class ReplayEngine:
         if rtid is None:
             self.res.notes.append(f"thread {tid} has no recorded counterpart")
             rtid = -tid
+        if self.vc is not None:
+            # the order of events across threads is checked at stops (_my_turn): from now on only
+            # clock reads, which that order does not include, are answered inside the tracee
+            self.vc.tab[V.NRMASK] = 0
         parent_vt = max((t.vt for t in self.threads.values()), default=0)
         self.threads[tid] = _Thread(rtid, self.by_rtid.get(rtid, []), vt=parent_vt, prev_exit=parent_vt)
         self.tid_of[tid] = rtid
