@@ -542,7 +542,12 @@ class ReplayEngine:
                 self.res.notes.append(f"clock table not mapped into the tracee (mmap: {addr - (1 << 64)}): "
                                       "clock reads trap")
                 return None
-            self.vc = V.VClock.install(self.fp.lib, self.pid, tid, fs_base, addr, self.mem)
+            try:
+                self.vc = V.VClock.install(self.fp.lib, self.pid, tid, fs_base, addr, self.mem)
+            except OSError as e:  # e.g. /proc/<pid>/map_files needs CAP_SYS_ADMIN
+                self.vc_state = "off"
+                self.res.notes.append(f"no answers inside the tracee ({e}): every call traps")
+                return None
             self.fp.ctx.vtab, self.fp.ctx.vtid = self.vc.table_address, tid
             self.vc_state = "on"
             self.res.clock_table = True

@@ -117,8 +117,9 @@ class VClock:
         finally:
             os.close(fd)
         if local in (None, ctypes.c_void_p(-1).value):
-            raise OSError(ctypes.get_errno(), "mmap of the tracee's clock table")
+            raise OSError(ctypes.get_errno(), "mmap of the tracee's answer table")
         code = stub_code(lib)
+        assert len(code) <= TRAMPOLINES, "the stubs grew into the trampolines"
         ctypes.memmove(local, code, len(code))
         tab = np.ctypeslib.as_array(ctypes.cast(local + TABLE, ctypes.POINTER(ctypes.c_int64)), (HDR_WORDS,))
         tab[:] = 0
