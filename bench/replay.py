@@ -15,7 +15,7 @@ Native wall time is from fork to exit of the service process; replay wall time i
 ReplayEngine.run() call (fork, exec, the traced run, reaping). The first replay of a loaded log
 also prepares it (plans, hashes; cached on the log and shared by later replays): printed
 separately. Two more replays for comparison: every event trapped (the in-tracee answers of
-replay/vclock.py off) and the compiled hot path off (the Python engine alone). The tracer and the
+replay/intracee.py off) and the compiled hot path off (the Python engine alone). The tracer and the
 tracee share one CPU (as replay does by design); numbers are printed, nothing is asserted. The host
 may be shared: compare the CPU ratio and the load average printed with it.
 
@@ -128,7 +128,7 @@ def main() -> int:
             replay_walls.append(time.perf_counter() - t0)
             cpu_s.append(_cpu() - before)
         t0 = time.perf_counter()
-        trapped = ReplayEngine(log, argv, cpu=args.cpu, vclock=False).run()
+        trapped = ReplayEngine(log, argv, cpu=args.cpu, in_tracee=False).run()
         trapped_wall = time.perf_counter() - t0
         t0 = time.perf_counter()
         python_only = ReplayEngine(log, argv, cpu=args.cpu, fast=False).run()

@@ -17,7 +17,7 @@ Policy per trapped syscall (the seccomp filter lets memory/signal/thread bookkee
 
 Speed: runs of events the log fully decides are answered by a compiled loop (fastpath.c, via
 fastpath.py), the hottest syscalls as seccomp notifications, and where possible inside the tracee
-without any stop (vclock.py: libc's hot wrappers and the vDSO clock call stubs that answer from a
+without any stop (intracee.py: libc's hot wrappers and the vDSO clock call stubs that answer from a
 table the compiled loop fills); every other stop comes here.
 
 Virtual time per thread: each matched event advances it by the recorded think time and duration
@@ -41,8 +41,8 @@ from ptrace.syscall.names import SYSCALL_NAMES
 
 from kprobe.otel.redact import redact_bytes_same_length
 from kprobe.replay import fastpath as F
+from kprobe.replay import intracee as V
 from kprobe.replay import tracee as T
-from kprobe.replay import vclock as V
 from kprobe.replay.inject import Injection
 from kprobe.replay.log import Event, ProcessLog
 from kprobe.replay.seccomp import trapped
@@ -116,14 +116,14 @@ class ReplayResult:
     stops: int = 0
     fast_events: int = 0                           # answered by the compiled hot path (fastpath.c)
     hot_syscalls: str = "ptrace"                   # how hot syscalls reached the tracer: ptrace | seccomp-notify
-    tracee_answers: int = 0                        # syscalls and clock reads answered in the tracee (vclock.py)
-    clock_table: bool = False                      # the table was mapped (costs SETUP_STOPS extra stops)
+    tracee_answers: int = 0                        # syscalls and clock reads answered in the tracee (intracee.py)
+    answer_table: bool = False                     # the table was mapped (costs SETUP_STOPS extra stops)
 
     @property
     def answered_syscalls(self) -> int:
         """Trapped syscalls answered, wherever: comparable between replays with and without the
-        in-tracee clock table (whose set-up adds an injected mmap's exit stop and a restart)."""
-        return self.stops + self.tracee_answers - (V.SETUP_STOPS if self.clock_table else 0)
+        in-tracee answer table (whose set-up adds an injected mmap's exit stop and a restart)."""
+        return self.stops + self.tracee_answers - (V.SETUP_STOPS if self.answer_table else 0)
 
     @property
     def outputs_identical(self) -> bool:
@@ -178,7 +178,7 @@ class ReplayEngine:
     timeout_s: float = 120.0
     fast: bool = True                              # use the compiled hot path when it is built
     notify: bool = True                            # with it, hot syscalls as seccomp notifications
-    vclock: bool = True                            # with it, clock reads answered in the tracee (vclock.py)
+    in_tracee: bool = True                         # with it, answers inside the tracee where possible (intracee.py)
 
     def run(self) -> ReplayResult:
         """Replay once. Garbage collection is off meanwhile: preparing the log and the loop
@@ -233,8 +233,8 @@ class ReplayEngine:
             self.fp.ctx.notif_fd = listener
         self.pid = pid
         self.mem: T.Memory | None = None
-        self.vc: V.VClock | None = None
-        self.vc_state = "want" if self.fp and self.vclock and V.supported() else "off"
+        self.vc: V.AnswerTable | None = None
+        self.vc_state = "want" if self.fp and self.in_tracee and V.supported() else "off"
         try:
             self._loop(pid)
         finally:
@@ -340,7 +340,7 @@ class ReplayEngine:
             if ev is None:
                 continue
             if self.vc is not None:
-                self._vclock_sync(ev[1])
+                self._table_sync(ev[1])
             if ev[0] == "n":  # a seccomp notification: a trapped syscall without a ptrace stop
                 self.res.stops += 1
                 if self._notified(ev[1], ev[2]) == "abort":
@@ -492,7 +492,7 @@ class ReplayEngine:
                 return self._unsupported(f"syscall from unknown thread {tid}")
             regs = T.get_regs(tid)
             if self.vc_state == "want" and tid == self.pid and regs.fs_base:
-                return self._vclock_inject(tid, th, regs)
+                return self._table_inject(tid, th, regs)
             return self._syscall(tid, th, regs)
         if sig == (signal.SIGTRAP | 0x80):  # syscall-exit stop we asked for
             th = self.threads.get(tid)
@@ -523,8 +523,8 @@ class ReplayEngine:
         T.cont(tid, sig)
         return None
 
-    def _vclock_inject(self, tid: int, th: _Thread, regs) -> None:
-        """Make the stopped thread map the clock table's pages instead of this syscall, then
+    def _table_inject(self, tid: int, th: _Thread, regs) -> None:
+        """Make the stopped thread map the answer table's pages instead of this syscall, then
         restart the syscall unchanged (its next seccomp stop is handled as usual)."""
         saved = type(regs).from_buffer_copy(regs)
         fs_base = regs.fs_base
@@ -539,18 +539,18 @@ class ReplayEngine:
             addr = r.rax
             if addr >= 1 << 63 or self.fp is None or self.mem is None:
                 self.vc_state = "off"
-                self.res.notes.append(f"clock table not mapped into the tracee (mmap: {addr - (1 << 64)}): "
-                                      "clock reads trap")
+                self.res.notes.append(f"answer table not mapped into the tracee (mmap: {addr - (1 << 64)}): "
+                                      "every call traps")
                 return None
             try:
-                self.vc = V.VClock.install(self.fp.lib, self.pid, tid, fs_base, addr, self.mem)
+                self.vc = V.AnswerTable.install(self.fp.lib, self.pid, tid, fs_base, addr, self.mem)
             except OSError as e:  # e.g. /proc/<pid>/map_files needs CAP_SYS_ADMIN
                 self.vc_state = "off"
                 self.res.notes.append(f"no answers inside the tracee ({e}): every call traps")
                 return None
             self.fp.ctx.vtab, self.fp.ctx.vtid = self.vc.table_address, tid
             self.vc_state = "on"
-            self.res.clock_table = True
+            self.res.answer_table = True
             self.res.notes.append("answered in the tracee: vDSO clock reads" + (
                 f", libc {', '.join(self.vc.wrappers)}" if self.vc.wrappers else ""))
             return None
@@ -558,7 +558,7 @@ class ReplayEngine:
         th.pending_exit = mapped
         T.to_exit(tid)
 
-    def _vclock_sync(self, tid: int) -> None:
+    def _table_sync(self, tid: int) -> None:
         """A stop of the table's owner that the compiled loop did not see: account the events the
         tracee answered itself since its last stop, in order, as if each had trapped."""
         vc, fp = self.vc, self.fp

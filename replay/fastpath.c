@@ -73,11 +73,11 @@ struct kp_ctx {
 	const uint8_t *blob;             /* all recorded regions, addressed by kp_op.roff */
 	uint8_t *scratch;                /* for reading the tracee's output */
 	int64_t scratch_len;
-	int64_t *vtab;                   /* the clock table shared with the tracee (NULL: none), below */
+	int64_t *vtab;                   /* the answer table shared with the tracee (NULL: none), below */
 	int64_t vtid;                    /* the one thread allowed to read it */
-	int64_t vdone;                   /* out: clock reads answered in the tracee during this run */
+	int64_t vdone;                   /* out: events answered in the tracee during this run */
 	const struct kp_op *nx_ops;      /* the plan and the position after the stop being answered: */
-	int64_t nx_pos, nx_end;          /* clock reads there may be answered in the tracee (open_gap) */
+	int64_t nx_pos, nx_end;          /* the events there may be answered in the tracee (open_gap) */
 };
 
 static int64_t floordiv(int64_t a, int64_t b)
@@ -144,7 +144,7 @@ static int get(struct kp_ctx *c, uint64_t addr, void *data, int64_t n)
 
 /* --- syscalls and clock reads answered inside the tracee -----------------------------------------
  *
- * The tracer maps shared pages into the tracee (replay/vclock.py): code at +0 (the stubs below,
+ * The tracer maps shared pages into the tracee (replay/intracee.py): code at +0 (the stubs below,
  * copied from this library), the table at +0x1000, also mapped into the tracer. The vDSO's
  * clock_gettime/gettimeofday/time entries jump to the clock stubs; the single-threaded fast path of
  * libc's read/write/fsync/fdatasync/getrandom/pread64/pwrite64 wrappers (`mov eax, NR; syscall;
@@ -325,7 +325,7 @@ int64_t kp_vsync(struct kp_ctx *c, const struct kp_op *ops, int64_t at)
 /* The stubs (x86-64, position independent: the table is 0x1000 after kp_vstub_begin wherever the
  * code is copied). clock_gettime at +0x00, gettimeofday at +0x80, time at +0x100, the syscall stub
  * at +0x180 (entered by `call` from a patched libc wrapper through a `mov eax, NR; jmp` trampoline
- * that vclock.py writes after the code: rax = syscall number, arguments in place, and the wrapper
+ * that intracee.py writes after the code: rax = syscall number, arguments in place, and the wrapper
  * continues with `ja error; ret` after it, so the stub ends with the `cmp rax, -4096` it replaced).
  * Each reserves the next entry with cmpxchg on `remaining` (retrying if a signal handler took one
  * meanwhile), only when the entry is for this call and the caller is the owner thread; anything

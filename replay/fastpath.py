@@ -10,7 +10,7 @@ handles it as before. Afterwards :meth:`FastPath.run` brings the engine's bookke
 (consumed events, output hashes, request latencies, the thread's virtual time).
 
 While the tracee runs, the planned events after the stop just answered can be answered inside the
-tracee itself (vclock.py: the C loop writes them into a table the tracee's stubs read) and are
+tracee itself (intracee.py: the C loop writes them into a table the tracee's stubs read) and are
 accounted at the next stop. Only used for strict replays without injections (what-if replays take the Python path) and only
 when ``make -C replay`` built the library; otherwise the engine runs in Python as before.
 """

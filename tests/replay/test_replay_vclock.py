@@ -1,4 +1,4 @@
-"""Clock reads answered inside the tracee (replay/vclock.py, the table in replay/fastpath.c) give
+"""Clock reads answered inside the tracee (replay/intracee.py, the table in replay/fastpath.c) give
 exactly the answers the trapped path gives, and the same ones in every replay.
 
 Ground truth is the recording: the workload writes every clock value it read to a file, whose
@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import is_root
 
 WORKLOADS = Path(__file__).parent / "workloads"
-ROUNDS = 12
+ROUNDS = 4
 
 pytestmark = pytest.mark.kernel
 
@@ -57,19 +57,19 @@ def _answers(r) -> tuple:
             [(d.index, d.kind, d.expected, d.actual) for d in r.divergences])
 
 
-def test_in_tracee_answers_equal_trapped_ones_and_repeat(clock_recording) -> None:
-    from kprobe.replay import vclock
+def test_in_tracee_clock_answers_equal_trapped_ones_and_repeat(clock_recording) -> None:
+    from kprobe.replay import intracee
     from kprobe.replay.engine import ReplayEngine
 
-    if not vclock.supported():
-        pytest.skip("the CPU lacks FSGSBASE: the in-tracee clock table is off and every clock read traps")
+    if not intracee.supported():
+        pytest.skip("the CPU lacks FSGSBASE: the in-tracee answer table is off and every clock read traps")
     log, argv = clock_recording["log"], clock_recording["argv"]
     recorded_reads = [e for e in log.events if e.nr == 228 and e.vdso]
-    bursts = sum(70 + r for r in range(ROUNDS))
+    bursts = sum(1030 + r for r in range(ROUNDS))
     assert len(recorded_reads) == ROUNDS * 2 + bursts, "every libc clock_gettime is in the log"
     assert clock_recording["written"].count(b"\n") == ROUNDS
 
-    trapped = ReplayEngine(log, argv, vclock=False).run()          # the compiled loop, each read trapped
+    trapped = ReplayEngine(log, argv, in_tracee=False).run()          # the compiled loop, each read trapped
     python = ReplayEngine(log, argv, fast=False).run()             # the Python engine alone
     in_tracee = [ReplayEngine(log, argv).run() for _ in range(3)]  # clock reads answered in the tracee
     first = in_tracee[0]
@@ -77,7 +77,7 @@ def test_in_tracee_answers_equal_trapped_ones_and_repeat(clock_recording) -> Non
     # every clock value the workload wrote equals the recorded one (byte comparison, in order) ...
     assert trapped.tracee_answers == python.tracee_answers == 0
     # ... most reads never stopped the tracee: all but the first of each run of reads (the one after a
-    # stop the Python engine answered, here the synthesized gettimeofday/time) and one per 63-entry table
+    # stop the Python engine answered, here the synthesized gettimeofday/time) and one per full 1022-entry table
     assert first.tracee_answers >= len(recorded_reads) - ROUNDS * 4, first.notes
     assert first.stops < trapped.stops - first.tracee_answers // 2
     # ... and everything observable equals the trapped path's and the Python engine's
@@ -89,7 +89,7 @@ def test_in_tracee_answers_equal_trapped_ones_and_repeat(clock_recording) -> Non
         assert (r.tracee_answers, r.stops) == (first.tracee_answers, first.stops)
 
 
-def test_clock_table_only_for_strict_replays_without_injections(clock_recording) -> None:
+def test_answer_table_only_for_strict_replays_without_injections(clock_recording) -> None:
     """What-if replays need exact virtual-time arithmetic per read with injected delays: they run
     in the Python engine, every clock read traps (and the result still equals the strict one when
     the injection changes nothing)."""

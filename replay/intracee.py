@@ -13,7 +13,7 @@ read-write-execute, near libc; the trapped syscall is then restarted unchanged),
 pages into itself through ``/proc/<pid>/map_files``, copies the stubs from the hot-path library to
 their start and points the vDSO's clock_gettime/gettimeofday/time entries at them (``movabs rax,
 stub; jmp rax``) and the single-threaded fast path of libc's hot wrappers at the syscall stub
-(``call`` through a small trampoline, see :meth:`VClock._patch_libc`). The table follows: header,
+(``call`` through a small trampoline, see :meth:`AnswerTable._patch_libc`). The table follows: header,
 up to ``CAP`` planned answers, their recorded bytes. The compiled hot path fills it when it answers
 a stop of the owner thread and accounts what was taken at that thread's next stop; the Python
 engine has the same accounting done (``FastPath.sync``) when it gets that stop itself. Only the
@@ -96,7 +96,7 @@ def restart(saved) -> None:
 
 
 @dataclass
-class VClock:
+class AnswerTable:
     """The table as the tracer sees it (shared memory: reads and writes cost nothing)."""
 
     tid: int                 # the owner thread (real tid)
@@ -106,7 +106,7 @@ class VClock:
     wrappers: list[str]      # libc wrappers whose fast path calls the syscall stub
 
     @classmethod
-    def install(cls, lib: ctypes.CDLL, pid: int, tid: int, fs_base: int, addr: int, mem: T.Memory) -> VClock:
+    def install(cls, lib: ctypes.CDLL, pid: int, tid: int, fs_base: int, addr: int, mem: T.Memory) -> AnswerTable:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.mmap.restype = ctypes.c_void_p
         libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
