@@ -593,10 +593,6 @@ class ReplayEngine:
         if rtid is None:
             self.res.notes.append(f"thread {tid} has no recorded counterpart")
             rtid = -tid
-        if self.vc is not None:
-            # the order of events across threads is checked at stops (_my_turn): from now on only
-            # clock reads, which that order does not include, are answered inside the tracee
-            self.vc.tab[V.NRMASK] = 0
         parent_vt = max((t.vt for t in self.threads.values()), default=0)
         self.threads[tid] = _Thread(rtid, self.by_rtid.get(rtid, []), vt=parent_vt, prev_exit=parent_vt)
         self.tid_of[tid] = rtid
@@ -711,6 +707,11 @@ class ReplayEngine:
         ):
             return self._placeholder(tid, th, regs, nr, args, e)
         if nr in (56, 435):
+            if self.vc is not None:
+                # the order of events across threads is checked at stops (_my_turn): from the clone
+                # on (before the parent resumes) only clock reads, which that order does not
+                # include, are answered inside the tracee
+                self.vc.tab[V.NRMASK] = 0
             if e.ret > 0:
                 self.pending_clones = getattr(self, "pending_clones", []) + [e.ret]
             if nr == 56 and not args[0] & 0x10000 or nr == 435:  # CLONE_THREAD
