@@ -312,7 +312,7 @@ class _Part:
 def _sql(parts: list[_Part], limit: int) -> str:
     """One UNION ALL; each branch formats its rows as JSON arrays (one String column, so the branches agree)."""
     return " UNION ALL ".join(
-        f"(SELECT '{p.tag}', formatRowNoNewline('JSONCompactEachRow', {', '.join(p.cols)}) FROM {p.table} "
+        f"(SELECT '{p.tag}', toJSONString(tuple({', '.join(p.cols)})) FROM {p.table} "
         f"WHERE {p.cond.sql}{p.tail} LIMIT {int(limit)})" for p in parts
     ) + " SETTINGS output_format_json_quote_64bit_integers = 0"
 
@@ -502,7 +502,7 @@ def _related_tgids(ev: Evidence) -> set[int]:
 WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
 WAKER_CALLS = ("futex", "write", "writev", "pwrite64", "sendto", "sendmsg", "sendmmsg", "close")
 WAKER_CALL_LOOKBACK_NS = 10_000_000_000   # wake-type calls are short; this bound lets the ts key prune
-WAKE_SLACK_NS = 1_000_000_000   # wake-ups this far outside the window are still looked into (a window read covers it)
+WAKE_SLACK_NS = 100_000_000   # wake-ups this far outside the window are still looked into (a window read covers it)
 
 
 def unknown_wakes(ev: Evidence, min_blocked_ns: int = 1_000_000, limit: int = 32) -> list[int]:
@@ -589,18 +589,23 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
 def _window_parts(iv: Interval) -> list[_Part]:
     """Every row any round may select for ``iv``, system-wide, one branch per table.
 
-    Each branch's condition contains every condition the rounds can build for
-    its table (any tgid, any peer port, wake calls within WAKE_SLACK_NS), so the
+    Each table's branches together hold every row the rounds' conditions can
+    select (any tgid, any peer port, wake calls within WAKE_SLACK_NS), so the
     rounds then run on these rows in memory and select exactly what they would
-    have read from the store.
+    have read from the store. Every branch is bounded in time on both sides (or
+    by the victim's tgid), so the time indexes and the key prune the read.
     """
-    lo, hi = iv.start_ns, iv.end_ns
+    lo, hi, tg = iv.start_ns, iv.end_ns, int(iv.tgid)
     s = WAKE_SLACK_NS + WAKE_EPS_NS
     victim = {p.tag: p for p in _victim_parts(iv)}
-    calls = _any(_overlap(lo, hi), victim["syscall"].cond, _all(_calls(WAKER_CALLS), _overlap(lo - s, hi + s)))
+    before = lo - s
     return [
         _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", _overlap(lo, hi)),
-        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall", calls),
+        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall",
+              _any(_overlap(lo, hi), _all(_calls(WAKER_CALLS), _overlap(lo - s, hi + s)))),
+        # the victim's successful closes that ended before those (they name its fds); disjoint from the above
+        _Part("syscall_before", Syscall, _SYSCALL_COLS, "syscall",
+              _all(_tgids({tg}), _CLOSED, _Cond(f"end_ts < {before}", lambda r: r.end_ts < before))),
         _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _between(lo, hi)),
         victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"],
         _Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)),
@@ -620,6 +625,7 @@ def read_window(store: Store, ev: Evidence, limit: int = WINDOW_ROW_LIMIT) -> Wi
     if any(len(rows) >= limit for rows in got.values()):
         return None
     totals = got.pop("reclaim_total")
+    got["syscall"] += got.pop("syscall_before")
     for rows in got.values():
         rows.sort(key=lambda r: r.ts)
     return WindowRows(got, totals)

@@ -18,7 +18,7 @@ from kprobe.causal.model import Interval
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
-ALL_TABLES = {"offcpu", "syscall", "sock_io", "fault", "fd_open", "reclaim", "reclaim_total", "block_io", "tcp_retrans"}
+ALL_TABLES = {"offcpu", "syscall", "syscall_before", "sock_io", "fault", "fd_open", "reclaim", "reclaim_total", "block_io", "tcp_retrans"}
 ROUND0 = ["offcpu", "sock_io", "syscall", "fault", "fd_open", "reclaim", "reclaim_total"]
 
 
@@ -31,7 +31,7 @@ class ScriptedStore:
 
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
         assert fmt == "TabSeparatedRaw"
-        tags = re.findall(r"SELECT '(\w+)', formatRow", sql)
+        tags = re.findall(r"SELECT '(\w+)', toJSONString", sql)
         self.statements.append(tags)
         return b"".join(f"{t}\t{json.dumps(v)}\n".encode() for t in tags for v in self.rows.get(t, []))
 
