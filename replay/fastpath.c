@@ -335,12 +335,13 @@ int64_t kp_vsync(struct kp_ctx *c, const struct kp_op *ops, int64_t at)
 __asm__(
 	".pushsection .text\n"
 	".intel_syntax noprefix\n"
-	/* the clock stubs' common parts: find the next entry (owner thread, this syscall), claim it, or
-	 * make the real call; numeric labels are local to each expansion's stub */
-	".macro KP_CLOCK_ENTRY nr\n"
+	/* the stubs' common parts: find the next entry (owner thread, this syscall; the owner check
+	 * uses fsreg), claim it (clock stubs), or make the real call; numeric labels are local to each
+	 * expansion's stub */
+	".macro KP_ENTRY fsreg, nr\n"
 	"	lea r11, [rip + .Lvbase + 0x1000]\n"
-	"	rdfsbase rax\n"
-	"	cmp rax, [r11]\n"
+	"	rdfsbase \\fsreg\n"
+	"	cmp \\fsreg, [r11]\n"
 	"	jne 9f\n"
 	"1:	mov rcx, [r11 + 8]\n"
 	"	test rcx, rcx\n"
@@ -369,7 +370,7 @@ __asm__(
 	"kp_vstub_begin:\n"
 	".Lvbase:\n"
 	/* clock_gettime(rdi = clock id, rsi = ts) */
-	"	KP_CLOCK_ENTRY 228\n"
+	"	KP_ENTRY rax, 228\n"
 	"	cmp rdi, [r8 + 8]\n"
 	"	jne 9f\n"
 	"	KP_CLOCK_TAKE\n"
@@ -384,7 +385,7 @@ __asm__(
 	"	KP_REAL_SYSCALL 228\n"
 	"	.skip 0x80 - (. - .Lvbase), 0xcc\n"
 	/* gettimeofday(rdi = tv, rsi = tz) */
-	"	KP_CLOCK_ENTRY 96\n"
+	"	KP_ENTRY rax, 96\n"
 	"	KP_CLOCK_TAKE\n"
 	"	test rdi, rdi\n"
 	"	jz 2f\n"
@@ -397,7 +398,7 @@ __asm__(
 	"	KP_REAL_SYSCALL 96\n"
 	"	.skip 0x100 - (. - .Lvbase), 0xcc\n"
 	/* time(rdi = t) */
-	"	KP_CLOCK_ENTRY 201\n"
+	"	KP_ENTRY rax, 201\n"
 	"	KP_CLOCK_TAKE\n"
 	"	mov rax, [r8 + 32]\n"
 	"	test rdi, rdi\n"
@@ -407,19 +408,7 @@ __asm__(
 	"	KP_REAL_SYSCALL 201\n"
 	"	.skip 0x180 - (. - .Lvbase), 0xcc\n"
 	/* a libc wrapper's syscall: rax = nr, rdi, rsi, rdx (, r10) its arguments */
-	"	lea r11, [rip + .Lvbase + 0x1000]\n"
-	"	rdfsbase rcx\n"
-	"	cmp rcx, [r11]\n"
-	"	jne 9f\n"
-	"1:	mov rcx, [r11 + 8]\n"
-	"	test rcx, rcx\n"
-	"	jle 9f\n"
-	"	mov r8, [r11 + 16]\n"
-	"	sub r8, rcx\n"
-	"	shl r8, 6\n"
-	"	lea r8, [r11 + r8 + 128]\n"
-	"	cmp [r8], rax\n"
-	"	jne 9f\n"
+	"	KP_ENTRY rcx, rax\n"
 	"	mov r9, [r8 + 48]\n"
 	"	test r9, 1\n"
 	"	jz 2f\n"
