@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import is_root
+from tests.replay.conftest import record_run
 
 WORKLOADS = Path(__file__).parent / "workloads"
 ROUNDS = 4
@@ -28,8 +29,6 @@ def clock_recording(tmp_path_factory: pytest.TempPathFactory, probes_built: None
     if not is_root():
         pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
     from kprobe.replay import fastpath
-    from kprobe.replay import log as rlog
-    from kprobe.replay.record import ReplayRecorder
 
     assert fastpath.LIBRARY.exists(), "the replay hot path is not built: run `make -C replay` (setup.sh does)"
     tmp = tmp_path_factory.mktemp("clock")
@@ -37,13 +36,7 @@ def clock_recording(tmp_path_factory: pytest.TempPathFactory, probes_built: None
     subprocess.run(["gcc", "-O2", "-o", str(exe), str(WORKLOADS / "clock_burst.c")], check=True)
     out = tmp / "clocks.txt"
     argv = [str(exe), str(out), str(ROUNDS)]
-    rec = ReplayRecorder(tmp / "session")
-    try:
-        p = rec.start(argv)
-        assert p.wait() == 0
-    finally:
-        rec.stop()
-    log = rlog.load(tmp / "session", p.pid)
+    log = record_run(tmp / "session", argv)
     written = out.read_bytes()
     out.unlink()  # the replay must not need it
     return {"log": log, "argv": argv, "written": written}

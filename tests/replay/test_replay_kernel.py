@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import is_root
+from tests.replay.conftest import record_run
 
 WORKLOADS = Path(__file__).parent / "workloads"
 N_REQUESTS = 6
@@ -232,19 +233,11 @@ def test_injected_ledger_delay_gives_client_timeout_and_fix_passes(ledger_record
 def test_two_threads_replay_identical(binaries, tmp_path: Path, probes_built: None) -> None:
     if not is_root():
         pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
-    from kprobe.replay import log as rlog
     from kprobe.replay.engine import ReplayEngine
-    from kprobe.replay.record import ReplayRecorder
 
     out = tmp_path / "out.log"
     argv = [binaries["two_threads"], str(out)]
-    rec = ReplayRecorder(tmp_path / "session")
-    try:
-        p = rec.start(argv)
-        assert p.wait() == 0
-    finally:
-        rec.stop()
-    log = rlog.load(tmp_path / "session", p.pid)
+    log = record_run(tmp_path / "session", argv)
     assert len({e.tid for e in log.events}) == 2
     out.unlink()
     results = [ReplayEngine(log, argv).run() for _ in range(10)]
