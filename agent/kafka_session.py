@@ -79,11 +79,13 @@ class KafkaSession:
 
     def start(self) -> KafkaSession:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        try:
+        ready = True
+        try:  # returns when every partition is writable: the first produce is never refused (kafka_sink doc)
             ensure_topics(self.sink_config.brokers, timeout=10.0, prefix=self.sink_config.prefix)
-        except Exception as e:  # Kafka down at start: the spool takes over, topics are created later
+        except Exception as e:  # Kafka down at start: the spool takes over, the sink creates the topics later
             print(f"kprobe: cannot create topics now ({e}); spooling until Kafka answers", file=sys.stderr)
-        self.sink = KafkaSink(self.sink_config)
+            ready = False
+        self.sink = KafkaSink(self.sink_config, topics_ready=ready)
         self.config.status_path = self.data_dir / "status.json"
         self.recorder = Recorder(self.config, self.sink, stats=KafkaRecorderStats(sink=self.sink))
         self.recorder.start()

@@ -39,6 +39,8 @@ def render_kafka(k: dict) -> list[str]:
              f" + spooled {k['spool_rows']} + dropped {k['dropped_total']}",
              f"  spool: {k['spool_messages']} messages, {k['spool_bytes']} bytes; resent from spool "
              f"{k['resent_rows']} rows"]
+    if k.get("unconfirmed_rows"):
+        lines.append(f"  acknowledged without an offset, sent again: {k['unconfirmed_rows']} rows")
     for reason, n in k.get("dropped", {}).items():
         lines.append(f"  dropped ({reason}): {n}")
     return lines
@@ -67,11 +69,13 @@ def render(data: dict) -> str:
         state += f" (last session started {format_ts(rec['started_at_ns'])}, pid {rec.get('pid')})"
     lines.append(f"kprobe: {state}")
     lines.append("")
-    lines.append(f"{'type':<12} {'stored':>12} {'kernel drops':>13} {'write errors':>13}")
+    # scale-out mode: the rows went to Kafka (delivery is accounted below); only the dataflow stores them
+    label = "sent to kafka" if rec.get("kafka") else "stored"
+    lines.append(f"{'type':<12} {label:>13} {'kernel drops':>13} {'write errors':>13}")
     drops = rec.get("kernel_drops_total", {})
     errs = rec.get("write_errors", {})
     for name, n in data["stored"].items():
-        lines.append(f"{name:<12} {n:>12} {drops.get(name, 0):>13} {errs.get(name, 0):>13}")
+        lines.append(f"{name:<12} {n:>13} {drops.get(name, 0):>13} {errs.get(name, 0):>13}")
     lines.append(f"lost total: {rec.get('lost_total', 0)}")
     if rec.get("kafka"):
         lines += render_kafka(rec["kafka"])

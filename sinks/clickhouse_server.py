@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from clickhouse_driver import Client
 
 from kprobe.sinks.chdb_store import table_defs
@@ -53,6 +54,17 @@ def server_table_defs() -> list[TableDef]:
                      d.ts_column,
                      d.partition_minutes, d.ttl_seconds, d.skip_indexes) for d in table_defs()]
     return defs + [LEDGER_DEF]
+
+
+def utf8(values: np.ndarray) -> np.ndarray:
+    """str (object) column -> bytes column for the bytes-mode client, encoding each distinct value
+    once: event columns hold few distinct strings (syscall, comm, host, service). Measured on a
+    32k-row syscall INSERT: 25.9 -> 20.6 ms of client CPU. None stays None; bytes pass through."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    enc = np.empty(len(uniques) + 1, dtype=object)
+    enc[:-1] = [u.encode() if isinstance(u, str) else u for u in uniques]
+    enc[-1] = None  # code -1 (a missing value) indexes the last slot
+    return enc[codes]
 
 
 @dataclass
@@ -81,8 +93,11 @@ class ServerSink:
         self.features = ServerFeatures.from_version(version)
         boot.execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
         boot.disconnect()
+        # strings_as_bytes: the driver then skips its per-value str.encode (most of its INSERT CPU);
+        # _insert encodes each distinct value once instead (utf8). Results of queries are bytes too.
         self._client = Client(self.host, port=self.port, user=self.user, password=self.password,
-                              database=self.database, settings={**session_settings(self.features), "use_numpy": True})
+                              database=self.database, settings={**session_settings(self.features), "use_numpy": True,
+                                                                "strings_as_bytes": True})
         self._columns: dict[str, list[str]] = {}
         self._types: dict[str, dict[str, str]] = {}
         self._ts_col: dict[str, str] = {}
@@ -178,8 +193,8 @@ class ServerSink:
         n = len(headers)
         data = [
             np.array([h.batch_id for h in headers], dtype=np.uint64),
-            np.array([h.table for h in headers], dtype=object),
-            np.array([h.host for h in headers], dtype=object),
+            np.array([h.table.encode() for h in headers], dtype=object),
+            np.array([h.host.encode() for h in headers], dtype=object),
             np.array([h.rows for h in headers], dtype=np.uint64),
             np.array([h.min_ts for h in headers], dtype=np.uint64),
             np.array([h.max_ts for h in headers], dtype=np.uint64),
@@ -202,6 +217,7 @@ class ServerSink:
         names = self._columns.get(table)
         if names is None:
             raise KeyError(f"no table {table!r} on the server")
+        types = self._types[table]
         data = []
         for name in names:
             if name == "batch_id":
@@ -211,7 +227,8 @@ class ServerSink:
                 data.append(np.concatenate([r for _, _, r in items]).astype(np.uint32))
                 continue
             parts = [cols[name] for _, cols, _ in items]
-            data.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+            col = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            data.append(utf8(col) if "String" in types[name] else col)
         self.client.execute(f"INSERT INTO `{table}` ({', '.join(f'`{n}`' for n in names)}) VALUES", data,
                             columnar=True)
 
