@@ -12,9 +12,11 @@ How: dirty LIMIT bytes and start their writeback from this process (fadvise
 DONTNEED writes dirty pages in the caller's context, so the throttle applies, and
 drops the clean ones); then, while the memcg has more than a MiB of room (the
 clean pages just dropped), dirty new pages into it and start their writeback too.
-Prints "ready", then dirties only one new page every 100 ms (40 KiB/s against the
+Prints "ready", then dirties 32 new pages every 100 ms (1.25 MiB/s against the
 device's 2 MiB/s): as the memcg's charger it stalls in reclaim too, during the
-victim's stall, as a real hog that keeps allocating would.
+victim's stall, as a real hog that keeps allocating would (a page at a time was
+often served from the slack the victim's reclaim left, and then the hog did not
+reclaim at all while the victim stalled).
 
 Usage: causal_dirty_hog.py PATH SECONDS LIMIT [MEMCG_DIR]
 """
@@ -23,6 +25,7 @@ import sys
 import time
 
 MB = 1 << 20
+TRICKLE = 32 * 4096    # one reclaim batch (SWAP_CLUSTER_MAX): more than the slack another's reclaim leaves
 path, seconds, limit = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 memcg = sys.argv[4] if len(sys.argv) > 4 else None
 fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -48,8 +51,8 @@ while memcg and off < most and room() > MB and time.monotonic() < end:
         off += MB
     os.posix_fadvise(fd, first, off - first, os.POSIX_FADV_DONTNEED)
 print("ready", flush=True)
-while time.monotonic() < end:      # a page every 100 ms: still the memcg's charger, not the victim's rival
+while time.monotonic() < end:      # 32 new pages every 100 ms: still the memcg's charger, a minor rival
     if off < most:
-        os.pwrite(fd, buf[:4096], off)
-        off += 4096
+        os.pwrite(fd, buf[:TRICKLE], off)
+        off += TRICKLE
     time.sleep(0.1)
