@@ -543,7 +543,7 @@ class ReplayEngine:
                                       "every call traps")
                 return None
             try:
-                self.vc = V.AnswerTable.install(self.fp.lib, self.pid, tid, fs_base, addr, self.mem)
+                self.vc = V.AnswerTable.install(self.fp.lib, self.pid, tid, fs_base, addr, self.mem, saved.rip)
             except OSError as e:  # e.g. /proc/<pid>/map_files needs CAP_SYS_ADMIN
                 self.vc_state = "off"
                 self.res.notes.append(f"no answers inside the tracee ({e}): every call traps")

@@ -106,7 +106,12 @@ class AnswerTable:
     wrappers: list[str]      # libc wrappers whose fast path calls the syscall stub
 
     @classmethod
-    def install(cls, lib: ctypes.CDLL, pid: int, tid: int, fs_base: int, addr: int, mem: T.Memory) -> AnswerTable:
+    def install(cls, lib: ctypes.CDLL, pid: int, tid: int, fs_base: int, addr: int, mem: T.Memory,
+                avoid: int) -> AnswerTable:
+        """``avoid``: the address of the `syscall` instruction the owner is stopped at. It is restarted
+        there after the set-up, so code around it is left as it is (that wrapper keeps trapping): with
+        hot syscalls on ptrace stops the set-up stop can be inside libc's getrandom wrapper, and patching
+        it under the stopped thread made the restart run the new bytes instead of the syscall."""
         libc = ctypes.CDLL(None, use_errno=True)
         libc.mmap.restype = ctypes.c_void_p
         libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
@@ -127,14 +132,14 @@ class AnswerTable:
         base, syms = T.vdso_symbols(pid, mem)
         for name, off in STUBS.items():
             sym = syms.get(name)
-            if sym is not None:  # movabs rax, stub; jmp rax
+            if sym is not None and not base + sym.value <= avoid < base + sym.value + 12:  # movabs rax, stub; jmp rax
                 mem.write(base + sym.value, b"\x48\xb8" + struct.pack("<Q", addr + off) + b"\xff\xe0")
-        mask, patched = cls._patch_libc(pid, addr, local, mem)
+        mask, patched = cls._patch_libc(pid, addr, local, mem, avoid)
         tab[NRMASK] = mask
         return cls(tid, addr, local, tab, patched)
 
     @staticmethod
-    def _patch_libc(pid: int, addr: int, local: int, mem: T.Memory) -> tuple[int, list[str]]:
+    def _patch_libc(pid: int, addr: int, local: int, mem: T.Memory, avoid: int) -> tuple[int, list[str]]:
         """Point the fast-path syscall of libc's hot wrappers at the syscall stub: `mov eax, NR;
         syscall; cmp rax, -4096` (or `xor eax, eax; ...` for read) becomes `call trampoline` plus
         nops; the trampoline sets eax and jumps to the stub, which ends with that cmp. Only this
@@ -159,6 +164,8 @@ class AnswerTable:
             at = code.find(head)
             if at < 0 or code[at + len(head) + 1 : at + len(head) + 2] != b"\xc3":
                 continue
+            if fn + at <= avoid < fn + at + len(head):
+                continue      # the owner is stopped in this wrapper's syscall (install's docstring)
             tramp = addr + TRAMPOLINES + 16 * i
             rel = tramp - (fn + at + 5)
             if not -(1 << 31) <= rel < 1 << 31:
