@@ -18,6 +18,9 @@ How (needs root: the incident is captured from the real kernel):
    intervals, syscalls and socket I/O from a few hundred threads of ~40 other
    processes (bench/chdb_ingest.py's synthetic trading host), spread over
    --span-s seconds centred on the incident, until --events rows are stored.
+   Batches are written in time order, each covering its own slice of the span,
+   as a recorder's flushes do (a batch spread over the whole span would make
+   every part, and every granule of it, cover all of the time).
 4. ``why`` is timed again on the same incident inside the big store, and its
    answer must be the same as before (background rows must not change it).
 
@@ -136,10 +139,15 @@ def fill_background(store, events: int, start_utc: int, span_ns: int, seed: int 
     for table, share in SHARES.items():
         make, fields = gens[table]
         todo = int(events * share)
+        batches = max(1, -(-todo // BATCH))
+        step = span_ns // batches
+        k = 0
         while todo > 0:
             n = min(BATCH, todo)
             rec = make(rng, pop, n)
-            _shift(rec, fields, mono_start, span_ns, rng)
+            # as a recorder writes: each write holds the events of its own stretch of time, in time order
+            _shift(rec, fields, mono_start + k * step, step, rng)
+            k += 1
             cols = BY_NAME[table].columns(rec, offset)
             cols["host"] = np.full(n, "bench-host", dtype=object)
             cols["service"] = np.full(n, "", dtype=object)

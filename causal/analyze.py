@@ -30,9 +30,12 @@ the root cause is the deepest cause on the largest-delay path.
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+from msgspec.structs import replace
 
 from kprobe.causal.fetch import (
     DISK_WAIT_CALLS,
@@ -96,6 +99,28 @@ def _union(segs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+class _ByTime:
+    """Rows sorted by start, to find those overlapping [a, b] without scanning them all.
+
+    A busy host's window holds thousands of short reclaim stalls and each run-queue
+    wait asks which of them overlap it: bisect from ``a`` minus the longest row.
+    """
+
+    def __init__(self, rows: Iterable[Reclaim]):
+        self.rows = sorted(rows, key=lambda r: r.ts)
+        self.starts = [r.ts for r in self.rows]
+        self.longest = max((r.end_ts - r.ts for r in self.rows), default=0)
+
+    def indices(self, a: int, b: int) -> list[int]:
+        """Positions of the rows with a positive overlap with [a, b], by start."""
+        i, j = bisect_left(self.starts, a - self.longest), bisect_right(self.starts, b)
+        rows = self.rows
+        return [k for k in range(i, j) if _overlap(rows[k].ts, rows[k].end_ts, a, b) > 0]
+
+    def overlapping(self, a: int, b: int) -> list[Reclaim]:
+        return [self.rows[k] for k in self.indices(a, b)]
+
+
 def _ms(ns: int) -> str:
     return f"{ns / 1e6:.1f} ms"
 
@@ -113,10 +138,14 @@ class _Ctx:
     def __init__(self, ev: Evidence):
         self.ev = ev
         self.reclaim_by_tid: dict[int, list[Reclaim]] = defaultdict(list)
-        self.reclaim_by_tgid: dict[int, list[Reclaim]] = defaultdict(list)
+        by_tgid: dict[int, list[Reclaim]] = defaultdict(list)
+        by_cpu: dict[int, list[Reclaim]] = defaultdict(list)
         for r in ev.reclaims:
             self.reclaim_by_tid[r.tid].append(r)
-            self.reclaim_by_tgid[r.tgid].append(r)
+            by_tgid[r.tgid].append(r)
+            by_cpu[r.cpu].append(r)
+        self.reclaim_by_tgid = {k: _ByTime(v) for k, v in by_tgid.items()}
+        self.reclaim_by_cpu = {k: _ByTime(v) for k, v in by_cpu.items()}
         self.tgid_of: dict[int, int] = {}
         for rows in ev.offcpu.values():
             for o in rows:
@@ -161,7 +190,10 @@ class _Ctx:
         gaps: list[tuple[int, int]] = []
         cur: tuple[int, int, int, str] | None = None
         t = a
-        for e in self.switch_ins(cpu) + [(b, 0, 0, "")]:
+        ins = self.switch_ins(cpu)
+        k = bisect_right(ins, a, key=lambda e: e[0])      # the entries before are only "who ran at a"
+        cur = ins[k - 1] if k else None
+        for e in [*ins[k:], (b, 0, 0, "")]:
             if e[0] <= a:
                 cur = e
                 continue
@@ -178,8 +210,9 @@ class _Ctx:
         for ga, gb in gaps:
             per: dict[int, list[tuple[int, int]]] = defaultdict(list)
             who: dict[int, Reclaim] = {}
-            for r in self.ev.reclaims:
-                if r.cpu == cpu and r.tid != exclude_tid and _overlap(r.ts, r.end_ts, ga, gb) > 0:
+            on_cpu = self.reclaim_by_cpu.get(cpu)
+            for r in on_cpu.overlapping(ga, gb) if on_cpu else ():
+                if r.tid != exclude_tid:
                     per[r.tgid].append(_clip(r.ts, r.end_ts, ga, gb))
                     who.setdefault(r.tgid, r)
             cover = {k: _union(v) for k, v in per.items()}
@@ -283,18 +316,17 @@ class _Ctx:
         return Culprit(None, None, None), ev
 
 
-def _reclaim_child(ctx: _Ctx, rows: Iterable[Reclaim], segs: list[tuple[int, int]], culprit: Culprit,
+def _reclaim_child(ctx: _Ctx, rows: _ByTime | None, segs: list[tuple[int, int]], culprit: Culprit,
                    what: str) -> Cause | None:
     """memory_pressure explaining ``segs`` (run-queue waits) by reclaim that ran during them."""
-    total = 0
-    n = 0
-    pages = 0
-    for r in rows:
-        ov = sum(_overlap(r.ts, r.end_ts, a, b) for a, b in segs)
-        if ov > 0:
-            total += ov
-            n += 1
-            pages += r.nr_reclaimed
+    ov: dict[int, int] = {}       # row index -> its overlap with all the segments
+    for a, b in segs if rows is not None else ():
+        for i in rows.indices(a, b):
+            r = rows.rows[i]
+            ov[i] = ov.get(i, 0) + _overlap(r.ts, r.end_ts, a, b)
+    total = sum(ov.values())
+    n = len(ov)
+    pages = sum(rows.rows[i].nr_reclaimed for i in ov) if rows is not None else 0
     if total < MIN_CAUSE_NS:
         return None
     return Cause("memory_pressure", culprit, total,
@@ -528,7 +560,7 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
         piece = _Piece("cpu_preemption", cul, total, cpu=cpu, summary=f"preempted on CPU {cpu}",
                        evidence=[{"preemptions": sum(s.count for s in ss), "runq_ns": total,
                                   "cpus": {str(c): n for c, n in sorted(cpus.items())}}])
-        child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(ptgid, ()), runq_segs[ptgid], cul,
+        child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(ptgid), runq_segs[ptgid], cul,
                                f"preemptor {cul.label()} in reclaim")
         if child:
             piece.children.append(child)
@@ -553,7 +585,7 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
                        evidence=[{"wakeup_latency_ns": total, "waits": len(segs),
                                   "cpus": {str(k): n for k, n in sorted(cpus.items())},
                                   "held_cpu_by": sorted({s[6] for s in segs})}])
-        child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(rt, ()), [(s[0], s[1]) for s in segs], cul,
+        child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(rt), [(s[0], s[1]) for s in segs], cul,
                                f"{cul.label()} in reclaim while holding the CPU")
         if child:
             child.delay_ns = min(child.delay_ns, total)     # parallel reclaimers overlap each other

@@ -1,10 +1,11 @@
 """The only part of the causal analysis that talks to the store.
 
-It pulls, in a handful of SQL queries, every row the pure analysis may need for
-one interval, and hands back plain dataclasses (an ``Evidence`` bundle) so that
+It pulls, usually in ONE SQL statement, every row the pure analysis may need for
+one interval, and hands back plain records (an ``Evidence`` bundle) so that
 ``analyze`` stays testable on hand-built data and independent of chDB or
-ClickHouse. Related processes (wakers, socket peers) are fetched in a few
-bounded rounds, one set of queries per round, not one query per process.
+ClickHouse. Related processes (wakers, socket peers) are followed in a few
+bounded rounds, run on the rows of that statement in memory (or, for a window
+too big to read whole, on the store: one statement per round, not one per process).
 
 Only integers are ever interpolated into SQL, and only after ``int()``.
 """
@@ -12,8 +13,10 @@ Only integers are ever interpolated into SQL, and only after ``int()``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 from kprobe.causal.model import Interval
 
@@ -23,11 +26,20 @@ ROW_LIMIT = 200_000       # per query: a guard against a system-wide recording o
 
 
 class Store(Protocol):
+    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes: ...
+
     def query_rows(self, sql: str) -> list[dict]: ...
 
 
-@dataclass(frozen=True)
-class OffCpu:
+class Record(msgspec.Struct, frozen=True, array_like=True):
+    """A stored row as the analysis reads it: hashable, compared by value, decoded straight from a JSON array.
+
+    Window reads move thousands of rows; a Struct decodes from the store's JSON
+    in C, where building frozen dataclasses cost more than the query.
+    """
+
+
+class OffCpu(Record):
     tgid: int
     tid: int
     comm: str
@@ -45,8 +57,7 @@ class OffCpu:
     waker_comm: str
 
 
-@dataclass(frozen=True)
-class Syscall:
+class Syscall(Record):
     tgid: int
     tid: int
     syscall: str
@@ -57,8 +68,7 @@ class Syscall:
     bytes: int
 
 
-@dataclass(frozen=True)
-class Reclaim:
+class Reclaim(Record):
     tgid: int
     tid: int
     comm: str
@@ -70,8 +80,7 @@ class Reclaim:
     memcg: int = 0     # the reclaiming task's memory cgroup id (0: unknown)
 
 
-@dataclass(frozen=True)
-class ReclaimTotal:
+class ReclaimTotal(Record):
     """One process's reclaim in one memory cgroup around a window: ranks the likeliest memory hog."""
 
     tgid: int
@@ -94,16 +103,14 @@ def reclaim_totals(rows: list[Reclaim], lo: int, hi: int) -> list[ReclaimTotal]:
     return [ReclaimTotal(tg, mc, c, ns, pages) for (tg, mc), (c, _, ns, pages) in sorted(per.items())]
 
 
-@dataclass(frozen=True)
-class Fault:
+class Fault(Record):
     tgid: int
     tid: int
     ts: int
     count: int
 
 
-@dataclass(frozen=True)
-class BlockIO:
+class BlockIO(Record):
     tgid: int
     tid: int
     comm: str
@@ -114,8 +121,7 @@ class BlockIO:
     dev: int = 0
 
 
-@dataclass(frozen=True)
-class SockIO:
+class SockIO(Record):
     tgid: int
     tid: int
     ts: int
@@ -128,8 +134,7 @@ class SockIO:
     dport: int
 
 
-@dataclass(frozen=True)
-class Retrans:
+class Retrans(Record):
     ts: int
     skaddr: int
     saddr: str
@@ -138,8 +143,7 @@ class Retrans:
     dport: int
 
 
-@dataclass(frozen=True)
-class FdOpen:
+class FdOpen(Record):
     tgid: int
     fd: int
     ts: int
@@ -217,100 +221,235 @@ def _tgid_list(tgids: set[int]) -> str:
 
 RECLAIM_CONTEXT_NS = 5_000_000_000   # reclaim by others this long before the window still names the memory hog
 LOOKBACK_NS = 600_000_000_000   # rows of time-ordered tables starting this long before the window are not read
+WINDOW_ROW_LIMIT = 50_000   # per table: a window read holding more falls back to the targeted rounds
 
 
-def _overlap(lo: int, hi: int, lookback: int | None = None) -> str:
+@dataclass(frozen=True)
+class _Cond:
+    """One row condition twice: as SQL for the store, and as Python for rows already in memory.
+
+    Both forms are built side by side from the same numbers, so the targeted
+    rounds select exactly the same rows whether they run on the store or on a
+    window read (or a dataflow's buffer).
+    """
+
+    sql: str
+    keep: Callable[[Any], bool]
+
+
+def _all(*cs: _Cond) -> _Cond:
+    ks = [c.keep for c in cs]
+    if len(ks) == 2:       # the usual shapes without a generator per row (rounds test thousands of rows)
+        k1, k2 = ks
+        keep: Callable[[Any], bool] = lambda r: k1(r) and k2(r)     # noqa: E731
+    elif len(ks) == 3:
+        k1, k2, k3 = ks
+        keep = lambda r: k1(r) and k2(r) and k3(r)     # noqa: E731
+    else:
+        keep = lambda r: all(k(r) for k in ks)     # noqa: E731
+    return _Cond(" AND ".join(f"({c.sql})" for c in cs), keep)
+
+
+def _any(*cs: _Cond) -> _Cond:
+    ks = [c.keep for c in cs]
+    if len(ks) == 2:
+        k1, k2 = ks
+        keep: Callable[[Any], bool] = lambda r: k1(r) or k2(r)     # noqa: E731
+    else:
+        keep = lambda r: any(k(r) for k in ks)     # noqa: E731
+    return _Cond(" OR ".join(f"({c.sql})" for c in cs), keep)
+
+
+def _overlap(lo: int, hi: int, lookback: int | None = None) -> _Cond:
     """Rows whose [ts, end_ts] overlaps [lo, hi]; ``lookback`` bounds ts from below so a ts-ordered key prunes."""
-    cond = f"end_ts >= {int(lo)} AND ts <= {int(hi)}"
-    return cond if lookback is None else f"{cond} AND ts >= {int(lo) - int(lookback)}"
+    lo, hi = int(lo), int(hi)
+    if lookback is None:
+        return _Cond(f"end_ts >= {lo} AND ts <= {hi}", lambda r: r.end_ts >= lo and r.ts <= hi)
+    first = lo - int(lookback)
+    return _Cond(f"end_ts >= {lo} AND ts <= {hi} AND ts >= {first}",
+                 lambda r: r.end_ts >= lo and first <= r.ts <= hi)
+
+
+def _between(lo: int, hi: int) -> _Cond:
+    lo, hi = int(lo), int(hi)
+    return _Cond(f"ts >= {lo} AND ts <= {hi}", lambda r: lo <= r.ts <= hi)
+
+
+def _tgids(tgids: set[int]) -> _Cond:
+    if len(tgids) == 1:
+        (tg,) = tgids
+        return _Cond(f"tgid = {int(tg)}", lambda r: r.tgid == tg)
+    s = frozenset(int(t) for t in tgids)
+    return _Cond(f"tgid IN ({_tgid_list(set(s))})", lambda r: r.tgid in s)
+
+
+def _calls(names: tuple[str, ...]) -> _Cond:
+    s = frozenset(names)
+    return _Cond(f"syscall IN ({', '.join(repr(c) for c in sorted(s))})", lambda r: r.syscall in s)  # constants
+
+
+_CLOSED = _Cond("syscall = 'close' AND ret = 0", lambda r: r.syscall == "close" and r.ret == 0)
 
 
 @dataclass(frozen=True)
 class _Part:
-    """One branch of a round's UNION ALL: a tag naming what the rows are, their columns, and FROM ... WHERE."""
+    """One table read of a round: a tag naming what the rows are, their record type and columns, the condition.
+
+    ``tail`` follows the WHERE in SQL (GROUP BY); ``pick`` replaces the row-wise
+    condition for rows in memory where one row's fate depends on others
+    (aggregates, "latest per fd").
+    """
 
     tag: str
     cls: type
     cols: tuple[str, ...]
-    source: str
+    table: str
+    cond: _Cond
+    tail: str = ""
+    pick: Callable[[list], list] | None = None
 
 
-def _converters(cls: type) -> tuple[Callable[[Any], Any], ...]:
-    """Per field of a record class: text -> value (str fields stay text). Built once per round."""
-    return tuple(_s if f.type == "str" else _i for f in fields(cls))
+def _sql(parts: list[_Part], limit: int) -> str:
+    """One UNION ALL; each branch formats its rows as JSON arrays (one String column, so the branches agree)."""
+    return " UNION ALL ".join(
+        f"(SELECT '{p.tag}', toJSONString(tuple({', '.join(p.cols)})) FROM {p.table} "
+        f"WHERE {p.cond.sql}{p.tail} LIMIT {int(limit)})" for p in parts
+    ) + " SETTINGS output_format_json_quote_64bit_integers = 0"
 
 
-def _make(cls: type, v: list, conv: tuple[Callable[[Any], Any], ...] | None = None) -> Any:
-    """Row values (text, in the dataclass's field order) -> the dataclass."""
-    return cls(*[c(x) for c, x in zip(conv or _converters(cls), v, strict=True)])
+def _read(store: Store, ev: Evidence, parts: list[_Part], limit: int) -> dict[str, list]:
+    """All of the parts in ONE statement: a chDB query costs a few ms per table before it reads a row.
 
-
-def _round(store: Store, ev: Evidence, parts: list[_Part]) -> dict[str, list]:
-    """All of a round's reads in ONE statement: a chDB query costs a few ms before it reads a row.
-
-    Each branch casts its columns to one Array(String) so the branches share a
-    type; a branch that hits ROW_LIMIT is reported in ``ev.truncated``.
+    Rows come back as "tag<TAB>[json array]" lines (JSON escapes tabs and
+    newlines inside strings) and each tag's arrays are decoded at once into records.
     """
     out: dict[str, list] = {p.tag: [] for p in parts}
     if not parts:
         return out
-    sql = " UNION ALL ".join(
-        f"(SELECT '{p.tag}' AS k, [{', '.join(f'CAST({c} AS String)' for c in p.cols)}] AS v "
-        f"{p.source} LIMIT {ROW_LIMIT})" for p in parts)
     ev.queries += 1
-    by_tag = {p.tag: (p.cls, _converters(p.cls), out[p.tag]) for p in parts}
-    for r in store.query_rows(sql):
-        cls, conv, dest = by_tag[r["k"]]
-        dest.append(_make(cls, r["v"], conv))
-    for tag, rows in out.items():
-        if len(rows) >= ROW_LIMIT:
-            ev.truncated.append(tag)
+    lines: dict[str, list[bytes]] = {p.tag: [] for p in parts}
+    for line in store.query(_sql(parts, limit), "TabSeparatedRaw").splitlines():
+        tag, _, row = line.partition(b"\t")
+        lines[tag.decode()].append(row)
+    for p in parts:
+        if lines[p.tag]:
+            out[p.tag] = msgspec.json.decode(b"[" + b",".join(lines[p.tag]) + b"]", type=list[p.cls])
     return out
+
+
+Rounds = Callable[[Evidence, list[_Part]], dict[str, list]]
+
+
+def _store_rounds(store: Store) -> Rounds:
+    def run(ev: Evidence, parts: list[_Part]) -> dict[str, list]:
+        got = _read(store, ev, parts, ROW_LIMIT)
+        ev.truncated.extend(tag for tag, rows in got.items() if len(rows) >= ROW_LIMIT)
+        return got
+    return run
+
+
+@dataclass
+class WindowRows:
+    """Typed rows already in memory, by table: a window read of the store, or a dataflow's buffered host rows.
+
+    Every table a round may read must hold at least the rows that round's
+    condition selects (sorted by ts); ``reclaim_totals``, when known (the SQL
+    aggregate of a window read), stands in for summing the context's reclaim rows.
+    """
+
+    tables: dict[str, list]
+    reclaim_totals: list[ReclaimTotal] | None = None
+
+
+def _memory_rounds(rows: WindowRows) -> Rounds:
+    def run(ev: Evidence, parts: list[_Part]) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for p in parts:
+            if p.tag == "reclaim_total" and rows.reclaim_totals is not None:
+                out[p.tag] = list(rows.reclaim_totals)
+                continue
+            src = rows.tables.get(p.table, [])
+            got = p.pick(src) if p.pick else [r for r in src if p.cond.keep(r)]
+            if len(got) > ROW_LIMIT:
+                ev.truncated.append(p.tag)
+                got = got[:ROW_LIMIT]
+            out[p.tag] = got
+        return out
+    return run
 
 
 _OFFCPU_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "wake_ts", "reason", "cpu_off", "cpu_on", "preemptor_tgid",
                 "preemptor_tid", "preemptor_comm", "waker_tgid", "waker_tid", "waker_comm")
 _SYSCALL_COLS = ("tgid", "tid", "syscall", "fd", "ts", "end_ts", "ret", "bytes")
 _SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "daddr", "dport")
+_FAULT_COLS = ("tgid", "tid", "ts", "count")
+_RECLAIM_COLS = ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu", "cgroup_id")
+_BLOCK_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev")
+_RETRANS_COLS = ("ts", "skaddr", "saddr", "sport", "daddr", "dport")
 
 
 def _process_parts(tgids: set[int], lo: int, hi: int) -> list[_Part]:
     """Per-process tables (ordered by tgid, tid, ts: the tgid list prunes by primary key)."""
-    tl = _tgid_list(tgids)
     return [
-        _Part("offcpu", OffCpu, _OFFCPU_COLS, f"FROM offcpu WHERE tgid IN ({tl}) AND {_overlap(lo, hi)}"),
-        _Part("syscall", Syscall, _SYSCALL_COLS, f"FROM syscall WHERE tgid IN ({tl}) AND {_overlap(lo, hi)}"),
-        _Part("sock_io", SockIO, _SOCK_COLS,
-              f"FROM sock_io WHERE tgid IN ({tl}) AND ts >= {int(lo)} AND ts <= {int(hi)}"),
+        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", _all(_tgids(tgids), _overlap(lo, hi))),
+        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall", _all(_tgids(tgids), _overlap(lo, hi))),
+        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _all(_tgids(tgids), _between(lo, hi))),
     ]
+
+
+def _reclaim_total_part(lo: int, hi: int) -> _Part:
+    """The context before the window only ranks reclaimers: totals, not thousands of rows (``reclaim_totals``)."""
+    clo, hi = int(lo) - RECLAIM_CONTEXT_NS, int(hi)
+    cond = _overlap(clo, hi, LOOKBACK_NS)
+    return _Part("reclaim_total", ReclaimTotal,
+                 ("tgid", "cgroup_id", "argMax(comm, ts)",
+                  f"sum(greatest(0, toInt64(least(end_ts, {hi})) - toInt64(greatest(ts, {clo}))))", "sum(nr_reclaimed)"),
+                 "reclaim", cond, tail=" GROUP BY tgid, cgroup_id",
+                 pick=lambda rows: reclaim_totals([r for r in rows if cond.keep(r)], clo, hi))
 
 
 def _victim_parts(iv: Interval) -> list[_Part]:
     """Round 0: the victim's own tables plus system-wide reclaim (any thread's time may be reclaim).
 
-    Block I/O and retransmits are system-wide too, but only some waits read them,
-    as do the victim's file opens (they name the file of a disk wait): those are
-    fetched by ``_deferred_parts`` once the evidence shows such a wait.
+    Block I/O and retransmits are system-wide too, but only some waits read them:
+    those are fetched by ``_deferred_parts`` once the evidence shows such a wait.
     """
     lo, hi, tg = iv.start_ns, iv.end_ns, int(iv.tgid)
-    clo = lo - RECLAIM_CONTEXT_NS
     offcpu, _, sock = _process_parts({tg}, lo, hi)
     return [offcpu, sock,
-        # the window's syscalls, and every earlier successful close: with the opens they name an fd at any time
-        _Part("syscall", Syscall, _SYSCALL_COLS,
-              f"FROM syscall WHERE tgid = {tg} AND ts <= {int(hi)} AND (end_ts >= {int(lo)} "
-              "OR (syscall = 'close' AND ret = 0))"),
-        _Part("fault", Fault, ("tgid", "tid", "ts", "count"),
-              f"FROM fault WHERE tgid = {tg} AND ts >= {int(lo)} AND ts <= {int(hi)}"),
-        _Part("reclaim", Reclaim, ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu", "cgroup_id"),
-              f"FROM reclaim WHERE {_overlap(lo, hi, LOOKBACK_NS)}"),
-        # the context before the window only ranks reclaimers: totals, not thousands of rows (reclaim_totals)
-        _Part("reclaim_total", ReclaimTotal,
-              ("tgid", "cgroup_id", "argMax(comm, ts)",
-               f"sum(greatest(0, toInt64(least(end_ts, {int(hi)})) - toInt64(greatest(ts, {int(clo)}))))",
-               "sum(nr_reclaimed)"),
-              f"FROM reclaim WHERE {_overlap(clo, hi, LOOKBACK_NS)} GROUP BY tgid, cgroup_id"),
-    ]
+            # the window's syscalls, and every earlier successful close: with the opens they name an fd at any time
+            _Part("syscall", Syscall, _SYSCALL_COLS, "syscall",
+                  _all(_tgids({tg}), _Cond(f"ts <= {int(hi)}", lambda r: r.ts <= hi),
+                       _any(_Cond(f"end_ts >= {int(lo)}", lambda r: r.end_ts >= lo), _CLOSED))),
+            _Part("fault", Fault, _FAULT_COLS, "fault", _all(_tgids({tg}), _between(lo, hi))),
+            _fd_open_part(tg, lo, hi),
+            _Part("reclaim", Reclaim, _RECLAIM_COLS, "reclaim", _overlap(lo, hi, LOOKBACK_NS)),
+            _reclaim_total_part(lo, hi)]
+
+
+FD_RECENT_NS = 60_000_000_000     # every open this close to the window is read (a syscall in flight may predate it)
+
+
+def _fd_open_part(tg: int, lo: int, hi: int) -> _Part:
+    """The victim's fd paths at any time in (or shortly before) the window.
+
+    Opens since FD_RECENT_NS before it, and of older ones only each fd's latest:
+    a service opens hundreds of files at start-up.
+    """
+    tg, hi, old = int(tg), int(hi), int(lo) - FD_RECENT_NS
+
+    def pick(rows: list) -> list:
+        mine = [r for r in rows if r.tgid == tg and r.ts <= hi]
+        latest: dict[int, int] = {}
+        for r in mine:
+            if r.ts < old:
+                latest[r.fd] = max(latest.get(r.fd, r.ts), r.ts)
+        return [r for r in mine if r.ts >= old or latest.get(r.fd) == r.ts]
+
+    return _Part("fd_open", FdOpen, ("tgid", "fd", "ts", "path"), "fd_open",
+                 _Cond(f"tgid = {tg} AND ts <= {hi} AND (ts >= {old} OR (fd, ts) IN "
+                       f"(SELECT fd, max(ts) FROM fd_open WHERE tgid = {tg} AND ts < {old} GROUP BY fd))",
+                       lambda r: r.tgid == tg and r.ts <= hi), pick=pick)
 
 
 DISK_WAIT_CALLS = ("fsync", "fdatasync", "sync_file_range")
@@ -332,31 +471,22 @@ def _needs(ev: Evidence) -> set[str]:
     return out
 
 
-FD_RECENT_NS = 60_000_000_000     # every open this close to the window is read (a syscall in flight may predate it)
-
-
 def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
     lo, hi = ev.interval.start_ns, ev.interval.end_ns
     parts = []
     if "block_io" in tables:
-        # an fd's path at any time in (or shortly before) the window: opens since FD_RECENT_NS before it,
-        # and of older ones only each fd's latest (a service opens hundreds of files at start-up)
-        tg, old = int(ev.interval.tgid), int(lo) - FD_RECENT_NS
-        parts.append(_Part("fd_open", FdOpen, ("tgid", "fd", "ts", "path"),
-                           f"FROM fd_open WHERE tgid = {tg} AND ts <= {int(hi)} AND (ts >= {old} OR (fd, ts) IN "
-                           f"(SELECT fd, max(ts) FROM fd_open WHERE tgid = {tg} AND ts < {old} GROUP BY fd))"))
-        parts.append(_Part("block_io", BlockIO, ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev"),
-                           f"FROM block_io WHERE {_overlap(lo, hi, LOOKBACK_NS)}"))
+        parts.append(_Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)))
     if "tcp_retrans" in tables:
-        parts.append(_Part("tcp_retrans", Retrans, ("ts", "skaddr", "saddr", "sport", "daddr", "dport"),
-                           f"FROM tcp_retrans WHERE ts >= {int(lo)} AND ts <= {int(hi)}"))
+        parts.append(_Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)))
     return parts
 
 
-def _peer_part(ports: set[tuple[int, int]], lo: int, hi: int) -> _Part:
-    """Socket I/O on the other end of known connections: their local port is our remote port and vice versa."""
-    cond = " OR ".join(f"(sport = {int(a)} AND dport = {int(b)})" for a, b in sorted(ports)[:64])
-    return _Part("peer_sock", SockIO, _SOCK_COLS, f"FROM sock_io WHERE ts >= {int(lo)} AND ts <= {int(hi)} AND ({cond})")
+def _peers(ports: set[tuple[int, int]]) -> _Cond:
+    """The other end of known connections: their local port is our remote port and vice versa."""
+    want = sorted(ports)[:64]
+    s = frozenset(want)
+    return _Cond(" OR ".join(f"(sport = {int(a)} AND dport = {int(b)})" for a, b in want),
+                 lambda r: (r.sport, r.dport) in s)
 
 
 def _related_tgids(ev: Evidence) -> set[int]:
@@ -372,6 +502,7 @@ def _related_tgids(ev: Evidence) -> set[int]:
 WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
 WAKER_CALLS = ("futex", "write", "writev", "pwrite64", "sendto", "sendmsg", "sendmmsg", "close")
 WAKER_CALL_LOOKBACK_NS = 10_000_000_000   # wake-type calls are short; this bound lets the ts key prune
+WAKE_SLACK_NS = 100_000_000   # wake-ups this far outside the window are still looked into (a window read covers it)
 
 
 def unknown_wakes(ev: Evidence, min_blocked_ns: int = 1_000_000, limit: int = 32) -> list[int]:
@@ -379,25 +510,28 @@ def unknown_wakes(ev: Evidence, min_blocked_ns: int = 1_000_000, limit: int = 32
 
     sched_wakeup fires on the target CPU for queued (IPI) wake-ups, so the task
     current there, often idle, is recorded instead of the real waker; the real
-    waker's wake syscall (futex wake, pipe write, send) brackets that time.
+    waker's wake syscall (futex wake, pipe write, send) brackets that time. Only
+    wake-ups within WAKE_SLACK_NS of the window are looked into.
     """
+    lo, hi = ev.interval.start_ns - WAKE_SLACK_NS, ev.interval.end_ns + WAKE_SLACK_NS
     cand = []
     for rows in ev.offcpu.values():
         for r in rows:
-            if r.reason != "preempted" and r.wake_ts and r.waker_tgid == 0 and r.wake_ts - r.ts >= min_blocked_ns:
+            if (r.reason != "preempted" and r.wake_ts and r.waker_tgid == 0 and r.wake_ts - r.ts >= min_blocked_ns
+                    and lo <= r.wake_ts <= hi):
                 cand.append((r.wake_ts - r.ts, r.wake_ts))
     cand.sort(reverse=True)
     return sorted({w for _, w in cand[:limit]})
 
 
-def _waker_call_part(wakes: list[int]) -> _Part:
+def _wake_calls(wakes: list[int]) -> _Cond:
     """Other processes' wake-type syscalls bracketing those wake times: the candidates for the real waker."""
     e = WAKE_EPS_NS
-    cond = " OR ".join(f"(ts <= {int(w) + e} AND end_ts >= {int(w) - e})" for w in wakes)
-    calls = ", ".join(f"'{c}'" for c in WAKER_CALLS)   # constants, not input
-    return _Part("waker_call", Syscall, _SYSCALL_COLS,
-                 f"FROM syscall WHERE ts >= {int(min(wakes)) - WAKER_CALL_LOOKBACK_NS} AND ts <= {int(max(wakes)) + e} "
-                 f"AND syscall IN ({calls}) AND ({cond})")
+    ws = [int(w) for w in wakes]
+    first, last = min(ws) - WAKER_CALL_LOOKBACK_NS, max(ws) + e
+    near = _Cond(" OR ".join(f"(ts <= {w + e} AND end_ts >= {w - e})" for w in ws),
+                 lambda r: any(r.ts <= w + e and r.end_ts >= w - e for w in ws))
+    return _all(_Cond(f"ts >= {first} AND ts <= {last}", lambda r: first <= r.ts <= last), _calls(WAKER_CALLS), near)
 
 
 def _related_parts(new: set[int], ports: set[tuple[int, int]], wakes: list[int], lo: int, hi: int) -> list[_Part]:
@@ -411,17 +545,16 @@ def _related_parts(new: set[int], ports: set[tuple[int, int]], wakes: list[int],
     own = _process_parts(new, lo, hi) if new else []
     if own:
         parts.append(own[0])
-    sock = [own[2].source.removeprefix("FROM sock_io WHERE ")] if own else []
+    sock = [own[2].cond] if own else []
     if ports:
-        sock.append(_peer_part(ports, lo, hi).source.removeprefix("FROM sock_io WHERE "))
+        sock.append(_all(_between(lo, hi), _peers(ports)))
     if sock:
-        parts.append(_Part("peer_sock", SockIO, _SOCK_COLS, "FROM sock_io WHERE " + " OR ".join(f"({c})" for c in sock)))
-    calls = [own[1].source.removeprefix("FROM syscall WHERE ")] if own else []
+        parts.append(_Part("peer_sock", SockIO, _SOCK_COLS, "sock_io", _any(*sock)))
+    calls = [own[1].cond] if own else []
     if wakes:
-        calls.append(_waker_call_part(wakes).source.removeprefix("FROM syscall WHERE "))
+        calls.append(_wake_calls(wakes))
     if calls:
-        parts.append(_Part("waker_call", Syscall, _SYSCALL_COLS,
-                           "FROM syscall WHERE " + " OR ".join(f"({c})" for c in calls)))
+        parts.append(_Part("waker_call", Syscall, _SYSCALL_COLS, "syscall", _any(*calls)))
     return parts
 
 
@@ -430,7 +563,7 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.add_offcpu(got.get("offcpu", []))
     lo = ev.interval.start_ns
     # successful closes (round 0 reads the victim's, from any time) become path '' so a reused fd
-    # number is not named after an old file; the opens may come in a later round
+    # number is not named after an old file
     closes = [FdOpen(r.tgid, r.fd, r.ts, "") for r in got.get("syscall", []) if r.syscall == "close" and r.ret == 0]
     if closes or got.get("fd_open"):
         ev.fd_open = sorted(got.get("fd_open", []) + ev.fd_open + closes, key=lambda f: f.ts)
@@ -453,20 +586,65 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     return {s.tgid for s in got.get("peer_sock", [])} | {r.tgid for r in got.get("waker_call", [])}
 
 
-def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUNDS) -> Evidence:
-    """All rows for ``interval`` in at most 1 + ``max_rounds`` SQL statements.
+def _window_parts(iv: Interval) -> list[_Part]:
+    """Every row any round may select for ``iv``, system-wide, one branch per table.
+
+    Each table's branches together hold every row the rounds' conditions can
+    select (any tgid, any peer port, wake calls within WAKE_SLACK_NS), so the
+    rounds then run on these rows in memory and select exactly what they would
+    have read from the store. Every branch is bounded in time on both sides (or
+    by the victim's tgid), so the time indexes and the key prune the read.
+    """
+    lo, hi, tg = iv.start_ns, iv.end_ns, int(iv.tgid)
+    s = WAKE_SLACK_NS + WAKE_EPS_NS
+    victim = {p.tag: p for p in _victim_parts(iv)}
+    before = lo - s
+    return [
+        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", _overlap(lo, hi)),
+        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall",
+              _any(_overlap(lo, hi), _all(_calls(WAKER_CALLS), _overlap(lo - s, hi + s)))),
+        # the victim's successful closes that ended before those (they name its fds); disjoint from the above
+        _Part("syscall_before", Syscall, _SYSCALL_COLS, "syscall",
+              _all(_tgids({tg}), _CLOSED, _Cond(f"end_ts < {before}", lambda r: r.end_ts < before))),
+        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _between(lo, hi)),
+        victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"],
+        _Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)),
+        _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)),
+    ]
+
+
+def read_window(store: Store, ev: Evidence, limit: int = WINDOW_ROW_LIMIT) -> WindowRows | None:
+    """One statement for everything the rounds may need; None when a table holds ``limit`` rows or more.
+
+    On a busy host or a long window the system-wide rows are too many to move:
+    then the rounds read the store instead, process by process.
+    """
+    if limit <= 0:
+        return None
+    got = _read(store, ev, _window_parts(ev.interval), limit)
+    if any(len(rows) >= limit for rows in got.values()):
+        return None
+    totals = got.pop("reclaim_total")
+    got["syscall"] += got.pop("syscall_before")
+    for rows in got.values():
+        rows.sort(key=lambda r: r.ts)
+    return WindowRows(got, totals)
+
+
+def select_evidence(ev: Evidence, run: Rounds, max_rounds: int = MAX_ROUNDS) -> Evidence:
+    """Fill ``ev`` in at most 1 + ``max_rounds`` rounds (+1 for a late disk or socket wait).
 
     Round 0 reads the victim's tables and the system-wide ones. Each later round
-    reads, in one statement, the tables of the processes the previous round
-    named (wakers, TCP peers, issuers of the wake-up calls of idle-recorded
-    wakes) together with the next peers and wake calls to look up, so the chain
-    is followed across processes without one query per process. A round adds at
-    most MAX_RELATED_PER_ROUND processes; what the bound cut is noted.
+    reads the tables of the processes the previous round named (wakers, TCP
+    peers, issuers of the wake-up calls of idle-recorded wakes) together with the
+    next peers and wake calls to look up, so the chain is followed across
+    processes. A round adds at most MAX_RELATED_PER_ROUND processes; what the
+    bound cut is noted. ``run`` executes a round on the store or on rows in memory.
     """
-    ev = Evidence(interval)
+    interval = ev.interval
     lo, hi = interval.start_ns, interval.end_ns
     ev.fetched_tgids.add(interval.tgid)
-    found = _merge(ev, _round(store, ev, _victim_parts(interval)))
+    found = _merge(ev, run(ev, _victim_parts(interval)))
     asked_ports: set[tuple[int, int]] = set()
     asked_wakes: set[int] = set()
     have_tables: set[str] = set()
@@ -488,12 +666,26 @@ def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUND
         asked_wakes.update(wakes)
         have_tables |= tables
         ev.fetched_tgids |= new
-        found = _merge(ev, _round(store, ev, parts))
+        found = _merge(ev, run(ev, parts))
     if tables := _needs(ev) - have_tables:
-        # the last round brought a disk or socket wait: one more statement, for those tables only
-        _merge(ev, _round(store, ev, _deferred_parts(ev, tables)))
+        # the last round brought a disk or socket wait: one more round, for those tables only
+        _merge(ev, run(ev, _deferred_parts(ev, tables)))
     _name_wakers(ev)
     return ev
+
+
+def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUNDS,
+                   window_limit: int = WINDOW_ROW_LIMIT) -> Evidence:
+    """All rows for ``interval``: usually ONE statement (a window read), else a few targeted rounds.
+
+    chDB spends ~5 ms per table read before it reads a row, so reading each table
+    once for the whole window beats following the chain round by round; the
+    rounds then run on those rows in memory. A window holding ``window_limit``
+    rows or more in some table is followed round by round on the store instead.
+    """
+    ev = Evidence(interval)
+    rows = read_window(store, ev, window_limit)
+    return select_evidence(ev, _memory_rounds(rows) if rows is not None else _store_rounds(store), max_rounds)
 
 
 def _name_wakers(ev: Evidence) -> None:

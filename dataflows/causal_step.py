@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kprobe.causal.analyze import analyze
+from kprobe.causal.fetch import WindowRows
 from kprobe.causal.graph import GraphDelta, OperationRef, analysis_graph
 from kprobe.causal.model import Analysis, Interval
-from kprobe.dataflows.evidence import evidence_from_window
+from kprobe.dataflows.evidence import evidence_from_window, window_rows
 from kprobe.dataflows.windowing import HostWindow, Operation, WindowConfig
 
 
@@ -62,9 +63,10 @@ def analysis_row(op: Operation, a: Analysis) -> dict[str, Any]:
     }
 
 
-def analyse_operation(w: HostWindow, op: Operation) -> CausalResult:
+def analyse_operation(w: HostWindow, op: Operation, rows: WindowRows | None = None) -> CausalResult:
+    """``rows``: the window's rows already typed, shared by the operations fired together."""
     iv = Interval(op.pid, op.start_ns, op.end_ns, op.tid)
-    ev = evidence_from_window(w, iv)
+    ev = evidence_from_window(w, iv, rows=rows)
     if not ev.has_data():
         return CausalResult(op, None, None, None)
     a = analyze(ev)
@@ -87,8 +89,10 @@ class CausalityState:
 
     def _run(self, final: bool, upto: int | None = None) -> list[CausalResult]:
         out = []
-        for op in self.window.ready(final=final, upto=upto):
-            r = analyse_operation(self.window, op)
+        due = self.window.ready(final=final, upto=upto)
+        rows = window_rows(self.window) if due else None
+        for op in due:
+            r = analyse_operation(self.window, op, rows)
             if r.analysis is None:
                 self.no_data += 1
             else:

@@ -11,7 +11,8 @@
 # Everything (jars, Maven repository, data, logs, pid files, stack.env) lives in deploy/.cache/.
 # Environment overrides: KPROBE_STACK_CACHE, KPROBE_M2_REPO (share ~/.m2 between checkouts),
 # KPROBE_STACK_TIMEOUT (seconds to wait for each server, default 180), KPROBE_JAVA_HOME,
-# KPROBE_PORT_OFFSET (added to every port below; default 0).
+# KPROBE_PORT_OFFSET (added to every port below; default 0), KPROBE_STACK_FRESH=1 (a Kafka that is
+# not running starts with an empty log directory: what the tests use).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -204,6 +205,12 @@ kafka_ready() {
 }
 
 start_kafka() {
+    if [[ "${KPROBE_STACK_FRESH:-0}" == 1 ]]; then
+        # tests create topics under random prefixes and never reuse them: a broker that kept them all
+        # loads thousands of partitions at every start (minutes on 2 cores), so test runs start empty
+        say "KPROBE_STACK_FRESH=1: kafka starts with an empty log directory"
+        rm -rf "$(svc_dir kafka)/data"
+    fi
     setup_kafka
     format_kafka
     kafka_java_cmd

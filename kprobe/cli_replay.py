@@ -79,7 +79,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def render(res) -> str:  # noqa: ANN001 - ReplayResult
     lines = [f"outcome: {res.outcome}  ({res.events_replayed}/{res.events_total} recorded syscalls replayed, "
-             f"{res.stops} ptrace stops, {res.wall_s * 1000:.1f} ms wall)",
+             f"{res.stops} ptrace stops + {res.tracee_answers} answered in the tracee, "
+             f"{res.wall_s * 1000:.1f} ms wall)",
              f"outputs: {'byte-identical' if res.outputs_identical else 'DIFFERENT'} on "
              f"{', '.join(sorted(res.recorded_outputs)) or 'no channel'}"]
     for d in res.divergences[:10]:

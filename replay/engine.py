@@ -16,7 +16,9 @@ Policy per trapped syscall (the seccomp filter lets memory/signal/thread bookkee
   other threads has been replayed; a bounded wait breaks a hold that would deadlock.
 
 Speed: runs of events the log fully decides are answered by a compiled loop (fastpath.c, via
-fastpath.py), the hottest syscalls as seccomp notifications; every other stop comes here.
+fastpath.py), the hottest syscalls as seccomp notifications, and where possible inside the tracee
+without any stop (intracee.py: libc's hot wrappers and the vDSO clock call stubs that answer from a
+table the compiled loop fills); every other stop comes here.
 
 Virtual time per thread: each matched event advances it by the recorded think time and duration
 (plus injected delays); a wait for external input (socket reads, accept, poll) completes no
@@ -39,6 +41,7 @@ from ptrace.syscall.names import SYSCALL_NAMES
 
 from kprobe.otel.redact import redact_bytes_same_length
 from kprobe.replay import fastpath as F
+from kprobe.replay import intracee as V
 from kprobe.replay import tracee as T
 from kprobe.replay.inject import Injection
 from kprobe.replay.log import Event, ProcessLog
@@ -113,6 +116,14 @@ class ReplayResult:
     stops: int = 0
     fast_events: int = 0                           # answered by the compiled hot path (fastpath.c)
     hot_syscalls: str = "ptrace"                   # how hot syscalls reached the tracer: ptrace | seccomp-notify
+    tracee_answers: int = 0                        # syscalls and clock reads answered in the tracee (intracee.py)
+    answer_table: bool = False                     # the table was mapped (costs SETUP_STOPS extra stops)
+
+    @property
+    def answered_syscalls(self) -> int:
+        """Trapped syscalls answered, wherever: comparable between replays with and without the
+        in-tracee answer table (whose set-up adds an injected mmap's exit stop and a restart)."""
+        return self.stops + self.tracee_answers - (V.SETUP_STOPS if self.answer_table else 0)
 
     @property
     def outputs_identical(self) -> bool:
@@ -167,6 +178,7 @@ class ReplayEngine:
     timeout_s: float = 120.0
     fast: bool = True                              # use the compiled hot path when it is built
     notify: bool = True                            # with it, hot syscalls as seccomp notifications
+    in_tracee: bool = True                         # with it, answers inside the tracee where possible (intracee.py)
 
     def run(self) -> ReplayResult:
         """Replay once. Garbage collection is off meanwhile: preparing the log and the loop
@@ -221,12 +233,17 @@ class ReplayEngine:
             self.fp.ctx.notif_fd = listener
         self.pid = pid
         self.mem: T.Memory | None = None
+        self.vc: V.AnswerTable | None = None
+        self.vc_state = "want" if self.fp and self.in_tracee and V.supported() else "off"
         try:
             self._loop(pid)
         finally:
             self._reap(pid)
             if self.mem:
                 self.mem.close()
+            if self.vc and self.fp:
+                self.fp.ctx.vtab = None
+                self.vc.close()
             if self.fp:
                 self.fp.close()
         self.res.wall_s = time.monotonic() - t0
@@ -322,6 +339,8 @@ class ReplayEngine:
                     ev = self._wait(deadline)
             if ev is None:
                 continue
+            if self.vc is not None:
+                self._table_sync(ev[1])
             if ev[0] == "n":  # a seccomp notification: a trapped syscall without a ptrace stop
                 self.res.stops += 1
                 if self._notified(ev[1], ev[2]) == "abort":
@@ -375,7 +394,9 @@ class ReplayEngine:
         self.consumed.update(idx)
         th.pos += done
         self.res.events_replayed += done
-        self.res.stops += done
+        vdone = int(self.fp.ctx.vdone) if self.fp is not None else 0  # answered in the tracee: no stop
+        self.res.stops += done - vdone
+        self.res.tracee_answers += vdone
         ws = np.searchsorted(p.writes, (pos, pos + done))
         sel = np.arange(ws[0], ws[1])
         sel = sel[p.ops[p.writes[sel], F.KIND] == F.K_WRITE]  # writes answered as outputs (emulated fd)
@@ -443,6 +464,10 @@ class ReplayEngine:
         sig = os.WSTOPSIG(status)
         event = status >> 16
         if event == T.EVENT_EXEC:
+            if self.vc is not None and self.fp is not None:  # the new image has neither table nor stubs
+                self.fp.ctx.vtab = None
+                self.vc.close()
+                self.vc, self.vc_state = None, "want"
             self.mem = T.Memory(self.pid)
             patched = T.patch_vdso(self.pid, self.mem)
             self.res.notes.append(f"vDSO patched to trap: {', '.join(patched) or 'none found'}")
@@ -466,6 +491,8 @@ class ReplayEngine:
             if th is None:
                 return self._unsupported(f"syscall from unknown thread {tid}")
             regs = T.get_regs(tid)
+            if self.vc_state == "want" and tid == self.pid and regs.fs_base:
+                return self._table_inject(tid, th, regs)
             return self._syscall(tid, th, regs)
         if sig == (signal.SIGTRAP | 0x80):  # syscall-exit stop we asked for
             th = self.threads.get(tid)
@@ -495,6 +522,54 @@ class ReplayEngine:
             return None
         T.cont(tid, sig)
         return None
+
+    def _table_inject(self, tid: int, th: _Thread, regs) -> None:
+        """Make the stopped thread map the answer table's pages instead of this syscall, then
+        restart the syscall unchanged (its next seccomp stop is handled as usual)."""
+        saved = type(regs).from_buffer_copy(regs)
+        fs_base = regs.fs_base
+        libc = V.libc_mapping(self.pid)
+        V.mmap_call(regs, max(0, libc[0] - V.SIZE - (1 << 24)) & ~0xFFF if libc else 0)
+        T.set_regs(tid, regs)
+        self.vc_state = "injecting"
+
+        def mapped(t: int, r) -> None:
+            V.restart(saved)
+            T.set_regs(t, saved)
+            addr = r.rax
+            if addr >= 1 << 63 or self.fp is None or self.mem is None:
+                self.vc_state = "off"
+                self.res.notes.append(f"answer table not mapped into the tracee (mmap: {addr - (1 << 64)}): "
+                                      "every call traps")
+                return None
+            try:
+                self.vc = V.AnswerTable.install(self.fp.lib, self.pid, tid, fs_base, addr, self.mem)
+            except OSError as e:  # e.g. /proc/<pid>/map_files needs CAP_SYS_ADMIN
+                self.vc_state = "off"
+                self.res.notes.append(f"no answers inside the tracee ({e}): every call traps")
+                return None
+            self.fp.ctx.vtab, self.fp.ctx.vtid = self.vc.table_address, tid
+            self.vc_state = "on"
+            self.res.answer_table = True
+            self.res.notes.append("answered in the tracee: vDSO clock reads" + (
+                f", libc {', '.join(self.vc.wrappers)}" if self.vc.wrappers else ""))
+            return None
+
+        th.pending_exit = mapped
+        T.to_exit(tid)
+
+    def _table_sync(self, tid: int) -> None:
+        """A stop of the table's owner that the compiled loop did not see: account the events the
+        tracee answered itself since its last stop, in order, as if each had trapped."""
+        vc, fp = self.vc, self.fp
+        if vc is None or fp is None or tid != vc.tid or not vc.gap_open:
+            return
+        th = self.threads[tid]
+        p = fp.plans[th.rtid]
+        pos = th.pos
+        done = fp.sync(p, th, pos)
+        if done:
+            self._caught_up(th, p, pos, done)
 
     def _rdtsc(self, tid: int, regs, length: int) -> None:
         """rdtsc faults (PR_TSC_SIGSEGV): answer a synthetic counter from virtual time, count it.
@@ -632,6 +707,11 @@ class ReplayEngine:
         ):
             return self._placeholder(tid, th, regs, nr, args, e)
         if nr in (56, 435):
+            if self.vc is not None:
+                # the order of events across threads is checked at stops (_my_turn): from the clone
+                # on (before the parent resumes) only clock reads, which that order does not
+                # include, are answered inside the tracee
+                self.vc.tab[V.NRMASK] = 0
             if e.ret > 0:
                 self.pending_clones = getattr(self, "pending_clones", []) + [e.ret]
             if nr == 56 and not args[0] & 0x10000 or nr == 435:  # CLONE_THREAD

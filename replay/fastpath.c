@@ -73,6 +73,11 @@ struct kp_ctx {
 	const uint8_t *blob;             /* all recorded regions, addressed by kp_op.roff */
 	uint8_t *scratch;                /* for reading the tracee's output */
 	int64_t scratch_len;
+	int64_t *vtab;                   /* the answer table shared with the tracee (NULL: none), below */
+	int64_t vtid;                    /* the one thread allowed to read it */
+	int64_t vdone;                   /* out: events answered in the tracee during this run */
+	const struct kp_op *nx_ops;      /* the plan and the position after the stop being answered: */
+	int64_t nx_pos, nx_end;          /* the events there may be answered in the tracee (open_gap) */
 };
 
 static int64_t floordiv(int64_t a, int64_t b)
@@ -137,6 +142,327 @@ static int get(struct kp_ctx *c, uint64_t addr, void *data, int64_t n)
 	return pread(c->memfd, data, n, (off_t)addr) == n ? 0 : -1;
 }
 
+/* --- syscalls and clock reads answered inside the tracee -----------------------------------------
+ *
+ * The tracer maps shared pages into the tracee (replay/intracee.py): code at +0 (the stubs below,
+ * copied from this library), the table at +0x1000, also mapped into the tracer. The vDSO's
+ * clock_gettime/gettimeofday/time entries jump to the clock stubs; the single-threaded fast path of
+ * libc's read/write/fsync/fdatasync/getrandom/pread64/pwrite64 wrappers (`mov eax, NR; syscall;
+ * cmp rax, -4096`) calls the syscall stub instead. When the hot path answers a stop of the owner
+ * thread, it writes the plan's next events into the table ("opening a gap") as long as each is one
+ * a stub can answer exactly as handle() would: a clock read (its value computed with the same
+ * virtual-time arithmetic, from the state the events before it leave), a recorded input copied to
+ * the caller's buffer (read, getrandom), a return value only (fsync), an output whose bytes must
+ * equal the recorded ones (write). A stub answers the next entry only if it is the caller's syscall
+ * (same fd, same clock id; for an output, the same length and bytes), from the owner thread (fs
+ * base), while entries remain; otherwise it makes the real syscall, which traps as before. So the
+ * order of the tracee's calls is checked exactly as when each trapped: anything unexpected stops
+ * the tracee and is handled (reported) as without the table. At the thread's next stop the tracer
+ * counts what was taken (k of m), does the bookkeeping of those k events in order (account(): the
+ * same as handle() does for a trapped one) and cancels the rest, so the engine then sees precisely
+ * the state it would have after k trapped events. The tracee is stopped whenever the tracer reads
+ * or writes the table, so only a stub's own reservation needs to be atomic (against a signal
+ * handler of the same thread entering a stub in the middle of another). */
+enum {
+	VT_OWNER, VT_REMAINING, VT_END, VT_GAP_POS, VT_GAP_N, VT_ANSWERED, VT_CAP, VT_NRMASK, VT_DATA, VT_DATACAP,
+	VT_HDR = 16, VT_ENT = 8,
+};
+enum { VE_CHECK_FD = 1, VE_COPY = 2, VE_COMPARE = 4 };
+
+/* The answer to a clock read right after consume(c, op): the two words written to the caller's
+ * buffer (for time(): one) and the return value. */
+static void clock_value(const struct kp_ctx *c, const struct kp_op *op, int64_t out[3])
+{
+	int64_t shift = c->vt - op->exit_ns;
+	if (op->nr == 201) {
+		out[0] = out[2] = op->ret + floordiv(shift, 1000000000);
+		out[1] = 0;
+		return;
+	}
+	int64_t rec[2] = {0, 0};
+	if (op->rlen[0] >= 16)
+		memcpy(rec, c->blob + op->roff[0], 16);
+	int64_t unit = op->nr == 228 ? 1000000000 : 1000000;
+	int64_t total = rec[0] * unit + rec[1] + (op->nr == 228 ? shift : floordiv(shift, 1000));
+	out[0] = floordiv(total, unit);
+	out[1] = total - out[0] * unit;
+	out[2] = op->ret;
+}
+
+/* Everything handle() does for an answered event except touching the tracee: virtual time, the
+ * arrival of an input, the latency of a request answered by an output. */
+static void account(struct kp_ctx *c, const struct kp_op *op)
+{
+	consume(c, op);
+	if (op->kind == K_SKIP && (op->flags & F_MARK_INPUT) && op->fd < KP_FDMAX) {
+		c->li_has[op->fd] = 1;
+		c->li_vt[op->fd] = c->arrival;
+		c->li_rec[op->fd] = op->exit_ns;
+	} else if (op->kind == K_WRITE && c->li_has[op->fd]) {
+		c->li_has[op->fd] = 0;
+		if (op->flags & F_SOCKET) {
+			int64_t *q = c->req + 3 * c->nreq++;
+			int64_t dur = op->exit_ns - op->enter_ns > 0 ? op->exit_ns - op->enter_ns : 0;
+			q[0] = op->fd;
+			q[1] = op->enter_ns - c->li_rec[op->fd];
+			q[2] = c->vt - dur - c->li_vt[op->fd];
+		}
+	}
+}
+
+/* Can a stub answer this planned event? Returns the bytes it needs in the data area, or -1. */
+static int64_t stub_bytes(const struct kp_ctx *c, const struct kp_op *op)
+{
+	int64_t mask = c->vtab[VT_NRMASK];
+	int bit = op->nr == 0 ? 0 : op->nr == 1 ? 1 : op->nr == 17 ? 2 : op->nr == 18 ? 3 : op->nr == 74 ? 4
+		: op->nr == 75 ? 5 : op->nr == 318 ? 6 : -1;
+	if (op->kind == K_CLOCK)
+		return 0;
+	if (bit < 0 || !(mask & (1 << bit)))
+		return -1;
+	if (op->kind == K_WRITE)
+		return op->ret >= 0 ? op->ret : -1;
+	if (op->kind != K_SKIP || op->rarg[1] >= 0 || op->rarg[0] > 1)
+		return -1; /* more than one buffer, or not in rdi/rsi */
+	return op->rarg[0] >= 0 ? op->rlen[0] : 0;
+}
+
+/* Before resuming the owner thread: the plan's next events the stubs can answer go into the table.
+ * Their answers are computed by accounting them in order on the live state, which is then put back
+ * (they are accounted for real at the next stop, for as many as the tracee took). */
+static void open_gap(struct kp_ctx *c)
+{
+	int64_t *t = c->vtab;
+	if (!t || c->tid != c->vtid || !c->nx_ops || t[VT_GAP_N])
+		return;
+	int64_t m = 0, cap = t[VT_CAP], doff = t[VT_DATA], dend = t[VT_DATA] + t[VT_DATACAP];
+	int64_t vt = c->vt, prev_exit = c->prev_exit, arrival = c->arrival, nreq = c->nreq;
+	int64_t undo[64][4], undo_rec[64], nundo = 0; /* fd, out_shift, li_has, li_vt; li_rec of touched fds */
+	while (m < cap && c->nx_pos + m < c->nx_end) {
+		const struct kp_op *op = &c->nx_ops[c->nx_pos + m];
+		int64_t len = stub_bytes(c, op);
+		if (len < 0 || doff + len > dend)
+			break;
+		if (op->kind == K_WRITE && (op->flags & F_SOCKET) && c->nreq >= c->req_cap)
+			break;
+		if (op->kind == K_WRITE || (op->flags & (F_WRITE | F_MARK_INPUT))) { /* touches its fd's tables */
+			int seen = 0;
+			if (op->fd < 0 || op->fd >= KP_FDMAX)
+				break;
+			for (int64_t i = 0; i < nundo; i++)
+				seen |= undo[i][0] == op->fd;
+			if (!seen) {
+				if (nundo == 64)
+					break;
+				undo[nundo][0] = op->fd, undo[nundo][1] = c->out_shift[op->fd];
+				undo[nundo][2] = c->li_has[op->fd], undo[nundo][3] = c->li_vt[op->fd];
+				undo_rec[nundo++] = c->li_rec[op->fd];
+			}
+		}
+		int64_t *e = t + VT_HDR + VT_ENT * m, v[3] = {0, 0, op->ret};
+		account(c, op);
+		e[0] = op->nr;
+		e[5] = doff;
+		e[6] = op->flags & F_FDCHECK ? VE_CHECK_FD : 0;
+		e[7] = len;
+		if (op->kind == K_CLOCK) {
+			clock_value(c, op, v);
+			e[1] = op->arg0;
+		} else {
+			e[1] = op->fd;
+			if (op->kind == K_WRITE) {
+				e[6] |= VE_COMPARE;
+				memcpy((uint8_t *)t + doff, c->blob + op->roff[0], len);
+			} else if (op->rarg[0] >= 0) {
+				e[6] |= VE_COPY | (op->rarg[0] << 8);
+				memcpy((uint8_t *)t + doff, c->blob + op->roff[0], len);
+			}
+			doff += (len + 7) & ~7;
+		}
+		e[2] = v[0], e[3] = v[1], e[4] = v[2];
+		m++;
+	}
+	c->vt = vt, c->prev_exit = prev_exit, c->arrival = arrival, c->nreq = nreq;
+	while (nundo--) {
+		int64_t fd = undo[nundo][0];
+		c->out_shift[fd] = undo[nundo][1], c->li_has[fd] = undo[nundo][2], c->li_vt[fd] = undo[nundo][3];
+		c->li_rec[fd] = undo_rec[nundo];
+	}
+	if (!m)
+		return;
+	t[VT_GAP_POS] = c->nx_pos;
+	t[VT_GAP_N] = t[VT_END] = m;
+	__atomic_store_n(&t[VT_REMAINING], m, __ATOMIC_RELEASE);
+}
+
+/* At a stop of the owner thread (it is not running): account what the tracee took of the open
+ * gap, cancel the rest. Returns how many, or -1 when the gap is not where the plan is. */
+static int64_t sync_gap(struct kp_ctx *c, const struct kp_op *ops, int64_t at)
+{
+	int64_t *t = c->vtab;
+	int64_t n = t[VT_GAP_N], k = n - __atomic_exchange_n(&t[VT_REMAINING], 0, __ATOMIC_ACQ_REL);
+	t[VT_GAP_N] = 0;
+	if (t[VT_GAP_POS] != at || k < 0 || k > n)
+		return -1;
+	for (int64_t i = 0; i < k; i++)
+		account(c, &ops[at + i]);
+	c->vdone += k;
+	return k;
+}
+
+/* For Python, at a stop of the owner it handles itself: the same, with the thread's state in c.
+ * Returns the number of events taken (accounted from ops[at]), 0 when no gap is open, -1 when the
+ * gap is not at ``at``. */
+int64_t kp_vsync(struct kp_ctx *c, const struct kp_op *ops, int64_t at)
+{
+	c->vdone = 0;
+	c->nreq = 0;
+	if (!c->vtab || !c->vtab[VT_GAP_N])
+		return 0;
+	return sync_gap(c, ops, at);
+}
+
+/* The stubs (x86-64, position independent: the table is 0x1000 after kp_vstub_begin wherever the
+ * code is copied). clock_gettime at +0x00, gettimeofday at +0x80, time at +0x100, the syscall stub
+ * at +0x180 (entered by `call` from a patched libc wrapper through a `mov eax, NR; jmp` trampoline
+ * that intracee.py writes after the code: rax = syscall number, arguments in place, and the wrapper
+ * continues with `ja error; ret` after it, so the stub ends with the `cmp rax, -4096` it replaced).
+ * Each reserves the next entry with cmpxchg on `remaining` (retrying if a signal handler took one
+ * meanwhile), only when the entry is for this call and the caller is the owner thread; anything
+ * else makes the real syscall, which traps as before. Before that decision only rax, rcx, r8, r9,
+ * r11 are touched (rdi, rsi, rdx, r10 stay the syscall's arguments; the patched wrappers take at
+ * most four, and r8/r9 are dead in their fast path). */
+__asm__(
+	".pushsection .text\n"
+	".intel_syntax noprefix\n"
+	/* the stubs' common parts: find the next entry (owner thread, this syscall; the owner check
+	 * uses fsreg), claim it (clock stubs), or make the real call; numeric labels are local to each
+	 * expansion's stub */
+	".macro KP_ENTRY fsreg, nr\n"
+	"	lea r11, [rip + .Lvbase + 0x1000]\n"
+	"	rdfsbase \\fsreg\n"
+	"	cmp \\fsreg, [r11]\n"
+	"	jne 9f\n"
+	"1:	mov rcx, [r11 + 8]\n"
+	"	test rcx, rcx\n"
+	"	jle 9f\n"
+	"	mov r8, [r11 + 16]\n"
+	"	sub r8, rcx\n"
+	"	shl r8, 6\n"
+	"	lea r8, [r11 + r8 + 128]\n"
+	"	cmp qword ptr [r8], \\nr\n"
+	"	jne 9f\n"
+	".endm\n"
+	".macro KP_CLOCK_TAKE\n"
+	"	mov rax, rcx\n"
+	"	lea r10, [rcx - 1]\n"
+	"	lock cmpxchg [r11 + 8], r10\n"
+	"	jne 1b\n"
+	"	lock inc qword ptr [r11 + 40]\n"
+	".endm\n"
+	".macro KP_REAL_SYSCALL nr\n"
+	"9:	mov eax, \\nr\n"
+	"	syscall\n"
+	"	ret\n"
+	".endm\n"
+	".balign 4096\n"
+	".globl kp_vstub_begin\n"
+	"kp_vstub_begin:\n"
+	".Lvbase:\n"
+	/* clock_gettime(rdi = clock id, rsi = ts) */
+	"	KP_ENTRY rax, 228\n"
+	"	cmp rdi, [r8 + 8]\n"
+	"	jne 9f\n"
+	"	KP_CLOCK_TAKE\n"
+	"	test rsi, rsi\n"
+	"	jz 2f\n"
+	"	mov rcx, [r8 + 16]\n"
+	"	mov [rsi], rcx\n"
+	"	mov rcx, [r8 + 24]\n"
+	"	mov [rsi + 8], rcx\n"
+	"2:	mov rax, [r8 + 32]\n"
+	"	ret\n"
+	"	KP_REAL_SYSCALL 228\n"
+	"	.skip 0x80 - (. - .Lvbase), 0xcc\n"
+	/* gettimeofday(rdi = tv, rsi = tz) */
+	"	KP_ENTRY rax, 96\n"
+	"	KP_CLOCK_TAKE\n"
+	"	test rdi, rdi\n"
+	"	jz 2f\n"
+	"	mov rcx, [r8 + 16]\n"
+	"	mov [rdi], rcx\n"
+	"	mov rcx, [r8 + 24]\n"
+	"	mov [rdi + 8], rcx\n"
+	"2:	mov rax, [r8 + 32]\n"
+	"	ret\n"
+	"	KP_REAL_SYSCALL 96\n"
+	"	.skip 0x100 - (. - .Lvbase), 0xcc\n"
+	/* time(rdi = t) */
+	"	KP_ENTRY rax, 201\n"
+	"	KP_CLOCK_TAKE\n"
+	"	mov rax, [r8 + 32]\n"
+	"	test rdi, rdi\n"
+	"	jz 2f\n"
+	"	mov [rdi], rax\n"
+	"2:	ret\n"
+	"	KP_REAL_SYSCALL 201\n"
+	"	.skip 0x180 - (. - .Lvbase), 0xcc\n"
+	/* a libc wrapper's syscall: rax = nr, rdi, rsi, rdx (, r10) its arguments */
+	"	KP_ENTRY rcx, rax\n"
+	"	mov r9, [r8 + 48]\n"
+	"	test r9, 1\n"
+	"	jz 2f\n"
+	"	cmp edi, dword ptr [r8 + 8]\n"
+	"	jne 9f\n"
+	"2:	test r9, 4\n"
+	"	jz 3f\n"
+	"	cmp rdx, [r8 + 32]\n"
+	"	jne 9f\n"
+	"	push rsi\n"
+	"	push rdi\n"
+	"	push rcx\n"
+	"	mov rcx, rdx\n"
+	"	mov rdi, [r8 + 40]\n"
+	"	lea rdi, [r11 + rdi]\n"
+	"	cmp rcx, rcx\n" /* ZF = 1: a zero-length output compares equal */
+	"	repe cmpsb\n"
+	"	pop rcx\n"
+	"	pop rdi\n"
+	"	pop rsi\n"
+	"	jne 9f\n"
+	"3:	mov r9, rax\n"
+	"	mov rax, rcx\n"
+	"	dec rcx\n"
+	"	lock cmpxchg [r11 + 8], rcx\n"
+	"	je 4f\n"
+	"	mov rax, r9\n"
+	"	jmp 1b\n"
+	"4:	lock inc qword ptr [r11 + 40]\n"
+	"	mov r9, [r8 + 48]\n"
+	"	test r9, 2\n"
+	"	jz 5f\n"
+	"	shr r9, 8\n"
+	"	mov rax, rdi\n"
+	"	test r9, r9\n"
+	"	cmovnz rax, rsi\n"
+	"	test rax, rax\n"
+	"	jz 5f\n"
+	"	mov rdi, rax\n"
+	"	mov rsi, [r8 + 40]\n"
+	"	lea rsi, [r11 + rsi]\n"
+	"	mov rcx, [r8 + 56]\n"
+	"	rep movsb\n"
+	"5:	mov rax, [r8 + 32]\n"
+	"	cmp rax, -4096\n"
+	"	ret\n"
+	"9:	syscall\n"
+	"	cmp rax, -4096\n"
+	"	ret\n"
+	".globl kp_vstub_end\n"
+	"kp_vstub_end:\n"
+	".att_syntax prefix\n"
+	".popsection\n");
+
 int64_t kp_respond(int64_t fd, uint64_t id, int64_t val, int64_t run_it)
 {
 	struct seccomp_notif_resp resp = {.id = id, .val = val, .error = 0,
@@ -150,6 +476,7 @@ int64_t kp_respond(int64_t fd, uint64_t id, int64_t val, int64_t run_it)
  * for a notification the answer is the return value. */
 static int skip(struct kp_ctx *c, struct user_regs_struct *r, int64_t ret)
 {
+	open_gap(c);
 	if (c->ev.kind == EV_NOTIF)
 		return kp_respond(c->notif_fd, c->ev.id, ret, 0) ? -1 : 0;
 	r->orig_rax = (uint64_t)-1;
@@ -160,6 +487,7 @@ static int skip(struct kp_ctx *c, struct user_regs_struct *r, int64_t ret)
 /* Let the kernel run the syscall for real. */
 static int pass(struct kp_ctx *c)
 {
+	open_gap(c);
 	if (c->ev.kind == EV_NOTIF)
 		return kp_respond(c->notif_fd, c->ev.id, 0, 1) ? -1 : 0;
 	return 0; /* the ptrace stop is resumed by the caller */
@@ -170,20 +498,15 @@ static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_str
 {
 	switch (op->kind) {
 	case K_PASS:
-		consume(c, op);
+		account(c, op);
 		return pass(c) ? -1 : 1;
 	case K_SKIP:
-		consume(c, op);
+		account(c, op);
 		for (int i = 0; i < 3; i++)
 			if (op->rarg[i] >= 0 && put(c, (uint64_t)a[op->rarg[i]], c->blob + op->roff[i], op->rlen[i]))
 				return -1;
-		if ((op->flags & F_MARK_INPUT) && op->fd < KP_FDMAX) {
-			c->li_has[op->fd] = 1;
-			c->li_vt[op->fd] = c->arrival;
-			c->li_rec[op->fd] = op->exit_ns;
-		}
 		return skip(c, r, op->ret) ? -1 : 1;
-	case K_WRITE: {
+	case K_WRITE:
 		/* same bytes as recorded (the plan only holds writes the redactor leaves as they are) */
 		if (a[2] != op->ret || op->ret > c->scratch_len)
 			return 0;
@@ -193,37 +516,15 @@ static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_str
 			return 0;
 		if ((op->flags & F_SOCKET) && c->li_has[op->fd] && c->nreq >= c->req_cap)
 			return 0; /* no room to report the request: let Python answer it */
-		consume(c, op);
-		if (c->li_has[op->fd]) {
-			c->li_has[op->fd] = 0;
-			if (op->flags & F_SOCKET) {
-				int64_t *q = c->req + 3 * c->nreq++;
-				int64_t dur = op->exit_ns - op->enter_ns > 0 ? op->exit_ns - op->enter_ns : 0;
-				q[0] = op->fd;
-				q[1] = op->enter_ns - c->li_rec[op->fd];
-				q[2] = c->vt - dur - c->li_vt[op->fd];
-			}
-		}
+		account(c, op);
 		return skip(c, r, op->ret) ? -1 : 1;
-	}
 	case K_CLOCK: {
-		consume(c, op);
-		int64_t shift = c->vt - op->exit_ns;
-		if (op->nr == 201) {
-			int64_t val = op->ret + floordiv(shift, 1000000000);
-			if (put(c, (uint64_t)a[0], &val, 8))
-				return -1;
-			return skip(c, r, val) ? -1 : 1;
-		}
-		int64_t rec[2] = {0, 0};
-		if (op->rlen[0] >= 16)
-			memcpy(rec, c->blob + op->roff[0], 16);
-		int64_t unit = op->nr == 228 ? 1000000000 : 1000000;
-		int64_t total = rec[0] * unit + rec[1] + (op->nr == 228 ? shift : floordiv(shift, 1000));
-		int64_t ts[2] = {floordiv(total, unit), total - floordiv(total, unit) * unit};
-		if (put(c, (uint64_t)(op->nr == 228 ? a[1] : a[0]), ts, 16))
+		int64_t v[3];
+		account(c, op);
+		clock_value(c, op, v);
+		if (put(c, (uint64_t)(op->nr == 228 ? a[1] : a[0]), v, op->nr == 201 ? 8 : 16))
 			return -1;
-		return skip(c, r, op->ret) ? -1 : 1;
+		return skip(c, r, v[2]) ? -1 : 1;
 	}
 	default:
 		return 0;
@@ -342,6 +643,7 @@ int64_t kp_run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t e
 	int64_t done = 0;
 	sigset_t old;
 	c->has_stop = 0;
+	c->vdone = 0;
 	c->err = -block_chld(c, &old);
 	if (c->err)
 		return 0;
@@ -368,6 +670,16 @@ static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64
 		int64_t nr;
 		if (c->ev.tid != c->tid)
 			return done;
+		if (c->vtab && c->tid == c->vtid && c->vtab[VT_GAP_N]) {
+			int64_t k = sync_gap(c, ops, pos + done); /* before anything else of this thread */
+			if (k < 0) {
+				c->err = EPROTO;
+				return done;
+			}
+			done += k;
+			if (pos + done >= end)
+				return done; /* the stop is handed back untouched */
+		}
 		if (c->ev.kind == EV_PTRACE) {
 			if (!WIFSTOPPED(c->ev.status) || (c->ev.status >> 16) != EVENT_SECCOMP)
 				return done;
@@ -385,7 +697,9 @@ static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64
 		const struct kp_op *op = &ops[pos + done];
 		if (!matches(op, nr, a))
 			return done;
+		c->nx_ops = ops, c->nx_pos = pos + done + 1, c->nx_end = end;
 		int h = handle(c, op, &r, a);
+		c->nx_ops = NULL;
 		if (h < 0)
 			c->err = errno ? errno : EIO;
 		if (h <= 0)

@@ -9,7 +9,9 @@ syscall or fd, different output bytes, end of plan) it returns that stop untouch
 handles it as before. Afterwards :meth:`FastPath.run` brings the engine's bookkeeping up to date
 (consumed events, output hashes, request latencies, the thread's virtual time).
 
-Only used for strict replays without injections (what-if replays take the Python path) and only
+While the tracee runs, the planned events after the stop just answered can be answered inside the
+tracee itself (intracee.py: the C loop writes them into a table the tracee's stubs read) and are
+accounted at the next stop. Only used for strict replays without injections (what-if replays take the Python path) and only
 when ``make -C replay`` built the library; otherwise the engine runs in Python as before.
 """
 
@@ -55,7 +57,9 @@ class _Ctx(ctypes.Structure):
         "vt", "prev_exit", "arrival", "deadline_ns", "has_stop", "err", "nreq", "req_cap")] + [
         ("req", ctypes.c_void_p), ("out_shift", ctypes.c_void_p), ("li_has", ctypes.c_void_p),
         ("li_vt", ctypes.c_void_p), ("li_rec", ctypes.c_void_p), ("blob", ctypes.c_void_p),
-        ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64)]
+        ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64),
+        ("vtab", ctypes.c_void_p), ("vtid", ctypes.c_int64), ("vdone", ctypes.c_int64),
+        ("nx_ops", ctypes.c_void_p), ("nx_pos", ctypes.c_int64), ("nx_end", ctypes.c_int64)]
 
 
 def load_library() -> ctypes.CDLL | None:
@@ -69,6 +73,8 @@ def load_library() -> ctypes.CDLL | None:
     lib.kp_wait.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_int64]
     lib.kp_respond.restype = ctypes.c_int64
     lib.kp_respond.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
+    lib.kp_vsync.restype = ctypes.c_int64
+    lib.kp_vsync.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_void_p, ctypes.c_int64]
     return lib
 
 
@@ -406,6 +412,18 @@ class FastPath:
         c.deadline_ns = int(deadline * 1e9)  # time.monotonic is CLOCK_MONOTONIC
         c.nreq = 0
         done = int(self.lib.kp_run(ctypes.byref(c), p.ops.ctypes.data, pos, end))
+        th.vt, th.prev_exit, th.arrival = c.vt, c.prev_exit, c.arrival
+        self.handled += done
+        return done
+
+    def sync(self, p: ThreadPlan, th, pos: int) -> int:
+        """At a stop of the in-tracee table's owner that the C loop did not see: account the events
+        the tracee answered itself since its last stop (from p.ops[pos]); returns how many."""
+        c = self.ctx
+        c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
+        done = int(self.lib.kp_vsync(ctypes.byref(c), p.ops.ctypes.data, pos))
+        if done < 0:
+            raise RuntimeError(f"replay: the in-tracee table's open events do not start at event {pos} of the plan")
         th.vt, th.prev_exit, th.arrival = c.vt, c.prev_exit, c.arrival
         self.handled += done
         return done

@@ -192,8 +192,8 @@ class Memory:
         os.close(self.fd)
 
 
-def patch_vdso(pid: int, mem: Memory) -> list[str]:
-    """Turn the vDSO time functions into real syscalls; returns the symbols patched."""
+def vdso_symbols(pid: int, mem: Memory) -> tuple[int, dict]:
+    """The tracee's vDSO base address and its dynamic function symbols ((0, {}) without a vDSO)."""
     base = end = 0
     with open(f"/proc/{pid}/maps") as f:
         for line in f:
@@ -201,9 +201,13 @@ def patch_vdso(pid: int, mem: Memory) -> list[str]:
                 lo, hi = line.split()[0].split("-")
                 base, end = int(lo, 16), int(hi, 16)
     if not base:
-        return []
-    image = mem.read(base, end - base)
-    syms = dynamic_functions(image)
+        return 0, {}
+    return base, dynamic_functions(mem.read(base, end - base))
+
+
+def patch_vdso(pid: int, mem: Memory) -> list[str]:
+    """Turn the vDSO time functions into real syscalls; returns the symbols patched."""
+    base, syms = vdso_symbols(pid, mem)
     patched = []
     for name, nr in VDSO_PATCHES.items():
         sym = syms.get(name)

@@ -30,12 +30,20 @@ PROCESSES_COLUMNS = (
 )
 
 
+def _time_indexes(names: set[str]) -> tuple[tuple[str, str], ...]:
+    """Per-granule min/max of the time columns: the tables are ordered by process, so a read of one
+    time window across all processes (``why``'s window read) would otherwise scan every granule;
+    within a thread rows are in time order, so each granule covers a short stretch and most are skipped."""
+    return tuple((c, "minmax GRANULARITY 1") for c in ("ts", "end_ts") if c in names)
+
+
 def table_defs() -> list[TableDef]:
     """Event tables (columns derived from the agent's conversion), the processes and the OTel spans table."""
-    defs = [
-        TableDef(et.name, tuple(Column(n, t) for n, t in table_columns(et)), et.order_by, "ts", PARTITION_MINUTES)
-        for et in EVENT_TYPES
-    ]
+    defs = []
+    for et in EVENT_TYPES:
+        cols = tuple(Column(n, t) for n, t in table_columns(et))
+        defs.append(TableDef(et.name, cols, et.order_by, "ts", PARTITION_MINUTES,
+                             skip_indexes=_time_indexes({c.name for c in cols})))
     defs.append(
         TableDef("processes", tuple(Column(n, t) for n, t in PROCESSES_COLUMNS), ("tgid", "ts"), "ts", PARTITION_MINUTES)
     )

@@ -29,7 +29,7 @@ def probes_built() -> None:
 class Capture:
     """A running embedded session that watches only the pids a test hands it."""
 
-    def __init__(self, data: Path, **probe_overrides: object):
+    def __init__(self, data: Path, flush_ms: int = 50, drain_s: float = 10.0, **probe_overrides: object):
         from kprobe.agent.probeset import ProbeConfig
         from kprobe.agent.recorder import RecorderConfig
         from kprobe.embedded import EmbeddedSession
@@ -38,7 +38,8 @@ class Capture:
         for k, v in probe_overrides.items():
             setattr(probes, k, v)
         self.data = data
-        self.session = EmbeddedSession(data, RecorderConfig(probes=probes, flush_ms=50)).start()
+        self.drain_s = drain_s
+        self.session = EmbeddedSession(data, RecorderConfig(probes=probes, flush_ms=flush_ms)).start()
 
     def spawn(self, *argv: str, **kw: object) -> subprocess.Popen:
         """Start a workload that waits on stdin until it is watched, so nothing it does is missed."""
@@ -53,7 +54,7 @@ class Capture:
         return self.spawn(sys.executable, str(WORKLOADS / name), *args, **kw)
 
     def settle(self) -> None:
-        assert self.session.recorder.wait_drained(10.0), "recorder did not drain in 10 s"
+        assert self.session.recorder.wait_drained(self.drain_s), f"recorder did not drain in {self.drain_s} s"
 
     def rows(self, sql: str) -> list[dict]:
         self.settle()

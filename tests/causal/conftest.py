@@ -1,4 +1,4 @@
-"""The causal tests' recorder: the shared Capture, flushing every second (the recorder's default) instead of 50 ms.
+"""The causal tests' recorder: tests/conftest.py's Capture, flushing every second (the recorder's default) instead of 50 ms.
 
 Why: the recorder writes every non-empty table once per flush, one chDB INSERT each.
 On the shared 2-CPU host, with other suites loading it (and system-wide block I/O
@@ -10,59 +10,52 @@ nothing they assert on depends on the flush period.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import Capture, is_root
+
 FLUSH_MS = 1000
-WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
-
-
-class SlowFlushCapture:
-    """Same interface as tests/conftest.py's Capture (spawn, workload, settle, session, data, stop)."""
-
-    def __init__(self, data: Path):
-        from kprobe.agent.probeset import ProbeConfig
-        from kprobe.agent.recorder import RecorderConfig
-        from kprobe.embedded import EmbeddedSession
-
-        probes = ProbeConfig(filter_on=True, min_offcpu_ns=20_000, fault_sample_every=64)
-        self.data = data
-        self.session = EmbeddedSession(data, RecorderConfig(probes=probes, flush_ms=FLUSH_MS)).start()
-
-    def spawn(self, *argv: str, **kw: object) -> subprocess.Popen:
-        """Start a workload that waits on stdin until it is watched, so nothing it does is missed."""
-        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, **kw)  # type: ignore[call-overload]
-        self.session.recorder.watch_pid(p.pid)
-        assert p.stdin is not None
-        p.stdin.write(b"go\n")
-        p.stdin.flush()
-        return p
-
-    def workload(self, name: str, *args: str, **kw: object) -> subprocess.Popen:
-        return self.spawn(sys.executable, str(WORKLOADS / name), *args, **kw)
-
-    def settle(self, timeout: float = 60.0) -> None:
-        assert self.session.recorder.wait_drained(timeout), f"recorder did not drain in {timeout} s"
-
-    def rows(self, sql: str) -> list[dict]:
-        self.settle()
-        return self.session.store.query_rows(sql)
-
-    def stop(self) -> None:
-        self.session.stop()
 
 
 @pytest.fixture
-def capture(tmp_path: Path, probes_built: None) -> Iterator[SlowFlushCapture]:
-    if os.geteuid() != 0:
+def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
+    if not is_root():
         pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    c = SlowFlushCapture(tmp_path / "data")
+    c = Capture(tmp_path / "data", flush_ms=FLUSH_MS, drain_s=60.0)
     try:
         yield c
     finally:
         c.stop()
+
+
+def _evidence_key(ev) -> dict:
+    """What the analysis reads, order-free (the store returns rows in any order; memory keeps ts order)."""
+    out = {}
+    for f in ("offcpu", "syscalls"):
+        out[f] = sorted(repr(r) for v in getattr(ev, f).values() for r in v)
+    for f in ("reclaims", "faults", "block_io", "sock_io", "retrans", "fd_open"):
+        out[f] = sorted(map(repr, getattr(ev, f)))
+    out["reclaim_totals"] = sorted(map(repr, ev.reclaim_totals or []))
+    out["comms"], out["fetched"] = ev.comms, ev.fetched_tgids
+    return out
+
+
+def why_both_ways(store, pid: int, t0: int, t1: int):
+    """``why`` on real data, after checking its two evidence paths agree on it.
+
+    fetch_evidence reads the window once and runs the rounds in memory; a window
+    too big for that is followed round by round on the store. Both must select
+    the same rows, or answers would change with the size of the recording.
+    """
+    from kprobe.causal.fetch import fetch_evidence
+    from kprobe.causal.model import Interval
+    from kprobe.causal.why import why
+
+    iv = Interval(pid, t0, t1)
+    fast, rounds = fetch_evidence(store, iv), fetch_evidence(store, iv, window_limit=0)
+    assert fast.queries == 1, fast.queries      # the window read; the rounds ran in memory
+    assert _evidence_key(fast) == _evidence_key(rounds)
+    return why(store, pid, t0, t1)

@@ -1,12 +1,16 @@
-"""fetch_evidence's statement plan: which tables each round reads (a scripted store answers the SQL).
+"""fetch_evidence's statement plan: one window read, or targeted rounds (a scripted store answers the SQL).
 
-Why: each table branch costs chDB a few ms whatever it reads, so block I/O, file
-opens and retransmits are read only once a disk or socket wait needs them. These
-tests pin that plan: what is skipped, and that a needed table is still read.
+Why: each table branch costs chDB a few ms whatever it reads, so a window is read
+in one statement and the rounds run on its rows in memory; only a window too big
+for that is followed round by round, and there block I/O and retransmits are read
+only once a disk or socket wait needs them. These tests pin that plan. That both
+paths select the same rows is checked on real kernel data by the causal kernel
+tests (tests/causal/conftest.py ``why_both_ways``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 from kprobe.causal.fetch import fetch_evidence
@@ -14,19 +18,25 @@ from kprobe.causal.model import Interval
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
+ALL_TABLES = {"offcpu", "syscall", "syscall_before", "sock_io", "fault", "fd_open", "reclaim", "reclaim_total", "block_io", "tcp_retrans"}
+ROUND0 = ["offcpu", "sock_io", "syscall", "fault", "fd_open", "reclaim", "reclaim_total"]
 
 
 class ScriptedStore:
-    """Answers each UNION ALL branch by its tag from canned rows; records the tags of every statement."""
+    """Answers each UNION ALL branch by its tag from canned rows (field order); records every statement's tags."""
 
     def __init__(self, rows: dict[str, list[list]]):
         self.rows = rows
         self.statements: list[list[str]] = []
 
-    def query_rows(self, sql: str) -> list[dict]:
-        tags = re.findall(r"SELECT '(\w+)' AS k", sql)
+    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
+        assert fmt == "TabSeparatedRaw"
+        tags = re.findall(r"SELECT '(\w+)', toJSONString", sql)
         self.statements.append(tags)
-        return [{"k": t, "v": [str(x) for x in v]} for t in tags for v in self.rows.get(t, [])]
+        return b"".join(f"{t}\t{json.dumps(v)}\n".encode() for t in tags for v in self.rows.get(t, []))
+
+    def query_rows(self, sql: str) -> list[dict]:
+        raise AssertionError("fetch reads through query()")
 
 
 def _off(reason: str, wake: int = 0) -> list:
@@ -34,21 +44,37 @@ def _off(reason: str, wake: int = 0) -> list:
     return [7, 7, "victim", T0 + 10 * MS, T0 + 90 * MS, wake, reason, 1, 1, 0, 0, "", 0, 0, ""]
 
 
-def test_no_disk_or_socket_wait_reads_no_block_io_fd_open_or_retransmits():
-    st = ScriptedStore({"offcpu": [_off("preempted")]})
-    fetch_evidence(st, Interval(7, T0, T0 + 100 * MS))
-    read = {t for s in st.statements for t in s}
-    assert st.statements[0] == ["offcpu", "sock_io", "syscall", "fault", "reclaim", "reclaim_total"]
-    assert not read & {"block_io", "fd_open", "tcp_retrans"}
-    assert len(st.statements) == 1
-
-
-def test_a_disk_wait_reads_block_io_and_the_victims_opens_in_one_more_statement():
+def _disk_wait_store() -> ScriptedStore:
     io = [9, 9, "writer", T0 + 20 * MS, T0 + 80 * MS, 4096, "WS", 8]
-    st = ScriptedStore({"offcpu": [_off("uninterruptible", T0 + 85 * MS)], "block_io": [io],
-                        "fd_open": [[7, 3, T0, "/ledger"]]})
+    return ScriptedStore({"offcpu": [_off("uninterruptible", T0 + 85 * MS)], "block_io": [io],
+                          "fd_open": [[7, 3, T0, "/ledger"]]})
+
+
+def test_a_window_is_read_in_one_statement_and_followed_in_memory():
+    st = _disk_wait_store()
     ev = fetch_evidence(st, Interval(7, T0, T0 + 100 * MS))
-    assert len(st.statements) == 2 and {"fd_open", "block_io"} <= set(st.statements[1])   # with the round of wake calls
+    assert len(st.statements) == 1 and set(st.statements[0]) == ALL_TABLES and ev.queries == 1
+    assert ev.block_io and ev.block_io[0].dev == 8 and ev.comms[9] == "writer"
+    assert [f.path for f in ev.fd_open] == ["/ledger"]
+
+
+def test_a_table_at_the_window_limit_falls_back_to_rounds_on_the_store():
+    st = ScriptedStore({"offcpu": [_off("preempted"), _off("sleep")]})
+    ev = fetch_evidence(st, Interval(7, T0, T0 + 100 * MS), window_limit=2)
+    assert set(st.statements[0]) == ALL_TABLES and st.statements[1] == ROUND0
+    assert len(ev.offcpu[7]) == 2
+
+
+def test_rounds_without_a_disk_or_socket_wait_read_no_block_io_or_retransmits():
+    st = ScriptedStore({"offcpu": [_off("preempted")]})
+    fetch_evidence(st, Interval(7, T0, T0 + 100 * MS), window_limit=0)
+    assert st.statements == [ROUND0]
+
+
+def test_rounds_read_block_io_for_a_disk_wait_in_one_more_statement():
+    st = _disk_wait_store()
+    ev = fetch_evidence(st, Interval(7, T0, T0 + 100 * MS), window_limit=0)
+    assert len(st.statements) == 2 and "block_io" in st.statements[1]   # with the round of wake calls
     assert ev.block_io and ev.block_io[0].dev == 8 and ev.comms[9] == "writer"
     assert [f.path for f in ev.fd_open] == ["/ledger"]
 

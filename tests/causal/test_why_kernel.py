@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from kprobe.causal.why import render_text, why
+from kprobe.causal.why import render_text
+from tests.causal.conftest import why_both_ways
 from tests.conftest import HOG, RR
 
 pytestmark = pytest.mark.kernel
@@ -51,7 +52,7 @@ def _settle(capture) -> None:
 
 def _analyse(capture, pid: int, t0: int, t1: int):
     _settle(capture)
-    a = why(capture.session.store, pid, t0, t1)
+    a = why_both_ways(capture.session.store, pid, t0, t1)
     print(render_text(a))
     return a
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import is_root
+from tests.replay.conftest import record_run
 
 WORKLOADS = Path(__file__).parent / "workloads"
 N_REQUESTS = 6
@@ -123,7 +124,9 @@ def test_different_bytes_reported_at_first_divergent_syscall(ledger_recording, b
 
 
 def _summary(r) -> tuple:
-    return (r.outcome, r.outputs, r.recorded_outputs, r.events_replayed, r.events_total, r.stops, r.exit_code,
+    # a clock read answered inside the tracee (replay/intracee.py) is a trapped syscall without a stop
+    return (r.outcome, r.outputs, r.recorded_outputs, r.events_replayed, r.events_total,
+            r.answered_syscalls, r.exit_code,
             [(q.fd, q.recorded_ms, q.replay_ms) for q in r.requests], r.replay_span_ms,
             r.synthesized_clock_reads, [(d.index, d.kind, d.expected, d.actual) for d in r.divergences])
 
@@ -188,13 +191,20 @@ def test_compiled_hot_path_answers_exactly_like_the_python_engine(ledger_recordi
     # a thread that blocks SIGCHLD (as librdkafka's threads block every signal) cannot take it
     masked = _replay_in_fresh_process(session, log.tgid, argv, other="blocking")
     assert masked.hot_syscalls == "seccomp-notify" and _summary(masked) == _summary(slow)
-    # outputs differ mid-run: the C loop hands the write back, Python reports the same divergence
-    slow_div = ReplayEngine(log, argv[:4] + ["1"], fast=False).run()
-    for notify in (True, False):
-        fast_div = ReplayEngine(log, argv[:4] + ["1"], notify=notify).run()
-        assert fast_div.outcome == "diverged" and fast_div.fast_events > 0
-        assert _summary(fast_div)[-1] == _summary(slow_div)[-1]
-        assert fast_div.events_replayed == slow_div.events_replayed
+    # the steady state (six events per request) is answered inside the tracee, without stops
+    # (replay/intracee.py): the libc wrappers' fast paths and the vDSO clock call the table's stubs
+    assert fast.tracee_answers >= 6 * (N_REQUESTS - 1) and fast_ptrace.tracee_answers >= 6 * (N_REQUESTS - 1)
+    trapped = ReplayEngine(log, argv, in_tracee=False).run()  # every one of them trapped, answered in C
+    assert trapped.tracee_answers == 0 and _summary(trapped) == _summary(slow)
+    # outputs differ mid-run (1: other bytes; 2: the reply before the ledger write, so another fd): the
+    # stub declines, the real syscall traps, the C loop hands it back, Python reports the same divergence
+    for variant in ("1", "2"):
+        slow_div = ReplayEngine(log, argv[:4] + [variant], fast=False).run()
+        for kw in ({"notify": True}, {"notify": False}, {"in_tracee": False}):
+            fast_div = ReplayEngine(log, argv[:4] + [variant], **kw).run()
+            assert fast_div.outcome == "diverged" and fast_div.fast_events > 0, (variant, kw)
+            assert _summary(fast_div)[-1] == _summary(slow_div)[-1], (variant, kw)
+            assert fast_div.events_replayed == slow_div.events_replayed, (variant, kw)
 
 
 def test_injected_ledger_delay_gives_client_timeout_and_fix_passes(ledger_recording) -> None:
@@ -223,19 +233,11 @@ def test_injected_ledger_delay_gives_client_timeout_and_fix_passes(ledger_record
 def test_two_threads_replay_identical(binaries, tmp_path: Path, probes_built: None) -> None:
     if not is_root():
         pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
-    from kprobe.replay import log as rlog
     from kprobe.replay.engine import ReplayEngine
-    from kprobe.replay.record import ReplayRecorder
 
     out = tmp_path / "out.log"
     argv = [binaries["two_threads"], str(out)]
-    rec = ReplayRecorder(tmp_path / "session")
-    try:
-        p = rec.start(argv)
-        assert p.wait() == 0
-    finally:
-        rec.stop()
-    log = rlog.load(tmp_path / "session", p.pid)
+    log = record_run(tmp_path / "session", argv)
     assert len({e.tid for e in log.events}) == 2
     out.unlink()
     results = [ReplayEngine(log, argv).run() for _ in range(10)]

@@ -123,7 +123,7 @@ def test_python_service_hot_path_agrees_with_python_engine(incident) -> None:
     assert slow.fast_events == 0
 
     def summary(r) -> tuple:
-        return (r.outcome, r.outputs, r.events_replayed, r.stops, r.exit_code, r.verdict, r.replay_span_ms,
+        return (r.outcome, r.outputs, r.events_replayed, r.answered_syscalls, r.exit_code, r.verdict, r.replay_span_ms,
                 [(q.fd, q.recorded_ms, q.replay_ms) for q in r.requests], r.synthesized_clock_reads)
 
     assert summary(fast) == summary(slow)

@@ -26,8 +26,13 @@ def _cache_dir() -> Path:
 
 
 def _stack(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """deploy/stack.sh; a Kafka it starts starts empty (KPROBE_STACK_FRESH=1 unless set otherwise): test
+    topics have random prefixes, and a broker holding every earlier run's took minutes to start."""
+    env = {**os.environ}
+    env.setdefault("KPROBE_STACK_FRESH", "1")
     return subprocess.run(
-        ["bash", str(STACK), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        ["bash", str(STACK), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 

@@ -1,24 +1,58 @@
-"""Memory hog made of dirty page cache: rewrites a 128 MiB range of PATH for SECONDS.
+"""Memory hog made of page cache under writeback: fills its memcg with it, then holds it SECONDS.
 
-Inside a memcg-limited cgroup (and a throttled device) it keeps the memcg full of
-dirty and under-writeback pages, so anyone charging memory to that memcg stalls in
-reclaim waiting for writeback (and the hog reclaims too, for its own new pages).
-Once it has dirtied LIMIT bytes it starts their writeback (fadvise DONTNEED writes
-dirty pages and drops only clean ones: on a throttled device they stay under
-writeback for seconds) and prints "ready".
+Inside a memcg-limited cgroup on a throttled device it leaves the memcg full of
+pages under (throttled) writeback and nothing else reclaimable, so anyone
+charging memory to that memcg stalls in reclaim until enough of that writeback
+completes: the stall is set by the device's throttle. Dirty pages alone would not
+do: reclaim wakes the flusher, whose writeback is not throttled (cgroup v1), and
+a hog that kept dirtying competed with the victim for the pages cleaned meanwhile,
+so the victim sometimes got them without a stall.
+
+How: dirty LIMIT bytes and start their writeback from this process (fadvise
+DONTNEED writes dirty pages in the caller's context, so the throttle applies, and
+drops the clean ones); then, while the memcg has more than a MiB of room (the
+clean pages just dropped), dirty new pages into it and start their writeback too.
+Prints "ready", then dirties 32 new pages every 100 ms (1.25 MiB/s against the
+device's 2 MiB/s): as the memcg's charger it stalls in reclaim too, during the
+victim's stall, as a real hog that keeps allocating would (a page at a time was
+often served from the slack the victim's reclaim left, and then the hog did not
+reclaim at all while the victim stalled).
+
+Usage: causal_dirty_hog.py PATH SECONDS LIMIT [MEMCG_DIR]
 """
 import os
 import sys
 import time
 
-path, seconds, ready_after = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+MB = 1 << 20
+TRICKLE = 32 * 4096    # one reclaim batch (SWAP_CLUSTER_MAX): more than the slack another's reclaim leaves
+path, seconds, limit = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+memcg = sys.argv[4] if len(sys.argv) > 4 else None
 fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-buf = b"D" * (1 << 20)
+buf = b"D" * MB
 end = time.monotonic() + seconds
-i = 0
-while time.monotonic() < end:
-    os.pwrite(fd, buf, (i % 128) << 20)
-    i += 1
-    if i << 20 == ready_after:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        print("ready", flush=True)
+most = 3 * limit          # never write more than this (the file system is small)
+
+
+def room() -> int:
+    with open(os.path.join(memcg, "memory.usage_in_bytes")) as f:
+        return limit - int(f.read())
+
+
+off = 0
+while off < limit:
+    os.pwrite(fd, buf, off)
+    off += MB
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+while memcg and off < most and room() > MB and time.monotonic() < end:
+    first = off
+    for _ in range(max(1, min(room(), 4 * MB) // MB)):
+        os.pwrite(fd, buf, off)
+        off += MB
+    os.posix_fadvise(fd, first, off - first, os.POSIX_FADV_DONTNEED)
+print("ready", flush=True)
+while time.monotonic() < end:      # 32 new pages every 100 ms: still the memcg's charger, a minor rival
+    if off < most:
+        os.pwrite(fd, buf[:TRICKLE], off)
+        off += TRICKLE
+    time.sleep(0.1)

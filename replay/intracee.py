@@ -1,0 +1,193 @@
+"""Syscalls and clock reads answered inside the tracee, without a stop (the table side and the
+stubs are in fastpath.c, which explains the protocol).
+
+Why: every answer used to cost a trapped syscall, i.e. two context switches (~10-15 µs on this
+VM), although for a service's steady state the answer is fully decided by the log and the
+thread's virtual time: a recorded request copied into the buffer, a clock value, an fsync's
+return value, an output compared with the recorded bytes. Round trips, not their cost, bounded
+replay speed (README, "Speed").
+
+How: at the first ptrace stop of the main thread after its TLS is set up, the tracer makes the
+tracee run one extra syscall instead of the trapped one (``mmap`` of shared anonymous pages,
+read-write-execute, near libc; the trapped syscall is then restarted unchanged), maps the same
+pages into itself through ``/proc/<pid>/map_files``, copies the stubs from the hot-path library to
+their start and points the vDSO's clock_gettime/gettimeofday/time entries at them (``movabs rax,
+stub; jmp rax``) and the single-threaded fast path of libc's hot wrappers at the syscall stub
+(``call`` through a small trampoline, see :meth:`AnswerTable._patch_libc`). The table follows: header,
+up to ``CAP`` planned answers, their recorded bytes. The compiled hot path fills it when it answers
+a stop of the owner thread and accounts what was taken at that thread's next stop; the Python
+engine has the same accounting done (``FastPath.sync``) when it gets that stop itself. Only the
+main thread uses the table (the stubs compare the fs base); anything else traps as before.
+
+The extra mmap is not a recorded event: anonymous mappings are never trapped (seccomp.ALLOWED), so
+the expected event stream is unchanged; it only moves later anonymous mappings' addresses, which
+ASLR already does. Used only with the compiled hot path (strict replays without injections: a
+what-if replay needs each answer computed with the injected delays, in Python) and when the CPU has
+FSGSBASE (``rdfsbase`` in the stubs); otherwise every call traps as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from kprobe.replay import tracee as T
+from kprobe.replay.elfsym import dynamic_functions
+
+PAGE = 4096
+TABLE = PAGE                         # the table's offset in the mapping (the stubs assume 0x1000)
+HDR_WORDS, ENT_WORDS = 16, 8         # VT_HDR, VT_ENT in fastpath.c
+CAP = (0x10000 - 8 * HDR_WORDS) // (8 * ENT_WORDS)
+DATA, DATACAP = 0x10000, 1 << 20     # recorded bytes of the open gap, from the table's start
+SIZE = TABLE + DATA + DATACAP
+OWNER, REMAINING, END, GAP_POS, GAP_N, ANSWERED, VCAP, NRMASK, VDATA, VDATACAP = range(10)
+STUBS = {"__vdso_clock_gettime": 0x00, "__vdso_gettimeofday": 0x80, "__vdso_time": 0x100}
+SYSCALL_STUB, TRAMPOLINES = 0x180, 0x400
+# libc wrappers whose single-threaded fast path may call the syscall stub: name -> (nr, NRMASK bit)
+WRAPPERS = {"read": (0, 0), "write": (1, 1), "pread64": (17, 2), "pwrite64": (18, 3), "fsync": (74, 4),
+            "fdatasync": (75, 5), "getrandom": (318, 6)}
+PROT_RWX, MAP_SHARED_ANON = 7, 0x21
+NR_MMAP = 9
+SETUP_STOPS = 2  # the injected mmap's exit stop and the restarted syscall's second seccomp stop
+TAIL = b"\x0f\x05\x48\x3d\x00\xf0\xff\xff\x77"  # syscall; cmp rax, -4096; ja (then rel8, ret)
+
+
+def supported() -> bool:
+    """The stubs identify the owner thread with ``rdfsbase`` (FSGSBASE, enabled by Linux >= 5.9)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " fsgsbase" in line for line in f)
+    except OSError:
+        return False
+
+
+def stub_code(lib: ctypes.CDLL) -> bytes:
+    begin = ctypes.cast(lib.kp_vstub_begin, ctypes.c_void_p).value or 0
+    end = ctypes.cast(lib.kp_vstub_end, ctypes.c_void_p).value or 0
+    return ctypes.string_at(begin, end - begin)
+
+
+def libc_mapping(pid: int) -> tuple[int, str] | None:
+    """(load address, path) of the tracee's libc, if it has one mapped."""
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and "/libc.so" in parts[5] and int(parts[2], 16) == 0:
+                return int(parts[0].split("-")[0], 16), parts[5]
+    return None
+
+
+def mmap_call(regs, hint: int) -> None:
+    """Turn the stopped syscall in ``regs`` into mmap(hint, SIZE, RWX, MAP_SHARED|MAP_ANONYMOUS);
+    a hint near libc keeps the stubs in reach of a `call rel32` from its wrappers."""
+    regs.orig_rax = NR_MMAP
+    regs.rdi = hint
+    regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9 = SIZE, PROT_RWX, MAP_SHARED_ANON, (1 << 64) - 1, 0
+
+
+def restart(saved) -> None:
+    """At the injected call's exit stop: back to the original syscall, to be made again."""
+    saved.rip -= 2          # the `syscall` instruction
+    saved.rax = saved.orig_rax
+
+
+@dataclass
+class AnswerTable:
+    """The table as the tracer sees it (shared memory: reads and writes cost nothing)."""
+
+    tid: int                 # the owner thread (real tid)
+    addr: int                # the pages in the tracee
+    local: int               # the pages in this process
+    tab: np.ndarray          # int64 view of the table's header
+    wrappers: list[str]      # libc wrappers whose fast path calls the syscall stub
+
+    @classmethod
+    def install(cls, lib: ctypes.CDLL, pid: int, tid: int, fs_base: int, addr: int, mem: T.Memory) -> AnswerTable:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long]
+        fd = os.open(f"/proc/{pid}/map_files/{addr:x}-{addr + SIZE:x}", os.O_RDWR)
+        try:
+            local = libc.mmap(None, SIZE, 3, 1, fd, 0)  # PROT_READ|PROT_WRITE, MAP_SHARED
+        finally:
+            os.close(fd)
+        if local in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap of the tracee's answer table")
+        code = stub_code(lib)
+        assert len(code) <= TRAMPOLINES, "the stubs grew into the trampolines"
+        ctypes.memmove(local, code, len(code))
+        tab = np.ctypeslib.as_array(ctypes.cast(local + TABLE, ctypes.POINTER(ctypes.c_int64)), (HDR_WORDS,))
+        tab[:] = 0
+        tab[OWNER], tab[VCAP], tab[VDATA], tab[VDATACAP] = fs_base, CAP, DATA, DATACAP
+        base, syms = T.vdso_symbols(pid, mem)
+        for name, off in STUBS.items():
+            sym = syms.get(name)
+            if sym is not None:  # movabs rax, stub; jmp rax
+                mem.write(base + sym.value, b"\x48\xb8" + struct.pack("<Q", addr + off) + b"\xff\xe0")
+        mask, patched = cls._patch_libc(pid, addr, local, mem)
+        tab[NRMASK] = mask
+        return cls(tid, addr, local, tab, patched)
+
+    @staticmethod
+    def _patch_libc(pid: int, addr: int, local: int, mem: T.Memory) -> tuple[int, list[str]]:
+        """Point the fast-path syscall of libc's hot wrappers at the syscall stub: `mov eax, NR;
+        syscall; cmp rax, -4096` (or `xor eax, eax; ...` for read) becomes `call trampoline` plus
+        nops; the trampoline sets eax and jumps to the stub, which ends with that cmp. Only this
+        exact byte pattern, followed by `ja error; ret`, is patched (r8/r9 are then dead)."""
+        found = libc_mapping(pid)
+        if found is None:
+            return 0, []
+        base, path = found
+        try:
+            with open(path, "rb") as f:
+                syms = dynamic_functions(f.read())
+        except (OSError, ValueError):
+            return 0, []
+        mask, patched = 0, []
+        for i, (name, (nr, bit)) in enumerate(WRAPPERS.items()):
+            sym = syms.get(name)
+            if sym is None:
+                continue
+            fn = base + sym.value
+            head = (b"\x31\xc0" if nr == 0 else b"\xb8" + struct.pack("<I", nr)) + TAIL
+            code = mem.read(fn, 64)
+            at = code.find(head)
+            if at < 0 or code[at + len(head) + 1 : at + len(head) + 2] != b"\xc3":
+                continue
+            tramp = addr + TRAMPOLINES + 16 * i
+            rel = tramp - (fn + at + 5)
+            if not -(1 << 31) <= rel < 1 << 31:
+                continue
+            stub = addr + SYSCALL_STUB
+            jmp = stub - (tramp + 10)
+            ctypes.memmove(local + TRAMPOLINES + 16 * i, b"\xb8" + struct.pack("<I", nr) + b"\xe9"
+                           + struct.pack("<i", jmp), 10)
+            replaced = len(head) - 1  # up to and including the cmp
+            mem.write(fn + at, b"\xe8" + struct.pack("<i", rel) + b"\x90" * (replaced - 5))
+            mask |= 1 << bit
+            patched.append(name)
+        return mask, patched
+
+    @property
+    def table_address(self) -> int:
+        return self.local + TABLE
+
+    @property
+    def answered(self) -> int:
+        """Syscalls and clock reads the stubs answered (the stubs count them)."""
+        return int(self.tab[ANSWERED])
+
+    @property
+    def gap_open(self) -> bool:
+        return bool(self.tab[GAP_N])
+
+    def close(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self.tab = np.zeros(0, dtype=np.int64)
+        libc.munmap(ctypes.c_void_p(self.local), SIZE)
