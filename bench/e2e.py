@@ -66,11 +66,14 @@ def stage_costs(ch_host: str, ch_port: int, n: int = 32768) -> None:
     r["nr"] = np.arange(n) % 2
     r["tgid"] = r["tid"] = 77
 
-    def cost(f, reps: int = 5):
+    walls: dict[str, float] = {}
+
+    def cost(f, reps: int = 5, name: str = ""):
         f()
-        c0 = time.process_time()
+        c0, w0 = time.process_time(), time.perf_counter()
         for _ in range(reps):
             out = f()
+        walls[name] = (time.perf_counter() - w0) / reps
         return (time.process_time() - c0) / reps, out
 
     c_conv, cols = cost(lambda: et.columns(r, 1_764_000_000 * 10**9))
@@ -82,13 +85,16 @@ def stage_costs(ch_host: str, ch_port: int, n: int = 32768) -> None:
     c_cols, cols2 = cost(lambda: wire.columns_of(rb))
     sink = ServerSink(ch_host, ch_port, database="kp_bench_stages").connect()
     try:
-        c_ins, _ = cost(lambda: sink._insert("syscall", [(hh, cols2, np.arange(n, dtype=np.uint32))]), reps=3)
+        c_ins, _ = cost(lambda: sink._insert("syscall", [(hh, cols2, np.arange(n, dtype=np.uint32))]), reps=3,
+                        name="ins")
     finally:
         sink.client.execute("DROP DATABASE IF EXISTS kp_bench_stages")
     print(f"stage CPU per {n}-row syscall batch (M rows per CPU-second):")
     for name, c in (("agent convert", c_conv), ("agent encode (Arrow IPC)", c_enc), ("ingest decode", c_dec),
                     ("ingest to columns", c_cols), ("ingest INSERT (client side)", c_ins)):
         print(f"  {name:<28} {c * 1e3:7.2f} ms  {n / c / 1e6:7.2f}")
+    print(f"  {'ingest INSERT, wall':<28} {walls['ins'] * 1e3:7.2f} ms  {n / walls['ins'] / 1e6:7.2f}  "
+          "(client + ClickHouse server: the server's share is what the client CPU above leaves out)")
     py = c_conv + c_enc + c_dec + c_cols + c_ins
     print(f"  all Python stages            {py * 1e3:7.2f} ms  {n / py / 1e6:7.2f}  (+ librdkafka lz4 and the "
           f"ClickHouse server, in their own threads/processes)")
@@ -197,7 +203,8 @@ def main() -> int:
                 pass
             delete_topics(brokers, [t.name for t in all_topics(prefix=prefix)])
 
-    print(f"workload: dd bs=1 count={args.bytes} ran {t_dd - t0:.2f} s")
+    print(f"workload: dd bs=1 count={args.bytes} ran {t_dd - t0:.2f} s, {expected / (t_dd - t0):,.0f} events/s "
+          "recorded while it ran (the e2e rate below cannot exceed what the workload produces)")
     print(f"agent: {expected} rows accepted, {k['delivered_rows']} delivered, {k['dropped_total']} dropped, "
           f"{drops} kernel ring drops, {k['delivered_bytes'] / max(1, k['delivered_rows']):.1f} bytes/row on the wire")
     print(f"agent events/s (ring -> Kafka acked): {k['delivered_rows'] / (t_agent - t0):,.0f}")
