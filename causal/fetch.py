@@ -314,7 +314,11 @@ def _sql(parts: list[_Part], limit: int) -> str:
     return " UNION ALL ".join(
         f"(SELECT '{p.tag}', toJSONString(tuple({', '.join(p.cols)})) FROM {p.table} "
         f"WHERE {p.cond.sql}{p.tail} LIMIT {int(limit)})" for p in parts
-    ) + " SETTINGS output_format_json_quote_64bit_integers = 0"
+    ) + (" SETTINGS output_format_json_quote_64bit_integers = 0,"
+         # planning, not reading, is most of a small window's cost (~5 ms per branch): these plan passes buy
+         # nothing for filtered reads of one table each, and indexes are still used (same rows, measured:
+         # demo store 67 -> 53 ms, 10M-row store 161 -> 152 ms)
+         " optimize_move_to_prewhere = 0, query_plan_enable_optimizations = 0")
 
 
 def _read(store: Store, ev: Evidence, parts: list[_Part], limit: int) -> dict[str, list]:
