@@ -35,6 +35,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 from msgspec.structs import replace
 
 from kprobe.causal.fetch import (
@@ -110,6 +111,18 @@ class _ByTime:
         self.rows = sorted(rows, key=lambda r: r.ts)
         self.starts = [r.ts for r in self.rows]
         self.longest = max((r.end_ts - r.ts for r in self.rows), default=0)
+        self._ts = np.array(self.starts, dtype=np.int64)
+        self._end = np.array([r.end_ts for r in self.rows], dtype=np.int64)
+        self._pages = np.array([r.nr_reclaimed for r in self.rows], dtype=np.int64)
+
+    def overlap_totals(self, segs: list[tuple[int, int]]) -> tuple[int, int, int]:
+        """(ns of overlap with the segments, rows that overlap any, their pages): one array pass per segment."""
+        ov = np.zeros(len(self.rows), dtype=np.int64)
+        for a, b in segs:
+            i, j = bisect_left(self.starts, a - self.longest), bisect_right(self.starts, b)
+            ov[i:j] += np.clip(np.minimum(self._end[i:j], b) - np.maximum(self._ts[i:j], a), 0, None)
+        hit = ov > 0
+        return int(ov.sum()), int(hit.sum()), int(self._pages[hit].sum())
 
     def indices(self, a: int, b: int) -> list[int]:
         """Positions of the rows with a positive overlap with [a, b], by start."""
@@ -319,14 +332,7 @@ class _Ctx:
 def _reclaim_child(ctx: _Ctx, rows: _ByTime | None, segs: list[tuple[int, int]], culprit: Culprit,
                    what: str) -> Cause | None:
     """memory_pressure explaining ``segs`` (run-queue waits) by reclaim that ran during them."""
-    ov: dict[int, int] = {}       # row index -> its overlap with all the segments
-    for a, b in segs if rows is not None else ():
-        for i in rows.indices(a, b):
-            r = rows.rows[i]
-            ov[i] = ov.get(i, 0) + _overlap(r.ts, r.end_ts, a, b)
-    total = sum(ov.values())
-    n = len(ov)
-    pages = sum(rows.rows[i].nr_reclaimed for i in ov) if rows is not None else 0
+    total, n, pages = rows.overlap_totals(segs) if rows is not None else (0, 0, 0)
     if total < MIN_CAUSE_NS:
         return None
     return Cause("memory_pressure", culprit, total,

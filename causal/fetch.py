@@ -426,34 +426,33 @@ def _victim_parts(iv: Interval) -> list[_Part]:
                   _all(_tgids({tg}), _Cond(f"ts <= {int(hi)}", lambda r: r.ts <= hi),
                        _any(_Cond(f"end_ts >= {int(lo)}", lambda r: r.end_ts >= lo), _CLOSED))),
             _Part("fault", Fault, _FAULT_COLS, "fault", _all(_tgids({tg}), _between(lo, hi))),
-            _fd_open_part(tg, lo, hi),
+            _fd_open_part(tg, hi),
             _Part("reclaim", Reclaim, _RECLAIM_COLS, "reclaim", _overlap(lo, hi, LOOKBACK_NS)),
             _reclaim_total_part(lo, hi)]
 
 
-FD_RECENT_NS = 60_000_000_000     # every open this close to the window is read (a syscall in flight may predate it)
+FD_OPENS_PER_FD = 64     # an fd reopened more often than this before the window's end is named by its latest 64
 
 
-def _fd_open_part(tg: int, lo: int, hi: int) -> _Part:
-    """The victim's fd paths at any time in (or shortly before) the window.
+def _fd_open_part(tg: int, hi: int) -> _Part:
+    """The victim's fd paths at any time up to the window's end: per fd, its latest opens.
 
-    Opens since FD_RECENT_NS before it, and of older ones only each fd's latest:
-    a service opens hundreds of files at start-up.
+    A service opens hundreds of files at start-up and some per request: reading
+    each fd's latest FD_OPENS_PER_FD opens (``LIMIT n BY fd``, one table read) names
+    every fd in the window unless it was reopened more often than that meanwhile.
     """
-    tg, hi, old = int(tg), int(hi), int(lo) - FD_RECENT_NS
+    tg, hi, n = int(tg), int(hi), FD_OPENS_PER_FD
 
     def pick(rows: list) -> list:
-        mine = [r for r in rows if r.tgid == tg and r.ts <= hi]
-        latest: dict[int, int] = {}
-        for r in mine:
-            if r.ts < old:
-                latest[r.fd] = max(latest.get(r.fd, r.ts), r.ts)
-        return [r for r in mine if r.ts >= old or latest.get(r.fd) == r.ts]
+        per: dict[int, list] = {}
+        for r in rows:
+            if r.tgid == tg and r.ts <= hi:
+                per.setdefault(r.fd, []).append(r)
+        return sorted((r for v in per.values() for r in sorted(v, key=lambda r: r.ts)[-n:]), key=lambda r: r.ts)
 
     return _Part("fd_open", FdOpen, ("tgid", "fd", "ts", "path"), "fd_open",
-                 _Cond(f"tgid = {tg} AND ts <= {hi} AND (ts >= {old} OR (fd, ts) IN "
-                       f"(SELECT fd, max(ts) FROM fd_open WHERE tgid = {tg} AND ts < {old} GROUP BY fd))",
-                       lambda r: r.tgid == tg and r.ts <= hi), pick=pick)
+                 _Cond(f"tgid = {tg} AND ts <= {hi}", lambda r: r.tgid == tg and r.ts <= hi),
+                 tail=f" ORDER BY fd, ts DESC LIMIT {n} BY fd", pick=pick)
 
 
 DISK_WAIT_CALLS = ("fsync", "fdatasync", "sync_file_range")
