@@ -365,7 +365,7 @@ class WindowRows:
     reclaim_totals: list[ReclaimTotal] | None = None
 
 
-def _memory_rounds(rows: WindowRows) -> Rounds:
+def memory_rounds(rows: WindowRows) -> Rounds:
     def run(ev: Evidence, parts: list[_Part]) -> dict[str, list]:
         out: dict[str, list] = {}
         for p in parts:
@@ -688,7 +688,7 @@ def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUND
     """
     ev = Evidence(interval)
     rows = read_window(store, ev, window_limit)
-    return select_evidence(ev, _memory_rounds(rows) if rows is not None else _store_rounds(store), max_rounds)
+    return select_evidence(ev, memory_rounds(rows) if rows is not None else _store_rounds(store), max_rounds)
 
 
 def _name_wakers(ev: Evidence) -> None:

@@ -24,18 +24,14 @@ from kprobe.causal.fetch import (
     Syscall,
     WindowRows,
     _i,
-    _memory_rounds,
     _s,
+    memory_rounds,
     select_evidence,
 )
 from kprobe.causal.model import Interval
 from kprobe.dataflows.windowing import HostWindow
 
 Row = dict[str, Any]
-
-
-def _signed(v: Any) -> int:
-    return int(v) if v not in (None, "") else 0
 
 
 def _offcpu(r: Row) -> OffCpu:
@@ -46,8 +42,8 @@ def _offcpu(r: Row) -> OffCpu:
 
 
 def _syscall(r: Row) -> Syscall:
-    return Syscall(_i(r["tgid"]), _i(r["tid"]), _s(r["syscall"]), _signed(r.get("fd")), _i(r["ts"]), _i(r["end_ts"]),
-                   _signed(r.get("ret")), _i(r["bytes"]))
+    return Syscall(_i(r["tgid"]), _i(r["tid"]), _s(r["syscall"]), _i(r.get("fd")), _i(r["ts"]), _i(r["end_ts"]),
+                   _i(r.get("ret")), _i(r["bytes"]))
 
 
 def _sock(r: Row) -> SockIO:
@@ -60,7 +56,7 @@ def _fault(r: Row) -> Fault:
 
 
 def _fd_open(r: Row) -> FdOpen:
-    return FdOpen(_i(r["tgid"]), _signed(r["fd"]), _i(r["ts"]), _s(r["path"]))
+    return FdOpen(_i(r["tgid"]), _i(r["fd"]), _i(r["ts"]), _s(r["path"]))
 
 
 def _reclaim(r: Row) -> Reclaim:
@@ -99,4 +95,4 @@ def evidence_from_window(w: HostWindow, interval: Interval, max_rounds: int = MA
 
     ``rows`` lets a caller that explains several operations of one window type its rows once.
     """
-    return select_evidence(Evidence(interval), _memory_rounds(rows or window_rows(w)), max_rounds)
+    return select_evidence(Evidence(interval), memory_rounds(rows or window_rows(w)), max_rounds)
