@@ -56,6 +56,11 @@ def server_table_defs() -> list[TableDef]:
     return defs + [LEDGER_DEF]
 
 
+def is_string(type_: str) -> bool:
+    """String, LowCardinality(String), Nullable(String): the columns sent as (encoded) objects."""
+    return type_ == "String" or type_.endswith("String)")
+
+
 def utf8(values: np.ndarray) -> np.ndarray:
     """str (object) column -> bytes column for the bytes-mode client, encoding each distinct value
     once: event columns hold few distinct strings (syscall, comm, host, service). Measured on a
@@ -122,7 +127,7 @@ class ServerSink:
                 return f"{h.table}: missing column {name!r}"
             if len(col) != h.rows:
                 return f"{h.table}.{name}: {len(col)} values for {h.rows} rows"
-            want_str = type_.endswith("String)") or type_ == "String"
+            want_str = is_string(type_)
             if want_str != (col.dtype == object) or (not want_str and col.dtype.kind not in "ui"):
                 return f"{h.table}.{name}: {col.dtype} does not fit {type_}"
         return None
@@ -228,7 +233,7 @@ class ServerSink:
                 continue
             parts = [cols[name] for _, cols, _ in items]
             col = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            data.append(utf8(col) if "String" in types[name] else col)
+            data.append(utf8(col) if is_string(types[name]) else col)
         self.client.execute(f"INSERT INTO `{table}` ({', '.join(f'`{n}`' for n in names)}) VALUES", data,
                             columnar=True)
 
