@@ -15,6 +15,7 @@ from kprobe.agent.control import ControlServer
 from kprobe.agent.kafka_sink import KafkaSink, KafkaSinkConfig
 from kprobe.agent.recorder import Recorder, RecorderConfig
 from kprobe.agent.status import RecorderStats
+from kprobe.malloc import keep_freed_memory
 from kprobe.prometheus import Metric, MetricsServer
 from kprobe.topics.admin import ensure_topics
 
@@ -79,6 +80,7 @@ class KafkaSession:
 
     def start(self) -> KafkaSession:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        keep_freed_memory(trim_bytes=256 << 20)  # multi-MB batches without page faults (kprobe/malloc.py)
         ready = True
         try:  # returns when every partition is writable: the first produce is never refused (kafka_sink doc)
             ensure_topics(self.sink_config.brokers, timeout=10.0, prefix=self.sink_config.prefix)

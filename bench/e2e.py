@@ -50,11 +50,91 @@ def stack_env() -> dict[str, str]:
     return env
 
 
-def stage_costs(ch_host: str, ch_port: int, n: int = 32768) -> None:
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), seconds; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def host_busy_s() -> float:
+    """CPU seconds all CPUs spent not idle (user+nice+system+irq+softirq+steal) since boot."""
+    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def threads_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of a process (librdkafka names its threads rdk:*; digits folded)."""
+    out: dict[str, float] = {}
+    for t in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            comm = (t / "comm").read_text().strip()
+            fields = (t / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "".join("#" if c.isdigit() else c for c in comm)
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+class CpuMeter:
+    """CPU seconds per named process between start() and stop(): where the host's 2 CPUs went."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = dict(pids)
+        self.t0: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def start(self) -> CpuMeter:
+        self.t0 = {k: proc_cpu_s(p) for k, p in self.pids.items()}
+        self.t0["host (all)"] = host_busy_s()
+        self.threads0 = {k: threads_cpu_s(p) for k, p in self.pids.items()}
+        self.w0 = time.monotonic()
+        return self
+
+    def add(self, name: str, pid: int) -> None:  # a process started after start() (counted from 0)
+        self.pids[name] = pid
+        self.t0[name] = 0.0
+
+    def sample(self, name: str) -> None:  # read a short-lived process before it is reaped
+        self.used[name] = proc_cpu_s(self.pids[name]) - self.t0[name]
+
+    def stop(self) -> None:
+        self.wall = time.monotonic() - self.w0
+        for k, p in self.pids.items():
+            if k not in self.used:
+                self.used[k] = proc_cpu_s(p) - self.t0[k]
+        self.used["host (all)"] = host_busy_s() - self.t0["host (all)"]
+        self.threads = {}
+        for k, before in self.threads0.items():
+            after = threads_cpu_s(self.pids[k])
+            self.threads[k] = {t: v - before.get(t, 0.0) for t, v in after.items() if v - before.get(t, 0.0) >= 0.05}
+
+    def report(self, events: int) -> None:
+        named = sum(v for k, v in self.used.items() if k != "host (all)")
+        print(f"CPU seconds from workload start to last row queryable ({self.wall:.2f} s wall, "
+              f"{2 * self.wall:.2f} CPU-s on 2 vCPUs), per event and the rate one CPU would sustain:")
+        for k, v in [*self.used.items(), ("other (host - named)", self.used["host (all)"] - named)]:
+            per = v / max(1, events)
+            print(f"  {k:<24} {v:6.2f} s  {per * 1e6:6.2f} us/event  "
+                  f"{(1 / per if per > 0 else float('inf')):>12,.0f} events/CPU-s")
+            if k in ("agent (this process)", "ingest dataflow") and self.threads.get(k):
+                print("      threads: " + ", ".join(f"{t} {v:.2f}" for t, v in
+                                                    sorted(self.threads[k].items(), key=lambda x: -x[1])))
+
+
+def stage_costs(ch_host: str, ch_port: int, ch_http_port: int, n: int = 32768) -> None:
     """CPU cost per stage for one 32k-row syscall batch: what each step would sustain on one core
     (the end-to-end rate on a shared 2-vCPU host is bounded by the workload and by other load)."""
     import numpy as np
 
+    from kprobe.agent.recorder import constant_column
     from kprobe.schemas.tables import BY_NAME
     from kprobe.sinks.clickhouse_server import ServerSink
     from kprobe.topics import wire
@@ -77,21 +157,22 @@ def stage_costs(ch_host: str, ch_port: int, n: int = 32768) -> None:
         return (time.process_time() - c0) / reps, out
 
     c_conv, cols = cost(lambda: et.columns(r, 1_764_000_000 * 10**9))
-    cols["host"] = np.full(n, "node", dtype=object)
-    cols["service"] = np.full(n, "svc", dtype=object)
+    cols["host"] = constant_column(n, "node")  # what the recorder adds
+    cols["service"] = constant_column(n, "svc")
     h = wire.BatchHeader("syscall", "node", 1, 1, n, *wire.ts_range(cols), 0)
     c_enc, payload = cost(lambda: wire.encode(h, cols))
     c_dec, (hh, rb) = cost(lambda: wire.decode(payload))
-    c_cols, cols2 = cost(lambda: wire.columns_of(rb))
-    sink = ServerSink(ch_host, ch_port, database="kp_bench_stages").connect()
+    sink = ServerSink(ch_host, ch_port, database="kp_bench_stages", http_port=ch_http_port).connect()
+    items = [(hh, rb, np.arange(n, dtype=np.uint32))]
+    c_cols, _ = cost(lambda: sink.native_body("syscall", items))
     try:
-        c_ins, _ = cost(lambda: sink._insert("syscall", [(hh, cols2, np.arange(n, dtype=np.uint32))]), reps=3,
-                        name="ins")
+        c_ins, _ = cost(lambda: sink._insert("syscall", items), reps=3, name="ins")
     finally:
         sink.client.execute("DROP DATABASE IF EXISTS kp_bench_stages")
+    c_ins -= c_cols
     print(f"stage CPU per {n}-row syscall batch (M rows per CPU-second):")
     for name, c in (("agent convert", c_conv), ("agent encode (Arrow IPC)", c_enc), ("ingest decode", c_dec),
-                    ("ingest to columns", c_cols), ("ingest INSERT (client side)", c_ins)):
+                    ("ingest Native block", c_cols), ("ingest INSERT (HTTP send)", c_ins)):
         print(f"  {name:<28} {c * 1e3:7.2f} ms  {n / c / 1e6:7.2f}")
     print(f"  {'ingest INSERT, wall':<28} {walls['ins'] * 1e3:7.2f} ms  {n / walls['ins'] / 1e6:7.2f}  "
           "(client + ClickHouse server: the server's share is what the client CPU above leaves out)")
@@ -131,19 +212,16 @@ def main() -> int:
     ch = Client(env["CLICKHOUSE_HOST"], port=int(env["CLICKHOUSE_PORT"]))
     ingest = subprocess.Popen(
         [sys.executable, "-m", "kprobe", "dataflow", "ingest", "--brokers", brokers, "--clickhouse",
-         f"{env['CLICKHOUSE_HOST']}:{env['CLICKHOUSE_PORT']}", "--database", db, "--prefix", prefix,
+         f"{env['CLICKHOUSE_HOST']}:{env['CLICKHOUSE_PORT']}", "--clickhouse-http-port", env["CLICKHOUSE_HTTP_PORT"],
+         "--database", db, "--prefix", prefix,
          "--workers", str(args.workers), "--state-dir", str(work / "flow"), "--epoch-s", "1"],
         stdout=(work.mkdir(parents=True, exist_ok=True) or (work / "ingest.log").open("wb")), stderr=subprocess.STDOUT)
     status = work / "flow" / "ingest-0.json"
 
-    def stored() -> int:
-        total = 0
-        for t in EVENT_TABLES:
-            try:
-                total += int(ch.execute(f"SELECT count() FROM {db}.{t}")[0][0])
-            except Exception:
-                pass
-        return total
+    def stored() -> int:  # one cheap query (polled every 50 ms: ten count() queries cost the server CPU)
+        tables = ", ".join(f"'{t}'" for t in EVENT_TABLES)
+        return int(ch.execute(f"SELECT sum(rows) FROM system.parts WHERE database = '{db}' AND active "
+                              f"AND table IN ({tables})")[0][0] or 0)
 
     try:
         deadline = time.monotonic() + 60
@@ -152,14 +230,21 @@ def main() -> int:
                 sys.exit("ingest did not start: " + (work / "ingest.log").read_text()[-2000:])
             time.sleep(0.2)
         probes = ProbeConfig(filter_on=True, min_offcpu_ns=20_000, fault_sample_every=64)
+        meter = CpuMeter({"agent (this process)": os.getpid(), "ingest dataflow": ingest.pid,
+                          "kafka broker": int((REPO / "deploy" / ".cache" / "kafka" / "pid").read_text()),
+                          "clickhouse server": int((REPO / "deploy" / ".cache" / "clickhouse" / "pid").read_text())})
         sink = KafkaSinkConfig(brokers=brokers, spool_dir=work / "agent" / "spool", prefix=prefix)
         session = KafkaSession(work / "agent", RecorderConfig(probes=probes, flush_ms=args.flush_ms), sink).start()
         dd = subprocess.Popen(["sh", "-c", f"read x; exec dd if=/dev/zero of=/dev/null bs=1 count={args.bytes}"],
                               stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
         session.recorder.watch_pid(dd.pid)
+        meter.start()
+        meter.add("workload (dd + its BPF)", dd.pid)
         t0 = time.time()
         dd.stdin.write(b"go\n")
         dd.stdin.close()
+        os.waitid(os.P_PID, dd.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: its CPU times readable
+        meter.sample("workload (dd + its BPF)")
         dd.wait()
         t_dd = time.time()
         session.recorder.wait_drained(30)
@@ -172,6 +257,7 @@ def main() -> int:
         while stored() < expected and time.time() - t_agent < 300:
             time.sleep(0.05)
         t_done = time.time()
+        meter.stop()
         n = stored()
         time.sleep(1.5)
         flow = json.loads(status.read_text())
@@ -212,9 +298,10 @@ def main() -> int:
     print(f"e2e events/s (ring -> queryable in ClickHouse): {n / (t_done - t0):,.0f}   goal >= 500,000")
     print(f"freshness kernel event -> queryable: p50 <= {flow['freshness_p50_s']} s, "
           f"p99 <= {flow['freshness_p99_s']} s   goal p99 <= 2 s")
+    meter.report(n)
     with open("/proc/loadavg") as f:
         print(f"host load average (2 vCPUs, shared): {f.read().split()[:3]}")
-    stage_costs(env["CLICKHOUSE_HOST"], int(env["CLICKHOUSE_PORT"]))
+    stage_costs(env["CLICKHOUSE_HOST"], int(env["CLICKHOUSE_PORT"]), int(env["CLICKHOUSE_HTTP_PORT"]))
     print("freshness histogram (upper edge s: events): " + ", ".join(
         f"{e}: {c}" for e, c in zip(flow["freshness_edges_s"], flow["freshness_hist"], strict=True) if c))
     from kprobe.dataflows.metrics import quantile_from_hist

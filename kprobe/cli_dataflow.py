@@ -10,7 +10,7 @@ from pathlib import Path
 
 EPILOG = """\
 examples:
-  kprobe dataflow ingest --brokers kafka-0:9092,kafka-1:9092 --clickhouse ch:9000
+  kprobe dataflow ingest --brokers kafka-0:9092,kafka-1:9092 --clickhouse ch:9000 --clickhouse-http-port 8123
   kprobe dataflow ingest --brokers 127.0.0.1:9092 --workers 2 --processes 2 --metrics-port 9464
   kprobe dataflow status --state-dir /var/lib/kprobe/dataflow
 
@@ -33,7 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     i.add_argument("--brokers", default=env_brokers, help="Kafka bootstrap servers (default: $KPROBE_KAFKA or %(default)s)")
     i.add_argument("--clickhouse", default=env_ch, metavar="HOST:PORT",
-                   help="ClickHouse native protocol address (default: $KPROBE_CLICKHOUSE or %(default)s)")
+                   help="ClickHouse native protocol address: tables, batch ledger, queries "
+                        "(default: $KPROBE_CLICKHOUSE or %(default)s)")
+    i.add_argument("--clickhouse-http-port", type=int,
+                   default=int(os.environ.get("KPROBE_CLICKHOUSE_HTTP_PORT", "8123")), metavar="PORT",
+                   help="the same server's HTTP port: rows are inserted there as Native-format blocks, "
+                        "the cheapest path (default: $KPROBE_CLICKHOUSE_HTTP_PORT or %(default)s)")
     i.add_argument("--database", default="kprobe", help="ClickHouse database, created if missing (default: %(default)s)")
     i.add_argument("--prefix", default="kprobe", help="topic prefix (default: %(default)s)")
     i.add_argument("--workers", type=int, default=2, help="worker threads per process (default: %(default)s)")
@@ -62,7 +67,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"kprobe: error: --clickhouse wants HOST:PORT, got {args.clickhouse!r}", file=sys.stderr)
         return 2
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    cfg = IngestConfig(brokers=args.brokers, clickhouse_host=host, clickhouse_port=int(port), database=args.database,
+    cfg = IngestConfig(brokers=args.brokers, clickhouse_host=host, clickhouse_port=int(port),
+                       clickhouse_http_port=args.clickhouse_http_port, database=args.database,
                        prefix=args.prefix, workers=args.workers, processes=args.processes,
                        process_id=args.process_id, base_port=args.base_port, state_dir=args.state_dir,
                        epoch_s=args.epoch_s, metrics_port=args.metrics_port,

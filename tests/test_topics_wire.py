@@ -90,3 +90,35 @@ def test_prometheus_text_renders_and_parses():
     assert "# TYPE kp_x_total counter" in text
     got = parse(text)
     assert got['kp_x_total{t="a\\"b"}'] == 3 and got["kp_x_total"] == 1.5
+
+
+def _strings_back(values: np.ndarray) -> list:
+    h = wire.BatchHeader("t", "h", 1, 1, len(values), 0, 0, 0)
+    _, rb = wire.decode(wire.encode(h, {"s": values, "i": np.arange(len(values))}))
+    return list(wire.columns_of(rb)["s"]), rb.schema.field("s").type
+
+
+def test_repeated_strings_travel_as_a_dictionary_of_distinct_values():
+    from kprobe.agent.recorder import constant_column
+
+    names = np.array(["read", "write", "é€"], dtype=object)
+    few = names[np.arange(300) % 3]
+    back, t = _strings_back(few)
+    assert back == list(few) and str(t).startswith("dictionary")
+    back, t = _strings_back(constant_column(50, "node-1"))
+    assert back == ["node-1"] * 50 and str(t).startswith("dictionary")
+    # equal strings held by distinct objects (np.full makes one per row): still one dictionary value
+    distinct_objects = np.full(40, "svc", dtype=object)
+    arr = wire.string_array(distinct_objects)
+    assert arr.dictionary.to_pylist() == ["svc"] and arr.to_pylist() == ["svc"] * 40
+    with_null = np.array(["a", None, "a", "b", None, "a"], dtype=object)
+    arr = wire.string_array(with_null)
+    assert arr.to_pylist() == ["a", None, "a", "b", None, "a"] and sorted(arr.dictionary.to_pylist()) == ["a", "b"]
+    assert _strings_back(with_null)[0] == list(with_null)
+
+
+def test_mostly_distinct_strings_stay_a_plain_string_column():
+    paths = np.array([f"/tmp/f{i}" for i in range(100)], dtype=object)
+    back, t = _strings_back(paths)
+    assert back == list(paths) and str(t) == "string"
+    assert wire.string_array(np.empty(0, dtype=object)).to_pylist() == []

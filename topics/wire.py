@@ -8,7 +8,11 @@ The header (:class:`BatchHeader`) says which table, which host, the batch id the
 deduplicates on, the row count and the time range (so a sink can check a table cheaply after a
 crash). The body is one Arrow record batch of the table's columns exactly as the agent's converter
 produced them (``schemas/tables.py``): any Arrow reader (Java, Go, pandas) can consume the topics
-without kprobe. The topic's compression (producer-side lz4/zstd) compresses the whole message.
+without kprobe. A string column whose values repeat (comm, syscall, host, service: nearly all of
+them) is an Arrow dictionary array (``dictionary<values=string, indices=int32>``): encoding each
+distinct value once made the agent's encode ~4x cheaper, and the ClickHouse sink builds its insert
+block from the dictionary directly. The topic's compression (producer-side lz4/zstd) compresses the
+whole message.
 
 Decoding failures raise :class:`WireError` with the reason: the dataflows route such messages to
 the dead-letter topic instead of stopping.
@@ -16,11 +20,13 @@ the dead-letter topic instead of stopping.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import struct
 
 import msgspec
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 MAGIC = b"KPRB"
@@ -52,27 +58,84 @@ def batch_id(host: str, run_id: str, seq: int) -> int:
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF  # fits Int64 and UInt64 alike
 
 
+def _object_ids(values: np.ndarray) -> np.ndarray:
+    """The object pointers of a C-contiguous object array, as uint64 (a view: no reference taken).
+
+    The agent's string columns repeat a handful of str objects (``np.full``, ``NAMES[nr]``,
+    ``decoded[inverse]``), so grouping rows by object identity is grouping by value up to
+    duplicates, at integer speed: hashing the str objects themselves cost ~45 ns a row.
+    """
+    return np.ctypeslib.as_array((ctypes.c_uint64 * len(values)).from_address(values.ctypes.data))
+
+
+def string_array(values: np.ndarray) -> pa.Array:
+    """An object column of str (None = null) as Arrow: a dictionary array when values repeat.
+
+    Rows are grouped by object identity (:func:`_object_ids`), then equal strings held by distinct
+    objects are merged, so the dictionary holds each value once. A column of mostly distinct
+    values (paths, cmdlines) stays a plain string array, where a dictionary only adds indexes.
+    """
+    n = len(values)
+    if n == 0:
+        return pa.array([], type=pa.string())
+    values = np.ascontiguousarray(values)
+    codes, _ = pd.factorize(_object_ids(values))
+    k = int(codes.max()) + 1
+    if k * 2 > n:  # many objects: maybe equal strings in distinct objects (hashing them is slower)
+        codes, _ = pd.factorize(values, use_na_sentinel=False)
+        k = int(codes.max()) + 1
+        if k * 2 > n:
+            return pa.array(values, type=pa.string())
+    rep = np.empty(k, dtype=np.int64)
+    rep[codes] = np.arange(n)  # a row of each object (which one does not matter: same object)
+    slot: dict[str, int] = {}
+    remap = np.empty(k, dtype=np.int32)
+    for i, o in enumerate(values[rep].tolist()):  # None (a null row) gets no dictionary value
+        remap[i] = -1 if o is None else slot.setdefault(o if isinstance(o, str) else _text(o), len(slot))
+    indices = remap[codes]
+    mask = None
+    if (remap < 0).any():
+        mask = indices < 0
+        indices[mask] = 0
+    return pa.DictionaryArray.from_arrays(pa.array(indices, mask=mask), pa.array(list(slot), type=pa.string()))
+
+
+def _text(o: object) -> str:
+    return o.decode() if isinstance(o, bytes) else str(o)
+
+
 def to_arrow(columns: Columns) -> pa.RecordBatch:
     arrays, names = [], []
     for name, values in columns.items():
         names.append(name)
         if values.dtype == object:
-            arrays.append(pa.array(values, type=pa.string()))
+            arrays.append(string_array(values))
         else:
             arrays.append(pa.array(np.ascontiguousarray(values)))
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def encode(header: BatchHeader, columns: Columns) -> bytes:
+def encode(header: BatchHeader, columns: Columns) -> pa.Buffer:
+    """The message as one buffer (any bytes-like use works: produce, file write, decode).
+
+    Sized first (a mock pass over the IPC writer costs no copy), then written once: growing an
+    output stream and joining prefix, header and body copied a 3 MB message five times.
+    """
     rb = to_arrow(columns)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, rb.schema) as w:
-        w.write_batch(rb)
     head = msgspec.msgpack.encode(header)
-    return _PREFIX.pack(MAGIC, WIRE_VERSION, len(head)) + head + sink.getvalue().to_pybytes()
+    mock = pa.MockOutputStream()
+    with pa.ipc.new_stream(mock, rb.schema) as w:
+        w.write_batch(rb)
+    start = _PREFIX.size + len(head)
+    buf = pa.allocate_buffer(start + mock.size())
+    out = pa.FixedSizeBufferWriter(buf)
+    out.write(_PREFIX.pack(MAGIC, WIRE_VERSION, len(head)) + head)
+    with pa.ipc.new_stream(out, rb.schema) as w:
+        w.write_batch(rb)
+    return buf
 
 
-def decode_header(data: bytes) -> tuple[BatchHeader, int]:
+def decode_header(data: bytes | pa.Buffer) -> tuple[BatchHeader, int]:
     """(header, offset of the Arrow body); raises WireError."""
     if len(data) < _PREFIX.size:
         raise WireError(f"message of {len(data)} bytes is shorter than the kprobe prefix")
@@ -91,7 +154,7 @@ def decode_header(data: bytes) -> tuple[BatchHeader, int]:
     return header, end
 
 
-def decode(data: bytes) -> tuple[BatchHeader, pa.RecordBatch]:
+def decode(data: bytes | pa.Buffer) -> tuple[BatchHeader, pa.RecordBatch]:
     header, off = decode_header(data)
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(data)[off:])
@@ -110,7 +173,13 @@ def columns_of(rb: pa.RecordBatch) -> Columns:
     """Arrow batch -> numpy columns (strings as object arrays), the shape every sink takes."""
     out: Columns = {}
     for name, col in zip(rb.schema.names, rb.columns, strict=True):
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        if pa.types.is_dictionary(col.type):
+            values = np.empty(len(col.dictionary) + 1, dtype=object)
+            values[:-1] = col.dictionary.to_pylist()
+            values[-1] = None  # a null row
+            indices = col.indices.fill_null(len(col.dictionary)) if col.null_count else col.indices
+            out[name] = values[indices.to_numpy(zero_copy_only=False)]
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             # decode each distinct string once (most columns are comm/host/syscall names): ~5x faster
             d = col.dictionary_encode()
             values = np.empty(len(d.dictionary), dtype=object)

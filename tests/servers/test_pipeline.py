@@ -67,7 +67,8 @@ class Ingest:
 
     def __init__(self, stack: dict[str, str], prefix: str, database: str, state: Path):
         self.argv = [sys.executable, "-m", "kprobe", "dataflow", "ingest", "--brokers", stack["KAFKA_BOOTSTRAP"],
-                     "--clickhouse", f"{stack['CLICKHOUSE_HOST']}:{stack['CLICKHOUSE_PORT']}", "--database", database,
+                     "--clickhouse", f"{stack['CLICKHOUSE_HOST']}:{stack['CLICKHOUSE_PORT']}",
+                     "--clickhouse-http-port", stack["CLICKHOUSE_HTTP_PORT"], "--database", database,
                      "--prefix", prefix, "--workers", "2", "--state-dir", str(state), "--epoch-s", "0.5"]
         self.state = state
         self.log = state / "ingest.log"
