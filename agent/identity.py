@@ -89,6 +89,10 @@ class IdentityCache:
         """Vectorised: one lookup per distinct tgid in the batch."""
         if tgids.size == 0:
             return np.empty(0, dtype=object)
+        if tgids[0] == tgids.min() == tgids.max():  # one process: the common busy-batch case
+            out = np.empty(tgids.size, dtype=object)
+            out.fill(self.get(int(tgids[0])).service if tgids[0] else "")
+            return out
         uniq, inverse = np.unique(tgids, return_inverse=True)
         names = np.array([self.get(int(t)).service if t else "" for t in uniq.tolist()], dtype=object)
         return names[inverse]

@@ -260,6 +260,8 @@ class _ClickHousePartition(StatelessSinkPartition[Decoded]):
 
     def _store(self, batches: list[tuple[wire.BatchHeader, pa.RecordBatch]]) -> None:
         res = self.sink.write_batches(batches)
+        self.metrics.incr("write_rounds")
+        self.metrics.incr("insert_requests", len(res.tables))
         for table, n in res.tables.items():
             self.metrics.add("rows_written", table, n)
         if res.duplicate_rows:

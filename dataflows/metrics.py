@@ -42,6 +42,8 @@ class FlowMetrics:
     rows_written: dict[str, int] = field(default_factory=dict)  # table -> rows
     duplicate_rows: int = 0
     repaired_batches: int = 0
+    write_rounds: int = 0  # ledger rounds of the ClickHouse writer (each: a few INSERTs, new parts)
+    insert_requests: int = 0  # INSERTs of table rows (one per table per round)
     dlq_messages: int = 0
     dlq_reasons: dict[str, int] = field(default_factory=dict)
     sink_errors: int = 0  # failed writes (retried until they succeed)
@@ -73,6 +75,7 @@ class FlowMetrics:
                 "flow": self.flow, "pid": os.getpid(), "consumed_messages": dict(self.consumed_messages),
                 "consumed_bytes": self.consumed_bytes, "rows_written": dict(self.rows_written),
                 "duplicate_rows": self.duplicate_rows, "repaired_batches": self.repaired_batches,
+                "write_rounds": self.write_rounds, "insert_requests": self.insert_requests,
                 "dlq_messages": self.dlq_messages, "dlq_reasons": dict(self.dlq_reasons),
                 "sink_errors": self.sink_errors, "source_errors": self.source_errors, "lag": dict(self.lag),
                 "lag_total": sum(self.lag.values()), "freshness_s": self.freshness_s, "last_error": self.last_error,

@@ -98,6 +98,7 @@ def test_ingest_deployment_args_parse_and_state_is_persistent():
     c = dep["spec"]["template"]["spec"]["containers"][0]
     args = build_parser().parse_args(c["args"])
     assert args.flow == "ingest" and args.clickhouse == "clickhouse.clickhouse:9000" and str(args.state_dir) == "/state"
+    assert args.clickhouse_http_port == 8123
     claim = dep["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert ("PersistentVolumeClaim", claim) in docs
 

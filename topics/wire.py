@@ -79,7 +79,13 @@ def string_array(values: np.ndarray) -> pa.Array:
     if n == 0:
         return pa.array([], type=pa.string())
     values = np.ascontiguousarray(values)
-    codes, _ = pd.factorize(_object_ids(values))
+    ids = _object_ids(values)
+    if (ids == ids[0]).all():  # one object (host, a single service): no hashing at all
+        v = values[0]
+        dictionary = pa.array([] if v is None else [v if isinstance(v, str) else _text(v)], type=pa.string())
+        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32), mask=np.full(n, v is None)),
+                                              dictionary)
+    codes, _ = pd.factorize(ids)
     k = int(codes.max()) + 1
     if k * 2 > n:  # many objects: maybe equal strings in distinct objects (hashing them is slower)
         codes, _ = pd.factorize(values, use_na_sentinel=False)
