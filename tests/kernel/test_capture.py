@@ -6,9 +6,12 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import Capture, is_root
 
 pytestmark = pytest.mark.kernel
 
@@ -94,6 +97,50 @@ def test_tcp_connection_has_four_tuple_and_byte_totals(capture):
     assert {"tgid": client.pid, "sport": 0, "dport": port, "newstate": "SYN_SENT"} in states, states
     both_ends = {(s["sport"], s["dport"]) for s in states if s["newstate"] == "ESTABLISHED"}
     assert both_ends == {(cport, port), (port, cport)}, states
+
+
+@pytest.fixture
+def bounded_capture(tmp_path: Path, probes_built: None) -> Iterator[tuple[Capture, int]]:
+    """A capture with `kprobe record`'s default policy (the other tests record every row)."""
+    from kprobe.cli import DETAIL_DEFAULTS
+
+    if not is_root():
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    min_sys_us, flush_ms = DETAIL_DEFAULTS["bounded"]
+    c = Capture(tmp_path / "data", min_syscall_ns=int(min_sys_us * 1000), sock_flush_ms=flush_ms)
+    try:
+        yield c, flush_ms
+    finally:
+        c.stop()
+
+
+def test_bounded_policy_folds_socket_io_and_keeps_byte_totals_exact(bounded_capture):
+    """Sends/recvs summed per socket and direction in the kernel, at most one row per interval plus
+    the flush at shutdown; the bytes must still add up exactly."""
+    cap, flush_ms = bounded_capture
+    port = random.randint(20000, 40000)
+    sizes = [random.randint(1, 3000) for _ in range(300)]
+    server = cap.workload("tcp_chatter.py", "server", str(port), stdout=subprocess.PIPE)
+    assert server.stdout.readline().strip() == b"listening"
+    client = cap.workload("tcp_chatter.py", "client", str(port), ",".join(map(str, sizes)), "0.002",
+                          stdout=subprocess.PIPE)
+    cport, sends, took = client.stdout.readline().split()
+    assert client.wait(30) == 0 and server.wait(30) == 0
+    assert int(server.stdout.readline()) == sum(sizes) and int(sends) == len(sizes)
+    sent = cap.rows(f"SELECT ts, bytes FROM sock_io WHERE tgid = {client.pid} AND dir = 'send' "
+                    f"AND sport = {int(cport)} ORDER BY ts")
+    recv = cap.rows(f"SELECT sum(bytes) AS b FROM sock_io WHERE tgid = {server.pid} AND dir = 'recv' "
+                    f"AND dport = {int(cport)}")
+    assert sum(int(r["bytes"]) for r in sent) == sum(sizes)
+    assert int(recv[0]["b"]) == sum(sizes)
+    # one row per interval at most, plus the first send and the flush at shutdown
+    assert len(sent) <= float(took) * 1000 / flush_ms + 3, (len(sent), took)
+    gaps_ms = [(int(b["ts"]) - int(a["ts"])) / 1e6 for a, b in zip(sent[:-2], sent[1:-1], strict=True)]
+    assert all(g >= flush_ms * 0.9 for g in gaps_ms), gaps_ms  # counted in jiffies: within a tick
+    rec = cap.session.recorder
+    assert rec.probes is not None
+    rec.stats.update_kernel(rec.probes)
+    assert rec.stats.counters["sock_io_folded"] >= len(sizes) - len(sent), rec.stats.counters
 
 
 def test_touching_fresh_pages_counts_faults(capture):
