@@ -55,7 +55,7 @@ int BPF_PROG(kp_block_rq_complete, struct request *rq, blk_status_t error, unsig
 		/* REQ_OP_READ 0, WRITE 1, FLUSH 2, DISCARD 3 */
 		r->rwbs[0] = op == 0 ? 'R' : op == 1 ? 'W' : op == 2 ? 'F' : op == 3 ? 'D' : '?';
 		__builtin_memcpy(r->comm, st->comm, KP_COMM_LEN);
-		kp_submit(r);
+		kp_submit_to(&rb_block_io, r);
 	}
 	bpf_map_delete_elem(&issued, &key);
 	return 0;

@@ -71,7 +71,7 @@ static __always_inline void kp_emit_sock_io(struct sock *sk, __u64 now, __u32 tg
 	if (proto == IPPROTO_TCP)
 		r->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
-	kp_submit(r);
+	kp_submit_to(&rb_sock_io, r);
 }
 
 static __always_inline __u64 kp_fold_clock(void)
@@ -124,7 +124,7 @@ int BPF_PROG(kp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
 	__builtin_memset(r->comm, 0, KP_COMM_LEN);
 	bpf_get_current_comm(&r->comm, sizeof(r->comm));
-	kp_submit(r);
+	kp_submit_to(&rb_tcp_state, r);
 	return 0;
 }
 
@@ -204,6 +204,6 @@ int BPF_PROG(kp_tcp_retransmit_skb, struct sock *sk)
 	r->pad = 0;
 	r->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
-	kp_submit(r);
+	kp_submit_to(&rb_tcp_retrans, r);
 	return 0;
 }

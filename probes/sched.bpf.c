@@ -117,7 +117,7 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 			__builtin_memcpy(r->waker_comm, st->w_comm, KP_COMM_LEN);
 			__builtin_memset(r->comm, 0, KP_COMM_LEN);
 			BPF_CORE_READ_STR_INTO(&r->comm, next, comm);
-			kp_submit(r);
+			kp_submit_to(&rb_offcpu, r);
 		}
 		st->off_ns = 0;
 	}
@@ -184,7 +184,7 @@ static __always_inline void kp_emit_proc(struct task_struct *t, __u32 kind, __u3
 	BPF_CORE_READ_STR_INTO(&r->comm, t, comm);
 	if (filename)
 		bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), filename);
-	kp_submit(r);
+	kp_submit_to(&rb_proc, r);
 }
 
 SEC("tp_btf/sched_process_fork")

@@ -35,11 +35,18 @@ def test_pinned_hog_preempts_victim_and_is_named(capture):
     # Round-robin real-time priority for both: on a busy machine ordinary tasks
     # cannot cut in, so the hog is by construction the one the victim waits for.
     cpu = str(os.cpu_count() - 1)
+    # Both start before either spins: on a loaded host an interpreter's start-up beside a spinning
+    # real-time task could otherwise take most of the victim's 1.5 s (or ten times that).
     victim = capture.spawn("chrt", "-r", "10", "taskset", "-c", cpu, "python3", "-c",
-                           "import sys,time\nsys.stdin.readline()\ne=time.monotonic()+1.5\nwhile time.monotonic()<e: pass")
+                           "import sys,time\nsys.stdin.readline()\nsys.stdin.readline()\n"
+                           "e=time.monotonic()+1.5\nwhile time.monotonic()<e: pass")
     hog = subprocess.Popen(["chrt", "-r", "10", "taskset", "-c", cpu, "python3", "-c",
-                            "import time\ne=time.monotonic()+30\nwhile time.monotonic()<e: pass"])
+                            "import time\nprint('spinning', flush=True)\ne=time.monotonic()+30\n"
+                            "while time.monotonic()<e: pass"], stdout=subprocess.PIPE)
     try:  # the hog outlives the victim, so they share the CPU for the victim's whole run
+        assert hog.stdout.readline().strip() == b"spinning"
+        victim.stdin.write(b"hog is spinning\n")
+        victim.stdin.flush()
         assert victim.wait(20) == 0
     finally:
         hog.kill()
