@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,6 +149,37 @@ def test_bounded_policy_folds_socket_io_and_keeps_byte_totals_exact(bounded_capt
     assert rec.probes is not None
     rec.stats.update_kernel(rec.probes)
     assert rec.stats.counters["sock_io_folded"] >= len(sizes) - len(sent), rec.stats.counters
+
+
+@pytest.fixture
+def loop_device(tmp_path: Path) -> Iterator[str]:
+    """A raw loop device over a sparse file, with the mq-deadline scheduler (requests are queued, then
+    dispatched: the path where the dispatching task can differ from the submitting one)."""
+    img = tmp_path / "raw.img"
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
+    if dev.returncode != 0:
+        pytest.skip(f"no loop device: {dev.stderr.strip()}")
+    loop = dev.stdout.strip()
+    try:
+        sched = Path("/sys/block") / Path(loop).name / "queue" / "scheduler"
+        if "mq-deadline" in sched.read_text():
+            sched.write_text("mq-deadline")
+        yield loop
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def test_direct_writes_to_a_disk_are_block_io_of_their_submitter(capture, loop_device):
+    n, size = 24, 64 << 10
+    p = capture.workload("direct_writer.py", loop_device, str(n), str(size), stdout=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"done" and p.wait(30) == 0
+    rdev = os.stat(loop_device).st_rdev
+    dev = (os.major(rdev) << 20) | os.minor(rdev)
+    rows = capture.rows(f"SELECT tgid, comm, sum(bytes) AS b, min(sector) AS lo, max(sector) AS hi FROM block_io "
+                        f"WHERE dev = {dev} AND rwbs LIKE 'W%' GROUP BY tgid, comm")
+    assert rows == [{"tgid": p.pid, "comm": Path(sys.executable).name[:15], "b": n * size, "lo": 0, "hi": (n - 1) * size // 512}], rows
 
 
 def test_touching_fresh_pages_counts_faults(capture):
