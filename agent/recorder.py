@@ -201,7 +201,10 @@ class Recorder:
                 return
             poll = min_poll if fullest > 1 / 16 else min(max_poll, poll * 2)
             assert self._waiter is not None
-            self._waiter.wait(min(poll, max(0.0, last_flush + flush_every - time.monotonic())))
+            sleep = poll
+            if min_poll <= self.config.max_poll_ms / 1000:  # else: asked not to drain early (drop tests)
+                sleep = min(poll, max(0.0, last_flush + flush_every - time.monotonic()))
+            self._waiter.wait(sleep)
 
     def _write_loop(self) -> None:
         try:  # this thread only (Linux: a tid is a "process" for setpriority)
