@@ -13,14 +13,9 @@
 
 KP_RINGBUF(rb_tcp_state);
 
-/* The kernel's tick rate: folding intervals are counted in jiffies, a plain load,
- * where a clock read costs ~90 ns on a VM; 0 (config not readable) falls back to
- * the clock. */
-extern unsigned int CONFIG_HZ __kconfig __weak;
-
 /* Per-socket accumulators (index 0 send, 1 recv), freed with the socket. */
 struct kp_sock_acc {
-	__u64 last_emit[2]; /* jiffies, or ns when CONFIG_HZ is unknown */
+	__u64 last_emit[2]; /* jiffies, or ns when the agent could not tell the tick rate */
 	__s64 pending[2];
 	__u32 tgid[2];
 	__u32 tid[2];
@@ -74,24 +69,26 @@ static __always_inline void kp_emit_sock_io(struct sock *sk, __u64 now, __u32 tg
 	kp_submit_to(&rb_sock_io, r);
 }
 
-static __always_inline __u64 kp_fold_clock(void)
+/* Folding intervals are counted in jiffies (a plain load, where a clock read
+ * costs ~90 ns on a VM) when the agent knows the tick rate. */
+static __always_inline __u64 kp_fold_clock(struct kp_config *cfg)
 {
-	return CONFIG_HZ ? bpf_jiffies64() : bpf_ktime_get_ns();
+	return cfg->sock_flush_jiffies ? bpf_jiffies64() : bpf_ktime_get_ns();
 }
 
 static __always_inline __u64 kp_fold_interval(struct kp_config *cfg)
 {
-	__u64 ms = cfg->sock_flush_ms;
-	return CONFIG_HZ ? (ms * CONFIG_HZ + 999) / 1000 : ms * 1000000ULL;
+	return cfg->sock_flush_jiffies ? cfg->sock_flush_jiffies : cfg->sock_flush_ms * 1000000ULL;
 }
 
 /* A closing socket flushes what its accumulators still hold. */
 static __always_inline void kp_flush_sock(struct sock *sk)
 {
+	struct kp_config *cfg = kp_cfg();
 	struct kp_sock_acc *acc = bpf_sk_storage_get(&sock_acc, sk, 0, 0);
-	if (!acc)
+	if (!acc || !cfg)
 		return;
-	__u64 now = bpf_ktime_get_ns(), mark = kp_fold_clock();
+	__u64 now = bpf_ktime_get_ns(), mark = kp_fold_clock(cfg);
 	if (acc->pending[0] > 0) {
 		kp_emit_sock_io(sk, now, acc->tgid[0], acc->tid[0], acc->pending[0], 0);
 		acc->pending[0] = 0;
@@ -168,7 +165,7 @@ fold:
 	acc->pending[d] += ret;
 	acc->tgid[d] = tgid;
 	acc->tid[d] = (__u32)id;
-	__u64 mark = kp_fold_clock();
+	__u64 mark = kp_fold_clock(cfg);
 	if (mark - acc->last_emit[d] < kp_fold_interval(cfg)) {
 		kp_count(KP_CNT_SOCK_IO_FOLDED, 1);
 		return;
