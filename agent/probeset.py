@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kprobe.agent.kernel_hz import interval_jiffies, kernel_hz
 from kprobe.agent.libbpf import BpfMap, BpfObject, Libbpf, LibbpfError
 from kprobe.schemas import layouts as L
 from kprobe.schemas import syscalls
@@ -116,6 +117,7 @@ class ProbeSet:
         cfg["fault_sample_every"] = max(1, c.fault_sample_every)
         cfg["fault_flush_ms"] = c.fault_flush_ms
         cfg["sock_flush_ms"] = max(0, c.sock_flush_ms)
+        cfg["sock_flush_jiffies"] = interval_jiffies(c.sock_flush_ms, kernel_hz())
         zero = np.zeros(1, dtype=np.uint32)
         self.shared["kp_config"].update(zero, cfg)
         for pid in c.watch_pids:

@@ -24,6 +24,7 @@ import numpy as np
 from kprobe.agent import clock
 from kprobe.agent.identity import IdentityCache
 from kprobe.agent.probeset import ProbeConfig, ProbeSet
+from kprobe.agent.ring_wait import RingWaiter
 from kprobe.agent.ringbuf import RingReader
 from kprobe.agent.status import RecorderStats
 from kprobe.schemas.tables import BY_NAME, EventType
@@ -54,7 +55,7 @@ def constant_column(n: int, value: str) -> np.ndarray:
 class RecorderConfig:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     poll_ms: float = 5.0      # shortest ring polling interval (used while rings fill fast)
-    max_poll_ms: float = 20.0  # longest, while rings are nearly empty (8 MiB rings take seconds to fill)
+    max_poll_ms: float = 250.0  # longest sleep while rings are quiet; a ring 1/8 full wakes the drain at once
     flush_ms: float = 1000.0  # each store insert has a fixed cost (~10-20 ms of CPU in chDB)
     flush_rows: int = 1_000_000
     writer_nice: int = 0      # >0: the writer yields the CPU to the service it observes (lags on a saturated host)
@@ -86,6 +87,7 @@ class Recorder:
     _flush_req: threading.Event = field(default_factory=threading.Event)
     _identities: IdentityCache = field(default_factory=IdentityCache)
     _clock: clock.ClockSync = field(default_factory=clock.sample)
+    _waiter: RingWaiter | None = None
 
     def __post_init__(self) -> None:
         self._queue = queue.Queue(maxsize=self.config.queue_batches)
@@ -96,6 +98,9 @@ class Recorder:
         for et in self.probes.loaded_event_types():
             m = self.probes.ring_map(et)
             self._readers[et.name] = RingReader(m.fd, m.max_entries, et.record, et.name)
+        # a polling interval longer than the quiet maximum asks for no early drains (drop tests)
+        wake_on_rings = self.config.poll_ms <= self.config.max_poll_ms
+        self._waiter = RingWaiter(r.map_fd for r in self._readers.values() if wake_on_rings)
         self.stats.set_probes(self.probes, self._clock)
         self._threads = [
             threading.Thread(target=self._drain_loop, name="kprobe-drain", daemon=True),
@@ -114,6 +119,8 @@ class Recorder:
         if self._stop.is_set():
             return
         self._stop.set()
+        if self._waiter is not None:
+            self._waiter.poke()
         for t in getattr(self, "_threads", []):
             t.join(timeout)
         if self.probes is not None:
@@ -122,6 +129,9 @@ class Recorder:
                 r.close()
             self._readers.clear()
             self.probes.close()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.close()
         self.stats.finished = True
         self._write_status()
 
@@ -130,6 +140,8 @@ class Recorder:
         deadline = time.monotonic() + timeout
         target = time.monotonic_ns()
         self._flush_req.set()
+        if self._waiter is not None:
+            self._waiter.poke()
         while time.monotonic() < deadline:
             # The marker of a flush that started after `target` follows every record committed
             # before it; newer batches still queued behind it do not matter (a slow writer on a
@@ -152,10 +164,12 @@ class Recorder:
 
     # -- threads -------------------------------------------------------------------------------
     def _drain_loop(self) -> None:
-        """Poll every ring; adaptive interval: short while a ring fills fast, long while all are quiet.
+        """Drain every ring, then sleep: short while a ring fills fast, up to max_poll_ms while all
+        are quiet, and never past the next flush.
 
-        A quiet host costs few wake-ups; a ring never gets near full between two polls
-        because the interval shrinks as soon as one is more than 1/16 full.
+        A quiet host costs a few wake-ups a second; a burst does not wait for the timer: the
+        kernel wakes this thread once a ring is 1/8 full (RingWaiter), and while one is more than
+        1/16 full after a drain the interval stays at its shortest.
         """
         min_poll = self.config.poll_ms / 1000
         max_poll = max(min_poll, self.config.max_poll_ms / 1000)
@@ -195,7 +209,11 @@ class Recorder:
                 self._queue.put(None)
                 return
             poll = min_poll if fullest > 1 / 16 else min(max_poll, poll * 2)
-            self._stop.wait(poll)
+            assert self._waiter is not None
+            sleep = poll
+            if min_poll <= self.config.max_poll_ms / 1000:  # else: asked not to drain early (drop tests)
+                sleep = min(poll, max(0.0, last_flush + flush_every - time.monotonic()))
+            self._waiter.wait(sleep)
 
     def _write_loop(self) -> None:
         try:  # this thread only (Linux: a tid is a "process" for setpriority)

@@ -43,12 +43,23 @@ host, is flagged in the output because it makes the comparison meaningless.
 Before each run the bench waits (up to --quiet-wait s) for no foreign links
 and host busy <= --quiet-busy %; the busy % it got is printed with the run.
 
+``--floor`` adds a fourth mode, ``floor``: programs that return at once, attached
+to exactly the hooks `kprobe record` attaches (generated from the probes'
+``SEC(...)`` lines, loaded by ``bench/floor/attach_all.c``). Its loss is the
+cost of the hooks themselves on this kernel and VM (dispatch, trampolines,
+speculation mitigations): no program body can go below it, so the recorder's
+loss is read against it.
+
+CPU times (recorder, rr_server) are summed from ``/proc/<pid>/task/*/schedstat``
+(exact run time): with tick-based accounting (CONFIG_TICK_CPU_ACCOUNTING)
+utime+stime over-bills threads that wake on timers, as the recorder's do.
+
 The recorder runs with `kprobe record`'s defaults (``--detail bounded``: see
 ``kprobe record --help``); ``--record-args "--detail full"`` measures another
 capture policy with the same harness.
 
 Usage: python3 bench/overhead.py [--rounds 3] [--seconds 5] [--conns 1] [--skip-pingpong]
-       [--record-args "--detail full"] [--json]
+       [--floor] [--record-args "--detail full"] [--json]
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -74,6 +86,8 @@ SRC = BENCH / "workloads"
 BUILD = BENCH / "build"
 WORKLOADS = ("rr_server", "rr_client", "pingpong")
 MODES = ("off", "watch", "system")
+FLOOR = BENCH / "floor"
+PROBES_DIR = BENCH.parent / "probes"
 REQ_BYTES, REPLY_BYTES = 64, 256
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GOAL_LOSS_PCT, GOAL_P99_PCT = 3.0, 5.0
@@ -98,8 +112,49 @@ def build_workloads() -> None:
             raise BenchError(f"compiling {src} failed:\n{res.stderr}")
 
 
+def build_floor() -> Path:
+    """Empty programs on every hook the recorder attaches, plus the loader; returns the object.
+
+    Generated from the probes' sources each time, so the floor follows the probe set.
+    """
+    from kprobe.schemas.tables import PROBES
+
+    hooks = []
+    for probe in PROBES:
+        hooks += re.findall(r'SEC\("((?:tp_btf|raw_tp|tp|tracepoint|fentry|fexit|kprobe|kretprobe)/[^"]+)"\)',
+                            (PROBES_DIR / f"{probe}.bpf.c").read_text())
+    if not (PROBES_DIR / "vmlinux.h").exists():
+        raise BenchError("probes/vmlinux.h is missing: run `make -C probes` first")
+    src = ['#include "vmlinux.h"', "#include <bpf/bpf_helpers.h>", "#include <bpf/bpf_tracing.h>",
+           'char LICENSE[] SEC("license") = "Dual BSD/GPL";']
+    src += [f'SEC("{h}") int BPF_PROG(floor_{i}) {{ return 0; }}' for i, h in enumerate(hooks)]
+    BUILD.mkdir(exist_ok=True)
+    (BUILD / "floor.bpf.c").write_text("\n".join(src) + "\n")
+    arch = {"x86_64": "x86", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    for cmd in (["clang", "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", f"-I{PROBES_DIR}",
+                 "-c", str(BUILD / "floor.bpf.c"), "-o", str(BUILD / "floor.bpf.o")],
+                ["cc", "-O2", "-Wall", "-o", str(BUILD / "attach_all"), str(FLOOR / "attach_all.c"), "-lbpf"]):
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise BenchError(f"`{' '.join(cmd)}` failed:\n{res.stderr}")
+    return BUILD / "floor.bpf.o"
+
+
 def proc_cpu_s(pid: int) -> float:
-    """utime+stime of a process (all its threads), seconds."""
+    """CPU of a process (all its threads), seconds: exact run time from schedstat when the
+    kernel has it, else utime+stime (tick-sampled)."""
+    total, exact = 0, True
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except FileNotFoundError:  # the thread ended between listdir and open
+                continue
+    except OSError:
+        exact = False
+    if exact and total:
+        return total / 1e9
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -175,6 +230,37 @@ class RecorderRun:
         return rc
 
 
+@dataclass
+class FloorRun:
+    """attach_all holding empty programs on the recorder's hooks; same start/stop shape as RecorderRun."""
+
+    obj: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> FloorRun:
+        self.proc = subprocess.Popen([str(BUILD / "attach_all"), str(self.obj)], stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        lines = []
+        deadline = time.monotonic() + timeout
+        for line in self.proc.stderr:  # ends when the loader exits
+            lines.append(line)
+            if line.startswith("attached "):
+                return self
+            if time.monotonic() > deadline:
+                break
+        self.stop()
+        raise BenchError("attach_all did not attach:\n" + "".join(lines))
+
+    def cpu_s(self) -> float:
+        return 0.0
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout)
+
+
 def recorder_stats(data: Path) -> dict:
     """What the stopped recorder stored and lost, via the CLI (`kprobe stats --json`)."""
     cmd = [sys.executable, "-m", "kprobe", "stats", "--data", str(data), "--json"]
@@ -247,6 +333,8 @@ class Config:
     quiet_busy_pct: float
     record_args: list[str] = field(default_factory=list)
     server_pid: int | None = None  # rr_server runs for the whole bench: its CPU is read from /proc
+    modes: tuple[str, ...] = MODES
+    floor_obj: Path | None = None  # set when the floor mode runs
 
 
 def host_busy_pct(interval_s: float = 1.0) -> float:
@@ -275,9 +363,12 @@ def wait_quiet(max_wait_s: float, max_busy_pct: float) -> tuple[int, float]:
 def one_run(mode: str, workload: Callable[[], dict], cfg: Config) -> dict:
     """Workload once under ``mode``; adds recorder CPU, stored events and drops for recorder modes."""
     foreign, idle_busy = wait_quiet(cfg.quiet_wait_s, cfg.quiet_busy_pct)
-    rec = None
+    rec: RecorderRun | FloorRun | None = None
     with tempfile.TemporaryDirectory(prefix="kprobe-bench-oh-") as tmp:
-        if mode != "off":
+        if mode == "floor":
+            assert cfg.floor_obj is not None
+            rec = FloorRun(cfg.floor_obj).start()
+        elif mode != "off":
             watch = ["--watch-comm", *cfg.watch_comms] if mode == "watch" else []
             rec = RecorderRun([*cfg.record_args, *watch], Path(tmp) / "data").start()
         busy0, total0 = host_cpu()
@@ -293,7 +384,9 @@ def one_run(mode: str, workload: Callable[[], dict], cfg: Config) -> dict:
         out["recorder_cpu_us_per_op"] = 1e6 * (cpu1 - cpu0) / ops
         out.update(mode=mode, foreign_bpf_links=foreign, busy_before_pct=idle_busy,
                    noisy=foreign > 0 or idle_busy > cfg.quiet_busy_pct, host_busy_pct=100.0 * (busy1 - busy0) / max(total1 - total0, 1))
-        if rec is not None:
+        if isinstance(rec, FloorRun):
+            rec.stop()
+        elif rec is not None:
             rc = rec.stop()
             if rc != 0:
                 raise BenchError(f"kprobe record exited {rc}:\n" + "".join(rec.stderr))
@@ -316,8 +409,9 @@ def _workload_cpu_s(server_pid: int | None) -> float:
 def run_rounds(name: str, workload: Callable[[], dict], rounds: int, cfg: Config, log: Callable[[str], None]) -> list[dict]:
     """Each round runs every mode once, order rotated by round so no mode always goes first."""
     runs = []
+    modes = cfg.modes
     for r in range(rounds):
-        order = MODES[r % len(MODES):] + MODES[: r % len(MODES)]
+        order = modes[r % len(modes):] + modes[: r % len(modes)]
         for mode in order:
             res = one_run(mode, workload, cfg)
             res["round"] = r
@@ -348,7 +442,7 @@ def summarize(runs: list[dict], rate_key: str) -> dict:
     """Per mode: medians, and per-round loss / p99 increase vs that round's baseline (median over rounds)."""
     base = {r["round"]: r for r in runs if r["mode"] == "off"}
     out: dict[str, dict] = {}
-    for mode in MODES:
+    for mode in dict.fromkeys(r["mode"] for r in runs):
         mine = [r for r in runs if r["mode"] == mode]
         s: dict = {"runs": len(mine), "median_rate": statistics.median(r[rate_key] for r in mine),
                    "median_workload_cpu_us_per_op": statistics.median(r["workload_cpu_us_per_op"] for r in mine)}
@@ -360,12 +454,13 @@ def summarize(runs: list[dict], rate_key: str) -> dict:
             if "p99_us" in mine[0]:
                 s["p99_increase_pct"] = statistics.median(pct_change(r["p99_us"], base[r["round"]]["p99_us"]) for r in mine)
                 s["p50_increase_pct"] = statistics.median(pct_change(r["p50_us"], base[r["round"]]["p50_us"]) for r in mine)
-            s["recorder_cpu_pct"] = statistics.median(r["recorder_cpu_pct"] for r in mine)
             s["workload_cpu_increase_pct"] = statistics.median(
                 pct_change(r["workload_cpu_us_per_op"], base[r["round"]]["workload_cpu_us_per_op"]) for r in mine)
             s["cpu_cost_pct"] = statistics.median(
                 pct_change(r["workload_cpu_us_per_op"] + r["recorder_cpu_us_per_op"],
                            base[r["round"]]["workload_cpu_us_per_op"]) for r in mine)
+        if "recorder" in mine[0]:
+            s["recorder_cpu_pct"] = statistics.median(r["recorder_cpu_pct"] for r in mine)
             s["stored_median"] = statistics.median(r["recorder"]["stored_total"] for r in mine)
             s["lost_total"] = sum(r["recorder"]["lost_total"] for r in mine)
             s["stored_last_run"] = mine[-1]["recorder"]["stored"]
@@ -392,7 +487,7 @@ def print_summary(title: str, summary: dict, unit: str, latency: bool) -> None:
                  f"{s['median_host_busy_pct']:>10.0f} {s['noisy_runs']:>5}")
         print(line)
     for mode, s in summary.items():
-        if mode != "off":
+        if "stored_last_run" in s:
             print(f"  {mode} stored (last run): {s['stored_last_run']}")
             print(f"  {mode} kernel-aggregated counters (last run, not lost): {s['kernel_counters_last_run']}")
     print("  cpu/op = CPU of the workload processes per request/round trip; svc cpu+% = its increase over "
@@ -417,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet-busy", type=float, default=10.0,
                     help="host busy %% below which it counts as idle (default: %(default)s)")
     ap.add_argument("--skip-pingpong", action="store_true")
+    ap.add_argument("--floor", action="store_true",
+                    help="add the 'floor' mode: empty programs on the recorder's hooks (the hooks' own cost)")
     ap.add_argument("--record-args", default="", metavar="ARGS",
                     help="extra `kprobe record` options, one string, e.g. \"--detail full\" (default: none)")
     ap.add_argument("--json", action="store_true", help="print one JSON object (progress still on stderr)")
@@ -433,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     build_workloads()
+    floor_obj = build_floor() if args.floor else None
+    modes = (*MODES, "floor") if args.floor else MODES
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     result: dict = {"meta": {"cpus": os.cpu_count(), "seconds": args.seconds, "rounds": args.rounds,
                              "conns": args.conns, "record_args": args.record_args, "req_bytes": REQ_BYTES, "reply_bytes": REPLY_BYTES,
@@ -441,13 +540,14 @@ def _run(args: argparse.Namespace) -> int:
     server = Server.start()
     try:
         cfg = Config(args.seconds, ["rr_server", "rr_client"], args.quiet_wait, args.quiet_busy, args.record_args.split(),
-                     server.proc.pid)
+                     server.proc.pid, modes, floor_obj)
         runs = run_rounds("rr", rr_workload(server.port, args.conns, args.seconds), args.rounds, cfg, log)
         result["rr"] = {"runs": runs, "summary": summarize(runs, "rps")}
     finally:
         server.stop()
     if not args.skip_pingpong:
-        cfg = Config(args.seconds, ["pingpong"], args.quiet_wait, args.quiet_busy, args.record_args.split())
+        cfg = Config(args.seconds, ["pingpong"], args.quiet_wait, args.quiet_busy, args.record_args.split(),
+                     modes=modes, floor_obj=floor_obj)
         runs = run_rounds("pingpong", pingpong_workload(args.seconds), args.rounds, cfg, log)
         result["pingpong"] = {"runs": runs, "summary": summarize(runs, "rt_per_s")}
     if args.json:

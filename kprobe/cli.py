@@ -78,7 +78,9 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
                    help="nice value of the store writer thread; >0 yields CPU to the observed service but lets "
                         "the writer lag (then drop, counted) on a saturated host (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=5.0,
-                   help="ring polling interval; huge values let rings overflow on purpose (default: %(default)s)")
+                   help="ring polling interval while rings fill (quiet rings are polled every 250 ms, and the "
+                        "kernel wakes the recorder once a ring is 1/8 full); a value above 250 also turns that "
+                        "wake-up off, so huge values let rings overflow on purpose (default: %(default)s)")
     from kprobe.otel.cli_args import add_otlp_args
 
     add_otlp_args(p)

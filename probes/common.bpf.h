@@ -86,8 +86,19 @@ static __always_inline void *kp_reserve(void *rb, __u32 type, __u64 size)
 	return rec;
 }
 
-/* The agent polls on a timer, so wakeups would only slow the producer. */
+/* For consumers that poll on a timer: a wakeup would only slow the producer. */
 #define kp_submit(rec) bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP)
+
+/* The recorder sleeps long while its rings are quiet (each wake-up of a thread
+ * costs the host's CPUs, and lands in the observed service's latency tail) and is
+ * woken by the kernel once a ring is 1/8 full: a burst never waits for a timer.
+ * Below the mark no wakeup is sent at all. */
+static __always_inline void kp_submit_to(void *rb, void *rec)
+{
+	__u64 avail = bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(rb, BPF_RB_RING_SIZE);
+	bpf_ringbuf_submit(rec, avail * 8 >= size ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
 
 #define KP_RINGBUF(name)                                  \
 	struct {                                          \

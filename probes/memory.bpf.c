@@ -49,7 +49,7 @@ static __always_inline void kp_emit_fault(__u64 now, __u32 tgid, __u32 tid, __u6
 	r->count = count;
 	r->cpu = bpf_get_smp_processor_id();
 	r->flushed = flushed;
-	kp_submit(r);
+	kp_submit_to(&rb_fault, r);
 }
 
 SEC("tp_btf/page_fault_user")
@@ -134,7 +134,7 @@ static __always_inline void kp_reclaim_end(__u64 nr_reclaimed)
 		r->cpu = bpf_get_smp_processor_id();
 		__builtin_memset(r->comm, 0, KP_COMM_LEN);
 		bpf_get_current_comm(&r->comm, sizeof(r->comm));
-		kp_submit(r);
+		kp_submit_to(&rb_reclaim, r);
 	}
 	bpf_map_delete_elem(&reclaim_state, &tid);
 }
@@ -181,6 +181,6 @@ int BPF_PROG(kp_oom_mark_victim, struct task_struct *victim)
 	r->killer_tgid = bpf_get_current_pid_tgid() >> 32;
 	__builtin_memset(r->killer_comm, 0, KP_COMM_LEN);
 	bpf_get_current_comm(&r->killer_comm, sizeof(r->killer_comm));
-	kp_submit(r);
+	kp_submit_to(&rb_oom, r);
 	return 0;
 }

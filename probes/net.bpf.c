@@ -15,7 +15,7 @@ KP_RINGBUF(rb_tcp_state);
 
 /* Per-socket accumulators (index 0 send, 1 recv), freed with the socket. */
 struct kp_sock_acc {
-	__u64 last_emit_ns[2];
+	__u64 last_emit[2]; /* jiffies, or ns when the agent could not tell the tick rate */
 	__s64 pending[2];
 	__u32 tgid[2];
 	__u32 tid[2];
@@ -66,25 +66,38 @@ static __always_inline void kp_emit_sock_io(struct sock *sk, __u64 now, __u32 tg
 	if (proto == IPPROTO_TCP)
 		r->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
-	kp_submit(r);
+	kp_submit_to(&rb_sock_io, r);
+}
+
+/* Folding intervals are counted in jiffies (a plain load, where a clock read
+ * costs ~90 ns on a VM) when the agent knows the tick rate. */
+static __always_inline __u64 kp_fold_clock(struct kp_config *cfg)
+{
+	return cfg->sock_flush_jiffies ? bpf_jiffies64() : bpf_ktime_get_ns();
+}
+
+static __always_inline __u64 kp_fold_interval(struct kp_config *cfg)
+{
+	return cfg->sock_flush_jiffies ? cfg->sock_flush_jiffies : cfg->sock_flush_ms * 1000000ULL;
 }
 
 /* A closing socket flushes what its accumulators still hold. */
 static __always_inline void kp_flush_sock(struct sock *sk)
 {
+	struct kp_config *cfg = kp_cfg();
 	struct kp_sock_acc *acc = bpf_sk_storage_get(&sock_acc, sk, 0, 0);
-	if (!acc)
+	if (!acc || !cfg)
 		return;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_ns(), mark = kp_fold_clock(cfg);
 	if (acc->pending[0] > 0) {
 		kp_emit_sock_io(sk, now, acc->tgid[0], acc->tid[0], acc->pending[0], 0);
 		acc->pending[0] = 0;
-		acc->last_emit_ns[0] = now;
+		acc->last_emit[0] = mark;
 	}
 	if (acc->pending[1] > 0) {
 		kp_emit_sock_io(sk, now, acc->tgid[1], acc->tid[1], acc->pending[1], 1);
 		acc->pending[1] = 0;
-		acc->last_emit_ns[1] = now;
+		acc->last_emit[1] = mark;
 	}
 }
 
@@ -108,42 +121,58 @@ int BPF_PROG(kp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
 	__builtin_memset(r->comm, 0, KP_COMM_LEN);
 	bpf_get_current_comm(&r->comm, sizeof(r->comm));
-	kp_submit(r);
+	kp_submit_to(&rb_tcp_state, r);
 	return 0;
 }
 
+/* Runs on every send and recv of the host: the folded path makes no helper call
+ * beyond the socket-storage lookup (fields are plain loads through the typed
+ * pointer, the interval is checked in jiffies, the clock is read only to emit). */
 static __always_inline void kp_sock_io(struct sock *sk, int ret, __u8 dir)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
-		return;
 	if (ret <= 0)
 		return;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return;
 	struct kp_config *cfg = kp_cfg();
+	if (!cfg)
+		return;
 	__u64 id = bpf_get_current_pid_tgid();
-	if (!kp_is_watched(cfg, id >> 32)) {
+	__u32 tgid = id >> 32, d = dir & 1;
+	struct kp_sock_acc *acc = 0;
+	if (cfg->sock_flush_ms) {
+		acc = bpf_sk_storage_get(&sock_acc, sk, 0, 0);
+		/* the process that used this socket last was watched: no watch-list lookup */
+		if (acc && acc->tgid[d] == tgid && tgid)
+			goto fold;
+	}
+	if (!kp_is_watched(cfg, tgid)) {
 		kp_count(KP_CNT_SOCK_IO_UNWATCHED, 1);
 		return;
 	}
-	__u64 now = bpf_ktime_get_ns();
-	if (cfg->sock_flush_ms) {
-		struct kp_sock_acc *acc = bpf_sk_storage_get(&sock_acc, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (acc) {
-			__u32 d = dir & 1;
-			acc->pending[d] += ret;
-			acc->tgid[d] = id >> 32;
-			acc->tid[d] = (__u32)id;
-			if (now - acc->last_emit_ns[d] < (__u64)cfg->sock_flush_ms * 1000000ULL) {
-				kp_count(KP_CNT_SOCK_IO_FOLDED, 1);
-				return;
-			}
-			kp_emit_sock_io(sk, now, id >> 32, (__u32)id, acc->pending[d], d);
-			acc->pending[d] = 0;
-			acc->last_emit_ns[d] = now;
-			return;
-		}
+	if (!cfg->sock_flush_ms) {
+		kp_emit_sock_io(sk, bpf_ktime_get_ns(), tgid, (__u32)id, ret, dir);
+		return;
 	}
-	kp_emit_sock_io(sk, now, id >> 32, (__u32)id, ret, dir);
+	if (!acc)
+		acc = bpf_sk_storage_get(&sock_acc, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!acc) {
+		kp_emit_sock_io(sk, bpf_ktime_get_ns(), tgid, (__u32)id, ret, dir);
+		return;
+	}
+fold:
+	acc->pending[d] += ret;
+	acc->tgid[d] = tgid;
+	acc->tid[d] = (__u32)id;
+	__u64 mark = kp_fold_clock(cfg);
+	if (mark - acc->last_emit[d] < kp_fold_interval(cfg)) {
+		kp_count(KP_CNT_SOCK_IO_FOLDED, 1);
+		return;
+	}
+	kp_emit_sock_io(sk, bpf_ktime_get_ns(), tgid, (__u32)id, acc->pending[d], d);
+	acc->pending[d] = 0;
+	acc->last_emit[d] = mark;
 }
 
 SEC("tp_btf/sock_send_length")
@@ -172,6 +201,6 @@ int BPF_PROG(kp_tcp_retransmit_skb, struct sock *sk)
 	r->pad = 0;
 	r->srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
-	kp_submit(r);
+	kp_submit_to(&rb_tcp_retrans, r);
 	return 0;
 }

@@ -100,7 +100,7 @@ int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
 		r->tid = tid;
 		r->nr = st->nr;
 		r->cpu = bpf_get_smp_processor_id();
-		kp_submit(r);
+		kp_submit_to(&rb_syscall, r);
 	}
 	if ((st->nr == NR_OPENAT || st->nr == NR_OPENAT2) && ret >= 0) {
 		struct kp_fd_open *o = kp_reserve(&rb_fd_open, KP_EV_FD_OPEN, sizeof(*o));
@@ -112,7 +112,7 @@ int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
 			o->flags = st->nr == NR_OPENAT ? (__s32)st->args[2] : 0;
 			__builtin_memset(o->path, 0, KP_PATH_LEN);
 			bpf_probe_read_user_str(o->path, sizeof(o->path), (void *)st->args[1]);
-			kp_submit(o);
+			kp_submit_to(&rb_fd_open, o);
 		}
 	}
 out:

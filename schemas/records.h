@@ -66,7 +66,8 @@ struct kp_config {
 	/* 0: one sock_io record per send/recv; N: per socket and direction, at most one
 	 * record per N ms carrying the bytes since the previous one (totals stay exact). */
 	__u32 sock_flush_ms;
-	__u32 pad;
+	/* the same interval in jiffies, so the probes need no clock read to fold (0: unknown, use the clock) */
+	__u32 sock_flush_jiffies;
 };
 
 struct kp_offcpu {

@@ -41,7 +41,9 @@ def test_run_records_command_and_children_then_events_json(root, tmp_path):
     assert {e["comm"] for e in long_waits} == {"sleep", "sh"}, long_waits
     sleeps = [e for e in long_waits if e["comm"] == "sleep"]
     assert len(sleeps) == 1 and sleeps[0]["reason"] == "sleep", sleeps
-    assert abs(sleeps[0]["blocked_ns"] - 200_000_000) < 2_000_000, sleeps
+    # a timer never fires early; on a loaded VM it fires late (2.2 ms was seen beside a Kafka benchmark),
+    # and `sleep` cannot report what it really slept: the test on sleeper.py holds the +-2 ms bound
+    assert 199_900_000 <= sleeps[0]["blocked_ns"] < 210_000_000, sleeps
     writes = [e for e in events if e["type"] == "syscall" and e["syscall"] == "write" and e["bytes"] == 3]
     assert len(writes) == 1 and writes[0]["fd"] == 1, writes
     for e in sleeps + writes:

@@ -178,7 +178,8 @@ def test_compiled_hot_path_answers_exactly_like_the_python_engine(ledger_recordi
     slow = ReplayEngine(log, argv, fast=False).run()
     assert slow.fast_events == 0
     # per request: read, clock_gettime, getrandom, write, fsync, write: all six in C
-    assert fast.fast_events >= 6 * N_REQUESTS and fast_ptrace.fast_events >= 6 * N_REQUESTS, fast.notes
+    assert fast.fast_events >= 6 * N_REQUESTS and fast_ptrace.fast_events >= 6 * N_REQUESTS, (
+        fast.outcome, fast.divergences[:2], fast_ptrace.outcome, fast_ptrace.divergences[:2], fast.notes)
     assert fast.outcome == "identical" and fast.outputs_identical, (fast.divergences, fast.notes)
     assert _summary(fast) == _summary(slow) == _summary(fast_ptrace)
     assert (fast.hot_syscalls, fast_ptrace.hot_syscalls, slow.hot_syscalls) == ("seccomp-notify", "ptrace", "ptrace")
