@@ -67,6 +67,7 @@ class IngestConfig:
     insert_rows: int = 1_048_576
     insert_min_rows: int = 262_144
     insert_linger_s: float = 0.3
+    writers: int = 2  # concurrent write rounds per worker (each its own connection), acknowledged in order
     queue_bytes: int = 256 << 20  # messages handed to the writer, not yet stored; beyond this the flow waits
 
 
@@ -92,35 +93,52 @@ def decode(raw: RawMessage) -> Decoded:
         return Decoded(raw, None, None, f"decode: {type(e).__name__}: {e}")
 
 
-class _ClickHousePartition(StatelessSinkPartition[Decoded]):
-    """Hands messages to a writer thread, so reading Kafka and writing ClickHouse overlap.
+def _batch_id(d: Decoded) -> int | None:
+    return d.header.batch_id if d.header is not None else None
 
-    Why a thread: a bytewax worker runs its operators one after the other, so with the write in
-    ``write_batch`` the worker could not poll Kafka while an INSERT ran, and whatever piled up
-    meanwhile became one huge next write (seconds of nothing, then everything: freshness suffered
-    and ClickHouse sat idle half the time). The writer takes what is queued (up to
-    ``insert_rows``), stores it (one round of the batch ledger, one INSERT per table), then
-    acknowledges those messages to the source, in the order they were read, so a recovery
-    snapshot never covers a message that is not stored. The queue is bounded (``queue_bytes``):
-    when ClickHouse is slow or down, ``write_batch`` blocks and the flow stops reading.
+
+@dataclass
+class RoundOrder:
+    """Write rounds numbered in reading order, released for acknowledgement strictly in that order.
+
+    ``begin`` numbers a round and marks its batch ids in flight; ``finish`` returns the rounds
+    (oldest first) whose messages may now be acknowledged: the finished one and any later ones
+    that were waiting for it, or nothing while an earlier round is still being written.
     """
 
-    def __init__(self, cfg: IngestConfig, metrics: FlowMetrics, acked: Acked):
+    next_round: int = 0
+    next_release: int = 0
+    in_flight: dict[int, list] = field(default_factory=dict)
+    in_flight_ids: set[int] = field(default_factory=set)
+    finished: dict[int, list] = field(default_factory=dict)
+
+    def begin(self, items: list, batch_ids: list[int | None]) -> int:
+        number = self.next_round
+        self.next_round += 1
+        self.in_flight[number] = items
+        self.in_flight_ids.update(b for b in batch_ids if b is not None)
+        return number
+
+    def finish(self, number: int, batch_ids: list[int | None]) -> list[list]:
+        self.finished[number] = self.in_flight.pop(number)
+        for b in batch_ids:
+            self.in_flight_ids.discard(b)  # type: ignore[arg-type]
+        out = []
+        while self.next_release in self.finished:
+            out.append(self.finished.pop(self.next_release))
+            self.next_release += 1
+        return out
+
+
+class _Writer:
+    """One writer thread's connections: its own ServerSink (clickhouse-driver is not thread-safe)
+    and dead-letter producer. Stores a round of messages; the caller acknowledges them."""
+
+    def __init__(self, cfg: IngestConfig, metrics: FlowMetrics):
         self.cfg = cfg
         self.metrics = metrics
-        self.acked = acked
         self.dlq = DeadLetters(cfg.brokers, dlq_topic(cfg.prefix), metrics)
         self.sink = self._connect()
-        self._queue: deque[tuple[Decoded, float]] = deque()  # (message, when queued)
-        self._queued_bytes = 0
-        self._queued_rows = 0
-        self._busy = False
-        self._closing = False  # close() called: write what is queued without lingering
-        self._done = False  # ... and then stop
-        self._failed: BaseException | None = None
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._writer, name="kprobe-ch-writer", daemon=True)
-        self._thread.start()
 
     def _connect(self) -> ServerSink:
         delay = 0.5
@@ -135,77 +153,8 @@ class _ClickHousePartition(StatelessSinkPartition[Decoded]):
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    # -- bytewax side ---------------------------------------------------------------------------
-    def write_batch(self, items: list[Decoded]) -> None:
-        with self._cond:
-            for d in items:
-                while self._queued_bytes >= self.cfg.queue_bytes and self._failed is None:
-                    self._cond.wait(1.0)
-                self._raise_failed()
-                self._queue.append((d, time.monotonic()))
-                self._queued_bytes += len(d.raw.value)
-                self._queued_rows += _rows(d)
-                self._cond.notify_all()
-
-    def _raise_failed(self) -> None:
-        if self._failed is not None:
-            raise RuntimeError(f"ClickHouse writer failed: {self._failed!r}") from self._failed
-
-    def close(self) -> None:
-        """Store what is queued (a clean shutdown leaves nothing to re-read), then disconnect."""
-        with self._cond:
-            self._closing = True  # no more lingering: write what is there
-            self._cond.notify_all()
-            while (self._queue or self._busy) and self._failed is None:
-                self._cond.wait(1.0)
-            self._done = True
-            self._cond.notify_all()
-        self._thread.join(30)
-        self.sink.close()
-        self._raise_failed()
-
-    # -- writer thread --------------------------------------------------------------------------
-    def _take(self) -> list[Decoded] | None:
-        """The next round: the oldest messages up to ``insert_rows``, once ``insert_min_rows`` are
-        queued or the oldest has waited ``insert_linger_s`` (None: closed). Caller holds the lock."""
-        while not self._queue:
-            if self._done:
-                return None
-            self._cond.wait()
-        while self._queued_rows < self.cfg.insert_min_rows and not self._closing:
-            left = self._queue[0][1] + self.cfg.insert_linger_s - time.monotonic()
-            if left <= 0:
-                break
-            self._cond.wait(left)
-        items = [self._queue.popleft()[0]]
-        rows = _rows(items[0])
-        while self._queue and rows + _rows(self._queue[0][0]) <= self.cfg.insert_rows:
-            items.append(self._queue.popleft()[0])
-            rows += _rows(items[-1])
-        self._queued_rows -= rows
-        self._busy = True
-        return items
-
-    def _writer(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    items = self._take()
-                if items is None:
-                    return
-                self._handle(items)
-                with self._cond:
-                    self._busy = False
-                    self._queued_bytes -= sum(len(d.raw.value) for d in items)
-                    self._cond.notify_all()
-        except BaseException as e:  # surfaced by the next write_batch: the flow stops, a restart resumes
-            log.exception("ClickHouse writer failed")
-            with self._cond:
-                self._failed = e
-                self._busy = False
-                self._cond.notify_all()
-
-    def _handle(self, items: list[Decoded]) -> None:
+    def handle(self, items: list[Decoded]) -> None:
+        """Store or dead-letter every message of the round; returns once all are durable."""
         good = []
         for d in items:
             if d.header is None or d.batch is None:
@@ -219,7 +168,6 @@ class _ClickHousePartition(StatelessSinkPartition[Decoded]):
         if good:
             self._write(good)
         self.dlq.flush()
-        self.acked.ack([d.raw for d in items])  # only now may a snapshot move past them
 
     def _write(self, good: list[Decoded]) -> None:
         delay = 0.5
@@ -267,6 +215,128 @@ class _ClickHousePartition(StatelessSinkPartition[Decoded]):
         if res.duplicate_rows:
             self.metrics.incr("duplicate_rows", res.duplicate_rows)
             self.metrics.incr("repaired_batches", res.repaired_batches)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class _ClickHousePartition(StatelessSinkPartition[Decoded]):
+    """Hands messages to writer threads, so reading Kafka and writing ClickHouse overlap.
+
+    Why threads: a bytewax worker runs its operators one after the other, so with the write in
+    ``write_batch`` the worker could not poll Kafka while an INSERT ran, and whatever piled up
+    meanwhile became one huge next write (seconds of nothing, then everything: freshness suffered
+    and ClickHouse sat idle half the time). A writer takes the oldest queued messages as a round
+    (up to ``insert_rows``) and stores it (one round of the batch ledger, one INSERT per table).
+    With ``writers`` > 1 a second round starts while one is in flight once ``insert_min_rows`` are
+    queued, so ClickHouse (one core per INSERT) can use two cores on a backlog. Rounds are numbered
+    in reading order and acknowledged to the source strictly in that order (a round that finishes
+    early waits for the ones before it), so a recovery snapshot never covers a message that is not
+    stored. Two copies of one batch id (an agent re-send) are never in flight at once: the ledger's
+    exactly-once check assumes one writer per batch. The queue is bounded (``queue_bytes``): when
+    ClickHouse is slow or down, ``write_batch`` blocks and the flow stops reading.
+    """
+
+    def __init__(self, cfg: IngestConfig, metrics: FlowMetrics, acked: Acked):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.acked = acked
+        self._queue: deque[tuple[Decoded, float]] = deque()  # (message, when queued)
+        self._queued_bytes = 0  # queued or in flight
+        self._queued_rows = 0  # queued only
+        self._rounds = RoundOrder()
+        self._closing = False  # close() called: write what is queued without lingering
+        self._done = False  # ... and then stop
+        self._failed: BaseException | None = None
+        self._cond = threading.Condition()
+        self._writers = [_Writer(cfg, metrics) for _ in range(max(1, cfg.writers))]
+        self._threads = [threading.Thread(target=self._run, args=(w,), name=f"kprobe-ch-writer-{i}", daemon=True)
+                         for i, w in enumerate(self._writers)]
+        for t in self._threads:
+            t.start()
+
+    # -- bytewax side ---------------------------------------------------------------------------
+    def write_batch(self, items: list[Decoded]) -> None:
+        with self._cond:
+            for d in items:
+                while self._queued_bytes >= self.cfg.queue_bytes and self._failed is None:
+                    self._cond.wait(1.0)
+                self._raise_failed()
+                self._queue.append((d, time.monotonic()))
+                self._queued_bytes += len(d.raw.value)
+                self._queued_rows += _rows(d)
+                self._cond.notify_all()
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            raise RuntimeError(f"ClickHouse writer failed: {self._failed!r}") from self._failed
+
+    def close(self) -> None:
+        """Store what is queued (a clean shutdown leaves nothing to re-read), then disconnect."""
+        with self._cond:
+            self._closing = True  # no more lingering: write what is there
+            self._cond.notify_all()
+            while (self._queue or self._rounds.in_flight) and self._failed is None:
+                self._cond.wait(1.0)
+            self._done = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(30)
+        for w in self._writers:
+            w.close()
+        self._raise_failed()
+
+    # -- writer threads -------------------------------------------------------------------------
+    def _ready(self) -> bool:
+        """May a round start now? Caller holds the lock and the queue is not empty."""
+        if _batch_id(self._queue[0][0]) in self._rounds.in_flight_ids:
+            return False  # its twin is being written: after that round, the ledger knows it
+        if self._closing or self._queued_rows >= self.cfg.insert_min_rows:
+            return True
+        if self._rounds.in_flight:  # a second round only for a real backlog: small rounds cost ClickHouse more
+            return False
+        return time.monotonic() - self._queue[0][1] >= self.cfg.insert_linger_s
+
+    def _take(self) -> tuple[int, list[Decoded]] | None:
+        """The next round (number, messages), or None once closed. Caller holds the lock."""
+        while not (self._queue and self._ready()):
+            if self._done and not self._queue:
+                return None
+            timeout = None
+            if self._queue and not self._rounds.in_flight:
+                timeout = max(0.001, self._queue[0][1] + self.cfg.insert_linger_s - time.monotonic())
+            self._cond.wait(timeout)
+        items = [self._queue.popleft()[0]]
+        rows = _rows(items[0])
+        while self._queue and rows + _rows(self._queue[0][0]) <= self.cfg.insert_rows \
+                and _batch_id(self._queue[0][0]) not in self._rounds.in_flight_ids:
+            items.append(self._queue.popleft()[0])
+            rows += _rows(items[-1])
+        self._queued_rows -= rows
+        return self._rounds.begin(items, [_batch_id(d) for d in items]), items
+
+    def _complete(self, number: int, items: list[Decoded]) -> None:
+        """Round ``number`` is stored: acknowledge it and every finished round after it, in order."""
+        for done in self._rounds.finish(number, [_batch_id(d) for d in items]):
+            self.acked.ack([d.raw for d in done])  # only now may a snapshot move past them
+            self._queued_bytes -= sum(len(d.raw.value) for d in done)
+        self._cond.notify_all()
+
+    def _run(self, writer: _Writer) -> None:
+        try:
+            while True:
+                with self._cond:
+                    taken = self._take()
+                if taken is None:
+                    return
+                writer.handle(taken[1])
+                with self._cond:
+                    self._complete(*taken)
+        except BaseException as e:  # surfaced by the next write_batch: the flow stops, a restart resumes
+            log.exception("ClickHouse writer failed")
+            with self._cond:
+                self._failed = e
+                self._cond.notify_all()
 
 
 class ClickHouseSink(DynamicSink[Decoded]):
@@ -350,7 +420,8 @@ def _spawn_cluster(cfg: IngestConfig) -> int:
     argv = [sys.executable, "-m", "kprobe", "dataflow", "ingest", "--brokers", cfg.brokers,
             "--clickhouse", f"{cfg.clickhouse_host}:{cfg.clickhouse_port}", "--clickhouse-http-port",
             str(cfg.clickhouse_http_port), "--database", cfg.database,
-            "--prefix", cfg.prefix, "--workers", str(cfg.workers), "--processes", str(cfg.processes),
+            "--prefix", cfg.prefix, "--workers", str(cfg.workers), "--writers", str(cfg.writers),
+            "--processes", str(cfg.processes),
             "--base-port", str(cfg.base_port), "--state-dir", str(cfg.state_dir), "--epoch-s", str(cfg.epoch_s)]
     if cfg.metrics_port is not None:
         argv += ["--metrics-port", str(cfg.metrics_port), "--metrics-bind", cfg.metrics_bind]

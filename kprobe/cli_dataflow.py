@@ -42,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--database", default="kprobe", help="ClickHouse database, created if missing (default: %(default)s)")
     i.add_argument("--prefix", default="kprobe", help="topic prefix (default: %(default)s)")
     i.add_argument("--workers", type=int, default=2, help="worker threads per process (default: %(default)s)")
+    i.add_argument("--writers", type=int, default=2,
+                   help="concurrent ClickHouse write rounds per worker, acknowledged in reading order; 2 lets "
+                        "the server use two cores on a backlog (default: %(default)s)")
     i.add_argument("--processes", type=int, default=1, help="worker processes, a timely cluster (default: %(default)s)")
     i.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)
     i.add_argument("--base-port", type=int, default=2101, help="cluster ports base_port+i (default: %(default)s)")
@@ -69,7 +72,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     args.state_dir.mkdir(parents=True, exist_ok=True)
     cfg = IngestConfig(brokers=args.brokers, clickhouse_host=host, clickhouse_port=int(port),
                        clickhouse_http_port=args.clickhouse_http_port, database=args.database,
-                       prefix=args.prefix, workers=args.workers, processes=args.processes,
+                       prefix=args.prefix, workers=args.workers, writers=args.writers, processes=args.processes,
                        process_id=args.process_id, base_port=args.base_port, state_dir=args.state_dir,
                        epoch_s=args.epoch_s, metrics_port=args.metrics_port,
                        metrics_bind=args.metrics_bind)
