@@ -8,7 +8,7 @@ one host can keep. Goal to report against: >= 2M rows/s insert.
 What is timed, per batch, exactly as ``Recorder._write_batch`` does it:
 
 * convert: ``BY_NAME[t].columns(records, 0)`` (vectorised numpy + ``decode_str``)
-  plus the enrichment columns ``host`` (np.full of object) and ``service``
+  plus the enrichment columns ``host`` (one str object repeated, ``constant_column``) and ``service``
   (``IdentityCache.services``, pre-populated so /proc is never read);
 * insert: ``ChdbStore.write(t, columns)``, i.e. ``to_arrow`` + ``INSERT ... FROM
   Python(tbl)``; ``to_arrow`` is also timed alone on the same columns so the
@@ -50,6 +50,7 @@ import numpy as np
 import pyarrow as pa
 
 from kprobe.agent.identity import Identity, IdentityCache
+from kprobe.agent.recorder import constant_column
 from kprobe.schemas import layouts as L
 from kprobe.schemas import syscalls
 from kprobe.schemas.tables import BY_NAME, Columns, decode_str
@@ -179,8 +180,8 @@ def convert(table: str, records: np.ndarray, ids: IdentityCache) -> Columns:
     """``Recorder._write_batch`` up to the sink call: type columns, then host and service."""
     cols = BY_NAME[table].columns(records, 0)
     tg = cols.get("tgid", cols.get("victim_pid"))
-    cols["host"] = np.full(len(records), HOST, dtype=object)
-    cols["service"] = ids.services(tg) if tg is not None else np.full(len(records), "", dtype=object)
+    cols["host"] = constant_column(len(records), HOST)
+    cols["service"] = ids.services(tg) if tg is not None else constant_column(len(records), "")
     return cols
 
 
@@ -284,7 +285,7 @@ def profile_table(table: str, pop: Population, workdir: Path, rows: int, seed: i
     for f in records.dtype.names or ():
         if records.dtype[f].kind == "S":
             steps[f"  decode_str({f})"] = _timed(lambda f=f: decode_str(records[f]))
-    steps["host np.full"] = _timed(lambda: np.full(rows, HOST, dtype=object))
+    steps["host constant_column"] = _timed(lambda: constant_column(rows, HOST))
     steps["service services()"] = _timed(lambda: ids.services(cols["tgid"]))
     steps["to_arrow total"] = _timed(lambda: to_arrow(cols))
     obj = [k for k, v in cols.items() if v.dtype == object]
