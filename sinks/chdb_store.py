@@ -51,10 +51,18 @@ def table_defs() -> list[TableDef]:
     return defs
 
 
-def to_arrow(columns: Columns) -> pa.Table:
+def to_arrow(columns: Columns, dictionary: frozenset[str] = frozenset()) -> pa.Table:
+    """Arrow table for ``INSERT ... FROM Python(tbl)``. The string columns named in ``dictionary``
+    (the LowCardinality ones) go as dictionary arrays when their values repeat: built from object
+    identity, and chDB maps a few distinct values instead of hashing every row's string (1M-row
+    batches: syscall 956 -> 790 ms, offcpu 1344 -> 967 ms for conversion plus INSERT, A/B in one process)."""
     arrays = {}
     for name, values in columns.items():
-        if values.dtype == object:
+        if values.dtype == object and name in dictionary:
+            from kprobe.schemas.arrow_strings import string_array  # pandas: imported by the writer only
+
+            arrays[name] = string_array(values)
+        elif values.dtype == object:
             arrays[name] = pa.array(values, type=pa.string())
         else:
             arrays[name] = pa.array(np.ascontiguousarray(values))
@@ -81,11 +89,13 @@ class ChdbStore:
         features = ServerFeatures.full()
         # a batch spanning many 10-minute partitions (backfill, replay) must not be refused
         self._settings = " ".join(f"{k} = {v}" for k, v in session_settings(features).items())
+        self._low_cardinality: dict[str, frozenset[str]] = {}
         for d in table_defs():
             self._session.query(create_table_sql(d, features))
+            self._low_cardinality[d.name] = frozenset(c.name for c in d.columns if c.type.startswith("LowCardinality("))
 
     def write(self, table: str, columns: Columns) -> int:
-        tbl = to_arrow(columns)
+        tbl = to_arrow(columns, self._low_cardinality.get(table, frozenset()))
         if tbl.num_rows == 0:
             return 0
         with self._lock:
