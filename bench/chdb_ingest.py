@@ -10,9 +10,10 @@ What is timed, per batch, exactly as ``Recorder._write_batch`` does it:
 * convert: ``BY_NAME[t].columns(records, 0)`` (vectorised numpy + ``decode_str``)
   plus the enrichment columns ``host`` (one str object repeated, ``constant_column``) and ``service``
   (``IdentityCache.services``, pre-populated so /proc is never read);
-* insert: ``ChdbStore.write(t, columns)``, i.e. ``to_arrow`` + ``INSERT ... FROM
-  Python(tbl)``; ``to_arrow`` is also timed alone on the same columns so the
-  table can split insert into arrow conversion and chDB proper;
+* insert: ``ChdbStore.write(t, columns)``, i.e. ``ChdbStore.arrow`` (LowCardinality
+  strings as dictionary arrays) + ``INSERT ... FROM Python(tbl)``; ``ChdbStore.arrow`` is
+  also timed alone on the same columns so the table can split insert into arrow
+  conversion and chDB proper;
 * combined: convert + insert, the writer thread's cost per row.
 
 Records are synthetic but shaped like a busy trading host: a few hundred
@@ -230,7 +231,7 @@ def measure(table: str, batch_rows: int, batches: int, pop: Population, workdir:
             t0 = time.perf_counter()
             cols = convert(table, records, ids)
             t1 = time.perf_counter()
-            to_arrow(cols)
+            store.arrow(table, cols)
             t2 = time.perf_counter()
             n = store.write(table, cols)
             t3 = time.perf_counter()
@@ -287,7 +288,7 @@ def profile_table(table: str, pop: Population, workdir: Path, rows: int, seed: i
             steps[f"  decode_str({f})"] = _timed(lambda f=f: decode_str(records[f]))
     steps["host constant_column"] = _timed(lambda: constant_column(rows, HOST))
     steps["service services()"] = _timed(lambda: ids.services(cols["tgid"]))
-    steps["to_arrow total"] = _timed(lambda: to_arrow(cols))
+    steps["to_arrow total, plain strings"] = _timed(lambda: to_arrow(cols))
     obj = [k for k, v in cols.items() if v.dtype == object]
     for k in obj:
         steps[f"  pa.array(str {k})"] = _timed(lambda k=k: pa.array(cols[k], type=pa.string()))
@@ -300,7 +301,9 @@ def profile_table(table: str, pop: Population, workdir: Path, rows: int, seed: i
     try:
         store.write(table, convert(table, GENERATORS[table](rng, pop, 10_000), ids))
         steps["store.write (to_arrow + INSERT)"] = _timed(lambda: store.write(table, cols))
-        steps["chDB INSERT of prebuilt table"] = _timed(lambda: _insert_table(store, table, to_arrow(cols)))
+        steps["  store.arrow (dictionary LowCardinality)"] = _timed(lambda: store.arrow(table, cols))
+        prebuilt = store.arrow(table, cols)
+        steps["chDB INSERT of the store's prebuilt table"] = _timed(lambda: _insert_table(store, table, prebuilt))
         steps["what-if: chDB INSERT of dict table"] = _timed(lambda: _insert_table(store, table, dict_tbl))
     finally:
         store.close()

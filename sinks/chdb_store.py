@@ -94,8 +94,12 @@ class ChdbStore:
             self._session.query(create_table_sql(d, features))
             self._low_cardinality[d.name] = frozenset(c.name for c in d.columns if c.type.startswith("LowCardinality("))
 
+    def arrow(self, table: str, columns: Columns) -> pa.Table:
+        """The Arrow table ``write`` inserts (dictionary arrays for the table's LowCardinality columns)."""
+        return to_arrow(columns, self._low_cardinality.get(table, frozenset()))
+
     def write(self, table: str, columns: Columns) -> int:
-        tbl = to_arrow(columns, self._low_cardinality.get(table, frozenset()))
+        tbl = self.arrow(table, columns)
         if tbl.num_rows == 0:
             return 0
         with self._lock:
