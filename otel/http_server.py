@@ -25,6 +25,8 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from kprobe.varint import varint
+
 from .errors import ReceiverBindError
 from .ingest import Ingestor, Outcome, Verdict
 
@@ -43,19 +45,7 @@ _RPC_UNAVAILABLE = 14
 def rpc_status(code: int, message: str) -> bytes:
     """Encode ``google.rpc.Status{code, message}`` by hand (2 fields; avoids a googleapis dependency)."""
     msg = message.encode("utf-8")
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(msg)) + msg
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    return b"\x08" + varint(code) + b"\x12" + varint(len(msg)) + msg
 
 
 def gunzip_bounded(data: bytes, limit: int) -> bytes:
