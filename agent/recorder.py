@@ -64,6 +64,12 @@ class RecorderConfig:
     retention_bytes: int | None = 2 << 30
     status_path: Path | None = None
 
+    @property
+    def drains_early(self) -> bool:
+        """False when the polling interval is set above the quiet maximum: the caller asks for no
+        drain between polls (neither ring wake-ups nor flush deadlines), as the drop tests do."""
+        return self.poll_ms <= self.max_poll_ms
+
 
 @dataclass
 class Batch:
@@ -98,9 +104,7 @@ class Recorder:
         for et in self.probes.loaded_event_types():
             m = self.probes.ring_map(et)
             self._readers[et.name] = RingReader(m.fd, m.max_entries, et.record, et.name)
-        # a polling interval longer than the quiet maximum asks for no early drains (drop tests)
-        wake_on_rings = self.config.poll_ms <= self.config.max_poll_ms
-        self._waiter = RingWaiter(r.map_fd for r in self._readers.values() if wake_on_rings)
+        self._waiter = RingWaiter(r.map_fd for r in self._readers.values() if self.config.drains_early)
         self.stats.set_probes(self.probes, self._clock)
         self._threads = [
             threading.Thread(target=self._drain_loop, name="kprobe-drain", daemon=True),
@@ -168,8 +172,8 @@ class Recorder:
         are quiet, and never past the next flush.
 
         A quiet host costs a few wake-ups a second; a burst does not wait for the timer: the
-        kernel wakes this thread once a ring is 1/8 full (RingWaiter), and while one is more than
-        1/16 full after a drain the interval stays at its shortest.
+        kernel wakes this thread once a ring is 1/8 full (RingWaiter), and while one was more than
+        1/16 full when last drained the interval stays at its shortest.
         """
         min_poll = self.config.poll_ms / 1000
         max_poll = max(min_poll, self.config.max_poll_ms / 1000)
@@ -211,7 +215,7 @@ class Recorder:
             poll = min_poll if fullest > 1 / 16 else min(max_poll, poll * 2)
             assert self._waiter is not None
             sleep = poll
-            if min_poll <= self.config.max_poll_ms / 1000:  # else: asked not to drain early (drop tests)
+            if self.config.drains_early:
                 sleep = min(poll, max(0.0, last_flush + flush_every - time.monotonic()))
             self._waiter.wait(sleep)
 
