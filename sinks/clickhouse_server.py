@@ -269,12 +269,11 @@ class ServerSink:
         return body
 
     def _insert(self, table: str, items: list[tuple[BatchHeader, pa.RecordBatch, np.ndarray]]) -> None:
-        names = self._columns[table] if table in self._columns else []
         try:
-            body = self.native_body(table, items)
+            body = self.native_body(table, items)  # KeyError for a table the server lacks
         except native.NativeError as e:
             raise InsertRefused(f"{table}: {e}") from e
-        query = f"INSERT INTO `{table}` ({', '.join(f'`{n}`' for n in names)}) FORMAT Native"
+        query = f"INSERT INTO `{table}` ({', '.join(f'`{n}`' for n in self._columns[table])}) FORMAT Native"
         self.http_post(query, body)
 
     def http_post(self, query: str, body: list[bytes | memoryview]) -> bytes:
