@@ -22,6 +22,12 @@ mix, monotonic timestamps, a syscall mix dominated by socket I/O, futex and
 epoll, off-CPU intervals with wakers and preemptors. Each (table, batch size)
 gets a fresh store in a temporary directory.
 
+``--floor`` measures the engine alone, for the same rows: one batch is put in a Memory table,
+then copied into the MergeTree table (and into a Null table) with ``INSERT ... SELECT``, no
+Python or Arrow in the timed step. That copy is the fastest any caller can insert these rows
+with this chDB on this host, so it is the floor to read the goal against; chDB's threads run
+inside this process, so its CPU time is this process's CPU time.
+
 ``--profile`` adds a per-step breakdown of one 1M batch per table (which step
 and which column dominate) and a what-if: the same string columns handed to
 Arrow as dictionary arrays (codes + distinct values) instead of object arrays.
@@ -31,7 +37,7 @@ recorder flushes every table that has events every --flush-ms (200 ms), so
 that fixed cost, times tables, times 5/s, is a floor on the recorder's CPU.
 
 Usage: python3 bench/chdb_ingest.py [--tables syscall offcpu] [--batches 1000 100000 1000000]
-       [--rows-per-size 3000000] [--max-batches 30] [--profile] [--json]
+       [--rows-per-size 3000000] [--max-batches 30] [--profile] [--floor] [--json]
 """
 
 from __future__ import annotations
@@ -322,6 +328,40 @@ def _dict_arrow_from_codes(dict_tbl: pa.Table, num: Columns) -> pa.Table:
     return pa.table(arrays)
 
 
+def engine_floor(table: str, pop: Population, workdir: Path, rows: int, seed: int, repeat: int = 5) -> dict:
+    """chDB's own MergeTree write of one batch, fed from a Memory table: wall and CPU per batch."""
+    rng = np.random.default_rng(seed)
+    cols = convert(table, GENERATORS[table](rng, pop, rows), identity_cache(pop))
+    store = ChdbStore(workdir / f"floor-{table}")
+    try:
+        schema = store.query_rows(
+            f"SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = '{table}' "
+            "ORDER BY position")
+        col_sql = ", ".join(f"`{c['name']}` {c['type']}" for c in schema)
+        for engine in ("Memory", "Null"):
+            store.query(f"CREATE TABLE floor_{engine.lower()} ({col_sql}) ENGINE = {engine}")
+        _insert_table(store, "floor_memory", store.arrow(table, cols))
+        result: dict = {"table": table, "rows": rows}
+        for target in (table, "floor_null"):
+            wall, cpu = [], []
+            for _ in range(repeat):
+                c0, t0 = os.times(), time.perf_counter()
+                store.query(f"INSERT INTO {target} SELECT * FROM floor_memory")
+                t1, c1 = time.perf_counter(), os.times()
+                wall.append(t1 - t0)
+                cpu.append((c1.user - c0.user) + (c1.system - c0.system))
+            result[target if target != table else "mergetree"] = {
+                "rows_s": rows / statistics.median(wall), "median_wall_ms": 1e3 * statistics.median(wall),
+                "median_cpu_ms": 1e3 * statistics.median(cpu)}
+        part = store.query_rows(
+            f"SELECT sum(data_uncompressed_bytes) AS u, sum(rows) AS r FROM system.parts "
+            f"WHERE active AND database = currentDatabase() AND table = '{table}'")[0]
+        result["uncompressed_bytes_per_row"] = int(part["u"]) / max(int(part["r"]), 1)
+        return result
+    finally:
+        store.close()
+
+
 def _insert_table(store: ChdbStore, table: str, tbl: pa.Table) -> None:
     """chDB's INSERT alone, on an Arrow table that is already built (bench-only use of the session)."""
     with store._lock:
@@ -356,6 +396,17 @@ def print_profile(prof: dict) -> None:
         print(f"  {step:<40} {s * 1e3:8.1f} ms  {rows / s / 1e6:8.2f}M rows/s")
 
 
+def print_floor(f: dict) -> None:
+    mt, null = f["mergetree"], f["floor_null"]
+    ok = "the goal is above it" if mt["rows_s"] < GOAL_ROWS_S else "the goal is below it"
+    print(f"\nengine floor: {f['table']}, {f['rows']} rows ({f['uncompressed_bytes_per_row']:.0f} B/row uncompressed) "
+          f"copied Memory -> table, no Python in the step")
+    print(f"  MergeTree {_fmt_rate(mt['rows_s'])} rows/s, {mt['median_wall_ms']:.0f} ms wall, "
+          f"{mt['median_cpu_ms']:.0f} ms CPU per batch ({ok})")
+    print(f"  Null      {_fmt_rate(null['rows_s'])} rows/s, {null['median_wall_ms']:.0f} ms wall, "
+          f"{null['median_cpu_ms']:.0f} ms CPU per batch (reading the rows, writing nothing)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tables", nargs="+", default=list(GENERATORS), choices=list(GENERATORS))
@@ -364,11 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows-per-size", type=int, default=3_000_000, help="rows timed per batch size (default: %(default)s)")
     ap.add_argument("--max-batches", type=int, default=30, help="cap on timed batches per size (default: %(default)s)")
     ap.add_argument("--profile", action="store_true", help="per-step and per-column breakdown of a 1M batch")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time chDB's own MergeTree write of one batch (Memory -> MergeTree), the floor")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args(argv)
     pop = make_population(np.random.default_rng(args.seed))
-    results, profiles = [], []
+    results, profiles, floors = [], [], []
     with tempfile.TemporaryDirectory(prefix="kprobe-bench-chdb-") as tmp:
         for table in args.tables:
             for batch in args.batches:
@@ -376,16 +429,20 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(measure(table, batch, n, pop, Path(tmp), args.seed).summary())
             if args.profile:
                 profiles.append(profile_table(table, pop, Path(tmp), 1_000_000, args.seed))
+            if args.floor:
+                floors.append(engine_floor(table, pop, Path(tmp), 1_000_000, args.seed))
     meta = {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "goal_rows_s": GOAL_ROWS_S, "threads": len(pop.tids),
             "processes": len(set(pop.tgids.tolist()))}
     if args.json:
-        json.dump({"meta": meta, "results": results, "profiles": profiles}, sys.stdout, indent=1)
+        json.dump({"meta": meta, "results": results, "profiles": profiles, "floors": floors}, sys.stdout, indent=1)
         print()
     else:
         print(f"host: {meta['cpus']} CPUs, load average at end {meta['loadavg_at_end'][0]:.2f} (shared host: noise)")
         print_table(results)
         for p in profiles:
             print_profile(p)
+        for f in floors:
+            print_floor(f)
     return 0
 
 
