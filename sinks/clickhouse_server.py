@@ -66,6 +66,10 @@ def server_table_defs() -> list[TableDef]:
     return defs + [LEDGER_DEF]
 
 
+def _text(v: str | bytes) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
 def is_string(type_: str) -> bool:
     """String, LowCardinality(String), Nullable(String): the columns sent as (encoded) objects."""
     return type_ == "String" or type_.endswith("String)")
@@ -134,9 +138,28 @@ class ServerSink:
         for d in server_table_defs():
             self._client.execute(create_table_sql(d, self.features))
             self._columns[d.name] = [c.name for c in d.columns]
-            self._types[d.name] = {c.name: c.type for c in d.columns}
             self._ts_col[d.name] = d.ts_column
+        self._types = self._server_types()
         return self
+
+    def _server_types(self) -> dict[str, dict[str, str]]:
+        """Each table's column types as the server has them, which Native blocks must declare: a
+        table created by an older kprobe (or for a server without LowCardinality) keeps String
+        where today's DDL says LowCardinality(String), and 18.16 does not convert between them."""
+        rows = self.client.execute("SELECT table, name, type FROM system.columns WHERE database = %(db)s",
+                                   {"db": self.database})
+        on_server: dict[str, dict[str, str]] = {}
+        for table, name, type_ in rows:
+            on_server.setdefault(_text(table), {})[_text(name)] = _text(type_)
+        types: dict[str, dict[str, str]] = {}
+        for table, names in self._columns.items():
+            have = on_server.get(table, {})
+            missing = [n for n in names if n not in have]
+            if missing:
+                raise RuntimeError(f"table {self.database}.{table} on the server lacks columns {missing} "
+                                   "(created by another kprobe version? drop it or use another --database)")
+            types[table] = {n: have[n] for n in names}
+        return types
 
     def check(self, h: BatchHeader, rb: pa.RecordBatch) -> str | None:
         """Why this batch cannot be stored (-> dead-letter topic), or None. Checked before any write,

@@ -19,6 +19,7 @@ from kprobe.sinks.ddl import (
 )
 
 OLD = ServerFeatures.from_version("18.16.1")
+PRE_LC = ServerFeatures.from_version("18.14.1")  # before the experimental LowCardinality used here
 FULL = ServerFeatures.full()
 
 OFFCPU = TableDef(
@@ -41,12 +42,15 @@ OFFCPU = TableDef(
 
 def test_versions() -> None:
     assert OLD == ServerFeatures(
-        codecs=False, ttl=False, low_cardinality=False, skip_indexes=False, datetime64=False
+        codecs=False, ttl=False, low_cardinality=True, skip_indexes=False, datetime64=False,
+        low_cardinality_experimental=True,
     )
+    assert not PRE_LC.low_cardinality and not PRE_LC.low_cardinality_experimental
     assert ServerFeatures.from_version("26.9.2.1") == FULL
     assert ServerFeatures.from_version("v24.8.4.13-lts") == FULL
     mid = ServerFeatures.from_version("19.8.3.8")
     assert mid.codecs and mid.ttl and mid.low_cardinality and not mid.skip_indexes and not mid.datetime64
+    assert not mid.low_cardinality_experimental
     with pytest.raises(ValueError):
         ServerFeatures.from_version("latest")
 
@@ -66,13 +70,15 @@ def test_versions() -> None:
     ],
 )
 def test_adapt_type_old(modern: str, old: str) -> None:
-    assert adapt_type(modern, OLD) == old
+    assert adapt_type(modern, PRE_LC) == old
     assert adapt_type(modern, FULL) == modern
 
 
 def test_adapt_type_refuses_what_old_servers_cannot_hold() -> None:
     with pytest.raises(ValueError, match="Map"):
         adapt_type("Map(String, UInt64)", OLD)
+    with pytest.raises(ValueError, match="Map"):
+        adapt_type("Map(String, UInt64)", PRE_LC)
 
 
 def test_full_ddl_keeps_every_feature() -> None:
@@ -88,10 +94,11 @@ def test_full_ddl_keeps_every_feature() -> None:
 
 def test_old_ddl_drops_what_18_16_rejects() -> None:
     sql = create_table_sql(OFFCPU, OLD)
-    for word in ("CODEC", "TTL", "INDEX", "LowCardinality", "DateTime64", "Bool", "SETTINGS"):
+    for word in ("CODEC", "TTL", "INDEX", "DateTime64", "Bool", "SETTINGS"):
         assert word not in sql, word
     assert "PARTITION BY intDiv(`ts`, 600000000000)" in sql  # retention still works by partition
-    assert "`comm` String" in sql
+    assert "`comm` LowCardinality(String)" in sql  # experimental on 18.16: see session_settings
+    assert "`comm` String" in create_table_sql(OFFCPU, PRE_LC)
 
 
 def test_keys_and_partitions() -> None:
@@ -118,7 +125,8 @@ def test_bad_definitions_are_caught_before_the_server(bad: TableDef) -> None:
 
 
 def test_session_settings_only_name_settings_the_server_has() -> None:
-    assert session_settings(OLD) == {}  # 18.16 rejects unknown settings
+    assert session_settings(OLD) == {"allow_experimental_low_cardinality_type": 1}  # 18.16 rejects unknown ones
+    assert session_settings(PRE_LC) == {}
     assert session_settings(FULL) == {"max_partitions_per_insert_block": 0}
 
 

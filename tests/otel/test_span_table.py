@@ -18,7 +18,9 @@ def test_ddl_full_and_18_16() -> None:
     full = create_table_sql(SPANS_TABLE, ServerFeatures.full())
     assert "bloom_filter" in full and "LowCardinality(String)" in full
     old = create_table_sql(SPANS_TABLE, ServerFeatures.from_version("18.16.1"))
-    assert "INDEX" not in old and "LowCardinality" not in old and "ORDER BY (`pid`, `ts_ns`)" in old
+    assert "INDEX" not in old and "LowCardinality(String)" in old and "ORDER BY (`pid`, `ts_ns`)" in old
+    older = create_table_sql(SPANS_TABLE, ServerFeatures.from_version("18.14.1"))
+    assert "LowCardinality" not in older
 
 
 def test_batch_columns_types_follow_the_schema() -> None:

@@ -44,7 +44,7 @@ def test_native_block_stores_every_value_exactly(sink: ServerSink) -> None:
     c_plain = [str(k) * (k % 40) for k in range(n)]
     cols = [("i", "UInt32", np.arange(n, dtype=np.uint32)),
             ("a", "String", pa.array(a, type=pa.string()).dictionary_encode()),
-            ("b", "LowCardinality(String)", pa.array(["node"] * n).dictionary_encode()),
+            ("b", "String", pa.array(["node"] * n).dictionary_encode()),
             ("c", "String", pa.array(c_plain)),
             ("x", "Int32", pa.array(np.arange(n, dtype=np.int64) - 350)),  # cast to the column's width
             ("y", "UInt8", np.full(n, 7, np.uint8)),
@@ -65,6 +65,31 @@ def test_native_block_stores_every_value_exactly(sink: ServerSink) -> None:
             j = i - n
             want = (i, a[100 + j] or "", "h", c_plain[j], 0, 0, 0)
         assert row == want, i
+
+
+def test_low_cardinality_blocks_store_every_value_exactly(sink: ServerSink) -> None:
+    """LowCardinality(String) columns are sent as ClickHouse's own dictionary serialisation (18.16
+    cannot convert a String block into one): 1-, 2- and 4-byte indexes, nulls, plain arrays."""
+    c = sink.client
+    c.execute("CREATE TABLE lc (i UInt32, a LowCardinality(String), b LowCardinality(String)) "
+              "ENGINE = MergeTree ORDER BY i")
+    rng = np.random.default_rng(11)
+    blocks, want = [], []
+    for n, distinct in ((500, 7), (3000, 300), (80_000, 70_000)):  # UInt8, UInt16 and UInt32 indexes
+        pool = ["", "read", "é€😀", "x" * 200] + [f"v{k}" for k in range(distinct - 4)]
+        a = [pool[k] for k in rng.integers(0, distinct, n)]
+        a[1] = None  # a null string is stored as ''
+        b = [pool[k % distinct] for k in range(n)]
+        start = len(want)
+        blocks += native.block([("i", "UInt32", np.arange(start, start + n, dtype=np.uint32)),
+                                ("a", native.LOW_CARDINALITY_STRING, pa.array(a, type=pa.string()).dictionary_encode()),
+                                ("b", native.LOW_CARDINALITY_STRING, pa.array(b, type=pa.string()))], n)
+        want += [(start + k, a[k] or "", b[k]) for k in range(n)]
+    sink.http_post("INSERT INTO lc FORMAT Native", blocks)
+    reader = Client(sink.host, port=sink.port, database=sink.database)
+    assert reader.execute("SELECT i, a, b FROM lc ORDER BY i") == want
+    assert reader.execute("SELECT countIf(a = 'read'), uniqExact(b) FROM lc") == [
+        (sum(1 for _, a, _ in want if a == "read"), len({b for _, _, b in want}))]
 
 
 def test_a_refused_insert_raises_insert_refused(sink: ServerSink) -> None:
