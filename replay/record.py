@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 from kprobe.agent.probeset import ProbeConfig, ProbeSet
 from kprobe.replay.capture import ReplayCapture
+from kprobe.replay.tracee import close_inherited_fds
 
 
 @dataclass
@@ -38,7 +39,8 @@ class ReplayRecorder:
         self.capture = ReplayCapture(self.probes, session).start()
 
     def start(self, argv: list[str], stdout_pipe: bool = False) -> Started:
-        """Fork, put the child on the watch list, then let it exec (so the log begins at its exec)."""
+        """Fork, put the child on the watch list, then let it exec (so the log begins at its exec).
+        The command gets stdin, stdout and stderr only, like the replayed one (close_inherited_fds)."""
         gate_r, gate_w = os.pipe()
         out_r, out_w = os.pipe() if stdout_pipe else (-1, -1)
         pid = os.fork()
@@ -49,6 +51,7 @@ class ReplayRecorder:
                     os.dup2(out_w, 1)
                     os.close(out_r)
                 os.read(gate_r, 1)
+                close_inherited_fds()
                 os.execvp(argv[0], argv)
             finally:
                 os._exit(127)

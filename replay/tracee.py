@@ -46,6 +46,15 @@ SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104  # _IOW('!', 4, __u64)
 
 
+def close_inherited_fds() -> None:
+    """In a forked child about to exec: close every descriptor above 2. The recorded and the
+    replayed process must start with the same fd table, or every fd number they are given shifts
+    and the replay diverges at the first open; the parent may hold descriptors without
+    close-on-exec (libraries leave some), and which ones differs between processes. closerange
+    uses close_range(2), so the wide span costs nothing."""
+    os.closerange(3, 1 << 20)
+
+
 def spawn(argv: list[str], env: dict[str, str] | None, cpu: int, cwd: str | None = None,
           notify: frozenset[int] = frozenset()) -> tuple[int, int]:
     """Fork; the child pins itself, asks to be traced, stops, installs the filter and execs.
@@ -74,7 +83,7 @@ def spawn(argv: list[str], env: dict[str, str] | None, cpu: int, cwd: str | None
             os.kill(os.getpid(), signal.SIGSTOP)
             os.close(decide_w)
             use_notify = os.read(decide_r, 1) == b"n"
-            os.close(decide_r)
+            close_inherited_fds()
             environ = env if env is not None else dict(os.environ)
             if seccomp.install(libc, notify if use_notify else frozenset()) >= 0:
                 os.kill(os.getpid(), signal.SIGSTOP)  # the tracer takes the listener fd now

@@ -81,6 +81,27 @@ def _ledger_writes(log) -> bytes:
     return b"".join(e.regions[0][: e.ret] for e in log.events if e.nr == 1 and e.args[0] == ledger_fd)
 
 
+def test_recorded_command_gets_only_stdin_stdout_stderr(tmp_path: Path, probes_built: None) -> None:
+    """A descriptor the recording process holds without close-on-exec (libraries leave such) must
+    not reach the recorded command: its replay starts elsewhere without it, and every fd number
+    would shift (a clean-clone CI run once diverged at the first open for this reason)."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    from kprobe.replay.record import ReplayRecorder
+
+    leaked = os.open(os.devnull, os.O_RDONLY)
+    os.set_inheritable(leaked, True)
+    rec = ReplayRecorder(tmp_path / "session")
+    try:
+        p = rec.start(["ls", "-1", "/proc/self/fd"], stdout_pipe=True)
+        listed = p.stdout.read().split() if p.stdout else []
+        assert p.wait() == 0
+    finally:
+        os.close(leaked)
+        rec.stop()
+    assert sorted(listed) == [b"0", b"1", b"2", b"3"]  # 3: the directory ls is reading
+
+
 def test_log_holds_inputs_outputs_and_vdso_time(ledger_recording) -> None:
     log = ledger_recording["log"]
     assert log.replayable_until == len(log.events), log.problem
