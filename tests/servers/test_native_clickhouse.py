@@ -139,6 +139,32 @@ def test_batches_are_stored_once_and_a_half_written_batch_is_completed(sink: Ser
                                settings={"use_numpy": False})[0][0] == 2
 
 
+def test_a_table_made_with_string_columns_keeps_receiving_batches(stack: dict[str, str]) -> None:
+    """A syscall table created as String (an older kprobe, or DDL for a server without
+    LowCardinality) is written with String blocks: the sink declares what the server has."""
+    from kprobe.sinks.clickhouse_server import server_table_defs
+    from kprobe.sinks.ddl import ServerFeatures, create_table_sql
+
+    db = f"kp_native_{uuid.uuid4().hex[:8]}"
+    boot = Client(stack["CLICKHOUSE_HOST"], port=int(stack["CLICKHOUSE_PORT"]))
+    boot.execute(f"CREATE DATABASE `{db}`")
+    try:
+        syscall = next(d for d in server_table_defs() if d.name == "syscall")
+        boot.execute(create_table_sql(syscall, ServerFeatures.from_version("18.14.1"), database=db))
+        sink = ServerSink(stack["CLICKHOUSE_HOST"], int(stack["CLICKHOUSE_PORT"]), database=db,
+                          http_port=int(stack["CLICKHOUSE_HTTP_PORT"])).connect()
+        try:
+            assert sink._types["syscall"]["host"] == "String"
+            assert sink.write_batches([_batch(1, 500)]).rows == 500
+            got = sink.client.execute("SELECT toTypeName(host), count(), uniqExact(syscall) FROM syscall GROUP BY 1",
+                                      settings={"use_numpy": False})
+            assert got == [(b"String", 500, 2)]
+        finally:
+            sink.close()
+    finally:
+        boot.execute(f"DROP DATABASE IF EXISTS `{db}`")
+
+
 def test_check_names_what_does_not_fit(sink: ServerSink) -> None:
     h, rb = _batch(3, 10)
     assert sink.check(h, rb.drop_columns(["tid"])) == "syscall: missing column 'tid'"
