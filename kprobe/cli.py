@@ -183,11 +183,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return rc
     session = _start_session(args, watching=True)
     replay_capture = start_replay_capture(args, session)
+    if replay_capture:
+        from kprobe.replay.tracee import close_inherited_fds  # imported before the fork
     gate_r, gate_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: wait until the parent has put us on the watch list, then exec
         os.close(gate_w)
         os.read(gate_r, 1)
+        if replay_capture:  # its replay starts with fds 0-2 only: so must the recorded run
+            close_inherited_fds()
         try:
             os.execvp(args.command[0], args.command)
         except OSError as e:
