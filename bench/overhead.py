@@ -99,10 +99,10 @@ class BenchError(RuntimeError):
 
 # -- build and host observation ---------------------------------------------------------------------
 
-def build_workloads() -> None:
+def build_workloads(names: tuple[str, ...] = WORKLOADS) -> None:
     """Compile each workload if its binary is missing or older than its source."""
     BUILD.mkdir(exist_ok=True)
-    for name in WORKLOADS:
+    for name in names:
         src, out = SRC / f"{name}.c", BUILD / name
         if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
             continue
