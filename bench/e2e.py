@@ -141,11 +141,16 @@ class CpuMeter:
             per = v / max(1, events)
             print(f"  {k:<24} {v:6.2f} s  {per * 1e6:6.2f} us/event  "
                   f"{(1 / per if per > 0 else float('inf')):>12,.0f} events/CPU-s")
-            if k in ("agent (this process)", "ingest dataflow", "kafka broker") and self.threads.get(k):
+            if k != "host (all)" and self.threads.get(k):
                 print("      threads: " + ", ".join(f"{t} {v:.2f}" for t, v in
                                                     sorted(self.threads[k].items(), key=lambda x: -x[1])))
         print(f"  budget: workload + pipeline = {per_named * 1e6:.2f} us/event -> at most "
               f"{2 / per_named if per_named else 0:,.0f} events/s on 2 vCPUs with nothing else running")
+        jit = sum(v for t, v in self.threads.get("kafka broker", {}).items() if "Compiler" in t)
+        if jit and events:
+            steady = (named - jit) / events
+            print(f"  of which the broker's JIT compilers {jit:.2f} s (a long-running broker has compiled its hot "
+                  f"code): without them {steady * 1e6:.2f} us/event -> at most {2 / steady:,.0f} events/s")
 
 
 def stage_costs(ch_host: str, ch_port: int, ch_http_port: int, n: int = 32768) -> None:
