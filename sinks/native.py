@@ -18,8 +18,9 @@ INSERT body. A null string (none are produced by the agent) is written as the em
 A LowCardinality(String) column is written as ClickHouse serialises it itself (a dictionary of
 distinct values, then one index per row), straight from an Arrow dictionary array: the agent's
 repeated strings (syscall name, comm, host, service) then cost the client a few bytes per row and
-the server no string per row to parse or hash. Servers before 19.3 cannot convert a String block
-into a LowCardinality column, so the block must carry the table's own type::
+the server no string per row to parse or hash. ClickHouse 18.16 refuses a String block for a
+LowCardinality column ("Bad cast from type DB::ColumnString"), so the block carries the table's
+own type::
 
     UInt64 1 (keys version) | UInt64 index width code | flags | UInt64 keys | keys as String data
     | UInt64 rows | indexes (UInt8/16/32)
