@@ -205,40 +205,6 @@ def stage_costs(ch_host: str, ch_port: int, ch_http_port: int, n: int = 32768) -
           f"ClickHouse server, in their own threads/processes)")
 
 
-def sustained_phase(args: argparse.Namespace, work: Path, probes, brokers: str, prefix: str, baseline: int,
-                    stored, status: Path) -> dict:
-    """Phase 3: read+write pairs at a fixed rate (bench/workloads/paced_syscalls.c) for
-    --sustained-s seconds, then everything queryable: freshness under load without a backlog."""
-    from overhead import BUILD, build_workloads  # bench/ is this script's directory
-
-    from kprobe.agent.kafka_session import KafkaSession
-    from kprobe.agent.kafka_sink import KafkaSinkConfig
-    from kprobe.agent.recorder import RecorderConfig
-
-    build_workloads(("paced_syscalls",))
-    session = KafkaSession(work / "agent3", RecorderConfig(probes=probes, flush_ms=args.flush_ms),
-                           KafkaSinkConfig(brokers=brokers, spool_dir=work / "agent3" / "spool", prefix=prefix,
-                                           compression=args.compression)).start()
-    w = subprocess.Popen([str(BUILD / "paced_syscalls"), str(args.sustained_rate // 2), str(args.sustained_s)],
-                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    session.recorder.watch_pid(w.pid)
-    busy0, t0 = host_busy_s(), time.monotonic()
-    w.stdin.write(b"go\n")
-    w.stdin.close()
-    w.wait()
-    seconds = time.monotonic() - t0
-    host_busy = (host_busy_s() - busy0) / (2 * seconds)
-    session.recorder.wait_drained(30)
-    session.stop()
-    st = session.stats()
-    rows = st["kafka"]["accepted_rows"]
-    while stored() < baseline + rows and time.monotonic() - t0 < 600:
-        time.sleep(0.05)
-    time.sleep(1.5)
-    return {"rows": rows, "seconds": seconds, "host_busy": host_busy, "flow": json.loads(status.read_text()),
-            "drops": sum(st.get("kernel_drops_total", {}).values())}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bytes", type=int, default=1_000_000, help="dd bytes: ~2 syscall events each (default: %(default)s)")
@@ -264,6 +230,7 @@ def main() -> int:
     subprocess.run(["make", "-s", "-C", str(REPO / "probes")], check=True)
 
     from clickhouse_driver import Client
+    from overhead import BUILD, build_workloads  # bench/ is this script's directory
 
     from kprobe.agent.kafka_session import KafkaSession
     from kprobe.agent.kafka_sink import KafkaSinkConfig
@@ -303,12 +270,16 @@ def main() -> int:
                       "kafka broker": int((REPO / "deploy" / ".cache" / "kafka" / "pid").read_text()),
                       "clickhouse server": int((REPO / "deploy" / ".cache" / "clickhouse" / "pid").read_text())}
 
+        def agent(tag: str) -> KafkaSession:
+            """A started agent publishing to the bench's topics, as `kprobe record --kafka` would."""
+            sink = KafkaSinkConfig(brokers=brokers, spool_dir=work / tag / "spool", prefix=prefix,
+                                   compression=args.compression)
+            return KafkaSession(work / tag, RecorderConfig(probes=probes, flush_ms=args.flush_ms), sink).start()
+
         def burst(nbytes: int, tag: str, baseline: int) -> dict:
             """One dd storm recorded into Kafka, timed until the ingest has made all of it queryable."""
             meter = CpuMeter(meter_pids)
-            sink = KafkaSinkConfig(brokers=brokers, spool_dir=work / tag / "spool", prefix=prefix,
-                                   compression=args.compression)
-            session = KafkaSession(work / tag, RecorderConfig(probes=probes, flush_ms=args.flush_ms), sink).start()
+            session = agent(tag)
             dd = subprocess.Popen(["sh", "-c", f"read x; exec dd if=/dev/zero of=/dev/null bs=1 count={nbytes}"],
                                   stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
             session.recorder.watch_pid(dd.pid)
@@ -354,27 +325,38 @@ def main() -> int:
         drops = sum(st.get("kernel_drops_total", {}).values())
         expected = run["expected"]
         n = run["stored"]
+        def stream(cmd: list[str], tag: str, baseline: int) -> dict:
+            """Phases 2 and 3: a workload that waits for a line on stdin, recorded until it exits, then
+            timed until all of it is queryable; the rows, how long it ran and how busy the host was."""
+            session = agent(tag)
+            w = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            session.recorder.watch_pid(w.pid)
+            busy0, t0 = host_busy_s(), time.monotonic()
+            w.stdin.write(b"go\n")
+            w.stdin.close()
+            w.wait()
+            seconds = time.monotonic() - t0
+            host_busy = (host_busy_s() - busy0) / (2 * seconds)
+            session.recorder.wait_drained(30)
+            session.stop()
+            st = session.stats()
+            rows = st["kafka"]["accepted_rows"]
+            while stored() < baseline + rows and time.monotonic() - t0 < 600:
+                time.sleep(0.05)
+            time.sleep(1.5)
+            return {"rows": rows, "seconds": seconds, "host_busy": host_busy, "flow": json.loads(status.read_text()),
+                    "drops": sum(st.get("kernel_drops_total", {}).values())}
+
         # phase 2: a moderate steady stream (no backlog): the pipeline's own latency
-        session2 = KafkaSession(work / "agent2", RecorderConfig(probes=probes, flush_ms=args.flush_ms),
-                                KafkaSinkConfig(brokers=brokers, spool_dir=work / "agent2" / "spool", prefix=prefix,
-                                                compression=args.compression)
-                                ).start()
-        w = subprocess.Popen([sys.executable, str(REPO / "tests" / "workloads" / "steady_writer.py"),
-                              str(work / "steady.out"), "0.2", str(args.steady_s)], stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL)
-        session2.recorder.watch_pid(w.pid)
-        w.stdin.write(b"go\n")
-        w.stdin.close()
-        w.wait()
-        session2.recorder.wait_drained(30)
-        session2.stop()
-        expected2 = expected + session2.stats()["kafka"]["accepted_rows"]
-        while stored() < expected2 and time.time() - t_agent < 600:
-            time.sleep(0.05)
-        time.sleep(1.5)
-        flow2 = json.loads(status.read_text())
-        sustained = sustained_phase(args, work, probes, brokers, prefix, expected2, stored, status) \
-            if args.sustained_rate else None
+        steady = stream([sys.executable, str(REPO / "tests" / "workloads" / "steady_writer.py"),
+                         str(work / "steady.out"), "0.2", str(args.steady_s)], "agent2", expected)
+        expected2, flow2 = expected + steady["rows"], steady["flow"]
+        # phase 3: paced read+write pairs (bench/workloads/paced_syscalls.c): freshness under high load
+        sustained = None
+        if args.sustained_rate:
+            build_workloads(("paced_syscalls",))
+            sustained = stream([str(BUILD / "paced_syscalls"), str(args.sustained_rate // 2), str(args.sustained_s)],
+                               "agent3", expected2)
     finally:
         ingest.terminate()
         ingest.wait(20)
