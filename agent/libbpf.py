@@ -67,6 +67,7 @@ class Libbpf:
             "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
             "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
             "bpf_map_delete_elem": (ci, [ci, vp]),
+            "bpf_map_get_next_key": (ci, [ci, vp, vp]),
             "libbpf_num_possible_cpus": (ci, []),
             "libbpf_set_print": (vp, [vp]),
         }
@@ -130,6 +131,24 @@ class BpfMap:
 
     def delete(self, key: np.ndarray) -> None:
         self.lib.lib.bpf_map_delete_elem(self.fd, key.ctypes.data)
+
+    def entries(self, key_dtype: np.dtype, value_dtype: np.dtype, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """A hash map's entries now (at most ``limit``): keys and values as numpy arrays.
+
+        The kernel may add or delete entries meanwhile; an entry deleted between
+        listing and lookup is skipped, so the answer is a consistent subset.
+        """
+        keys = np.zeros(limit, dtype=key_dtype)
+        values = np.zeros(limit, dtype=value_dtype)
+        fn, lookup, fd = self.lib.lib.bpf_map_get_next_key, self.lib.lib.bpf_map_lookup_elem, self.fd
+        prev, n = None, 0
+        cur = np.zeros(1, dtype=key_dtype)
+        while n < limit and fn(fd, None if prev is None else prev.ctypes.data, cur.ctypes.data) == 0:
+            prev = cur.copy()
+            if lookup(fd, cur.ctypes.data, values[n:n + 1].ctypes.data) == 0:
+                keys[n] = cur[0]
+                n += 1
+        return keys[:n], values[:n]
 
 
 @dataclass

@@ -23,10 +23,13 @@ import numpy as np
 
 from kprobe.agent import clock
 from kprobe.agent.identity import IdentityCache
+from kprobe.agent.memcg_members import MemcgMembers
 from kprobe.agent.probeset import ProbeConfig, ProbeSet
 from kprobe.agent.ring_wait import RingWaiter
 from kprobe.agent.ringbuf import RingReader
 from kprobe.agent.status import RecorderStats
+from kprobe.schemas import layouts as L
+from kprobe.schemas.agent_tables import MEMCG_MEMBERS_TABLE
 from kprobe.schemas.tables import BY_NAME, EventType
 
 log = logging.getLogger("kprobe.agent")
@@ -79,6 +82,18 @@ class Batch:
 
 
 @dataclass
+class TableRows:
+    """Rows the agent itself produced (not a ring's records), written to ``table`` as they are."""
+
+    table: str
+    columns: dict[str, np.ndarray]
+
+
+INFLIGHT_SCAN_NS = 100_000_000    # the in-flight reclaim map is listed at most this often
+INFLIGHT_MAX = 1024
+
+
+@dataclass
 class Recorder:
     config: RecorderConfig
     sink: Sink
@@ -94,6 +109,8 @@ class Recorder:
     _identities: IdentityCache = field(default_factory=IdentityCache)
     _clock: clock.ClockSync = field(default_factory=clock.sample)
     _waiter: RingWaiter | None = None
+    _memcgs: MemcgMembers = field(default_factory=MemcgMembers)
+    _inflight_scan_ns: int = 0
 
     def __post_init__(self) -> None:
         self._queue = queue.Queue(maxsize=self.config.queue_batches)
@@ -180,6 +197,7 @@ class Recorder:
         poll = min_poll
         flush_every = self.config.flush_ms / 1000
         pending: dict[str, list[np.ndarray]] = {}
+        full: list[int] = []       # memcg ids of the memcg reclaim stalls drained this tick
         rows = 0
         last_flush = last_status = time.monotonic()
         while True:
@@ -194,6 +212,10 @@ class Recorder:
                     pending.setdefault(name, []).append(recs)
                     rows += len(recs)
                     self.stats.drained[name] = self.stats.drained.get(name, 0) + len(recs)
+                    if name == "reclaim":
+                        full.extend(recs["cgroup_id"][recs["kind"] == L.KP_RECLAIM_MEMCG].tolist())
+            self._snapshot_memcgs(full, tick_mono)
+            full = []
             now = time.monotonic()
             if stopping or flush_req or now - last_flush >= flush_every or rows >= self.config.flush_rows:
                 self._flush_req.clear()
@@ -219,6 +241,35 @@ class Recorder:
                 sleep = min(poll, max(0.0, last_flush + flush_every - time.monotonic()))
             self._waiter.wait(sleep)
 
+    def _snapshot_memcgs(self, finished: list[int], now_mono: int) -> None:
+        """Members of the memcgs in reclaim: those stalled now (the probe's in-flight map, listed every
+        INFLIGHT_SCAN_NS) and those whose stall just ended; each memcg at most once a second.
+
+        The in-flight list is what catches a long stall while it lasts: its row only
+        arrives when it ends, and by then whoever filled the cgroup may have left it.
+        """
+        ids = list(finished)
+        if now_mono - self._inflight_scan_ns >= INFLIGHT_SCAN_NS and self.probes is not None \
+                and "memory" in self.probes.objects:
+            self._inflight_scan_ns = now_mono
+            try:
+                m = self.probes.objects["memory"].map("reclaim_state")
+                _, st = m.entries(np.dtype(np.uint32), L.KP_RECLAIM_INFLIGHT, INFLIGHT_MAX)
+                ids.extend(st["cgroup_id"][st["kind"] == L.KP_RECLAIM_MEMCG].tolist())
+            except Exception as e:     # a best effort: never stop the drain for it
+                self.stats.last_error = f"reclaim in-flight map: {e}"
+        due = self._memcgs.due(ids, now_mono) if ids else []
+        if not due:
+            return
+        cols = self._memcgs.snapshot(due, time.time_ns(), self.host, now_mono)
+        s = self.stats.memcg_snapshots
+        s["snapshots"] = s.get("snapshots", 0) + len(due)
+        s["truncated_members"] = self._memcgs.truncated
+        s["unresolved_memcgs"] = self._memcgs.unresolved
+        if cols is not None:
+            s["member_rows"] = s.get("member_rows", 0) + len(cols["tgid"])
+            self._queue.put(TableRows(MEMCG_MEMBERS_TABLE, cols))
+
     def _write_loop(self) -> None:
         try:  # this thread only (Linux: a tid is a "process" for setpriority)
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.writer_nice)
@@ -232,6 +283,8 @@ class Recorder:
                 return
             if isinstance(item, int):
                 self.stats.last_written_mono_ns = item
+            elif isinstance(item, TableRows):
+                self._write_rows(item)
             else:
                 self._write_batch(item)
             now = time.monotonic()
@@ -261,6 +314,16 @@ class Recorder:
             self.stats.write_errors[et.name] = self.stats.write_errors.get(et.name, 0) + len(batch.records)
             self.stats.last_error = f"{et.name}: {e}"
             log.error("write of %d %s events failed: %s", len(batch.records), et.name, e)
+
+    def _write_rows(self, rows: TableRows) -> None:
+        n = len(next(iter(rows.columns.values())))
+        try:
+            self.stats.written[rows.table] = self.stats.written.get(rows.table, 0) + self.sink.write(
+                rows.table, rows.columns)
+        except Exception as e:  # counted and logged like an event batch
+            self.stats.write_errors[rows.table] = self.stats.write_errors.get(rows.table, 0) + n
+            self.stats.last_error = f"{rows.table}: {e}"
+            log.error("write of %d %s rows failed: %s", n, rows.table, e)
 
     def _write_identities(self) -> None:
         new = self._identities.take_new()

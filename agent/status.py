@@ -47,6 +47,8 @@ class RecorderStats:
     policy: dict = field(default_factory=dict)  # capture policy and thresholds in effect
     last_error: str = ""
     partitions_dropped: int = 0
+    # memcg member snapshots (agent/memcg_members.py): taken, member rows, members beyond the cap, ids not found
+    memcg_snapshots: dict[str, int] = field(default_factory=dict)
     last_written_mono_ns: int = 0
     finished: bool = False
 

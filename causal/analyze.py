@@ -17,7 +17,8 @@ off-CPU piece is then explained:
   uninterruptible disk calls = ``disk_io`` (culprit: the user process that issued
   most bytes to the waited-on device, kernel dispatchers counting as the waiter);
   the thread's own direct/memcg reclaim = ``memory_pressure`` (culprit: the
-  biggest other reclaimer, i.e. whoever else is filling the memory); timed
+  biggest other reclaimer, i.e. whoever else is filling the memory; in a memcg
+  where no one else reclaimed, the member holding most of it); timed
   sleeps = ``sleep``;
 * a waker is followed recursively: its own delays inside the window the victim
   waited for it become children (depth-limited, with a cycle guard), because the
@@ -45,6 +46,7 @@ from kprobe.causal.fetch import (
     WAKER_CALLS,
     BlockIO,
     Evidence,
+    MemcgMember,
     OffCpu,
     Reclaim,
     SockIO,
@@ -301,7 +303,7 @@ class _Ctx:
                 path = f.path        # '' after a close: the number was reused for something unopened (pipe, socket)
         return path or None
 
-    def top_reclaimer(self, exclude: int | None, own: Iterable[Reclaim] = ()) -> tuple[Culprit, list]:
+    def top_reclaimer(self, exclude: int | None, own: Iterable[Reclaim] = ()) -> tuple[Culprit, dict]:
         """The process that reclaimed most around the window (system-wide): the likeliest memory hog.
 
         The stall itself may be the victim's alone (the hog filled memory just
@@ -322,11 +324,61 @@ class _Ctx:
                 per[t.tgid][0] += t.stall_ns
                 per[t.tgid][1] += t.pages
         ranked = sorted(per.items(), key=lambda kv: (kv[1][1], kv[1][0], -kv[0]), reverse=True)
-        ev = [{"reclaimer": t, "comm": self.comm(t), "stall_ns": v[0], "pages": v[1]} for t, v in ranked[:3]]
+        ev = {"top_reclaimers": [{"reclaimer": t, "comm": self.comm(t), "stall_ns": v[0], "pages": v[1]}
+                                 for t, v in ranked[:3]]}
+        members = self.members(memcgs, exclude, ev) if memcgs else []
         for t, _ in ranked:
             if t != exclude:
                 return self.culprit(t), ev
+        if members:
+            return self.culprit(members[0].tgid, None, members[0].comm), ev
         return Culprit(None, None, None), ev
+
+    def members(self, memcgs: set[int], exclude: int | None, ev: dict) -> list[MemcgMember]:
+        """The other members of the victim's memcg, most memory held first; the cgroup's state goes in ``ev``.
+
+        Reclaim by another member is the stronger evidence of who fills the cgroup
+        (it was charging it then), so the top member is the culprit only when no one
+        else reclaimed: a hog that filled the cgroup and now idles or waits for its
+        writeback never does. Each member counts with its largest snapshot in the
+        window (agent/memcg_members.py).
+        """
+        best: dict[int, MemcgMember] = {}
+        state: MemcgMember | None = None
+        for m in self.ev.memcg_members:
+            if m.memcg not in memcgs:
+                continue
+            if state is None or m.memcg_usage >= state.memcg_usage:
+                state = m
+            if m.tgid and m.tgid != exclude and (m.tgid not in best or m.held_bytes > best[m.tgid].held_bytes):
+                best[m.tgid] = m
+        if state is None:
+            return []
+        ranked = sorted(best.values(), key=lambda m: (m.held_bytes, -m.tgid), reverse=True)
+        ev["memcg"] = {"cgroup": state.cgroup or str(state.memcg), "usage_bytes": state.memcg_usage,
+                       "limit_bytes": state.memcg_limit, "file_bytes": state.memcg_file,
+                       "dirty_bytes": state.memcg_dirty, "writeback_bytes": state.memcg_writeback}
+        ev["top_members"] = [{"member": m.tgid, "comm": m.comm, "held_bytes": m.held_bytes,
+                              "anon_bytes": m.rss_anon, "file_io_bytes": m.io_bytes} for m in ranked[:3]]
+        return ranked
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+def _memcg_note(top: dict) -> str:
+    """What the member snapshot says of a full memcg, for the one-line summary (empty without one)."""
+    cg, members = top.get("memcg"), top.get("top_members")
+    if not cg:
+        return ""
+    limit = f"/{_mib(cg['limit_bytes'])}" if cg["limit_bytes"] else ""
+    out = f": memcg {cg['cgroup']} at {_mib(cg['usage_bytes'])}{limit}"
+    if cg["dirty_bytes"] + cg["writeback_bytes"]:
+        out += f", {_mib(cg['dirty_bytes'])} dirty and {_mib(cg['writeback_bytes'])} under writeback"
+    if members:
+        out += f"; {members[0]['comm']} PID {members[0]['member']} holds ~{_mib(members[0]['held_bytes'])}"
+    return out
 
 
 def _reclaim_child(ctx: _Ctx, rows: _ByTime | None, segs: list[tuple[int, int]], culprit: Culprit,
@@ -366,8 +418,8 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
     if own * 2 >= d:
         cul, top = ctx.top_reclaimer(exclude=tgid, own=mine)
         kind = "memcg" if any(r.kind == "memcg" for r in mine) else "direct"
-        return _Piece("memory_pressure", cul, d, ev + [{"own_reclaim_ns": own, "reclaim": kind, "top_reclaimers": top}],
-                      summary=f"blocked in {kind} reclaim")
+        return _Piece("memory_pressure", cul, d, ev + [{"own_reclaim_ns": own, "reclaim": kind, **top}],
+                      summary=f"blocked in {kind} reclaim" + _memcg_note(top))
 
     if name in SLEEP_CALLS:
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary=f"{name}")
@@ -614,7 +666,7 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
         if extra:
             pieces.append(_Piece("memory_pressure", cul, extra, summary="direct reclaim in the victim",
                                  evidence=[{"own_reclaim_stalls": len(own), "own_reclaim_ns": reclaim_ns,
-                                            "pages": sum(r.nr_reclaimed for r in own), "top_reclaimers": top}]))
+                                            "pages": sum(r.nr_reclaimed for r in own), **top}]))
 
     wall = hi - lo
     bd = Breakdown(

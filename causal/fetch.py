@@ -103,6 +103,30 @@ def reclaim_totals(rows: list[Reclaim], lo: int, hi: int) -> list[ReclaimTotal]:
     return [ReclaimTotal(tg, mc, c, ns, pages) for (tg, mc), (c, _, ns, pages) in sorted(per.items())]
 
 
+class MemcgMember(Record):
+    """One member of a memory cgroup in reclaim, as the agent saw it then (agent/memcg_members.py)."""
+
+    memcg: int
+    ts: int
+    tgid: int       # 0: the cgroup had no member left
+    comm: str
+    rss_anon: int
+    rss_shmem: int
+    io_bytes: int          # read_bytes + write_bytes of its life: bounds the page cache it brought in
+    memcg_usage: int
+    memcg_limit: int
+    memcg_file: int
+    memcg_dirty: int
+    memcg_writeback: int
+    cgroup: str = ""
+
+    @property
+    def held_bytes(self) -> int:
+        """What it likely holds of the cgroup's memory: its anonymous and shared memory (exact) plus its
+        file I/O, capped at the cgroup's page cache (the kernel keeps no per-task page-cache charge)."""
+        return self.rss_anon + self.rss_shmem + min(self.io_bytes, self.memcg_file)
+
+
 class Fault(Record):
     tgid: int
     tid: int
@@ -165,6 +189,7 @@ class Evidence:
     sock_io: list[SockIO] = field(default_factory=list)
     retrans: list[Retrans] = field(default_factory=list)
     fd_open: list[FdOpen] = field(default_factory=list)
+    memcg_members: list[MemcgMember] = field(default_factory=list)   # snapshots of memcgs in reclaim
     comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, see note_comm
     comm_rank: dict[int, tuple[bool, int, str]] = field(default_factory=dict)   # tgid -> (main thread?, ts, comm)
     fetched_tgids: set[int] = field(default_factory=set)
@@ -390,6 +415,15 @@ _FAULT_COLS = ("tgid", "tid", "ts", "count")
 _RECLAIM_COLS = ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu", "cgroup_id")
 _BLOCK_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev")
 _RETRANS_COLS = ("ts", "skaddr", "saddr", "sport", "daddr", "dport")
+_MEMBER_COLS = ("cgroup_id", "ts", "tgid", "comm", "rss_anon", "rss_shmem", "read_bytes + write_bytes", "memcg_usage",
+                "memcg_limit", "memcg_file", "memcg_dirty", "memcg_writeback", "cgroup")
+MEMBER_SNAPSHOT_LAG_NS = 3_000_000_000   # a stall's snapshot may be taken this long after it ended (next drain)
+
+
+def _member_part(lo: int, hi: int) -> _Part:
+    """Snapshots of memcgs in reclaim from the reclaim context before the window to shortly after it."""
+    return _Part("memcg_members", MemcgMember, _MEMBER_COLS, "memcg_members",
+                 _between(lo - RECLAIM_CONTEXT_NS, hi + MEMBER_SNAPSHOT_LAG_NS))
 
 
 def _process_parts(tgids: set[int], lo: int, hi: int) -> list[_Part]:
@@ -471,6 +505,8 @@ def _needs(ev: Evidence) -> set[str]:
     if (any(r.reason == "uninterruptible" for v in ev.offcpu.values() for r in v)
             or any(r.syscall in DISK_WAIT_CALLS for v in ev.syscalls.values() for r in v)):
         out.add("block_io")
+    if any(r.kind == "memcg" for r in ev.reclaims):
+        out.add("memcg_members")
     return out
 
 
@@ -481,6 +517,8 @@ def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
         parts.append(_Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)))
     if "tcp_retrans" in tables:
         parts.append(_Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)))
+    if "memcg_members" in tables:
+        parts.append(_member_part(lo, hi))
     return parts
 
 
@@ -580,6 +618,7 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.reclaims.extend(sorted(got.get("reclaim", []), key=lambda r: r.ts))
     ev.block_io.extend(sorted(got.get("block_io", []), key=lambda r: r.ts))
     ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
+    ev.memcg_members.extend(sorted(got.get("memcg_members", []), key=lambda r: r.ts))
     for r in got.get("reclaim", []) + got.get("block_io", []):
         ev.note_comm(r.tgid, r.tid, r.ts, r.comm)
     if "reclaim_total" in got:
@@ -613,6 +652,7 @@ def _window_parts(iv: Interval) -> list[_Part]:
         victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"],
         _Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)),
         _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)),
+        _member_part(lo, hi),
     ]
 
 

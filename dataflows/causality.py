@@ -39,7 +39,8 @@ from kprobe.dataflows.causal_step import CausalityState, CausalResult, EventBatc
 from kprobe.dataflows.windowing import SEC, Operation, WindowConfig
 
 # Tables the analysis reads (see causal/fetch.py); spans when the OTLP receiver stored any.
-CAUSAL_TABLES = ("offcpu", "syscall", "sock_io", "fault", "reclaim", "block_io", "tcp_retrans", "fd_open", "spans")
+CAUSAL_TABLES = ("offcpu", "syscall", "sock_io", "fault", "reclaim", "block_io", "tcp_retrans", "fd_open",
+                 "memcg_members", "spans")
 _INTERVAL_TABLES = {"offcpu", "syscall", "reclaim", "block_io"}
 
 

@@ -17,6 +17,7 @@ from kprobe.causal.fetch import (
     Evidence,
     Fault,
     FdOpen,
+    MemcgMember,
     OffCpu,
     Reclaim,
     Retrans,
@@ -73,9 +74,16 @@ def _retrans(r: Row) -> Retrans:
     return Retrans(_i(r["ts"]), _i(r["skaddr"]), _s(r["saddr"]), _i(r["sport"]), _s(r["daddr"]), _i(r["dport"]))
 
 
+def _memcg_member(r: Row) -> MemcgMember:
+    return MemcgMember(_i(r["cgroup_id"]), _i(r["ts"]), _i(r["tgid"]), _s(r["comm"]), _i(r["rss_anon"]),
+                       _i(r["rss_shmem"]), _i(r["read_bytes"]) + _i(r["write_bytes"]), _i(r["memcg_usage"]),
+                       _i(r["memcg_limit"]), _i(r["memcg_file"]), _i(r["memcg_dirty"]), _i(r["memcg_writeback"]),
+                       _s(r.get("cgroup")))
+
+
 TYPED: dict[str, Callable[[Row], Any]] = {
     "offcpu": _offcpu, "syscall": _syscall, "sock_io": _sock, "fault": _fault, "fd_open": _fd_open,
-    "reclaim": _reclaim, "block_io": _block_io, "tcp_retrans": _retrans,
+    "reclaim": _reclaim, "block_io": _block_io, "tcp_retrans": _retrans, "memcg_members": _memcg_member,
 }
 
 

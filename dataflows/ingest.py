@@ -37,6 +37,7 @@ from clickhouse_driver.errors import ServerException
 from kprobe.dataflows.kafka_io import Acked, DeadLetters, KafkaConfig, KafkaPartitionSource, RawMessage
 from kprobe.dataflows.metrics import FlowMetrics
 from kprobe.malloc import keep_freed_memory
+from kprobe.schemas.agent_tables import AGENT_TABLES
 from kprobe.sinks.clickhouse_server import InsertRefused, ServerSink
 from kprobe.topics import wire
 from kprobe.topics.names import PREFIX, data_topics, dlq_topic
@@ -197,7 +198,7 @@ class _Writer:
         if newest:
             self.metrics.freshness_s = max(0.0, (now - newest) / 1e9)
         for d in good:  # per event: when it happened in the kernel (end of an interval) -> now queryable
-            if d.header is None or d.batch is None or d.header.table == "processes":
+            if d.header is None or d.batch is None or d.header.table in AGENT_TABLES:
                 continue
             names = d.batch.schema.names
             col = "end_ts" if "end_ts" in names else "ts" if "ts" in names else None

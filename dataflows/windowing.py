@@ -233,4 +233,4 @@ class HostWindow:
 
 
 # tables whose rows are about the whole host (reclaimers, block I/O issuers, retransmits) rather than a victim
-SYSTEM_TABLES = frozenset({"reclaim", "block_io", "tcp_retrans", "oom"})
+SYSTEM_TABLES = frozenset({"reclaim", "block_io", "tcp_retrans", "oom", "memcg_members"})

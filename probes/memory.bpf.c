@@ -17,17 +17,11 @@ struct {
 	__type(value, struct kp_fault_state);
 } fault_state SEC(".maps");
 
-struct kp_reclaim_state {
-	__u64 start_ns;
-	__u32 kind;
-	__u32 pad;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, struct kp_reclaim_state);
+	__type(value, struct kp_reclaim_inflight);
 } reclaim_state SEC(".maps");
 
 KP_RINGBUF(rb_fault);
@@ -111,7 +105,9 @@ static __always_inline __u64 kp_memcg_id(void)
 static __always_inline void kp_reclaim_begin(__u32 kind)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct kp_reclaim_state st = {.start_ns = bpf_ktime_get_ns(), .kind = kind};
+	struct kp_reclaim_inflight st = {.start_ns = bpf_ktime_get_ns(), .kind = kind};
+	if (kind == KP_RECLAIM_MEMCG)
+		st.cgroup_id = kp_memcg_id();
 	bpf_map_update_elem(&reclaim_state, &tid, &st, BPF_ANY);
 }
 
@@ -119,7 +115,7 @@ static __always_inline void kp_reclaim_end(__u64 nr_reclaimed)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
-	struct kp_reclaim_state *st = bpf_map_lookup_elem(&reclaim_state, &tid);
+	struct kp_reclaim_inflight *st = bpf_map_lookup_elem(&reclaim_state, &tid);
 	if (!st)
 		return;
 	struct kp_reclaim *r = kp_reserve(&rb_reclaim, KP_EV_RECLAIM, sizeof(*r));

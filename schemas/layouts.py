@@ -92,6 +92,15 @@ KP_RECLAIM = np.dtype(
     }
 )
 
+KP_RECLAIM_INFLIGHT = np.dtype(
+    {
+        "names": ["start_ns", "cgroup_id", "kind", "pad"],
+        "formats": ["<u8", "<u8", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 20],
+        "itemsize": 24,
+    }
+)
+
 KP_OOM = np.dtype(
     {
         "names": ["ts_ns", "total_vm_kb", "anon_rss_kb", "victim_pid", "killer_tgid", "killer_comm"],
@@ -189,6 +198,7 @@ STRUCTS = {
     "kp_proc": KP_PROC,
     "kp_fault": KP_FAULT,
     "kp_reclaim": KP_RECLAIM,
+    "kp_reclaim_inflight": KP_RECLAIM_INFLIGHT,
     "kp_oom": KP_OOM,
     "kp_tcp_state": KP_TCP_STATE,
     "kp_sock_io": KP_SOCK_IO,

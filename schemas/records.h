@@ -130,6 +130,16 @@ struct kp_reclaim {
 	char comm[KP_COMM_LEN];
 };
 
+/* A reclaim stall still in progress, per thread (memory.bpf.c's reclaim_state
+ * map). The agent reads the map while stalls last: a memcg that is full right
+ * now is inspected while whoever filled it is still inside it. */
+struct kp_reclaim_inflight {
+	__u64 start_ns;
+	__u64 cgroup_id;  /* memcg stalls: the task's memory cgroup, as in kp_reclaim */
+	__u32 kind;
+	__u32 pad;
+};
+
 struct kp_oom {
 	__u64 ts_ns;
 	__u64 total_vm_kb;

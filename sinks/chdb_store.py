@@ -16,19 +16,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from kprobe.schemas.agent_tables import (
+    MEMCG_MEMBERS_COLUMNS,
+    MEMCG_MEMBERS_TABLE,
+    PROCESSES_COLUMNS,
+    PROCESSES_TABLE,
+)
 from kprobe.schemas.tables import EVENT_TYPES, Columns, table_columns
 from kprobe.sinks.ddl import Column, ServerFeatures, TableDef, create_table_sql, session_settings
 from kprobe.sinks.json_rows import parse_json_each_row
 from kprobe.sinks.span_table import SPANS_TABLE
 
 PARTITION_MINUTES = 10
-
-PROCESSES_COLUMNS = (
-    ("ts", "UInt64"), ("host", "LowCardinality(String)"), ("tgid", "UInt32"), ("comm", "LowCardinality(String)"),
-    ("exe", "String"), ("cmdline", "String"), ("cgroup", "String"), ("container_id", "String"),
-    ("service", "LowCardinality(String)"),
-)
-
 
 def _time_indexes(names: set[str]) -> tuple[tuple[str, str], ...]:
     """Per-granule min/max of the time columns: the tables are ordered by process, so a read of one
@@ -38,15 +37,17 @@ def _time_indexes(names: set[str]) -> tuple[tuple[str, str], ...]:
 
 
 def table_defs() -> list[TableDef]:
-    """Event tables (columns derived from the agent's conversion), the processes and the OTel spans table."""
+    """Event tables (columns derived from the agent's conversion), the processes, memcg members and OTel spans."""
     defs = []
     for et in EVENT_TYPES:
         cols = tuple(Column(n, t) for n, t in table_columns(et))
         defs.append(TableDef(et.name, cols, et.order_by, "ts", PARTITION_MINUTES,
                              skip_indexes=_time_indexes({c.name for c in cols})))
     defs.append(
-        TableDef("processes", tuple(Column(n, t) for n, t in PROCESSES_COLUMNS), ("tgid", "ts"), "ts", PARTITION_MINUTES)
+        TableDef(PROCESSES_TABLE, tuple(Column(n, t) for n, t in PROCESSES_COLUMNS), ("tgid", "ts"), "ts", PARTITION_MINUTES)
     )
+    defs.append(TableDef(MEMCG_MEMBERS_TABLE, tuple(Column(n, t) for n, t in MEMCG_MEMBERS_COLUMNS), ("cgroup_id", "ts"),
+                         "ts", PARTITION_MINUTES))
     defs.append(SPANS_TABLE)
     return defs
 

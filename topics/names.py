@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kprobe.schemas.agent_tables import AGENT_TABLES
 from kprobe.schemas.tables import EVENT_TYPES
 
 PREFIX = "kprobe"
-PROCESSES_TABLE = "processes"
 SPANS_TABLE = "spans"
 SPANS_TOPIC = f"{PREFIX}.spans"
 DLQ_TOPIC = f"{PREFIX}.dlq"
@@ -63,7 +63,7 @@ def table_of(topic: str) -> str | None:
     return table if sep and head and table else None
 
 
-EVENT_TABLES: tuple[str, ...] = tuple(et.name for et in EVENT_TYPES) + (PROCESSES_TABLE,)
+EVENT_TABLES: tuple[str, ...] = tuple(et.name for et in EVENT_TYPES) + AGENT_TABLES
 
 
 def data_topics(prefix: str = PREFIX) -> tuple[str, ...]:

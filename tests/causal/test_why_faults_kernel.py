@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from kprobe.causal.analyze import analyze
+from kprobe.causal.fetch import fetch_evidence
+from kprobe.causal.model import Interval
 from kprobe.causal.why import render_text
 from tests.causal.conftest import why_both_ways
 from tests.conftest import HOG, RR
@@ -199,7 +202,7 @@ def _unclean(cg: Path) -> int:
     return int(st.get("dirty", 0)) + int(st.get("writeback", 0))
 
 
-def _memcg_pressure_once(capture, throttled_disk) -> tuple[int, int, int, int, int, int] | None:
+def _memcg_pressure_once(capture, throttled_disk, hog_mode: str = "trickle") -> tuple[int, int, int, int, int, int] | None:
     """One run of the scenario: (victim pid, start ns, end ns, baseline wall ns, hog pid, memcg inode).
 
     None when the victim was OOM-killed (reclaim can give up while every page is under writeback).
@@ -218,7 +221,7 @@ def _memcg_pressure_once(capture, throttled_disk) -> tuple[int, int, int, int, i
         hog = subprocess.Popen(
             ["sh", "-c", f'echo $$ > {blk}/cgroup.procs && echo $$ > {cg}/cgroup.procs && exec "$0" "$@"',
              "taskset", "-c", str(hcpu), sys.executable, str(WORKLOADS / "causal_dirty_hog.py"), str(mnt / "big"),
-             "20", str(limit), str(cg)], stdout=subprocess.PIPE, text=True)
+             "20", str(limit), str(cg), hog_mode], stdout=subprocess.PIPE, text=True)
         assert hog.stdout is not None and hog.stdout.readline().strip() == "ready"
         # start the victim only once most of the memcg is dirty or under writeback (slow to reclaim)
         deadline = time.monotonic() + 5
@@ -247,10 +250,16 @@ def _memcg_pressure_once(capture, throttled_disk) -> tuple[int, int, int, int, i
                 c.rmdir()
 
 
-def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture, throttled_disk):
+@pytest.mark.parametrize("hog_mode", ["trickle", "idle"])
+def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture, throttled_disk, hog_mode):
     """A hog fills a 64 MiB memcg with page cache under writeback to a device throttled to 2 MiB/s
     (tests/workloads/causal_dirty_hog.py); the victim joins the memcg and touches 8 MiB: its charges
     stall in memcg reclaim until enough of the hog's writeback completes (seconds).
+
+    The hog either keeps charging a little (``trickle``: it usually stalls in reclaim too) or only
+    waits (``idle``: it never reclaims during the stall). Either way it must be named: by its own
+    reclaim, else by the agent's snapshot of the full memcg's members, which is also checked alone
+    (the analysis rerun without any reclaim row of the hog).
 
     Injected delay = the victim's wall time for that pass minus its median wall time for the same work
     in an unlimited memcg (five passes before, five after). The victim runs SCHED_RR pinned to one
@@ -263,7 +272,7 @@ def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture,
         pytest.skip("no cgroup v1 memory controller mounted at /sys/fs/cgroup/memory")
     runs = []
     for _ in range(8):
-        got = _memcg_pressure_once(capture, throttled_disk)
+        got = _memcg_pressure_once(capture, throttled_disk, hog_mode)
         if got is None:
             runs.append("victim OOM-killed")
             continue
@@ -283,6 +292,19 @@ def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture,
     memcgs = {r["cgroup_id"] for r in capture.rows(
         f"SELECT DISTINCT cgroup_id FROM reclaim WHERE tgid IN ({pid}, {hog_pid}) AND kind = 'memcg'")}
     assert memcgs == {ino}, (memcgs, ino)
+    # the agent saw the hog inside the full memcg while the victim stalled, holding most of it
+    snap = capture.rows(f"SELECT tgid, write_bytes, memcg_usage, memcg_limit FROM memcg_members "
+                        f"WHERE cgroup_id = {ino} AND tgid = {hog_pid}")
+    assert snap and max(int(r["write_bytes"]) for r in snap) >= 64 << 20, snap
+    assert all(int(r["memcg_limit"]) == 64 << 20 for r in snap), snap
+    # and that snapshot alone names it: the same evidence without a single reclaim row of the hog
+    ev = fetch_evidence(capture.session.store, Interval(pid, t0, t1))
+    ev.reclaims = [r for r in ev.reclaims if r.tgid != hog_pid]
+    ev.reclaim_totals = [t for t in ev.reclaim_totals or [] if t.tgid != hog_pid]
+    alone = analyze(ev).root_cause
+    assert alone is not None and alone.kind == "memory_pressure" and alone.culprit.pid == hog_pid, alone
+    members = [e["top_members"] for c in [alone] for e in c.evidence if isinstance(e, dict) and "top_members" in e]
+    assert members and members[0][0]["member"] == hog_pid, alone.evidence
 
 
 WAKE_VICTIM = """import sys, time

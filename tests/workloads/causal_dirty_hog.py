@@ -18,7 +18,10 @@ victim's stall, as a real hog that keeps allocating would (a page at a time was
 often served from the slack the victim's reclaim left, and then the hog did not
 reclaim at all while the victim stalled).
 
-Usage: causal_dirty_hog.py PATH SECONDS LIMIT [MEMCG_DIR]
+With IDLE set, it only waits after "ready": a hog that filled its memcg and
+stopped allocating, which never reclaims while others stall on its pages.
+
+Usage: causal_dirty_hog.py PATH SECONDS LIMIT [MEMCG_DIR [IDLE]]
 """
 import os
 import sys
@@ -28,6 +31,7 @@ MB = 1 << 20
 TRICKLE = 32 * 4096    # one reclaim batch (SWAP_CLUSTER_MAX): more than the slack another's reclaim leaves
 path, seconds, limit = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 memcg = sys.argv[4] if len(sys.argv) > 4 else None
+idle = len(sys.argv) > 5 and sys.argv[5] == "idle"
 fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
 buf = b"D" * MB
 end = time.monotonic() + seconds
@@ -52,7 +56,7 @@ while memcg and off < most and room() > MB and time.monotonic() < end:
     os.posix_fadvise(fd, first, off - first, os.POSIX_FADV_DONTNEED)
 print("ready", flush=True)
 while time.monotonic() < end:      # 32 new pages every 100 ms: still the memcg's charger, a minor rival
-    if off < most:
+    if off < most and not idle:
         os.pwrite(fd, buf[:TRICKLE], off)
         off += TRICKLE
     time.sleep(0.1)

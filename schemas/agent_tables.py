@@ -1,0 +1,27 @@
+"""Tables whose rows the agent produces itself, from /proc and cgroup files rather than a ring buffer.
+
+They travel and are stored like the event tables (one topic each, same sinks);
+their columns are declared here because no kernel record defines them.
+"""
+
+from __future__ import annotations
+
+PROCESSES_TABLE = "processes"
+PROCESSES_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ts", "UInt64"), ("host", "LowCardinality(String)"), ("tgid", "UInt32"), ("comm", "LowCardinality(String)"),
+    ("exe", "String"), ("cmdline", "String"), ("cgroup", "String"), ("container_id", "String"),
+    ("service", "LowCardinality(String)"),
+)
+
+# one row per member of a memory cgroup in reclaim, per snapshot (agent/memcg_members.py)
+MEMCG_MEMBERS_TABLE = "memcg_members"
+MEMCG_MEMBERS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ts", "UInt64"), ("host", "LowCardinality(String)"), ("cgroup_id", "UInt64"), ("cgroup", "String"),
+    ("tgid", "UInt32"), ("comm", "LowCardinality(String)"),
+    ("rss_anon", "UInt64"), ("rss_file", "UInt64"), ("rss_shmem", "UInt64"),
+    ("read_bytes", "UInt64"), ("write_bytes", "UInt64"),
+    ("memcg_usage", "UInt64"), ("memcg_limit", "UInt64"), ("memcg_anon", "UInt64"), ("memcg_file", "UInt64"),
+    ("memcg_dirty", "UInt64"), ("memcg_writeback", "UInt64"),
+)
+
+AGENT_TABLES: tuple[str, ...] = (PROCESSES_TABLE, MEMCG_MEMBERS_TABLE)
