@@ -84,6 +84,11 @@ def render(data: dict) -> str:
     per_cpu = {k: v for k, v in rec.get("kernel_drops", {}).items() if sum(v)}
     for name, v in per_cpu.items():
         lines.append(f"  {name} drops per CPU: " + " ".join(f"cpu{i}={x}" for i, x in enumerate(v) if x))
+    if rec.get("memcg_snapshots"):
+        m = rec["memcg_snapshots"]
+        lines.append(f"memcg member snapshots (memcgs in reclaim): {m.get('snapshots', 0)} taken, "
+                     f"{m.get('member_rows', 0)} member rows, {m.get('truncated_members', 0)} members beyond the cap, "
+                     f"{m.get('unresolved_memcgs', 0)} memcgs gone before they were read")
     if rec.get("policy"):
         lines.append("")
         lines.append("capture policy: " + ", ".join(f"{k}={v}" for k, v in rec["policy"].items()))

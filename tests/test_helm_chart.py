@@ -86,6 +86,10 @@ def test_agent_daemonset_is_privileged_hostpid_with_btf_and_valid_args():
     c = spec["containers"][0]
     assert c["securityContext"]["privileged"] is True
     assert any(m["mountPath"] == "/sys/kernel/btf" for m in c["volumeMounts"])
+    # memcg ids from the probes are host cgroup inodes: the host's tree is mounted over the pod's view
+    cg = next(m for m in c["volumeMounts"] if m["mountPath"] == "/sys/fs/cgroup")
+    vol = next(v for v in spec["volumes"] if v["name"] == cg["name"])
+    assert vol["hostPath"]["path"] == "/sys/fs/cgroup" and cg["readOnly"] is True
     assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
     args = build_parser().parse_args(c["args"])
     assert args.kafka == "kafka-0.kafka:9092,kafka-1.kafka:9092,kafka-2.kafka:9092" and args.metrics_port == 9463

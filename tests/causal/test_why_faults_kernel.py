@@ -297,6 +297,8 @@ def test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog(capture,
                         f"WHERE cgroup_id = {ino} AND tgid = {hog_pid}")
     assert snap and max(int(r["write_bytes"]) for r in snap) >= 64 << 20, snap
     assert all(int(r["memcg_limit"]) == 64 << 20 for r in snap), snap
+    counted = capture.session.recorder.stats.memcg_snapshots      # what `kprobe stats` shows
+    assert counted["snapshots"] >= 1 and counted["member_rows"] >= len(snap), counted
     # and that snapshot alone names it: the same evidence without a single reclaim row of the hog
     ev = fetch_evidence(capture.session.store, Interval(pid, t0, t1))
     ev.reclaims = [r for r in ev.reclaims if r.tgid != hog_pid]
