@@ -37,18 +37,26 @@ _STAT_KEYS = {"memcg_anon": ("rss", "anon"), "memcg_file": ("cache", "file"),
               "memcg_dirty": ("dirty", "file_dirty"), "memcg_writeback": ("writeback", "file_writeback")}
 
 
-def _read(path: Path) -> str:
+def _read(path: Path | str) -> str:
+    """One /proc or cgroup file; os-level calls, as a snapshot reads two files per member (~2x cheaper than
+    pathlib's read_text)."""
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:        # the process or cgroup went away meanwhile: a snapshot is a best effort
         return ""
+    try:
+        return os.read(fd, 65536).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _kv(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
-        k, _, v = line.partition(":") if ":" in line else line.partition(" ")
-        out[k.strip()] = v.strip()
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
     return out
 
 
@@ -148,11 +156,12 @@ class MemcgMembers:
         return out
 
     def _member(self, tgid: int) -> dict[str, object] | None:
-        base = self.proc / str(tgid)
-        comm = _read(base / "comm").strip()
+        base = f"{self.proc}/{tgid}"
+        status = _kv(_read(f"{base}/status"))
+        comm = status.get("Name", "")
         if not comm:
             return None
-        status, io = _kv(_read(base / "status")), _kv(_read(base / "io"))
+        io = _kv(_read(f"{base}/io"))
         return {"tgid": tgid, "comm": comm,
                 "rss_anon": _int(status.get("RssAnon"), 1024), "rss_file": _int(status.get("RssFile"), 1024),
                 "rss_shmem": _int(status.get("RssShmem"), 1024),

@@ -117,12 +117,22 @@ wait_ready() {
 }
 
 # Starts a command as its own session (so stop can signal the whole group) and records its pid.
+# A server keeps none of the caller's descriptors: an inherited lock would stay held and an
+# inherited pipe would never reach EOF for as long as the server runs.
+close_inherited_fds() {
+    local fd
+    for fd in /proc/$BASHPID/fd/*; do
+        fd="${fd##*/}"
+        if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+}
+
 spawn() {
     local svc="$1" log
     shift
     log="$(log_file "$svc")"
     : >"$log"
-    setsid "$@" >>"$log" 2>&1 </dev/null 9>&- &
+    (close_inherited_fds; exec setsid "$@") >>"$log" 2>&1 </dev/null &
     echo $! >"$(pid_file "$svc")"
     echo $!
 }
