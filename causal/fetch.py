@@ -55,6 +55,9 @@ class OffCpu(Record):
     waker_tgid: int
     waker_tid: int
     waker_comm: str
+    displaced_tgid: int = 0     # who held cpu_on right before the thread came back (0: idle or not recorded)
+    displaced_tid: int = 0
+    displaced_comm: str = ""
 
 
 class Syscall(Record):
@@ -408,7 +411,8 @@ def memory_rounds(rows: WindowRows) -> Rounds:
 
 
 _OFFCPU_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "wake_ts", "reason", "cpu_off", "cpu_on", "preemptor_tgid",
-                "preemptor_tid", "preemptor_comm", "waker_tgid", "waker_tid", "waker_comm")
+                "preemptor_tid", "preemptor_comm", "waker_tgid", "waker_tid", "waker_comm", "displaced_tgid",
+                "displaced_tid", "displaced_comm")
 _SYSCALL_COLS = ("tgid", "tid", "syscall", "fd", "ts", "end_ts", "ret", "bytes")
 _SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "daddr", "dport")
 _FAULT_COLS = ("tgid", "tid", "ts", "count")

@@ -39,7 +39,8 @@ def _offcpu(r: Row) -> OffCpu:
     return OffCpu(_i(r["tgid"]), _i(r["tid"]), _s(r["comm"]), _i(r["ts"]), _i(r["end_ts"]), _i(r["wake_ts"]),
                   _s(r["reason"]), _i(r["cpu_off"]), _i(r["cpu_on"]), _i(r["preemptor_tgid"]),
                   _i(r["preemptor_tid"]), _s(r["preemptor_comm"]), _i(r["waker_tgid"]), _i(r["waker_tid"]),
-                  _s(r["waker_comm"]))
+                  _s(r["waker_comm"]), _i(r.get("displaced_tgid")), _i(r.get("displaced_tid")),
+                  _s(r.get("displaced_comm")))
 
 
 def _syscall(r: Row) -> Syscall:

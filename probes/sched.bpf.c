@@ -113,6 +113,9 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 			r->preemptor_tid = st->p_tid;
 			r->waker_tgid = st->w_tgid;
 			r->waker_tid = st->w_tid;
+			r->displaced_tgid = prev_tgid;
+			r->displaced_tid = prev_tid;
+			kp_copy_comm(r->displaced_comm, prev);
 			__builtin_memcpy(r->preemptor_comm, st->p_comm, KP_COMM_LEN);
 			__builtin_memcpy(r->waker_comm, st->w_comm, KP_COMM_LEN);
 			__builtin_memset(r->comm, 0, KP_COMM_LEN);

@@ -84,9 +84,14 @@ struct kp_offcpu {
 	__u32 preemptor_tid;
 	__u32 waker_tgid;
 	__u32 waker_tid;
+	/* the task this one replaced on cpu_on: who held the CPU at the end of a run-queue wait
+	 * (switches between unwatched tasks are not seen, so the one switched in at cpu_off may be long gone) */
+	__u32 displaced_tgid;
+	__u32 displaced_tid;
 	char comm[KP_COMM_LEN];
 	char preemptor_comm[KP_COMM_LEN];
 	char waker_comm[KP_COMM_LEN];
+	char displaced_comm[KP_COMM_LEN];
 };
 
 enum kp_proc_kind { KP_PROC_FORK = 1, KP_PROC_EXEC = 2, KP_PROC_EXIT = 3 };

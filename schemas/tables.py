@@ -21,7 +21,7 @@ Columns = dict[str, np.ndarray]
 
 # String columns with few distinct values: stored as LowCardinality where the server allows it.
 LOW_CARDINALITY = {
-    "comm", "preemptor_comm", "waker_comm", "killer_comm", "service", "reason", "kind",
+    "comm", "preemptor_comm", "waker_comm", "displaced_comm", "killer_comm", "service", "reason", "kind",
     "syscall", "host", "dir", "oldstate", "newstate", "rwbs", "state",
 }
 
@@ -116,6 +116,8 @@ def _offcpu(r: np.ndarray, off: int) -> Columns:
         "preemptor_tgid": r["preemptor_tgid"], "preemptor_tid": r["preemptor_tid"],
         "preemptor_comm": decode_str(r["preemptor_comm"]),
         "waker_tgid": r["waker_tgid"], "waker_tid": r["waker_tid"], "waker_comm": decode_str(r["waker_comm"]),
+        "displaced_tgid": r["displaced_tgid"], "displaced_tid": r["displaced_tid"],
+        "displaced_comm": decode_str(r["displaced_comm"]),
     }
 
 

@@ -23,7 +23,14 @@ from kprobe.schemas.agent_tables import (
     PROCESSES_TABLE,
 )
 from kprobe.schemas.tables import EVENT_TYPES, Columns, table_columns
-from kprobe.sinks.ddl import Column, ServerFeatures, TableDef, create_table_sql, session_settings
+from kprobe.sinks.ddl import (
+    Column,
+    ServerFeatures,
+    TableDef,
+    add_columns_sql,
+    create_table_sql,
+    session_settings,
+)
 from kprobe.sinks.json_rows import parse_json_each_row
 from kprobe.sinks.span_table import SPANS_TABLE
 
@@ -94,6 +101,16 @@ class ChdbStore:
         for d in table_defs():
             self._session.query(create_table_sql(d, features))
             self._low_cardinality[d.name] = frozenset(c.name for c in d.columns if c.type.startswith("LowCardinality("))
+        self._add_missing_columns(features)
+
+    def _add_missing_columns(self, features: ServerFeatures) -> None:
+        """A data directory from an older kprobe keeps its tables: give them today's columns."""
+        have: dict[str, list[str]] = {}
+        for r in self.query_rows("SELECT table, name FROM system.columns WHERE database = currentDatabase()"):
+            have.setdefault(r["table"], []).append(r["name"])
+        for d in table_defs():
+            for sql in add_columns_sql(d, have.get(d.name, []), features):
+                self._session.query(sql)
 
     def arrow(self, table: str, columns: Columns) -> pa.Table:
         """The Arrow table ``write`` inserts (dictionary arrays for the table's LowCardinality columns)."""

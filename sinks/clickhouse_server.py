@@ -40,10 +40,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 from clickhouse_driver import Client
+from clickhouse_driver.errors import ServerException
 
 from kprobe.sinks import native
 from kprobe.sinks.chdb_store import table_defs
-from kprobe.sinks.ddl import Column, ServerFeatures, TableDef, create_table_sql, session_settings
+from kprobe.sinks.ddl import (
+    Column,
+    ServerFeatures,
+    TableDef,
+    add_columns_sql,
+    create_table_sql,
+    session_settings,
+)
 from kprobe.topics.wire import BatchHeader
 
 LEDGER = "kprobe_batches"
@@ -139,8 +147,25 @@ class ServerSink:
             self._client.execute(create_table_sql(d, self.features))
             self._columns[d.name] = [c.name for c in d.columns]
             self._ts_col[d.name] = d.ts_column
+        self._add_missing_columns()
         self._types = self._server_types()
         return self
+
+    def _add_missing_columns(self) -> None:
+        """Tables created by an older kprobe get today's columns (several sinks may race: a column that
+        another one added meanwhile is fine)."""
+        assert self.features is not None
+        have: dict[str, list[str]] = {}
+        for table, name in self.client.execute("SELECT table, name FROM system.columns WHERE database = %(db)s",
+                                               {"db": self.database}):
+            have.setdefault(_text(table), []).append(_text(name))
+        for d in server_table_defs():
+            for sql in add_columns_sql(d, have.get(d.name, []), self.features):
+                try:
+                    self.client.execute(sql)
+                except ServerException as e:
+                    if "already exists" not in str(e):
+                        raise
 
     def _server_types(self) -> dict[str, dict[str, str]]:
         """Each table's column types as the server has them, which Native blocks must declare: a

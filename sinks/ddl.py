@@ -272,3 +272,22 @@ def create_table_sql(table: TableDef, features: ServerFeatures, database: str | 
         if features.datetime64:  # ttl_only_drop_parts (20.x+): expire whole parts, never rewrite
             lines.append("SETTINGS ttl_only_drop_parts = 1")
     return "\n".join(lines)
+
+
+def add_columns_sql(table: TableDef, have: list[str], features: ServerFeatures,
+                    database: str | None = None) -> list[str]:
+    """ALTER statements that give a table created by an older kprobe the columns it lacks.
+
+    Each goes right after its predecessor in the definition, so the table's column
+    order stays the definition's (inserts name no columns). Rows written before
+    read the type's default (0, '') for them.
+    """
+    present = set(have)
+    target = _quote(table.name) if database is None else f"{_quote(database)}.{_quote(table.name)}"
+    out, prev = [], None
+    for col in table.columns:
+        if col.name not in present:
+            where = f" AFTER {_quote(prev)}" if prev is not None else " FIRST"
+            out.append(f"ALTER TABLE {target} ADD COLUMN {_column_sql(col, features)}{where}")
+        prev = col.name
+    return out

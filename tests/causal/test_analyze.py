@@ -16,9 +16,11 @@ T0 = 1_700_000_000_000_000_000
 
 
 def off(tgid: int, tid: int, a: int, b: int, reason: str = "preempted", wake: int = 0, cpu: int = 1,
-        p: tuple[int, int, str] = (0, 0, ""), w: tuple[int, int, str] = (0, 0, ""), comm: str = "victim") -> OffCpu:
+        p: tuple[int, int, str] = (0, 0, ""), w: tuple[int, int, str] = (0, 0, ""), comm: str = "victim",
+        d: tuple[int, int, str] = (0, 0, "")) -> OffCpu:
+    """An off-CPU row: p switched in when it left, w woke it, it displaced d when it came back."""
     return OffCpu(tgid, tid, comm, T0 + a * MS, T0 + b * MS, T0 + wake * MS if wake else 0, reason, cpu, cpu,
-                  p[0], p[1], p[2], w[0], w[1], w[2])
+                  p[0], p[1], p[2], w[0], w[1], w[2], d[0], d[1], d[2])
 
 
 def sc(tgid: int, tid: int, name: str, a: int, b: int, fd: int = -1) -> Syscall:
@@ -227,24 +229,44 @@ def test_idle_task_recorded_as_waker_is_replaced_by_the_wake_syscall_of_another_
 
 def test_run_queue_wait_after_wake_up_names_who_held_the_cpu():
     # settlement-svc blocks at 0 on CPU 1 and batch-job (unwatched: it has no rows) is switched in; woken
-    # at 100, it waits until 300. A watched task gets CPU 1 at 250 (its own row), so batch-job held 150 ms.
-    hog = (30, 31, "batch-job")
+    # at 100, it waits until 300. A watched task takes CPU 1 from batch-job at 170, leaves it to batch-job
+    # at 200 and takes it again at 250 until settlement-svc gets it: batch-job held 70 + 50 ms, it 30 + 50.
+    hog, other = (30, 31, "batch-job"), (40, 40, "other")
     ev = evidence(20, 0, 400, [
-        off(20, 20, 0, 300, reason="sleep", wake=100, w=(10, 10, "payment-handler"), p=hog, comm="settlement-svc"),
-        off(40, 40, 200, 250, reason="sleep", wake=210, p=(30, 32, "batch-job"), comm="other"),
+        off(20, 20, 0, 300, reason="sleep", wake=100, w=(10, 10, "payment-handler"), p=hog, comm="settlement-svc",
+            d=other),
+        off(40, 40, -50, 170, reason="sleep", wake=160, comm="other", d=hog),
+        off(40, 40, 200, 250, reason="sleep", wake=210, p=(30, 32, "batch-job"), comm="other", d=(30, 32, "batch-job")),
     ], [sc(20, 20, "recvfrom", 0, 301, fd=5)])
     a = analyze(ev)
     assert a.breakdown.runq_ns == 200 * MS
     pre = {c.culprit.pid: c for c in a.causes if c.kind == "cpu_preemption"}
-    assert pre[30].delay_ns == 150 * MS and pre[30].culprit.comm == "batch-job" and pre[30].cpu == 1
-    assert pre[40].delay_ns == 50 * MS
+    assert pre[30].delay_ns == 120 * MS and pre[30].culprit.comm == "batch-job" and pre[30].cpu == 1
+    assert pre[40].delay_ns == 80 * MS
     assert None not in pre          # nothing left unnamed
-    assert "waited 150 ms for CPU 1 after wake-up while batch-job PID 30" in render_text(a)
+    assert "waited 120 ms for CPU 1 after wake-up while batch-job PID 30" in render_text(a)
     # its reclaim while holding the CPU becomes the deeper cause
     ev.reclaims.append(Reclaim(30, 31, "batch-job", "memcg", T0 + 120 * MS, T0 + 220 * MS, 64, 1))
     a = analyze(ev)
     assert a.root_cause.kind == "memory_pressure" and a.root_cause.culprit.pid == 30
     assert [c.kind for c in a.chain][-2:] == ["cpu_preemption", "memory_pressure"]
+
+
+def test_run_queue_wait_names_the_task_it_displaced_not_a_brief_one_switched_in_when_it_blocked():
+    # settlement-svc blocks at 0 and a tool's process is switched in (it runs a moment, unseen); the
+    # batch job takes CPU 1 unseen, and settlement-svc, woken at 100, only gets the CPU back at 400 by
+    # displacing it: the batch job held the CPU it waited for, not the process switched in at 0
+    ev = evidence(20, 0, 500, [
+        off(20, 20, 0, 400, reason="sleep", wake=100, p=(50, 50, "tool-backend"), d=(30, 33, "batch-job"),
+            comm="settlement-svc"),
+    ], [sc(20, 20, "recvfrom", 0, 401, fd=5)])
+    a = analyze(ev)
+    pre = {c.culprit.pid: c.delay_ns for c in a.causes if c.kind == "cpu_preemption"}
+    assert pre == {30: 300 * MS}, pre
+    # without the displaced task (a recording from before it was kept) the old reading stands
+    ev = evidence(20, 0, 500, [off(20, 20, 0, 400, reason="sleep", wake=100, p=(50, 50, "tool-backend"))],
+                  [sc(20, 20, "recvfrom", 0, 401, fd=5)])
+    assert {c.culprit.pid for c in analyze(ev).causes if c.kind == "cpu_preemption"} == {50}
 
 
 def test_run_queue_wait_after_a_stale_switch_in_stays_unnamed():

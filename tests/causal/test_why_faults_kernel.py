@@ -344,3 +344,8 @@ def test_run_queue_wait_after_wake_up_names_the_unwatched_task_holding_the_cpu(c
     assert rc.culprit.pid == hog.pid and rc.cpu == cpu, a.to_json()
     assert _near(rc.delay_ns, late), (rc.delay_ns, late)
     assert "after wake-up while" in render_text(a)
+    # each long run-queue wait ended by displacing the hog: the kernel's own account of who held the CPU
+    waits = capture.rows(f"SELECT displaced_tgid, displaced_comm, cpu_on FROM offcpu WHERE tgid = {pid} "
+                         f"AND wake_ts > 0 AND runq_ns > 20000000")
+    assert len(waits) >= 3 and all(int(w["displaced_tgid"]) == hog.pid and int(w["cpu_on"]) == cpu
+                                   for w in waits), waits

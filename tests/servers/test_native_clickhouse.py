@@ -165,6 +165,50 @@ def test_a_table_made_with_string_columns_keeps_receiving_batches(stack: dict[st
         boot.execute(f"DROP DATABASE IF EXISTS `{db}`")
 
 
+def test_a_table_from_an_older_kprobe_gets_the_new_columns_in_place(stack: dict[str, str]) -> None:
+    """An offcpu table created before the displaced_* columns existed: connecting adds them after their
+    predecessors on 18.16 too, and the agent's batches (which carry them) are stored with every value."""
+    from dataclasses import replace
+
+    from kprobe.agent.recorder import constant_column
+    from kprobe.schemas.tables import BY_NAME
+    from kprobe.sinks.clickhouse_server import server_table_defs
+    from kprobe.sinks.ddl import ServerFeatures, create_table_sql, session_settings
+
+    db = f"kp_native_{uuid.uuid4().hex[:8]}"
+    boot = Client(stack["CLICKHOUSE_HOST"], port=int(stack["CLICKHOUSE_PORT"]))
+    boot.execute(f"CREATE DATABASE `{db}`")
+    try:
+        full = next(d for d in server_table_defs() if d.name == "offcpu")
+        old = replace(full, columns=tuple(c for c in full.columns if not c.name.startswith("displaced_")))
+        f = ServerFeatures.from_version("18.16.1")
+        boot.execute(create_table_sql(old, f, database=db), settings=session_settings(f))
+        sink = ServerSink(stack["CLICKHOUSE_HOST"], int(stack["CLICKHOUSE_PORT"]), database=db,
+                          http_port=int(stack["CLICKHOUSE_HTTP_PORT"])).connect()
+        try:
+            names = [n.decode() for (n,) in sink.client.execute(
+                f"SELECT name FROM system.columns WHERE database = '{db}' AND table = 'offcpu'",
+                settings={"use_numpy": False})]
+            assert names == [c.name for c in full.columns]
+            r = np.zeros(300, dtype=BY_NAME["offcpu"].record)
+            r["off_ns"] = np.arange(300) * 1000 + 10**9
+            r["on_ns"] = r["off_ns"] + 700
+            r["tgid"] = r["tid"] = 77
+            r["displaced_tgid"] = np.arange(300) % 3 + 30
+            r["displaced_comm"] = b"batch-job"
+            cols = BY_NAME["offcpu"].columns(r, 1_764_000_000 * 10**9)
+            cols["host"], cols["service"] = constant_column(300, "node"), constant_column(300, "svc")
+            h = wire.BatchHeader("offcpu", "node", wire.batch_id("node", "run", 1), 1, 300, *wire.ts_range(cols), 0)
+            assert sink.write_batches([wire.decode(wire.encode(h, cols))]).rows == 300
+            got = sink.client.execute("SELECT sum(displaced_tgid), uniqExact(displaced_comm), any(displaced_comm) "
+                                      "FROM offcpu", settings={"use_numpy": False})
+            assert got == [(int((np.arange(300) % 3 + 30).sum()), 1, b"batch-job")]
+        finally:
+            sink.close()
+    finally:
+        boot.execute(f"DROP DATABASE IF EXISTS `{db}`")
+
+
 def test_check_names_what_does_not_fit(sink: ServerSink) -> None:
     h, rb = _batch(3, 10)
     assert sink.check(h, rb.drop_columns(["tid"])) == "syscall: missing column 'tid'"
