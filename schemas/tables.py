@@ -245,6 +245,12 @@ EVENT_TYPES: tuple[EventType, ...] = (
 )
 
 BY_NAME = {e.name: e for e in EVENT_TYPES}
+
+# Columns added to a table after its first release: a batch encoded before them (an agent not yet
+# upgraded, an archived topic replayed) is still valid, and stores read the type's default for them.
+COLUMNS_ADDED_LATER: dict[str, frozenset[str]] = {
+    "offcpu": frozenset({"displaced_tgid", "displaced_tid", "displaced_comm"}),
+}
 PROBES = tuple(dict.fromkeys(e.probe for e in EVENT_TYPES))  # load order: sched first owns the shared maps
 
 

@@ -42,6 +42,7 @@ import pyarrow as pa
 from clickhouse_driver import Client
 from clickhouse_driver.errors import ServerException
 
+from kprobe.schemas.tables import COLUMNS_ADDED_LATER
 from kprobe.sinks import native
 from kprobe.sinks.chdb_store import table_defs
 from kprobe.sinks.ddl import (
@@ -118,6 +119,15 @@ class WriteResult:
     tables: dict[str, int] = field(default_factory=dict)  # rows newly stored per table
 
 
+def _default_column(ch_type: str, n: int) -> pa.Array | np.ndarray:
+    if is_string(ch_type):
+        return pa.array([""] * n, type=pa.string())
+    dtype = native.NUMPY_OF.get(ch_type)
+    if dtype is None:
+        raise native.NativeError(f"no default for a missing {ch_type} column")
+    return np.zeros(n, dtype=dtype)
+
+
 @dataclass
 class ServerSink:
     host: str = "127.0.0.1"
@@ -149,6 +159,10 @@ class ServerSink:
             self._ts_col[d.name] = d.ts_column
         self._add_missing_columns()
         self._types = self._server_types()
+        # columns a batch may lack: those today's agent sends but an older one did not (they were added
+        # to the definitions later); a batch from a rolling upgrade or an old archive gets their defaults
+        self._defaultable = {d.name: frozenset(c.name for c in d.columns if c.name in COLUMNS_ADDED_LATER.get(d.name, ()))
+                             for d in server_table_defs()}
         return self
 
     def _add_missing_columns(self) -> None:
@@ -200,6 +214,8 @@ class ServerSink:
                 continue
             i = schema.get_field_index(name)
             if i < 0:
+                if name in self._defaultable.get(h.table, ()):
+                    continue      # an older agent's batch: stored with the type's default (see native_body)
                 return f"{h.table}: missing column {name!r}"
             t = schema.field(i).type
             want_str = is_string(type_)
@@ -311,6 +327,8 @@ class ServerSink:
                     cols.append((name, types[name], np.full(n, h.batch_id, dtype=np.uint64)))
                 elif name == "batch_row":
                     cols.append((name, types[name], rows.astype(np.uint32, copy=False)))
+                elif rb.schema.get_field_index(name) < 0:        # checked: a column newer than the batch
+                    cols.append((name, types[name], _default_column(types[name], n)))
                 else:
                     cols.append((name, types[name], rb.column(name)))
             body += native.block(cols, n)

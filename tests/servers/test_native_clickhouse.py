@@ -203,6 +203,17 @@ def test_a_table_from_an_older_kprobe_gets_the_new_columns_in_place(stack: dict[
             got = sink.client.execute("SELECT sum(displaced_tgid), uniqExact(displaced_comm), any(displaced_comm) "
                                       "FROM offcpu", settings={"use_numpy": False})
             assert got == [(int((np.arange(300) % 3 + 30).sum()), 1, b"batch-job")]
+            # a batch from an agent not yet upgraded (no displaced_*) is stored with their defaults, not refused
+            old_cols = {k: v for k, v in cols.items() if not k.startswith("displaced_")}
+            h2 = wire.BatchHeader("offcpu", "node", wire.batch_id("node", "run", 2), 2, 300, *wire.ts_range(old_cols), 0)
+            old_batch = wire.decode(wire.encode(h2, old_cols))
+            assert sink.check(*old_batch) is None
+            assert sink.write_batches([old_batch]).rows == 300
+            got = sink.client.execute("SELECT count(), sum(displaced_tgid), countIf(displaced_comm = '') FROM offcpu "
+                                      f"WHERE batch_id = {h2.batch_id}", settings={"use_numpy": False})
+            assert got == [(300, 0, 300)]
+            # a column that was always there is still required
+            assert "missing column 'tgid'" in sink.check(h2, old_batch[1].drop_columns(["tgid"]))
         finally:
             sink.close()
     finally:
