@@ -66,8 +66,10 @@ def summary(r: dict) -> str:
             extra = f" by {r['preemptor_comm']} {r['preemptor_tgid']}/{r['preemptor_tid']}"
         elif r["waker_tid"]:
             extra = f", woken by {r['waker_comm']} {r['waker_tgid']}/{r['waker_tid']}"
-        return (f"{who} off-CPU {format_dur(r['dur_ns'])} {r['reason']} on CPU {r['cpu_off']}{extra}"
-                f" (run-queue {format_dur(r['runq_ns'])})")
+        runq = f" (run-queue {format_dur(r['runq_ns'])}"
+        if int(r.get("displaced_tid") or 0) and int(r["runq_ns"]):
+            runq += f", got CPU {r['cpu_on']} from {r['displaced_comm']} {r['displaced_tgid']}/{r['displaced_tid']}"
+        return f"{who} off-CPU {format_dur(r['dur_ns'])} {r['reason']} on CPU {r['cpu_off']}{extra}{runq})"
     if t == "syscall":
         fd = f" fd={r['fd']}" if int(r["fd"]) >= 0 else ""
         nbytes = f" {r['bytes']} B" if int(r["bytes"]) else ""

@@ -1,0 +1,21 @@
+"""`kprobe events` one-line summaries of off-CPU rows: who held the CPU a run-queue wait ended on."""
+
+from __future__ import annotations
+
+from kprobe.query.events import summary
+
+ROW = {"type": "offcpu", "comm": "settlement", "tgid": 20, "tid": 21, "dur_ns": 400_000_000, "reason": "sleep",
+       "cpu_off": 1, "cpu_on": 1, "preemptor_comm": "tool", "preemptor_tgid": 50, "preemptor_tid": 50,
+       "waker_comm": "payment", "waker_tgid": 10, "waker_tid": 10, "runq_ns": 300_000_000,
+       "displaced_comm": "batch-job", "displaced_tgid": 30, "displaced_tid": 33}
+
+
+def test_a_run_queue_wait_names_the_task_it_took_the_cpu_from():
+    s = summary(ROW)
+    assert "woken by payment 10/10" in s and "got CPU 1 from batch-job 30/33" in s, s
+
+
+def test_rows_without_a_displaced_task_or_a_wait_say_nothing_of_it():
+    assert "got CPU" not in summary({**ROW, "runq_ns": 0})
+    old = {k: v for k, v in ROW.items() if not k.startswith("displaced_")}     # a store from an older kprobe
+    assert "got CPU" not in summary(old) and "run-queue" in summary(old)
