@@ -168,7 +168,7 @@ class _Ctx:
         for rows in ev.syscalls.values():
             for s in rows:
                 self.tgid_of[s.tid] = s.tgid
-        self._switch_ins: dict[int, list[tuple[int, int, int, str]]] | None = None
+        self._switch_ins: dict[int, list[tuple[int, int, int, str, int, int, str]]] | None = None
 
     def switch_ins(self, cpu: int) -> list[tuple[int, int, int, str, int, int, str]]:
         """(ts, tgid, tid, comm, displaced tgid, tid, comm) of every recorded switch on ``cpu``, time-ordered.
