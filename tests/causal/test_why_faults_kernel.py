@@ -234,6 +234,10 @@ def _memcg_pressure_once(capture, throttled_disk, hog_mode: str = "trickle") -> 
             return None      # reclaim gave up and the memcg's OOM killer chose the victim: the kernel's call
         assert v.returncode == 0, out
         pid, t0, t1, base = (int(x) for x in out.split())
+        # a short stall can end between two listings of the in-flight reclaims: its row then asks for the
+        # memcg's members, which must find the hog still there (a real hog is not killed the moment its
+        # victim finishes, as this test's cleanup does)
+        assert capture.session.recorder.wait_drained(60.0), "recorder did not drain in 60 s"
         return pid, t0, t1, base, hog.pid, ino
     finally:
         limit_file = blk / "blkio.throttle.write_bps_device"
