@@ -27,8 +27,8 @@ from kprobe.sinks.ddl import (
     Column,
     ServerFeatures,
     TableDef,
-    add_columns_sql,
     create_table_sql,
+    missing_columns_sql,
     session_settings,
 )
 from kprobe.sinks.json_rows import parse_json_each_row
@@ -105,12 +105,9 @@ class ChdbStore:
 
     def _add_missing_columns(self, features: ServerFeatures) -> None:
         """A data directory from an older kprobe keeps its tables: give them today's columns."""
-        have: dict[str, list[str]] = {}
-        for r in self.query_rows("SELECT table, name FROM system.columns WHERE database = currentDatabase()"):
-            have.setdefault(r["table"], []).append(r["name"])
-        for d in table_defs():
-            for sql in add_columns_sql(d, have.get(d.name, []), features):
-                self._session.query(sql)
+        rows = self.query_rows("SELECT table, name FROM system.columns WHERE database = currentDatabase()")
+        for sql in missing_columns_sql(table_defs(), ((r["table"], r["name"]) for r in rows), features):
+            self._session.query(sql)
 
     def arrow(self, table: str, columns: Columns) -> pa.Table:
         """The Arrow table ``write`` inserts (dictionary arrays for the table's LowCardinality columns)."""

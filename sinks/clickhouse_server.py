@@ -49,8 +49,8 @@ from kprobe.sinks.ddl import (
     Column,
     ServerFeatures,
     TableDef,
-    add_columns_sql,
     create_table_sql,
+    missing_columns_sql,
     session_settings,
 )
 from kprobe.topics.wire import BatchHeader
@@ -159,27 +159,20 @@ class ServerSink:
             self._ts_col[d.name] = d.ts_column
         self._add_missing_columns()
         self._types = self._server_types()
-        # columns a batch may lack: those today's agent sends but an older one did not (they were added
-        # to the definitions later); a batch from a rolling upgrade or an old archive gets their defaults
-        self._defaultable = {d.name: frozenset(c.name for c in d.columns if c.name in COLUMNS_ADDED_LATER.get(d.name, ()))
-                             for d in server_table_defs()}
         return self
 
     def _add_missing_columns(self) -> None:
         """Tables created by an older kprobe get today's columns (several sinks may race: a column that
         another one added meanwhile is fine)."""
         assert self.features is not None
-        have: dict[str, list[str]] = {}
-        for table, name in self.client.execute("SELECT table, name FROM system.columns WHERE database = %(db)s",
-                                               {"db": self.database}):
-            have.setdefault(_text(table), []).append(_text(name))
-        for d in server_table_defs():
-            for sql in add_columns_sql(d, have.get(d.name, []), self.features):
-                try:
-                    self.client.execute(sql)
-                except ServerException as e:
-                    if "already exists" not in str(e):
-                        raise
+        rows = self.client.execute("SELECT table, name FROM system.columns WHERE database = %(db)s",
+                                   {"db": self.database})
+        for sql in missing_columns_sql(server_table_defs(), ((_text(t), _text(n)) for t, n in rows), self.features):
+            try:
+                self.client.execute(sql)
+            except ServerException as e:
+                if "already exists" not in str(e):
+                    raise
 
     def _server_types(self) -> dict[str, dict[str, str]]:
         """Each table's column types as the server has them, which Native blocks must declare: a
@@ -214,8 +207,8 @@ class ServerSink:
                 continue
             i = schema.get_field_index(name)
             if i < 0:
-                if name in self._defaultable.get(h.table, ()):
-                    continue      # an older agent's batch: stored with the type's default (see native_body)
+                if name in COLUMNS_ADDED_LATER.get(h.table, ()):
+                    continue      # an older agent's batch (rolling upgrade, old archive): stored with the default
                 return f"{h.table}: missing column {name!r}"
             t = schema.field(i).type
             want_str = is_string(type_)

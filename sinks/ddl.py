@@ -15,6 +15,7 @@ generally available); an older threshold than necessary merely costs some compre
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -272,6 +273,15 @@ def create_table_sql(table: TableDef, features: ServerFeatures, database: str | 
         if features.datetime64:  # ttl_only_drop_parts (20.x+): expire whole parts, never rewrite
             lines.append("SETTINGS ttl_only_drop_parts = 1")
     return "\n".join(lines)
+
+
+def missing_columns_sql(tables: Iterable[TableDef], existing: Iterable[tuple[str, str]],
+                        features: ServerFeatures) -> list[str]:
+    """ALTERs for every table in ``tables`` given the (table, column) pairs the store has (system.columns)."""
+    have: dict[str, list[str]] = {}
+    for table, name in existing:
+        have.setdefault(table, []).append(name)
+    return [sql for d in tables for sql in add_columns_sql(d, have.get(d.name, []), features)]
 
 
 def add_columns_sql(table: TableDef, have: list[str], features: ServerFeatures,
