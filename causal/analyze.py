@@ -168,22 +168,27 @@ class _Ctx:
         for rows in ev.syscalls.values():
             for s in rows:
                 self.tgid_of[s.tid] = s.tgid
-        self._switch_ins: dict[int, list[tuple[int, int, int, str]]] | None = None
+        self._switch_ins: dict[int, list[tuple[int, int, int, str, int, int, str]]] | None = None
 
-    def switch_ins(self, cpu: int) -> list[tuple[int, int, int, str]]:
-        """(ts, tgid, tid, comm) of every recorded switch-in on ``cpu``, time-ordered.
+    def switch_ins(self, cpu: int) -> list[tuple[int, int, int, str, int, int, str]]:
+        """(ts, tgid, tid, comm, displaced tgid, tid, comm) of every recorded switch on ``cpu``, time-ordered.
 
         Each off-CPU row carries two: the task switched in when the row's thread
-        left (its ``preemptor`` fields, whatever the reason; tid 0 is idle) and the
-        row's thread itself when it came back. Unwatched tasks have no rows of their
-        own but still appear as the "next" task of watched ones.
+        left (its ``preemptor`` fields, whatever the reason; tid 0 is idle), which
+        displaced the row's thread, and the row's thread itself when it came back,
+        which displaced whoever held the CPU then (``displaced``; -1 when not
+        recorded). Unwatched tasks have no rows of their own but still appear as
+        the "next" and "prev" tasks of watched ones.
         """
         if self._switch_ins is None:
-            by_cpu: dict[int, list[tuple[int, int, int, str]]] = defaultdict(list)
+            by_cpu: dict[int, list[tuple[int, int, int, str, int, int, str]]] = defaultdict(list)
             for rows in self.ev.offcpu.values():
                 for o in rows:
-                    by_cpu[o.cpu_off].append((o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm))
-                    by_cpu[o.cpu_on].append((o.end_ts, o.tgid, o.tid, o.comm))
+                    by_cpu[o.cpu_off].append((o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
+                                              o.tgid, o.tid, o.comm))
+                    d_tid = o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1
+                    by_cpu[o.cpu_on].append((o.end_ts, o.tgid, o.tid, o.comm,
+                                             o.displaced_tgid, d_tid, o.displaced_comm))
             for v in by_cpu.values():
                 v.sort()
             self._switch_ins = dict(by_cpu)
@@ -192,30 +197,38 @@ class _Ctx:
     def runners(self, cpu: int, a: int, b: int, exclude_tid: int) -> tuple[dict[int, list], list[tuple[int, int]]]:
         """Who held ``cpu`` during [a, b]: ({tgid: [ns, tid, comm, how]}, the stretches nobody is known for).
 
-        First by the recorded switch-ins: the task last switched in before a moment
+        First by the recorded switches: the task last switched in before a moment
         is taken to be running then (switches between unwatched tasks are not
-        recorded, so a process's threads count together); idle (tid 0) and the
-        waiting thread itself name nobody, nor does a switch-in older than
-        STALE_SWITCH_NS. A stretch left unknown (e.g. the CPU was
-        last seen going idle and an unwatched task took it unrecorded) goes to the
-        process whose direct reclaim ran on that CPU then, for as long as it
-        overlaps: reclaim runs in the task's own context, on its CPU.
+        recorded, so a process's threads count together), unless the switch that
+        ends the stretch displaced another task: switches went on unseen
+        meanwhile, and the task holding the CPU at the end (what a run-queue wait
+        waited for last) is named instead of one that may have run only briefly at
+        the start. Idle (tid 0) and the waiting thread itself name nobody, nor
+        does a switch older than STALE_SWITCH_NS. A stretch left unknown (e.g.
+        the CPU was last seen going idle and an unwatched task took it
+        unrecorded) goes to the process whose direct reclaim ran on that CPU
+        then, for as long as it overlaps: reclaim runs in the task's own context,
+        on its CPU.
         """
         out: dict[int, list] = {}
         gaps: list[tuple[int, int]] = []
-        cur: tuple[int, int, int, str] | None = None
+        cur: tuple | None = None
         t = a
         ins = self.switch_ins(cpu)
         k = bisect_right(ins, a, key=lambda e: e[0])      # the entries before are only "who ran at a"
         cur = ins[k - 1] if k else None
-        for e in [*ins[k:], (b, 0, 0, "")]:
+        for e in [*ins[k:], (b, 0, 0, "", 0, -1, "")]:
             if e[0] <= a:
                 cur = e
                 continue
             end = min(e[0], b)
             if end > t:
-                if cur is not None and cur[2] and cur[2] != exclude_tid and t - cur[0] <= STALE_SWITCH_NS:
-                    out.setdefault(cur[1], [0, cur[2], cur[3], "switch-in"])[0] += end - t
+                held, how, fresh = cur, "switch-in", cur is not None and t - cur[0] <= STALE_SWITCH_NS
+                if e[0] <= b and e[5] > 0 and e[5] != exclude_tid and (cur is None or cur[2] != e[5]):
+                    # seen holding the CPU at the stretch's end
+                    held, how, fresh = (e[0], e[4], e[5], e[6]), "displaced", e[0] - t <= STALE_SWITCH_NS
+                if held is not None and held[2] and held[2] != exclude_tid and fresh:
+                    out.setdefault(held[1], [0, held[2], held[3], how])[0] += end - t
                 else:
                     gaps.append((t, end))
             if e[0] >= b:

@@ -252,6 +252,23 @@ def test_run_queue_wait_after_wake_up_names_who_held_the_cpu():
     assert [c.kind for c in a.chain][-2:] == ["cpu_preemption", "memory_pressure"]
 
 
+def test_run_queue_wait_names_the_task_it_displaced_not_a_brief_one_switched_in_when_it_blocked():
+    # settlement-svc blocks at 0 and a tool's process is switched in (it runs a moment, unseen); the
+    # batch job takes CPU 1 unseen, and settlement-svc, woken at 100, only gets the CPU back at 400 by
+    # displacing it: the batch job held the CPU it waited for, not the process switched in at 0
+    ev = evidence(20, 0, 500, [
+        off(20, 20, 0, 400, reason="sleep", wake=100, p=(50, 50, "tool-backend"), d=(30, 33, "batch-job"),
+            comm="settlement-svc"),
+    ], [sc(20, 20, "recvfrom", 0, 401, fd=5)])
+    a = analyze(ev)
+    pre = {c.culprit.pid: c.delay_ns for c in a.causes if c.kind == "cpu_preemption"}
+    assert pre == {30: 300 * MS}, pre
+    # without the displaced task (a recording from before it was kept) the old reading stands
+    ev = evidence(20, 0, 500, [off(20, 20, 0, 400, reason="sleep", wake=100, p=(50, 50, "tool-backend"))],
+                  [sc(20, 20, "recvfrom", 0, 401, fd=5)])
+    assert {c.culprit.pid for c in analyze(ev).causes if c.kind == "cpu_preemption"} == {50}
+
+
 def test_run_queue_wait_after_a_stale_switch_in_stays_unnamed():
     # batch-job was switched in 2 s before the wake-up: too long ago to say it still held the CPU
     ev = evidence(20, 1900, 2300, [off(20, 20, 0, 2200, reason="sleep", wake=2000, p=(30, 31, "batch-job"))])
