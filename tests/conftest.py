@@ -115,8 +115,9 @@ def otel_span_beside_hog(session, hog_s: float = 20.0) -> tuple[dict, int, int]:
     cpu = str(cpus[-1])
     hog = subprocess.Popen([*RR, "taskset", "-c", cpu, sys.executable, "-c", HOG.format(s=hog_s)])
     try:
-        victim = subprocess.Popen([*RR, "taskset", "-c", cpu, sys.executable, str(WORKLOADS / "otel_cpu_victim.py"),
-                                   session.receiver.grpc_endpoint, "400"],
+        # only the span's thread joins the hog's CPU (the SDK's gRPC threads stay off it)
+        victim = subprocess.Popen([*RR, sys.executable, str(WORKLOADS / "otel_cpu_victim.py"),
+                                   session.receiver.grpc_endpoint, "400", cpu],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         session.recorder.watch_pid(victim.pid)
         out, _ = victim.communicate("go\n", timeout=30)
