@@ -45,7 +45,10 @@ def _read(path: Path | str) -> str:
     except OSError:        # the process or cgroup went away meanwhile: a snapshot is a best effort
         return ""
     try:
-        return os.read(fd, 65536).decode(errors="replace")
+        chunks = []
+        while chunk := os.read(fd, 65536):     # to the end: a cut cgroup.procs would end in a partial pid
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
     except OSError:
         return ""
     finally:

@@ -93,3 +93,12 @@ def test_without_another_reclaimer_the_member_holding_most_of_the_memcg_is_the_c
     ev.reclaims.append(other)
     cul, top = _Ctx(ev).top_reclaimer(exclude=7, own=[victim])
     assert cul.pid == 9 and top["top_members"][0]["member"] == 8
+
+
+def test_a_long_cgroup_procs_is_read_whole(tmp_path):
+    """A busy cgroup's cgroup.procs exceeds one read: a cut would end in a partial pid, naming another process."""
+    from kprobe.agent.memcg_members import _read
+
+    f = tmp_path / "cgroup.procs"
+    f.write_text("\n".join(str(p) for p in range(100_000, 120_000)) + "\n")     # 140 KB
+    assert _read(f).split() == [str(p) for p in range(100_000, 120_000)]
