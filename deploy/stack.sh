@@ -7,12 +7,17 @@
 #   deploy/stack.sh stop   [kafka|neo4j|clickhouse|all]   stop (no-op for what is stopped)
 #   deploy/stack.sh status [kafka|neo4j|clickhouse|all]   exit 0 only if all named are running
 #   deploy/stack.sh setup  [kafka|neo4j|clickhouse|all]   only fetch/compile/install, start nothing
+#   deploy/stack.sh clean  [kafka|neo4j|clickhouse|all]   stop, then delete the stored data (topics,
+#                                                          graph, tables); jars and config stay
 #
 # Everything (jars, Maven repository, data, logs, pid files, stack.env) lives in deploy/.cache/.
 # Environment overrides: KPROBE_STACK_CACHE, KPROBE_M2_REPO (share ~/.m2 between checkouts),
-# KPROBE_STACK_TIMEOUT (seconds to wait for each server, default 180), KPROBE_JAVA_HOME,
-# KPROBE_PORT_OFFSET (added to every port below; default 0), KPROBE_STACK_FRESH=1 (a Kafka that is
-# not running starts with an empty log directory: what the tests use).
+# KPROBE_STACK_TIMEOUT (seconds to wait for each server, default 180), KPROBE_JAVA_HOME (Neo4j's
+# JDK), KPROBE_KAFKA_JAVA_HOME (the broker's; default the newest JDK 17+), KPROBE_KAFKA_JVM_OPTS
+# (extra broker JVM flags), KPROBE_CLICKHOUSE_DATA (tmpfs, the default; disk; or a directory: see
+# clickhouse_data_dir below), KPROBE_PORT_OFFSET (added to every port below; default 0),
+# KPROBE_STACK_FRESH=1 (a Kafka that is not running starts with an empty log directory: what the
+# tests use).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,7 +34,18 @@ NEO4J_BOLT_PORT=$((7687 + PORT_OFFSET))
 CH_TCP_PORT=$((19000 + PORT_OFFSET))
 CH_HTTP_PORT=$((18123 + PORT_OFFSET))
 
-KAFKA_HEAP="-Xms256m -Xmx768m"
+# The broker's JVM, tuned for a small shared host (the 2-vCPU VM this stack serves), each measured
+# with bench/e2e.py (2M-event storms through agent -> Kafka -> ingest -> ClickHouse):
+# * 16 MiB G1 regions: a produce request carrying the agent's ~3 MB batches is an ordinary young
+#   allocation; with the 1 MiB default each was "humongous" (old generation) and the broker ran a
+#   concurrent marking cycle every second or so of load (98 in 2 minutes; GC threads 0.57 CPU-s
+#   per storm, then 0.08).
+# * C1 only (TieredStopAtLevel=1): C2 kept recompiling after any number of warm-up storms
+#   (deoptimised metrics and log code), 0.2-0.8 CPU-s per storm, on the same 2 CPUs as the
+#   pipeline; request handling is memory copies, CRC32C and sendfile, no faster under C2. Broker
+#   CPU per event 0.49-0.57 us -> 0.26-0.29 us. A broker on its own many-core node can drop it
+#   (KPROBE_KAFKA_JVM_OPTS=-XX:TieredStopAtLevel=4).
+KAFKA_JVM_FLAGS="-Xms1g -Xmx1g -XX:G1HeapRegionSize=16m -XX:TieredStopAtLevel=1"
 NEO4J_HEAP="-Xms256m -Xmx768m"
 NEO4J_PAGECACHE_MIB=256
 
@@ -40,7 +56,7 @@ err() { printf '[stack] ERROR: %s\n' "$*" >&2; }
 die() { err "$*"; exit 1; }
 
 usage() {
-    sed -n '6,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '6,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -59,6 +75,25 @@ find_java_home() {
         fi
     done
     return 1
+}
+
+# The broker's JDK: the newest one installed (17+; Kafka 4.x runs on 17 to 25). Measured with
+# bench/e2e.py, both with C2: broker CPU per event 0.77-0.78 us on 17, 0.49-0.57 us on 25.
+find_kafka_java_home() {
+    local cand major best="" best_major=0
+    if [[ -n "${KPROBE_KAFKA_JAVA_HOME:-}" ]]; then
+        [[ -x "$KPROBE_KAFKA_JAVA_HOME/bin/java" ]] || return 1
+        echo "$KPROBE_KAFKA_JAVA_HOME"
+        return 0
+    fi
+    for cand in /usr/lib/jvm/* "$JAVA_HOME"; do
+        [[ -x "$cand/bin/java" && ! -L "$cand" ]] || continue
+        major="$("$cand/bin/java" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)"
+        if [[ -n "$major" && "$major" -ge 17 && "$major" -gt "$best_major" ]]; then
+            best="$cand" best_major="$major"
+        fi
+    done
+    [[ -n "$best" ]] && echo "$best"
 }
 
 svc_dir() { echo "$CACHE/$1"; }
@@ -189,9 +224,10 @@ setup_kafka() {
 kafka_java_cmd() {
     local dir
     dir="$(svc_dir kafka)"
-    # shellcheck disable=SC2206  # the heap flags are meant to split
-    KAFKA_JAVA=("$JAVA_HOME/bin/java" $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20
-        -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$dir/libs/*")
+    # shellcheck disable=SC2206  # the flag lists are meant to split
+    KAFKA_JAVA=("$KAFKA_JAVA_HOME/bin/java" $KAFKA_JVM_FLAGS -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+        -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties" ${KPROBE_KAFKA_JVM_OPTS:-}
+        -cp "$dir/libs/*")
 }
 
 # KRaft needs its log directory formatted once with a cluster id before the first start.
@@ -224,6 +260,7 @@ start_kafka() {
     setup_kafka
     format_kafka
     kafka_java_cmd
+    say "kafka runs on $("$KAFKA_JAVA_HOME/bin/java" -version 2>&1 | head -1) ($KAFKA_JAVA_HOME)"
     spawn kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$(svc_dir kafka)/server.properties" >/dev/null
 }
 
@@ -266,8 +303,33 @@ start_neo4j() {
 
 # ---------------------------------------------------------------- clickhouse
 
+# Where the local ClickHouse keeps its tables. This stack serves tests and benchmarks, so by
+# default in RAM (/dev/shm, one directory per cache and port offset; gone at reboot, like the
+# tests' data). Why not the disk: this kind of VM's root filesystem is ext4 *without a journal*,
+# and such an ext4 checks the inode table for recently deleted inodes at every file creation.
+# ClickHouse 18.16 writes two files per column per part (~45 for a kprobe table) and deletes as
+# many at each merge: perf showed half the server's CPU in that ext4 path (find_inode_bit,
+# recently_deleted) during the e2e bench. A production server sits on a journaled ext4 or xfs,
+# where that path is not taken. KPROBE_CLICKHOUSE_DATA=disk keeps the data under deploy/.cache;
+# any other value is used as the directory.
+clickhouse_data_dir() {
+    local choice="${KPROBE_CLICKHOUSE_DATA:-tmpfs}" tag
+    case "$choice" in
+        disk) echo "$(svc_dir clickhouse)/data" ;;
+        tmpfs)
+            if [[ -d /dev/shm && -w /dev/shm ]] && [[ "$(stat -f -c %T /dev/shm)" == tmpfs ]]; then
+                tag="$(printf '%s:%s' "$CACHE" "$PORT_OFFSET" | md5sum | cut -c1-8)"
+                echo "/dev/shm/kprobe-stack-$tag/clickhouse-data"
+            else
+                echo "$(svc_dir clickhouse)/data"
+            fi
+            ;;
+        *) echo "$choice" ;;
+    esac
+}
+
 setup_clickhouse() {
-    local dir d
+    local dir d data
     if ! command -v clickhouse-server >/dev/null || ! command -v clickhouse-client >/dev/null; then
         [[ "$(id -u)" == 0 ]] || die "clickhouse-server missing: run 'apt-get install -y clickhouse-server clickhouse-client' as root"
         say "installing Debian's clickhouse-server and clickhouse-client (apt-get)..."
@@ -276,11 +338,13 @@ setup_clickhouse() {
             { tail -n 30 "$CACHE/apt-clickhouse.log" >&2; die "apt-get install clickhouse-server failed"; }
     fi
     dir="$(svc_dir clickhouse)"
-    for d in data tmp user_files format_schemas log; do
+    for d in tmp user_files format_schemas log; do
         mkdir -p "$dir/$d"
     done
+    data="$(clickhouse_data_dir)"
+    mkdir -p "$data"
     render "$HERE/clickhouse/config.xml.in" "$dir/config.xml" \
-        HOST="$HOST" TCP_PORT="$CH_TCP_PORT" HTTP_PORT="$CH_HTTP_PORT" DIR="$dir"
+        HOST="$HOST" TCP_PORT="$CH_TCP_PORT" HTTP_PORT="$CH_HTTP_PORT" DIR="$dir" DATA="$data"
     cp "$HERE/clickhouse/users.xml" "$dir/users.xml"
 }
 
@@ -293,6 +357,7 @@ start_clickhouse() {
     local dir
     setup_clickhouse
     dir="$(svc_dir clickhouse)"
+    say "clickhouse keeps its tables in $(clickhouse_data_dir) (KPROBE_CLICKHOUSE_DATA=${KPROBE_CLICKHOUSE_DATA:-tmpfs})"
     # Its own log goes to log/; server.log catches what it prints before the logger is up.
     (cd "$dir" && spawn clickhouse clickhouse-server --config-file="$dir/config.xml" >/dev/null)
 }
@@ -351,6 +416,28 @@ terminate() {
     rm -f "$(pid_file "$svc")"
 }
 
+# The data each server keeps between runs (what clean deletes).
+svc_data() {
+    case "$1" in
+        kafka) echo "$(svc_dir kafka)/data" ;;
+        neo4j) echo "$(svc_dir neo4j)/home" ;;
+        clickhouse) clickhouse_data_dir ;;
+    esac
+}
+
+cmd_clean() {
+    local svc="$1" data
+    cmd_stop "$svc"
+    data="$(svc_data "$svc")"
+    if [[ -e "$data" ]]; then
+        rm -rf "$data"
+        say "$svc data deleted ($data)"
+    fi
+    # the per-checkout directory in /dev/shm, once nothing else is in it
+    [[ "$svc" == clickhouse && "$data" == /dev/shm/kprobe-stack-* ]] && { rmdir "$(dirname "$data")" 2>/dev/null || true; }
+    return 0
+}
+
 cmd_stop() {
     local svc="$1" pid
     if ! pid="$(running_pid "$svc")"; then
@@ -392,13 +479,15 @@ main() {
         *) err "unknown service '$target'"; usage ;;
     esac
     case "$action" in
-        start | stop | status | setup) ;;
+        start | stop | status | setup | clean) ;;
         *) err "unknown command '$action'"; usage ;;
     esac
 
     mkdir -p "$CACHE"
     JAVA_HOME="$(find_java_home)" || die "no JDK 17+ found under /usr/lib/jvm (set KPROBE_JAVA_HOME)"
     export JAVA_HOME
+    KAFKA_JAVA_HOME="$(find_kafka_java_home)" ||
+        die "no JDK for Kafka (KPROBE_KAFKA_JAVA_HOME=${KPROBE_KAFKA_JAVA_HOME:-} has no bin/java?)"
     # One stack.sh at a time: two concurrent starts must not both format or spawn.
     exec 9>"$CACHE/.stack.lock"
     flock -w 900 9 || die "another deploy/stack.sh is still running (lock $CACHE/.stack.lock)"
