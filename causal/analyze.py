@@ -168,10 +168,11 @@ class _Ctx:
         for rows in ev.syscalls.values():
             for s in rows:
                 self.tgid_of[s.tid] = s.tgid
-        self._switch_ins: dict[int, list[tuple[int, int, int, str, int, int, str]]] | None = None
+        self._switch_ins: dict[int, list[tuple[int, int, int, str, int, int, str, int]]] | None = None
 
-    def switch_ins(self, cpu: int) -> list[tuple[int, int, int, str, int, int, str]]:
-        """(ts, tgid, tid, comm, displaced tgid, tid, comm) of every recorded switch on ``cpu``, time-ordered.
+    def switch_ins(self, cpu: int) -> list[tuple[int, int, int, str, int, int, str, int]]:
+        """(ts, tgid, tid, comm, displaced tgid, tid, comm, since) of every recorded switch on ``cpu``,
+        time-ordered; ``since``: when the displaced task had got the CPU (0: unknown).
 
         Each off-CPU row carries two: the task switched in when the row's thread
         left (its ``preemptor`` fields, whatever the reason; tid 0 is idle), which
@@ -181,14 +182,14 @@ class _Ctx:
         the "next" and "prev" tasks of watched ones.
         """
         if self._switch_ins is None:
-            by_cpu: dict[int, list[tuple[int, int, int, str, int, int, str]]] = defaultdict(list)
+            by_cpu: dict[int, list[tuple[int, int, int, str, int, int, str, int]]] = defaultdict(list)
             for rows in self.ev.offcpu.values():
                 for o in rows:
                     by_cpu[o.cpu_off].append((o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
-                                              o.tgid, o.tid, o.comm))
+                                              o.tgid, o.tid, o.comm, 0))
                     d_tid = o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1
                     by_cpu[o.cpu_on].append((o.end_ts, o.tgid, o.tid, o.comm,
-                                             o.displaced_tgid, d_tid, o.displaced_comm))
+                                             o.displaced_tgid, d_tid, o.displaced_comm, o.displaced_since))
             for v in by_cpu.values():
                 v.sort()
             self._switch_ins = dict(by_cpu)
@@ -203,8 +204,10 @@ class _Ctx:
         ends the stretch displaced another task: switches went on unseen
         meanwhile, and the task holding the CPU at the end (what a run-queue wait
         waited for last) is named instead of one that may have run only briefly at
-        the start. Idle (tid 0) and the waiting thread itself name nobody, nor
-        does a switch older than STALE_SWITCH_NS. A stretch left unknown (e.g.
+        the start, for as long as it held the CPU without a break when that is
+        known (its ``since``); before that the switch-in rule stands. Idle (tid 0)
+        and the waiting thread itself name nobody, nor does a switch older than
+        STALE_SWITCH_NS. A stretch left unknown (e.g.
         the CPU was last seen going idle and an unwatched task took it
         unrecorded) goes to the process whose direct reclaim ran on that CPU
         then, for as long as it overlaps: reclaim runs in the task's own context,
@@ -212,25 +215,35 @@ class _Ctx:
         """
         out: dict[int, list] = {}
         gaps: list[tuple[int, int]] = []
+
+        def credit(held: tuple | None, how: str, fresh: bool, lo: int, hi: int) -> None:
+            if held is not None and held[2] and held[2] != exclude_tid and fresh:
+                out.setdefault(held[1], [0, held[2], held[3], how])[0] += hi - lo
+            else:
+                gaps.append((lo, hi))
+
         cur: tuple | None = None
         t = a
         ins = self.switch_ins(cpu)
         k = bisect_right(ins, a, key=lambda e: e[0])      # the entries before are only "who ran at a"
         cur = ins[k - 1] if k else None
-        for e in [*ins[k:], (b, 0, 0, "", 0, -1, "")]:
+        for e in [*ins[k:], (b, 0, 0, "", 0, -1, "", 0)]:
             if e[0] <= a:
                 cur = e
                 continue
             end = min(e[0], b)
             if end > t:
-                held, how, fresh = cur, "switch-in", cur is not None and t - cur[0] <= STALE_SWITCH_NS
+                by_switch_in = cur is not None and t - cur[0] <= STALE_SWITCH_NS
                 if e[0] <= b and e[5] > 0 and e[5] != exclude_tid and (cur is None or cur[2] != e[5]):
-                    # seen holding the CPU at the stretch's end
-                    held, how, fresh = (e[0], e[4], e[5], e[6]), "displaced", e[0] - t <= STALE_SWITCH_NS
-                if held is not None and held[2] and held[2] != exclude_tid and fresh:
-                    out.setdefault(held[1], [0, held[2], held[3], how])[0] += end - t
+                    # seen holding the CPU at the stretch's end, since e[7] when known
+                    since = min(max(e[7], t), end) if e[7] else t
+                    if since > t:
+                        credit(cur, "switch-in", by_switch_in, t, since)
+                    if end > since:
+                        credit((e[0], e[4], e[5], e[6]), "displaced",
+                               bool(e[7]) or e[0] - t <= STALE_SWITCH_NS, since, end)
                 else:
-                    gaps.append((t, end))
+                    credit(cur, "switch-in", by_switch_in, t, end)
             if e[0] >= b:
                 break
             cur, t = e, e[0]

@@ -58,6 +58,7 @@ class OffCpu(Record):
     displaced_tgid: int = 0     # who held cpu_on right before the thread came back (0: idle or not recorded)
     displaced_tid: int = 0
     displaced_comm: str = ""
+    displaced_since: int = 0    # since when the displaced task had held cpu_on (0: unknown)
 
 
 class Syscall(Record):
@@ -412,7 +413,7 @@ def memory_rounds(rows: WindowRows) -> Rounds:
 
 _OFFCPU_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "wake_ts", "reason", "cpu_off", "cpu_on", "preemptor_tgid",
                 "preemptor_tid", "preemptor_comm", "waker_tgid", "waker_tid", "waker_comm", "displaced_tgid",
-                "displaced_tid", "displaced_comm")
+                "displaced_tid", "displaced_comm", "displaced_since")
 _SYSCALL_COLS = ("tgid", "tid", "syscall", "fd", "ts", "end_ts", "ret", "bytes")
 _SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "daddr", "dport")
 _FAULT_COLS = ("tgid", "tid", "ts", "count")

@@ -51,6 +51,25 @@ static __always_inline __u32 kp_reason(__u32 state)
 	return KP_OFF_OTHER;
 }
 
+/* Since when (bpf_ktime ns) the task being switched out has held this CPU without
+ * a break: its sched_info.last_arrival, which is on the run-queue clock. The
+ * incoming task's sched_info.last_queued is on that clock too, and we saw that
+ * same moment on ours (its wake-up, or its preemption): the difference moves one
+ * onto the other to within microseconds, with no kernel symbol to resolve.
+ * Computed only when a watched thread comes back; 0 without CONFIG_SCHED_INFO. */
+static __always_inline __u64 kp_stint_start(struct task_struct *prev, struct task_struct *next,
+					    __u64 queued_ns, __u64 now)
+{
+	if (!bpf_core_field_exists(prev->sched_info.last_arrival))
+		return 0;
+	__u64 arrived = prev->sched_info.last_arrival;
+	__u64 queued = next->sched_info.last_queued;
+	if (!arrived || !queued || !queued_ns)
+		return 0;
+	__u64 since = arrived + (queued_ns - queued);	/* modulo 2^64: either sign of the gap */
+	return since && since <= now ? since : 0;
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
@@ -115,6 +134,8 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 			r->waker_tid = st->w_tid;
 			r->displaced_tgid = prev_tgid;
 			r->displaced_tid = prev_tid;
+			r->displaced_since_ns =
+				prev_tid ? kp_stint_start(prev, next, st->wake_ns ? st->wake_ns : st->off_ns, now) : 0;
 			kp_copy_comm(r->displaced_comm, prev);
 			__builtin_memcpy(r->preemptor_comm, st->p_comm, KP_COMM_LEN);
 			__builtin_memcpy(r->waker_comm, st->w_comm, KP_COMM_LEN);

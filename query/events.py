@@ -69,6 +69,9 @@ def summary(r: dict) -> str:
         runq = f" (run-queue {format_dur(r['runq_ns'])}"
         if int(r.get("displaced_tid") or 0) and int(r["runq_ns"]):
             runq += f", got CPU {r['cpu_on']} from {r['displaced_comm']} {r['displaced_tgid']}/{r['displaced_tid']}"
+            since = int(r.get("displaced_since") or 0)
+            if since and int(r["end_ts"]) > since:
+                runq += f" after its {format_dur(int(r['end_ts']) - since)} on it"
         return f"{who} off-CPU {format_dur(r['dur_ns'])} {r['reason']} on CPU {r['cpu_off']}{extra}{runq})"
     if t == "syscall":
         fd = f" fd={r['fd']}" if int(r["fd"]) >= 0 else ""

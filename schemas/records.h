@@ -88,6 +88,9 @@ struct kp_offcpu {
 	 * (switches between unwatched tasks are not seen, so the one switched in at cpu_off may be long gone) */
 	__u32 displaced_tgid;
 	__u32 displaced_tid;
+	/* since when the displaced task had held cpu_on without a break (0: unknown); a wait is its
+	 * fault only from then on, before that someone else held the CPU */
+	__u64 displaced_since_ns;
 	char comm[KP_COMM_LEN];
 	char preemptor_comm[KP_COMM_LEN];
 	char waker_comm[KP_COMM_LEN];

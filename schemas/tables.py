@@ -118,6 +118,7 @@ def _offcpu(r: np.ndarray, off: int) -> Columns:
         "waker_tgid": r["waker_tgid"], "waker_tid": r["waker_tid"], "waker_comm": decode_str(r["waker_comm"]),
         "displaced_tgid": r["displaced_tgid"], "displaced_tid": r["displaced_tid"],
         "displaced_comm": decode_str(r["displaced_comm"]),
+        "displaced_since": utc(r["displaced_since_ns"], off),
     }
 
 
@@ -249,7 +250,7 @@ BY_NAME = {e.name: e for e in EVENT_TYPES}
 # Columns added to a table after its first release: a batch encoded before them (an agent not yet
 # upgraded, an archived topic replayed) is still valid, and stores read the type's default for them.
 COLUMNS_ADDED_LATER: dict[str, frozenset[str]] = {
-    "offcpu": frozenset({"displaced_tgid", "displaced_tid", "displaced_comm"}),
+    "offcpu": frozenset({"displaced_tgid", "displaced_tid", "displaced_comm", "displaced_since"}),
 }
 PROBES = tuple(dict.fromkeys(e.probe for e in EVENT_TYPES))  # load order: sched first owns the shared maps
 

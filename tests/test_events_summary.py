@@ -7,12 +7,14 @@ from kprobe.query.events import summary
 ROW = {"type": "offcpu", "comm": "settlement", "tgid": 20, "tid": 21, "dur_ns": 400_000_000, "reason": "sleep",
        "cpu_off": 1, "cpu_on": 1, "preemptor_comm": "tool", "preemptor_tgid": 50, "preemptor_tid": 50,
        "waker_comm": "payment", "waker_tgid": 10, "waker_tid": 10, "runq_ns": 300_000_000,
-       "displaced_comm": "batch-job", "displaced_tgid": 30, "displaced_tid": 33}
+       "displaced_comm": "batch-job", "displaced_tgid": 30, "displaced_tid": 33,
+       "end_ts": 1_700_000_000_400_000_000, "displaced_since": 1_700_000_000_050_000_000}
 
 
 def test_a_run_queue_wait_names_the_task_it_took_the_cpu_from():
     s = summary(ROW)
-    assert "woken by payment 10/10" in s and "got CPU 1 from batch-job 30/33" in s, s
+    assert "woken by payment 10/10" in s and "got CPU 1 from batch-job 30/33 after its 350.000 ms on it" in s, s
+    assert "after its" not in summary({**ROW, "displaced_since": 0})     # not known (older kernel or store)
 
 
 def test_rows_without_a_displaced_task_or_a_wait_say_nothing_of_it():

@@ -17,10 +17,11 @@ T0 = 1_700_000_000_000_000_000
 
 def off(tgid: int, tid: int, a: int, b: int, reason: str = "preempted", wake: int = 0, cpu: int = 1,
         p: tuple[int, int, str] = (0, 0, ""), w: tuple[int, int, str] = (0, 0, ""), comm: str = "victim",
-        d: tuple[int, int, str] = (0, 0, "")) -> OffCpu:
-    """An off-CPU row: p switched in when it left, w woke it, it displaced d when it came back."""
+        d: tuple[int, int, str] = (0, 0, ""), since: float = 0) -> OffCpu:
+    """An off-CPU row: p switched in when it left, w woke it, it displaced d (on the CPU since ``since``
+    ms, 0: unknown) when it came back."""
     return OffCpu(tgid, tid, comm, T0 + a * MS, T0 + b * MS, T0 + wake * MS if wake else 0, reason, cpu, cpu,
-                  p[0], p[1], p[2], w[0], w[1], w[2], d[0], d[1], d[2])
+                  p[0], p[1], p[2], w[0], w[1], w[2], d[0], d[1], d[2], T0 + int(since * MS) if since else 0)
 
 
 def sc(tgid: int, tid: int, name: str, a: int, b: int, fd: int = -1) -> Syscall:
@@ -267,6 +268,30 @@ def test_run_queue_wait_names_the_task_it_displaced_not_a_brief_one_switched_in_
     ev = evidence(20, 0, 500, [off(20, 20, 0, 400, reason="sleep", wake=100, p=(50, 50, "tool-backend"))],
                   [sc(20, 20, "recvfrom", 0, 401, fd=5)])
     assert {c.culprit.pid for c in analyze(ev).causes if c.kind == "cpu_preemption"} == {50}
+
+
+def test_run_queue_wait_is_the_displaced_tasks_only_from_when_it_got_the_cpu():
+    # the batch job is switched in when settlement-svc blocks and holds CPU 1 through the wait (woken at
+    # 100); a kworker takes the CPU 0.05 ms before settlement-svc gets it back at 400 and is the task it
+    # displaces: the kworker held the CPU for its last 0.05 ms, the batch job for the rest
+    kw = (7, 7, "kworker/1:1")
+    ev = evidence(20, 0, 500, [
+        off(20, 20, 0, 400, reason="sleep", wake=100, p=(30, 33, "batch-job"), d=kw, since=399.95,
+            comm="settlement-svc"),
+    ], [sc(20, 20, "recvfrom", 0, 401, fd=5)])
+    pre = {c.culprit.pid: c.delay_ns for c in analyze(ev).causes if c.kind == "cpu_preemption"}
+    assert pre[30] == 300 * MS - 50_000 and pre.get(7, 50_000) == 50_000, pre     # (too small to list)
+    # the displaced task held the CPU since before the wake-up: the whole wait is its, even when the
+    # switch-in at block time is too old to name anyone
+    ev = evidence(20, 1900, 2300, [off(20, 20, 0, 2200, reason="sleep", wake=2000, p=(50, 50, "tool"),
+                                       d=(30, 33, "batch-job"), since=1500)])
+    pre = {c.culprit.pid: c.delay_ns for c in analyze(ev).causes if c.kind == "cpu_preemption"}
+    assert pre == {30: 200 * MS}, pre
+    # the displaced task got the CPU mid-wait after a stale switch-in: the part before it is nobody's known
+    ev = evidence(20, 1900, 2300, [off(20, 20, 0, 2200, reason="sleep", wake=2000, p=(50, 50, "tool"),
+                                       d=(30, 33, "batch-job"), since=2150)])
+    pre = {c.culprit.pid: c.delay_ns for c in analyze(ev).causes if c.kind == "cpu_preemption"}
+    assert pre == {30: 50 * MS, None: 150 * MS}, pre
 
 
 def test_run_queue_wait_after_a_stale_switch_in_stays_unnamed():

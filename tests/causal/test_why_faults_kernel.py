@@ -349,7 +349,16 @@ def test_run_queue_wait_after_wake_up_names_the_unwatched_task_holding_the_cpu(c
     assert _near(rc.delay_ns, late), (rc.delay_ns, late)
     assert "after wake-up while" in render_text(a)
     # each long run-queue wait ended by displacing the hog: the kernel's own account of who held the CPU
-    waits = capture.rows(f"SELECT displaced_tgid, displaced_comm, cpu_on FROM offcpu WHERE tgid = {pid} "
-                         f"AND wake_ts > 0 AND runq_ns > 20000000")
+    waits = capture.rows(f"SELECT displaced_tgid, displaced_comm, cpu_on, ts, wake_ts, end_ts, displaced_since "
+                         f"FROM offcpu WHERE tgid = {pid} AND wake_ts > 0 AND runq_ns > 20000000")
     assert len(waits) >= 3 and all(int(w["displaced_tgid"]) == hog.pid and int(w["cpu_on"]) == cpu
                                    for w in waits), waits
+    # and since when it had held it: from before the wake-up, through the whole wait; when the victim
+    # blocked on that CPU, the hog was switched in right then (to within the clock conversion's
+    # microseconds). RT throttling may switch the hog out and in again once a second, so not every wait.
+    ms = 1_000_000
+    spans = [(int(w["ts"]), int(w["wake_ts"]), int(w["displaced_since"]), int(w["end_ts"])) for w in waits]
+    shown = [(s - t, w - t, e - t) for t, w, s, e in spans]       # since, wake-up, end: ns after leaving
+    assert all(0 < s < e for t, _, s, e in spans), shown
+    assert sum(s <= w for _, w, s, _ in spans) >= max(2, len(spans) - 1), shown
+    assert sum(abs(s - t) <= ms for t, _, s, _ in spans) >= max(2, len(spans) // 2), shown
