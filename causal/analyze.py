@@ -211,16 +211,19 @@ class _Ctx:
         the CPU was last seen going idle and an unwatched task took it
         unrecorded) goes to the process whose direct reclaim ran on that CPU
         then, for as long as it overlaps: reclaim runs in the task's own context,
-        on its CPU.
+        on its CPU. What is still unknown before a displaced task's ``since`` goes
+        to that task's process: its other threads, switching among themselves
+        unseen, are the likeliest holders (a batch job's workers), and it is what
+        was known before ``since`` was kept.
         """
         out: dict[int, list] = {}
-        gaps: list[tuple[int, int]] = []
+        gaps: list[tuple[int, int, tuple | None]] = []   # (from, to, the displaced task to fall back on)
 
-        def credit(held: tuple | None, how: str, fresh: bool, lo: int, hi: int) -> None:
+        def credit(held: tuple | None, how: str, fresh: bool, lo: int, hi: int, then: tuple | None = None) -> None:
             if held is not None and held[2] and held[2] != exclude_tid and fresh:
                 out.setdefault(held[1], [0, held[2], held[3], how])[0] += hi - lo
             else:
-                gaps.append((lo, hi))
+                gaps.append((lo, hi, then))
 
         cur: tuple | None = None
         t = a
@@ -237,18 +240,18 @@ class _Ctx:
                 if e[0] <= b and e[5] > 0 and e[5] != exclude_tid and (cur is None or cur[2] != e[5]):
                     # seen holding the CPU at the stretch's end, since e[7] when known
                     since = min(max(e[7], t), end) if e[7] else t
+                    displaced = (e[0], e[4], e[5], e[6])
                     if since > t:
-                        credit(cur, "switch-in", by_switch_in, t, since)
+                        credit(cur, "switch-in", by_switch_in, t, since, then=displaced)
                     if end > since:
-                        credit((e[0], e[4], e[5], e[6]), "displaced",
-                               bool(e[7]) or e[0] - t <= STALE_SWITCH_NS, since, end)
+                        credit(displaced, "displaced", bool(e[7]) or e[0] - t <= STALE_SWITCH_NS, since, end)
                 else:
                     credit(cur, "switch-in", by_switch_in, t, end)
             if e[0] >= b:
                 break
             cur, t = e, e[0]
         left: list[tuple[int, int]] = []
-        for ga, gb in gaps:
+        for ga, gb, then in gaps:
             per: dict[int, list[tuple[int, int]]] = defaultdict(list)
             who: dict[int, Reclaim] = {}
             on_cpu = self.reclaim_by_cpu.get(cpu)
@@ -257,18 +260,22 @@ class _Ctx:
                     per[r.tgid].append(_clip(r.ts, r.end_ts, ga, gb))
                     who.setdefault(r.tgid, r)
             cover = {k: _union(v) for k, v in per.items()}
-            if not cover:
-                left.append((ga, gb))
-                continue
-            rt = max(cover, key=lambda k: sum(y - x for x, y in cover[k]))
-            out.setdefault(rt, [0, who[rt].tid, who[rt].comm, "reclaim"])[0] += sum(y - x for x, y in cover[rt])
-            t = ga
-            for x, y in cover[rt]:
-                if x > t:
-                    left.append((t, x))
-                t = y
-            if gb > t:
-                left.append((t, gb))
+            unknown = [(ga, gb)]
+            if cover:
+                rt = max(cover, key=lambda k: sum(y - x for x, y in cover[k]))
+                out.setdefault(rt, [0, who[rt].tid, who[rt].comm, "reclaim"])[0] += sum(y - x for x, y in cover[rt])
+                unknown, t = [], ga
+                for x, y in cover[rt]:
+                    if x > t:
+                        unknown.append((t, x))
+                    t = y
+                if gb > t:
+                    unknown.append((t, gb))
+            if then is not None:
+                for x, y in unknown:
+                    out.setdefault(then[1], [0, then[2], then[3], "displaced"])[0] += y - x
+            else:
+                left += unknown
         return out, left
 
     def comm(self, tgid: int | None, fallback: str | None = None) -> str | None:
