@@ -213,8 +213,8 @@ class _Ctx:
         then, for as long as it overlaps: reclaim runs in the task's own context,
         on its CPU. What is still unknown before a displaced task's ``since`` goes
         to that task's process: its other threads, switching among themselves
-        unseen, are the likeliest holders (a batch job's workers), and it is what
-        was known before ``since`` was kept.
+        unseen, are the likeliest holders (a batch job's workers); recordings
+        without ``since`` credit the whole stretch that way.
         """
         out: dict[int, list] = {}
         gaps: list[tuple[int, int, tuple | None]] = []   # (from, to, the displaced task to fall back on)
