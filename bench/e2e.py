@@ -13,7 +13,7 @@ write syscall per byte, a known count of real kernel events.
 The stack is deploy/stack.sh's: its broker JVM flags (C1 only, 16 MiB G1 regions) and where
 ClickHouse keeps its tables (tmpfs by default; KPROBE_CLICKHOUSE_DATA=disk for the cache
 directory) are explained there and printed here, with the filesystem type: on this kind of VM the
-root ext4 has no journal, and ClickHouse's part files then cost it about twice the CPU.
+root ext4 has no journal, and ClickHouse's part files then cost it up to twice the CPU.
 
 Phases: 1, the dd storm, flat out (throughput; its freshness is mostly the backlog it builds,
 since dd produces faster than the pipeline drains); 2, a moderate steady stream (the pipeline's
@@ -438,6 +438,7 @@ def main() -> int:
               f"{100 * sustained['host_busy']:.0f} % busy, {sustained['drops']} kernel ring drops: freshness "
               f"p50 <= {quantile_from_hist(h3, 0.5)} s, p99 <= {quantile_from_hist(h3, 0.99)} s   goal p99 <= 2 s")
         print("  histogram: " + ", ".join(f"{e}: {c}" for e, c in zip(edges, h3, strict=True) if c))
+
     def verdict(rate: float, hist: list[int]) -> str:
         return "met" if rate >= 500_000 and quantile_from_hist(hist, 0.99) <= 2.0 else "NOT met"
 
