@@ -59,6 +59,9 @@ class OffCpu(Record):
     displaced_tid: int = 0
     displaced_comm: str = ""
     displaced_since: int = 0    # since when the displaced task had held cpu_on (0: unknown)
+    preemptor_process: str = ""     # the process names (main thread's comm) of preemptor, waker and displaced
+    waker_process: str = ""
+    displaced_process: str = ""
 
 
 class Syscall(Record):
@@ -413,7 +416,8 @@ def memory_rounds(rows: WindowRows) -> Rounds:
 
 _OFFCPU_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "wake_ts", "reason", "cpu_off", "cpu_on", "preemptor_tgid",
                 "preemptor_tid", "preemptor_comm", "waker_tgid", "waker_tid", "waker_comm", "displaced_tgid",
-                "displaced_tid", "displaced_comm", "displaced_since")
+                "displaced_tid", "displaced_comm", "displaced_since", "preemptor_process", "waker_process",
+                "displaced_process")
 _SYSCALL_COLS = ("tgid", "tid", "syscall", "fd", "ts", "end_ts", "ret", "bytes")
 _SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "daddr", "dport")
 _FAULT_COLS = ("tgid", "tid", "ts", "count")
@@ -740,11 +744,17 @@ def _name_wakers(ev: Evidence) -> None:
     """Fill comms for processes only seen as wakers/preemptors, so culprits have names.
 
     Same rule as ``Evidence.note_comm`` (main thread first, then the latest name); a
-    process whose own rows were fetched is already named by them.
+    process whose own rows were fetched is already named by them. The process name
+    recorded beside a thread's (its main thread's comm, in recordings that have it)
+    ranks as the main thread's: a hog whose workers rename themselves is still named
+    as the process.
     """
     for rows in list(ev.offcpu.values()):
         for r in rows:
-            for tgid, tid, ts, comm in ((r.waker_tgid, r.waker_tid, r.wake_ts, r.waker_comm),
-                                        (r.preemptor_tgid, r.preemptor_tid, r.ts, r.preemptor_comm)):
+            for tgid, tid, ts, comm, process in (
+                    (r.waker_tgid, r.waker_tid, r.wake_ts, r.waker_comm, r.waker_process),
+                    (r.preemptor_tgid, r.preemptor_tid, r.ts, r.preemptor_comm, r.preemptor_process),
+                    (r.displaced_tgid, r.displaced_tid, r.end_ts, r.displaced_comm, r.displaced_process)):
                 if tgid not in ev.fetched_tgids:
                     ev.note_comm(tgid, tid, ts, comm)
+                    ev.note_comm(tgid, tgid, ts, process)

@@ -81,7 +81,8 @@ def kernel_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
         "SELECT tgid, tid, syscall, toInt64(fd) AS fd, ts, end_ts, ret FROM syscall "
         f"WHERE syscall IN ({calls}) AND end_ts - ts >= {int(slow_ns)} ORDER BY end_ts DESC LIMIT {int(limit)}")
     rq = store.query_rows(
-        "SELECT tgid, tid, comm, reason, ts, end_ts, cpu_off, preemptor_comm, preemptor_tgid FROM offcpu "
+        "SELECT tgid, tid, comm, reason, ts, end_ts, cpu_off, preemptor_comm, preemptor_process, preemptor_tgid "
+        "FROM offcpu "
         f"WHERE reason IN ('preempted', 'uninterruptible') AND end_ts - ts >= {int(slow_ns)} "
         f"ORDER BY end_ts DESC LIMIT {int(limit)}")
     tgids = {int(r["tgid"]) for r in rows} | {int(r["tgid"]) for r in rq}
@@ -109,7 +110,8 @@ def kernel_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
         if any(t == tid and a <= lo and hi <= b for t, a, b in calls):
             continue
         if r["reason"] == "preempted":
-            what = f"run-queue wait on CPU {r['cpu_off']} behind {r['preemptor_comm']} PID {r['preemptor_tgid']}"
+            by = r.get("preemptor_process") or r["preemptor_comm"]     # the process, not its renamed worker
+            what = f"run-queue wait on CPU {r['cpu_off']} behind {by} PID {r['preemptor_tgid']}"
         else:
             what = f"blocked (uninterruptible) on CPU {r['cpu_off']}"
         out.append(Incident(f"k-{pid}-{tid}-{lo}-{hi}", lo, hi, pid, tid, comms.get(pid, str(r["comm"])), what,

@@ -40,7 +40,8 @@ def _offcpu(r: Row) -> OffCpu:
                   _s(r["reason"]), _i(r["cpu_off"]), _i(r["cpu_on"]), _i(r["preemptor_tgid"]),
                   _i(r["preemptor_tid"]), _s(r["preemptor_comm"]), _i(r["waker_tgid"]), _i(r["waker_tid"]),
                   _s(r["waker_comm"]), _i(r.get("displaced_tgid")), _i(r.get("displaced_tid")),
-                  _s(r.get("displaced_comm")), _i(r.get("displaced_since")))
+                  _s(r.get("displaced_comm")), _i(r.get("displaced_since")), _s(r.get("preemptor_process")),
+                  _s(r.get("waker_process")), _s(r.get("displaced_process")))
 
 
 def _syscall(r: Row) -> Syscall:

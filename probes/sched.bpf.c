@@ -18,6 +18,8 @@ struct kp_task_state {
 	__u32 w_tid;
 	char p_comm[KP_COMM_LEN];
 	char w_comm[KP_COMM_LEN];
+	char p_proc[KP_COMM_LEN];
+	char w_proc[KP_COMM_LEN];
 };
 
 struct {
@@ -101,7 +103,9 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 		st->w_tgid = 0;
 		st->w_tid = 0;
 		kp_copy_comm(st->p_comm, next);
+		kp_copy_comm(st->p_proc, next->group_leader);
 		__builtin_memset(st->w_comm, 0, KP_COMM_LEN);
+		__builtin_memset(st->w_proc, 0, KP_COMM_LEN);
 	}
 
 	if (next_tid) {
@@ -137,8 +141,11 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 			r->displaced_since_ns =
 				prev_tid ? kp_stint_start(prev, next, st->wake_ns ? st->wake_ns : st->off_ns, now) : 0;
 			kp_copy_comm(r->displaced_comm, prev);
+			kp_copy_comm(r->displaced_process, prev->group_leader);
 			__builtin_memcpy(r->preemptor_comm, st->p_comm, KP_COMM_LEN);
 			__builtin_memcpy(r->waker_comm, st->w_comm, KP_COMM_LEN);
+			__builtin_memcpy(r->preemptor_process, st->p_proc, KP_COMM_LEN);
+			__builtin_memcpy(r->waker_process, st->w_proc, KP_COMM_LEN);
 			__builtin_memset(r->comm, 0, KP_COMM_LEN);
 			BPF_CORE_READ_STR_INTO(&r->comm, next, comm);
 			kp_submit_to(&rb_offcpu, r);
@@ -157,7 +164,9 @@ static __always_inline void kp_mark_wakeup(struct task_struct *p)
 	st->wake_ns = bpf_ktime_get_ns();
 	st->w_tgid = id >> 32;
 	st->w_tid = (__u32)id;
-	kp_copy_comm(st->w_comm, bpf_get_current_task_btf());
+	struct task_struct *waker = bpf_get_current_task_btf();
+	kp_copy_comm(st->w_comm, waker);
+	kp_copy_comm(st->w_proc, waker->group_leader);
 }
 
 /* sched_waking runs in the waker's context (sched_wakeup may run on the
@@ -184,9 +193,12 @@ int BPF_PROG(kp_sched_wakeup_new, struct task_struct *p)
 	st->cpu = bpf_get_smp_processor_id();
 	st->p_tgid = st->p_tid = 0;
 	__builtin_memset(st->p_comm, 0, KP_COMM_LEN);
+	__builtin_memset(st->p_proc, 0, KP_COMM_LEN);
 	st->w_tgid = id >> 32;
 	st->w_tid = (__u32)id;
-	bpf_get_current_comm(&st->w_comm, sizeof(st->w_comm));
+	struct task_struct *parent = bpf_get_current_task_btf();
+	kp_copy_comm(st->w_comm, parent);
+	kp_copy_comm(st->w_proc, parent->group_leader);
 	return 0;
 }
 

@@ -57,18 +57,26 @@ def fetch(store, q: EventQuery) -> list[dict]:
     return rows[: q.limit]
 
 
+def _task(r: dict, role: str) -> str:
+    """``comm tgid/tid`` of the preemptor, waker or displaced task, with its process's name when a
+    renamed thread hides it (``risk-w2 (risk-recalc) 1454/1540``)."""
+    comm, process = r[f"{role}_comm"], r.get(f"{role}_process") or ""
+    name = f"{comm} ({process})" if process and process != comm else comm
+    return f"{name} {r[f'{role}_tgid']}/{r[f'{role}_tid']}"
+
+
 def summary(r: dict) -> str:
     t = r["type"]
     who = f"{r.get('comm') or r.get('service', '')} {r.get('tgid', '')}/{r.get('tid', '')}".strip()
     if t == "offcpu":
         extra = ""
         if r["reason"] == "preempted":
-            extra = f" by {r['preemptor_comm']} {r['preemptor_tgid']}/{r['preemptor_tid']}"
+            extra = f" by {_task(r, 'preemptor')}"
         elif r["waker_tid"]:
-            extra = f", woken by {r['waker_comm']} {r['waker_tgid']}/{r['waker_tid']}"
+            extra = f", woken by {_task(r, 'waker')}"
         runq = f" (run-queue {format_dur(r['runq_ns'])}"
         if int(r.get("displaced_tid") or 0) and int(r["runq_ns"]):
-            runq += f", got CPU {r['cpu_on']} from {r['displaced_comm']} {r['displaced_tgid']}/{r['displaced_tid']}"
+            runq += f", got CPU {r['cpu_on']} from {_task(r, 'displaced')}"
             since = int(r.get("displaced_since") or 0)
             if since and int(r["end_ts"]) > since:
                 runq += f" after its {format_dur(int(r['end_ts']) - since)} on it"

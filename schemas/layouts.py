@@ -58,10 +58,10 @@ KP_CONFIG = np.dtype(
 
 KP_OFFCPU = np.dtype(
     {
-        "names": ["off_ns", "wake_ns", "on_ns", "tgid", "tid", "cpu_off", "cpu_on", "prev_state", "reason", "preemptor_tgid", "preemptor_tid", "waker_tgid", "waker_tid", "displaced_tgid", "displaced_tid", "displaced_since_ns", "comm", "preemptor_comm", "waker_comm", "displaced_comm"],
-        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u8", "S16", "S16", "S16", "S16"],
-        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 80, 96, 112, 128],
-        "itemsize": 144,
+        "names": ["off_ns", "wake_ns", "on_ns", "tgid", "tid", "cpu_off", "cpu_on", "prev_state", "reason", "preemptor_tgid", "preemptor_tid", "waker_tgid", "waker_tid", "displaced_tgid", "displaced_tid", "displaced_since_ns", "comm", "preemptor_comm", "waker_comm", "displaced_comm", "preemptor_process", "waker_process", "displaced_process"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u8", "S16", "S16", "S16", "S16", "S16", "S16", "S16"],
+        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 80, 96, 112, 128, 144, 160, 176],
+        "itemsize": 192,
     }
 )
 

@@ -95,6 +95,11 @@ struct kp_offcpu {
 	char preemptor_comm[KP_COMM_LEN];
 	char waker_comm[KP_COMM_LEN];
 	char displaced_comm[KP_COMM_LEN];
+	/* the process names (main thread's comm) of those three: threads rename themselves
+	 * (risk-w2, a JVM's C2 CompilerThre), and an unwatched culprit has no rows of its own */
+	char preemptor_process[KP_COMM_LEN];
+	char waker_process[KP_COMM_LEN];
+	char displaced_process[KP_COMM_LEN];
 };
 
 enum kp_proc_kind { KP_PROC_FORK = 1, KP_PROC_EXEC = 2, KP_PROC_EXIT = 3 };

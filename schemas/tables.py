@@ -22,6 +22,7 @@ Columns = dict[str, np.ndarray]
 # String columns with few distinct values: stored as LowCardinality where the server allows it.
 LOW_CARDINALITY = {
     "comm", "preemptor_comm", "waker_comm", "displaced_comm", "killer_comm", "service", "reason", "kind",
+    "preemptor_process", "waker_process", "displaced_process",
     "syscall", "host", "dir", "oldstate", "newstate", "rwbs", "state",
 }
 
@@ -119,6 +120,8 @@ def _offcpu(r: np.ndarray, off: int) -> Columns:
         "displaced_tgid": r["displaced_tgid"], "displaced_tid": r["displaced_tid"],
         "displaced_comm": decode_str(r["displaced_comm"]),
         "displaced_since": utc(r["displaced_since_ns"], off),
+        "preemptor_process": decode_str(r["preemptor_process"]), "waker_process": decode_str(r["waker_process"]),
+        "displaced_process": decode_str(r["displaced_process"]),
     }
 
 
@@ -250,7 +253,8 @@ BY_NAME = {e.name: e for e in EVENT_TYPES}
 # Columns added to a table after its first release: a batch encoded before them (an agent not yet
 # upgraded, an archived topic replayed) is still valid, and stores read the type's default for them.
 COLUMNS_ADDED_LATER: dict[str, frozenset[str]] = {
-    "offcpu": frozenset({"displaced_tgid", "displaced_tid", "displaced_comm", "displaced_since"}),
+    "offcpu": frozenset({"displaced_tgid", "displaced_tid", "displaced_comm", "displaced_since",
+                         "preemptor_process", "waker_process", "displaced_process"}),
 }
 PROBES = tuple(dict.fromkeys(e.probe for e in EVENT_TYPES))  # load order: sched first owns the shared maps
 

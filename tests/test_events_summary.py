@@ -17,6 +17,11 @@ def test_a_run_queue_wait_names_the_task_it_took_the_cpu_from():
     assert "after its" not in summary({**ROW, "displaced_since": 0})     # not known (older kernel or store)
 
 
+def test_a_renamed_worker_thread_is_shown_with_its_process():
+    s = summary({**ROW, "displaced_comm": "risk-w2", "displaced_process": "risk-recalc", "waker_process": "payment"})
+    assert "got CPU 1 from risk-w2 (risk-recalc) 30/33" in s and "woken by payment 10/10" in s, s
+
+
 def test_rows_without_a_displaced_task_or_a_wait_say_nothing_of_it():
     assert "got CPU" not in summary({**ROW, "runq_ns": 0})
     old = {k: v for k, v in ROW.items() if not k.startswith("displaced_")}     # a store from an older kprobe

@@ -320,3 +320,18 @@ def test_run_queue_wait_with_an_idle_cpu_last_seen_stays_unnamed():
     assert pre[30].delay_ns == 150 * MS and pre[None].delay_ns == 50 * MS and 50 not in pre
     mem = pre[30].children[0]
     assert mem.kind == "memory_pressure" and mem.culprit.pid == 30 and mem.delay_ns == 150 * MS   # capped
+
+
+def test_a_culprit_whose_worker_threads_rename_themselves_is_named_as_its_process():
+    from msgspec.structs import replace
+
+    from kprobe.causal.fetch import _name_wakers
+
+    row = off(20, 20, 100, 400, p=(30, 33, "risk-w2"), comm="order-router")
+    ev = evidence(20, 0, 500, [replace(row, preemptor_process="risk-recalc")])
+    _name_wakers(ev)
+    rc = analyze(ev).root_cause
+    assert rc.kind == "cpu_preemption" and (rc.culprit.pid, rc.culprit.comm) == (30, "risk-recalc"), rc
+    ev = evidence(20, 0, 500, [row])          # a recording without process names: the thread's stands
+    _name_wakers(ev)
+    assert analyze(ev).root_cause.culprit.comm == "risk-w2"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,36 @@ def _cpus() -> tuple[int, int]:
     return cpus[0], cpus[-1]
 
 
-def _hog(cpu: int, seconds: float) -> subprocess.Popen:
+# A hog process named risk-recalc whose only running thread renames itself, as JVM, C++ and most
+# thread pools do: the victim's rows only ever see the worker.
+WORKER_HOG = """import ctypes, threading
+libc = ctypes.CDLL(None)
+libc.prctl(15, b"risk-recalc", 0, 0, 0)
+def spin():
+    libc.prctl(15, b"risk-w0", 0, 0, 0)
+    exec({hog!r})
+t = threading.Thread(target=spin)
+t.start()
+t.join()
+"""
+
+
+def _hog(cpu: int, seconds: float, workers: bool = False) -> subprocess.Popen:
     """An unwatched CPU burner pinned to one CPU; it only appears as the victim's preemptor."""
-    return subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", HOG.format(s=seconds)])
+    code = WORKER_HOG.format(hog=HOG.format(s=seconds)) if workers else HOG.format(s=seconds)
+    p = subprocess.Popen([*RR, "taskset", "-c", str(cpu), sys.executable, "-c", code])
+    deadline = time.monotonic() + 10
+    while workers and time.monotonic() < deadline:   # only the renamed worker may run beside the victim
+        comms = set()
+        for t in Path(f"/proc/{p.pid}/task").glob("*"):
+            try:
+                comms.add((t / "comm").read_text().strip())
+            except OSError:
+                pass
+        if "risk-w0" in comms:
+            break
+        time.sleep(0.01)
+    return p
 
 
 def _out(p: subprocess.Popen) -> list[int]:
@@ -61,22 +89,30 @@ def _near(got: int, want: int, tol: float = 0.2) -> bool:
     return abs(got - want) <= tol * want
 
 
-def test_pinned_hog_is_root_cause_with_measured_delay(capture):
+@pytest.mark.parametrize("workers", [False, True], ids=["one-thread-hog", "renamed-worker-hog"])
+def test_pinned_hog_is_root_cause_with_measured_delay(capture, workers):
     _, cpu = _cpus()
-    hog = _hog(cpu, 30.0)
+    hog = _hog(cpu, 30.0, workers)
     try:
         victim = capture.spawn(*RR, "taskset", "-c", str(cpu), sys.executable, str(WORKLOADS / "causal_cpu_victim.py"),
                                "400", stdout=subprocess.PIPE)
         pid, _tid, t0, t1, cpu_ns = _out(victim)
+        waited = (t1 - t0) - cpu_ns          # the victim's own measure of time runnable but not running
+        assert waited > 150_000_000, "hog did not share the CPU; the test proves nothing"
+        a = _analyse(capture, pid, t0, t1)   # while the hog still runs: no exit row of its names it yet
     finally:
         hog.kill()
         hog.wait(5)
-    waited = (t1 - t0) - cpu_ns          # the victim's own measure of time runnable but not running
-    assert waited > 150_000_000, "hog did not share the CPU; the test proves nothing"
-    a = _analyse(capture, pid, t0, t1)
     rc = a.root_cause
     assert rc is not None and rc.kind == "cpu_preemption", a.to_json()
     assert rc.culprit.pid == hog.pid and rc.cpu == cpu, a.to_json()
+    # named as the process, not as the worker thread that ran: the probe records the process's name
+    # beside the thread's
+    assert (rc.culprit.comm == "risk-recalc") if workers else rc.culprit.comm.startswith("python"), a.to_json()
+    if workers:
+        rows = capture.rows(f"SELECT DISTINCT preemptor_comm, preemptor_process FROM offcpu WHERE tgid = {pid} "
+                            f"AND preemptor_tgid = {hog.pid}")
+        assert {(r["preemptor_comm"], r["preemptor_process"]) for r in rows} == {("risk-w0", "risk-recalc")}, rows
     assert _near(rc.delay_ns, waited), (rc.delay_ns, waited)
     assert _near(a.breakdown.on_cpu_ns, cpu_ns), (a.breakdown.on_cpu_ns, cpu_ns)
 
