@@ -284,8 +284,7 @@ def missing_columns_sql(tables: Iterable[TableDef], existing: Iterable[tuple[str
     return [sql for d in tables for sql in add_columns_sql(d, have.get(d.name, []), features)]
 
 
-def add_columns_sql(table: TableDef, have: list[str], features: ServerFeatures,
-                    database: str | None = None) -> list[str]:
+def add_columns_sql(table: TableDef, have: list[str], features: ServerFeatures) -> list[str]:
     """ALTER statements that give a table created by an older kprobe the columns it lacks.
 
     Each goes right after its predecessor in the definition, so the table's column
@@ -293,7 +292,7 @@ def add_columns_sql(table: TableDef, have: list[str], features: ServerFeatures,
     read the type's default (0, '') for them.
     """
     present = set(have)
-    target = _quote(table.name) if database is None else f"{_quote(database)}.{_quote(table.name)}"
+    target = _quote(table.name)
     out, prev = [], None
     for col in table.columns:
         if col.name not in present:
