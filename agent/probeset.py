@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kprobe.agent import tracefs
 from kprobe.agent.kernel_hz import interval_jiffies, kernel_hz
 from kprobe.agent.libbpf import BpfMap, BpfObject, Libbpf, LibbpfError
 from kprobe.schemas import layouts as L
@@ -46,6 +47,38 @@ class ProbeConfig:
     ring_overrides: dict[str, int] = field(default_factory=dict)  # event name -> bytes
     probes: tuple[str, ...] = PROBES
 
+    @property
+    def watching(self) -> bool:
+        return bool(self.filter_on or self.watch_pids or self.watch_comms)
+
+    @property
+    def every_syscall(self) -> bool:
+        """Whether a program runs on every syscall of the host (raw sys_enter/sys_exit).
+
+        Only full capture and watch lists need it (rows for short calls, or for any traced
+        call of a watched process); the bounded system-wide policy attaches the tracepoints
+        of the always-recorded calls alone, and reads what a thread blocks in at switch-out.
+        """
+        custom = self.syscalls is not None and not set(self.syscalls) <= ALWAYS_SYSCALLS
+        return self.detail == "full" or self.watching or custom
+
+    @property
+    def every_send_recv(self) -> bool:
+        """Whether a program runs on every socket send and recv of the host. Bounded
+        system-wide capture gets the socket of a blocked call from the off-CPU row and each
+        connection's byte totals from its tcp_state rows instead."""
+        return self.detail == "full" or self.watching
+
+    def wanted(self, program: str) -> bool:
+        """Whether a probe object's program is loaded under this policy."""
+        if program in ("kp_sys_enter", "kp_sys_exit"):
+            return self.every_syscall
+        if program.startswith(("kp_enter_", "kp_exit_")):
+            return not self.every_syscall
+        if program in ("kp_sock_send_length", "kp_sock_recv_length"):
+            return self.every_send_recv
+        return True
+
 
 @dataclass
 class AttachStatus:
@@ -65,6 +98,7 @@ class ProbeSet:
     shared: dict[str, BpfMap] = field(default_factory=dict)
     status: list[AttachStatus] = field(default_factory=list)
     load_errors: dict[str, str] = field(default_factory=dict)
+    _tracefs_error: str = ""
 
     def open(self) -> ProbeSet:
         for probe in self.config.probes:
@@ -79,6 +113,7 @@ class ProbeSet:
             detail = "; ".join(f"{k}: {v}" for k, v in self.load_errors.items())
             raise LibbpfError(0, f"no probe object could be loaded ({detail})")
         self._configure()
+        self._tracefs_error = "" if self.config.every_syscall else tracefs.ensure_mounted()
         for probe, obj in self.objects.items():
             self._attach(probe, obj)
         return self
@@ -90,6 +125,9 @@ class ProbeSet:
                 obj.reuse_map(name, m.fd)
             for et in self.event_types(probe):
                 obj.set_max_entries(et.ring, self.config.ring_overrides.get(et.name, self.config.ring_bytes))
+            for prog in obj.programs():
+                if not self.config.wanted(prog.name):
+                    prog.set_autoload(False)
             obj.load()
         except LibbpfError:
             obj.close()
@@ -101,11 +139,16 @@ class ProbeSet:
 
     def _attach(self, probe: str, obj: BpfObject) -> None:
         for prog in obj.programs():
+            if not self.config.wanted(prog.name):
+                continue
             try:
                 obj.links.append(prog.attach())
                 self.status.append(AttachStatus(probe, prog.name, prog.section, True))
             except LibbpfError as e:
-                self.status.append(AttachStatus(probe, prog.name, prog.section, False, str(e)))
+                why = str(e)
+                if prog.section.startswith("tracepoint/") and self._tracefs_error:
+                    why = f"{why}; {self._tracefs_error}"
+                self.status.append(AttachStatus(probe, prog.name, prog.section, False, why))
 
     def _configure(self) -> None:
         c = self.config
@@ -116,6 +159,7 @@ class ProbeSet:
         cfg["self_tgid"] = _self_tgid()
         cfg["fault_sample_every"] = max(1, c.fault_sample_every)
         cfg["fault_flush_ms"] = c.fault_flush_ms
+        cfg["fault_flush_jiffies"] = interval_jiffies(c.fault_flush_ms, kernel_hz())
         cfg["sock_flush_ms"] = max(0, c.sock_flush_ms)
         cfg["sock_flush_jiffies"] = interval_jiffies(c.sock_flush_ms, kernel_hz())
         zero = np.zeros(1, dtype=np.uint32)

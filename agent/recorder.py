@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kprobe.agent import clock
+from kprobe.agent import clock, row_checks
 from kprobe.agent.identity import IdentityCache
 from kprobe.agent.memcg_members import MemcgMembers
 from kprobe.agent.probeset import ProbeConfig, ProbeSet
 from kprobe.agent.ring_wait import RingWaiter
 from kprobe.agent.ringbuf import RingReader
+from kprobe.agent.self_cost import SelfCost
 from kprobe.agent.status import RecorderStats
 from kprobe.schemas import layouts as L
 from kprobe.schemas.agent_tables import MEMCG_MEMBERS_TABLE
@@ -113,6 +114,7 @@ class Recorder:
     _waiter: RingWaiter | None = None
     _memcgs: MemcgMembers = field(default_factory=MemcgMembers)
     _inflight_scan_ns: int = 0
+    _self_cost: SelfCost = field(default_factory=SelfCost)
 
     def __post_init__(self) -> None:
         self._queue = queue.Queue(maxsize=self.config.queue_batches)
@@ -232,6 +234,7 @@ class Recorder:
             if now - last_status >= 1.0 and self.probes is not None:
                 self.stats.update_kernel(self.probes)
                 self.stats.clock = self._clock
+                self.stats.resources = self._self_cost.sample(sum(self.stats.drained.values()))
                 last_status = now
             if stopping:
                 self._queue.put(None)
@@ -292,6 +295,14 @@ class Recorder:
 
     def _write_batch(self, batch: Batch) -> None:
         et = batch.et
+        bad = row_checks.impossible(batch.records)
+        if bad.any():
+            n_bad = int(bad.sum())
+            self.stats.rejected[et.name] = self.stats.rejected.get(et.name, 0) + n_bad
+            log.warning("rejected %d %s rows with impossible times or ids (kprobe stats: rejected)", n_bad, et.name)
+            batch = Batch(et, batch.records[~bad], batch.clock_offset_ns)
+            if not len(batch.records):
+                return
         try:
             cols = et.columns(batch.records, batch.clock_offset_ns)
             if et.name == "proc":

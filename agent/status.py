@@ -29,6 +29,7 @@ COUNTER_NAMES = {
     L.KP_CNT_SOCK_IO_UNWATCHED: "sock_io_unwatched",
     L.KP_CNT_SYSCALL_SHORT_NS: "syscalls_below_threshold_ns",
     L.KP_CNT_SOCK_IO_FOLDED: "sock_io_folded",
+    L.KP_CNT_BLOCK_SLOT_REUSED: "block_owner_overwritten",
 }
 
 
@@ -39,6 +40,10 @@ class RecorderStats:
     drained: dict[str, int] = field(default_factory=dict)
     written: dict[str, int] = field(default_factory=dict)
     write_errors: dict[str, int] = field(default_factory=dict)
+    # rows with impossible times or ids, not stored (agent/row_checks.py): a probe or kernel bug, counted
+    rejected: dict[str, int] = field(default_factory=dict)
+    # the recorder's own cost: CPU seconds, resident memory (anon = its heap, file = mapped code), rows/s
+    resources: dict[str, float] = field(default_factory=dict)
     kernel_drops: dict[str, list[int]] = field(default_factory=dict)  # type -> per CPU
     counters: dict[str, int] = field(default_factory=dict)
     attach: list[dict] = field(default_factory=list)
@@ -58,7 +63,9 @@ class RecorderStats:
         c = probes.config
         self.policy = {"detail": c.detail, "min_offcpu_ns": c.min_offcpu_ns, "min_syscall_ns": c.min_syscall_ns,
                        "sock_flush_ms": c.sock_flush_ms, "fault_sample_every": c.fault_sample_every,
-                       "filter_on": bool(c.filter_on or c.watch_pids or c.watch_comms)}
+                       "filter_on": c.watching,
+                       "syscall_hooks": "every syscall" if c.every_syscall else "per-call tracepoints (always-recorded calls)",
+                       "send_recv_hooks": c.every_send_recv}
         self.clock = clk
 
     def update_kernel(self, probes: ProbeSet) -> None:

@@ -290,13 +290,16 @@ class _Ctx:
 
     def syscall_at(self, tid: int, t: int) -> Syscall | None:
         """The syscall the thread was in at time t (the innermost/latest one that started before t)."""
-        best = None
-        for s in self.ev.syscalls.get(tid, ()):
-            if s.ts <= t <= s.end_ts:
-                best = s
-            elif s.ts > t:
-                break
-        return best
+        for calls in (self.ev.syscalls, self.ev.blocked_calls):   # traced calls first, then those read at switch-out
+            best = None
+            for s in calls.get(tid, ()):
+                if s.ts <= t <= s.end_ts:
+                    best = s
+                elif s.ts > t:
+                    break
+            if best is not None:
+                return best
+        return None
 
     def infer_waker(self, o: OffCpu, wait_call: str) -> Syscall | None:
         """The other thread's wake-type syscall that brackets o's wake time (see fetch.unknown_wakes).
@@ -752,7 +755,7 @@ def root_chain(causes: list[Cause]) -> list[Cause]:
 
 def _operation(ev: Evidence, tid: int, lo: int, hi: int) -> tuple[str, int]:
     best: Syscall | None = None
-    for s in ev.syscalls.get(tid, ()):
+    for s in ev.syscalls.get(tid, ()) or ev.blocked_calls.get(tid, ()):
         if _overlap(s.ts, s.end_ts, lo, hi) and (best is None or s.end_ts - s.ts > best.end_ts - best.ts):
             best = s
     if best is None:

@@ -62,6 +62,15 @@ class OffCpu(Record):
     preemptor_process: str = ""     # the process names (main thread's comm) of preemptor, waker and displaced
     waker_process: str = ""
     displaced_process: str = ""
+    # the call it blocked in, read at switch-out ('' when none or not recorded), its fd argument,
+    # and the socket behind that fd (skaddr 0: not a socket)
+    syscall: str = ""
+    fd: int = -1
+    skaddr: int = 0
+    saddr: str = ""
+    sport: int = 0
+    daddr: str = ""
+    dport: int = 0
 
 
 class Syscall(Record):
@@ -188,6 +197,9 @@ class Evidence:
     interval: Interval
     offcpu: dict[int, list[OffCpu]] = field(default_factory=dict)
     syscalls: dict[int, list[Syscall]] = field(default_factory=dict)
+    # the call each off-CPU row blocked in (read at switch-out), by tid: what the analysis falls back
+    # on where no traced call covers a wait (bounded system-wide capture traces few calls)
+    blocked_calls: dict[int, list[Syscall]] = field(default_factory=dict)
     reclaims: list[Reclaim] = field(default_factory=list)      # stalls overlapping the window
     # per process and memcg over the window plus RECLAIM_CONTEXT_NS before it; None: derive from ``reclaims``
     reclaim_totals: list[ReclaimTotal] | None = None
@@ -417,7 +429,7 @@ def memory_rounds(rows: WindowRows) -> Rounds:
 _OFFCPU_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "wake_ts", "reason", "cpu_off", "cpu_on", "preemptor_tgid",
                 "preemptor_tid", "preemptor_comm", "waker_tgid", "waker_tid", "waker_comm", "displaced_tgid",
                 "displaced_tid", "displaced_comm", "displaced_since", "preemptor_process", "waker_process",
-                "displaced_process")
+                "displaced_process", "syscall", "fd", "skaddr", "saddr", "sport", "daddr", "dport")
 _SYSCALL_COLS = ("tgid", "tid", "syscall", "fd", "ts", "end_ts", "ret", "bytes")
 _SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "daddr", "dport")
 _FAULT_COLS = ("tgid", "tid", "ts", "count")
@@ -512,7 +524,8 @@ def _needs(ev: Evidence) -> set[str]:
     if ev.sock_io:
         out.add("tcp_retrans")
     if (any(r.reason == "uninterruptible" for v in ev.offcpu.values() for r in v)
-            or any(r.syscall in DISK_WAIT_CALLS for v in ev.syscalls.values() for r in v)):
+            or any(r.syscall in DISK_WAIT_CALLS for calls in (ev.syscalls, ev.blocked_calls)
+                   for v in calls.values() for r in v)):
         out.add("block_io")
     if any(r.kind == "memcg" for r in ev.reclaims):
         out.add("memcg_members")
@@ -623,6 +636,7 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     have = set(ev.sock_io)
     socks = [s for s in got.get("sock_io", []) + got.get("peer_sock", []) if s not in have]
     ev.sock_io.extend(dict.fromkeys(socks))
+    _calls_from_offcpu(ev, got.get("offcpu", []))
     ev.faults.extend(got.get("fault", []))
     ev.reclaims.extend(sorted(got.get("reclaim", []), key=lambda r: r.ts))
     ev.block_io.extend(sorted(got.get("block_io", []), key=lambda r: r.ts))
@@ -635,6 +649,30 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
         for t in ev.reclaim_totals:
             ev.note_comm(t.tgid, 0, 0, t.comm)     # lowest rank: a row of the process names it better
     return {s.tgid for s in got.get("peer_sock", [])} | {r.tgid for r in got.get("waker_call", [])}
+
+
+def _calls_from_offcpu(ev: Evidence, rows: list[OffCpu]) -> None:
+    """The call each off-CPU row blocked in, and the socket behind its fd, as records.
+
+    Bounded system-wide capture runs no program on every syscall: the sched probe
+    reads the call a thread blocks in from its registers, and the socket behind its fd,
+    so a blocked recvfrom is explained like a traced one. A call record spans the
+    blocked part of the call only (its entry was not seen) and is kept apart from the
+    traced calls, which win where both exist. Each record depends on its row alone, so
+    the evidence is the same whatever order the rounds bring rows in.
+    """
+    calls = [Syscall(o.tgid, o.tid, o.syscall, o.fd, o.ts, o.end_ts, 0, 0) for o in rows if o.syscall]
+    for c in dict.fromkeys(calls):
+        have = ev.blocked_calls.setdefault(c.tid, [])
+        if c not in have:
+            have.append(c)
+    for v in ev.blocked_calls.values():
+        v.sort(key=lambda r: r.ts)
+    socks = [SockIO(o.tgid, o.tid, o.ts, o.skaddr, "recv", 0, o.saddr, o.sport, o.daddr, o.dport)
+             for o in rows if o.skaddr]
+    if socks:
+        have_socks = set(ev.sock_io)
+        ev.sock_io.extend(dict.fromkeys(k for k in socks if k not in have_socks))
 
 
 def _window_parts(iv: Interval) -> list[_Part]:

@@ -41,7 +41,9 @@ def _offcpu(r: Row) -> OffCpu:
                   _i(r["preemptor_tid"]), _s(r["preemptor_comm"]), _i(r["waker_tgid"]), _i(r["waker_tid"]),
                   _s(r["waker_comm"]), _i(r.get("displaced_tgid")), _i(r.get("displaced_tid")),
                   _s(r.get("displaced_comm")), _i(r.get("displaced_since")), _s(r.get("preemptor_process")),
-                  _s(r.get("waker_process")), _s(r.get("displaced_process")))
+                  _s(r.get("waker_process")), _s(r.get("displaced_process")), _s(r.get("syscall")),
+                  _i(r.get("fd", -1)), _i(r.get("skaddr")), _s(r.get("saddr")), _i(r.get("sport")),
+                  _s(r.get("daddr")), _i(r.get("dport")))
 
 
 def _syscall(r: Row) -> Syscall:

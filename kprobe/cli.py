@@ -36,16 +36,23 @@ runs, other commands query it through its socket in that directory.
 
 CAPTURE_POLICY = """\
 capture policy (--detail):
-  bounded  (default for `record`) keeps the kernel->user volume of a busy service small:
-           off-CPU intervals >= --min-offcpu-us (50), syscalls >= --min-syscall-us (100)
-           except fsync/fdatasync/sync_file_range/connect/accept/open/close, which are
-           always recorded; socket sends/recvs summed per socket and direction and
-           recorded at most every --sock-flush-ms (100) ms (byte totals exact); page
-           faults sampled 1 in --fault-sample (64) with exact counts. What is below a
-           threshold is counted in the kernel (kprobe stats: *_below_threshold,
-           sock_io_folded), never lost silently.
+  bounded  (default for `record`) is built to stay on: no program runs on every syscall
+           or every socket send/recv of the host. Off-CPU intervals >= --min-offcpu-us
+           (50) are rows carrying the syscall the thread blocked in (read from its saved
+           registers at switch-out) and, for socket calls, the socket's 4-tuple; shorter
+           ones are summed into the thread's next row (short_n, short_ns). fsync,
+           fdatasync, sync_file_range, connect, accept, openat and close have their own
+           tracepoints and are always rows. TCP connections carry their byte totals on
+           every state change (tcp_state bytes_sent/bytes_received). Page faults are
+           sampled 1 in --fault-sample (64) with exact counts.
+           With a watch list (--watch-comm/--watch-pid) the watched processes also get
+           syscall rows >= --min-syscall-us (100) and socket I/O summed per socket every
+           --sock-flush-ms (100): that runs a program on every syscall and send/recv.
   full     (default for `run`) every traced syscall and every send/recv is a row;
            off-CPU intervals still use --min-offcpu-us.
+What is below a threshold is counted (kprobe stats: *_below_threshold, sock_io_folded),
+never lost silently; `kprobe stats` shows the policy in effect and the recorder's own
+CPU, rows/s and memory.
 """
 
 DETAIL_DEFAULTS = {  # detail -> (min syscall us, sock flush ms)

@@ -10,8 +10,14 @@
  * from its submitter's context is never inserted. */
 #include "common.bpf.h"
 
+/* The owner of a request in flight, in a direct-mapped table indexed by the request's
+ * address: requests are preallocated per hardware queue (a fixed, small set of addresses),
+ * so a slot is an array access (no hash, no LRU bookkeeping: those were most of this probe's
+ * cost). A slot holding another request's address is a collision: that request's owner is
+ * lost and counted (KP_CNT_BLOCK_SLOT_REUSED), its I/O still recorded. */
 struct kp_issue_state {
-	__u64 ts; /* 0 until issued */
+	__u64 rq;  /* the request this slot describes (0: free) */
+	__u64 ts;  /* 0 until issued */
 	__u32 tgid;
 	__u32 tid;
 	char comm[KP_COMM_LEN];
@@ -19,34 +25,59 @@ struct kp_issue_state {
 	__u32 pad;
 };
 
-/* LRU: a request merged into another one is freed without completing, and its
- * entry must not hold a slot forever. */
+#define KP_ISSUE_SLOTS 4096
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KP_ISSUE_SLOTS);
+	__type(key, __u32);
 	__type(value, struct kp_issue_state);
 } issued SEC(".maps");
 
 KP_RINGBUF(rb_block_io);
 
-static __always_inline void kp_own(__u64 key, __u64 ts)
+/* The request's address as a number: the verifier allows no arithmetic on a typed pointer,
+ * so it is read back as plain bytes from the program's first argument. */
+static __always_inline __u64 kp_rq_addr(unsigned long long *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct kp_issue_state st = {.ts = ts, .tgid = id >> 32, .tid = (__u32)id, .requeued = 0, .pad = 0};
-	bpf_get_current_comm(&st.comm, sizeof(st.comm));
-	bpf_map_update_elem(&issued, &key, &st, BPF_ANY);
+	__u64 addr = 0;
+	bpf_probe_read_kernel(&addr, sizeof(addr), ctx);
+	return addr;
+}
+
+static __always_inline struct kp_issue_state *kp_slot(__u64 rq)
+{
+	__u32 k = (__u32)((rq >> 8) ^ (rq >> 20)) & (KP_ISSUE_SLOTS - 1);
+	return bpf_map_lookup_elem(&issued, &k);
+}
+
+/* The current task submits rq: it owns it. */
+static __always_inline void kp_own(struct kp_issue_state *st, __u64 rq, __u64 ts)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	if (st->rq && st->rq != rq)
+		kp_count(KP_CNT_BLOCK_SLOT_REUSED, 1);
+	st->rq = rq;
+	st->ts = ts;
+	st->tgid = t->tgid;
+	st->tid = t->pid;
+	const __u64 *src = (const __u64 *)t->comm;
+	((__u64 *)st->comm)[0] = src[0];
+	((__u64 *)st->comm)[1] = src[1];
+	st->requeued = 0;
 }
 
 SEC("tp_btf/block_rq_insert")
 int BPF_PROG(kp_block_rq_insert, struct request *rq)
 {
-	__u64 key = (__u64)rq;
-	struct kp_issue_state *st = bpf_map_lookup_elem(&issued, &key);
-	if (st && st->requeued) /* back in the queue: it keeps its submitter */
+	__u64 addr = kp_rq_addr(ctx);
+	struct kp_issue_state *st = kp_slot(addr);
+	if (!st)
+		return 0;
+	if (st->rq == addr && st->requeued) /* back in the queue: it keeps its submitter */
 		st->requeued = 0;
 	else
-		kp_own(key, 0);
+		kp_own(st, addr, 0);
 	return 0;
 }
 
@@ -54,53 +85,57 @@ int BPF_PROG(kp_block_rq_insert, struct request *rq)
 SEC("tp_btf/block_rq_requeue")
 int BPF_PROG(kp_block_rq_requeue, struct request *rq)
 {
-	__u64 key = (__u64)rq;
-	struct kp_issue_state *st = bpf_map_lookup_elem(&issued, &key);
-	if (st) {
+	__u64 addr = kp_rq_addr(ctx);
+	struct kp_issue_state *st = kp_slot(addr);
+	if (st && st->rq == addr) {
 		st->ts = 0;
 		st->requeued = 1;
 	}
 	return 0;
 }
 
-/* Merged into another request and freed without completing: its slot (and
- * soon its address, reused by a new request) must not carry this submitter. */
+/* Merged into another request and freed without completing: its slot (and soon its
+ * address, reused by a new request) must not carry this submitter. */
 SEC("tp_btf/block_rq_merge")
 int BPF_PROG(kp_block_rq_merge, struct request *rq)
 {
-	__u64 key = (__u64)rq;
-	bpf_map_delete_elem(&issued, &key);
+	__u64 addr = kp_rq_addr(ctx);
+	struct kp_issue_state *st = kp_slot(addr);
+	if (st && st->rq == addr)
+		st->rq = 0;
 	return 0;
 }
 
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(kp_block_rq_issue, struct request *rq)
 {
-	__u64 key = (__u64)rq;
+	__u64 addr = kp_rq_addr(ctx);
+	struct kp_issue_state *st = kp_slot(addr);
+	if (!st)
+		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	struct kp_issue_state *st = bpf_map_lookup_elem(&issued, &key);
-	if (st && !st->ts)
+	if (st->rq == addr && !st->ts)
 		st->ts = now;
-	else /* issued from its submitter's context, or a stale entry of a freed request */
-		kp_own(key, now);
+	else /* issued from its submitter's context, or a stale slot of a freed request */
+		kp_own(st, addr, now);
 	return 0;
 }
 
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(kp_block_rq_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
 {
-	__u64 key = (__u64)rq;
-	struct kp_issue_state *st = bpf_map_lookup_elem(&issued, &key);
-	if (!st)
+	__u64 addr = kp_rq_addr(ctx);
+	struct kp_issue_state *st = kp_slot(addr);
+	if (!st || st->rq != addr)
 		return 0;
 	struct kp_block_io *r = kp_reserve(&rb_block_io, KP_EV_BLOCK_IO, sizeof(*r));
 	if (r) {
-		struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
-		__u32 major = BPF_CORE_READ(disk, major), minor = BPF_CORE_READ(disk, first_minor);
-		__u32 op = BPF_CORE_READ(rq, cmd_flags) & 0xff;
+		struct gendisk *disk = rq->q->disk;
+		__u32 major = disk ? disk->major : 0, minor = disk ? disk->first_minor : 0;
+		__u32 op = rq->cmd_flags & 0xff;
 		r->issue_ns = st->ts;
 		r->done_ns = bpf_ktime_get_ns();
-		r->sector = BPF_CORE_READ(rq, __sector);
+		r->sector = rq->__sector;
 		r->dev = (major << 20) | minor;
 		r->bytes = nr_bytes;
 		r->tgid = st->tgid;
@@ -113,6 +148,6 @@ int BPF_PROG(kp_block_rq_complete, struct request *rq, blk_status_t error, unsig
 		__builtin_memcpy(r->comm, st->comm, KP_COMM_LEN);
 		kp_submit_to(&rb_block_io, r);
 	}
-	bpf_map_delete_elem(&issued, &key);
+	st->rq = 0;
 	return 0;
 }

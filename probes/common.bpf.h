@@ -100,6 +100,28 @@ static __always_inline void kp_submit_to(void *rb, void *rec)
 	bpf_ringbuf_submit(rec, avail * 8 >= size ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* A socket's 4-tuple as the kernel sees it from this host (ports in host order). */
+static __always_inline void kp_sk_tuple(struct sock *sk, __u16 *family, __u16 *sport, __u16 *dport,
+					__u8 *saddr, __u8 *daddr)
+{
+	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	*sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	*dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (*family == AF_INET) {
+		__builtin_memset(saddr, 0, 16);
+		__builtin_memset(daddr, 0, 16);
+		bpf_probe_read_kernel(saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_probe_read_kernel(daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_probe_read_kernel(saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
 #define KP_RINGBUF(name)                                  \
 	struct {                                          \
 		__uint(type, BPF_MAP_TYPE_RINGBUF);       \

@@ -4,16 +4,19 @@
  * rare and usually caused by someone else, so they are recorded system-wide. */
 #include "common.bpf.h"
 
+/* Per-thread fault count since the last sample, in task-local storage (a pointer hop, freed
+ * with the thread); the flush interval is kept in jiffies, so a fault that is only counted
+ * reads no clock. */
 struct kp_fault_state {
-	__u64 last_emit_ns;
+	__u64 last_emit;   /* jiffies, or ns when the agent could not tell the tick rate */
 	__u32 count;
 	__u32 pad;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct kp_fault_state);
 } fault_state SEC(".maps");
 
@@ -46,46 +49,49 @@ static __always_inline void kp_emit_fault(__u64 now, __u32 tgid, __u32 tid, __u6
 	kp_submit_to(&rb_fault, r);
 }
 
+static __always_inline __u64 kp_fault_clock(struct kp_config *cfg)
+{
+	return cfg->fault_flush_jiffies ? bpf_jiffies64() : bpf_ktime_get_ns();
+}
+
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(kp_page_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
 	struct kp_config *cfg = kp_cfg();
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
-	if (!kp_is_watched(cfg, tgid))
-		return 0;
-	kp_count(KP_CNT_FAULTS, 1);
-	__u64 now = bpf_ktime_get_ns();
-	struct kp_fault_state *st = bpf_map_lookup_elem(&fault_state, &tid);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kp_fault_state *st = bpf_task_storage_get(&fault_state, task, 0, 0);
 	if (!st) {
-		struct kp_fault_state init = {.last_emit_ns = now};
-		bpf_map_update_elem(&fault_state, &tid, &init, BPF_NOEXIST);
-		st = bpf_map_lookup_elem(&fault_state, &tid);
+		if (!cfg || !kp_is_watched(cfg, task->tgid))
+			return 0;
+		st = bpf_task_storage_get(&fault_state, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!st)
 			return 0;
+		st->last_emit = kp_fault_clock(cfg);
 	}
+	if (!cfg)
+		return 0;
+	kp_count(KP_CNT_FAULTS, 1);
 	st->count += 1;
 	__u32 every = cfg->fault_sample_every ? cfg->fault_sample_every : 1;
-	__u64 flush_ns = (__u64)cfg->fault_flush_ms * 1000000ULL;
-	if (st->count >= every || now - st->last_emit_ns >= flush_ns) {
-		kp_emit_fault(now, tgid, tid, address, BPF_CORE_READ(regs, ip), error_code, st->count, 0);
+	__u64 mark = kp_fault_clock(cfg);
+	__u64 interval = cfg->fault_flush_jiffies ? cfg->fault_flush_jiffies : (__u64)cfg->fault_flush_ms * 1000000ULL;
+	if (st->count >= every || mark - st->last_emit >= interval) {
+		kp_emit_fault(bpf_ktime_get_ns(), task->tgid, task->pid, address, regs->ip, error_code, st->count, 0);
 		st->count = 0;
-		st->last_emit_ns = now;
+		st->last_emit = mark;
 	}
 	return 0;
 }
 
-/* Flush the sampled remainder so per-thread totals are exact. */
+/* Flush the sampled remainder so per-thread totals are exact (the storage goes with the thread). */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(kp_fault_exit, struct task_struct *p)
 {
-	__u32 tid = p->pid;
-	struct kp_fault_state *st = bpf_map_lookup_elem(&fault_state, &tid);
-	if (!st)
+	struct kp_fault_state *st = bpf_task_storage_get(&fault_state, p, 0, 0);
+	if (!st || !st->count)
 		return 0;
-	if (st->count)
-		kp_emit_fault(bpf_ktime_get_ns(), p->tgid, tid, 0, 0, 0, st->count, 1);
-	bpf_map_delete_elem(&fault_state, &tid);
+	kp_emit_fault(bpf_ktime_get_ns(), p->tgid, p->pid, 0, 0, 0, st->count, 1);
+	st->count = 0;
 	return 0;
 }
 

@@ -7,10 +7,6 @@
  * exact, a busy connection costs a handful of records per second. */
 #include "common.bpf.h"
 
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
-
 KP_RINGBUF(rb_tcp_state);
 
 /* Per-socket accumulators (index 0 send, 1 recv), freed with the socket. */
@@ -30,23 +26,6 @@ struct {
 
 KP_RINGBUF(rb_sock_io);
 KP_RINGBUF(rb_tcp_retrans);
-
-static __always_inline void kp_sk_tuple(struct sock *sk, __u16 *family, __u16 *sport, __u16 *dport,
-					__u8 *saddr, __u8 *daddr)
-{
-	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	*sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	*dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (*family == AF_INET) {
-		__builtin_memset(saddr, 0, 16);
-		__builtin_memset(daddr, 0, 16);
-		bpf_probe_read_kernel(saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_probe_read_kernel(daddr, 4, &sk->__sk_common.skc_daddr);
-	} else {
-		bpf_probe_read_kernel(saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_probe_read_kernel(daddr, 16, &sk->__sk_common.skc_v6_daddr);
-	}
-}
 
 static __always_inline void kp_emit_sock_io(struct sock *sk, __u64 now, __u32 tgid, __u32 tid, __s64 bytes,
 					    __u8 dir)
@@ -121,6 +100,9 @@ int BPF_PROG(kp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
 	__builtin_memset(r->comm, 0, KP_COMM_LEN);
 	bpf_get_current_comm(&r->comm, sizeof(r->comm));
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	r->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
+	r->bytes_received = BPF_CORE_READ(tp, bytes_received);
 	kp_submit_to(&rb_tcp_state, r);
 	return 0;
 }

@@ -7,6 +7,7 @@
  * into user space; shorter ones are counted in the kernel. */
 #include "common.bpf.h"
 
+/* off_ns is on the run-queue clock (kp_now); wake_ns is bpf_ktime, read by the waker. */
 struct kp_task_state {
 	__u64 off_ns;
 	__u64 wake_ns;
@@ -16,10 +17,14 @@ struct kp_task_state {
 	__u32 p_tid;
 	__u32 w_tgid;
 	__u32 w_tid;
-	char p_comm[KP_COMM_LEN];
-	char w_comm[KP_COMM_LEN];
-	char p_proc[KP_COMM_LEN];
-	char w_proc[KP_COMM_LEN];
+	__s32 sys_nr;
+	__u32 short_n;
+	__u64 sys_arg0;
+	__u64 short_ns;
+	/* preemptor and waker task pointers: their names are read only if a row is emitted,
+	 * and only if the pointer still holds the same thread (kp_task_names) */
+	__u64 p_task;
+	__u64 w_task;
 };
 
 struct {
@@ -32,9 +37,17 @@ struct {
 KP_RINGBUF(rb_offcpu);
 KP_RINGBUF(rb_proc);
 
+#define KP_TASK_RUNNING 0x0
+#define KP_TASK_INTERRUPTIBLE 0x1
+#define KP_TASK_UNINTERRUPTIBLE 0x2
+#define KP_STATE_NEW 0xffffffff	/* our marker: woken for the first time (sched_wakeup_new) */
+#define KP_PF_KTHREAD 0x00200000
+#define KP_ENOSYS 38
+#define KP_S_IFMT 00170000
+#define KP_S_IFSOCK 0140000
+
 /* comm by two plain loads through the typed task pointer: the helpers that copy
- * it (probe_read, get_current_comm) cost ~90 ns each on a VM, on every switch
- * and wake-up of a watched task. */
+ * it (probe_read, get_current_comm) cost far more, on every switch and wake-up. */
 static __always_inline void kp_copy_comm(char *dst, struct task_struct *t)
 {
 	const __u64 *src = (const __u64 *)t->comm;
@@ -42,34 +55,218 @@ static __always_inline void kp_copy_comm(char *dst, struct task_struct *t)
 	((__u64 *)dst)[1] = src[1];
 }
 
+/* The thread and process names of a task seen earlier, read when its row is emitted (most
+ * intervals are not). The task may have exited since: its memory is then read safely and the
+ * names are taken only if it is still thread tid; otherwise they stay empty and the agent names
+ * the process from its other rows. */
+static __always_inline void kp_task_names(__u64 ptr, __u32 tid, char *comm, char *proc)
+{
+	struct task_struct *t = (struct task_struct *)ptr;
+	__u32 pid = 0;
+	if (!t || BPF_CORE_READ_INTO(&pid, t, pid) || pid != tid)
+		return;
+	bpf_core_read(comm, KP_COMM_LEN, &t->comm);
+	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
+	if (leader)
+		bpf_core_read(proc, KP_COMM_LEN, &leader->comm);
+}
+
 static __always_inline __u32 kp_reason(__u32 state)
 {
-	if (state == 0)
+	if (state == KP_STATE_NEW)
+		return KP_OFF_NEW;
+	if (state == KP_TASK_RUNNING)
 		return KP_OFF_PREEMPTED;
-	if (state & 0x1)
+	if (state & KP_TASK_INTERRUPTIBLE)
 		return KP_OFF_SLEEP;
-	if (state & 0x2)
+	if (state & KP_TASK_UNINTERRUPTIBLE)
 		return KP_OFF_UNINTERRUPTIBLE;
 	return KP_OFF_OTHER;
 }
 
-/* Since when (bpf_ktime ns) the task being switched out has held this CPU without
- * a break: its sched_info.last_arrival, which is on the run-queue clock. The
- * incoming task's sched_info.last_queued is on that clock too, and we saw that
- * same moment on ours (its wake-up, or its preemption): the difference moves one
- * onto the other to within microseconds, with no kernel symbol to resolve.
- * Computed only when a watched thread comes back; 0 without CONFIG_SCHED_INFO. */
-static __always_inline __u64 kp_stint_start(struct task_struct *prev, struct task_struct *next,
-					    __u64 queued_ns, __u64 now)
+/* The syscall a blocking task sleeps in, from the user registers saved at kernel entry:
+ * what a program on every syscall's entry would have told, read only when a task blocks.
+ * While a syscall runs, the saved ax holds -ENOSYS (the entry code's placeholder for the
+ * return value); an exception frame (a page fault) holds the user's ax and its error code
+ * in orig_ax, so it is not taken for a syscall. */
+static __always_inline void kp_blocked_syscall(struct kp_task_state *st, struct task_struct *t, __u32 state)
 {
-	if (!bpf_core_field_exists(prev->sched_info.last_arrival))
+	st->sys_nr = -1;
+	st->sys_arg0 = 0;
+#if defined(__TARGET_ARCH_x86)
+	if (state == KP_TASK_RUNNING || (t->flags & KP_PF_KTHREAD))
+		return;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
+	if (!regs || regs->ax != (unsigned long)-KP_ENOSYS)
+		return;
+	st->sys_nr = (__s32)regs->orig_ax;
+	st->sys_arg0 = regs->di;
+#endif
+}
+
+/* x86_64 calls whose first argument is a descriptor that may be a socket */
+static __always_inline bool kp_socket_call(__s32 nr)
+{
+	switch (nr) {
+	case 0: case 1: case 19: case 20:		/* read write readv writev */
+	case 42: case 43: case 44: case 45: case 46: case 47:	/* connect accept sendto recvfrom sendmsg recvmsg */
+	case 288: case 299: case 307:			/* accept4 recvmmsg sendmmsg */
+		return true;
+	}
+	return false;
+}
+
+/* The socket behind descriptor fd of task t, with its 4-tuple: the join key to the peer
+ * process, read only for a row being emitted (the fd table walk is ~8 reads). */
+static __always_inline void kp_fd_socket(struct kp_offcpu *r, struct task_struct *t, __u64 fd)
+{
+	struct files_struct *files = BPF_CORE_READ(t, files);
+	if (!files)
+		return;
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xfffff]) || !f)
+		return;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & KP_S_IFMT) != KP_S_IFSOCK)
+		return;
+	struct socket *so = BPF_CORE_READ(f, private_data);
+	struct sock *sk = so ? BPF_CORE_READ(so, sk) : 0;
+	if (!sk)
+		return;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return;		/* a unix or netlink socket: no 4-tuple to join on */
+	r->skaddr = (__u64)sk;
+	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
+}
+
+/* "Now" for the scheduler's programs: the run-queue clock, which __schedule and every
+ * enqueue have just updated, read with three plain loads. bpf_ktime_get_ns() costs more than
+ * the rest of a switch put together on a VM (an indirect clocksource call behind speculation
+ * mitigations); a row converts to ktime once, when it is emitted (kp_to_ktime). Kernels
+ * without group scheduling have no cfs_rq->rq link: there it is ktime throughout. */
+static __always_inline __u64 kp_now(struct task_struct *t)
+{
+	if (bpf_core_field_exists(t->se.cfs_rq)) {
+		struct cfs_rq *cfs = t->se.cfs_rq;
+		struct rq *rq = cfs ? cfs->rq : 0;
+		__u64 clock = rq ? rq->clock : 0;
+		if (clock)
+			return clock;
+	}
+	return bpf_ktime_get_ns();
+}
+
+/* Run-queue clock -> ktime, from one pair of readings (the clock was updated at this
+ * __schedule's start, microseconds ago at most: the row's times are that much early). */
+static __always_inline __u64 kp_to_ktime(__u64 t, __s64 shift)
+{
+	return t ? t + shift : 0;
+}
+
+/* prev leaves the CPU: remember when, why, who took over and the call it blocks in.
+ * Storage exists only for watched tasks (the watch list never shrinks), so its
+ * presence answers "watched?" without a hash lookup. */
+static __always_inline __u64 kp_switch_out(struct kp_config *cfg, struct task_struct *prev,
+					   struct task_struct *next, __u32 prev_state, __u32 cpu)
+{
+	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, prev, 0, 0);
+	if (!st && kp_is_watched(cfg, prev->tgid))
+		st = bpf_task_storage_get(&offcpu_state, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st)
 		return 0;
-	__u64 arrived = prev->sched_info.last_arrival;
-	__u64 queued = next->sched_info.last_queued;
-	if (!arrived || !queued || !queued_ns)
-		return 0;
-	__u64 since = arrived + (queued_ns - queued);	/* modulo 2^64: either sign of the gap */
-	return since && since <= now ? since : 0;
+	__u64 now = kp_now(prev);
+	st->off_ns = now;
+	st->wake_ns = 0;
+	st->prev_state = prev_state;
+	st->cpu = cpu;
+	st->p_tgid = next->tgid;
+	st->p_tid = next->pid;
+	st->p_task = (__u64)next;
+	st->w_tgid = 0;
+	st->w_tid = 0;
+	st->w_task = 0;
+	kp_blocked_syscall(st, prev, prev_state);
+	return now;
+}
+
+/* Every field of the record is written here: a reserved ring slot holds a previous lap's bytes. */
+static __always_inline void kp_emit_offcpu(struct kp_task_state *st, struct task_struct *prev,
+					   struct task_struct *next, __u32 cpu, __u64 now)
+{
+	struct kp_offcpu *r = kp_reserve(&rb_offcpu, KP_EV_OFFCPU, sizeof(*r));
+	if (!r)
+		return;
+	__builtin_memset(r, 0, sizeof(*r));
+	__s64 shift = bpf_ktime_get_ns() - now;
+	r->off_ns = kp_to_ktime(st->off_ns, shift);
+	r->on_ns = kp_to_ktime(now, shift);
+	/* the wake-up was timed on the other clock: keep it inside the interval despite the
+	 * conversion's microseconds */
+	__u64 wake = st->wake_ns;
+	if (wake && wake < r->off_ns)
+		wake = r->off_ns;
+	if (wake > r->on_ns)
+		wake = r->on_ns;
+	r->wake_ns = wake;
+	r->tgid = next->tgid;
+	r->tid = next->pid;
+	r->cpu_off = st->cpu;
+	r->cpu_on = cpu;
+	r->prev_state = st->prev_state;
+	r->reason = kp_reason(st->prev_state);
+	r->preemptor_tgid = st->p_tgid;
+	r->preemptor_tid = st->p_tid;
+	r->waker_tgid = st->w_tgid;
+	r->waker_tid = st->w_tid;
+	r->displaced_tgid = prev->tgid;
+	r->displaced_tid = prev->pid;
+	/* since when the displaced task had held this CPU: its arrival, on this same clock */
+	if (prev->pid && bpf_core_field_exists(prev->sched_info.last_arrival)) {
+		__u64 since = prev->sched_info.last_arrival;
+		r->displaced_since_ns = since && since <= now ? kp_to_ktime(since, shift) : 0;
+	}
+	kp_copy_comm(r->comm, next);
+	kp_copy_comm(r->displaced_comm, prev);
+	kp_copy_comm(r->displaced_process, prev->group_leader);
+	if (st->p_tid)
+		kp_task_names(st->p_task, st->p_tid, r->preemptor_comm, r->preemptor_process);
+	if (st->w_tid)
+		kp_task_names(st->w_task, st->w_tid, r->waker_comm, r->waker_process);
+	r->sys_nr = st->sys_nr;
+	r->sys_arg0 = st->sys_arg0;
+	r->short_n = st->short_n;
+	r->short_ns = st->short_ns;
+	if (kp_socket_call(st->sys_nr))
+		kp_fd_socket(r, next, st->sys_arg0);
+	kp_submit_to(&rb_offcpu, r);
+	st->short_n = 0;
+	st->short_ns = 0;
+}
+
+/* next comes back: its interval is a row when long enough, else only counted (per CPU,
+ * and in its own storage until its next row carries the sum). */
+static __always_inline void kp_switch_in(struct kp_config *cfg, struct task_struct *prev,
+					 struct task_struct *next, __u32 cpu, __u64 now)
+{
+	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, next, 0, 0);
+	if (!st || !st->off_ns)
+		return;
+	if (!now)
+		now = kp_now(next);
+	__u64 dur = now > st->off_ns ? now - st->off_ns : 0;
+	if (dur < cfg->min_offcpu_ns) {
+		kp_count(KP_CNT_OFFCPU_SHORT, 1);
+		kp_count(KP_CNT_OFFCPU_SHORT_NS, dur);
+		st->short_n += 1;
+		st->short_ns += dur;
+	} else {
+		kp_emit_offcpu(st, prev, next, cpu, now);
+	}
+	st->off_ns = 0;
 }
 
 SEC("tp_btf/sched_switch")
@@ -77,81 +274,16 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	     unsigned int prev_state)
 {
 	struct kp_config *cfg = kp_cfg();
-	__u64 now = 0; /* read only when a watched task is involved: a clock read costs on VMs */
 	__u32 cpu = bpf_get_smp_processor_id();
-	__u32 prev_tgid = prev->tgid, prev_tid = prev->pid;
-	__u32 next_tgid = next->tgid, next_tid = next->pid;
+	__u64 now = 0; /* read only when a watched task is involved */
 
 	kp_count(KP_CNT_SWITCHES, 1);
 	if (!cfg)
 		return 0;
-
-	/* Storage exists only for watched tasks (the watch list never shrinks), so its
-	 * presence answers "watched?" without a hash lookup; unwatched tasks pay one
-	 * NULL check here and the hash lookup below. */
-	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, prev, 0, 0);
-	if (!st && prev_tid && kp_is_watched(cfg, prev_tgid))
-		st = bpf_task_storage_get(&offcpu_state, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (st) {
-		now = bpf_ktime_get_ns();
-		st->off_ns = now;
-		st->wake_ns = 0;
-		st->prev_state = prev_state;
-		st->cpu = cpu;
-		st->p_tgid = next_tgid;
-		st->p_tid = next_tid;
-		st->w_tgid = 0;
-		st->w_tid = 0;
-		kp_copy_comm(st->p_comm, next);
-		kp_copy_comm(st->p_proc, next->group_leader);
-		__builtin_memset(st->w_comm, 0, KP_COMM_LEN);
-		__builtin_memset(st->w_proc, 0, KP_COMM_LEN);
-	}
-
-	if (next_tid) {
-		st = bpf_task_storage_get(&offcpu_state, next, 0, 0);
-		if (!st || !st->off_ns)
-			return 0;
-		if (!now)
-			now = bpf_ktime_get_ns();
-		__u64 dur = now - st->off_ns;
-		if (dur < cfg->min_offcpu_ns) {
-			kp_count(KP_CNT_OFFCPU_SHORT, 1);
-			kp_count(KP_CNT_OFFCPU_SHORT_NS, dur);
-			st->off_ns = 0;
-			return 0;
-		}
-		struct kp_offcpu *r = kp_reserve(&rb_offcpu, KP_EV_OFFCPU, sizeof(*r));
-		if (r) {
-			r->off_ns = st->off_ns;
-			r->wake_ns = st->wake_ns;
-			r->on_ns = now;
-			r->tgid = next_tgid;
-			r->tid = next_tid;
-			r->cpu_off = st->cpu;
-			r->cpu_on = cpu;
-			r->prev_state = st->prev_state;
-			r->reason = st->prev_state == 0xffffffff ? KP_OFF_NEW : kp_reason(st->prev_state);
-			r->preemptor_tgid = st->p_tgid;
-			r->preemptor_tid = st->p_tid;
-			r->waker_tgid = st->w_tgid;
-			r->waker_tid = st->w_tid;
-			r->displaced_tgid = prev_tgid;
-			r->displaced_tid = prev_tid;
-			r->displaced_since_ns =
-				prev_tid ? kp_stint_start(prev, next, st->wake_ns ? st->wake_ns : st->off_ns, now) : 0;
-			kp_copy_comm(r->displaced_comm, prev);
-			kp_copy_comm(r->displaced_process, prev->group_leader);
-			__builtin_memcpy(r->preemptor_comm, st->p_comm, KP_COMM_LEN);
-			__builtin_memcpy(r->waker_comm, st->w_comm, KP_COMM_LEN);
-			__builtin_memcpy(r->preemptor_process, st->p_proc, KP_COMM_LEN);
-			__builtin_memcpy(r->waker_process, st->w_proc, KP_COMM_LEN);
-			__builtin_memset(r->comm, 0, KP_COMM_LEN);
-			BPF_CORE_READ_STR_INTO(&r->comm, next, comm);
-			kp_submit_to(&rb_offcpu, r);
-		}
-		st->off_ns = 0;
-	}
+	if (prev->pid)
+		now = kp_switch_out(cfg, prev, next, prev_state, cpu);
+	if (next->pid)
+		kp_switch_in(cfg, prev, next, cpu, now);
 	return 0;
 }
 
@@ -160,13 +292,14 @@ static __always_inline void kp_mark_wakeup(struct task_struct *p)
 	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, p, 0, 0);
 	if (!st || !st->off_ns || st->wake_ns)
 		return;
-	__u64 id = bpf_get_current_pid_tgid();
-	st->wake_ns = bpf_ktime_get_ns();
-	st->w_tgid = id >> 32;
-	st->w_tid = (__u32)id;
+	/* The one clock read left on a hot path: nothing the scheduler keeps tells when a
+	 * sleeping task was woken (run-queue clocks of idle CPUs are stale, and a task that
+	 * sleeps may stay queued, delayed, on newer kernels). */
 	struct task_struct *waker = bpf_get_current_task_btf();
-	kp_copy_comm(st->w_comm, waker);
-	kp_copy_comm(st->w_proc, waker->group_leader);
+	st->wake_ns = bpf_ktime_get_ns();
+	st->w_tgid = waker->tgid;
+	st->w_tid = waker->pid;
+	st->w_task = (__u64)waker;
 }
 
 /* sched_waking runs in the waker's context (sched_wakeup may run on the
@@ -187,18 +320,16 @@ int BPF_PROG(kp_sched_wakeup_new, struct task_struct *p)
 	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	st->off_ns = st->wake_ns = bpf_ktime_get_ns();
-	st->prev_state = 0xffffffff;
-	st->cpu = bpf_get_smp_processor_id();
-	st->p_tgid = st->p_tid = 0;
-	__builtin_memset(st->p_comm, 0, KP_COMM_LEN);
-	__builtin_memset(st->p_proc, 0, KP_COMM_LEN);
-	st->w_tgid = id >> 32;
-	st->w_tid = (__u32)id;
 	struct task_struct *parent = bpf_get_current_task_btf();
-	kp_copy_comm(st->w_comm, parent);
-	kp_copy_comm(st->w_proc, parent->group_leader);
+	__builtin_memset(st, 0, sizeof(*st));
+	st->off_ns = kp_now(p);
+	st->wake_ns = bpf_ktime_get_ns();
+	st->prev_state = KP_STATE_NEW;
+	st->cpu = bpf_get_smp_processor_id();
+	st->sys_nr = -1;
+	st->w_tgid = parent->tgid;
+	st->w_tid = parent->pid;
+	st->w_task = (__u64)parent;
 	return 0;
 }
 

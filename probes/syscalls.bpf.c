@@ -42,43 +42,35 @@ struct {
 KP_RINGBUF(rb_syscall);
 KP_RINGBUF(rb_fd_open);
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(kp_sys_enter, struct pt_regs *regs, long sysno)
+/* A traced call begins: remember when and its first three arguments. */
+static __always_inline void kp_enter(__u32 nr, __u8 always, __u64 a0, __u64 a1, __u64 a2)
 {
-	__u32 nr = (__u32)sysno;
-	if (nr >= KP_NR_MAX)
-		return 0;
-	__u8 *on = bpf_map_lookup_elem(&kp_syscall_filter, &nr);
-	if (!on || !*on)
-		return 0;
 	/* Storage exists only for watched threads (the watch list never shrinks): its
 	 * presence skips the watch-list hash lookup. */
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kp_enter_state *st = bpf_task_storage_get(&enter_state, task, 0, 0);
 	if (!st) {
 		if (!kp_is_watched(kp_cfg(), bpf_get_current_pid_tgid() >> 32))
-			return 0;
+			return;
 		st = bpf_task_storage_get(&enter_state, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!st)
-			return 0;
+			return;
 	}
 	st->ts = bpf_ktime_get_ns();
 	st->nr = nr;
-	st->always = *on == KP_SYS_ALWAYS;
-	/* tp_btf hands a trusted pt_regs pointer: plain loads, no probe-read helper calls */
-	st->args[0] = PT_REGS_PARM1(regs);
-	st->args[1] = PT_REGS_PARM2(regs);
-	st->args[2] = PT_REGS_PARM3(regs);
-	return 0;
+	st->always = always;
+	st->args[0] = a0;
+	st->args[1] = a1;
+	st->args[2] = a2;
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
+/* A traced call returns: one row (or a count, when short), and the fd -> path map for opens. */
+static __always_inline void kp_exit(long ret)
 {
 	/* Unwatched threads never got storage: this is the whole cost for them. */
 	struct kp_enter_state *st = bpf_task_storage_get(&enter_state, bpf_get_current_task_btf(), 0, 0);
 	if (!st || !st->ts)
-		return 0;
+		return;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 	struct kp_config *cfg = kp_cfg();
@@ -117,5 +109,59 @@ int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
 	}
 out:
 	st->ts = 0;
+}
+
+/* Full capture (and watch lists): one program on every syscall's entry and exit, the
+ * filter map chooses. Costs every process on the host two program runs per syscall,
+ * so the bounded system-wide policy loads the per-call tracepoints below instead. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(kp_sys_enter, struct pt_regs *regs, long sysno)
+{
+	__u32 nr = (__u32)sysno;
+	if (nr >= KP_NR_MAX)
+		return 0;
+	__u8 *on = bpf_map_lookup_elem(&kp_syscall_filter, &nr);
+	if (!on || !*on)
+		return 0;
+	/* tp_btf hands a trusted pt_regs pointer: plain loads, no probe-read helper calls */
+	kp_enter(nr, *on == KP_SYS_ALWAYS, PT_REGS_PARM1(regs), PT_REGS_PARM2(regs), PT_REGS_PARM3(regs));
 	return 0;
 }
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
+{
+	kp_exit(ret);
+	return 0;
+}
+
+/* Bounded capture: only the calls recorded whatever their duration get programs, one
+ * per call's own tracepoint, so nothing runs for any other syscall. What a thread blocks
+ * in otherwise is read at switch-out by the sched probe (kp_offcpu.sys_nr).
+ * A program may read only as many arguments as the call's tracepoint record holds
+ * (the kernel refuses the attach otherwise): one for fsync and close, three for the rest. */
+#define KP_CALL_TP(name, a1, a2)                                                      \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
+	int kp_enter_##name(struct syscall_trace_enter *ctx)                          \
+	{                                                                             \
+		kp_enter(ctx->nr, 1, ctx->args[0], a1, a2);                           \
+		return 0;                                                             \
+	}                                                                             \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+	int kp_exit_##name(struct syscall_trace_exit *ctx)                            \
+	{                                                                             \
+		kp_exit(ctx->ret);                                                    \
+		return 0;                                                             \
+	}
+#define KP_CALL_TP1(name) KP_CALL_TP(name, 0, 0)
+#define KP_CALL_TP3(name) KP_CALL_TP(name, ctx->args[1], ctx->args[2])
+
+KP_CALL_TP1(fsync)
+KP_CALL_TP1(fdatasync)
+KP_CALL_TP3(sync_file_range)
+KP_CALL_TP3(connect)
+KP_CALL_TP3(accept)
+KP_CALL_TP3(accept4)
+KP_CALL_TP3(openat)
+KP_CALL_TP3(openat2)
+KP_CALL_TP1(close)

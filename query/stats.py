@@ -77,6 +77,14 @@ def render(data: dict) -> str:
     for name, n in data["stored"].items():
         lines.append(f"{name:<12} {n:>13} {drops.get(name, 0):>13} {errs.get(name, 0):>13}")
     lines.append(f"lost total: {rec.get('lost_total', 0)}")
+    if rec.get("rejected"):
+        lines.append("rejected (impossible times or ids, not stored): " +
+                     ", ".join(f"{k}={v}" for k, v in sorted(rec["rejected"].items())))
+    res = rec.get("resources")
+    if res:
+        lines.append(f"recorder: {res.get('cpu_pct', 0):.1f} % of a core over the last {res.get('window_s', 0):.0f} s, "
+                     f"{res.get('rows_per_s', 0):.0f} rows/s, resident {res.get('rss_mb', 0):.0f} MB "
+                     f"(heap {res.get('rss_anon_mb', 0):.0f} MB, mapped code {res.get('rss_file_mb', 0):.0f} MB)")
     if rec.get("kafka"):
         lines += render_kafka(rec["kafka"])
     if data.get("dataflows"):  # DATA/dataflow is the default --state-dir of `kprobe dataflow ingest`

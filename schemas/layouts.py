@@ -25,7 +25,8 @@ KP_CNT_FAULTS = 4
 KP_CNT_SOCK_IO_UNWATCHED = 5
 KP_CNT_SYSCALL_SHORT_NS = 6
 KP_CNT_SOCK_IO_FOLDED = 7
-KP_CNT_MAX = 8
+KP_CNT_BLOCK_SLOT_REUSED = 8
+KP_CNT_MAX = 9
 KP_OFF_PREEMPTED = 1
 KP_OFF_SLEEP = 2
 KP_OFF_UNINTERRUPTIBLE = 3
@@ -49,19 +50,19 @@ KP_RCNT_MAX = 8
 
 KP_CONFIG = np.dtype(
     {
-        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
-        "offsets": [0, 8, 16, 20, 24, 28, 32, 36],
-        "itemsize": 40,
+        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies", "fault_flush_jiffies", "cfg_pad"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 44],
+        "itemsize": 48,
     }
 )
 
 KP_OFFCPU = np.dtype(
     {
-        "names": ["off_ns", "wake_ns", "on_ns", "tgid", "tid", "cpu_off", "cpu_on", "prev_state", "reason", "preemptor_tgid", "preemptor_tid", "waker_tgid", "waker_tid", "displaced_tgid", "displaced_tid", "displaced_since_ns", "comm", "preemptor_comm", "waker_comm", "displaced_comm", "preemptor_process", "waker_process", "displaced_process"],
-        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u8", "S16", "S16", "S16", "S16", "S16", "S16", "S16"],
-        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 80, 96, 112, 128, 144, 160, 176],
-        "itemsize": 192,
+        "names": ["off_ns", "wake_ns", "on_ns", "tgid", "tid", "cpu_off", "cpu_on", "prev_state", "reason", "preemptor_tgid", "preemptor_tid", "waker_tgid", "waker_tid", "displaced_tgid", "displaced_tid", "displaced_since_ns", "comm", "preemptor_comm", "waker_comm", "displaced_comm", "preemptor_process", "waker_process", "displaced_process", "sys_nr", "short_n", "sys_arg0", "short_ns", "skaddr", "sport", "dport", "family", "sock_pad", "saddr", "daddr"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u8", "S16", "S16", "S16", "S16", "S16", "S16", "S16", "<i4", "<u4", "<u8", "<u8", "<u8", "<u2", "<u2", "<u2", "<u2", "(16,)u1", "(16,)u1"],
+        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 80, 96, 112, 128, 144, 160, 176, 192, 196, 200, 208, 216, 224, 226, 228, 230, 232, 248],
+        "itemsize": 264,
     }
 )
 
@@ -112,10 +113,10 @@ KP_OOM = np.dtype(
 
 KP_TCP_STATE = np.dtype(
     {
-        "names": ["ts_ns", "skaddr", "tgid", "tid", "sport", "dport", "family", "oldstate", "newstate", "saddr", "daddr", "comm"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u2", "<u2", "<u2", "u1", "u1", "(16,)u1", "(16,)u1", "S16"],
-        "offsets": [0, 8, 16, 20, 24, 26, 28, 30, 31, 32, 48, 64],
-        "itemsize": 80,
+        "names": ["ts_ns", "skaddr", "tgid", "tid", "sport", "dport", "family", "oldstate", "newstate", "saddr", "daddr", "comm", "bytes_sent", "bytes_received"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u2", "<u2", "<u2", "u1", "u1", "(16,)u1", "(16,)u1", "S16", "<u8", "<u8"],
+        "offsets": [0, 8, 16, 20, 24, 26, 28, 30, 31, 32, 48, 64, 80, 88],
+        "itemsize": 96,
     }
 )
 

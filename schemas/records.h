@@ -44,7 +44,8 @@ enum kp_counter {
 	KP_CNT_SOCK_IO_UNWATCHED = 5,
 	KP_CNT_SYSCALL_SHORT_NS = 6, /* summed duration of syscalls below the threshold */
 	KP_CNT_SOCK_IO_FOLDED = 7,  /* socket sends/recvs folded into a per-socket sock_io total */
-	KP_CNT_MAX = 8,
+	KP_CNT_BLOCK_SLOT_REUSED = 8, /* block requests whose submitter was overwritten in blockio's table */
+	KP_CNT_MAX = 9,
 };
 
 /* Off-CPU reasons. */
@@ -68,6 +69,9 @@ struct kp_config {
 	__u32 sock_flush_ms;
 	/* the same interval in jiffies, so the probes need no clock read to fold (0: unknown, use the clock) */
 	__u32 sock_flush_jiffies;
+	/* fault_flush_ms in jiffies, likewise (0: unknown, use the clock) */
+	__u32 fault_flush_jiffies;
+	__u32 cfg_pad;
 };
 
 struct kp_offcpu {
@@ -100,6 +104,21 @@ struct kp_offcpu {
 	char preemptor_process[KP_COMM_LEN];
 	char waker_process[KP_COMM_LEN];
 	char displaced_process[KP_COMM_LEN];
+	/* The syscall it blocked in, read from its saved registers at switch-out (no hook on every
+	 * syscall): -1 when it was not in one (preempted, a page fault, a kernel thread). */
+	__s32 sys_nr;
+	/* intervals of this thread below the threshold since its previous row (aggregated, not lost) */
+	__u32 short_n;
+	__u64 sys_arg0;   /* the call's first argument: the fd for read/write/send/recv/fsync/... */
+	__u64 short_ns;
+	/* when sys_arg0 was a socket fd: that socket (resolved at switch-in from the fd table) */
+	__u64 skaddr;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 sock_pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
 };
 
 enum kp_proc_kind { KP_PROC_FORK = 1, KP_PROC_EXEC = 2, KP_PROC_EXIT = 3 };
@@ -175,6 +194,10 @@ struct kp_tcp_state {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[KP_COMM_LEN];
+	/* the connection's byte totals when it changed state (tcp_sock counters): exact per-socket
+	 * totals at close without a program on every send and recv */
+	__u64 bytes_sent;
+	__u64 bytes_received;
 };
 
 struct kp_sock_io {

@@ -49,11 +49,31 @@ X86_64: dict[str, tuple[int, bool, bool]] = {
 
 NR_MAX = 512
 
+# Names of other calls a thread may block in (not traced on their own; the sched probe reads the
+# call from a blocking thread's registers, so any of them can name an off-CPU interval).
+NAMED_ONLY: dict[str, int] = {
+    "open": 2, "stat": 4, "fstat": 5, "lstat": 6, "lseek": 8, "mmap": 9, "mprotect": 10, "munmap": 11,
+    "brk": 12, "ioctl": 16, "pipe": 22, "sched_yield": 24, "msync": 26, "madvise": 28, "dup": 32,
+    "dup2": 33, "pause": 34, "sendfile": 40, "socket": 41, "shutdown": 48, "bind": 49, "listen": 50,
+    "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "exit": 60, "wait4": 61, "kill": 62,
+    "msgsnd": 69, "msgrcv": 70, "fcntl": 72, "flock": 73, "truncate": 76, "ftruncate": 77,
+    "getdents": 78, "getdents64": 217, "rename": 82, "mkdir": 83, "rmdir": 84, "creat": 85, "unlink": 87,
+    "ptrace": 101, "rt_sigtimedwait": 128, "rt_sigsuspend": 130, "sync": 162, "io_getevents": 208,
+    "io_submit": 209, "semtimedop": 220, "exit_group": 231, "waitid": 247, "newfstatat": 262,
+    "unlinkat": 263, "renameat": 264, "splice": 275, "tee": 276, "epoll_wait_old": 215,
+    "fallocate": 285, "signalfd4": 289, "eventfd2": 290, "dup3": 292, "pipe2": 293,
+    "syncfs": 306, "renameat2": 316, "getrandom": 318, "copy_file_range": 326, "statx": 332,
+    "io_pgetevents": 333, "io_uring_enter": 426, "clone3": 435, "epoll_pwait2": 441,
+    "futex_waitv": 449,
+}
+
 
 def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     names = np.array([""] * NR_MAX, dtype=object)
     is_fd = np.zeros(NR_MAX, dtype=bool)
     is_bytes = np.zeros(NR_MAX, dtype=bool)
+    for name, nr in NAMED_ONLY.items():
+        names[nr] = name
     for name, (nr, fd, nbytes) in X86_64.items():
         names[nr] = name
         is_fd[nr] = fd

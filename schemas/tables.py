@@ -122,7 +122,31 @@ def _offcpu(r: np.ndarray, off: int) -> Columns:
         "displaced_since": utc(r["displaced_since_ns"], off),
         "preemptor_process": decode_str(r["preemptor_process"]), "waker_process": decode_str(r["waker_process"]),
         "displaced_process": decode_str(r["displaced_process"]),
+        "syscall": syscall_names(r["sys_nr"]),
+        "fd": np.where(r["sys_nr"] >= 0, r["sys_arg0"].astype(np.int64), -1),
+        "skaddr": r["skaddr"],
+        "saddr": _sock_addr(r["saddr"], r["family"]), "sport": r["sport"],
+        "daddr": _sock_addr(r["daddr"], r["family"]), "dport": r["dport"],
+        "short_n": r["short_n"], "short_ns": r["short_ns"],
     }
+
+
+def _sock_addr(raw: np.ndarray, family: np.ndarray) -> np.ndarray:
+    """Addresses of rows that name a socket; '' for the others (family 0)."""
+    out = format_addr(raw, family)
+    return np.where(family == 0, "", out).astype(object) if out.size else out
+
+
+def syscall_names(nr: np.ndarray) -> np.ndarray:
+    """Syscall numbers -> names; '' for -1 (not in a syscall), the number as text for calls not in the table."""
+    n = nr.astype(np.int64)
+    known = (n >= 0) & (n < syscalls.NR_MAX)
+    out = lookup(syscalls.NAMES, np.where(known, n, 0))
+    out = np.where(known, out, "")
+    unnamed = (n >= 0) & ((~known) | (out == ""))
+    if unnamed.any():
+        out[unnamed] = [f"nr{v}" for v in n[unnamed].tolist()]
+    return out.astype(object)
 
 
 def _proc(r: np.ndarray, off: int) -> Columns:
@@ -165,6 +189,7 @@ def _tcp_state(r: np.ndarray, off: int) -> Columns:
         "saddr": format_addr(r["saddr"], r["family"]), "sport": r["sport"],
         "daddr": format_addr(r["daddr"], r["family"]), "dport": r["dport"],
         "oldstate": lookup(TCP_STATES, r["oldstate"]), "newstate": lookup(TCP_STATES, r["newstate"]),
+        "bytes_sent": r["bytes_sent"], "bytes_received": r["bytes_received"],
     }
 
 
@@ -254,7 +279,9 @@ BY_NAME = {e.name: e for e in EVENT_TYPES}
 # upgraded, an archived topic replayed) is still valid, and stores read the type's default for them.
 COLUMNS_ADDED_LATER: dict[str, frozenset[str]] = {
     "offcpu": frozenset({"displaced_tgid", "displaced_tid", "displaced_comm", "displaced_since",
-                         "preemptor_process", "waker_process", "displaced_process"}),
+                         "preemptor_process", "waker_process", "displaced_process",
+                         "syscall", "fd", "skaddr", "saddr", "sport", "daddr", "dport", "short_n", "short_ns"}),
+    "tcp_state": frozenset({"bytes_sent", "bytes_received"}),
 }
 PROBES = tuple(dict.fromkeys(e.probe for e in EVENT_TYPES))  # load order: sched first owns the shared maps
 

@@ -77,6 +77,20 @@ def to_arrow(columns: Columns, dictionary: frozenset[str] = frozenset()) -> pa.T
     return pa.table(arrays)
 
 
+# The in-process engine sized for an agent beside the service it observes, not for a database
+# server: ClickHouse's defaults reserve caches of gigabytes (marks, primary index, index marks) and
+# 16 merge threads. Queries here read a few thousand rows of one window; inserts are few and large.
+AGENT_ENGINE = "&".join(f"{k}={v}" for k, v in {
+    "mark_cache_size": 32 << 20,
+    "index_mark_cache_size": 8 << 20,
+    "primary_index_cache_size": 16 << 20,
+    "query_condition_cache_size": 8 << 20,
+    "uncompressed_cache_size": 0,
+    "background_pool_size": 2,
+    "max_server_memory_usage": 1 << 30,
+}.items())
+
+
 @dataclass
 class ChdbStore:
     path: Path
@@ -87,7 +101,7 @@ class ChdbStore:
 
         self.path.mkdir(parents=True, exist_ok=True)
         try:
-            self._session = session.Session(str(self.path / "chdb"))
+            self._session = session.Session(f"{self.path / 'chdb'}?{AGENT_ENGINE}")
         except Exception as e:  # chDB raises plain RuntimeError for the lock
             if "Another server instance" in str(e) or "Cannot lock" in str(e):
                 raise StoreBusyError(

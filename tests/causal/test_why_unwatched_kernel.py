@@ -1,0 +1,66 @@
+"""The default recording answers `why` for processes nobody put on a watch list.
+
+`kprobe record` with its defaults (bounded capture, system-wide) runs no program on
+every syscall and none on every send/recv: the call a thread blocked in, and the
+socket behind it, come from the sched probe at switch-out. These are the ground-truth
+scenarios of the watched suites (a CPU hog, a server preempted behind a TCP hop,
+throttled fsync, memcg reclaim by a neighbour) run again under that policy, with
+victims that are never watched: the same root cause, culprit and delay must come back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.causal.test_why_faults_kernel import (  # noqa: F401  (fixtures and scenarios reused as they are)
+    test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog as test_unwatched_memcg_reclaim,
+)
+from tests.causal.test_why_faults_kernel import (
+    test_throttled_fsync_is_disk_io_of_the_writer as test_unwatched_fsync,
+)
+from tests.causal.test_why_faults_kernel import (
+    test_two_hop_client_server_hog_root_cause_is_the_hog as test_unwatched_two_hop,
+)
+from tests.causal.test_why_faults_kernel import throttled_disk  # noqa: F401
+from tests.causal.test_why_kernel import (
+    test_pinned_hog_is_root_cause_with_measured_delay as test_unwatched_hog,
+)
+from tests.conftest import Capture, is_root
+
+pytestmark = pytest.mark.kernel
+
+__all__ = ["test_unwatched_hog", "test_unwatched_two_hop", "test_unwatched_fsync", "test_unwatched_memcg_reclaim"]
+
+
+class SystemWide(Capture):
+    """`kprobe record`'s default policy, and workloads that are never put on a watch list."""
+
+    def __init__(self, data: Path):
+        super().__init__(data, filter_on=False, detail="bounded", min_offcpu_ns=50_000,
+                         min_syscall_ns=100_000, sock_flush_ms=100)
+
+    def spawn(self, *argv: str, **kw: object) -> subprocess.Popen:
+        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        return p
+
+
+@pytest.fixture
+def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
+    if not is_root():
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    c = SystemWide(tmp_path / "data")
+    programs = {s.program for s in c.session.recorder.probes.status if s.attached}
+    # the policy under test: nothing on every syscall or every send/recv, the per-call tracepoints instead
+    assert not programs & {"kp_sys_enter", "kp_sys_exit", "kp_sock_send_length", "kp_sock_recv_length"}, programs
+    assert {"kp_enter_fsync", "kp_exit_fsync"} <= programs, programs
+    try:
+        yield c
+    finally:
+        c.stop()
