@@ -315,5 +315,19 @@ def test_embedded_mode_is_agents_only(rendered):
 def test_missing_external_endpoint_is_an_error(tools):
     p = template(tools, "--set", "kafka.bundled=false", check=False)
     assert p.returncode != 0 and "kafka.brokers is required" in p.stderr
-    p = template(tools, "--set", "mode=cluster", check=False)
-    assert p.returncode != 0 and "mode must be embedded or scaleout" in p.stderr
+
+
+@pytest.mark.parametrize("setting, complaint", [
+    ("agent.privileged=true", "additional properties 'privileged' not allowed"),
+    ("agent.capabilites={BPF}", "additional properties 'capabilites' not allowed"),       # a typo
+    ("agent.capabilities={BPF,PERFMON,NET_ADMIN}", "/agent/capabilities/2"),              # not a kprobe need
+    ("agent.capabilities={SYS_ADMIN}", "/agent/capabilities/0"),                          # sysAdminFallback only
+    ("agent.seccompProfile=Localhost", "/agent/seccompProfile"),
+    ("mode=cluster", "/mode"),
+    ("kafka.clusterId=short", "/kafka/clusterId"),
+])
+def test_values_schema_refuses_privileges_and_typos(tools, setting, complaint):
+    """values.schema.json: helm lint, template and install refuse these values."""
+    for cmd in (["lint", "--strict", str(CHART)], ["template", RELEASE, str(CHART)]):
+        p = helm(tools, *cmd, "--set", setting, check=False)
+        assert p.returncode != 0 and complaint in p.stdout + p.stderr, (cmd, p.stdout, p.stderr)
