@@ -129,23 +129,26 @@ def test_rendered_manifests_validate_against_kubernetes_openapi(tools, rendered,
 
 @pytest.mark.parametrize("breakage", [
     # a misspelt field: helm renders it happily, the API server would reject the object
-    ("agent-daemonset.yaml", "      hostPID: true", "      hostPid: true", "hostPid"),
-    # a number where the schema wants an integer
+    ("agent-daemonset.yaml", "      hostPID: true", "      hostPid: true", "hostPid", ()),
+    # a string where the schema wants an integer
     ("ingest-deployment.yaml", "              containerPort: {{ .Values.ingest.metricsPort }}",
-     "              containerPort: \"{{ .Values.ingest.metricsPort }}\"", "containerPort"),
+     "              containerPort: \"{{ .Values.ingest.metricsPort }}\"", "containerPort", ()),
     # an object name the API server refuses (not a lowercase RFC 1123 name)
     ("causality-deployment.yaml", "  name: {{ $fn }}-causality\n  namespace", "  name: {{ $fn }}-Causality\n  namespace",
-     "metadata.name"),
-])
+     "metadata.name", ()),
+    # a custom resource: checked against the Prometheus operator's CRD schema
+    ("servicemonitor.yaml", "      path: /metrics", "      paths: /metrics", "paths",
+     ("--set", "serviceMonitor.enabled=true")),
+], ids=["unknown-field", "wrong-type", "invalid-name", "crd-unknown-field"])
 def test_a_broken_chart_copy_fails_validation(tools, tmp_path, breakage):
-    file, good, bad, field = breakage
+    file, good, bad, field, values = breakage
     chart = tmp_path / "kprobe"
     shutil.copytree(CHART, chart)
     path = chart / "templates" / file
     text = path.read_text()
     assert text.count(good) == 1, f"{file} no longer contains {good!r}: update this test"
     path.write_text(text.replace(good, bad))
-    out = template(tools, chart=chart, check=False)
+    out = template(tools, *values, chart=chart, check=False)
     assert out.returncode == 0, "the broken copy must still render: only schema validation can catch it"
     manifest = tmp_path / "broken.yaml"
     manifest.write_text(out.stdout)
