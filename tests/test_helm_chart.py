@@ -17,6 +17,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -334,3 +335,28 @@ def test_values_schema_refuses_privileges_and_typos(tools, setting, complaint):
     for cmd in (["lint", "--strict", str(CHART)], ["template", RELEASE, str(CHART)]):
         p = helm(tools, *cmd, "--set", setting, check=False)
         assert p.returncode != 0 and complaint in p.stdout + p.stderr, (cmd, p.stdout, p.stderr)
+
+
+@pytest.mark.kernel
+def test_helm_test_hook_reads_a_running_agents_attach_status(tools, tmp_path, probes_built):
+    """The `helm test` pod's script, run here against a real `kprobe record` on this kernel."""
+    from tests.conftest import is_root
+
+    if not is_root():
+        pytest.skip("the agent needs root (CI runs as root)")
+    data = tmp_path / "data"
+    pod = index(docs_of(template(tools, "--set", f"agent.dataDir={data}").stdout))[("Pod", f"{FN}-test-agent-attached")]
+    c = pod["spec"]["containers"][0]
+    assert c["command"] == ["python", "-c"] and c["volumeMounts"][0]["mountPath"] == str(data)
+    venv_bin = str(Path(sys.executable).parent)
+    agent = subprocess.Popen([sys.executable, "-m", "kprobe", "record", "--data", str(data), "--no-otlp",
+                              "--duration", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        p = subprocess.run([sys.executable, "-c", c["args"][0]], capture_output=True, text=True, timeout=90,
+                           env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"})
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert lines and all(line.startswith("attached ") for line in lines), p.stdout
