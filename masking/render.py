@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from .scan import PAN, PRIORITY, TRACK, Finding, find, may_need_masking
 
-__all__ = ["TRACK_REMOVED", "SECRET_REMOVED", "clusters", "mask_text", "mask_same_length", "mask_bytes"]
+__all__ = ["TRACK_REMOVED", "SECRET_REMOVED", "clusters", "find_in_bytes", "mask_text", "mask_same_length",
+           "mask_bytes"]
 
 TRACK_REMOVED = "[track data removed]"
 SECRET_REMOVED = "***"
@@ -78,20 +79,44 @@ def apply_same_length(buf: list[str], cl: list[Finding], floor: int = 0) -> None
             if i >= floor:
                 buf[i] = "*"
         return
+    if all(f.digits for f in cl):  # found in a UTF-16 view: mask the characters, not the NULs
+        for i in {i for f in cl for a, b in f.digits for i in range(a, b)}:
+            if i >= floor:
+                buf[i] = "*"
+        return
     for i in range(max(floor, cl[0].start), max(f.end for f in cl)):
         buf[i] = "*"
+
+
+def _utf16_like(data: bytes) -> bool:
+    return len(data) >= 8 and data.count(0) * 4 >= len(data)
+
+
+def find_in_bytes(data: bytes) -> list[Finding]:
+    """Findings in a raw payload, positions in ``data`` (scanned as latin-1). Text in UTF-16 (a
+    NUL beside every ASCII character) is also scanned with its NULs taken out, so ``4\\0 1\\0...``
+    is found like ``41...``; those findings point at the non-NUL bytes only."""
+    found = find(data.decode("latin-1"))
+    if _utf16_like(data):
+        idx = [i for i, b in enumerate(data) if b]
+        view = data.replace(b"\0", b"")
+        for f in find(view.decode("latin-1")):
+            at = tuple((idx[p], idx[p] + 1) for a, b in (f.digits or ((f.start, f.end),)) for p in range(a, b))
+            found.append(Finding(idx[f.start], idx[f.end - 1] + 1, f.kind, idx[f.ctx_start],
+                                 idx[f.ctx_end - 1] + 1, at))
+        found.sort(key=lambda f: (f.start, -PRIORITY[f.kind]))
+    return found
 
 
 def mask_same_length(data: bytes) -> tuple[bytes, int]:
     """Mask ``data`` keeping every byte at its offset; returns (bytes, clusters masked).
     ``data`` itself when nothing was found."""
-    if not may_need_masking(data):
+    if not may_need_masking(data) and not _utf16_like(data):
         return data, 0
-    text = data.decode("latin-1")
-    found = find(text)
+    found = find_in_bytes(data)
     if not found:
         return data, 0
-    buf = list(text)
+    buf = list(data.decode("latin-1"))
     groups = clusters(found)
     for cl in groups:
         apply_same_length(buf, cl)
@@ -101,7 +126,9 @@ def mask_same_length(data: bytes) -> tuple[bytes, int]:
 def mask_bytes(data: bytes) -> tuple[bytes, int]:
     """Compact masking of a raw payload (scanned as latin-1, so binary survives unchanged
     outside the masked parts). The result may be shorter: use :func:`mask_same_length`
-    inside fixed-offset records."""
+    inside fixed-offset records. UTF-16 text is masked in the same-length form."""
+    if _utf16_like(data):
+        return mask_same_length(data)
     if not may_need_masking(data):
         return data, 0
     text, n = mask_text(data.decode("latin-1"))

@@ -10,8 +10,9 @@ digits.
 How a PAN is found (all on ``str``; bytes are scanned as latin-1, one character per byte):
 
 * a *run* is digits joined by separators: ``space . - / _ +``, URL-encoded ``%20 %2D %2E %2F
-  %2B %5F``, up to three in a row (doubled spaces, `` - ``), or one NUL (UTF-16 text). Its
-  *groups* are the digit stretches between separators;
+  %2B %5F``, also encoded twice (``%2520``), up to three in a row (doubled spaces, `` - ``). Its
+  *groups* are the digit stretches between separators (UTF-16 payloads are scanned with
+  their NUL bytes taken out, see :func:`~.render.find_in_bytes`);
 * any window of whole adjacent groups with 13-19 digits that passes :func:`~.cards.is_pan`
   (issuer range + scheme length + Luhn) is a PAN; from each group the longest such window
   wins, so ``4111 1111 1111 1111 1250`` masks the card and keeps the amount;
@@ -52,10 +53,12 @@ MAX_SPAN = 256
 #: Digits that must follow an LLVAR-prefixed PAN inside one run (ISO 8583 field 3 is 6 digits).
 LLVAR_TRAILING = 6
 
-_SEP_UNIT = r"(?:[ \t.\-/_+]|%20|%2[BDEFbdef]|%5[Ff])"
-_SEP = rf"(?:{_SEP_UNIT}{{1,3}}|\x00)"
-# A run must not start inside a percent-escape (the "20" of "%20").
-_RUN = re.compile(rf"(?<!%)(?<!%\d)\d(?:{_SEP}?\d){{{MIN_PAN - 1},}}")
+_SEP_UNIT = r"(?:[ \t.\-/_+]|(?:%|%25)(?:20|2[BDEFbdef]|5[Ff]))"
+_SEP = rf"(?:{_SEP_UNIT}{{1,3}})"
+# A run must not start inside a percent-escape (the "20" of "%20", or of "%2520" once more
+# encoded) nor inside a JSON/Python \\uXXXX escape (the "2013" of an escaped en dash).
+_NOT_IN_ESCAPE = r"(?<!%)(?<!%\d)(?<!%25)(?<!%25\d)" + "".join(rf"(?<!\\u[0-9a-fA-F]{{{k}}})" for k in range(4))
+_RUN = re.compile(rf"{_NOT_IN_ESCAPE}\d(?:{_SEP}?\d){{{MIN_PAN - 1},}}")
 _TOKEN = re.compile(rf"(\d+)|{_SEP}")
 
 _TRACK2 = re.compile(
@@ -83,7 +86,7 @@ _XML = re.compile(r"<(?P<key>[A-Za-z][\w.\-:]{0,47})(?:\s[^<>]{0,60})?>(?P<val>[
 _STEMS = re.compile(r"cv[vcnds]|ca[v]|cid|csc|pin|pan|pvv|track|secur|verif|stripe", re.IGNORECASE)
 
 # Pre-filter: digits -> "0", separators deleted, anything else -> "x"; 13 zeros = maybe a PAN.
-_SEP_BYTES = b" \t.-/_+\x00"
+_SEP_BYTES = b" \t.-/_+"
 _DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
 _ZEROS = b"0" * MIN_PAN
 
@@ -92,7 +95,8 @@ _ZEROS = b"0" * MIN_PAN
 class Finding:
     """``text[start:end]`` must be masked. ``ctx_start..ctx_end`` is everything the decision
     looked at (the stream masker only applies findings whose context is complete).
-    For a PAN, ``digits`` are the (start, end) stretches holding its digits, in order."""
+    For a PAN, ``digits`` are the (start, end) stretches holding its digits, in order; for
+    other kinds, when set, they are the only characters to mask (UTF-16: not the NULs)."""
 
     start: int
     end: int
@@ -146,9 +150,12 @@ def _tracks(text: str) -> list[Finding]:
 
 def _secrets(text: str) -> list[Finding]:
     found = []
-    for m in _KV.finditer(text):
+    pos = 0
+    while m := _KV.search(text, pos):
         if not is_sensitive_key(m.group("key")):
+            pos = m.end("key")  # what looked like this key's value may be the next key ('a: "cvv":"1"')
             continue
+        pos = m.end()
         for g in ("v1", "v2", "v3", "v4", "v5", "v6"):
             if m.group(g) is not None:
                 found.append(Finding(m.start(g), m.end(g), SECRET, m.start(), min(len(text), m.end() + 1)))
@@ -160,9 +167,12 @@ def _secrets(text: str) -> list[Finding]:
 
 
 def _letter(text: str, i: int) -> str:
-    """The ASCII letter at ``text[i]`` ('' if none, or if it ends a percent-escape like %3D)."""
+    """The ASCII letter at ``text[i]``; '' if none, or if it belongs to an escape (``%3D``,
+    ``\\n``, ``\\u00e9``), which separates like punctuation."""
     if 0 <= i < len(text) and ("a" <= text[i] <= "z" or "A" <= text[i] <= "Z"):
-        return "" if i >= 2 and text[i - 2] == "%" else text[i]
+        if i >= 1 and text[i - 1] == "\\" or i >= 2 and text[i - 2] == "%":
+            return ""
+        return "" if any(text[i - k : i - k + 2] == "\\u" for k in range(2, 6) if i - k >= 0) else text[i]
     return ""
 
 
@@ -173,23 +183,27 @@ _UNIT = re.compile(rf"{_SEP_UNIT}|\x00")
 @lru_cache(maxsize=1024)
 def _sep_style(sep: str) -> str:
     """``" - "`` and ``"-"``, ``"  "`` and ``"%20"``: the same way of writing a separator."""
-    units = [_ESCAPES.get(u.lower(), u) for u in _UNIT.findall(sep)]
+    units = [_ESCAPES.get(u.lower().replace("%25", "%"), u) for u in _UNIT.findall(sep)]
     if any(u != " " for u in units):
         units = [u for u in units if u != " "]
     return units[0] if len(set(units)) == 1 else "".join(units)
 
 
 def _pans_in_run(text: str, start: int, end: int) -> list[Finding]:
-    tokens = list(_TOKEN.finditer(text, start, end))
-    groups = [(m.start(1), m.end(1)) for m in tokens if m.group(1)]
-    seps = [_sep_style(m.group()) for m in tokens if not m.group(1)]
-    digits = [_ascii_digits(text[a:b]) for a, b in groups]
+    spans: list[list[tuple[int, int]]] = []
+    seps: list[str] = []
+    for m in _TOKEN.finditer(text, start, end):
+        if m.group(1):
+            spans.append([m.span(1)])
+        else:
+            seps.append(_sep_style(m.group()))
+    digits = ["".join(_ascii_digits(text[a:b]) for a, b in g) for g in spans]
     # A run glued to a letter ("...07f5ac36", "a6978b3682...") is part of an id: its edge
     # group cannot be the edge of a PAN.
     first = 1 if _letter(text, start - 1) else 0
-    last = len(groups) - 1 - (1 if _letter(text, end) else 0)
+    last = len(spans) - 1 - (1 if _letter(text, end) else 0)
     found: list[Finding] = []
-    covered = [False] * len(groups)
+    covered = [False] * len(spans)
     ctx_end = min(len(text), end + 1)
     i = first
     while i <= last:
@@ -206,39 +220,45 @@ def _pans_in_run(text: str, start: int, end: int) -> list[Finding]:
         if best < 0:
             i += 1
             continue
-        spans = tuple(groups[i : best + 1])
-        found.append(Finding(spans[0][0], spans[-1][1], PAN, max(start, spans[0][0] - 1),
-                             min(ctx_end, spans[-1][1] + 1), spans))
+        parts = tuple(sp for g in spans[i : best + 1] for sp in g)
+        found.append(Finding(parts[0][0], parts[-1][1], PAN, max(start, parts[0][0] - 1),
+                             min(ctx_end, parts[-1][1] + 1), parts))
         for k in range(i, best + 1):
             covered[k] = True
         i = best + 1
     before, after = _letter(text, start - 1), _letter(text, end)
     hexish = before.islower() or after.islower()  # digits of a lower-case hex id
-    for k, (a, b) in enumerate(groups):
-        if not covered[k] and b - a > MIN_PAN and not (hexish and k in (0, len(groups) - 1)):
-            found.extend(_inside_group(digits[k], a, b, len(text), k == 0 and before.isupper()))
+    for k, g in enumerate(spans):
+        if not covered[k] and len(digits[k]) > MIN_PAN and not (hexish and k in (0, len(spans) - 1)):
+            pos = [i for a, b in g for i in range(a, b)]
+            found.extend(_inside_group(digits[k], pos, len(text), k == 0 and before.isupper()))
     return found
 
 
-def _inside_group(d: str, a: int, b: int, n: int, after_bitmap: bool) -> list[Finding]:
-    """PANs inside one separator-free digit run: zero-padded, or behind an LLVAR prefix.
+def _inside_group(d: str, pos: list[int], n: int, after_bitmap: bool) -> list[Finding]:
+    """PANs inside one separator-free digit run ``d`` (its characters at ``pos``): zero-padded,
+    or behind an LLVAR prefix.
 
     A prefix at the very start of the run counts only right after an upper-case letter (the
     end of an ASCII ISO 8583 bitmap, ``...C08000`` ``16 4111...``): otherwise the "prefix" is
     most often the ``16``/``17`` that starts an epoch timestamp.
     """
+
+    def finding(i: int, j: int, ctx_from: int) -> Finding:
+        parts = tuple((p, p + 1) for p in pos[i:j]) if pos[j - 1] - pos[i] != j - 1 - i else ((pos[i], pos[j - 1] + 1),)
+        return Finding(pos[i], pos[j - 1] + 1, PAN, pos[ctx_from], min(n, pos[j - 1] + 2), parts)
+
     stripped = d.lstrip("0")
     pad = len(d) - len(stripped)
     if pad and MIN_PAN <= len(stripped) <= MAX_PAN and is_pan(stripped):
-        return [Finding(a + pad, b, PAN, a, min(n, b + 1), ((a + pad, b),))]
+        return [finding(pad, len(d), 0)]
     found = []
     p = 2 if after_bitmap else 3
     while p <= len(d) - MIN_PAN - LLVAR_TRAILING:
         if d[p - 2] == "1" and "3" <= d[p - 1] <= "9":
             length = 10 + ord(d[p - 1]) - 48
             if p + length + LLVAR_TRAILING <= len(d) and is_pan(d[p : p + length]):
-                s, e = a + p, a + p + length
-                found.append(Finding(s, e, PAN, s - 2, e + 1, ((s, e),)))
+                found.append(finding(p, p + length, p - 2))
                 p += length + 2
                 continue
         p += 1

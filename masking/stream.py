@@ -20,8 +20,8 @@ context crossed a cut (which are masked at least as much).
 
 from __future__ import annotations
 
-from .render import apply_same_length, clusters
-from .scan import MAX_SPAN, find, may_need_masking
+from .render import apply_same_length, clusters, find_in_bytes
+from .scan import MAX_SPAN, may_need_masking
 
 __all__ = ["StreamMasker"]
 
@@ -61,9 +61,9 @@ class StreamMasker:
         base = self._offset - len(ctx)  # stream offset of the scanned buffer's first byte
         buf = ctx + bytes(held)
         limit = len(buf) if final else len(buf) - self._span
-        if may_need_masking(buf):
+        if may_need_masking(buf) or b"\0" in buf:
             chars: list[str] | None = None
-            for cl in clusters(find(buf.decode("latin-1"))):
+            for cl in clusters(find_in_bytes(buf)):
                 ctx_end = max(f.ctx_end for f in cl)
                 if ctx_end > limit or base + ctx_end <= self._applied_to:
                     continue  # not final yet, or already applied in an earlier round
