@@ -83,7 +83,13 @@ _KV = re.compile(
     r"|(?P<v6>[^\s\"'&;,<>{}\[\]\\]{1,64}))"
 )
 _XML = re.compile(r"<(?P<key>[A-Za-z][\w.\-:]{0,47})(?:\s[^<>]{0,60})?>(?P<val>[^<]{1,96})</")
-_STEMS = re.compile(r"cv[vcnds]|ca[v]|cid|csc|pin|pan|pvv|track|secur|verif|stripe", re.IGNORECASE)
+# Every sensitive key (keys.SENSITIVE) contains one of these stems (a test checks it). Searched in
+# lower-cased bytes: a case-insensitive alternation is ~5x slower, and this runs on every span.
+_STEMS = re.compile(rb"c(?:v|av|id|sc)|p(?:in|an|vv|rimary)|track|secur|verif|stripe")
+
+
+def _has_stem(raw: bytes) -> bool:
+    return _STEMS.search(raw.lower()) is not None
 
 # Pre-filter: digits -> "0", separators deleted, anything else -> "x"; 13 zeros = maybe a PAN.
 _SEP_BYTES = b" \t.-/_+"
@@ -118,7 +124,7 @@ def may_need_masking(data: str | bytes) -> bool:
         return True  # URL-encoded separators hide digit runs from the translate below
     if len(raw) >= MIN_PAN and _ZEROS in raw.translate(_DIGITS_TO_ZERO, _SEP_BYTES):
         return True
-    return _STEMS.search(raw.decode("latin-1")) is not None
+    return _has_stem(raw)
 
 
 def find(text: str) -> list[Finding]:
@@ -127,7 +133,7 @@ def find(text: str) -> list[Finding]:
     out: list[Finding] = []
     tracks = _tracks(text)
     out.extend(tracks)
-    if _STEMS.search(text):
+    if _has_stem(text.encode("utf-8", "surrogatepass")):
         out.extend(_secrets(text))
     for m in _RUN.finditer(text):
         out.extend(_pans_in_run(text, m.start(), m.end()))

@@ -109,7 +109,8 @@ def attributes_to_dict(kvs: Iterable[Any], tally: Tally) -> dict[str, Any]:
         if key is None:
             tally.dropped += 1
             continue
-        tally.masked += bool(n)
+        if n:
+            tally.masked += 1
         v = kv.value
         text = v.string_value  # '' unless the oneof holds a non-empty string
         if text:

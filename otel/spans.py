@@ -38,6 +38,7 @@ parent_span_id neither empty nor 8 bytes) are skipped and counted in
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -74,6 +75,9 @@ SPAN_SCHEMA = pa.schema(
 )
 
 _COLUMNS = tuple(SPAN_SCHEMA.names)
+
+#: Span, event and scope names repeat (OTel asks for low-cardinality names): mask each once.
+_mask_name = lru_cache(maxsize=4096)(mask_text)
 _U32_MAX = 0xFFFFFFFF
 
 
@@ -153,7 +157,7 @@ def _events_json(events: Any, tally: Tally) -> str:
     """Span events -> JSON array text; names and attributes redacted."""
     out = []
     for ev in events:
-        name, n = mask_text(ev.name)
+        name, n = _mask_name(ev.name)
         tally.masked += bool(n)
         attrs = (
             redacted_json(attributes_to_dict(ev.attributes, tally), tally)[0] if len(ev.attributes) else {}
@@ -187,7 +191,7 @@ def decode_export_request(body: bytes) -> SpanBatch:
         pid = _as_u32(res_attrs.get("process.pid"))
         for ss in rs.scope_spans:
             # Appended to each span's attribute object: `,"@resource":{..},"@scope":".."}`.
-            scope, n = mask_text(ss.scope.name)
+            scope, n = _mask_name(ss.scope.name)
             tally.masked += bool(n)
             tail = '"@resource":' + res_json + ',"@scope":' + dumps(scope) + "}"
             for sp in ss.spans:
@@ -199,7 +203,7 @@ def decode_export_request(body: bytes) -> SpanBatch:
                     continue
                 start = sp.start_time_unix_nano
                 end = sp.end_time_unix_nano
-                name, n = mask_text(sp.name)
+                name, n = _mask_name(sp.name)
                 tally.masked += bool(n)
                 attrs, attrs_json = redacted_json(attributes_to_dict(sp.attributes, tally), tally)
                 if len(attrs_json) == 2:  # "{}"

@@ -52,10 +52,34 @@ class _Sys(NamedTuple):
     ret: int
 
 
+_DATA_AT = L.KP_RDATA.fields["data"][1]
+_ITEM = L.KP_RDATA.itemsize
+
+
+class _Chunk:
+    """One kp_rdata record as bytes (no numpy per record: a drain can hold tens of thousands)."""
+
+    __slots__ = ("rec", "tid", "seq", "region", "offset", "len")
+
+    def __init__(self, rec: bytearray, tid: int, seq: int, region: int, offset: int, length: int) -> None:
+        self.rec, self.tid, self.seq, self.region, self.offset, self.len = rec, tid, seq, region, offset, length
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self.rec[_DATA_AT : _DATA_AT + self.len])
+
+    def put(self, data: bytes) -> None:
+        self.rec[_DATA_AT : _DATA_AT + len(data)] = data
+
+
+def _records(chunks: list[_Chunk]) -> np.ndarray:
+    return np.frombuffer(b"".join(c.rec for c in chunks), dtype=L.KP_RDATA)
+
+
 @dataclass
 class _Stream:
     masker: StreamMasker = field(default_factory=StreamMasker)
-    chunks: deque[np.ndarray] = field(default_factory=deque)  # 1-row record arrays, bytes not all final
+    chunks: deque[_Chunk] = field(default_factory=deque)  # bytes not all final yet
     incoming: bytearray = field(default_factory=bytearray)  # fed at the end of the drain
     released: bytearray = field(default_factory=bytearray)  # final bytes not yet copied into chunks
 
@@ -66,7 +90,7 @@ class ReplayMasker:
 
     masked: int = 0  #: PANs, track data and sensitive values masked (all streams and payloads)
     _sys: deque[_Sys] = field(default_factory=deque)  # syscalls whose chunks are not consumed yet
-    _pending: dict[tuple[int, int], list[np.ndarray]] = field(default_factory=dict)  # by (tid, seq)
+    _pending: dict[tuple[int, int], list[_Chunk]] = field(default_factory=dict)  # by (tid, seq)
     _streams: dict[StreamKey, _Stream] = field(default_factory=dict)
 
     @property
@@ -86,9 +110,12 @@ class ReplayMasker:
     def add_data(self, rdata: np.ndarray) -> np.ndarray:
         """Chunks of this drain -> the chunk records now ready to write (masked)."""
         pending = self._pending
-        for i, key in enumerate(zip(rdata["tid"].tolist(), rdata["seq"].tolist(), strict=True)):
-            pending.setdefault(key, []).append(rdata[i : i + 1].copy())
-        out: list[np.ndarray] = []
+        raw = rdata.tobytes()
+        cols = zip(*(rdata[n].tolist() for n in ("tid", "seq", "region", "offset", "len")), strict=True)
+        for i, (tid, seq, region, offset, length) in enumerate(cols):
+            rec = bytearray(raw[i * _ITEM : (i + 1) * _ITEM])
+            pending.setdefault((tid, seq), []).append(_Chunk(rec, tid, seq, region, offset, length))
+        out: list[_Chunk] = []
         touched: dict[StreamKey, _Stream] = {}
         while self._sys:
             s = self._sys.popleft()
@@ -101,70 +128,68 @@ class ReplayMasker:
                 continue
             chunks = pending.pop((s.tid, s.seq), [])
             direction = "r" if s.nr in STREAM_READS else "w" if s.nr in STREAM_WRITES else ""
-            main = [c for c in chunks if int(c["region"][0]) == 0] if direction else []
+            main = [c for c in chunks if c.region == 0] if direction else []
             if main:
                 sk = (s.tgid, s.fd, direction)
                 st = self._streams.setdefault(sk, _Stream())
-                main.sort(key=lambda c: int(c["offset"][0]))
+                main.sort(key=lambda c: c.offset)
                 for c in main:
                     st.chunks.append(c)
-                    st.incoming += c["data"][0][: int(c["len"][0])].tobytes()
+                    st.incoming += c.data
                 touched[sk] = st
-                chunks = [c for c in chunks if int(c["region"][0]) != 0]
+                chunks = [c for c in chunks if c.region != 0]
             out.extend(self._one_shot(chunks))
         for st in touched.values():
             data, st.incoming = bytes(st.incoming), bytearray()
             out.extend(self._release(st, st.masker.feed(data)))
-        return np.concatenate(out) if out else np.zeros(0, dtype=L.KP_RDATA)
+        return _records(out)
 
     def finish(self) -> np.ndarray:
         """The recording ended: everything still held, masked."""
         self._sys.clear()
-        out: list[np.ndarray] = []
+        out: list[_Chunk] = []
         for chunks in self._pending.values():
             out.extend(self._one_shot(chunks))
         self._pending.clear()
         for st in self._streams.values():
             out.extend(self._close(st))
         self._streams.clear()
-        return np.concatenate(out) if out else np.zeros(0, dtype=L.KP_RDATA)
+        return _records(out)
 
-    def _close(self, st: _Stream) -> list[np.ndarray]:
+    def _close(self, st: _Stream) -> list[_Chunk]:
         data, st.incoming = bytes(st.incoming), bytearray()
         out = self._release(st, st.masker.feed(data) + st.masker.finish())
         self.masked += st.masker.masked
         return out
 
-    def _release(self, st: _Stream, final: bytes) -> list[np.ndarray]:
+    def _release(self, st: _Stream, final: bytes) -> list[_Chunk]:
         """Copy final bytes into the oldest held chunks; return the chunks now complete."""
         st.released += final
         out = []
-        while st.chunks and len(st.released) >= int(st.chunks[0]["len"][0]):
+        while st.chunks and len(st.released) >= st.chunks[0].len:
             c = st.chunks.popleft()
-            n = int(c["len"][0])
-            c["data"][0][:n] = np.frombuffer(bytes(st.released[:n]), dtype=np.uint8)
-            del st.released[:n]
+            c.put(bytes(st.released[: c.len]))
+            del st.released[: c.len]
             out.append(c)
         return out
 
-    def _one_shot(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+    def _one_shot(self, chunks: list[_Chunk]) -> list[_Chunk]:
         """Mask each (payload, region) of ``chunks`` on its own, in place."""
-        regions: dict[tuple[int, int, int], list[np.ndarray]] = {}
+        regions: dict[tuple[int, int, int], list[_Chunk]] = {}
         for c in chunks:
-            regions.setdefault((int(c["tid"][0]), int(c["seq"][0]), int(c["region"][0])), []).append(c)
+            regions.setdefault((c.tid, c.seq, c.region), []).append(c)
         for part in regions.values():
-            part.sort(key=lambda c: int(c["offset"][0]))
-            lens = [int(c["len"][0]) for c in part]
-            payload = b"".join(c["data"][0][:n].tobytes() for c, n in zip(part, lens, strict=True))
+            part.sort(key=lambda c: c.offset)
+            payload = b"".join(c.data for c in part)
             if not may_need_masking(payload):
                 continue
             masked, n = mask_same_length(payload)
             if n:
                 self.masked += n
                 pos = 0
-                for c, ln in zip(part, lens, strict=True):
-                    c["data"][0][:ln] = np.frombuffer(masked[pos : pos + ln], dtype=np.uint8)
-                    pos += ln
+                for c in part:
+                    c.put(masked[pos : pos + c.len])
+                    pos += c.len
         return chunks
 
     def streams_masked(self) -> int:
