@@ -18,10 +18,12 @@ Entry points:
 * :func:`mask_same_length` - same length, for fixed-offset records (replay logs);
 * :class:`StreamMasker` - same length across pieces of one stream (reads of one socket);
 * :func:`is_sensitive_key` - structured fields (span attributes) whose value is dropped;
-* :func:`install_log_masking` - every log record of the process.
+* :func:`install_log_masking` - every log record of the process;
+* :func:`mask_columns` - the free-text columns of an event batch (a file path named after a card).
 """
 
 from .cards import is_pan, luhn_valid, mask_pan
+from .columns import mask_columns
 from .keys import is_sensitive_key
 from .logs import install_log_masking
 from .render import SECRET_REMOVED, TRACK_REMOVED, mask_bytes, mask_same_length, mask_text
@@ -38,6 +40,7 @@ __all__ = [
     "is_pan",
     "is_sensitive_key",
     "luhn_valid",
+    "mask_columns",
     "mask_bytes",
     "mask_pan",
     "mask_same_length",

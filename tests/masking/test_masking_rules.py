@@ -150,3 +150,25 @@ def test_sensitive_keys(key: str) -> None:
 )  # fmt: skip
 def test_ordinary_keys_are_kept(key: str) -> None:
     assert not is_sensitive_key(key)
+
+
+def test_every_sensitive_name_contains_a_prefilter_stem() -> None:
+    """The pre-filter skips the key=value scan unless a stem is present: it must cover every name."""
+    from kprobe.masking.keys import SENSITIVE
+    from kprobe.masking.scan import _has_stem
+
+    assert [w for w in SENSITIVE if not _has_stem(w.encode())] == []
+
+
+def test_event_columns_holding_paths_are_masked_for_the_sinks() -> None:
+    import numpy as np
+
+    from kprobe.masking import mask_columns
+
+    cols = {"path": np.array(["/etc/hosts", "/spool/4111111111111111.json", "/etc/hosts"], dtype=object),
+            "comm": np.array(["settle"] * 3, dtype=object), "fd": np.arange(3)}  # fmt: skip
+    out = mask_columns(cols)
+    assert out["path"].tolist() == ["/etc/hosts", "/spool/411111******1111.json", "/etc/hosts"]
+    assert out["fd"] is cols["fd"] and cols["path"][1] == "/spool/4111111111111111.json"  # inputs untouched
+    clean = {"path": np.array(["/etc/hosts"] * 3, dtype=object)}
+    assert mask_columns(clean) is clean
