@@ -20,7 +20,8 @@ How a PAN is found (all on ``str``; bytes are scanned as latin-1, one character 
   says so: left-padded with zeros (``0004111111111111111``), or behind an ISO 8583 LLVAR length
   prefix (``..16 4111111111111111 000000..``: two digits equal to the PAN length, followed by
   at least :data:`LLVAR_TRAILING` more digits, the processing code that always follows field
-  2). Any other window inside a long run is an id, a timestamp or a hex id's digits: masking it
+  2; or a run that is exactly ``16`` + 16 digits or ``19`` + 19, a field 2 logged on its own;
+  not ``17`` + 17, which is what a nanosecond epoch timestamp looks like). Any other window inside a long run is an id, a timestamp or a hex id's digits: masking it
   is what issue 18 reported as false positives.
 
 Track data is dropped whole (PCI DSS 3.3.1): track 2 ``;PAN=YYMM SSS discretionary?`` (also
@@ -258,6 +259,8 @@ def _inside_group(d: str, pos: list[int], n: int, after_bitmap: bool) -> list[Fi
     pad = len(d) - len(stripped)
     if pad and MIN_PAN <= len(stripped) <= MAX_PAN and is_pan(stripped):
         return [finding(pad, len(d), 0)]
+    if len(d) in (18, 21) and d[:2] == str(len(d) - 2) and is_pan(d[2:]):
+        return [finding(2, len(d), 0)]  # exactly "16" + 16 digits (or "19" + 19): a field 2 on its own
     found = []
     p = 2 if after_bitmap else 3
     while p <= len(d) - MIN_PAN - LLVAR_TRAILING:

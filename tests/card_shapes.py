@@ -95,7 +95,8 @@ def pan_text(draw: st.DrawFn) -> tuple[str, str]:
     pan = draw(st.sampled_from(TEST_PANS))
     sep = draw(st.sampled_from((None, *SEPARATORS)))
     core = written(pan, sep, draw(st.integers(0, 3)))
-    wrap = draw(st.sampled_from(("plain", "json", "url", "url_plus", "iso8583", "zero_pad", "amount", "kv", "xml")))
+    wrap = draw(st.sampled_from(("plain", "json", "url", "url_plus", "iso8583", "field2", "zero_pad", "amount", "kv",
+                                 "xml")))
     if wrap == "json":
         core = '{"card":{"number":"' + core + '","amount":12.5}}'
     elif wrap == "url":
@@ -104,6 +105,8 @@ def pan_text(draw: st.DrawFn) -> tuple[str, str]:
         core = "q=" + quote_plus(core)
     elif wrap == "iso8583":
         core = iso8583(pan, draw(st.sampled_from(("C08000", "A18018", "008000"))))
+    elif wrap == "field2":  # field 2 logged with its LLVAR prefix (16-digit PANs: see masking/scan.py)
+        core = f"DE2={len(pan):02d}{pan}" if len(pan) == 16 else iso8583(pan)
     elif wrap == "zero_pad":
         core = pan.rjust(19, "0") if len(pan) < 19 else pan
     elif wrap == "amount":

@@ -52,6 +52,8 @@ def test_pans_are_masked_to_bin_and_last4(text: str, expected: str) -> None:
 def test_pan_inside_iso8583_field_2_with_its_llvar_prefix() -> None:
     msg = "0200" + "7234054128C08000" + "16" + "4111111111111111" + "000000" + "000000012500"
     assert mask_text(msg)[0] == "02007234054128C0800016411111******1111000000000000012500"
+    assert mask_text("DE2=164111111111111111")[0] == "DE2=16411111******1111"  # field 2 logged alone
+    assert mask_text("ts=1765098312345678901")[0] == "ts=1765098312345678901"  # "17" + 17 digits: a timestamp
 
 
 def test_zero_padded_pan_in_a_fixed_width_field() -> None:
