@@ -8,13 +8,13 @@ applies them to every part of an attribute, tuned for speed:
 * keys: a key naming CVV/PIN/track data or the PAN drops its attribute; a card
   number written *into* a key (``card_4111111111111111``) is masked;
 * values: strings, numbers (through their JSON text), and bytes, which are masked
-  as raw payloads *before* being base64-encoded (base64 hides digits from a scan);
+  as raw payloads *before* being base64-encoded (base64 hides digits from a scan).
 
-* values are converted without redaction first, serialised once, and the
-  JSON text is scanned once for a 13+ digit run; only spans that have such a
-  run pay for the per-value redaction pass (which then re-serialises);
-* the sensitive-key verdict is memoised per key (a pure function of the key),
-  because real traffic repeats a few dozen keys millions of times.
+For speed, values are converted without redaction first, serialised once, and the
+JSON text goes through the masker's cheap pre-filter once; only spans that may
+hold card data pay for the per-value pass (which then re-serialises). The key
+verdict is memoised per key (a pure function of the key), because real traffic
+repeats a few dozen keys millions of times.
 """
 
 from __future__ import annotations
