@@ -92,6 +92,9 @@ _STEMS = re.compile(rb"c(?:v|av|id|sc)|p(?:in|an|vv|rimary)|track|secur|verif|st
 def _has_stem(raw: bytes) -> bool:
     return _STEMS.search(raw.lower()) is not None
 
+
+_WIDE_DIGIT = re.compile(r"(?![0-9])\d")  # a decimal digit outside ASCII (fullwidth, Arabic-Indic...)
+
 # Pre-filter: digits -> "0", separators deleted, anything else -> "x"; 13 zeros = maybe a PAN.
 _SEP_BYTES = b" \t.-/_+"
 _DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
@@ -116,9 +119,12 @@ class Finding:
 def may_need_masking(data: str | bytes) -> bool:
     """Cheap test: False guarantees :func:`find` returns nothing for ``data``."""
     if isinstance(data, str):
-        if not data.isascii():
+        if data.isascii():
+            raw = data.encode("ascii")
+        elif _WIDE_DIGIT.search(data):
             return True
-        raw = data.encode("ascii")
+        else:
+            raw = data.encode("utf-8")
     else:
         raw = data
     if b"%" in raw:
