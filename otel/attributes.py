@@ -1,22 +1,26 @@
 """Turn OTLP ``KeyValue`` lists into redacted Python dicts and compact JSON.
 
 Why a module of its own: attribute handling is where the decoder spends its
-time and where sensitive data lives. Keeping conversion, the CVV/track/PIN
-key filter and PAN masking together means one place enforces "nothing
-sensitive leaves the decoder", and one place is tuned for speed:
+time and where sensitive data lives. The masking rules themselves are in
+:mod:`kprobe.masking` (shared with replay logs and kprobe's own logs); this module
+applies them to every part of an attribute, tuned for speed:
 
-* values are converted without redaction first, serialised once, and the
-  JSON text is scanned once for a 13+ digit run; only spans that have such a
-  run pay for the per-value redaction pass (which then re-serialises);
-* the sensitive-key verdict is memoised per key (a pure function of the key),
-  because real traffic repeats a few dozen keys millions of times.
+* keys: a key naming CVV/PIN/track data or the PAN drops its attribute; a card
+  number written *into* a key (``card_4111111111111111``) is masked;
+* values: strings, numbers (through their JSON text), and bytes, which are masked
+  as raw payloads *before* being base64-encoded (base64 hides digits from a scan).
+
+For speed, values are converted without redaction first, serialised once, and the
+JSON text goes through the masker's cheap pre-filter once; only spans that may
+hold card data pay for the per-value pass (which then re-serialises). The key
+verdict is memoised per key (a pure function of the key), because real traffic
+repeats a few dozen keys millions of times.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,29 +28,18 @@ from typing import Any
 
 import msgspec
 
-from .redact import may_contain_pan, redact_with_count
+from kprobe.masking import is_sensitive_key, mask_bytes, mask_text, may_need_masking
 
 __all__ = [
     "Tally",
     "is_sensitive_key",
+    "stored_key",
     "any_value_to_py",
     "attributes_to_dict",
     "dumps",
     "redact_tree",
     "redacted_json",
 ]
-
-#: Key names whose values must never be stored (card verification data and
-#: PIN material, PCI DSS 3.3). Matched case-insensitively as the whole key or
-#: as its last segment after ``.``, ``_``, ``-``, ``:``, ``/`` or a camelCase
-#: boundary (``card.cvv``, ``payment_cvv2``, ``cardPinBlock``).
-SENSITIVE_NAMES = ("cvv2", "cvv", "cvc2", "cvc", "track1", "track2", "pin_block", "pinblock", "pin")
-
-_SENSITIVE_RE = re.compile(
-    r"(?:^|[._\-:/ ])(?:" + "|".join(SENSITIVE_NAMES) + r")$",
-    re.IGNORECASE,
-)
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -57,16 +50,14 @@ def dumps(obj: Any) -> str:
 
 
 @lru_cache(maxsize=8192)
-def is_sensitive_key(key: str) -> bool:
-    """True when an attribute key names CVV/CVC/track/PIN data (see SENSITIVE_NAMES)."""
-    if _SENSITIVE_RE.search(key):
-        return True
-    # cardCvv / cardPinBlock: lower-case the camelCase humps into dot segments.
-    if any(c.isupper() for c in key):
-        return (
-            _SENSITIVE_RE.search(_CAMEL_BOUNDARY.sub(".", key).replace("Pin.Block", "pin_block")) is not None
-        )
-    return False
+def stored_key(key: str) -> tuple[str | None, int]:
+    """(key as stored, PANs masked in it); None when the attribute must be dropped.
+
+    Memoised: a pure function of the key, and real traffic repeats a few dozen keys.
+    """
+    if is_sensitive_key(key):
+        return None, 0
+    return mask_text(key)
 
 
 @dataclass(slots=True)
@@ -99,24 +90,27 @@ def any_value_to_py(v: Any, tally: Tally) -> Any:
     if kind == "kvlist_value":
         return attributes_to_dict(v.kvlist_value.values, tally)
     if kind == "bytes_value":
-        return base64.b64encode(v.bytes_value).decode("ascii")
+        raw, n = mask_bytes(v.bytes_value)
+        tally.masked += bool(n)
+        return base64.b64encode(raw).decode("ascii")
     return None
 
 
 def attributes_to_dict(kvs: Iterable[Any], tally: Tally) -> dict[str, Any]:
-    """KeyValue list -> dict, with sensitive keys dropped (and counted). Not PAN-masked yet.
+    """KeyValue list -> dict, sensitive keys dropped, keys masked (both counted). Values not masked yet.
 
     Strings, ints and bools (nearly all real attributes) are converted inline:
     this loop runs ~10x per span and a function call per value would cost
     more than the conversion.
     """
     out: dict[str, Any] = {}
-    sensitive = is_sensitive_key
     for kv in kvs:
-        key = kv.key
-        if sensitive(key):
+        key, n = stored_key(kv.key)
+        if key is None:
             tally.dropped += 1
             continue
+        if n:
+            tally.masked += 1
         v = kv.value
         text = v.string_value  # '' unless the oneof holds a non-empty string
         if text:
@@ -138,7 +132,7 @@ def redact_tree(value: Any, tally: Tally) -> Any:
     card number.
     """
     if isinstance(value, str):
-        text, n = redact_with_count(value)
+        text, n = mask_text(value)
         tally.masked += bool(n)
         return text
     if isinstance(value, dict):
@@ -147,7 +141,7 @@ def redact_tree(value: Any, tally: Tally) -> Any:
         return [redact_tree(v, tally) for v in value]
     if isinstance(value, int | float) and not isinstance(value, bool):
         text = dumps(value)
-        masked, n = redact_with_count(text)
+        masked, n = mask_text(text)
         if n:
             tally.masked += 1
             return masked
@@ -155,9 +149,9 @@ def redact_tree(value: Any, tally: Tally) -> Any:
 
 
 def redacted_json(d: Any, tally: Tally) -> tuple[Any, str]:
-    """Serialise ``d`` and mask PANs, paying for redaction only if a digit run exists."""
+    """Serialise ``d`` and mask card data, paying for redaction only if the JSON may hold some."""
     raw = _encode(d)
-    if not may_contain_pan(raw):
+    if not may_need_masking(raw):
         return d, raw.decode()
     before = tally.masked
     d = redact_tree(d, tally)

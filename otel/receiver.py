@@ -7,7 +7,9 @@ SDK exporters, with nothing but an endpoint change on their side.
 Guarantees, whichever transport a span arrives on:
 
 * every span handed to ``on_spans`` is redacted (PANs masked, CVV/track/PIN
-  attributes dropped, see :mod:`kprobe.otel.spans`);
+  attributes dropped, see :mod:`kprobe.otel.spans`), and from :meth:`start` on,
+  every log record of the process is masked too (an error quoting a span must
+  not print what the span store never got; :func:`kprobe.masking.install_log_masking`);
 * ``on_spans`` is never called concurrently (it runs under a lock);
 * nothing is lost silently: malformed requests get a non-retryable error
   (HTTP 400 / gRPC INVALID_ARGUMENT), a raising ``on_spans`` a retryable one
@@ -25,6 +27,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from types import TracebackType
+
+from kprobe.masking import install_log_masking
 
 from .errors import ReceiverBindError
 from .grpc_server import OtlpGrpcServer
@@ -78,6 +82,7 @@ class OtlpReceiver:
         If the second transport cannot bind, the first is released again, so
         a failed start leaves nothing listening.
         """
+        install_log_masking()
         with self._lock:
             if self._state != "new":
                 raise RuntimeError(f"OtlpReceiver already {self._state}; create a new one")

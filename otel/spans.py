@@ -24,10 +24,11 @@ Column conventions
   ``exception`` events with ``exception.type`` / ``exception.message``).
 
 Sensitive data never leaves :func:`decode_export_request`: attribute keys
-naming CVV/CVC/track/PIN data are dropped (span, event and resource
-attributes), and card numbers are masked (see :mod:`kprobe.otel.redact`) in
-attribute values, span and event names and status messages. How many of
-each is reported on the batch (``sensitive_dropped``, ``values_masked``).
+naming CVV/CVC/track/PIN data or the PAN are dropped (span, event and resource
+attributes), and card data is masked (see :mod:`kprobe.masking`) in attribute
+keys and values (bytes decoded first), span and event names, status messages
+and the instrumentation scope name. How many of each is reported on the batch
+(``sensitive_dropped``, ``values_masked``).
 
 Spans with malformed ids (trace_id not 16 bytes, span_id not 8 bytes,
 parent_span_id neither empty nor 8 bytes) are skipped and counted in
@@ -37,13 +38,15 @@ parent_span_id neither empty nor 8 bytes) are skipped and counted in
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from kprobe.masking import mask_text
+
 from .attributes import Tally, attributes_to_dict, dumps, redacted_json
-from .redact import may_contain_pan, redact_with_count
 
 __all__ = ["SPAN_SCHEMA", "SpanBatch", "decode_export_request", "DecodeError"]
 
@@ -72,6 +75,9 @@ SPAN_SCHEMA = pa.schema(
 )
 
 _COLUMNS = tuple(SPAN_SCHEMA.names)
+
+#: Span, event and scope names repeat (OTel asks for low-cardinality names): mask each once.
+_mask_name = lru_cache(maxsize=4096)(mask_text)
 _U32_MAX = 0xFFFFFFFF
 
 
@@ -151,7 +157,7 @@ def _events_json(events: Any, tally: Tally) -> str:
     """Span events -> JSON array text; names and attributes redacted."""
     out = []
     for ev in events:
-        name, n = redact_with_count(ev.name)
+        name, n = _mask_name(ev.name)
         tally.masked += bool(n)
         attrs = (
             redacted_json(attributes_to_dict(ev.attributes, tally), tally)[0] if len(ev.attributes) else {}
@@ -185,7 +191,9 @@ def decode_export_request(body: bytes) -> SpanBatch:
         pid = _as_u32(res_attrs.get("process.pid"))
         for ss in rs.scope_spans:
             # Appended to each span's attribute object: `,"@resource":{..},"@scope":".."}`.
-            tail = '"@resource":' + res_json + ',"@scope":' + dumps(ss.scope.name) + "}"
+            scope, n = _mask_name(ss.scope.name)
+            tally.masked += bool(n)
+            tail = '"@resource":' + res_json + ',"@scope":' + dumps(scope) + "}"
             for sp in ss.spans:
                 trace_id = sp.trace_id
                 span_id = sp.span_id
@@ -195,10 +203,8 @@ def decode_export_request(body: bytes) -> SpanBatch:
                     continue
                 start = sp.start_time_unix_nano
                 end = sp.end_time_unix_nano
-                name = sp.name
-                if may_contain_pan(name):
-                    name, n = redact_with_count(name)
-                    tally.masked += bool(n)
+                name, n = _mask_name(sp.name)
+                tally.masked += bool(n)
                 attrs, attrs_json = redacted_json(attributes_to_dict(sp.attributes, tally), tally)
                 if len(attrs_json) == 2:  # "{}"
                     attrs_json = "{" + tail
@@ -210,8 +216,8 @@ def decode_export_request(body: bytes) -> SpanBatch:
                         tid = _as_u32(tid)
                 status = sp.status
                 message = status.message
-                if message and may_contain_pan(message):
-                    message, n = redact_with_count(message)
+                if message:
+                    message, n = mask_text(message)
                     tally.masked += bool(n)
                 events = sp.events
                 append(

@@ -10,7 +10,9 @@ is appended, batch by batch, as raw fixed-size records to files in ``<data>/repl
     rdata.bin   kp_rdata chunks
     meta.json   host, clock offset (kernel monotonic -> UTC), counters (drops, truncations), state
 
-Nothing is per event in Python: each drain tick writes the numpy batch's bytes as they are. The
+Syscall records are written as the numpy batch's bytes, as they are. Data chunks first go
+through the card-data masker (replay/redact.py: per stream, so it costs a little Python per
+chunk, and it holds back the last few hundred bytes of each stream until more arrives). The
 ordinary recorder keeps storing its event tables (offcpu, syscall, ...) in chDB as before; this
 stream only adds what replay needs.
 """
@@ -32,8 +34,9 @@ from kprobe.agent import clock
 from kprobe.agent.libbpf import BpfObject, LibbpfError
 from kprobe.agent.probeset import BUILD_DIR, SHARED_MAPS, ProbeSet
 from kprobe.agent.ringbuf import RingReader
+from kprobe.masking import install_log_masking
 from kprobe.replay.elfsym import dynamic_functions, file_offset
-from kprobe.replay.redact import mask_chunks, split_incomplete
+from kprobe.replay.redact import ReplayMasker
 from kprobe.schemas import layouts as L
 
 RSYS_FILE = "rsys.bin"
@@ -87,10 +90,15 @@ class ReplayCapture:
     poll_ms: float = 5.0
     attach_errors: list[str] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=lambda: {"rsys": 0, "rdata": 0})
-    pans_masked: int = 0
-    _held: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=L.KP_RDATA))
+    _masker: ReplayMasker = field(default_factory=ReplayMasker)
+
+    @property
+    def pans_masked(self) -> int:
+        """Card numbers, track data and sensitive values masked so far (replay/redact.py)."""
+        return self._masker.streams_masked()
 
     def start(self) -> ReplayCapture:
+        install_log_masking()  # this process now handles raw payloads: no card data in its logs either
         self.out_dir.mkdir(parents=True, exist_ok=True)
         lib = self.probes.lib
         obj = BpfObject(lib, str(BUILD_DIR / "replay.bpf.o")).open()
@@ -173,14 +181,14 @@ class ReplayCapture:
         return out
 
     def _drain_once(self, final: bool = False) -> None:
-        for name, reader in self._readers.items():
-            recs = reader.drain()
-            if name == "rdata":  # card numbers are masked before anything is written (replay/redact.py)
-                if self._held.size:
-                    recs = np.concatenate([self._held, recs])
-                recs, self._held = (recs, recs[:0]) if final else split_incomplete(recs)
-                recs = recs.copy()
-                self.pans_masked += mask_chunks(recs)
+        """Syscall records are written as drained; data chunks only once masked, which may hold
+        some back until more of their stream is seen (replay/redact.py)."""
+        rsys = self._readers["rsys"].drain()
+        self._masker.add_sys(rsys)
+        ready = self._masker.add_data(self._readers["rdata"].drain())
+        if final:
+            ready = np.concatenate([ready, self._masker.finish()])
+        for name, recs in (("rsys", rsys), ("rdata", ready)):
             if recs.size:
                 self._files[name].write(recs.tobytes())
                 self.written[name] += len(recs)

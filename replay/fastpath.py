@@ -24,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from kprobe.otel.redact import may_contain_pan, redact_bytes_same_length
-
 LIBRARY = Path(__file__).resolve().parent / "build" / "libkpreplay.so"
 FDMAX = 4096      # per-fd tables shared with C; events on higher fds take the Python path
 K_SLOW, K_PASS, K_SKIP, K_WRITE, K_CLOCK = 0, 1, 2, 3, 4
@@ -200,8 +198,6 @@ class ThreadPlan:
             ops[m[:, 0], ROFF + m[:, 1]] = m[:, 2]
             ops[m[:, 0], RLEN + m[:, 1]] = m[:, 3]
             ops[m[:, 0], RARG + m[:, 1]] = m[:, 4]
-        wpos = np.array(writes, dtype=np.int64)
-        slow[wpos[~_redaction_clean([queue[i].regions[0][: queue[i].ret] for i in writes])]] = True
         slow |= (kind_emu == K_SLOW) | (kind_not == K_SLOW)
         kind_emu = np.where(slow, K_SLOW, kind_emu)
         kind_not = np.where(slow, K_SLOW, kind_not)
@@ -300,16 +296,6 @@ def _tables(rules: Rules) -> _Tables:
     return t
 
 
-def _redaction_clean(outputs: list[bytes]) -> np.ndarray:
-    """Per output: would replay's card-number masking leave it as it is? (then a byte-equal
-    output is also equal after masking, so the C loop may compare raw bytes). One cheap scan of
-    all outputs; only if it sees a long digit run are outputs checked one by one."""
-    joined = b"|".join(outputs)
-    if not may_contain_pan(joined):
-        return np.ones(len(outputs), dtype=bool)
-    return np.array([not may_contain_pan(o) or redact_bytes_same_length(o)[1] == 0 for o in outputs], dtype=bool)
-
-
 @dataclass
 class FastPath:
     """Owns the C context, the shared fd tables and the per-thread plans of one replay."""
@@ -377,7 +363,7 @@ class FastPath:
     def plan(self, p: ThreadPlan, pos: int, limit: int, emulated: set[int], sockets: set[int]) -> int:
         """Decide kinds and flags for p.ops[pos:end) with the current fd state; returns end.
 
-        A run often stops early (e.g. at an output the card-number masker changed, which Python
+        A run often stops early (e.g. at an output whose logged copy has masked card data, which Python
         compares) and resumes inside the range planned last: with the same fd state and limit,
         that plan still holds."""
         key = (id(p), frozenset(emulated), frozenset(sockets), limit)
