@@ -58,6 +58,7 @@ class Libbpf:
             "bpf_program__set_autoload": (ci, [vp, ctypes.c_bool]),
             "bpf_program__attach": (vp, [vp]),
             "bpf_program__fd": (ci, [vp]),
+            "bpf_obj_get_info_by_fd": (ci, [ci, vp, ctypes.POINTER(cu)]),
             "bpf_link__destroy": (ci, [vp]),
             "bpf_map__name": (cp, [vp]),
             "bpf_map__fd": (ci, [vp]),
@@ -167,6 +168,21 @@ class BpfProgram:
     def set_autoload(self, on: bool) -> None:
         self.lib.lib.bpf_program__set_autoload(self.ptr, on)
 
+    def recursion_misses(self) -> int:
+        """Runs the kernel skipped because the program was already running on that CPU (an
+        interrupt's wake-up landing inside a wake-up the program was handling): lost events
+        that no ring or counter of ours sees. -1 when the kernel cannot tell (< 5.12)."""
+        fd = int(self.lib.lib.bpf_program__fd(self.ptr))
+        if fd < 0:
+            return -1
+        info = np.zeros(1, dtype=PROG_INFO)
+        size = ctypes.c_uint32(PROG_INFO.itemsize)
+        if self.lib.lib.bpf_obj_get_info_by_fd(fd, info.ctypes.data, ctypes.byref(size)) != 0:
+            return -1
+        if size.value < PROG_INFO.fields["recursion_misses"][1] + 8:
+            return -1
+        return int(info["recursion_misses"][0])
+
     def attach(self) -> int:
         """Attach by section name; returns the link pointer or raises with errno."""
         ctypes.set_errno(0)
@@ -174,6 +190,12 @@ class BpfProgram:
         if not link:
             raise self.lib.errno_error(f"attach {self.section}")
         return int(link)
+
+
+# struct bpf_prog_info up to the fields read here (uapi/linux/bpf.h; offsets fixed by the ABI)
+PROG_INFO = np.dtype({"names": ["type", "id", "run_time_ns", "run_cnt", "recursion_misses"],
+                      "formats": ["<u4", "<u4", "<u8", "<u8", "<u8"],
+                      "offsets": [0, 4, 192, 200, 208], "itemsize": 232})
 
 
 @dataclass

@@ -204,6 +204,12 @@ class ProbeSet:
     def counters(self) -> np.ndarray:
         return self.read_percpu("kp_counters", L.KP_CNT_MAX)
 
+    def recursion_misses(self) -> dict[str, int]:
+        """Per attached program, the runs the kernel skipped (nested on one CPU); see BpfProgram."""
+        attached = {(s.probe, s.program) for s in self.status if s.attached}
+        return {prog.name: prog.recursion_misses() for probe, obj in self.objects.items()
+                for prog in obj.programs() if (probe, prog.name) in attached}
+
     def close(self) -> None:
         for obj in self.objects.values():
             obj.close()

@@ -29,6 +29,7 @@ from kprobe.agent.ring_wait import RingWaiter
 from kprobe.agent.ringbuf import RingReader
 from kprobe.agent.self_cost import SelfCost
 from kprobe.agent.status import RecorderStats
+from kprobe.masking import mask_columns
 from kprobe.schemas import layouts as L
 from kprobe.schemas.agent_tables import MEMCG_MEMBERS_TABLE
 from kprobe.schemas.tables import BY_NAME, EventType
@@ -304,7 +305,8 @@ class Recorder:
             if not len(batch.records):
                 return
         try:
-            cols = et.columns(batch.records, batch.clock_offset_ns)
+            # a file path named after a card number is masked before any sink (store or Kafka) sees it
+            cols = mask_columns(et.columns(batch.records, batch.clock_offset_ns))
             if et.name == "proc":
                 execs = cols["tgid"][cols["kind"] == "exec"]
                 self._identities.forget(execs)

@@ -30,6 +30,7 @@ COUNTER_NAMES = {
     L.KP_CNT_SYSCALL_SHORT_NS: "syscalls_below_threshold_ns",
     L.KP_CNT_SOCK_IO_FOLDED: "sock_io_folded",
     L.KP_CNT_BLOCK_SLOT_REUSED: "block_owner_overwritten",
+    L.KP_CNT_WAKE_UNSEEN: "offcpu_wake_unseen",
 }
 
 
@@ -46,6 +47,9 @@ class RecorderStats:
     resources: dict[str, float] = field(default_factory=dict)
     kernel_drops: dict[str, list[int]] = field(default_factory=dict)  # type -> per CPU
     counters: dict[str, int] = field(default_factory=dict)
+    # program runs the kernel skipped because the program was already running on that CPU (nested
+    # by an interrupt): events lost before any ring; only programs with misses are listed
+    program_misses: dict[str, int] = field(default_factory=dict)
     attach: list[dict] = field(default_factory=list)
     load_errors: dict[str, str] = field(default_factory=dict)
     clock: ClockSync | None = None
@@ -74,9 +78,11 @@ class RecorderStats:
             self.kernel_drops[et.name] = [int(x) for x in drops[et.type_id]]
         cnt = probes.counters().sum(axis=1)
         self.counters = {name: int(cnt[i]) for i, name in COUNTER_NAMES.items()}
+        self.program_misses = {k: v for k, v in probes.recursion_misses().items() if v > 0}
 
     def total_drops(self) -> int:
-        return sum(sum(v) for v in self.kernel_drops.values()) + sum(self.write_errors.values())
+        return (sum(sum(v) for v in self.kernel_drops.values()) + sum(self.write_errors.values())
+                + sum(self.program_misses.values()))
 
     def to_dict(self) -> dict:
         d = asdict(self)

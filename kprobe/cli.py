@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from kprobe.agent.kafka_cli import add_kafka_args, start_kafka_session
@@ -158,6 +159,19 @@ def _start_session(args: argparse.Namespace, watching: bool):
                               "(0 = any free port) or disable the receiver with --no-otlp")) from e
 
 
+def _wait_for_stop(stop: threading.Event, duration: float | None) -> None:
+    """Wait for SIGINT/SIGTERM (or the duration) in short steps.
+
+    The kernel hands a process signal to any thread that does not block it (chDB's and
+    gRPC's threads included); Python runs the handler only when the main thread next
+    executes bytecode, which an untimed wait never does: Ctrl-C would go unanswered.
+    """
+    deadline = time.monotonic() + duration if duration else None
+    while not stop.wait(0.2):
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     if (rc := _preflight(args.data)) is not None:
         return rc
@@ -175,7 +189,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     what = "system-wide" if not watching else f"watching pids {args.watch_pid} comms {args.watch_comm}"
     print(f"kprobe: recording {what} into {args.data}" + (f" for {args.duration} s" if args.duration else
           " until Ctrl-C"), file=sys.stderr)
-    stop.wait(args.duration if args.duration else None)
+    _wait_for_stop(stop, args.duration)
     if replay_capture:
         replay_capture.stop()
     session.stop()

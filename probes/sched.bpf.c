@@ -25,6 +25,10 @@ struct kp_task_state {
 	 * and only if the pointer still holds the same thread (kp_task_names) */
 	__u64 p_task;
 	__u64 w_task;
+	/* the wake-up came while the task was still switching out (dequeued, not yet off its CPU):
+	 * the waker fields already hold it, and its switch-out keeps them */
+	__u32 woken_early;
+	__u32 pad;
 };
 
 struct {
@@ -180,15 +184,18 @@ static __always_inline __u64 kp_switch_out(struct kp_config *cfg, struct task_st
 		return 0;
 	__u64 now = kp_now(prev);
 	st->off_ns = now;
-	st->wake_ns = 0;
+	if (!st->woken_early || prev_state == KP_TASK_RUNNING) {
+		st->wake_ns = 0;
+		st->w_tgid = 0;
+		st->w_tid = 0;
+		st->w_task = 0;
+	}
+	st->woken_early = 0;
 	st->prev_state = prev_state;
 	st->cpu = cpu;
 	st->p_tgid = next->tgid;
 	st->p_tid = next->pid;
 	st->p_task = (__u64)next;
-	st->w_tgid = 0;
-	st->w_tid = 0;
-	st->w_task = 0;
 	kp_blocked_syscall(st, prev, prev_state);
 	return now;
 }
@@ -258,6 +265,10 @@ static __always_inline void kp_switch_in(struct kp_config *cfg, struct task_stru
 	if (!now)
 		now = kp_now(next);
 	__u64 dur = now > st->off_ns ? now - st->off_ns : 0;
+	/* blocked, yet no wake-up seen: the waking program was skipped (an interrupt's wake-up
+	 * nested in another on this CPU); the row says so with wake_ns 0 */
+	if (!st->wake_ns && st->prev_state != KP_TASK_RUNNING)
+		kp_count(KP_CNT_WAKE_UNSEEN, 1);
 	if (dur < cfg->min_offcpu_ns) {
 		kp_count(KP_CNT_OFFCPU_SHORT, 1);
 		kp_count(KP_CNT_OFFCPU_SHORT_NS, dur);
@@ -290,8 +301,18 @@ int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct tas
 static __always_inline void kp_mark_wakeup(struct task_struct *p)
 {
 	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, p, 0, 0);
-	if (!st || !st->off_ns || st->wake_ns)
+	if (!st)
 		return;
+	if (!st->off_ns) {
+		/* Still on its CPU: either running (the wake-up finds it runnable and it does not
+		 * block) or dequeued and switching out right now, before sched_switch has run; the
+		 * second wake-up is the one that ends its coming sleep. */
+		if (p->on_rq || !p->on_cpu)
+			return;
+		st->woken_early = 1;
+	} else if (st->wake_ns) {
+		return;
+	}
 	/* The one clock read left on a hot path: nothing the scheduler keeps tells when a
 	 * sleeping task was woken (run-queue clocks of idle CPUs are stale, and a task that
 	 * sleeps may stay queued, delayed, on newer kernels). */

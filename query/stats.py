@@ -77,6 +77,9 @@ def render(data: dict) -> str:
     for name, n in data["stored"].items():
         lines.append(f"{name:<12} {n:>13} {drops.get(name, 0):>13} {errs.get(name, 0):>13}")
     lines.append(f"lost total: {rec.get('lost_total', 0)}")
+    if rec.get("program_misses"):
+        lines.append("program runs skipped by the kernel (nested on one CPU; counted in lost total): " +
+                     ", ".join(f"{k}={v}" for k, v in sorted(rec["program_misses"].items())))
     if rec.get("rejected"):
         lines.append("rejected (impossible times or ids, not stored): " +
                      ", ".join(f"{k}={v}" for k, v in sorted(rec["rejected"].items())))

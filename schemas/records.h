@@ -45,7 +45,8 @@ enum kp_counter {
 	KP_CNT_SYSCALL_SHORT_NS = 6, /* summed duration of syscalls below the threshold */
 	KP_CNT_SOCK_IO_FOLDED = 7,  /* socket sends/recvs folded into a per-socket sock_io total */
 	KP_CNT_BLOCK_SLOT_REUSED = 8, /* block requests whose submitter was overwritten in blockio's table */
-	KP_CNT_MAX = 9,
+	KP_CNT_WAKE_UNSEEN = 9,     /* blocked intervals whose wake-up the waking program did not see */
+	KP_CNT_MAX = 10,
 };
 
 /* Off-CPU reasons. */

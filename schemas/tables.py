@@ -103,13 +103,16 @@ def _offcpu(r: np.ndarray, off: int) -> Columns:
     wake = r["wake_ns"].astype(np.int64)
     on = r["on_ns"].astype(np.int64)
     offn = r["off_ns"].astype(np.int64)
-    ready = np.where(wake > 0, wake, offn)
+    # Blocked with no wake-up seen (the kernel skipped the waking program, counted as
+    # offcpu_wake_unseen): asleep is likelier than queued for the whole interval; wake_ts stays 0.
+    unseen = (wake == 0) & (r["reason"] != L.KP_OFF_PREEMPTED)
+    ready = np.where(wake > 0, wake, np.where(unseen, on, offn))
     return {
         "ts": utc(r["off_ns"], off),
         "end_ts": utc(r["on_ns"], off),
         "wake_ts": utc(r["wake_ns"], off),
         "dur_ns": (on - offn).astype(np.uint64),
-        "blocked_ns": np.where(wake > 0, wake - offn, 0).astype(np.uint64),
+        "blocked_ns": (ready - offn).astype(np.uint64),
         "runq_ns": (on - ready).astype(np.uint64),
         "tgid": r["tgid"], "tid": r["tid"], "comm": decode_str(r["comm"]),
         "reason": lookup(OFFCPU_REASONS, r["reason"]), "prev_state": r["prev_state"],
