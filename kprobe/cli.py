@@ -39,9 +39,10 @@ CAPTURE_POLICY = """\
 capture policy (--detail):
   bounded  (default for `record`) is built to stay on: no program runs on every syscall
            or every socket send/recv of the host. Off-CPU intervals >= --min-offcpu-us
-           (50) are rows carrying the syscall the thread blocked in (read from its saved
-           registers at switch-out) and, for socket calls, the socket's 4-tuple; shorter
-           ones are summed into the thread's next row (short_n, short_ns). fsync,
+           (1000 system-wide, 50 for watched processes) are rows carrying the syscall the
+           thread blocked in (read from its saved registers at switch-out) and, for socket
+           calls, the socket's 4-tuple; shorter ones are summed into the thread's next row
+           (short_n, short_ns). fsync,
            fdatasync, sync_file_range, connect, accept, openat and close have their own
            tracepoints and are always rows. TCP connections carry their byte totals on
            every state change (tcp_state bytes_sent/bytes_received). Page faults are
@@ -56,6 +57,11 @@ never lost silently; `kprobe stats` shows the policy in effect and the recorder'
 CPU, rows/s and memory.
 """
 
+# Off-CPU rows: a whole host's waits of a millisecond or more (what an incident is made of; the
+# shorter ones are summed into each thread's next row), every 50 us wait of a watched process.
+SYSTEM_WIDE_MIN_OFFCPU_US = 1000.0
+WATCHED_MIN_OFFCPU_US = 50.0
+
 DETAIL_DEFAULTS = {  # detail -> (min syscall us, sock flush ms)
     "bounded": (100.0, 100),
     "full": (0.0, 0),
@@ -66,8 +72,10 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data directory (default: %(default)s)")
     p.add_argument("--detail", choices=sorted(DETAIL_DEFAULTS), default=detail,
                    help="capture policy, see below (default: %(default)s)")
-    p.add_argument("--min-offcpu-us", type=float, default=50.0,
-                   help="off-CPU intervals shorter than this are counted in the kernel, not recorded (default: %(default)s)")
+    p.add_argument("--min-offcpu-us", type=float, default=None,
+                   help="off-CPU intervals shorter than this are summed into the thread's next row, not recorded "
+                        f"(default: {SYSTEM_WIDE_MIN_OFFCPU_US:g} system-wide with --detail bounded, "
+                        f"{WATCHED_MIN_OFFCPU_US:g} with a watch list or --detail full)")
     p.add_argument("--min-syscall-us", type=float, default=None,
                    help="syscalls shorter than this are only counted (default: 100 with --detail bounded, 0 with full)")
     p.add_argument("--sock-flush-ms", type=int, default=None,
@@ -79,7 +87,7 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     p.add_argument("--syscalls", default=None, help="comma-separated syscall names to trace (default: the built-in set)")
     p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
     p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
-    p.add_argument("--flush-ms", type=float, default=5000.0,
+    p.add_argument("--flush-ms", type=float, default=15000.0,
                    help="batch interval to the store (each insert has a fixed cost); a query through the "
                         "running recorder flushes first, so it still sees the last 0.25 s (default: %(default)s)")
     p.add_argument("--writer-nice", type=int, default=0, metavar="N",
@@ -105,12 +113,15 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
     def_sys, def_sock = DETAIL_DEFAULTS[args.detail]
     min_sys = args.min_syscall_us if args.min_syscall_us is not None else def_sys
     sock_flush = args.sock_flush_ms if args.sock_flush_ms is not None else def_sock
-    if min_sys < 0 or sock_flush < 0 or args.min_offcpu_us < 0:
+    min_off = args.min_offcpu_us
+    if min_off is None:
+        min_off = SYSTEM_WIDE_MIN_OFFCPU_US if args.detail == "bounded" and not watching else WATCHED_MIN_OFFCPU_US
+    if min_sys < 0 or sock_flush < 0 or min_off < 0:
         raise SystemExit(_die("--min-offcpu-us, --min-syscall-us and --sock-flush-ms must be >= 0"))
     probes = ProbeConfig(
         ring_bytes=ring,
         detail=args.detail,
-        min_offcpu_ns=int(args.min_offcpu_us * 1000),
+        min_offcpu_ns=int(min_off * 1000),
         min_syscall_ns=int(min_sys * 1000),
         sock_flush_ms=sock_flush,
         fault_sample_every=args.fault_sample,

@@ -1,0 +1,42 @@
+"""The capture policy `kprobe record` and `kprobe run` start with, as a user gets it from the CLI.
+
+Always-on recording must not run a program on every syscall or send/recv, and keeps
+system-wide off-CPU rows to waits of a millisecond or more; a watch list or `run`
+asks for full detail on a few processes, where every 50 us wait is a row.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kprobe.cli import _recorder_config, build_parser
+
+
+def _config(*argv: str):
+    args = build_parser().parse_args(list(argv))
+    watching = bool(getattr(args, "watch_pid", None) or getattr(args, "watch_comm", None)) or args.cmd == "run"
+    return _recorder_config(args, watching)
+
+
+@pytest.mark.parametrize(("argv", "min_offcpu_us", "every_syscall", "every_send_recv"), [
+    (("record",), 1000, False, False),
+    (("record", "--watch-comm", "settlement-svc"), 50, True, True),
+    (("record", "--detail", "full"), 50, True, True),
+    (("record", "--min-offcpu-us", "200"), 200, False, False),
+    (("record", "--syscalls", "fsync,futex"), 1000, True, False),
+    (("run", "--", "true"), 50, True, True),
+])
+def test_default_policy(argv, min_offcpu_us, every_syscall, every_send_recv):
+    cfg = _config(*argv)
+    assert cfg.probes.min_offcpu_ns == min_offcpu_us * 1000
+    assert cfg.probes.every_syscall is every_syscall
+    assert cfg.probes.every_send_recv is every_send_recv
+
+
+def test_bounded_system_wide_loads_no_program_on_every_syscall_or_send_recv():
+    p = _config("record").probes
+    assert not p.wanted("kp_sys_enter") and not p.wanted("kp_sys_exit")
+    assert not p.wanted("kp_sock_send_length") and not p.wanted("kp_sock_recv_length")
+    assert p.wanted("kp_enter_fsync") and p.wanted("kp_exit_close") and p.wanted("kp_sched_switch")
+    full = _config("record", "--detail", "full").probes
+    assert full.wanted("kp_sys_enter") and not full.wanted("kp_enter_fsync")
