@@ -705,7 +705,7 @@ def memory_run(pg: Pgbench, minutes: float, cfg: Config) -> dict[str, Any]:
             client = subprocess.Popen(pg._client("pgbench", "-n", "-c", str(pg.clients), "-j", str(pg.threads),
                                                  "-T", str(secs), "postgres"), stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
-            t0, samples = time.monotonic(), []
+            t0, cpu0, samples = time.monotonic(), proc_cpu_s(pid), []
             try:
                 while client.poll() is None:
                     samples.append((round(time.monotonic() - t0), proc_mem_mb(pid)["VmRSS"]))
@@ -718,13 +718,14 @@ def memory_run(pg: Pgbench, minutes: float, cfg: Config) -> dict[str, Any]:
                 out = client.communicate()[0]
             finally:
                 stop_process(client, signal.SIGINT, 30)
-            mem = proc_mem_mb(pid)
+            mem, cpu_pct = proc_mem_mb(pid), 100.0 * (proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
         finally:
             rec.stop()
         m = re.search(r"tps = ([\d.]+) \(without", out or "")
-        return {"minutes": minutes, "samples": samples, "max_rss_mb": max(s[1] for s in samples),
-                "end_rss_mb": mem["VmRSS"], "hwm_mb": mem["VmHWM"], "tps": float(m.group(1)) if m else None,
-                "recorder": rec.stats()}
+        sampled = max(s[1] for s in samples)
+        return {"minutes": minutes, "samples": samples, "max_rss_mb": sampled, "end_rss_mb": mem["VmRSS"],
+                "hwm_mb": mem["VmHWM"], "peak_mb": max(sampled, mem["VmHWM"]), "recorder_cpu_pct": cpu_pct,
+                "tps": float(m.group(1)) if m else None, "recorder": rec.stats()}
 
 
 # -- summary ----------------------------------------------------------------------------------------
@@ -833,7 +834,8 @@ def goal_table(summaries: dict[str, dict[str, dict[str, Any]]], memory: dict[str
                      "watch_none": shown["record-watch-none"], "floor": shown["floor"], "goal": f"<= {goal_v:g} %",
                      "verdict": verdict(rec_v[0] <= goal_v) if rec_v else "n/a"})
     if memory:
-        rss, basis = memory["max_rss_mb"], f"max RSS of 10 s samples over {memory['minutes']:g} min of pgbench"
+        rss = memory["peak_mb"]
+        basis = f"peak over {memory['minutes']:g} min of pgbench: the larger of the 10 s RSS samples' max and VmHWM"
     else:
         hwm = [s["record"]["hwm_mb_max"] for s in summaries.values() if "hwm_mb_max" in s.get("record", {})]
         rss = max(hwm) if hwm else None
@@ -902,6 +904,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "off" not in args.modes:
         args.modes = ("off", *args.modes)  # every ratio is against the same round's off run
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _run(args)
@@ -964,8 +967,10 @@ def _run(args: argparse.Namespace) -> int:
         if wl.name in summaries:
             print_workload(wl, summaries[wl.name])
     if memory:
-        print(f"\nmemory: pgbench {memory['minutes']:g} min under the recorder: RSS max {memory['max_rss_mb']:.0f} MB, "
-              f"at end {memory['end_rss_mb']:.0f} MB, VmHWM {memory['hwm_mb']:.0f} MB; tps {memory['tps']}; "
+        tps = f"{memory['tps']:.0f}" if memory["tps"] is not None else "?"
+        print(f"\nmemory: pgbench {memory['minutes']:g} min under `kprobe record {args.record_args}`: RSS sampled max "
+              f"{memory['max_rss_mb']:.0f} MB, at end {memory['end_rss_mb']:.0f} MB, VmHWM {memory['hwm_mb']:.0f} MB; "
+              f"recorder CPU {memory['recorder_cpu_pct']:.1f} % of a core; {tps} tps; "
               f"rows/s {memory['recorder']['rows_per_s']:.0f}, lost {memory['recorder']['lost_total']}")
         print("  RSS every 10 s (MB): " + " ".join(f"{mb:.0f}" for _, mb in memory["samples"]))
     print_goals(goals)
