@@ -42,7 +42,9 @@ over all transactions of the run. redis-benchmark prints p99 per test; the worse
 is used. perf bench has none.
 
 The host is shared: before each run the bench waits (bounded by --quiet-wait) for no foreign
-BPF links and host busy <= --quiet-busy %, and prints what it got. Servers listen on 127.0.0.1
+BPF links and host busy <= --quiet-busy %, and prints what it got; a workload's round in which a
+run was disturbed anyway (someone else's BPF attached or running during it) is run again, up to
+--retries times, because one disturbed `off` run skews every ratio of its round. Servers listen on 127.0.0.1
 (free ports) with their files in temp dirs, start once before the first round (a service is
 running when a recorder is attached to its host) and are torn down at the end, also on Ctrl-C.
 Nothing here asserts: it prints numbers and a verdict per goal of issue 13.
@@ -241,7 +243,7 @@ class Pgbench:
         version, fsync, sync_commit, shared_buffers = show.strip().split("|")
         log(f"pgbench: initialising scale {self.scale} ({version.split(' on ')[0]})")
         run(self._client("pgbench", "-i", "-q", "-s", str(self.scale), "postgres"), timeout=1800)
-        fs = run(["stat", "-f", "-c", "%T", str(self.tmp)]).strip()
+        fs = run(["findmnt", "-n", "-o", "FSTYPE", "-T", str(self.tmp)]).strip()
         self.title = (f"pgbench: TPC-B-like, scale {self.scale}, {self.clients} clients, {self.threads} threads, "
                       f"TCP 127.0.0.1; {version.split(' on ')[0]}, fsync={fsync}, synchronous_commit={sync_commit}, "
                       f"shared_buffers={shared_buffers}, data on {fs}; p99 from the per-transaction log (-l)")
@@ -579,6 +581,7 @@ class Config:
     settle_s: float
     bpf_stats: bool
     floor_objs: dict[str, Path]
+    retries: int
 
 
 def attacher(mode: str, cfg: Config, tmp: Path) -> Attached | None:
@@ -596,7 +599,7 @@ def one_run(mode: str, wl: Workload, cfg: Config) -> dict[str, Any]:
     foreign_before, busy_before = wait_quiet(cfg.quiet_wait_s, cfg.quiet_busy_pct)
     out: dict[str, Any] = {"mode": mode, "foreign_links_before": foreign_before, "busy_before_pct": busy_before}
     with tempfile.TemporaryDirectory(prefix="kprobe-bench-oh-") as tmp, ExitStack() as stack:
-        if cfg.bpf_stats and mode != "off":
+        if cfg.bpf_stats:  # also when off: then it shows whether anyone else's programs ran
             stack.enter_context(bpf_stats())
         att = attacher(mode, cfg, Path(tmp))
         if att is not None:
@@ -605,20 +608,22 @@ def one_run(mode: str, wl: Workload, cfg: Config) -> dict[str, Any]:
             time.sleep(cfg.settle_s)
         pid = att.proc.pid if att is not None and att.proc is not None else 0
         ours = owned_prog_ids(pid) if pid else set()
-        bpf0 = bpf_snapshot() if att is not None and cfg.bpf_stats else {}
+        bpf0 = bpf_snapshot() if cfg.bpf_stats else {}
         cpu0 = proc_cpu_s(pid) if pid else 0.0
         h0, t0 = host_cpu(), time.monotonic()
         out.update(wl.run())
         wall = time.monotonic() - t0
         h1 = host_cpu()
         cpu1 = proc_cpu_s(pid) if pid else 0.0
-        bpf1 = bpf_snapshot() if att is not None and cfg.bpf_stats else {}
+        bpf1 = bpf_snapshot() if cfg.bpf_stats else {}
         out.update(window_s=wall, host_busy_pct=100.0 * (h1[0] - h0[0]) / max(h1[1] - h0[1], 1),
                    foreign_links_after=foreign_links(ours))
+        if cfg.bpf_stats:
+            out.update(bpf_cost(bpf0, bpf1, ours, wall))
         if att is not None:
             out["programs"] = len(ours)
-            if cfg.bpf_stats:
-                out.update(bpf_cost(bpf0, bpf1, ours, wall))
+        else:
+            del out["bpf"], out["bpf_pct"]
         if isinstance(att, RecorderRun):
             out["recorder_cpu_pct"] = 100.0 * (cpu1 - cpu0) / wall
             out.update({"rss_mb": (mem := proc_mem_mb(pid))["VmRSS"], "hwm_mb": mem["VmHWM"]})
@@ -626,8 +631,11 @@ def one_run(mode: str, wl: Workload, cfg: Config) -> dict[str, Any]:
             if att.proc is not None and att.proc.returncode != 0:
                 raise BenchError(f"kprobe record exited {att.proc.returncode}:\n" + "".join(att.stderr))
             out["recorder"] = att.stats()
-    out["noisy"] = bool(out["foreign_links_before"] or out["foreign_links_after"]
-                        or busy_before > cfg.quiet_busy_pct or out.get("foreign_bpf_pct", 0) > 0.1)
+    reasons = [f"{out['foreign_links_before']} foreign BPF links before" if out["foreign_links_before"] else "",
+               f"{out['foreign_links_after']} foreign BPF links after" if out["foreign_links_after"] else "",
+               f"host {busy_before:.0f} % busy before" if busy_before > cfg.quiet_busy_pct else "",
+               f"foreign BPF {out['foreign_bpf_pct']:.2f} % of a core" if out.get("foreign_bpf_pct", 0) > 0.1 else ""]
+    out["noisy"] = ", ".join(x for x in reasons if x)  # "" when clean
     return out
 
 
@@ -653,25 +661,34 @@ def bpf_cost(before: dict[int, tuple[str, int, int]], after: dict[int, tuple[str
 
 
 def run_rounds(workloads: list[Workload], rounds: int, cfg: Config) -> dict[str, list[dict[str, Any]]]:
-    """Each round: every workload under every mode once, the modes' order rotated by round."""
+    """Each round: every workload under every mode once, the modes' order rotated by round.
+
+    A workload's round in which any run was disturbed (someone else's BPF attached or running, a busy
+    host) is run again, up to ``cfg.retries`` times; the last attempt counts, flagged when still noisy.
+    """
     runs: dict[str, list[dict[str, Any]]] = {wl.name: [] for wl in workloads}
     for r in range(rounds):
         order = cfg.modes[r % len(cfg.modes):] + cfg.modes[: r % len(cfg.modes)]
         for wl in workloads:
-            base = None
-            for mode in order:
-                res = one_run(mode, wl, cfg)
-                res["round"] = r
-                runs[wl.name].append(res)
-                if mode == "off":
-                    base = res
-                log(f"round {r} {wl.name:<7} " + short(res, wl.unit))
-            if base is not None:
-                for res in runs[wl.name][-len(order):]:
-                    if res["mode"] != "off":
-                        res["ratio"] = res["rate"] / base["rate"]
-                        if "p99_ms" in res:
-                            res["p99_change_pct"] = 100.0 * (res["p99_ms"] / base["p99_ms"] - 1)
+            for attempt in range(cfg.retries + 1):
+                done = []
+                for mode in order:
+                    res = one_run(mode, wl, cfg)
+                    res.update(round=r, attempt=attempt)
+                    done.append(res)
+                    log(f"round {r} {wl.name:<7} " + short(res, wl.unit))
+                if not any(res["noisy"] for res in done) or attempt == cfg.retries:
+                    break
+                runs[wl.name] += [{**res, "discarded": True} for res in done]  # kept for --json, not summarised
+                why = "; ".join(f"{res['mode']}: {res['noisy']}" for res in done if res["noisy"])
+                log(f"round {r} {wl.name}: disturbed ({why}), running it again")
+            base = next(res for res in done if res["mode"] == "off")
+            for res in done:
+                if res["mode"] != "off":
+                    res["ratio"] = res["rate"] / base["rate"]
+                    if "p99_ms" in res:
+                        res["p99_change_pct"] = 100.0 * (res["p99_ms"] / base["p99_ms"] - 1)
+            runs[wl.name] += done
     return runs
 
 
@@ -734,12 +751,13 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def summarize(all_runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
+    runs = [r for r in all_runs if not r.get("discarded")]
     for mode in dict.fromkeys(r["mode"] for r in runs):
         mine = [r for r in runs if r["mode"] == mode]
         s: dict[str, Any] = {"runs": len(mine), "rate": spread([r["rate"] for r in mine]),
-                             "noisy_runs": sum(r["noisy"] for r in mine),
+                             "noisy_runs": sum(1 for r in mine if r["noisy"]),
                              "busy_before_pct": statistics.median(r["busy_before_pct"] for r in mine)}
         if all("p99_ms" in r for r in mine):
             s["p99_ms"] = spread([r["p99_ms"] for r in mine])
@@ -895,6 +913,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="before each run wait up to this many s for a quiet host (default: %(default)s)")
     ap.add_argument("--quiet-busy", type=float, default=10.0,
                     help="host busy %% at or below which it counts as quiet (default: %(default)s)")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="run a workload's round again when a run in it was disturbed, up to this many times "
+                         "(default: %(default)s)")
     ap.add_argument("--no-bpf-stats", action="store_true",
                     help="leave kernel.bpf_stats_enabled alone: ratios without the stats' own cost, no BPF cost")
     ap.add_argument("--json", action="store_true", help="print one JSON object (progress stays on stderr)")
@@ -925,7 +946,7 @@ def _run(args: argparse.Namespace) -> int:
     ensure_tools(args.workloads, args.modes)
     floor_objs = {m: build_floor(m) for m in args.modes if m.startswith("floor")}
     cfg = Config(args.seconds, args.modes, shlex.split(args.record_args), args.quiet_wait, args.quiet_busy,
-                 args.settle, not args.no_bpf_stats, floor_objs)
+                 args.settle, not args.no_bpf_stats, floor_objs, args.retries)
     makers: dict[str, Callable[[], Workload]] = {"pgbench": lambda: Pgbench(scale=args.pgbench_scale),
                                                  "redis": Redis, "pipe": Pipe}
     result: dict[str, Any] = {"meta": {
