@@ -86,7 +86,6 @@ PROBES_DIR = BENCH.parent / "probes"
 ALL_WORKLOADS = ("pgbench", "redis", "pipe")
 ALL_MODES = ("off", "floor", "floor-all", "record", "record-watch-none")
 DEFAULT_MODES = ("off", "floor", "record", "record-watch-none")
-RECORDER_MODES = ("record", "record-watch-none")
 WATCH_NONE = "kp-bench-none"  # a process name nothing on the host has
 FLOOR_HOOKS = ("tp_btf/sched_switch", "tp_btf/sched_waking")
 SYSCTL_BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -119,7 +118,7 @@ def run(cmd: list[str], timeout: float = 120.0, **kw: Any) -> str:
 def pg_bindir() -> Path | None:
     """Debian's PostgreSQL server binaries (initdb, postgres, pgbench), newest major version."""
     dirs = [Path(d) for d in glob.glob("/usr/lib/postgresql/*/bin")
-            if all(Path(d, b).exists() for b in ("initdb", "postgres", "pgbench", "psql"))]
+            if all(Path(d, b).exists() for b in ("initdb", "postgres", "pgbench", "psql", "pg_isready"))]
     return max(dirs, key=lambda d: int(d.parent.name)) if dirs else None
 
 
