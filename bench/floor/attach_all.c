@@ -1,9 +1,10 @@
 /* Attaches every program of one BPF object and holds them until SIGINT/SIGTERM.
  *
- * Why: bench/overhead.py's "floor" mode loads programs that return at once on
- * exactly the hooks `kprobe record` attaches. What the service loses then is the
- * cost of the hooks themselves (tracepoint dispatch, trampoline, mitigations),
- * which no program body can go below; the recorder's own loss is read against it.
+ * Why: bench/overhead.py's floor modes load programs that return at once: "floor"
+ * on sched_switch and sched_waking only, "floor-all" on every hook `kprobe record`
+ * attaches today. What a workload loses then is the cost of the hooks themselves
+ * (tracepoint dispatch, trampoline, mitigations), which no program body can go
+ * below; the recorder's own loss is read against it.
  *
  * Usage: attach_all OBJECT.bpf.o   (prints "attached N of M" on stderr when ready)
  */
