@@ -67,7 +67,7 @@ SCHEMAS: dict[str, Any] = {
         "rows": _arr(_STR),
         "lanes": _arr(_obj({"tgid": _INT, "tid": _INT, "comm": _STR, "process": _STR, "service": _STR})),
         "items": _arr(_obj({"lane": _INT, "kind": _STR, "row": _STR, "cls": _STR, "t0": _INT, "t1": _INT,
-                            "text": _STR}, ["lane", "kind", "row", "cls", "t0", "t1", "text"])),
+                            "ts": _STR, "text": _STR}, ["lane", "kind", "row", "cls", "t0", "t1", "ts", "text"])),
         "buckets": _obj({k: _arr(_INT) for k in ("lane", "b", "n", "busy_ns")}
                         | {k: _arr(_STR) for k in ("row", "cls")}, extra=False),
         "truncated": {"type": "boolean"}, "took_ms": {"type": "number"}}),

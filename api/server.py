@@ -59,12 +59,14 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "kprobe"
-    sys_version = ""
     timeout = 15.0                       # seconds a client may take to send its request
 
     @property
     def api(self) -> ApiServer:
         return self.server.api  # type: ignore[attr-defined,no-any-return]
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.client_address[0], *args)
@@ -82,6 +84,15 @@ class Handler(BaseHTTPRequestHandler):
                         extra={"Allow": "GET, HEAD"})
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_allowed  # noqa: N815
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors the standard library raises itself (malformed request line, too many headers): JSON
+        like every other error, and always with a status line (it answers HTTP/0.9 without one)."""
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        body = ApiError(code, "bad_request" if code < 500 else "internal", message or "bad request").to_json()
+        self._send_json(body, code, head=self.command == "HEAD")
 
     # --- plumbing ------------------------------------------------------------------------------------
     def _drain_body(self) -> bool:
@@ -201,7 +212,8 @@ class ApiServer:
     """The listening server; ``start()`` serves in a background thread, ``stop()`` ends it."""
 
     def __init__(self, ctx: Context, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 allow_local_without_token: bool = False, tls: tuple[Path, Path] | None = None) -> None:
+                 allow_local_without_token: bool = False, tls: tuple[Path, Path] | None = None,
+                 request_timeout: float = 15.0) -> None:
         if token is None and not allow_local_without_token:
             raise ValueError("a token is required unless local requests without one are allowed")
         self.ctx = ctx
@@ -210,7 +222,8 @@ class ApiServer:
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
         self.ui_files = {p.name: p for p in UI_DIR.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES}
         cls = _Server6 if ":" in host else _Server
-        self.httpd = cls((host, port), Handler)
+        handler = type("BoundHandler", (Handler,), {"timeout": request_timeout})
+        self.httpd = cls((host, port), handler)
         self.httpd.api = self  # type: ignore[attr-defined]
         self.scheme = "http"
         if tls:

@@ -14,13 +14,13 @@ Texts of items come from ``kprobe.query.events.summary``, the same words `kprobe
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from kprobe.causal.fetch import Store
-from kprobe.causal.spans import SpanRef
-from kprobe.query.events import summary
+from kprobe.query.timefmt import format_dur
 
 MAX_LANES = 48
 MAX_ITEMS = 2000          # drawn intervals per kind and response (longest first)
@@ -41,11 +41,16 @@ class Kind:
     start: str
     end: str | None    # None: an instant
     cls: str           # SQL expression: the colour class
+    label: str = "''"  # SQL expression: the few words drawn on a slice (details come from /events on click)
 
-    def overlap(self, f: int, t: int) -> str:
+    def overlap(self, f: int, t: int, longest: int = -1) -> str:
+        """Rows in [f, t). ``longest`` (the table's longest interval) bounds the start from below too,
+        so the time skip indexes can skip granules: without it every row that began before ``t``
+        is read, whatever the zoom."""
         if self.end is None:
             return f"{self.start} >= {f} AND {self.start} < {t}"
-        return f"{self.start} < {t} AND {self.end} > {f}"
+        low = f" AND {self.start} >= {max(0, f - longest)}" if longest >= 0 else ""
+        return f"{self.start} < {t} AND {self.end} > {f}{low}"
 
 
 _OFFCPU_CLASS = ("multiIf(reason = 'preempted', 'preempted', reason = 'uninterruptible', 'io', "
@@ -54,17 +59,24 @@ _OFFCPU_CLASS = ("multiIf(reason = 'preempted', 'preempted', reason = 'uninterru
                  "reason = 'sleep', 'sleep', 'other')")
 
 KINDS: tuple[Kind, ...] = (
-    Kind("span", "spans", "span", "pid", "tid", "ts_ns", "end_ns", "if(status_code = 2, 'error', 'span')"),
-    Kind("offcpu", "offcpu", "offcpu", "tgid", "tid", "ts", "end_ts", _OFFCPU_CLASS),
-    Kind("syscall", "syscall", "syscall", "tgid", "tid", "ts", "end_ts", "'syscall'"),
-    Kind("reclaim", "reclaim", "memory", "tgid", "tid", "ts", "end_ts", "'reclaim'"),
+    Kind("span", "spans", "span", "pid", "tid", "ts_ns", "end_ns", "if(status_code = 2, 'error', 'span')",
+         "concat(service, ' span ', name, if(status_code = 2, ' ERROR', ''))"),
+    Kind("offcpu", "offcpu", "offcpu", "tgid", "tid", "ts", "end_ts", _OFFCPU_CLASS,
+         "concat('off-CPU ', toString(reason), if(syscall != '', concat(' in ', toString(syscall)), ''), "
+         "if(reason = 'preempted', concat(' by ', toString(preemptor_comm)), ''))"),
+    Kind("syscall", "syscall", "syscall", "tgid", "tid", "ts", "end_ts", "'syscall'",
+         "concat(toString(syscall), ' ret=', toString(ret))"),
+    Kind("reclaim", "reclaim", "memory", "tgid", "tid", "ts", "end_ts", "'reclaim'",
+         "concat(toString(kind), ' reclaim')"),
     Kind("fault", "fault", "memory", "tgid", "tid", "ts", None, "'fault'"),
-    Kind("block_io", "block_io", "io", "tgid", "tid", "ts", "end_ts", "'block_io'"),
+    Kind("block_io", "block_io", "io", "tgid", "tid", "ts", "end_ts", "'block_io'",
+         "concat('block ', toString(rwbs), ' ', toString(bytes), ' B')"),
     Kind("sock_io", "sock_io", "net", "tgid", "tid", "ts", None, "toString(dir)"),
     Kind("tcp_state", "tcp_state", "net", "tgid", "tid", "ts", None, "'tcp_state'"),
 )
 KIND_NAMES = tuple(k.name for k in KINDS)
 ROWS = tuple(dict.fromkeys(k.row for k in KINDS))
+WITH_COMM = ("offcpu", "reclaim", "block_io", "tcp_state")    # tables that name the thread
 
 
 @dataclass(frozen=True)
@@ -89,19 +101,36 @@ def _pid_filter(k: Kind, pids: tuple[int, ...]) -> str:
     return f" AND {k.pid} IN ({', '.join(str(int(p)) for p in pids)})" if pids else ""
 
 
-def find_lanes(store: Store, w: Window, kinds: list[Kind]) -> list[tuple[int, int]]:
-    """The threads with events in the window: all of the given pids' (up to MAX_LANES), else the busiest."""
+def find_lanes(store: Store, w: Window, kinds: list[Kind]) -> tuple[list[tuple[int, int]], set[str], dict[tuple[int, int], str]]:
+    """The threads with events in the window (all of the given pids', up to MAX_LANES, else the busiest)
+    and the kinds that have events on them (the others are not queried again)."""
     f, t = w.from_ns, w.to_ns
-    parts = [f"SELECT toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, count() AS n FROM {k.table} "
-             f"WHERE {k.overlap(f, t)}{_pid_filter(k, w.pids)} GROUP BY p, th" for k in kinds]
-    order = "p, th" if w.pids else "n DESC, p, th"
-    rows = store.query_rows(f"SELECT p, th, sum(n) AS n FROM ({' UNION ALL '.join(parts)}) "
-                            f"WHERE p != 0 GROUP BY p, th ORDER BY {order} LIMIT {MAX_LANES}")
-    return sorted((int(r["p"]), int(r["th"])) for r in rows)
+    parts = [f"SELECT '{k.name}' AS k, toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, count() AS n, "
+             f"{'toString(anyLast(comm))' if k.table in WITH_COMM else chr(39) * 2} AS c "
+             f"FROM {k.table} WHERE {k.overlap(f, t)}{_pid_filter(k, w.pids)} GROUP BY p, th" for k in kinds]
+    cols = _columns(store.query(f"SELECT k, p, th, n, c FROM ({' UNION ALL '.join(parts)}) WHERE p != 0",
+                                "JSONCompactColumns"), 5)
+    per_lane: dict[tuple[int, int], int] = {}
+    for p, th, n in zip(cols[1], cols[2], cols[3], strict=True):
+        per_lane[(p, th)] = per_lane.get((p, th), 0) + n
+    key = (lambda ln: ln) if w.pids else (lambda ln: (-per_lane[ln], ln))
+    lanes = sorted(sorted(per_lane, key=key)[:MAX_LANES])
+    chosen = set(lanes)
+    present = {k for k, p, th in zip(cols[0], cols[1], cols[2], strict=True) if (p, th) in chosen}
+    comms = {(p, th): c for p, th, c in zip(cols[1], cols[2], cols[4], strict=True) if c and (p, th) in chosen}
+    return lanes, present, comms
 
 
-def lane_names(store: Store, lanes: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str, str]]:
-    """Thread name (its latest as the scheduler saw it), process name and service of each lane."""
+def _columns(raw: bytes, n: int) -> list[list[Any]]:
+    """A JSONCompactColumns answer (one array per column: parsed in one call, no per-row dicts)."""
+    text = raw.strip()
+    cols = json.loads(text) if text else []
+    return cols if cols else [[] for _ in range(n)]
+
+
+def lane_names(store: Store, lanes: list[tuple[int, int]],
+               threads: dict[tuple[int, int], str]) -> dict[tuple[int, int], dict[str, str]]:
+    """Thread name (as the window's rows name it), process name and service of each lane."""
     out: dict[tuple[int, int], dict[str, str]] = {ln: {"comm": "", "process": "", "service": ""} for ln in lanes}
     if not lanes:
         return out
@@ -109,8 +138,6 @@ def lane_names(store: Store, lanes: list[tuple[int, int]]) -> dict[tuple[int, in
     procs = {int(r["tgid"]): r for r in store.query_rows(
         f"SELECT tgid, argMax(comm, ts) AS comm, argMax(service, ts) AS service FROM processes "
         f"WHERE tgid IN ({pids}) GROUP BY tgid")}
-    threads = {(int(r["tgid"]), int(r["tid"])): str(r["comm"]) for r in store.query_rows(
-        f"SELECT tgid, tid, argMax(comm, ts) AS comm FROM offcpu WHERE tgid IN ({pids}) GROUP BY tgid, tid")}
     for p, t in lanes:
         main = threads.get((p, p)) or str(procs.get(p, {}).get("comm", ""))
         out[(p, t)] = {"comm": threads.get((p, t), main if t in (p, 0) else ""), "process": main,
@@ -118,82 +145,80 @@ def lane_names(store: Store, lanes: list[tuple[int, int]]) -> dict[tuple[int, in
     return out
 
 
-def _item(k: Kind, r: dict[str, Any], f: int) -> dict[str, Any]:
-    start = int(r[k.start])
-    end = int(r[k.end]) if k.end else start
-    item: dict[str, Any] = {"kind": k.name, "row": k.row, "cls": str(r["_cls"]), "t0": start - f, "t1": end - f,
-                            "_lane": (int(r[k.pid]), int(r[k.tid]))}
-    if k.name == "span":
-        s = SpanRef.from_row(r)
-        item["text"] = s.head()
-        item["args"] = {"span_id": s.span_id, "trace_id": s.trace_id, "name": s.name, "service": s.service,
-                        "status_message": s.status_message}
-        return item
-    row = dict(r, type=k.table)
-    item["text"] = summary(row)
-    if k.name == "offcpu":
-        wake = int(r["wake_ts"])
-        if wake and start < wake < end:
-            item["tw"] = wake - f        # blocked until here, then waiting in the run queue
-        item["args"] = {key: r[key] for key in (
-            "reason", "syscall", "cpu_off", "cpu_on", "runq_ns", "preemptor_tgid", "preemptor_tid",
-            "preemptor_comm", "preemptor_process", "waker_tgid", "waker_tid", "waker_comm", "waker_process",
-            "displaced_tgid", "displaced_tid", "displaced_comm", "displaced_process")}
-    return item
+def _items(store: Store, k: Kind, w: Window, lanes: list[tuple[int, int]],
+           index: dict[tuple[int, int], int]) -> tuple[list[dict[str, Any]], bool]:
+    """The kind's intervals at least a bucket long, longest first: position, class and a short label only.
 
-
-def _items(store: Store, k: Kind, w: Window, lanes: list[tuple[int, int]]) -> tuple[list[dict], bool]:
+    Reading every column of a million-row window costs more than the rest of the answer; the client
+    asks /events for the one slice it shows in detail (`kprobe events`' words and fields).
+    """
     f, t, b = w.from_ns, w.to_ns, w.bucket_ns
     assert k.end is not None
-    rows = store.query_rows(
-        f"SELECT *, {k.cls} AS _cls FROM {k.table} WHERE {k.overlap(f, t)} AND {_lane_filter(k, lanes)} "
-        f"AND {k.end} - {k.start} >= {b} ORDER BY {k.end} - {k.start} DESC LIMIT {MAX_ITEMS + 1}")
-    return [_item(k, r, f) for r in rows[:MAX_ITEMS]], len(rows) > MAX_ITEMS
+    wake = "wake_ts" if k.name == "offcpu" else "toUInt64(0)"
+    extra = "span_id, trace_id" if k.name == "span" else "'', ''"
+    c = _columns(store.query(
+        f"SELECT toUInt32({k.pid}), toUInt32({k.tid}), {k.start}, {k.end}, {wake}, toString({k.cls}), "
+        f"{k.label}, {extra} FROM {k.table} WHERE {k.overlap(f, t)} AND {_lane_filter(k, lanes)} "
+        f"AND {k.end} - {k.start} >= {b} ORDER BY {k.end} - {k.start} DESC LIMIT {MAX_ITEMS + 1}",
+        "JSONCompactColumns"), 9)
+    out = []
+    for p, th, start, end, wk, cls, label, sid, tid in list(zip(*c, strict=True))[:MAX_ITEMS]:
+        item: dict[str, Any] = {"lane": index[(p, th)], "kind": k.name, "row": k.row, "cls": cls,
+                                "t0": int(start) - f, "t1": int(end) - f, "ts": str(start),
+                                "text": f"{label} {format_dur(int(end) - int(start))}"}
+        if wk and int(start) < int(wk) < int(end):
+            item["tw"] = int(wk) - f        # blocked until here, then waiting in the run queue
+        if sid:
+            item["span_id"], item["trace_id"] = sid, tid
+        out.append(item)
+    return out, len(c[0]) > MAX_ITEMS
 
 
 def _bucket_sql(k: Kind, w: Window, lanes: list[tuple[int, int]]) -> str:
-    """Short intervals and instants of one kind summed per (thread, class, bucket)."""
+    """Short intervals and instants of one kind summed per (thread, bucket), coloured by the class of
+    the longest of them (one sum per pixel and row keeps the answer small at any zoom)."""
     f, t, b = w.from_ns, w.to_ns, w.bucket_ns
     if k.end is None:
-        busy, short = "toUInt64(0)", ""
+        busy, short, d = "toUInt64(0)", "", "toUInt64(1)"
     else:
         busy, short = f"least({k.end}, {t}) - greatest({k.start}, {f})", f" AND {k.end} - {k.start} < {b}"
-    return (f"SELECT toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, '{k.row}' AS row, toString({k.cls}) AS cls, "
+        d = f"{k.end} - {k.start}"
+    return (f"SELECT toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, argMax(toString({k.cls}), {d}) AS cls, "
             f"intDiv(greatest({k.start}, {f}) - {f}, {b}) AS b, count() AS n, sum({busy}) AS busy "
             f"FROM {k.table} WHERE {k.overlap(f, t)} AND {_lane_filter(k, lanes)}{short} "
-            "GROUP BY p, th, row, cls, b")
+            f"GROUP BY p, th, b LIMIT {MAX_BUCKET_ROWS + 1}")
 
 
 def timeline(store: Store, w: Window) -> dict[str, Any]:
     """Lanes, drawable items and summed buckets of the window, times relative to ``from_ns``."""
     t0 = time.perf_counter()
     kinds = [k for k in KINDS if k.name in w.kinds]
-    lanes = find_lanes(store, w, kinds) if kinds else []
+    lanes, present, comms = find_lanes(store, w, kinds) if kinds else ([], set(), {})
+    kinds = [k for k in kinds if k.name in present]
     index = {ln: i for i, ln in enumerate(lanes)}
-    names = lane_names(store, lanes)
+    names = lane_names(store, lanes, comms)
     items: list[dict[str, Any]] = []
     buckets: dict[str, list[Any]] = {"lane": [], "row": [], "cls": [], "b": [], "n": [], "busy_ns": []}
     truncated = False
     if lanes:
         for k in kinds:
-            if k.end is None:
-                continue
-            got, cut = _items(store, k, w, lanes)
-            truncated |= cut
-            for it in got:
-                it["lane"] = index[it.pop("_lane")]
-            items.extend(got)
-        rows = []
+            if k.end is not None:
+                got, cut = _items(store, k, w, lanes, index)
+                truncated |= cut
+                items.extend(got)
         for k in kinds:     # one statement per kind: a UNION ALL of them cost more than their sum
-            rows.extend(store.query_rows(_bucket_sql(k, w, lanes) + f" LIMIT {MAX_BUCKET_ROWS + 1}"))
-        truncated |= len(rows) > MAX_BUCKET_ROWS
-        for r in rows[:MAX_BUCKET_ROWS]:
-            lane = index.get((int(r["p"]), int(r["th"])))
-            if lane is None:
-                continue
-            for key, val in (("lane", lane), ("row", r["row"]), ("cls", r["cls"]), ("b", int(r["b"])),
-                             ("n", int(r["n"])), ("busy_ns", int(r["busy"]))):
-                buckets[key].append(val)
+            if len(buckets["b"]) >= MAX_BUCKET_ROWS:
+                truncated = True
+                break
+            p, th, cls, b, n, busy = _columns(store.query(_bucket_sql(k, w, lanes), "JSONCompactColumns"), 6)
+            room = MAX_BUCKET_ROWS - len(buckets["b"])
+            truncated |= len(b) > room
+            buckets["lane"].extend(index[ln] for ln in list(zip(p, th, strict=True))[:room])
+            buckets["row"].extend([k.row] * min(room, len(b)))
+            buckets["cls"].extend(cls[:room])
+            buckets["b"].extend(b[:room])
+            buckets["n"].extend(n[:room])
+            buckets["busy_ns"].extend(busy[:room])
     return {
         "from": str(w.from_ns), "to": str(w.to_ns), "from_ns": w.from_ns, "to_ns": w.to_ns,
         "width": w.width, "bucket_ns": w.bucket_ns, "rows": list(ROWS),

@@ -168,7 +168,8 @@ export async function showTimeline(view, params, isCurrent) {
     data.items.forEach((it, i) => {
       const ry = rowY[it.lane][it.row];
       const x0 = x(it.t0), x1 = Math.max(x(it.t1), x0 + 1);
-      const gr = svg("g", { class: "item", "data-kind": it.kind, "data-cls": it.cls, "data-lane": it.lane, "data-i": i });
+      const gr = svg("g", { class: "item", "data-kind": it.kind, "data-cls": it.cls, "data-lane": it.lane, "data-i": i,
+        "data-ts": it.ts, "data-tgid": data.lanes[it.lane].tgid, "data-tid": data.lanes[it.lane].tid });
       if (it.tw !== undefined && it.tw > it.t0) {
         const xw = x(it.tw);
         gr.append(svg("rect", { x: x0, y: ry + 1, width: Math.max(0, xw - x0), height: ROW_H - 2, fill: COLORS[it.cls] || "#888" }));
@@ -195,29 +196,37 @@ export async function showTimeline(view, params, isCurrent) {
     return `${comm}${proc && proc !== comm ? ` (${proc})` : ""} PID ${a[`${role}_tgid`]} TID ${a[`${role}_tid`]}`;
   }
 
-  function showDetails(it) {
+  async function showDetails(it) {
     const ln = st.data.lanes[it.lane];
     const rows = [["what", it.text], ["thread", `${ln.process || ln.comm} ${ln.tgid}/${ln.tid}`],
-      ["start", utc(BigInt(st.data.from) + BigInt(it.t0))], ["duration", dur(it.t1 - it.t0)]];
-    const a = it.args || {};
-    if (it.kind === "offcpu") {
-      rows.push(["reason", `${a.reason}${a.syscall ? " in " + a.syscall : ""} (${it.cls})`],
-        ["preemptor", task(a, "preemptor") || "—"], ["woken by", task(a, "waker") || "—"],
-        ["ran instead (run queue)", task(a, "displaced") || "—"], ["run-queue wait", dur(a.runq_ns)],
-        ["CPU", `${a.cpu_off} → ${a.cpu_on}`]);
-    }
+      ["start", utc(it.ts)], ["duration", dur(it.t1 - it.t0)]];
     const links = [];
     if (it.kind === "span") {
-      links.push(el("a", { href: `#/incident/span-${a.span_id}` }, "explain this span"), " · ",
-        el("a", { href: `#/trace/${a.trace_id}` }, `trace ${a.trace_id}`));
+      rows.push(["span", it.span_id], ["trace", it.trace_id]);
+      links.push(el("a", { href: `#/incident/span-${it.span_id}` }, "explain this span"), " · ",
+        el("a", { href: `#/trace/${it.trace_id}` }, `trace ${it.trace_id}`));
+    } else {
+      // the slice's full row, in `kprobe events`' words, from the events endpoint
+      const res = await get("/events", { pid: ln.tgid, type: it.kind, from: it.ts, to: it.ts, limit: 200 });
+      const r = res.items.find((x) => String(x.tid) === String(ln.tid) && String(x.ts) === it.ts) || res.items[0];
+      if (r) {
+        rows[0] = ["what", r.text];
+        if (it.kind === "offcpu") {
+          rows.push(["reason", `${r.reason}${r.syscall ? " in " + r.syscall : ""} (${it.cls})`],
+            ["preemptor", task(r, "preemptor") || "—"], ["woken by", task(r, "waker") || "—"],
+            ["ran instead (run queue)", task(r, "displaced") || "—"], ["run-queue wait", dur(r.runq_ns)],
+            ["CPU", `${r.cpu_off} → ${r.cpu_on}`]);
+        }
+      }
     }
     details.replaceChildren(el("table", { class: "kv", "data-kind": it.kind },
       rows.map(([k, v]) => el("tr", { "data-key": k }, el("th", {}, k), el("td", {}, v)))), el("p", {}, links));
+    details.dataset.shown = it.ts;
   }
 
   plot.addEventListener("click", (e) => {
     const gr = e.target.closest("g.item");
-    if (gr && st.data) showDetails(st.data.items[Number(gr.dataset.i)]);
+    if (gr && st.data) showDetails(st.data.items[Number(gr.dataset.i)]).catch((err) => { details.textContent = err.message; });
   });
   plot.addEventListener("wheel", (e) => {
     e.preventDefault();
