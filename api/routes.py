@@ -66,8 +66,8 @@ def _window(args: dict[str, Any], required: bool) -> tuple[int | None, int | Non
     if required and (lo is None or hi is None):
         raise bad_request("from and to are required")
     if lo is not None and hi is not None:
-        if hi <= lo:
-            raise bad_request("to must be after from")
+        if hi < lo:
+            raise bad_request("to must not be before from")
         if hi - lo > MAX_WINDOW_NS:
             raise bad_request("the window is longer than 7 days; narrow it")
     return lo, hi

@@ -96,6 +96,7 @@ export async function showTimeline(view, params, isCurrent) {
     try {
       data = await get("/timeline", { from: st.from, to: st.to, width, pid });
     } catch (e) {
+      if (e.status === 401) throw e;      // the router asks for the token
       status.textContent = e.message;
       return;
     }
@@ -212,8 +213,14 @@ export async function showTimeline(view, params, isCurrent) {
       if (r) {
         rows[0] = ["what", r.text];
         if (it.kind === "offcpu") {
+          // who kept it off the CPU, as `kprobe why` counts it: the task that switched in over it when it
+          // was preempted, else the task that held its CPU while it waited in the run queue after wake-up
+          const held = r.runq_ns > 0 && task(r, "displaced");
+          const by = r.reason === "preempted" ? task(r, "preemptor")
+            : held ? `${held} (held CPU ${r.cpu_on} during the ${dur(r.runq_ns)} run-queue wait)` : "";
           rows.push(["reason", `${r.reason}${r.syscall ? " in " + r.syscall : ""} (${it.cls})`],
-            ["preemptor", task(r, "preemptor") || "—"], ["woken by", task(r, "waker") || "—"],
+            ["preemptor", by || "—"], ["woken by", task(r, "waker") || "—"],
+            ["switched in when it left", task(r, "preemptor") || "—"],
             ["ran instead (run queue)", task(r, "displaced") || "—"], ["run-queue wait", dur(r.runq_ns)],
             ["CPU", `${r.cpu_off} → ${r.cpu_on}`]);
         }

@@ -42,9 +42,12 @@ def demo_recording(tmp_path_factory: pytest.TempPathFactory, probes_built: None)
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("the demo keeps the recorder off the contended CPU: needs two CPUs")
     data = tmp_path_factory.mktemp("api") / "demo"
-    out = subprocess.run([sys.executable, "-m", "kprobe", "demo", "--data", str(data), "--json",
-                          "--service-name", SERVICE, "--batch-name", BATCH],
-                         capture_output=True, text=True, timeout=300)
+    for _ in range(2):   # exit 1: this run's machine did not reproduce the incident (a busy neighbour); once more
+        out = subprocess.run([sys.executable, "-m", "kprobe", "demo", "--data", str(data), "--json",
+                              "--service-name", SERVICE, "--batch-name", BATCH],
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode != 1:
+            break
     assert out.returncode == 0, out.stderr[-4000:]
     demo = Demo(data, json.loads(out.stdout))
     assert demo.failed and demo.failed["ok"] is False, demo.result
