@@ -49,6 +49,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that broke off, or spoke plain HTTP to the TLS port: one log line, not a traceback."""
+        log.info("request from %s failed: %s", client_address[0], traceback.format_exc(limit=1).strip().splitlines()[-1])
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6

@@ -178,3 +178,30 @@ def test_the_ui_is_served_and_the_token_file_is_private(served: Served, tmp_path
     token = load_or_create_token(tmp_path)
     assert (tmp_path / TOKEN_FILE).stat().st_mode & 0o777 == 0o600
     assert load_or_create_token(tmp_path) == token and len(token) >= 40
+
+
+def test_tls_when_given_a_certificate(served: Served, tmp_path: Path) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    from kprobe.api.routes import Context
+    from kprobe.api.server import ApiServer
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    srv = ApiServer(Context(served.store, served.demo.data), token=TOKEN, tls=(cert, key), request_timeout=1.0).start()
+    try:
+        assert srv.url.startswith("https://")
+        ctx = ssl.create_default_context(cafile=str(cert))
+        req = urllib.request.Request(srv.url + "/api/v1/extent", headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            assert r.status == 200 and json.loads(r.read())["from_ns"] > 0
+        with pytest.raises((urllib.error.URLError, ConnectionError)):     # plain HTTP to the TLS port: no answer
+            urllib.request.urlopen(srv.url.replace("https://", "http://") + "/api/v1/extent", timeout=5)
+    finally:
+        srv.stop()
