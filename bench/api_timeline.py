@@ -14,7 +14,12 @@ the real HTTP server (``kprobe serve``'s ``ApiServer``), once for the busiest th
 once for one process. Printed per step: the server's own time (``took_ms``: the store queries and
 the aggregation), the HTTP round trip, drawable slices and per-pixel sums returned.
 
-Usage: python3 bench/api_timeline.py [--events 1000000] [--window-ms 1000] [--width 1200] [--json]
+With --browser (Debian's chromium and Playwright installed, as scripts/setup.sh does), the same
+steps are then opened in the web UI in headless Chromium (each step is a shared link: the timeline
+view at that range) and the UI's own measurements are printed: server time, round trip as the page
+saw it, and the time to draw the answer (``render``).
+
+Usage: python3 bench/api_timeline.py [--events 1000000] [--window-ms 1000] [--width 1200] [--browser] [--json]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from kprobe.api.server import ApiServer  # noqa: E402
 from kprobe.sinks.chdb_store import ChdbStore  # noqa: E402
 
 GOAL_MS = 200.0
+GOAL_RENDER_MS = 300.0
 BATCH = 250_000
 
 
@@ -92,11 +98,37 @@ def steps(lo: int, hi: int, centre: int) -> list[tuple[str, int, int]]:
     return out
 
 
+def browser_steps(url: str, token: str, plan: list[tuple[str, str, int, int]]) -> list[dict]:
+    """Open each (view, label, from, to) in the UI in headless Chromium; the UI's own timings."""
+    from playwright.sync_api import sync_playwright
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage"]
+    out = []
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
+        page = b.new_context(viewport={"width": 1500, "height": 1000}, bypass_csp=True).new_page()
+        page.goto(f"{url}/ui/#token={token}")
+        page.wait_for_selector("#incidents")
+        for who, label, a, z in plan:
+            pid = "" if who.startswith("busiest") else f"&pid={who.split()[-1]}"
+            page.goto(f"{url}/ui/#/timeline?from={a}&to={z}{pid}")
+            page.wait_for_function(f"window.__kprobeTimeline && window.__kprobeTimeline.from === '{a}' "
+                                   f"&& window.__kprobeTimeline.to === '{z}'", timeout=60_000)
+            t = page.evaluate("window.__kprobeTimeline")
+            out.append({"view": who, "step": label, "server_ms": t["server_ms"], "page_ms": t["fetch_ms"],
+                        "render_ms": t["render_ms"], "slices": t["items"], "sums": t["buckets"]})
+        b.close()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--window-ms", type=float, default=1000.0)
     ap.add_argument("--width", type=int, default=1200)
+    ap.add_argument("--browser", action="store_true", help="also time the UI drawing each step in Chromium")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     window = int(args.window_ms * 1e6)
@@ -112,7 +144,7 @@ def main() -> int:
                                 "ORDER BY dur_ns DESC LIMIT 1")[0]
         centre = (int(busy["ts"]) + int(busy["end_ts"])) // 2
         srv = ApiServer(Context(store, Path(tmp)), token="bench").start()
-        results = []
+        results, plan, rendered = [], [], []
         try:
             for who, pid in (("busiest threads", ""), (f"pid {busy['tgid']}", f"&pid={busy['tgid']}")):
                 _get(f"{srv.url}/api/v1/timeline?from={BASE_NS}&to={BASE_NS + window}&width={args.width}{pid}",
@@ -122,11 +154,14 @@ def main() -> int:
                     results.append({"view": who, "step": label, "server_ms": body["took_ms"], "http_ms": round(rt, 1),
                                     "slices": len(body["items"]), "sums": len(body["buckets"]["b"]),
                                     "lanes": len(body["lanes"])})
+                    plan.append((who, label, a, b))
+            if args.browser:
+                rendered = browser_steps(srv.url, "bench", plan)
         finally:
             srv.stop()
             store.close()
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({"server": results, "browser": rendered}))
         return 0
     print(f"{'view':<18} {'step':<16} {'server ms':>10} {'http ms':>9} {'slices':>7} {'sums':>7} {'lanes':>6}")
     for r in results:
@@ -135,6 +170,16 @@ def main() -> int:
     ms = [r["server_ms"] for r in results]
     print(f"server time: median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms (goal <= {GOAL_MS:.0f} ms), "
           f"{sum(m <= GOAL_MS for m in ms)}/{len(ms)} steps within the goal")
+    if rendered:
+        print()
+        print(f"{'in the browser':<18} {'step':<16} {'server ms':>10} {'page ms':>9} {'render ms':>10} {'slices':>7} "
+              f"{'sums':>7}")
+        for r in rendered:
+            print(f"{r['view']:<18} {r['step']:<16} {r['server_ms']:>10.1f} {r['page_ms']:>9.1f} {r['render_ms']:>10.1f} "
+                  f"{r['slices']:>7} {r['sums']:>7}")
+        rd = [r["render_ms"] for r in rendered]
+        print(f"render: median {statistics.median(rd):.1f} ms, max {max(rd):.1f} ms (goal <= {GOAL_RENDER_MS:.0f} ms), "
+              f"{sum(m <= GOAL_RENDER_MS for m in rd)}/{len(rd)} steps within the goal")
     return 0
 
 
