@@ -183,7 +183,9 @@ def _bucket_sql(k: Kind, w: Window, lanes: list[tuple[int, int]]) -> str:
     else:
         busy, short = f"least({k.end}, {t}) - greatest({k.start}, {f})", f" AND {k.end} - {k.start} < {b}"
         d = f"{k.end} - {k.start}"
-    return (f"SELECT toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, argMax(toString({k.cls}), {d}) AS cls, "
+    constant = k.cls.startswith("'") and k.cls.endswith("'")
+    cls = f"toString({k.cls})" if constant else f"argMax(toString({k.cls}), {d})"
+    return (f"SELECT toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, {cls} AS cls, "
             f"intDiv(greatest({k.start}, {f}) - {f}, {b}) AS b, count() AS n, sum({busy}) AS busy "
             f"FROM {k.table} WHERE {k.overlap(f, t)} AND {_lane_filter(k, lanes)}{short} "
             f"GROUP BY p, th, b LIMIT {MAX_BUCKET_ROWS + 1}")
