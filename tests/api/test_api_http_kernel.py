@@ -36,10 +36,8 @@ def _raw(s: Served, data: bytes, read_timeout: float = 10.0) -> bytes:
     with socket.create_connection((host, int(port)), timeout=read_timeout) as c:
         c.sendall(data)
         out = b""
-        while chunk := c.recv(65536):
+        while chunk := c.recv(65536):      # these answers close the connection: read to the end
             out += chunk
-            if b"\r\n\r\n" in out and b"Connection: close" in out:
-                break
         return out
 
 
