@@ -85,10 +85,15 @@ def start_with_recorder(args: argparse.Namespace, session: object):  # -> ApiSer
     """Start the API inside `kprobe record` when --serve was given (embedded mode only)."""
     if getattr(args, "serve_listen", None) is None:
         return None
-    store = getattr(session, "store", None)
-    if store is None:
+    if getattr(session, "store", None) is None:
         print("kprobe: --serve needs the embedded store (not with --kafka); API not started", file=sys.stderr)
         return None
+    from kprobe.query.client import RemoteStore, recorder_socket
+
+    # through the recorder's own socket, as the CLI asks it: a query first flushes what is older than
+    # 0.25 s (fresh answers) and `stats` shows the live counters
+    sock = recorder_socket(args.data)
+    store = RemoteStore(sock) if sock is not None else session.store
     try:
         return start_server(args, store, args.data)
     except (OSError, ValueError) as e:
