@@ -1,5 +1,5 @@
 # The two entry points of the README; both set up what they need first.
-.PHONY: setup probes demo test lint layouts clean stack-start stack-stop test-servers
+.PHONY: setup probes demo ui test lint layouts clean stack-start stack-stop test-servers
 
 setup:
 	./scripts/setup.sh
@@ -9,6 +9,10 @@ probes:
 
 demo: setup
 	./scripts/demo.sh
+
+ui: setup   # the demo's recording in the web UI; runs the demo first when there is none
+	test -d "$${KPROBE_DEMO_DATA:-/tmp/kprobe-demo}/chdb" || ./scripts/demo.sh
+	.venv/bin/kprobe serve --data "$${KPROBE_DEMO_DATA:-/tmp/kprobe-demo}"
 
 test: setup
 	.venv/bin/ruff check .

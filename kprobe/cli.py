@@ -194,6 +194,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     session = start_kafka_session(args, _recorder_config(args, watching)) if args.kafka else (
         _start_session(args, watching))
     replay_capture = start_replay_capture(args, session)
+    from kprobe.cli_serve import start_with_recorder
+
+    api = start_with_recorder(args, session)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -201,6 +204,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     print(f"kprobe: recording {what} into {args.data}" + (f" for {args.duration} s" if args.duration else
           " until Ctrl-C"), file=sys.stderr)
     _wait_for_stop(stop, args.duration)
+    if api:
+        api.stop()
     if replay_capture:
         replay_capture.stop()
     session.stop()
@@ -336,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch-comm", nargs="+", metavar="NAME", help="record high-volume streams only for these process names")
     p.add_argument("--watch-pid", nargs="+", type=int, metavar="PID", help="... and/or these pids (and their children)")
     add_kafka_args(p)
+    from kprobe.cli_serve import add_record_args
+
+    add_record_args(p)
     p.set_defaults(fn=cmd_record)
 
     p = sub.add_parser("run", help="record for the lifetime of a command and its children",
@@ -384,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     from kprobe.cli_replay import add_parser as add_replay_parser
 
     add_replay_parser(sub, DEFAULT_DATA)
+    from kprobe.cli_export import add_parser as add_export_parser
+    from kprobe.cli_serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub, DEFAULT_DATA)
+    add_export_parser(sub, DEFAULT_DATA)
     return ap
 
 

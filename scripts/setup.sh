@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in clang llvm libbpf-dev bpftool make iproute2 iptables maven openjdk-17-jdk-headless; do
+for pkg in clang llvm libbpf-dev bpftool make iproute2 iptables maven openjdk-17-jdk-headless chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
