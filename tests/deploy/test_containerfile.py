@@ -66,6 +66,17 @@ def test_containerfile_has_a_build_and_a_slim_runtime_stage():
     assert ("USER", "10001") in runtime and ("ENTRYPOINT", '["kprobe"]') in runtime
 
 
+def test_every_package_folder_is_copied():
+    """A package added to pyproject.toml's folder map and not to the COPY lines breaks the image
+    build at pip install; say which folder, before the slow build test does."""
+    import tomllib
+
+    folders = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    copied = {rest.split()[0].rstrip("/") for st, op, rest in instructions(CONTAINERFILE.read_text())
+              if st == "build" and op == "COPY" and not rest.startswith("--from")}
+    assert not folders - copied, f"not copied by deploy/Containerfile: {sorted(folders - copied)}"
+
+
 def test_build_stage_steps_succeed_in_a_clean_directory(tmp_path):
     ins = [(op, rest) for st, op, rest in instructions(CONTAINERFILE.read_text()) if st == "build"]
     runs = [rest for op, rest in ins if op == "RUN"]
