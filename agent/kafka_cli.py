@@ -21,7 +21,7 @@ def add_kafka_args(p: argparse.ArgumentParser) -> None:
 
 def start_kafka_session(args: argparse.Namespace, config):
     from kprobe.agent.kafka_session import KafkaSession
-    from kprobe.agent.kafka_sink import KafkaSinkConfig
+    from kprobe.sinks.kafka import KafkaSinkConfig
 
     sink = KafkaSinkConfig(brokers=args.kafka, spool_dir=args.data / "spool", spool_max_bytes=args.spool_mb << 20,
                            prefix=args.kafka_prefix)

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kprobe.agent.control import ControlServer
-from kprobe.agent.kafka_sink import KafkaSink, KafkaSinkConfig
 from kprobe.agent.recorder import Recorder, RecorderConfig
 from kprobe.agent.status import RecorderStats
 from kprobe.malloc import keep_freed_memory
 from kprobe.prometheus import Metric, MetricsServer
+from kprobe.sinks.kafka import KafkaSink, KafkaSinkConfig
 from kprobe.topics.admin import ensure_topics
 
 

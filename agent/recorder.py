@@ -33,18 +33,9 @@ from kprobe.masking import mask_columns
 from kprobe.schemas import layouts as L
 from kprobe.schemas.agent_tables import MEMCG_MEMBERS_TABLE
 from kprobe.schemas.tables import BY_NAME, EventType
+from kprobe.sinks.sink import Sink
 
 log = logging.getLogger("kprobe.agent")
-
-
-class Sink:
-    """Where batches go: the embedded chDB store, or Kafka in scale-out mode."""
-
-    def write(self, table: str, columns: dict[str, np.ndarray]) -> int:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def close(self) -> None:  # pragma: no cover - interface
-        pass
 
 
 def constant_column(n: int, value: str) -> np.ndarray:

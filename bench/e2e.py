@@ -274,9 +274,9 @@ def main() -> int:
     from clickhouse_driver import Client
 
     from kprobe.agent.kafka_session import KafkaSession
-    from kprobe.agent.kafka_sink import KafkaSinkConfig
     from kprobe.agent.probeset import ProbeConfig
     from kprobe.agent.recorder import RecorderConfig
+    from kprobe.sinks.kafka import KafkaSinkConfig
     from kprobe.topics.admin import delete_topics, ensure_topics
     from kprobe.topics.names import EVENT_TABLES, all_topics
 

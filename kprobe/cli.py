@@ -44,7 +44,9 @@ capture policy (--detail):
            calls, the socket's 4-tuple; shorter ones are summed into the thread's next row
            (short_n, short_ns). fsync,
            fdatasync, sync_file_range, connect, accept, openat and close have their own
-           tracepoints and are always rows. TCP connections carry their byte totals on
+           tracepoints: connect, accept, openat and close are always rows, syncs when
+           >= --min-syscall-us (1000 system-wide; shorter ones counted with their time).
+           TCP connections carry their byte totals on
            every state change (tcp_state bytes_sent/bytes_received). Page faults are
            sampled 1 in --fault-sample (64) with exact counts.
            With a watch list (--watch-comm/--watch-pid) the watched processes also get
@@ -77,7 +79,8 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
                         f"(default: {SYSTEM_WIDE_MIN_OFFCPU_US:g} system-wide with --detail bounded, "
                         f"{WATCHED_MIN_OFFCPU_US:g} with a watch list or --detail full)")
     p.add_argument("--min-syscall-us", type=float, default=None,
-                   help="syscalls shorter than this are only counted (default: 100 with --detail bounded, 0 with full)")
+                   help="syscalls shorter than this are only counted (default: 1000 for syncs system-wide with "
+                        "--detail bounded, 100 for a watch list's calls, 0 with full)")
     p.add_argument("--sock-flush-ms", type=int, default=None,
                    help="0: one sock_io row per send/recv; N: per socket and direction at most one row per N ms "
                         "carrying the bytes since the previous row (default: 100 bounded, 0 full)")
@@ -87,9 +90,10 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     p.add_argument("--syscalls", default=None, help="comma-separated syscall names to trace (default: the built-in set)")
     p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
     p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
-    p.add_argument("--flush-ms", type=float, default=15000.0,
-                   help="batch interval to the store (each insert has a fixed cost); a query through the "
-                        "running recorder flushes first, so it still sees the last 0.25 s (default: %(default)s)")
+    p.add_argument("--flush-ms", type=float, default=None,
+                   help="batch interval to the store or Kafka; each embedded insert costs ~30 ms of CPU, and a "
+                        "query through the running recorder flushes first, so it still sees the last 0.25 s "
+                        "(default: 15000 embedded, 1000 with --kafka, where the dataflows' freshness waits on it)")
     p.add_argument("--writer-nice", type=int, default=0, metavar="N",
                    help="nice value of the store writer thread; >0 yields CPU to the observed service but lets "
                         "the writer lag (then drop, counted) on a saturated host (default: %(default)s)")
@@ -111,6 +115,8 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
     if ring & (ring - 1) or ring < 4096:
         raise SystemExit(_die("--ring-kb must be a power of two of at least 4"))
     def_sys, def_sock = DETAIL_DEFAULTS[args.detail]
+    if args.detail == "bounded" and not watching:
+        def_sys = SYSTEM_WIDE_MIN_OFFCPU_US      # syncs system-wide: rows from the same millisecond
     min_sys = args.min_syscall_us if args.min_syscall_us is not None else def_sys
     sock_flush = args.sock_flush_ms if args.sock_flush_ms is not None else def_sock
     min_off = args.min_offcpu_us
@@ -132,7 +138,7 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
     )
     return RecorderConfig(
         probes=probes,
-        flush_ms=args.flush_ms,
+        flush_ms=args.flush_ms if args.flush_ms is not None else (1000.0 if getattr(args, "kafka", None) else 15000.0),
         poll_ms=args.poll_ms,
         writer_nice=args.writer_nice,
         retention_s=args.retention,

@@ -16,23 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kprobe.agent.control import ControlServer
-from kprobe.agent.recorder import Recorder, RecorderConfig, Sink
+from kprobe.agent.recorder import Recorder, RecorderConfig
 from kprobe.otel.config import OtlpConfig
 from kprobe.otel.errors import ReceiverBindError
 from kprobe.query.stats import OTEL_STATUS
 from kprobe.sinks.chdb_store import ChdbStore
+from kprobe.sinks.store_sink import StoreSink
 
 log = logging.getLogger("kprobe")
-
-
-class StoreSink(Sink):
-    def __init__(self, store: ChdbStore):
-        self.store = store
-
-    def write(self, table: str, columns: dict) -> int:
-        return self.store.write(table, columns)
-
-
 
 
 @dataclass

@@ -140,11 +140,11 @@ int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
  * in otherwise is read at switch-out by the sched probe (kp_offcpu.sys_nr).
  * A program may read only as many arguments as the call's tracepoint record holds
  * (the kernel refuses the attach otherwise): one for fsync and close, three for the rest. */
-#define KP_CALL_TP(name, a1, a2)                                                      \
+#define KP_CALL_TP(name, always, a1, a2)                                              \
 	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
 	int kp_enter_##name(struct syscall_trace_enter *ctx)                          \
 	{                                                                             \
-		kp_enter(ctx->nr, 1, ctx->args[0], a1, a2);                           \
+		kp_enter(ctx->nr, always, ctx->args[0], a1, a2);                      \
 		return 0;                                                             \
 	}                                                                             \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
@@ -153,15 +153,18 @@ int BPF_PROG(kp_sys_exit, struct pt_regs *regs, long ret)
 		kp_exit(ctx->ret);                                                    \
 		return 0;                                                             \
 	}
-#define KP_CALL_TP1(name) KP_CALL_TP(name, 0, 0)
-#define KP_CALL_TP3(name) KP_CALL_TP(name, ctx->args[1], ctx->args[2])
+#define KP_CALL_TP1(name, always) KP_CALL_TP(name, always, 0, 0)
+#define KP_CALL_TP3(name, always) KP_CALL_TP(name, always, ctx->args[1], ctx->args[2])
 
-KP_CALL_TP1(fsync)
-KP_CALL_TP1(fdatasync)
-KP_CALL_TP3(sync_file_range)
-KP_CALL_TP3(connect)
-KP_CALL_TP3(accept)
-KP_CALL_TP3(accept4)
-KP_CALL_TP3(openat)
-KP_CALL_TP3(openat2)
-KP_CALL_TP1(close)
+/* A database syncs its log at every commit: only syncs of at least min_syscall_ns are rows (the
+ * others are counted with their time), and a slow one also shows as an off-CPU row with the call.
+ * Opens and closes (the fd -> path map) and connection set-up are rows whatever they last. */
+KP_CALL_TP1(fsync, 0)
+KP_CALL_TP1(fdatasync, 0)
+KP_CALL_TP3(sync_file_range, 0)
+KP_CALL_TP3(connect, 1)
+KP_CALL_TP3(accept, 1)
+KP_CALL_TP3(accept4, 1)
+KP_CALL_TP3(openat, 1)
+KP_CALL_TP3(openat2, 1)
+KP_CALL_TP1(close, 1)

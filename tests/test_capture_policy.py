@@ -29,6 +29,9 @@ def _config(*argv: str):
 def test_default_policy(argv, min_offcpu_us, every_syscall, every_send_recv):
     cfg = _config(*argv)
     assert cfg.probes.min_offcpu_ns == min_offcpu_us * 1000
+    # syncs are rows from the same threshold system-wide; a watch list's calls from 100 us; full: all
+    want_sys = 0 if "full" in argv or argv[0] == "run" else (100_000 if "--watch-comm" in argv else 1_000_000)
+    assert cfg.probes.min_syscall_ns == want_sys
     assert cfg.probes.every_syscall is every_syscall
     assert cfg.probes.every_send_recv is every_send_recv
 
@@ -40,3 +43,9 @@ def test_bounded_system_wide_loads_no_program_on_every_syscall_or_send_recv():
     assert p.wanted("kp_enter_fsync") and p.wanted("kp_exit_close") and p.wanted("kp_sched_switch")
     full = _config("record", "--detail", "full").probes
     assert full.wanted("kp_sys_enter") and not full.wanted("kp_enter_fsync")
+
+
+def test_store_inserts_are_rare_embedded_and_frequent_to_kafka():
+    assert _config("record").flush_ms == 15000
+    assert _config("record", "--kafka", "127.0.0.1:9092").flush_ms == 1000
+    assert _config("record", "--flush-ms", "250").flush_ms == 250

@@ -14,10 +14,10 @@ import numpy as np
 
 from kprobe.agent.recorder import Batch, Recorder, RecorderConfig
 from kprobe.agent.row_checks import impossible
-from kprobe.embedded import StoreSink
 from kprobe.schemas import layouts as L
 from kprobe.schemas.tables import BY_NAME
 from kprobe.sinks.chdb_store import ChdbStore
+from kprobe.sinks.store_sink import StoreSink
 
 
 def _offcpu(n: int, now: int) -> np.ndarray:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kprobe.agent.spool import DiskSpool
 from kprobe.prometheus import Metric, parse, render
 from kprobe.schemas.tables import BY_NAME, EVENT_TYPES
+from kprobe.sinks.spool import DiskSpool
 from kprobe.topics import names, wire
 
 

@@ -9,7 +9,7 @@ it has a leader in the metadata AND that leader answers ListOffsets for it. The 
 a new partition's leader before the broker has created the partition's log (KRaft applies the
 two ~1 s apart while it creates ~80 logs); a produce in that window is refused with
 NOT_LEADER_OR_FOLLOWER, and librdkafka's idempotent producer can turn that refusal into a
-silent loss (see kprobe.agent.kafka_sink). ListOffsets goes through the same leader check as
+silent loss (see kprobe.sinks.kafka). ListOffsets goes through the same leader check as
 Produce, so an answer for every partition means the first produce is accepted.
 """
 

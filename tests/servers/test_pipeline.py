@@ -39,9 +39,9 @@ class KafkaCapture:
 
     def __init__(self, data: Path, brokers: str, prefix: str):
         from kprobe.agent.kafka_session import KafkaSession
-        from kprobe.agent.kafka_sink import KafkaSinkConfig
         from kprobe.agent.probeset import ProbeConfig
         from kprobe.agent.recorder import RecorderConfig
+        from kprobe.sinks.kafka import KafkaSinkConfig
 
         probes = ProbeConfig(filter_on=True, min_offcpu_ns=20_000, fault_sample_every=64)
         sink = KafkaSinkConfig(brokers=brokers, spool_dir=data / "spool", prefix=prefix, message_timeout_ms=5000)

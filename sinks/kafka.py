@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import KafkaError, Producer
 
-from kprobe.agent.recorder import Sink
-from kprobe.agent.spool import DiskSpool
+from kprobe.sinks.sink import Sink
+from kprobe.sinks.spool import DiskSpool
 from kprobe.topics import wire
 from kprobe.topics.admin import ensure_topics
 from kprobe.topics.names import MAX_MESSAGE_BYTES, PREFIX, event_topic
