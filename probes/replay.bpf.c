@@ -38,6 +38,8 @@
 #define NR_GETSOCKOPT 55
 #define NR_EXECVE 59
 #define NR_EXIT 60
+#define NR_CLONE 56
+#define NR_CLONE3 435
 #define NR_WAIT4 61
 #define NR_UNAME 63
 #define NR_GETCWD 79
@@ -453,9 +455,13 @@ int BPF_PROG(kp_r_exit, struct pt_regs *regs, long ret)
 	__u64 now = bpf_ktime_get_ns();
 	struct kp_renter *st = bpf_map_lookup_elem(&renter, &tid);
 	if (!st) {
-		/* The watch began inside this call: only exec matters (it marks where replay starts). */
+		/* No enter seen: the watch began inside this call (only exec matters: it marks where
+		 * replay starts), or this is a new thread's first return to user space, from the clone
+		 * its parent made: when it first ran is where its first block of user code starts,
+		 * which replay needs to order it among its siblings. */
 		__u32 nr = BPF_CORE_READ(regs, orig_ax);
-		if ((nr != NR_EXECVE && nr != NR_EXECVEAT) || !kp_replay_watched(tgid))
+		bool child = (nr == NR_CLONE || nr == NR_CLONE3) && ret == 0;
+		if ((nr != NR_EXECVE && nr != NR_EXECVEAT && !child) || !kp_replay_watched(tgid))
 			return 0;
 		struct kp_renter none = {.ts = now, .nr = nr};
 		kp_emit(&none, tgid, tid, ret, now, KP_RSYS_NO_ENTER, false);

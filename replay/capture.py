@@ -37,6 +37,7 @@ from kprobe.agent.ringbuf import RingReader
 from kprobe.masking import install_log_masking
 from kprobe.replay.elfsym import dynamic_functions, file_offset
 from kprobe.replay.redact import ReplayMasker
+from kprobe.replay.serialize import default_cpu, serialize_process, serialize_thread
 from kprobe.schemas import layouts as L
 
 RSYS_FILE = "rsys.bin"
@@ -90,6 +91,8 @@ class ReplayCapture:
     poll_ms: float = 5.0
     attach_errors: list[str] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=lambda: {"rsys": 0, "rdata": 0})
+    cpu: int = field(default_factory=default_cpu)     # where recorded processes run, serialized
+    serialized: dict[int, dict] = field(default_factory=dict)  # tgid -> what serialize.py applied
     _masker: ReplayMasker = field(default_factory=ReplayMasker)
 
     @property
@@ -184,6 +187,8 @@ class ReplayCapture:
         """Syscall records are written as drained; data chunks only once masked, which may hold
         some back until more of their stream is seen (replay/redact.py)."""
         rsys = self._readers["rsys"].drain()
+        if rsys.size:
+            self._serialize_new(rsys)
         self._masker.add_sys(rsys)
         ready = self._masker.add_data(self._readers["rdata"].drain())
         if final:
@@ -192,6 +197,16 @@ class ReplayCapture:
             if recs.size:
                 self._files[name].write(recs.tobytes())
                 self.written[name] += len(recs)
+
+    def _serialize_new(self, rsys: np.ndarray) -> None:
+        """A process seen for the first time runs serialized from now on (replay/serialize.py).
+        `kprobe run` and ReplayRecorder serialize their child before its exec; a process caught
+        by --watch-comm only here, a few ms after its exec (threads it made before may have
+        overlapped: the probe's resume records tell, replay notes it)."""
+        for tgid in np.unique(rsys["tgid"]).tolist():
+            if tgid not in self.serialized:
+                s = serialize_process(tgid, self.cpu)
+                self.serialized[tgid] = s.as_meta() if s else {"policy": "gone before it could be serialized"}
 
     def _loop(self) -> None:
         poll = self.poll_ms / 1000
@@ -238,6 +253,7 @@ class ReplayCapture:
             "written": dict(self.written),
             "card_numbers_masked": self.pans_masked,
             "attach_errors": self.attach_errors,
+            "serialized": {str(k): v for k, v in self.serialized.items()},
             "finished": finished,
         }
         tmp = self.out_dir / (META_FILE + ".tmp")
@@ -251,6 +267,25 @@ def session_dir(data: Path) -> Path:
     return data / "replay" / f"{stamp}-{os.getpid()}"
 
 
+def _serialize_next_child(cpu: int) -> None:
+    """`kprobe run` forks its command after this: the child serializes itself before its exec,
+    as ReplayRecorder's does (the drain loop would only catch it after its exec)."""
+    armed = [True]
+
+    def child() -> None:
+        if armed[0]:
+            armed[0] = False
+            try:
+                serialize_thread(0, cpu)
+            except OSError:
+                pass  # the drain loop tries again; the log's meta says what was applied
+
+    def parent() -> None:
+        armed[0] = False
+
+    os.register_at_fork(after_in_child=child, after_in_parent=parent)
+
+
 def start_if_requested(args, session) -> ReplayCapture | None:  # noqa: ANN001 - argparse + EmbeddedSession
     """`kprobe record/run --replayable`: the replay stream beside the recorder's own tables."""
     if not getattr(args, "replayable", False):
@@ -259,6 +294,7 @@ def start_if_requested(args, session) -> ReplayCapture | None:  # noqa: ANN001 -
     if not probes.config.filter_on and not probes.config.watch_pids and not probes.config.watch_comms:
         raise SystemExit("kprobe: error: --replayable needs --watch-comm/--watch-pid (or kprobe run)")
     cap = ReplayCapture(probes, session_dir(args.data)).start()
+    _serialize_next_child(cap.cpu)
     print(f"kprobe: replayable recording into {cap.out_dir}", flush=True)
     for err in cap.attach_errors:
         print(f"kprobe: replay: {err}")

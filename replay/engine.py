@@ -12,8 +12,11 @@ Policy per trapped syscall (the seccomp filter lets memory/signal/thread bookkee
 * writes/send on emulated fds: not executed; the bytes are compared with the recorded ones.
 * clock_gettime/gettimeofday/time (vDSO patched to trap): the recorded value when the log has the
   read, shifted by the virtual-time difference; otherwise synthesized from the replay clock.
-* threads: a stopped thread is held until every earlier recorded event (completion order) of
-  other threads has been replayed; a bounded wait breaks a hold that would deadlock.
+* threads (replay/order.py): one runs at a time; a thread that stops at a syscall whose recorded
+  event is not the earliest open one is parked, and the parked thread holding that event is
+  released when nobody runs. futex and sched_yield are answered from the log like the rest, so no
+  thread ever blocks on a sibling the order holds back; one that still cannot move is reported
+  (replay/watchdog.py), never waited for.
 
 Speed: runs of events the log fully decides are answered by a compiled loop (fastpath.c, via
 fastpath.py), the hottest syscalls as seccomp notifications, and where possible inside the tracee
@@ -27,6 +30,7 @@ earlier than it did in the recording. Without injections, virtual time equals th
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import gc
 import hashlib
@@ -45,8 +49,12 @@ from kprobe.replay import intracee as V
 from kprobe.replay import tracee as T
 from kprobe.replay.inject import Injection
 from kprobe.replay.log import Event, ProcessLog
+from kprobe.replay.order import Parked, ThreadOrder, stuck_report
+from kprobe.replay.order import Thread as _Thread
 from kprobe.replay.redact import matches_logged, overlay_logged
 from kprobe.replay.seccomp import trapped
+from kprobe.replay.watchdog import Watchdog
+from kprobe.schemas import layouts as L
 
 O_ACCMODE, O_CREAT, O_TRUNC, O_APPEND, O_DIRECTORY = 3, 0o100, 0o1000, 0o2000, 0o200000
 READS = {0: 1, 17: 1, 19: -1, 295: -1, 327: -1, 45: 1, 47: -2, 217: 1}  # nr -> buf arg, -1 iov, -2 msghdr
@@ -58,7 +66,14 @@ DUPS = {32, 33, 292}
 FCNTL_DUPFD = {0, 1030}
 NO_FD_EMULATED = {318, 39, 110, 186, 35, 230, 63, 99, 79, 61, 229}  # getrandom, pids, sleeps, uname, ...
 FD_ARG = frozenset({3, 5, 8, 16, 72, 74, 75, 77, 42, 43, 288, 48, 49, 50, 51, 52, 54, 55, 233})  # fd in args[0]
-ALWAYS_EMULATED = frozenset({7, 271, 232, 281, 23, 270, 441, 44, 46})   # answered from the log whatever the fd
+# futex (and futex_waitv/wake/wait/requeue) and sched_yield: hand-overs between threads. Answered
+# with the recorded result: the thread order already put the waker's block before the waiter's
+# return, so nothing is left to wait for (glibc re-checks the lock word after every wake-up).
+THREAD_SYNC = frozenset({202, 449, 454, 455, 456, 24})
+# futex operations the kernel itself writes memory for (PI ownership, FUTEX_WAKE_OP's atomic
+# op): run for real, in the recorded order, where none of them blocks
+FUTEX_KERNEL_WRITES = frozenset({5, 6, 7, 8, 11, 12, 13})
+ALWAYS_EMULATED = frozenset({7, 271, 232, 281, 23, 270, 441, 44, 46} | THREAD_SYNC)  # answered from the log whatever the fd
 EXTERNAL_NRS = frozenset({43, 288, 7, 271, 232, 281, 441, 23, 270})    # wait for the outside by their nature
 # nr -> {recorded out-region: argument index it is written to}
 TARGETS = {
@@ -67,8 +82,12 @@ TARGETS = {
     43: {1: 1, 2: 2}, 288: {1: 1, 2: 2}, 51: {1: 1, 2: 2}, 52: {1: 1, 2: 2}, 55: {0: 3, 2: 4}, 16: {0: 2},
 }
 MAX_DIVERGENCES = 50
-HOLD_LIMIT_S = 0.5
+STUCK_S = 2.0  # a replay that makes no progress this long (plus what the running thread needs) ends
 BLOCKED_NS = 50_000  # an input call this long waited for its peer
+
+
+def futex_runs_for_real(nr: int, args: tuple[int, ...]) -> bool:
+    return nr == 202 and (args[1] & 0x7F) in FUTEX_KERNEL_WRITES
 
 
 def sysname(nr: int) -> str:
@@ -132,19 +151,6 @@ class ReplayResult:
 
 
 @dataclass
-class _Thread:
-    rtid: int                       # recorded tid
-    queue: list[Event]
-    pos: int = 0
-    vt: int = 0                     # virtual time, ns (recorded monotonic domain)
-    prev_exit: int = 0              # recorded exit of the previous matched event
-    pending_exit: object = None     # callback at the syscall-exit stop
-    held: object = None             # regs while held for ordering
-    arrival: int = 0                # virtual time the last input arrived
-    synth: int = 0                  # synthesized clock reads since the last recorded one
-
-
-@dataclass
 class _Prepared:
     """Derived once per loaded log (cached in ProcessLog.derived), shared by its replays."""
 
@@ -153,6 +159,24 @@ class _Prepared:
     pred_exit: dict[int, int]             # event index -> recorded exit of its thread's predecessor
     unconsumed: list[int]                 # sorted indices of non-clock events (read-only)
     recorded_outputs: dict[str, str]      # channel -> sha256 of the recorded output bytes
+    max_gap_s: dict[int, float]           # recorded tid -> longest recorded run between two of its events
+    handoff_fds: frozenset[int]           # fds some thread answers on without reading there
+
+
+def _handoff_fds(by_thread: dict[int, list[Event]]) -> frozenset[int]:
+    """fds where a thread writes without ever reading there while another thread reads: a reader
+    thread hands requests to workers, so each reply answers the oldest request still open (a
+    thread that reads a request in several calls and answers it itself is one request)."""
+    readers: dict[int, set[int]] = {}
+    writers: dict[int, set[int]] = {}
+    for rtid, q in by_thread.items():
+        for e in q:
+            fd = e.args[0] & 0xFFFFFFFF
+            if e.nr in READS:
+                readers.setdefault(fd, set()).add(rtid)
+            elif e.nr in WRITES:
+                writers.setdefault(fd, set()).add(rtid)
+    return frozenset(fd for fd, w in writers.items() if fd in readers and w - readers[fd])
 
 
 def _chan_key(fd: int) -> str:
@@ -204,10 +228,19 @@ class ReplayEngine:
         self.res.recorded_outputs = dict(prep.recorded_outputs)
         by_thread = {rtid: list(q) for rtid, q in prep.by_thread.items()}  # lenient matching reorders them
         self.pred_exit = prep.pred_exit
-        self.unconsumed = prep.unconsumed
-        self.unc_pos = 0                                   # unconsumed[:unc_pos] are all consumed
-        self.consumed: set[int] = set()
+        self.max_gap_s = prep.max_gap_s
+        self.handoff_fds = prep.handoff_fds
+        self.handoff: dict[int, collections.deque[tuple[int, int]]] = {}  # fd -> requests in arrival order
+        self.order = ThreadOrder(prep.unconsumed)
+        self.consumed = self.order.consumed
         self.threads: dict[int, _Thread] = {}
+        self.spawned: dict[int, tuple[int, int]] = {}    # recorded child tid -> (clone's recorded exit, parent's vt)
+        # a clone's child is mapped to its recorded tid at the parent's PTRACE_EVENT_CLONE stop
+        # (whose message is the child's tid), whichever of that stop and the child's first comes first
+        self.clone_of: dict[int, int] = {}       # parent tid -> recorded child tid of its clone in flight
+        self.child_rtid: dict[int, int] = {}     # child tid -> recorded tid, its first stop not seen yet
+        self.unmapped: set[int] = set()          # children stopped before their parent's clone stop
+        self.stuck: Divergence | None = None
         self.by_rtid = by_thread
         self.emulated: set[int] = {0, 1, 2}
         self.sockets: set[int] = set()
@@ -216,7 +249,7 @@ class ReplayEngine:
         self.fp = self._fast_path(by_thread)
         # fd -> (replay arrival, recorded arrival) of the last input; fd -> virtual minus recorded
         # time of the last output. Arrays shared with the compiled hot path.
-        self.last_input = self.fp.last_input if self.fp else F.LastInput()
+        self.pending = self.fp.pending if self.fp else F.Pending()
         self.out_shift = self.fp.out_shift if self.fp else F.OutShift()
         self.counts: dict[tuple[str, int], int] = {}
         self.started = False
@@ -225,7 +258,15 @@ class ReplayEngine:
         t0 = time.monotonic()
         self.notif_pending: dict[int, int] = {}   # tid -> id of its notified syscall not answered yet
         notify = bool(self.fp and self.notify)
-        pid, listener = T.spawn(self.argv, self.env, self.cpu, notify=F.NOTIFIED if notify else frozenset())
+        self.pid = 0
+        self.progress = 0
+        dog = Watchdog(STUCK_S, lambda: (self.progress, self.fp.ctx.steps if self.fp else 0), self._allowance,
+                       self._stuck_running, lambda: self.pid and os.kill(self.pid, signal.SIGKILL)).start()
+        try:
+            pid, listener = T.spawn(self.argv, self.env, self.cpu, notify=F.NOTIFIED if notify else frozenset())
+        except BaseException:
+            dog.stop()
+            raise
         self.res.hot_syscalls = "seccomp-notify" if listener >= 0 else "ptrace"
         if notify and listener < 0:
             self.res.notes.append("another thread of this process could take the SIGCHLD of a ptrace stop: "
@@ -239,6 +280,7 @@ class ReplayEngine:
         try:
             self._loop(pid)
         finally:
+            dog.stop()
             self._reap(pid)
             if self.mem:
                 self.mem.close()
@@ -249,6 +291,8 @@ class ReplayEngine:
                 self.fp.close()
         self.res.wall_s = time.monotonic() - t0
         self.res.fast_events = self.fp.handled if self.fp else 0
+        if self.stuck is not None:
+            self._diverge(self.stuck.index, self.stuck.tid, self.stuck.kind, self.stuck.expected, self.stuck.actual)
         self.res.outputs = {k: h.hexdigest() for k, h in self.out_bytes.items()}
         for k in self.res.recorded_outputs:
             self.res.outputs.setdefault(k, hashlib.sha256().hexdigest())
@@ -281,7 +325,10 @@ class ReplayEngine:
                 for prev, e in zip(q, q[1:], strict=False):
                     pred_exit[e.index] = prev.exit_ns
             unconsumed = sorted(e.index for e in expected if e.nr not in CLOCKS)
-            prep = _Prepared(expected, by_thread, pred_exit, unconsumed, _recorded_outputs(expected))
+            max_gap = {rtid: max((b.enter_ns - a.exit_ns for a, b in zip(q, q[1:], strict=False)), default=0) / 1e9
+                       for rtid, q in by_thread.items()}
+            prep = _Prepared(expected, by_thread, pred_exit, unconsumed, _recorded_outputs(expected), max_gap,
+                             _handoff_fds(by_thread))
             self.log.derived["replay"] = prep
         return prep
 
@@ -297,9 +344,10 @@ class ReplayEngine:
         rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS),
                         frozenset(NO_FD_EMULATED | ALWAYS_EMULATED), frozenset(FD_ARG | {262}),
                         frozenset(FD_ARG | set(READS) | set(WRITES)), TARGETS,
-                        frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD))
+                        frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD),
+                        FUTEX_KERNEL_WRITES)
         fp = F.FastPath(lib, rules)
-        fp.prepare(by_thread, self.pred_exit, self.log.derived)
+        fp.prepare(by_thread, self.pred_exit, self.log.derived, self.handoff_fds)
         return fp
 
     def _reap(self, pid: int) -> None:
@@ -312,15 +360,16 @@ class ReplayEngine:
         deadline = time.monotonic() + 5
         waiting = {pid, *self.seen}
         while waiting and time.monotonic() < deadline:
-            for p in list(waiting):
-                try:
-                    wpid, status = os.waitpid(p, T.WALL | os.WNOHANG)
-                except ChildProcessError:
-                    waiting.discard(p)
-                    continue
-                if wpid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
-                    waiting.discard(p)
-            time.sleep(0.0005)
+            # any traced task: a thread never seen (killed before its first stop was read) must be
+            # reaped too, or the main thread's exit is never reported
+            try:
+                wpid, status = os.waitpid(-1, T.WALL | os.WNOHANG)
+            except ChildProcessError:
+                return
+            if wpid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+                waiting.discard(wpid)
+            elif not wpid:
+                time.sleep(0.0005)
 
     # -- the ptrace loop -------------------------------------------------------------------------
     def _loop(self, pid: int) -> None:
@@ -331,22 +380,23 @@ class ReplayEngine:
                 self.res.notes.append(f"replay timed out after {self.timeout_s} s")
                 self.res.outcome = "error"
                 return
-            held = [t for t in self.threads.values() if t.held is not None]
-            if held:
-                ev = self._wait_some(held)
-            else:
-                ev = self._run_fast(deadline)
-                if ev == ():
-                    ev = self._wait(deadline)
+            # nobody runs (a clone's child counts as running until its first stop is seen)
+            if self.started and self.stuck is None and not self._clone_in_flight() and not self.order.running(self.threads):
+                if self._release_next() == "abort":
+                    return
+                continue
+            ev = self._run_fast(deadline)
+            if ev == ():
+                ev = self._wait(deadline)
             if ev is None:
                 continue
+            self.progress += 1
             if self.vc is not None:
                 self._table_sync(ev[1])
             if ev[0] == "n":  # a seccomp notification: a trapped syscall without a ptrace stop
                 self.res.stops += 1
                 if self._notified(ev[1], ev[2]) == "abort":
                     return
-                self._release_held()
                 continue
             wpid, status = ev[1], ev[2]
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
@@ -354,13 +404,83 @@ class ReplayEngine:
                 if wpid == pid:
                     self.res.exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
                     return
+                if self._thread_ended(wpid) == "abort":
+                    return
                 continue
             alive.add(wpid)
             self.seen.add(wpid)
             self.res.stops += 1
             if self._stop(wpid, status) == "abort":
                 return
-            self._release_held()
+
+    def _release_next(self) -> str | None:
+        """Nobody runs: release the parked thread whose event is the earliest open one. If none
+        holds it, the replay cannot go on: say who should have moved (strict), or let the earliest
+        parked thread go with a note (what-if replays match calls loosely anyway)."""
+        th = self.order.turn_holder(self.threads)
+        if th is None:
+            first = self.order.first_open()
+            if first >= 1 << 62 and not any(t.alive and t.held for t in self.threads.values()):
+                return None  # nothing left to order: the live threads are on their way out
+            rtid, expected, actual = stuck_report(first, self.threads, self.by_rtid, lambda e: describe(e.nr, e.args, e.ret))
+            if self.strict or (th := self.order.earliest_parked(self.threads)) is None:
+                self._diverge(first, rtid, "stuck", expected, actual)
+                return "abort"
+            if len(self.res.notes) < 40:
+                self.res.notes.append(f"out of recorded order: {expected}; {actual}; thread {th.rtid} released")
+        held = th.held
+        assert held is not None
+        th.held = None
+        if held.regs is None:  # a new thread, before its first instruction
+            e = th.next_event()
+            if e is not None and e.flags & L.KP_RSYS_NO_ENTER and e.nr in (56, 435):
+                self._consume(th, e)
+            T.cont(held.tid)
+            return None
+        return self._syscall(held.tid, th, held.regs, forced=True)
+
+    def _thread_ended(self, tid: int) -> str | None:
+        """A thread other than the main one ended: every ordered event it recorded must be done."""
+        th = self.threads.get(tid)
+        if th is None:
+            return None
+        th.alive, th.held = False, None
+        self.notif_pending.pop(tid, None)
+        left = [e for e in th.queue[th.pos:] if e.nr not in CLOCKS and e.index not in self.consumed]
+        if left:
+            e = left[0]
+            self._diverge(e.index, th.rtid, "sequence", describe(e.nr, e.args, e.ret), f"thread {th.rtid} ended")
+            if self.strict:
+                return "abort"
+        return None
+
+    def _allowance(self) -> float:
+        """Seconds the running thread may need beyond STUCK_S: four times its longest recorded run
+        between two events (a thread that computes for seconds is not stuck)."""
+        running = self.order.running(self.threads) if self.started else []
+        return 4 * self.max_gap_s.get(self.threads[running[0]].rtid, 0.0) if running else 0.0
+
+    def _stuck_running(self, waited_s: float) -> None:
+        """Called by the watchdog: name the thread that did not move, where it is, what the order waits for."""
+        running = self.order.running(self.threads) if self.started else []
+        if not running:
+            self.stuck = Divergence(-1, 0, "stuck", "progress", f"no stop for {waited_s:.1f} s before the program's exec")
+            return
+        tid = running[0]
+        th = self.threads[tid]
+        last = th.queue[th.pos - 1] if th.pos else None
+        nxt = th.next_event()
+        doing = _task_state(self.pid, tid)
+        gap = f", recorded {(nxt.enter_ns - last.exit_ns) / 1000:.0f} us after it" if nxt and last else ""
+        after = f" after event {last.index} {describe(last.nr, last.args, last.ret)}" if last else " from its start"
+        expected = (f"thread {th.rtid} reaches {describe(nxt.nr, nxt.args, nxt.ret)} (event {nxt.index}){gap}"
+                    if nxt else f"thread {th.rtid} ends")
+        parked = ", ".join(f"thread {t.rtid} at event {n.index if (n := t.next_event()) else '-'}"
+                           for t in self.threads.values() if t.alive and t.held is not None) or "none"
+        self.stuck = Divergence(nxt.index if nxt else -1, th.rtid, "stuck", expected,
+                                f"thread {th.rtid} (tid {tid}){after} {doing} for {waited_s:.1f} s; parked: {parked}")
+        self.res.notes.append("a thread that waits for a sibling without a syscall between (a data race, a "
+                              "lock-free hand-off) cannot be ordered from syscalls (replay/README.md, Threads)")
 
     def _run_fast(self, deadline: float) -> tuple | None:
         """Let the compiled loop answer the earliest thread's next run of planned events.
@@ -370,10 +490,13 @@ class ReplayEngine:
         fp = self.fp
         if fp is None or self.mem is None or not self.started:
             return ()
-        live = [(tid, th) for tid, th in self.threads.items() if th.pos < len(th.queue)]
-        if not live:
+        running = self.order.running(self.threads)
+        if len(running) != 1:
             return ()
-        tid, th = min(live, key=lambda x: x[1].queue[x[1].pos].index)
+        tid = running[0]
+        th = self.threads[tid]
+        if th.pos >= len(th.queue):
+            return ()
         p = fp.plans.get(th.rtid)
         if p is None or fp.out_shift.extra:
             return ()
@@ -446,21 +569,6 @@ class ReplayEngine:
         self.notif_pending[tid] = regs.id
         return self._syscall(tid, th, regs)
 
-    def _wait_some(self, held: list[_Thread]) -> tuple | None:
-        t0 = time.monotonic()
-        while True:
-            ev = self._poll()
-            if ev is not None:
-                return ev
-            if time.monotonic() - t0 > HOLD_LIMIT_S:  # nobody else will come: let the earliest go
-                t = min(held, key=lambda t: t.queue[t.pos].index if t.pos < len(t.queue) else 1 << 62)
-                self.res.notes.append(f"thread order hold released after {HOLD_LIMIT_S}s (thread {t.rtid})")
-                regs, tid = t.held
-                t.held = None
-                self._syscall(tid, t, regs, forced=True)
-                return None
-            time.sleep(0.00005)
-
     def _stop(self, tid: int, status: int) -> str | None:
         sig = os.WSTOPSIG(status)
         event = status >> 16
@@ -482,6 +590,15 @@ class ReplayEngine:
             self.seen.add(T.event_msg(tid))
             return self._unsupported("the process forks a child: replay follows one process")
         if event == T.EVENT_CLONE:
+            child, rtid = T.event_msg(tid), self.clone_of.pop(tid, None)
+            if rtid is None:
+                self.res.notes.append(f"thread {child} has no recorded counterpart")
+                rtid = -child
+            if child in self.unmapped:
+                self.unmapped.discard(child)
+                self._new_thread(child, rtid)
+            else:
+                self.child_rtid[child] = rtid
             T.cont(tid)
             return None
         if event == T.EVENT_SECCOMP:
@@ -507,8 +624,10 @@ class ReplayEngine:
             T.cont(tid)
             return None
         if sig == signal.SIGSTOP and tid not in self.threads and self.started:
-            self._new_thread(tid)
-            T.cont(tid)
+            if tid in self.child_rtid:
+                self._new_thread(tid, self.child_rtid.pop(tid))  # parked before its first instruction
+            else:
+                self.unmapped.add(tid)  # mapped (and parked) at its parent's clone stop
             return None
         if sig == signal.SIGSEGV:
             regs = T.get_regs(tid)
@@ -588,14 +707,16 @@ class ReplayEngine:
         T.cont(tid)
         return None
 
-    def _new_thread(self, tid: int) -> None:
-        """A clone's child: map it to the recorded child tid announced by the parent's clone event."""
-        rtid = self.pending_clones.pop(0) if getattr(self, "pending_clones", None) else None
-        if rtid is None:
-            self.res.notes.append(f"thread {tid} has no recorded counterpart")
-            rtid = -tid
+    def _clone_in_flight(self) -> bool:
+        return bool(self.clone_of or self.child_rtid or self.unmapped)
+
+    def _new_thread(self, tid: int, rtid: int) -> None:
+        """A clone's child, ``rtid`` in the recording: parked until its recorded start is next. Its
+        clock starts where its parent's was at the clone."""
         parent_vt = max((t.vt for t in self.threads.values()), default=0)
-        self.threads[tid] = _Thread(rtid, self.by_rtid.get(rtid, []), vt=parent_vt, prev_exit=parent_vt)
+        clone_exit, vt = self.spawned.get(rtid, (parent_vt, parent_vt))
+        self.threads[tid] = _Thread(rtid, self.by_rtid.get(rtid, []), vt=vt, prev_exit=clone_exit,
+                                    held=Parked(tid, None))
         self.tid_of[tid] = rtid
 
     def _unsupported(self, why: str) -> str:
@@ -608,8 +729,8 @@ class ReplayEngine:
         nr = regs.orig_rax
         args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
         nxt = self._next(th, nr)
-        if nxt is not None and not forced and nr not in CLOCKS and not self._my_turn(nxt):
-            th.held = (regs, tid)
+        if nxt is not None and not forced and nr not in CLOCKS and not self.order.is_turn(nxt):
+            th.held = Parked(tid, regs)  # released by _release_next when its event is the earliest open one
             return None
         if nr in CLOCKS:
             return self._clock(tid, th, regs, nr, args, nxt)
@@ -634,24 +755,6 @@ class ReplayEngine:
                 continue
             return e
         return None
-
-    def _my_turn(self, e: Event) -> bool:
-        unc, i = self.unconsumed, self.unc_pos
-        while i < len(unc) and unc[i] in self.consumed:
-            i += 1
-        self.unc_pos = i
-        return i >= len(unc) or unc[i] >= e.index
-
-    def _release_held(self) -> None:
-        for th in list(self.threads.values()):
-            if th.held is None:
-                continue
-            regs, tid = th.held
-            nxt = self._next(th, regs.orig_rax)
-            if nxt is None or self._my_turn(nxt):
-                th.held = None
-                if self._syscall(tid, th, regs) == "abort":
-                    return
 
     def _consume(self, th: _Thread, e: Event) -> None:
         th.pos += 1
@@ -709,12 +812,13 @@ class ReplayEngine:
             return self._placeholder(tid, th, regs, nr, args, e)
         if nr in (56, 435):
             if self.vc is not None:
-                # the order of events across threads is checked at stops (_my_turn): from the clone
+                # the order of events across threads is checked at stops (order.py): from the clone
                 # on (before the parent resumes) only clock reads, which that order does not
                 # include, are answered inside the tracee
                 self.vc.tab[V.NRMASK] = 0
             if e.ret > 0:
-                self.pending_clones = getattr(self, "pending_clones", []) + [e.ret]
+                self.clone_of[tid] = e.ret
+                self.spawned[e.ret] = (e.exit_ns, th.vt)
             if nr == 56 and not args[0] & 0x10000 or nr == 435:  # CLONE_THREAD
                 flags = args[0] if nr == 56 else self.mem.u64(args[0]) if self.mem else 0
                 if not flags & 0x10000:
@@ -735,6 +839,9 @@ class ReplayEngine:
             fd = args[4] & 0xFFFFFFFF
             if fd in self.emulated:
                 return self._unsupported(f"mmap of recorded fd {fd}: the file's contents are not in the log")
+            self._passthrough(tid)
+            return None
+        if futex_runs_for_real(nr, args):
             self._passthrough(tid)
             return None
         if nr in WRITES and fd in self.emulated:
@@ -809,7 +916,13 @@ class ReplayEngine:
         return None
 
     def _mark_input(self, fd: int, th: _Thread, e: Event) -> None:
-        self.last_input[fd if e.nr not in (43, 288) else e.ret] = (th.arrival, e.exit_ns)
+        key = fd if e.nr not in (43, 288) else e.ret
+        if key in self.handoff_fds:
+            self.handoff.setdefault(key, collections.deque()).append((th.arrival, e.exit_ns))
+            return
+        if key not in th.inputs:
+            self.pending.add(key, 1)
+        th.inputs[key] = (th.arrival, e.exit_ns)
 
     def _write(self, tid: int, th: _Thread, regs, nr: int, args, e: Event) -> str | None:
         assert self.mem is not None
@@ -827,12 +940,29 @@ class ReplayEngine:
                 return "abort"
         out = expected[:n] if same else overlay_logged(actual[:n], expected)
         self.out_bytes.setdefault(_chan_key(fd), hashlib.sha256()).update(out if e.ret >= 0 else b"")
-        req = self.last_input.pop(fd, None)
+        req = self._request_answered(th, fd)
         if req is not None and fd in self.sockets:
             vt_in, rec_in = req
             self.res.requests.append(Request(fd, (e.enter_ns - rec_in) / 1e6, (th.vt - e.dur_ns - vt_in) / 1e6))
         self._skip(tid, regs, e.ret)
         return None
+
+    def _request_answered(self, th: _Thread, fd: int) -> tuple[int, int] | None:
+        """(replay, recorded) arrival of the request an output on ``fd`` answers: the thread's own
+        last input there, else (a reply by a worker to what a reader thread read) the oldest one
+        another thread holds."""
+        if fd in self.handoff_fds:
+            q = self.handoff.get(fd)
+            return q.popleft() if q and fd in self.sockets else None
+        req = th.inputs.pop(fd, None)
+        if req is None and fd in self.sockets and self.pending.get(fd) > 0:
+            holders = [t for t in self.threads.values() if t is not th and fd in t.inputs]
+            if holders:
+                oldest = min(holders, key=lambda t: t.inputs.peek(fd)[1])
+                req = oldest.inputs.pop(fd, None)
+        if req is not None:
+            self.pending.add(fd, -1)
+        return req
 
     def _gather(self, nr: int, args) -> bytes:
         assert self.mem is not None
@@ -964,6 +1094,22 @@ class ReplayEngine:
             r.verdict = (f"timeout: {len(slow)} of {len(r.requests)} requests over {self.deadline_ms:g} ms "
                          f"(worst {max(q.replay_ms for q in slow):.1f} ms)" if slow else
                          f"pass: {len(r.requests)} requests within {self.deadline_ms:g} ms")
+
+
+def _task_state(pid: int, tid: int) -> str:
+    """What a tracee thread is doing, from /proc: blocked in which syscall, or running where."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            fields = f.read().split()
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "(gone)"
+    if fields and fields[0].lstrip("-").isdigit() and int(fields[0]) >= 0:
+        nr, args = int(fields[0]), tuple(int(a, 16) for a in fields[1:7])
+        return f"blocked in {describe(nr, args)} in the kernel (state {state})"
+    ip = fields[-1] if len(fields) > 1 else "?"
+    return f"running in user space (state {state}, ip {ip}) without reaching a syscall"
 
 
 def _show(b: bytes, limit: int = 120) -> str:

@@ -57,7 +57,8 @@ class _Ctx(ctypes.Structure):
         ("li_vt", ctypes.c_void_p), ("li_rec", ctypes.c_void_p), ("blob", ctypes.c_void_p),
         ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64),
         ("vtab", ctypes.c_void_p), ("vtid", ctypes.c_int64), ("vdone", ctypes.c_int64),
-        ("nx_ops", ctypes.c_void_p), ("nx_pos", ctypes.c_int64), ("nx_end", ctypes.c_int64)]
+        ("nx_ops", ctypes.c_void_p), ("nx_pos", ctypes.c_int64), ("nx_end", ctypes.c_int64),
+        ("steps", ctypes.c_int64), ("pending", ctypes.c_void_p)]
 
 
 def load_library() -> ctypes.CDLL | None:
@@ -108,7 +109,8 @@ class OutShift:
 
 
 class LastInput:
-    """fd -> (replay arrival, recorded arrival) of the last input; arrays the C loop shares."""
+    """fd -> (replay arrival, recorded arrival) of one thread's last input, its request until the
+    thread answers on that fd; arrays the C loop shares while that thread runs."""
 
     def __init__(self) -> None:
         self.has = np.zeros(FDMAX, dtype=np.int64)
@@ -122,6 +124,12 @@ class LastInput:
         else:
             self.extra[fd] = value
 
+    def __contains__(self, fd: int) -> bool:
+        return fd in self.extra if fd >= FDMAX else bool(self.has[fd])
+
+    def peek(self, fd: int) -> tuple[int, int]:
+        return self.extra[fd] if fd >= FDMAX else (int(self.vt[fd]), int(self.rec[fd]))
+
     def pop(self, fd: int, default: tuple[int, int] | None = None) -> tuple[int, int] | None:
         if fd >= FDMAX:
             return self.extra.pop(fd, default)
@@ -129,6 +137,23 @@ class LastInput:
             return default
         self.has[fd] = 0
         return int(self.vt[fd]), int(self.rec[fd])
+
+
+class Pending:
+    """fd -> how many threads hold an unanswered input (request) on it; an array the C loop shares."""
+
+    def __init__(self) -> None:
+        self.arr = np.zeros(FDMAX, dtype=np.int64)
+        self.extra: dict[int, int] = {}
+
+    def get(self, fd: int) -> int:
+        return int(self.arr[fd]) if fd < FDMAX else self.extra.get(fd, 0)
+
+    def add(self, fd: int, by: int) -> None:
+        if fd < FDMAX:
+            self.arr[fd] += by
+        else:
+            self.extra[fd] = self.extra.get(fd, 0) + by
 
 
 @dataclass
@@ -147,6 +172,7 @@ class Rules:
     external_nrs: frozenset[int]
     blocked_ns: int
     fcntl_dupfd: frozenset[int]
+    futex_real_ops: frozenset[int]  # futex operations that run for real (the kernel writes memory)
 
 
 @dataclass
@@ -165,8 +191,10 @@ class ThreadPlan:
     write_data: list[bytes]       # their recorded bytes, aligned with ``writes``
 
     @classmethod
-    def build(cls, queue: list, pred_exit: dict[int, int], rules: Rules, blob: bytearray) -> ThreadPlan:
-        """Columns from the events in bulk; a Python pass only over events that carry bytes."""
+    def build(cls, queue: list, pred_exit: dict[int, int], rules: Rules, blob: bytearray,
+              python_fds: frozenset[int] = frozenset()) -> ThreadPlan:
+        """Columns from the events in bulk; a Python pass only over events that carry bytes. Reads
+        and writes on ``python_fds`` are left to Python (requests handed between threads)."""
         n = len(queue)
         ops = np.zeros((n, NCOLS), dtype=np.int64)
         ops[:, RARG:RARG + 3] = -1
@@ -188,9 +216,12 @@ class ThreadPlan:
         long_wait = known & tab.input_wait[nrc] & (exit_ - enter > rules.blocked_ns)
         ext_nr = known & tab.external[nrc]
         rw = known & (tab.is_read[nrc] | tab.is_write[nrc])
-        slow = (fd >= FDMAX) & (rw | long_wait)
+        slow = ((fd >= FDMAX) | np.isin(fd, np.fromiter(python_fds, dtype=np.int64, count=len(python_fds)))) & (
+            rw | long_wait)
         for i in np.nonzero(nr == 72)[0].tolist():
             slow[i] |= queue[i].args[1] in rules.fcntl_dupfd
+        for i in np.nonzero(nr == 202)[0].tolist():
+            slow[i] |= (queue[i].args[1] & 0x7F) in rules.futex_real_ops
         rows, writes, slow_at = cls._bytes(queue, np.nonzero(known & tab.has_bytes[nrc])[0].tolist(), rules, blob)
         slow[slow_at] = True
         if rows:
@@ -303,7 +334,7 @@ class FastPath:
     lib: ctypes.CDLL
     rules: Rules
     out_shift: OutShift = field(default_factory=OutShift)
-    last_input: LastInput = field(default_factory=LastInput)
+    pending: Pending = field(default_factory=Pending)
     plans: dict[int, ThreadPlan] = field(default_factory=dict)
     handled: int = 0
 
@@ -316,8 +347,7 @@ class FastPath:
         c = self.ctx
         c.req, c.req_cap = self.req.ctypes.data, REQ_CAP
         c.out_shift = self.out_shift.arr.ctypes.data
-        c.li_has, c.li_vt, c.li_rec = (self.last_input.has.ctypes.data, self.last_input.vt.ctypes.data,
-                                       self.last_input.rec.ctypes.data)
+        c.pending = self.pending.arr.ctypes.data
         c.scratch, c.scratch_len = ctypes.addressof(self.scratch), len(self.scratch)
         c.notif_fd, c.sigfd = -1, -1
 
@@ -348,13 +378,14 @@ class FastPath:
                 os.close(fd)
         self.ctx.sigfd = self.ctx.notif_fd = -1
 
-    def prepare(self, by_rtid: dict[int, list], pred_exit: dict[int, int], cache: dict) -> None:
+    def prepare(self, by_rtid: dict[int, list], pred_exit: dict[int, int], cache: dict,
+                python_fds: frozenset[int] = frozenset()) -> None:
         """Every thread's static plan columns and the region blob: built once per log (``cache``
         is the log's), the op arrays copied per replay because plans rewrite kinds and flags."""
         built = cache.get("fastpath")
         if built is None:
             blob = bytearray()
-            plans = {rtid: ThreadPlan.build(q, pred_exit, self.rules, blob) for rtid, q in by_rtid.items()}
+            plans = {rtid: ThreadPlan.build(q, pred_exit, self.rules, blob, python_fds) for rtid, q in by_rtid.items()}
             built = cache["fastpath"] = (plans, ctypes.create_string_buffer(bytes(blob), max(len(blob), 1)))
         plans, self.blob_buf = built
         self.plans = {rtid: replace(p, ops=p.ops.copy()) for rtid, p in plans.items()}
@@ -390,9 +421,15 @@ class FastPath:
         self.last_plan = (key, pos, end)
         return end
 
+    def use_inputs(self, li: LastInput) -> None:
+        """The running thread's requests: the C loop pairs its replies with them."""
+        c = self.ctx
+        c.li_has, c.li_vt, c.li_rec = li.has.ctypes.data, li.vt.ctypes.data, li.rec.ctypes.data
+
     def run(self, p: ThreadPlan, pid: int, tid: int, memfd: int, th, pos: int, end: int, deadline: float) -> int:
         """Execute p.ops[pos:end) in C; returns how many events were answered."""
         c = self.ctx
+        self.use_inputs(th.inputs)
         c.tid, c.memfd, c.pid = tid, memfd, pid
         c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
         c.deadline_ns = int(deadline * 1e9)  # time.monotonic is CLOCK_MONOTONIC
@@ -406,6 +443,7 @@ class FastPath:
         """At a stop of the in-tracee table's owner that the C loop did not see: account the events
         the tracee answered itself since its last stop (from p.ops[pos]); returns how many."""
         c = self.ctx
+        self.use_inputs(th.inputs)
         c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
         done = int(self.lib.kp_vsync(ctypes.byref(c), p.ops.ctypes.data, pos))
         if done < 0:

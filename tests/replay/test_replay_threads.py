@@ -1,0 +1,148 @@
+"""Multi-threaded services recorded for real and replayed deterministically (issue 14).
+
+The service (workloads/pool_svc.c) runs 1, 2 or 4 worker threads behind one TCP connection: under a
+pthread mutex a worker reads the next message and takes a sequence number (which worker gets the
+uncontended mutex never enters the kernel), then it reads the time through the vDSO, draws an id
+with getrandom, appends a journal line, fsyncs and replies. Which worker served which message shows
+in every reply, so a replay that interleaves the threads in any other order writes other bytes.
+
+Ground truth is the recording: the replies the real client received and the journal the real
+service wrote. Each recording is replayed ten times without the client and without the journal;
+every replay must reproduce every output byte, replay every recorded syscall and end the same way.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import is_root
+
+WORKLOADS = Path(__file__).parent / "workloads"
+MSG = 16
+N_MSG = 40
+REPLAYS = 10
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def pool_svc(tmp_path_factory: pytest.TempPathFactory) -> str:
+    exe = tmp_path_factory.mktemp("bin") / "pool_svc"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(WORKLOADS / "pool_svc.c")], check=True)
+    return str(exe)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _client(port: int, n: int, burst: int, replies: list[bytes]) -> None:
+    """Send n fixed-size messages in bursts of ``burst``, waiting for each burst's replies."""
+    for _ in range(400):
+        try:
+            s = socket.create_connection(("127.0.0.1", port))
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.005)
+    buf = b""
+    with s:
+        sent = 0
+        while sent < n:
+            k = min(burst, n - sent)
+            s.sendall(b"".join(b"pay-%012d" % (sent + i) for i in range(k)))
+            sent += k
+            while buf.count(b"\n") < sent:
+                chunk = s.recv(4096)
+                assert chunk, "service closed the connection early"
+                buf += chunk
+            time.sleep(0.002)
+    replies.extend(buf.splitlines(keepends=True))
+
+
+def record_pool(exe: str, tmp: Path, workers: int, mode: str = "shared", n: int = N_MSG) -> dict:
+    """One real run of the pool service with a real client, recorded replayably."""
+    from kprobe.replay import log as rlog
+    from kprobe.replay.record import ReplayRecorder
+
+    journal = tmp / "journal.log"
+    port = _free_port()
+    argv = [exe, str(port), str(journal), str(n), str(workers), mode]
+    rec = ReplayRecorder(tmp / "session")
+    replies: list[bytes] = []
+    try:
+        p = rec.start(argv, stdout_pipe=True)
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        c = threading.Thread(target=_client, args=(port, n, max(workers, 2), replies))
+        c.start()
+        c.join(60)
+        assert not c.is_alive(), "the client did not finish"
+        assert p.stdout.read() == b"served %d\n" % n
+        assert p.wait() == 0
+    finally:
+        rec.stop()
+    log = rlog.load(tmp / "session", p.pid)
+    data = journal.read_bytes()
+    journal.unlink()  # the replays must not need it
+    return {"log": log, "argv": argv, "journal": data, "replies": replies, "dir": tmp}
+
+
+def _conn_fd(log) -> int:
+    return next(e.ret for e in log.events if e.nr in (43, 288) and e.ret >= 0)
+
+
+def _writes(log, fd: int) -> bytes:
+    return b"".join(e.regions[0][: e.ret] for e in log.events if e.nr == 1 and e.args[0] == fd and e.ret > 0)
+
+
+def _served_by(journal: bytes) -> set[str]:
+    return {line.split()[2].decode() for line in journal.splitlines()}
+
+
+def _outcome(r) -> tuple:
+    return (r.outcome, r.outputs, r.events_replayed, r.events_total, r.exit_code,
+            [(q.fd, q.recorded_ms, q.replay_ms) for q in r.requests])
+
+
+@pytest.mark.parametrize(("workers", "mode"), [(1, "shared"), (2, "shared"), (4, "shared"), (4, "queue")])
+def test_worker_pool_replays_identically_ten_times(pool_svc: str, tmp_path: Path, workers: int, mode: str,
+                                                   probes_built: None) -> None:
+    """shared: the workers take turns on the connection under a mutex; queue: the main thread reads
+    and hands the messages over through a mutex + condition variable work queue."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    from kprobe.replay.engine import ReplayEngine
+
+    rec = record_pool(pool_svc, tmp_path, workers, mode)
+    log, argv = rec["log"], rec["argv"]
+    assert log.replayable_until == len(log.events), log.problem
+    assert len({e.tid for e in log.events}) == workers + 1
+    # the log's bytes are the ground truth's: what the client received, what the journal holds
+    conn = _conn_fd(log)
+    assert _writes(log, conn) == b"".join(rec["replies"])
+    journal_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
+    assert _writes(log, journal_fd) == rec["journal"]
+    assert len(rec["journal"].splitlines()) == N_MSG
+    if workers > 1:  # the recording really interleaved workers
+        assert len(_served_by(rec["journal"])) > 1, rec["journal"]
+    results = []
+    for _ in range(REPLAYS):
+        t0 = time.monotonic()
+        results.append(ReplayEngine(log, argv, timeout_s=60).run())
+        assert time.monotonic() - t0 < 30
+    identical = [r for r in results if r.outcome == "identical" and r.outputs_identical]
+    first = results[0]
+    assert len(identical) == REPLAYS, [(r.outcome, r.divergences[:1], r.notes[-3:]) for r in results]
+    assert first.events_replayed == first.events_total
+    assert first.exit_code == 0
+    assert len(first.requests) == N_MSG
+    assert not Path(argv[2]).exists()  # the journal was answered from the log, never written
+    for r in results[1:]:
+        assert _outcome(r) == _outcome(first)
