@@ -96,7 +96,8 @@ def sysname(nr: int) -> str:
 
 def describe(nr: int, args: tuple[int, ...], ret: int | None = None) -> str:
     fd = f"fd={args[0] if args[0] < 1 << 31 else args[0] - (1 << 64)}"
-    core = f"{sysname(nr)}({fd}, ...)" if nr not in CLOCKS and nr not in NO_FD_EMULATED else f"{sysname(nr)}(...)"
+    takes_fd = nr in READS or nr in WRITES or nr in FD_ARG or nr in (9, 262)
+    core = f"{sysname(nr)}({fd}, ...)" if takes_fd else f"{sysname(nr)}(...)"
     return core + (f" = {ret}" if ret is not None else "")
 
 
@@ -445,6 +446,8 @@ class ReplayEngine:
         if th is None:
             return None
         th.alive, th.held = False, None
+        if self.stuck is not None:
+            return None  # killed because the replay was stuck: that is the report
         self.notif_pending.pop(tid, None)
         left = [e for e in th.queue[th.pos:] if e.nr not in CLOCKS and e.index not in self.consumed]
         if left:
@@ -1108,8 +1111,7 @@ def _task_state(pid: int, tid: int) -> str:
     if fields and fields[0].lstrip("-").isdigit() and int(fields[0]) >= 0:
         nr, args = int(fields[0]), tuple(int(a, 16) for a in fields[1:7])
         return f"blocked in {describe(nr, args)} in the kernel (state {state})"
-    ip = fields[-1] if len(fields) > 1 else "?"
-    return f"running in user space (state {state}, ip {ip}) without reaching a syscall"
+    return f"running in user space (state {state}) without reaching a syscall"
 
 
 def _show(b: bytes, limit: int = 120) -> str:

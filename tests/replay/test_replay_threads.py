@@ -94,6 +94,20 @@ def record_pool(exe: str, tmp: Path, workers: int, mode: str = "shared", n: int 
     return {"log": log, "argv": argv, "journal": data, "replies": replies, "dir": tmp}
 
 
+@pytest.fixture(scope="module")
+def pool_recording(pool_svc: str, tmp_path_factory: pytest.TempPathFactory, probes_built: None):
+    """record(workers, mode): one recording per configuration, shared by this module's tests."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    made: dict[tuple[int, str], dict] = {}
+
+    def record(workers: int, mode: str = "shared") -> dict:
+        if (workers, mode) not in made:
+            made[workers, mode] = record_pool(pool_svc, tmp_path_factory.mktemp(f"rec{workers}{mode}"), workers, mode)
+        return made[workers, mode]
+    return record
+
+
 def _conn_fd(log) -> int:
     return next(e.ret for e in log.events if e.nr in (43, 288) and e.ret >= 0)
 
@@ -112,15 +126,12 @@ def _outcome(r) -> tuple:
 
 
 @pytest.mark.parametrize(("workers", "mode"), [(1, "shared"), (2, "shared"), (4, "shared"), (4, "queue")])
-def test_worker_pool_replays_identically_ten_times(pool_svc: str, tmp_path: Path, workers: int, mode: str,
-                                                   probes_built: None) -> None:
+def test_worker_pool_replays_identically_ten_times(pool_recording, workers: int, mode: str) -> None:
     """shared: the workers take turns on the connection under a mutex; queue: the main thread reads
     and hands the messages over through a mutex + condition variable work queue."""
-    if not is_root():
-        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
     from kprobe.replay.engine import ReplayEngine
 
-    rec = record_pool(pool_svc, tmp_path, workers, mode)
+    rec = pool_recording(workers, mode)
     log, argv = rec["log"], rec["argv"]
     assert log.replayable_until == len(log.events), log.problem
     assert len({e.tid for e in log.events}) == workers + 1
@@ -146,3 +157,59 @@ def test_worker_pool_replays_identically_ten_times(pool_svc: str, tmp_path: Path
     assert not Path(argv[2]).exists()  # the journal was answered from the log, never written
     for r in results[1:]:
         assert _outcome(r) == _outcome(first)
+
+
+@pytest.mark.parametrize(("workers", "mode"), [(2, "shared"), (4, "queue")])
+def test_what_if_slower_fsync_times_out_every_request(pool_recording, workers: int, mode: str) -> None:
+    """The recorded interleaving is kept and every fsync on the journal takes 5 ms longer: each
+    request's reply comes at least 5 ms later (exactly 5 ms where the worker that read it replies),
+    so a 4 ms client deadline that every request met now fails for all of them, the same way in
+    every replay."""
+    from kprobe.replay.engine import ReplayEngine
+    from kprobe.replay.inject import parse
+
+    rec = pool_recording(workers, mode)
+    log, argv = rec["log"], rec["argv"]
+    glob = str(Path(argv[2]).parent / "*.log")
+    deadline = 4.0
+    base = ReplayEngine(log, argv, strict=False, deadline_ms=deadline).run()
+    assert base.outcome == "identical" and len(base.requests) == N_MSG, (base.outcome, base.divergences[:1])
+    assert [q.replay_ms for q in base.requests] == [q.recorded_ms for q in base.requests]
+    slow = [ReplayEngine(log, argv, [parse(f"delay every fsync on {glob} by 5 ms")], strict=False,
+                         deadline_ms=deadline).run() for _ in range(2)]
+    for r in slow:
+        assert len(r.requests) == N_MSG and r.exit_code == 0, (r.outcome, r.notes[-3:])
+        # the times written to the journal moved with the delays: reported, and the replay went on
+        assert r.divergences and r.divergences[0].kind == "bytes"
+        late = [s.replay_ms - b.replay_ms for s, b in zip(r.requests, base.requests, strict=True)]
+        assert min(late) >= 5.0 - 1e-6
+        if mode == "shared":
+            assert late == pytest.approx([5.0] * N_MSG, abs=1e-6)
+    if max(q.replay_ms for q in base.requests) <= deadline:
+        assert base.verdict.startswith("pass"), base.verdict
+        assert slow[0].verdict.startswith(f"timeout: {N_MSG} of {N_MSG}"), slow[0].verdict
+    assert [q.replay_ms for q in slow[0].requests] == [q.replay_ms for q in slow[1].requests]
+    assert slow[0].verdict == slow[1].verdict
+
+
+def test_spinning_hand_off_is_reported_stuck_within_seconds(tmp_path: Path, probes_built: None) -> None:
+    """A thread that waits for a sibling without any syscall between cannot be ordered from syscalls:
+    the replay must end in < 5 s as diverged, naming that thread, where it is and who is parked."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    from kprobe.replay.engine import ReplayEngine
+    from tests.replay.conftest import record_run
+
+    exe = tmp_path / "spin_handoff"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(WORKLOADS / "spin_handoff.c")], check=True)
+    log = record_run(tmp_path / "session", [str(exe)])
+    main, setter = log.tgid, next(e.tid for e in log.events if e.tid != log.tgid)
+    t0 = time.monotonic()
+    r = ReplayEngine(log, [str(exe)], timeout_s=60).run()
+    took = time.monotonic() - t0
+    assert took < 5.0, took
+    assert r.outcome == "diverged", (r.outcome, r.notes)
+    d = r.divergences[0]
+    assert (d.kind, d.tid) == ("stuck", main), d
+    assert f"thread {main}" in d.actual and "running in user space" in d.actual
+    assert f"parked: thread {setter}" in d.actual
