@@ -68,11 +68,11 @@ def native(exe: str, n: int, ledger: Path) -> float:
     return time.perf_counter() - t0
 
 
-def recorded(exe: str, n: int, ledger: Path, session: Path) -> tuple[float, list[str], int]:
+def recorded(exe: str, n: int, ledger: Path, session: Path, cpu: int) -> tuple[float, list[str], int]:
     from kprobe.replay.record import ReplayRecorder
 
     port = _port()
-    rec = ReplayRecorder(session)
+    rec = ReplayRecorder(session, cpu=cpu)
     try:
         argv = [exe, str(port), str(ledger), str(n)]
         t0 = time.perf_counter()
@@ -110,7 +110,7 @@ def main() -> int:
         subprocess.run(["cc", "-O2", "-o", exe, str(SOURCE)], check=True)
         os.sched_setaffinity(0, {args.cpu})  # the client shares the CPU natively too
         native(exe, args.requests, shm / "warm.log")  # page cache, loader: not counted
-        rec_wall, argv, pid = recorded(exe, args.requests, shm / "rec.log", tmp / "session")
+        rec_wall, argv, pid = recorded(exe, args.requests, shm / "rec.log", tmp / "session", args.cpu)
         log = rlog.load(tmp / "session", pid)
         (shm / "rec.log").unlink()
         t0 = time.perf_counter()

@@ -37,17 +37,20 @@ from kprobe.agent.ringbuf import RingReader
 from kprobe.masking import install_log_masking
 from kprobe.replay.elfsym import dynamic_functions, file_offset
 from kprobe.replay.redact import ReplayMasker
+from kprobe.replay.seccomp import hand_over_numbers
 from kprobe.replay.serialize import default_cpu, serialize_process, serialize_thread
 from kprobe.schemas import layouts as L
 
 RSYS_FILE = "rsys.bin"
 RDATA_FILE = "rdata.bin"
 META_FILE = "meta.json"
+KP_RCNT_UPROBE_OTHER = 4  # probes/replay.bpf.c: time-uprobe hits in processes not recorded
 COUNTER_NAMES = {
     L.KP_RCNT_SYS_DROPS: "rsys_drops",
     L.KP_RCNT_DATA_DROPS: "rdata_drops",
     L.KP_RCNT_TRUNCATED: "truncated_syscalls",
     L.KP_RCNT_TRUNC_BYTES: "truncated_bytes",
+    KP_RCNT_UPROBE_OTHER: "uprobe_hits_other_processes",
 }
 # libc entry points that the vDSO serves without a syscall: (uprobe program, uretprobe program, symbol)
 TIME_PROBES = (
@@ -100,7 +103,10 @@ class ReplayCapture:
         """Card numbers, track data and sensitive values masked so far (replay/redact.py)."""
         return self._masker.streams_masked()
 
-    def start(self) -> ReplayCapture:
+    def start(self, host_wide_uprobes: bool = False) -> ReplayCapture:
+        """Load and attach. The time uprobes go on each recorded process (attach_time_uprobes)
+        or, with ``host_wide_uprobes`` (recording processes caught later by name), on every
+        process, filtered in the program (the hits in other processes are counted)."""
         install_log_masking()  # this process now handles raw payloads: no card data in its logs either
         self.out_dir.mkdir(parents=True, exist_ok=True)
         lib = self.probes.lib
@@ -118,12 +124,17 @@ class ReplayCapture:
         cfg = np.zeros(1, dtype=L.KP_RCONFIG)
         cfg["max_bytes"] = self.max_bytes_per_syscall
         obj.map("kp_rconfig_map").update(np.zeros(1, dtype=np.uint32), cfg)
+        ordered = obj.map("kp_rordered")
+        for nr in hand_over_numbers():
+            ordered.update(np.array([nr], dtype=np.uint32), np.ones(1, dtype=np.uint8))
         uprobe_progs = {p for pair in TIME_PROBES for p in pair[:2]}
         for prog in obj.programs():
             if prog.name in uprobe_progs:
                 continue
             obj.links.append(prog.attach())  # a tracepoint that does not attach is fatal here
-        self._attach_time_uprobes(obj)
+        self._uprobe_pids: set[int] = set()
+        if host_wide_uprobes:
+            self.attach_time_uprobes(-1)
         m_sys, m_data = obj.map("rb_rsys"), obj.map("rb_rdata")
         self._readers = {
             "rsys": RingReader(m_sys.fd, m_sys.max_entries, L.KP_RSYS, "rsys"),
@@ -141,8 +152,14 @@ class ReplayCapture:
         self._thread.start()
         return self
 
-    def _attach_time_uprobes(self, obj: BpfObject) -> None:
-        """uprobe + uretprobe on libc's time functions, every process (the program filters by tgid)."""
+    def attach_time_uprobes(self, pid: int) -> None:
+        """uprobe + uretprobe on libc's time functions for process ``pid`` (all its threads, across
+        its exec: the kernel filters per address space), or every process with -1. Attach before
+        the process execs, or its first time reads are missed (and synthesized at replay)."""
+        if pid in self._uprobe_pids or -1 in self._uprobe_pids:
+            return
+        self._uprobe_pids.add(pid)
+        obj = self.obj
         fn = self.probes.lib.lib.bpf_program__attach_uprobe_opts
         fn.restype = ctypes.c_void_p
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
@@ -164,7 +181,7 @@ class ReplayCapture:
             for prog_name, is_ret in ((enter, False), (ret, True)):
                 opts = _UprobeOpts(ctypes.sizeof(_UprobeOpts), 0, 0, is_ret, None)
                 ctypes.set_errno(0)
-                link = fn(progs[prog_name].ptr, -1, path.encode(), offset, ctypes.byref(opts))
+                link = fn(progs[prog_name].ptr, pid, path.encode(), offset, ctypes.byref(opts))
                 if not link:
                     self.attach_errors.append(
                         f"{prog_name} on {symbol}: {os.strerror(ctypes.get_errno() or 1)} "
@@ -209,6 +226,13 @@ class ReplayCapture:
                 self.serialized[tgid] = s.as_meta() if s else {"policy": "gone before it could be serialized"}
 
     def _loop(self) -> None:
+        """Drains on the CPUs the recorded processes do not run on (they share one: serialize.py)."""
+        others = set(range(os.cpu_count() or 1)) - {self.cpu}
+        if others:
+            try:
+                os.sched_setaffinity(0, others)
+            except OSError:
+                pass
         poll = self.poll_ms / 1000
         last_meta = time.monotonic()
         while not self._stop.is_set():
@@ -267,22 +291,42 @@ def session_dir(data: Path) -> Path:
     return data / "replay" / f"{stamp}-{os.getpid()}"
 
 
-def _serialize_next_child(cpu: int) -> None:
-    """`kprobe run` forks its command after this: the child serializes itself before its exec,
-    as ReplayRecorder's does (the drain loop would only catch it after its exec)."""
+def _prepare_next_child(cap: ReplayCapture) -> None:
+    """`kprobe run` forks its command after this. Right after that fork, before its exec, the
+    child serializes itself (as ReplayRecorder's child does; the drain loop would only catch it
+    after its exec), sends its pid to a thread of ours, which attaches the time uprobes to it,
+    and waits for that: its first clock read is recorded, and no other process is probed."""
+    pid_r, pid_w = os.pipe()
+    ack_r, ack_w = os.pipe()
     armed = [True]
 
     def child() -> None:
-        if armed[0]:
-            armed[0] = False
-            try:
-                serialize_thread(0, cpu)
-            except OSError:
-                pass  # the drain loop tries again; the log's meta says what was applied
+        if not armed[0]:
+            return
+        armed[0] = False
+        try:
+            serialize_thread(0, cap.cpu)
+        except OSError:
+            pass  # the drain loop tries again; the log's meta says what was applied
+        os.write(pid_w, os.getpid().to_bytes(8, "little"))
+        os.read(ack_r, 1)
+        for fd in (pid_r, pid_w, ack_r, ack_w):
+            os.close(fd)
 
     def parent() -> None:
         armed[0] = False
 
+    def attach() -> None:
+        try:
+            pid = int.from_bytes(os.read(pid_r, 8), "little")
+            if pid:
+                cap.attach_time_uprobes(pid)
+        finally:
+            os.write(ack_w, b"k")
+            for fd in (pid_r, pid_w, ack_r, ack_w):
+                os.close(fd)
+
+    threading.Thread(target=attach, name="kprobe-replay-uprobes", daemon=True).start()
     os.register_at_fork(after_in_child=child, after_in_parent=parent)
 
 
@@ -293,8 +337,12 @@ def start_if_requested(args, session) -> ReplayCapture | None:  # noqa: ANN001 -
     probes = session.recorder.probes
     if not probes.config.filter_on and not probes.config.watch_pids and not probes.config.watch_comms:
         raise SystemExit("kprobe: error: --replayable needs --watch-comm/--watch-pid (or kprobe run)")
-    cap = ReplayCapture(probes, session_dir(args.data)).start()
-    _serialize_next_child(cap.cpu)
+    run_command = bool(getattr(args, "command", None))  # kprobe run: a child not forked yet
+    cap = ReplayCapture(probes, session_dir(args.data)).start(host_wide_uprobes=bool(getattr(args, "watch_comm", None)))
+    for pid in getattr(args, "watch_pid", None) or []:
+        cap.attach_time_uprobes(pid)
+    if run_command:
+        _prepare_next_child(cap)
     print(f"kprobe: replayable recording into {cap.out_dir}", flush=True)
     for err in cap.attach_errors:
         print(f"kprobe: replay: {err}")

@@ -52,14 +52,14 @@ from kprobe.replay.log import Event, ProcessLog
 from kprobe.replay.order import Parked, ThreadOrder, stuck_report
 from kprobe.replay.order import Thread as _Thread
 from kprobe.replay.redact import matches_logged, overlay_logged
-from kprobe.replay.seccomp import trapped
+from kprobe.replay.seccomp import CLOCK_READS, trapped
 from kprobe.replay.watchdog import Watchdog
 from kprobe.schemas import layouts as L
 
 O_ACCMODE, O_CREAT, O_TRUNC, O_APPEND, O_DIRECTORY = 3, 0o100, 0o1000, 0o2000, 0o200000
 READS = {0: 1, 17: 1, 19: -1, 295: -1, 327: -1, 45: 1, 47: -2, 217: 1}  # nr -> buf arg, -1 iov, -2 msghdr
 WRITES = {1: 1, 18: 1, 20: -1, 296: -1, 328: -1, 44: 1, 46: -2}
-CLOCKS = {228, 96, 201}
+CLOCKS = CLOCK_READS
 FD_CREATORS = {41, 43, 288, 213, 291, 290, 283, 289, 294}  # socket, accept(4), epoll, eventfd, timerfd, ...
 INPUT_WAITS = {0, 17, 19, 43, 288, 45, 47, 7, 271, 232, 281, 441, 23, 270, 299}
 DUPS = {32, 33, 292}
@@ -139,6 +139,7 @@ class ReplayResult:
     hot_syscalls: str = "ptrace"                   # how hot syscalls reached the tracer: ptrace | seccomp-notify
     tracee_answers: int = 0                        # syscalls and clock reads answered in the tracee (intracee.py)
     answer_table: bool = False                     # the table was mapped (costs SETUP_STOPS extra stops)
+    ambiguous_order: int = 0                       # points where the recorded thread order is not decided by syscalls
 
     @property
     def answered_syscalls(self) -> int:
@@ -304,12 +305,34 @@ class ReplayEngine:
                 self._diverge(e.index, e.tid, "sequence", describe(e.nr, e.args, e.ret), "process ended")
         if self.res.outcome == "identical" and log.replayable_until < len(log.events):
             self.res.outcome = "incomplete-log"
+        self._note_ambiguity()
         if self.skipped_clock_reads:
             self.res.notes.append(f"{self.skipped_clock_reads} recorded clock reads were not made by the replay")
         if getattr(self, "rdtsc_count", 0):
             self.res.notes.append(f"rdtsc executed {self.rdtsc_count} times: answered with synthetic values")
         self._verdict()
         return self.res
+
+    def _note_ambiguity(self) -> None:
+        """Say where the recording's thread order was not decided by syscalls (log.Ambiguity), and
+        whether the first divergence came after such a point (then it is the likely cause)."""
+        amb = self.log.ambiguous
+        self.res.ambiguous_order = len(amb)
+        if not amb:
+            return
+        a = amb[0]
+        where = f"in {sysname(a.syscall)}" if a.syscall >= 0 else f"in user mode at ip {a.ip:#x}"
+        self.res.notes.append(
+            f"thread order ambiguous at {len(amb)} point(s) of the recording: first, thread {a.tid} was switched "
+            f"out between two hand-overs ({where}, after event {a.after}) and a sibling ran for "
+            f"{(a.in_ns - a.out_ns) / 1000:.0f} us before it resumed; replay runs that thread's code there as one block")
+        if self.res.divergences:
+            d = self.res.divergences[0]
+            before = [x for x in amb if x.after <= d.index]
+            if before:
+                self.res.notes.append(f"the first divergence (event {d.index}) comes after the ambiguous point at "
+                                      f"event {before[-1].after} (thread {before[-1].tid}): likely its cause, an "
+                                      "interleaving between syscalls that the log cannot order")
 
     def _prepared(self) -> _Prepared:
         """What every replay of this log derives from it, computed once per loaded log."""

@@ -62,6 +62,7 @@ class ReplayRecorder:
         os.close(gate_r)
         if stdout_pipe:
             os.close(out_w)
+        self.capture.attach_time_uprobes(pid)
         self.probes.watch_pid(pid)
         os.write(gate_w, b"x")
         os.close(gate_w)

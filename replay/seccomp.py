@@ -31,6 +31,23 @@ PR_SET_NO_NEW_PRIVS = 38
 NR_SECCOMP = 317
 
 
+# clock reads trap (the vDSO is patched) but are not where threads hand over: they belong to a
+# thread's run of user code (replay/order.py)
+CLOCK_READS = frozenset({228, 96, 201})
+NR_URETPROBE = 335  # the kernel's uretprobe trampoline (the recorder's time uprobes), never replayed
+
+
+def hand_over(nr: int, args: tuple[int, ...]) -> bool:
+    """Does replay order threads at this syscall? The recording probe is told the same numbers
+    (capture.py fills its kp_rordered map from :func:`hand_over_numbers`)."""
+    return trapped(nr, args) and nr not in CLOCK_READS and nr != NR_URETPROBE
+
+
+def hand_over_numbers(limit: int = 512) -> list[int]:
+    """Syscall numbers below ``limit`` that are hand-overs (mmap: decided by its fd in the probe)."""
+    return [nr for nr in range(limit) if hand_over(nr, (0, 0, 0, 0, 1, 0))]
+
+
 def trapped(nr: int, args: tuple[int, ...]) -> bool:
     """Does this syscall stop the tracee? mmap only when it maps a file (the fd may be recorded)."""
     if nr == NR_MMAP:

@@ -141,6 +141,8 @@ def test_worker_pool_replays_identically_ten_times(pool_recording, workers: int,
     journal_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
     assert _writes(log, journal_fd) == rec["journal"]
     assert len(rec["journal"].splitlines()) == N_MSG
+    assert log.meta["counters"]["uprobe_hits_other_processes"] == 0  # time uprobes on this process only
+    assert log.meta["serialized"][str(log.tgid)]["policy"] == "rr"
     if workers > 1:  # the recording really interleaved workers
         assert len(_served_by(rec["journal"])) > 1, rec["journal"]
     results = []
@@ -213,3 +215,8 @@ def test_spinning_hand_off_is_reported_stuck_within_seconds(tmp_path: Path, prob
     assert (d.kind, d.tid) == ("stuck", main), d
     assert f"thread {main}" in d.actual and "running in user space" in d.actual
     assert f"parked: thread {setter}" in d.actual
+    # the probe saw the spinning thread preempted in its user code while the setter ran: the log
+    # says where the order is ambiguous, and the report points at it as the likely cause
+    assert any(a.tid == main and a.syscall < 0 for a in log.ambiguous), log.ambiguous
+    assert r.ambiguous_order >= 1
+    assert any("likely its cause" in n for n in r.notes), r.notes
