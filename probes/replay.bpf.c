@@ -486,6 +486,8 @@ int BPF_PROG(kp_r_enter, struct pt_regs *regs, long sysno)
 	st->args[5] = BPF_CORE_READ(regs, r9);
 	t->ran = 1; /* user code ran to get here */
 	t->ordered_in = kp_ordered(st->nr, st->args);
+	if (st->nr == NR_CLOCK_GETTIME || st->nr == NR_GETTIMEOFDAY || st->nr == NR_TIME)
+		t->uenter.ts = 0; /* a probed libc time call took its syscall fallback: recorded as that */
 	if (st->nr == NR_EXIT || st->nr == NR_EXIT_GROUP) { /* never returns: record it now */
 		kp_emit(t, st, tgid, tid, 0, st->ts, 0, false);
 		st->ts = 0;
@@ -537,7 +539,7 @@ static __always_inline int kp_time_enter(__u32 nr, __u64 a0, __u64 a1)
 		return 0;
 	}
 	struct kp_rtask *t = kp_rtask_of(bpf_get_current_task_btf(), true);
-	if (!t || t->uenter.ts) /* an outer libc time call wins */
+	if (!t)
 		return 0;
 	t->uenter.ts = bpf_ktime_get_ns();
 	t->uenter.nr = nr;
@@ -567,6 +569,28 @@ SEC("uretprobe")
 int BPF_KRETPROBE(kp_ur_clock_gettime, long ret)
 {
 	return kp_time_exit(NR_CLOCK_GETTIME, ret);
+}
+
+/* The kp_ux_* programs are plain uprobes on the jump right after libc's call into the vDSO
+ * (replay/timeprobes.py): the result is in rax, the caller's buffer is filled. With the entry
+ * probe on the jump before that call, both are emulated by the kernel (one trap each), where an
+ * entry probe on the first instruction is single-stepped and a uretprobe adds a kernel entry. */
+SEC("uprobe")
+int BPF_KPROBE(kp_ux_clock_gettime)
+{
+	return kp_time_exit(NR_CLOCK_GETTIME, (long)PT_REGS_RC(ctx));
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_ux_gettimeofday)
+{
+	return kp_time_exit(NR_GETTIMEOFDAY, (long)PT_REGS_RC(ctx));
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_ux_time)
+{
+	return kp_time_exit(NR_TIME, (long)PT_REGS_RC(ctx));
 }
 
 SEC("uprobe")

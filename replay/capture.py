@@ -19,7 +19,6 @@ stream only adds what replay needs.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import socket
@@ -35,7 +34,7 @@ from kprobe.agent.libbpf import BpfObject, LibbpfError
 from kprobe.agent.probeset import BUILD_DIR, SHARED_MAPS, ProbeSet
 from kprobe.agent.ringbuf import RingReader
 from kprobe.masking import install_log_masking
-from kprobe.replay.elfsym import dynamic_functions, file_offset
+from kprobe.replay import timeprobes
 from kprobe.replay.redact import ReplayMasker
 from kprobe.replay.seccomp import hand_over_numbers
 from kprobe.replay.serialize import default_cpu, serialize_process, serialize_thread
@@ -52,34 +51,6 @@ COUNTER_NAMES = {
     L.KP_RCNT_TRUNC_BYTES: "truncated_bytes",
     KP_RCNT_UPROBE_OTHER: "uprobe_hits_other_processes",
 }
-# libc entry points that the vDSO serves without a syscall: (uprobe program, uretprobe program, symbol)
-TIME_PROBES = (
-    ("kp_u_clock_gettime", "kp_ur_clock_gettime", "clock_gettime"),
-    ("kp_u_gettimeofday", "kp_ur_gettimeofday", "gettimeofday"),
-    ("kp_u_time", "kp_ur_time", "time"),
-)
-
-
-class _UprobeOpts(ctypes.Structure):
-    """struct bpf_uprobe_opts of libbpf 1.1 (sz first, so newer libbpf accepts it too)."""
-
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("ref_ctr_offset", ctypes.c_size_t),
-        ("bpf_cookie", ctypes.c_uint64),
-        ("retprobe", ctypes.c_bool),
-        ("func_name", ctypes.c_char_p),
-    ]
-
-
-def libc_path() -> str:
-    """The libc this machine's dynamically linked programs use (from our own mappings)."""
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        name = os.path.basename(path)
-        if name.startswith("libc.so") or name.startswith("libc-"):
-            return path
-    raise FileNotFoundError("libc not found in /proc/self/maps")
 
 
 @dataclass
@@ -127,7 +98,7 @@ class ReplayCapture:
         ordered = obj.map("kp_rordered")
         for nr in hand_over_numbers():
             ordered.update(np.array([nr], dtype=np.uint32), np.ones(1, dtype=np.uint8))
-        uprobe_progs = {p for pair in TIME_PROBES for p in pair[:2]}
+        uprobe_progs = {p for progs in timeprobes.TIME_PROBES.values() for p in progs}
         for prog in obj.programs():
             if prog.name in uprobe_progs:
                 continue
@@ -153,42 +124,17 @@ class ReplayCapture:
         return self
 
     def attach_time_uprobes(self, pid: int) -> None:
-        """uprobe + uretprobe on libc's time functions for process ``pid`` (all its threads, across
-        its exec: the kernel filters per address space), or every process with -1. Attach before
+        """Uprobes on libc's time functions (replay/timeprobes.py) for process ``pid`` (all its
+        threads, across its exec: the kernel filters per address space), or every process with -1. Attach before
         the process execs, or its first time reads are missed (and synthesized at replay)."""
         if pid in self._uprobe_pids or -1 in self._uprobe_pids:
             return
         self._uprobe_pids.add(pid)
-        obj = self.obj
-        fn = self.probes.lib.lib.bpf_program__attach_uprobe_opts
-        fn.restype = ctypes.c_void_p
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
-        progs = {p.name: p for p in obj.programs()}
-        try:
-            path = libc_path()
-            image = Path(path).read_bytes()
-            syms = dynamic_functions(image)
-        except (OSError, ValueError) as e:
-            self.attach_errors.append(f"libc symbols: {e}")
-            return
-        for enter, ret, symbol in TIME_PROBES:
-            if symbol not in syms:
-                # glibc binds gettimeofday/time as IFUNCs straight to the vDSO: no libc code to probe
-                self.attach_errors.append(f"libc {symbol} is not a plain function (IFUNC to the vDSO): "
-                                          "its reads are synthesized at replay from the recorded timeline")
-                continue
-            offset = file_offset(image, syms[symbol].value)
-            for prog_name, is_ret in ((enter, False), (ret, True)):
-                opts = _UprobeOpts(ctypes.sizeof(_UprobeOpts), 0, 0, is_ret, None)
-                ctypes.set_errno(0)
-                link = fn(progs[prog_name].ptr, pid, path.encode(), offset, ctypes.byref(opts))
-                if not link:
-                    self.attach_errors.append(
-                        f"{prog_name} on {symbol}: {os.strerror(ctypes.get_errno() or 1)} "
-                        "(its time reads will be synthesized at replay)"
-                    )
-                else:
-                    obj.links.append(int(link))
+        links, errors = timeprobes.attach(self.probes.lib.lib, {p.name: p for p in self.obj.programs()}, pid)
+        self.obj.links.extend(links)
+        for e in errors:
+            if e not in self.attach_errors:
+                self.attach_errors.append(e)
 
     def counters(self) -> dict[str, int]:
         ncpu = self.probes.lib.num_possible_cpus()
@@ -226,13 +172,6 @@ class ReplayCapture:
                 self.serialized[tgid] = s.as_meta() if s else {"policy": "gone before it could be serialized"}
 
     def _loop(self) -> None:
-        """Drains on the CPUs the recorded processes do not run on (they share one: serialize.py)."""
-        others = set(range(os.cpu_count() or 1)) - {self.cpu}
-        if others:
-            try:
-                os.sched_setaffinity(0, others)
-            except OSError:
-                pass
         poll = self.poll_ms / 1000
         last_meta = time.monotonic()
         while not self._stop.is_set():
@@ -254,7 +193,9 @@ class ReplayCapture:
         if self._stop.is_set():
             return
         self._stop.set()
-        self._thread.join(10)
+        self._thread.join(120)  # a starved drain thread (nice 19 on a busy host) still finishes its batch
+        if self._thread.is_alive():
+            raise RuntimeError("replay capture: the drain thread did not stop within 120 s")
         self._drain_once(final=True)
         for f in self._files.values():
             f.close()
