@@ -118,6 +118,8 @@ class ReplayCapture:
         self._clock = clock.sample(32)
         self._started_ns = time.time_ns()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._flushed: list[threading.Event] = []
         self._write_meta(finished=False)
         self._thread = threading.Thread(target=self._loop, name="kprobe-replay-drain", daemon=True)
         self._thread.start()
@@ -175,24 +177,32 @@ class ReplayCapture:
         poll = self.poll_ms / 1000
         last_meta = time.monotonic()
         while not self._stop.is_set():
+            waiting, self._flushed = self._flushed, []
             self._drain_once()
-            if time.monotonic() - last_meta > 1.0:
+            if waiting or time.monotonic() - last_meta > 1.0:
                 for f in self._files.values():
                     f.flush()
                 self._write_meta(finished=False)
                 last_meta = time.monotonic()
-            self._stop.wait(poll)
+            for done in waiting:
+                done.set()
+            self._wake.wait(poll)
+            self._wake.clear()
 
-    def flush(self) -> None:
-        """Everything committed to the rings so far is on disk when this returns."""
-        time.sleep(self.poll_ms / 1000 * 2)
-        for f in self._files.values():
-            f.flush()
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Everything committed to the rings so far is on disk when this returns: the drain
+        thread runs one more full drain and flushes (it may be slow to get a CPU on a busy host)."""
+        done = threading.Event()
+        self._flushed.append(done)
+        self._wake.set()
+        if not done.wait(timeout_s):
+            raise RuntimeError(f"replay capture: no drain within {timeout_s} s")
 
     def stop(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
+        self._wake.set()
         self._thread.join(120)  # a starved drain thread (nice 19 on a busy host) still finishes its batch
         if self._thread.is_alive():
             raise RuntimeError("replay capture: the drain thread did not stop within 120 s")

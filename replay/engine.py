@@ -163,6 +163,26 @@ class _Prepared:
     recorded_outputs: dict[str, str]      # channel -> sha256 of the recorded output bytes
     max_gap_s: dict[int, float]           # recorded tid -> longest recorded run between two of its events
     handoff_fds: frozenset[int]           # fds some thread answers on without reading there
+    next_other: dict[int, int]            # event index (-1: start) -> the next ordered event of another thread
+
+
+def _next_other(expected: list[Event]) -> dict[int, int]:
+    """For each event, the index of the next ordered (non-clock) event of another thread: while a
+    thread runs, everything before that is its own, so the compiled loop may answer it in one go
+    (strict replays only: then every event before the running thread's next one is done)."""
+    out: dict[int, int] = {}
+    first_idx, first_tid, second_idx = 1 << 62, None, 1 << 62
+    for e in reversed(expected):
+        out[e.index] = first_idx if first_tid != e.tid else second_idx
+        if e.nr in CLOCKS:
+            continue
+        if e.tid == first_tid:
+            first_idx = e.index
+        else:
+            first_idx, first_tid, second_idx = e.index, e.tid, first_idx
+    # -1: before the first event; only the main thread exists then, and nothing is another's yet
+    out[-1] = first_idx if first_tid is not None and expected and first_tid != expected[0].tid else second_idx
+    return out
 
 
 def _handoff_fds(by_thread: dict[int, list[Event]]) -> frozenset[int]:
@@ -232,6 +252,7 @@ class ReplayEngine:
         self.pred_exit = prep.pred_exit
         self.max_gap_s = prep.max_gap_s
         self.handoff_fds = prep.handoff_fds
+        self.next_other = prep.next_other
         self.handoff: dict[int, collections.deque[tuple[int, int]]] = {}  # fd -> requests in arrival order
         self.order = ThreadOrder(prep.unconsumed)
         self.consumed = self.order.consumed
@@ -243,6 +264,7 @@ class ReplayEngine:
         self.child_rtid: dict[int, int] = {}     # child tid -> recorded tid, its first stop not seen yet
         self.unmapped: set[int] = set()          # children stopped before their parent's clone stop
         self.stuck: Divergence | None = None
+        self.cur_ev: tuple = ("", 0, 0)          # the stop being handled
         self.by_rtid = by_thread
         self.emulated: set[int] = {0, 1, 2}
         self.sockets: set[int] = set()
@@ -352,7 +374,7 @@ class ReplayEngine:
             max_gap = {rtid: max((b.enter_ns - a.exit_ns for a, b in zip(q, q[1:], strict=False)), default=0) / 1e9
                        for rtid, q in by_thread.items()}
             prep = _Prepared(expected, by_thread, pred_exit, unconsumed, _recorded_outputs(expected), max_gap,
-                             _handoff_fds(by_thread))
+                             _handoff_fds(by_thread), _next_other(expected))
             self.log.derived["replay"] = prep
         return prep
 
@@ -406,14 +428,16 @@ class ReplayEngine:
                 return
             # nobody runs (a clone's child counts as running until its first stop is seen)
             if self.started and self.stuck is None and not self._clone_in_flight() and not self.order.running(self.threads):
-                if self._release_next() == "abort":
+                ev = self._release_next(deadline)
+                if ev == "abort":
                     return
+            else:
+                ev = self._run_fast(deadline)
+                if ev == ():
+                    ev = self._wait(deadline)
+            if ev is None or isinstance(ev, str):
                 continue
-            ev = self._run_fast(deadline)
-            if ev == ():
-                ev = self._wait(deadline)
-            if ev is None:
-                continue
+            self.cur_ev = ev
             self.progress += 1
             if self.vc is not None:
                 self._table_sync(ev[1])
@@ -437,10 +461,11 @@ class ReplayEngine:
             if self._stop(wpid, status) == "abort":
                 return
 
-    def _release_next(self) -> str | None:
+    def _release_next(self, deadline: float) -> tuple | str | None:
         """Nobody runs: release the parked thread whose event is the earliest open one. If none
         holds it, the replay cannot go on: say who should have moved (strict), or let the earliest
-        parked thread go with a note (what-if replays match calls loosely anyway)."""
+        parked thread go with a note (what-if replays match calls loosely anyway). Returns "abort",
+        None, or a stop the compiled loop handed back after answering the released one."""
         th = self.order.turn_holder(self.threads)
         if th is None:
             first = self.order.first_open()
@@ -461,7 +486,50 @@ class ReplayEngine:
                 self._consume(th, e)
             T.cont(held.tid)
             return None
+        if held.ev is not None:
+            ev = self._release_fast(th, held, deadline)
+            if ev != ():
+                return ev
         return self._syscall(held.tid, th, held.regs, forced=True)
+
+    def _release_fast(self, th: _Thread, held: Parked, deadline: float) -> tuple | None:
+        """Let the compiled loop answer the released thread's pending stop and run on from there
+        (no Python per hand-over). () if it cannot (Python then answers that stop)."""
+        fp, nxt = self.fp, th.next_event()
+        if fp is None or self.mem is None or nxt is None or nxt.nr in CLOCKS:
+            return ()
+        p = fp.plans.get(th.rtid)
+        if p is None or fp.out_shift.extra:
+            return ()
+        end = fp.plan(p, th.pos, self.next_other.get(nxt.index, 1 << 62), self.emulated, self.sockets)
+        if end <= th.pos:
+            return ()
+        self._own_table(held.tid, th)
+        pos = th.pos
+        done = fp.run(p, self.pid, held.tid, self.mem.fd, th, pos, end, deadline, pending=held.ev)
+        if not done:
+            return ()  # handed back untouched: the same stop, for Python
+        self.notif_pending.pop(held.tid, None)  # answered in C
+        self._caught_up(th, p, pos, done)
+        self.res.stops -= 1  # that stop was counted when it came
+        c = fp.ctx
+        if c.err:
+            raise OSError(int(c.err), f"replay hot path: ptrace/memory access to {held.tid} failed")
+        return fp.event() if c.has_stop else None
+
+    def _own_table(self, tid: int, th: _Thread) -> None:
+        """Only the running thread runs, so it may own the in-tracee answer table (the stubs compare
+        the fs base); switched only while no answers are outstanding."""
+        vc = self.vc
+        if vc is not None and vc.tid != tid and not vc.gap_open and th.fs_base and self.fp is not None:
+            vc.tab[V.OWNER], vc.tid, self.fp.ctx.vtid = th.fs_base, tid, tid
+
+    def _last_ordered(self, th: _Thread) -> int:
+        """Index of the thread's last replayed ordered (non-clock) event; -1 before its first."""
+        i = th.pos - 1
+        while i >= 0 and th.queue[i].nr in CLOCKS:
+            i -= 1
+        return th.queue[i].index if i >= 0 else -1
 
     def _thread_ended(self, tid: int) -> str | None:
         """A thread other than the main one ended: every ordered event it recorded must be done."""
@@ -526,10 +594,13 @@ class ReplayEngine:
         p = fp.plans.get(th.rtid)
         if p is None or fp.out_shift.extra:
             return ()
-        end = fp.plan(p, th.pos, self._others_first(th), self.emulated, self.sockets)
+        # the plan ends at the first event of another thread after this one's last ordered one
+        # (clock reads are answered out of that order): there it parks
+        end = fp.plan(p, th.pos, self.next_other.get(self._last_ordered(th), 1 << 62), self.emulated, self.sockets)
         if end <= th.pos:
             return ()
         pos = th.pos
+        self._own_table(tid, th)
         done = fp.run(p, self.pid, tid, self.mem.fd, th, pos, end, deadline)
         if done:
             self._caught_up(th, p, pos, done)
@@ -547,30 +618,22 @@ class ReplayEngine:
         vdone = int(self.fp.ctx.vdone) if self.fp is not None else 0  # answered in the tracee: no stop
         self.res.stops += done - vdone
         self.res.tracee_answers += vdone
-        ws = np.searchsorted(p.writes, (pos, pos + done))
-        sel = np.arange(ws[0], ws[1])
-        sel = sel[p.ops[p.writes[sel], F.KIND] == F.K_WRITE]  # writes answered as outputs (emulated fd)
-        if sel.size:
+        lo, hi = np.searchsorted(p.writes, (pos, pos + done)).tolist()
+        if hi - lo > 32:
+            sel = np.arange(lo, hi)
+            sel = sel[p.ops[p.writes[sel], F.KIND] == F.K_WRITE]  # writes answered as outputs (emulated fd)
             fds = p.ops[p.writes[sel], F.FD]
             for fd in np.unique(fds).tolist():
                 chunks = [p.write_data[i] for i in sel[fds == fd].tolist()]
                 self.out_bytes.setdefault(_chan_key(fd), hashlib.sha256()).update(b"".join(chunks))
-        if self.fp is not None:
+        else:  # a short run (between hand-overs): plain Python is cheaper than numpy here
+            for i in range(lo, hi):
+                op = p.ops[p.writes[i]]
+                if op[F.KIND] == F.K_WRITE:
+                    self.out_bytes.setdefault(_chan_key(int(op[F.FD])), hashlib.sha256()).update(p.write_data[i])
+        if self.fp is not None and self.fp.ctx.nreq:
             for fd, rec_ns, rep_ns in self.fp.requests():
                 self.res.requests.append(Request(fd, rec_ns / 1e6, rep_ns / 1e6))
-
-    def _others_first(self, th: _Thread) -> int:
-        """Index of the earliest unconsumed non-clock event of any other recorded thread."""
-        first = 1 << 62
-        for rtid, q in self.by_rtid.items():
-            if rtid == th.rtid:
-                continue
-            t = next((t for t in self.threads.values() if t.rtid == rtid), None)
-            for e in q[t.pos if t else 0 :]:
-                if e.nr not in CLOCKS and e.index not in self.consumed:
-                    first = min(first, e.index)
-                    break
-        return first
 
     def _wait(self, deadline: float) -> tuple | None:
         """Block for the next ptrace stop ("p", tid, status) or notification ("n", tid, regs)."""
@@ -695,6 +758,7 @@ class ReplayEngine:
                 self.res.notes.append(f"no answers inside the tracee ({e}): every call traps")
                 return None
             self.fp.ctx.vtab, self.fp.ctx.vtid = self.vc.table_address, tid
+            th.fs_base = fs_base
             self.vc_state = "on"
             self.res.answer_table = True
             self.res.notes.append("answered in the tracee: vDSO clock reads" + (
@@ -742,7 +806,7 @@ class ReplayEngine:
         parent_vt = max((t.vt for t in self.threads.values()), default=0)
         clone_exit, vt = self.spawned.get(rtid, (parent_vt, parent_vt))
         self.threads[tid] = _Thread(rtid, self.by_rtid.get(rtid, []), vt=vt, prev_exit=clone_exit,
-                                    held=Parked(tid, None))
+                                    held=Parked(tid, None), fs_base=T.get_regs(tid).fs_base)
         self.tid_of[tid] = rtid
 
     def _unsupported(self, why: str) -> str:
@@ -756,7 +820,8 @@ class ReplayEngine:
         args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
         nxt = self._next(th, nr)
         if nxt is not None and not forced and nr not in CLOCKS and not self.order.is_turn(nxt):
-            th.held = Parked(tid, regs)  # released by _release_next when its event is the earliest open one
+            # released by _release_next when its event is the earliest open one
+            th.held = Parked(tid, regs, self.cur_ev if self.cur_ev[1] == tid else None)
             return None
         if nr in CLOCKS:
             return self._clock(tid, th, regs, nr, args, nxt)
@@ -837,11 +902,6 @@ class ReplayEngine:
         ):
             return self._placeholder(tid, th, regs, nr, args, e)
         if nr in (56, 435):
-            if self.vc is not None:
-                # the order of events across threads is checked at stops (order.py): from the clone
-                # on (before the parent resumes) only clock reads, which that order does not
-                # include, are answered inside the tracee
-                self.vc.tab[V.NRMASK] = 0
             if e.ret > 0:
                 self.clone_of[tid] = e.ret
                 self.spawned[e.ret] = (e.exit_ns, th.vt)

@@ -81,6 +81,7 @@ struct kp_ctx {
 	int64_t nx_pos, nx_end;          /* the events there may be answered in the tracee (open_gap) */
 	int64_t steps;                   /* events waited for so far: the watchdog's sign of progress */
 	int64_t *pending;                /* [KP_FDMAX] threads holding an unanswered input on the fd */
+	int64_t preset;                  /* in: ev already holds the first stop to handle (a released thread's) */
 };
 
 static int64_t floordiv(int64_t a, int64_t b)
@@ -421,7 +422,11 @@ __asm__(
 	"2:	ret\n"
 	"	KP_REAL_SYSCALL 201\n"
 	"	.skip 0x180 - (. - .Lvbase), 0xcc\n"
-	/* a libc wrapper's syscall: rax = nr, rdi, rsi, rdx (, r10) its arguments */
+	/* a libc wrapper's syscall: rax = nr, rdi, rsi, rdx (, r10) its arguments. r8 and r9 are kept
+	 * as a syscall keeps them: the multi-threaded path of glibc's wrappers holds the cancellation
+	 * state in r8 across its syscall (rdi and rsi are dead there, rdx is untouched) */
+	"	push r8\n"
+	"	push r9\n"
 	"	KP_ENTRY rcx, rax\n"
 	"	mov r9, [r8 + 48]\n"
 	"	test r9, 1\n"
@@ -467,9 +472,13 @@ __asm__(
 	"	mov rcx, [r8 + 56]\n"
 	"	rep movsb\n"
 	"5:	mov rax, [r8 + 32]\n"
+	"	pop r9\n"
+	"	pop r8\n"
 	"	cmp rax, -4096\n"
 	"	ret\n"
-	"9:	syscall\n"
+	"9:	pop r9\n"
+	"	pop r8\n"
+	"	syscall\n"
 	"	cmp rax, -4096\n"
 	"	ret\n"
 	".globl kp_vstub_end\n"
@@ -675,7 +684,8 @@ static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64
 	int64_t done = 0;
 	while (pos + done < end) {
 		/* ptrace only: block in waitpid (the deadline is checked every 256 stops, below) */
-		int64_t got = wait_event(c, c->notif_fd >= 0 ? c->deadline_ns : INT64_MAX);
+		int64_t got = c->preset ? 1 : wait_event(c, c->notif_fd >= 0 ? c->deadline_ns : INT64_MAX);
+		c->preset = 0;
 		if (got < 0) {
 			c->err = -got;
 			return done;

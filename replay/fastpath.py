@@ -39,8 +39,9 @@ REQ_CAP = 4096
 
 EV_PTRACE, EV_NOTIF = 1, 2
 # syscalls delivered as seccomp user notifications when the hot path is on: their Python handlers
-# only ever answer them (skip with a value) or let them run (passthrough), never touch registers
-NOTIFIED = frozenset({0, 1, 17, 18, 74, 75, 96, 201, 228, 318})
+# only ever answer them (skip with a value) or let them run (passthrough), never touch registers.
+# futex and sched_yield: where threads hand over (answered from the log, PI operations run)
+NOTIFIED = frozenset({0, 1, 17, 18, 74, 75, 96, 201, 228, 318, 202, 24})
 
 
 class _Ev(ctypes.Structure):
@@ -58,7 +59,7 @@ class _Ctx(ctypes.Structure):
         ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64),
         ("vtab", ctypes.c_void_p), ("vtid", ctypes.c_int64), ("vdone", ctypes.c_int64),
         ("nx_ops", ctypes.c_void_p), ("nx_pos", ctypes.c_int64), ("nx_end", ctypes.c_int64),
-        ("steps", ctypes.c_int64), ("pending", ctypes.c_void_p)]
+        ("steps", ctypes.c_int64), ("pending", ctypes.c_void_p), ("preset", ctypes.c_int64)]
 
 
 def load_library() -> ctypes.CDLL | None:
@@ -340,7 +341,7 @@ class FastPath:
 
     def __post_init__(self) -> None:
         self.blob_buf: ctypes.Array | None = None
-        self.last_plan: tuple | None = None    # (state key, start, end) of the last plan made
+        self.planned: dict[int, tuple] = {}    # id(plan) -> (fd state, start, end) of its decided range
         self.req = np.zeros(3 * REQ_CAP, dtype=np.int64)
         self.scratch = ctypes.create_string_buffer(1 << 20)
         self.ctx = _Ctx()
@@ -392,17 +393,28 @@ class FastPath:
         self.ctx.blob = ctypes.addressof(self.blob_buf)
 
     def plan(self, p: ThreadPlan, pos: int, limit: int, emulated: set[int], sockets: set[int]) -> int:
-        """Decide kinds and flags for p.ops[pos:end) with the current fd state; returns end.
+        """Decide kinds and flags for p.ops[pos:end) with the current fd state; returns end, before
+        the event at index ``limit`` (another thread's: where this one must stop and park).
 
-        A run often stops early (e.g. at an output whose logged copy has masked card data, which Python
-        compares) and resumes inside the range planned last: with the same fd state and limit,
-        that plan still holds."""
-        key = (id(p), frozenset(emulated), frozenset(sockets), limit)
-        if self.last_plan is not None and self.last_plan[0] == key and self.last_plan[1] <= pos < self.last_plan[2]:
-            return self.last_plan[2] if self.last_plan[2] - pos >= MIN_PLAN else pos
-        end = min(int(p.barrier_next[pos]) if pos < len(p.index) else pos, pos + MAX_PLAN)
+        Kinds are decided for the thread's whole range up to its next barrier, once per fd state:
+        a run often stops early (at a hand-over to another thread, or at an output whose logged copy
+        has masked card data, which Python compares) and resumes inside the range planned last."""
+        state = (frozenset(emulated), frozenset(sockets))
+        got = self.planned.get(id(p))
+        if got is None or got[0] != state or not got[1] <= pos < got[2]:
+            end = self._decide(p, pos, emulated, sockets)
+            if end - pos < MIN_PLAN:
+                self.planned.pop(id(p), None)
+                return pos
+            got = self.planned[id(p)] = (state, pos, end)
+        end = got[2]
         if limit < (1 << 62):
             end = min(end, pos + int(np.searchsorted(p.index[pos:end], limit)))
+        return end
+
+    def _decide(self, p: ThreadPlan, pos: int, emulated: set[int], sockets: set[int]) -> int:
+        """Kinds and flags of p.ops[pos:end) for this fd state, up to the next barrier; returns end."""
+        end = min(int(p.barrier_next[pos]) if pos < len(p.index) else pos, pos + MAX_PLAN)
         if end - pos < MIN_PLAN:
             return pos
         fd = p.ops[pos:end, FD]
@@ -418,7 +430,6 @@ class FastPath:
             kind, flags = kind[: end - pos], flags[: end - pos]
         p.ops[pos:end, KIND] = kind
         p.ops[pos:end, FLAGS] = flags
-        self.last_plan = (key, pos, end)
         return end
 
     def use_inputs(self, li: LastInput) -> None:
@@ -426,10 +437,14 @@ class FastPath:
         c = self.ctx
         c.li_has, c.li_vt, c.li_rec = li.has.ctypes.data, li.vt.ctypes.data, li.rec.ctypes.data
 
-    def run(self, p: ThreadPlan, pid: int, tid: int, memfd: int, th, pos: int, end: int, deadline: float) -> int:
-        """Execute p.ops[pos:end) in C; returns how many events were answered."""
+    def run(self, p: ThreadPlan, pid: int, tid: int, memfd: int, th, pos: int, end: int, deadline: float,
+            pending: tuple | None = None) -> int:
+        """Execute p.ops[pos:end) in C; returns how many events were answered. ``pending``: a stop
+        of this thread already taken (a parked thread released), handled first as if just seen."""
         c = self.ctx
         self.use_inputs(th.inputs)
+        if pending is not None:
+            self._preset(pending)
         c.tid, c.memfd, c.pid = tid, memfd, pid
         c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
         c.deadline_ns = int(deadline * 1e9)  # time.monotonic is CLOCK_MONOTONIC
@@ -451,6 +466,17 @@ class FastPath:
         th.vt, th.prev_exit, th.arrival = c.vt, c.prev_exit, c.arrival
         self.handled += done
         return done
+
+    def _preset(self, ev: tuple) -> None:
+        e = self.ctx.ev
+        if ev[0] == "p":
+            e.kind, e.tid, e.status = EV_PTRACE, ev[1], ev[2]
+        else:
+            r = ev[2]
+            e.kind, e.tid, e.status, e.id, e.nr = EV_NOTIF, ev[1], 0, r.id, r.orig_rax
+            for i, a in enumerate((r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9)):
+                e.args[i] = a - (1 << 64) if a >= 1 << 63 else a
+        self.ctx.preset = 1
 
     def requests(self) -> list[list[int]]:
         """(fd, recorded ns, replay ns) of the requests the last run completed."""

@@ -36,6 +36,7 @@ class Parked:
 
     tid: int
     regs: object | None
+    ev: tuple | None = None   # the stop as waited for ("p", tid, status) / ("n", tid, regs): the compiled loop can take it
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Thread:
     synth: int = 0                  # synthesized clock reads since the last recorded one
     alive: bool = True
     inputs: LastInput = field(default_factory=LastInput)  # its unanswered requests, per fd
+    fs_base: int = 0                # its TLS base: the in-tracee stubs answer only the table's owner
 
     def next_event(self) -> Event | None:
         return self.queue[self.pos] if self.pos < len(self.queue) else None
