@@ -63,6 +63,10 @@ CLOCKS = CLOCK_READS
 FD_CREATORS = {41, 43, 288, 213, 291, 290, 283, 289, 294}  # socket, accept(4), epoll, eventfd, timerfd, ...
 INPUT_WAITS = {0, 17, 19, 43, 288, 45, 47, 7, 271, 232, 281, 441, 23, 270, 299}
 DUPS = {32, 33, 292}
+# pipe, pipe2, socketpair: made for real (the tracee holds both fds at their recorded numbers), then
+# answered from the log like a socket: a thread reading a pipe never waits for a sibling, and what
+# goes through it is compared byte for byte. nr -> argument holding the int[2]
+FD_PAIRS = {22: 0, 293: 0, 53: 3}
 FCNTL_DUPFD = {0, 1030}
 NO_FD_EMULATED = {318, 39, 110, 186, 35, 230, 63, 99, 79, 61, 229}  # getrandom, pids, sleeps, uname, ...
 FD_ARG = frozenset({3, 5, 8, 16, 72, 74, 75, 77, 42, 43, 288, 48, 49, 50, 51, 52, 54, 55, 233})  # fd in args[0]
@@ -187,8 +191,9 @@ def _next_other(expected: list[Event]) -> dict[int, int]:
 
 def _handoff_fds(by_thread: dict[int, list[Event]]) -> frozenset[int]:
     """fds where a thread writes without ever reading there while another thread reads: a reader
-    thread hands requests to workers, so each reply answers the oldest request still open (a
-    thread that reads a request in several calls and answers it itself is one request)."""
+    thread hands requests to workers, so each reply answers the oldest input still open, or, when
+    none is, the one answered last (a read that carried several requests). Elsewhere a thread's
+    reply answers its own last input (one request however many reads it took)."""
     readers: dict[int, set[int]] = {}
     writers: dict[int, set[int]] = {}
     for rtid, q in by_thread.items():
@@ -254,6 +259,7 @@ class ReplayEngine:
         self.handoff_fds = prep.handoff_fds
         self.next_other = prep.next_other
         self.handoff: dict[int, collections.deque[tuple[int, int]]] = {}  # fd -> requests in arrival order
+        self.handoff_last: dict[int, tuple[int, int]] = {}  # fd -> the request answered last
         self.order = ThreadOrder(prep.unconsumed)
         self.consumed = self.order.consumed
         self.threads: dict[int, _Thread] = {}
@@ -268,6 +274,7 @@ class ReplayEngine:
         self.by_rtid = by_thread
         self.emulated: set[int] = {0, 1, 2}
         self.sockets: set[int] = set()
+        self.fd_version = 0                       # bumped whenever emulated/sockets change (plans depend on them)
         self.fd_path: dict[int, str] = {0: "stdin", 1: "stdout", 2: "stderr"}
         self.out_bytes: dict[str, hashlib._Hash] = {}
         self.fp = self._fast_path(by_thread)
@@ -387,7 +394,7 @@ class ReplayEngine:
             self.res.notes.append(f"compiled hot path not built ({F.LIBRARY}: `make -C replay`): "
                                   "replaying in Python only")
             return None
-        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS),
+        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS | set(FD_PAIRS)),
                         frozenset(NO_FD_EMULATED | ALWAYS_EMULATED), frozenset(FD_ARG | {262}),
                         frozenset(FD_ARG | set(READS) | set(WRITES)), TARGETS,
                         frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD),
@@ -501,7 +508,7 @@ class ReplayEngine:
         p = fp.plans.get(th.rtid)
         if p is None or fp.out_shift.extra:
             return ()
-        end = fp.plan(p, th.pos, self.next_other.get(nxt.index, 1 << 62), self.emulated, self.sockets)
+        end = fp.plan(p, th.pos, self.next_other.get(nxt.index, 1 << 62), self.emulated, self.sockets, self.fd_version)
         if end <= th.pos:
             return ()
         self._own_table(held.tid, th)
@@ -596,7 +603,8 @@ class ReplayEngine:
             return ()
         # the plan ends at the first event of another thread after this one's last ordered one
         # (clock reads are answered out of that order): there it parks
-        end = fp.plan(p, th.pos, self.next_other.get(self._last_ordered(th), 1 << 62), self.emulated, self.sockets)
+        end = fp.plan(p, th.pos, self.next_other.get(self._last_ordered(th), 1 << 62), self.emulated, self.sockets,
+                      self.fd_version)
         if end <= th.pos:
             return ()
         pos = th.pos
@@ -897,6 +905,8 @@ class ReplayEngine:
         fd = args[0] & 0xFFFFFFFF
         if nr in (257, 2):
             return self._open(tid, th, regs, nr, args, e)
+        if nr in FD_PAIRS:
+            return self._fd_pair(tid, th, regs, nr, args, e)
         if nr in FD_CREATORS or (nr in DUPS and fd in self.emulated) or (
             nr == 72 and args[1] in FCNTL_DUPFD and fd in self.emulated
         ):
@@ -915,6 +925,7 @@ class ReplayEngine:
             was = fd in self.emulated
             self.emulated.discard(fd)
             self.sockets.discard(fd)
+            self.fd_version += 1
             self.fd_path.pop(fd, None)
             if was:
                 self._passthrough(tid)  # closes the placeholder
@@ -971,6 +982,31 @@ class ReplayEngine:
         self.fd_path[e.ret] = path
         return self._placeholder(tid, th, regs, nr, args, e, path)
 
+    def _fd_pair(self, tid: int, th: _Thread, regs, nr: int, args: tuple[int, ...], e: Event) -> str | None:
+        """Make the pipe/socketpair for real, check it got the recorded fd numbers, then emulate both."""
+        if e.ret < 0:
+            self._skip(tid, regs, e.ret)
+            return None
+        recorded = struct.unpack("<ii", e.regions.get(0, b"\xff" * 8)[:8])
+
+        def check(t: int, r) -> str | None:
+            assert self.mem is not None
+            got = struct.unpack("<ii", self.mem.read(args[FD_PAIRS[nr]], 8))
+            if got != recorded:
+                self._diverge(e.index, th.rtid, "fd", f"{sysname(nr)} -> fds {recorded}", f"fds {got}")
+                return "abort" if self.strict else None
+            for fd in got:
+                self.emulated.add(fd)
+                self.fd_path[fd] = f"{sysname(nr)}:{fd}"
+                if nr == 53:
+                    self.sockets.add(fd)
+            self.fd_version += 1
+            return None
+
+        th.pending_exit = check
+        T.to_exit(tid)
+        return None
+
     def _placeholder(self, tid: int, th: _Thread, regs, nr: int, args, e: Event, path: str = "") -> str | None:
         """Run eventfd2 instead, so the fd number is taken in the tracee; check it is the recorded one."""
         if e.ret < 0:
@@ -985,6 +1021,7 @@ class ReplayEngine:
         if nr in (41, 43, 288):
             self.sockets.add(e.ret)
         self.emulated.add(e.ret)
+        self.fd_version += 1
 
         def check(t: int, r) -> str | None:
             got = r.rax - (1 << 64) if r.rax >= 1 << 63 else r.rax
@@ -1038,8 +1075,14 @@ class ReplayEngine:
         last input there, else (a reply by a worker to what a reader thread read) the oldest one
         another thread holds."""
         if fd in self.handoff_fds:
+            if fd not in self.sockets:
+                return None
             q = self.handoff.get(fd)
-            return q.popleft() if q and fd in self.sockets else None
+            if q:
+                self.handoff_last[fd] = q.popleft()
+            # nothing newer: one read carried several requests (answered one by one), all of which
+            # arrived with it
+            return self.handoff_last.get(fd)
         req = th.inputs.pop(fd, None)
         if req is None and fd in self.sockets and self.pending.get(fd) > 0:
             holders = [t for t in self.threads.values() if t is not th and fd in t.inputs]

@@ -17,6 +17,7 @@ when ``make -C replay`` built the library; otherwise the engine runs in Python a
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import os
 from dataclasses import dataclass, field, replace
@@ -118,6 +119,7 @@ class LastInput:
         self.vt = np.zeros(FDMAX, dtype=np.int64)
         self.rec = np.zeros(FDMAX, dtype=np.int64)
         self.extra: dict[int, tuple[int, int]] = {}
+        self.addresses = (self.has.ctypes.data, self.vt.ctypes.data, self.rec.ctypes.data)  # for the C loop
 
     def __setitem__(self, fd: int, value: tuple[int, int]) -> None:
         if fd < FDMAX:
@@ -190,6 +192,11 @@ class ThreadPlan:
     barrier_next: np.ndarray      # position of the next SLOW-in-any-case event at or after i
     writes: np.ndarray            # positions of K_WRITE candidates (for the output hashes)
     write_data: list[bytes]       # their recorded bytes, aligned with ``writes``
+    index_list: list[int] = field(default_factory=list)  # ``index`` as a list (bisect: no numpy call per plan)
+
+    def __post_init__(self) -> None:
+        if not self.index_list:
+            self.index_list = self.index.tolist()
 
     @classmethod
     def build(cls, queue: list, pred_exit: dict[int, int], rules: Rules, blob: bytearray,
@@ -392,14 +399,16 @@ class FastPath:
         self.plans = {rtid: replace(p, ops=p.ops.copy()) for rtid, p in plans.items()}
         self.ctx.blob = ctypes.addressof(self.blob_buf)
 
-    def plan(self, p: ThreadPlan, pos: int, limit: int, emulated: set[int], sockets: set[int]) -> int:
+    def plan(self, p: ThreadPlan, pos: int, limit: int, emulated: set[int], sockets: set[int],
+             version: int | None = None) -> int:
         """Decide kinds and flags for p.ops[pos:end) with the current fd state; returns end, before
         the event at index ``limit`` (another thread's: where this one must stop and park).
 
         Kinds are decided for the thread's whole range up to its next barrier, once per fd state:
         a run often stops early (at a hand-over to another thread, or at an output whose logged copy
-        has masked card data, which Python compares) and resumes inside the range planned last."""
-        state = (frozenset(emulated), frozenset(sockets))
+        has masked card data, which Python compares) and resumes inside the range planned last.
+        ``version`` stands for the fd state when the caller counts its changes."""
+        state = version if version is not None else (frozenset(emulated), frozenset(sockets))
         got = self.planned.get(id(p))
         if got is None or got[0] != state or not got[1] <= pos < got[2]:
             end = self._decide(p, pos, emulated, sockets)
@@ -409,7 +418,7 @@ class FastPath:
             got = self.planned[id(p)] = (state, pos, end)
         end = got[2]
         if limit < (1 << 62):
-            end = min(end, pos + int(np.searchsorted(p.index[pos:end], limit)))
+            end = bisect.bisect_left(p.index_list, limit, pos, end)
         return end
 
     def _decide(self, p: ThreadPlan, pos: int, emulated: set[int], sockets: set[int]) -> int:
@@ -435,7 +444,7 @@ class FastPath:
     def use_inputs(self, li: LastInput) -> None:
         """The running thread's requests: the C loop pairs its replies with them."""
         c = self.ctx
-        c.li_has, c.li_vt, c.li_rec = li.has.ctypes.data, li.vt.ctypes.data, li.rec.ctypes.data
+        c.li_has, c.li_vt, c.li_rec = li.addresses
 
     def run(self, p: ThreadPlan, pid: int, tid: int, memfd: int, th, pos: int, end: int, deadline: float,
             pending: tuple | None = None) -> int:

@@ -69,18 +69,25 @@ def _client(port: int, n: int, burst: int, replies: list[bytes]) -> None:
 
 def record_pool(exe: str, tmp: Path, workers: int, mode: str = "shared", n: int = N_MSG) -> dict:
     """One real run of the pool service with a real client, recorded replayably."""
+    return record_service(lambda port, journal: [exe, str(port), str(journal), str(n), str(workers), mode], tmp,
+                          n, max(workers, 2))
+
+
+def record_service(make_argv, tmp: Path, n: int, burst: int) -> dict:  # noqa: ANN001 - (port, journal) -> argv
+    """One real run of a service (argv from port and journal path: prints "ready", serves ``n``
+    16-byte messages from one client, prints "served n", exits 0), recorded replayably."""
     from kprobe.replay import log as rlog
     from kprobe.replay.record import ReplayRecorder
 
     journal = tmp / "journal.log"
     port = _free_port()
-    argv = [exe, str(port), str(journal), str(n), str(workers), mode]
+    argv = make_argv(port, journal)
     rec = ReplayRecorder(tmp / "session")
     replies: list[bytes] = []
     try:
         p = rec.start(argv, stdout_pipe=True)
         assert p.stdout is not None and p.stdout.readline() == b"ready\n"
-        c = threading.Thread(target=_client, args=(port, n, max(workers, 2), replies))
+        c = threading.Thread(target=_client, args=(port, n, burst, replies))
         c.start()
         c.join(60)
         assert not c.is_alive(), "the client did not finish"
@@ -113,7 +120,10 @@ def _conn_fd(log) -> int:
 
 
 def _writes(log, fd: int) -> bytes:
-    return b"".join(e.regions[0][: e.ret] for e in log.events if e.nr == 1 and e.args[0] == fd and e.ret > 0)
+    """What the recorded process wrote to ``fd`` (write, send*, writev: region 0 holds the bytes)."""
+    from kprobe.replay.engine import WRITES
+
+    return b"".join(e.regions[0][: e.ret] for e in log.events if e.nr in WRITES and e.args[0] == fd and e.ret > 0)
 
 
 def _served_by(journal: bytes) -> set[str]:
@@ -220,3 +230,60 @@ def test_spinning_hand_off_is_reported_stuck_within_seconds(tmp_path: Path, prob
     assert any(a.tid == main and a.syscall < 0 for a in log.ambiguous), log.ambiguous
     assert r.ambiguous_order >= 1
     assert any("likely its cause" in n for n in r.notes), r.notes
+
+
+def _ten_identical(log, argv: list[str]) -> list:
+    from kprobe.replay.engine import ReplayEngine
+
+    results = [ReplayEngine(log, argv, timeout_s=60).run() for _ in range(REPLAYS)]
+    bad = [(r.outcome, r.outputs_identical, r.divergences[:1], r.notes[-3:]) for r in results
+           if r.outcome != "identical" or not r.outputs_identical]
+    assert not bad, bad
+    first = results[0]
+    assert first.events_replayed == first.events_total and first.exit_code == 0
+    for r in results[1:]:
+        assert _outcome(r) == _outcome(first)
+    return results
+
+
+def test_python_threading_server_replays_identically_ten_times(tmp_path: Path, probes_built: None) -> None:
+    """CPython threads behind one connection: the main thread reads, three workers take the
+    messages from a queue.Queue; every hand-over goes through the GIL and the queue's condition
+    variables (futexes with timeouts), which the replay orders like any other hand-over."""
+    import sys
+
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    svc = str(WORKLOADS / "threaded_svc.py")
+    rec = record_service(lambda port, journal: [sys.executable, svc, str(port), str(journal), str(N_MSG), "3"],
+                         tmp_path, N_MSG, 4)
+    log, argv = rec["log"], rec["argv"]
+    assert log.replayable_until == len(log.events), log.problem
+    assert len({e.tid for e in log.events}) >= 4
+    assert _writes(log, _conn_fd(log)) == b"".join(rec["replies"])
+    assert len(_served_by(rec["journal"])) > 1, rec["journal"]
+    results = _ten_identical(log, argv)
+    assert len(results[0].requests) == N_MSG
+
+
+def test_threads_handing_work_through_pipes_replay_identically_ten_times(tmp_path: Path, probes_built: None) -> None:
+    """A producer thread writes jobs into a pipe that two workers read from (whoever reads first
+    gets the job); results go back through a second pipe to the main thread, which journals them.
+    The pipes are made for real and then answered from the log, so what went through them is
+    compared too."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    from tests.replay.conftest import record_run
+
+    exe = tmp_path / "pipe_handoff"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(WORKLOADS / "pipe_handoff.c")], check=True)
+    journal = tmp_path / "journal.log"
+    argv = [str(exe), str(journal), str(N_MSG)]
+    log = record_run(tmp_path / "session", argv)
+    lines = journal.read_bytes().splitlines()
+    journal.unlink()
+    assert len(lines) == N_MSG
+    assert len({line.split()[1] for line in lines}) == 2, lines  # both workers took jobs
+    results = _ten_identical(log, argv)
+    assert set(results[0].recorded_outputs) >= {"fd1", "fd3"}  # stdout, the journal ...
+    assert len(results[0].recorded_outputs) >= 4                # ... and the two pipes' write ends
