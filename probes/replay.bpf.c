@@ -9,7 +9,19 @@
  * it sets KP_RSYS_TRUNCATED and is counted, so replay stops there instead of being silently wrong.
  *
  * Time reads that the vDSO serves without a syscall are invisible to sys_enter/sys_exit; uprobes
- * on libc's clock_gettime/gettimeofday/time (attached by the agent) record them as KP_RSYS_VDSO. */
+ * on libc's clock_gettime/gettimeofday/time (attached by the agent, per recorded process where it
+ * knows the pid) record them as KP_RSYS_VDSO.
+ *
+ * Thread order (replay/order.py): replay runs a process's threads one at a time and hands over at
+ * the syscalls it traps ("ordered" ones, kp_rordered: the capture fills it from replay/seccomp.py,
+ * so both sides agree). The recorded process runs serialized (replay/serialize.py), so each run of
+ * user code between two ordered syscalls of a thread normally ran as one block. When a thread is
+ * switched out outside an ordered syscall and a sibling runs before it resumes, one KP_NR_RESUME
+ * record says so (sched_switch): from the switch-out to the resume, and whether the thread had run
+ * any user code since its last ordered syscall (if not, its block simply started at the resume:
+ * replay orders it there, exactly; if so, its block was split and the order is ambiguous).
+ *
+ * Per-thread state lives in task-local storage (no hash update per syscall, freed with the task). */
 #include "common.bpf.h"
 
 #define NR_READ 0
@@ -38,6 +50,8 @@
 #define NR_GETSOCKOPT 55
 #define NR_EXECVE 59
 #define NR_EXIT 60
+#define NR_CLONE 56
+#define NR_CLONE3 435
 #define NR_WAIT4 61
 #define NR_UNAME 63
 #define NR_GETCWD 79
@@ -70,6 +84,16 @@
 
 #define KP_MAX_IOV 8
 #define KP_ADDR_MAX 128
+#define KP_NR_MAX 512
+/* Not a syscall: a thread resumed after a sibling ran while it was outside an ordered syscall
+ * (enter_ns: switched out, exit_ns: back on a CPU, args[0]: 1 if no user code had run since its
+ * last ordered syscall, args[1]: its user ip when switched out, args[2]: sibling switch-ins
+ * meanwhile, args[3]: the syscall it was in then, or < 0: in user mode). Same number in
+ * replay/log.py. */
+#define KP_NR_RESUME 0x10000
+/* kp_rcounters slot: uprobe hits in processes not recorded (0 when attached per process). Same
+ * index in replay/capture.py. */
+#define KP_RCNT_UPROBE_OTHER 4
 
 struct kp_renter {
 	__u64 ts;
@@ -78,27 +102,44 @@ struct kp_renter {
 	__u32 pad;
 };
 
+/* One recorded thread. */
+struct kp_rtask {
+	struct kp_renter enter;   /* the syscall in flight (enter.ts 0: none) */
+	struct kp_renter uenter;  /* the libc time call in flight (uprobe -> uretprobe; ts 0: none) */
+	__u64 seq;                /* last sequence number given out */
+	__u64 exit_ip;            /* user ip at the return of its last ordered syscall */
+	__u64 out_ns;             /* switched out outside an ordered syscall at (0: not) */
+	__u64 out_gen;            /* its process's switch-in count then */
+	__u64 out_ip;
+	__s64 out_sys;            /* the syscall it was switched out in (orig_ax; < 0: in user mode) */
+	__u32 ordered_in;         /* inside an ordered syscall */
+	__u32 ran;                /* user code ran since the return of its last ordered syscall */
+	__u32 out_clean;          /* switched out right at that return (no user code ran) */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kp_rtask);
+} rtask SEC(".maps");
+
+/* syscall number -> 1 if replay hands over between threads there (filled by the capture) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KP_NR_MAX);
+	__type(key, __u32);
+	__type(value, __u8);
+} kp_rordered SEC(".maps");
+
+/* tgid -> how many times one of its threads was switched in */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, struct kp_renter);
-} renter SEC(".maps");
-
-/* libc time calls in flight (uprobe -> uretprobe), per thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, struct kp_renter);
-} uenter SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, __u64);
-} rseq SEC(".maps");
+} kp_rgen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -150,16 +191,17 @@ static __always_inline bool kp_replay_watched(__u32 tgid)
 	return cfg && cfg->filter_on && kp_is_watched(cfg, tgid);
 }
 
-static __always_inline __u64 kp_next_seq(__u32 tid)
+static __always_inline struct kp_rtask *kp_rtask_of(struct task_struct *t, bool create)
 {
-	__u64 *s = bpf_map_lookup_elem(&rseq, &tid);
-	if (s) {
-		*s += 1;
-		return *s;
-	}
-	__u64 one = 1;
-	bpf_map_update_elem(&rseq, &tid, &one, BPF_ANY);
-	return 1;
+	return bpf_task_storage_get(&rtask, t, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+
+static __always_inline bool kp_ordered(__u32 nr, __u64 *args)
+{
+	if (nr == 9) /* mmap: only a file mapping traps at replay */
+		return (__u32)args[4] != 0xFFFFFFFFu;
+	__u8 *o = bpf_map_lookup_elem(&kp_rordered, &nr);
+	return o && *o;
 }
 
 static long kp_chunk(__u32 i, struct kp_chunk_ctx *c)
@@ -397,10 +439,10 @@ static __always_inline __u64 kp_budget(void)
 	return rc && rc->max_bytes ? rc->max_bytes : (1 << 20);
 }
 
-static __always_inline void kp_emit(struct kp_renter *st, __u32 tgid, __u32 tid, long ret, __u64 now,
-				    __u32 flags, bool data)
+static __always_inline void kp_emit(struct kp_rtask *t, struct kp_renter *st, __u32 tgid, __u32 tid, long ret,
+				    __u64 now, __u32 flags, bool data)
 {
-	struct kp_out o = {.seq = kp_next_seq(tid), .budget = kp_budget(), .tgid = tgid, .tid = tid, .flags = flags};
+	struct kp_out o = {.seq = ++t->seq, .budget = kp_budget(), .tgid = tgid, .tid = tid, .flags = flags};
 	if (data)
 		kp_out_regions(&o, st->nr, st->args, ret);
 	struct kp_rsys *r = bpf_ringbuf_reserve(&rb_rsys, sizeof(*r), 0);
@@ -430,18 +472,26 @@ int BPF_PROG(kp_r_enter, struct pt_regs *regs, long sysno)
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	if (!kp_replay_watched(tgid))
 		return 0;
-	struct kp_renter st = {.ts = bpf_ktime_get_ns(), .nr = (__u32)sysno};
-	st.args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-	st.args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	st.args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	st.args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
-	st.args[4] = BPF_CORE_READ(regs, r8);
-	st.args[5] = BPF_CORE_READ(regs, r9);
-	if (st.nr == NR_EXIT || st.nr == NR_EXIT_GROUP) { /* never returns: record it now */
-		kp_emit(&st, tgid, tid, 0, st.ts, 0, false);
+	struct kp_rtask *t = kp_rtask_of(bpf_get_current_task_btf(), true);
+	if (!t)
 		return 0;
+	struct kp_renter *st = &t->enter;
+	st->ts = bpf_ktime_get_ns();
+	st->nr = (__u32)sysno;
+	st->args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	st->args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	st->args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	st->args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	st->args[4] = BPF_CORE_READ(regs, r8);
+	st->args[5] = BPF_CORE_READ(regs, r9);
+	t->ran = 1; /* user code ran to get here */
+	t->ordered_in = kp_ordered(st->nr, st->args);
+	if (st->nr == NR_CLOCK_GETTIME || st->nr == NR_GETTIMEOFDAY || st->nr == NR_TIME)
+		t->uenter.ts = 0; /* a probed libc time call took its syscall fallback: recorded as that */
+	if (st->nr == NR_EXIT || st->nr == NR_EXIT_GROUP) { /* never returns: record it now */
+		kp_emit(t, st, tgid, tid, 0, st->ts, 0, false);
+		st->ts = 0;
 	}
-	bpf_map_update_elem(&renter, &tid, &st, BPF_ANY);
 	return 0;
 }
 
@@ -451,43 +501,61 @@ int BPF_PROG(kp_r_exit, struct pt_regs *regs, long ret)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	__u64 now = bpf_ktime_get_ns();
-	struct kp_renter *st = bpf_map_lookup_elem(&renter, &tid);
-	if (!st) {
-		/* The watch began inside this call: only exec matters (it marks where replay starts). */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kp_rtask *t = kp_rtask_of(task, false);
+	if (!t || !t->enter.ts) {
+		/* No enter seen: the watch began inside this call (only exec matters: it marks where
+		 * replay starts), or this is a new thread's first return to user space, from the clone
+		 * its parent made: when it first ran is where its first block of user code starts,
+		 * which replay needs to order it among its siblings. */
 		__u32 nr = BPF_CORE_READ(regs, orig_ax);
-		if ((nr != NR_EXECVE && nr != NR_EXECVEAT) || !kp_replay_watched(tgid))
+		bool child = (nr == NR_CLONE || nr == NR_CLONE3) && ret == 0;
+		if ((nr != NR_EXECVE && nr != NR_EXECVEAT && !child) || !kp_replay_watched(tgid))
+			return 0;
+		t = kp_rtask_of(task, true);
+		if (!t)
 			return 0;
 		struct kp_renter none = {.ts = now, .nr = nr};
-		kp_emit(&none, tgid, tid, ret, now, KP_RSYS_NO_ENTER, false);
+		kp_emit(t, &none, tgid, tid, ret, now, KP_RSYS_NO_ENTER, false);
+		t->ran = 0; /* a new block of user code starts here */
+		t->exit_ip = BPF_CORE_READ(regs, ip);
 		return 0;
 	}
-	kp_emit(st, tgid, tid, ret, now, 0, true);
-	bpf_map_delete_elem(&renter, &tid);
+	kp_emit(t, &t->enter, tgid, tid, ret, now, 0, true);
+	t->enter.ts = 0;
+	if (t->ordered_in) {
+		t->ordered_in = 0;
+		t->ran = 0;
+		t->exit_ip = BPF_CORE_READ(regs, ip);
+	}
 	return 0;
 }
 
 static __always_inline int kp_time_enter(__u32 nr, __u64 a0, __u64 a1)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
-	if (!kp_replay_watched(id >> 32))
+	if (!kp_replay_watched(id >> 32)) {
+		kp_rcount(KP_RCNT_UPROBE_OTHER, 1);
 		return 0;
-	struct kp_renter st = {.ts = bpf_ktime_get_ns(), .nr = nr};
-	st.args[0] = a0;
-	st.args[1] = a1;
-	bpf_map_update_elem(&uenter, &tid, &st, BPF_NOEXIST); /* an outer libc time call wins */
+	}
+	struct kp_rtask *t = kp_rtask_of(bpf_get_current_task_btf(), true);
+	if (!t)
+		return 0;
+	t->uenter.ts = bpf_ktime_get_ns();
+	t->uenter.nr = nr;
+	t->uenter.args[0] = a0;
+	t->uenter.args[1] = a1;
 	return 0;
 }
 
 static __always_inline int kp_time_exit(__u32 nr, long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
-	struct kp_renter *st = bpf_map_lookup_elem(&uenter, &tid);
-	if (!st || st->nr != nr)
+	struct kp_rtask *t = kp_rtask_of(bpf_get_current_task_btf(), false);
+	if (!t || !t->uenter.ts || t->uenter.nr != nr)
 		return 0;
-	kp_emit(st, id >> 32, tid, ret, bpf_ktime_get_ns(), KP_RSYS_VDSO, true);
-	bpf_map_delete_elem(&uenter, &tid);
+	kp_emit(t, &t->uenter, id >> 32, (__u32)id, ret, bpf_ktime_get_ns(), KP_RSYS_VDSO, true);
+	t->uenter.ts = 0;
 	return 0;
 }
 
@@ -501,6 +569,28 @@ SEC("uretprobe")
 int BPF_KRETPROBE(kp_ur_clock_gettime, long ret)
 {
 	return kp_time_exit(NR_CLOCK_GETTIME, ret);
+}
+
+/* The kp_ux_* programs are plain uprobes on the jump right after libc's call into the vDSO
+ * (replay/timeprobes.py): the result is in rax, the caller's buffer is filled. With the entry
+ * probe on the jump before that call, both are emulated by the kernel (one trap each), where an
+ * entry probe on the first instruction is single-stepped and a uretprobe adds a kernel entry. */
+SEC("uprobe")
+int BPF_KPROBE(kp_ux_clock_gettime)
+{
+	return kp_time_exit(NR_CLOCK_GETTIME, (long)PT_REGS_RC(ctx));
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_ux_gettimeofday)
+{
+	return kp_time_exit(NR_GETTIMEOFDAY, (long)PT_REGS_RC(ctx));
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_ux_time)
+{
+	return kp_time_exit(NR_TIME, (long)PT_REGS_RC(ctx));
 }
 
 SEC("uprobe")
@@ -527,12 +617,59 @@ int BPF_KRETPROBE(kp_ur_time, long ret)
 	return kp_time_exit(NR_TIME, ret);
 }
 
+/* A recorded thread switched out between two ordered syscalls, and back: if a sibling ran
+ * meanwhile, say so (KP_NR_RESUME, see the top of this file). */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(kp_r_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	struct kp_rtask *t = kp_rtask_of(prev, false);
+	__u32 tgid;
+	__u64 *gen;
+	if (t && !t->ordered_in && !t->out_ns) {
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
+		tgid = prev->tgid;
+		gen = bpf_map_lookup_elem(&kp_rgen, &tgid);
+		t->out_ns = bpf_ktime_get_ns();
+		t->out_gen = gen ? *gen : 0;
+		t->out_ip = regs ? BPF_CORE_READ(regs, ip) : 0;
+		t->out_sys = regs ? (long)BPF_CORE_READ(regs, orig_ax) : -1;
+		/* at the return of its last ordered syscall: in the syscall path (orig_ax is a syscall
+		 * number, not an interrupt's), at that syscall's return address, nothing entered since */
+		t->out_clean = regs && !t->ran && t->out_sys >= 0 && t->out_ip == t->exit_ip;
+	}
+	tgid = next->tgid;
+	if (!kp_replay_watched(tgid))
+		return 0;
+	gen = bpf_map_lookup_elem(&kp_rgen, &tgid);
+	__u64 before = gen ? *gen : 0;
+	if (gen)
+		__sync_fetch_and_add(gen, 1);
+	else {
+		__u64 one = 1;
+		bpf_map_update_elem(&kp_rgen, &tgid, &one, BPF_NOEXIST);
+	}
+	t = kp_rtask_of(next, false);
+	if (!t || !t->out_ns)
+		return 0;
+	if (before != t->out_gen) { /* a sibling ran meanwhile */
+		struct kp_renter r = {.ts = t->out_ns, .nr = KP_NR_RESUME};
+		r.args[0] = t->out_clean;
+		r.args[1] = t->out_ip;
+		r.args[2] = before - t->out_gen;
+		r.args[3] = (__u64)t->out_sys;
+		kp_emit(t, &r, tgid, next->pid, 0, bpf_ktime_get_ns(), 0, false);
+	}
+	t->out_ns = 0;
+	t->ran = 1;
+	return 0;
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(kp_r_task_exit, struct task_struct *p)
 {
-	__u32 tid = p->pid;
-	bpf_map_delete_elem(&renter, &tid);
-	bpf_map_delete_elem(&uenter, &tid);
-	bpf_map_delete_elem(&rseq, &tid);
+	if (BPF_CORE_READ(p, signal, live.counter) == 0) { /* the process's last thread */
+		__u32 tgid = p->tgid;
+		bpf_map_delete_elem(&kp_rgen, &tgid);
+	}
 	return 0;
 }

@@ -19,7 +19,6 @@ stream only adds what replay needs.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import socket
@@ -35,47 +34,23 @@ from kprobe.agent.libbpf import BpfObject, LibbpfError
 from kprobe.agent.probeset import BUILD_DIR, SHARED_MAPS, ProbeSet
 from kprobe.agent.ringbuf import RingReader
 from kprobe.masking import install_log_masking
-from kprobe.replay.elfsym import dynamic_functions, file_offset
+from kprobe.replay import timeprobes
 from kprobe.replay.redact import ReplayMasker
+from kprobe.replay.seccomp import hand_over_numbers
+from kprobe.replay.serialize import default_cpu, serialize_process, serialize_thread
 from kprobe.schemas import layouts as L
 
 RSYS_FILE = "rsys.bin"
 RDATA_FILE = "rdata.bin"
 META_FILE = "meta.json"
+KP_RCNT_UPROBE_OTHER = 4  # probes/replay.bpf.c: time-uprobe hits in processes not recorded
 COUNTER_NAMES = {
     L.KP_RCNT_SYS_DROPS: "rsys_drops",
     L.KP_RCNT_DATA_DROPS: "rdata_drops",
     L.KP_RCNT_TRUNCATED: "truncated_syscalls",
     L.KP_RCNT_TRUNC_BYTES: "truncated_bytes",
+    KP_RCNT_UPROBE_OTHER: "uprobe_hits_other_processes",
 }
-# libc entry points that the vDSO serves without a syscall: (uprobe program, uretprobe program, symbol)
-TIME_PROBES = (
-    ("kp_u_clock_gettime", "kp_ur_clock_gettime", "clock_gettime"),
-    ("kp_u_gettimeofday", "kp_ur_gettimeofday", "gettimeofday"),
-    ("kp_u_time", "kp_ur_time", "time"),
-)
-
-
-class _UprobeOpts(ctypes.Structure):
-    """struct bpf_uprobe_opts of libbpf 1.1 (sz first, so newer libbpf accepts it too)."""
-
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("ref_ctr_offset", ctypes.c_size_t),
-        ("bpf_cookie", ctypes.c_uint64),
-        ("retprobe", ctypes.c_bool),
-        ("func_name", ctypes.c_char_p),
-    ]
-
-
-def libc_path() -> str:
-    """The libc this machine's dynamically linked programs use (from our own mappings)."""
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        name = os.path.basename(path)
-        if name.startswith("libc.so") or name.startswith("libc-"):
-            return path
-    raise FileNotFoundError("libc not found in /proc/self/maps")
 
 
 @dataclass
@@ -90,6 +65,8 @@ class ReplayCapture:
     poll_ms: float = 5.0
     attach_errors: list[str] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=lambda: {"rsys": 0, "rdata": 0})
+    cpu: int = field(default_factory=default_cpu)     # where recorded processes run, serialized
+    serialized: dict[int, dict] = field(default_factory=dict)  # tgid -> what serialize.py applied
     _masker: ReplayMasker = field(default_factory=ReplayMasker)
 
     @property
@@ -97,7 +74,10 @@ class ReplayCapture:
         """Card numbers, track data and sensitive values masked so far (replay/redact.py)."""
         return self._masker.streams_masked()
 
-    def start(self) -> ReplayCapture:
+    def start(self, host_wide_uprobes: bool = False) -> ReplayCapture:
+        """Load and attach. The time uprobes go on each recorded process (attach_time_uprobes)
+        or, with ``host_wide_uprobes`` (recording processes caught later by name), on every
+        process, filtered in the program (the hits in other processes are counted)."""
         install_log_masking()  # this process now handles raw payloads: no card data in its logs either
         self.out_dir.mkdir(parents=True, exist_ok=True)
         lib = self.probes.lib
@@ -115,12 +95,17 @@ class ReplayCapture:
         cfg = np.zeros(1, dtype=L.KP_RCONFIG)
         cfg["max_bytes"] = self.max_bytes_per_syscall
         obj.map("kp_rconfig_map").update(np.zeros(1, dtype=np.uint32), cfg)
-        uprobe_progs = {p for pair in TIME_PROBES for p in pair[:2]}
+        ordered = obj.map("kp_rordered")
+        for nr in hand_over_numbers():
+            ordered.update(np.array([nr], dtype=np.uint32), np.ones(1, dtype=np.uint8))
+        uprobe_progs = {p for progs in timeprobes.TIME_PROBES.values() for p in progs}
         for prog in obj.programs():
             if prog.name in uprobe_progs:
                 continue
             obj.links.append(prog.attach())  # a tracepoint that does not attach is fatal here
-        self._attach_time_uprobes(obj)
+        self._uprobe_pids: set[int] = set()
+        if host_wide_uprobes:
+            self.attach_time_uprobes(-1)
         m_sys, m_data = obj.map("rb_rsys"), obj.map("rb_rdata")
         self._readers = {
             "rsys": RingReader(m_sys.fd, m_sys.max_entries, L.KP_RSYS, "rsys"),
@@ -133,42 +118,25 @@ class ReplayCapture:
         self._clock = clock.sample(32)
         self._started_ns = time.time_ns()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._flushed: list[threading.Event] = []
         self._write_meta(finished=False)
         self._thread = threading.Thread(target=self._loop, name="kprobe-replay-drain", daemon=True)
         self._thread.start()
         return self
 
-    def _attach_time_uprobes(self, obj: BpfObject) -> None:
-        """uprobe + uretprobe on libc's time functions, every process (the program filters by tgid)."""
-        fn = self.probes.lib.lib.bpf_program__attach_uprobe_opts
-        fn.restype = ctypes.c_void_p
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
-        progs = {p.name: p for p in obj.programs()}
-        try:
-            path = libc_path()
-            image = Path(path).read_bytes()
-            syms = dynamic_functions(image)
-        except (OSError, ValueError) as e:
-            self.attach_errors.append(f"libc symbols: {e}")
+    def attach_time_uprobes(self, pid: int) -> None:
+        """Uprobes on libc's time functions (replay/timeprobes.py) for process ``pid`` (all its
+        threads, across its exec: the kernel filters per address space), or every process with -1. Attach before
+        the process execs, or its first time reads are missed (and synthesized at replay)."""
+        if pid in self._uprobe_pids or -1 in self._uprobe_pids:
             return
-        for enter, ret, symbol in TIME_PROBES:
-            if symbol not in syms:
-                # glibc binds gettimeofday/time as IFUNCs straight to the vDSO: no libc code to probe
-                self.attach_errors.append(f"libc {symbol} is not a plain function (IFUNC to the vDSO): "
-                                          "its reads are synthesized at replay from the recorded timeline")
-                continue
-            offset = file_offset(image, syms[symbol].value)
-            for prog_name, is_ret in ((enter, False), (ret, True)):
-                opts = _UprobeOpts(ctypes.sizeof(_UprobeOpts), 0, 0, is_ret, None)
-                ctypes.set_errno(0)
-                link = fn(progs[prog_name].ptr, -1, path.encode(), offset, ctypes.byref(opts))
-                if not link:
-                    self.attach_errors.append(
-                        f"{prog_name} on {symbol}: {os.strerror(ctypes.get_errno() or 1)} "
-                        "(its time reads will be synthesized at replay)"
-                    )
-                else:
-                    obj.links.append(int(link))
+        self._uprobe_pids.add(pid)
+        links, errors = timeprobes.attach(self.probes.lib.lib, {p.name: p for p in self.obj.programs()}, pid)
+        self.obj.links.extend(links)
+        for e in errors:
+            if e not in self.attach_errors:
+                self.attach_errors.append(e)
 
     def counters(self) -> dict[str, int]:
         ncpu = self.probes.lib.num_possible_cpus()
@@ -184,6 +152,8 @@ class ReplayCapture:
         """Syscall records are written as drained; data chunks only once masked, which may hold
         some back until more of their stream is seen (replay/redact.py)."""
         rsys = self._readers["rsys"].drain()
+        if rsys.size:
+            self._serialize_new(rsys)
         self._masker.add_sys(rsys)
         ready = self._masker.add_data(self._readers["rdata"].drain())
         if final:
@@ -193,29 +163,49 @@ class ReplayCapture:
                 self._files[name].write(recs.tobytes())
                 self.written[name] += len(recs)
 
+    def _serialize_new(self, rsys: np.ndarray) -> None:
+        """A process seen for the first time runs serialized from now on (replay/serialize.py).
+        `kprobe run` and ReplayRecorder serialize their child before its exec; a process caught
+        by --watch-comm only here, a few ms after its exec (threads it made before may have
+        overlapped: the probe's resume records tell, replay notes it)."""
+        for tgid in np.unique(rsys["tgid"]).tolist():
+            if tgid not in self.serialized:
+                s = serialize_process(tgid, self.cpu)
+                self.serialized[tgid] = s.as_meta() if s else {"policy": "gone before it could be serialized"}
+
     def _loop(self) -> None:
         poll = self.poll_ms / 1000
         last_meta = time.monotonic()
         while not self._stop.is_set():
+            waiting, self._flushed = self._flushed, []
             self._drain_once()
-            if time.monotonic() - last_meta > 1.0:
+            if waiting or time.monotonic() - last_meta > 1.0:
                 for f in self._files.values():
                     f.flush()
                 self._write_meta(finished=False)
                 last_meta = time.monotonic()
-            self._stop.wait(poll)
+            for done in waiting:
+                done.set()
+            self._wake.wait(poll)
+            self._wake.clear()
 
-    def flush(self) -> None:
-        """Everything committed to the rings so far is on disk when this returns."""
-        time.sleep(self.poll_ms / 1000 * 2)
-        for f in self._files.values():
-            f.flush()
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Everything committed to the rings so far is on disk when this returns: the drain
+        thread runs one more full drain and flushes (it may be slow to get a CPU on a busy host)."""
+        done = threading.Event()
+        self._flushed.append(done)
+        self._wake.set()
+        if not done.wait(timeout_s):
+            raise RuntimeError(f"replay capture: no drain within {timeout_s} s")
 
     def stop(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
-        self._thread.join(10)
+        self._wake.set()
+        self._thread.join(120)  # a starved drain thread (nice 19 on a busy host) still finishes its batch
+        if self._thread.is_alive():
+            raise RuntimeError("replay capture: the drain thread did not stop within 120 s")
         self._drain_once(final=True)
         for f in self._files.values():
             f.close()
@@ -238,6 +228,7 @@ class ReplayCapture:
             "written": dict(self.written),
             "card_numbers_masked": self.pans_masked,
             "attach_errors": self.attach_errors,
+            "serialized": {str(k): v for k, v in self.serialized.items()},
             "finished": finished,
         }
         tmp = self.out_dir / (META_FILE + ".tmp")
@@ -251,6 +242,45 @@ def session_dir(data: Path) -> Path:
     return data / "replay" / f"{stamp}-{os.getpid()}"
 
 
+def _prepare_next_child(cap: ReplayCapture) -> None:
+    """`kprobe run` forks its command after this. Right after that fork, before its exec, the
+    child serializes itself (as ReplayRecorder's child does; the drain loop would only catch it
+    after its exec), sends its pid to a thread of ours, which attaches the time uprobes to it,
+    and waits for that: its first clock read is recorded, and no other process is probed."""
+    pid_r, pid_w = os.pipe()
+    ack_r, ack_w = os.pipe()
+    armed = [True]
+
+    def child() -> None:
+        if not armed[0]:
+            return
+        armed[0] = False
+        try:
+            serialize_thread(0, cap.cpu)
+        except OSError:
+            pass  # the drain loop tries again; the log's meta says what was applied
+        os.write(pid_w, os.getpid().to_bytes(8, "little"))
+        os.read(ack_r, 1)
+        for fd in (pid_r, pid_w, ack_r, ack_w):
+            os.close(fd)
+
+    def parent() -> None:
+        armed[0] = False
+
+    def attach() -> None:
+        try:
+            pid = int.from_bytes(os.read(pid_r, 8), "little")
+            if pid:
+                cap.attach_time_uprobes(pid)
+        finally:
+            os.write(ack_w, b"k")
+            for fd in (pid_r, pid_w, ack_r, ack_w):
+                os.close(fd)
+
+    threading.Thread(target=attach, name="kprobe-replay-uprobes", daemon=True).start()
+    os.register_at_fork(after_in_child=child, after_in_parent=parent)
+
+
 def start_if_requested(args, session) -> ReplayCapture | None:  # noqa: ANN001 - argparse + EmbeddedSession
     """`kprobe record/run --replayable`: the replay stream beside the recorder's own tables."""
     if not getattr(args, "replayable", False):
@@ -258,7 +288,12 @@ def start_if_requested(args, session) -> ReplayCapture | None:  # noqa: ANN001 -
     probes = session.recorder.probes
     if not probes.config.filter_on and not probes.config.watch_pids and not probes.config.watch_comms:
         raise SystemExit("kprobe: error: --replayable needs --watch-comm/--watch-pid (or kprobe run)")
-    cap = ReplayCapture(probes, session_dir(args.data)).start()
+    run_command = bool(getattr(args, "command", None))  # kprobe run: a child not forked yet
+    cap = ReplayCapture(probes, session_dir(args.data)).start(host_wide_uprobes=bool(getattr(args, "watch_comm", None)))
+    for pid in getattr(args, "watch_pid", None) or []:
+        cap.attach_time_uprobes(pid)
+    if run_command:
+        _prepare_next_child(cap)
     print(f"kprobe: replayable recording into {cap.out_dir}", flush=True)
     for err in cap.attach_errors:
         print(f"kprobe: replay: {err}")

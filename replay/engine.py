@@ -12,8 +12,11 @@ Policy per trapped syscall (the seccomp filter lets memory/signal/thread bookkee
 * writes/send on emulated fds: not executed; the bytes are compared with the recorded ones.
 * clock_gettime/gettimeofday/time (vDSO patched to trap): the recorded value when the log has the
   read, shifted by the virtual-time difference; otherwise synthesized from the replay clock.
-* threads: a stopped thread is held until every earlier recorded event (completion order) of
-  other threads has been replayed; a bounded wait breaks a hold that would deadlock.
+* threads (replay/order.py): one runs at a time; a thread that stops at a syscall whose recorded
+  event is not the earliest open one is parked, and the parked thread holding that event is
+  released when nobody runs. futex and sched_yield are answered from the log like the rest, so no
+  thread ever blocks on a sibling the order holds back; one that still cannot move is reported
+  (replay/watchdog.py), never waited for.
 
 Speed: runs of events the log fully decides are answered by a compiled loop (fastpath.c, via
 fastpath.py), the hottest syscalls as seccomp notifications, and where possible inside the tracee
@@ -27,6 +30,7 @@ earlier than it did in the recording. Without injections, virtual time equals th
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import gc
 import hashlib
@@ -45,20 +49,35 @@ from kprobe.replay import intracee as V
 from kprobe.replay import tracee as T
 from kprobe.replay.inject import Injection
 from kprobe.replay.log import Event, ProcessLog
+from kprobe.replay.order import Parked, ThreadOrder, stuck_report
+from kprobe.replay.order import Thread as _Thread
 from kprobe.replay.redact import matches_logged, overlay_logged
-from kprobe.replay.seccomp import trapped
+from kprobe.replay.seccomp import CLOCK_READS, trapped
+from kprobe.replay.watchdog import Watchdog
+from kprobe.schemas import layouts as L
 
 O_ACCMODE, O_CREAT, O_TRUNC, O_APPEND, O_DIRECTORY = 3, 0o100, 0o1000, 0o2000, 0o200000
 READS = {0: 1, 17: 1, 19: -1, 295: -1, 327: -1, 45: 1, 47: -2, 217: 1}  # nr -> buf arg, -1 iov, -2 msghdr
 WRITES = {1: 1, 18: 1, 20: -1, 296: -1, 328: -1, 44: 1, 46: -2}
-CLOCKS = {228, 96, 201}
+CLOCKS = CLOCK_READS
 FD_CREATORS = {41, 43, 288, 213, 291, 290, 283, 289, 294}  # socket, accept(4), epoll, eventfd, timerfd, ...
 INPUT_WAITS = {0, 17, 19, 43, 288, 45, 47, 7, 271, 232, 281, 441, 23, 270, 299}
 DUPS = {32, 33, 292}
+# pipe, pipe2, socketpair: made for real (the tracee holds both fds at their recorded numbers), then
+# answered from the log like a socket: a thread reading a pipe never waits for a sibling, and what
+# goes through it is compared byte for byte. nr -> argument holding the int[2]
+FD_PAIRS = {22: 0, 293: 0, 53: 3}
 FCNTL_DUPFD = {0, 1030}
 NO_FD_EMULATED = {318, 39, 110, 186, 35, 230, 63, 99, 79, 61, 229}  # getrandom, pids, sleeps, uname, ...
 FD_ARG = frozenset({3, 5, 8, 16, 72, 74, 75, 77, 42, 43, 288, 48, 49, 50, 51, 52, 54, 55, 233})  # fd in args[0]
-ALWAYS_EMULATED = frozenset({7, 271, 232, 281, 23, 270, 441, 44, 46})   # answered from the log whatever the fd
+# futex (and futex_waitv/wake/wait/requeue) and sched_yield: hand-overs between threads. Answered
+# with the recorded result: the thread order already put the waker's block before the waiter's
+# return, so nothing is left to wait for (glibc re-checks the lock word after every wake-up).
+THREAD_SYNC = frozenset({202, 449, 454, 455, 456, 24})
+# futex operations the kernel itself writes memory for (PI ownership, FUTEX_WAKE_OP's atomic
+# op): run for real, in the recorded order, where none of them blocks
+FUTEX_KERNEL_WRITES = frozenset({5, 6, 7, 8, 11, 12, 13})
+ALWAYS_EMULATED = frozenset({7, 271, 232, 281, 23, 270, 441, 44, 46} | THREAD_SYNC)  # answered from the log whatever the fd
 EXTERNAL_NRS = frozenset({43, 288, 7, 271, 232, 281, 441, 23, 270})    # wait for the outside by their nature
 # nr -> {recorded out-region: argument index it is written to}
 TARGETS = {
@@ -67,8 +86,12 @@ TARGETS = {
     43: {1: 1, 2: 2}, 288: {1: 1, 2: 2}, 51: {1: 1, 2: 2}, 52: {1: 1, 2: 2}, 55: {0: 3, 2: 4}, 16: {0: 2},
 }
 MAX_DIVERGENCES = 50
-HOLD_LIMIT_S = 0.5
+STUCK_S = 2.0  # a replay that makes no progress this long (plus what the running thread needs) ends
 BLOCKED_NS = 50_000  # an input call this long waited for its peer
+
+
+def futex_runs_for_real(nr: int, args: tuple[int, ...]) -> bool:
+    return nr == 202 and (args[1] & 0x7F) in FUTEX_KERNEL_WRITES
 
 
 def sysname(nr: int) -> str:
@@ -77,7 +100,8 @@ def sysname(nr: int) -> str:
 
 def describe(nr: int, args: tuple[int, ...], ret: int | None = None) -> str:
     fd = f"fd={args[0] if args[0] < 1 << 31 else args[0] - (1 << 64)}"
-    core = f"{sysname(nr)}({fd}, ...)" if nr not in CLOCKS and nr not in NO_FD_EMULATED else f"{sysname(nr)}(...)"
+    takes_fd = nr in READS or nr in WRITES or nr in FD_ARG or nr in (9, 262)
+    core = f"{sysname(nr)}({fd}, ...)" if takes_fd else f"{sysname(nr)}(...)"
     return core + (f" = {ret}" if ret is not None else "")
 
 
@@ -119,6 +143,7 @@ class ReplayResult:
     hot_syscalls: str = "ptrace"                   # how hot syscalls reached the tracer: ptrace | seccomp-notify
     tracee_answers: int = 0                        # syscalls and clock reads answered in the tracee (intracee.py)
     answer_table: bool = False                     # the table was mapped (costs SETUP_STOPS extra stops)
+    ambiguous_order: int = 0                       # points where the recorded thread order is not decided by syscalls
 
     @property
     def answered_syscalls(self) -> int:
@@ -132,19 +157,6 @@ class ReplayResult:
 
 
 @dataclass
-class _Thread:
-    rtid: int                       # recorded tid
-    queue: list[Event]
-    pos: int = 0
-    vt: int = 0                     # virtual time, ns (recorded monotonic domain)
-    prev_exit: int = 0              # recorded exit of the previous matched event
-    pending_exit: object = None     # callback at the syscall-exit stop
-    held: object = None             # regs while held for ordering
-    arrival: int = 0                # virtual time the last input arrived
-    synth: int = 0                  # synthesized clock reads since the last recorded one
-
-
-@dataclass
 class _Prepared:
     """Derived once per loaded log (cached in ProcessLog.derived), shared by its replays."""
 
@@ -153,6 +165,45 @@ class _Prepared:
     pred_exit: dict[int, int]             # event index -> recorded exit of its thread's predecessor
     unconsumed: list[int]                 # sorted indices of non-clock events (read-only)
     recorded_outputs: dict[str, str]      # channel -> sha256 of the recorded output bytes
+    max_gap_s: dict[int, float]           # recorded tid -> longest recorded run between two of its events
+    handoff_fds: frozenset[int]           # fds some thread answers on without reading there
+    next_other: dict[int, int]            # event index (-1: start) -> the next ordered event of another thread
+
+
+def _next_other(expected: list[Event]) -> dict[int, int]:
+    """For each event, the index of the next ordered (non-clock) event of another thread: while a
+    thread runs, everything before that is its own, so the compiled loop may answer it in one go
+    (strict replays only: then every event before the running thread's next one is done)."""
+    out: dict[int, int] = {}
+    first_idx, first_tid, second_idx = 1 << 62, None, 1 << 62
+    for e in reversed(expected):
+        out[e.index] = first_idx if first_tid != e.tid else second_idx
+        if e.nr in CLOCKS:
+            continue
+        if e.tid == first_tid:
+            first_idx = e.index
+        else:
+            first_idx, first_tid, second_idx = e.index, e.tid, first_idx
+    # -1: before the first event; only the main thread exists then, and nothing is another's yet
+    out[-1] = first_idx if first_tid is not None and expected and first_tid != expected[0].tid else second_idx
+    return out
+
+
+def _handoff_fds(by_thread: dict[int, list[Event]]) -> frozenset[int]:
+    """fds where a thread writes without ever reading there while another thread reads: a reader
+    thread hands requests to workers, so each reply answers the oldest input still open, or, when
+    none is, the one answered last (a read that carried several requests). Elsewhere a thread's
+    reply answers its own last input (one request however many reads it took)."""
+    readers: dict[int, set[int]] = {}
+    writers: dict[int, set[int]] = {}
+    for rtid, q in by_thread.items():
+        for e in q:
+            fd = e.args[0] & 0xFFFFFFFF
+            if e.nr in READS:
+                readers.setdefault(fd, set()).add(rtid)
+            elif e.nr in WRITES:
+                writers.setdefault(fd, set()).add(rtid)
+    return frozenset(fd for fd, w in writers.items() if fd in readers and w - readers[fd])
 
 
 def _chan_key(fd: int) -> str:
@@ -204,19 +255,32 @@ class ReplayEngine:
         self.res.recorded_outputs = dict(prep.recorded_outputs)
         by_thread = {rtid: list(q) for rtid, q in prep.by_thread.items()}  # lenient matching reorders them
         self.pred_exit = prep.pred_exit
-        self.unconsumed = prep.unconsumed
-        self.unc_pos = 0                                   # unconsumed[:unc_pos] are all consumed
-        self.consumed: set[int] = set()
+        self.max_gap_s = prep.max_gap_s
+        self.handoff_fds = prep.handoff_fds
+        self.next_other = prep.next_other
+        self.handoff: dict[int, collections.deque[tuple[int, int]]] = {}  # fd -> requests in arrival order
+        self.handoff_last: dict[int, tuple[int, int]] = {}  # fd -> the request answered last
+        self.order = ThreadOrder(prep.unconsumed)
+        self.consumed = self.order.consumed
         self.threads: dict[int, _Thread] = {}
+        self.spawned: dict[int, tuple[int, int]] = {}    # recorded child tid -> (clone's recorded exit, parent's vt)
+        # a clone's child is mapped to its recorded tid at the parent's PTRACE_EVENT_CLONE stop
+        # (whose message is the child's tid), whichever of that stop and the child's first comes first
+        self.clone_of: dict[int, int] = {}       # parent tid -> recorded child tid of its clone in flight
+        self.child_rtid: dict[int, int] = {}     # child tid -> recorded tid, its first stop not seen yet
+        self.unmapped: set[int] = set()          # children stopped before their parent's clone stop
+        self.stuck: Divergence | None = None
+        self.cur_ev: tuple = ("", 0, 0)          # the stop being handled
         self.by_rtid = by_thread
         self.emulated: set[int] = {0, 1, 2}
         self.sockets: set[int] = set()
+        self.fd_version = 0                       # bumped whenever emulated/sockets change (plans depend on them)
         self.fd_path: dict[int, str] = {0: "stdin", 1: "stdout", 2: "stderr"}
         self.out_bytes: dict[str, hashlib._Hash] = {}
         self.fp = self._fast_path(by_thread)
         # fd -> (replay arrival, recorded arrival) of the last input; fd -> virtual minus recorded
         # time of the last output. Arrays shared with the compiled hot path.
-        self.last_input = self.fp.last_input if self.fp else F.LastInput()
+        self.pending = self.fp.pending if self.fp else F.Pending()
         self.out_shift = self.fp.out_shift if self.fp else F.OutShift()
         self.counts: dict[tuple[str, int], int] = {}
         self.started = False
@@ -225,7 +289,15 @@ class ReplayEngine:
         t0 = time.monotonic()
         self.notif_pending: dict[int, int] = {}   # tid -> id of its notified syscall not answered yet
         notify = bool(self.fp and self.notify)
-        pid, listener = T.spawn(self.argv, self.env, self.cpu, notify=F.NOTIFIED if notify else frozenset())
+        self.pid = 0
+        self.progress = 0
+        dog = Watchdog(STUCK_S, lambda: (self.progress, self.fp.ctx.steps if self.fp else 0), self._allowance,
+                       self._stuck_running, lambda: self.pid and os.kill(self.pid, signal.SIGKILL)).start()
+        try:
+            pid, listener = T.spawn(self.argv, self.env, self.cpu, notify=F.NOTIFIED if notify else frozenset())
+        except BaseException:
+            dog.stop()
+            raise
         self.res.hot_syscalls = "seccomp-notify" if listener >= 0 else "ptrace"
         if notify and listener < 0:
             self.res.notes.append("another thread of this process could take the SIGCHLD of a ptrace stop: "
@@ -239,6 +311,7 @@ class ReplayEngine:
         try:
             self._loop(pid)
         finally:
+            dog.stop()
             self._reap(pid)
             if self.mem:
                 self.mem.close()
@@ -249,6 +322,8 @@ class ReplayEngine:
                 self.fp.close()
         self.res.wall_s = time.monotonic() - t0
         self.res.fast_events = self.fp.handled if self.fp else 0
+        if self.stuck is not None:
+            self._diverge(self.stuck.index, self.stuck.tid, self.stuck.kind, self.stuck.expected, self.stuck.actual)
         self.res.outputs = {k: h.hexdigest() for k, h in self.out_bytes.items()}
         for k in self.res.recorded_outputs:
             self.res.outputs.setdefault(k, hashlib.sha256().hexdigest())
@@ -259,12 +334,34 @@ class ReplayEngine:
                 self._diverge(e.index, e.tid, "sequence", describe(e.nr, e.args, e.ret), "process ended")
         if self.res.outcome == "identical" and log.replayable_until < len(log.events):
             self.res.outcome = "incomplete-log"
+        self._note_ambiguity()
         if self.skipped_clock_reads:
             self.res.notes.append(f"{self.skipped_clock_reads} recorded clock reads were not made by the replay")
         if getattr(self, "rdtsc_count", 0):
             self.res.notes.append(f"rdtsc executed {self.rdtsc_count} times: answered with synthetic values")
         self._verdict()
         return self.res
+
+    def _note_ambiguity(self) -> None:
+        """Say where the recording's thread order was not decided by syscalls (log.Ambiguity), and
+        whether the first divergence came after such a point (then it is the likely cause)."""
+        amb = self.log.ambiguous
+        self.res.ambiguous_order = len(amb)
+        if not amb:
+            return
+        a = amb[0]
+        where = f"in {sysname(a.syscall)}" if a.syscall >= 0 else f"in user mode at ip {a.ip:#x}"
+        self.res.notes.append(
+            f"thread order ambiguous at {len(amb)} point(s) of the recording: first, thread {a.tid} was switched "
+            f"out between two hand-overs ({where}, after event {a.after}) and a sibling ran for "
+            f"{(a.in_ns - a.out_ns) / 1000:.0f} us before it resumed; replay runs that thread's code there as one block")
+        if self.res.divergences:
+            d = self.res.divergences[0]
+            before = [x for x in amb if x.after <= d.index]
+            if before:
+                self.res.notes.append(f"the first divergence (event {d.index}) comes after the ambiguous point at "
+                                      f"event {before[-1].after} (thread {before[-1].tid}): likely its cause, an "
+                                      "interleaving between syscalls that the log cannot order")
 
     def _prepared(self) -> _Prepared:
         """What every replay of this log derives from it, computed once per loaded log."""
@@ -281,7 +378,10 @@ class ReplayEngine:
                 for prev, e in zip(q, q[1:], strict=False):
                     pred_exit[e.index] = prev.exit_ns
             unconsumed = sorted(e.index for e in expected if e.nr not in CLOCKS)
-            prep = _Prepared(expected, by_thread, pred_exit, unconsumed, _recorded_outputs(expected))
+            max_gap = {rtid: max((b.enter_ns - a.exit_ns for a, b in zip(q, q[1:], strict=False)), default=0) / 1e9
+                       for rtid, q in by_thread.items()}
+            prep = _Prepared(expected, by_thread, pred_exit, unconsumed, _recorded_outputs(expected), max_gap,
+                             _handoff_fds(by_thread), _next_other(expected))
             self.log.derived["replay"] = prep
         return prep
 
@@ -294,12 +394,13 @@ class ReplayEngine:
             self.res.notes.append(f"compiled hot path not built ({F.LIBRARY}: `make -C replay`): "
                                   "replaying in Python only")
             return None
-        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS),
+        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS | set(FD_PAIRS)),
                         frozenset(NO_FD_EMULATED | ALWAYS_EMULATED), frozenset(FD_ARG | {262}),
                         frozenset(FD_ARG | set(READS) | set(WRITES)), TARGETS,
-                        frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD))
+                        frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD),
+                        FUTEX_KERNEL_WRITES)
         fp = F.FastPath(lib, rules)
-        fp.prepare(by_thread, self.pred_exit, self.log.derived)
+        fp.prepare(by_thread, self.pred_exit, self.log.derived, self.handoff_fds)
         return fp
 
     def _reap(self, pid: int) -> None:
@@ -312,15 +413,16 @@ class ReplayEngine:
         deadline = time.monotonic() + 5
         waiting = {pid, *self.seen}
         while waiting and time.monotonic() < deadline:
-            for p in list(waiting):
-                try:
-                    wpid, status = os.waitpid(p, T.WALL | os.WNOHANG)
-                except ChildProcessError:
-                    waiting.discard(p)
-                    continue
-                if wpid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
-                    waiting.discard(p)
-            time.sleep(0.0005)
+            # any traced task: a thread never seen (killed before its first stop was read) must be
+            # reaped too, or the main thread's exit is never reported
+            try:
+                wpid, status = os.waitpid(-1, T.WALL | os.WNOHANG)
+            except ChildProcessError:
+                return
+            if wpid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+                waiting.discard(wpid)
+            elif not wpid:
+                time.sleep(0.0005)
 
     # -- the ptrace loop -------------------------------------------------------------------------
     def _loop(self, pid: int) -> None:
@@ -331,22 +433,25 @@ class ReplayEngine:
                 self.res.notes.append(f"replay timed out after {self.timeout_s} s")
                 self.res.outcome = "error"
                 return
-            held = [t for t in self.threads.values() if t.held is not None]
-            if held:
-                ev = self._wait_some(held)
+            # nobody runs (a clone's child counts as running until its first stop is seen)
+            if self.started and self.stuck is None and not self._clone_in_flight() and not self.order.running(self.threads):
+                ev = self._release_next(deadline)
+                if ev == "abort":
+                    return
             else:
                 ev = self._run_fast(deadline)
                 if ev == ():
                     ev = self._wait(deadline)
-            if ev is None:
+            if ev is None or isinstance(ev, str):
                 continue
+            self.cur_ev = ev
+            self.progress += 1
             if self.vc is not None:
                 self._table_sync(ev[1])
             if ev[0] == "n":  # a seccomp notification: a trapped syscall without a ptrace stop
                 self.res.stops += 1
                 if self._notified(ev[1], ev[2]) == "abort":
                     return
-                self._release_held()
                 continue
             wpid, status = ev[1], ev[2]
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
@@ -354,13 +459,129 @@ class ReplayEngine:
                 if wpid == pid:
                     self.res.exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
                     return
+                if self._thread_ended(wpid) == "abort":
+                    return
                 continue
             alive.add(wpid)
             self.seen.add(wpid)
             self.res.stops += 1
             if self._stop(wpid, status) == "abort":
                 return
-            self._release_held()
+
+    def _release_next(self, deadline: float) -> tuple | str | None:
+        """Nobody runs: release the parked thread whose event is the earliest open one. If none
+        holds it, the replay cannot go on: say who should have moved (strict), or let the earliest
+        parked thread go with a note (what-if replays match calls loosely anyway). Returns "abort",
+        None, or a stop the compiled loop handed back after answering the released one."""
+        th = self.order.turn_holder(self.threads)
+        if th is None:
+            first = self.order.first_open()
+            if first >= 1 << 62 and not any(t.alive and t.held for t in self.threads.values()):
+                return None  # nothing left to order: the live threads are on their way out
+            rtid, expected, actual = stuck_report(first, self.threads, self.by_rtid, lambda e: describe(e.nr, e.args, e.ret))
+            if self.strict or (th := self.order.earliest_parked(self.threads)) is None:
+                self._diverge(first, rtid, "stuck", expected, actual)
+                return "abort"
+            if len(self.res.notes) < 40:
+                self.res.notes.append(f"out of recorded order: {expected}; {actual}; thread {th.rtid} released")
+        held = th.held
+        assert held is not None
+        th.held = None
+        if held.regs is None:  # a new thread, before its first instruction
+            e = th.next_event()
+            if e is not None and e.flags & L.KP_RSYS_NO_ENTER and e.nr in (56, 435):
+                self._consume(th, e)
+            T.cont(held.tid)
+            return None
+        if held.ev is not None:
+            ev = self._release_fast(th, held, deadline)
+            if ev != ():
+                return ev
+        return self._syscall(held.tid, th, held.regs, forced=True)
+
+    def _release_fast(self, th: _Thread, held: Parked, deadline: float) -> tuple | None:
+        """Let the compiled loop answer the released thread's pending stop and run on from there
+        (no Python per hand-over). () if it cannot (Python then answers that stop)."""
+        fp, nxt = self.fp, th.next_event()
+        if fp is None or self.mem is None or nxt is None or nxt.nr in CLOCKS:
+            return ()
+        p = fp.plans.get(th.rtid)
+        if p is None or fp.out_shift.extra:
+            return ()
+        end = fp.plan(p, th.pos, self.next_other.get(nxt.index, 1 << 62), self.emulated, self.sockets, self.fd_version)
+        if end <= th.pos:
+            return ()
+        self._own_table(held.tid, th)
+        pos = th.pos
+        done = fp.run(p, self.pid, held.tid, self.mem.fd, th, pos, end, deadline, pending=held.ev)
+        if not done:
+            return ()  # handed back untouched: the same stop, for Python
+        self.notif_pending.pop(held.tid, None)  # answered in C
+        self._caught_up(th, p, pos, done)
+        self.res.stops -= 1  # that stop was counted when it came
+        c = fp.ctx
+        if c.err:
+            raise OSError(int(c.err), f"replay hot path: ptrace/memory access to {held.tid} failed")
+        return fp.event() if c.has_stop else None
+
+    def _own_table(self, tid: int, th: _Thread) -> None:
+        """Only the running thread runs, so it may own the in-tracee answer table (the stubs compare
+        the fs base); switched only while no answers are outstanding."""
+        vc = self.vc
+        if vc is not None and vc.tid != tid and not vc.gap_open and th.fs_base and self.fp is not None:
+            vc.tab[V.OWNER], vc.tid, self.fp.ctx.vtid = th.fs_base, tid, tid
+
+    def _last_ordered(self, th: _Thread) -> int:
+        """Index of the thread's last replayed ordered (non-clock) event; -1 before its first."""
+        i = th.pos - 1
+        while i >= 0 and th.queue[i].nr in CLOCKS:
+            i -= 1
+        return th.queue[i].index if i >= 0 else -1
+
+    def _thread_ended(self, tid: int) -> str | None:
+        """A thread other than the main one ended: every ordered event it recorded must be done."""
+        th = self.threads.get(tid)
+        if th is None:
+            return None
+        th.alive, th.held = False, None
+        if self.stuck is not None:
+            return None  # killed because the replay was stuck: that is the report
+        self.notif_pending.pop(tid, None)
+        left = [e for e in th.queue[th.pos:] if e.nr not in CLOCKS and e.index not in self.consumed]
+        if left:
+            e = left[0]
+            self._diverge(e.index, th.rtid, "sequence", describe(e.nr, e.args, e.ret), f"thread {th.rtid} ended")
+            if self.strict:
+                return "abort"
+        return None
+
+    def _allowance(self) -> float:
+        """Seconds the running thread may need beyond STUCK_S: four times its longest recorded run
+        between two events (a thread that computes for seconds is not stuck)."""
+        running = self.order.running(self.threads) if self.started else []
+        return 4 * self.max_gap_s.get(self.threads[running[0]].rtid, 0.0) if running else 0.0
+
+    def _stuck_running(self, waited_s: float) -> None:
+        """Called by the watchdog: name the thread that did not move, where it is, what the order waits for."""
+        running = self.order.running(self.threads) if self.started else []
+        if not running:
+            self.stuck = Divergence(-1, 0, "stuck", "progress", f"no stop for {waited_s:.1f} s before the program's exec")
+            return
+        tid = running[0]
+        th = self.threads[tid]
+        last = th.queue[th.pos - 1] if th.pos else None
+        nxt = th.next_event()
+        doing = _task_state(self.pid, tid)
+        gap = f", recorded {(nxt.enter_ns - last.exit_ns) / 1000:.0f} us after it" if nxt and last else ""
+        after = f" after event {last.index} {describe(last.nr, last.args, last.ret)}" if last else " from its start"
+        expected = (f"thread {th.rtid} reaches {describe(nxt.nr, nxt.args, nxt.ret)} (event {nxt.index}){gap}"
+                    if nxt else f"thread {th.rtid} ends")
+        parked = ", ".join(f"thread {t.rtid} at event {n.index if (n := t.next_event()) else '-'}"
+                           for t in self.threads.values() if t.alive and t.held is not None) or "none"
+        self.stuck = Divergence(nxt.index if nxt else -1, th.rtid, "stuck", expected,
+                                f"thread {th.rtid} (tid {tid}){after} {doing} for {waited_s:.1f} s; parked: {parked}")
+        self.res.notes.append("a thread that waits for a sibling without a syscall between (a data race, a "
+                              "lock-free hand-off) cannot be ordered from syscalls (replay/README.md, Threads)")
 
     def _run_fast(self, deadline: float) -> tuple | None:
         """Let the compiled loop answer the earliest thread's next run of planned events.
@@ -370,17 +591,24 @@ class ReplayEngine:
         fp = self.fp
         if fp is None or self.mem is None or not self.started:
             return ()
-        live = [(tid, th) for tid, th in self.threads.items() if th.pos < len(th.queue)]
-        if not live:
+        running = self.order.running(self.threads)
+        if len(running) != 1:
             return ()
-        tid, th = min(live, key=lambda x: x[1].queue[x[1].pos].index)
+        tid = running[0]
+        th = self.threads[tid]
+        if th.pos >= len(th.queue):
+            return ()
         p = fp.plans.get(th.rtid)
         if p is None or fp.out_shift.extra:
             return ()
-        end = fp.plan(p, th.pos, self._others_first(th), self.emulated, self.sockets)
+        # the plan ends at the first event of another thread after this one's last ordered one
+        # (clock reads are answered out of that order): there it parks
+        end = fp.plan(p, th.pos, self.next_other.get(self._last_ordered(th), 1 << 62), self.emulated, self.sockets,
+                      self.fd_version)
         if end <= th.pos:
             return ()
         pos = th.pos
+        self._own_table(tid, th)
         done = fp.run(p, self.pid, tid, self.mem.fd, th, pos, end, deadline)
         if done:
             self._caught_up(th, p, pos, done)
@@ -398,30 +626,22 @@ class ReplayEngine:
         vdone = int(self.fp.ctx.vdone) if self.fp is not None else 0  # answered in the tracee: no stop
         self.res.stops += done - vdone
         self.res.tracee_answers += vdone
-        ws = np.searchsorted(p.writes, (pos, pos + done))
-        sel = np.arange(ws[0], ws[1])
-        sel = sel[p.ops[p.writes[sel], F.KIND] == F.K_WRITE]  # writes answered as outputs (emulated fd)
-        if sel.size:
+        lo, hi = np.searchsorted(p.writes, (pos, pos + done)).tolist()
+        if hi - lo > 32:
+            sel = np.arange(lo, hi)
+            sel = sel[p.ops[p.writes[sel], F.KIND] == F.K_WRITE]  # writes answered as outputs (emulated fd)
             fds = p.ops[p.writes[sel], F.FD]
             for fd in np.unique(fds).tolist():
                 chunks = [p.write_data[i] for i in sel[fds == fd].tolist()]
                 self.out_bytes.setdefault(_chan_key(fd), hashlib.sha256()).update(b"".join(chunks))
-        if self.fp is not None:
+        else:  # a short run (between hand-overs): plain Python is cheaper than numpy here
+            for i in range(lo, hi):
+                op = p.ops[p.writes[i]]
+                if op[F.KIND] == F.K_WRITE:
+                    self.out_bytes.setdefault(_chan_key(int(op[F.FD])), hashlib.sha256()).update(p.write_data[i])
+        if self.fp is not None and self.fp.ctx.nreq:
             for fd, rec_ns, rep_ns in self.fp.requests():
                 self.res.requests.append(Request(fd, rec_ns / 1e6, rep_ns / 1e6))
-
-    def _others_first(self, th: _Thread) -> int:
-        """Index of the earliest unconsumed non-clock event of any other recorded thread."""
-        first = 1 << 62
-        for rtid, q in self.by_rtid.items():
-            if rtid == th.rtid:
-                continue
-            t = next((t for t in self.threads.values() if t.rtid == rtid), None)
-            for e in q[t.pos if t else 0 :]:
-                if e.nr not in CLOCKS and e.index not in self.consumed:
-                    first = min(first, e.index)
-                    break
-        return first
 
     def _wait(self, deadline: float) -> tuple | None:
         """Block for the next ptrace stop ("p", tid, status) or notification ("n", tid, regs)."""
@@ -446,21 +666,6 @@ class ReplayEngine:
         self.notif_pending[tid] = regs.id
         return self._syscall(tid, th, regs)
 
-    def _wait_some(self, held: list[_Thread]) -> tuple | None:
-        t0 = time.monotonic()
-        while True:
-            ev = self._poll()
-            if ev is not None:
-                return ev
-            if time.monotonic() - t0 > HOLD_LIMIT_S:  # nobody else will come: let the earliest go
-                t = min(held, key=lambda t: t.queue[t.pos].index if t.pos < len(t.queue) else 1 << 62)
-                self.res.notes.append(f"thread order hold released after {HOLD_LIMIT_S}s (thread {t.rtid})")
-                regs, tid = t.held
-                t.held = None
-                self._syscall(tid, t, regs, forced=True)
-                return None
-            time.sleep(0.00005)
-
     def _stop(self, tid: int, status: int) -> str | None:
         sig = os.WSTOPSIG(status)
         event = status >> 16
@@ -482,6 +687,15 @@ class ReplayEngine:
             self.seen.add(T.event_msg(tid))
             return self._unsupported("the process forks a child: replay follows one process")
         if event == T.EVENT_CLONE:
+            child, rtid = T.event_msg(tid), self.clone_of.pop(tid, None)
+            if rtid is None:
+                self.res.notes.append(f"thread {child} has no recorded counterpart")
+                rtid = -child
+            if child in self.unmapped:
+                self.unmapped.discard(child)
+                self._new_thread(child, rtid)
+            else:
+                self.child_rtid[child] = rtid
             T.cont(tid)
             return None
         if event == T.EVENT_SECCOMP:
@@ -507,8 +721,10 @@ class ReplayEngine:
             T.cont(tid)
             return None
         if sig == signal.SIGSTOP and tid not in self.threads and self.started:
-            self._new_thread(tid)
-            T.cont(tid)
+            if tid in self.child_rtid:
+                self._new_thread(tid, self.child_rtid.pop(tid))  # parked before its first instruction
+            else:
+                self.unmapped.add(tid)  # mapped (and parked) at its parent's clone stop
             return None
         if sig == signal.SIGSEGV:
             regs = T.get_regs(tid)
@@ -550,6 +766,7 @@ class ReplayEngine:
                 self.res.notes.append(f"no answers inside the tracee ({e}): every call traps")
                 return None
             self.fp.ctx.vtab, self.fp.ctx.vtid = self.vc.table_address, tid
+            th.fs_base = fs_base
             self.vc_state = "on"
             self.res.answer_table = True
             self.res.notes.append("answered in the tracee: vDSO clock reads" + (
@@ -588,14 +805,16 @@ class ReplayEngine:
         T.cont(tid)
         return None
 
-    def _new_thread(self, tid: int) -> None:
-        """A clone's child: map it to the recorded child tid announced by the parent's clone event."""
-        rtid = self.pending_clones.pop(0) if getattr(self, "pending_clones", None) else None
-        if rtid is None:
-            self.res.notes.append(f"thread {tid} has no recorded counterpart")
-            rtid = -tid
+    def _clone_in_flight(self) -> bool:
+        return bool(self.clone_of or self.child_rtid or self.unmapped)
+
+    def _new_thread(self, tid: int, rtid: int) -> None:
+        """A clone's child, ``rtid`` in the recording: parked until its recorded start is next. Its
+        clock starts where its parent's was at the clone."""
         parent_vt = max((t.vt for t in self.threads.values()), default=0)
-        self.threads[tid] = _Thread(rtid, self.by_rtid.get(rtid, []), vt=parent_vt, prev_exit=parent_vt)
+        clone_exit, vt = self.spawned.get(rtid, (parent_vt, parent_vt))
+        self.threads[tid] = _Thread(rtid, self.by_rtid.get(rtid, []), vt=vt, prev_exit=clone_exit,
+                                    held=Parked(tid, None), fs_base=T.get_regs(tid).fs_base)
         self.tid_of[tid] = rtid
 
     def _unsupported(self, why: str) -> str:
@@ -608,8 +827,9 @@ class ReplayEngine:
         nr = regs.orig_rax
         args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
         nxt = self._next(th, nr)
-        if nxt is not None and not forced and nr not in CLOCKS and not self._my_turn(nxt):
-            th.held = (regs, tid)
+        if nxt is not None and not forced and nr not in CLOCKS and not self.order.is_turn(nxt):
+            # released by _release_next when its event is the earliest open one
+            th.held = Parked(tid, regs, self.cur_ev if self.cur_ev[1] == tid else None)
             return None
         if nr in CLOCKS:
             return self._clock(tid, th, regs, nr, args, nxt)
@@ -634,24 +854,6 @@ class ReplayEngine:
                 continue
             return e
         return None
-
-    def _my_turn(self, e: Event) -> bool:
-        unc, i = self.unconsumed, self.unc_pos
-        while i < len(unc) and unc[i] in self.consumed:
-            i += 1
-        self.unc_pos = i
-        return i >= len(unc) or unc[i] >= e.index
-
-    def _release_held(self) -> None:
-        for th in list(self.threads.values()):
-            if th.held is None:
-                continue
-            regs, tid = th.held
-            nxt = self._next(th, regs.orig_rax)
-            if nxt is None or self._my_turn(nxt):
-                th.held = None
-                if self._syscall(tid, th, regs) == "abort":
-                    return
 
     def _consume(self, th: _Thread, e: Event) -> None:
         th.pos += 1
@@ -703,18 +905,16 @@ class ReplayEngine:
         fd = args[0] & 0xFFFFFFFF
         if nr in (257, 2):
             return self._open(tid, th, regs, nr, args, e)
+        if nr in FD_PAIRS:
+            return self._fd_pair(tid, th, regs, nr, args, e)
         if nr in FD_CREATORS or (nr in DUPS and fd in self.emulated) or (
             nr == 72 and args[1] in FCNTL_DUPFD and fd in self.emulated
         ):
             return self._placeholder(tid, th, regs, nr, args, e)
         if nr in (56, 435):
-            if self.vc is not None:
-                # the order of events across threads is checked at stops (_my_turn): from the clone
-                # on (before the parent resumes) only clock reads, which that order does not
-                # include, are answered inside the tracee
-                self.vc.tab[V.NRMASK] = 0
             if e.ret > 0:
-                self.pending_clones = getattr(self, "pending_clones", []) + [e.ret]
+                self.clone_of[tid] = e.ret
+                self.spawned[e.ret] = (e.exit_ns, th.vt)
             if nr == 56 and not args[0] & 0x10000 or nr == 435:  # CLONE_THREAD
                 flags = args[0] if nr == 56 else self.mem.u64(args[0]) if self.mem else 0
                 if not flags & 0x10000:
@@ -725,6 +925,7 @@ class ReplayEngine:
             was = fd in self.emulated
             self.emulated.discard(fd)
             self.sockets.discard(fd)
+            self.fd_version += 1
             self.fd_path.pop(fd, None)
             if was:
                 self._passthrough(tid)  # closes the placeholder
@@ -735,6 +936,9 @@ class ReplayEngine:
             fd = args[4] & 0xFFFFFFFF
             if fd in self.emulated:
                 return self._unsupported(f"mmap of recorded fd {fd}: the file's contents are not in the log")
+            self._passthrough(tid)
+            return None
+        if futex_runs_for_real(nr, args):
             self._passthrough(tid)
             return None
         if nr in WRITES and fd in self.emulated:
@@ -778,6 +982,31 @@ class ReplayEngine:
         self.fd_path[e.ret] = path
         return self._placeholder(tid, th, regs, nr, args, e, path)
 
+    def _fd_pair(self, tid: int, th: _Thread, regs, nr: int, args: tuple[int, ...], e: Event) -> str | None:
+        """Make the pipe/socketpair for real, check it got the recorded fd numbers, then emulate both."""
+        if e.ret < 0:
+            self._skip(tid, regs, e.ret)
+            return None
+        recorded = struct.unpack("<ii", e.regions.get(0, b"\xff" * 8)[:8])
+
+        def check(t: int, r) -> str | None:
+            assert self.mem is not None
+            got = struct.unpack("<ii", self.mem.read(args[FD_PAIRS[nr]], 8))
+            if got != recorded:
+                self._diverge(e.index, th.rtid, "fd", f"{sysname(nr)} -> fds {recorded}", f"fds {got}")
+                return "abort" if self.strict else None
+            for fd in got:
+                self.emulated.add(fd)
+                self.fd_path[fd] = f"{sysname(nr)}:{fd}"
+                if nr == 53:
+                    self.sockets.add(fd)
+            self.fd_version += 1
+            return None
+
+        th.pending_exit = check
+        T.to_exit(tid)
+        return None
+
     def _placeholder(self, tid: int, th: _Thread, regs, nr: int, args, e: Event, path: str = "") -> str | None:
         """Run eventfd2 instead, so the fd number is taken in the tracee; check it is the recorded one."""
         if e.ret < 0:
@@ -792,6 +1021,7 @@ class ReplayEngine:
         if nr in (41, 43, 288):
             self.sockets.add(e.ret)
         self.emulated.add(e.ret)
+        self.fd_version += 1
 
         def check(t: int, r) -> str | None:
             got = r.rax - (1 << 64) if r.rax >= 1 << 63 else r.rax
@@ -809,7 +1039,13 @@ class ReplayEngine:
         return None
 
     def _mark_input(self, fd: int, th: _Thread, e: Event) -> None:
-        self.last_input[fd if e.nr not in (43, 288) else e.ret] = (th.arrival, e.exit_ns)
+        key = fd if e.nr not in (43, 288) else e.ret
+        if key in self.handoff_fds:
+            self.handoff.setdefault(key, collections.deque()).append((th.arrival, e.exit_ns))
+            return
+        if key not in th.inputs:
+            self.pending.add(key, 1)
+        th.inputs[key] = (th.arrival, e.exit_ns)
 
     def _write(self, tid: int, th: _Thread, regs, nr: int, args, e: Event) -> str | None:
         assert self.mem is not None
@@ -827,12 +1063,35 @@ class ReplayEngine:
                 return "abort"
         out = expected[:n] if same else overlay_logged(actual[:n], expected)
         self.out_bytes.setdefault(_chan_key(fd), hashlib.sha256()).update(out if e.ret >= 0 else b"")
-        req = self.last_input.pop(fd, None)
+        req = self._request_answered(th, fd)
         if req is not None and fd in self.sockets:
             vt_in, rec_in = req
             self.res.requests.append(Request(fd, (e.enter_ns - rec_in) / 1e6, (th.vt - e.dur_ns - vt_in) / 1e6))
         self._skip(tid, regs, e.ret)
         return None
+
+    def _request_answered(self, th: _Thread, fd: int) -> tuple[int, int] | None:
+        """(replay, recorded) arrival of the request an output on ``fd`` answers: the thread's own
+        last input there, else (a reply by a worker to what a reader thread read) the oldest one
+        another thread holds."""
+        if fd in self.handoff_fds:
+            if fd not in self.sockets:
+                return None
+            q = self.handoff.get(fd)
+            if q:
+                self.handoff_last[fd] = q.popleft()
+            # nothing newer: one read carried several requests (answered one by one), all of which
+            # arrived with it
+            return self.handoff_last.get(fd)
+        req = th.inputs.pop(fd, None)
+        if req is None and fd in self.sockets and self.pending.get(fd) > 0:
+            holders = [t for t in self.threads.values() if t is not th and fd in t.inputs]
+            if holders:
+                oldest = min(holders, key=lambda t: t.inputs.peek(fd)[1])
+                req = oldest.inputs.pop(fd, None)
+        if req is not None:
+            self.pending.add(fd, -1)
+        return req
 
     def _gather(self, nr: int, args) -> bytes:
         assert self.mem is not None
@@ -964,6 +1223,21 @@ class ReplayEngine:
             r.verdict = (f"timeout: {len(slow)} of {len(r.requests)} requests over {self.deadline_ms:g} ms "
                          f"(worst {max(q.replay_ms for q in slow):.1f} ms)" if slow else
                          f"pass: {len(r.requests)} requests within {self.deadline_ms:g} ms")
+
+
+def _task_state(pid: int, tid: int) -> str:
+    """What a tracee thread is doing, from /proc: blocked in which syscall, or running where."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            fields = f.read().split()
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "(gone)"
+    if fields and fields[0].lstrip("-").isdigit() and int(fields[0]) >= 0:
+        nr, args = int(fields[0]), tuple(int(a, 16) for a in fields[1:7])
+        return f"blocked in {describe(nr, args)} in the kernel (state {state})"
+    return f"running in user space (state {state}) without reaching a syscall"
 
 
 def _show(b: bytes, limit: int = 120) -> str:

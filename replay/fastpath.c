@@ -69,7 +69,8 @@ struct kp_ctx {
 	int64_t nreq, req_cap;
 	int64_t *req;                    /* out: (fd, recorded ns, replay ns) per request */
 	int64_t *out_shift;              /* [KP_FDMAX] virtual minus recorded time of the last output */
-	int64_t *li_has, *li_vt, *li_rec;/* [KP_FDMAX] last input per fd: (replay, recorded) arrival */
+	int64_t *li_has, *li_vt, *li_rec;/* [KP_FDMAX] the running thread's last input per fd: (replay,
+					  * recorded) arrival; its request until it answers it */
 	const uint8_t *blob;             /* all recorded regions, addressed by kp_op.roff */
 	uint8_t *scratch;                /* for reading the tracee's output */
 	int64_t scratch_len;
@@ -78,6 +79,9 @@ struct kp_ctx {
 	int64_t vdone;                   /* out: events answered in the tracee during this run */
 	const struct kp_op *nx_ops;      /* the plan and the position after the stop being answered: */
 	int64_t nx_pos, nx_end;          /* the events there may be answered in the tracee (open_gap) */
+	int64_t steps;                   /* events waited for so far: the watchdog's sign of progress */
+	int64_t *pending;                /* [KP_FDMAX] threads holding an unanswered input on the fd */
+	int64_t preset;                  /* in: ev already holds the first stop to handle (a released thread's) */
 };
 
 static int64_t floordiv(int64_t a, int64_t b)
@@ -195,11 +199,13 @@ static void account(struct kp_ctx *c, const struct kp_op *op)
 {
 	consume(c, op);
 	if (op->kind == K_SKIP && (op->flags & F_MARK_INPUT) && op->fd < KP_FDMAX) {
+		c->pending[op->fd] += !c->li_has[op->fd];
 		c->li_has[op->fd] = 1;
 		c->li_vt[op->fd] = c->arrival;
 		c->li_rec[op->fd] = op->exit_ns;
 	} else if (op->kind == K_WRITE && c->li_has[op->fd]) {
 		c->li_has[op->fd] = 0;
+		c->pending[op->fd]--;
 		if (op->flags & F_SOCKET) {
 			int64_t *q = c->req + 3 * c->nreq++;
 			int64_t dur = op->exit_ns - op->enter_ns > 0 ? op->exit_ns - op->enter_ns : 0;
@@ -208,6 +214,13 @@ static void account(struct kp_ctx *c, const struct kp_op *op)
 			q[2] = c->vt - dur - c->li_vt[op->fd];
 		}
 	}
+}
+
+/* A reply on a socket by a thread that read no request there answers another thread's (a reader
+ * thread handing requests to workers): Python pairs it with the oldest one. */
+static int others_request(const struct kp_ctx *c, const struct kp_op *op)
+{
+	return (op->flags & F_SOCKET) && !c->li_has[op->fd] && c->pending[op->fd] > 0;
 }
 
 /* Can a stub answer this planned event? Returns the bytes it needs in the data area, or -1. */
@@ -237,13 +250,13 @@ static void open_gap(struct kp_ctx *c)
 		return;
 	int64_t m = 0, cap = t[VT_CAP], doff = t[VT_DATA], dend = t[VT_DATA] + t[VT_DATACAP];
 	int64_t vt = c->vt, prev_exit = c->prev_exit, arrival = c->arrival, nreq = c->nreq;
-	int64_t undo[64][4], undo_rec[64], nundo = 0; /* fd, out_shift, li_has, li_vt; li_rec of touched fds */
+	int64_t undo[64][5], undo_rec[64], nundo = 0; /* fd, out_shift, li_has, li_vt, pending; li_rec */
 	while (m < cap && c->nx_pos + m < c->nx_end) {
 		const struct kp_op *op = &c->nx_ops[c->nx_pos + m];
 		int64_t len = stub_bytes(c, op);
 		if (len < 0 || doff + len > dend)
 			break;
-		if (op->kind == K_WRITE && (op->flags & F_SOCKET) && c->nreq >= c->req_cap)
+		if (op->kind == K_WRITE && (op->flags & F_SOCKET) && (c->nreq >= c->req_cap || others_request(c, op)))
 			break;
 		if (op->kind == K_WRITE || (op->flags & (F_WRITE | F_MARK_INPUT))) { /* touches its fd's tables */
 			int seen = 0;
@@ -256,6 +269,7 @@ static void open_gap(struct kp_ctx *c)
 					break;
 				undo[nundo][0] = op->fd, undo[nundo][1] = c->out_shift[op->fd];
 				undo[nundo][2] = c->li_has[op->fd], undo[nundo][3] = c->li_vt[op->fd];
+				undo[nundo][4] = c->pending[op->fd];
 				undo_rec[nundo++] = c->li_rec[op->fd];
 			}
 		}
@@ -286,6 +300,7 @@ static void open_gap(struct kp_ctx *c)
 	while (nundo--) {
 		int64_t fd = undo[nundo][0];
 		c->out_shift[fd] = undo[nundo][1], c->li_has[fd] = undo[nundo][2], c->li_vt[fd] = undo[nundo][3];
+		c->pending[fd] = undo[nundo][4];
 		c->li_rec[fd] = undo_rec[nundo];
 	}
 	if (!m)
@@ -407,7 +422,11 @@ __asm__(
 	"2:	ret\n"
 	"	KP_REAL_SYSCALL 201\n"
 	"	.skip 0x180 - (. - .Lvbase), 0xcc\n"
-	/* a libc wrapper's syscall: rax = nr, rdi, rsi, rdx (, r10) its arguments */
+	/* a libc wrapper's syscall: rax = nr, rdi, rsi, rdx (, r10) its arguments. r8 and r9 are kept
+	 * as a syscall keeps them: the multi-threaded path of glibc's wrappers holds the cancellation
+	 * state in r8 across its syscall (rdi and rsi are dead there, rdx is untouched) */
+	"	push r8\n"
+	"	push r9\n"
 	"	KP_ENTRY rcx, rax\n"
 	"	mov r9, [r8 + 48]\n"
 	"	test r9, 1\n"
@@ -453,9 +472,13 @@ __asm__(
 	"	mov rcx, [r8 + 56]\n"
 	"	rep movsb\n"
 	"5:	mov rax, [r8 + 32]\n"
+	"	pop r9\n"
+	"	pop r8\n"
 	"	cmp rax, -4096\n"
 	"	ret\n"
-	"9:	syscall\n"
+	"9:	pop r9\n"
+	"	pop r8\n"
+	"	syscall\n"
 	"	cmp rax, -4096\n"
 	"	ret\n"
 	".globl kp_vstub_end\n"
@@ -516,6 +539,8 @@ static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_str
 			return 0;
 		if ((op->flags & F_SOCKET) && c->li_has[op->fd] && c->nreq >= c->req_cap)
 			return 0; /* no room to report the request: let Python answer it */
+		if (others_request(c, op))
+			return 0;
 		account(c, op);
 		return skip(c, r, op->ret) ? -1 : 1;
 	case K_CLOCK: {
@@ -551,6 +576,7 @@ static int64_t wait_event(struct kp_ctx *c, int64_t until)
 			int block = c->notif_fd < 0 && until == INT64_MAX;
 			pid_t w = waitpid(-1, &status, __WALL | (block ? 0 : WNOHANG));
 			if (w > 0) {
+				c->steps++;
 				c->ev.kind = EV_PTRACE;
 				c->ev.tid = w;
 				c->ev.status = status;
@@ -583,6 +609,7 @@ static int64_t wait_event(struct kp_ctx *c, int64_t until)
 			struct seccomp_notif req;
 			memset(&req, 0, sizeof(req));
 			if (ioctl((int)c->notif_fd, SECCOMP_IOCTL_NOTIF_RECV, &req) == 0) {
+				c->steps++;
 				c->ev.kind = EV_NOTIF;
 				c->ev.tid = req.pid;
 				c->ev.status = 0;
@@ -657,7 +684,8 @@ static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64
 	int64_t done = 0;
 	while (pos + done < end) {
 		/* ptrace only: block in waitpid (the deadline is checked every 256 stops, below) */
-		int64_t got = wait_event(c, c->notif_fd >= 0 ? c->deadline_ns : INT64_MAX);
+		int64_t got = c->preset ? 1 : wait_event(c, c->notif_fd >= 0 ? c->deadline_ns : INT64_MAX);
+		c->preset = 0;
 		if (got < 0) {
 			c->err = -got;
 			return done;

@@ -17,6 +17,7 @@ when ``make -C replay`` built the library; otherwise the engine runs in Python a
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import os
 from dataclasses import dataclass, field, replace
@@ -39,8 +40,9 @@ REQ_CAP = 4096
 
 EV_PTRACE, EV_NOTIF = 1, 2
 # syscalls delivered as seccomp user notifications when the hot path is on: their Python handlers
-# only ever answer them (skip with a value) or let them run (passthrough), never touch registers
-NOTIFIED = frozenset({0, 1, 17, 18, 74, 75, 96, 201, 228, 318})
+# only ever answer them (skip with a value) or let them run (passthrough), never touch registers.
+# futex and sched_yield: where threads hand over (answered from the log, PI operations run)
+NOTIFIED = frozenset({0, 1, 17, 18, 74, 75, 96, 201, 228, 318, 202, 24})
 
 
 class _Ev(ctypes.Structure):
@@ -57,7 +59,8 @@ class _Ctx(ctypes.Structure):
         ("li_vt", ctypes.c_void_p), ("li_rec", ctypes.c_void_p), ("blob", ctypes.c_void_p),
         ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64),
         ("vtab", ctypes.c_void_p), ("vtid", ctypes.c_int64), ("vdone", ctypes.c_int64),
-        ("nx_ops", ctypes.c_void_p), ("nx_pos", ctypes.c_int64), ("nx_end", ctypes.c_int64)]
+        ("nx_ops", ctypes.c_void_p), ("nx_pos", ctypes.c_int64), ("nx_end", ctypes.c_int64),
+        ("steps", ctypes.c_int64), ("pending", ctypes.c_void_p), ("preset", ctypes.c_int64)]
 
 
 def load_library() -> ctypes.CDLL | None:
@@ -108,19 +111,27 @@ class OutShift:
 
 
 class LastInput:
-    """fd -> (replay arrival, recorded arrival) of the last input; arrays the C loop shares."""
+    """fd -> (replay arrival, recorded arrival) of one thread's last input, its request until the
+    thread answers on that fd; arrays the C loop shares while that thread runs."""
 
     def __init__(self) -> None:
         self.has = np.zeros(FDMAX, dtype=np.int64)
         self.vt = np.zeros(FDMAX, dtype=np.int64)
         self.rec = np.zeros(FDMAX, dtype=np.int64)
         self.extra: dict[int, tuple[int, int]] = {}
+        self.addresses = (self.has.ctypes.data, self.vt.ctypes.data, self.rec.ctypes.data)  # for the C loop
 
     def __setitem__(self, fd: int, value: tuple[int, int]) -> None:
         if fd < FDMAX:
             self.has[fd], self.vt[fd], self.rec[fd] = 1, value[0], value[1]
         else:
             self.extra[fd] = value
+
+    def __contains__(self, fd: int) -> bool:
+        return fd in self.extra if fd >= FDMAX else bool(self.has[fd])
+
+    def peek(self, fd: int) -> tuple[int, int]:
+        return self.extra[fd] if fd >= FDMAX else (int(self.vt[fd]), int(self.rec[fd]))
 
     def pop(self, fd: int, default: tuple[int, int] | None = None) -> tuple[int, int] | None:
         if fd >= FDMAX:
@@ -129,6 +140,23 @@ class LastInput:
             return default
         self.has[fd] = 0
         return int(self.vt[fd]), int(self.rec[fd])
+
+
+class Pending:
+    """fd -> how many threads hold an unanswered input (request) on it; an array the C loop shares."""
+
+    def __init__(self) -> None:
+        self.arr = np.zeros(FDMAX, dtype=np.int64)
+        self.extra: dict[int, int] = {}
+
+    def get(self, fd: int) -> int:
+        return int(self.arr[fd]) if fd < FDMAX else self.extra.get(fd, 0)
+
+    def add(self, fd: int, by: int) -> None:
+        if fd < FDMAX:
+            self.arr[fd] += by
+        else:
+            self.extra[fd] = self.extra.get(fd, 0) + by
 
 
 @dataclass
@@ -147,6 +175,7 @@ class Rules:
     external_nrs: frozenset[int]
     blocked_ns: int
     fcntl_dupfd: frozenset[int]
+    futex_real_ops: frozenset[int]  # futex operations that run for real (the kernel writes memory)
 
 
 @dataclass
@@ -163,10 +192,17 @@ class ThreadPlan:
     barrier_next: np.ndarray      # position of the next SLOW-in-any-case event at or after i
     writes: np.ndarray            # positions of K_WRITE candidates (for the output hashes)
     write_data: list[bytes]       # their recorded bytes, aligned with ``writes``
+    index_list: list[int] = field(default_factory=list)  # ``index`` as a list (bisect: no numpy call per plan)
+
+    def __post_init__(self) -> None:
+        if not self.index_list:
+            self.index_list = self.index.tolist()
 
     @classmethod
-    def build(cls, queue: list, pred_exit: dict[int, int], rules: Rules, blob: bytearray) -> ThreadPlan:
-        """Columns from the events in bulk; a Python pass only over events that carry bytes."""
+    def build(cls, queue: list, pred_exit: dict[int, int], rules: Rules, blob: bytearray,
+              python_fds: frozenset[int] = frozenset()) -> ThreadPlan:
+        """Columns from the events in bulk; a Python pass only over events that carry bytes. Reads
+        and writes on ``python_fds`` are left to Python (requests handed between threads)."""
         n = len(queue)
         ops = np.zeros((n, NCOLS), dtype=np.int64)
         ops[:, RARG:RARG + 3] = -1
@@ -188,9 +224,12 @@ class ThreadPlan:
         long_wait = known & tab.input_wait[nrc] & (exit_ - enter > rules.blocked_ns)
         ext_nr = known & tab.external[nrc]
         rw = known & (tab.is_read[nrc] | tab.is_write[nrc])
-        slow = (fd >= FDMAX) & (rw | long_wait)
+        slow = ((fd >= FDMAX) | np.isin(fd, np.fromiter(python_fds, dtype=np.int64, count=len(python_fds)))) & (
+            rw | long_wait)
         for i in np.nonzero(nr == 72)[0].tolist():
             slow[i] |= queue[i].args[1] in rules.fcntl_dupfd
+        for i in np.nonzero(nr == 202)[0].tolist():
+            slow[i] |= (queue[i].args[1] & 0x7F) in rules.futex_real_ops
         rows, writes, slow_at = cls._bytes(queue, np.nonzero(known & tab.has_bytes[nrc])[0].tolist(), rules, blob)
         slow[slow_at] = True
         if rows:
@@ -303,21 +342,20 @@ class FastPath:
     lib: ctypes.CDLL
     rules: Rules
     out_shift: OutShift = field(default_factory=OutShift)
-    last_input: LastInput = field(default_factory=LastInput)
+    pending: Pending = field(default_factory=Pending)
     plans: dict[int, ThreadPlan] = field(default_factory=dict)
     handled: int = 0
 
     def __post_init__(self) -> None:
         self.blob_buf: ctypes.Array | None = None
-        self.last_plan: tuple | None = None    # (state key, start, end) of the last plan made
+        self.planned: dict[int, tuple] = {}    # id(plan) -> (fd state, start, end) of its decided range
         self.req = np.zeros(3 * REQ_CAP, dtype=np.int64)
         self.scratch = ctypes.create_string_buffer(1 << 20)
         self.ctx = _Ctx()
         c = self.ctx
         c.req, c.req_cap = self.req.ctypes.data, REQ_CAP
         c.out_shift = self.out_shift.arr.ctypes.data
-        c.li_has, c.li_vt, c.li_rec = (self.last_input.has.ctypes.data, self.last_input.vt.ctypes.data,
-                                       self.last_input.rec.ctypes.data)
+        c.pending = self.pending.arr.ctypes.data
         c.scratch, c.scratch_len = ctypes.addressof(self.scratch), len(self.scratch)
         c.notif_fd, c.sigfd = -1, -1
 
@@ -348,30 +386,44 @@ class FastPath:
                 os.close(fd)
         self.ctx.sigfd = self.ctx.notif_fd = -1
 
-    def prepare(self, by_rtid: dict[int, list], pred_exit: dict[int, int], cache: dict) -> None:
+    def prepare(self, by_rtid: dict[int, list], pred_exit: dict[int, int], cache: dict,
+                python_fds: frozenset[int] = frozenset()) -> None:
         """Every thread's static plan columns and the region blob: built once per log (``cache``
         is the log's), the op arrays copied per replay because plans rewrite kinds and flags."""
         built = cache.get("fastpath")
         if built is None:
             blob = bytearray()
-            plans = {rtid: ThreadPlan.build(q, pred_exit, self.rules, blob) for rtid, q in by_rtid.items()}
+            plans = {rtid: ThreadPlan.build(q, pred_exit, self.rules, blob, python_fds) for rtid, q in by_rtid.items()}
             built = cache["fastpath"] = (plans, ctypes.create_string_buffer(bytes(blob), max(len(blob), 1)))
         plans, self.blob_buf = built
         self.plans = {rtid: replace(p, ops=p.ops.copy()) for rtid, p in plans.items()}
         self.ctx.blob = ctypes.addressof(self.blob_buf)
 
-    def plan(self, p: ThreadPlan, pos: int, limit: int, emulated: set[int], sockets: set[int]) -> int:
-        """Decide kinds and flags for p.ops[pos:end) with the current fd state; returns end.
+    def plan(self, p: ThreadPlan, pos: int, limit: int, emulated: set[int], sockets: set[int],
+             version: int | None = None) -> int:
+        """Decide kinds and flags for p.ops[pos:end) with the current fd state; returns end, before
+        the event at index ``limit`` (another thread's: where this one must stop and park).
 
-        A run often stops early (e.g. at an output whose logged copy has masked card data, which Python
-        compares) and resumes inside the range planned last: with the same fd state and limit,
-        that plan still holds."""
-        key = (id(p), frozenset(emulated), frozenset(sockets), limit)
-        if self.last_plan is not None and self.last_plan[0] == key and self.last_plan[1] <= pos < self.last_plan[2]:
-            return self.last_plan[2] if self.last_plan[2] - pos >= MIN_PLAN else pos
-        end = min(int(p.barrier_next[pos]) if pos < len(p.index) else pos, pos + MAX_PLAN)
+        Kinds are decided for the thread's whole range up to its next barrier, once per fd state:
+        a run often stops early (at a hand-over to another thread, or at an output whose logged copy
+        has masked card data, which Python compares) and resumes inside the range planned last.
+        ``version`` stands for the fd state when the caller counts its changes."""
+        state = version if version is not None else (frozenset(emulated), frozenset(sockets))
+        got = self.planned.get(id(p))
+        if got is None or got[0] != state or not got[1] <= pos < got[2]:
+            end = self._decide(p, pos, emulated, sockets)
+            if end - pos < MIN_PLAN:
+                self.planned.pop(id(p), None)
+                return pos
+            got = self.planned[id(p)] = (state, pos, end)
+        end = got[2]
         if limit < (1 << 62):
-            end = min(end, pos + int(np.searchsorted(p.index[pos:end], limit)))
+            end = bisect.bisect_left(p.index_list, limit, pos, end)
+        return end
+
+    def _decide(self, p: ThreadPlan, pos: int, emulated: set[int], sockets: set[int]) -> int:
+        """Kinds and flags of p.ops[pos:end) for this fd state, up to the next barrier; returns end."""
+        end = min(int(p.barrier_next[pos]) if pos < len(p.index) else pos, pos + MAX_PLAN)
         if end - pos < MIN_PLAN:
             return pos
         fd = p.ops[pos:end, FD]
@@ -387,12 +439,21 @@ class FastPath:
             kind, flags = kind[: end - pos], flags[: end - pos]
         p.ops[pos:end, KIND] = kind
         p.ops[pos:end, FLAGS] = flags
-        self.last_plan = (key, pos, end)
         return end
 
-    def run(self, p: ThreadPlan, pid: int, tid: int, memfd: int, th, pos: int, end: int, deadline: float) -> int:
-        """Execute p.ops[pos:end) in C; returns how many events were answered."""
+    def use_inputs(self, li: LastInput) -> None:
+        """The running thread's requests: the C loop pairs its replies with them."""
         c = self.ctx
+        c.li_has, c.li_vt, c.li_rec = li.addresses
+
+    def run(self, p: ThreadPlan, pid: int, tid: int, memfd: int, th, pos: int, end: int, deadline: float,
+            pending: tuple | None = None) -> int:
+        """Execute p.ops[pos:end) in C; returns how many events were answered. ``pending``: a stop
+        of this thread already taken (a parked thread released), handled first as if just seen."""
+        c = self.ctx
+        self.use_inputs(th.inputs)
+        if pending is not None:
+            self._preset(pending)
         c.tid, c.memfd, c.pid = tid, memfd, pid
         c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
         c.deadline_ns = int(deadline * 1e9)  # time.monotonic is CLOCK_MONOTONIC
@@ -406,6 +467,7 @@ class FastPath:
         """At a stop of the in-tracee table's owner that the C loop did not see: account the events
         the tracee answered itself since its last stop (from p.ops[pos]); returns how many."""
         c = self.ctx
+        self.use_inputs(th.inputs)
         c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
         done = int(self.lib.kp_vsync(ctypes.byref(c), p.ops.ctypes.data, pos))
         if done < 0:
@@ -413,6 +475,17 @@ class FastPath:
         th.vt, th.prev_exit, th.arrival = c.vt, c.prev_exit, c.arrival
         self.handled += done
         return done
+
+    def _preset(self, ev: tuple) -> None:
+        e = self.ctx.ev
+        if ev[0] == "p":
+            e.kind, e.tid, e.status = EV_PTRACE, ev[1], ev[2]
+        else:
+            r = ev[2]
+            e.kind, e.tid, e.status, e.id, e.nr = EV_NOTIF, ev[1], 0, r.id, r.orig_rax
+            for i, a in enumerate((r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9)):
+                e.args[i] = a - (1 << 64) if a >= 1 << 63 else a
+        self.ctx.preset = 1
 
     def requests(self) -> list[list[int]]:
         """(fd, recorded ns, replay ns) of the requests the last run completed."""

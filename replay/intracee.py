@@ -54,6 +54,8 @@ PROT_RWX, MAP_SHARED_ANON = 7, 0x21
 NR_MMAP = 9
 SETUP_STOPS = 2  # the injected mmap's exit stop and the restarted syscall's second seccomp stop
 TAIL = b"\x0f\x05\x48\x3d\x00\xf0\xff\xff\x77"  # syscall; cmp rax, -4096; ja (then rel8, ret)
+# after that `ja` in glibc's multi-threaded path: mov edi, r8d / mov edi, edx (+ the next byte)
+AFTER_MT = (b"\x44\x89\xc7", b"\x89\xd7\x89", b"\x89\xd7\x48")
 
 
 def supported() -> bool:
@@ -140,10 +142,14 @@ class AnswerTable:
 
     @staticmethod
     def _patch_libc(pid: int, addr: int, local: int, mem: T.Memory, avoid: int) -> tuple[int, list[str]]:
-        """Point the fast-path syscall of libc's hot wrappers at the syscall stub: `mov eax, NR;
-        syscall; cmp rax, -4096` (or `xor eax, eax; ...` for read) becomes `call trampoline` plus
-        nops; the trampoline sets eax and jumps to the stub, which ends with that cmp. Only this
-        exact byte pattern, followed by `ja error; ret`, is patched (r8/r9 are then dead)."""
+        """Point the syscalls of libc's hot wrappers at the syscall stub: `mov eax, NR; syscall;
+        cmp rax, -4096` (or `xor eax, eax; ...` for read) becomes `call trampoline` plus nops; the
+        trampoline sets eax and jumps to the stub, which ends with that cmp. Only this exact byte
+        pattern is patched, and only where `ja error` is followed by what glibc does next in its
+        single-threaded path (`ret`) or its multi-threaded one (the cancellation state back from
+        r8 or edx into edi: the stub keeps r8, r9, rdx; rdi and rsi are dead there). So a
+        multi-threaded service's hot calls are answered in the tracee too (replay/order.py lets only
+        the running thread own the table)."""
         found = libc_mapping(pid)
         if found is None:
             return 0, []
@@ -160,24 +166,25 @@ class AnswerTable:
                 continue
             fn = base + sym.value
             head = (b"\x31\xc0" if nr == 0 else b"\xb8" + struct.pack("<I", nr)) + TAIL
-            code = mem.read(fn, 64)
-            at = code.find(head)
-            if at < 0 or code[at + len(head) + 1 : at + len(head) + 2] != b"\xc3":
-                continue
-            if fn + at <= avoid < fn + at + len(head):
-                continue      # the owner is stopped in this wrapper's syscall (install's docstring)
+            code = mem.read(fn, 192)
             tramp = addr + TRAMPOLINES + 16 * i
-            rel = tramp - (fn + at + 5)
-            if not -(1 << 31) <= rel < 1 << 31:
-                continue
             stub = addr + SYSCALL_STUB
-            jmp = stub - (tramp + 10)
             ctypes.memmove(local + TRAMPOLINES + 16 * i, b"\xb8" + struct.pack("<I", nr) + b"\xe9"
-                           + struct.pack("<i", jmp), 10)
-            replaced = len(head) - 1  # up to and including the cmp
-            mem.write(fn + at, b"\xe8" + struct.pack("<i", rel) + b"\x90" * (replaced - 5))
-            mask |= 1 << bit
-            patched.append(name)
+                           + struct.pack("<i", stub - (tramp + 10)), 10)
+            sites = 0
+            at = code.find(head)
+            while at >= 0:
+                after = code[at + len(head) + 1 : at + len(head) + 4]
+                rel = tramp - (fn + at + 5)
+                if (after[:1] == b"\xc3" or after in AFTER_MT) and not fn + at <= avoid < fn + at + len(head) \
+                        and -(1 << 31) <= rel < 1 << 31:  # not where the owner is stopped (install's docstring)
+                    replaced = len(head) - 1  # up to and including the cmp
+                    mem.write(fn + at, b"\xe8" + struct.pack("<i", rel) + b"\x90" * (replaced - 5))
+                    sites += 1
+                at = code.find(head, at + len(head))
+            if sites:
+                mask |= 1 << bit
+                patched.append(name if sites == 1 else f"{name} (x{sites})")
         return mask, patched
 
     @property

@@ -4,6 +4,13 @@ The stream starts after the process's last successful exec: what a process did b
 belongs to another program image and cannot be replayed. A process whose exec was not recorded
 (the watch began later) is refused with a clear reason.
 
+Events are in the order replay hands over between threads (replay/order.py): when each thread
+came back from its syscall and started its next run of user code. That is the syscall's exit,
+unless the thread was switched out right at that return and a sibling ran first: the probe's
+resume record then gives the real start (``KP_NR_RESUME``). A thread switched out in the middle
+of its user code while a sibling ran cannot be ordered exactly; those points are kept in
+``ProcessLog.ambiguous`` and replay reports them.
+
 Every record is checked; the first point where the stream is no longer trustworthy is kept as
 ``replayable_until`` (a global event index): a per-thread sequence gap (a record lost in a full
 ring), a data chunk lost, or data over the per-syscall cap. Replay stops there and says why,
@@ -19,10 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from kprobe.replay.capture import META_FILE, RDATA_FILE, RSYS_FILE
+from kprobe.replay.seccomp import NR_URETPROBE, hand_over
 from kprobe.schemas import layouts as L
 
 NR_EXECVE, NR_EXECVEAT = 59, 322
-NR_URETPROBE = 335  # the kernel's uretprobe trampoline (our own time uprobes), not the program's
+NR_EXIT, NR_EXIT_GROUP = 60, 231
+
+
+KP_NR_RESUME = 0x10000  # probes/replay.bpf.c: a thread resumed after a sibling ran (not a syscall)
 
 
 class LogError(ValueError):
@@ -52,6 +63,20 @@ class Event:
 
 
 @dataclass
+class Ambiguity:
+    """A thread was switched out in the middle of its user code (after ``after``, the index of its
+    last hand-over event) and a sibling ran before it resumed: which of the two touched shared
+    memory first is not in the log."""
+
+    after: int
+    tid: int
+    out_ns: int
+    in_ns: int
+    ip: int
+    syscall: int  # the (not ordered) syscall it was switched out in; < 0: preempted in user mode
+
+
+@dataclass
 class ProcessLog:
     tgid: int
     events: list[Event]
@@ -60,6 +85,7 @@ class ProcessLog:
     replayable_until: int          # events[:replayable_until] are complete
     problem: str = ""              # why the stream ends early, if it does
     meta: dict = field(default_factory=dict)
+    ambiguous: list[Ambiguity] = field(default_factory=list)
     # what replay derives from the log (plans, hashes), computed once and shared by its replays
     derived: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -127,9 +153,12 @@ def load(session: Path, tgid: int | None = None) -> ProcessLog:
     for b in bad:
         what = "data over the per-syscall cap" if b["flags"] & L.KP_RSYS_TRUNCATED else "data chunk lost"
         problems.append((int(b["exit_ns"]), f"thread {int(b['tid'])} seq {int(b['seq'])} nr {int(b['nr'])}: {what}"))
-    mine = _drop_nested_syscalls(mine[mine["nr"] != NR_URETPROBE])
-    order = np.lexsort((mine["seq"], mine["tid"], mine["exit_ns"]))
+    resumes = mine[mine["nr"] == KP_NR_RESUME]
+    mine = _drop_nested_syscalls(mine[(mine["nr"] != NR_URETPROBE) & (mine["nr"] != KP_NR_RESUME)])
+    key, split = _hand_over_keys(mine, resumes)
+    order = np.lexsort((mine["seq"], mine["tid"], key))
     mine = mine[order]
+    position = {(int(r["tid"]), int(r["seq"])): i for i, r in enumerate(mine)}
     chunks = _chunks_by_key(rdata[rdata["tgid"] == tgid])
     events: list[Event] = []
     for i, r in enumerate(mine):
@@ -144,7 +173,35 @@ def load(session: Path, tgid: int | None = None) -> ProcessLog:
     if problems:
         t_bad, problem = min(problems)
         until = next((e.index for e in events if e.exit_ns >= t_bad), len(events))
-    return ProcessLog(tgid, events, exec_ns, int(meta.get("clock_offset_ns", 0)), until, problem, meta)
+    ambiguous = [Ambiguity(position[(tid, seq)], tid, *rest) for tid, seq, *rest in split]
+    return ProcessLog(tgid, events, exec_ns, int(meta.get("clock_offset_ns", 0)), until, problem, meta,
+                      ambiguous=ambiguous)
+
+
+def _hand_over_keys(rs: np.ndarray, resumes: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """When each event's thread started its next run of user code: its exit, or the resume after
+    a switch-out right at that return. Also the (tid, seq, out, in, ip, syscall) of split runs."""
+    key = rs["exit_ns"].astype(np.int64).copy()
+    split: list[tuple[int, ...]] = []
+    for tid in np.unique(resumes["tid"]).tolist():
+        mine = np.nonzero(rs["tid"] == tid)[0]
+        handing = sorted((i for i in mine.tolist() if hand_over(int(rs["nr"][i]), tuple(int(a) for a in rs["args"][i]))),
+                         key=lambda i: int(rs["seq"][i]))
+        seqs = rs["seq"][handing]
+        for r in resumes[resumes["tid"] == tid]:
+            k = int(np.searchsorted(seqs, r["seq"])) - 1  # its last hand-over before the resume
+            if k < 0:
+                continue
+            i = handing[k]
+            sysno = int(r["args"][3])
+            sysno = sysno - (1 << 64) if sysno >= 1 << 63 else sysno
+            if sysno in (NR_EXIT, NR_EXIT_GROUP):
+                continue  # switched out while ending: no user code of it runs again
+            if int(r["args"][0]) and key[i] == rs["exit_ns"][i]:
+                key[i] = int(r["exit_ns"])  # its run started only now
+            else:
+                split.append((tid, int(rs["seq"][i]), int(r["enter_ns"]), int(r["exit_ns"]), int(r["args"][1]), sysno))
+    return key, split
 
 
 def _drop_nested_syscalls(rs: np.ndarray) -> np.ndarray:

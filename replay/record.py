@@ -1,6 +1,7 @@
 """Record one command replayably without the chDB store: the probes' shared maps (watch list,
 fork/exec following) plus the replay stream. Used by tests and bench; `kprobe run --replayable`
-records the same stream beside the full event store."""
+records the same stream beside the full event store. The command runs serialized (one CPU, one
+thread at a time between syscalls: replay/serialize.py), as replay will run it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import BinaryIO
 
 from kprobe.agent.probeset import ProbeConfig, ProbeSet
 from kprobe.replay.capture import ReplayCapture
+from kprobe.replay.serialize import default_cpu, serialize_thread
 from kprobe.replay.tracee import close_inherited_fds
 
 
@@ -33,10 +35,11 @@ class Started:
 class ReplayRecorder:
     """Attach once, record several commands (each into the same session directory)."""
 
-    def __init__(self, session: Path):
+    def __init__(self, session: Path, cpu: int | None = None):
         self.session = session
+        self.cpu = default_cpu() if cpu is None else cpu
         self.probes = ProbeSet(ProbeConfig(filter_on=True, probes=("sched",))).open()
-        self.capture = ReplayCapture(self.probes, session).start()
+        self.capture = ReplayCapture(self.probes, session, cpu=self.cpu).start()
 
     def start(self, argv: list[str], stdout_pipe: bool = False) -> Started:
         """Fork, put the child on the watch list, then let it exec (so the log begins at its exec).
@@ -52,12 +55,14 @@ class ReplayRecorder:
                     os.close(out_r)
                 os.read(gate_r, 1)
                 close_inherited_fds()
+                serialize_thread(0, self.cpu)
                 os.execvp(argv[0], argv)
             finally:
                 os._exit(127)
         os.close(gate_r)
         if stdout_pipe:
             os.close(out_w)
+        self.capture.attach_time_uprobes(pid)
         self.probes.watch_pid(pid)
         os.write(gate_w, b"x")
         os.close(gate_w)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import ctypes
 import struct
 
-# never stop: the kernel does these for real and replay does not need to see them
+# never stop: the kernel does these for real and replay does not need to see them. futex and
+# sched_yield do stop: they are where threads hand over to each other (replay/order.py orders them
+# like every other trapped call; replay answers them from the log, so none ever blocks)
 ALLOWED = frozenset({
-    10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 59, 60, 102, 104, 107, 108, 131, 158, 202, 204,
+    10, 11, 12, 13, 14, 15, 25, 26, 27, 28, 59, 60, 102, 104, 107, 108, 131, 158, 204,
     218, 231, 234, 273, 274, 302, 324, 334,
 })
 NR_MMAP = 9
@@ -27,6 +29,23 @@ SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_SET_MODE_FILTER = 1
 PR_SET_NO_NEW_PRIVS = 38
 NR_SECCOMP = 317
+
+
+# clock reads trap (the vDSO is patched) but are not where threads hand over: they belong to a
+# thread's run of user code (replay/order.py)
+CLOCK_READS = frozenset({228, 96, 201})
+NR_URETPROBE = 335  # the kernel's uretprobe trampoline (the recorder's time uprobes), never replayed
+
+
+def hand_over(nr: int, args: tuple[int, ...]) -> bool:
+    """Does replay order threads at this syscall? The recording probe is told the same numbers
+    (capture.py fills its kp_rordered map from :func:`hand_over_numbers`)."""
+    return trapped(nr, args) and nr not in CLOCK_READS and nr != NR_URETPROBE
+
+
+def hand_over_numbers(limit: int = 512) -> list[int]:
+    """Syscall numbers below ``limit`` that are hand-overs (mmap: decided by its fd in the probe)."""
+    return [nr for nr in range(limit) if hand_over(nr, (0, 0, 0, 0, 1, 0))]
 
 
 def trapped(nr: int, args: tuple[int, ...]) -> bool:
