@@ -197,15 +197,17 @@ def cmd_record(args: argparse.Namespace) -> int:
         from kprobe.agent.proc_scan import pids_by_comm
 
         args.watch_pid = list(args.watch_pid or []) + pids_by_comm(args.watch_comm)
+    # handlers first: a Ctrl-C during start-up (chDB, gRPC, probes) ends the recording once it has
+    # started instead of landing in a library that swallows KeyboardInterrupt
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     session = start_kafka_session(args, _recorder_config(args, watching)) if args.kafka else (
         _start_session(args, watching))
     replay_capture = start_replay_capture(args, session)
     from kprobe.cli_serve import start_with_recorder
 
     api = start_with_recorder(args, session)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     what = "system-wide" if not watching else f"watching pids {args.watch_pid} comms {args.watch_comm}"
     print(f"kprobe: recording {what} into {args.data}" + (f" for {args.duration} s" if args.duration else
           " until Ctrl-C"), file=sys.stderr)

@@ -68,7 +68,7 @@ def test_ring_overflow_drops_are_exact_and_reported(root, tmp_path):
                             "--poll-ms", "600000", "--watch-pid", str(work.pid)], stderr=subprocess.PIPE, text=True)
     try:
         line = rec.stderr.readline()
-        while "recording" not in line:
+        while not line.startswith("kprobe: recording "):
             assert line, "recorder exited before recording"
             line = rec.stderr.readline()
         work.communicate(b"go\n", timeout=60)
@@ -92,7 +92,7 @@ def test_ring_overflow_drops_are_exact_and_reported(root, tmp_path):
 def test_killed_recorder_leaves_no_programs_attached(root, tmp_path):
     rec = subprocess.Popen([*KPROBE, "record", "--data", str(tmp_path / "d")], stderr=subprocess.PIPE, text=True)
     line = rec.stderr.readline()
-    while "recording" not in line:
+    while not line.startswith("kprobe: recording "):
         assert line, "recorder exited early"
         line = rec.stderr.readline()
     progs = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
