@@ -36,6 +36,7 @@ import gc
 import hashlib
 import os
 import signal
+import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -258,6 +259,7 @@ class ReplayEngine:
         self.max_gap_s = prep.max_gap_s
         self.handoff_fds = prep.handoff_fds
         self.next_other = prep.next_other
+        self.exit_group = next((e for e in self.expected if e.nr == 231), None)
         self.handoff: dict[int, collections.deque[tuple[int, int]]] = {}  # fd -> requests in arrival order
         self.handoff_last: dict[int, tuple[int, int]] = {}  # fd -> the request answered last
         self.order = ThreadOrder(prep.unconsumed)
@@ -271,6 +273,7 @@ class ReplayEngine:
         self.unmapped: set[int] = set()          # children stopped before their parent's clone stop
         self.stuck: Divergence | None = None
         self.cur_ev: tuple = ("", 0, 0)          # the stop being handled
+        self.exiting = False                     # exit_group ran: the kernel ends every thread, nobody is released
         self.by_rtid = by_thread
         self.emulated: set[int] = {0, 1, 2}
         self.sockets: set[int] = set()
@@ -310,6 +313,10 @@ class ReplayEngine:
         self.vc_state = "want" if self.fp and self.in_tracee and V.supported() else "off"
         try:
             self._loop(pid)
+            if self.vc is not None and self.vc.tid in self.threads:
+                # answers the table's owner took before the process ended (its own exit was not
+                # necessarily reported before the main thread's)
+                self._table_sync(self.vc.tid)
         finally:
             dog.stop()
             self._reap(pid)
@@ -328,7 +335,8 @@ class ReplayEngine:
         for k in self.res.recorded_outputs:
             self.res.outputs.setdefault(k, hashlib.sha256().hexdigest())
         if self.res.outcome == "identical" and self.res.events_replayed < len(self.expected):
-            missing = [e for e in self.expected if e.index not in self.consumed and e.nr not in CLOCKS]
+            missing = [e for e in self.expected if e.index not in self.consumed and e.nr not in CLOCKS
+                       and not self._cut_off(e)]
             if missing:
                 e = missing[0]
                 self._diverge(e.index, e.tid, "sequence", describe(e.nr, e.args, e.ret), "process ended")
@@ -394,7 +402,7 @@ class ReplayEngine:
             self.res.notes.append(f"compiled hot path not built ({F.LIBRARY}: `make -C replay`): "
                                   "replaying in Python only")
             return None
-        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS | set(FD_PAIRS)),
+        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS | set(FD_PAIRS) | {231}),
                         frozenset(NO_FD_EMULATED | ALWAYS_EMULATED), frozenset(FD_ARG | {262}),
                         frozenset(FD_ARG | set(READS) | set(WRITES)), TARGETS,
                         frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD),
@@ -434,7 +442,8 @@ class ReplayEngine:
                 self.res.outcome = "error"
                 return
             # nobody runs (a clone's child counts as running until its first stop is seen)
-            if self.started and self.stuck is None and not self._clone_in_flight() and not self.order.running(self.threads):
+            if self.started and self.stuck is None and not self.exiting and not self._clone_in_flight() \
+                    and not self.order.running(self.threads):
                 ev = self._release_next(deadline)
                 if ev == "abort":
                     return
@@ -546,14 +555,22 @@ class ReplayEngine:
         th.alive, th.held = False, None
         if self.stuck is not None:
             return None  # killed because the replay was stuck: that is the report
+        self.consumed.update(e.index for e in th.queue[th.pos:] if self._cut_off(e))  # killed in them, as recorded
         self.notif_pending.pop(tid, None)
-        left = [e for e in th.queue[th.pos:] if e.nr not in CLOCKS and e.index not in self.consumed]
+        left = [e for e in th.queue[th.pos:] if e.nr not in CLOCKS and e.index not in self.consumed and not self._cut_off(e)]
         if left:
             e = left[0]
             self._diverge(e.index, th.rtid, "sequence", describe(e.nr, e.args, e.ret), f"thread {th.rtid} ended")
             if self.strict:
                 return "abort"
         return None
+
+    def _cut_off(self, e: Event) -> bool:
+        """A call the thread never came back from: it ended with a kernel-internal restart code
+        (ERESTARTSYS ... ERESTART_RESTARTBLOCK: killed in it), or it completed after a sibling's
+        exit_group (killed on its way back). A replayed thread killed the same way need not reach it."""
+        x = self.exit_group
+        return -516 <= e.ret <= -512 or (x is not None and e.index > x.index and e.tid != x.tid)
 
     def _allowance(self) -> float:
         """Seconds the running thread may need beyond STUCK_S: four times its longest recorded run
@@ -941,6 +958,8 @@ class ReplayEngine:
         if futex_runs_for_real(nr, args):
             self._passthrough(tid)
             return None
+        if nr == 231:
+            self.exiting = True
         if nr in WRITES and fd in self.emulated:
             return self._write(tid, th, regs, nr, args, e)
         if nr in READS and fd in self.emulated:
@@ -968,7 +987,7 @@ class ReplayEngine:
         if e.ret < 0:
             self._skip(tid, regs, e.ret)
             return None
-        if not writes and os.path.exists(path):
+        if not writes and os.path.exists(path) and not _char_device(path):
             def check(t: int, r) -> str | None:
                 got = r.rax - (1 << 64) if r.rax >= 1 << 63 else r.rax
                 if got != e.ret:
@@ -1223,6 +1242,15 @@ class ReplayEngine:
             r.verdict = (f"timeout: {len(slow)} of {len(r.requests)} requests over {self.deadline_ms:g} ms "
                          f"(worst {max(q.replay_ms for q in slow):.1f} ms)" if slow else
                          f"pass: {len(r.requests)} requests within {self.deadline_ms:g} ms")
+
+
+def _char_device(path: str) -> bool:
+    """/dev/urandom and friends: what they gave is an input like a socket's (answered from the
+    log); read for real here, a SecureRandom or a session key would differ."""
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _task_state(pid: int, tid: int) -> str:
