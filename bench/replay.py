@@ -145,15 +145,21 @@ def recorded(session: Path, cpu: int, bins: dict[str, str], w: Workload, n: int,
             p.stdout.close()
     finally:
         rec.stop()
-    stats = {k: (t - before.get(k, (0, 0))[0], c - before.get(k, (0, 0))[1]) for k, (t, c) in after.items()}
+    stats: dict[str, tuple[int, int]] = {}
+    for (name, pid_), (t, c) in after.items():
+        t0_, c0_ = before.get((name, pid_), (0, 0))
+        tt, cc = stats.get(name, (0, 0))
+        stats[name] = (tt + t - t0_, cc + c - c0_)
     return run, t1 - t0, argv, p.pid, stats
 
 
-def _bpf_stats() -> dict[str, tuple[int, int]]:
+def _bpf_stats() -> dict[tuple[str, int], tuple[int, int]]:
+    """(program name, id) -> (run time ns, runs): by id, since a recorder's programs from an
+    earlier run may still be listed (freed lazily) under the same names."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
     if out.returncode:
         return {}
-    return {p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(out.stdout)
+    return {(p["name"], p["id"]): (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(out.stdout)
             if p.get("name", "").startswith(("kp_r_", "kp_u"))}
 
 

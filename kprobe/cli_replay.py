@@ -20,8 +20,12 @@ Record first with --replayable, then replay on any machine (the peers need not e
 Injection specs: "delay the Nth SYSCALL to fd FD by D ms", "delay every SYSCALL on PATH-GLOB by D ms",
 "remove the recorded kernel delay at event N" (N as printed in divergences and --json).
 Outcome: identical (every output byte and syscall matched), diverged (first divergence shown with
-expected vs actual), unsupported (what and why), incomplete-log (the log ends early: drops or caps).
-Exit code: 0 identical, 3 diverged, 4 unsupported/incomplete, 2 bad arguments.
+expected vs actual; kind "stuck": a thread that could not go on within seconds, named with where it
+is and what the recorded order waits for), unsupported (what and why), incomplete-log (the log ends
+early: drops or caps). Exit code: 0 identical, 3 diverged, 4 unsupported/incomplete, 2 bad arguments.
+Threads replay one at a time in the recorded order; points where that order is not decided by
+syscalls are noted (replay/README.md, "Threads"). KPROBE_REPLAY_SCHED=fifo at recording time runs
+the recorded process SCHED_FIFO instead of SCHED_RR (for services that compute long between syscalls).
 """
 
 

@@ -36,6 +36,7 @@ import gc
 import hashlib
 import os
 import signal
+import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -258,6 +259,7 @@ class ReplayEngine:
         self.max_gap_s = prep.max_gap_s
         self.handoff_fds = prep.handoff_fds
         self.next_other = prep.next_other
+        self.exit_group = next((e for e in self.expected if e.nr == 231), None)
         self.handoff: dict[int, collections.deque[tuple[int, int]]] = {}  # fd -> requests in arrival order
         self.handoff_last: dict[int, tuple[int, int]] = {}  # fd -> the request answered last
         self.order = ThreadOrder(prep.unconsumed)
@@ -271,6 +273,9 @@ class ReplayEngine:
         self.unmapped: set[int] = set()          # children stopped before their parent's clone stop
         self.stuck: Divergence | None = None
         self.cur_ev: tuple = ("", 0, 0)          # the stop being handled
+        self.exiting = False                     # exit_group ran: the kernel ends every thread, nobody is released
+        self.slots: list[int] = []               # slot -> replay tid, for the compiled loop
+        self.slot_of: dict[int, int] = {}
         self.by_rtid = by_thread
         self.emulated: set[int] = {0, 1, 2}
         self.sockets: set[int] = set()
@@ -310,6 +315,10 @@ class ReplayEngine:
         self.vc_state = "want" if self.fp and self.in_tracee and V.supported() else "off"
         try:
             self._loop(pid)
+            if self.vc is not None and self.vc.tid in self.threads:
+                # answers the table's owner took before the process ended (its own exit was not
+                # necessarily reported before the main thread's)
+                self._table_sync(self.vc.tid)
         finally:
             dog.stop()
             self._reap(pid)
@@ -328,7 +337,8 @@ class ReplayEngine:
         for k in self.res.recorded_outputs:
             self.res.outputs.setdefault(k, hashlib.sha256().hexdigest())
         if self.res.outcome == "identical" and self.res.events_replayed < len(self.expected):
-            missing = [e for e in self.expected if e.index not in self.consumed and e.nr not in CLOCKS]
+            missing = [e for e in self.expected if e.index not in self.consumed and e.nr not in CLOCKS
+                       and not self._cut_off(e)]
             if missing:
                 e = missing[0]
                 self._diverge(e.index, e.tid, "sequence", describe(e.nr, e.args, e.ret), "process ended")
@@ -394,7 +404,7 @@ class ReplayEngine:
             self.res.notes.append(f"compiled hot path not built ({F.LIBRARY}: `make -C replay`): "
                                   "replaying in Python only")
             return None
-        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS | set(FD_PAIRS)),
+        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS | set(FD_PAIRS) | {231}),
                         frozenset(NO_FD_EMULATED | ALWAYS_EMULATED), frozenset(FD_ARG | {262}),
                         frozenset(FD_ARG | set(READS) | set(WRITES)), TARGETS,
                         frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD),
@@ -434,7 +444,8 @@ class ReplayEngine:
                 self.res.outcome = "error"
                 return
             # nobody runs (a clone's child counts as running until its first stop is seen)
-            if self.started and self.stuck is None and not self._clone_in_flight() and not self.order.running(self.threads):
+            if self.started and self.stuck is None and not self.exiting and not self._clone_in_flight() \
+                    and not self.order.running(self.threads):
                 ev = self._release_next(deadline)
                 if ev == "abort":
                     return
@@ -486,43 +497,24 @@ class ReplayEngine:
                 self.res.notes.append(f"out of recorded order: {expected}; {actual}; thread {th.rtid} released")
         held = th.held
         assert held is not None
-        th.held = None
-        if held.regs is None:  # a new thread, before its first instruction
+        if held.regs is None and held.ev is None:  # a new thread, before its first instruction
+            th.held = None
             e = th.next_event()
             if e is not None and e.flags & L.KP_RSYS_NO_ENTER and e.nr in (56, 435):
                 self._consume(th, e)
             T.cont(held.tid)
             return None
         if held.ev is not None:
-            ev = self._release_fast(th, held, deadline)
+            ev = self._run_fast(deadline, cur=held.tid)  # the compiled loop answers its stop and runs on
             if ev != ():
                 return ev
-        return self._syscall(held.tid, th, held.regs, forced=True)
-
-    def _release_fast(self, th: _Thread, held: Parked, deadline: float) -> tuple | None:
-        """Let the compiled loop answer the released thread's pending stop and run on from there
-        (no Python per hand-over). () if it cannot (Python then answers that stop)."""
-        fp, nxt = self.fp, th.next_event()
-        if fp is None or self.mem is None or nxt is None or nxt.nr in CLOCKS:
-            return ()
-        p = fp.plans.get(th.rtid)
-        if p is None or fp.out_shift.extra:
-            return ()
-        end = fp.plan(p, th.pos, self.next_other.get(nxt.index, 1 << 62), self.emulated, self.sockets, self.fd_version)
-        if end <= th.pos:
-            return ()
-        self._own_table(held.tid, th)
-        pos = th.pos
-        done = fp.run(p, self.pid, held.tid, self.mem.fd, th, pos, end, deadline, pending=held.ev)
-        if not done:
-            return ()  # handed back untouched: the same stop, for Python
-        self.notif_pending.pop(held.tid, None)  # answered in C
-        self._caught_up(th, p, pos, done)
-        self.res.stops -= 1  # that stop was counted when it came
-        c = fp.ctx
-        if c.err:
-            raise OSError(int(c.err), f"replay hot path: ptrace/memory access to {held.tid} failed")
-        return fp.event() if c.has_stop else None
+            if th.held is None:
+                return None
+        th.held = None
+        regs = held.regs
+        if regs is None:  # parked by the compiled loop: its registers were not read
+            regs = held.ev[2] if held.ev[0] == "n" else T.get_regs(held.tid)
+        return self._syscall(held.tid, th, regs, forced=True)
 
     def _own_table(self, tid: int, th: _Thread) -> None:
         """Only the running thread runs, so it may own the in-tracee answer table (the stubs compare
@@ -546,14 +538,22 @@ class ReplayEngine:
         th.alive, th.held = False, None
         if self.stuck is not None:
             return None  # killed because the replay was stuck: that is the report
+        self.consumed.update(e.index for e in th.queue[th.pos:] if self._cut_off(e))  # killed in them, as recorded
         self.notif_pending.pop(tid, None)
-        left = [e for e in th.queue[th.pos:] if e.nr not in CLOCKS and e.index not in self.consumed]
+        left = [e for e in th.queue[th.pos:] if e.nr not in CLOCKS and e.index not in self.consumed and not self._cut_off(e)]
         if left:
             e = left[0]
             self._diverge(e.index, th.rtid, "sequence", describe(e.nr, e.args, e.ret), f"thread {th.rtid} ended")
             if self.strict:
                 return "abort"
         return None
+
+    def _cut_off(self, e: Event) -> bool:
+        """A call the thread never came back from: it ended with a kernel-internal restart code
+        (ERESTARTSYS ... ERESTART_RESTARTBLOCK: killed in it), or it completed after a sibling's
+        exit_group (killed on its way back). A replayed thread killed the same way need not reach it."""
+        x = self.exit_group
+        return -516 <= e.ret <= -512 or (x is not None and e.index > x.index and e.tid != x.tid)
 
     def _allowance(self) -> float:
         """Seconds the running thread may need beyond STUCK_S: four times its longest recorded run
@@ -565,7 +565,8 @@ class ReplayEngine:
         """Called by the watchdog: name the thread that did not move, where it is, what the order waits for."""
         running = self.order.running(self.threads) if self.started else []
         if not running:
-            self.stuck = Divergence(-1, 0, "stuck", "progress", f"no stop for {waited_s:.1f} s before the program's exec")
+            what = "before the program's exec" if not self.started else "with no thread running or released"
+            self.stuck = Divergence(-1, 0, "stuck", "progress", f"no stop for {waited_s:.1f} s {what}")
             return
         tid = running[0]
         th = self.threads[tid]
@@ -583,49 +584,82 @@ class ReplayEngine:
         self.res.notes.append("a thread that waits for a sibling without a syscall between (a data race, a "
                               "lock-free hand-off) cannot be ordered from syscalls (replay/README.md, Threads)")
 
-    def _run_fast(self, deadline: float) -> tuple | None:
-        """Let the compiled loop answer the earliest thread's next run of planned events.
+    def _run_fast(self, deadline: float, cur: int | None = None) -> tuple | None:
+        """Let the compiled loop run the threads from ``cur`` (default: the running one), answering
+        planned events and handing over between threads in the recorded order (kp_run_threads).
 
         Returns the event it handed back (see _wait), () when Python should wait itself, None to
         loop again."""
         fp = self.fp
-        if fp is None or self.mem is None or not self.started:
+        if fp is None or self.mem is None or not self.started or fp.out_shift.extra:
             return ()
-        running = self.order.running(self.threads)
-        if len(running) != 1:
+        if cur is None:
+            running = self.order.running(self.threads)
+            if len(running) != 1:
+                return ()
+            cur = running[0]
+        if cur not in self.slot_of:
             return ()
-        tid = running[0]
-        th = self.threads[tid]
-        if th.pos >= len(th.queue):
-            return ()
-        p = fp.plans.get(th.rtid)
-        if p is None or fp.out_shift.extra:
-            return ()
-        # the plan ends at the first event of another thread after this one's last ordered one
-        # (clock reads are answered out of that order): there it parks
-        end = fp.plan(p, th.pos, self.next_other.get(self._last_ordered(th), 1 << 62), self.emulated, self.sockets,
-                      self.fd_version)
-        if end <= th.pos:
-            return ()
-        pos = th.pos
-        self._own_table(tid, th)
-        done = fp.run(p, self.pid, tid, self.mem.fd, th, pos, end, deadline)
-        if done:
-            self._caught_up(th, p, pos, done)
+        released = self.threads[cur].held
+        if released is not None and released.ev is None:
+            return ()  # a new thread's start: Python
+        for tid, slot in self.slot_of.items():
+            th = self.threads[tid]
+            p = fp.plans.get(th.rtid)
+            if p is None or not th.alive or th.pos >= len(th.queue):
+                fp.thr[slot].tid, fp.thr[slot].parked, fp.thr[slot].end, fp.thr[slot].pos = tid, 0, 0, 0
+                continue
+            end = fp.plan(p, th.pos, 1 << 62, self.emulated, self.sockets, self.fd_version)
+            # a thread released now runs up to the next thread's event after its own pending one
+            last = th.queue[th.pos].index if tid == cur and th.held is not None else self._last_ordered(th)
+            fp.slot(slot, tid, p, th, end, last, th.held.ev if th.held is not None else None)
+        t = fp.thr[self.slot_of[cur]]
+        if t.tid != cur or t.pos >= t.end:
+            return ()  # nothing planned for it: Python waits for (or answers) its stop
+        self._own_table(cur, self.threads[cur])
+        fp.run_threads(self.slot_of[cur], len(self.slots), self.pid, self.mem.fd, deadline)
         c = fp.ctx
+        for slot, done, vdone in fp.segments():
+            th = self.threads[self.slots[slot]]
+            self._caught_up(th, fp.plans[th.rtid], th.pos, done, vdone)
+        self.res.stops += int(c.seen)
+        if c.nreq:
+            for fd, rec_ns, rep_ns in fp.requests():
+                self.res.requests.append(Request(fd, rec_ns / 1e6, rep_ns / 1e6))
+        for tid, slot in self.slot_of.items():
+            t, th = fp.thr[slot], self.threads[tid]
+            if t.tid != tid or not th.alive:
+                continue
+            th.vt, th.prev_exit, th.arrival = t.vt, t.prev_exit, t.arrival
+            if t.parked:
+                if t.parks:  # parked by the loop at a stop Python has not seen (the last one, if several)
+                    ev = fp.parked_event(t)
+                    th.held = Parked(tid, None, ev)
+                    if ev[0] == "n":
+                        self.notif_pending[tid] = ev[2].id
+                    else:
+                        self.notif_pending.pop(tid, None)
+            elif th.held is not None and th.held.ev is not None:
+                th.held = None  # released in C
+                self.notif_pending.pop(tid, None)
         if c.err:
-            raise OSError(int(c.err), f"replay hot path: ptrace/memory access to {tid} failed")
-        return fp.event() if c.has_stop else None
+            raise OSError(int(c.err), "replay hot path: ptrace/memory access failed")
+        if c.has_stop:
+            ev = fp.event()
+            if released is not None and ev[1] == cur and not fp.segments():
+                self.res.stops -= 1  # the released thread's stop, handed back untouched: counted when it came
+            return ev
+        if released is not None and self.threads[cur].held is released and not c.nseg:
+            return ()  # nothing planned for the released thread: Python answers its stop
+        return None
 
-    def _caught_up(self, th: _Thread, p: F.ThreadPlan, pos: int, done: int) -> None:
-        """Bookkeeping for events the compiled loop answered: consumed, outputs, requests."""
-        idx = p.index[pos : pos + done].tolist()
+    def _caught_up(self, th: _Thread, p: F.ThreadPlan, pos: int, done: int, vdone: int) -> None:
+        """Bookkeeping for events the compiled loop answered: consumed, outputs (in order)."""
+        idx = p.index_list[pos : pos + done]
         self.consumed.update(idx)
         th.pos += done
         self.res.events_replayed += done
-        vdone = int(self.fp.ctx.vdone) if self.fp is not None else 0  # answered in the tracee: no stop
-        self.res.stops += done - vdone
-        self.res.tracee_answers += vdone
+        self.res.tracee_answers += vdone  # answered in the tracee: no stop
         lo, hi = np.searchsorted(p.writes, (pos, pos + done)).tolist()
         if hi - lo > 32:
             sel = np.arange(lo, hi)
@@ -639,9 +673,6 @@ class ReplayEngine:
                 op = p.ops[p.writes[i]]
                 if op[F.KIND] == F.K_WRITE:
                     self.out_bytes.setdefault(_chan_key(int(op[F.FD])), hashlib.sha256()).update(p.write_data[i])
-        if self.fp is not None and self.fp.ctx.nreq:
-            for fd, rec_ns, rep_ns in self.fp.requests():
-                self.res.requests.append(Request(fd, rec_ns / 1e6, rep_ns / 1e6))
 
     def _wait(self, deadline: float) -> tuple | None:
         """Block for the next ptrace stop ("p", tid, status) or notification ("n", tid, regs)."""
@@ -680,6 +711,7 @@ class ReplayEngine:
             self.started = True
             self.threads[tid] = _Thread(self.log.tgid, self.by_rtid.get(self.log.tgid, []), vt=self.log.exec_ns,
                                         prev_exit=self.log.exec_ns)
+            self._add_slot(tid)
             self.tid_of = {tid: self.log.tgid}
             T.cont(tid)
             return None
@@ -787,7 +819,10 @@ class ReplayEngine:
         pos = th.pos
         done = fp.sync(p, th, pos)
         if done:
-            self._caught_up(th, p, pos, done)
+            self._caught_up(th, p, pos, done, done)
+            if fp.ctx.nreq:
+                for fd, rec_ns, rep_ns in fp.requests():
+                    self.res.requests.append(Request(fd, rec_ns / 1e6, rep_ns / 1e6))
 
     def _rdtsc(self, tid: int, regs, length: int) -> None:
         """rdtsc faults (PR_TSC_SIGSEGV): answer a synthetic counter from virtual time, count it.
@@ -805,6 +840,24 @@ class ReplayEngine:
         T.cont(tid)
         return None
 
+    def _add_slot(self, tid: int) -> None:
+        """Give a thread a slot in the compiled loop (which then hands over to it by itself)."""
+        if self.fp is None or len(self.slots) >= F.MAX_THREADS or tid in self.slot_of:
+            return
+        if not self.slots:  # first thread: the order arrays, once per replay
+            n = len(self.log.events)
+            nxt = np.full(n + 1, 1 << 62, dtype=np.int64)
+            for i, j in self.next_other.items():
+                nxt[i + 1] = j
+            self.owner = np.full(max(n, 1), -1, dtype=np.int64)
+            self.fp.set_order(nxt, self.owner)
+        slot = len(self.slots)
+        self.slots.append(tid)
+        self.slot_of[tid] = slot
+        idx = [e.index for e in self.threads[tid].queue]
+        if idx:
+            self.owner[np.array(idx, dtype=np.int64)] = slot
+
     def _clone_in_flight(self) -> bool:
         return bool(self.clone_of or self.child_rtid or self.unmapped)
 
@@ -815,6 +868,7 @@ class ReplayEngine:
         clone_exit, vt = self.spawned.get(rtid, (parent_vt, parent_vt))
         self.threads[tid] = _Thread(rtid, self.by_rtid.get(rtid, []), vt=vt, prev_exit=clone_exit,
                                     held=Parked(tid, None), fs_base=T.get_regs(tid).fs_base)
+        self._add_slot(tid)
         self.tid_of[tid] = rtid
 
     def _unsupported(self, why: str) -> str:
@@ -941,6 +995,8 @@ class ReplayEngine:
         if futex_runs_for_real(nr, args):
             self._passthrough(tid)
             return None
+        if nr == 231:
+            self.exiting = True
         if nr in WRITES and fd in self.emulated:
             return self._write(tid, th, regs, nr, args, e)
         if nr in READS and fd in self.emulated:
@@ -968,7 +1024,7 @@ class ReplayEngine:
         if e.ret < 0:
             self._skip(tid, regs, e.ret)
             return None
-        if not writes and os.path.exists(path):
+        if not writes and os.path.exists(path) and not _char_device(path):
             def check(t: int, r) -> str | None:
                 got = r.rax - (1 << 64) if r.rax >= 1 << 63 else r.rax
                 if got != e.ret:
@@ -1223,6 +1279,15 @@ class ReplayEngine:
             r.verdict = (f"timeout: {len(slow)} of {len(r.requests)} requests over {self.deadline_ms:g} ms "
                          f"(worst {max(q.replay_ms for q in slow):.1f} ms)" if slow else
                          f"pass: {len(r.requests)} requests within {self.deadline_ms:g} ms")
+
+
+def _char_device(path: str) -> bool:
+    """/dev/urandom and friends: what they gave is an input like a socket's (answered from the
+    log); read for real here, a SecureRandom or a session key would differ."""
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _task_state(pid: int, tid: int) -> str:

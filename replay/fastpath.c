@@ -82,6 +82,30 @@ struct kp_ctx {
 	int64_t steps;                   /* events waited for so far: the watchdog's sign of progress */
 	int64_t *pending;                /* [KP_FDMAX] threads holding an unanswered input on the fd */
 	int64_t preset;                  /* in: ev already holds the first stop to handle (a released thread's) */
+	/* kp_run_threads: every thread the loop may run, and the recorded order between them */
+	struct kp_thr *thr;              /* [nthr] */
+	int64_t nthr, cur;               /* in: the running thread's slot; out: the slot that ran last */
+	const int64_t *next_other;       /* [events + 1]: next ordered event of another thread after index i - 1 */
+	const int64_t *owner;            /* [events]: slot of the thread an event belongs to (-1: none) */
+	int64_t *seg;                    /* out: (slot, events answered, of which in the tracee) per run of a thread */
+	int64_t nseg, seg_cap;
+	int64_t seen;                    /* out: stops and notifications taken here (answered or parked) */
+	int64_t parked_now;              /* out of run(): the thread stopped at an event that is not its turn */
+};
+
+/* One replayed thread as kp_run_threads sees it (fastpath.py: _Thr, same order). */
+struct kp_thr {
+	int64_t tid;
+	const struct kp_op *ops;
+	const int64_t *idx;              /* event index of each op */
+	int64_t pos, end;                /* next op; end of its decided range */
+	int64_t vt, prev_exit, arrival;
+	int64_t *li_has, *li_vt, *li_rec;
+	int64_t fs_base;
+	int64_t last_ordered;            /* index of its last answered ordered (non-clock) event, -1: none */
+	int64_t parked;                  /* in/out: ev is the stop it waits at (its event not its turn yet) */
+	int64_t parks;                   /* out: times the loop parked it (each time at a new stop) */
+	struct kp_ev ev;
 };
 
 static int64_t floordiv(int64_t a, int64_t b)
@@ -662,28 +686,102 @@ int64_t kp_wait(struct kp_ctx *c, int64_t timeout_ms)
 	return rc;
 }
 
-static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t end);
+static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t end, const int64_t *idx,
+		   int64_t limit);
 
-/* Run ops[pos..end) as far as the tracee's stops match them; returns how many were handled. */
-int64_t kp_run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t end)
+static void load(struct kp_ctx *c, const struct kp_thr *t)
 {
-	int64_t done = 0;
+	c->tid = t->tid;
+	c->vt = t->vt, c->prev_exit = t->prev_exit, c->arrival = t->arrival;
+	c->li_has = t->li_has, c->li_vt = t->li_vt, c->li_rec = t->li_rec;
+}
+
+static void store(const struct kp_ctx *c, struct kp_thr *t)
+{
+	t->vt = c->vt, t->prev_exit = c->prev_exit, t->arrival = c->arrival;
+}
+
+/* Threads in the recorded order, without Python at each hand-over (replay/order.py is the rule):
+ * the running thread's events are answered while they come before the next event of any other
+ * thread (next_other); at a stop whose event is not its turn it is parked (its stop kept in its
+ * slot), and the thread owning the next event, parked here or by Python with its stop, is released:
+ * that stop is answered and it runs on. Returns to Python at anything else (a stop it must handle,
+ * a thread not planned or not parked at its event, a new thread's start, the end of a plan); the
+ * slots then say where each thread is, seg what was answered for whom, in order. */
+int64_t kp_run_threads(struct kp_ctx *c)
+{
 	sigset_t old;
-	c->has_stop = 0;
-	c->vdone = 0;
+	int64_t total = 0;
+	c->has_stop = 0, c->vdone = 0, c->nseg = 0, c->seen = 0, c->nreq = 0;
 	c->err = -block_chld(c, &old);
 	if (c->err)
 		return 0;
-	done = run(c, ops, pos, end);
+	for (;;) {
+		struct kp_thr *t = &c->thr[c->cur];
+		int64_t limit = c->next_other[t->last_ordered + 1];
+		int64_t vbefore = c->vdone, pos = t->pos;
+		load(c, t);
+		if (pos >= t->end)
+			break; /* nothing planned for it: Python */
+		if (t->parked) {
+			c->ev = t->ev;
+			c->preset = 1;
+			t->parked = 0;
+		}
+		c->parked_now = 0;
+		int64_t done = run(c, t->ops, pos, t->end, t->idx, limit);
+		c->preset = 0;
+		store(c, t);
+		for (int64_t i = pos; i < pos + done; i++)
+			if (!is_clock((uint64_t)t->ops[i].nr))
+				t->last_ordered = t->idx[i];
+		t->pos = pos + done;
+		if (done && c->nseg < c->seg_cap) {
+			int64_t *s = c->seg + 3 * c->nseg++;
+			s[0] = c->cur, s[1] = done, s[2] = c->vdone - vbefore;
+		}
+		total += done;
+		if (c->parked_now) { /* its stop stays pending, in its slot */
+			t->parked = 1;
+			t->parks++;
+			t->ev = c->ev;
+		}
+		if (c->err || !c->parked_now || c->nseg >= c->seg_cap)
+			break;
+		int64_t next = c->owner[limit];
+		struct kp_thr *n = next >= 0 ? &c->thr[next] : NULL;
+		if (!n || !n->parked || n->pos >= n->end || n->idx[n->pos] != limit)
+			break; /* Python releases it (a new thread, a stop it must answer, nothing planned) */
+		n->last_ordered = limit; /* its turn: the next thread's event after this one bounds its run */
+		if (c->vtab && !c->vtab[VT_GAP_N] && n->fs_base) { /* the table follows the running thread */
+			c->vtab[VT_OWNER] = n->fs_base;
+			c->vtid = n->tid;
+		}
+		c->cur = next;
+	}
 	unblock_chld(c, &old);
-	return done;
+	return total;
 }
 
-static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t end)
+static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64_t end, const int64_t *idx,
+		   int64_t limit)
 {
 	int64_t done = 0;
+	int64_t gap_end = end; /* answers in the tracee only up to the next thread's event */
+	if (idx) {
+		int64_t lo = pos, hi = end;
+		while (lo < hi) {
+			int64_t mid = lo + (hi - lo) / 2;
+			if (idx[mid] >= limit)
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+		gap_end = lo;
+	}
 	while (pos + done < end) {
 		/* ptrace only: block in waitpid (the deadline is checked every 256 stops, below) */
+		int was_preset = (int)c->preset;
 		int64_t got = c->preset ? 1 : wait_event(c, c->notif_fd >= 0 ? c->deadline_ns : INT64_MAX);
 		c->preset = 0;
 		if (got < 0) {
@@ -723,9 +821,15 @@ static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64
 			memcpy(a, c->ev.args, sizeof(a));
 		}
 		const struct kp_op *op = &ops[pos + done];
+		if (idx && idx[pos + done] >= limit && op->kind != K_CLOCK && !is_clock((uint64_t)nr)) {
+			c->parked_now = 1; /* not its turn: the stop stays pending, kp_run_threads parks it */
+			c->has_stop = 0;
+			c->seen += !was_preset;
+			return done;
+		}
 		if (!matches(op, nr, a))
 			return done;
-		c->nx_ops = ops, c->nx_pos = pos + done + 1, c->nx_end = end;
+		c->nx_ops = ops, c->nx_pos = pos + done + 1, c->nx_end = gap_end;
 		int h = handle(c, op, &r, a);
 		c->nx_ops = NULL;
 		if (h < 0)
@@ -733,6 +837,7 @@ static int64_t run(struct kp_ctx *c, const struct kp_op *ops, int64_t pos, int64
 		if (h <= 0)
 			return done;
 		done++;
+		c->seen += !was_preset;
 		c->has_stop = 0;
 		if (c->ev.kind == EV_PTRACE && ptrace(PTRACE_CONT, c->tid, 0, 0)) {
 			c->err = errno;

@@ -3,11 +3,15 @@
 Why: one ptrace stop costs ~15 µs on this VM even from C (tracer and tracee on one CPU), and the
 Python engine added ~50 µs per stop. Most stops of a service's steady state are fully decided by
 the log: read a recorded request, answer a clock read, compare a reply, skip an fsync. For a run
-of such events of one thread, Python builds a plan once (:meth:`ThreadPlan.plan`) and the C loop
-answers stop after stop; at the first stop that does not fit (other thread, signal, exit, other
-syscall or fd, different output bytes, end of plan) it returns that stop untouched and the engine
-handles it as before. Afterwards :meth:`FastPath.run` brings the engine's bookkeeping up to date
-(consumed events, output hashes, request latencies, the thread's virtual time).
+of such events of one thread, Python builds a plan once (:meth:`ThreadPlan.build`, kinds decided by
+:meth:`FastPath.plan`) and the C loop answers stop after stop; at the first stop that does not fit
+(signal, exit, other syscall or fd, different output bytes, end of plan) it returns that stop
+untouched and the engine handles it as before. Threads: the loop knows every thread's plan and the
+recorded order (``set_order``, ``slot``); a thread whose next event is not its turn is parked
+there and the thread owning the next event, if it is parked at it, released, all without Python
+(replay/order.py states the rule). Afterwards the engine brings its bookkeeping up to date from
+the loop's segments and slots (consumed events, output hashes, request latencies, each thread's
+virtual time, who is parked where).
 
 While the tracee runs, the planned events after the stop just answered can be answered inside the
 tracee itself (intracee.py: the C loop writes them into a table the tracee's stubs read) and are
@@ -34,6 +38,8 @@ NONE = np.iinfo(np.int64).min
 RET, ENTER, EXIT, PRED, ARG0, ROFF, RLEN, RARG, NR, FD, KIND, FLAGS = 0, 1, 2, 3, 4, 5, 8, 11, 14, 15, 16, 17
 NCOLS = 18
 MAX_PLAN = 16384
+MAX_THREADS = 64  # threads the compiled loop hands over between (more: the rest go through Python)
+SEG_CAP = 4096
 MIN_PLAN = 4      # shorter runs are not worth a plan
 REQ_CAP = 4096
 
@@ -60,7 +66,20 @@ class _Ctx(ctypes.Structure):
         ("scratch", ctypes.c_void_p), ("scratch_len", ctypes.c_int64),
         ("vtab", ctypes.c_void_p), ("vtid", ctypes.c_int64), ("vdone", ctypes.c_int64),
         ("nx_ops", ctypes.c_void_p), ("nx_pos", ctypes.c_int64), ("nx_end", ctypes.c_int64),
-        ("steps", ctypes.c_int64), ("pending", ctypes.c_void_p), ("preset", ctypes.c_int64)]
+        ("steps", ctypes.c_int64), ("pending", ctypes.c_void_p), ("preset", ctypes.c_int64),
+        ("thr", ctypes.c_void_p), ("nthr", ctypes.c_int64), ("cur", ctypes.c_int64), ("next_other", ctypes.c_void_p),
+        ("owner", ctypes.c_void_p), ("seg", ctypes.c_void_p), ("nseg", ctypes.c_int64), ("seg_cap", ctypes.c_int64),
+        ("seen", ctypes.c_int64), ("parked_now", ctypes.c_int64)]
+
+
+class _Thr(ctypes.Structure):
+    """struct kp_thr: one replayed thread as kp_run_threads sees it."""
+
+    _fields_ = [("tid", ctypes.c_int64), ("ops", ctypes.c_void_p), ("idx", ctypes.c_void_p), ("pos", ctypes.c_int64),
+                ("end", ctypes.c_int64), ("vt", ctypes.c_int64), ("prev_exit", ctypes.c_int64),
+                ("arrival", ctypes.c_int64), ("li_has", ctypes.c_void_p), ("li_vt", ctypes.c_void_p),
+                ("li_rec", ctypes.c_void_p), ("fs_base", ctypes.c_int64), ("last_ordered", ctypes.c_int64),
+                ("parked", ctypes.c_int64), ("parks", ctypes.c_int64), ("ev", _Ev)]
 
 
 def load_library() -> ctypes.CDLL | None:
@@ -68,8 +87,8 @@ def load_library() -> ctypes.CDLL | None:
     if not LIBRARY.exists():
         return None
     lib = ctypes.CDLL(str(LIBRARY))
-    lib.kp_run.restype = ctypes.c_int64
-    lib.kp_run.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+    lib.kp_run_threads.restype = ctypes.c_int64
+    lib.kp_run_threads.argtypes = [ctypes.POINTER(_Ctx)]
     lib.kp_wait.restype = ctypes.c_int64
     lib.kp_wait.argtypes = [ctypes.POINTER(_Ctx), ctypes.c_int64]
     lib.kp_respond.restype = ctypes.c_int64
@@ -197,6 +216,8 @@ class ThreadPlan:
     def __post_init__(self) -> None:
         if not self.index_list:
             self.index_list = self.index.tolist()
+        self.index = np.ascontiguousarray(self.index, dtype=np.int64)
+        self.ops_address, self.index_address = self.ops.ctypes.data, self.index.ctypes.data
 
     @classmethod
     def build(cls, queue: list, pred_exit: dict[int, int], rules: Rules, blob: bytearray,
@@ -358,6 +379,9 @@ class FastPath:
         c.pending = self.pending.arr.ctypes.data
         c.scratch, c.scratch_len = ctypes.addressof(self.scratch), len(self.scratch)
         c.notif_fd, c.sigfd = -1, -1
+        self.thr = (_Thr * MAX_THREADS)()
+        self.seg = np.zeros(3 * SEG_CAP, dtype=np.int64)
+        c.thr, c.seg, c.seg_cap = ctypes.addressof(self.thr), self.seg.ctypes.data, SEG_CAP
 
     def event(self) -> tuple:
         """ctx.ev as ("p", tid, status) or ("n", tid, NotifRegs)."""
@@ -446,22 +470,44 @@ class FastPath:
         c = self.ctx
         c.li_has, c.li_vt, c.li_rec = li.addresses
 
-    def run(self, p: ThreadPlan, pid: int, tid: int, memfd: int, th, pos: int, end: int, deadline: float,
-            pending: tuple | None = None) -> int:
-        """Execute p.ops[pos:end) in C; returns how many events were answered. ``pending``: a stop
-        of this thread already taken (a parked thread released), handled first as if just seen."""
+    def set_order(self, next_other: np.ndarray, owner: np.ndarray) -> None:
+        """The recorded order the loop hands over by: next_other[i + 1] is the next ordered event of
+        another thread after event i; owner[i] the slot of event i's thread (-1: none)."""
+        self._order = (next_other, owner)
+        self.ctx.next_other, self.ctx.owner = next_other.ctypes.data, owner.ctypes.data
+
+    def slot(self, i: int, tid: int, p: ThreadPlan, th, end: int, last_ordered: int, parked: tuple | None) -> None:
+        """Tell the loop about one thread: its plan up to ``end``, its state, the stop it is parked at."""
+        t = self.thr[i]
+        t.tid, t.ops, t.idx, t.pos, t.end = tid, p.ops_address, p.index_address, th.pos, end
+        t.vt, t.prev_exit, t.arrival = th.vt, th.prev_exit, th.arrival
+        t.li_has, t.li_vt, t.li_rec = th.inputs.addresses
+        t.fs_base, t.last_ordered = th.fs_base, last_ordered
+        t.parked, t.parks = 0, 0
+        if parked is not None:
+            self._preset_into(t.ev, parked)
+            t.parked = 1
+
+    def run_threads(self, cur: int, nthr: int, pid: int, memfd: int, deadline: float) -> int:
+        """kp_run_threads from slot ``cur``; returns the events answered (the segments say for whom)."""
         c = self.ctx
-        self.use_inputs(th.inputs)
-        if pending is not None:
-            self._preset(pending)
-        c.tid, c.memfd, c.pid = tid, memfd, pid
-        c.vt, c.prev_exit, c.arrival = th.vt, th.prev_exit, th.arrival
+        c.cur, c.nthr, c.memfd, c.pid = cur, nthr, memfd, pid
         c.deadline_ns = int(deadline * 1e9)  # time.monotonic is CLOCK_MONOTONIC
-        c.nreq = 0
-        done = int(self.lib.kp_run(ctypes.byref(c), p.ops.ctypes.data, pos, end))
-        th.vt, th.prev_exit, th.arrival = c.vt, c.prev_exit, c.arrival
+        done = int(self.lib.kp_run_threads(ctypes.byref(c)))
         self.handled += done
         return done
+
+    def segments(self) -> list[list[int]]:
+        """(slot, events answered, of which in the tracee) per run of a thread, in order."""
+        return self.seg[: 3 * int(self.ctx.nseg)].reshape(-1, 3).tolist()
+
+    @staticmethod
+    def parked_event(t: _Thr) -> tuple:
+        e = t.ev
+        if e.kind == EV_PTRACE:
+            return ("p", int(e.tid), int(e.status))
+        a = [x & 0xFFFFFFFFFFFFFFFF for x in e.args]
+        return ("n", int(e.tid), NotifRegs(int(e.nr), *a, id=int(e.id)))
 
     def sync(self, p: ThreadPlan, th, pos: int) -> int:
         """At a stop of the in-tracee table's owner that the C loop did not see: account the events
@@ -476,8 +522,8 @@ class FastPath:
         self.handled += done
         return done
 
-    def _preset(self, ev: tuple) -> None:
-        e = self.ctx.ev
+    @staticmethod
+    def _preset_into(e: _Ev, ev: tuple) -> None:
         if ev[0] == "p":
             e.kind, e.tid, e.status = EV_PTRACE, ev[1], ev[2]
         else:
@@ -485,7 +531,6 @@ class FastPath:
             e.kind, e.tid, e.status, e.id, e.nr = EV_NOTIF, ev[1], 0, r.id, r.orig_rax
             for i, a in enumerate((r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9)):
                 e.args[i] = a - (1 << 64) if a >= 1 << 63 else a
-        self.ctx.preset = 1
 
     def requests(self) -> list[list[int]]:
         """(fd, recorded ns, replay ns) of the requests the last run completed."""

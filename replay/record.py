@@ -35,9 +35,10 @@ class Started:
 class ReplayRecorder:
     """Attach once, record several commands (each into the same session directory)."""
 
-    def __init__(self, session: Path, cpu: int | None = None):
+    def __init__(self, session: Path, cpu: int | None = None, policy: str | None = None):
         self.session = session
         self.cpu = default_cpu() if cpu is None else cpu
+        self.policy = policy  # "rr" or "fifo" (replay/serialize.py); None: KPROBE_REPLAY_SCHED or rr
         self.probes = ProbeSet(ProbeConfig(filter_on=True, probes=("sched",))).open()
         self.capture = ReplayCapture(self.probes, session, cpu=self.cpu).start()
 
@@ -55,7 +56,7 @@ class ReplayRecorder:
                     os.close(out_r)
                 os.read(gate_r, 1)
                 close_inherited_fds()
-                serialize_thread(0, self.cpu)
+                serialize_thread(0, self.cpu, self.policy)
                 os.execvp(argv[0], argv)
             finally:
                 os._exit(127)

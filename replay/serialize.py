@@ -24,6 +24,13 @@ scheduler then ran the fsync'ing sibling first: the lock order changed between t
 which replay cannot see. Without CAP_SYS_NICE the fallback is SCHED_BATCH with the longest slice
 the kernel grants (``sched_attr.sched_runtime``, Linux 6.12+), noted in the log's meta.json.
 
+``KPROBE_REPLAY_SCHED=fifo`` records with SCHED_FIFO instead: no slice at all, so a thread that
+computes for long (a JVM loading classes and compiling at start-up) is never switched to a sibling
+between two syscalls (measured: the JDK's HttpServer with a 4-thread pool, recorded with RR, has
+such points and its replay diverges after one; recorded with FIFO it replays identically). The
+price: a thread that spins waiting for a sibling without any syscall or sched_yield never lets it
+run, on that CPU, and hangs the recorded process (RR lets the sibling in after 100 ms).
+
 What remains (a real-time preemption at the wrong time, a thread running a whole slice) is seen
 by the replay probe, which records when a thread was switched out between two syscalls while a
 sibling ran (probes/replay.bpf.c, ``KP_NR_RESUME``); replay says so (replay/README.md, "Threads").
@@ -35,8 +42,9 @@ import ctypes
 import os
 from dataclasses import dataclass
 
-SCHED_RR, SCHED_BATCH = 2, 3
+SCHED_FIFO, SCHED_RR, SCHED_BATCH = 1, 2, 3
 RT_PRIORITY = 1
+POLICY_ENV = "KPROBE_REPLAY_SCHED"   # rr (default) or fifo
 NR_SCHED_SETATTR = 314
 SLICE_NS = 100_000_000  # the kernel's upper bound for a fair task's requested slice
 
@@ -66,13 +74,18 @@ def default_cpu() -> int:
     return max(os.sched_getaffinity(0))
 
 
-def _set_policy(tid: int, libc: ctypes.CDLL, nice: int) -> tuple[str, int]:
-    """SCHED_RR priority 1; else SCHED_BATCH with the longest slice the kernel grants."""
+def policy_name() -> str:
+    """rr (default) or fifo, from the environment (``kprobe run`` passes it to its child)."""
+    return "fifo" if os.environ.get(POLICY_ENV, "rr").lower() == "fifo" else "rr"
+
+
+def _set_policy(tid: int, libc: ctypes.CDLL, nice: int, name: str) -> tuple[str, int]:
+    """SCHED_RR (or FIFO) priority 1; else SCHED_BATCH with the longest slice the kernel grants."""
     try:
-        os.sched_setscheduler(tid, SCHED_RR, os.sched_param(RT_PRIORITY))
-        return "rr", 0
+        os.sched_setscheduler(tid, SCHED_FIFO if name == "fifo" else SCHED_RR, os.sched_param(RT_PRIORITY))
+        return name, 0
     except OSError as e:
-        refused = f"SCHED_RR refused ({e.strerror})"
+        refused = f"SCHED_{name.upper()} refused ({e.strerror})"
     for runtime in (SLICE_NS, 0):
         attr = _SchedAttr(ctypes.sizeof(_SchedAttr), SCHED_BATCH, 0, nice, 0, runtime, 0, 0, 0, 0)
         if libc.syscall(NR_SCHED_SETATTR, tid, ctypes.byref(attr), 0) == 0:
@@ -81,21 +94,29 @@ def _set_policy(tid: int, libc: ctypes.CDLL, nice: int) -> tuple[str, int]:
     return f"unchanged ({refused}; sched_setattr: {os.strerror(err)})", 0
 
 
-def serialize_thread(tid: int, cpu: int) -> Serialization:
-    """One CPU and SCHED_RR (or the fallback) for ``tid`` (0: the calling thread). New threads inherit it."""
+def serialize_thread(tid: int, cpu: int, policy: str | None = None) -> Serialization:
+    """One CPU and SCHED_RR (``policy`` "fifo": SCHED_FIFO; None: from the environment), or the
+    fallback, for ``tid`` (0: the calling thread). New threads inherit it."""
     libc = ctypes.CDLL(None, use_errno=True)
     os.sched_setaffinity(tid, {cpu})
     try:
         nice = os.getpriority(os.PRIO_PROCESS, tid)
     except OSError:
         nice = 0
-    policy, runtime = _set_policy(tid, libc, nice)
-    return Serialization(cpu, policy, runtime)
+    applied, runtime = _set_policy(tid, libc, nice, policy or policy_name())
+    return Serialization(cpu, applied, runtime)
 
 
 def serialize_process(pid: int, cpu: int) -> Serialization | None:
     """Every current thread of ``pid`` (a process already running, e.g. caught by --watch-comm at
-    its exec); None if it is gone. Threads it made before this call may already have overlapped."""
+    its exec); None if it is gone. Threads it made before this call may already have overlapped.
+    A process serialized before its exec (kprobe run, ReplayRecorder) is left as it is."""
+    try:
+        current = os.sched_getscheduler(pid)
+        if current in (SCHED_RR, SCHED_FIFO) and os.sched_getaffinity(pid) == {cpu}:
+            return Serialization(cpu, "fifo" if current == SCHED_FIFO else "rr", 0)
+    except OSError:
+        return None
     result = None
     try:
         tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]

@@ -287,3 +287,97 @@ def test_threads_handing_work_through_pipes_replay_identically_ten_times(tmp_pat
     results = _ten_identical(log, argv)
     assert set(results[0].recorded_outputs) >= {"fd1", "fd3"}  # stdout, the journal ...
     assert len(results[0].recorded_outputs) >= 4                # ... and the two pipes' write ends
+
+
+def _record_jdk_http(tmp: Path, policy: str, n: int = 20) -> dict:
+    """The JDK HttpServer with a 4-thread pool, two keep-alive clients, recorded with ``policy``."""
+    import http.client
+    import os
+    import shutil
+
+    from kprobe.replay import log as rlog
+    from kprobe.replay.record import ReplayRecorder
+
+    classes = tmp / "classes"
+    subprocess.run(["javac", "-d", str(classes), str(WORKLOADS / "HttpLedger.java")], check=True)
+    port = _free_port()
+    java = os.path.realpath(shutil.which("java") or "java")
+    # no hsperfdata: its directory (shared by every JVM on the host) is listed at start-up, and a
+    # replay reads it for real (a passthrough directory), where other JVMs' files come and go
+    argv = [java, "-XX:-UsePerfData", "-cp", str(classes), "HttpLedger", str(port), str(tmp / "journal.log"), str(n)]
+    rec = ReplayRecorder(tmp / "session", policy=policy)
+    try:
+        p = rec.start(argv, stdout_pipe=True)
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+
+        def client(k: int) -> None:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for i in range(k, n, 2):
+                c.request("POST", "/pay", body=b"pay-%06d" % i)
+                assert c.getresponse().read().startswith(b"ok ")
+
+        clients = [threading.Thread(target=client, args=(k,)) for k in range(2)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(60)
+        assert p.stdout.read() == b"served %d\n" % n
+        assert p.wait() == 0
+    finally:
+        rec.stop()
+    return {"log": rlog.load(tmp / "session", p.pid), "argv": argv, "journal": (tmp / "journal.log").read_bytes()}
+
+
+def test_jdk_http_server_pool_replays_identically_recorded_fifo(tmp_path: Path, probes_built: None) -> None:
+    """A JVM: 20 threads (GC, JIT compilers, the HTTP dispatcher, 4 pool workers), futexes
+    everywhere, SecureRandom from /dev/urandom. Recorded with SCHED_FIFO (no slice, so a thread
+    loading classes or compiling for long is never switched to a sibling between two syscalls),
+    it replays identically ten times; the events of threads that System.exit killed are not
+    waited for."""
+    import shutil
+
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    if shutil.which("javac") is None:
+        pytest.skip("no JDK on this machine")
+    rec = _record_jdk_http(tmp_path, "fifo")
+    log, argv = rec["log"], rec["argv"]
+    assert log.meta["serialized"][str(log.tgid)]["policy"] == "fifo"
+    assert len({e.tid for e in log.events}) >= 10
+    assert len(_served_by(rec["journal"])) > 1, rec["journal"]
+    from kprobe.replay.engine import ReplayEngine
+
+    results = [ReplayEngine(log, argv, timeout_s=60).run() for _ in range(REPLAYS)]
+    bad = [(r.outcome, r.divergences[:1], r.notes[-3:]) for r in results if r.outcome != "identical"
+           or not r.outputs_identical]
+    assert not bad, bad
+    first = results[0]
+    assert first.exit_code == 0
+    for r in results[1:]:
+        assert (r.outputs, r.events_replayed, r.exit_code) == (first.outputs, first.events_replayed, first.exit_code)
+
+
+def test_jdk_http_server_recorded_round_robin_ends_within_seconds_with_its_reason(tmp_path: Path,
+                                                                                  probes_built: None) -> None:
+    """Recorded with the default SCHED_RR, a JVM thread that computes for a whole 100 ms slice at
+    start-up is switched to a sibling between two of its syscalls; the probe records that, and a
+    replay either gets through anyway (identical) or ends within seconds naming that point as the
+    likely cause of its first divergence. Never a hang."""
+    import shutil
+
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    if shutil.which("javac") is None:
+        pytest.skip("no JDK on this machine")
+    from kprobe.replay.engine import ReplayEngine
+
+    rec = _record_jdk_http(tmp_path, "rr")
+    for _ in range(3):
+        t0 = time.monotonic()
+        r = ReplayEngine(rec["log"], rec["argv"], timeout_s=60).run()
+        assert time.monotonic() - t0 < 5.0
+        if r.outcome == "identical":
+            assert r.outputs_identical
+        else:
+            assert r.outcome == "diverged" and r.divergences, (r.outcome, r.notes)
+            assert rec["log"].ambiguous and any("likely its cause" in n for n in r.notes), (r.divergences[:1], r.notes)
