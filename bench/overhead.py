@@ -434,21 +434,30 @@ def bpf_snapshot() -> dict[int, tuple[str, int, int]]:
 
 @contextmanager
 def bpf_stats() -> Iterator[None]:
-    """kernel.bpf_stats_enabled=1 for the block, restored after; plus a BPF_ENABLE_STATS fd (refcounted
-    in the kernel) so that someone else restoring the sysctl meanwhile cannot turn the counting off."""
-    old = SYSCTL_BPF_STATS.read_text().strip()
-    SYSCTL_BPF_STATS.write_text("1")
-    fd = -1
-    nr = BPF_SYSCALL_NR.get(platform.machine())
-    if nr is not None:
-        attr = (ctypes.c_uint32 * 2)(BPF_STATS_RUN_TIME, 0)
-        fd = ctypes.CDLL(None, use_errno=True).syscall(nr, BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr))
+    """Program run statistics for the block through a BPF_ENABLE_STATS fd: the kernel counts such
+    fds and drops them with the process (even on SIGKILL), so benches that overlap cannot switch
+    each other's counting off or leave it on. The sysctl is written only where that call is missing."""
+    fd = enable_stats_fd()
+    old = None
+    if fd < 0:
+        old = SYSCTL_BPF_STATS.read_text().strip()
+        SYSCTL_BPF_STATS.write_text("1")
     try:
         yield
     finally:
         if fd >= 0:
             os.close(fd)
-        SYSCTL_BPF_STATS.write_text(old)
+        if old is not None:
+            SYSCTL_BPF_STATS.write_text(old)
+
+
+def enable_stats_fd() -> int:
+    """An fd holding kernel.bpf_stats on (BPF_ENABLE_STATS, 5.8+), or -1."""
+    nr = BPF_SYSCALL_NR.get(platform.machine())
+    if nr is None:
+        return -1
+    attr = (ctypes.c_uint32 * 2)(BPF_STATS_RUN_TIME, 0)
+    return int(ctypes.CDLL(None, use_errno=True).syscall(nr, BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr)))
 
 
 # -- what gets attached -----------------------------------------------------------------------------

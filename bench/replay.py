@@ -245,8 +245,13 @@ def main() -> int:
     ap.add_argument("--only", choices=[w.name for w in WORKLOADS_RUN])
     ap.add_argument("--compare", action="store_true", help="also replay with every event trapped, and in Python only")
     args = ap.parse_args()
-    stats_was = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
-    Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
+    # run statistics held on by an fd (released with the process), not the sysctl: an overlapping
+    # bench restoring the sysctl must not switch ours off, nor ours leave it on (bench/overhead.py)
+    from overhead import enable_stats_fd  # bench/ is on sys.path when run as a script
+
+    stats_fd = enable_stats_fd()
+    if stats_fd < 0:
+        raise SystemExit("bench/replay.py: BPF_ENABLE_STATS is not available (kernel < 5.8?)")
     tmp = Path(tempfile.mkdtemp(prefix="kprobe-bench-replay-"))
     shm = Path(tempfile.mkdtemp(prefix="kprobe-bench-ledger-", dir="/dev/shm"))
     load = os.getloadavg()[0]
@@ -257,7 +262,7 @@ def main() -> int:
             if args.only in (None, w.name):
                 bench(w, bins, args, tmp, shm)
     finally:
-        Path("/proc/sys/kernel/bpf_stats_enabled").write_text(stats_was)
+        os.close(stats_fd)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(shm, ignore_errors=True)
     print(f"load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs "
