@@ -661,13 +661,15 @@ def _calls_from_offcpu(ev: Evidence, rows: list[OffCpu]) -> None:
     traced calls, which win where both exist. Each record depends on its row alone, so
     the evidence is the same whatever order the rounds bring rows in.
     """
-    calls = [Syscall(o.tgid, o.tid, o.syscall, o.fd, o.ts, o.end_ts, 0, 0) for o in rows if o.syscall]
-    for c in dict.fromkeys(calls):
-        have = ev.blocked_calls.setdefault(c.tid, [])
-        if c not in have:
-            have.append(c)
-    for v in ev.blocked_calls.values():
-        v.sort(key=lambda r: r.ts)
+    new: dict[int, list[Syscall]] = {}
+    for o in rows:
+        if o.syscall:
+            new.setdefault(o.tid, []).append(Syscall(o.tgid, o.tid, o.syscall, o.fd, o.ts, o.end_ts, 0, 0))
+    for tid, calls in new.items():     # a set per thread: a busy window holds thousands of rows
+        have = ev.blocked_calls.setdefault(tid, [])
+        seen = set(have)
+        have.extend(c for c in dict.fromkeys(calls) if c not in seen)
+        have.sort(key=lambda r: r.ts)
     socks = [SockIO(o.tgid, o.tid, o.ts, o.skaddr, "recv", 0, o.saddr, o.sport, o.daddr, o.dport)
              for o in rows if o.skaddr]
     if socks:
