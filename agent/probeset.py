@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kprobe.agent import tracefs
+from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.kernel_hz import interval_jiffies, kernel_hz
 from kprobe.agent.libbpf import BpfMap, BpfObject, Libbpf, LibbpfError
 from kprobe.schemas import layouts as L
@@ -40,6 +41,7 @@ class ProbeConfig:
     fault_sample_every: int = 64
     fault_flush_ms: int = 100
     sock_flush_ms: int = 0             # 0: one sock_io row per send/recv; N: per socket+dir every N ms
+    min_block_us: int = 0              # block requests faster than this are summed per submitter (0: a row each)
     watch_pids: list[int] = field(default_factory=list)
     watch_comms: list[str] = field(default_factory=list)
     filter_on: bool = False            # true when a watch list is given or `run` follows a command
@@ -99,6 +101,7 @@ class ProbeSet:
     status: list[AttachStatus] = field(default_factory=list)
     load_errors: dict[str, str] = field(default_factory=dict)
     _tracefs_error: str = ""
+    _config_value: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=L.KP_CONFIG))
 
     def open(self) -> ProbeSet:
         for probe in self.config.probes:
@@ -162,8 +165,9 @@ class ProbeSet:
         cfg["fault_flush_jiffies"] = interval_jiffies(c.fault_flush_ms, kernel_hz())
         cfg["sock_flush_ms"] = max(0, c.sock_flush_ms)
         cfg["sock_flush_jiffies"] = interval_jiffies(c.sock_flush_ms, kernel_hz())
-        zero = np.zeros(1, dtype=np.uint32)
-        self.shared["kp_config"].update(zero, cfg)
+        cfg["min_block_us"] = max(0, c.min_block_us)
+        self._config_value = cfg
+        self.shared["kp_config"].update(np.zeros(1, dtype=np.uint32), cfg)
         for pid in c.watch_pids:
             self.watch_pid(pid)
         for comm in c.watch_comms:
@@ -197,6 +201,17 @@ class ProbeSet:
         for k in range(n):
             m.lookup(np.array([k], dtype=np.uint32), out[k])
         return out
+
+    def set_block_epoch(self, epoch: int) -> None:
+        """The generation of block request sums the probes add to (see agent/block_sums.py)."""
+        self._config_value["block_epoch"] = epoch
+        self.shared["kp_config"].update(np.zeros(1, dtype=np.uint32), self._config_value)
+
+    def block_sums(self) -> BlockSums | None:
+        """The reader of the kernel's sums of fast block requests, when blockio is loaded."""
+        if "blockio" not in self.objects:
+            return None
+        return BlockSums(self.objects["blockio"].map("block_agg"), self.lib.num_possible_cpus(), self.set_block_epoch)
 
     def drops(self) -> np.ndarray:
         return self.read_percpu("kp_drops", L.KP_EV_MAX)

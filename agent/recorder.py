@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kprobe.agent import clock, row_checks
+from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.identity import IdentityCache
 from kprobe.agent.memcg_members import MemcgMembers
 from kprobe.agent.probeset import ProbeConfig, ProbeSet
@@ -107,6 +108,7 @@ class Recorder:
     _memcgs: MemcgMembers = field(default_factory=MemcgMembers)
     _inflight_scan_ns: int = 0
     _self_cost: SelfCost = field(default_factory=SelfCost)
+    _block_sums: BlockSums | None = None
 
     def __post_init__(self) -> None:
         self._queue = queue.Queue(maxsize=self.config.queue_batches)
@@ -118,6 +120,7 @@ class Recorder:
             m = self.probes.ring_map(et)
             self._readers[et.name] = RingReader(m.fd, m.max_entries, et.record, et.name)
         self._waiter = RingWaiter(r.map_fd for r in self._readers.values() if self.config.drains_early)
+        self._block_sums = self.probes.block_sums()
         self.stats.set_probes(self.probes, self._clock)
         self._threads = [
             threading.Thread(target=self._drain_loop, name="kprobe-drain", daemon=True),
@@ -195,7 +198,7 @@ class Recorder:
         pending: dict[str, list[np.ndarray]] = {}
         full: list[int] = []       # memcg ids of the memcg reclaim stalls drained this tick
         rows = 0
-        last_flush = last_status = time.monotonic()
+        last_flush = last_status = last_sums = time.monotonic()
         while True:
             stopping = self._stop.is_set()
             flush_req = self._flush_req.is_set()
@@ -213,6 +216,12 @@ class Recorder:
             self._snapshot_memcgs(full, tick_mono)
             full = []
             now = time.monotonic()
+            if self._block_sums is not None and (stopping or now - last_sums >= 1.0):
+                last_sums = now
+                sums = self._read_block_sums(stopping)
+                if sums.size:
+                    pending.setdefault("block_io", []).append(sums)
+                    rows += len(sums)
             if stopping or flush_req or now - last_flush >= flush_every or rows >= self.config.flush_rows:
                 self._flush_req.clear()
                 self._clock = clock.sample(16)
@@ -237,6 +246,19 @@ class Recorder:
             if self.config.drains_early:
                 sleep = min(poll, max(0.0, last_flush + flush_every - time.monotonic()))
             self._waiter.wait(sleep)
+
+    def _read_block_sums(self, everything: bool) -> np.ndarray:
+        """The kernel's sums of fast block requests (one generation a second), as block_io records."""
+        assert self._block_sums is not None
+        try:
+            recs = self._block_sums.tick(everything)
+        except Exception as e:     # counted and shown; the requests stay in the map for the next tick
+            self.stats.last_error = f"block request sums: {e}"
+            log.error("reading the block request sums failed: %s", e)
+            return np.empty(0, dtype=L.KP_BLOCK_IO)
+        self.stats.block_sums["rows"] = self.stats.block_sums.get("rows", 0) + len(recs)
+        self.stats.block_sums["requests"] = self._block_sums.requests_read
+        return recs
 
     def _snapshot_memcgs(self, finished: list[int], now_mono: int) -> None:
         """Ask the writer for the members of the memcgs in reclaim: those stalled now (the probe's

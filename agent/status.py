@@ -31,6 +31,7 @@ COUNTER_NAMES = {
     L.KP_CNT_SOCK_IO_FOLDED: "sock_io_folded",
     L.KP_CNT_BLOCK_SLOT_REUSED: "block_owner_overwritten",
     L.KP_CNT_WAKE_UNSEEN: "offcpu_wake_unseen",
+    L.KP_CNT_BLOCK_AGGREGATED: "block_requests_summed",
 }
 
 
@@ -58,6 +59,8 @@ class RecorderStats:
     partitions_dropped: int = 0
     # memcg member snapshots (agent/memcg_members.py): taken, member rows, members beyond the cap, ids not found
     memcg_snapshots: dict[str, int] = field(default_factory=dict)
+    # fast block requests summed in the kernel (agent/block_sums.py): block_io rows made of sums, requests in them
+    block_sums: dict[str, int] = field(default_factory=dict)
     last_written_mono_ns: int = 0
     finished: bool = False
 
@@ -66,7 +69,8 @@ class RecorderStats:
         self.load_errors = dict(probes.load_errors)
         c = probes.config
         self.policy = {"detail": c.detail, "min_offcpu_ns": c.min_offcpu_ns, "min_syscall_ns": c.min_syscall_ns,
-                       "sock_flush_ms": c.sock_flush_ms, "fault_sample_every": c.fault_sample_every,
+                       "sock_flush_ms": c.sock_flush_ms, "min_block_us": c.min_block_us,
+                       "fault_sample_every": c.fault_sample_every,
                        "filter_on": c.watching,
                        "syscall_hooks": "every syscall" if c.every_syscall else "per-call tracepoints (always-recorded calls)",
                        "send_recv_hooks": c.every_send_recv}

@@ -48,13 +48,17 @@ capture policy (--detail):
            >= --min-syscall-us (1000 system-wide; shorter ones counted with their time).
            TCP connections carry their byte totals on
            every state change (tcp_state bytes_sent/bytes_received). Page faults are
-           sampled 1 in --fault-sample (64) with exact counts.
+           sampled 1 in --fault-sample (64) with exact counts. Block requests faster
+           than --min-block-us (1000, issue to completion) are summed in the kernel per
+           submitter, device and operation each second (block_io rows with requests > 1,
+           bytes and busy time exact); slower or failed ones are a row each.
            With a watch list (--watch-comm/--watch-pid) the watched processes also get
            syscall rows >= --min-syscall-us (100) and socket I/O summed per socket every
            --sock-flush-ms (100): that runs a program on every syscall and send/recv.
-  full     (default for `run`) every traced syscall and every send/recv is a row;
-           off-CPU intervals still use --min-offcpu-us.
-What is below a threshold is counted (kprobe stats: *_below_threshold, sock_io_folded),
+  full     (default for `run`) every traced syscall, every send/recv and every block
+           request is a row; off-CPU intervals still use --min-offcpu-us.
+What is below a threshold is counted (kprobe stats: *_below_threshold, sock_io_folded,
+block_requests_summed),
 never lost silently; `kprobe stats` shows the policy in effect and the recorder's own
 CPU, rows/s and memory.
 """
@@ -68,6 +72,8 @@ DETAIL_DEFAULTS = {  # detail -> (min syscall us, sock flush ms)
     "bounded": (100.0, 100),
     "full": (0.0, 0),
 }
+# Block requests: a row each from this long (a disk that makes anyone wait); faster ones are summed.
+BOUNDED_MIN_BLOCK_US = 1000
 
 
 def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
@@ -84,6 +90,10 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     p.add_argument("--sock-flush-ms", type=int, default=None,
                    help="0: one sock_io row per send/recv; N: per socket and direction at most one row per N ms "
                         "carrying the bytes since the previous row (default: 100 bounded, 0 full)")
+    p.add_argument("--min-block-us", type=int, default=None,
+                   help="block requests faster than this (issue to completion) are summed per submitter, device "
+                        "and operation each second instead of a row each; failed ones are always rows "
+                        f"(default: {BOUNDED_MIN_BLOCK_US} with --detail bounded, 0 = every request with full)")
     p.add_argument("--fault-sample", type=int, default=64, metavar="N",
                    help="record one page-fault sample (address) per N faults; counts stay exact (default: %(default)s)")
     p.add_argument("--ring-kb", type=int, default=8192, help="ring buffer size per event type, KiB, power of two")
@@ -122,14 +132,17 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
     min_off = args.min_offcpu_us
     if min_off is None:
         min_off = SYSTEM_WIDE_MIN_OFFCPU_US if args.detail == "bounded" and not watching else WATCHED_MIN_OFFCPU_US
-    if min_sys < 0 or sock_flush < 0 or min_off < 0:
-        raise SystemExit(_die("--min-offcpu-us, --min-syscall-us and --sock-flush-ms must be >= 0"))
+    min_block = args.min_block_us if args.min_block_us is not None else (
+        BOUNDED_MIN_BLOCK_US if args.detail == "bounded" else 0)
+    if min_sys < 0 or sock_flush < 0 or min_off < 0 or min_block < 0:
+        raise SystemExit(_die("--min-offcpu-us, --min-syscall-us, --min-block-us and --sock-flush-ms must be >= 0"))
     probes = ProbeConfig(
         ring_bytes=ring,
         detail=args.detail,
         min_offcpu_ns=int(min_off * 1000),
         min_syscall_ns=int(min_sys * 1000),
         sock_flush_ms=sock_flush,
+        min_block_us=min_block,
         fault_sample_every=args.fault_sample,
         watch_pids=list(getattr(args, "watch_pid", None) or []),
         watch_comms=list(getattr(args, "watch_comm", None) or []),

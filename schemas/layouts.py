@@ -27,7 +27,8 @@ KP_CNT_SYSCALL_SHORT_NS = 6
 KP_CNT_SOCK_IO_FOLDED = 7
 KP_CNT_BLOCK_SLOT_REUSED = 8
 KP_CNT_WAKE_UNSEEN = 9
-KP_CNT_MAX = 10
+KP_CNT_BLOCK_AGGREGATED = 10
+KP_CNT_MAX = 11
 KP_OFF_PREEMPTED = 1
 KP_OFF_SLEEP = 2
 KP_OFF_UNINTERRUPTIBLE = 3
@@ -51,10 +52,10 @@ KP_RCNT_MAX = 8
 
 KP_CONFIG = np.dtype(
     {
-        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies", "fault_flush_jiffies", "cfg_pad"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
-        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 44],
-        "itemsize": 48,
+        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies", "fault_flush_jiffies", "min_block_us", "block_epoch", "cfg_pad"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52],
+        "itemsize": 56,
     }
 )
 
@@ -159,10 +160,19 @@ KP_FD_OPEN = np.dtype(
 
 KP_BLOCK_IO = np.dtype(
     {
-        "names": ["issue_ns", "done_ns", "sector", "dev", "bytes", "tgid", "tid", "error", "pad", "rwbs", "comm"],
-        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<i4", "<u4", "S8", "S16"],
-        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 56],
-        "itemsize": 72,
+        "names": ["issue_ns", "done_ns", "sector", "bytes", "busy_ns", "max_ns", "dev", "requests", "tgid", "tid", "error", "pad", "rwbs", "comm"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<i4", "<u4", "S8", "S16"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 52, 56, 60, 64, 68, 72, 80],
+        "itemsize": 96,
+    }
+)
+
+KP_BLOCK_KEY = np.dtype(
+    {
+        "names": ["tgid", "dev", "op", "epoch"],
+        "formats": ["<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 4, 8, 12],
+        "itemsize": 16,
     }
 )
 
@@ -208,6 +218,7 @@ STRUCTS = {
     "kp_syscall": KP_SYSCALL,
     "kp_fd_open": KP_FD_OPEN,
     "kp_block_io": KP_BLOCK_IO,
+    "kp_block_key": KP_BLOCK_KEY,
     "kp_rconfig": KP_RCONFIG,
     "kp_rsys": KP_RSYS,
     "kp_rdata": KP_RDATA,

@@ -46,7 +46,8 @@ enum kp_counter {
 	KP_CNT_SOCK_IO_FOLDED = 7,  /* socket sends/recvs folded into a per-socket sock_io total */
 	KP_CNT_BLOCK_SLOT_REUSED = 8, /* block requests whose submitter was overwritten in blockio's table */
 	KP_CNT_WAKE_UNSEEN = 9,     /* blocked intervals whose wake-up the waking program did not see */
-	KP_CNT_MAX = 10,
+	KP_CNT_BLOCK_AGGREGATED = 10, /* block requests below the threshold, summed per submitter instead of a row each */
+	KP_CNT_MAX = 11,
 };
 
 /* Off-CPU reasons. */
@@ -72,6 +73,12 @@ struct kp_config {
 	__u32 sock_flush_jiffies;
 	/* fault_flush_ms in jiffies, likewise (0: unknown, use the clock) */
 	__u32 fault_flush_jiffies;
+	/* block requests faster than this (issue -> completion) are summed per submitter, device and
+	 * operation instead of a row each (0: every request is a row) */
+	__u32 min_block_us;
+	/* which generation of those sums the probes add to; the agent flips it and reads the retired
+	 * generation a tick later, when no program is still adding to it */
+	__u32 block_epoch;
 	__u32 cfg_pad;
 };
 
@@ -252,18 +259,32 @@ struct kp_fd_open {
 	char path[KP_PATH_LEN];
 };
 
+/* One block request, or (requests > 1) the sum of a submitter's fast requests to one device
+ * with one operation over about a second: issue_ns is then the earliest issue, done_ns the
+ * latest completion, sector the first request's. */
 struct kp_block_io {
 	__u64 issue_ns;
 	__u64 done_ns;
 	__u64 sector;
+	__u64 bytes;
+	__u64 busy_ns;    /* summed issue -> completion time of its requests */
+	__u64 max_ns;     /* the longest of them */
 	__u32 dev;
-	__u32 bytes;
-	__u32 tgid;       /* task current at issue (may be a kworker or flusher) */
+	__u32 requests;
+	__u32 tgid;       /* the submitter (inserted the request), else the task current at issue */
 	__u32 tid;
 	__s32 error;
 	__u32 pad;
 	char rwbs[8];
 	char comm[KP_COMM_LEN];
+};
+
+/* Key of the per-CPU sums of fast block requests (blockio.bpf.c's block_agg). */
+struct kp_block_key {
+	__u32 tgid;
+	__u32 dev;
+	__u32 op;         /* the rwbs letter */
+	__u32 epoch;      /* kp_config.block_epoch when added */
 };
 
 /* ---- Replayable recording (probes/replay.bpf.c, replay/) ----------------------------------------

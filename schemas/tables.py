@@ -242,6 +242,8 @@ def _block_io(r: np.ndarray, off: int) -> Columns:
         "dur_ns": (r["done_ns"] - r["issue_ns"]).astype(np.uint64),
         "tgid": r["tgid"], "tid": r["tid"], "comm": decode_str(r["comm"]), "dev": r["dev"],
         "sector": r["sector"], "bytes": r["bytes"], "rwbs": decode_str(r["rwbs"]), "error": r["error"],
+        # 1: one request; more: a submitter's fast requests summed over ~1 s (ts..end_ts spans them)
+        "requests": r["requests"], "busy_ns": r["busy_ns"], "max_ns": r["max_ns"],
     }
 
 
@@ -285,6 +287,7 @@ COLUMNS_ADDED_LATER: dict[str, frozenset[str]] = {
                          "preemptor_process", "waker_process", "displaced_process",
                          "syscall", "fd", "skaddr", "saddr", "sport", "daddr", "dport", "short_n", "short_ns"}),
     "tcp_state": frozenset({"bytes_sent", "bytes_received"}),
+    "block_io": frozenset({"requests", "busy_ns", "max_ns"}),
 }
 PROBES = tuple(dict.fromkeys(e.probe for e in EVENT_TYPES))  # load order: sched first owns the shared maps
 
