@@ -55,6 +55,11 @@ class RecorderConfig:
     max_poll_ms: float = 250.0  # longest sleep while rings are quiet; a ring 1/8 full wakes the drain at once
     flush_ms: float = 1000.0  # each store insert has a fixed cost (~10-20 ms of CPU in chDB)
     flush_rows: int = 1_000_000
+    # A table with fewer than hold_rows pending rows waits for a flush at most hold_ms apart instead of
+    # every flush_ms: each insert costs the embedded engine the same whatever its size, and most tables
+    # get a few rows a second. A query's flush request writes everything. 0: every flush writes all.
+    hold_ms: float = 0.0
+    hold_rows: int = 5000
     writer_nice: int = 0      # >0: the writer yields the CPU to the service it observes (lags on a saturated host)
     queue_batches: int = 64
     retention_s: float | None = 6 * 3600
@@ -198,7 +203,8 @@ class Recorder:
         pending: dict[str, list[np.ndarray]] = {}
         full: list[int] = []       # memcg ids of the memcg reclaim stalls drained this tick
         rows = 0
-        last_flush = last_status = last_sums = time.monotonic()
+        last_flush = last_status = last_sums = last_complete = time.monotonic()
+        hold_every = max(flush_every, self.config.hold_ms / 1000)
         while True:
             stopping = self._stop.is_set()
             flush_req = self._flush_req.is_set()
@@ -225,12 +231,19 @@ class Recorder:
             if stopping or flush_req or now - last_flush >= flush_every or rows >= self.config.flush_rows:
                 self._flush_req.clear()
                 self._clock = clock.sample(16)
-                for name, lst in pending.items():
+                everything = stopping or flush_req or now - last_complete >= hold_every
+                for name in list(pending):
+                    lst = pending[name]
                     recs = lst[0] if len(lst) == 1 else np.concatenate(lst)
+                    if not everything and len(recs) < self.config.hold_rows:
+                        pending[name] = [recs]     # a small batch waits for the next complete flush
+                        continue
                     self._queue.put(Batch(BY_NAME[name], recs, self._clock.offset_ns))
-                pending = {}
-                rows = 0
-                self._queue.put(tick_mono)  # marks "everything drained before this instant is queued"
+                    del pending[name]
+                rows = sum(len(x) for lst in pending.values() for x in lst)
+                if everything:
+                    self._queue.put(tick_mono)  # marks "everything drained before this instant is queued"
+                    last_complete = now
                 last_flush = now
             if now - last_status >= 1.0 and self.probes is not None:
                 self.stats.update_kernel(self.probes)
