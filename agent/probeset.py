@@ -28,13 +28,21 @@ ALWAYS_SYSCALLS = frozenset({"fsync", "fdatasync", "sync_file_range", "connect",
                              "openat", "openat2", "close"})
 SYS_THRESHOLD, SYS_ALWAYS = 1, 2
 
+# Default ring sizes (see ProbeConfig.ring_size): offcpu ~7900 records of 264 bytes, syscall ~16k,
+# block_io ~10k (most requests are summed in the kernel), proc ~5700, fd_open ~6900.
+RING_BYTES = {
+    "offcpu": 2 << 20, "syscall": 1 << 20, "sock_io": 256 << 10, "fd_open": 1 << 20, "fault": 512 << 10,
+    "block_io": 1 << 20, "proc": 1 << 20, "reclaim": 512 << 10, "oom": 64 << 10, "tcp_state": 1 << 20,
+    "tcp_retrans": 256 << 10,
+}
+
 SHARED_MAPS = ("kp_config", "kp_watched", "kp_watched_comm", "kp_drops", "kp_counters")
 BUILD_DIR = Path(__file__).resolve().parent.parent / "probes" / "build"
 
 
 @dataclass
 class ProbeConfig:
-    ring_bytes: int = 8 << 20          # per event type; power of two
+    ring_bytes: int | None = None      # every ring this size (power of two); None: ring_size() per type
     detail: str = "full"               # the capture policy's name (see `kprobe record --help`)
     min_offcpu_ns: int = 50_000
     min_syscall_ns: int = 0
@@ -48,6 +56,24 @@ class ProbeConfig:
     syscalls: list[str] | None = None  # None = the default set
     ring_overrides: dict[str, int] = field(default_factory=dict)  # event name -> bytes
     probes: tuple[str, ...] = PROBES
+
+    def ring_size(self, event: str) -> int:
+        """Bytes of an event type's ring: an override, else the size for what the policy emits.
+
+        Rings are kernel memory, pinned for the recorder's life and mapped twice into its
+        address space (data pages follow each other twice so a record never wraps), so
+        8 MiB for each of eleven types was a third of the recorder's resident set. The drain
+        is woken at 1/8 full; a ring holds a few thousand records, the bursts the policy lets
+        through while the drain thread gets a CPU on a saturated host. The per-call streams
+        (every syscall, every send/recv) get the large ring only when their hooks run.
+        """
+        if event in self.ring_overrides:
+            return self.ring_overrides[event]
+        if self.ring_bytes is not None:
+            return self.ring_bytes
+        if (event == "syscall" and self.every_syscall) or (event == "sock_io" and self.every_send_recv):
+            return 8 << 20
+        return RING_BYTES.get(event, 1 << 20)
 
     @property
     def watching(self) -> bool:
@@ -127,7 +153,7 @@ class ProbeSet:
             for name, m in self.shared.items():
                 obj.reuse_map(name, m.fd)
             for et in self.event_types(probe):
-                obj.set_max_entries(et.ring, self.config.ring_overrides.get(et.name, self.config.ring_bytes))
+                obj.set_max_entries(et.ring, self.config.ring_size(et.name))
             for prog in obj.programs():
                 if not self.config.wanted(prog.name):
                     prog.set_autoload(False)

@@ -73,7 +73,8 @@ class RecorderStats:
                        "fault_sample_every": c.fault_sample_every,
                        "filter_on": c.watching,
                        "syscall_hooks": "every syscall" if c.every_syscall else "per-call tracepoints (always-recorded calls)",
-                       "send_recv_hooks": c.every_send_recv}
+                       "send_recv_hooks": c.every_send_recv,
+                       "ring_kb": {e.name: c.ring_size(e.name) >> 10 for e in probes.loaded_event_types()}}
         self.clock = clk
 
     def update_kernel(self, probes: ProbeSet) -> None:

@@ -96,7 +96,10 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
                         f"(default: {BOUNDED_MIN_BLOCK_US} with --detail bounded, 0 = every request with full)")
     p.add_argument("--fault-sample", type=int, default=64, metavar="N",
                    help="record one page-fault sample (address) per N faults; counts stay exact (default: %(default)s)")
-    p.add_argument("--ring-kb", type=int, default=8192, help="ring buffer size per event type, KiB, power of two")
+    p.add_argument("--ring-kb", type=int, default=None,
+                   help="ring buffer size of every event type, KiB, power of two (default: sized per type, "
+                        "256 KiB to 2 MiB, 8 MiB for the every-syscall and every-send/recv streams of full "
+                        "capture or a watch list; `kprobe stats` shows drops per type)")
     p.add_argument("--syscalls", default=None, help="comma-separated syscall names to trace (default: the built-in set)")
     p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
     p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
@@ -122,8 +125,8 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
     from kprobe.agent.probeset import ProbeConfig
     from kprobe.agent.recorder import RecorderConfig
 
-    ring = args.ring_kb * 1024
-    if ring & (ring - 1) or ring < 4096:
+    ring = None if args.ring_kb is None else args.ring_kb * 1024
+    if ring is not None and (ring & (ring - 1) or ring < 4096):
         raise SystemExit(_die("--ring-kb must be a power of two of at least 4"))
     def_sys, def_sock = DETAIL_DEFAULTS[args.detail]
     if args.detail == "bounded" and not watching:
