@@ -3,15 +3,16 @@
 blockio.bpf.c adds every request faster than ``min_block_us`` to a per-CPU sum keyed by
 submitter, device, operation and generation (``kp_config.block_epoch``), instead of sending
 a row each: a database host completes thousands of sub-millisecond requests a second, and a
-row each was most of what the recorder stored. Each tick this reader retires the current
-generation (the probes start adding to the next one) and reads, then deletes, the
-generation retired at the previous tick: by then no program is still adding to it, so a
-sum is never read half-written or deleted under a writer. A sum becomes one block_io
-record with ``requests`` > 1 (or 1), its ts..end_ts spanning the requests it holds.
+row each was most of what the recorder stored. Each tick (a second, and before any flush a
+query asks for) retires the current generation, so the probes add to the other one, waits out
+the programs already running, then reads and deletes the retired sums: a sum is never read
+half-written or deleted under a writer. A sum becomes one block_io record with ``requests``
+> 1 (or 1), its ts..end_ts spanning the requests it holds.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from kprobe.agent.libbpf import BpfMap
 from kprobe.schemas import layouts as L
 
 EPOCHS = 2
+SETTLE_S = 0.001
 
 
 @dataclass
@@ -31,21 +33,14 @@ class BlockSums:
     epoch: int = 0
     requests_read: int = 0
 
-    def tick(self, everything: bool = False) -> np.ndarray:
-        """Retire the current generation; return the retired ones as block_io records.
-
-        ``everything`` (at stop) also reads the generation just retired: the probes are
-        about to be detached, so a request completing now is the only one that could race.
-        """
-        # the generation retired at the previous tick: no program has added to it since
-        keys = self._keys()
-        done = self._read([k for k in keys if int(k["epoch"]) != self.epoch])
-        retired, self.epoch = self.epoch, (self.epoch + 1) % EPOCHS
+    def tick(self) -> np.ndarray:
+        """Retire the current generation and return every retired one as block_io records."""
+        self.epoch = (self.epoch + 1) % EPOCHS
         self.set_epoch(self.epoch)
-        if not everything:
-            return done
-        rest = self._read([k for k in self._keys() if int(k["epoch"]) == retired])
-        return np.concatenate([done, rest])
+        # a program that read the old generation just before the flip is still adding to it for
+        # a microsecond at most (it runs with preemption off)
+        time.sleep(SETTLE_S)
+        return self._read([k for k in self._keys() if int(k["epoch"]) != self.epoch])
 
     def _keys(self) -> list[np.void]:
         nxt = self.sums.lib.lib.bpf_map_get_next_key
@@ -72,6 +67,7 @@ class BlockSums:
             if not len(used):
                 continue
             last = used[int(np.argmax(used["done_ns"]))]
+            named = used[used["comm"] != b""]
             r = out[n]
             r["issue_ns"] = used["issue_ns"].min()
             r["done_ns"] = last["done_ns"]
@@ -79,8 +75,10 @@ class BlockSums:
             for f in ("bytes", "busy_ns", "requests"):
                 r[f] = used[f].sum()
             r["max_ns"] = used["max_ns"].max()
-            for f in ("dev", "tgid", "tid", "rwbs", "comm"):
-                r[f] = last[f]
+            # who and where come from the key; the name from a CPU's slot that has one
+            r["tgid"], r["dev"], r["tid"] = k["tgid"], k["dev"], last["tid"]
+            r["rwbs"] = bytes([int(k["op"])]) if 0 < int(k["op"]) < 128 else b"?"
+            r["comm"] = named[-1]["comm"] if len(named) else b""
             n += 1
         self.requests_read += int(out["requests"][:n].sum())
         return out[:n]

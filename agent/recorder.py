@@ -208,6 +208,8 @@ class Recorder:
         while True:
             stopping = self._stop.is_set()
             flush_req = self._flush_req.is_set()
+            if flush_req:  # consumed here, where it was seen: a request set later gets its own pass
+                self._flush_req.clear()
             tick_mono = time.monotonic_ns()
             fullest = 0.0
             for name, reader in self._readers.items():
@@ -222,14 +224,13 @@ class Recorder:
             self._snapshot_memcgs(full, tick_mono)
             full = []
             now = time.monotonic()
-            if self._block_sums is not None and (stopping or now - last_sums >= 1.0):
+            if self._block_sums is not None and (stopping or flush_req or now - last_sums >= 1.0):
                 last_sums = now
-                sums = self._read_block_sums(stopping)
+                sums = self._read_block_sums()
                 if sums.size:
                     pending.setdefault("block_io", []).append(sums)
                     rows += len(sums)
             if stopping or flush_req or now - last_flush >= flush_every or rows >= self.config.flush_rows:
-                self._flush_req.clear()
                 self._clock = clock.sample(16)
                 everything = stopping or flush_req or now - last_complete >= hold_every
                 for name in list(pending):
@@ -260,11 +261,11 @@ class Recorder:
                 sleep = min(poll, max(0.0, last_flush + flush_every - time.monotonic()))
             self._waiter.wait(sleep)
 
-    def _read_block_sums(self, everything: bool) -> np.ndarray:
+    def _read_block_sums(self) -> np.ndarray:
         """The kernel's sums of fast block requests (one generation a second), as block_io records."""
         assert self._block_sums is not None
         try:
-            recs = self._block_sums.tick(everything)
+            recs = self._block_sums.tick()
         except Exception as e:     # counted and shown; the requests stay in the map for the next tick
             self.stats.last_error = f"block request sums: {e}"
             log.error("reading the block request sums failed: %s", e)

@@ -40,10 +40,13 @@ KP_RINGBUF(rb_block_io);
  * on each CPU: on a busy database host most requests take a fraction of a millisecond and a row
  * each would be most of what the recorder stores. The agent reads a generation once it is retired
  * and deletes it; a full table sends the request to the ring as its own row. */
-#define KP_BLOCK_AGG_KEYS 2048
+#define KP_BLOCK_AGG_KEYS 1024
 
+/* Not preallocated: a preallocated per-CPU table costs keys x CPUs x 96 bytes of kernel memory up
+ * front (12 MiB on a 128-CPU host) for the few dozen submitters a disk usually has. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, KP_BLOCK_AGG_KEYS);
 	__type(key, struct kp_block_key);
 	__type(value, struct kp_block_io);
@@ -148,6 +151,14 @@ static __always_inline bool kp_aggregate(struct kp_config *cfg, struct kp_issue_
 	__u64 lat = done - issue;
 	struct kp_block_io *a = bpf_map_lookup_elem(&block_agg, &k);
 	if (a) {
+		/* a per-CPU sum: the entry was created on another CPU, this CPU's slot starts zeroed */
+		if (!a->requests) {
+			a->sector = sector;
+			a->dev = dev;
+			a->tgid = st->tgid;
+			a->rwbs[0] = op;
+			__builtin_memcpy(a->comm, st->comm, KP_COMM_LEN);
+		}
 		a->requests += 1;
 		a->bytes += bytes;
 		a->busy_ns += lat;
