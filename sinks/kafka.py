@@ -211,11 +211,14 @@ class KafkaSink(Sink):
             self.counters.delivered_bytes += size
 
     def _to_spool(self, name: str, topic: str, rows: int, payload: bytes) -> None:
-        if self.spool.put(name, topic, self._key, rows, payload):
+        refused = self.spool.put(name, topic, self._key, rows, payload)
+        if refused is None:
             with self._lock:
                 self.counters.spooled_rows_total += rows
+        elif refused == "spool_full":
+            self._drop(rows, refused, f"spool at its bound of {self.config.spool_max_bytes} bytes")
         else:
-            self._drop(rows, "spool_full", f"spool at its bound of {self.config.spool_max_bytes} bytes")
+            self._drop(rows, refused, self.spool.last_error)
 
     def _drop(self, rows: int, reason: str, detail: str) -> None:
         with self._lock:
@@ -310,6 +313,7 @@ class KafkaSink(Sink):
                 "delivered_bytes": c.delivered_bytes, "in_flight_rows": c.in_flight_rows,
                 "spool_rows": c.spool_rows, "spool_bytes": c.spool_bytes, "spool_messages": c.spool_messages,
                 "spooled_rows_total": c.spooled_rows_total, "resent_rows": c.resent_rows,
-                "unconfirmed_rows": c.unconfirmed_rows,
+                "unconfirmed_rows": c.unconfirmed_rows, "spool_quarantined_files": self.spool.quarantined,
+                "spool_io_errors": self.spool.io_errors,
                 "dropped": dict(c.dropped), "dropped_total": sum(c.dropped.values()), "last_error": c.last_error,
             }
