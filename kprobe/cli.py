@@ -322,12 +322,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     from kprobe.query.client import QueryError
+    from kprobe.query.sql import SqlPolicy, SqlRefused, explain_failure
 
+    try:
+        sql = SqlPolicy(write=args.write, timeout_s=args.timeout).apply(args.query)
+    except SqlRefused as e:
+        return _die(f"query refused: {e}")
     store = _open(args)
     try:
-        out = store.query(args.query, args.format)
+        out = store.query(sql, args.format)
     except (QueryError, RuntimeError) as e:
-        return _die(f"query failed: {e}")
+        return _die(f"query failed: {explain_failure(str(e))}")
     sys.stdout.write(out.decode(errors="replace"))
     return 0
 
@@ -377,8 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_stats)
 
-    p = sub.add_parser("sql", help="run SQL against the store (tables: see `kprobe stats`)")
+    p = sub.add_parser("sql", help="run SQL against the store (tables: see `kprobe stats`); read-only unless --write",
+                       description="Run one SQL query. Read-only by default (ClickHouse readonly = 1: no INSERT, DDL, "
+                                   "file(), url(), executable(), INTO OUTFILE), bounded by --timeout.")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--write", action="store_true",
+                   help="allow statements that write (INSERT, ALTER, DROP, file()/url() table functions) and run "
+                        "them as written, without the timeout: they run with the recorder's privileges")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds a read-only query may run before it is stopped (default: %(default)s)")
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default: %(default)s)")
     p.add_argument("query")
     p.set_defaults(fn=cmd_sql)
