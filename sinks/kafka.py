@@ -64,6 +64,7 @@ class KafkaSinkConfig:
     linger_ms: int = 20
     compression: str = "lz4"
     drain_batch: int = 512  # spooled messages sent per round while draining
+    batch_key: bytes | None = None  # the deployment's batch key: keyed batch ids and an HMAC per batch (topics/wire.py)
 
 
 @dataclass
@@ -150,10 +151,11 @@ class KafkaSink(Sink):
             seq = self._seq
             self.counters.accepted_rows += rows
         lo, hi = wire.ts_range(chunk)
-        header = wire.BatchHeader(table, self.host, wire.batch_id(self.host, self.run_id, seq), seq, rows, lo, hi,
+        key = self.config.batch_key
+        header = wire.BatchHeader(table, self.host, wire.batch_id(self.host, self.run_id, seq, key), seq, rows, lo, hi,
                                   time.time_ns())
         try:
-            payload = wire.encode(header, chunk)
+            payload = wire.encode(header, chunk, key)
         except Exception as e:  # a column Arrow cannot represent: counted, never raised into the recorder
             self._drop(rows, "encode_error", f"{table}: {e}")
             return
