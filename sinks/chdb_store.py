@@ -100,7 +100,9 @@ class ChdbStore:
     def __post_init__(self) -> None:
         from chdb import session  # imported lazily: ~0.5 s, only commands that touch the store pay it
 
-        self.path.mkdir(parents=True, exist_ok=True)
+        from kprobe.datadir import private_dir
+
+        private_dir(self.path)  # 0700, ours, not a symlink: it holds the whole recording
         try:
             self._session = session.Session(f"{self.path / 'chdb'}?{AGENT_ENGINE}")
         except Exception as e:  # chDB raises plain RuntimeError for the lock
