@@ -205,6 +205,18 @@ class DiskSpool:
             self.bytes = max(0, self.bytes - size)
             self.messages = max(0, self.messages - 1)
 
+    def quarantine_item(self, item: Spooled, why: str) -> None:
+        """A message that read fine but can never be sent: out of the queue, kept for a post-mortem."""
+        with self._lock:
+            try:
+                size = item.path.stat().st_size
+            except OSError:
+                return
+            self._quarantine(item.path, why)
+            self.bytes = max(0, self.bytes - size)
+            self.messages = max(0, self.messages - 1)
+            self.rows = max(0, self.rows - item.rows)
+
     def remove(self, item: Spooled) -> None:
         with self._lock:
             try:
