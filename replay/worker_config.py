@@ -80,6 +80,13 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True):
         uid, _ = self.identity()
         if uid == 0:
             raise ConfigError("run_as_user is root: replays run unprivileged")
+        if os.geteuid() != 0:  # e.g. a pod with runAsUser: it can neither switch users nor make namespaces
+            if uid != os.geteuid():
+                raise ConfigError(f"the worker runs as uid {os.geteuid()}, not root: it can only replay as itself "
+                                  f"(set run_as_user = {os.geteuid()})")
+            if self.isolate:
+                raise ConfigError("isolate = true needs a worker started as root (namespaces); in a pod, set "
+                                  "isolate = false and isolate the pod instead (NetworkPolicy, read-only root)")
         return self
 
     def identity(self) -> tuple[int, int]:

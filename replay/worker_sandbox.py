@@ -67,7 +67,8 @@ def run_job(job: Job, timeout_s: float, work_root: Path):  # -> worker.ReplayRes
     work_root.mkdir(parents=True, exist_ok=True, mode=0o711)
     workdir = tempfile.mkdtemp(prefix="replay-", dir=work_root)
     try:
-        os.chown(workdir, job.uid, job.gid)
+        if os.geteuid() == 0:
+            os.chown(workdir, job.uid, job.gid)
         os.chmod(workdir, 0o700)
         job = msgspec.structs.replace(job, workdir=workdir)
         try:
@@ -134,7 +135,10 @@ def child_main() -> int:
         if job.isolate:
             isolate(job.workdir)
         os.chdir(job.workdir)  # before the switch: the path to it need not be traversable by the replay user
-        drop_privileges(job.uid, job.gid)
+        if os.geteuid() == 0:
+            drop_privileges(job.uid, job.gid)
+        elif os.geteuid() != job.uid:
+            raise OSError(f"worker runs as uid {os.geteuid()}, cannot replay as uid {job.uid}")
         res = ReplayEngine(log, job.argv, injections, strict=job.strict, cpu=job.cpu, env=clean_env(job.workdir),
                            deadline_ms=job.deadline_ms).run()
         out = ReplayResultMsg(
