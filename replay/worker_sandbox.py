@@ -11,7 +11,9 @@ private directory (``mkdtemp`` under ``work_root``, 0700, owned by the replay us
 3. drops every group and switches to the configured user (``setresgid``/``setresuid``), keeps
    ``PR_SET_NO_NEW_PRIVS`` (no setuid binary can give privilege back), and re-marks itself
    dumpable so it may still trace its own child (the kernel clears that flag on a uid change);
-4. runs the replay engine with a clean environment and prints the result as JSON.
+4. runs the replay engine with a clean environment and prints the result as JSON; what-if replays
+   use the engine of replay/worker_whatif.py, which answers calls with effects outside the process
+   (network, file changes, signals, forks, execs) that the recording does not hold with EPERM.
 
 So a what-if replay that lets a syscall run for real runs it as an unprivileged user, without a
 network, in a directory that is deleted afterwards. A crash, a hang past ``timeout_s`` or a
@@ -124,9 +126,9 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 def child_main() -> int:
     from kprobe.replay import log as rlog
-    from kprobe.replay.engine import ReplayEngine
     from kprobe.replay.inject import parse
     from kprobe.replay.worker import ReplayResultMsg
+    from kprobe.replay.worker_whatif import engine_class
 
     job = msgspec.json.decode(sys.stdin.buffer.read(), type=Job)
     try:
@@ -139,8 +141,9 @@ def child_main() -> int:
             drop_privileges(job.uid, job.gid)
         elif os.geteuid() != job.uid:
             raise OSError(f"worker runs as uid {os.geteuid()}, cannot replay as uid {job.uid}")
-        res = ReplayEngine(log, job.argv, injections, strict=job.strict, cpu=job.cpu, env=clean_env(job.workdir),
-                           deadline_ms=job.deadline_ms).run()
+        engine = engine_class(what_if=not job.strict)  # what-if: calls with outside effects answered EPERM
+        res = engine(log, job.argv, injections, strict=job.strict, cpu=job.cpu, env=clean_env(job.workdir),
+                     deadline_ms=job.deadline_ms).run()
         out = ReplayResultMsg(
             job.request_id, True, "", res.outcome, res.events_total, res.events_replayed, res.outputs_identical,
             [asdict(d) for d in res.divergences], [asdict(q) for q in res.requests], res.verdict, res.notes,

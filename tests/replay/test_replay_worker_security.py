@@ -205,3 +205,52 @@ def _replay_as_nobody(tmp_path: Path, exe: Path, out: Path, pid: int) -> None:
     assert res.events_replayed == res.events_total > 0
     assert not out.exists()  # the replay wrote nothing where the recording wrote
     assert not list((tmp_path / "work").glob("*"))
+
+
+def test_what_if_replay_refuses_calls_with_outside_effects(tmp_path: Path, probes_built: None) -> None:
+    """Under an injected delay the program takes a branch the recording never saw (create a file,
+    connect): the plain engine would run both for real; the worker's what-if engine answers EPERM."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
+    from kprobe.replay import log as rlog
+    from kprobe.replay.engine import ReplayEngine
+    from kprobe.replay.inject import parse
+    from kprobe.replay.record import ReplayRecorder
+    from kprobe.replay.worker_whatif import SafeWhatIfEngine
+
+    exe = tmp_path / "whatif_branch"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(WORKLOADS / "whatif_branch.c")], check=True)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    marker = tmp_path / "MARKER"
+    argv = [str(exe), str(tmp_path / "data.bin"), str(marker), str(port)]
+    rec = ReplayRecorder(tmp_path / "data" / "replay" / "s")
+    try:
+        p = rec.start(argv)
+        assert p.wait() == 0
+    finally:
+        rec.stop()
+    assert not marker.exists()  # recorded on the fast path
+    log = rlog.load(tmp_path / "data" / "replay" / "s", p.pid)
+    fsync_fd = next(e.args[0] & 0xFFFFFFFF for e in log.events if e.nr == 74)
+    delay = [parse(f"delay every fsync to fd {fsync_fd} by 500 ms")]
+
+    def accepted() -> bool:
+        try:
+            listener.accept()[0].close()
+            return True
+        except TimeoutError:
+            return False
+
+    try:
+        safe = SafeWhatIfEngine(log, argv, list(delay), strict=False).run()
+        assert not marker.exists() and not accepted(), safe.notes
+        assert any("open for writing" in n for n in safe.notes) and any("network" in n for n in safe.notes), safe.notes
+        # the same what-if on the plain engine does both for real: the test can tell the difference
+        ReplayEngine(log, argv, [parse(f"delay every fsync to fd {fsync_fd} by 500 ms")], strict=False).run()
+        assert marker.exists() and accepted()
+    finally:
+        listener.close()
