@@ -41,7 +41,7 @@ def test_agent_sink_starts_on_a_corrupt_spool_and_reports_it(tmp_path: Path) -> 
     sink = KafkaSink(KafkaSinkConfig("127.0.0.1:1", tmp_path, message_timeout_ms=1000), topics_ready=False)
     try:
         snap = sink.snapshot()
-        assert snap["spool_quarantined_files"] == 4 and snap["spool_messages"] == 1 and snap["mode"] == "spooling"
+        assert snap["spool_quarantined_files"] == 4 and snap["spool_messages"] == 1 and snap["spool_rows"] == 4
     finally:
         sink.close(timeout=2)
 
