@@ -212,6 +212,7 @@ def _wait_for_stop(stop: threading.Event, duration: float | None) -> None:
 def cmd_record(args: argparse.Namespace) -> int:
     if (rc := _preflight(args.data)) is not None:
         return rc
+    os.umask(0o077)  # the store, replay logs, spool and status files: owner only (SECURITY.md)
     watching = bool(args.watch_pid or args.watch_comm)
     if args.watch_comm:
         from kprobe.agent.proc_scan import pids_by_comm
@@ -246,6 +247,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _die("kprobe run needs a command after --, e.g. kprobe run -- sleep 1")
     if (rc := _preflight(args.data)) is not None:
         return rc
+    from kprobe.run_as import RunAsError, invoking_user, switch_to
+
+    try:
+        user = None if args.as_root else invoking_user()
+    except RunAsError as e:
+        return _die(str(e))
+    umask = os.umask(0o077)  # the recording is owner only; the command gets the caller's umask back
     session = _start_session(args, watching=True)
     replay_capture = start_replay_capture(args, session)
     if replay_capture:
@@ -257,6 +265,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.read(gate_r, 1)
         if replay_capture:  # its replay starts with fds 0-2 only: so must the recorded run
             close_inherited_fds()
+        os.umask(umask)
+        try:
+            if user is not None:
+                switch_to(user)
+        except OSError as e:
+            print(f"kprobe: cannot switch to uid {user.uid}: {e}", file=sys.stderr)
+            os._exit(126)
         try:
             os.execvp(args.command[0], args.command)
         except OSError as e:
@@ -342,12 +357,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     from kprobe.query.client import QueryError
+    from kprobe.query.sql import SqlPolicy, SqlRefused, explain_failure
 
+    try:
+        sql = SqlPolicy(write=args.write, timeout_s=args.timeout).apply(args.query)
+    except SqlRefused as e:
+        return _die(f"query refused: {e}")
     store = _open(args)
     try:
-        out = store.query(args.query, args.format)
+        out = store.query(sql, args.format)
     except (QueryError, RuntimeError) as e:
-        return _die(f"query failed: {e}")
+        return _die(f"query failed: {explain_failure(str(e))}")
     sys.stdout.write(out.decode(errors="replace"))
     return 0
 
@@ -378,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="kprobe run [options] -- COMMAND [ARGS...]; exits with the command's status.",
                        epilog=CAPTURE_POLICY, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_capture_args(p, "full")
+    p.add_argument("--as-root", action="store_true",
+                   help="run the command as root; by default, under sudo, it runs as the user who invoked sudo "
+                        "(SUDO_UID/SUDO_GID, with that user's groups, HOME, USER and LOGNAME)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(fn=cmd_run)
 
@@ -397,8 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_stats)
 
-    p = sub.add_parser("sql", help="run SQL against the store (tables: see `kprobe stats`)")
+    p = sub.add_parser("sql", help="run SQL against the store (tables: see `kprobe stats`); read-only unless --write",
+                       description="Run one SQL query. Read-only by default (ClickHouse readonly = 1: no INSERT, DDL, "
+                                   "file(), url(), executable(), INTO OUTFILE), bounded by --timeout.")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--write", action="store_true",
+                   help="allow statements that write (INSERT, ALTER, DROP, file()/url() table functions) and run "
+                        "them as written, without the timeout: they run with the recorder's privileges")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds a read-only query may run before it is stopped (default: %(default)s)")
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default: %(default)s)")
     p.add_argument("query")
     p.set_defaults(fn=cmd_sql)

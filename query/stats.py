@@ -41,6 +41,9 @@ def render_kafka(k: dict) -> list[str]:
              f"{k['resent_rows']} rows"]
     if k.get("unconfirmed_rows"):
         lines.append(f"  acknowledged without an offset, sent again: {k['unconfirmed_rows']} rows")
+    if k.get("spool_quarantined_files") or k.get("spool_io_errors"):
+        lines.append(f"  spool: {k.get('spool_quarantined_files', 0)} corrupt or unsendable files quarantined "
+                     f"(DATA/spool/quarantine), {k.get('spool_io_errors', 0)} writes refused by the disk")
     for reason, n in k.get("dropped", {}).items():
         lines.append(f"  dropped ({reason}): {n}")
     return lines
@@ -137,7 +140,10 @@ def _otel_lines(otel: dict | None) -> list[str]:
            f"  requests {otel['requests']}, rejected as malformed {otel['requests_rejected_malformed']}, "
            f"answered retry-later {otel['requests_sink_errors']}",
            f"  card numbers masked {otel['values_masked']}, sensitive attributes dropped "
-           f"{otel['sensitive_attributes_dropped']}"]
+           f"{otel['sensitive_attributes_dropped']}",
+           f"  span times clamped to now's window {otel.get('spans_time_clamped', 0)}, http connections refused "
+           f"(cap) {otel.get('http_connections_refused', 0)}, http requests cut (deadline) "
+           f"{otel.get('http_deadline_exceeded', 0)}"]
     if otel.get("last_error"):
         out.append(f"  last span write error: {otel['last_error']}")
     return out
