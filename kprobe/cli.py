@@ -171,13 +171,15 @@ def _die(msg: str) -> int:
     return 2
 
 
-def _preflight(data: Path) -> int | None:
+def _preflight(data: Path, replayable: bool = False) -> int | None:
     from kprobe.agent.preflight import PreflightError, check_all
 
     try:
-        check_all(data)
+        report = check_all(data, replayable)
     except PreflightError as e:
         return _die(str(e))
+    for w in report.warnings():  # what runs degraded for want of a capability (also in kprobe stats)
+        print(f"kprobe: warning: {w}", file=sys.stderr)
     return None
 
 
@@ -210,7 +212,7 @@ def _wait_for_stop(stop: threading.Event, duration: float | None) -> None:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    if (rc := _preflight(args.data)) is not None:
+    if (rc := _preflight(args.data, getattr(args, "replayable", False))) is not None:
         return rc
     watching = bool(args.watch_pid or args.watch_comm)
     if args.watch_comm:
@@ -244,7 +246,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.command:
         return _die("kprobe run needs a command after --, e.g. kprobe run -- sleep 1")
-    if (rc := _preflight(args.data)) is not None:
+    if (rc := _preflight(args.data, getattr(args, "replayable", False))) is not None:
         return rc
     session = _start_session(args, watching=True)
     replay_capture = start_replay_capture(args, session)

@@ -61,6 +61,19 @@ def render_dataflows(flows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render_capabilities(caps: dict) -> list[str]:
+    """The recorder's capabilities and, per feature, the missing ones and what runs without them."""
+    if not caps:
+        return []
+    held = caps.get("held", [])
+    relevant = [c for c in ("BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "SYS_ADMIN") if c in held]
+    lines = ["", f"capabilities: {', '.join('CAP_' + c for c in relevant) or 'none of those kprobe uses'} "
+                 f"({len(held)} held in all)"]
+    for feat, missing in caps.get("missing", {}).items():
+        lines.append(f"  missing {', '.join('CAP_' + c for c in missing)} for {feat}: {caps['degraded'][feat]}")
+    return lines
+
+
 def render(data: dict) -> str:
     rec = data["recorder"]
     lines = []
@@ -116,6 +129,7 @@ def render(data: dict) -> str:
                 lines.append(f"  NOT attached {a['section']}: {a['error'][:160]}")
     for probe, err in rec.get("load_errors", {}).items():
         lines.append(f"  probe {probe} not loaded: {err[:160]}")
+    lines += render_capabilities(rec.get("capabilities") or {})
     clk = rec.get("clock")
     if clk:
         lines.append(f"clock: {clk['method']}, error bound ±{clk['error_ns']} ns")

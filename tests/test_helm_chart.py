@@ -189,11 +189,11 @@ def test_default_agent_is_least_privilege(rendered):
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["hostNetwork"] is False and spec["hostPID"] is True
     assert spec["automountServiceAccountToken"] is False
-    # only what the agent reads or writes on the host: BTF and cgroups read-only, its data directory
+    # only what the agent reads or writes on the host: BTF, cgroups and tracefs read-only, its data directory
     host = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-    assert host == {"/sys/kernel/btf", "/sys/fs/cgroup", "/var/lib/kprobe"}
+    assert host == {"/sys/kernel/btf", "/sys/fs/cgroup", "/sys/kernel/tracing", "/var/lib/kprobe"}
     ro = {m["mountPath"] for m in c["volumeMounts"] if m.get("readOnly")}
-    assert {"/sys/kernel/btf", "/sys/fs/cgroup"} <= ro
+    assert {"/sys/kernel/btf", "/sys/fs/cgroup", "/sys/kernel/tracing"} <= ro
 
 
 @pytest.mark.parametrize("values", MATRIX)
