@@ -62,6 +62,8 @@ class RecorderStats:
     memcg_snapshots: dict[str, int] = field(default_factory=dict)
     # fast block requests summed in the kernel (agent/block_sums.py): block_io rows made of sums, requests in them
     block_sums: dict[str, int] = field(default_factory=dict)
+    # processes in containers / pods / named by the kubelet, kubelet fetches and errors (agent/pod_identity.py)
+    pod_identity: dict = field(default_factory=dict)
     # held capabilities, and per feature the missing ones and what degrades (agent/capabilities.py)
     capabilities: dict = field(default_factory=dict)
     last_written_mono_ns: int = 0

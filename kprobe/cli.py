@@ -119,9 +119,13 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
 
     add_otlp_args(p)
     p.add_argument("--replayable", action="store_true", help="also record what `kprobe replay` needs (see its --help)")
+    from kprobe.agent.pod_args import add_kubelet_args
+
+    add_kubelet_args(p)
 
 
 def _recorder_config(args: argparse.Namespace, watching: bool):
+    from kprobe.agent.pod_args import kubelet_config
     from kprobe.agent.probeset import ProbeConfig
     from kprobe.agent.recorder import RecorderConfig
 
@@ -163,6 +167,7 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
         writer_nice=args.writer_nice,
         retention_s=args.retention,
         retention_bytes=args.retention_mb << 20,
+        kubelet=kubelet_config(args),
     )
 
 
