@@ -36,6 +36,7 @@ CAP_NUMBERS: dict[str, int] = {
     "AUDIT_CONTROL": 30, "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
     "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
 }
+RELEVANT = ("BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "SYS_ADMIN")   # the ones any feature here uses
 MEMCG_BPF_ACCOUNTING = (5, 11)   # kernels before this charge BPF maps to RLIMIT_MEMLOCK
 
 
@@ -128,9 +129,11 @@ class CapabilityReport:
     def error(self) -> str:
         """The start-up error when nothing can be attached, naming exactly the missing capabilities."""
         need = self.missing.get(PROBES.name, [])
+        held = [c for c in RELEVANT if c in self.held]
         return (f"cannot load eBPF probes: missing capabilities {', '.join(map(cap_name, need))} "
-                f"(held: {', '.join(map(cap_name, self.held)) or 'none'}); run as root, or give the agent "
-                f"container {' + '.join(map(cap_name, need))} (CAP_SYS_ADMIN instead on kernels before 5.8)")
+                f"(held: {', '.join(map(cap_name, held)) or 'none'} of those kprobe uses, {len(self.held)} in all); "
+                "loading eBPF probes needs root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8): "
+                "run with sudo, or give the agent container those capabilities")
 
     def warnings(self) -> list[str]:
         return [f"without {', '.join(map(cap_name, self.missing[f]))}: {f}: {self.degraded[f]}"

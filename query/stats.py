@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kprobe.agent.capabilities import RELEVANT
 from kprobe.query.timefmt import format_ts
 from kprobe.schemas.tables import EVENT_TYPES
 
@@ -66,7 +67,7 @@ def render_capabilities(caps: dict) -> list[str]:
     if not caps:
         return []
     held = caps.get("held", [])
-    relevant = [c for c in ("BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "SYS_ADMIN") if c in held]
+    relevant = [c for c in RELEVANT if c in held]
     lines = ["", f"capabilities: {', '.join('CAP_' + c for c in relevant) or 'none of those kprobe uses'} "
                  f"({len(held)} held in all)"]
     for feat, missing in caps.get("missing", {}).items():

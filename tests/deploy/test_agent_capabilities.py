@@ -91,7 +91,7 @@ def test_agent_names_exactly_the_missing_capabilities(tmp_path, probes_built, wi
     p = subprocess.run([*_drop_to(grantable), sys.executable, "-m", "kprobe", "record", "--duration", "1",
                         "--data", str(data), "--no-otlp"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
-    m = re.search(r"missing capabilities ([A-Z_, ]+) \(held: ([^)]*)\)", p.stderr)
+    m = re.search(r"missing capabilities ([A-Z_, ]+) \(held: ([^)]*) of those kprobe uses", p.stderr)
     assert m, p.stderr
     assert m.group(1).split(", ") == [f"CAP_{c}" for c in ("BPF", "PERFMON") if c in without]
     assert sorted(m.group(2).split(", ")) == sorted(f"CAP_{c}" for c in grantable) or (
