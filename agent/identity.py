@@ -167,7 +167,11 @@ class IdentityCache:
         idents = [self.get(int(t)) if t else None for t in uniq.tolist()]
         out = {}
         for k, attr in zip(names, ("service", "namespace", "pod_name"), strict=True):
-            out[k] = np.array([getattr(i, attr) if i else "" for i in idents], dtype=object)[inverse]
+            vals = [getattr(i, attr) if i else "" for i in idents]
+            if len(set(vals)) == 1:   # outside Kubernetes namespace and pod are '' throughout: no gather
+                out[k] = _constant(tgids.size, vals[0])
+            else:
+                out[k] = np.array(vals, dtype=object)[inverse]
         return out
 
     def services(self, tgids: np.ndarray) -> np.ndarray:
