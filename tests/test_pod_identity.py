@@ -155,3 +155,17 @@ def test_unreachable_or_refusing_kubelet_is_counted_and_backs_off(cgroup_roots, 
     # nothing listens: refused, counted
     port_free = PodDirectory(KubeletConfig("http://127.0.0.1:9", None, None, timeout_s=1.0), {})
     assert port_free.lookup(UID) is None and port_free.counters["kubelet_errors"] == 1
+
+
+def test_pod_identity_and_capabilities_reach_the_agents_metrics():
+    """Scraped on Kubernetes, where nobody runs `kprobe stats`: kubelet failures and degraded features."""
+    from kprobe.agent.kafka_session import identity_metrics
+    from kprobe.prometheus import render
+
+    text = render(identity_metrics({
+        "pod_identity": {"kubelet_errors": 3, "processes_in_pods": 5, "processes_named_by_kubelet": 4},
+        "capabilities": {"missing": {"other processes' /proc details": ["SYS_PTRACE"]}}}))
+    assert "kprobe_agent_kubelet_errors_total 3" in text
+    assert 'kprobe_agent_processes_in_pods_total{named="false"} 1' in text
+    assert ('kprobe_agent_capability_missing{capability="CAP_SYS_PTRACE",'
+            'feature="other processes\' /proc details"} 1') in text
