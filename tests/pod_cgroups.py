@@ -126,7 +126,7 @@ def _pod(uid: str, ns: str, name: str, labels: dict, owner: tuple[str, str] | No
 class Kubelet:
     """A real HTTP server answering GET /pods with a PodList, and 401 without the bearer token."""
 
-    def __init__(self, token: str = "sa-token") -> None:
+    def __init__(self, token: str = "sa-token", tls: tuple[Path, Path] | None = None) -> None:
         self.pods: list[dict] = []
         self.requests = 0
         outer = self
@@ -149,7 +149,15 @@ class Kubelet:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:   # (certificate, key): https like the kubelet's port 10250
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

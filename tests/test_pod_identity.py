@@ -169,3 +169,31 @@ def test_pod_identity_and_capabilities_reach_the_agents_metrics():
     assert 'kprobe_agent_processes_in_pods_total{named="false"} 1' in text
     assert ('kprobe_agent_capability_missing{capability="CAP_SYS_PTRACE",'
             'feature="other processes\' /proc details"} 1') in text
+
+
+def test_https_kubelet_with_a_self_signed_certificate(tmp_path):
+    """The chart's default: https on the kubelet port with the token; a self-signed serving
+    certificate is refused unless its CA is given or verification is switched off."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.fail("openssl is needed to make the test kubelet's certificate")
+    cert, key = tmp_path / "kubelet.crt", tmp_path / "kubelet.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=node-1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    k = Kubelet(tls=(cert, key))
+    try:
+        k.pods = [_pod(UID, "payments", "web-1", {}, None, [(CID["a"], "web", "containerd")])]
+        tok = tmp_path / "token"
+        tok.write_text("sa-token")
+        verified = PodDirectory(KubeletConfig(k.url, tok, cert), {})
+        assert verified.lookup(UID) is not None and verified.by_uid[UID].name == "web-1"
+        insecure = PodDirectory(KubeletConfig(k.url, tok, None, insecure_tls=True), {})
+        assert insecure.lookup(UID) is not None
+        strict = PodDirectory(KubeletConfig(k.url, tok, None), {})
+        assert strict.lookup(UID) is None
+        assert "CERTIFICATE_VERIFY_FAILED" in strict.counters["kubelet_last_error"]
+    finally:
+        k.close()
