@@ -62,6 +62,22 @@ def agent_metrics(stats: dict) -> list[Metric]:
         Metric("kprobe_agent_spool_bytes", "bytes in the disk spool", "gauge", (({}, k.get("spool_bytes", 0)),)),
         Metric("kprobe_agent_spooling", "1 while Kafka is unreachable and messages go to disk", "gauge",
                (({}, 1 if k.get("mode") == "spooling" else 0),)),
+        *identity_metrics(stats),
+    ]
+
+
+def identity_metrics(stats: dict) -> list[Metric]:
+    """Pod identity (kubelet fetches that failed) and the capability self-check: what degrades, per feature."""
+    p, caps = stats.get("pod_identity", {}), stats.get("capabilities", {})
+    return [
+        Metric("kprobe_agent_kubelet_errors_total", "kubelet pod list fetches that failed (pod names missing)",
+               "counter", (({}, p.get("kubelet_errors", 0)),)),
+        Metric("kprobe_agent_processes_in_pods_total", "processes found in a pod's cgroup, and named by the kubelet",
+               "counter", (({"named": "false"}, p.get("processes_in_pods", 0) - p.get("processes_named_by_kubelet", 0)),
+                           ({"named": "true"}, p.get("processes_named_by_kubelet", 0)))),
+        Metric("kprobe_agent_capability_missing", "1 per feature degraded for want of a capability", "gauge",
+               tuple(({"feature": f, "capability": "+".join("CAP_" + c for c in m)}, 1)
+                     for f, m in caps.get("missing", {}).items()) or (({"feature": "none", "capability": "none"}, 0),)),
     ]
 
 

@@ -23,8 +23,9 @@ import numpy as np
 
 from kprobe.agent import clock, row_checks
 from kprobe.agent.block_sums import BlockSums
-from kprobe.agent.identity import IdentityCache
+from kprobe.agent.identity import IdentityCache, processes_columns
 from kprobe.agent.memcg_members import MemcgMembers
+from kprobe.agent.pod_identity import KubeletConfig, pod_directory
 from kprobe.agent.probeset import ProbeConfig, ProbeSet
 from kprobe.agent.ring_wait import RingWaiter
 from kprobe.agent.ringbuf import RingReader
@@ -65,6 +66,7 @@ class RecorderConfig:
     retention_s: float | None = 6 * 3600
     retention_bytes: int | None = 2 << 30
     status_path: Path | None = None
+    kubelet: KubeletConfig | None = None   # names processes' pods (agent/pod_identity.py); None: cgroup ids only
 
     @property
     def drains_early(self) -> bool:
@@ -117,6 +119,8 @@ class Recorder:
 
     def __post_init__(self) -> None:
         self._queue = queue.Queue(maxsize=self.config.queue_batches)
+        counters = self.stats.pod_identity
+        self._identities = IdentityCache(pods=pod_directory(self.config.kubelet, counters), counters=counters)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Recorder:
@@ -339,9 +343,7 @@ class Recorder:
                 self._identities.forget(execs)
             tg = cols.get("tgid", cols.get("victim_pid"))
             cols["host"] = constant_column(len(batch.records), self.host)
-            cols["service"] = self._identities.services(tg) if tg is not None else constant_column(
-                len(batch.records), ""
-            )
+            cols.update(self._identities.enrich(tg, len(batch.records)))  # service, namespace, pod
             n = self.sink.write(et.name, cols)
             self.stats.written[et.name] = self.stats.written.get(et.name, 0) + n
             self._write_identities()
@@ -371,19 +373,7 @@ class Recorder:
         new = self._identities.take_new()
         if not new:
             return
-        now = time.time_ns()
-        cols = {
-            "ts": np.full(len(new), now, dtype=np.uint64),
-            "host": np.full(len(new), self.host, dtype=object),
-            "tgid": np.array([i.tgid for i in new], dtype=np.uint32),
-            "comm": np.array([i.comm for i in new], dtype=object),
-            "exe": np.array([i.exe for i in new], dtype=object),
-            "cmdline": np.array([i.cmdline for i in new], dtype=object),
-            "cgroup": np.array([i.cgroup for i in new], dtype=object),
-            "container_id": np.array([i.container_id for i in new], dtype=object),
-            "service": np.array([i.service for i in new], dtype=object),
-        }
-        self.sink.write("processes", cols)
+        self.sink.write("processes", processes_columns(new, self.host, time.time_ns()))
 
     def _apply_retention(self) -> None:
         c = self.config

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kprobe.agent import capabilities
 from kprobe.agent.clock import ClockSync
 from kprobe.schemas import layouts as L
 from kprobe.schemas.tables import EVENT_TYPES
@@ -61,6 +62,10 @@ class RecorderStats:
     memcg_snapshots: dict[str, int] = field(default_factory=dict)
     # fast block requests summed in the kernel (agent/block_sums.py): block_io rows made of sums, requests in them
     block_sums: dict[str, int] = field(default_factory=dict)
+    # processes in containers / pods / named by the kubelet, kubelet fetches and errors (agent/pod_identity.py)
+    pod_identity: dict = field(default_factory=dict)
+    # held capabilities, and per feature the missing ones and what degrades (agent/capabilities.py)
+    capabilities: dict = field(default_factory=dict)
     last_written_mono_ns: int = 0
     finished: bool = False
 
@@ -76,6 +81,7 @@ class RecorderStats:
                        "send_recv_hooks": c.every_send_recv,
                        "ring_kb": {e.name: c.ring_size(e.name) >> 10 for e in probes.loaded_event_types()}}
         self.clock = clk
+        self.capabilities = capabilities.check().to_dict()
 
     def update_kernel(self, probes: ProbeSet) -> None:
         drops = probes.drops()

@@ -119,9 +119,13 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
 
     add_otlp_args(p)
     p.add_argument("--replayable", action="store_true", help="also record what `kprobe replay` needs (see its --help)")
+    from kprobe.agent.pod_args import add_kubelet_args
+
+    add_kubelet_args(p)
 
 
 def _recorder_config(args: argparse.Namespace, watching: bool):
+    from kprobe.agent.pod_args import kubelet_config
     from kprobe.agent.probeset import ProbeConfig
     from kprobe.agent.recorder import RecorderConfig
 
@@ -163,6 +167,7 @@ def _recorder_config(args: argparse.Namespace, watching: bool):
         writer_nice=args.writer_nice,
         retention_s=args.retention,
         retention_bytes=args.retention_mb << 20,
+        kubelet=kubelet_config(args),
     )
 
 
@@ -171,13 +176,15 @@ def _die(msg: str) -> int:
     return 2
 
 
-def _preflight(data: Path) -> int | None:
+def _preflight(data: Path, replayable: bool = False) -> int | None:
     from kprobe.agent.preflight import PreflightError, check_all
 
     try:
-        check_all(data)
+        report = check_all(data, replayable)
     except PreflightError as e:
         return _die(str(e))
+    for w in report.warnings():  # what runs degraded for want of a capability (also in kprobe stats)
+        print(f"kprobe: warning: {w}", file=sys.stderr)
     return None
 
 
@@ -210,7 +217,7 @@ def _wait_for_stop(stop: threading.Event, duration: float | None) -> None:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    if (rc := _preflight(args.data)) is not None:
+    if (rc := _preflight(args.data, getattr(args, "replayable", False))) is not None:
         return rc
     os.umask(0o077)  # the store, replay logs, spool and status files: owner only (SECURITY.md)
     watching = bool(args.watch_pid or args.watch_comm)
@@ -245,7 +252,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.command:
         return _die("kprobe run needs a command after --, e.g. kprobe run -- sleep 1")
-    if (rc := _preflight(args.data)) is not None:
+    if (rc := _preflight(args.data, getattr(args, "replayable", False))) is not None:
         return rc
     from kprobe.run_as import RunAsError, invoking_user, switch_to
 

@@ -68,6 +68,8 @@ def _task(r: dict, role: str) -> str:
 def summary(r: dict) -> str:
     t = r["type"]
     who = f"{r.get('comm') or r.get('service', '')} {r.get('tgid', '')}/{r.get('tid', '')}".strip()
+    if r.get("pod"):  # the process's Kubernetes pod (agent/pod_identity.py)
+        who += f" [pod {r.get('namespace', '')}/{r['pod']}]"
     if t == "offcpu":
         extra = ""
         if r["reason"] == "preempted":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kprobe.agent.capabilities import RELEVANT
 from kprobe.query.timefmt import format_ts
 from kprobe.schemas.tables import EVENT_TYPES
 
@@ -64,6 +65,35 @@ def render_dataflows(flows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render_capabilities(caps: dict) -> list[str]:
+    """The recorder's capabilities and, per feature, the missing ones and what runs without them."""
+    if not caps:
+        return []
+    held = caps.get("held", [])
+    relevant = [c for c in RELEVANT if c in held]
+    lines = ["", f"capabilities: {', '.join('CAP_' + c for c in relevant) or 'none of those kprobe uses'} "
+                 f"({len(held)} held in all)"]
+    for feat, missing in caps.get("missing", {}).items():
+        lines.append(f"  missing {', '.join('CAP_' + c for c in missing)} for {feat}: {caps['degraded'][feat]}")
+    return lines
+
+
+def render_pod_identity(p: dict) -> list[str]:
+    """Processes found in containers and pods (cgroup paths), named through the kubelet, its errors."""
+    if not p:
+        return []
+    line = (f"pod identity: {p.get('processes_in_containers', 0)} processes in containers, "
+            f"{p.get('processes_in_pods', 0)} in pods, {p.get('processes_named_by_kubelet', 0)} named by the kubelet")
+    if "kubelet_fetches" in p:
+        line += (f"; kubelet: {p['kubelet_fetches']} fetches, {p.get('kubelet_errors', 0)} failed, "
+                 f"{p.get('kubelet_pods', 0)} pods listed, {p.get('pod_uids_unknown_to_kubelet', 0)} lookups of "
+                 "pods it did not list")
+    lines = ["", line]
+    if p.get("kubelet_last_error"):
+        lines.append(f"  kubelet last error: {p['kubelet_last_error'][:200]}")
+    return lines
+
+
 def render(data: dict) -> str:
     rec = data["recorder"]
     lines = []
@@ -119,6 +149,8 @@ def render(data: dict) -> str:
                 lines.append(f"  NOT attached {a['section']}: {a['error'][:160]}")
     for probe, err in rec.get("load_errors", {}).items():
         lines.append(f"  probe {probe} not loaded: {err[:160]}")
+    lines += render_capabilities(rec.get("capabilities") or {})
+    lines += render_pod_identity(rec.get("pod_identity") or {})
     clk = rec.get("clock")
     if clk:
         lines.append(f"clock: {clk['method']}, error bound ±{clk['error_ns']} ns")

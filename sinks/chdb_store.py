@@ -141,7 +141,9 @@ class ChdbStore:
             return 0
         with self._lock:
             settings = f" SETTINGS {self._settings}" if self._settings else ""
-            self._session.query(f"INSERT INTO {table} SELECT * FROM Python(tbl){settings}")
+            # named: a caller that predates a column (the pod identity ones) stores its default
+            names = ", ".join(f"`{c}`" for c in tbl.column_names)
+            self._session.query(f"INSERT INTO {table} ({names}) SELECT * FROM Python(tbl){settings}")
         return tbl.num_rows
 
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
