@@ -309,16 +309,26 @@ def test_every_selector_matches_its_pod_template(rendered):
                 assert sel.items() <= d["spec"]["template"]["metadata"]["labels"].items(), d["metadata"]["name"]
 
 
-def test_bundled_matrix_has_every_optional_part(rendered, monkeypatch):
+def test_bundled_matrix_has_every_optional_part(rendered, monkeypatch, tmp_path):
     kinds = index(docs_of(rendered["bundled"]))
     sm = kinds[("ServiceMonitor", FN)]
     assert sm["metadata"]["labels"]["release"] == "prometheus"
     replay = kinds[("Deployment", f"{FN}-replay")]
     from kprobe.replay import worker
+    from kprobe.replay.worker_config import load_config
 
+    # the worker's configuration comes from the chart's ConfigMap, mounted where its --config points
+    mount = next(m for m in replay["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] == "config")
+    conf = kinds[("ConfigMap", f"{FN}-replay")]["data"]
+    args = [a.replace(mount["mountPath"], str(tmp_path)) for a in _args(replay)]
+    for name, text in conf.items():
+        (tmp_path / name).write_text(text)
+    cfg = load_config(tmp_path / "replay-worker.json")
+    assert cfg.binaries == ["/var/lib/kprobe/bin/settlement-svc"] and cfg.identity()[0] == 10001 and not cfg.isolate
     seen = []
-    monkeypatch.setattr(worker, "run", lambda *a: seen.append(a))
-    assert worker.main(_args(replay)) == 0
+    monkeypatch.setattr(worker, "run", lambda *a, **kw: seen.append((*a, kw)))
+    assert worker.main(args) == 0
+    assert seen[0][-1]["config"].binaries == cfg.binaries
     assert seen[0][0] == build_parser().parse_args(_args(kinds[("DaemonSet", f"{FN}-agent")])).kafka
     ingest = build_parser().parse_args(_args(kinds[("Deployment", f"{FN}-ingest")]))
     assert (ingest.workers, ingest.processes) == (4, 2)
