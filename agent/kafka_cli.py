@@ -23,7 +23,7 @@ def add_kafka_args(p: argparse.ArgumentParser) -> None:
                         "dataflow checks, so nobody else writing to the topics can forge or pre-claim batches")
 
 
-def start_kafka_session(args: argparse.Namespace, config):
+def start_kafka_session(args: argparse.Namespace, config, after_probes=None):
     from kprobe.agent.kafka_session import KafkaSession
     from kprobe.sinks.kafka import KafkaSinkConfig
     from kprobe.topics.wire import load_batch_key
@@ -31,4 +31,5 @@ def start_kafka_session(args: argparse.Namespace, config):
     key = load_batch_key(args.batch_key_file) if getattr(args, "batch_key_file", None) else None
     sink = KafkaSinkConfig(brokers=args.kafka, spool_dir=args.data / "spool", spool_max_bytes=args.spool_mb << 20,
                            prefix=args.kafka_prefix, batch_key=key)
-    return KafkaSession(args.data, config, sink, metrics_port=args.metrics_port, metrics_bind=args.metrics_bind).start()
+    return KafkaSession(args.data, config, sink, metrics_port=args.metrics_port, metrics_bind=args.metrics_bind,
+                        after_probes=after_probes).start()

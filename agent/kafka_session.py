@@ -8,10 +8,12 @@ Prometheus endpoint exposes the same numbers for the node's scraper.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kprobe.agent.control import ControlServer
+from kprobe.agent.probeset import ProbeSet
 from kprobe.agent.recorder import Recorder, RecorderConfig
 from kprobe.agent.status import RecorderStats
 from kprobe.malloc import keep_freed_memory
@@ -93,8 +95,19 @@ class KafkaSession:
     sink_config: KafkaSinkConfig
     metrics_port: int | None = None  # None: no endpoint; 0: any free port
     metrics_bind: str = "127.0.0.1"
+    after_probes: Callable[[], None] | None = None  # as EmbeddedSession.after_probes
 
     def start(self) -> KafkaSession:
+        probes = ProbeSet(self.config.probes).open()
+        try:
+            if self.after_probes is not None:
+                self.after_probes()  # before librdkafka's threads: capabilities are per thread
+            return self._start(probes)
+        except BaseException:
+            probes.close()
+            raise
+
+    def _start(self, probes: ProbeSet) -> KafkaSession:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         keep_freed_memory(trim_bytes=256 << 20)  # multi-MB batches without page faults (kprobe/malloc.py)
         ready = True
@@ -106,7 +119,7 @@ class KafkaSession:
         self.sink = KafkaSink(self.sink_config, topics_ready=ready)
         self.config.status_path = self.data_dir / "status.json"
         self.recorder = Recorder(self.config, self.sink, stats=KafkaRecorderStats(sink=self.sink))
-        self.recorder.start()
+        self.recorder.start(probes)
         self.control = ControlServer(self.data_dir, _no_store, self.stats).start()
         self.metrics = None
         if self.metrics_port is not None:

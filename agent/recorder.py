@@ -123,8 +123,10 @@ class Recorder:
         self._identities = IdentityCache(pods=pod_directory(self.config.kubelet, counters), counters=counters)
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> Recorder:
-        self.probes = ProbeSet(self.config.probes).open()
+    def start(self, probes: ProbeSet | None = None) -> Recorder:
+        """Start draining ``probes`` (opened here when not given: a caller that gives up privileges
+        opens them first, drops, and only then starts what runs in threads)."""
+        self.probes = probes if probes is not None else ProbeSet(self.config.probes).open()
         for et in self.probes.loaded_event_types():
             m = self.probes.ring_map(et)
             self._readers[et.name] = RingReader(m.fd, m.max_entries, et.record, et.name)

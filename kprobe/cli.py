@@ -188,14 +188,15 @@ def _preflight(data: Path, replayable: bool = False) -> int | None:
     return None
 
 
-def _start_session(args: argparse.Namespace, watching: bool):
+def _start_session(args: argparse.Namespace, watching: bool, after_probes=None):
     from kprobe.embedded import EmbeddedSession
     from kprobe.otel.cli_args import otlp_config
     from kprobe.otel.errors import ReceiverBindError
     from kprobe.sinks.chdb_store import StoreBusyError
 
     try:
-        return EmbeddedSession(args.data, _recorder_config(args, watching), otlp_config(args)).start()
+        return EmbeddedSession(args.data, _recorder_config(args, watching), otlp_config(args),
+                               after_probes=after_probes).start()
     except StoreBusyError as e:
         raise SystemExit(_die(f"{e}; stop it first or use another --data")) from e
     except ReceiverBindError as e:
@@ -216,6 +217,24 @@ def _wait_for_stop(stop: threading.Event, duration: float | None) -> None:
             return
 
 
+def _drop_privileges() -> None:
+    """Once the probes are attached: keep only what a running recorder uses (agent/privileges.py)."""
+    from kprobe.agent.privileges import drop_to
+
+    if os.geteuid() != 0 and not os.environ.get("KPROBE_DROP_AS_USER"):
+        return  # started with exactly the capabilities it needs (a pod): nothing more to give up
+    try:
+        d = drop_to()
+    except OSError as e:
+        print(f"kprobe: WARNING: could not drop privileges ({e}); recording with the ones it has", file=sys.stderr)
+        return
+    print(f"kprobe: probes attached; now running with {', '.join('CAP_' + n for n in d.kept) or 'no capabilities'} "
+          "only (--keep-privileges to keep root's)", file=sys.stderr)
+    if d.threads_kept:
+        print(f"kprobe: WARNING: threads started before the probes kept their capabilities: {', '.join(d.threads_kept)}",
+              file=sys.stderr)
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     if (rc := _preflight(args.data, getattr(args, "replayable", False))) is not None:
         return rc
@@ -230,8 +249,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    session = start_kafka_session(args, _recorder_config(args, watching)) if args.kafka else (
-        _start_session(args, watching))
+    drop = None if args.keep_privileges or getattr(args, "replayable", False) else _drop_privileges
+    session = start_kafka_session(args, _recorder_config(args, watching), drop) if args.kafka else (
+        _start_session(args, watching, drop))
     replay_capture = start_replay_capture(args, session)
     from kprobe.cli_serve import start_with_recorder
 
@@ -395,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)")
     p.add_argument("--watch-comm", nargs="+", metavar="NAME", help="record high-volume streams only for these process names")
     p.add_argument("--watch-pid", nargs="+", type=int, metavar="PID", help="... and/or these pids (and their children)")
+    p.add_argument("--keep-privileges", action="store_true",
+                   help="keep root's capabilities for the whole recording; by default, once the probes are "
+                        "attached, only CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH are kept "
+                        "(no_new_privs set) before the store, the OTLP receivers and Kafka start "
+                        "(--replayable keeps them: its uprobes are attached as processes start)")
     add_kafka_args(p)
     from kprobe.cli_serve import add_record_args
 
@@ -466,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything imports numpy or pyarrow: their BLAS pool and allocator thread would start
+    # before `record` drops its capabilities, which are per thread (kprobe needs neither thread).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
     ap = build_parser()
     args = ap.parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
