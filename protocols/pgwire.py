@@ -32,6 +32,9 @@ _PROTO_3 = 196608
 _KEEP = 256 * 1024  # message bodies larger than this are skipped (DataRow, COPY), not buffered
 _MAX_LEN = 1 << 30
 _MAX_NAMES = 4096  # prepared statements remembered per connection
+_MAX_STARTUP = 10000  # the server refuses longer startup packets too
+_CLIENT_TYPES = frozenset(b"QPBDECSHXFpdcf")
+_SERVER_TYPES = frozenset(b"RSKZTDCEN123nstIGHWAcdfVv")
 
 
 @dataclass(slots=True)
@@ -108,7 +111,7 @@ class PgDecoder:
         self.stats.abandoned += 1
 
     # -- framing ---------------------------------------------------------------------------
-    def _messages(self, side: _Side, typed: bool, ts: int):
+    def _messages(self, side: _Side, typed: bool, ts: int, types: frozenset[int] = frozenset()):
         """Yield (type, body, first_ts) of whole messages; oversized bodies come back as None."""
         buf = side.buf
         while not side.dead:
@@ -117,8 +120,10 @@ class PgDecoder:
                 return
             kind = buf[0] if typed else 0
             (length,) = struct.unpack_from("!i", buf, 1 if typed else 0)
-            if length < 4 or length > _MAX_LEN:
+            if length < 4 or length > (_MAX_LEN if typed else _MAX_STARTUP):
                 raise ValueError(f"impossible message length {length}")
+            if typed and kind not in types:
+                raise ValueError(f"unknown message type {kind:#x}")
             total = length + (1 if typed else 0)
             first_ts = side.first_ts
             if total - head > _KEEP and len(buf) >= head:
@@ -159,7 +164,7 @@ class PgDecoder:
                 break
             if not side.started:
                 return
-        for kind, body, first_ts in self._messages(side, typed=True, ts=ts):
+        for kind, body, first_ts in self._messages(side, typed=True, ts=ts, types=_CLIENT_TYPES):
             t = chr(kind)
             if self._batch_start is None and t in "QPBDEC":
                 self._batch_start = first_ts
@@ -209,7 +214,7 @@ class PgDecoder:
                 return
             if answer != ord("N"):
                 raise ValueError("bad SSL answer")
-        for kind, body, _first in self._messages(side, typed=True, ts=ts):
+        for kind, body, _first in self._messages(side, typed=True, ts=ts, types=_SERVER_TYPES):
             t = chr(kind)
             current = self._executes[0] if self._executes else (self._simple[0] if self._simple else None)
             if t == "D" and current is not None:
