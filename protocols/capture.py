@@ -1,0 +1,184 @@
+"""Kernel payload capture for watched processes: probes/payload.bpf.o -> :class:`Assembler` -> spans.
+
+Loaded beside a running :class:`~kprobe.agent.probeset.ProbeSet` (it shares the watch list and
+the configuration map, like the replay probe), so it follows exactly the processes the recorder
+watches and never anything else: with no watch list the probe captures nothing at all.
+
+A drain thread copies the ring out with numpy every ``poll_ms``, turns each record into a
+:class:`~.assembler.Piece` (kernel monotonic time converted to UTC once per record, with the
+agent's own clock sample), and hands it to the assembler; decoded exchanges are written to the
+store's ``spans`` table every ``flush_ms`` through ``write`` (``ColumnStore.write``). Records
+the ring had no room for and calls longer than a record are counted in the probe and reported by
+:meth:`PayloadCapture.counters` with the decoders' own counters (malformed, unanswered...).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kprobe.agent import clock
+from kprobe.agent.libbpf import BpfObject, LibbpfError
+from kprobe.agent.probeset import BUILD_DIR, SHARED_MAPS, ProbeSet
+from kprobe.agent.ringbuf import RingReader
+from kprobe.masking import install_log_masking
+from kprobe.schemas import layouts as L
+
+from .assembler import Assembler, Piece, addr_text
+
+__all__ = ["PayloadCapture", "COUNTER_NAMES"]
+
+COUNTER_NAMES = {
+    L.KP_PCNT_DROPS: "payload_drops",
+    L.KP_PCNT_TRUNCATED: "payload_truncated_calls",
+    L.KP_PCNT_TRUNC_BYTES: "payload_truncated_bytes",
+    L.KP_PCNT_NOT_TCP: "payload_not_tcp",
+}
+
+
+def _comm(tgid: int) -> str:
+    try:
+        with open(f"/proc/{tgid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return str(tgid)
+
+
+@dataclass
+class PayloadCapture:
+    probes: ProbeSet
+    write: Callable[[str, dict[str, np.ndarray]], int]
+    host: str = field(default_factory=lambda: os.uname().nodename)
+    ports: dict[int, str] = field(default_factory=dict)
+    ring_bytes: int = 16 << 20
+    poll_ms: float = 5.0
+    flush_ms: float = 200.0
+    spans_written: int = 0
+    write_errors: int = 0
+    _services: dict[int, str] = field(default_factory=dict)
+
+    def start(self) -> PayloadCapture:
+        install_log_masking()  # this process now holds raw payloads: no card data in its logs
+        obj = BpfObject(self.probes.lib, str(BUILD_DIR / "payload.bpf.o")).open()
+        try:
+            for name in SHARED_MAPS:
+                obj.reuse_map(name, self.probes.shared[name].fd)
+            obj.set_max_entries("rb_payload", self.ring_bytes)
+            obj.load()
+        except LibbpfError:
+            obj.close()
+            raise
+        self.obj = obj
+        for prog in obj.programs():
+            obj.links.append(prog.attach())
+        ring = obj.map("rb_payload")
+        self._reader = RingReader(ring.fd, ring.max_entries, L.KP_PAYLOAD, "payload")
+        self._clock = clock.sample(32)
+        self.assembler = Assembler(self.host, dict(self.ports), self._service)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._flushed: list[threading.Event] = []
+        self._last_drops = 0
+        self._thread = threading.Thread(target=self._loop, name="kprobe-payload-drain", daemon=True)
+        self._thread.start()
+        return self
+
+    def _service(self, tgid: int) -> str:
+        name = self._services.get(tgid)
+        if name is None:
+            name = self._services[tgid] = _comm(tgid)
+        return name
+
+    def counters(self) -> dict[str, int]:
+        """Probe counters (drops, truncations) summed over CPUs, plus the assembler's."""
+        ncpu = self.probes.lib.num_possible_cpus()
+        m = self.obj.map("kp_pcounters")
+        out: dict[str, int] = {}
+        for idx, name in COUNTER_NAMES.items():
+            v = np.zeros(ncpu, dtype=np.uint64)
+            m.lookup(np.array([idx], dtype=np.uint32), v)
+            out[name] = int(v.sum())
+        out["payload_unidentified_connections"] = self.assembler.unidentified
+        out["payload_gaps"] = self.assembler.gaps
+        out["decoded_spans_written"] = self.spans_written
+        out["decoded_span_write_errors"] = self.write_errors
+        return out
+
+    def protocol_stats(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return self.assembler.protocol_stats()
+
+    def _drain_once(self) -> None:
+        recs = self._reader.drain()
+        with self._lock:
+            drops = self.counters_drops()
+            if drops > self._last_drops:
+                self.assembler.lost(drops - self._last_drops)
+                self._last_drops = drops
+            for r in recs:
+                n = int(r["len"])
+                fam = int(r["family"])
+                self.assembler.add(Piece(
+                    ts_ns=self._clock.to_utc(int(r["ts_ns"])), tgid=int(r["tgid"]), tid=int(r["tid"]),
+                    conn_id=int(r["skaddr"]), outbound=int(r["dir"]) == 0, data=r["data"][:n].tobytes(),
+                    total=int(r["total"]), laddr=addr_text(r["saddr"].tobytes(), fam), lport=int(r["sport"]),
+                    raddr=addr_text(r["daddr"].tobytes(), fam), rport=int(r["dport"]),
+                ))
+
+    def counters_drops(self) -> int:
+        ncpu = self.probes.lib.num_possible_cpus()
+        v = np.zeros(ncpu, dtype=np.uint64)
+        self.obj.map("kp_pcounters").lookup(np.array([L.KP_PCNT_DROPS], dtype=np.uint32), v)
+        return int(v.sum())
+
+    def _write(self) -> None:
+        with self._lock:
+            n = len(self.assembler.rows)
+            if not n:
+                return
+            cols = self.assembler.rows.columns()
+        try:
+            self.write("spans", cols)
+            self.spans_written += n
+        except Exception:  # counted and visible in counters(); the capture goes on
+            self.write_errors += 1
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            waiting, self._flushed = self._flushed, []
+            self._drain_once()
+            if waiting or time.monotonic() - last > self.flush_ms / 1000:
+                self._write()
+                last = time.monotonic()
+            for done in waiting:
+                done.set()
+            self._wake.wait(self.poll_ms / 1000)
+            self._wake.clear()
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Everything in the ring now is decoded and written when this returns."""
+        done = threading.Event()
+        self._flushed.append(done)
+        self._wake.set()
+        if not done.wait(timeout_s):
+            raise RuntimeError(f"payload capture: no drain within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(60)
+        self._drain_once()
+        with self._lock:
+            self.assembler.close_all(time.time_ns())
+        self._write()
+        self._reader.close()
+        self.obj.close()
