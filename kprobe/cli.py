@@ -384,10 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sql)
 
     from kprobe.causal.cli_why import add_parser as add_why_parser
+    from kprobe.cli_business import add_parsers as add_business_parsers
+    from kprobe.cli_business import extend_why
     from kprobe.cli_dataflow_causality import add_parser as add_causality_parser
     from kprobe.cli_graph import add_parser as add_graph_parser
 
-    add_why_parser(sub, DEFAULT_DATA)
+    extend_why(add_why_parser(sub, DEFAULT_DATA))
+    add_business_parsers(sub, DEFAULT_DATA)
     from kprobe.causal.cli_incidents import add_parser as add_incidents_parser
 
     add_incidents_parser(sub, DEFAULT_DATA)
