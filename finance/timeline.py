@@ -50,6 +50,7 @@ class TimelineEvent:
     detail: str = ""
     placement: dict[str, Any] | None = None
     span_id: str = ""
+    window: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"ts_ns": self.ts_ns, "end_ns": self.end_ns, "label": self.label, "service": self.service,
@@ -118,15 +119,14 @@ def build(store: Store, dmap: DomainMap, key: str, *, analyse: bool = True) -> T
         label = rule.name.replace("{span}", str(r["name"]))
         ev = TimelineEvent(int(r["ts_ns"]), int(r["end_ns"]), label, str(r["service"]), rule.kind, int(r["pid"]),
                            int(r["status_code"]) == 2, _detail(r, attrs), span_id=str(r["span_id"]))
-        if rule.window and rule.window in dmap.windows:
-            p = dmap.windows[rule.window].locate(ev.ts_ns, ev.end_ns)
-            ev.placement = p.as_dict()
+        ev.window = rule.window
         tl.events.append(ev)
         spans.append(r)
-    lo = min(e.ts_ns for e in tl.events)
-    hi = max(e.end_ns for e in tl.events)
-    services = {e.service: e.pid for e in tl.events}
-    tl.events += _ledger_writes(store, dmap, services, lo - 1_000_000_000, hi + 1_000_000_000)
+    tl.events += _ledger_writes(store, dmap, tl.events)
+    anchor = min(e.ts_ns for e in tl.events)
+    for ev in tl.events:  # every event races the cut-off the flow was racing when it began
+        if ev.window and ev.window in dmap.windows:
+            ev.placement = dmap.windows[ev.window].place(anchor, ev.ts_ns, ev.end_ns).as_dict()
     tl.events.sort(key=lambda e: (e.ts_ns, e.end_ns))
     if analyse:
         _root_cause(store, tl, spans)
@@ -158,14 +158,17 @@ def _detail(r: dict[str, Any], attrs: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _ledger_writes(store: Store, dmap: DomainMap, services: dict[str, int], lo: int, hi: int) -> list[TimelineEvent]:
+def _ledger_writes(store: Store, dmap: DomainMap, events: list[TimelineEvent]) -> list[TimelineEvent]:
+    """Writes and syncs on a rule's path by the processes of the timeline, while they were
+    handling this flow (inside one of their events' intervals: another payment's writes are not
+    this one's)."""
     out: list[TimelineEvent] = []
     for rule in dmap.file_rules():
-        pids = [pid for svc, pid in services.items() if fnmatch.fnmatchcase(svc, str(rule.match.get("service", "*")))]
-        pids = [p for p in pids if p > 0]
-        if not pids:
+        mine = [e for e in events if e.pid > 0 and fnmatch.fnmatchcase(e.service, str(rule.match.get("service", "*")))]
+        if not mine:
             continue
-        pid_list = ", ".join(str(p) for p in pids)
+        pid_list = ", ".join(sorted({str(e.pid) for e in mine}))
+        lo, hi = min(e.ts_ns for e in mine), max(e.end_ns for e in mine)
         try:
             opens = store.query_rows(f"SELECT tgid, fd, path, ts FROM fd_open WHERE tgid IN ({pid_list}) "
                                      f"AND ts <= {hi} ORDER BY ts")
@@ -180,14 +183,16 @@ def _ledger_writes(store: Store, dmap: DomainMap, services: dict[str, int], lo: 
         for o in opens:
             paths.setdefault((int(o["tgid"]), int(o["fd"])), []).append((int(o["ts"]), str(o["path"])))
         for c in calls:
-            cands = [p for t, p in paths.get((int(c["tgid"]), int(c["fd"])), []) if t <= int(c["ts"])]
+            pid, ts = int(c["tgid"]), int(c["ts"])
+            owner = next((e for e in mine if e.pid == pid and e.ts_ns <= ts <= e.end_ns), None)
+            if owner is None:
+                continue
+            cands = [p for t, p in paths.get((pid, int(c["fd"])), []) if t <= ts]
             if not cands or not fnmatch.fnmatchcase(cands[-1], str(rule.match["path"])):
                 continue
-            svc = next((s for s, p in services.items() if p == int(c["tgid"])), "")
-            ev = TimelineEvent(int(c["ts"]), int(c["end_ts"]), f"{rule.name} ({c['syscall']})", svc, rule.kind,
-                               int(c["tgid"]), detail=f"{c['syscall']} fd={c['fd']} {cands[-1]}")
-            if rule.window and rule.window in dmap.windows:
-                ev.placement = dmap.windows[rule.window].locate(ev.ts_ns, ev.end_ns).as_dict()
+            ev = TimelineEvent(ts, int(c["end_ts"]), f"{rule.name} ({c['syscall']})", owner.service, rule.kind,
+                               pid, detail=f"{c['syscall']} fd={c['fd']} {cands[-1]}")
+            ev.window = rule.window
             out.append(ev)
     return out
 

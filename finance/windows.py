@@ -100,6 +100,14 @@ class Window:
         return Placement(self.name, name, value_date, cutoff, cutoff - start_ns, missed,
                          max(0, (end_ns or 0) - cutoff) if missed else 0)
 
+    def place(self, anchor_ns: int, start_ns: int, end_ns: int) -> Placement:
+        """An event of a flow that began at ``anchor_ns``: it races the cut-off the flow was racing
+        (a ledger fsync that starts after the cut-off has missed it, it is not early for tomorrow's)."""
+        p = self.locate(anchor_ns)
+        missed = end_ns > p.cutoff_ns
+        return Placement(self.name, p.cutoff_name, p.value_date, p.cutoff_ns, p.cutoff_ns - start_ns, missed,
+                         end_ns - p.cutoff_ns if missed else 0)
+
     def with_cutoffs(self, cutoffs: tuple[tuple[str, time], ...], name: str | None = None) -> Window:
         return Window(name or self.name, self.timezone, self.calendar, cutoffs)
 
