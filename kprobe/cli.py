@@ -105,6 +105,9 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
 
     add_otlp_args(p)
     p.add_argument("--replayable", action="store_true", help="also record what `kprobe replay` needs (see its --help)")
+    from kprobe.protocols.capture import add_args as add_payload_args
+
+    add_payload_args(p)
 
 
 def _recorder_config(args: argparse.Namespace, watching: bool):
@@ -205,6 +208,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     session = start_kafka_session(args, _recorder_config(args, watching)) if args.kafka else (
         _start_session(args, watching))
     replay_capture = start_replay_capture(args, session)
+    payloads = start_payload_capture(args, session)
     from kprobe.cli_serve import start_with_recorder
 
     api = start_with_recorder(args, session)
@@ -216,6 +220,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         api.stop()
     if replay_capture:
         replay_capture.stop()
+    if payloads:
+        payloads.stop()
     session.stop()
     _print_totals(session.recorder.stats)
     return 0
@@ -228,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return rc
     session = _start_session(args, watching=True)
     replay_capture = start_replay_capture(args, session)
+    payloads = start_payload_capture(args, session)
     if replay_capture:
         from kprobe.replay.tracee import close_inherited_fds  # imported before the fork
     gate_r, gate_w = os.pipe()
@@ -253,6 +260,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     session.recorder.wait_drained(timeout=5.0)
     if replay_capture:
         replay_capture.stop()
+    if payloads:
+        payloads.stop()
     session.stop()
     _print_totals(session.recorder.stats)
     return code if code >= 0 else 128 - code
@@ -260,6 +269,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def start_replay_capture(args: argparse.Namespace, session):
     from kprobe.replay.capture import start_if_requested
+
+    return start_if_requested(args, session)
+
+
+def start_payload_capture(args: argparse.Namespace, session):
+    from kprobe.protocols.capture import start_if_requested
 
     return start_if_requested(args, session)
 

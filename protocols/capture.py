@@ -15,10 +15,12 @@ the ring had no room for and calls longer than a record are counted in the probe
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -29,9 +31,10 @@ from kprobe.agent.ringbuf import RingReader
 from kprobe.masking import install_log_masking
 from kprobe.schemas import layouts as L
 
+from . import status as status_file
 from .assembler import Assembler, Piece, addr_text
 
-__all__ = ["PayloadCapture", "COUNTER_NAMES"]
+__all__ = ["PayloadCapture", "COUNTER_NAMES", "add_args", "start_if_requested"]
 
 COUNTER_NAMES = {
     L.KP_PCNT_DROPS: "payload_drops",
@@ -58,6 +61,7 @@ class PayloadCapture:
     ring_bytes: int = 16 << 20
     poll_ms: float = 5.0
     flush_ms: float = 200.0
+    status_dir: Path | None = None  #: where ``kprobe stats`` finds the counters (the data directory)
     spans_written: int = 0
     write_errors: int = 0
     _services: dict[int, str] = field(default_factory=dict)
@@ -149,14 +153,27 @@ class PayloadCapture:
         except Exception:  # counted and visible in counters(); the capture goes on
             self.write_errors += 1
 
+    def status(self, running: bool = True) -> dict:
+        return {"running": running, "counters": self.counters(), "protocols": self.protocol_stats()}
+
+    def _save_status(self, running: bool = True) -> None:
+        if self.status_dir is not None:
+            try:
+                status_file.write(self.status_dir, self.status(running))
+            except OSError:
+                self.write_errors += 1
+
     def _loop(self) -> None:
-        last = time.monotonic()
+        last = last_status = time.monotonic()
         while not self._stop.is_set():
             waiting, self._flushed = self._flushed, []
             self._drain_once()
             if waiting or time.monotonic() - last > self.flush_ms / 1000:
                 self._write()
                 last = time.monotonic()
+            if time.monotonic() - last_status > 1.0:
+                self._save_status()
+                last_status = time.monotonic()
             for done in waiting:
                 done.set()
             self._wake.wait(self.poll_ms / 1000)
@@ -180,5 +197,41 @@ class PayloadCapture:
         with self._lock:
             self.assembler.close_all(time.time_ns())
         self._write()
+        self._save_status(running=False)
         self._reader.close()
         self.obj.close()
+
+
+def add_args(p) -> None:  # noqa: ANN001 - argparse.ArgumentParser
+    """`kprobe record/run --decode-payloads [--domain-map FILE]`."""
+    p.add_argument("--decode-payloads", action="store_true",
+                   help="decode the TCP payloads of watched processes (HTTP/1.1, PostgreSQL, FIX, ISO 8583, "
+                        "ISO 20022) into spans, source kprobe.decoded: traces without instrumentation. Needs a "
+                        "watch list; card data is masked and only decoded fields are stored")
+    p.add_argument("--domain-map", type=Path, default=None,
+                   help="with --decode-payloads: domain map YAML whose `ports` name the protocol of server ports "
+                        "the bytes do not identify (ISO 8583) (default: $KPROBE_DOMAIN_MAP)")
+
+
+def start_if_requested(args, session) -> PayloadCapture | None:  # noqa: ANN001 - argparse + EmbeddedSession
+    if not getattr(args, "decode_payloads", False):
+        return None
+    probes = session.recorder.probes
+    if not (probes.config.filter_on or probes.config.watch_pids or probes.config.watch_comms):
+        raise SystemExit("kprobe: error: --decode-payloads needs --watch-comm/--watch-pid (or kprobe run): "
+                         "the payloads of unwatched processes are never captured")
+    store = getattr(session, "store", None)
+    if store is None:
+        raise SystemExit("kprobe: error: --decode-payloads writes decoded spans to the embedded store (not with --kafka)")
+    ports: dict[int, str] = {}
+    path = getattr(args, "domain_map", None) or os.environ.get("KPROBE_DOMAIN_MAP")
+    if path:
+        from kprobe.finance.domain import DomainMapError, load
+
+        try:
+            ports = load(Path(path)).ports
+        except DomainMapError as e:
+            raise SystemExit(f"kprobe: error: {e}") from None
+    cap = PayloadCapture(probes, write=store.write, ports=ports, status_dir=Path(args.data)).start()
+    print("kprobe: decoding payloads of watched processes into spans", file=sys.stderr)
+    return cap
