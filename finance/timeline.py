@@ -114,6 +114,9 @@ def build(store: Store, dmap: DomainMap, key: str, *, analyse: bool = True) -> T
             if rule is not None:
                 keyed.append((r, attrs, rule))
                 seen.add(str(r["span_id"]))
+    keyed, merged = _merge_duplicates(keyed)
+    if merged:
+        tl.notes.append(f"{merged} decoded span(s) merged into the OTel span(s) of the same request")
     spans = []
     for r, attrs, rule in keyed:
         label = rule.name.replace("{span}", str(r["name"]))
@@ -138,6 +141,30 @@ def build(store: Store, dmap: DomainMap, key: str, *, analyse: bool = True) -> T
                 f"started and ended {_dur(e.placement['overrun_ns'])} past the cut-off"
                 + (f"; kernel root cause: {tl.root_phrase}" if tl.root_phrase else ""))
     return tl
+
+
+def _merge_duplicates(keyed: list) -> tuple[list, int]:
+    """A request seen twice - exported by its service over OTLP and decoded from its socket - is one
+    event: the decoded span is dropped when an OTel span of the same process and kind covers most
+    of it (the OTel span names the operation as its developers do; the decoded one only adds what
+    the wire said)."""
+    otel = [(r, a) for r, a, _ in keyed if a.get("@source") != "kprobe.decoded"]
+    out, merged = [], 0
+    for r, attrs, rule in keyed:
+        if attrs.get("@source") == "kprobe.decoded":
+            s, e = int(r["ts_ns"]), int(r["end_ns"])
+            for o, _ in otel:
+                if int(o["pid"]) != int(r["pid"]) or int(o["kind"]) != int(r["kind"]):
+                    continue
+                overlap = min(e, int(o["end_ns"])) - max(s, int(o["ts_ns"]))
+                if overlap >= 0.5 * max(e - s, 1):
+                    merged += 1
+                    break
+            else:
+                out.append((r, attrs, rule))
+            continue
+        out.append((r, attrs, rule))
+    return out, merged
 
 
 def _attrs(r: dict[str, Any]) -> dict[str, Any]:

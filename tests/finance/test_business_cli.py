@@ -125,3 +125,28 @@ def test_bad_domain_map_is_a_clear_error(data, tmp_path) -> None:
     bad.write_text("events:\n  - {name: X, kind: nope, match: {service: a}}\n")
     out = _kprobe("timeline", "--payment", "98721", "--data", str(data), "--domain-map", str(bad))
     assert out.returncode == 2 and "events[0].kind: unknown kind 'nope'" in out.stderr
+
+
+def test_decoded_and_otel_spans_of_one_request_are_one_event(tmp_path) -> None:
+    """The same POST exported by the SDK and decoded from the socket: one timeline event, not two."""
+    from kprobe.finance.timeline import build, default_map
+    from kprobe.protocols import Exchange
+
+    rows = SpanRows("test-host")
+    pair = SocketPair("127.0.0.1", 8080, "127.0.0.1", 50000, is_client=False)
+    rows.add(Exchange("http", "POST /pay", T0 + 100_000, T0 + 700_000_000, False, {"body.payment_id": "P-9"}),
+             pair=pair, ordinal=0, service="payment-handler", pid=101, tid=101)
+    decoded = rows.columns()
+    otel = _otlp_row(T0, T0 + 800_000_000, "ef" * 16, "5" * 16, "", "POST /pay", "payment-handler", 101,
+                     **{"payment.id": "P-9"})
+    store = ChdbStore(tmp_path / "d")
+    try:
+        import numpy as np
+
+        store.write("spans", {k: np.concatenate([np.array([otel[i]], dtype=decoded[k].dtype), decoded[k]])
+                              for i, (k, _) in enumerate(SPAN_COLUMNS)})
+        tl = build(store, default_map("payment"), "P-9", analyse=False)
+    finally:
+        store.close()
+    assert [e.span_id for e in tl.events] == ["5" * 16], tl.to_json()
+    assert "1 decoded span(s) merged" in tl.notes[0]
