@@ -51,6 +51,7 @@ class Piece:
     lport: int
     raddr: str
     rport: int
+    tls: bool = False  #: plaintext of a TLS connection (OpenSSL uprobes), not the socket's own bytes
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Connection:
     last_ts: int = 0
     tgid: int = 0
     tid: int = 0
+    encrypted: bool = False  #: TLS seen on the socket: only the uprobes' plaintext is decoded
 
 
 @dataclass
@@ -95,6 +97,11 @@ class Assembler:
                 self._close(self._conns.pop(old), p.ts_ns)
                 self.evicted += 1
         c.last_ts, c.tgid, c.tid = p.ts_ns, p.tgid, p.tid
+        if not p.tls and (c.encrypted or (c.protocol is None and not c.pending and p.data[:2] == b"\x16\x03")):
+            c.encrypted = True  # a TLS record (handshake, alert) read or written outside SSL_read/SSL_write
+            if c.pair is None:
+                c.pair = SocketPair(p.laddr, p.lport, p.raddr, p.rport, is_client=self._is_client(p))
+            return
         if c.ignored:
             return
         if c.pair is None:

@@ -14,7 +14,9 @@ the ring had no room for and calls longer than a record are counted in the probe
 
 from __future__ import annotations
 
+import ctypes
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -41,7 +43,34 @@ COUNTER_NAMES = {
     L.KP_PCNT_TRUNCATED: "payload_truncated_calls",
     L.KP_PCNT_TRUNC_BYTES: "payload_truncated_bytes",
     L.KP_PCNT_NOT_TCP: "payload_not_tcp",
+    L.KP_PCNT_TLS_NO_SOCK: "payload_tls_socket_unknown",
 }
+
+#: OpenSSL functions -> (entry program, return program)
+SSL_PROBES = {
+    "SSL_write": ("kp_ssl_write_enter", "kp_ssl_write_exit"),
+    "SSL_read": ("kp_ssl_read_enter", "kp_ssl_read_exit"),
+    "SSL_write_ex": ("kp_ssl_write_ex_enter", "kp_ssl_write_ex_exit"),
+    "SSL_read_ex": ("kp_ssl_read_ex_enter", "kp_ssl_read_ex_exit"),
+}
+
+
+class _UprobeOpts(ctypes.Structure):
+    """struct bpf_uprobe_opts of libbpf 1.1 (sz first, so newer libbpf accepts it too)."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("ref_ctr_offset", ctypes.c_size_t), ("bpf_cookie", ctypes.c_uint64),
+                ("retprobe", ctypes.c_bool), ("func_name", ctypes.c_char_p)]
+
+
+def libssl_paths() -> list[str]:
+    """The OpenSSL libraries of this machine (``ldconfig -p``), newest soname first."""
+    try:
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    paths = sorted({line.split("=>")[-1].strip() for line in out.splitlines()
+                    if "libssl.so" in line and "=>" in line}, reverse=True)
+    return [p for p in paths if os.path.exists(p)]
 
 
 def _comm(tgid: int) -> str:
@@ -62,6 +91,9 @@ class PayloadCapture:
     poll_ms: float = 5.0
     flush_ms: float = 200.0
     status_dir: Path | None = None  #: where ``kprobe stats`` finds the counters (the data directory)
+    tls: bool = True  #: uprobes on OpenSSL for the plaintext of TLS connections
+    tls_errors: list[str] = field(default_factory=list)
+    tls_libraries: list[str] = field(default_factory=list)
     spans_written: int = 0
     write_errors: int = 0
     _services: dict[int, str] = field(default_factory=dict)
@@ -78,8 +110,12 @@ class PayloadCapture:
             obj.close()
             raise
         self.obj = obj
+        ssl_progs = {p for pair in SSL_PROBES.values() for p in pair}
         for prog in obj.programs():
-            obj.links.append(prog.attach())
+            if prog.name not in ssl_progs:
+                obj.links.append(prog.attach())
+        if self.tls:
+            self._attach_ssl({p.name: p for p in obj.programs()})
         ring = obj.map("rb_payload")
         self._reader = RingReader(ring.fd, ring.max_entries, L.KP_PAYLOAD, "payload")
         self._clock = clock.sample(32)
@@ -92,6 +128,29 @@ class PayloadCapture:
         self._thread = threading.Thread(target=self._loop, name="kprobe-payload-drain", daemon=True)
         self._thread.start()
         return self
+
+    def _attach_ssl(self, progs: dict) -> None:
+        """Uprobes on every libssl of the machine, all processes (the programs keep only watched ones)."""
+        fn = self.probes.lib.lib.bpf_program__attach_uprobe_opts
+        fn.restype = ctypes.c_void_p
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+        paths = libssl_paths()
+        if not paths:
+            self.tls_errors.append("no libssl found (ldconfig -p): TLS payloads are not decoded")
+        for path in paths:
+            ok = True
+            for func, (enter, ret) in SSL_PROBES.items():
+                for prog, is_ret in ((enter, False), (ret, True)):
+                    opts = _UprobeOpts(ctypes.sizeof(_UprobeOpts), 0, 0, is_ret, func.encode())
+                    ctypes.set_errno(0)
+                    link = fn(progs[prog].ptr, -1, path.encode(), 0, ctypes.byref(opts))
+                    if link:
+                        self.obj.links.append(int(link))
+                    else:
+                        ok = False
+                        self.tls_errors.append(f"{func} in {path}: {os.strerror(ctypes.get_errno() or 1)}")
+            if ok:
+                self.tls_libraries.append(path)
 
     def _service(self, tgid: int) -> str:
         name = self._services.get(tgid)
@@ -131,6 +190,7 @@ class PayloadCapture:
                 self.assembler.add(Piece(
                     ts_ns=self._clock.to_utc(int(r["ts_ns"])), tgid=int(r["tgid"]), tid=int(r["tid"]),
                     conn_id=int(r["skaddr"]), outbound=int(r["dir"]) == 0, data=r["data"][:n].tobytes(),
+                    tls=bool(int(r["flags"]) & L.KP_PAYLOAD_F_TLS),
                     total=int(r["total"]), laddr=addr_text(r["saddr"].tobytes(), fam), lport=int(r["sport"]),
                     raddr=addr_text(r["daddr"].tobytes(), fam), rport=int(r["dport"]),
                 ))
@@ -154,7 +214,8 @@ class PayloadCapture:
             self.write_errors += 1
 
     def status(self, running: bool = True) -> dict:
-        return {"running": running, "counters": self.counters(), "protocols": self.protocol_stats()}
+        return {"running": running, "counters": self.counters(), "protocols": self.protocol_stats(),
+                "tls_libraries": self.tls_libraries, "tls_errors": self.tls_errors[:10]}
 
     def _save_status(self, running: bool = True) -> None:
         if self.status_dir is not None:

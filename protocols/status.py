@@ -39,6 +39,11 @@ def render_lines(status: dict[str, Any] | None) -> list[str]:
                f"{c.get('decoded_span_write_errors', 0)}; records lost {c.get('payload_drops', 0)}, "
                f"calls truncated {c.get('payload_truncated_calls', 0)} ({c.get('payload_truncated_bytes', 0)} bytes), "
                f"gaps {c.get('payload_gaps', 0)}, unidentified connections {c.get('payload_unidentified_connections', 0)}"]
+    if status.get("tls_libraries"):
+        out.append(f"  TLS plaintext from OpenSSL uprobes on {', '.join(status['tls_libraries'])}; SSL calls whose "
+                   f"socket was never seen {c.get('payload_tls_socket_unknown', 0)}")
+    for err in status.get("tls_errors", []):
+        out.append(f"  TLS: {err}")
     for proto, s in sorted(status.get("protocols", {}).items()):
         out.append(f"  {proto:<10} messages {s['messages']}, exchanges {s['exchanges']}, malformed {s['malformed']}, "
                    f"oversized {s['oversized']}, unanswered {s['unanswered']}, unmatched {s['unmatched']}, "
