@@ -125,6 +125,7 @@ class PayloadCapture:
         self._wake = threading.Event()
         self._flushed: list[threading.Event] = []
         self._last_drops = 0
+        self._addrs: dict[tuple[int, int, int], tuple[str, str]] = {}
         self._thread = threading.Thread(target=self._loop, name="kprobe-payload-drain", daemon=True)
         self._thread.start()
         return self
@@ -184,15 +185,19 @@ class PayloadCapture:
             if drops > self._last_drops:
                 self.assembler.lost(drops - self._last_drops)
                 self._last_drops = drops
-            for r in recs:
-                n = int(r["len"])
-                fam = int(r["family"])
+            addrs = self._addrs
+            for r in recs.tolist():  # tuples: one conversion for the batch, not per field
+                (ts, sk, tgid, tid, _fd, n, total, direction, flags, fam, sport, dport, _p, saddr, daddr, data) = r
+                key = (sk, sport, dport)
+                pair = addrs.get(key)
+                if pair is None:  # formatted once per connection, not per record
+                    if len(addrs) > 65536:
+                        addrs.clear()
+                    pair = addrs[key] = (addr_text(saddr.tobytes(), fam), addr_text(daddr.tobytes(), fam))
                 self.assembler.add(Piece(
-                    ts_ns=self._clock.to_utc(int(r["ts_ns"])), tgid=int(r["tgid"]), tid=int(r["tid"]),
-                    conn_id=int(r["skaddr"]), outbound=int(r["dir"]) == 0, data=r["data"][:n].tobytes(),
-                    tls=bool(int(r["flags"]) & L.KP_PAYLOAD_F_TLS),
-                    total=int(r["total"]), laddr=addr_text(r["saddr"].tobytes(), fam), lport=int(r["sport"]),
-                    raddr=addr_text(r["daddr"].tobytes(), fam), rport=int(r["dport"]),
+                    ts_ns=self._clock.to_utc(ts), tgid=tgid, tid=tid, conn_id=sk, outbound=direction == 0,
+                    data=data[:n].tobytes(), total=total, laddr=pair[0], lport=sport, raddr=pair[1], rport=dport,
+                    tls=bool(flags & L.KP_PAYLOAD_F_TLS),
                 ))
 
     def counters_drops(self) -> int:
