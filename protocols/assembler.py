@@ -80,6 +80,7 @@ class Assembler:
     unidentified: int = 0
     gaps: int = 0
     evicted: int = 0
+    decoder_errors: int = 0  #: exceptions a decoder raised (bugs: counted, the connection restarted)
     _conns: dict[tuple[int, int], Connection] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,7 +138,14 @@ class Assembler:
     def _feed(self, c: Connection, p: Piece) -> None:
         assert c.decoder is not None and c.pair is not None
         direction = Direction.TO_SERVER if p.outbound == c.pair.is_client else Direction.TO_CLIENT
-        for ex in c.decoder.feed(direction, p.data, p.ts_ns):
+        try:
+            exchanges = c.decoder.feed(direction, p.data, p.ts_ns)
+        except Exception:  # a decoder bug must cost one connection's state, never the capture
+            self.decoder_errors += 1
+            c.decoder.stats.malformed += 1
+            self.gap(c, p.ts_ns)
+            return
+        for ex in exchanges:
             self.rows.add(ex, pair=c.pair, ordinal=c.exchanges, service=self.service_of(p.tgid), pid=p.tgid, tid=p.tid)
             c.exchanges += 1
         if p.total > len(p.data):

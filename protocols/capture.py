@@ -170,6 +170,7 @@ class PayloadCapture:
             out[name] = int(v.sum())
         out["payload_unidentified_connections"] = self.assembler.unidentified
         out["payload_gaps"] = self.assembler.gaps
+        out["decoder_errors"] = self.assembler.decoder_errors
         out["decoded_spans_written"] = self.spans_written
         out["decoded_span_write_errors"] = self.write_errors
         return out

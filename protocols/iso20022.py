@@ -76,7 +76,7 @@ def parse_document(data: bytes) -> dict[str, str | int] | None:
         raise ValueError("DOCTYPE in an ISO 20022 message")
     try:
         root = ET.fromstring(data)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, UnicodeError) as exc:  # LookupError: an unknown encoding= declaration
         raise ValueError(f"not well-formed XML: {exc}") from exc
     doc = root if _local(root.tag) == "Document" else _find(root, "Document")
     if doc is None:

@@ -38,7 +38,8 @@ def render_lines(status: dict[str, Any] | None) -> list[str]:
                f"decoded spans written {c.get('decoded_spans_written', 0)}, write errors "
                f"{c.get('decoded_span_write_errors', 0)}; records lost {c.get('payload_drops', 0)}, "
                f"calls truncated {c.get('payload_truncated_calls', 0)} ({c.get('payload_truncated_bytes', 0)} bytes), "
-               f"gaps {c.get('payload_gaps', 0)}, unidentified connections {c.get('payload_unidentified_connections', 0)}"]
+               f"gaps {c.get('payload_gaps', 0)}, unidentified connections {c.get('payload_unidentified_connections', 0)}, "
+               f"decoder errors {c.get('decoder_errors', 0)}"]
     if status.get("tls_libraries"):
         out.append(f"  TLS plaintext from OpenSSL uprobes on {', '.join(status['tls_libraries'])}; SSL calls whose "
                    f"socket was never seen {c.get('payload_tls_socket_unknown', 0)}")

@@ -134,3 +134,16 @@ def test_doctype_is_refused_and_counted() -> None:
     bomb = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><Document xmlns="urn:iso:std:iso:20022:tech:xsd:pacs.008.001.08">&a;</Document>'
     assert d.feed(Direction.TO_SERVER, bomb, 1) == []
     assert d.stats.malformed == 1 and d.stats.messages == 0
+
+
+def test_unknown_xml_encoding_is_malformed_not_a_crash() -> None:
+    """Found by the fuzz test: expat raises LookupError for encoding="TF-8"."""
+    d = new_decoder("iso20022")
+    doc = b'<?xml version="1.0" encoding="TF-8"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:pacs.008.001.08"></Document>'
+    assert d.feed(Direction.TO_SERVER, doc, 1) == []
+    assert d.stats.malformed == 1
+    h = new_decoder("http")
+    h.feed(Direction.TO_SERVER, b"POST /p HTTP/1.1\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n\r\n%s"
+           % (len(doc), doc), 1)
+    (ex,) = h.feed(Direction.TO_CLIENT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2)
+    assert "iso20022.type" not in ex.attributes
