@@ -122,6 +122,9 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
     from kprobe.agent.pod_args import add_kubelet_args
 
     add_kubelet_args(p)
+    from kprobe.protocols.capture import add_args as add_payload_args
+
+    add_payload_args(p)
 
 
 def _recorder_config(args: argparse.Namespace, watching: bool):
@@ -249,10 +252,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    drop = None if args.keep_privileges or getattr(args, "replayable", False) else _drop_privileges
+    # --replayable and --decode-payloads attach uprobes after the start, which needs root's capabilities
+    later_attach = getattr(args, "replayable", False) or getattr(args, "decode_payloads", False)
+    drop = None if args.keep_privileges or later_attach else _drop_privileges
     session = start_kafka_session(args, _recorder_config(args, watching), drop) if args.kafka else (
         _start_session(args, watching, drop))
     replay_capture = start_replay_capture(args, session)
+    payloads = start_payload_capture(args, session)
     from kprobe.cli_serve import start_with_recorder
 
     api = start_with_recorder(args, session)
@@ -264,6 +270,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         api.stop()
     if replay_capture:
         replay_capture.stop()
+    if payloads:
+        payloads.stop()
     session.stop()
     _print_totals(session.recorder.stats)
     return 0
@@ -283,6 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     umask = os.umask(0o077)  # the recording is owner only; the command gets the caller's umask back
     session = _start_session(args, watching=True)
     replay_capture = start_replay_capture(args, session)
+    payloads = start_payload_capture(args, session)
     if replay_capture:
         from kprobe.replay.tracee import close_inherited_fds  # imported before the fork
     gate_r, gate_w = os.pipe()
@@ -315,6 +324,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     session.recorder.wait_drained(timeout=5.0)
     if replay_capture:
         replay_capture.stop()
+    if payloads:
+        payloads.stop()
     session.stop()
     _print_totals(session.recorder.stats)
     return code if code >= 0 else 128 - code
@@ -322,6 +333,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def start_replay_capture(args: argparse.Namespace, session):
     from kprobe.replay.capture import start_if_requested
+
+    return start_if_requested(args, session)
+
+
+def start_payload_capture(args: argparse.Namespace, session):
+    from kprobe.protocols.capture import start_if_requested
 
     return start_if_requested(args, session)
 
@@ -419,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep root's capabilities for the whole recording; by default, once the probes are "
                         "attached, only CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH are kept "
                         "(no_new_privs set) before the store, the OTLP receivers and Kafka start "
-                        "(--replayable keeps them: its uprobes are attached as processes start)")
+                        "(--replayable and --decode-payloads keep them: their uprobes are attached later)")
     add_kafka_args(p)
     from kprobe.cli_serve import add_record_args
 
@@ -466,10 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sql)
 
     from kprobe.causal.cli_why import add_parser as add_why_parser
+    from kprobe.cli_business import add_parsers as add_business_parsers
+    from kprobe.cli_business import extend_why
     from kprobe.cli_dataflow_causality import add_parser as add_causality_parser
     from kprobe.cli_graph import add_parser as add_graph_parser
 
-    add_why_parser(sub, DEFAULT_DATA)
+    extend_why(add_why_parser(sub, DEFAULT_DATA))
+    add_business_parsers(sub, DEFAULT_DATA)
     from kprobe.causal.cli_incidents import add_parser as add_incidents_parser
 
     add_incidents_parser(sub, DEFAULT_DATA)

@@ -30,7 +30,10 @@ def collect(store, data_dir: Path) -> dict:
             rows = store.query_rows(f"SELECT count() AS n FROM {name}")
             counts[name] = int(rows[0]["n"]) if rows else 0
     flows = [json.loads(f.read_text()) for f in sorted((data_dir / "dataflow").glob("ingest-*.json"))]
-    return {"stored": counts, "recording": live, "recorder": recorder, "otel": otel, "dataflows": flows}
+    from kprobe.protocols.status import load as payload_status
+
+    return {"stored": counts, "recording": live, "recorder": recorder, "otel": otel, "dataflows": flows,
+            "payloads": payload_status(data_dir)}
 
 
 def render_kafka(k: dict) -> list[str]:
@@ -157,6 +160,9 @@ def render(data: dict) -> str:
     if rec.get("last_error"):
         lines.append(f"last error: {rec['last_error']}")
     lines.extend(_otel_lines(data.get("otel")))
+    from kprobe.protocols.status import render_lines as payload_lines
+
+    lines.extend(payload_lines(data.get("payloads")))
     return "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ import numpy as np
 KP_COMM_LEN = 16
 KP_PATH_LEN = 128
 KP_RDATA_LEN = 2048
+KP_PAYLOAD_LEN = 4096
+KP_PAYLOAD_F_TLS = 1
 KP_EV_OFFCPU = 0
 KP_EV_PROC = 1
 KP_EV_FAULT = 2
@@ -48,6 +50,12 @@ KP_RCNT_DATA_DROPS = 1
 KP_RCNT_TRUNCATED = 2
 KP_RCNT_TRUNC_BYTES = 3
 KP_RCNT_MAX = 8
+KP_PCNT_DROPS = 0
+KP_PCNT_TRUNCATED = 1
+KP_PCNT_TRUNC_BYTES = 2
+KP_PCNT_NOT_TCP = 3
+KP_PCNT_TLS_NO_SOCK = 4
+KP_PCNT_MAX = 5
 
 
 KP_CONFIG = np.dtype(
@@ -203,6 +211,15 @@ KP_RDATA = np.dtype(
     }
 )
 
+KP_PAYLOAD = np.dtype(
+    {
+        "names": ["ts_ns", "skaddr", "tgid", "tid", "fd", "len", "total", "dir", "flags", "family", "sport", "dport", "pad2", "saddr", "daddr", "data"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<i4", "<u4", "<u4", "u1", "u1", "<u2", "<u2", "<u2", "<u4", "(16,)u1", "(16,)u1", "(4096,)u1"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 37, 38, 40, 42, 44, 48, 64, 80],
+        "itemsize": 4176,
+    }
+)
+
 
 STRUCTS = {
     "kp_config": KP_CONFIG,
@@ -222,4 +239,5 @@ STRUCTS = {
     "kp_rconfig": KP_RCONFIG,
     "kp_rsys": KP_RSYS,
     "kp_rdata": KP_RDATA,
+    "kp_payload": KP_PAYLOAD,
 }

@@ -340,4 +340,40 @@ struct kp_rdata {
 	__u8 data[KP_RDATA_LEN];
 };
 
+
+/* ---- Payload capture (probes/payload.bpf.c, protocols/) -------------------------------------------
+ * A bounded prefix of each socket read/write of a watched process, with the socket's identity and
+ * 4-tuple, for the protocol decoders. Nothing is stored as is: the agent masks card data, decodes,
+ * and keeps only the decoded spans. */
+#define KP_PAYLOAD_LEN 4096
+#define KP_PAYLOAD_F_TLS 1  /* plaintext of a TLS connection, from the OpenSSL uprobes */
+
+enum kp_pcounter {
+	KP_PCNT_DROPS = 0,       /* records lost (ring full) */
+	KP_PCNT_TRUNCATED = 1,   /* calls that moved more bytes than a record holds */
+	KP_PCNT_TRUNC_BYTES = 2, /* bytes not captured because of that */
+	KP_PCNT_NOT_TCP = 3,     /* reads/writes of watched processes on something else than a TCP socket */
+	KP_PCNT_TLS_NO_SOCK = 4, /* SSL_read/SSL_write whose socket was never seen (not TCP, or BIO pairs) */
+	KP_PCNT_MAX = 5,
+};
+
+struct kp_payload {
+	__u64 ts_ns;     /* bpf_ktime at the call's return */
+	__u64 skaddr;    /* the struct sock: the connection's identity while it lives */
+	__u32 tgid;
+	__u32 tid;
+	__s32 fd;
+	__u32 len;       /* bytes in data */
+	__u32 total;     /* bytes the call moved (> len: truncated) */
+	__u8 dir;        /* 0 written/sent by this process, 1 read/received */
+	__u8 flags;      /* KP_PAYLOAD_F_* */
+	__u16 family;
+	__u16 sport;     /* local port */
+	__u16 dport;     /* remote port */
+	__u32 pad2;
+	__u8 saddr[16];  /* local address */
+	__u8 daddr[16];  /* remote address */
+	__u8 data[KP_PAYLOAD_LEN];
+};
+
 #endif
