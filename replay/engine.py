@@ -42,7 +42,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from ptrace.syscall.names import SYSCALL_NAMES
 
 from kprobe.masking import mask_same_length
 from kprobe.replay import fastpath as F
@@ -53,57 +52,53 @@ from kprobe.replay.log import Event, ProcessLog
 from kprobe.replay.order import Parked, ThreadOrder, stuck_report
 from kprobe.replay.order import Thread as _Thread
 from kprobe.replay.redact import matches_logged, overlay_logged
-from kprobe.replay.seccomp import CLOCK_READS, trapped
+from kprobe.replay.seccomp import trapped
+from kprobe.replay.syscall_sets import (
+    ACCEPTS,
+    ALWAYS_ANSWERED,
+    BARRIERS,
+    CLOCKS,
+    CLONE_THREAD,
+    CLONES,
+    EXTERNAL_NRS,
+    FCNTL_DUPFD,
+    FD_PAIRS,
+    FUTEX_KERNEL_WRITES,
+    INPUT_WAITS,
+    KEYED,
+    NR_ACCEPT4,
+    NR_CLOCK_GETTIME,
+    NR_CLONE,
+    NR_CLONE3,
+    NR_EVENTFD2,
+    NR_EXIT_GROUP,
+    NR_FCNTL,
+    NR_GETTIMEOFDAY,
+    NR_OPENAT,
+    NR_RECVFROM,
+    NR_SOCKET,
+    NR_SOCKETPAIR,
+    NR_TIME,
+    ON_FD,
+    READS,
+    RULE,
+    SOCK_CLOEXEC,
+    TARGETS,
+    WRITES,
+    Rule,
+    describe,
+    futex_runs_for_real,
+    sysname,
+)
 from kprobe.replay.watchdog import Watchdog
 from kprobe.schemas import layouts as L
 
 O_ACCMODE, O_CREAT, O_TRUNC, O_APPEND, O_DIRECTORY = 3, 0o100, 0o1000, 0o2000, 0o200000
-READS = {0: 1, 17: 1, 19: -1, 295: -1, 327: -1, 45: 1, 47: -2, 217: 1}  # nr -> buf arg, -1 iov, -2 msghdr
-WRITES = {1: 1, 18: 1, 20: -1, 296: -1, 328: -1, 44: 1, 46: -2}
-CLOCKS = CLOCK_READS
-FD_CREATORS = {41, 43, 288, 213, 291, 290, 283, 289, 294}  # socket, accept(4), epoll, eventfd, timerfd, ...
-INPUT_WAITS = {0, 17, 19, 43, 288, 45, 47, 7, 271, 232, 281, 441, 23, 270, 299}
-DUPS = {32, 33, 292}
-# pipe, pipe2, socketpair: made for real (the tracee holds both fds at their recorded numbers), then
-# answered from the log like a socket: a thread reading a pipe never waits for a sibling, and what
-# goes through it is compared byte for byte. nr -> argument holding the int[2]
-FD_PAIRS = {22: 0, 293: 0, 53: 3}
-FCNTL_DUPFD = {0, 1030}
-NO_FD_EMULATED = {318, 39, 110, 186, 35, 230, 63, 99, 79, 61, 229}  # getrandom, pids, sleeps, uname, ...
-FD_ARG = frozenset({3, 5, 8, 16, 72, 74, 75, 77, 42, 43, 288, 48, 49, 50, 51, 52, 54, 55, 233})  # fd in args[0]
-# futex (and futex_waitv/wake/wait/requeue) and sched_yield: hand-overs between threads. Answered
-# with the recorded result: the thread order already put the waker's block before the waiter's
-# return, so nothing is left to wait for (glibc re-checks the lock word after every wake-up).
-THREAD_SYNC = frozenset({202, 449, 454, 455, 456, 24})
-# futex operations the kernel itself writes memory for (PI ownership, FUTEX_WAKE_OP's atomic
-# op): run for real, in the recorded order, where none of them blocks
-FUTEX_KERNEL_WRITES = frozenset({5, 6, 7, 8, 11, 12, 13})
-ALWAYS_EMULATED = frozenset({7, 271, 232, 281, 23, 270, 441, 44, 46} | THREAD_SYNC)  # answered from the log whatever the fd
-EXTERNAL_NRS = frozenset({43, 288, 7, 271, 232, 281, 441, 23, 270})    # wait for the outside by their nature
-# nr -> {recorded out-region: argument index it is written to}
-TARGETS = {
-    318: {0: 0}, 63: {0: 0}, 99: {0: 0}, 79: {0: 0}, 61: {0: 1}, 229: {0: 1}, 5: {0: 1}, 262: {0: 2}, 332: {0: 4},
-    7: {0: 0}, 271: {0: 0}, 232: {0: 1}, 281: {0: 1}, 441: {0: 1}, 23: {0: 1, 1: 2, 2: 3}, 270: {0: 1, 1: 2, 2: 3},
-    43: {1: 1, 2: 2}, 288: {1: 1, 2: 2}, 51: {1: 1, 2: 2}, 52: {1: 1, 2: 2}, 55: {0: 3, 2: 4}, 16: {0: 2},
-}
+CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_TAI = 0, 5, 11
+WALL_CLOCKS = frozenset({CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_TAI})  # shifted by the log's clock offset
 MAX_DIVERGENCES = 50
 STUCK_S = 2.0  # a replay that makes no progress this long (plus what the running thread needs) ends
 BLOCKED_NS = 50_000  # an input call this long waited for its peer
-
-
-def futex_runs_for_real(nr: int, args: tuple[int, ...]) -> bool:
-    return nr == 202 and (args[1] & 0x7F) in FUTEX_KERNEL_WRITES
-
-
-def sysname(nr: int) -> str:
-    return SYSCALL_NAMES.get(nr, f"syscall_{nr}")
-
-
-def describe(nr: int, args: tuple[int, ...], ret: int | None = None) -> str:
-    fd = f"fd={args[0] if args[0] < 1 << 31 else args[0] - (1 << 64)}"
-    takes_fd = nr in READS or nr in WRITES or nr in FD_ARG or nr in (9, 262)
-    core = f"{sysname(nr)}({fd}, ...)" if takes_fd else f"{sysname(nr)}(...)"
-    return core + (f" = {ret}" if ret is not None else "")
 
 
 @dataclass
@@ -259,7 +254,7 @@ class ReplayEngine:
         self.max_gap_s = prep.max_gap_s
         self.handoff_fds = prep.handoff_fds
         self.next_other = prep.next_other
-        self.exit_group = next((e for e in self.expected if e.nr == 231), None)
+        self.exit_group = next((e for e in self.expected if e.nr == NR_EXIT_GROUP), None)
         self.handoff: dict[int, collections.deque[tuple[int, int]]] = {}  # fd -> requests in arrival order
         self.handoff_last: dict[int, tuple[int, int]] = {}  # fd -> the request answered last
         self.order = ThreadOrder(prep.unconsumed)
@@ -404,9 +399,8 @@ class ReplayEngine:
             self.res.notes.append(f"compiled hot path not built ({F.LIBRARY}: `make -C replay`): "
                                   "replaying in Python only")
             return None
-        rules = F.Rules(READS, WRITES, CLOCKS, frozenset({2, 257, 3, 9, 56, 435} | FD_CREATORS | DUPS | set(FD_PAIRS) | {231}),
-                        frozenset(NO_FD_EMULATED | ALWAYS_EMULATED), frozenset(FD_ARG | {262}),
-                        frozenset(FD_ARG | set(READS) | set(WRITES)), TARGETS,
+        rules = F.Rules(READS, WRITES, CLOCKS, BARRIERS, ALWAYS_ANSWERED,
+                        frozenset((KEYED | ON_FD) - READS.keys() - WRITES.keys()), KEYED, TARGETS,
                         frozenset(INPUT_WAITS), EXTERNAL_NRS, BLOCKED_NS, frozenset(FCNTL_DUPFD),
                         FUTEX_KERNEL_WRITES)
         fp = F.FastPath(lib, rules)
@@ -500,7 +494,7 @@ class ReplayEngine:
         if held.regs is None and held.ev is None:  # a new thread, before its first instruction
             th.held = None
             e = th.next_event()
-            if e is not None and e.flags & L.KP_RSYS_NO_ENTER and e.nr in (56, 435):
+            if e is not None and e.flags & L.KP_RSYS_NO_ENTER and e.nr in CLONES:
                 self._consume(th, e)
             T.cont(held.tid)
             return None
@@ -887,7 +881,7 @@ class ReplayEngine:
             return None
         if nr in CLOCKS:
             return self._clock(tid, th, regs, nr, args, nxt)
-        if nxt is None or nxt.nr != nr or (self._fd_arg(nr) and (nxt.args[0] & 0xFFFFFFFF) != (args[0] & 0xFFFFFFFF)):
+        if nxt is None or nxt.nr != nr or (nr in KEYED and (nxt.args[0] & 0xFFFFFFFF) != (args[0] & 0xFFFFFFFF)):
             exp = describe(nxt.nr, nxt.args, nxt.ret) if nxt else "end of the recorded stream"
             self._diverge(nxt.index if nxt else -1, th.rtid, "sequence", exp, describe(nr, args))
             if self.strict:
@@ -934,9 +928,6 @@ class ReplayEngine:
     def _is_external(self, e: Event) -> bool:
         return (e.args[0] & 0xFFFFFFFF) in self.sockets or e.nr in EXTERNAL_NRS
 
-    def _fd_arg(self, nr: int) -> bool:
-        return nr in READS or nr in WRITES or nr in FD_ARG
-
     # -- applying a matched event ----------------------------------------------------------------
     def _skip(self, tid: int, regs, ret: int) -> None:
         nid = self.notif_pending.pop(tid, None)
@@ -956,61 +947,47 @@ class ReplayEngine:
         T.cont(tid)
 
     def _apply(self, tid: int, th: _Thread, regs, nr: int, args: tuple[int, ...], e: Event) -> str | None:
+        """Carry out the matched event ``e`` by the syscall's rule (schemas/syscall_table.py)."""
         fd = args[0] & 0xFFFFFFFF
-        if nr in (257, 2):
+        rule = RULE.get(nr, Rule.PASS)
+        if rule is Rule.OPEN:
             return self._open(tid, th, regs, nr, args, e)
-        if nr in FD_PAIRS:
+        if rule is Rule.PAIR:
             return self._fd_pair(tid, th, regs, nr, args, e)
-        if nr in FD_CREATORS or (nr in DUPS and fd in self.emulated) or (
-            nr == 72 and args[1] in FCNTL_DUPFD and fd in self.emulated
+        if rule is Rule.NEW_FD or (rule is Rule.DUP and fd in self.emulated) or (
+            nr == NR_FCNTL and args[1] in FCNTL_DUPFD and fd in self.emulated
         ):
             return self._placeholder(tid, th, regs, nr, args, e)
-        if nr in (56, 435):
+        if rule is Rule.CLONE:
             if e.ret > 0:
                 self.clone_of[tid] = e.ret
                 self.spawned[e.ret] = (e.exit_ns, th.vt)
-            if nr == 56 and not args[0] & 0x10000 or nr == 435:  # CLONE_THREAD
-                flags = args[0] if nr == 56 else self.mem.u64(args[0]) if self.mem else 0
-                if not flags & 0x10000:
+            if nr == NR_CLONE and not args[0] & CLONE_THREAD or nr == NR_CLONE3:
+                flags = args[0] if nr == NR_CLONE else self.mem.u64(args[0]) if self.mem else 0
+                if not flags & CLONE_THREAD:
                     return self._unsupported("the process forks a child: replay follows one process")
-            self._passthrough(tid)
-            return None
-        if nr == 3:
-            was = fd in self.emulated
-            self.emulated.discard(fd)
+        elif rule is Rule.CLOSE:
+            self.emulated.discard(fd)  # an emulated fd's close runs too: it closes the placeholder
             self.sockets.discard(fd)
             self.fd_version += 1
             self.fd_path.pop(fd, None)
-            if was:
-                self._passthrough(tid)  # closes the placeholder
-            else:
-                self._passthrough(tid)
-            return None
-        if nr == 9:  # file mmap
+        elif rule is Rule.MMAP:  # a file mapping
             fd = args[4] & 0xFFFFFFFF
             if fd in self.emulated:
                 return self._unsupported(f"mmap of recorded fd {fd}: the file's contents are not in the log")
-            self._passthrough(tid)
-            return None
-        if futex_runs_for_real(nr, args):
-            self._passthrough(tid)
-            return None
-        if nr == 231:
+        elif rule is Rule.EXIT_GROUP:
             self.exiting = True
-        if nr in WRITES and fd in self.emulated:
+        elif futex_runs_for_real(nr, args):
+            pass
+        elif nr in WRITES and fd in self.emulated:
             return self._write(tid, th, regs, nr, args, e)
-        if nr in READS and fd in self.emulated:
+        elif nr in READS and fd in self.emulated:
             self._fill_read(nr, args, e)
             self._mark_input(fd, th, e)
             self._skip(tid, regs, e.ret)
             return None
-        if nr in NO_FD_EMULATED or (self._fd_arg(nr) and fd in self.emulated) or (
-            nr == 262 and fd in self.emulated
-        ) or nr in ALWAYS_EMULATED:
+        elif nr in ALWAYS_ANSWERED or (fd in self.emulated and (nr in KEYED or rule is Rule.ON_FD)):
             self._fill_generic(nr, args, e)
-            self._skip(tid, regs, e.ret)
-            return None
-        if nr in (74, 75) and fd in self.emulated:
             self._skip(tid, regs, e.ret)
             return None
         self._passthrough(tid)
@@ -1018,7 +995,7 @@ class ReplayEngine:
 
     def _open(self, tid: int, th: _Thread, regs, nr: int, args: tuple[int, ...], e: Event) -> str | None:
         assert self.mem is not None
-        path_arg, flags = (args[1], args[2]) if nr == 257 else (args[0], args[1])
+        path_arg, flags = (args[1], args[2]) if nr == NR_OPENAT else (args[0], args[1])
         path = self.mem.cstr(path_arg).decode(errors="replace")
         writes = (flags & O_ACCMODE) != 0 or flags & (O_CREAT | O_TRUNC | O_APPEND)
         if e.ret < 0:
@@ -1054,7 +1031,7 @@ class ReplayEngine:
             for fd in got:
                 self.emulated.add(fd)
                 self.fd_path[fd] = f"{sysname(nr)}:{fd}"
-                if nr == 53:
+                if nr == NR_SOCKETPAIR:
                     self.sockets.add(fd)
             self.fd_version += 1
             return None
@@ -1069,12 +1046,12 @@ class ReplayEngine:
             self._skip(tid, regs, e.ret)
             return None
         saved = (regs.rdi, regs.rsi)
-        regs.orig_rax = 290
-        regs.rdi, regs.rsi = 0, 0o2000000 if (nr in (41, 288) and args[1] & 0o2000000) else 0
+        regs.orig_rax = NR_EVENTFD2
+        regs.rdi, regs.rsi = 0, SOCK_CLOEXEC if (nr in (NR_SOCKET, NR_ACCEPT4) and args[1] & SOCK_CLOEXEC) else 0
         T.set_regs(tid, regs)
-        if nr in (43, 288):
+        if nr in ACCEPTS:
             self._fill_generic(nr, args, e)
-        if nr in (41, 43, 288):
+        if nr == NR_SOCKET or nr in ACCEPTS:
             self.sockets.add(e.ret)
         self.emulated.add(e.ret)
         self.fd_version += 1
@@ -1086,7 +1063,7 @@ class ReplayEngine:
             if got != e.ret:
                 self._diverge(e.index, th.rtid, "fd", f"{sysname(nr)} -> fd {e.ret}", f"fd {got}")
                 return "abort" if self.strict else None
-            if nr in (43, 288):
+            if nr in ACCEPTS:
                 self._mark_input(e.ret, th, e)
             return None
 
@@ -1095,7 +1072,7 @@ class ReplayEngine:
         return None
 
     def _mark_input(self, fd: int, th: _Thread, e: Event) -> None:
-        key = fd if e.nr not in (43, 288) else e.ret
+        key = fd if e.nr not in ACCEPTS else e.ret
         if key in self.handoff_fds:
             self.handoff.setdefault(key, collections.deque()).append((th.arrival, e.exit_ns))
             return
@@ -1167,7 +1144,7 @@ class ReplayEngine:
         kind = READS[nr]
         if kind == 1:
             self.mem.write(args[1], data)
-            if nr == 45 and args[4] and args[5] and 1 in e.regions:
+            if nr == NR_RECVFROM and args[4] and args[5] and 1 in e.regions:
                 self.mem.write(args[4], e.regions[1])
                 self.mem.write(args[5], e.regions.get(2, b"")[:4])
             return
@@ -1202,10 +1179,10 @@ class ReplayEngine:
 
     def _clock(self, tid: int, th: _Thread, regs, nr: int, args, nxt: Event | None) -> str | None:
         assert self.mem is not None
-        if nxt is not None and nxt.nr == nr and (nr != 228 or nxt.args[0] == args[0]):
+        if nxt is not None and nxt.nr == nr and (nr != NR_CLOCK_GETTIME or nxt.args[0] == args[0]):
             self._consume(th, nxt)
             shift = th.vt - nxt.exit_ns
-            if nr == 201:
+            if nr == NR_TIME:
                 val = nxt.ret + shift // 1_000_000_000
                 if args[0]:
                     self.mem.write(args[0], struct.pack("<q", val))
@@ -1213,10 +1190,10 @@ class ReplayEngine:
                 return None
             rec = nxt.regions.get(0, b"\0" * 16)
             sec, sub = struct.unpack("<qq", rec[:16])
-            unit = 1_000_000_000 if nr == 228 else 1_000_000
-            total = sec * unit + sub + (shift if nr == 228 else shift // 1000)
-            if args[1 if nr == 228 else 0]:
-                self.mem.write(args[1 if nr == 228 else 0], struct.pack("<qq", total // unit, total % unit))
+            unit = 1_000_000_000 if nr == NR_CLOCK_GETTIME else 1_000_000
+            total = sec * unit + sub + (shift if nr == NR_CLOCK_GETTIME else shift // 1000)
+            if args[1 if nr == NR_CLOCK_GETTIME else 0]:
+                self.mem.write(args[1 if nr == NR_CLOCK_GETTIME else 0], struct.pack("<qq", total // unit, total % unit))
             self._skip(tid, regs, nxt.ret)
             return None
         # not in the log (e.g. gettimeofday through a glibc IFUNC): synthesize from the replay clock
@@ -1225,12 +1202,12 @@ class ReplayEngine:
             self.res.notes.append(f"clock read {sysname(nr)}({args[0]}) not in the log (next expected: "
                                   f"{describe(nxt.nr, nxt.args) if nxt else 'none'}): synthesized")
         th.synth += 1  # strictly increasing, without moving the virtual clock off the recorded timeline
-        clk = args[0] if nr == 228 else 0
-        now = th.vt + th.synth + (self.log.clock_offset_ns if nr != 228 or clk in (0, 5, 11) else 0)
-        if nr == 228:
+        clk = args[0] if nr == NR_CLOCK_GETTIME else 0
+        now = th.vt + th.synth + (self.log.clock_offset_ns if nr != NR_CLOCK_GETTIME or clk in WALL_CLOCKS else 0)
+        if nr == NR_CLOCK_GETTIME:
             self.mem.write(args[1], struct.pack("<qq", now // 1_000_000_000, now % 1_000_000_000))
             self._skip(tid, regs, 0)
-        elif nr == 96:
+        elif nr == NR_GETTIMEOFDAY:
             if args[0]:
                 self.mem.write(args[0], struct.pack("<qq", now // 1_000_000_000, now % 1_000_000_000 // 1000))
             self._skip(tid, regs, 0)
@@ -1247,7 +1224,7 @@ class ReplayEngine:
             e = th.queue[j]
             if e.index in self.consumed or e.nr != nr:
                 continue
-            if self._fd_arg(nr) and (e.args[0] & 0xFFFFFFFF) != fd:
+            if nr in KEYED and (e.args[0] & 0xFFFFFFFF) != fd:
                 continue
             th.queue.insert(th.pos, th.queue.pop(j))
             self._consume(th, e)
