@@ -121,7 +121,7 @@ def _conn_fd(log) -> int:
 
 def _writes(log, fd: int) -> bytes:
     """What the recorded process wrote to ``fd`` (write, send*, writev: region 0 holds the bytes)."""
-    from kprobe.replay.engine import WRITES
+    from kprobe.replay.syscall_sets import WRITES
 
     return b"".join(e.regions[0][: e.ret] for e in log.events if e.nr in WRITES and e.args[0] == fd and e.ret > 0)
 
