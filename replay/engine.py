@@ -21,6 +21,7 @@ table the compiled loop fills); every other stop comes here.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import gc
 import hashlib
@@ -227,8 +228,12 @@ class ReplayEngine:
             unconsumed = sorted(e.index for e in expected if e.nr not in CLOCKS)
             max_gap = {rtid: max((b.enter_ns - a.exit_ns for a, b in zip(q, q[1:], strict=False)), default=0) / 1e9
                        for rtid, q in by_thread.items()}
+            next_other = _next_other(expected)
+            nxt = np.full(len(self.log.events) + 1, 1 << 62, dtype=np.int64)
+            nxt[np.fromiter(next_other, dtype=np.int64, count=len(next_other)) + 1] = list(next_other.values())
             prep = Prepared(expected, by_thread, pred_exit, unconsumed, _recorded_outputs(expected), max_gap,
-                            _handoff_fds(by_thread), _next_other(expected))
+                            _handoff_fds(by_thread), next_other, nxt,
+                            {rtid: np.array([e.index for e in q], dtype=np.int64) for rtid, q in by_thread.items()})
             self.log.derived["replay"] = prep
         return prep
 
@@ -433,7 +438,9 @@ class ReplayEngine:
         th.pos += done
         s.res.events_replayed += done
         s.res.tracee_answers += vdone  # answered in the tracee: no stop
-        lo, hi = np.searchsorted(p.writes, (pos, pos + done)).tolist()
+        # (bisect on a list: a numpy call costs more than the whole run between two hand-overs)
+        lo = bisect.bisect_left(p.writes_list, pos)
+        hi = bisect.bisect_left(p.writes_list, pos + done, lo)
         if hi - lo > 32:
             sel = np.arange(lo, hi)
             sel = sel[p.ops[p.writes[sel], F.KIND] == F.K_WRITE]  # writes answered as outputs (emulated fd)
@@ -442,10 +449,10 @@ class ReplayEngine:
                 chunks = [p.write_data[i] for i in sel[fds == fd].tolist()]
                 s.output(fd, b"".join(chunks))
         else:  # a short run (between hand-overs): plain Python is cheaper than numpy here
+            ops, rows = p.ops, p.writes_list
             for i in range(lo, hi):
-                op = p.ops[p.writes[i]]
-                if op[F.KIND] == F.K_WRITE:
-                    s.output(int(op[F.FD]), p.write_data[i])
+                if ops.item(rows[i], F.KIND) == F.K_WRITE:
+                    s.output(ops.item(rows[i], F.FD), p.write_data[i])
 
     def _wait(self, deadline: float) -> tuple | None:
         """Block for the next ptrace stop ("p", tid, status) or notification ("n", tid, regs)."""

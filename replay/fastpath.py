@@ -215,10 +215,13 @@ class ThreadPlan:
     writes: np.ndarray            # positions of K_WRITE candidates (for the output hashes)
     write_data: list[bytes]       # their recorded bytes, aligned with ``writes``
     index_list: list[int] = field(default_factory=list)  # ``index`` as a list (bisect: no numpy call per plan)
+    writes_list: list[int] = field(default_factory=list)  # ``writes`` as a list (bisect per answered run)
 
     def __post_init__(self) -> None:
         if not self.index_list:
             self.index_list = self.index.tolist()
+        if not self.writes_list:
+            self.writes_list = np.asarray(self.writes).tolist()
         self.index = np.ascontiguousarray(self.index, dtype=np.int64)
         self.ops_address, self.index_address = self.ops.ctypes.data, self.index.ctypes.data
 

@@ -88,6 +88,8 @@ class Prepared:
     max_gap_s: dict[int, float]           # recorded tid -> longest recorded run between two of its events
     handoff_fds: frozenset[int]           # fds some thread answers on without reading there
     next_other: dict[int, int]            # event index (-1: start) -> the next ordered event of another thread
+    next_other_arr: np.ndarray            # the same for the compiled loop: [i + 1] for event i (read-only there)
+    indices: dict[int, np.ndarray]        # recorded tid -> indices of its expected events
 
 
 def chan_key(fd: int) -> str:

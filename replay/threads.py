@@ -100,19 +100,15 @@ def add_slot(s: Session, tid: int) -> None:
     """Give a thread a slot in the compiled loop (which then hands over to it by itself)."""
     if s.fp is None or len(s.slots) >= F.MAX_THREADS or tid in s.slot_of:
         return
-    if not s.slots:  # first thread: the order arrays, once per replay
-        n = len(s.log.events)
-        nxt = np.full(n + 1, 1 << 62, dtype=np.int64)
-        for i, j in s.prep.next_other.items():
-            nxt[i + 1] = j
-        s.owner = np.full(max(n, 1), -1, dtype=np.int64)
-        s.fp.set_order(nxt, s.owner)
+    if not s.slots:  # first thread: the order arrays, once per replay (next_other's once per log)
+        s.owner = np.full(max(len(s.log.events), 1), -1, dtype=np.int64)
+        s.fp.set_order(s.prep.next_other_arr, s.owner)
     slot = len(s.slots)
     s.slots.append(tid)
     s.slot_of[tid] = slot
-    idx = [e.index for e in s.threads[tid].queue]
-    if idx:
-        s.owner[np.array(idx, dtype=np.int64)] = slot
+    idx = s.prep.indices.get(s.threads[tid].rtid)  # its queue's indices (a lenient replay reorders, same set)
+    if idx is not None and idx.size:
+        s.owner[idx] = slot
 
 
 def clone_in_flight(s: Session) -> bool:
