@@ -183,7 +183,7 @@ class Pending:
 
 @dataclass
 class Rules:
-    """The engine's dispatch tables (engine.py owns them; passed in to avoid an import cycle)."""
+    """The dispatch sets (replay/syscall_sets.py, from the syscall table), as the engine hands them over."""
 
     reads: dict[int, int]
     writes: dict[int, int]
@@ -334,7 +334,7 @@ class _Tables:
 
 
 def _tables(rules: Rules) -> _Tables:
-    """Mirrors ReplayEngine._apply's order of checks, per syscall number."""
+    """Mirrors rules.apply's order of checks, per syscall number."""
     size = NR_MAX
     t = _Tables(np.full(size, K_PASS, dtype=np.int64), np.full(size, K_PASS, dtype=np.int64),
                 np.zeros(size, dtype=np.int64), *(np.zeros(size, dtype=bool) for _ in range(5)))

@@ -96,9 +96,11 @@ def chan_key(fd: int) -> str:
     return f"fd{fd}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
-    """Everything one replay run changes. Built by ReplayEngine._run from the prepared log."""
+    """Everything one replay run changes. Built by ReplayEngine._run from the prepared log.
+
+    Slotted: a field that is not declared here cannot be created on the fly (AttributeError)."""
 
     # -- what the caller asked for (ReplayEngine's settings the handlers need) ------------------
     log: ProcessLog
