@@ -237,6 +237,13 @@ struct kp_tcp_retrans {
 	__u8 daddr[16];
 };
 
+/* kp_syscall_filter values (syscall nr -> policy; 0: not traced), filled by the agent from the
+ * capture policy of schemas/syscall_table.py (its Capture enum has these values). */
+enum kp_sys_filter {
+	KP_SYS_THRESHOLD = 1, /* a row when at least min_syscall_ns long, else counted with its time */
+	KP_SYS_ALWAYS = 2,    /* a row whatever its duration (rare calls that each matter) */
+};
+
 struct kp_syscall {
 	__u64 enter_ns;
 	__u64 exit_ns;
@@ -295,6 +302,13 @@ struct kp_block_key {
  * by the vDSO without any syscall) is captured by uprobes and flagged KP_RSYS_VDSO. */
 #define KP_RDATA_LEN 2048
 
+/* Not a syscall: a kp_rsys with this nr says a thread resumed after a sibling ran while it was
+ * outside an ordered syscall (enter_ns: switched out, exit_ns: back on a CPU, args[0]: 1 if no
+ * user code had run since its last ordered syscall, args[1]: its user ip when switched out,
+ * args[2]: sibling switch-ins meanwhile, args[3]: the syscall it was in then, or < 0: in user
+ * mode). Above every syscall number (schemas/syscalls.h). */
+#define KP_NR_RESUME 65536
+
 enum kp_rsys_flag {
 	KP_RSYS_TRUNCATED = 1,  /* data over the per-syscall cap: not replayable from here on */
 	KP_RSYS_VDSO = 2,       /* a libc time call (uprobe), not a syscall */
@@ -307,6 +321,7 @@ enum kp_rcounter {
 	KP_RCNT_DATA_DROPS = 1,  /* kp_rdata chunks lost */
 	KP_RCNT_TRUNCATED = 2,   /* syscalls whose data hit the cap */
 	KP_RCNT_TRUNC_BYTES = 3, /* bytes not captured because of the cap */
+	KP_RCNT_UPROBE_OTHER = 4, /* time-uprobe hits in processes not recorded (0 when attached per process) */
 	KP_RCNT_MAX = 8,
 };
 
