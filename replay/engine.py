@@ -28,6 +28,7 @@ import hashlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +126,8 @@ class ReplayEngine:
     fast: bool = True                              # use the compiled hot path when it is built
     notify: bool = True                            # with it, hot syscalls as seccomp notifications
     in_tracee: bool = True                         # with it, answers inside the tracee where possible (intracee.py)
+    # what-if: unmatched calls with effects outside the process are refused (Session.guard); None runs them
+    guard: Callable[[Session, int, int, tuple[int, ...]], str | None] | None = None
     s: Session = field(init=False, repr=False)     # the state of the run in progress (session.py)
 
     def run(self) -> ReplayResult:
@@ -148,7 +151,7 @@ class ReplayEngine:
             res.notes.append(f"log complete up to event {log.replayable_until} only: {log.problem}")
         res.recorded_outputs = dict(prep.recorded_outputs)
         by_thread = {rtid: list(q) for rtid, q in prep.by_thread.items()}  # lenient matching reorders them
-        s = self.s = Session(log, self.strict, self.injections, prep, by_thread,
+        s = self.s = Session(log, self.strict, self.injections, self.guard, prep, by_thread,
                              next((e for e in prep.expected if e.nr == NR_EXIT_GROUP), None), res,
                              ThreadOrder(prep.unconsumed))
         s.fp = self._fast_path(by_thread)

@@ -16,6 +16,7 @@ call's rule in the syscall table (schemas/syscall_table.py, classes in syscall_s
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import stat
 import struct
@@ -313,6 +314,13 @@ def lenient(s: Session, tid: int, th: Thread, regs, nr: int, args) -> str | None
         data = gather(s, nr, args)
         s.output(fd, mask_same_length(data)[0])
         s.skip(tid, regs, len(data))
+        return None
+    if s.guard is not None and (why := s.guard(s, tid, nr, args)) is not None:
+        s.refused += 1
+        if s.refused <= 20:
+            s.res.notes.append(f"what-if: refused syscall {nr} ({why}): not in the recording, it would have "
+                               "run for real")
+        s.skip(tid, regs, -errno.EPERM)
         return None
     s.passthrough(tid)
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,6 +107,10 @@ class Session:
     log: ProcessLog
     strict: bool
     injections: list[Injection]
+    # what-if mode: a call the recording does not hold is asked about before it runs for real; a
+    # reason back means it is answered EPERM instead (replay/whatif_guard.py: calls with effects
+    # outside the process). None: unmatched calls run for real.
+    guard: Callable[[Session, int, int, tuple[int, ...]], str | None] | None
     # -- the recording, as prepared for replay (shared, read-only) -------------------------------
     prep: Prepared
     by_rtid: dict[int, list[Event]]       # recorded tid -> its expected events (this run's copy: lenient reorders)
@@ -152,6 +157,7 @@ class Session:
     owner: np.ndarray | None = None       # event index -> slot of its thread (the compiled loop's order)
     vc: V.AnswerTable | None = None       # the in-tracee answer table
     vc_state: str = "off"                 # want | injecting | on | off
+    refused: int = 0                      # unmatched calls the guard answered EPERM
 
     @property
     def consumed(self) -> set[int]:

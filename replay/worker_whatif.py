@@ -7,19 +7,13 @@ that only reads or computes that is what makes the what-if work; for a call that
 a replay doing real things on the worker's host. This policy answers those with ``EPERM`` instead,
 and says so in the result's notes (the program sees a refused call, as under a strict sandbox).
 
-It is a subclass of the engine, hooked on its lenient matcher: the engine is being restructured
-elsewhere, so if that hook is gone this module refuses to run what-if replays at all (fail closed)
-rather than silently running them unguarded.
+The engine asks ``Session.guard`` about every call its lenient matcher cannot match, before it
+would let it run for real; ``kprobe replay --what-if`` uses the same guard.
 """
 
 from __future__ import annotations
 
-import errno
-
 from kprobe.replay.engine import ReplayEngine
-
-HOOK = "_lenient"
-HOOKED = callable(getattr(ReplayEngine, HOOK, None))
 
 O_ACCMODE, O_CREAT, O_TRUNC, O_APPEND = 0o3, 0o100, 0o1000, 0o2000
 CLONE_THREAD = 0x10000
@@ -77,46 +71,24 @@ def external_effect(nr: int, args: tuple[int, ...], tid: int, emulated: set[int]
     return None
 
 
-class WhatIfRefused(RuntimeError):
-    """The engine no longer has the hook this policy needs: what-if replays are refused."""
+def guard(s, tid: int, nr: int, args: tuple[int, ...]) -> str | None:  # s: replay.session.Session
+    """The engine's what-if hook (Session.guard): why an unmatched call must not run, or None."""
+    return external_effect(nr, tuple(args), tid, s.emulated)
 
 
 class SafeWhatIfEngine(ReplayEngine):
     """ReplayEngine whose unmatched calls with external effects are answered EPERM (see module doc)."""
 
-    refused: int = 0
+    def __post_init__(self) -> None:
+        self.guard = guard
 
-    def run(self):  # type: ignore[override]
-        if not HOOKED:
-            raise WhatIfRefused(f"replay engine has no {HOOK}(): what-if replays cannot be guarded, refused")
-        return super().run()
-
-    def _lenient(self, tid, th, regs, nr, args):  # type: ignore[override]
-        if not self._has_match(th, nr, args):
-            why = external_effect(nr, tuple(args), tid, self.emulated)
-            if why is not None:
-                self.refused += 1
-                if self.refused <= 20:
-                    self.res.notes.append(f"what-if: refused {nr} ({why}): not in the recording, it would have run "
-                                          "for real")
-                self._skip(tid, regs, -errno.EPERM)
-                return None
-        return super()._lenient(tid, th, regs, nr, args)
-
-    def _has_match(self, th, nr: int, args) -> bool:
-        fd = args[0] & 0xFFFFFFFF
-        for j in range(th.pos, len(th.queue)):
-            e = th.queue[j]
-            if e.index in self.consumed or e.nr != nr:
-                continue
-            if self._fd_arg(nr) and (e.args[0] & 0xFFFFFFFF) != fd:
-                continue
-            return True
-        return False
+    @property
+    def refused(self) -> int:
+        return self.s.refused if hasattr(self, "s") else 0
 
 
 def engine_class(what_if: bool) -> type[ReplayEngine]:
     return SafeWhatIfEngine if what_if else ReplayEngine
 
 
-__all__ = ["SafeWhatIfEngine", "external_effect", "engine_class", "WhatIfRefused"]
+__all__ = ["SafeWhatIfEngine", "external_effect", "engine_class", "guard"]
