@@ -21,12 +21,10 @@ from kprobe.schemas import layouts as L
 from kprobe.schemas import syscalls
 from kprobe.schemas.tables import EVENT_TYPES, PROBES, EventType
 
-# Syscalls recorded whatever their duration (filter value 2): rare, and each one
-# matters (durability, connection set-up, the fd -> path map). The others
-# (filter value 1) are recorded when at least min_syscall_ns long.
-ALWAYS_SYSCALLS = frozenset({"fsync", "fdatasync", "sync_file_range", "connect", "accept", "accept4",
-                             "openat", "openat2", "close"})
-SYS_THRESHOLD, SYS_ALWAYS = 1, 2
+# The calls that get their own tracepoints in the bounded policy (schemas/syscall_table.py,
+# capture ALWAYS: durability, connection set-up, the fd -> path map); in the filter map they are
+# L.KP_SYS_ALWAYS, the other traced calls L.KP_SYS_THRESHOLD (schemas/records.h).
+ALWAYS_SYSCALLS = syscalls.ALWAYS
 
 # Default ring sizes (see ProbeConfig.ring_size): offcpu ~7900 records of 264 bytes, syscall ~16k,
 # block_io ~10k (most requests are summed in the kernel), proc ~5700, fd_open ~6900.
@@ -204,7 +202,7 @@ class ProbeSet:
             filt = self.objects["syscalls"].map("kp_syscall_filter")
             always = {syscalls.X86_64[n][0] for n in ALWAYS_SYSCALLS}
             for nr in syscalls.numbers(c.syscalls):
-                val = np.array([SYS_ALWAYS if nr in always else SYS_THRESHOLD], dtype=np.uint8)
+                val = np.array([L.KP_SYS_ALWAYS if nr in always else L.KP_SYS_THRESHOLD], dtype=np.uint8)
                 filt.update(np.array([nr], dtype=np.uint32), val)
 
     def watch_pid(self, pid: int) -> None:

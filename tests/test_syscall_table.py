@@ -66,7 +66,6 @@ def test_replay_writes_back_only_recorded_regions():
 
 def test_agent_filter_values_are_the_headers():
     assert (int(Capture.THRESHOLD), int(Capture.ALWAYS)) == (L.KP_SYS_THRESHOLD, L.KP_SYS_ALWAYS)
-    assert (probeset.SYS_THRESHOLD, probeset.SYS_ALWAYS) == (L.KP_SYS_THRESHOLD, L.KP_SYS_ALWAYS)
     assert probeset.ALWAYS_SYSCALLS == syscalls.ALWAYS
 
 
