@@ -119,6 +119,11 @@ def _add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
 
     add_otlp_args(p)
     p.add_argument("--replayable", action="store_true", help="also record what `kprobe replay` needs (see its --help)")
+    p.add_argument("--keep-privileges", action="store_true",
+                   help="keep root's capabilities for the whole recording; by default, once the probes are "
+                        "attached, only CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH are kept "
+                        "(+ CAP_KILL for `run`, no_new_privs set) before the store, the OTLP receivers and Kafka "
+                        "start (--replayable and --decode-payloads keep them: their uprobes are attached later)")
     from kprobe.agent.pod_args import add_kubelet_args
 
     add_kubelet_args(p)
@@ -220,14 +225,18 @@ def _wait_for_stop(stop: threading.Event, duration: float | None) -> None:
             return
 
 
-def _drop_privileges() -> None:
-    """Once the probes are attached: keep only what a running recorder uses (agent/privileges.py)."""
-    from kprobe.agent.privileges import drop_to
+# `kprobe run` also signals the command it started, which runs as the invoking user: CAP_KILL.
+KEEP_RUNNING = frozenset({"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "KILL"})
 
-    if os.geteuid() != 0 and not os.environ.get("KPROBE_DROP_AS_USER"):
+
+def _drop_privileges(keep: frozenset[str] | None = None) -> None:
+    """Once the probes are attached: keep only what a running recorder uses (agent/privileges.py)."""
+    from kprobe.agent.privileges import KEEP_RECORDING, drop_to
+
+    if os.geteuid() != 0:
         return  # started with exactly the capabilities it needs (a pod): nothing more to give up
     try:
-        d = drop_to()
+        d = drop_to(keep or KEEP_RECORDING)
     except OSError as e:
         print(f"kprobe: WARNING: could not drop privileges ({e}); recording with the ones it has", file=sys.stderr)
         return
@@ -289,17 +298,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunAsError as e:
         return _die(str(e))
     umask = os.umask(0o077)  # the recording is owner only; the command gets the caller's umask back
-    session = _start_session(args, watching=True)
-    replay_capture = start_replay_capture(args, session)
-    payloads = start_payload_capture(args, session)
-    if replay_capture:
+    replayable = bool(getattr(args, "replayable", False))
+    if replayable:
         from kprobe.replay.tracee import close_inherited_fds  # imported before the fork
     gate_r, gate_w = os.pipe()
+    # The command's process is forked before the recorder starts: it keeps what it needs to become
+    # the invoking user, while the recorder gives up its capabilities once the probes are attached.
     pid = os.fork()
     if pid == 0:  # child: wait until the parent has put us on the watch list, then exec
         os.close(gate_w)
-        os.read(gate_r, 1)
-        if replay_capture:  # its replay starts with fds 0-2 only: so must the recorded run
+        if os.read(gate_r, 1) != b"x":  # the recorder did not start: run nothing
+            os._exit(125)
+        if replayable:  # its replay starts with fds 0-2 only: so must the recorded run
             close_inherited_fds()
         os.umask(umask)
         try:
@@ -314,6 +324,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"kprobe: cannot run {args.command[0]}: {e.strerror}", file=sys.stderr)
             os._exit(127)
     os.close(gate_r)
+    later_attach = replayable or getattr(args, "decode_payloads", False)
+    drop = None if args.keep_privileges or later_attach else (lambda: _drop_privileges(KEEP_RUNNING))
+    try:
+        session = _start_session(args, watching=True, after_probes=drop)
+    except BaseException:
+        os.close(gate_w)   # the command's process sees no go and exits
+        os.waitpid(pid, 0)
+        raise
+    replay_capture = start_replay_capture(args, session)
+    payloads = start_payload_capture(args, session)
     session.recorder.watch_pid(pid)
     os.write(gate_w, b"x")
     os.close(gate_w)
@@ -432,11 +452,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="seconds to record (default: until Ctrl-C)")
     p.add_argument("--watch-comm", nargs="+", metavar="NAME", help="record high-volume streams only for these process names")
     p.add_argument("--watch-pid", nargs="+", type=int, metavar="PID", help="... and/or these pids (and their children)")
-    p.add_argument("--keep-privileges", action="store_true",
-                   help="keep root's capabilities for the whole recording; by default, once the probes are "
-                        "attached, only CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH are kept "
-                        "(no_new_privs set) before the store, the OTLP receivers and Kafka start "
-                        "(--replayable and --decode-payloads keep them: their uprobes are attached later)")
     add_kafka_args(p)
     from kprobe.cli_serve import add_record_args
 
