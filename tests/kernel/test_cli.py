@@ -183,3 +183,21 @@ def test_recorder_gives_up_root_once_the_probes_are_attached(root, tmp_path, kee
         rec.send_signal(signal.SIGINT)
         rec.wait(60)
     assert rec.returncode == 0
+
+
+def test_run_gives_up_root_too_and_its_command_still_becomes_the_invoking_user(root, tmp_path):
+    data = tmp_path / "d"
+    script = "import os, time; print(os.getppid(), os.getpid(), os.getuid(), flush=True); time.sleep(1.0)"
+    env = {**os.environ, "SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
+    run = subprocess.Popen([*KPROBE, "run", "--data", str(data), "--no-otlp", "--", sys.executable, "-c", script],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert run.stdout is not None
+    ppid, pid, uid = map(int, run.stdout.readline().split())
+    assert ppid == run.pid and uid == 65534   # the command: the invoking user, started after the drop
+    caps = _thread_caps(run.pid)
+    want = sum(1 << b for b in (2, 5, 19, 38, 39))   # DAC_READ_SEARCH, KILL, SYS_PTRACE, PERFMON, BPF
+    assert len(caps) > 3 and all(v == (want, want, 1) for v in caps.values()), caps
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    rows = json.loads(kp("events", "--data", str(data), "--pid", str(pid), "--type", "offcpu", "--json").stdout)
+    assert any(r["dur_ns"] >= 800_000_000 for r in rows), rows
