@@ -58,6 +58,9 @@ class RecorderStats:
     policy: dict = field(default_factory=dict)  # capture policy and thresholds in effect
     last_error: str = ""
     partitions_dropped: int = 0
+    # retention passes so far (sinks/retention.py): partitions dropped, future-dated ones among them,
+    # partitions trimmed by row deletes, and the store's size before/after the last pass
+    retention: dict[str, int] = field(default_factory=dict)
     # memcg member snapshots (agent/memcg_members.py): taken, member rows, members beyond the cap, ids not found
     memcg_snapshots: dict[str, int] = field(default_factory=dict)
     # fast block requests summed in the kernel (agent/block_sums.py): block_io rows made of sums, requests in them

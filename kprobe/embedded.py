@@ -65,7 +65,7 @@ class EmbeddedSession:
                 self.store.close()
                 raise
         self.config.status_path = self.data_dir / "status.json"
-        self.recorder = Recorder(self.config, StoreSink(self.store), retention=self.store.enforce_retention)
+        self.recorder = Recorder(self.config, StoreSink(self.store), retention=self._retention)
         try:
             self.recorder.start(probes)
         except BaseException:
@@ -76,6 +76,16 @@ class EmbeddedSession:
         self.control = ControlServer(self.data_dir, self._fresh_query, self.live_stats).start()
         self.report_attach(sys.stderr)
         return self
+
+    def _retention(self, max_age_ns: int | None, max_bytes: int | None, now_ns: int) -> int:
+        """One retention pass on the store; what it did is added up in the recorder's stats."""
+        dropped = self.store.enforce_retention(max_age_ns, max_bytes, now_ns)
+        last, total = self.store.last_retention, self.recorder.stats.retention
+        for k in ("dropped", "future_dropped", "trimmed"):
+            total[k] = total.get(k, 0) + int(last.get(k, 0))
+        for k in ("bytes_before", "bytes_after_estimate"):
+            total[k] = int(last.get(k, 0))
+        return dropped
 
     def _start_otlp(self, cfg: OtlpConfig) -> None:
         from kprobe.otel.receiver import OtlpReceiver

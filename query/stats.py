@@ -116,6 +116,10 @@ def render(data: dict) -> str:
     if rec.get("program_misses"):
         lines.append("program runs skipped by the kernel (nested on one CPU; counted in lost total): " +
                      ", ".join(f"{k}={v}" for k, v in sorted(rec["program_misses"].items())))
+    if (ret := rec.get("retention")) and any(ret.get(k) for k in ("dropped", "trimmed")):
+        lines.append(f"retention: {ret.get('dropped', 0)} partitions dropped ({ret.get('future_dropped', 0)} dated in "
+                     f"the future), {ret.get('trimmed', 0)} trimmed; store {ret.get('bytes_before', 0) >> 20} MiB "
+                     f"before the last pass, ~{ret.get('bytes_after_estimate', 0) >> 20} MiB after")
     if rec.get("rejected"):
         lines.append("rejected (impossible times or ids, not stored): " +
                      ", ".join(f"{k}={v}" for k, v in sorted(rec["rejected"].items())))
