@@ -187,10 +187,11 @@ def test_recorder_gives_up_root_once_the_probes_are_attached(root, tmp_path, kee
 
 def test_run_gives_up_root_too_and_its_command_still_becomes_the_invoking_user(root, tmp_path):
     data = tmp_path / "d"
-    script = "import os, time; print(os.getppid(), os.getpid(), os.getuid(), flush=True); time.sleep(1.0)"
+    # a command the invoking user (nobody here) can run: not this venv's python, under /root
+    script = 'echo "$PPID $$ $(id -u)"; sleep 1'
     env = {**os.environ, "SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
-    run = subprocess.Popen([*KPROBE, "run", "--data", str(data), "--no-otlp", "--", sys.executable, "-c", script],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    run = subprocess.Popen([*KPROBE, "run", "--data", str(data), "--no-otlp", "--", "/bin/sh", "-c", script],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/")
     assert run.stdout is not None
     ppid, pid, uid = map(int, run.stdout.readline().split())
     assert ppid == run.pid and uid == 65534   # the command: the invoking user, started after the drop
