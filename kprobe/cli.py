@@ -301,9 +301,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     replayable = bool(getattr(args, "replayable", False))
     if replayable:
         from kprobe.replay.tracee import close_inherited_fds  # imported before the fork
+    later_attach = replayable or getattr(args, "decode_payloads", False)
+    drop = None if args.keep_privileges or later_attach else (lambda: _drop_privileges(KEEP_RUNNING))
+    started = None
+    if drop is None:  # root kept: the recorder starts first (--replayable arms its capture for the fork)
+        started = _start_run_session(args, None)
     gate_r, gate_w = os.pipe()
-    # The command's process is forked before the recorder starts: it keeps what it needs to become
-    # the invoking user, while the recorder gives up its capabilities once the probes are attached.
+    # Otherwise the command's process is forked before the recorder starts: it keeps what it needs to
+    # become the invoking user, while the recorder gives up its capabilities once the probes are attached.
     pid = os.fork()
     if pid == 0:  # child: wait until the parent has put us on the watch list, then exec
         os.close(gate_w)
@@ -324,16 +329,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"kprobe: cannot run {args.command[0]}: {e.strerror}", file=sys.stderr)
             os._exit(127)
     os.close(gate_r)
-    later_attach = replayable or getattr(args, "decode_payloads", False)
-    drop = None if args.keep_privileges or later_attach else (lambda: _drop_privileges(KEEP_RUNNING))
-    try:
-        session = _start_session(args, watching=True, after_probes=drop)
-    except BaseException:
-        os.close(gate_w)   # the command's process sees no go and exits
-        os.waitpid(pid, 0)
-        raise
-    replay_capture = start_replay_capture(args, session)
-    payloads = start_payload_capture(args, session)
+    if started is None:
+        try:
+            started = _start_run_session(args, drop)
+        except BaseException:
+            os.close(gate_w)   # the command's process sees no go and exits
+            os.waitpid(pid, 0)
+            raise
+    session, replay_capture, payloads = started
     session.recorder.watch_pid(pid)
     os.write(gate_w, b"x")
     os.close(gate_w)
@@ -349,6 +352,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     session.stop()
     _print_totals(session.recorder.stats)
     return code if code >= 0 else 128 - code
+
+
+def _start_run_session(args: argparse.Namespace, drop):
+    """`kprobe run`'s recorder, with its replay and payload captures when asked for."""
+    session = _start_session(args, watching=True, after_probes=drop)
+    return session, start_replay_capture(args, session), start_payload_capture(args, session)
 
 
 def start_replay_capture(args: argparse.Namespace, session):

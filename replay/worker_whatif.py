@@ -13,6 +13,9 @@ would let it run for real; ``kprobe replay --what-if`` uses the same guard.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 from kprobe.replay.engine import ReplayEngine
 
 O_ACCMODE, O_CREAT, O_TRUNC, O_APPEND = 0o3, 0o100, 0o1000, 0o2000
@@ -76,11 +79,11 @@ def guard(s, tid: int, nr: int, args: tuple[int, ...]) -> str | None:  # s: repl
     return external_effect(nr, tuple(args), tid, s.emulated)
 
 
+@dataclass
 class SafeWhatIfEngine(ReplayEngine):
     """ReplayEngine whose unmatched calls with external effects are answered EPERM (see module doc)."""
 
-    def __post_init__(self) -> None:
-        self.guard = guard
+    guard: Callable[..., str | None] | None = field(default=guard)
 
     @property
     def refused(self) -> int:

@@ -14,7 +14,7 @@ from kprobe.replay.session import Prepared, ReplayResult, Session
 def _session() -> Session:
     log = ProcessLog(tgid=1, events=[], exec_ns=0, clock_offset_ns=0, replayable_until=0, problem="", meta={})
     prep = Prepared([], {}, {}, [], {}, {}, frozenset(), {-1: 1 << 62}, None, {})  # type: ignore[arg-type]
-    return Session(log, True, [], prep, {}, None, ReplayResult("identical", 0, 0), ThreadOrder([]))
+    return Session(log, True, [], None, prep, {}, None, ReplayResult("identical", 0, 0), ThreadOrder([]))
 
 
 def test_a_field_not_declared_cannot_be_created_on_the_fly():
