@@ -67,6 +67,11 @@ SOCK_CALLS = {"recvfrom", "recvmsg", "recvmmsg", "accept", "accept4", "connect",
 READ_CALLS = {"read", "readv", "pread64", "preadv", "preadv2"}
 WRITE_CALLS = {"write", "writev", "pwrite64", "pwritev", "pwritev2"}
 DISK_CALLS = set(DISK_WAIT_CALLS)
+# calls that block only to wait for a lock another task holds: what the lock is, per call
+FILE_LOCK_CALLS = {"flock": "flock", "fcntl": "fcntl record lock"}
+SEM_CALLS = {"semop", "semtimedop"}
+# uninterruptible waits in these calls are waits for a kernel lock (the mmap lock), not for a disk
+MMAP_LOCK_CALLS = {"mmap", "munmap", "mprotect", "mremap", "brk", "madvise"}
 
 
 @dataclass
@@ -459,9 +464,15 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
 
     if name in SLEEP_CALLS:
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary=f"{name}")
+    if name in FILE_LOCK_CALLS or name in SEM_CALLS or (name in MMAP_LOCK_CALLS and o.reason == "uninterruptible"):
+        what, lock = _lock_identity(ctx, name, sc, tgid)
+        if other_waker:
+            return follow(_Piece("lock_contention", waker, d, ev + [{"lock": lock}], summary=what))
+        return _Piece("lock_contention", Culprit(None, None, None), d, ev + [{"lock": lock}],
+                      summary=f"{what}, holder not seen (woken by a timeout or a signal?)")
     if name == "futex":
         if other_waker:
-            return follow(_Piece("lock_contention", waker, d, ev, summary="futex wait", bucket="futex"))
+            return follow(_Piece("lock_contention", waker, d, ev, summary="futex", bucket="futex"))
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary="futex wait timed out", bucket="futex")
     if name in DISK_CALLS or (o.reason == "uninterruptible" and name in READ_CALLS | WRITE_CALLS | {""}):
         ios = [x for x in ctx.ev.block_io if _overlap(x.ts, x.end_ts, a, b) > 0]
@@ -485,6 +496,23 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
                              summary=f"blocked in {name or 'an untraced call'}, woken by {waker.label()}"))
     return _Piece("unknown", Culprit(None, None, None), d, ev,
                   summary=f"blocked ({o.reason}) in {name or 'an untraced call'}")
+
+
+def _lock_identity(ctx: _Ctx, name: str, sc: Syscall | None, tgid: int) -> tuple[str, dict]:
+    """The lock a thread waited for, in words and as evidence: the file (path from the process's opens of
+    that fd) for flock/fcntl, the SysV semaphore set id for semop, the process's mmap lock otherwise.
+
+    flock and fcntl sleep only in a blocking lock request (LOCK_EX/LOCK_SH without LOCK_NB, F_SETLKW,
+    F_OFD_SETLKW), and whoever releases the lock wakes the waiter: the waker is the holder.
+    """
+    arg = sc.fd if sc is not None else -1
+    if name in FILE_LOCK_CALLS:
+        path = ctx.path_for(tgid, arg, sc.ts) if sc is not None and arg >= 0 else None
+        lock = {"type": name, "fd": arg if arg >= 0 else None, "path": path}
+        return f"{FILE_LOCK_CALLS[name]} on {path or f'fd {arg}'}", lock
+    if name in SEM_CALLS:
+        return f"SysV semaphore (semid {arg})", {"type": "semaphore", "semid": arg if arg >= 0 else None}
+    return f"mmap lock of PID {tgid} (in {name})", {"type": "mmap_lock", "pid": tgid, "syscall": name}
 
 
 KERNEL_IO_THREADS = ("kworker/", "jbd2/", "loop", "kswapd", "kcompactd", "ksoftirqd/", "kblockd", "flush-",
@@ -755,12 +783,13 @@ def root_chain(causes: list[Cause]) -> list[Cause]:
 
 def _operation(ev: Evidence, tid: int, lo: int, hi: int) -> tuple[str, int]:
     best: Syscall | None = None
-    for s in ev.syscalls.get(tid, ()) or ev.blocked_calls.get(tid, ()):
+    for s in [*ev.syscalls.get(tid, ()), *ev.blocked_calls.get(tid, ())]:
         if _overlap(s.ts, s.end_ts, lo, hi) and (best is None or s.end_ts - s.ts > best.end_ts - best.ts):
             best = s
     if best is None:
         return "", 0
-    op = best.syscall + (f" fd={best.fd}" if best.fd >= 0 else "")
+    arg = "semid" if best.syscall in SEM_CALLS else "fd"    # what the call's first argument is
+    op = best.syscall + (f" {arg}={best.fd}" if best.fd >= 0 else "")
     return op, best.end_ts - best.ts
 
 

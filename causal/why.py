@@ -49,7 +49,7 @@ def phrase(c: Cause) -> str:
     if k == "network":
         return f"network {d}: {c.summary}"
     if k == "lock_contention":
-        return f"lock wait {d} (futex) held by {who}"
+        return f"lock wait {d} ({c.summary or 'futex'}) held by {who}"
     if k == "remote_service":
         return f"{c.summary} {d}" + (f", served by {who}" if c.culprit.pid is not None and who not in c.summary else "")
     if k == "sleep":

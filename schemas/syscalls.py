@@ -64,7 +64,7 @@ NAMED_ONLY: dict[str, int] = {
     "fallocate": 285, "signalfd4": 289, "eventfd2": 290, "dup3": 292, "pipe2": 293,
     "syncfs": 306, "renameat2": 316, "getrandom": 318, "copy_file_range": 326, "statx": 332,
     "io_pgetevents": 333, "io_uring_enter": 426, "clone3": 435, "epoll_pwait2": 441,
-    "futex_waitv": 449,
+    "futex_waitv": 449, "semop": 65,
 }
 
 
