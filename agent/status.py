@@ -58,6 +58,8 @@ class RecorderStats:
     partitions_dropped: int = 0
     # memcg member snapshots (agent/memcg_members.py): taken, member rows, members beyond the cap, ids not found
     memcg_snapshots: dict[str, int] = field(default_factory=dict)
+    # CPU quota throttling samples (agent/cgroup_cpu.py): samples, rows, cgroups with a quota, members beyond the cap
+    cgroup_cpu: dict[str, int] = field(default_factory=dict)
     last_written_mono_ns: int = 0
     finished: bool = False
 

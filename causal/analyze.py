@@ -42,9 +42,11 @@ from msgspec.structs import replace
 from kprobe.causal.fetch import (
     DISK_WAIT_CALLS,
     RECLAIM_CONTEXT_NS,
+    THROTTLE_AFTER_NS,
     WAKE_EPS_NS,
     WAKER_CALLS,
     BlockIO,
+    CgroupCpu,
     Evidence,
     MemcgMember,
     OffCpu,
@@ -719,6 +721,8 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
                        summary="waited for a CPU (after wake-up, or no preemptor recorded)",
                        evidence=[{"wakeup_latency_ns": total, "waits": len(rest)}])
         pieces.append(piece)
+    if runq and (thr := _throttling(ctx, tgid, lo, hi, runq)) is not None:
+        pieces = _take_throttled(pieces, thr, runq)
 
     # the thread's own direct reclaim (on or off CPU) is memory pressure
     own = [r for r in ctx.reclaim_by_tid.get(tid, ()) if _overlap(r.ts, r.end_ts, lo, hi) > 0]
@@ -744,9 +748,95 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
     return bd, _aggregate(pieces), used
 
 
+
+
+THROTTLE_MEMBER_CONTEXT_NS = 2_000_000_000
+
+
+def _interp(samples: list[tuple[int, int]], t: int) -> float:
+    """A cumulative counter at time t, linear between the samples around it, held flat beyond them."""
+    if t <= samples[0][0]:
+        return samples[0][1]
+    if t >= samples[-1][0]:
+        return samples[-1][1]
+    k = bisect_right([x for x, _ in samples], t)
+    (t0, v0), (t1, v1) = samples[k - 1], samples[k]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
+
+
+def _throttling(ctx: _Ctx, tgid: int, lo: int, hi: int, runq: int) -> _Piece | None:
+    """cpu_throttling for a thread of ``tgid`` that waited ``runq`` ns runnable over [lo, hi], or None.
+
+    A throttled task is switched out as if preempted, by whoever runs next: only the
+    cgroup's own counters say the wait was the quota. The cgroup is the CPU-quota
+    cgroup the process was a member of around the window; its throttled time in the
+    window is the cumulative counter interpolated at both ends (samples every 250 ms
+    while it is throttled). The culprit is the member that used most CPU meanwhile
+    (it spent the quota); alone in its cgroup, the victim throttles itself.
+    """
+    mine = {c.cgroup_id for c in ctx.ev.cgroup_cpu if c.tgid == tgid}
+    best: _Piece | None = None
+    for cg in mine:
+        rows = [c for c in ctx.ev.cgroup_cpu if c.cgroup_id == cg]
+        per_ts: dict[int, CgroupCpu] = {}
+        for c in rows:
+            per_ts.setdefault(c.ts, c)
+        samples = sorted(per_ts.values(), key=lambda c: c.ts)
+        thr = [(c.ts, c.throttled_ns) for c in samples]
+        throttled = int(_interp(thr, hi) - _interp(thr, lo))
+        if throttled < MIN_CAUSE_NS:
+            continue
+        nr = int(round(_interp([(c.ts, c.nr_throttled) for c in samples], hi)
+                       - _interp([(c.ts, c.nr_throttled) for c in samples], lo)))
+        usage = _interp([(c.ts, c.usage_ns) for c in samples], hi) - _interp([(c.ts, c.usage_ns) for c in samples], lo)
+        last = samples[-1]
+        # CPU used per member from the samples around the window (members are read only while it is
+        # throttled, so a short window may hold one sample of them: the context before it counts too)
+        used: dict[int, list] = {}
+        for c in rows:
+            if c.tgid and lo - THROTTLE_MEMBER_CONTEXT_NS <= c.ts <= hi + THROTTLE_AFTER_NS:
+                u = used.setdefault(c.tgid, [c.cpu_ns, c.cpu_ns, c.comm])
+                u[0], u[1] = min(u[0], c.cpu_ns), max(u[1], c.cpu_ns)
+        ranked = sorted(((t, v[1] - v[0], v[2]) for t, v in used.items()), key=lambda x: (x[1], x[0] == tgid),
+                        reverse=True)
+        if ranked and ranked[0][1] > 0:
+            cul = ctx.culprit(ranked[0][0], None, ranked[0][2])
+        else:
+            cul = ctx.culprit(tgid)
+        delay = min(throttled, runq)
+        pct = 100.0 * last.quota_us / last.period_us if last.period_us else 0.0
+        evidence = {"cgroup": last.cgroup, "quota_us": last.quota_us, "period_us": last.period_us,
+                    "quota_cpus": round(pct / 100, 3), "throttled_ns": throttled, "nr_throttled": nr,
+                    "usage_ns": int(usage), "usage_cpus": round(usage / (hi - lo), 3),
+                    "members": [{"pid": t, "comm": cm, "cpu_ns": int(n)} for t, n, cm in ranked[:3]],
+                    "fix": f"raise the CPU quota of {last.cgroup} (cgroup v2 cpu.max, v1 cpu.cfs_quota_us; now "
+                           f"{last.quota_us} us per {last.period_us} us = {pct:.0f}% of a CPU)"}
+        piece = _Piece("cpu_throttling", cul, delay, [evidence],
+                       summary=f"CPU quota of cgroup {last.cgroup} ({pct:.0f}% of a CPU) used up, "
+                               f"throttled in {nr} period{'s' if nr != 1 else ''}")
+        if best is None or piece.delay_ns > best.delay_ns:
+            best = piece
+    return best
+
+
+def _take_throttled(pieces: list[_Piece], thr: _Piece, runq: int) -> list[_Piece]:
+    """The run-queue time the quota explains comes out of the preemption causes, in proportion: a
+    throttled task's switch-outs name whoever ran next, which is not who kept it off the CPU."""
+    keep = max(0.0, (runq - thr.delay_ns) / runq)
+    out = []
+    for p in pieces:
+        if p.kind == "cpu_preemption":
+            p.delay_ns = int(p.delay_ns * keep)
+            for ch in p.children:
+                ch.delay_ns = min(ch.delay_ns, p.delay_ns)
+        out.append(p)
+    out.append(thr)
+    return out
+
+
 def _key(kind: str, c: Culprit) -> tuple:
     # preemption and memory pressure are per process; waits keep the thread (lock holders are threads)
-    return (kind, c.pid, None if kind in ("cpu_preemption", "memory_pressure") else c.tid)
+    return (kind, c.pid, None if kind in ("cpu_preemption", "memory_pressure", "cpu_throttling") else c.tid)
 
 
 def _aggregate(pieces: Iterable[_Piece | Cause]) -> list[Cause]:

@@ -183,6 +183,23 @@ class Retrans(Record):
     dport: int
 
 
+class CgroupCpu(Record):
+    """A sample of a CPU-quota cgroup's throttle counters (cumulative), with one member (agent/cgroup_cpu.py)."""
+
+    cgroup_id: int
+    ts: int
+    cgroup: str
+    quota_us: int
+    period_us: int
+    nr_periods: int
+    nr_throttled: int
+    throttled_ns: int
+    usage_ns: int
+    tgid: int        # 0: counters only
+    comm: str
+    cpu_ns: int      # the member's CPU time so far
+
+
 class FdOpen(Record):
     tgid: int
     fd: int
@@ -209,6 +226,7 @@ class Evidence:
     retrans: list[Retrans] = field(default_factory=list)
     fd_open: list[FdOpen] = field(default_factory=list)
     memcg_members: list[MemcgMember] = field(default_factory=list)   # snapshots of memcgs in reclaim
+    cgroup_cpu: list[CgroupCpu] = field(default_factory=list)        # samples of CPU-quota cgroups being throttled
     comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, see note_comm
     comm_rank: dict[int, tuple[bool, int, str]] = field(default_factory=dict)   # tgid -> (main thread?, ts, comm)
     fetched_tgids: set[int] = field(default_factory=set)
@@ -439,6 +457,16 @@ _RETRANS_COLS = ("ts", "skaddr", "saddr", "sport", "daddr", "dport")
 _MEMBER_COLS = ("cgroup_id", "ts", "tgid", "comm", "rss_anon", "rss_shmem", "read_bytes + write_bytes", "memcg_usage",
                 "memcg_limit", "memcg_file", "memcg_dirty", "memcg_writeback", "cgroup")
 MEMBER_SNAPSHOT_LAG_NS = 3_000_000_000   # a stall's snapshot may be taken this long after it ended (next drain)
+_CGROUP_CPU_COLS = ("cgroup_id", "ts", "cgroup", "quota_us", "period_us", "nr_periods", "nr_throttled", "throttled_ns",
+                    "usage_ns", "tgid", "comm", "cpu_ns")
+THROTTLE_BEFORE_NS = 11_000_000_000   # an idle quota cgroup is written every 10 s: its last sample before the window
+THROTTLE_AFTER_NS = 3_000_000_000     # the sample after the window (every 250 ms, written at the next flush)
+
+
+def _cgroup_cpu_part(lo: int, hi: int) -> _Part:
+    """Samples of CPU-quota cgroups around the window (system-wide: a few rows per throttled cgroup per second)."""
+    return _Part("cgroup_cpu", CgroupCpu, _CGROUP_CPU_COLS, "cgroup_cpu",
+                 _between(lo - THROTTLE_BEFORE_NS, hi + THROTTLE_AFTER_NS))
 
 
 def _member_part(lo: int, hi: int) -> _Part:
@@ -483,7 +511,7 @@ def _victim_parts(iv: Interval) -> list[_Part]:
             _Part("fault", Fault, _FAULT_COLS, "fault", _all(_tgids({tg}), _between(lo, hi))),
             _fd_open_part(tg, hi),
             _Part("reclaim", Reclaim, _RECLAIM_COLS, "reclaim", _overlap(lo, hi, LOOKBACK_NS)),
-            _reclaim_total_part(lo, hi)]
+            _reclaim_total_part(lo, hi), _cgroup_cpu_part(lo, hi)]
 
 
 FD_OPENS_PER_FD = 64     # an fd reopened more often than this before the window's end is named by its latest 64
@@ -642,6 +670,7 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.block_io.extend(sorted(got.get("block_io", []), key=lambda r: r.ts))
     ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
     ev.memcg_members.extend(sorted(got.get("memcg_members", []), key=lambda r: r.ts))
+    ev.cgroup_cpu.extend(sorted(got.get("cgroup_cpu", []), key=lambda r: r.ts))
     for r in got.get("reclaim", []) + got.get("block_io", []):
         ev.note_comm(r.tgid, r.tid, r.ts, r.comm)
     if "reclaim_total" in got:
@@ -698,7 +727,7 @@ def _window_parts(iv: Interval) -> list[_Part]:
         _Part("syscall_before", Syscall, _SYSCALL_COLS, "syscall",
               _all(_tgids({tg}), _CLOSED, _Cond(f"end_ts < {before}", lambda r: r.end_ts < before))),
         _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _between(lo, hi)),
-        victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"],
+        victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"], victim["cgroup_cpu"],
         _Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)),
         _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)),
         _member_part(lo, hi),

@@ -13,6 +13,7 @@ from typing import Any
 
 CAUSE_KINDS = (
     "cpu_preemption",
+    "cpu_throttling",
     "memory_pressure",
     "disk_io",
     "network",

@@ -42,6 +42,9 @@ def phrase(c: Cause) -> str:
         if c.summary.startswith("run queue after wake-up"):
             return f"waited {d} for CPU {c.cpu} after wake-up while {who} ran"
         return f"preempted {d} on CPU {c.cpu} by {who}"
+    if k == "cpu_throttling":
+        ev = next((e for e in c.evidence if isinstance(e, dict) and "cgroup" in e), {})
+        return (f"throttled {d}: {c.summary} by {who}" + (f"; fix: {ev['fix']}" if ev.get("fix") else ""))
     if k == "memory_pressure":
         return f"memory pressure {d}: {c.summary or who}" + (f" (culprit {who})" if who not in c.summary else "")
     if k == "disk_io":
