@@ -248,17 +248,21 @@ class Evidence:
             self.comms[tgid] = comm
 
     def add_offcpu(self, rows: list[OffCpu]) -> None:
+        touched = set()
         for r in rows:
             self.offcpu.setdefault(r.tid, []).append(r)
             self.note_comm(r.tgid, r.tid, r.ts, r.comm)
-        for v in self.offcpu.values():
-            v.sort(key=lambda r: r.ts)
+            touched.add(r.tid)
+        for t in touched:       # only the threads that got rows: a busy window has thousands of others
+            self.offcpu[t].sort(key=lambda r: r.ts)
 
     def add_syscalls(self, rows: list[Syscall]) -> None:
+        touched = set()
         for r in rows:
             self.syscalls.setdefault(r.tid, []).append(r)
-        for v in self.syscalls.values():
-            v.sort(key=lambda r: r.ts)
+            touched.add(r.tid)
+        for t in touched:
+            self.syscalls[t].sort(key=lambda r: r.ts)
 
     def has_data(self) -> bool:
         tg = self.interval.tgid
@@ -369,13 +373,15 @@ class _Part:
     cond: _Cond
     tail: str = ""
     pick: Callable[[list], list] | None = None
+    tgids: frozenset[int] | None = None     # the condition keeps rows of these processes only (an index's key)
 
 
 def _sql(parts: list[_Part], limit: int) -> str:
-    """One UNION ALL; each branch formats its rows as JSON arrays (one String column, so the branches agree)."""
+    """One UNION ALL; each branch formats all its rows as ONE JSON array of arrays (one String column, so the
+    branches agree, and one line per branch: splitting and tagging 100k lines in Python cost more than the read)."""
     return " UNION ALL ".join(
-        f"(SELECT '{p.tag}', toJSONString(tuple({', '.join(p.cols)})) FROM {p.table} "
-        f"WHERE {p.cond.sql}{p.tail} LIMIT {int(limit)})" for p in parts
+        f"(SELECT '{p.tag}', toJSONString(groupArray(r)) FROM (SELECT tuple({', '.join(p.cols)}) AS r "
+        f"FROM {p.table} WHERE {p.cond.sql}{p.tail} LIMIT {int(limit)}))" for p in parts
     ) + (" SETTINGS output_format_json_quote_64bit_integers = 0,"
          # planning, not reading, is most of a small window's cost (~5 ms per branch): these plan passes buy
          # nothing for filtered reads of one table each, and indexes are still used (same rows, measured:
@@ -386,20 +392,18 @@ def _sql(parts: list[_Part], limit: int) -> str:
 def _read(store: Store, ev: Evidence, parts: list[_Part], limit: int) -> dict[str, list]:
     """All of the parts in ONE statement: a chDB query costs a few ms per table before it reads a row.
 
-    Rows come back as "tag<TAB>[json array]" lines (JSON escapes tabs and
-    newlines inside strings) and each tag's arrays are decoded at once into records.
+    Each branch comes back as one "tag<TAB>[[row], ...]" line (JSON escapes tabs
+    and newlines inside strings), decoded at once into records.
     """
     out: dict[str, list] = {p.tag: [] for p in parts}
     if not parts:
         return out
     ev.queries += 1
-    lines: dict[str, list[bytes]] = {p.tag: [] for p in parts}
+    cls = {p.tag: p.cls for p in parts}
     for line in store.query(_sql(parts, limit), "TabSeparatedRaw").splitlines():
-        tag, _, row = line.partition(b"\t")
-        lines[tag.decode()].append(row)
-    for p in parts:
-        if lines[p.tag]:
-            out[p.tag] = msgspec.json.decode(b"[" + b",".join(lines[p.tag]) + b"]", type=list[p.cls])
+        tag, _, rows = line.partition(b"\t")
+        t = tag.decode()
+        out[t] = out[t] + msgspec.json.decode(rows, type=list[cls[t]])
     return out
 
 
@@ -425,6 +429,18 @@ class WindowRows:
 
     tables: dict[str, list]
     reclaim_totals: list[ReclaimTotal] | None = None
+    _by_tgid: dict[str, dict[int, list]] = field(default_factory=dict)
+
+    def of_tgids(self, table: str, tgids: frozenset[int]) -> list:
+        """The table's rows of these processes, by ts: a round for a few processes need not test every row."""
+        idx = self._by_tgid.get(table)
+        if idx is None:
+            idx = {}
+            for r in self.tables.get(table, []):
+                idx.setdefault(r.tgid, []).append(r)
+            self._by_tgid[table] = idx
+        got = [r for t in tgids for r in idx.get(t, ())]
+        return sorted(got, key=lambda r: r.ts) if len(tgids) > 1 else got
 
 
 def memory_rounds(rows: WindowRows) -> Rounds:
@@ -434,7 +450,7 @@ def memory_rounds(rows: WindowRows) -> Rounds:
             if p.tag == "reclaim_total" and rows.reclaim_totals is not None:
                 out[p.tag] = list(rows.reclaim_totals)
                 continue
-            src = rows.tables.get(p.table, [])
+            src = rows.tables.get(p.table, []) if p.tgids is None else rows.of_tgids(p.table, p.tgids)
             got = p.pick(src) if p.pick else [r for r in src if p.cond.keep(r)]
             if len(got) > ROW_LIMIT:
                 ev.truncated.append(p.tag)
@@ -453,6 +469,16 @@ _SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "
 _FAULT_COLS = ("tgid", "tid", "ts", "count")
 _RECLAIM_COLS = ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu", "cgroup_id")
 _BLOCK_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev")
+BLOCK_BUCKET_NS = 1_000_000
+# block requests summed per process, device and millisecond of issue: a disk flood issues tens of thousands
+# in a window, and a disk wait's culprit only needs who issued how much to which device, and when
+_BLOCK_AGG_COLS = ("tgid", "any(tid)", "any(comm)", "min(ts)", "max(end_ts)", "sum(bytes)", "any(rwbs)", "dev")
+_BLOCK_AGG_TAIL = f" GROUP BY tgid, dev, intDiv(ts, {BLOCK_BUCKET_NS})"
+
+
+def _block_part(lo: int, hi: int) -> _Part:
+    """Block I/O overlapping the window, in per-millisecond sums (the same rows whether read whole or in rounds)."""
+    return _Part("block_io", BlockIO, _BLOCK_AGG_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS), tail=_BLOCK_AGG_TAIL)
 _RETRANS_COLS = ("ts", "skaddr", "saddr", "sport", "daddr", "dport")
 _MEMBER_COLS = ("cgroup_id", "ts", "tgid", "comm", "rss_anon", "rss_shmem", "read_bytes + write_bytes", "memcg_usage",
                 "memcg_limit", "memcg_file", "memcg_dirty", "memcg_writeback", "cgroup")
@@ -478,9 +504,10 @@ def _member_part(lo: int, hi: int) -> _Part:
 def _process_parts(tgids: set[int], lo: int, hi: int) -> list[_Part]:
     """Per-process tables (ordered by tgid, tid, ts: the tgid list prunes by primary key)."""
     return [
-        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", _all(_tgids(tgids), _overlap(lo, hi))),
-        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall", _all(_tgids(tgids), _overlap(lo, hi))),
-        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _all(_tgids(tgids), _between(lo, hi))),
+        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", _all(_tgids(tgids), _overlap(lo, hi)), tgids=frozenset(tgids)),
+        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall", _all(_tgids(tgids), _overlap(lo, hi)),
+              tgids=frozenset(tgids)),
+        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _all(_tgids(tgids), _between(lo, hi)), tgids=frozenset(tgids)),
     ]
 
 
@@ -564,7 +591,7 @@ def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
     lo, hi = ev.interval.start_ns, ev.interval.end_ns
     parts = []
     if "block_io" in tables:
-        parts.append(_Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)))
+        parts.append(_block_part(lo, hi))
     if "tcp_retrans" in tables:
         parts.append(_Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)))
     if "memcg_members" in tables:
@@ -728,7 +755,7 @@ def _window_parts(iv: Interval) -> list[_Part]:
               _all(_tgids({tg}), _CLOSED, _Cond(f"end_ts < {before}", lambda r: r.end_ts < before))),
         _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _between(lo, hi)),
         victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"], victim["cgroup_cpu"],
-        _Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)),
+        _block_part(lo, hi),
         _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)),
         _member_part(lo, hi),
     ]

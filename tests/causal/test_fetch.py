@@ -34,7 +34,7 @@ class ScriptedStore:
         assert fmt == "TabSeparatedRaw"
         tags = re.findall(r"SELECT '(\w+)', toJSONString", sql)
         self.statements.append(tags)
-        return b"".join(f"{t}\t{json.dumps(v)}\n".encode() for t in tags for v in self.rows.get(t, []))
+        return b"".join(f"{t}\t{json.dumps(self.rows.get(t, []))}\n".encode() for t in tags)
 
     def query_rows(self, sql: str) -> list[dict]:
         raise AssertionError("fetch reads through query()")
