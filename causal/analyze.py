@@ -335,9 +335,9 @@ class _Ctx:
                 for o in rows:
                     by_cpu[o.cpu_off].append((o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
                                               o.tgid, o.tid, o.comm, 0))
-                    d_tid = o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1
-                    by_cpu[o.cpu_on].append((o.end_ts, o.tgid, o.tid, o.comm,
-                                             o.displaced_tgid, d_tid, o.displaced_comm, o.displaced_since))
+                    by_cpu[o.cpu_on].append((o.end_ts, o.tgid, o.tid, o.comm, o.displaced_tgid,
+                                             o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1,
+                                             o.displaced_comm, o.displaced_since))
             for v in by_cpu.values():
                 v.sort()
             self._switch_ins = dict(by_cpu)

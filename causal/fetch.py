@@ -12,6 +12,7 @@ Only integers are ever interpolated into SQL, and only after ``int()``.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -645,10 +646,14 @@ def unknown_wakes(ev: Evidence, min_blocked_ns: int = 1_000_000, limit: int = 32
 def _wake_calls(wakes: list[int]) -> _Cond:
     """Other processes' wake-type syscalls bracketing those wake times: the candidates for the real waker."""
     e = WAKE_EPS_NS
-    ws = [int(w) for w in wakes]
+    ws = sorted(int(w) for w in wakes)
     first, last = min(ws) - WAKER_CALL_LOOKBACK_NS, max(ws) + e
-    near = _Cond(" OR ".join(f"(ts <= {w + e} AND end_ts >= {w - e})" for w in ws),
-                 lambda r: any(r.ts <= w + e and r.end_ts >= w - e for w in ws))
+
+    def near_keep(r: Any) -> bool:     # some wake time in [ts - e, end_ts + e]: the first one >= ts - e decides
+        i = bisect_left(ws, r.ts - e)
+        return i < len(ws) and ws[i] <= r.end_ts + e
+
+    near = _Cond(" OR ".join(f"(ts <= {w + e} AND end_ts >= {w - e})" for w in ws), near_keep)
     return _all(_Cond(f"ts >= {first} AND ts <= {last}", lambda r: first <= r.ts <= last), _calls(WAKER_CALLS), near)
 
 
