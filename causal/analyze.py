@@ -617,6 +617,15 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary="futex wait timed out", bucket="futex")
     if name in DISK_CALLS or (o.reason == "uninterruptible" and name in READ_CALLS | WRITE_CALLS | {""}):
         ios = ctx.block_io.overlapping(a, b)
+        if (name in READ_CALLS | WRITE_CALLS and other_waker and o.wake_ts
+                and not _kernel_thread(o.waker_comm or "") and not _completion_near(ios, o.wake_ts)):
+            # no disk request completed when it was woken, and a user thread woke it: that thread released
+            # a kernel lock the call needed (the file's inode lock, held through another write or read)
+            what = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else name
+            path = ctx.path_for(tgid, sc.fd, sc.ts) if sc and sc.fd >= 0 else None
+            return follow(_Piece("lock_contention", waker, d, ev + [{"lock": {"type": "inode_lock", "path": path,
+                                                                             "fd": sc.fd if sc else None}}],
+                                 summary=f"inode lock of {path or 'the file'}, in {what}"))
         if ios or name in DISK_CALLS or name:
             cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b)
             label = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else (name or "uninterruptible wait")
@@ -658,6 +667,13 @@ def _lock_identity(ctx: _Ctx, name: str, sc: Syscall | None, tgid: int) -> tuple
 
 KERNEL_IO_THREADS = ("kworker/", "jbd2/", "loop", "kswapd", "kcompactd", "ksoftirqd/", "kblockd", "flush-",
                      "writeback", "dm_", "kdmflush", "md", "xfsaild", "btrfs-", "scsi_", "nvme", "swapper")
+
+
+COMPLETION_NEAR_NS = 2_000_000   # a disk wait ends within this of a request's completion (block rows are ms sums)
+
+
+def _completion_near(ios: list[BlockIO], wake: int) -> bool:
+    return any(abs(x.end_ts - wake) <= COMPLETION_NEAR_NS for x in ios)
 
 
 def _kernel_thread(comm: str) -> bool:

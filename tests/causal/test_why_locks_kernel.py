@@ -89,3 +89,52 @@ def test_lock_wait_names_the_holder_and_the_lock(capture, tmp_path, kind, hold_m
         assert lock["type"] == ("flock" if kind == "flock" else "fcntl") and lock["path"] == ident, lock
     assert a.comm == victim_name
     assert holder_name in render_text(a).splitlines()[0]
+
+
+# holder: one 768 MiB buffered write (the file's inode lock is held throughout); victim: a small write to the same file
+BIG_WRITE = ("import ctypes,os,sys,time\nctypes.CDLL(None).prctl(15, sys.argv[2].encode(), 0, 0, 0)\n"
+             "buf = b'x' * (768 << 20)\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)\n"
+             "print('ready', flush=True)\nsys.stdin.readline()\nt0 = time.time_ns()\nos.write(fd, buf)\n"
+             "print(t0, time.time_ns(), flush=True)\nos.close(fd)\nos.unlink(sys.argv[1])")
+SMALL_WRITE = ("import ctypes,os,sys,time\nctypes.CDLL(None).prctl(15, sys.argv[2].encode(), 0, 0, 0)\n"
+               "fd = os.open(sys.argv[1], os.O_WRONLY)\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+               "time.sleep(0.03)\nt0 = time.time_ns()\nos.pwrite(fd, b'y' * 64, 0)\n"
+               "print(os.getpid(), t0, time.time_ns(), flush=True)")
+
+
+def test_write_behind_a_big_write_to_the_same_file_waits_for_its_inode_lock(capture):
+    """A kernel lock: the small write sleeps (uninterruptible) on the inode lock the big write holds; no disk
+    request ends its wait, the writer's release does. Not a disk wait: the lock and its holder are named."""
+    path = "/var/tmp/kp-inode-lock-test.dat"
+    holder = subprocess.Popen([sys.executable, "-c", BIG_WRITE, path, "bulk-loader"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "ready"
+        victim = subprocess.Popen([sys.executable, "-c", SMALL_WRITE, path, "ledger-writer"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert victim.stdout is not None and victim.stdin is not None
+        assert victim.stdout.readline().strip() == "ready"
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        victim.stdin.write("go\n")       # 30 ms into the big write
+        victim.stdin.flush()
+        out, _ = victim.communicate(timeout=60)
+        h0, h1 = (int(x) for x in holder.stdout.readline().split())
+        holder.wait(60)
+    finally:
+        holder.kill()
+        holder.wait(5)
+    vpid, t0, t1 = (int(x) for x in out.split())
+    waited = t1 - t0
+    assert waited > 50_000_000 and t1 >= h1 - 50_000_000, \
+        f"the small write took {waited} ns (big write {h0}..{h1}): it did not wait for the lock; proves nothing"
+    assert capture.session.recorder.wait_drained(60.0), "recorder did not drain in 60 s"
+    a = why_both_ways(capture.session.store, vpid, t0, t1)
+    print(render_text(a))
+    first = a.chain[0]
+    assert first.kind == "lock_contention" and first.culprit.pid == holder.pid, a.to_json()
+    assert first.culprit.comm == "bulk-loader"
+    assert abs(first.delay_ns - waited) <= 0.25 * waited, (first.delay_ns, waited)
+    lock = next(e["lock"] for e in first.evidence if isinstance(e, dict) and "lock" in e)
+    assert lock["type"] == "inode_lock" and lock["path"] == path, lock
