@@ -617,6 +617,14 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary="futex wait timed out", bucket="futex")
     if name in DISK_CALLS or (o.reason == "uninterruptible" and name in READ_CALLS | WRITE_CALLS | {""}):
         ios = ctx.block_io.overlapping(a, b)
+        if not name and ios and not _kernel_thread(o.comm):
+            # a user thread sleeping in the kernel outside any syscall is in an exception: a page fault,
+            # waiting for the page to be read from disk (a file-backed page not in the page cache, or swap-in)
+            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b)
+            faults = sum(f.count for f in ctx.ev.faults if f.tid == tid and a - 1_000_000_000 <= f.ts <= b)
+            return _Piece("major_fault", cul, d, ev + io_ev + [{"page_faults_near": faults}],
+                          summary="page fault waiting for a disk read (major fault: a file-backed page not in "
+                                  "the page cache, or swap-in)", bucket="io")
         if (name in READ_CALLS | WRITE_CALLS and other_waker and o.wake_ts
                 and not _kernel_thread(o.waker_comm or "") and not _completion_near(ios, o.wake_ts)):
             # no disk request completed when it was woken, and a user thread woke it: that thread released

@@ -37,6 +37,8 @@ root-cause kinds (culprit: who caused it; evidence: what the recording shows):
                     process that filled the memory (the biggest other reclaimer, or memcg member)
   disk_io           a sync call or uninterruptible read/write waiting for the disk; culprit: the process
                     that issued most I/O to that device meanwhile
+  major_fault       a page fault waiting for a disk read (file-backed page not cached, or swap-in): memory
+                    the process needed was on disk; culprit: the biggest issuer on that device
   network           a socket wait on a connection with TCP retransmits; culprit: the end that lost them
   lock_contention   futex, flock, fcntl/OFD record locks (the file named), SysV semaphores (semid), the
                     mmap lock; culprit: the holder, i.e. the task that released it and woke the waiter

@@ -16,6 +16,7 @@ CAUSE_KINDS = (
     "cpu_throttling",
     "memory_pressure",
     "disk_io",
+    "major_fault",
     "network",
     "lock_contention",
     "remote_service",

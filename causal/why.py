@@ -49,6 +49,8 @@ def phrase(c: Cause) -> str:
         return f"memory pressure {d}: {c.summary or who}" + (f" (culprit {who})" if who not in c.summary else "")
     if k == "disk_io":
         return f"disk I/O {d} in {c.summary}" + (f", device busy with I/O of {who}" if c.culprit.pid is not None else "")
+    if k == "major_fault":
+        return f"{c.summary} {d}" + (f", device busy with I/O of {who}" if c.culprit.pid is not None else "")
     if k == "network":
         return f"network {d}: {c.summary}"
     if k == "lock_contention":
