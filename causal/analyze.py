@@ -626,7 +626,7 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
                           summary="page fault waiting for a disk read (major fault: a file-backed page not in "
                                   "the page cache, or swap-in)", bucket="io")
         if (name in READ_CALLS | WRITE_CALLS and other_waker and o.wake_ts
-                and not _kernel_thread(o.waker_comm or "") and not _completion_near(ios, o.wake_ts)):
+                and not _kernel_thread(o.waker_comm or "") and not _completion_near(ios, o.wake_ts, tgid)):
             # no disk request completed when it was woken, and a user thread woke it: that thread released
             # a kernel lock the call needed (the file's inode lock, held through another write or read)
             what = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else name
@@ -680,8 +680,11 @@ KERNEL_IO_THREADS = ("kworker/", "jbd2/", "loop", "kswapd", "kcompactd", "ksofti
 COMPLETION_NEAR_NS = 2_000_000   # a disk wait ends within this of a request's completion (block rows are ms sums)
 
 
-def _completion_near(ios: list[BlockIO], wake: int) -> bool:
-    return any(abs(x.end_ts - wake) <= COMPLETION_NEAR_NS for x in ios)
+def _completion_near(ios: list[BlockIO], wake: int, tgid: int) -> bool:
+    """Whether a request of the waiter (or of a kernel thread, issuing for it) completed when it woke: on a
+    busy host some request always completes near any moment, but not one the waiter was waiting for."""
+    return any(abs(x.end_ts - wake) <= COMPLETION_NEAR_NS and (x.tgid == tgid or _kernel_thread(x.comm))
+               for x in ios)
 
 
 def _kernel_thread(comm: str) -> bool:
