@@ -536,8 +536,8 @@ def _victim_parts(iv: Interval) -> list[_Part]:
             # the window's syscalls, and every earlier successful close: with the opens they name an fd at any time
             _Part("syscall", Syscall, _SYSCALL_COLS, "syscall",
                   _all(_tgids({tg}), _Cond(f"ts <= {int(hi)}", lambda r: r.ts <= hi),
-                       _any(_Cond(f"end_ts >= {int(lo)}", lambda r: r.end_ts >= lo), _CLOSED))),
-            _Part("fault", Fault, _FAULT_COLS, "fault", _all(_tgids({tg}), _between(lo, hi))),
+                       _any(_Cond(f"end_ts >= {int(lo)}", lambda r: r.end_ts >= lo), _CLOSED)), tgids=frozenset({tg})),
+            _Part("fault", Fault, _FAULT_COLS, "fault", _all(_tgids({tg}), _between(lo, hi)), tgids=frozenset({tg})),
             _fd_open_part(tg, hi),
             _Part("reclaim", Reclaim, _RECLAIM_COLS, "reclaim", _overlap(lo, hi, LOOKBACK_NS)),
             _reclaim_total_part(lo, hi), _cgroup_cpu_part(lo, hi)]
@@ -609,14 +609,36 @@ def _peers(ports: set[tuple[int, int]]) -> _Cond:
                  lambda r: (r.sport, r.dport) in s)
 
 
-def _related_tgids(ev: Evidence) -> set[int]:
-    """Processes whose own delays may explain a fetched thread's wait: its wakers."""
-    out: set[int] = set()
+def _related_tgids(ev: Evidence) -> dict[int, int]:
+    """Processes whose own delays may explain a fetched thread's wait, its wakers, with the blocked time inside
+    the window they ended: on a busy host every process wakes some other, and the ones that ended the
+    most waiting are the ones a chain can run through."""
+    lo, hi = ev.interval.start_ns, ev.interval.end_ns
+    out: dict[int, int] = {}
     for rows in ev.offcpu.values():
         for r in rows:
             if r.reason != "preempted" and r.waker_tgid and r.waker_tgid not in ev.fetched_tgids:
-                out.add(r.waker_tgid)
+                w = max(0, min(r.wake_ts or r.end_ts, hi) - max(r.ts, lo))
+                out[r.waker_tgid] = out.get(r.waker_tgid, 0) + w
     return out
+
+
+RELATED_MIN_SHARE = 0.01   # a waker that ended less than 1% of the top waker's waiting is not followed
+
+
+def _pick_related(found: set[int], weights: dict[int, int], fetched: set[int], ev: Evidence) -> set[int]:
+    """This round's processes: every socket peer or wake-call issuer found, then the wakers that ended the most
+    waiting, while they ended at least RELATED_MIN_SHARE of the top one's; MAX_RELATED_PER_ROUND in all."""
+    cand = (found | set(weights)) - fetched - {0}
+    top = max((w for t, w in weights.items() if t in cand), default=0)
+    ranked = sorted(cand, key=lambda t: (t not in found, -weights.get(t, 0), t))
+    keep = [t for t in ranked if t in found or weights.get(t, 0) >= RELATED_MIN_SHARE * top]
+    if len(keep) < len(cand):
+        ev.truncated.append(f"related processes: {len(cand)} found, {min(len(keep), MAX_RELATED_PER_ROUND)} "
+                            f"followed (the wakers that ended the most waiting)")
+    elif len(keep) > MAX_RELATED_PER_ROUND:
+        ev.truncated.append(f"related processes: {len(cand)} found, {MAX_RELATED_PER_ROUND} followed")
+    return set(keep[:MAX_RELATED_PER_ROUND])
 
 
 WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
@@ -803,10 +825,7 @@ def select_evidence(ev: Evidence, run: Rounds, max_rounds: int = MAX_ROUNDS) -> 
     asked_wakes: set[int] = set()
     have_tables: set[str] = set()
     for _ in range(max_rounds):
-        new = (found | _related_tgids(ev)) - ev.fetched_tgids - {0}
-        if len(new) > MAX_RELATED_PER_ROUND:
-            ev.truncated.append(f"related processes: {len(new)} found, {MAX_RELATED_PER_ROUND} followed")
-            new = set(sorted(new)[:MAX_RELATED_PER_ROUND])
+        new = _pick_related(found, _related_tgids(ev), ev.fetched_tgids, ev)
         # peers of known connections; an end whose rows we already hold needs no lookup
         known_ends = {(s.sport, s.dport) for s in ev.sock_io}
         ports = {(s.dport, s.sport) for s in ev.sock_io
