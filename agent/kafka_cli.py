@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_kafka_args(p: argparse.ArgumentParser) -> None:
@@ -17,12 +18,18 @@ def add_kafka_args(p: argparse.ArgumentParser) -> None:
                    help="serve Prometheus /metrics on PORT (default: off)")
     g.add_argument("--metrics-bind", default="127.0.0.1",
                    help="address of the metrics endpoint; 0.0.0.0 in a pod (default: %(default)s)")
+    g.add_argument("--batch-key-file", type=Path, default=None, metavar="PATH",
+                   help="the deployment's batch key (>= 16 bytes, mode 0600): batches carry an HMAC the ingest "
+                        "dataflow checks, so nobody else writing to the topics can forge or pre-claim batches")
 
 
-def start_kafka_session(args: argparse.Namespace, config):
+def start_kafka_session(args: argparse.Namespace, config, after_probes=None):
     from kprobe.agent.kafka_session import KafkaSession
     from kprobe.sinks.kafka import KafkaSinkConfig
+    from kprobe.topics.wire import load_batch_key
 
+    key = load_batch_key(args.batch_key_file) if getattr(args, "batch_key_file", None) else None
     sink = KafkaSinkConfig(brokers=args.kafka, spool_dir=args.data / "spool", spool_max_bytes=args.spool_mb << 20,
-                           prefix=args.kafka_prefix)
-    return KafkaSession(args.data, config, sink, metrics_port=args.metrics_port, metrics_bind=args.metrics_bind).start()
+                           prefix=args.kafka_prefix, batch_key=key)
+    return KafkaSession(args.data, config, sink, metrics_port=args.metrics_port, metrics_bind=args.metrics_bind,
+                        after_probes=after_probes).start()

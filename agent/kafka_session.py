@@ -8,10 +8,12 @@ Prometheus endpoint exposes the same numbers for the node's scraper.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kprobe.agent.control import ControlServer
+from kprobe.agent.probeset import ProbeSet
 from kprobe.agent.recorder import Recorder, RecorderConfig
 from kprobe.agent.status import RecorderStats
 from kprobe.malloc import keep_freed_memory
@@ -62,6 +64,22 @@ def agent_metrics(stats: dict) -> list[Metric]:
         Metric("kprobe_agent_spool_bytes", "bytes in the disk spool", "gauge", (({}, k.get("spool_bytes", 0)),)),
         Metric("kprobe_agent_spooling", "1 while Kafka is unreachable and messages go to disk", "gauge",
                (({}, 1 if k.get("mode") == "spooling" else 0),)),
+        *identity_metrics(stats),
+    ]
+
+
+def identity_metrics(stats: dict) -> list[Metric]:
+    """Pod identity (kubelet fetches that failed) and the capability self-check: what degrades, per feature."""
+    p, caps = stats.get("pod_identity", {}), stats.get("capabilities", {})
+    return [
+        Metric("kprobe_agent_kubelet_errors_total", "kubelet pod list fetches that failed (pod names missing)",
+               "counter", (({}, p.get("kubelet_errors", 0)),)),
+        Metric("kprobe_agent_processes_in_pods_total", "processes found in a pod's cgroup, and named by the kubelet",
+               "counter", (({"named": "false"}, p.get("processes_in_pods", 0) - p.get("processes_named_by_kubelet", 0)),
+                           ({"named": "true"}, p.get("processes_named_by_kubelet", 0)))),
+        Metric("kprobe_agent_capability_missing", "1 per feature degraded for want of a capability", "gauge",
+               tuple(({"feature": f, "capability": "+".join("CAP_" + c for c in m)}, 1)
+                     for f, m in caps.get("missing", {}).items()) or (({"feature": "none", "capability": "none"}, 0),)),
     ]
 
 
@@ -77,8 +95,19 @@ class KafkaSession:
     sink_config: KafkaSinkConfig
     metrics_port: int | None = None  # None: no endpoint; 0: any free port
     metrics_bind: str = "127.0.0.1"
+    after_probes: Callable[[], None] | None = None  # as EmbeddedSession.after_probes
 
     def start(self) -> KafkaSession:
+        probes = ProbeSet(self.config.probes).open()
+        try:
+            if self.after_probes is not None:
+                self.after_probes()  # before librdkafka's threads: capabilities are per thread
+            return self._start(probes)
+        except BaseException:
+            probes.close()
+            raise
+
+    def _start(self, probes: ProbeSet) -> KafkaSession:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         keep_freed_memory(trim_bytes=256 << 20)  # multi-MB batches without page faults (kprobe/malloc.py)
         ready = True
@@ -90,7 +119,7 @@ class KafkaSession:
         self.sink = KafkaSink(self.sink_config, topics_ready=ready)
         self.config.status_path = self.data_dir / "status.json"
         self.recorder = Recorder(self.config, self.sink, stats=KafkaRecorderStats(sink=self.sink))
-        self.recorder.start()
+        self.recorder.start(probes)
         self.control = ControlServer(self.data_dir, _no_store, self.stats).start()
         self.metrics = None
         if self.metrics_port is not None:

@@ -6,32 +6,26 @@ import os
 import platform
 from pathlib import Path
 
+from kprobe.agent import capabilities
+from kprobe.agent.capabilities import CapabilityReport
 from kprobe.agent.probeset import BUILD_DIR
 from kprobe.schemas.tables import PROBES
 
 MIN_KERNEL = (5, 8)  # BPF ring buffer; tp_btf needs 5.5
-CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 
 class PreflightError(RuntimeError):
     pass
 
 
-def effective_caps() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
-def check_privileges() -> None:
-    caps = effective_caps()
-    if caps & (1 << CAP_SYS_ADMIN) or (caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON)):
-        return
-    raise PreflightError(
-        "loading eBPF probes needs root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_RESOURCE on old kernels): "
-        "run with sudo, or in Kubernetes give the agent container those capabilities"
-    )
+def check_privileges(replayable: bool = False) -> CapabilityReport:
+    """The agent's capabilities against what its features need (agent/capabilities.py): an error
+    naming exactly the missing capabilities when no probe could load, else the report, whose
+    warnings say what degrades."""
+    report = capabilities.check(replayable)
+    if not report.can_record:
+        raise PreflightError(report.error())
+    return report
 
 
 def kernel_version(release: str | None = None) -> tuple[int, int]:
@@ -69,8 +63,9 @@ def check_data_dir(data: Path) -> None:
         raise PreflightError(f"data directory {data} is not writable")
 
 
-def check_all(data: Path) -> None:
+def check_all(data: Path, replayable: bool = False) -> CapabilityReport:
     check_kernel()
-    check_privileges()
+    report = check_privileges(replayable)
     check_probes_built()
     check_data_dir(data)
+    return report

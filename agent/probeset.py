@@ -14,18 +14,25 @@ from pathlib import Path
 import numpy as np
 
 from kprobe.agent import tracefs
+from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.kernel_hz import interval_jiffies, kernel_hz
 from kprobe.agent.libbpf import BpfMap, BpfObject, Libbpf, LibbpfError
 from kprobe.schemas import layouts as L
 from kprobe.schemas import syscalls
 from kprobe.schemas.tables import EVENT_TYPES, PROBES, EventType
 
-# Syscalls recorded whatever their duration (filter value 2): rare, and each one
-# matters (durability, connection set-up, the fd -> path map). The others
-# (filter value 1) are recorded when at least min_syscall_ns long.
-ALWAYS_SYSCALLS = frozenset({"fsync", "fdatasync", "sync_file_range", "connect", "accept", "accept4",
-                             "openat", "openat2", "close"})
-SYS_THRESHOLD, SYS_ALWAYS = 1, 2
+# The calls that get their own tracepoints in the bounded policy (schemas/syscall_table.py,
+# capture ALWAYS: durability, connection set-up, the fd -> path map); in the filter map they are
+# L.KP_SYS_ALWAYS, the other traced calls L.KP_SYS_THRESHOLD (schemas/records.h).
+ALWAYS_SYSCALLS = syscalls.ALWAYS
+
+# Default ring sizes (see ProbeConfig.ring_size): offcpu ~7900 records of 264 bytes, syscall ~16k,
+# block_io ~10k (most requests are summed in the kernel), proc ~5700, fd_open ~6900.
+RING_BYTES = {
+    "offcpu": 2 << 20, "syscall": 1 << 20, "sock_io": 256 << 10, "fd_open": 1 << 20, "fault": 512 << 10,
+    "block_io": 1 << 20, "proc": 1 << 20, "reclaim": 512 << 10, "oom": 64 << 10, "tcp_state": 1 << 20,
+    "tcp_retrans": 256 << 10,
+}
 
 SHARED_MAPS = ("kp_config", "kp_watched", "kp_watched_comm", "kp_drops", "kp_counters")
 BUILD_DIR = Path(__file__).resolve().parent.parent / "probes" / "build"
@@ -33,19 +40,38 @@ BUILD_DIR = Path(__file__).resolve().parent.parent / "probes" / "build"
 
 @dataclass
 class ProbeConfig:
-    ring_bytes: int = 8 << 20          # per event type; power of two
+    ring_bytes: int | None = None      # every ring this size (power of two); None: ring_size() per type
     detail: str = "full"               # the capture policy's name (see `kprobe record --help`)
     min_offcpu_ns: int = 50_000
     min_syscall_ns: int = 0
     fault_sample_every: int = 64
     fault_flush_ms: int = 100
     sock_flush_ms: int = 0             # 0: one sock_io row per send/recv; N: per socket+dir every N ms
+    min_block_us: int = 0              # block requests faster than this are summed per submitter (0: a row each)
     watch_pids: list[int] = field(default_factory=list)
     watch_comms: list[str] = field(default_factory=list)
     filter_on: bool = False            # true when a watch list is given or `run` follows a command
     syscalls: list[str] | None = None  # None = the default set
     ring_overrides: dict[str, int] = field(default_factory=dict)  # event name -> bytes
     probes: tuple[str, ...] = PROBES
+
+    def ring_size(self, event: str) -> int:
+        """Bytes of an event type's ring: an override, else the size for what the policy emits.
+
+        Rings are kernel memory, pinned for the recorder's life and mapped twice into its
+        address space (data pages follow each other twice so a record never wraps), so
+        8 MiB for each of eleven types was a third of the recorder's resident set. The drain
+        is woken at 1/8 full; a ring holds a few thousand records, the bursts the policy lets
+        through while the drain thread gets a CPU on a saturated host. The per-call streams
+        (every syscall, every send/recv) get the large ring only when their hooks run.
+        """
+        if event in self.ring_overrides:
+            return self.ring_overrides[event]
+        if self.ring_bytes is not None:
+            return self.ring_bytes
+        if (event == "syscall" and self.every_syscall) or (event == "sock_io" and self.every_send_recv):
+            return 8 << 20
+        return RING_BYTES.get(event, 1 << 20)
 
     @property
     def watching(self) -> bool:
@@ -99,6 +125,7 @@ class ProbeSet:
     status: list[AttachStatus] = field(default_factory=list)
     load_errors: dict[str, str] = field(default_factory=dict)
     _tracefs_error: str = ""
+    _config_value: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=L.KP_CONFIG))
 
     def open(self) -> ProbeSet:
         for probe in self.config.probes:
@@ -124,7 +151,7 @@ class ProbeSet:
             for name, m in self.shared.items():
                 obj.reuse_map(name, m.fd)
             for et in self.event_types(probe):
-                obj.set_max_entries(et.ring, self.config.ring_overrides.get(et.name, self.config.ring_bytes))
+                obj.set_max_entries(et.ring, self.config.ring_size(et.name))
             for prog in obj.programs():
                 if not self.config.wanted(prog.name):
                     prog.set_autoload(False)
@@ -162,8 +189,9 @@ class ProbeSet:
         cfg["fault_flush_jiffies"] = interval_jiffies(c.fault_flush_ms, kernel_hz())
         cfg["sock_flush_ms"] = max(0, c.sock_flush_ms)
         cfg["sock_flush_jiffies"] = interval_jiffies(c.sock_flush_ms, kernel_hz())
-        zero = np.zeros(1, dtype=np.uint32)
-        self.shared["kp_config"].update(zero, cfg)
+        cfg["min_block_us"] = max(0, c.min_block_us)
+        self._config_value = cfg
+        self.shared["kp_config"].update(np.zeros(1, dtype=np.uint32), cfg)
         for pid in c.watch_pids:
             self.watch_pid(pid)
         for comm in c.watch_comms:
@@ -174,7 +202,7 @@ class ProbeSet:
             filt = self.objects["syscalls"].map("kp_syscall_filter")
             always = {syscalls.X86_64[n][0] for n in ALWAYS_SYSCALLS}
             for nr in syscalls.numbers(c.syscalls):
-                val = np.array([SYS_ALWAYS if nr in always else SYS_THRESHOLD], dtype=np.uint8)
+                val = np.array([L.KP_SYS_ALWAYS if nr in always else L.KP_SYS_THRESHOLD], dtype=np.uint8)
                 filt.update(np.array([nr], dtype=np.uint32), val)
 
     def watch_pid(self, pid: int) -> None:
@@ -197,6 +225,17 @@ class ProbeSet:
         for k in range(n):
             m.lookup(np.array([k], dtype=np.uint32), out[k])
         return out
+
+    def set_block_epoch(self, epoch: int) -> None:
+        """The generation of block request sums the probes add to (see agent/block_sums.py)."""
+        self._config_value["block_epoch"] = epoch
+        self.shared["kp_config"].update(np.zeros(1, dtype=np.uint32), self._config_value)
+
+    def block_sums(self) -> BlockSums | None:
+        """The reader of the kernel's sums of fast block requests, when blockio is loaded."""
+        if "blockio" not in self.objects:
+            return None
+        return BlockSums(self.objects["blockio"].map("block_agg"), self.lib.num_possible_cpus(), self.set_block_epoch)
 
     def drops(self) -> np.ndarray:
         return self.read_percpu("kp_drops", L.KP_EV_MAX)

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from kprobe.agent import clock, row_checks
+from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.cgroup_cpu import CgroupCpu
-from kprobe.agent.identity import IdentityCache
+from kprobe.agent.identity import IdentityCache, processes_columns
 from kprobe.agent.memcg_members import MemcgMembers
+from kprobe.agent.pod_identity import KubeletConfig, pod_directory
 from kprobe.agent.probeset import ProbeConfig, ProbeSet
 from kprobe.agent.ring_wait import RingWaiter
 from kprobe.agent.ringbuf import RingReader
@@ -55,11 +57,17 @@ class RecorderConfig:
     max_poll_ms: float = 250.0  # longest sleep while rings are quiet; a ring 1/8 full wakes the drain at once
     flush_ms: float = 1000.0  # each store insert has a fixed cost (~10-20 ms of CPU in chDB)
     flush_rows: int = 1_000_000
+    # A table with fewer than hold_rows pending rows waits for a flush at most hold_ms apart instead of
+    # every flush_ms: each insert costs the embedded engine the same whatever its size, and most tables
+    # get a few rows a second. A query's flush request writes everything. 0: every flush writes all.
+    hold_ms: float = 0.0
+    hold_rows: int = 5000
     writer_nice: int = 0      # >0: the writer yields the CPU to the service it observes (lags on a saturated host)
     queue_batches: int = 64
     retention_s: float | None = 6 * 3600
     retention_bytes: int | None = 2 << 30
     status_path: Path | None = None
+    kubelet: KubeletConfig | None = None   # names processes' pods (agent/pod_identity.py); None: cgroup ids only
 
     @property
     def drains_early(self) -> bool:
@@ -116,17 +124,23 @@ class Recorder:
     _inflight_scan_ns: int = 0
     _self_cost: SelfCost = field(default_factory=SelfCost)
     _cgroup_cpu: CgroupCpu = field(default_factory=CgroupCpu)
+    _block_sums: BlockSums | None = None
 
     def __post_init__(self) -> None:
         self._queue = queue.Queue(maxsize=self.config.queue_batches)
+        counters = self.stats.pod_identity
+        self._identities = IdentityCache(pods=pod_directory(self.config.kubelet, counters), counters=counters)
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> Recorder:
-        self.probes = ProbeSet(self.config.probes).open()
+    def start(self, probes: ProbeSet | None = None) -> Recorder:
+        """Start draining ``probes`` (opened here when not given: a caller that gives up privileges
+        opens them first, drops, and only then starts what runs in threads)."""
+        self.probes = probes if probes is not None else ProbeSet(self.config.probes).open()
         for et in self.probes.loaded_event_types():
             m = self.probes.ring_map(et)
             self._readers[et.name] = RingReader(m.fd, m.max_entries, et.record, et.name)
         self._waiter = RingWaiter(r.map_fd for r in self._readers.values() if self.config.drains_early)
+        self._block_sums = self.probes.block_sums()
         self.stats.set_probes(self.probes, self._clock)
         self._threads = [
             threading.Thread(target=self._drain_loop, name="kprobe-drain", daemon=True),
@@ -204,10 +218,13 @@ class Recorder:
         pending: dict[str, list[np.ndarray]] = {}
         full: list[int] = []       # memcg ids of the memcg reclaim stalls drained this tick
         rows = 0
-        last_flush = last_status = time.monotonic()
+        last_flush = last_status = last_sums = last_complete = time.monotonic()
+        hold_every = max(flush_every, self.config.hold_ms / 1000)
         while True:
             stopping = self._stop.is_set()
             flush_req = self._flush_req.is_set()
+            if flush_req:  # consumed here, where it was seen: a request set later gets its own pass
+                self._flush_req.clear()
             tick_mono = time.monotonic_ns()
             fullest = 0.0
             for name, reader in self._readers.items():
@@ -224,15 +241,27 @@ class Recorder:
                 self._sample_cgroup_cpu(tick_mono)
             full = []
             now = time.monotonic()
+            if self._block_sums is not None and (stopping or flush_req or now - last_sums >= 1.0):
+                last_sums = now
+                sums = self._read_block_sums()
+                if sums.size:
+                    pending.setdefault("block_io", []).append(sums)
+                    rows += len(sums)
             if stopping or flush_req or now - last_flush >= flush_every or rows >= self.config.flush_rows:
-                self._flush_req.clear()
                 self._clock = clock.sample(16)
-                for name, lst in pending.items():
+                everything = stopping or flush_req or now - last_complete >= hold_every
+                for name in list(pending):
+                    lst = pending[name]
                     recs = lst[0] if len(lst) == 1 else np.concatenate(lst)
+                    if not everything and len(recs) < self.config.hold_rows:
+                        pending[name] = [recs]     # a small batch waits for the next complete flush
+                        continue
                     self._queue.put(Batch(BY_NAME[name], recs, self._clock.offset_ns))
-                pending = {}
-                rows = 0
-                self._queue.put(tick_mono)  # marks "everything drained before this instant is queued"
+                    del pending[name]
+                rows = sum(len(x) for lst in pending.values() for x in lst)
+                if everything:
+                    self._queue.put(tick_mono)  # marks "everything drained before this instant is queued"
+                    last_complete = now
                 last_flush = now
             if now - last_status >= 1.0 and self.probes is not None:
                 self.stats.update_kernel(self.probes)
@@ -248,6 +277,19 @@ class Recorder:
             if self.config.drains_early:
                 sleep = min(poll, max(0.0, last_flush + flush_every - time.monotonic()))
             self._waiter.wait(sleep)
+
+    def _read_block_sums(self) -> np.ndarray:
+        """The kernel's sums of fast block requests (one generation a second), as block_io records."""
+        assert self._block_sums is not None
+        try:
+            recs = self._block_sums.tick()
+        except Exception as e:     # counted and shown; the requests stay in the map for the next tick
+            self.stats.last_error = f"block request sums: {e}"
+            log.error("reading the block request sums failed: %s", e)
+            return np.empty(0, dtype=L.KP_BLOCK_IO)
+        self.stats.block_sums["rows"] = self.stats.block_sums.get("rows", 0) + len(recs)
+        self.stats.block_sums["requests"] = self._block_sums.requests_read
+        return recs
 
     def _snapshot_memcgs(self, finished: list[int], now_mono: int) -> None:
         """Ask the writer for the members of the memcgs in reclaim: those stalled now (the probe's
@@ -316,9 +358,7 @@ class Recorder:
                 self._identities.forget(execs)
             tg = cols.get("tgid", cols.get("victim_pid"))
             cols["host"] = constant_column(len(batch.records), self.host)
-            cols["service"] = self._identities.services(tg) if tg is not None else constant_column(
-                len(batch.records), ""
-            )
+            cols.update(self._identities.enrich(tg, len(batch.records)))  # service, namespace, pod
             n = self.sink.write(et.name, cols)
             self.stats.written[et.name] = self.stats.written.get(et.name, 0) + n
             self._write_identities()
@@ -372,19 +412,7 @@ class Recorder:
         new = self._identities.take_new()
         if not new:
             return
-        now = time.time_ns()
-        cols = {
-            "ts": np.full(len(new), now, dtype=np.uint64),
-            "host": np.full(len(new), self.host, dtype=object),
-            "tgid": np.array([i.tgid for i in new], dtype=np.uint32),
-            "comm": np.array([i.comm for i in new], dtype=object),
-            "exe": np.array([i.exe for i in new], dtype=object),
-            "cmdline": np.array([i.cmdline for i in new], dtype=object),
-            "cgroup": np.array([i.cgroup for i in new], dtype=object),
-            "container_id": np.array([i.container_id for i in new], dtype=object),
-            "service": np.array([i.service for i in new], dtype=object),
-        }
-        self.sink.write("processes", cols)
+        self.sink.write("processes", processes_columns(new, self.host, time.time_ns()))
 
     def _apply_retention(self) -> None:
         c = self.config

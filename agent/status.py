@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kprobe.agent import capabilities
 from kprobe.agent.clock import ClockSync
 from kprobe.schemas import layouts as L
 from kprobe.schemas.tables import EVENT_TYPES
@@ -31,6 +32,7 @@ COUNTER_NAMES = {
     L.KP_CNT_SOCK_IO_FOLDED: "sock_io_folded",
     L.KP_CNT_BLOCK_SLOT_REUSED: "block_owner_overwritten",
     L.KP_CNT_WAKE_UNSEEN: "offcpu_wake_unseen",
+    L.KP_CNT_BLOCK_AGGREGATED: "block_requests_summed",
 }
 
 
@@ -56,10 +58,19 @@ class RecorderStats:
     policy: dict = field(default_factory=dict)  # capture policy and thresholds in effect
     last_error: str = ""
     partitions_dropped: int = 0
+    # retention passes so far (sinks/retention.py): partitions dropped, future-dated ones among them,
+    # partitions trimmed by row deletes, and the store's size before/after the last pass
+    retention: dict[str, int] = field(default_factory=dict)
     # memcg member snapshots (agent/memcg_members.py): taken, member rows, members beyond the cap, ids not found
     memcg_snapshots: dict[str, int] = field(default_factory=dict)
     # CPU quota throttling samples (agent/cgroup_cpu.py): samples, rows, cgroups with a quota, members beyond the cap
     cgroup_cpu: dict[str, int] = field(default_factory=dict)
+    # fast block requests summed in the kernel (agent/block_sums.py): block_io rows made of sums, requests in them
+    block_sums: dict[str, int] = field(default_factory=dict)
+    # processes in containers / pods / named by the kubelet, kubelet fetches and errors (agent/pod_identity.py)
+    pod_identity: dict = field(default_factory=dict)
+    # held capabilities, and per feature the missing ones and what degrades (agent/capabilities.py)
+    capabilities: dict = field(default_factory=dict)
     last_written_mono_ns: int = 0
     finished: bool = False
 
@@ -68,11 +79,14 @@ class RecorderStats:
         self.load_errors = dict(probes.load_errors)
         c = probes.config
         self.policy = {"detail": c.detail, "min_offcpu_ns": c.min_offcpu_ns, "min_syscall_ns": c.min_syscall_ns,
-                       "sock_flush_ms": c.sock_flush_ms, "fault_sample_every": c.fault_sample_every,
+                       "sock_flush_ms": c.sock_flush_ms, "min_block_us": c.min_block_us,
+                       "fault_sample_every": c.fault_sample_every,
                        "filter_on": c.watching,
                        "syscall_hooks": "every syscall" if c.every_syscall else "per-call tracepoints (always-recorded calls)",
-                       "send_recv_hooks": c.every_send_recv}
+                       "send_recv_hooks": c.every_send_recv,
+                       "ring_kb": {e.name: c.ring_size(e.name) >> 10 for e in probes.loaded_event_types()}}
         self.clock = clk
+        self.capabilities = capabilities.check().to_dict()
 
     def update_kernel(self, probes: ProbeSet) -> None:
         drops = probes.drops()

@@ -10,12 +10,10 @@ one JSON error shape, and no method but GET/HEAD (the API is read-only).
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import threading
 import time
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -27,6 +25,7 @@ from kprobe.api.errors import ApiError, bad_request
 from kprobe.api.openapi import document
 from kprobe.api.params import parse_query
 from kprobe.api.routes import PREFIX, Context, match
+from kprobe.otel.http_limits import HttpLimits, LimitedHandler, LimitedHTTPServer
 
 log = logging.getLogger("kprobe.api")
 
@@ -45,8 +44,11 @@ SECURITY_HEADERS = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LimitedHTTPServer):
+    """At most MAX_CONNECTIONS clients at once, each request read and answered within its deadline
+    (otel/http_limits.py): a client holding connections open, or sending a byte now and then,
+    cannot take the API's threads."""
+
     request_queue_size = 64
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -54,16 +56,16 @@ class _Server(ThreadingHTTPServer):
         log.info("request from %s failed: %s", client_address[0], traceback.format_exc(limit=1).strip().splitlines()[-1])
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+MAX_CONNECTIONS = 32
+REQUEST_DEADLINE_S = 120.0   # a whole request, its answer included: a `why` over a busy window takes seconds
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(LimitedHandler):
     """One request. ``server.api`` (an ``ApiServer``) holds the context, token and limits."""
 
     protocol_version = "HTTP/1.1"
     server_version = "kprobe"
-    timeout = 15.0                       # seconds a client may take to send its request
+    # the idle and whole-request limits come from the server's HttpLimits (LimitedHandler.setup)
 
     @property
     def api(self) -> ApiServer:
@@ -225,9 +227,10 @@ class ApiServer:
         self.allow_local = allow_local_without_token
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
         self.ui_files = {p.name: p for p in UI_DIR.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES}
-        cls = _Server6 if ":" in host else _Server
-        handler = type("BoundHandler", (Handler,), {"timeout": request_timeout})
-        self.httpd = cls((host, port), handler)
+        self.counts: dict[str, int] = {}
+        limits = HttpLimits(max_connections=MAX_CONNECTIONS, request_deadline_s=max(REQUEST_DEADLINE_S, request_timeout),
+                            idle_timeout_s=request_timeout)
+        self.httpd = _Server((host, port), Handler, limits, self._count)
         self.httpd.api = self  # type: ignore[attr-defined]
         self.scheme = "http"
         if tls:
@@ -240,6 +243,13 @@ class ApiServer:
         self.host, self.port = self.httpd.server_address[:2]
         self.openapi = document(f"{self.scheme}://{self._netloc()}/")
         self._thread: threading.Thread | None = None
+
+    def _count(self, name: str) -> None:
+        """Connections refused over the cap, requests cut at their deadline: counted and logged."""
+        n = self.counts[name] = self.counts.get(name, 0) + 1
+        if n & (n - 1) == 0:  # 1, 2, 4, 8...: visible without flooding the log
+            log.warning("API %s: %d so far (limits: %d connections, %.0f s per request)", name.replace("_", " "), n,
+                        self.httpd.limits.max_connections, self.httpd.limits.request_deadline_s)
 
     def _netloc(self) -> str:
         host = f"[{self.host}]" if ":" in str(self.host) else str(self.host)

@@ -70,7 +70,8 @@ KINDS: tuple[Kind, ...] = (
          "concat(toString(kind), ' reclaim')"),
     Kind("fault", "fault", "memory", "tgid", "tid", "ts", None, "'fault'"),
     Kind("block_io", "block_io", "io", "tgid", "tid", "ts", "end_ts", "'block_io'",
-         "concat('block ', toString(rwbs), ' ', toString(bytes), ' B')"),
+         "concat('block ', toString(rwbs), ' ', toString(bytes), ' B', "
+         "if(requests > 1, concat(' in ', toString(requests), ' requests (summed)'), ''))"),
     Kind("sock_io", "sock_io", "net", "tgid", "tid", "ts", None, "toString(dir)"),
     Kind("tcp_state", "tcp_state", "net", "tgid", "tid", "ts", None, "'tcp_state'"),
 )

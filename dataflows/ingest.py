@@ -16,6 +16,7 @@ Run it with ``kprobe dataflow ingest`` (several worker threads and/or processes)
 
 from __future__ import annotations
 
+import functools
 import logging
 import subprocess
 import sys
@@ -70,6 +71,7 @@ class IngestConfig:
     insert_linger_s: float = 0.3
     writers: int = 2  # concurrent write rounds per worker (each its own connection), acknowledged in order
     queue_bytes: int = 256 << 20  # messages handed to the writer, not yet stored; beyond this the flow waits
+    batch_key: bytes | None = None  # the deployment's batch key: batches without a valid HMAC go to the DLQ
 
 
 @dataclass
@@ -84,9 +86,9 @@ def _rows(d: Decoded) -> int:
     return d.header.rows if d.header is not None else 0
 
 
-def decode(raw: RawMessage) -> Decoded:
+def decode(raw: RawMessage, key: bytes | None = None) -> Decoded:
     try:
-        header, rb = wire.decode(raw.value)
+        header, rb = wire.decode(raw.value, key)
         return Decoded(raw, header, rb)
     except wire.WireError as e:
         return Decoded(raw, None, None, f"decode: {e}")
@@ -355,7 +357,7 @@ def build_flow(cfg: IngestConfig, metrics: FlowMetrics) -> Dataflow:
     flow = Dataflow("kprobe_ingest")
     source = KafkaPartitionSource(KafkaConfig(cfg.brokers, data_topics(cfg.prefix)), metrics, acked)
     msgs = op.input("kafka", flow, source)
-    decoded = op.map("decode", msgs, decode)
+    decoded = op.map("decode", msgs, functools.partial(decode, key=cfg.batch_key))
     op.output("clickhouse", decoded, ClickHouseSink(cfg, metrics, acked))
     return flow
 

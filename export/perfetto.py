@@ -248,7 +248,7 @@ def export(store: Store, sel: Selection, path: Path) -> Counts:
                 evs.extend(_slice(track, ts, end, str(r["syscall"]), "syscall", ann))
             else:
                 track = w.child_track(pid, tid, "memory / block I/O", procs.get(pid, ""))
-                name = f"{r['kind']} reclaim" if t == "reclaim" else f"block {r['rwbs']} {r['bytes']} B"
+                name = f"{r['kind']} reclaim" if t == "reclaim" else _block_name(r)
                 evs.extend(_slice(track, ts, end, name, t, b""))
             counts.slices[t] = counts.slices.get(t, 0) + 1
         for s in spans:
@@ -265,3 +265,9 @@ def export(store: Store, sel: Selection, path: Path) -> Counts:
             w.event(ts, track, kind, name, cat, ann, flow, flow_end)
         counts.processes, counts.threads = len(w.processes), len(w.threads)
     return counts
+
+
+def _block_name(r: dict) -> str:
+    """One request, or (requests > 1) a submitter's fast requests summed over ~1 s by the kernel."""
+    n = int(r.get("requests") or 1)
+    return f"block {r['rwbs']} {r['bytes']} B" + (f" in {n} requests (summed)" if n > 1 else "")

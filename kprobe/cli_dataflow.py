@@ -54,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="snapshot interval: at most this much is re-read after a crash (default: %(default)s)")
     i.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port (+ process id)")
     i.add_argument("--metrics-bind", default="127.0.0.1", help="metrics address; 0.0.0.0 in a pod (default: %(default)s)")
+    i.add_argument("--batch-key-file", type=Path, default=None, metavar="PATH",
+                   help="the deployment's batch key (as given to the agents): batches without a valid HMAC go to "
+                        "the dead-letter topic, counted (default: accept any batch)")
     i.set_defaults(fn=cmd_ingest)
     s = flows.add_parser("status", help="counters of the dataflow processes (from their status files)")
     s.add_argument("--state-dir", type=Path, default=Path("/var/lib/kprobe/dataflow"))
@@ -70,12 +73,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"kprobe: error: --clickhouse wants HOST:PORT, got {args.clickhouse!r}", file=sys.stderr)
         return 2
     args.state_dir.mkdir(parents=True, exist_ok=True)
+    from kprobe.topics.wire import load_batch_key
+
+    try:
+        key = load_batch_key(args.batch_key_file) if args.batch_key_file else None
+    except (OSError, ValueError) as e:
+        print(f"kprobe: error: {e}", file=sys.stderr)
+        return 2
     cfg = IngestConfig(brokers=args.brokers, clickhouse_host=host, clickhouse_port=int(port),
                        clickhouse_http_port=args.clickhouse_http_port, database=args.database,
                        prefix=args.prefix, workers=args.workers, writers=args.writers, processes=args.processes,
                        process_id=args.process_id, base_port=args.base_port, state_dir=args.state_dir,
                        epoch_s=args.epoch_s, metrics_port=args.metrics_port,
-                       metrics_bind=args.metrics_bind)
+                       metrics_bind=args.metrics_bind, batch_key=key)
     return run(cfg)
 
 

@@ -62,14 +62,14 @@ def _invocation() -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from kprobe.agent.preflight import PreflightError, check_all
+    from kprobe.datadir import UnsafeDataDir, fresh_dir
     from kprobe.demo.scenario import DemoConfig, explore_commands, run_demo
 
-    if args.data.exists():
-        if not (args.data / "chdb").exists() and any(args.data.iterdir()):
-            print(f"kprobe: error: {args.data} is not empty and not a kprobe data directory; choose another --data",
-                  file=sys.stderr)
-            return 2
-        shutil.rmtree(args.data)
+    try:  # /tmp/kprobe-demo is a well-known name in a shared directory: created exclusively, 0700, ours
+        fresh_dir(args.data)
+    except (UnsafeDataDir, OSError) as e:
+        print(f"kprobe: error: {e}", file=sys.stderr)
+        return 2
     try:
         check_all(args.data)
     except PreflightError as e:

@@ -41,6 +41,10 @@ def add_parser(sub: argparse._SubParsersAction, default_data: Path) -> None:
                    help="client timeout: each request's reply latency is judged against it (default: none)")
     p.add_argument("--what-if", action="store_true",
                    help="keep going after a divergence, matching calls per fd (implied by --inject)")
+    p.add_argument("--run-unrecorded", action="store_true",
+                   help="what-if: let calls the recording does not hold run for real even when they reach outside "
+                        "the process (connect, send, write/create/delete files, signal others, fork, exec); by "
+                        "default they are answered EPERM and listed in the notes")
     p.add_argument("--cpu", type=int, default=0, help="CPU the tracer and tracee share (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="the full result as JSON")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the binary to run, after --")
@@ -69,8 +73,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import shutil
 
     exe = shutil.which(command[0]) or command[0]
-    res = ReplayEngine(log, [exe, *command[1:]], injections, strict=not (injections or args.what_if),
-                       cpu=args.cpu, deadline_ms=args.deadline_ms).run()
+    from kprobe.replay.worker_whatif import guard
+
+    what_if = bool(injections or args.what_if)
+    res = ReplayEngine(log, [exe, *command[1:]], injections, strict=not what_if, cpu=args.cpu,
+                       deadline_ms=args.deadline_ms,
+                       guard=None if args.run_unrecorded or not what_if else guard).run()
     if args.json:
         out = asdict(res)
         out["outputs_identical"] = res.outputs_identical

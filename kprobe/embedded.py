@@ -12,10 +12,12 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kprobe.agent.control import ControlServer
+from kprobe.agent.probeset import ProbeSet
 from kprobe.agent.recorder import Recorder, RecorderConfig
 from kprobe.otel.config import OtlpConfig
 from kprobe.otel.errors import ReceiverBindError
@@ -31,10 +33,23 @@ class EmbeddedSession:
     data_dir: Path
     config: RecorderConfig
     otlp: OtlpConfig | None = None
+    # called once the probes are loaded and attached, before any thread starts (capabilities are
+    # per thread: threads started later inherit what is left); `kprobe record` drops privileges here
+    after_probes: Callable[[], None] | None = None
     receiver: object | None = field(default=None, init=False)
     otlp_error: str = field(default="", init=False)
 
     def start(self) -> EmbeddedSession:
+        probes = ProbeSet(self.config.probes).open()
+        try:
+            if self.after_probes is not None:
+                self.after_probes()
+            return self._start(probes)
+        except BaseException:
+            probes.close()
+            raise
+
+    def _start(self, probes: ProbeSet) -> EmbeddedSession:
         self.store = ChdbStore(self.data_dir)
         if self.otlp is not None:  # bind the ports first: a taken port fails fast, before probes load
             try:
@@ -50,9 +65,9 @@ class EmbeddedSession:
                 self.store.close()
                 raise
         self.config.status_path = self.data_dir / "status.json"
-        self.recorder = Recorder(self.config, StoreSink(self.store), retention=self.store.enforce_retention)
+        self.recorder = Recorder(self.config, StoreSink(self.store), retention=self._retention)
         try:
-            self.recorder.start()
+            self.recorder.start(probes)
         except BaseException:
             if self.receiver is not None:
                 self.receiver.stop()  # type: ignore[attr-defined]
@@ -61,6 +76,16 @@ class EmbeddedSession:
         self.control = ControlServer(self.data_dir, self._fresh_query, self.live_stats).start()
         self.report_attach(sys.stderr)
         return self
+
+    def _retention(self, max_age_ns: int | None, max_bytes: int | None, now_ns: int) -> int:
+        """One retention pass on the store; what it did is added up in the recorder's stats."""
+        dropped = self.store.enforce_retention(max_age_ns, max_bytes, now_ns)
+        last, total = self.store.last_retention, self.recorder.stats.retention
+        for k in ("dropped", "future_dropped", "trimmed"):
+            total[k] = total.get(k, 0) + int(last.get(k, 0))
+        for k in ("bytes_before", "bytes_after_estimate"):
+            total[k] = int(last.get(k, 0))
+        return dropped
 
     def _start_otlp(self, cfg: OtlpConfig) -> None:
         from kprobe.otel.receiver import OtlpReceiver

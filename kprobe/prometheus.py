@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from kprobe.otel.http_limits import HttpLimits, LimitedHandler, LimitedHTTPServer
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,29 @@ def parse(text: str) -> dict[str, float]:
 
 
 class MetricsServer:
-    def __init__(self, port: int, collect: Callable[[], Iterable[Metric]], bind: str = "127.0.0.1"):
-        def handler_factory(*args, **kwargs):
-            return _Handler(collect, *args, **kwargs)
+    """``GET /metrics`` on ``bind`` (127.0.0.1 unless configured), with the same limits as the OTLP/HTTP
+    receiver (otel/http_limits.py): a connection cap and a whole-request deadline, both counted and
+    exported as ``kprobe_metrics_http_{connections_refused,deadline_exceeded}_total``."""
 
-        self._server = ThreadingHTTPServer((bind, port), handler_factory)
-        self._server.daemon_threads = True
+    def __init__(self, port: int, collect: Callable[[], Iterable[Metric]], bind: str = "127.0.0.1",
+                 limits: HttpLimits | None = None):
+        self.counts = {"connections_refused": 0, "deadline_exceeded": 0}
+        lock = threading.Lock()
+
+        def count(name: str) -> None:
+            with lock:
+                self.counts[name] = self.counts.get(name, 0) + 1
+
+        def collect_all() -> list[Metric]:
+            own = [Metric(f"kprobe_metrics_http_{k}_total", f"metrics endpoint: {k.replace('_', ' ')}", "counter",
+                          (({}, float(v)),)) for k, v in sorted(self.counts.items())]
+            return [*collect(), *own]
+
+        def handler_factory(*args, **kwargs):
+            return _Handler(collect_all, *args, **kwargs)
+
+        self._server = LimitedHTTPServer((bind, port), handler_factory, limits or HttpLimits(max_connections=16,
+                                         request_deadline_s=10.0, idle_timeout_s=10.0), count)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="kprobe-metrics", daemon=True)
 
@@ -67,7 +85,7 @@ class MetricsServer:
         self._server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LimitedHandler):
     def __init__(self, collect: Callable[[], Iterable[Metric]], *args, **kwargs):
         self._collect = collect
         super().__init__(*args, **kwargs)

@@ -19,9 +19,9 @@ def add_otlp_args(p: argparse.ArgumentParser) -> None:
         "process.pid (resource) and thread.id (span attribute) so spans join kernel events. Card numbers "
         "are masked (BIN+last 4), CVV/track/PIN attributes dropped; counts in `kprobe stats`.")
     g.add_argument("--otlp-grpc-port", type=int, default=None, metavar="PORT",
-                   help="OTLP/gRPC port on --otlp-host; 0 = any free port, -1 = off (default: 4317). A port given "
-                        "here must bind or kprobe exits; if a default port is taken, recording goes on without "
-                        "spans and says so")
+                   help="OTLP/gRPC port on --otlp-host; 0 = any free port, -1 = off (default: 4317). If the port "
+                        "is taken (another process would receive the applications' spans), kprobe refuses to "
+                        "start: free it, choose another port, or pass --no-otlp")
     g.add_argument("--otlp-http-port", type=int, default=None, metavar="PORT",
                    help="OTLP/HTTP protobuf port (POST /v1/traces); 0 = any free port, -1 = off (default: 4318)")
     g.add_argument("--otlp-host", default="127.0.0.1", help="address the receiver binds (default: %(default)s)")
@@ -31,11 +31,12 @@ def add_otlp_args(p: argparse.ArgumentParser) -> None:
 def otlp_config(args: argparse.Namespace) -> OtlpConfig | None:
     if getattr(args, "no_otlp", False):
         return None
-    explicit = args.otlp_grpc_port is not None or args.otlp_http_port is not None
     g = DEFAULT_GRPC if args.otlp_grpc_port is None else args.otlp_grpc_port
     h = DEFAULT_HTTP if args.otlp_http_port is None else args.otlp_http_port
     grpc = None if g < 0 else g
     http = None if h < 0 else h
     if grpc is None and http is None:
         return None
-    return OtlpConfig(args.otlp_host, grpc, http, required=explicit)
+    # a taken port always stops start-up: recording "without spans" while another process receives the
+    # applications' spans (and kprobe's users believe they are recorded) is the worse outcome (issue 18)
+    return OtlpConfig(args.otlp_host, grpc, http, required=True)

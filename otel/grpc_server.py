@@ -29,12 +29,14 @@ class OtlpGrpcServer:
     """One grpc.Server bound at construction; ``start``/``stop`` control serving."""
 
     def __init__(
-        self, ingestor: Ingestor, host: str, port: int, *, workers: int, max_message_bytes: int
+        self, ingestor: Ingestor, host: str, port: int, *, workers: int, max_message_bytes: int,
+        max_concurrent: int = 64,
     ) -> None:
         self._ingestor = ingestor
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc")
         self._server = grpc.server(
             self._executor,
+            maximum_concurrent_rpcs=max_concurrent,  # more calls queued than this: RESOURCE_EXHAUSTED, not memory
             options=[
                 # Without this a second receiver on the same port "binds" silently
                 # and the two split the traffic.

@@ -10,7 +10,9 @@ clients; 503 + ``Retry-After`` is retried. Error bodies are a protobuf
 ``google.rpc.Status`` for protobuf clients and plain text otherwise.
 
 Stopping is fast even with idle keep-alive connections: every open
-connection is tracked and shut down, so no handler thread lingers.
+connection is tracked and shut down, so no handler thread lingers. Connections
+are capped and every request has a whole-request deadline (otel/http_limits.py):
+a slow or greedy client is cut and counted, never holds the receiver.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import socket
 import threading
 import zlib
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -28,6 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from kprobe.varint import varint
 
 from .errors import ReceiverBindError
+from .http_limits import HttpLimits, LimitedHandler, LimitedHTTPServer
 from .ingest import Ingestor, Outcome, Verdict
 
 __all__ = ["OtlpHttpServer", "TRACES_PATH"]
@@ -59,28 +61,24 @@ def gunzip_bounded(data: bytes, limit: int) -> bytes:
     return out
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its open connections so stop() can cut them."""
+class _Server(LimitedHTTPServer):
+    """A connection-capped, deadline-bound HTTP server that knows its open connections so stop() can cut them."""
 
-    daemon_threads = True
     block_on_close = False  # we close connections ourselves; never join idle keep-alive threads
 
-    def __init__(self, address: tuple[str, int], ingestor: Ingestor, max_body_bytes: int) -> None:
+    def __init__(self, address: tuple[str, int], ingestor: Ingestor, max_body_bytes: int, limits: HttpLimits) -> None:
         self.ingestor = ingestor
         self.max_body_bytes = max_body_bytes
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, limits, ingestor.count_http)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("otlp/http connection error from %s", client_address, exc_info=True)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive for the SDK's requests.Session
-    timeout = 30  # idle keep-alive connections are closed after this many seconds
+class _Handler(LimitedHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive for the SDK's requests.Session (idle ones closed: HttpLimits)
     server: _Server
 
     def setup(self) -> None:
@@ -203,9 +201,10 @@ class _Handler(BaseHTTPRequestHandler):
 class OtlpHttpServer:
     """Binds at construction (so bind errors surface early); serves on a thread after ``start``."""
 
-    def __init__(self, ingestor: Ingestor, host: str, port: int, *, max_body_bytes: int) -> None:
+    def __init__(self, ingestor: Ingestor, host: str, port: int, *, max_body_bytes: int,
+                 limits: HttpLimits | None = None) -> None:
         try:
-            self._server = _Server((host, port), ingestor, max_body_bytes)
+            self._server = _Server((host, port), ingestor, max_body_bytes, limits or HttpLimits())
         except OSError as exc:
             raise ReceiverBindError("OTLP/HTTP", host, port, exc.strerror or str(exc)) from exc
         self.port: int = self._server.server_address[1]

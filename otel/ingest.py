@@ -14,9 +14,11 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .clock_window import ClockWindow
 from .spans import DecodeError, SpanBatch, decode_export_request
 
 __all__ = ["Verdict", "Outcome", "IngestStats", "Ingestor", "TRANSPORTS"]
@@ -25,7 +27,8 @@ log = logging.getLogger(__name__)
 
 TRANSPORTS = ("grpc", "http")
 _PER_TRANSPORT = ("requests", "spans_accepted", "rejected", "sink_errors", "invalid_spans")
-_GLOBAL = ("sensitive_attributes_dropped", "values_masked")
+_GLOBAL = ("sensitive_attributes_dropped", "values_masked", "spans_time_clamped",
+           "http_connections_refused", "http_deadline_exceeded")
 
 
 class Verdict(enum.Enum):
@@ -54,7 +57,10 @@ class IngestStats:
     as malformed / unsupported / too large), ``sink_errors`` (requests answered
     with a retryable error because ``on_spans`` raised), ``invalid_spans``
     (spans skipped inside otherwise good requests). Global:
-    ``sensitive_attributes_dropped`` and ``values_masked``.
+    ``sensitive_attributes_dropped``, ``values_masked``, ``spans_time_clamped`` (spans whose
+    start or end lay outside the window around now, moved to its edge), and the HTTP server's
+    ``http_connections_refused`` (over the connection cap) and ``http_deadline_exceeded``
+    (requests cut by the whole-request deadline).
     """
 
     def __init__(self) -> None:
@@ -79,10 +85,16 @@ class IngestStats:
 class Ingestor:
     """Decode -> sink -> count, shared by both transports."""
 
-    def __init__(self, on_spans: Callable[[SpanBatch], None], stats: IngestStats) -> None:
+    def __init__(self, on_spans: Callable[[SpanBatch], None], stats: IngestStats,
+                 clock_window: ClockWindow | None = None) -> None:
         self._on_spans = on_spans
         self._stats = stats
         self._sink_lock = threading.Lock()
+        self._window = clock_window or ClockWindow()
+
+    def count_http(self, name: str) -> None:
+        """A connection-level event of the HTTP server (``connections_refused``, ``deadline_exceeded``)."""
+        self._stats.add(**{f"http_{name}": 1})
 
     def reject(self, transport: str, reason: str) -> Outcome:
         """Count a request refused before decoding (bad framing, media type, size)."""
@@ -96,7 +108,9 @@ class Ingestor:
             batch = decode_export_request(body)
         except DecodeError as exc:
             return self.reject(transport, str(exc))
+        clamped = self._window.clamp(batch, time.time_ns())
         self._stats.add(
+            spans_time_clamped=clamped,
             sensitive_attributes_dropped=batch.sensitive_dropped,
             values_masked=batch.values_masked,
             **{f"{transport}_invalid_spans": batch.invalid_spans},

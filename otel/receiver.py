@@ -14,7 +14,11 @@ Guarantees, whichever transport a span arrives on:
 * nothing is lost silently: malformed requests get a non-retryable error
   (HTTP 400 / gRPC INVALID_ARGUMENT), a raising ``on_spans`` a retryable one
   (HTTP 503 / gRPC UNAVAILABLE), spans with malformed ids an OTLP partial
-  success, and all of it is counted in :meth:`OtlpReceiver.stats`.
+  success, and all of it is counted in :meth:`OtlpReceiver.stats`;
+* one client cannot hold the receiver: HTTP connections are capped and each request has a
+  whole-request deadline (:mod:`kprobe.otel.http_limits`), gRPC calls in progress are capped
+  (``grpc_max_concurrent``: more get RESOURCE_EXHAUSTED from grpc core), and span times are
+  clamped to a window around now (:mod:`kprobe.otel.clock_window`), all counted.
 
 Usage::
 
@@ -30,8 +34,10 @@ from types import TracebackType
 
 from kprobe.masking import install_log_masking
 
+from .clock_window import ClockWindow
 from .errors import ReceiverBindError
 from .grpc_server import OtlpGrpcServer
+from .http_limits import HttpLimits
 from .http_server import OtlpHttpServer
 from .ingest import Ingestor, IngestStats
 from .spans import SpanBatch
@@ -60,6 +66,9 @@ class OtlpReceiver:
         *,
         max_body_bytes: int = _DEFAULT_MAX_BODY,
         grpc_workers: int = 4,
+        http_limits: HttpLimits | None = None,
+        clock_window: ClockWindow | None = None,
+        grpc_max_concurrent: int = 64,
     ) -> None:
         if grpc_port is None and http_port is None:
             raise ValueError("both transports disabled: give grpc_port and/or http_port")
@@ -68,8 +77,10 @@ class OtlpReceiver:
         self._want_http = http_port
         self._max_body = max_body_bytes
         self._grpc_workers = grpc_workers
+        self._grpc_max_concurrent = grpc_max_concurrent
+        self._http_limits = http_limits or HttpLimits()
         self._stats = IngestStats()
-        self._ingestor = Ingestor(on_spans, self._stats)
+        self._ingestor = Ingestor(on_spans, self._stats, clock_window)
         self._grpc: OtlpGrpcServer | None = None
         self._http: OtlpHttpServer | None = None
         self._lock = threading.Lock()
@@ -94,10 +105,12 @@ class OtlpReceiver:
                         self._want_grpc,
                         workers=self._grpc_workers,
                         max_message_bytes=self._max_body,
+                        max_concurrent=self._grpc_max_concurrent,
                     )
                 if self._want_http is not None:
                     self._http = OtlpHttpServer(
-                        self._ingestor, self.host, self._want_http, max_body_bytes=self._max_body
+                        self._ingestor, self.host, self._want_http, max_body_bytes=self._max_body,
+                        limits=self._http_limits,
                     )
             except BaseException:
                 self._stop_servers(timeout=0.5)

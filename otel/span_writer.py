@@ -80,6 +80,9 @@ def otel_summary(receiver_stats: dict[str, int], writer: dict[str, int | str]) -
         "requests_sink_errors": sum(rx.get(f"{t}_sink_errors", 0) for t in ("grpc", "http")),
         "sensitive_attributes_dropped": rx.get("sensitive_attributes_dropped", 0),
         "values_masked": rx.get("values_masked", 0),
+        "spans_time_clamped": rx.get("spans_time_clamped", 0),
+        "http_connections_refused": rx.get("http_connections_refused", 0),
+        "http_deadline_exceeded": rx.get("http_deadline_exceeded", 0),
         **writer,
         "receiver": dict(rx),
     }

@@ -36,6 +36,22 @@ struct {
 
 KP_RINGBUF(rb_block_io);
 
+/* Fast requests, summed per submitter, device, operation and generation (kp_config.block_epoch)
+ * on each CPU: on a busy database host most requests take a fraction of a millisecond and a row
+ * each would be most of what the recorder stores. The agent reads a generation once it is retired
+ * and deletes it; a full table sends the request to the ring as its own row. */
+#define KP_BLOCK_AGG_KEYS 1024
+
+/* Not preallocated: a preallocated per-CPU table costs keys x CPUs x 96 bytes of kernel memory up
+ * front (12 MiB on a 128-CPU host) for the few dozen submitters a disk usually has. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, KP_BLOCK_AGG_KEYS);
+	__type(key, struct kp_block_key);
+	__type(value, struct kp_block_io);
+} block_agg SEC(".maps");
+
 /* The request's address as a number: the verifier allows no arithmetic on a typed pointer,
  * so it is read back as plain bytes from the program's first argument. */
 static __always_inline __u64 kp_rq_addr(unsigned long long *ctx)
@@ -121,6 +137,58 @@ int BPF_PROG(kp_block_rq_issue, struct request *rq)
 	return 0;
 }
 
+/* REQ_OP_READ 0, WRITE 1, FLUSH 2, DISCARD 3 */
+static __always_inline char kp_op_letter(__u32 op)
+{
+	return op == 0 ? 'R' : op == 1 ? 'W' : op == 2 ? 'F' : op == 3 ? 'D' : '?';
+}
+
+/* Adds a fast request to its submitter's sum; false when the table is full (then it is a row). */
+static __always_inline bool kp_aggregate(struct kp_config *cfg, struct kp_issue_state *st, __u32 dev, char op,
+					 __u64 sector, __u64 bytes, __u64 issue, __u64 done)
+{
+	struct kp_block_key k = {.tgid = st->tgid, .dev = dev, .op = op, .epoch = cfg->block_epoch};
+	__u64 lat = done - issue;
+	struct kp_block_io *a = bpf_map_lookup_elem(&block_agg, &k);
+	if (a) {
+		/* a per-CPU sum: the entry was created on another CPU, this CPU's slot starts zeroed */
+		if (!a->requests) {
+			a->sector = sector;
+			a->dev = dev;
+			a->tgid = st->tgid;
+			a->rwbs[0] = op;
+			__builtin_memcpy(a->comm, st->comm, KP_COMM_LEN);
+		}
+		a->requests += 1;
+		a->bytes += bytes;
+		a->busy_ns += lat;
+		if (lat > a->max_ns)
+			a->max_ns = lat;
+		if (!a->issue_ns || issue < a->issue_ns)
+			a->issue_ns = issue;
+		a->done_ns = done;
+		a->tid = st->tid;
+	} else {
+		struct kp_block_io v = {};
+		v.issue_ns = issue;
+		v.done_ns = done;
+		v.sector = sector;
+		v.bytes = bytes;
+		v.busy_ns = lat;
+		v.max_ns = lat;
+		v.dev = dev;
+		v.requests = 1;
+		v.tgid = st->tgid;
+		v.tid = st->tid;
+		v.rwbs[0] = op;
+		__builtin_memcpy(v.comm, st->comm, KP_COMM_LEN);
+		if (bpf_map_update_elem(&block_agg, &k, &v, BPF_NOEXIST))
+			return false;
+	}
+	kp_count(KP_CNT_BLOCK_AGGREGATED, 1);
+	return true;
+}
+
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(kp_block_rq_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
 {
@@ -128,26 +196,39 @@ int BPF_PROG(kp_block_rq_complete, struct request *rq, blk_status_t error, unsig
 	struct kp_issue_state *st = kp_slot(addr);
 	if (!st || st->rq != addr)
 		return 0;
-	struct kp_block_io *r = kp_reserve(&rb_block_io, KP_EV_BLOCK_IO, sizeof(*r));
-	if (r) {
-		struct gendisk *disk = rq->q->disk;
-		__u32 major = disk ? disk->major : 0, minor = disk ? disk->first_minor : 0;
-		__u32 op = rq->cmd_flags & 0xff;
-		r->issue_ns = st->ts;
-		r->done_ns = bpf_ktime_get_ns();
-		r->sector = rq->__sector;
-		r->dev = (major << 20) | minor;
-		r->bytes = nr_bytes;
-		r->tgid = st->tgid;
-		r->tid = st->tid;
-		r->error = error;
-		r->pad = 0;
-		__builtin_memset(r->rwbs, 0, sizeof(r->rwbs));
-		/* REQ_OP_READ 0, WRITE 1, FLUSH 2, DISCARD 3 */
-		r->rwbs[0] = op == 0 ? 'R' : op == 1 ? 'W' : op == 2 ? 'F' : op == 3 ? 'D' : '?';
-		__builtin_memcpy(r->comm, st->comm, KP_COMM_LEN);
-		kp_submit_to(&rb_block_io, r);
+	struct kp_config *cfg = kp_cfg();
+	struct gendisk *disk = rq->q->disk;
+	__u32 major = disk ? disk->major : 0, minor = disk ? disk->first_minor : 0;
+	__u32 dev = (major << 20) | minor;
+	char op = kp_op_letter(rq->cmd_flags & 0xff);
+	__u64 sector = rq->__sector;
+	__u64 done = bpf_ktime_get_ns();
+	__u64 issue = st->ts && st->ts <= done ? st->ts : done;
+	if (cfg && !error && done - issue < (__u64)cfg->min_block_us * 1000 &&
+	    kp_aggregate(cfg, st, dev, op, sector, nr_bytes, issue, done)) {
+		st->rq = 0;
+		return 0;
 	}
+	struct kp_block_io *r = kp_reserve(&rb_block_io, KP_EV_BLOCK_IO, sizeof(*r));
+	if (!r) {
+		st->rq = 0;
+		return 0;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	r->issue_ns = st->ts;
+	r->done_ns = done;
+	r->sector = sector;
+	r->bytes = nr_bytes;
+	r->busy_ns = st->ts ? done - issue : 0;
+	r->max_ns = r->busy_ns;
+	r->dev = dev;
+	r->requests = 1;
+	r->tgid = st->tgid;
+	r->tid = st->tid;
+	r->error = error;
+	r->rwbs[0] = op;
+	__builtin_memcpy(r->comm, st->comm, KP_COMM_LEN);
+	kp_submit_to(&rb_block_io, r);
 	st->rq = 0;
 	return 0;
 }

@@ -23,77 +23,10 @@
  *
  * Per-thread state lives in task-local storage (no hash update per syscall, freed with the task). */
 #include "common.bpf.h"
-
-#define NR_READ 0
-#define NR_WRITE 1
-#define NR_PWRITE64 18
-#define NR_WRITEV 20
-#define NR_SENDTO 44
-#define NR_SENDMSG 46
-#define NR_PWRITEV 296
-#define NR_PWRITEV2 328
-#define NR_STAT 4
-#define NR_FSTAT 5
-#define NR_LSTAT 6
-#define NR_POLL 7
-#define NR_IOCTL 16
-#define NR_PREAD64 17
-#define NR_READV 19
-#define NR_PIPE 22
-#define NR_SELECT 23
-#define NR_ACCEPT 43
-#define NR_RECVFROM 45
-#define NR_RECVMSG 47
-#define NR_GETSOCKNAME 51
-#define NR_GETPEERNAME 52
-#define NR_SOCKETPAIR 53
-#define NR_GETSOCKOPT 55
-#define NR_EXECVE 59
-#define NR_EXIT 60
-#define NR_CLONE 56
-#define NR_CLONE3 435
-#define NR_WAIT4 61
-#define NR_UNAME 63
-#define NR_GETCWD 79
-#define NR_READLINK 89
-#define NR_GETTIMEOFDAY 96
-#define NR_GETRLIMIT 97
-#define NR_GETRUSAGE 98
-#define NR_SYSINFO 99
-#define NR_TIME 201
-#define NR_SCHED_GETAFFINITY 204
-#define NR_GETDENTS64 217
-#define NR_CLOCK_GETTIME 228
-#define NR_CLOCK_GETRES 229
-#define NR_EXIT_GROUP 231
-#define NR_EPOLL_WAIT 232
-#define NR_NEWFSTATAT 262
-#define NR_READLINKAT 267
-#define NR_PSELECT6 270
-#define NR_PPOLL 271
-#define NR_EPOLL_PWAIT 281
-#define NR_ACCEPT4 288
-#define NR_PIPE2 293
-#define NR_PREADV 295
-#define NR_PRLIMIT64 302
-#define NR_GETRANDOM 318
-#define NR_EXECVEAT 322
-#define NR_PREADV2 327
-#define NR_STATX 332
-#define NR_EPOLL_PWAIT2 441
+#include "../schemas/syscalls.h" /* KP_NR_*: generated from schemas/syscall_table.py */
 
 #define KP_MAX_IOV 8
 #define KP_ADDR_MAX 128
-#define KP_NR_MAX 512
-/* Not a syscall: a thread resumed after a sibling ran while it was outside an ordered syscall
- * (enter_ns: switched out, exit_ns: back on a CPU, args[0]: 1 if no user code had run since its
- * last ordered syscall, args[1]: its user ip when switched out, args[2]: sibling switch-ins
- * meanwhile, args[3]: the syscall it was in then, or < 0: in user mode). Same number in
- * replay/log.py. */
-#define KP_NR_RESUME 0x10000
-/* kp_rcounters slot: uprobe hits in processes not recorded (0 when attached per process). Same
- * index in replay/capture.py. */
-#define KP_RCNT_UPROBE_OTHER 4
 
 struct kp_renter {
 	__u64 ts;
@@ -198,7 +131,7 @@ static __always_inline struct kp_rtask *kp_rtask_of(struct task_struct *t, bool 
 
 static __always_inline bool kp_ordered(__u32 nr, __u64 *args)
 {
-	if (nr == 9) /* mmap: only a file mapping traps at replay */
+	if (nr == KP_NR_MMAP) /* mmap: only a file mapping traps at replay */
 		return (__u32)args[4] != 0xFFFFFFFFu;
 	__u8 *o = bpf_map_lookup_elem(&kp_rordered, &nr);
 	return o && *o;
@@ -292,49 +225,49 @@ static __always_inline void kp_out_regions(struct kp_out *o, __u32 nr, __u64 *a,
 	if (ret < 0)
 		return;
 	switch (nr) {
-	case NR_READ:
-	case NR_PREAD64:
-	case NR_GETRANDOM:
-		kp_region(o, 0, nr == NR_GETRANDOM ? a[0] : a[1], ret, 0);
+	case KP_NR_READ:
+	case KP_NR_PREAD64:
+	case KP_NR_GETRANDOM:
+		kp_region(o, 0, nr == KP_NR_GETRANDOM ? a[0] : a[1], ret, 0);
 		break;
-	case NR_READV:
-	case NR_PREADV:
-	case NR_PREADV2:
+	case KP_NR_READV:
+	case KP_NR_PREADV:
+	case KP_NR_PREADV2:
 		kp_iov(o, a[1], a[2], ret);
 		break;
 	/* What the process wrote, so replay can compare its outputs byte for byte. */
-	case NR_WRITE:
-	case NR_PWRITE64:
-	case NR_SENDTO:
+	case KP_NR_WRITE:
+	case KP_NR_PWRITE64:
+	case KP_NR_SENDTO:
 		kp_region(o, 0, a[1], ret, 0);
 		break;
-	case NR_WRITEV:
-	case NR_PWRITEV:
-	case NR_PWRITEV2:
+	case KP_NR_WRITEV:
+	case KP_NR_PWRITEV:
+	case KP_NR_PWRITEV2:
 		kp_iov(o, a[1], a[2], ret);
 		break;
-	case NR_SENDMSG: {
+	case KP_NR_SENDMSG: {
 		struct user_msghdr m = {};
 		if (!bpf_probe_read_user(&m, sizeof(m), (void *)a[1]))
 			kp_iov(o, (__u64)m.msg_iov, m.msg_iovlen, ret);
 		break;
 	}
-	case NR_GETDENTS64:
-	case NR_GETCWD:
-	case NR_READLINK:
-		kp_region(o, 0, nr == NR_GETCWD ? a[0] : a[1], ret, 0);
+	case KP_NR_GETDENTS64:
+	case KP_NR_GETCWD:
+	case KP_NR_READLINK:
+		kp_region(o, 0, nr == KP_NR_GETCWD ? a[0] : a[1], ret, 0);
 		break;
-	case NR_READLINKAT:
+	case KP_NR_READLINKAT:
 		kp_region(o, 0, a[2], ret, 0);
 		break;
-	case NR_RECVFROM:
+	case KP_NR_RECVFROM:
 		kp_region(o, 0, a[1], ret, 0);
 		if (a[4] && a[5]) {
 			kp_region(o, 1, a[4], kp_min(kp_user_u32(a[5]), KP_ADDR_MAX), 0);
 			kp_region(o, 2, a[5], 4, 0);
 		}
 		break;
-	case NR_RECVMSG: {
+	case KP_NR_RECVMSG: {
 		struct user_msghdr m = {};
 		if (bpf_probe_read_user(&m, sizeof(m), (void *)a[1]))
 			break;
@@ -344,86 +277,86 @@ static __always_inline void kp_out_regions(struct kp_out *o, __u32 nr, __u64 *a,
 		kp_region(o, 3, (__u64)m.msg_control, kp_min(m.msg_controllen, 256), 0);
 		break;
 	}
-	case NR_ACCEPT:
-	case NR_ACCEPT4:
-	case NR_GETSOCKNAME:
-	case NR_GETPEERNAME:
+	case KP_NR_ACCEPT:
+	case KP_NR_ACCEPT4:
+	case KP_NR_GETSOCKNAME:
+	case KP_NR_GETPEERNAME:
 		if (a[1] && a[2]) {
 			kp_region(o, 1, a[1], kp_min(kp_user_u32(a[2]), KP_ADDR_MAX), 0);
 			kp_region(o, 2, a[2], 4, 0);
 		}
 		break;
-	case NR_GETSOCKOPT:
+	case KP_NR_GETSOCKOPT:
 		if (a[3] && a[4]) {
 			kp_region(o, 0, a[3], kp_min(kp_user_u32(a[4]), 256), 0);
 			kp_region(o, 2, a[4], 4, 0);
 		}
 		break;
-	case NR_CLOCK_GETTIME:
-	case NR_CLOCK_GETRES:
+	case KP_NR_CLOCK_GETTIME:
+	case KP_NR_CLOCK_GETRES:
 		kp_region(o, 0, a[1], 16, 0);
 		break;
-	case NR_GETTIMEOFDAY:
+	case KP_NR_GETTIMEOFDAY:
 		kp_region(o, 0, a[0], 16, 0);
 		break;
-	case NR_TIME:
+	case KP_NR_TIME:
 		kp_region(o, 0, a[0], 8, 0);
 		break;
-	case NR_FSTAT:
-	case NR_STAT:
-	case NR_LSTAT:
+	case KP_NR_FSTAT:
+	case KP_NR_STAT:
+	case KP_NR_LSTAT:
 		kp_region(o, 0, a[1], 144, 0);
 		break;
-	case NR_NEWFSTATAT:
+	case KP_NR_NEWFSTATAT:
 		kp_region(o, 0, a[2], 144, 0);
 		break;
-	case NR_STATX:
+	case KP_NR_STATX:
 		kp_region(o, 0, a[4], 256, 0);
 		break;
-	case NR_PIPE:
-	case NR_PIPE2:
+	case KP_NR_PIPE:
+	case KP_NR_PIPE2:
 		kp_region(o, 0, a[0], 8, 0);
 		break;
-	case NR_SOCKETPAIR:
+	case KP_NR_SOCKETPAIR:
 		kp_region(o, 0, a[3], 8, 0);
 		break;
-	case NR_POLL:
-	case NR_PPOLL:
+	case KP_NR_POLL:
+	case KP_NR_PPOLL:
 		kp_region(o, 0, a[0], kp_min(a[1], 1024) * 8, 0);
 		break;
-	case NR_EPOLL_WAIT:
-	case NR_EPOLL_PWAIT:
-	case NR_EPOLL_PWAIT2:
+	case KP_NR_EPOLL_WAIT:
+	case KP_NR_EPOLL_PWAIT:
+	case KP_NR_EPOLL_PWAIT2:
 		kp_region(o, 0, a[1], ret * 12, 0);
 		break;
-	case NR_SELECT:
-	case NR_PSELECT6: {
+	case KP_NR_SELECT:
+	case KP_NR_PSELECT6: {
 		__u64 bytes = kp_min((a[0] + 63) / 64 * 8, 128);
 		kp_region(o, 0, a[1], bytes, 0);
 		kp_region(o, 1, a[2], bytes, 0);
 		kp_region(o, 2, a[3], bytes, 0);
 		break;
 	}
-	case NR_WAIT4:
+	case KP_NR_WAIT4:
 		kp_region(o, 0, a[1], 4, 0);
 		break;
-	case NR_UNAME:
+	case KP_NR_UNAME:
 		kp_region(o, 0, a[0], 390, 0);
 		break;
-	case NR_SYSINFO:
+	case KP_NR_SYSINFO:
 		kp_region(o, 0, a[0], 112, 0);
 		break;
-	case NR_GETRUSAGE:
-	case NR_GETRLIMIT:
-		kp_region(o, 0, a[1], nr == NR_GETRUSAGE ? 144 : 16, 0);
+	case KP_NR_GETRUSAGE:
+	case KP_NR_GETRLIMIT:
+		kp_region(o, 0, a[1], nr == KP_NR_GETRUSAGE ? 144 : 16, 0);
 		break;
-	case NR_PRLIMIT64:
+	case KP_NR_PRLIMIT64:
 		kp_region(o, 0, a[3], 16, 0);
 		break;
-	case NR_SCHED_GETAFFINITY:
+	case KP_NR_SCHED_GETAFFINITY:
 		kp_region(o, 0, a[2], ret, 0);
 		break;
-	case NR_IOCTL:
+	case KP_NR_IOCTL:
 		if (a[1] == 0x5401) /* TCGETS */
 			kp_region(o, 0, a[2], 60, 0);
 		else if (a[1] == 0x541B || a[1] == 0x5413) /* FIONREAD, TIOCGWINSZ */
@@ -486,9 +419,9 @@ int BPF_PROG(kp_r_enter, struct pt_regs *regs, long sysno)
 	st->args[5] = BPF_CORE_READ(regs, r9);
 	t->ran = 1; /* user code ran to get here */
 	t->ordered_in = kp_ordered(st->nr, st->args);
-	if (st->nr == NR_CLOCK_GETTIME || st->nr == NR_GETTIMEOFDAY || st->nr == NR_TIME)
+	if (st->nr == KP_NR_CLOCK_GETTIME || st->nr == KP_NR_GETTIMEOFDAY || st->nr == KP_NR_TIME)
 		t->uenter.ts = 0; /* a probed libc time call took its syscall fallback: recorded as that */
-	if (st->nr == NR_EXIT || st->nr == NR_EXIT_GROUP) { /* never returns: record it now */
+	if (st->nr == KP_NR_EXIT || st->nr == KP_NR_EXIT_GROUP) { /* never returns: record it now */
 		kp_emit(t, st, tgid, tid, 0, st->ts, 0, false);
 		st->ts = 0;
 	}
@@ -509,8 +442,8 @@ int BPF_PROG(kp_r_exit, struct pt_regs *regs, long ret)
 		 * its parent made: when it first ran is where its first block of user code starts,
 		 * which replay needs to order it among its siblings. */
 		__u32 nr = BPF_CORE_READ(regs, orig_ax);
-		bool child = (nr == NR_CLONE || nr == NR_CLONE3) && ret == 0;
-		if ((nr != NR_EXECVE && nr != NR_EXECVEAT && !child) || !kp_replay_watched(tgid))
+		bool child = (nr == KP_NR_CLONE || nr == KP_NR_CLONE3) && ret == 0;
+		if ((nr != KP_NR_EXECVE && nr != KP_NR_EXECVEAT && !child) || !kp_replay_watched(tgid))
 			return 0;
 		t = kp_rtask_of(task, true);
 		if (!t)
@@ -562,13 +495,13 @@ static __always_inline int kp_time_exit(__u32 nr, long ret)
 SEC("uprobe")
 int BPF_KPROBE(kp_u_clock_gettime, long clk, void *tp)
 {
-	return kp_time_enter(NR_CLOCK_GETTIME, clk, (__u64)tp);
+	return kp_time_enter(KP_NR_CLOCK_GETTIME, clk, (__u64)tp);
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(kp_ur_clock_gettime, long ret)
 {
-	return kp_time_exit(NR_CLOCK_GETTIME, ret);
+	return kp_time_exit(KP_NR_CLOCK_GETTIME, ret);
 }
 
 /* The kp_ux_* programs are plain uprobes on the jump right after libc's call into the vDSO
@@ -578,43 +511,43 @@ int BPF_KRETPROBE(kp_ur_clock_gettime, long ret)
 SEC("uprobe")
 int BPF_KPROBE(kp_ux_clock_gettime)
 {
-	return kp_time_exit(NR_CLOCK_GETTIME, (long)PT_REGS_RC(ctx));
+	return kp_time_exit(KP_NR_CLOCK_GETTIME, (long)PT_REGS_RC(ctx));
 }
 
 SEC("uprobe")
 int BPF_KPROBE(kp_ux_gettimeofday)
 {
-	return kp_time_exit(NR_GETTIMEOFDAY, (long)PT_REGS_RC(ctx));
+	return kp_time_exit(KP_NR_GETTIMEOFDAY, (long)PT_REGS_RC(ctx));
 }
 
 SEC("uprobe")
 int BPF_KPROBE(kp_ux_time)
 {
-	return kp_time_exit(NR_TIME, (long)PT_REGS_RC(ctx));
+	return kp_time_exit(KP_NR_TIME, (long)PT_REGS_RC(ctx));
 }
 
 SEC("uprobe")
 int BPF_KPROBE(kp_u_gettimeofday, void *tv, void *tz)
 {
-	return kp_time_enter(NR_GETTIMEOFDAY, (__u64)tv, (__u64)tz);
+	return kp_time_enter(KP_NR_GETTIMEOFDAY, (__u64)tv, (__u64)tz);
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(kp_ur_gettimeofday, long ret)
 {
-	return kp_time_exit(NR_GETTIMEOFDAY, ret);
+	return kp_time_exit(KP_NR_GETTIMEOFDAY, ret);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(kp_u_time, void *t)
 {
-	return kp_time_enter(NR_TIME, (__u64)t, 0);
+	return kp_time_enter(KP_NR_TIME, (__u64)t, 0);
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(kp_ur_time, long ret)
 {
-	return kp_time_exit(NR_TIME, ret);
+	return kp_time_exit(KP_NR_TIME, ret);
 }
 
 /* A recorded thread switched out between two ordered syscalls, and back: if a sibling ran

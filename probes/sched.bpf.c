@@ -17,9 +17,8 @@ struct kp_task_state {
 	__u32 p_tid;
 	__u32 w_tgid;
 	__u32 w_tid;
-	__s32 sys_nr;
 	__u32 short_n;
-	__u64 sys_arg0;
+	__u32 pad0;
 	__u64 short_ns;
 	/* preemptor and waker task pointers: their names are read only if a row is emitted,
 	 * and only if the pointer still holds the same thread (kp_task_names) */
@@ -88,23 +87,25 @@ static __always_inline __u32 kp_reason(__u32 state)
 	return KP_OFF_OTHER;
 }
 
-/* The syscall a blocking task sleeps in, from the user registers saved at kernel entry:
- * what a program on every syscall's entry would have told, read only when a task blocks.
+/* The syscall a blocked task sleeps in, from the user registers saved at kernel entry:
+ * what a program on every syscall's entry would have told. Read when the task comes back and
+ * its interval is a row: it is still inside that call (it resumes in __schedule), so its saved
+ * registers are unchanged since it blocked, and the short intervals, most of them, never pay.
  * While a syscall runs, the saved ax holds -ENOSYS (the entry code's placeholder for the
  * return value); an exception frame (a page fault) holds the user's ax and its error code
  * in orig_ax, so it is not taken for a syscall. */
-static __always_inline void kp_blocked_syscall(struct kp_task_state *st, struct task_struct *t, __u32 state)
+static __always_inline void kp_blocked_syscall(struct kp_offcpu *r, struct task_struct *t, __u32 state)
 {
-	st->sys_nr = -1;
-	st->sys_arg0 = 0;
+	r->sys_nr = -1;
+	r->sys_arg0 = 0;
 #if defined(__TARGET_ARCH_x86)
-	if (state == KP_TASK_RUNNING || (t->flags & KP_PF_KTHREAD))
+	if (state == KP_TASK_RUNNING || state == KP_STATE_NEW || (t->flags & KP_PF_KTHREAD))
 		return;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
 	if (!regs || regs->ax != (unsigned long)-KP_ENOSYS)
 		return;
-	st->sys_nr = (__s32)regs->orig_ax;
-	st->sys_arg0 = regs->di;
+	r->sys_nr = (__s32)regs->orig_ax;
+	r->sys_arg0 = regs->di;
 #endif
 }
 
@@ -171,7 +172,7 @@ static __always_inline __u64 kp_to_ktime(__u64 t, __s64 shift)
 	return t ? t + shift : 0;
 }
 
-/* prev leaves the CPU: remember when, why, who took over and the call it blocks in.
+/* prev leaves the CPU: remember when, why and who took over.
  * Storage exists only for watched tasks (the watch list never shrinks), so its
  * presence answers "watched?" without a hash lookup. */
 static __always_inline __u64 kp_switch_out(struct kp_config *cfg, struct task_struct *prev,
@@ -196,7 +197,6 @@ static __always_inline __u64 kp_switch_out(struct kp_config *cfg, struct task_st
 	st->p_tgid = next->tgid;
 	st->p_tid = next->pid;
 	st->p_task = (__u64)next;
-	kp_blocked_syscall(st, prev, prev_state);
 	return now;
 }
 
@@ -243,12 +243,11 @@ static __always_inline void kp_emit_offcpu(struct kp_task_state *st, struct task
 		kp_task_names(st->p_task, st->p_tid, r->preemptor_comm, r->preemptor_process);
 	if (st->w_tid)
 		kp_task_names(st->w_task, st->w_tid, r->waker_comm, r->waker_process);
-	r->sys_nr = st->sys_nr;
-	r->sys_arg0 = st->sys_arg0;
+	kp_blocked_syscall(r, next, st->prev_state);
 	r->short_n = st->short_n;
 	r->short_ns = st->short_ns;
-	if (kp_socket_call(st->sys_nr))
-		kp_fd_socket(r, next, st->sys_arg0);
+	if (kp_socket_call(r->sys_nr))
+		kp_fd_socket(r, next, r->sys_arg0);
 	kp_submit_to(&rb_offcpu, r);
 	st->short_n = 0;
 	st->short_ns = 0;
@@ -347,7 +346,6 @@ int BPF_PROG(kp_sched_wakeup_new, struct task_struct *p)
 	st->wake_ns = bpf_ktime_get_ns();
 	st->prev_state = KP_STATE_NEW;
 	st->cpu = bpf_get_smp_processor_id();
-	st->sys_nr = -1;
 	st->w_tgid = parent->tgid;
 	st->w_tid = parent->pid;
 	st->w_task = (__u64)parent;

@@ -3,24 +3,15 @@
  * fsync, socket I/O, connect/accept, futex waits. Enter state is kept per
  * thread; one record per completed call (duration, return value, args). */
 #include "common.bpf.h"
+#include "../schemas/syscalls.h" /* KP_NR_*: generated from schemas/syscall_table.py */
 
-#define KP_NR_MAX 512
-#define NR_OPENAT 257
-#define NR_OPENAT2 437
-
-/* syscall nr -> KP_SYS_* (0: not traced); filled by the agent. */
+/* syscall nr -> KP_SYS_* (enum kp_sys_filter, records.h; 0: not traced); filled by the agent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, KP_NR_MAX);
 	__type(key, __u32);
 	__type(value, __u8);
 } kp_syscall_filter SEC(".maps");
-
-/* Filter values: traced, recorded when at least min_syscall_ns long (shorter
- * ones are counted with their summed time); or traced and always recorded
- * (fsync family, connection set-up, open/close: rare and each one matters). */
-#define KP_SYS_THRESHOLD 1
-#define KP_SYS_ALWAYS 2
 
 /* Enter state lives in task-local storage: reached by a pointer from the task
  * (no hash, no delete on exit), created only for watched threads, and freed
@@ -94,14 +85,14 @@ static __always_inline void kp_exit(long ret)
 		r->cpu = bpf_get_smp_processor_id();
 		kp_submit_to(&rb_syscall, r);
 	}
-	if ((st->nr == NR_OPENAT || st->nr == NR_OPENAT2) && ret >= 0) {
+	if ((st->nr == KP_NR_OPENAT || st->nr == KP_NR_OPENAT2) && ret >= 0) {
 		struct kp_fd_open *o = kp_reserve(&rb_fd_open, KP_EV_FD_OPEN, sizeof(*o));
 		if (o) {
 			o->ts_ns = now;
 			o->tgid = id >> 32;
 			o->tid = tid;
 			o->fd = ret;
-			o->flags = st->nr == NR_OPENAT ? (__s32)st->args[2] : 0;
+			o->flags = st->nr == KP_NR_OPENAT ? (__s32)st->args[2] : 0;
 			__builtin_memset(o->path, 0, KP_PATH_LEN);
 			bpf_probe_read_user_str(o->path, sizeof(o->path), (void *)st->args[1]);
 			kp_submit_to(&rb_fd_open, o);

@@ -68,6 +68,8 @@ def _task(r: dict, role: str) -> str:
 def summary(r: dict) -> str:
     t = r["type"]
     who = f"{r.get('comm') or r.get('service', '')} {r.get('tgid', '')}/{r.get('tid', '')}".strip()
+    if r.get("pod"):  # the process's Kubernetes pod (agent/pod_identity.py)
+        who += f" [pod {r.get('namespace', '')}/{r['pod']}]"
     if t == "offcpu":
         extra = ""
         if r["reason"] == "preempted":
@@ -103,6 +105,10 @@ def summary(r: dict) -> str:
     if t == "fd_open":
         return f"{who} open fd={r['fd']} {r['path']}"
     if t == "block_io":
+        n = int(r.get("requests") or 1)
+        if n > 1:  # fast requests summed in the kernel over ~1 s (kprobe record --min-block-us)
+            return (f"{who} block {r['rwbs']} {n} requests {r['bytes']} B dev {r['dev']} busy "
+                    f"{format_dur(r['busy_ns'])} (longest {format_dur(r['max_ns'])}) over {format_dur(r['dur_ns'])}")
         return f"{who} block {r['rwbs']} {r['bytes']} B dev {r['dev']} {format_dur(r['dur_ns'])}"
     return str(r)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kprobe.agent.capabilities import RELEVANT
 from kprobe.query.timefmt import format_ts
 from kprobe.schemas.tables import EVENT_TYPES
 
@@ -29,7 +30,10 @@ def collect(store, data_dir: Path) -> dict:
             rows = store.query_rows(f"SELECT count() AS n FROM {name}")
             counts[name] = int(rows[0]["n"]) if rows else 0
     flows = [json.loads(f.read_text()) for f in sorted((data_dir / "dataflow").glob("ingest-*.json"))]
-    return {"stored": counts, "recording": live, "recorder": recorder, "otel": otel, "dataflows": flows}
+    from kprobe.protocols.status import load as payload_status
+
+    return {"stored": counts, "recording": live, "recorder": recorder, "otel": otel, "dataflows": flows,
+            "payloads": payload_status(data_dir)}
 
 
 def render_kafka(k: dict) -> list[str]:
@@ -41,6 +45,9 @@ def render_kafka(k: dict) -> list[str]:
              f"{k['resent_rows']} rows"]
     if k.get("unconfirmed_rows"):
         lines.append(f"  acknowledged without an offset, sent again: {k['unconfirmed_rows']} rows")
+    if k.get("spool_quarantined_files") or k.get("spool_io_errors"):
+        lines.append(f"  spool: {k.get('spool_quarantined_files', 0)} corrupt or unsendable files quarantined "
+                     f"(DATA/spool/quarantine), {k.get('spool_io_errors', 0)} writes refused by the disk")
     for reason, n in k.get("dropped", {}).items():
         lines.append(f"  dropped ({reason}): {n}")
     return lines
@@ -59,6 +66,35 @@ def render_dataflows(flows: list[dict]) -> str:
         if f.get("last_error"):
             lines.append(f"  last error: {f['last_error']}")
     return "\n".join(lines)
+
+
+def render_capabilities(caps: dict) -> list[str]:
+    """The recorder's capabilities and, per feature, the missing ones and what runs without them."""
+    if not caps:
+        return []
+    held = caps.get("held", [])
+    relevant = [c for c in RELEVANT if c in held]
+    lines = ["", f"capabilities: {', '.join('CAP_' + c for c in relevant) or 'none of those kprobe uses'} "
+                 f"({len(held)} held in all)"]
+    for feat, missing in caps.get("missing", {}).items():
+        lines.append(f"  missing {', '.join('CAP_' + c for c in missing)} for {feat}: {caps['degraded'][feat]}")
+    return lines
+
+
+def render_pod_identity(p: dict) -> list[str]:
+    """Processes found in containers and pods (cgroup paths), named through the kubelet, its errors."""
+    if not p:
+        return []
+    line = (f"pod identity: {p.get('processes_in_containers', 0)} processes in containers, "
+            f"{p.get('processes_in_pods', 0)} in pods, {p.get('processes_named_by_kubelet', 0)} named by the kubelet")
+    if "kubelet_fetches" in p:
+        line += (f"; kubelet: {p['kubelet_fetches']} fetches, {p.get('kubelet_errors', 0)} failed, "
+                 f"{p.get('kubelet_pods', 0)} pods listed, {p.get('pod_uids_unknown_to_kubelet', 0)} lookups of "
+                 "pods it did not list")
+    lines = ["", line]
+    if p.get("kubelet_last_error"):
+        lines.append(f"  kubelet last error: {p['kubelet_last_error'][:200]}")
+    return lines
 
 
 def render(data: dict) -> str:
@@ -80,6 +116,10 @@ def render(data: dict) -> str:
     if rec.get("program_misses"):
         lines.append("program runs skipped by the kernel (nested on one CPU; counted in lost total): " +
                      ", ".join(f"{k}={v}" for k, v in sorted(rec["program_misses"].items())))
+    if (ret := rec.get("retention")) and any(ret.get(k) for k in ("dropped", "trimmed")):
+        lines.append(f"retention: {ret.get('dropped', 0)} partitions dropped ({ret.get('future_dropped', 0)} dated in "
+                     f"the future), {ret.get('trimmed', 0)} trimmed; store {ret.get('bytes_before', 0) >> 20} MiB "
+                     f"before the last pass, ~{ret.get('bytes_after_estimate', 0) >> 20} MiB after")
     if rec.get("rejected"):
         lines.append("rejected (impossible times or ids, not stored): " +
                      ", ".join(f"{k}={v}" for k, v in sorted(rec["rejected"].items())))
@@ -120,12 +160,17 @@ def render(data: dict) -> str:
                 lines.append(f"  NOT attached {a['section']}: {a['error'][:160]}")
     for probe, err in rec.get("load_errors", {}).items():
         lines.append(f"  probe {probe} not loaded: {err[:160]}")
+    lines += render_capabilities(rec.get("capabilities") or {})
+    lines += render_pod_identity(rec.get("pod_identity") or {})
     clk = rec.get("clock")
     if clk:
         lines.append(f"clock: {clk['method']}, error bound ±{clk['error_ns']} ns")
     if rec.get("last_error"):
         lines.append(f"last error: {rec['last_error']}")
     lines.extend(_otel_lines(data.get("otel")))
+    from kprobe.protocols.status import render_lines as payload_lines
+
+    lines.extend(payload_lines(data.get("payloads")))
     return "\n".join(lines)
 
 
@@ -141,7 +186,10 @@ def _otel_lines(otel: dict | None) -> list[str]:
            f"  requests {otel['requests']}, rejected as malformed {otel['requests_rejected_malformed']}, "
            f"answered retry-later {otel['requests_sink_errors']}",
            f"  card numbers masked {otel['values_masked']}, sensitive attributes dropped "
-           f"{otel['sensitive_attributes_dropped']}"]
+           f"{otel['sensitive_attributes_dropped']}",
+           f"  span times clamped to now's window {otel.get('spans_time_clamped', 0)}, http connections refused "
+           f"(cap) {otel.get('http_connections_refused', 0)}, http requests cut (deadline) "
+           f"{otel.get('http_deadline_exceeded', 0)}"]
     if otel.get("last_error"):
         out.append(f"  last span write error: {otel['last_error']}")
     return out

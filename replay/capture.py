@@ -43,13 +43,12 @@ from kprobe.schemas import layouts as L
 RSYS_FILE = "rsys.bin"
 RDATA_FILE = "rdata.bin"
 META_FILE = "meta.json"
-KP_RCNT_UPROBE_OTHER = 4  # probes/replay.bpf.c: time-uprobe hits in processes not recorded
 COUNTER_NAMES = {
     L.KP_RCNT_SYS_DROPS: "rsys_drops",
     L.KP_RCNT_DATA_DROPS: "rdata_drops",
     L.KP_RCNT_TRUNCATED: "truncated_syscalls",
     L.KP_RCNT_TRUNC_BYTES: "truncated_bytes",
-    KP_RCNT_UPROBE_OTHER: "uprobe_hits_other_processes",
+    L.KP_RCNT_UPROBE_OTHER: "uprobe_hits_other_processes",
 }
 
 

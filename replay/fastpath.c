@@ -29,6 +29,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../schemas/syscalls.h" /* KP_NR_*: generated from schemas/syscall_table.py */
+
+#define KP_STR(x) #x
+#define KP_XSTR(x) KP_STR(x) /* a syscall number inside the stubs' assembly text */
+
 enum { K_SLOW = 0, K_PASS = 1, K_SKIP = 2, K_WRITE = 3, K_CLOCK = 4 };
 enum {
 	F_FDCHECK = 1,     /* the syscall's fd must equal the recorded one */
@@ -116,7 +121,7 @@ static int64_t floordiv(int64_t a, int64_t b)
 
 static int is_clock(uint64_t nr)
 {
-	return nr == 228 || nr == 96 || nr == 201;
+	return nr == KP_NR_CLOCK_GETTIME || nr == KP_NR_GETTIMEOFDAY || nr == KP_NR_TIME;
 }
 
 static int matches(const struct kp_op *op, int64_t nr, const int64_t *a)
@@ -124,7 +129,7 @@ static int matches(const struct kp_op *op, int64_t nr, const int64_t *a)
 	if (nr != op->nr)
 		return 0;
 	if (op->kind == K_CLOCK)
-		return op->nr != 228 || a[0] == op->arg0;
+		return op->nr != KP_NR_CLOCK_GETTIME || a[0] == op->arg0;
 	if (is_clock((uint64_t)nr))
 		return 0;
 	return !(op->flags & F_FDCHECK) || (int64_t)((uint64_t)a[0] & 0xFFFFFFFFu) == op->fd;
@@ -202,7 +207,7 @@ enum { VE_CHECK_FD = 1, VE_COPY = 2, VE_COMPARE = 4 };
 static void clock_value(const struct kp_ctx *c, const struct kp_op *op, int64_t out[3])
 {
 	int64_t shift = c->vt - op->exit_ns;
-	if (op->nr == 201) {
+	if (op->nr == KP_NR_TIME) {
 		out[0] = out[2] = op->ret + floordiv(shift, 1000000000);
 		out[1] = 0;
 		return;
@@ -210,8 +215,8 @@ static void clock_value(const struct kp_ctx *c, const struct kp_op *op, int64_t 
 	int64_t rec[2] = {0, 0};
 	if (op->rlen[0] >= 16)
 		memcpy(rec, c->blob + op->roff[0], 16);
-	int64_t unit = op->nr == 228 ? 1000000000 : 1000000;
-	int64_t total = rec[0] * unit + rec[1] + (op->nr == 228 ? shift : floordiv(shift, 1000));
+	int64_t unit = op->nr == KP_NR_CLOCK_GETTIME ? 1000000000 : 1000000;
+	int64_t total = rec[0] * unit + rec[1] + (op->nr == KP_NR_CLOCK_GETTIME ? shift : floordiv(shift, 1000));
 	out[0] = floordiv(total, unit);
 	out[1] = total - out[0] * unit;
 	out[2] = op->ret;
@@ -251,8 +256,10 @@ static int others_request(const struct kp_ctx *c, const struct kp_op *op)
 static int64_t stub_bytes(const struct kp_ctx *c, const struct kp_op *op)
 {
 	int64_t mask = c->vtab[VT_NRMASK];
-	int bit = op->nr == 0 ? 0 : op->nr == 1 ? 1 : op->nr == 17 ? 2 : op->nr == 18 ? 3 : op->nr == 74 ? 4
-		: op->nr == 75 ? 5 : op->nr == 318 ? 6 : -1;
+	/* the NRMASK bits of intracee.WRAPPERS */
+	int bit = op->nr == KP_NR_READ ? 0 : op->nr == KP_NR_WRITE ? 1 : op->nr == KP_NR_PREAD64 ? 2
+		: op->nr == KP_NR_PWRITE64 ? 3 : op->nr == KP_NR_FSYNC ? 4 : op->nr == KP_NR_FDATASYNC ? 5
+		: op->nr == KP_NR_GETRANDOM ? 6 : -1;
 	if (op->kind == K_CLOCK)
 		return 0;
 	if (bit < 0 || !(mask & (1 << bit)))
@@ -409,7 +416,7 @@ __asm__(
 	"kp_vstub_begin:\n"
 	".Lvbase:\n"
 	/* clock_gettime(rdi = clock id, rsi = ts) */
-	"	KP_ENTRY rax, 228\n"
+	"	KP_ENTRY rax, " KP_XSTR(KP_NR_CLOCK_GETTIME) "\n"
 	"	cmp rdi, [r8 + 8]\n"
 	"	jne 9f\n"
 	"	KP_CLOCK_TAKE\n"
@@ -421,10 +428,10 @@ __asm__(
 	"	mov [rsi + 8], rcx\n"
 	"2:	mov rax, [r8 + 32]\n"
 	"	ret\n"
-	"	KP_REAL_SYSCALL 228\n"
+	"	KP_REAL_SYSCALL " KP_XSTR(KP_NR_CLOCK_GETTIME) "\n"
 	"	.skip 0x80 - (. - .Lvbase), 0xcc\n"
 	/* gettimeofday(rdi = tv, rsi = tz) */
-	"	KP_ENTRY rax, 96\n"
+	"	KP_ENTRY rax, " KP_XSTR(KP_NR_GETTIMEOFDAY) "\n"
 	"	KP_CLOCK_TAKE\n"
 	"	test rdi, rdi\n"
 	"	jz 2f\n"
@@ -434,17 +441,17 @@ __asm__(
 	"	mov [rdi + 8], rcx\n"
 	"2:	mov rax, [r8 + 32]\n"
 	"	ret\n"
-	"	KP_REAL_SYSCALL 96\n"
+	"	KP_REAL_SYSCALL " KP_XSTR(KP_NR_GETTIMEOFDAY) "\n"
 	"	.skip 0x100 - (. - .Lvbase), 0xcc\n"
 	/* time(rdi = t) */
-	"	KP_ENTRY rax, 201\n"
+	"	KP_ENTRY rax, " KP_XSTR(KP_NR_TIME) "\n"
 	"	KP_CLOCK_TAKE\n"
 	"	mov rax, [r8 + 32]\n"
 	"	test rdi, rdi\n"
 	"	jz 2f\n"
 	"	mov [rdi], rax\n"
 	"2:	ret\n"
-	"	KP_REAL_SYSCALL 201\n"
+	"	KP_REAL_SYSCALL " KP_XSTR(KP_NR_TIME) "\n"
 	"	.skip 0x180 - (. - .Lvbase), 0xcc\n"
 	/* a libc wrapper's syscall: rax = nr, rdi, rsi, rdx (, r10) its arguments. r8 and r9 are kept
 	 * as a syscall keeps them: the multi-threaded path of glibc's wrappers holds the cancellation
@@ -571,7 +578,7 @@ static int handle(struct kp_ctx *c, const struct kp_op *op, struct user_regs_str
 		int64_t v[3];
 		account(c, op);
 		clock_value(c, op, v);
-		if (put(c, (uint64_t)(op->nr == 228 ? a[1] : a[0]), v, op->nr == 201 ? 8 : 16))
+		if (put(c, (uint64_t)(op->nr == KP_NR_CLOCK_GETTIME ? a[1] : a[0]), v, op->nr == KP_NR_TIME ? 8 : 16))
 			return -1;
 		return skip(c, r, v[2]) ? -1 : 1;
 	}

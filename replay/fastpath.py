@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kprobe.replay.syscall_sets import FUTEX_CMD_MASK, NR_FCNTL, NR_FUTEX, NR_RECVFROM
+from kprobe.schemas.syscall_table import NR_MAX, Buf, numbers
+
 LIBRARY = Path(__file__).resolve().parent / "build" / "libkpreplay.so"
 FDMAX = 4096      # per-fd tables shared with C; events on higher fds take the Python path
 K_SLOW, K_PASS, K_SKIP, K_WRITE, K_CLOCK = 0, 1, 2, 3, 4
@@ -48,7 +51,7 @@ EV_PTRACE, EV_NOTIF = 1, 2
 # syscalls delivered as seccomp user notifications when the hot path is on: their Python handlers
 # only ever answer them (skip with a value) or let them run (passthrough), never touch registers.
 # futex and sched_yield: where threads hand over (answered from the log, PI operations run)
-NOTIFIED = frozenset({0, 1, 17, 18, 74, 75, 96, 201, 228, 318, 202, 24})
+NOTIFIED = numbers(lambda s: s.notify)
 
 
 class _Ev(ctypes.Structure):
@@ -180,7 +183,7 @@ class Pending:
 
 @dataclass
 class Rules:
-    """The engine's dispatch tables (engine.py owns them; passed in to avoid an import cycle)."""
+    """The dispatch sets (replay/syscall_sets.py, from the syscall table), as the engine hands them over."""
 
     reads: dict[int, int]
     writes: dict[int, int]
@@ -212,10 +215,13 @@ class ThreadPlan:
     writes: np.ndarray            # positions of K_WRITE candidates (for the output hashes)
     write_data: list[bytes]       # their recorded bytes, aligned with ``writes``
     index_list: list[int] = field(default_factory=list)  # ``index`` as a list (bisect: no numpy call per plan)
+    writes_list: list[int] = field(default_factory=list)  # ``writes`` as a list (bisect per answered run)
 
     def __post_init__(self) -> None:
         if not self.index_list:
             self.index_list = self.index.tolist()
+        if not self.writes_list:
+            self.writes_list = np.asarray(self.writes).tolist()
         self.index = np.ascontiguousarray(self.index, dtype=np.int64)
         self.ops_address, self.index_address = self.ops.ctypes.data, self.index.ctypes.data
 
@@ -247,10 +253,10 @@ class ThreadPlan:
         rw = known & (tab.is_read[nrc] | tab.is_write[nrc])
         slow = ((fd >= FDMAX) | np.isin(fd, np.fromiter(python_fds, dtype=np.int64, count=len(python_fds)))) & (
             rw | long_wait)
-        for i in np.nonzero(nr == 72)[0].tolist():
+        for i in np.nonzero(nr == NR_FCNTL)[0].tolist():
             slow[i] |= queue[i].args[1] in rules.fcntl_dupfd
-        for i in np.nonzero(nr == 202)[0].tolist():
-            slow[i] |= (queue[i].args[1] & 0x7F) in rules.futex_real_ops
+        for i in np.nonzero(nr == NR_FUTEX)[0].tolist():
+            slow[i] |= (queue[i].args[1] & FUTEX_CMD_MASK) in rules.futex_real_ops
         rows, writes, slow_at = cls._bytes(queue, np.nonzero(known & tab.has_bytes[nrc])[0].tolist(), rules, blob)
         slow[slow_at] = True
         if rows:
@@ -315,7 +321,7 @@ class ThreadPlan:
 
 @dataclass
 class _Tables:
-    """Per syscall number (< 512): kinds and static flags, derived once from the engine's rules."""
+    """Per syscall number (< NR_MAX): kinds and static flags, derived once from the engine's rules."""
 
     kind_emu: np.ndarray
     kind_not: np.ndarray
@@ -328,8 +334,8 @@ class _Tables:
 
 
 def _tables(rules: Rules) -> _Tables:
-    """Mirrors ReplayEngine._apply's order of checks, per syscall number."""
-    size = 512
+    """Mirrors rules.apply's order of checks, per syscall number."""
+    size = NR_MAX
     t = _Tables(np.full(size, K_PASS, dtype=np.int64), np.full(size, K_PASS, dtype=np.int64),
                 np.zeros(size, dtype=np.int64), *(np.zeros(size, dtype=bool) for _ in range(5)))
     for nr in range(size):
@@ -339,9 +345,9 @@ def _tables(rules: Rules) -> _Tables:
         elif nr in rules.barriers:
             emu = not_emu = K_SLOW
         elif nr in rules.writes:
-            emu = K_WRITE if rules.writes[nr] == 1 else K_SLOW
+            emu = K_WRITE if rules.writes[nr] == Buf.PLAIN else K_SLOW
         elif nr in rules.reads:
-            emu = K_SKIP if rules.reads[nr] == 1 and nr != 45 else K_SLOW
+            emu = K_SKIP if rules.reads[nr] == Buf.PLAIN and nr != NR_RECVFROM else K_SLOW
             t.flags[nr] |= F_MARK_INPUT
         elif not_emu == K_SKIP or nr in rules.generic_emulated:
             emu = K_SKIP

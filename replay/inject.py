@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from ptrace.syscall.names import SYSCALL_NAMES
 
 if TYPE_CHECKING:
-    from kprobe.replay.engine import ReplayEngine
     from kprobe.replay.log import Event
+    from kprobe.replay.session import Session
 
 _NR = {name: nr for nr, name in SYSCALL_NAMES.items()}
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
@@ -48,16 +48,16 @@ class Injection:
     remove_event: int | None = None
     _seen: int = field(default=0, init=False)
 
-    def _matches(self, e: Event, engine: ReplayEngine) -> bool:
+    def _matches(self, e: Event, session: Session) -> bool:
         if e.nr != self.nr:
             return False
         fd = e.args[0] & 0xFFFFFFFF
         if self.fd is not None and fd != self.fd:
             return False
-        return not (self.path is not None and not fnmatch.fnmatch(engine.fd_path.get(fd, ""), self.path))
+        return not (self.path is not None and not fnmatch.fnmatch(session.fd_path.get(fd, ""), self.path))
 
-    def delay_ns(self, e: Event, engine: ReplayEngine) -> int:
-        if self.remove_event is not None or not self._matches(e, engine):
+    def delay_ns(self, e: Event, session: Session) -> int:
+        if self.remove_event is not None or not self._matches(e, session):
             return 0
         self._seen += 1
         return self.delay if self.nth is None or self._seen == self.nth else 0

@@ -37,6 +37,7 @@ import numpy as np
 
 from kprobe.replay import tracee as T
 from kprobe.replay.elfsym import dynamic_functions
+from kprobe.schemas import syscall_table as ST
 
 PAGE = 4096
 TABLE = PAGE                         # the table's offset in the mapping (the stubs assume 0x1000)
@@ -48,10 +49,11 @@ OWNER, REMAINING, END, GAP_POS, GAP_N, ANSWERED, VCAP, NRMASK, VDATA, VDATACAP =
 STUBS = {"__vdso_clock_gettime": 0x00, "__vdso_gettimeofday": 0x80, "__vdso_time": 0x100}
 SYSCALL_STUB, TRAMPOLINES = 0x180, 0x400
 # libc wrappers whose single-threaded fast path may call the syscall stub: name -> (nr, NRMASK bit)
-WRAPPERS = {"read": (0, 0), "write": (1, 1), "pread64": (17, 2), "pwrite64": (18, 3), "fsync": (74, 4),
-            "fdatasync": (75, 5), "getrandom": (318, 6)}
+# (the bits are fastpath.c's stub_bytes)
+WRAPPERS = {name: (ST.nr(name), bit) for bit, name in
+            enumerate(("read", "write", "pread64", "pwrite64", "fsync", "fdatasync", "getrandom"))}
 PROT_RWX, MAP_SHARED_ANON = 7, 0x21
-NR_MMAP = 9
+NR_MMAP = ST.nr("mmap")
 SETUP_STOPS = 2  # the injected mmap's exit stop and the restarted syscall's second seccomp stop
 TAIL = b"\x0f\x05\x48\x3d\x00\xf0\xff\xff\x77"  # syscall; cmp rax, -4096; ja (then rel8, ret)
 # after that `ja` in glibc's multi-threaded path: mov edi, r8d / mov edi, edx (+ the next byte)

@@ -28,12 +28,11 @@ import numpy as np
 from kprobe.replay.capture import META_FILE, RDATA_FILE, RSYS_FILE
 from kprobe.replay.seccomp import NR_URETPROBE, hand_over
 from kprobe.schemas import layouts as L
+from kprobe.schemas import syscall_table as ST
 
-NR_EXECVE, NR_EXECVEAT = 59, 322
-NR_EXIT, NR_EXIT_GROUP = 60, 231
-
-
-KP_NR_RESUME = 0x10000  # probes/replay.bpf.c: a thread resumed after a sibling ran (not a syscall)
+NR_EXECVE, NR_EXECVEAT = ST.nr("execve"), ST.nr("execveat")
+NR_EXIT, NR_EXIT_GROUP = ST.nr("exit"), ST.nr("exit_group")
+KP_NR_RESUME = L.KP_NR_RESUME  # records.h: a thread resumed after a sibling ran (not a syscall)
 
 
 class LogError(ValueError):

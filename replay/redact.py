@@ -31,14 +31,17 @@ from typing import NamedTuple
 import numpy as np
 
 from kprobe.masking import StreamMasker, mask_same_length, may_need_masking
+from kprobe.replay.syscall_sets import READS, WRITES
 from kprobe.schemas import layouts as L
+from kprobe.schemas import syscall_table as ST
 
 __all__ = ["ReplayMasker", "STREAM_READS", "STREAM_WRITES", "matches_logged", "overlay_logged"]
 
-# fd-based syscalls whose region 0 is the stream's data (same numbers as engine.READS/WRITES)
-STREAM_READS = frozenset({0, 17, 19, 295, 327, 45, 47})
-STREAM_WRITES = frozenset({1, 18, 20, 296, 328, 44, 46})
-NR_CLOSE = 3
+# fd-based syscalls whose region 0 is the stream's data (replay/syscall_sets.py's READS and WRITES; a
+# directory listing is no stream)
+STREAM_READS = frozenset(READS) - {ST.nr("getdents64")}
+STREAM_WRITES = frozenset(WRITES)
+NR_CLOSE = ST.nr("close")
 
 StreamKey = tuple[int, int, str]  # (tgid, fd, "r" | "w")
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 import ctypes
 import struct
 
+from kprobe.schemas import syscall_table as ST
+from kprobe.schemas.syscall_table import NR_MAX, Rule, numbers
+
 # never stop: the kernel does these for real and replay does not need to see them. futex and
 # sched_yield do stop: they are where threads hand over to each other (replay/order.py orders them
 # like every other trapped call; replay answers them from the log, so none ever blocks); so does
 # exit_group, which ends every thread: not before the siblings did what the recording shows
-ALLOWED = frozenset({
-    10, 11, 12, 13, 14, 15, 25, 26, 27, 28, 59, 60, 102, 104, 107, 108, 131, 158, 204,
-    218, 234, 273, 274, 302, 324, 334,
-})
-NR_MMAP = 9
+ALLOWED = numbers(lambda s: s.rule is Rule.RUN)
+NR_MMAP = ST.nr("mmap")
 AUDIT_ARCH_X86_64 = 0xC000003E
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_TRACE = 0x7FF00000
@@ -29,13 +29,13 @@ SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_SET_MODE_FILTER = 1
 PR_SET_NO_NEW_PRIVS = 38
-NR_SECCOMP = 317
+NR_SECCOMP = ST.nr("seccomp")
 
 
 # clock reads trap (the vDSO is patched) but are not where threads hand over: they belong to a
 # thread's run of user code (replay/order.py)
-CLOCK_READS = frozenset({228, 96, 201})
-NR_URETPROBE = 335  # the kernel's uretprobe trampoline (the recorder's time uprobes), never replayed
+CLOCK_READS = numbers(lambda s: s.rule is Rule.CLOCK)
+NR_URETPROBE = ST.nr("uretprobe")  # the kernel's uretprobe trampoline (the recorder's time uprobes), never replayed
 
 
 def hand_over(nr: int, args: tuple[int, ...]) -> bool:
@@ -44,7 +44,7 @@ def hand_over(nr: int, args: tuple[int, ...]) -> bool:
     return trapped(nr, args) and nr not in CLOCK_READS and nr != NR_URETPROBE
 
 
-def hand_over_numbers(limit: int = 512) -> list[int]:
+def hand_over_numbers(limit: int = NR_MAX) -> list[int]:
     """Syscall numbers below ``limit`` that are hand-overs (mmap: decided by its fd in the probe)."""
     return [nr for nr in range(limit) if hand_over(nr, (0, 0, 0, 0, 1, 0))]
 

@@ -42,10 +42,12 @@ import ctypes
 import os
 from dataclasses import dataclass
 
+from kprobe.schemas import syscall_table as ST
+
 SCHED_FIFO, SCHED_RR, SCHED_BATCH = 1, 2, 3
 RT_PRIORITY = 1
 POLICY_ENV = "KPROBE_REPLAY_SCHED"   # rr (default) or fifo
-NR_SCHED_SETATTR = 314
+NR_SCHED_SETATTR = ST.nr("sched_setattr")
 SLICE_NS = 100_000_000  # the kernel's upper bound for a fair task's requested slice
 
 

@@ -26,6 +26,7 @@ from ptrace.binding import func as pt
 
 from kprobe.replay import seccomp
 from kprobe.replay.elfsym import dynamic_functions
+from kprobe.schemas import syscall_table as ST
 
 PTRACE_O_TRACESYSGOOD = 0x01
 PTRACE_O_TRACECLONE = 0x08
@@ -37,11 +38,10 @@ PTRACE_O_TRACEVFORK = 0x04
 EVENT_FORK, EVENT_VFORK, EVENT_CLONE, EVENT_EXEC, EVENT_SECCOMP = 1, 2, 3, 4, 7
 PR_SET_TSC, PR_TSC_SIGSEGV = 26, 2
 VDSO_PATCHES = {  # symbol -> syscall number it becomes
-    "__vdso_clock_gettime": 228, "__vdso_gettimeofday": 96, "__vdso_time": 201,
-    "__vdso_clock_getres": 229, "__vdso_getcpu": 309,
+    f"__vdso_{name}": ST.nr(name) for name in ("clock_gettime", "gettimeofday", "time", "clock_getres", "getcpu")
 }
 WALL = 0x40000000
-NR_PIDFD_GETFD = 438
+NR_PIDFD_GETFD = ST.nr("pidfd_getfd")
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104  # _IOW('!', 4, __u64)
 

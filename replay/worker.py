@@ -2,10 +2,16 @@
 
     python -m kprobe.replay.worker --bootstrap 127.0.0.1:9092 [--group kprobe-replay] [--max N]
 
+    python -m kprobe.replay.worker --bootstrap HOST:9093 --config /etc/kprobe/replay-worker.toml
+
 Requests and results are msgspec JSON values (keys: the request id). A request names a recording
 the worker can read (``data`` directory shared with the recorder, or copied to the worker host)
-and the command to replay; bad requests (undecodable JSON, missing log, unparsable injection)
-get a result with ``ok: false`` and the reason, never a crash and never silence. The request's
+and the command to replay. The worker's configuration decides what a request may name (allowed
+binaries, data roots: replay/worker_config.py) and each replay runs in a child process as an
+unprivileged user, in a private directory with a clean environment, without network
+(replay/worker_sandbox.py). Bad requests (undecodable JSON, a binary or path not allowed, a missing
+or corrupt log, absurd values, a crashing replay) get a result with ``ok: false`` and the reason,
+never a crash and never silence. The request's
 offset is committed only after its result was delivered, so a worker that dies mid-replay leaves
 the request to the next one (at-least-once; results carry the request id for de-duplication).
 
@@ -15,12 +21,15 @@ Topic names are constants here (the general Kafka pipeline under topics/ owns ev
 from __future__ import annotations
 
 import argparse
-import shutil
+import logging
 import threading
-from dataclasses import asdict
 from pathlib import Path
 
 import msgspec
+
+from kprobe.replay.worker_config import ConfigError, RequestRefused, WorkerConfig, check_request, load_config
+
+log = logging.getLogger("kprobe.replay.worker")
 
 CONTROL_TOPIC = "kprobe.control.replay"
 RESULTS_TOPIC = "kprobe.replay.results"
@@ -56,54 +65,51 @@ class ReplayResultMsg(msgspec.Struct):
     replay_span_ms: float = 0.0
 
 
-def handle(raw: bytes, key: bytes | None = None) -> ReplayResultMsg:
-    """One request -> one result; every failure becomes an ``ok: false`` result."""
+def handle(raw: bytes, key: bytes | None, config: WorkerConfig) -> ReplayResultMsg:
+    """One request -> one result; every failure (a refused request, a bad recording, a crash of the
+    replay) becomes an ``ok: false`` result, so no message can make the worker loop."""
     from kprobe.replay import log as rlog
-    from kprobe.replay.engine import ReplayEngine
-    from kprobe.replay.inject import InjectError, parse
+    from kprobe.replay.worker_sandbox import Job, run_job
 
-    rid = (key or b"").decode(errors="replace")
+    rid = (key or b"").decode(errors="replace")[:128]
     try:
         req = msgspec.json.decode(raw, type=ReplayRequest)
     except msgspec.DecodeError as e:
         return ReplayResultMsg(rid or "?", False, f"bad request: {e}")
     try:
-        if not req.command:
-            raise ValueError("request has no command")
-        data = Path(req.data)
-        if req.incident:
-            name, _, pid = req.incident.partition(":")
-            log = rlog.load(data / "replay" / name, int(pid) if pid else None)
-        elif req.pid is not None:
-            log = rlog.load(rlog.find_session(data, req.pid), req.pid)
-        else:
-            raise ValueError("request needs pid or incident")
-        injections = [parse(s) for s in req.inject]
-        exe = shutil.which(req.command[0]) or req.command[0]
-        res = ReplayEngine(log, [exe, *req.command[1:]], injections, strict=not (injections or req.what_if),
-                           cpu=req.cpu, deadline_ms=req.deadline_ms).run()
-    except (InjectError, rlog.LogError, OSError, ValueError) as e:
-        return ReplayResultMsg(req.request_id, False, str(e))
-    return ReplayResultMsg(
-        req.request_id, True, "", res.outcome, res.events_total, res.events_replayed, res.outputs_identical,
-        [asdict(d) for d in res.divergences], [asdict(q) for q in res.requests], res.verdict, res.notes,
-        res.exit_code, res.wall_s, res.recorded_span_ms, res.replay_span_ms,
-    )
+        checked = check_request(req, config)
+        uid, gid = config.identity()
+        job = Job(checked.request_id, str(checked.session), checked.pid, checked.argv, checked.inject,
+                  strict=not (checked.inject or checked.what_if), cpu=checked.cpu, deadline_ms=checked.deadline_ms,
+                  uid=uid, gid=gid, isolate=config.isolate, workdir="")
+        return run_job(job, config.timeout_s, Path(config.work_root))
+    except (RequestRefused, rlog.LogError, ConfigError) as e:
+        return ReplayResultMsg(req.request_id[:128], False, f"refused: {e}")
+    except Exception as e:  # noqa: BLE001 - a bug must answer the request, not crash-loop the worker
+        log.exception("replay request %s failed", req.request_id[:128])
+        return ReplayResultMsg(req.request_id[:128], False, f"internal error: {type(e).__name__}: {e}")
+
+
+def kafka_settings(bootstrap: str, config: WorkerConfig) -> dict[str, str]:
+    """Connection settings shared by the consumer and the producer: TLS/SASL from the config, as is."""
+    return {"bootstrap.servers": bootstrap, **config.kafka}
 
 
 def run(bootstrap: str, group: str = "kprobe-replay", max_requests: int | None = None,
         stop: threading.Event | None = None, poll_s: float = 0.5,
-        control_topic: str = CONTROL_TOPIC, results_topic: str = RESULTS_TOPIC) -> int:
+        control_topic: str = CONTROL_TOPIC, results_topic: str = RESULTS_TOPIC,
+        config: WorkerConfig | None = None) -> int:
     """Serve until ``stop`` is set or ``max_requests`` were answered; returns requests answered.
 
     The topic names default to the constants; tests pass fresh names to isolate runs."""
     import confluent_kafka
 
+    config = config or WorkerConfig().check()
+    conn = kafka_settings(bootstrap, config)
     consumer = confluent_kafka.Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
+        **conn, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
     })
-    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer = confluent_kafka.Producer({**conn, "acks": "all"})
     answered = 0
     stop = stop or threading.Event()
     try:
@@ -114,7 +120,7 @@ def run(bootstrap: str, group: str = "kprobe-replay", max_requests: int | None =
                 continue
             if msg.error():
                 continue  # e.g. the topic does not exist yet; librdkafka retries
-            result = handle(msg.value() or b"", msg.key())
+            result = handle(msg.value() or b"", msg.key(), config)
             producer.produce(results_topic, key=result.request_id.encode(), value=msgspec.json.encode(result))
             if producer.flush(30) != 0:
                 raise RuntimeError("replay result not delivered in 30 s: request left uncommitted")
@@ -130,8 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
     ap.add_argument("--group", default="kprobe-replay", help="consumer group (default: %(default)s)")
     ap.add_argument("--max", type=int, default=None, help="exit after this many requests")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="TOML or JSON: allowed binaries and data roots, the user replays run as, Kafka TLS/SASL "
+                         "(see kprobe.replay.worker_config); without it every request is refused")
     args = ap.parse_args(argv)
-    run(args.bootstrap, args.group, args.max)
+    try:
+        config = load_config(args.config)
+    except (ConfigError, OSError) as e:
+        ap.error(str(e))
+    run(args.bootstrap, args.group, args.max, config=config)
     return 0
 
 

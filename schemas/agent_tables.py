@@ -11,6 +11,11 @@ PROCESSES_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ts", "UInt64"), ("host", "LowCardinality(String)"), ("tgid", "UInt32"), ("comm", "LowCardinality(String)"),
     ("exe", "String"), ("cmdline", "String"), ("cgroup", "String"), ("container_id", "String"),
     ("service", "LowCardinality(String)"),
+    # container and Kubernetes pod (agent/pod_identity.py): runtime, pod uid and QoS class from the
+    # cgroup path, the rest from the kubelet's pod list; labels as a JSON object
+    ("runtime", "LowCardinality(String)"), ("pod_uid", "String"), ("qos", "LowCardinality(String)"),
+    ("namespace", "LowCardinality(String)"), ("pod", "LowCardinality(String)"), ("container", "LowCardinality(String)"),
+    ("workload", "LowCardinality(String)"), ("workload_kind", "LowCardinality(String)"), ("labels", "String"),
 )
 
 # one row per member of a memory cgroup in reclaim, per snapshot (agent/memcg_members.py)

@@ -1,12 +1,13 @@
-"""Generate schemas/layouts.py (numpy record layouts) from schemas/records.h.
+"""Generate schemas/layouts.py (numpy record layouts) from schemas/records.h, and
+schemas/syscalls.h (the probes' syscall numbers) from schemas/syscall_table.py.
 
 The C header is the single definition of what crosses the ring buffers; this
 generator keeps the Python side from being written by hand, and
 tests/test_layouts.py fails when the committed output drifts from the header or
 from the BTF of the compiled probe objects.
 
-    python -m kprobe.schemas.gen_layouts            # rewrite layouts.py
-    python -m kprobe.schemas.gen_layouts --check    # exit 1 if it is stale
+    python -m kprobe.schemas.gen_layouts            # rewrite layouts.py and syscalls.h
+    python -m kprobe.schemas.gen_layouts --check    # exit 1 if either is stale
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from kprobe.schemas import gen_syscalls
 
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "records.h"
@@ -125,16 +128,17 @@ def generate() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", action="store_true", help="exit 1 if layouts.py is stale")
+    ap.add_argument("--check", action="store_true", help="exit 1 if layouts.py or syscalls.h is stale")
     args = ap.parse_args(argv)
-    text = generate()
+    outputs = {OUTPUT: generate(), gen_syscalls.OUTPUT: gen_syscalls.render()}
     if args.check:
-        if OUTPUT.read_text() != text:
-            print(f"{OUTPUT} is stale: run python -m kprobe.schemas.gen_layouts", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.write_text(text)
-    print(f"wrote {OUTPUT}")
+        stale = [path for path, text in outputs.items() if not path.exists() or path.read_text() != text]
+        for path in stale:
+            print(f"{path} is stale: run python -m kprobe.schemas.gen_layouts", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in outputs.items():
+        path.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 

@@ -5,6 +5,9 @@ import numpy as np
 KP_COMM_LEN = 16
 KP_PATH_LEN = 128
 KP_RDATA_LEN = 2048
+KP_NR_RESUME = 65536
+KP_PAYLOAD_LEN = 4096
+KP_PAYLOAD_F_TLS = 1
 KP_EV_OFFCPU = 0
 KP_EV_PROC = 1
 KP_EV_FAULT = 2
@@ -27,7 +30,8 @@ KP_CNT_SYSCALL_SHORT_NS = 6
 KP_CNT_SOCK_IO_FOLDED = 7
 KP_CNT_BLOCK_SLOT_REUSED = 8
 KP_CNT_WAKE_UNSEEN = 9
-KP_CNT_MAX = 10
+KP_CNT_BLOCK_AGGREGATED = 10
+KP_CNT_MAX = 11
 KP_OFF_PREEMPTED = 1
 KP_OFF_SLEEP = 2
 KP_OFF_UNINTERRUPTIBLE = 3
@@ -38,6 +42,8 @@ KP_PROC_EXEC = 2
 KP_PROC_EXIT = 3
 KP_RECLAIM_DIRECT = 1
 KP_RECLAIM_MEMCG = 2
+KP_SYS_THRESHOLD = 1
+KP_SYS_ALWAYS = 2
 KP_RSYS_TRUNCATED = 1
 KP_RSYS_VDSO = 2
 KP_RSYS_DATA_LOST = 4
@@ -46,15 +52,22 @@ KP_RCNT_SYS_DROPS = 0
 KP_RCNT_DATA_DROPS = 1
 KP_RCNT_TRUNCATED = 2
 KP_RCNT_TRUNC_BYTES = 3
+KP_RCNT_UPROBE_OTHER = 4
 KP_RCNT_MAX = 8
+KP_PCNT_DROPS = 0
+KP_PCNT_TRUNCATED = 1
+KP_PCNT_TRUNC_BYTES = 2
+KP_PCNT_NOT_TCP = 3
+KP_PCNT_TLS_NO_SOCK = 4
+KP_PCNT_MAX = 5
 
 
 KP_CONFIG = np.dtype(
     {
-        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies", "fault_flush_jiffies", "cfg_pad"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
-        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 44],
-        "itemsize": 48,
+        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies", "fault_flush_jiffies", "min_block_us", "block_epoch", "cfg_pad"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52],
+        "itemsize": 56,
     }
 )
 
@@ -159,10 +172,19 @@ KP_FD_OPEN = np.dtype(
 
 KP_BLOCK_IO = np.dtype(
     {
-        "names": ["issue_ns", "done_ns", "sector", "dev", "bytes", "tgid", "tid", "error", "pad", "rwbs", "comm"],
-        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<i4", "<u4", "S8", "S16"],
-        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 56],
-        "itemsize": 72,
+        "names": ["issue_ns", "done_ns", "sector", "bytes", "busy_ns", "max_ns", "dev", "requests", "tgid", "tid", "error", "pad", "rwbs", "comm"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<i4", "<u4", "S8", "S16"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 52, 56, 60, 64, 68, 72, 80],
+        "itemsize": 96,
+    }
+)
+
+KP_BLOCK_KEY = np.dtype(
+    {
+        "names": ["tgid", "dev", "op", "epoch"],
+        "formats": ["<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 4, 8, 12],
+        "itemsize": 16,
     }
 )
 
@@ -193,6 +215,15 @@ KP_RDATA = np.dtype(
     }
 )
 
+KP_PAYLOAD = np.dtype(
+    {
+        "names": ["ts_ns", "skaddr", "tgid", "tid", "fd", "len", "total", "dir", "flags", "family", "sport", "dport", "pad2", "saddr", "daddr", "data"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<i4", "<u4", "<u4", "u1", "u1", "<u2", "<u2", "<u2", "<u4", "(16,)u1", "(16,)u1", "(4096,)u1"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 37, 38, 40, 42, 44, 48, 64, 80],
+        "itemsize": 4176,
+    }
+)
+
 
 STRUCTS = {
     "kp_config": KP_CONFIG,
@@ -208,7 +239,9 @@ STRUCTS = {
     "kp_syscall": KP_SYSCALL,
     "kp_fd_open": KP_FD_OPEN,
     "kp_block_io": KP_BLOCK_IO,
+    "kp_block_key": KP_BLOCK_KEY,
     "kp_rconfig": KP_RCONFIG,
     "kp_rsys": KP_RSYS,
     "kp_rdata": KP_RDATA,
+    "kp_payload": KP_PAYLOAD,
 }

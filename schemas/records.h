@@ -46,7 +46,8 @@ enum kp_counter {
 	KP_CNT_SOCK_IO_FOLDED = 7,  /* socket sends/recvs folded into a per-socket sock_io total */
 	KP_CNT_BLOCK_SLOT_REUSED = 8, /* block requests whose submitter was overwritten in blockio's table */
 	KP_CNT_WAKE_UNSEEN = 9,     /* blocked intervals whose wake-up the waking program did not see */
-	KP_CNT_MAX = 10,
+	KP_CNT_BLOCK_AGGREGATED = 10, /* block requests below the threshold, summed per submitter instead of a row each */
+	KP_CNT_MAX = 11,
 };
 
 /* Off-CPU reasons. */
@@ -72,6 +73,12 @@ struct kp_config {
 	__u32 sock_flush_jiffies;
 	/* fault_flush_ms in jiffies, likewise (0: unknown, use the clock) */
 	__u32 fault_flush_jiffies;
+	/* block requests faster than this (issue -> completion) are summed per submitter, device and
+	 * operation instead of a row each (0: every request is a row) */
+	__u32 min_block_us;
+	/* which generation of those sums the probes add to; the agent flips it and reads the retired
+	 * generation a tick later, when no program is still adding to it */
+	__u32 block_epoch;
 	__u32 cfg_pad;
 };
 
@@ -230,6 +237,13 @@ struct kp_tcp_retrans {
 	__u8 daddr[16];
 };
 
+/* kp_syscall_filter values (syscall nr -> policy; 0: not traced), filled by the agent from the
+ * capture policy of schemas/syscall_table.py (its Capture enum has these values). */
+enum kp_sys_filter {
+	KP_SYS_THRESHOLD = 1, /* a row when at least min_syscall_ns long, else counted with its time */
+	KP_SYS_ALWAYS = 2,    /* a row whatever its duration (rare calls that each matter) */
+};
+
 struct kp_syscall {
 	__u64 enter_ns;
 	__u64 exit_ns;
@@ -252,18 +266,32 @@ struct kp_fd_open {
 	char path[KP_PATH_LEN];
 };
 
+/* One block request, or (requests > 1) the sum of a submitter's fast requests to one device
+ * with one operation over about a second: issue_ns is then the earliest issue, done_ns the
+ * latest completion, sector the first request's. */
 struct kp_block_io {
 	__u64 issue_ns;
 	__u64 done_ns;
 	__u64 sector;
+	__u64 bytes;
+	__u64 busy_ns;    /* summed issue -> completion time of its requests */
+	__u64 max_ns;     /* the longest of them */
 	__u32 dev;
-	__u32 bytes;
-	__u32 tgid;       /* task current at issue (may be a kworker or flusher) */
+	__u32 requests;
+	__u32 tgid;       /* the submitter (inserted the request), else the task current at issue */
 	__u32 tid;
 	__s32 error;
 	__u32 pad;
 	char rwbs[8];
 	char comm[KP_COMM_LEN];
+};
+
+/* Key of the per-CPU sums of fast block requests (blockio.bpf.c's block_agg). */
+struct kp_block_key {
+	__u32 tgid;
+	__u32 dev;
+	__u32 op;         /* the rwbs letter */
+	__u32 epoch;      /* kp_config.block_epoch when added */
 };
 
 /* ---- Replayable recording (probes/replay.bpf.c, replay/) ----------------------------------------
@@ -273,6 +301,13 @@ struct kp_block_io {
  * in fixed-size chunks. Time read through libc (clock_gettime/gettimeofday/time, normally served
  * by the vDSO without any syscall) is captured by uprobes and flagged KP_RSYS_VDSO. */
 #define KP_RDATA_LEN 2048
+
+/* Not a syscall: a kp_rsys with this nr says a thread resumed after a sibling ran while it was
+ * outside an ordered syscall (enter_ns: switched out, exit_ns: back on a CPU, args[0]: 1 if no
+ * user code had run since its last ordered syscall, args[1]: its user ip when switched out,
+ * args[2]: sibling switch-ins meanwhile, args[3]: the syscall it was in then, or < 0: in user
+ * mode). Above every syscall number (schemas/syscalls.h). */
+#define KP_NR_RESUME 65536
 
 enum kp_rsys_flag {
 	KP_RSYS_TRUNCATED = 1,  /* data over the per-syscall cap: not replayable from here on */
@@ -286,6 +321,7 @@ enum kp_rcounter {
 	KP_RCNT_DATA_DROPS = 1,  /* kp_rdata chunks lost */
 	KP_RCNT_TRUNCATED = 2,   /* syscalls whose data hit the cap */
 	KP_RCNT_TRUNC_BYTES = 3, /* bytes not captured because of the cap */
+	KP_RCNT_UPROBE_OTHER = 4, /* time-uprobe hits in processes not recorded (0 when attached per process) */
 	KP_RCNT_MAX = 8,
 };
 
@@ -317,6 +353,42 @@ struct kp_rdata {
 	__u32 len;
 	__u32 pad;
 	__u8 data[KP_RDATA_LEN];
+};
+
+
+/* ---- Payload capture (probes/payload.bpf.c, protocols/) -------------------------------------------
+ * A bounded prefix of each socket read/write of a watched process, with the socket's identity and
+ * 4-tuple, for the protocol decoders. Nothing is stored as is: the agent masks card data, decodes,
+ * and keeps only the decoded spans. */
+#define KP_PAYLOAD_LEN 4096
+#define KP_PAYLOAD_F_TLS 1  /* plaintext of a TLS connection, from the OpenSSL uprobes */
+
+enum kp_pcounter {
+	KP_PCNT_DROPS = 0,       /* records lost (ring full) */
+	KP_PCNT_TRUNCATED = 1,   /* calls that moved more bytes than a record holds */
+	KP_PCNT_TRUNC_BYTES = 2, /* bytes not captured because of that */
+	KP_PCNT_NOT_TCP = 3,     /* reads/writes of watched processes on something else than a TCP socket */
+	KP_PCNT_TLS_NO_SOCK = 4, /* SSL_read/SSL_write whose socket was never seen (not TCP, or BIO pairs) */
+	KP_PCNT_MAX = 5,
+};
+
+struct kp_payload {
+	__u64 ts_ns;     /* bpf_ktime at the call's return */
+	__u64 skaddr;    /* the struct sock: the connection's identity while it lives */
+	__u32 tgid;
+	__u32 tid;
+	__s32 fd;
+	__u32 len;       /* bytes in data */
+	__u32 total;     /* bytes the call moved (> len: truncated) */
+	__u8 dir;        /* 0 written/sent by this process, 1 read/received */
+	__u8 flags;      /* KP_PAYLOAD_F_* */
+	__u16 family;
+	__u16 sport;     /* local port */
+	__u16 dport;     /* remote port */
+	__u32 pad2;
+	__u8 saddr[16];  /* local address */
+	__u8 daddr[16];  /* remote address */
+	__u8 data[KP_PAYLOAD_LEN];
 };
 
 #endif

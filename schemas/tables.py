@@ -23,7 +23,7 @@ Columns = dict[str, np.ndarray]
 LOW_CARDINALITY = {
     "comm", "preemptor_comm", "waker_comm", "displaced_comm", "killer_comm", "service", "reason", "kind",
     "preemptor_process", "waker_process", "displaced_process",
-    "syscall", "host", "dir", "oldstate", "newstate", "rwbs", "state",
+    "syscall", "host", "dir", "oldstate", "newstate", "rwbs", "state", "namespace", "pod",
 }
 
 OFFCPU_REASONS = np.array(["", "preempted", "sleep", "uninterruptible", "other", "new"], dtype=object)
@@ -242,6 +242,8 @@ def _block_io(r: np.ndarray, off: int) -> Columns:
         "dur_ns": (r["done_ns"] - r["issue_ns"]).astype(np.uint64),
         "tgid": r["tgid"], "tid": r["tid"], "comm": decode_str(r["comm"]), "dev": r["dev"],
         "sector": r["sector"], "bytes": r["bytes"], "rwbs": decode_str(r["rwbs"]), "error": r["error"],
+        # 1: one request; more: a submitter's fast requests summed over ~1 s (ts..end_ts spans them)
+        "requests": r["requests"], "busy_ns": r["busy_ns"], "max_ns": r["max_ns"],
     }
 
 
@@ -285,7 +287,12 @@ COLUMNS_ADDED_LATER: dict[str, frozenset[str]] = {
                          "preemptor_process", "waker_process", "displaced_process",
                          "syscall", "fd", "skaddr", "saddr", "sport", "daddr", "dport", "short_n", "short_ns"}),
     "tcp_state": frozenset({"bytes_sent", "bytes_received"}),
+    "block_io": frozenset({"requests", "busy_ns", "max_ns"}),
 }
+for _et in EVENT_TYPES:   # pod identity, appended to every event row's enrichment
+    COLUMNS_ADDED_LATER[_et.name] = COLUMNS_ADDED_LATER.get(_et.name, frozenset()) | {"namespace", "pod"}
+COLUMNS_ADDED_LATER["processes"] = frozenset({"runtime", "pod_uid", "qos", "namespace", "pod", "container",
+                                              "workload", "workload_kind", "labels"})
 PROBES = tuple(dict.fromkeys(e.probe for e in EVENT_TYPES))  # load order: sched first owns the shared maps
 
 
@@ -300,7 +307,11 @@ def clickhouse_type(name: str, values: np.ndarray) -> str:
 
 
 # Columns every event row gets from the agent's enrichment, after the type's own.
-ENRICH_COLUMNS: tuple[tuple[str, str], ...] = (("host", "LowCardinality(String)"), ("service", "LowCardinality(String)"))
+# namespace and pod: the process's Kubernetes pod (agent/pod_identity.py), '' outside one or unnamed.
+ENRICH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("host", "LowCardinality(String)"), ("service", "LowCardinality(String)"),
+    ("namespace", "LowCardinality(String)"), ("pod", "LowCardinality(String)"),
+)
 
 
 def table_columns(et: EventType) -> list[tuple[str, str]]:

@@ -84,7 +84,12 @@ def to_arrow(columns: Columns, dictionary: frozenset[str] = frozenset()) -> pa.T
 # The in-process engine sized for an agent beside the service it observes, not for a database
 # server: ClickHouse's defaults reserve caches of gigabytes (marks, primary index, index marks) and
 # 16 merge threads. Queries here read a few thousand rows of one window; inserts are few and large.
+# Its periodic housekeeping (server metrics every second, a memory poll every 100 ms) was a third of
+# an idle recorder's CPU: nobody reads those metrics here.
 AGENT_ENGINE = "&".join(f"{k}={v}" for k, v in {
+    "asynchronous_metrics_update_period_s": 60,
+    "asynchronous_heavy_metrics_update_period_s": 600,
+    "memory_worker_period_ms": 5000,
     "mark_cache_size": 32 << 20,
     "index_mark_cache_size": 8 << 20,
     "primary_index_cache_size": 16 << 20,
@@ -99,11 +104,14 @@ AGENT_ENGINE = "&".join(f"{k}={v}" for k, v in {
 class ChdbStore:
     path: Path
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    last_retention: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from chdb import session  # imported lazily: ~0.5 s, only commands that touch the store pay it
 
-        self.path.mkdir(parents=True, exist_ok=True)
+        from kprobe.datadir import private_dir
+
+        private_dir(self.path)  # 0700, ours, not a symlink: it holds the whole recording
         try:
             self._session = session.Session(f"{self.path / 'chdb'}?{AGENT_ENGINE}")
         except Exception as e:  # chDB raises plain RuntimeError for the lock
@@ -137,7 +145,9 @@ class ChdbStore:
             return 0
         with self._lock:
             settings = f" SETTINGS {self._settings}" if self._settings else ""
-            self._session.query(f"INSERT INTO {table} SELECT * FROM Python(tbl){settings}")
+            # named: a caller that predates a column (the pod identity ones) stores its default
+            names = ", ".join(f"`{c}`" for c in tbl.column_names)
+            self._session.query(f"INSERT INTO {table} ({names}) SELECT * FROM Python(tbl){settings}")
         return tbl.num_rows
 
     def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
@@ -153,30 +163,39 @@ class ChdbStore:
         return int(rows[0]["b"] or 0) if rows else 0
 
     def enforce_retention(self, max_age_ns: int | None, max_bytes: int | None, now_ns: int) -> int:
-        """Drop the oldest partitions until both caps hold; returns partitions dropped."""
-        parts = self.query_rows(
+        """One retention pass (rules in sinks/retention.py); returns partitions dropped.
+
+        ``last_retention`` keeps what the pass did (drops, trims, future-dated partitions) for stats."""
+        from kprobe.sinks import retention
+
+        rows = self.query_rows(
             "SELECT table, partition, sum(bytes_on_disk) AS b FROM system.parts "
             "WHERE active AND database = currentDatabase() GROUP BY table, partition ORDER BY partition"
         )
+        ts_of = {d.name: d.ts_column for d in table_defs()}
+        parts = [retention.Part(r["table"], int(r["partition"]), int(r["b"])) for r in rows
+                 if r["table"] in ts_of and str(r["partition"]).lstrip("-").isdigit()]
         bucket_ns = PARTITION_MINUTES * 60 * 1_000_000_000
-        total = sum(int(p["b"]) for p in parts)
-        dropped = 0
-        by_partition: dict[int, list[dict]] = {}
-        for p in parts:
-            by_partition.setdefault(int(p["partition"]), []).append(p)
-        for bucket in sorted(by_partition):
-            too_old = max_age_ns is not None and (bucket + 1) * bucket_ns < now_ns - max_age_ns
-            too_big = max_bytes is not None and total > max_bytes
-            if not (too_old or too_big):
-                break
-            if bucket * bucket_ns <= now_ns < (bucket + 1) * bucket_ns and not too_old and len(by_partition) == 1:
-                break  # never drop the partition being written when it is the only one
-            for p in by_partition[bucket]:
+        p = retention.plan(parts, now_ns, bucket_ns, max_age_ns, max_bytes)
+        for part in p.drop:
+            with self._lock:
+                self._session.query(f"ALTER TABLE {part.table} DROP PARTITION {part.bucket}")
+        trimmed = 0
+        for t in p.trims:
+            for part in (x for x in parts if x.bucket == t.bucket):
+                ts = ts_of[part.table]
+                q = self.query_rows(f"SELECT quantile({1 - t.keep_fraction:.6f})({ts}) AS c FROM {part.table} "
+                                    f"WHERE intDiv({ts}, {bucket_ns}) = {t.bucket}")
+                cutoff = int(float(q[0]["c"])) if q and q[0]["c"] is not None else 0
+                if cutoff <= 0:
+                    continue
                 with self._lock:
-                    self._session.query(f"ALTER TABLE {p['table']} DROP PARTITION {bucket}")
-                total -= int(p["b"])
-                dropped += 1
-        return dropped
+                    self._session.query(f"ALTER TABLE {part.table} DELETE IN PARTITION {t.bucket} WHERE {ts} < {cutoff} "
+                                        "SETTINGS mutations_sync = 2")
+                trimmed += 1
+        self.last_retention = {"dropped": len(p.drop), "future_dropped": p.future_dropped, "trimmed": trimmed,
+                               "bytes_before": p.bytes_before, "bytes_after_estimate": p.bytes_after_estimate}
+        return len(p.drop)
 
     def close(self) -> None:
         with self._lock:

@@ -52,6 +52,11 @@ from kprobe.topics.names import MAX_MESSAGE_BYTES, PREFIX, event_topic
 
 log = logging.getLogger("kprobe.kafka")
 
+# delivery errors no retry can fix: the message (not the cluster) is the problem
+PERMANENT_ERRORS = frozenset({KafkaError.TOPIC_EXCEPTION, KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG,
+                              KafkaError._INVALID_ARG, KafkaError.INVALID_RECORD, KafkaError.INVALID_REQUEST,
+                              KafkaError.INVALID_MSG_SIZE})
+
 
 @dataclass
 class KafkaSinkConfig:
@@ -64,6 +69,7 @@ class KafkaSinkConfig:
     linger_ms: int = 20
     compression: str = "lz4"
     drain_batch: int = 512  # spooled messages sent per round while draining
+    batch_key: bytes | None = None  # the deployment's batch key: keyed batch ids and an HMAC per batch (topics/wire.py)
 
 
 @dataclass
@@ -150,10 +156,11 @@ class KafkaSink(Sink):
             seq = self._seq
             self.counters.accepted_rows += rows
         lo, hi = wire.ts_range(chunk)
-        header = wire.BatchHeader(table, self.host, wire.batch_id(self.host, self.run_id, seq), seq, rows, lo, hi,
+        key = self.config.batch_key
+        header = wire.BatchHeader(table, self.host, wire.batch_id(self.host, self.run_id, seq, key), seq, rows, lo, hi,
                                   time.time_ns())
         try:
-            payload = wire.encode(header, chunk)
+            payload = wire.encode(header, chunk, key)
         except Exception as e:  # a column Arrow cannot represent: counted, never raised into the recorder
             self._drop(rows, "encode_error", f"{table}: {e}")
             return
@@ -211,11 +218,14 @@ class KafkaSink(Sink):
             self.counters.delivered_bytes += size
 
     def _to_spool(self, name: str, topic: str, rows: int, payload: bytes) -> None:
-        if self.spool.put(name, topic, self._key, rows, payload):
+        refused = self.spool.put(name, topic, self._key, rows, payload)
+        if refused is None:
             with self._lock:
                 self.counters.spooled_rows_total += rows
+        elif refused == "spool_full":
+            self._drop(rows, refused, f"spool at its bound of {self.config.spool_max_bytes} bytes")
         else:
-            self._drop(rows, "spool_full", f"spool at its bound of {self.config.spool_max_bytes} bytes")
+            self._drop(rows, refused, self.spool.last_error)
 
     def _drop(self, rows: int, reason: str, detail: str) -> None:
         with self._lock:
@@ -236,6 +246,17 @@ class KafkaSink(Sink):
 
     # -- background: callbacks and spool drain -------------------------------------------------
     def _service_loop(self) -> None:
+        """The background thread: it must outlive any one bad message or callback (a dead drain thread
+        would leave the spool growing until it is full and everything after it dropped)."""
+        while not self._stop.is_set():
+            try:
+                self._service_rounds()
+            except Exception as e:  # noqa: BLE001 - logged and counted in last_error; the loop resumes
+                self.counters.last_error = f"kafka service loop: {type(e).__name__}: {e}"
+                log.exception("kafka service loop failed; resuming")
+                self._stop.wait(1.0)
+
+    def _service_rounds(self) -> None:
         last_drain = 0.0
         while not self._stop.is_set():
             self._producer.poll(0.05)
@@ -276,16 +297,33 @@ class KafkaSink(Sink):
             return False
         results: dict[int, bool] = {}
 
+        errors: dict[int, KafkaError] = {}
+
         def done(i: int, err, msg) -> None:
             results[i] = err is None and msg.offset() >= 0  # no offset: unconfirmed (module doc), retried
+            if err is not None:
+                errors[i] = err
 
+        unsendable: set[int] = set()
         for i, it in enumerate(items):
             try:
                 self._producer.produce(it.topic, it.payload, it.key, on_delivery=functools.partial(done, i))
             except BufferError:
                 break
+            except Exception as e:  # a message librdkafka refuses outright (bad topic name, too big): it would
+                # block the spool forever; quarantined and its rows counted as dropped, the drain goes on
+                self.spool.quarantine_item(it, f"{it.path.name}: producer refused it ({e})")
+                self._drop(it.rows, "spool_unsendable", str(e))
+                unsendable.add(i)
         self._producer.flush(self.config.message_timeout_ms / 1000 + 5)
         for i, it in enumerate(items):
+            if i in unsendable:
+                continue
+            err = errors.get(i)
+            if err is not None and err.code() in PERMANENT_ERRORS:  # never deliverable: would block the spool
+                self.spool.quarantine_item(it, f"{it.path.name}: {err}")
+                self._drop(it.rows, "spool_unsendable", str(err))
+                continue
             if not results.get(i):
                 return False  # keep it (and everything after it) for the next round: order holds
             self.spool.remove(it)
@@ -310,6 +348,7 @@ class KafkaSink(Sink):
                 "delivered_bytes": c.delivered_bytes, "in_flight_rows": c.in_flight_rows,
                 "spool_rows": c.spool_rows, "spool_bytes": c.spool_bytes, "spool_messages": c.spool_messages,
                 "spooled_rows_total": c.spooled_rows_total, "resent_rows": c.resent_rows,
-                "unconfirmed_rows": c.unconfirmed_rows,
+                "unconfirmed_rows": c.unconfirmed_rows, "spool_quarantined_files": self.spool.quarantined,
+                "spool_io_errors": self.spool.io_errors,
                 "dropped": dict(c.dropped), "dropped_total": sum(c.dropped.values()), "last_error": c.last_error,
             }

@@ -49,3 +49,32 @@ def test_store_inserts_are_rare_embedded_and_frequent_to_kafka():
     assert _config("record").flush_ms == 15000
     assert _config("record", "--kafka", "127.0.0.1:9092").flush_ms == 1000
     assert _config("record", "--flush-ms", "250").flush_ms == 250
+
+
+def test_rings_are_sized_for_what_the_policy_emits():
+    from kprobe.schemas.tables import EVENT_TYPES
+
+    bounded = _config("record").probes
+    sizes = {e.name: bounded.ring_size(e.name) for e in EVENT_TYPES}
+    # pinned kernel memory, mapped twice into the recorder: a few MiB in all, not 8 MiB per type
+    assert sum(sizes.values()) <= 12 << 20, sizes
+    assert all(s & (s - 1) == 0 and s >= 4096 for s in sizes.values()), sizes
+    # ...yet each holds thousands of its records (the drain is woken at 1/8 full)
+    for e in EVENT_TYPES:
+        if e.name != "oom":
+            assert sizes[e.name] // (e.record.itemsize + 8) >= 2000, (e.name, sizes[e.name])
+    watched = _config("record", "--watch-comm", "x").probes
+    assert watched.ring_size("syscall") == watched.ring_size("sock_io") == 8 << 20   # every call is a candidate row
+    assert {_config("record", "--ring-kb", "64").probes.ring_size(e.name) for e in EVENT_TYPES} == {64 << 10}
+
+
+@pytest.mark.parametrize(("argv", "min_block_us", "hold_ms"), [
+    (("record",), 1000, 60000),
+    (("record", "--detail", "full"), 0, 60000),
+    (("record", "--min-block-us", "0"), 0, 60000),
+    (("record", "--kafka", "127.0.0.1:9092"), 1000, 0),
+])
+def test_block_sums_and_small_table_holding(argv, min_block_us, hold_ms):
+    cfg = _config(*argv)
+    assert cfg.probes.min_block_us == min_block_us
+    assert cfg.hold_ms == hold_ms

@@ -26,3 +26,13 @@ def test_rows_without_a_displaced_task_or_a_wait_say_nothing_of_it():
     assert "got CPU" not in summary({**ROW, "runq_ns": 0})
     old = {k: v for k, v in ROW.items() if not k.startswith("displaced_")}     # a store from an older kprobe
     assert "got CPU" not in summary(old) and "run-queue" in summary(old)
+
+
+def test_a_block_sum_reads_as_many_requests_not_one():
+    from kprobe.query.events import summary
+
+    one = {"type": "block_io", "comm": "pg", "tgid": 7, "tid": 7, "rwbs": "W", "bytes": 8192, "dev": 8,
+           "dur_ns": 300_000, "requests": 1, "busy_ns": 300_000, "max_ns": 300_000}
+    assert "requests" not in summary(one) and "8192 B" in summary(one)
+    summed = {**one, "requests": 120, "bytes": 983040, "busy_ns": 36_000_000, "max_ns": 900_000, "dur_ns": 990_000_000}
+    assert "120 requests" in summary(summed) and "983040 B" in summary(summed)

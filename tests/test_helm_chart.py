@@ -188,12 +188,13 @@ def test_default_agent_is_least_privilege(rendered):
     assert sc["readOnlyRootFilesystem"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["hostNetwork"] is False and spec["hostPID"] is True
-    assert spec["automountServiceAccountToken"] is False
-    # only what the agent reads or writes on the host: BTF and cgroups read-only, its data directory
+    # the token authenticates the agent to its node's kubelet (pod identity); its only grant: get nodes/pods
+    assert spec["automountServiceAccountToken"] is True
+    # only what the agent reads or writes on the host: BTF, cgroups and tracefs read-only, its data directory
     host = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-    assert host == {"/sys/kernel/btf", "/sys/fs/cgroup", "/var/lib/kprobe"}
+    assert host == {"/sys/kernel/btf", "/sys/fs/cgroup", "/sys/kernel/tracing", "/var/lib/kprobe"}
     ro = {m["mountPath"] for m in c["volumeMounts"] if m.get("readOnly")}
-    assert {"/sys/kernel/btf", "/sys/fs/cgroup"} <= ro
+    assert {"/sys/kernel/btf", "/sys/fs/cgroup", "/sys/kernel/tracing"} <= ro
 
 
 @pytest.mark.parametrize("values", MATRIX)
@@ -214,6 +215,36 @@ def test_features_add_only_their_capabilities(tools):
     assert sc["allowPrivilegeEscalation"] is True  # the API server rejects false beside CAP_SYS_ADMIN
     spec, _ = _agent(docs_of(template(tools, "--set", "agent.hostNetwork=true").stdout))
     assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+
+
+def _kubelet_rbac(docs: list[dict]) -> list[dict]:
+    roles = [d for d in docs if d["kind"] == "ClusterRole"]
+    return [r for role in roles for r in role["rules"]]
+
+
+def test_pod_identity_asks_the_kubelet_with_the_least_rbac(tools, rendered):
+    docs = docs_of(rendered["default"])
+    spec, c = _agent(docs)
+    assert "--kubelet-url=https://$(NODE_IP):10250" in c["args"] and "--kubelet-insecure-tls" in c["args"]
+    node_ip = next(e for e in c["env"] if e["name"] == "NODE_IP")
+    assert node_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    assert _kubelet_rbac(docs) == [{"apiGroups": [""], "resources": ["nodes/pods"], "verbs": ["get"]}]
+    binding = index(docs)[("ClusterRoleBinding", f"{FN}-agent-pods")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FN, "namespace": NAMESPACE}]
+    assert binding["roleRef"]["name"] == f"{FN}-agent-pods"
+    # older kubelets: nodes/proxy only when asked for
+    old = docs_of(template(tools, "--set", "agent.podIdentity.kubelet.nodesProxy=true").stdout)
+    assert _kubelet_rbac(old)[0]["resources"] == ["nodes/pods", "nodes/proxy"]
+    # the read-only port: no token, no RBAC; disabled: no kubelet at all
+    ro = docs_of(template(tools, "--set", "agent.podIdentity.kubelet.scheme=http",
+                          "--set", "agent.podIdentity.kubelet.port=10255").stdout)
+    spec, c = _agent(ro)
+    assert spec["automountServiceAccountToken"] is False and not _kubelet_rbac(ro)
+    assert "--kubelet-url=http://$(NODE_IP):10255" in c["args"] and "--kubelet-insecure-tls" not in c["args"]
+    off = docs_of(template(tools, "--set", "agent.podIdentity.kubelet.enabled=false").stdout)
+    spec, c = _agent(off)
+    assert spec["automountServiceAccountToken"] is False and not _kubelet_rbac(off)
+    assert not any(a.startswith("--kubelet") for a in c["args"])
 
 
 def test_other_pods_run_restricted(rendered):
@@ -278,16 +309,26 @@ def test_every_selector_matches_its_pod_template(rendered):
                 assert sel.items() <= d["spec"]["template"]["metadata"]["labels"].items(), d["metadata"]["name"]
 
 
-def test_bundled_matrix_has_every_optional_part(rendered, monkeypatch):
+def test_bundled_matrix_has_every_optional_part(rendered, monkeypatch, tmp_path):
     kinds = index(docs_of(rendered["bundled"]))
     sm = kinds[("ServiceMonitor", FN)]
     assert sm["metadata"]["labels"]["release"] == "prometheus"
     replay = kinds[("Deployment", f"{FN}-replay")]
     from kprobe.replay import worker
+    from kprobe.replay.worker_config import load_config
 
+    # the worker's configuration comes from the chart's ConfigMap, mounted where its --config points
+    mount = next(m for m in replay["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] == "config")
+    conf = kinds[("ConfigMap", f"{FN}-replay")]["data"]
+    args = [a.replace(mount["mountPath"], str(tmp_path)) for a in _args(replay)]
+    for name, text in conf.items():
+        (tmp_path / name).write_text(text)
+    cfg = load_config(tmp_path / "replay-worker.json")
+    assert cfg.binaries == ["/var/lib/kprobe/bin/settlement-svc"] and cfg.identity()[0] == 10001 and not cfg.isolate
     seen = []
-    monkeypatch.setattr(worker, "run", lambda *a: seen.append(a))
-    assert worker.main(_args(replay)) == 0
+    monkeypatch.setattr(worker, "run", lambda *a, **kw: seen.append((*a, kw)))
+    assert worker.main(args) == 0
+    assert seen[0][-1]["config"].binaries == cfg.binaries
     assert seen[0][0] == build_parser().parse_args(_args(kinds[("DaemonSet", f"{FN}-agent")])).kafka
     ingest = build_parser().parse_args(_args(kinds[("Deployment", f"{FN}-ingest")]))
     assert (ingest.workers, ingest.processes) == (4, 2)
@@ -310,7 +351,8 @@ def test_external_endpoints(rendered):
 
 def test_embedded_mode_is_agents_only(rendered):
     kinds = index(docs_of(rendered["embedded"]))
-    assert {k[0] for k in kinds} <= {"DaemonSet", "Service", "ServiceAccount", "NetworkPolicy", "Pod"}
+    assert {k[0] for k in kinds} <= {"DaemonSet", "Service", "ServiceAccount", "NetworkPolicy", "Pod",
+                                     "ClusterRole", "ClusterRoleBinding"}  # the agent reads its kubelet's /pods
     args = build_parser().parse_args(_args(kinds[("DaemonSet", f"{FN}-agent")]))
     assert args.kafka is None and args.watch_comm == ["settlement-svc", "payment-handler"]
     assert args.retention == 7200 and args.otlp_grpc_port == 4317

@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from kprobe.schemas import gen_layouts, layouts
+from kprobe.schemas import gen_layouts, gen_syscalls, layouts
 
 HEADER = Path(gen_layouts.__file__).with_name("records.h")
 
 
 def test_generated_layouts_are_up_to_date():
     assert gen_layouts.OUTPUT.read_text() == gen_layouts.generate(), "run: python -m kprobe.schemas.gen_layouts"
+
+
+def test_generated_syscall_header_is_up_to_date():
+    """The probes' KP_NR_* names come from schemas/syscall_table.py (tests/test_syscall_table.py)."""
+    assert gen_syscalls.OUTPUT.read_text() == gen_syscalls.render(), "run: python -m kprobe.schemas.gen_layouts"
+    assert gen_layouts.main(["--check"]) == 0
 
 
 @pytest.mark.skipif(shutil.which("clang") is None or shutil.which("bpftool") is None,

@@ -75,9 +75,9 @@ def test_one_topic_per_event_type_plus_agent_tables_and_spans():
 
 def test_spool_keeps_order_bound_and_survives_reopen(tmp_path):
     sp = DiskSpool(tmp_path, max_bytes=1000)
-    assert sp.put("0001-000000000002", "t", b"k", 5, b"b" * 100)
-    assert sp.put("0001-000000000001", "t", b"k", 3, b"a" * 100)
-    assert not sp.put("0001-000000000003", "t", b"k", 9, b"c" * 2000)  # over the bound: refused
+    assert sp.put("0001-000000000002", "t", b"k", 5, b"b" * 100) is None
+    assert sp.put("0001-000000000001", "t", b"k", 3, b"a" * 100) is None
+    assert sp.put("0001-000000000003", "t", b"k", 9, b"c" * 2000) == "spool_full"  # over the bound: refused
     again = DiskSpool(tmp_path, max_bytes=1000)
     assert (again.messages, again.rows) == (2, 8)
     items = again.peek(10)

@@ -167,6 +167,31 @@ def test_oversized_or_odd_requests_get_4xx_and_never_hang(served: Served) -> Non
     assert time.monotonic() - t0 < 30
 
 
+def test_a_client_cannot_hold_every_connection(served: Served) -> None:
+    """Connections beyond the cap are answered 503 at once and counted; the API answers again once they go."""
+    from kprobe.api.server import MAX_CONNECTIONS
+
+    host, port = served.url.removeprefix("http://").rsplit(":", 1)
+    held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.1)   # accepted: each holds a thread until the idle timeout
+        with socket.create_connection((host, int(port)), timeout=10) as extra:
+            assert extra.recv(1024).startswith(b"HTTP/1.1 503"), "the connection over the cap was served"
+    finally:
+        for c in held:
+            c.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if _get(served, "/api/v1/extent")[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the API did not answer again after the connections closed")
+
+
 def test_the_ui_is_served_and_the_token_file_is_private(served: Served, tmp_path: Path) -> None:
     from kprobe.api.auth import TOKEN_FILE, load_or_create_token
 

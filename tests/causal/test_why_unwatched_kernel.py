@@ -36,12 +36,21 @@ pytestmark = pytest.mark.kernel
 __all__ = ["test_unwatched_hog", "test_unwatched_two_hop", "test_unwatched_fsync", "test_unwatched_memcg_reclaim"]
 
 
+def default_policy() -> dict[str, object]:
+    """The probe settings `kprobe record` uses when given no option: thresholds, sums, no watch list."""
+    from kprobe.cli import _recorder_config, build_parser
+
+    probes = _recorder_config(build_parser().parse_args(["record"]), watching=False).probes
+    assert probes.detail == "bounded" and not probes.watching
+    return {k: getattr(probes, k) for k in ("filter_on", "detail", "min_offcpu_ns", "min_syscall_ns", "sock_flush_ms",
+                                            "min_block_us", "fault_sample_every", "fault_flush_ms")}
+
+
 class SystemWide(Capture):
     """`kprobe record`'s default policy, and workloads that are never put on a watch list."""
 
     def __init__(self, data: Path):
-        super().__init__(data, filter_on=False, detail="bounded", min_offcpu_ns=50_000,
-                         min_syscall_ns=100_000, sock_flush_ms=100)
+        super().__init__(data, **default_policy())
 
     def spawn(self, *argv: str, **kw: object) -> subprocess.Popen:
         p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, **kw)  # type: ignore[call-overload]

@@ -239,3 +239,37 @@ def test_memcg_limited_reader_shows_reclaim_stalls(capture, tmp_path):
     memcg = [r for r in rows if r["kind"] == "memcg"]
     assert memcg and int(memcg[0]["n"]) > 0 and int(memcg[0]["pages"]) > 0, rows
     assert int(memcg[0]["d"]) > 0
+
+
+@pytest.mark.parametrize("min_block_us", [10_000_000, 1_000])
+def test_fast_block_requests_are_summed_per_submitter_with_exact_totals(tmp_path, probes_built, loop_device, min_block_us):
+    """Summed in the kernel (every request, or the sub-millisecond ones of `kprobe record`'s default),
+    the submitter's requests, bytes and busy time stay exact, in far fewer rows than requests."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    n, size = 400, 16 << 10
+    cap = Capture(tmp_path / "data", min_block_us=min_block_us)
+    try:
+        p = cap.workload("direct_writer.py", loop_device, str(n), str(size), stdout=subprocess.PIPE)
+        assert p.stdout.readline().strip() == b"done" and p.wait(30) == 0
+        rdev = os.stat(loop_device).st_rdev
+        dev = (os.major(rdev) << 20) | os.minor(rdev)
+        cap.settle()   # a query's flush reads the sums too: no waiting for the once-a-second tick
+        rows = cap.rows(f"SELECT requests, bytes, busy_ns, max_ns, ts, end_ts, comm FROM block_io "
+                        f"WHERE dev = {dev} AND rwbs LIKE 'W%' AND tgid = {p.pid}")
+        assert sum(r["requests"] for r in rows) == n, rows
+        assert sum(r["bytes"] for r in rows) == n * size
+        for r in rows:
+            assert r["comm"] == Path(sys.executable).name[:15]
+            assert 0 < r["max_ns"] <= r["busy_ns"] and r["max_ns"] <= r["end_ts"] - r["ts"], r
+        summed = [r for r in rows if r["requests"] > 1]
+        if min_block_us > 1_000_000:
+            assert summed and len(rows) <= n // 10, len(rows)   # one row per generation, not per request
+        else:  # the default: a request is a row of its own only when it took a millisecond
+            assert all(r["max_ns"] < 1_000_000 for r in summed), summed
+        rec = cap.session.recorder
+        rec.stats.update_kernel(rec.probes)
+        assert rec.stats.counters["block_requests_summed"] >= sum(r["requests"] for r in summed)
+        assert rec.stats.block_sums["requests"] >= sum(r["requests"] for r in summed)
+    finally:
+        cap.stop()

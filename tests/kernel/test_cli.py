@@ -141,3 +141,64 @@ def test_bad_arguments_and_environment_give_clear_errors(root, tmp_path):
     r = subprocess.run(["setpriv", "--bounding-set=-sys_admin,-bpf,-perfmon", *KPROBE, "record", "--data",
                         str(tmp_path / "d"), "--duration", "1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "needs root" in r.stderr, r.stderr
+
+
+def _thread_caps(pid: int) -> dict[str, tuple[int, int, int]]:
+    """Per thread of ``pid``: (CapEff, CapBnd, NoNewPrivs)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            f = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        out[f"{(task / 'comm').read_text().strip()}({task.name})"] = (
+            int(f["CapEff"].strip(), 16), int(f["CapBnd"].strip(), 16), int(f["NoNewPrivs"].strip()))
+    return out
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_recorder_gives_up_root_once_the_probes_are_attached(root, tmp_path, keep):
+    """Every thread (chDB's, gRPC's, the drain's) runs with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and
+    CAP_DAC_READ_SEARCH only, and no_new_privs; recording and queries work as before."""
+    data = tmp_path / "d"
+    rec = subprocess.Popen([*KPROBE, "record", "--data", str(data), "--no-otlp", "--duration", "60",
+                            *(["--keep-privileges"] if keep else [])], stderr=subprocess.PIPE, text=True)
+    try:
+        line = rec.stderr.readline()
+        while not line.startswith("kprobe: recording "):
+            assert line, "recorder exited early"
+            line = rec.stderr.readline()
+        caps = _thread_caps(rec.pid)
+        want = sum(1 << b for b in (2, 19, 38, 39))   # DAC_READ_SEARCH, SYS_PTRACE, PERFMON, BPF
+        if keep:
+            assert all(eff & (1 << 21) for eff, _, _ in caps.values()), caps   # CAP_SYS_ADMIN kept
+        else:
+            assert len(caps) > 5 and all(v == (want, want, 1) for v in caps.values()), caps
+        sleeper = subprocess.run([sys.executable, "-c", "import os, time; time.sleep(0.3); print(os.getpid())"],
+                                 capture_output=True, text=True, check=True)
+        pid = int(sleeper.stdout)
+        rows = json.loads(kp("events", "--data", str(data), "--pid", str(pid), "--type", "offcpu", "--json").stdout)
+        assert any(r["dur_ns"] >= 250_000_000 for r in rows), rows
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec.wait(60)
+    assert rec.returncode == 0
+
+
+def test_run_gives_up_root_too_and_its_command_still_becomes_the_invoking_user(root, tmp_path):
+    data = tmp_path / "d"
+    # a command the invoking user (nobody here) can run: not this venv's python, under /root
+    script = 'echo "$PPID $$ $(id -u)"; sleep 1'
+    env = {**os.environ, "SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
+    run = subprocess.Popen([*KPROBE, "run", "--data", str(data), "--no-otlp", "--", "/bin/sh", "-c", script],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/")
+    assert run.stdout is not None
+    ppid, pid, uid = map(int, run.stdout.readline().split())
+    assert ppid == run.pid and uid == 65534   # the command: the invoking user, started after the drop
+    caps = _thread_caps(run.pid)
+    want = sum(1 << b for b in (2, 5, 19, 38, 39))   # DAC_READ_SEARCH, KILL, SYS_PTRACE, PERFMON, BPF
+    assert len(caps) > 3 and all(v == (want, want, 1) for v in caps.values()), caps
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    rows = json.loads(kp("events", "--data", str(data), "--pid", str(pid), "--type", "offcpu", "--json").stdout)
+    assert any(r["dur_ns"] >= 800_000_000 for r in rows), rows

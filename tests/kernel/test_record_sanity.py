@@ -106,3 +106,35 @@ def test_every_field_is_sane_under_fork_exec_exit_storms(system_capture):
     # nothing rejected means the kernel wrote every field; a rejection would be counted, not stored
     rec = c.session.recorder.stats
     assert rec.rejected == {}, rec.rejected
+
+
+def test_small_tables_wait_for_the_complete_flush_and_a_query_flush_writes_them(tmp_path, probes_built):
+    """A table with few rows is inserted every hold_ms, not every flush_ms (each embedded insert costs the
+    same whatever its size); a query's flush request still writes everything at once."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    from kprobe.agent.probeset import ProbeConfig
+    from kprobe.agent.recorder import RecorderConfig
+    from kprobe.embedded import EmbeddedSession
+
+    s = EmbeddedSession(tmp_path / "data", RecorderConfig(probes=ProbeConfig(filter_on=True), flush_ms=100,
+                                                          hold_ms=4000)).start()
+    try:
+        def procs(pid: int) -> int:
+            return int(s.store.query_rows(f"SELECT count() AS n FROM proc WHERE tgid = {pid}")[0]["n"])
+
+        p = subprocess.Popen(["sh", "-c", "read x; /bin/true; /bin/true"], stdin=subprocess.PIPE)
+        s.recorder.watch_pid(p.pid)
+        p.communicate(b"go\n", timeout=10)
+        s.recorder.wait_drained(5)        # a complete flush: the clock of the hold starts here
+        p2 = subprocess.Popen(["sh", "-c", "read x; /bin/true"], stdin=subprocess.PIPE)
+        s.recorder.watch_pid(p2.pid)
+        p2.communicate(b"go\n", timeout=10)
+        time.sleep(1.0)                   # ten flush periods: the big tables' cadence
+        assert procs(p.pid) >= 2 and procs(p2.pid) == 0, "a small batch was inserted before its hold ran out"
+        deadline = time.monotonic() + 10
+        while procs(p2.pid) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert procs(p2.pid) >= 2, "a held batch never reached the store"
+    finally:
+        s.stop()

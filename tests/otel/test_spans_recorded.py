@@ -175,8 +175,9 @@ def test_kprobe_run_receives_spans_and_stats_keep_the_counts(tmp_path: Path, pro
     assert off.returncode == 0 and "OTLP receiver" not in off.stderr, off.stderr
 
 
-def test_taken_default_port_warns_and_records_but_an_explicit_one_is_an_error(tmp_path: Path,
-                                                                                 probes_built: None) -> None:
+def test_taken_default_port_refuses_to_start_unless_no_otlp(tmp_path: Path, probes_built: None) -> None:
+    """Another process on 4317 would receive the applications' spans while kprobe records without them:
+    kprobe refuses to start (before loading probes), with or without an explicit port; --no-otlp records."""
     import socket
 
     if os.geteuid() != 0:
@@ -188,17 +189,13 @@ def test_taken_default_port_warns_and_records_but_an_explicit_one_is_an_error(tm
     except OSError:
         pass  # someone else holds 4317 already: the situation under test
     try:
-        dflt = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "a"), "--", "true"],
-                              capture_output=True, text=True, timeout=240)
-        assert dflt.returncode == 0, dflt.stderr
-        assert "WARNING: OTLP receiver not started" in dflt.stderr and "4317" in dflt.stderr
-        st = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(tmp_path / "a")],
-                            capture_output=True, text=True, timeout=240, check=True).stdout
-        assert "OTLP receiver: NOT started" in st
-
-        mine = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "b"),
-                               "--otlp-grpc-port", "4317", "--", "true"], capture_output=True, text=True, timeout=240)
-        assert mine.returncode == 2 and "cannot bind 127.0.0.1:4317" in mine.stderr, mine.stderr
-        assert "--no-otlp" in mine.stderr
+        for extra in ([], ["--otlp-grpc-port", "4317"]):
+            r = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "a"), *extra, "--",
+                                "true"], capture_output=True, text=True, timeout=240)
+            assert r.returncode == 2 and "cannot bind 127.0.0.1:4317" in r.stderr, r.stderr
+            assert "--no-otlp" in r.stderr
+        off = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "b"), "--no-otlp", "--",
+                              "true"], capture_output=True, text=True, timeout=240)
+        assert off.returncode == 0, off.stderr
     finally:
         blocker.close()

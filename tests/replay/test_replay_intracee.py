@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from kprobe.schemas.syscall_table import nr
 from tests.conftest import is_root
 from tests.replay.conftest import record_run
 
+NR_CLOCK_GETTIME = nr("clock_gettime")
 WORKLOADS = Path(__file__).parent / "workloads"
 ROUNDS = 4
 
@@ -57,7 +59,7 @@ def test_in_tracee_clock_answers_equal_trapped_ones_and_repeat(clock_recording) 
     if not intracee.supported():
         pytest.skip("the CPU lacks FSGSBASE: the in-tracee answer table is off and every clock read traps")
     log, argv = clock_recording["log"], clock_recording["argv"]
-    recorded_reads = [e for e in log.events if e.nr == 228 and e.vdso]
+    recorded_reads = [e for e in log.events if e.nr == NR_CLOCK_GETTIME and e.vdso]
     bursts = sum(1030 + r for r in range(ROUNDS))
     assert len(recorded_reads) == ROUNDS * 2 + bursts, "every libc clock_gettime is in the log"
     assert clock_recording["written"].count(b"\n") == ROUNDS

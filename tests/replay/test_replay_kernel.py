@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from kprobe.schemas.syscall_table import nr
 from tests.conftest import is_root
 from tests.replay.conftest import record_run
 
+NR_OPENAT = nr("openat")
+NR_WRITE = nr("write")
+NR_CLOCK_GETTIME = nr("clock_gettime")
 WORKLOADS = Path(__file__).parent / "workloads"
 N_REQUESTS = 6
 CLIENT_THINK_S = 0.45  # the client sends its next payment this long after a reply
@@ -77,8 +81,8 @@ def ledger_recording(binaries: dict[str, str], tmp_path_factory: pytest.TempPath
 
 
 def _ledger_writes(log) -> bytes:
-    ledger_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
-    return b"".join(e.regions[0][: e.ret] for e in log.events if e.nr == 1 and e.args[0] == ledger_fd)
+    ledger_fd = next(e.ret for e in log.events if e.nr == NR_OPENAT and e.ret >= 0 and e.args[2] & 0o100)
+    return b"".join(e.regions[0][: e.ret] for e in log.events if e.nr == NR_WRITE and e.args[0] == ledger_fd)
 
 
 def test_recorded_command_gets_only_stdin_stdout_stderr(tmp_path: Path, probes_built: None) -> None:
@@ -106,8 +110,8 @@ def test_log_holds_inputs_outputs_and_vdso_time(ledger_recording) -> None:
     log = ledger_recording["log"]
     assert log.replayable_until == len(log.events), log.problem
     names = [e.nr for e in log.events]
-    assert names.count(318) >= N_REQUESTS  # getrandom (glibc may draw once at start-up too)
-    vdso_reads = [e for e in log.events if e.nr == 228 and e.vdso]
+    assert names.count(nr("getrandom")) >= N_REQUESTS  # glibc may draw once at start-up too
+    vdso_reads = [e for e in log.events if e.nr == NR_CLOCK_GETTIME and e.vdso]
     assert len(vdso_reads) == N_REQUESTS  # clock_gettime never entered the kernel, the uprobe saw it
     assert _ledger_writes(log) == ledger_recording["ledger"]  # the captured bytes are the file's bytes
 
@@ -137,8 +141,8 @@ def test_different_bytes_reported_at_first_divergent_syscall(ledger_recording, b
     res = ReplayEngine(log, argv[:4] + ["1"]).run()  # variant 1 tags the middle ledger line
     assert res.outcome == "diverged"
     d = res.divergences[0]
-    ledger_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
-    ledger_writes = [e for e in log.events if e.nr == 1 and e.args[0] == ledger_fd]
+    ledger_fd = next(e.ret for e in log.events if e.nr == NR_OPENAT and e.ret >= 0 and e.args[2] & 0o100)
+    ledger_writes = [e for e in log.events if e.nr == NR_WRITE and e.args[0] == ledger_fd]
     assert d.kind == "bytes"
     assert d.index == ledger_writes[N_REQUESTS // 2].index
     assert "FIXED" in d.actual and "FIXED" not in d.expected
@@ -234,7 +238,7 @@ def test_injected_ledger_delay_gives_client_timeout_and_fix_passes(ledger_record
     from kprobe.replay.inject import parse
 
     log, argv = ledger_recording["log"], ledger_recording["argv"]
-    ledger_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
+    ledger_fd = next(e.ret for e in log.events if e.nr == NR_OPENAT and e.ret >= 0 and e.args[2] & 0o100)
     deadline = 300.0
     base = ReplayEngine(log, argv, strict=False, deadline_ms=deadline).run()
     assert base.verdict.startswith("pass"), base.verdict
@@ -282,7 +286,7 @@ def test_cli_replay_reports_outcome_and_verdict(ledger_recording) -> None:
     ok = subprocess.run(base + ["--", *argv], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "outcome: identical" in ok.stdout and "byte-identical" in ok.stdout
-    ledger_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
+    ledger_fd = next(e.ret for e in log.events if e.nr == NR_OPENAT and e.ret >= 0 and e.args[2] & 0o100)
     slow = subprocess.run(base + ["--deadline-ms", "300", "--inject", f"delay the 2nd write to fd {ledger_fd} by 388 ms",
                                   "--json", "--", *argv], capture_output=True, text=True, timeout=120)
     out = json.loads(slow.stdout)

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from kprobe.schemas.syscall_table import nr
 from tests.conftest import is_root
 
+NR_WRITE = nr("write")
 WORKLOADS = Path(__file__).parent / "workloads"
 STALL_S = 0.388
 DEADLINE_MS = 300.0
@@ -86,7 +88,10 @@ def incident(tmp_path_factory: pytest.TempPathFactory, probes_built: None):
                 replies.append(s.recv(400))
                 latencies.append(time.monotonic() - t0)
                 _drain(reader)
-                time.sleep(0.1)
+                # think time before the next request: in the "fixed" what-if, the request after the
+                # stalled one waits for the ledger write (~STALL_S) minus this; 0.1 s left it within
+                # a few ms of DEADLINE_MS, so a recording made on a loaded machine failed the check
+                time.sleep(0.2)
         assert p.wait() == 0
     finally:
         rec.stop()
@@ -139,7 +144,7 @@ def test_recorded_incident_reproduces_timeout_removal_and_fix_pass(incident) -> 
     assert replay.verdict.startswith("timeout: 1 of 4"), replay.verdict
     slow = [q for q in replay.requests if q.timed_out]
     assert slow[0].replay_ms >= STALL_S * 1000 * 0.95 and slow[0].recorded_ms == pytest.approx(slow[0].replay_ms)
-    writes = [e for e in log.events if e.nr == 1 and e.dur_ns > 300_000_000]
+    writes = [e for e in log.events if e.nr == NR_WRITE and e.dur_ns > 300_000_000]
     assert len(writes) == 1  # the blocked ledger write is in the log with its kernel delay
     removed = ReplayEngine(log, argv, [parse(f"remove the recorded kernel delay at event {writes[0].index}")],
                            strict=False, deadline_ms=DEADLINE_MS).run()

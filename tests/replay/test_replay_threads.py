@@ -21,8 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from kprobe.schemas.syscall_table import nr
 from tests.conftest import is_root
 
+NR_ACCEPT = nr("accept")
+NR_ACCEPT4 = nr("accept4")
+NR_OPENAT = nr("openat")
 WORKLOADS = Path(__file__).parent / "workloads"
 MSG = 16
 N_MSG = 40
@@ -116,12 +120,12 @@ def pool_recording(pool_svc: str, tmp_path_factory: pytest.TempPathFactory, prob
 
 
 def _conn_fd(log) -> int:
-    return next(e.ret for e in log.events if e.nr in (43, 288) and e.ret >= 0)
+    return next(e.ret for e in log.events if e.nr in (NR_ACCEPT, NR_ACCEPT4) and e.ret >= 0)
 
 
 def _writes(log, fd: int) -> bytes:
     """What the recorded process wrote to ``fd`` (write, send*, writev: region 0 holds the bytes)."""
-    from kprobe.replay.engine import WRITES
+    from kprobe.replay.syscall_sets import WRITES
 
     return b"".join(e.regions[0][: e.ret] for e in log.events if e.nr in WRITES and e.args[0] == fd and e.ret > 0)
 
@@ -148,7 +152,7 @@ def test_worker_pool_replays_identically_ten_times(pool_recording, workers: int,
     # the log's bytes are the ground truth's: what the client received, what the journal holds
     conn = _conn_fd(log)
     assert _writes(log, conn) == b"".join(rec["replies"])
-    journal_fd = next(e.ret for e in log.events if e.nr == 257 and e.ret >= 0 and e.args[2] & 0o100)
+    journal_fd = next(e.ret for e in log.events if e.nr == NR_OPENAT and e.ret >= 0 and e.args[2] & 0o100)
     assert _writes(log, journal_fd) == rec["journal"]
     assert len(rec["journal"].splitlines()) == N_MSG
     assert log.meta["counters"]["uprobe_hits_other_processes"] == 0  # time uprobes on this process only
@@ -333,14 +337,24 @@ def test_jdk_http_server_pool_replays_identically_recorded_fifo(tmp_path: Path, 
     everywhere, SecureRandom from /dev/urandom. Recorded with SCHED_FIFO (no slice, so a thread
     loading classes or compiling for long is never switched to a sibling between two syscalls),
     it replays identically ten times; the events of threads that System.exit killed are not
-    waited for."""
+    waited for.
+
+    A FIFO thread can still be switched out in its user code when the host interferes (a page
+    fault that waits for I/O, a higher-priority real-time task): the probe marks that point
+    ambiguous, and a replay may then diverge after it, saying so (the round-robin test below).
+    Such a recording is made again, up to three times; if the host disturbed all three, each
+    replay must be identical or name the ambiguous point as the likely cause."""
     import shutil
 
     if not is_root():
         pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
     if shutil.which("javac") is None:
         pytest.skip("no JDK on this machine")
-    rec = _record_jdk_http(tmp_path, "fifo")
+    for attempt in range(3):
+        (tmp_path / f"rec{attempt}").mkdir()
+        rec = _record_jdk_http(tmp_path / f"rec{attempt}", "fifo")
+        if not rec["log"].ambiguous:
+            break
     log, argv = rec["log"], rec["argv"]
     assert log.meta["serialized"][str(log.tgid)]["policy"] == "fifo"
     assert len({e.tid for e in log.events}) >= 10
@@ -350,6 +364,9 @@ def test_jdk_http_server_pool_replays_identically_recorded_fifo(tmp_path: Path, 
     results = [ReplayEngine(log, argv, timeout_s=60).run() for _ in range(REPLAYS)]
     bad = [(r.outcome, r.divergences[:1], r.notes[-3:]) for r in results if r.outcome != "identical"
            or not r.outputs_identical]
+    if log.ambiguous:  # every recording disturbed by the host: the divergence must be explained
+        assert all(any("likely its cause" in n for n in r.notes) for r in results if r.outcome != "identical"), bad
+        return
     assert not bad, bad
     first = results[0]
     assert first.exit_code == 0

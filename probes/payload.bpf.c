@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Payload capture for the protocol decoders (protocols/): a bounded prefix of each TCP socket
+ * read and write of a *watched* process, with the socket's identity and 4-tuple.
+ *
+ * Never for unwatched processes, and never when no watch list is set: the bytes of a host's
+ * traffic are not kprobe's business unless someone asked for a service. The agent masks card
+ * data in what arrives, decodes it and stores only the decoded spans (see protocols/capture.py).
+ *
+ * read/write/sendto/recvfrom (send and recv are sendto/recvfrom on x86-64 and arm64) get their
+ * own syscall tracepoints: nothing runs for any other syscall. The enter program keeps the buffer
+ * address in task-local storage, created only for watched threads; the exit program checks the
+ * fd is a TCP socket and copies min(returned bytes, KP_PAYLOAD_LEN) from the user buffer, which by
+ * then holds what was received. Calls that moved more are counted (KP_PCNT_TRUNCATED), as are
+ * records the ring had no room for: the decoders are told of the gap and resynchronise.
+ *
+ * TLS: uprobes on OpenSSL's SSL_write/SSL_read (and the _ex variants) of processes that link
+ * libssl. Inside such a call the thread's socket syscalls carry ciphertext: they are not emitted,
+ * but they tell which socket the SSL object writes to (remembered per SSL pointer for calls served
+ * from OpenSSL's buffer without a syscall). At the call's return the plaintext is emitted for that
+ * socket, flagged KP_PAYLOAD_F_TLS. */
+#include "common.bpf.h"
+
+#define KP_S_IFMT 00170000
+#define KP_S_IFSOCK 0140000
+
+struct kp_payload_state {
+	__u64 buf;
+	__s32 fd;
+	__u8 dir;
+	__u8 active;
+	__u16 pad;
+	/* an SSL_read/SSL_write in progress on this thread */
+	__u64 ssl;
+	__u64 ssl_buf;
+	__u64 ssl_nptr;  /* _ex variants: where OpenSSL stores the byte count */
+	__u64 ssl_sk;    /* the socket its syscalls used */
+	__s32 ssl_fd;
+	__u8 ssl_dir;
+	__u8 ssl_active;
+	__u16 pad2;
+};
+
+/* SSL pointer -> the TCP socket (and fd) it was last seen on. */
+struct kp_ssl_sock {
+	__u64 sk;
+	__s32 fd;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct kp_ssl_sock);
+} kp_ssl_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kp_payload_state);
+} payload_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KP_PCNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} kp_pcounters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024);
+} rb_payload SEC(".maps");
+
+static __always_inline void kp_pcount(__u32 idx, __u64 by)
+{
+	__u64 *c = bpf_map_lookup_elem(&kp_pcounters, &idx);
+	if (c)
+		*c += by;
+}
+
+static __always_inline void kp_payload_enter(__u64 fd, __u64 buf, __u8 dir)
+{
+	struct kp_config *cfg = kp_cfg();
+	if (!cfg || !cfg->filter_on)
+		return; /* no watch list: nobody's payload */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kp_payload_state *st = bpf_task_storage_get(&payload_state, task, 0, 0);
+	if (!st) {
+		if (!kp_is_watched(cfg, bpf_get_current_pid_tgid() >> 32))
+			return;
+		st = bpf_task_storage_get(&payload_state, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!st)
+			return;
+	}
+	st->buf = buf;
+	st->fd = (__s32)fd;
+	st->dir = dir;
+	st->active = 1;
+}
+
+/* The TCP socket behind fd of the current task, or 0. */
+static __always_inline struct sock *kp_tcp_sock(struct task_struct *t, __s32 fd)
+{
+	if (fd < 0)
+		return 0;
+	struct files_struct *files = BPF_CORE_READ(t, files);
+	if (!files)
+		return 0;
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	if (!fdt || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xfffff]) || !f)
+		return 0;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & KP_S_IFMT) != KP_S_IFSOCK)
+		return 0;
+	struct socket *so = BPF_CORE_READ(f, private_data);
+	struct sock *sk = so ? BPF_CORE_READ(so, sk) : 0;
+	if (!sk)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	return sk;
+}
+
+static __always_inline void kp_emit(struct sock *sk, __s32 fd, __u8 dir, __u8 flags, __u64 buf, long ret)
+{
+	struct kp_payload *r = bpf_ringbuf_reserve(&rb_payload, sizeof(*r), 0);
+	if (!r) {
+		kp_pcount(KP_PCNT_DROPS, 1);
+		return;
+	}
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 n = ret > KP_PAYLOAD_LEN ? KP_PAYLOAD_LEN : (__u32)ret;
+	if (ret > KP_PAYLOAD_LEN) {
+		kp_pcount(KP_PCNT_TRUNCATED, 1);
+		kp_pcount(KP_PCNT_TRUNC_BYTES, ret - KP_PAYLOAD_LEN);
+	}
+	r->ts_ns = bpf_ktime_get_ns();
+	r->skaddr = (__u64)sk;
+	r->tgid = id >> 32;
+	r->tid = (__u32)id;
+	r->fd = fd;
+	r->total = ret > 0xffffffffL ? 0xffffffff : (__u32)ret;
+	r->dir = dir;
+	r->flags = flags;
+	r->pad2 = 0;
+	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
+	/* bounds the verifier can follow whatever register the compiler picks (n == ret on one path) */
+	asm volatile("" : "+r"(n));
+	n &= 0x1fff;
+	if (n > KP_PAYLOAD_LEN)
+		n = KP_PAYLOAD_LEN;
+	asm volatile("" : "+r"(n));
+	if (bpf_probe_read_user(r->data, n, (void *)buf))
+		n = 0; /* the buffer was unmapped meanwhile: the record still says a gap of `total` */
+	r->len = n;
+	kp_submit_to(&rb_payload, r);
+}
+
+static __always_inline void kp_payload_exit(long ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kp_payload_state *st = bpf_task_storage_get(&payload_state, task, 0, 0);
+	if (!st || !st->active)
+		return;
+	st->active = 0;
+	if (ret <= 0)
+		return;
+	struct sock *sk = kp_tcp_sock(task, st->fd);
+	if (!sk) {
+		kp_pcount(KP_PCNT_NOT_TCP, 1);
+		return;
+	}
+	if (st->ssl_active) {
+		/* ciphertext of an SSL call: remember its socket, emit the plaintext at the call's return */
+		st->ssl_sk = (__u64)sk;
+		st->ssl_fd = st->fd;
+		return;
+	}
+	kp_emit(sk, st->fd, st->dir, 0, st->buf, ret);
+}
+
+#define KP_PAYLOAD_TP(name, dir)                                             \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                          \
+	int kp_payload_enter_##name(struct syscall_trace_enter *ctx)         \
+	{                                                                    \
+		kp_payload_enter(ctx->args[0], ctx->args[1], dir);           \
+		return 0;                                                    \
+	}                                                                    \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                           \
+	int kp_payload_exit_##name(struct syscall_trace_exit *ctx)           \
+	{                                                                    \
+		kp_payload_exit(ctx->ret);                                   \
+		return 0;                                                    \
+	}
+
+KP_PAYLOAD_TP(write, 0)
+KP_PAYLOAD_TP(sendto, 0)
+KP_PAYLOAD_TP(read, 1)
+KP_PAYLOAD_TP(recvfrom, 1)
+
+/* ---- OpenSSL: SSL_write(ssl, buf, num) / SSL_read(ssl, buf, num) return the byte count;
+ * SSL_write_ex(ssl, buf, num, size_t *written) / SSL_read_ex(ssl, buf, num, size_t *readbytes)
+ * return 1 and store it. ---- */
+static __always_inline void kp_ssl_enter(__u64 ssl, __u64 buf, __u64 nptr, __u8 dir)
+{
+	struct kp_config *cfg = kp_cfg();
+	if (!cfg || !cfg->filter_on)
+		return;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kp_payload_state *st = bpf_task_storage_get(&payload_state, task, 0, 0);
+	if (!st) {
+		if (!kp_is_watched(cfg, bpf_get_current_pid_tgid() >> 32))
+			return;
+		st = bpf_task_storage_get(&payload_state, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!st)
+			return;
+	}
+	st->ssl = ssl;
+	st->ssl_buf = buf;
+	st->ssl_nptr = nptr;
+	st->ssl_sk = 0;
+	st->ssl_fd = -1;
+	st->ssl_dir = dir;
+	st->ssl_active = 1;
+}
+
+static __always_inline void kp_ssl_exit(long rc, bool ex)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct kp_payload_state *st = bpf_task_storage_get(&payload_state, task, 0, 0);
+	if (!st || !st->ssl_active)
+		return;
+	st->ssl_active = 0;
+	long n = rc;
+	if (ex) {
+		__u64 got = 0;
+		if (rc != 1 || !st->ssl_nptr || bpf_probe_read_user(&got, sizeof(got), (void *)st->ssl_nptr))
+			return;
+		n = (long)got;
+	}
+	if (n <= 0)
+		return;
+	__u64 key = st->ssl;
+	struct kp_ssl_sock *known = bpf_map_lookup_elem(&kp_ssl_socks, &key);
+	if (st->ssl_sk) {
+		struct kp_ssl_sock v = {.sk = st->ssl_sk, .fd = st->ssl_fd};
+		if (!known || known->sk != v.sk)
+			bpf_map_update_elem(&kp_ssl_socks, &key, &v, BPF_ANY);
+		kp_emit((struct sock *)st->ssl_sk, st->ssl_fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
+		return;
+	}
+	if (!known) {
+		kp_pcount(KP_PCNT_TLS_NO_SOCK, 1);
+		return;
+	}
+	kp_emit((struct sock *)known->sk, known->fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_ssl_write_enter, void *ssl, void *buf, int num)
+{
+	kp_ssl_enter((__u64)ssl, (__u64)buf, 0, 0);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(kp_ssl_write_exit, int rc)
+{
+	kp_ssl_exit(rc, false);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_ssl_read_enter, void *ssl, void *buf, int num)
+{
+	kp_ssl_enter((__u64)ssl, (__u64)buf, 0, 1);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(kp_ssl_read_exit, int rc)
+{
+	kp_ssl_exit(rc, false);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_ssl_write_ex_enter, void *ssl, void *buf, __u64 num, __u64 *written)
+{
+	kp_ssl_enter((__u64)ssl, (__u64)buf, (__u64)written, 0);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(kp_ssl_write_ex_exit, int rc)
+{
+	kp_ssl_exit(rc, true);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(kp_ssl_read_ex_enter, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	kp_ssl_enter((__u64)ssl, (__u64)buf, (__u64)readbytes, 1);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(kp_ssl_read_ex_exit, int rc)
+{
+	kp_ssl_exit(rc, true);
+	return 0;
+}

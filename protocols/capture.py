@@ -1,0 +1,304 @@
+"""Kernel payload capture for watched processes: probes/payload.bpf.o -> :class:`Assembler` -> spans.
+
+Loaded beside a running :class:`~kprobe.agent.probeset.ProbeSet` (it shares the watch list and
+the configuration map, like the replay probe), so it follows exactly the processes the recorder
+watches and never anything else: with no watch list the probe captures nothing at all.
+
+A drain thread copies the ring out with numpy every ``poll_ms``, turns each record into a
+:class:`~.assembler.Piece` (kernel monotonic time converted to UTC once per record, with the
+agent's own clock sample), and hands it to the assembler; decoded exchanges are written to the
+store's ``spans`` table every ``flush_ms`` through ``write`` (``ColumnStore.write``). Records
+the ring had no room for and calls longer than a record are counted in the probe and reported by
+:meth:`PayloadCapture.counters` with the decoders' own counters (malformed, unanswered...).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kprobe.agent import clock
+from kprobe.agent.libbpf import BpfObject, LibbpfError
+from kprobe.agent.probeset import BUILD_DIR, SHARED_MAPS, ProbeSet
+from kprobe.agent.ringbuf import RingReader
+from kprobe.masking import install_log_masking
+from kprobe.schemas import layouts as L
+
+from . import status as status_file
+from .assembler import Assembler, Piece, addr_text
+
+__all__ = ["PayloadCapture", "COUNTER_NAMES", "add_args", "start_if_requested"]
+
+COUNTER_NAMES = {
+    L.KP_PCNT_DROPS: "payload_drops",
+    L.KP_PCNT_TRUNCATED: "payload_truncated_calls",
+    L.KP_PCNT_TRUNC_BYTES: "payload_truncated_bytes",
+    L.KP_PCNT_NOT_TCP: "payload_not_tcp",
+    L.KP_PCNT_TLS_NO_SOCK: "payload_tls_socket_unknown",
+}
+
+#: OpenSSL functions -> (entry program, return program)
+SSL_PROBES = {
+    "SSL_write": ("kp_ssl_write_enter", "kp_ssl_write_exit"),
+    "SSL_read": ("kp_ssl_read_enter", "kp_ssl_read_exit"),
+    "SSL_write_ex": ("kp_ssl_write_ex_enter", "kp_ssl_write_ex_exit"),
+    "SSL_read_ex": ("kp_ssl_read_ex_enter", "kp_ssl_read_ex_exit"),
+}
+
+
+class _UprobeOpts(ctypes.Structure):
+    """struct bpf_uprobe_opts of libbpf 1.1 (sz first, so newer libbpf accepts it too)."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("ref_ctr_offset", ctypes.c_size_t), ("bpf_cookie", ctypes.c_uint64),
+                ("retprobe", ctypes.c_bool), ("func_name", ctypes.c_char_p)]
+
+
+def libssl_paths() -> list[str]:
+    """The OpenSSL libraries of this machine (``ldconfig -p``), newest soname first."""
+    try:
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    paths = sorted({line.split("=>")[-1].strip() for line in out.splitlines()
+                    if "libssl.so" in line and "=>" in line}, reverse=True)
+    return [p for p in paths if os.path.exists(p)]
+
+
+def _comm(tgid: int) -> str:
+    try:
+        with open(f"/proc/{tgid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return str(tgid)
+
+
+@dataclass
+class PayloadCapture:
+    probes: ProbeSet
+    write: Callable[[str, dict[str, np.ndarray]], int]
+    host: str = field(default_factory=lambda: os.uname().nodename)
+    ports: dict[int, str] = field(default_factory=dict)
+    ring_bytes: int = 16 << 20
+    poll_ms: float = 5.0
+    flush_ms: float = 200.0
+    status_dir: Path | None = None  #: where ``kprobe stats`` finds the counters (the data directory)
+    tls: bool = True  #: uprobes on OpenSSL for the plaintext of TLS connections
+    tls_errors: list[str] = field(default_factory=list)
+    tls_libraries: list[str] = field(default_factory=list)
+    spans_written: int = 0
+    write_errors: int = 0
+    _services: dict[int, str] = field(default_factory=dict)
+
+    def start(self) -> PayloadCapture:
+        install_log_masking()  # this process now holds raw payloads: no card data in its logs
+        obj = BpfObject(self.probes.lib, str(BUILD_DIR / "payload.bpf.o")).open()
+        try:
+            for name in SHARED_MAPS:
+                obj.reuse_map(name, self.probes.shared[name].fd)
+            obj.set_max_entries("rb_payload", self.ring_bytes)
+            obj.load()
+        except LibbpfError:
+            obj.close()
+            raise
+        self.obj = obj
+        ssl_progs = {p for pair in SSL_PROBES.values() for p in pair}
+        for prog in obj.programs():
+            if prog.name not in ssl_progs:
+                obj.links.append(prog.attach())
+        if self.tls:
+            self._attach_ssl({p.name: p for p in obj.programs()})
+        ring = obj.map("rb_payload")
+        self._reader = RingReader(ring.fd, ring.max_entries, L.KP_PAYLOAD, "payload")
+        self._clock = clock.sample(32)
+        self.assembler = Assembler(self.host, dict(self.ports), self._service)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._flushed: list[threading.Event] = []
+        self._last_drops = 0
+        self._addrs: dict[tuple[int, int, int], tuple[str, str]] = {}
+        self._thread = threading.Thread(target=self._loop, name="kprobe-payload-drain", daemon=True)
+        self._thread.start()
+        return self
+
+    def _attach_ssl(self, progs: dict) -> None:
+        """Uprobes on every libssl of the machine, all processes (the programs keep only watched ones)."""
+        fn = self.probes.lib.lib.bpf_program__attach_uprobe_opts
+        fn.restype = ctypes.c_void_p
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+        paths = libssl_paths()
+        if not paths:
+            self.tls_errors.append("no libssl found (ldconfig -p): TLS payloads are not decoded")
+        for path in paths:
+            ok = True
+            for func, (enter, ret) in SSL_PROBES.items():
+                for prog, is_ret in ((enter, False), (ret, True)):
+                    opts = _UprobeOpts(ctypes.sizeof(_UprobeOpts), 0, 0, is_ret, func.encode())
+                    ctypes.set_errno(0)
+                    link = fn(progs[prog].ptr, -1, path.encode(), 0, ctypes.byref(opts))
+                    if link:
+                        self.obj.links.append(int(link))
+                    else:
+                        ok = False
+                        self.tls_errors.append(f"{func} in {path}: {os.strerror(ctypes.get_errno() or 1)}")
+            if ok:
+                self.tls_libraries.append(path)
+
+    def _service(self, tgid: int) -> str:
+        name = self._services.get(tgid)
+        if name is None:
+            name = self._services[tgid] = _comm(tgid)
+        return name
+
+    def counters(self) -> dict[str, int]:
+        """Probe counters (drops, truncations) summed over CPUs, plus the assembler's."""
+        ncpu = self.probes.lib.num_possible_cpus()
+        m = self.obj.map("kp_pcounters")
+        out: dict[str, int] = {}
+        for idx, name in COUNTER_NAMES.items():
+            v = np.zeros(ncpu, dtype=np.uint64)
+            m.lookup(np.array([idx], dtype=np.uint32), v)
+            out[name] = int(v.sum())
+        out["payload_unidentified_connections"] = self.assembler.unidentified
+        out["payload_gaps"] = self.assembler.gaps
+        out["decoder_errors"] = self.assembler.decoder_errors
+        out["decoded_spans_written"] = self.spans_written
+        out["decoded_span_write_errors"] = self.write_errors
+        return out
+
+    def protocol_stats(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return self.assembler.protocol_stats()
+
+    def _drain_once(self) -> None:
+        recs = self._reader.drain()
+        with self._lock:
+            drops = self.counters_drops()
+            if drops > self._last_drops:
+                self.assembler.lost(drops - self._last_drops)
+                self._last_drops = drops
+            addrs = self._addrs
+            for r in recs.tolist():  # tuples: one conversion for the batch, not per field
+                (ts, sk, tgid, tid, _fd, n, total, direction, flags, fam, sport, dport, _p, saddr, daddr, data) = r
+                key = (sk, sport, dport)
+                pair = addrs.get(key)
+                if pair is None:  # formatted once per connection, not per record
+                    if len(addrs) > 65536:
+                        addrs.clear()
+                    pair = addrs[key] = (addr_text(saddr.tobytes(), fam), addr_text(daddr.tobytes(), fam))
+                self.assembler.add(Piece(
+                    ts_ns=self._clock.to_utc(ts), tgid=tgid, tid=tid, conn_id=sk, outbound=direction == 0,
+                    data=data[:n].tobytes(), total=total, laddr=pair[0], lport=sport, raddr=pair[1], rport=dport,
+                    tls=bool(flags & L.KP_PAYLOAD_F_TLS),
+                ))
+
+    def counters_drops(self) -> int:
+        ncpu = self.probes.lib.num_possible_cpus()
+        v = np.zeros(ncpu, dtype=np.uint64)
+        self.obj.map("kp_pcounters").lookup(np.array([L.KP_PCNT_DROPS], dtype=np.uint32), v)
+        return int(v.sum())
+
+    def _write(self) -> None:
+        with self._lock:
+            n = len(self.assembler.rows)
+            if not n:
+                return
+            cols = self.assembler.rows.columns()
+        try:
+            self.write("spans", cols)
+            self.spans_written += n
+        except Exception:  # counted and visible in counters(); the capture goes on
+            self.write_errors += 1
+
+    def status(self, running: bool = True) -> dict:
+        return {"running": running, "counters": self.counters(), "protocols": self.protocol_stats(),
+                "tls_libraries": self.tls_libraries, "tls_errors": self.tls_errors[:10]}
+
+    def _save_status(self, running: bool = True) -> None:
+        if self.status_dir is not None:
+            try:
+                status_file.write(self.status_dir, self.status(running))
+            except OSError:
+                self.write_errors += 1
+
+    def _loop(self) -> None:
+        last = last_status = time.monotonic()
+        while not self._stop.is_set():
+            waiting, self._flushed = self._flushed, []
+            self._drain_once()
+            if waiting or time.monotonic() - last > self.flush_ms / 1000:
+                self._write()
+                last = time.monotonic()
+            if time.monotonic() - last_status > 1.0:
+                self._save_status()
+                last_status = time.monotonic()
+            for done in waiting:
+                done.set()
+            self._wake.wait(self.poll_ms / 1000)
+            self._wake.clear()
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Everything in the ring now is decoded and written when this returns."""
+        done = threading.Event()
+        self._flushed.append(done)
+        self._wake.set()
+        if not done.wait(timeout_s):
+            raise RuntimeError(f"payload capture: no drain within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(60)
+        self._drain_once()
+        with self._lock:
+            self.assembler.close_all(time.time_ns())
+        self._write()
+        self._save_status(running=False)
+        self._reader.close()
+        self.obj.close()
+
+
+def add_args(p) -> None:  # noqa: ANN001 - argparse.ArgumentParser
+    """`kprobe record/run --decode-payloads [--domain-map FILE]`."""
+    p.add_argument("--decode-payloads", action="store_true",
+                   help="decode the TCP payloads of watched processes (HTTP/1.1, PostgreSQL, FIX, ISO 8583, "
+                        "ISO 20022) into spans, source kprobe.decoded: traces without instrumentation. Needs a "
+                        "watch list; card data is masked and only decoded fields are stored")
+    p.add_argument("--domain-map", type=Path, default=None,
+                   help="with --decode-payloads: domain map YAML whose `ports` name the protocol of server ports "
+                        "the bytes do not identify (ISO 8583) (default: $KPROBE_DOMAIN_MAP)")
+
+
+def start_if_requested(args, session) -> PayloadCapture | None:  # noqa: ANN001 - argparse + EmbeddedSession
+    if not getattr(args, "decode_payloads", False):
+        return None
+    probes = session.recorder.probes
+    if not (probes.config.filter_on or probes.config.watch_pids or probes.config.watch_comms):
+        raise SystemExit("kprobe: error: --decode-payloads needs --watch-comm/--watch-pid (or kprobe run): "
+                         "the payloads of unwatched processes are never captured")
+    store = getattr(session, "store", None)
+    if store is None:
+        raise SystemExit("kprobe: error: --decode-payloads writes decoded spans to the embedded store (not with --kafka)")
+    ports: dict[int, str] = {}
+    path = getattr(args, "domain_map", None) or os.environ.get("KPROBE_DOMAIN_MAP")
+    if path:
+        from kprobe.finance.domain import DomainMapError, load
+
+        try:
+            ports = load(Path(path)).ports
+        except DomainMapError as e:
+            raise SystemExit(f"kprobe: error: {e}") from None
+    cap = PayloadCapture(probes, write=store.write, ports=ports, status_dir=Path(args.data)).start()
+    print("kprobe: decoding payloads of watched processes into spans", file=sys.stderr)
+    return cap

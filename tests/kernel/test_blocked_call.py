@@ -1,0 +1,79 @@
+"""The call a thread blocked in, read from its saved registers, with the socket behind its fd.
+
+In the default system-wide policy no program runs on syscalls: an off-CPU row names the call
+(`syscall`, `fd`) and, for a socket, its 4-tuple, from what the kernel saved when the thread
+entered the call. Ground truth: a process the test starts (unwatched) blocks in recvfrom on a
+TCP socket for a known time, in a pipe read, and in a sleep, and each row must say exactly that.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Capture, is_root
+
+pytestmark = pytest.mark.kernel
+
+SLEEP_S = 0.120
+
+BLOCKER = """
+import os, socket, sys, time
+port, sleep_s = int(sys.argv[1]), float(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+print(s.fileno(), s.getsockname()[1], flush=True)
+s.recv(16)                         # blocked in recvfrom until the server answers
+r, w = os.pipe()
+print(r, flush=True)
+os.read(r, 1) if os.fork() else (time.sleep(sleep_s), os.write(w, b"x"), os._exit(0))   # blocked in read on a pipe
+time.sleep(sleep_s)                # blocked in clock_nanosleep
+"""
+
+
+@pytest.fixture
+def system_capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
+    if not is_root():
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    c = Capture(tmp_path / "data", filter_on=False, detail="bounded", min_offcpu_ns=1_000_000,
+                min_syscall_ns=1_000_000, sock_flush_ms=100)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_blocked_call_and_socket_are_named_for_an_unwatched_process(system_capture):
+    c = system_capture
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-c", BLOCKER, str(port), str(SLEEP_S)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    conn, _ = srv.accept()
+    fd, cport = map(int, p.stdout.readline().split())
+    time.sleep(SLEEP_S)
+    conn.sendall(b"go")
+    rfd = int(p.stdout.readline())
+    assert p.wait(timeout=30) == 0
+    conn.close()
+    srv.close()
+    c.settle()
+
+    rows = c.rows(f"SELECT syscall, fd, saddr, sport, daddr, dport, dur_ns, reason FROM offcpu "
+                  f"WHERE tgid = {p.pid} AND tid = {p.pid} AND dur_ns >= {int(SLEEP_S * 0.8e9)} ORDER BY ts")
+    by_call = {r["syscall"]: r for r in rows}
+    assert {"recvfrom", "read", "clock_nanosleep"} <= set(by_call), rows
+    recv = by_call["recvfrom"]
+    assert (recv["fd"], recv["saddr"], recv["sport"], recv["daddr"], recv["dport"]) == (fd, "127.0.0.1", cport, "127.0.0.1", port)
+    assert recv["reason"] == "sleep"
+    assert by_call["read"]["fd"] == rfd and by_call["read"]["dport"] == 0   # a pipe: no 4-tuple
+    for r in rows:
+        assert SLEEP_S * 0.8e9 <= r["dur_ns"] <= SLEEP_S * 1e9 + 500e6, r
+    # the rows of the blocked calls agree with the short intervals' sums kept beside them
+    assert c.rows(f"SELECT count() AS n FROM offcpu WHERE tgid = {p.pid} AND syscall = '' AND reason = 'sleep' "
+                  f"AND dur_ns >= {int(SLEEP_S * 0.8e9)}")[0]["n"] == 0

@@ -1,0 +1,97 @@
+"""Payload capture on the real kernel: a watched HTTP server and client (separate processes, no
+OTel anywhere) become linked decoded spans; an unwatched pair on the same host leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kprobe.protocols.capture import PayloadCapture
+
+pytestmark = pytest.mark.kernel
+
+SERVER = r"""
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        out = json.dumps({"payment_id": json.loads(body)["payment_id"], "status": "ok"}).encode()
+        self.send_response(201); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out))); self.end_headers(); self.wfile.write(out)
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+sys.stdin.readline()
+s.serve_forever()
+"""
+
+CLIENT = r"""
+import http.client, json, sys
+sys.stdin.readline()
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+for i in range(int(sys.argv[2])):
+    c.request("POST", f"/payments/{98700 + i}", body=json.dumps({"payment_id": f"PAY-{98700 + i}",
+              "card": "4111111111111111"}), headers={"Content-Type": "application/json"})
+    c.getresponse().read()
+c.close()
+"""
+
+
+def _server(spawn) -> tuple[subprocess.Popen, int]:
+    p = spawn(sys.executable, "-c", SERVER, stdout=subprocess.PIPE)
+    return p, int(p.stdout.readline())
+
+
+def test_watched_pair_becomes_linked_spans_and_unwatched_traffic_is_not_captured(capture) -> None:
+    session = capture.session
+    payload = PayloadCapture(session.recorder.probes, write=session.store.write).start()
+    procs = []
+    try:
+        server, port = _server(capture.spawn)
+        procs.append(server)
+        client = capture.spawn(sys.executable, "-c", CLIENT, str(port), "5")
+        assert client.wait(30) == 0
+        # the same conversation between processes nobody watches
+        other = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(other)
+        other_port = int(other.stdout.readline())
+        other.stdin.write("go\n")
+        other.stdin.flush()
+        quiet = subprocess.Popen([sys.executable, "-c", CLIENT, str(other_port), "3"], stdin=subprocess.PIPE)
+        quiet.communicate(b"go\n", timeout=30)
+        time.sleep(0.2)
+        payload.flush()
+        counters = payload.counters()
+        rows = session.store.query_rows(
+            "SELECT trace_id, span_id, parent_span_id, name, kind, pid, service, status_code, duration_ns, attributes "
+            "FROM spans ORDER BY ts_ns")
+    finally:
+        payload.stop()
+        for p in procs:
+            p.kill()
+            p.wait()
+    decoded = [r for r in rows if json.loads(r["attributes"]).get("@source") == "kprobe.decoded"]
+    servers = [r for r in decoded if int(r["kind"]) == 2]
+    clients = [r for r in decoded if int(r["kind"]) == 3]
+    assert [r["name"] for r in servers] == ["POST /payments/{id}"] * 5, rows
+    assert {int(r["pid"]) for r in servers} == {server.pid}
+    assert {int(r["pid"]) for r in clients} == {client.pid} and len(clients) == 5
+    by_trace = {r["trace_id"]: r for r in clients}
+    for s in servers:  # one trace per request across the two processes: client span is the parent
+        c = by_trace[s["trace_id"]]
+        assert s["parent_span_id"] == c["span_id"] and c["parent_span_id"] == ""
+        assert int(c["duration_ns"]) >= int(s["duration_ns"]) > 0
+    attrs = [json.loads(r["attributes"]) for r in servers]
+    assert [a["body.payment_id"] for a in attrs] == [f"PAY-{98700 + i}" for i in range(5)]
+    assert all(a["http.status_code"] == 201 for a in attrs)
+    assert "4111111111111111" not in json.dumps(rows)
+    assert counters["payload_drops"] == 0
+    assert other.pid not in {int(r["pid"]) for r in rows} and quiet.pid not in {int(r["pid"]) for r in rows}
+    stats = payload.protocol_stats()["http"]
+    assert stats["exchanges"] == 10 and stats["malformed"] == 0
