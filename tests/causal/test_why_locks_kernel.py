@@ -81,7 +81,9 @@ def test_lock_wait_names_the_holder_and_the_lock(capture, tmp_path, kind, hold_m
     rc = a.root_cause
     assert rc is not None and rc.kind == "lock_contention", a.to_json()
     assert rc.culprit.pid == hpid and rc.culprit.comm == holder_name, rc.to_json()
-    assert abs(rc.delay_ns - waited) <= 0.2 * waited, (rc.delay_ns, waited)
+    # the lock explains the blocked part of the measured wait; the rest is the victim's run-queue wait after
+    # the release (a cause of its own on a loaded host)
+    assert abs(rc.delay_ns - (waited - a.breakdown.runq_ns)) <= 0.2 * waited, (rc.delay_ns, waited, a.breakdown)
     lock = next(e["lock"] for e in rc.evidence if isinstance(e, dict) and "lock" in e)
     if kind == "sem":
         assert lock == {"type": "semaphore", "semid": int(ident)}, lock
@@ -135,6 +137,6 @@ def test_write_behind_a_big_write_to_the_same_file_waits_for_its_inode_lock(capt
     first = a.chain[0]
     assert first.kind == "lock_contention" and first.culprit.pid == holder.pid, a.to_json()
     assert first.culprit.comm == "bulk-loader"
-    assert abs(first.delay_ns - waited) <= 0.25 * waited, (first.delay_ns, waited)
+    assert abs(first.delay_ns - (waited - a.breakdown.runq_ns)) <= 0.25 * waited, (first.delay_ns, waited)
     lock = next(e["lock"] for e in first.evidence if isinstance(e, dict) and "lock" in e)
     assert lock["type"] == "inode_lock" and lock["path"] == path, lock
