@@ -23,6 +23,7 @@ import numpy as np
 
 from kprobe.agent import clock, row_checks
 from kprobe.agent.block_sums import BlockSums
+from kprobe.agent.cgroup_cpu import CgroupCpu
 from kprobe.agent.identity import IdentityCache, processes_columns
 from kprobe.agent.memcg_members import MemcgMembers
 from kprobe.agent.pod_identity import KubeletConfig, pod_directory
@@ -33,7 +34,7 @@ from kprobe.agent.self_cost import SelfCost
 from kprobe.agent.status import RecorderStats
 from kprobe.masking import mask_columns
 from kprobe.schemas import layouts as L
-from kprobe.schemas.agent_tables import MEMCG_MEMBERS_TABLE
+from kprobe.schemas.agent_tables import CGROUP_CPU_TABLE, MEMCG_MEMBERS_TABLE
 from kprobe.schemas.tables import BY_NAME, EventType
 from kprobe.sinks.sink import Sink
 
@@ -97,6 +98,13 @@ INFLIGHT_MAX = 1024
 
 
 @dataclass
+class CgroupCpuRows:
+    """Throttle counters of CPU quota cgroups, read by the drain thread, for the writer to store."""
+
+    cols: dict[str, np.ndarray]
+
+
+@dataclass
 class Recorder:
     config: RecorderConfig
     sink: Sink
@@ -115,6 +123,7 @@ class Recorder:
     _memcgs: MemcgMembers = field(default_factory=MemcgMembers)
     _inflight_scan_ns: int = 0
     _self_cost: SelfCost = field(default_factory=SelfCost)
+    _cgroup_cpu: CgroupCpu = field(default_factory=CgroupCpu)
     _block_sums: BlockSums | None = None
 
     def __post_init__(self) -> None:
@@ -228,6 +237,8 @@ class Recorder:
                     if name == "reclaim":
                         full.extend(recs["cgroup_id"][recs["kind"] == L.KP_RECLAIM_MEMCG].tolist())
             self._snapshot_memcgs(full, tick_mono)
+            if self._cgroup_cpu.due(tick_mono):       # CPU quota throttling counters (agent/cgroup_cpu.py)
+                self._sample_cgroup_cpu(tick_mono)
             full = []
             now = time.monotonic()
             if self._block_sums is not None and (stopping or flush_req or now - last_sums >= 1.0):
@@ -317,6 +328,8 @@ class Recorder:
                 self.stats.last_written_mono_ns = item
             elif isinstance(item, MemcgRequest):
                 self._write_memcg_members(item)
+            elif isinstance(item, CgroupCpuRows):
+                self._write_cgroup_cpu(item)
             else:
                 self._write_batch(item)
             now = time.monotonic()
@@ -367,6 +380,30 @@ class Recorder:
         try:
             self.stats.written[table] = self.stats.written.get(table, 0) + self.sink.write(table, cols)
         except Exception as e:  # counted and logged like an event batch
+            self.stats.write_errors[table] = self.stats.write_errors.get(table, 0) + n
+            self.stats.last_error = f"{table}: {e}"
+            log.error("write of %d %s rows failed: %s", n, table, e)
+
+    def _sample_cgroup_cpu(self, now_mono: int) -> None:
+        """Read the counters now, on the drain thread: their time must be when they were read, and the
+        writer can be seconds behind (a cpu.stat read is ~10 µs; members are read only while throttled)."""
+        try:
+            cols = self._cgroup_cpu.sample(time.time_ns(), self.host, now_mono)
+        except Exception as e:     # a best effort: a cgroup file read must never stop the drain
+            self.stats.last_error = f"{CGROUP_CPU_TABLE}: {e}"
+            return
+        finally:
+            self.stats.cgroup_cpu = dict(self._cgroup_cpu.stats)
+        if cols is not None:
+            self._queue.put(CgroupCpuRows(cols))
+
+    def _write_cgroup_cpu(self, item: CgroupCpuRows) -> None:
+        """The throttle counters of cgroups with a CPU quota; counted and logged like an event batch."""
+        cols = item.cols
+        n, table = len(cols["ts"]), CGROUP_CPU_TABLE
+        try:
+            self.stats.written[table] = self.stats.written.get(table, 0) + self.sink.write(table, cols)
+        except Exception as e:
             self.stats.write_errors[table] = self.stats.write_errors.get(table, 0) + n
             self.stats.last_error = f"{table}: {e}"
             log.error("write of %d %s rows failed: %s", n, table, e)

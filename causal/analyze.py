@@ -36,15 +36,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 from msgspec.structs import replace
 
 from kprobe.causal.fetch import (
     DISK_WAIT_CALLS,
     RECLAIM_CONTEXT_NS,
+    THROTTLE_AFTER_NS,
     WAKE_EPS_NS,
     WAKER_CALLS,
     BlockIO,
+    CgroupCpu,
     Evidence,
     MemcgMember,
     OffCpu,
@@ -67,6 +68,11 @@ SOCK_CALLS = {"recvfrom", "recvmsg", "recvmmsg", "accept", "accept4", "connect",
 READ_CALLS = {"read", "readv", "pread64", "preadv", "preadv2"}
 WRITE_CALLS = {"write", "writev", "pwrite64", "pwritev", "pwritev2"}
 DISK_CALLS = set(DISK_WAIT_CALLS)
+# calls that block only to wait for a lock another task holds: what the lock is, per call
+FILE_LOCK_CALLS = {"flock": "flock", "fcntl": "fcntl record lock"}
+SEM_CALLS = {"semop", "semtimedop"}
+# uninterruptible waits in these calls are waits for a kernel lock (the mmap lock), not for a disk
+MMAP_LOCK_CALLS = {"mmap", "munmap", "mprotect", "mremap", "brk", "madvise"}
 
 
 @dataclass
@@ -81,6 +87,8 @@ class _Piece:
     cpu: int | None = None
     summary: str = ""
     bucket: str = ""        # breakdown bucket: io / net / futex / ""
+    follow: int = 0         # the waker thread whose own delays over ``seg`` explain this piece (0: none)
+    seg: tuple[int, int] = (0, 0)
 
 
 def _clip(a: int, b: int, lo: int, hi: int) -> tuple[int, int]:
@@ -113,12 +121,16 @@ class _ByTime:
         self.rows = sorted(rows, key=lambda r: r.ts)
         self.starts = [r.ts for r in self.rows]
         self.longest = max((r.end_ts - r.ts for r in self.rows), default=0)
+        import numpy as np  # here, not at module level: `kprobe why` starts ~0.16 s sooner without reclaim rows
+
         self._ts = np.array(self.starts, dtype=np.int64)
         self._end = np.array([r.end_ts for r in self.rows], dtype=np.int64)
         self._pages = np.array([r.nr_reclaimed for r in self.rows], dtype=np.int64)
 
     def overlap_totals(self, segs: list[tuple[int, int]]) -> tuple[int, int, int]:
         """(ns of overlap with the segments, rows that overlap any, their pages): one array pass per segment."""
+        import numpy as np
+
         ov = np.zeros(len(self.rows), dtype=np.int64)
         for a, b in segs:
             i, j = bisect_left(self.starts, a - self.longest), bisect_right(self.starts, b)
@@ -134,6 +146,94 @@ class _ByTime:
 
     def overlapping(self, a: int, b: int) -> list[Reclaim]:
         return [self.rows[k] for k in self.indices(a, b)]
+
+
+class _Spans:
+    """Rows with [ts, end_ts], sorted by start, and the ones overlapping [a, b] found by bisect.
+
+    A busy window holds thousands of block requests and each disk wait asks which
+    overlap it: scanning them all per wait made the analysis quadratic in the window.
+    Rows longer than SHORT_NS (a stuck request, a long call) are few and kept apart,
+    so that one of them does not widen every lookup's reach back in time.
+    """
+
+    SHORT_NS = 50_000_000
+
+    def __init__(self, rows: Iterable):
+        allr = sorted(rows, key=lambda r: r.ts)
+        self.rows = [r for r in allr if r.end_ts - r.ts <= self.SHORT_NS]
+        self.long = [r for r in allr if r.end_ts - r.ts > self.SHORT_NS]
+        self.starts = [r.ts for r in self.rows]
+        self.longest = max((r.end_ts - r.ts for r in self.rows), default=0)
+
+    def _merge(self, short: list, long: list) -> list:
+        return sorted(short + long, key=lambda r: r.ts) if long else short
+
+    def overlapping(self, a: int, b: int) -> list:
+        i, j = bisect_left(self.starts, a - self.longest), bisect_right(self.starts, b)
+        return self._merge([r for r in self.rows[i:j] if r.end_ts > a and r.ts < b and r.end_ts > r.ts],
+                           [r for r in self.long if r.end_ts > a and r.ts < b and r.end_ts > r.ts])
+
+    def containing(self, t: int, eps: int = 0) -> list:
+        """Rows with ts - eps <= t <= end_ts + eps, by start."""
+        i, j = bisect_left(self.starts, t - self.longest - eps), bisect_right(self.starts, t + eps)
+        return self._merge([r for r in self.rows[i:j] if r.ts - eps <= t <= r.end_ts + eps],
+                           [r for r in self.long if r.ts - eps <= t <= r.end_ts + eps])
+
+
+class _SockIndex:
+    """Socket I/O records (with their position in the evidence) sorted by time, for the lookups by time
+    a socket wait makes; each answers what a scan of the evidence in its order would."""
+
+    def __init__(self, rows: list[tuple[int, SockIO]]):
+        self.rows = sorted(rows, key=lambda x: (x[1].ts, x[0]))
+        self.ts = [k.ts for _, k in self.rows]
+        best: tuple[int, SockIO] | None = None
+        self.prefix_latest: list[SockIO] = []      # per prefix: its record latest in evidence order
+        for x in self.rows:
+            if best is None or x[0] > best[0]:
+                best = x
+            self.prefix_latest.append(best[1])
+
+    def first_between(self, a: int, b: int) -> SockIO | None:
+        """The earliest in evidence order with a <= ts <= b."""
+        got = self.rows[bisect_left(self.ts, a):bisect_right(self.ts, b)]
+        return min(got, key=lambda x: x[0])[1] if got else None
+
+    def last_until(self, t: int) -> SockIO | None:
+        """The latest in evidence order with ts <= t."""
+        j = bisect_right(self.ts, t)
+        return self.prefix_latest[j - 1] if j else None
+
+    def latest_until(self, t: int, not_tgid: int) -> SockIO | None:
+        """Of the records of other processes than ``not_tgid``: the one with the greatest ts <= t (the
+        earliest in evidence order among equal times), else the one with the greatest ts overall."""
+        j = bisect_right(self.ts, t)
+        for hi in (j, len(self.rows)):
+            k = hi - 1
+            while k >= 0 and self.rows[k][1].tgid == not_tgid:
+                k -= 1
+            if k >= 0:
+                ts = self.rows[k][1].ts
+                same = [x for x in self.rows[bisect_left(self.ts, ts):hi] if x[1].tgid != not_tgid]
+                return min(same, key=lambda x: x[0])[1]
+        return None
+
+
+class _ThreadRows:
+    """One thread's off-CPU rows (disjoint, by start) with the running maximum of their ends, to bisect a range."""
+
+    def __init__(self, rows: list[OffCpu]):
+        self.rows = rows
+        self.starts = [o.ts for o in rows]
+        m, ends = 0, []
+        for o in rows:
+            m = max(m, o.end_ts)
+            ends.append(m)
+        self.max_end = ends
+
+    def overlapping(self, lo: int, hi: int) -> list[OffCpu]:
+        return self.rows[bisect_left(self.max_end, lo):bisect_right(self.starts, hi)]
 
 
 def _ms(ns: int) -> str:
@@ -169,6 +269,54 @@ class _Ctx:
             for s in rows:
                 self.tgid_of[s.tid] = s.tgid
         self._switch_ins: dict[int, list[tuple[int, int, int, str, int, int, str, int]]] | None = None
+        self._thread_rows: dict[int, _ThreadRows] = {}
+        self._calls: dict[tuple[int, int], _Spans] = {}
+        self._sock_by_tid: dict[int, _SockIndex] | None = None
+        self._sock_by_tuple: dict[tuple, _SockIndex] | None = None
+        self._retrans: tuple[dict, dict] | None = None
+        self._wake_calls: dict[bool, _Spans] = {}
+        self.block_io = _Spans(ev.block_io)
+        self.follows = 0          # waker follow-ups run so far: bounded by FOLLOW_BUDGET
+
+    def offcpu_in(self, tid: int, lo: int, hi: int) -> list[OffCpu]:
+        """The thread's off-CPU rows overlapping [lo, hi], by bisect on its sorted rows."""
+        t = self._thread_rows.get(tid)
+        if t is None:
+            t = self._thread_rows[tid] = _ThreadRows(self.ev.offcpu.get(tid, []))
+        return t.overlapping(lo, hi)
+
+    def socks_of(self, tid: int) -> _SockIndex | None:
+        if self._sock_by_tid is None:
+            by: dict[int, list[tuple[int, SockIO]]] = defaultdict(list)
+            for i, k in enumerate(self.ev.sock_io):
+                by[k.tid].append((i, k))
+            self._sock_by_tid = {t: _SockIndex(v) for t, v in by.items()}
+        return self._sock_by_tid.get(tid)
+
+    def socks_with(self, saddr: str, sport: int, daddr: str, dport: int) -> _SockIndex | None:
+        """Socket I/O records of exactly this local -> remote 4-tuple."""
+        if self._sock_by_tuple is None:
+            by: dict[tuple, list[tuple[int, SockIO]]] = defaultdict(list)
+            for i, k in enumerate(self.ev.sock_io):
+                by[(k.saddr, k.sport, k.daddr, k.dport)].append((i, k))
+            self._sock_by_tuple = {t: _SockIndex(v) for t, v in by.items()}
+        return self._sock_by_tuple.get((saddr, sport, daddr, dport))
+
+    def retrans_of(self, sock: SockIO) -> list:
+        """Retransmits of this connection (by socket address, or either direction of its 4-tuple), in evidence order."""
+        if self._retrans is None:
+            by_sk: dict[int, list[int]] = defaultdict(list)
+            by_ends: dict[frozenset, list[int]] = defaultdict(list)
+            for i, r in enumerate(self.ev.retrans):
+                if r.skaddr:
+                    by_sk[r.skaddr].append(i)
+                by_ends[frozenset({(r.saddr, r.sport), (r.daddr, r.dport)})].append(i)
+            self._retrans = (dict(by_sk), dict(by_ends))
+        by_sk, by_ends = self._retrans
+        idx = set(by_ends.get(frozenset({(sock.saddr, sock.sport), (sock.daddr, sock.dport)}), ()))
+        if sock.skaddr:
+            idx.update(by_sk.get(sock.skaddr, ()))
+        return [self.ev.retrans[i] for i in sorted(idx)]
 
     def switch_ins(self, cpu: int) -> list[tuple[int, int, int, str, int, int, str, int]]:
         """(ts, tgid, tid, comm, displaced tgid, tid, comm, since) of every recorded switch on ``cpu``,
@@ -187,9 +335,9 @@ class _Ctx:
                 for o in rows:
                     by_cpu[o.cpu_off].append((o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
                                               o.tgid, o.tid, o.comm, 0))
-                    d_tid = o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1
-                    by_cpu[o.cpu_on].append((o.end_ts, o.tgid, o.tid, o.comm,
-                                             o.displaced_tgid, d_tid, o.displaced_comm, o.displaced_since))
+                    by_cpu[o.cpu_on].append((o.end_ts, o.tgid, o.tid, o.comm, o.displaced_tgid,
+                                             o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1,
+                                             o.displaced_comm, o.displaced_since))
             for v in by_cpu.values():
                 v.sort()
             self._switch_ins = dict(by_cpu)
@@ -230,7 +378,9 @@ class _Ctx:
         ins = self.switch_ins(cpu)
         k = bisect_right(ins, a, key=lambda e: e[0])      # the entries before are only "who ran at a"
         cur = ins[k - 1] if k else None
-        for e in [*ins[k:], (b, 0, 0, "", 0, -1, "", 0)]:
+        sentinel = (b, 0, 0, "", 0, -1, "", 0)
+        for n in range(k, len(ins) + 1):      # indexed, not a copy of the tail: a busy CPU has thousands
+            e = ins[n] if n < len(ins) else sentinel
             if e[0] <= a:
                 cur = e
                 continue
@@ -290,15 +440,13 @@ class _Ctx:
 
     def syscall_at(self, tid: int, t: int) -> Syscall | None:
         """The syscall the thread was in at time t (the innermost/latest one that started before t)."""
-        for calls in (self.ev.syscalls, self.ev.blocked_calls):   # traced calls first, then those read at switch-out
-            best = None
-            for s in calls.get(tid, ()):
-                if s.ts <= t <= s.end_ts:
-                    best = s
-                elif s.ts > t:
-                    break
-            if best is not None:
-                return best
+        for k, calls in enumerate((self.ev.syscalls, self.ev.blocked_calls)):   # traced calls first, then read at switch-out
+            idx = self._calls.get((k, tid))
+            if idx is None:
+                idx = self._calls[(k, tid)] = _Spans(calls.get(tid, ()))
+            found = idx.containing(t)
+            if found:
+                return found[-1]
         return None
 
     def infer_waker(self, o: OffCpu, wait_call: str) -> Syscall | None:
@@ -309,28 +457,26 @@ class _Ctx:
         """
         if not o.wake_ts:
             return None
-        want = {"futex"} if wait_call == "futex" else set(WAKER_CALLS) - {"futex"}
+        futex = wait_call == "futex"
+        idx = self._wake_calls.get(futex)
+        if idx is None:
+            want = {"futex"} if futex else set(WAKER_CALLS) - {"futex"}
+            idx = self._wake_calls[futex] = _Spans(s for rows in self.ev.syscalls.values() for s in rows
+                                                   if s.syscall in want)
         best = None
-        for tid, rows in self.ev.syscalls.items():
-            if tid == o.tid:
-                continue
-            for s in rows:
-                if (s.syscall in want and s.ts - WAKE_EPS_NS <= o.wake_ts <= s.end_ts + WAKE_EPS_NS
-                        and s.end_ts > o.ts and (best is None or s.end_ts - s.ts < best.end_ts - best.ts)):
-                    best = s
+        for s in idx.containing(o.wake_ts, WAKE_EPS_NS):
+            if s.tid != o.tid and s.end_ts > o.ts and (best is None or s.end_ts - s.ts < best.end_ts - best.ts):
+                best = s
         return best
 
     def sock_for(self, s: Syscall) -> SockIO | None:
         """The socket a syscall moved data on: the sock_io record the same thread emitted during it."""
-        for k in self.ev.sock_io:
-            if k.tid == s.tid and s.ts <= k.ts <= s.end_ts + 1_000_000:
-                return k
-        # a blocking recv that returned nothing yet: the last socket this thread used
-        last = None
-        for k in self.ev.sock_io:
-            if k.tid == s.tid and k.ts <= s.end_ts:
-                last = k
-        return last
+        mine = self.socks_of(s.tid)
+        if mine is None:
+            return None
+        # the first (in evidence order) emitted during the call; else, a blocking recv that returned
+        # nothing yet: the last socket this thread used
+        return mine.first_between(s.ts, s.end_ts + 1_000_000) or mine.last_until(s.end_ts)
 
     def path_for(self, tgid: int, fd: int, t: int) -> str | None:
         path = None
@@ -445,7 +591,7 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
 
     def follow(piece: _Piece) -> _Piece:
         if other_waker:
-            piece.children = _follow_waker(ctx, o.waker_tid, a, b, depth, path, piece.evidence)
+            piece.follow, piece.seg = o.waker_tid, (a, b)
         return piece
 
     # a stall inside the thread's own direct reclaim: memory pressure, whatever the syscall
@@ -459,12 +605,35 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
 
     if name in SLEEP_CALLS:
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary=f"{name}")
+    if name in FILE_LOCK_CALLS or name in SEM_CALLS or (name in MMAP_LOCK_CALLS and o.reason == "uninterruptible"):
+        what, lock = _lock_identity(ctx, name, sc, tgid)
+        if other_waker:
+            return follow(_Piece("lock_contention", waker, d, ev + [{"lock": lock}], summary=what))
+        return _Piece("lock_contention", Culprit(None, None, None), d, ev + [{"lock": lock}],
+                      summary=f"{what}, holder not seen (woken by a timeout or a signal?)")
     if name == "futex":
         if other_waker:
-            return follow(_Piece("lock_contention", waker, d, ev, summary="futex wait", bucket="futex"))
+            return follow(_Piece("lock_contention", waker, d, ev, summary="futex", bucket="futex"))
         return _Piece("sleep", ctx.culprit(tgid, tid), d, ev, summary="futex wait timed out", bucket="futex")
     if name in DISK_CALLS or (o.reason == "uninterruptible" and name in READ_CALLS | WRITE_CALLS | {""}):
-        ios = [x for x in ctx.ev.block_io if _overlap(x.ts, x.end_ts, a, b) > 0]
+        ios = ctx.block_io.overlapping(a, b)
+        if not name and ios and not _kernel_thread(o.comm):
+            # a user thread sleeping in the kernel outside any syscall is in an exception: a page fault,
+            # waiting for the page to be read from disk (a file-backed page not in the page cache, or swap-in)
+            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b)
+            faults = sum(f.count for f in ctx.ev.faults if f.tid == tid and a - 1_000_000_000 <= f.ts <= b)
+            return _Piece("major_fault", cul, d, ev + io_ev + [{"page_faults_near": faults}],
+                          summary="page fault waiting for a disk read (major fault: a file-backed page not in "
+                                  "the page cache, or swap-in)", bucket="io")
+        if (name in READ_CALLS | WRITE_CALLS and other_waker and o.wake_ts
+                and not _kernel_thread(o.waker_comm or "") and not _completion_near(ios, o.wake_ts, tgid)):
+            # no disk request completed when it was woken, and a user thread woke it: that thread released
+            # a kernel lock the call needed (the file's inode lock, held through another write or read)
+            what = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else name
+            path = ctx.path_for(tgid, sc.fd, sc.ts) if sc and sc.fd >= 0 else None
+            return follow(_Piece("lock_contention", waker, d, ev + [{"lock": {"type": "inode_lock", "path": path,
+                                                                             "fd": sc.fd if sc else None}}],
+                                 summary=f"inode lock of {path or 'the file'}, in {what}"))
         if ios or name in DISK_CALLS or name:
             cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b)
             label = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else (name or "uninterruptible wait")
@@ -487,8 +656,35 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
                   summary=f"blocked ({o.reason}) in {name or 'an untraced call'}")
 
 
+def _lock_identity(ctx: _Ctx, name: str, sc: Syscall | None, tgid: int) -> tuple[str, dict]:
+    """The lock a thread waited for, in words and as evidence: the file (path from the process's opens of
+    that fd) for flock/fcntl, the SysV semaphore set id for semop, the process's mmap lock otherwise.
+
+    flock and fcntl sleep only in a blocking lock request (LOCK_EX/LOCK_SH without LOCK_NB, F_SETLKW,
+    F_OFD_SETLKW), and whoever releases the lock wakes the waiter: the waker is the holder.
+    """
+    arg = sc.fd if sc is not None else -1
+    if name in FILE_LOCK_CALLS:
+        path = ctx.path_for(tgid, arg, sc.ts) if sc is not None and arg >= 0 else None
+        lock = {"type": name, "fd": arg if arg >= 0 else None, "path": path}
+        return f"{FILE_LOCK_CALLS[name]} on {path or f'fd {arg}'}", lock
+    if name in SEM_CALLS:
+        return f"SysV semaphore (semid {arg})", {"type": "semaphore", "semid": arg if arg >= 0 else None}
+    return f"mmap lock of PID {tgid} (in {name})", {"type": "mmap_lock", "pid": tgid, "syscall": name}
+
+
 KERNEL_IO_THREADS = ("kworker/", "jbd2/", "loop", "kswapd", "kcompactd", "ksoftirqd/", "kblockd", "flush-",
                      "writeback", "dm_", "kdmflush", "md", "xfsaild", "btrfs-", "scsi_", "nvme", "swapper")
+
+
+COMPLETION_NEAR_NS = 2_000_000   # a disk wait ends within this of a request's completion (block rows are ms sums)
+
+
+def _completion_near(ios: list[BlockIO], wake: int, tgid: int) -> bool:
+    """Whether a request of the waiter (or of a kernel thread, issuing for it) completed when it woke: on a
+    busy host some request always completes near any moment, but not one the waiter was waiting for."""
+    return any(abs(x.end_ts - wake) <= COMPLETION_NEAR_NS and (x.tgid == tgid or _kernel_thread(x.comm))
+               for x in ios)
 
 
 def _kernel_thread(comm: str) -> bool:
@@ -530,31 +726,26 @@ def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: 
                     waker: Culprit, depth: int, path: frozenset[int]) -> _Piece:
     tup = f"{sock.saddr}:{sock.sport} -> {sock.daddr}:{sock.dport}"
     ev = ev + [{"socket": tup}]
-    rt = [r for r in ctx.ev.retrans
-          if (sock.skaddr and r.skaddr == sock.skaddr)
-          or {(r.saddr, r.sport), (r.daddr, r.dport)} == {(sock.saddr, sock.sport), (sock.daddr, sock.dport)}]
+    rt = ctx.retrans_of(sock)
     if rt:
         cul, sender = _retransmitter(ctx, sock, rt)
         return _Piece("network", cul, d, ev + [{"retransmits": len(rt), "retransmitted_by": sender,
                                                "first_retransmit_ns": rt[0].ts}],
                       summary=f"{len(rt)} TCP retransmit{'s' if len(rt) > 1 else ''} (segments lost) on {tup}, "
                               f"sent by {cul.label() + ' ' if cul.pid else ''}{sender}", bucket="net")
-    peers = [k for k in ctx.ev.sock_io if k.tgid != sock.tgid and k.saddr == sock.daddr and k.sport == sock.dport
-             and k.daddr == sock.saddr and k.dport == sock.sport]
-    if peers:
+    peers = ctx.socks_with(sock.daddr, sock.dport, sock.saddr, sock.sport)
+    p = peers.latest_until(o.wake_ts or b, sock.tgid) if peers is not None else None
+    if p is not None:
         # the peer thread that sent last before the wake-up is the one we waited for
-        wake = o.wake_ts or b
-        before = [k for k in peers if k.ts <= wake] or peers
-        p = max(before, key=lambda k: k.ts)
         cul = ctx.culprit(p.tgid, p.tid)
         piece = _Piece("remote_service", cul, d, ev, summary=f"waited in {sc.syscall} on {tup} for {cul.label()}",
                        bucket="net")
-        target = o.waker_tid if (o.waker_tgid == p.tgid and o.waker_tid) else p.tid
-        piece.children = _follow_waker(ctx, target, a, b, depth, path, piece.evidence)
+        piece.follow = o.waker_tid if (o.waker_tgid == p.tgid and o.waker_tid) else p.tid
+        piece.seg = (a, b)
         return piece
     if _is_local(sock.daddr) and waker.pid is not None:
         piece = _Piece("remote_service", waker, d, ev, summary=f"waited in {sc.syscall} on {tup}", bucket="net")
-        piece.children = _follow_waker(ctx, o.waker_tid, a, b, depth, path, piece.evidence)
+        piece.follow, piece.seg = o.waker_tid, (a, b)
         return piece
     return _Piece("remote_service", Culprit(None, None, None), d, ev,
                   summary=f"waited in {sc.syscall} on remote {sock.daddr}:{sock.dport}", bucket="net")
@@ -578,9 +769,35 @@ def _retransmitter(ctx: _Ctx, sock: SockIO, rt: list) -> tuple[Culprit, str]:
     return Culprit(None, None, None), end
 
 
-def _follow_waker(ctx: _Ctx, waker_tid: int, a: int, b: int, depth: int, path: frozenset[int],
+FOLLOW_BUDGET = 256     # waker follow-ups per analysis: each reads the waker's rows once for all its waits
+
+
+def _follow_grouped(ctx: _Ctx, pieces: list[_Piece], depth: int, path: frozenset[int]) -> None:
+    """Explain the pieces that wait for another thread by that thread's own delays, once per cause.
+
+    Pieces that will merge into one cause (same kind and culprit) and wait for the
+    same thread are followed together, over the union of their waits: a client
+    that made a thousand calls to one server thread costs one follow-up of that
+    thread, not a thousand (the old per-wait recursion made a busy window's
+    answer take tens of seconds). The children go to the first piece of the
+    group; aggregation merges the group into one cause with them.
+    """
+    groups: dict[tuple, list[_Piece]] = {}
+    for p in pieces:
+        if p.follow:
+            groups.setdefault((*_key(p.kind, p.culprit), p.follow), []).append(p)
+    for key, ps in groups.items():
+        ps[0].children = _follow_waker(ctx, key[-1], _union([p.seg for p in ps]), depth, path, ps[0].evidence)
+
+
+def _follow_waker(ctx: _Ctx, waker_tid: int, segs: list[tuple[int, int]], depth: int, path: frozenset[int],
                   evidence: list) -> list[Cause]:
-    """The waker's own delays inside [a, b], as child causes (sleeps excluded: they are the waker's own work)."""
+    """The waker's own delays inside ``segs``, as child causes (sleeps excluded: they are the waker's own work)."""
+    if ctx.follows >= FOLLOW_BUDGET:
+        evidence.append(f"fan-out budget of {FOLLOW_BUDGET} waker follow-ups reached at tid {waker_tid}")
+        if f"waker follow-ups: budget {FOLLOW_BUDGET}" not in ctx.ev.truncated:
+            ctx.ev.truncated.append(f"waker follow-ups: budget {FOLLOW_BUDGET}")
+        return []
     if depth + 1 >= MAX_DEPTH:
         evidence.append(f"depth limit {MAX_DEPTH} reached at tid {waker_tid}")
         return []
@@ -590,13 +807,22 @@ def _follow_waker(ctx: _Ctx, waker_tid: int, a: int, b: int, depth: int, path: f
     if waker_tid not in ctx.ev.offcpu and waker_tid not in ctx.reclaim_by_tid:
         evidence.append(f"no off-CPU records for waker tid {waker_tid} (not watched?)")
         return []
-    _, causes, _ = _thread_causes(ctx, waker_tid, a, b, depth + 1, path)
+    ctx.follows += 1
+    _, causes, _ = _thread_causes(ctx, waker_tid, segs, depth + 1, path)
     return [c for c in causes if c.kind != "sleep" and not (c.kind == "unknown" and c.culprit.pid is None)]
 
 
-def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
-                   path: frozenset[int]) -> tuple[Breakdown, list[Cause], list[OffCpu]]:
-    """Breakdown and ranked causes for one thread over [lo, hi]."""
+def _segments_rows(ctx: _Ctx, tid: int, segs: list[tuple[int, int]]):
+    """(row, seg start, seg end) for each of the thread's off-CPU rows overlapping each segment, in time order."""
+    for lo, hi in segs:
+        for o in ctx.offcpu_in(tid, lo, hi):
+            yield o, lo, hi
+
+
+def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: int,
+                   path: frozenset[int], follow: bool = True) -> tuple[Breakdown, list[Cause], list[OffCpu]]:
+    """Breakdown and ranked causes for one thread over the disjoint, sorted segments ``window``
+    (the window itself for the victim; the union of the waits for it when it is a waker)."""
     path = path | {tid}
     pieces: list[_Piece] = []
     runq = blocked = io = net = futex = 0
@@ -606,7 +832,7 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
     unknown_runq: list[tuple[int, int, int]] = []                     # (a, b, cpu) waits after wake-up
     used: list[OffCpu] = []
     tgid = ctx.tgid_of.get(tid, tid)
-    for o in ctx.ev.offcpu.get(tid, ()):
+    for o, lo, hi in _segments_rows(ctx, tid, window):
         a0, b0 = _clip(o.ts, o.end_ts, lo, hi)
         if b0 <= a0:
             continue
@@ -691,10 +917,13 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
                        summary="waited for a CPU (after wake-up, or no preemptor recorded)",
                        evidence=[{"wakeup_latency_ns": total, "waits": len(rest)}])
         pieces.append(piece)
+    lo, hi = window[0][0], window[-1][1]
+    if runq and (thr := _throttling(ctx, tgid, window, runq)) is not None:
+        pieces = _take_throttled(pieces, thr, runq)
 
     # the thread's own direct reclaim (on or off CPU) is memory pressure
-    own = [r for r in ctx.reclaim_by_tid.get(tid, ()) if _overlap(r.ts, r.end_ts, lo, hi) > 0]
-    reclaim_ns = sum(_overlap(r.ts, r.end_ts, lo, hi) for r in own)
+    own = [r for r in ctx.reclaim_by_tid.get(tid, ()) if any(_overlap(r.ts, r.end_ts, a, b) > 0 for a, b in window)]
+    reclaim_ns = sum(_overlap(r.ts, r.end_ts, a, b) for r in own for a, b in window)
     if reclaim_ns:
         cul, top = ctx.top_reclaimer(exclude=tgid, own=own)
         in_blocked = sum(p.delay_ns for p in pieces if p.kind == "memory_pressure" and not p.children)
@@ -704,21 +933,114 @@ def _thread_causes(ctx: _Ctx, tid: int, lo: int, hi: int, depth: int,
                                  evidence=[{"own_reclaim_stalls": len(own), "own_reclaim_ns": reclaim_ns,
                                             "pages": sum(r.nr_reclaimed for r in own), **top}]))
 
-    wall = hi - lo
+    if follow:
+        _follow_grouped(ctx, pieces, depth, path)
+    wall = sum(b - a for a, b in window)
+    used = list(dict.fromkeys(used))       # a row spanning two segments was used twice
     bd = Breakdown(
         tid=tid, wall_ns=wall, on_cpu_ns=max(0, wall - runq - blocked), runq_ns=runq, blocked_ns=blocked,
         blocked_by_reason=dict(by_reason),
         runq_by_preemptor=sorted(shares.values(), key=lambda s: s.runq_ns, reverse=True),
         reclaim_ns=reclaim_ns,
-        fault_count=sum(f.count for f in ctx.ev.faults if f.tid == tid and lo <= f.ts <= hi),
+        fault_count=sum(f.count for f in ctx.ev.faults if f.tid == tid and lo <= f.ts <= hi
+                        and any(a <= f.ts <= b for a, b in window)),
         io_ns=io, net_ns=net, futex_ns=futex, offcpu_intervals=len(used),
     )
     return bd, _aggregate(pieces), used
 
 
+
+
+THROTTLE_MEMBER_CONTEXT_NS = 2_000_000_000
+
+
+def _interp(samples: list[tuple[int, int]], t: int) -> float:
+    """A cumulative counter at time t, linear between the samples around it, held flat beyond them."""
+    if t <= samples[0][0]:
+        return samples[0][1]
+    if t >= samples[-1][0]:
+        return samples[-1][1]
+    k = bisect_right([x for x, _ in samples], t)
+    (t0, v0), (t1, v1) = samples[k - 1], samples[k]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
+
+
+def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int) -> _Piece | None:
+    """cpu_throttling for a thread of ``tgid`` that waited ``runq`` ns runnable over ``segs``, or None.
+
+    A throttled task is switched out as if preempted, by whoever runs next: only the
+    cgroup's own counters say the wait was the quota. The cgroup is the CPU-quota
+    cgroup the process was a member of around the window; its throttled time in the
+    window is the cumulative counter interpolated at both ends (samples every 250 ms
+    while it is throttled). The culprit is the member that used most CPU meanwhile
+    (it spent the quota); alone in its cgroup, the victim throttles itself.
+    """
+    mine = {c.cgroup_id for c in ctx.ev.cgroup_cpu if c.tgid == tgid}
+    best: _Piece | None = None
+    for cg in mine:
+        rows = [c for c in ctx.ev.cgroup_cpu if c.cgroup_id == cg]
+        per_ts: dict[int, CgroupCpu] = {}
+        for c in rows:
+            per_ts.setdefault(c.ts, c)
+        samples = sorted(per_ts.values(), key=lambda c: c.ts)
+        thr = [(c.ts, c.throttled_ns) for c in samples]
+        nrs = [(c.ts, c.nr_throttled) for c in samples]
+        use = [(c.ts, c.usage_ns) for c in samples]
+        throttled = int(sum(_interp(thr, b) - _interp(thr, a) for a, b in segs))
+        if throttled < MIN_CAUSE_NS:
+            continue
+        nr = int(round(sum(_interp(nrs, b) - _interp(nrs, a) for a, b in segs)))
+        usage = sum(_interp(use, b) - _interp(use, a) for a, b in segs)
+        lo, hi = segs[0][0], segs[-1][1]
+        wall = sum(b - a for a, b in segs)
+        last = samples[-1]
+        # CPU used per member from the samples around the window (members are read only while it is
+        # throttled, so a short window may hold one sample of them: the context before it counts too)
+        used: dict[int, list] = {}
+        for c in rows:
+            if c.tgid and lo - THROTTLE_MEMBER_CONTEXT_NS <= c.ts <= hi + THROTTLE_AFTER_NS:
+                u = used.setdefault(c.tgid, [c.cpu_ns, c.cpu_ns, c.comm])
+                u[0], u[1] = min(u[0], c.cpu_ns), max(u[1], c.cpu_ns)
+        ranked = sorted(((t, v[1] - v[0], v[2]) for t, v in used.items()), key=lambda x: (x[1], x[0] == tgid),
+                        reverse=True)
+        if ranked and ranked[0][1] > 0:
+            cul = ctx.culprit(ranked[0][0], None, ranked[0][2])
+        else:
+            cul = ctx.culprit(tgid)
+        delay = min(throttled, runq)
+        pct = 100.0 * last.quota_us / last.period_us if last.period_us else 0.0
+        evidence = {"cgroup": last.cgroup, "quota_us": last.quota_us, "period_us": last.period_us,
+                    "quota_cpus": round(pct / 100, 3), "throttled_ns": throttled, "nr_throttled": nr,
+                    "usage_ns": int(usage), "usage_cpus": round(usage / wall, 3),
+                    "members": [{"pid": t, "comm": cm, "cpu_ns": int(n)} for t, n, cm in ranked[:3]],
+                    "fix": f"raise the CPU quota of {last.cgroup} (cgroup v2 cpu.max, v1 cpu.cfs_quota_us; now "
+                           f"{last.quota_us} us per {last.period_us} us = {pct:.0f}% of a CPU)"}
+        piece = _Piece("cpu_throttling", cul, delay, [evidence],
+                       summary=f"CPU quota of cgroup {last.cgroup} ({pct:.0f}% of a CPU) used up, "
+                               f"throttled in {nr} period{'s' if nr != 1 else ''}")
+        if best is None or piece.delay_ns > best.delay_ns:
+            best = piece
+    return best
+
+
+def _take_throttled(pieces: list[_Piece], thr: _Piece, runq: int) -> list[_Piece]:
+    """The run-queue time the quota explains comes out of the preemption causes, in proportion: a
+    throttled task's switch-outs name whoever ran next, which is not who kept it off the CPU."""
+    keep = max(0.0, (runq - thr.delay_ns) / runq)
+    out = []
+    for p in pieces:
+        if p.kind == "cpu_preemption":
+            p.delay_ns = int(p.delay_ns * keep)
+            for ch in p.children:
+                ch.delay_ns = min(ch.delay_ns, p.delay_ns)
+        out.append(p)
+    out.append(thr)
+    return out
+
+
 def _key(kind: str, c: Culprit) -> tuple:
     # preemption and memory pressure are per process; waits keep the thread (lock holders are threads)
-    return (kind, c.pid, None if kind in ("cpu_preemption", "memory_pressure") else c.tid)
+    return (kind, c.pid, None if kind in ("cpu_preemption", "memory_pressure", "cpu_throttling") else c.tid)
 
 
 def _aggregate(pieces: Iterable[_Piece | Cause]) -> list[Cause]:
@@ -755,13 +1077,43 @@ def root_chain(causes: list[Cause]) -> list[Cause]:
 
 def _operation(ev: Evidence, tid: int, lo: int, hi: int) -> tuple[str, int]:
     best: Syscall | None = None
-    for s in ev.syscalls.get(tid, ()) or ev.blocked_calls.get(tid, ()):
+    for s in [*ev.syscalls.get(tid, ()), *ev.blocked_calls.get(tid, ())]:
         if _overlap(s.ts, s.end_ts, lo, hi) and (best is None or s.end_ts - s.ts > best.end_ts - best.ts):
             best = s
     if best is None:
         return "", 0
-    op = best.syscall + (f" fd={best.fd}" if best.fd >= 0 else "")
+    arg = "semid" if best.syscall in SEM_CALLS else "fd"    # what the call's first argument is
+    op = best.syscall + (f" {arg}={best.fd}" if best.fd >= 0 else "")
     return op, best.end_ts - best.ts
+
+
+def _quick_score(ctx: _Ctx, tid: int, lo: int, hi: int) -> int:
+    """How delayed a thread was, as ``_delay_score`` of its causes would say, without explaining each wait:
+    run-queue time plus blocked time not spent sleeping by itself (a timed sleep, a futex or poll wait
+    nobody else ended). Ranking a busy process's threads by full analysis cost more than the answer."""
+    total = 0
+    for o in ctx.offcpu_in(tid, lo, hi):
+        a0, b0 = _clip(o.ts, o.end_ts, lo, hi)
+        if b0 <= a0:
+            continue
+        if o.reason == "preempted":
+            total += b0 - a0
+            continue
+        wake = o.wake_ts or o.end_ts
+        ba, bb = _clip(o.ts, wake, lo, hi)
+        ra, rb = _clip(wake, o.end_ts, lo, hi)
+        total += max(0, rb - ra)
+        if bb <= ba:
+            continue
+        sc = ctx.syscall_at(tid, o.ts) or ctx.syscall_at(tid, ba)
+        name = sc.syscall if sc else ""
+        woken = bool(o.waker_tid) and o.waker_tid != tid and o.waker_tgid != 0
+        if not woken and o.waker_tgid == 0 and o.wake_ts and name not in SLEEP_CALLS:
+            woken = ctx.infer_waker(o, name) is not None
+        if name in SLEEP_CALLS or (name in MUX_CALLS | {"futex"} and not woken):
+            continue
+        total += bb - ba
+    return total
 
 
 def _delay_score(causes: list[Cause]) -> int:
@@ -777,15 +1129,15 @@ def analyze(ev: Evidence) -> Analysis:
         tids = [iv.tid]
     else:
         tids = sorted({t for t, rows in ev.offcpu.items() if rows and rows[0].tgid == iv.tgid}) or [iv.tgid]
-    best: tuple[Breakdown, list[Cause]] | None = None
-    best_score = -1
-    for t in tids:
-        bd, causes, _ = _thread_causes(ctx, t, lo, hi, 0, frozenset())
-        score = _delay_score(causes)
-        if score > best_score or (score == best_score and t == iv.tgid):
-            best, best_score = (bd, causes), score
-    assert best is not None
-    bd, causes = best
+    best_tid, best_score = tids[0], -1
+    if len(tids) > 1:
+        # a thread's direct causes do not depend on what its wakers went through: rank the threads without
+        # following anyone, then follow the chain of the most delayed one only
+        for t in tids:
+            score = _quick_score(ctx, t, lo, hi)
+            if score > best_score or (score == best_score and t == iv.tgid):
+                best_tid, best_score = t, score
+    bd, causes, _ = _thread_causes(ctx, best_tid, [(lo, hi)], 0, frozenset())
     chain = root_chain(causes)
     notes: list[str] = []
     if iv.tid is None and len(tids) > 1:

@@ -25,8 +25,27 @@ examples:
   kprobe why --span 3f2a9c0d1e2b4a55 --json            {"root_cause": {"kind", "culprit": {"pid", "comm"},
                                                         "delay_ns", "evidence"}, "breakdown", "chain", ...}
 
-The chain is printed newest effect first; the last link is the root cause. Kinds: cpu_preemption,
-memory_pressure, disk_io, network, lock_contention, remote_service (plus sleep/unknown).
+The chain is printed newest effect first; the last link is the root cause.
+
+root-cause kinds (culprit: who caused it; evidence: what the recording shows):
+  cpu_preemption    waited runnable while another task held the CPU (preempted, or after a wake-up);
+                    culprit: that task
+  cpu_throttling    the cgroup's CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us) was used up; evidence: the
+                    cgroup, quota/period, throttled time and periods, usage; culprit: the member that spent
+                    the quota; fix: raise the quota
+  memory_pressure   direct or memcg reclaim (the victim's own, or of whoever held its CPU); culprit: the
+                    process that filled the memory (the biggest other reclaimer, or memcg member)
+  disk_io           a sync call or uninterruptible read/write waiting for the disk; culprit: the process
+                    that issued most I/O to that device meanwhile
+  major_fault       a page fault waiting for a disk read (file-backed page not cached, or swap-in): memory
+                    the process needed was on disk; culprit: the biggest issuer on that device
+  network           a socket wait on a connection with TCP retransmits; culprit: the end that lost them
+  lock_contention   futex, flock, fcntl/OFD record locks (the file named), SysV semaphores (semid), the
+                    mmap lock; culprit: the holder, i.e. the task that released it and woke the waiter
+  remote_service    waited on a socket, pipe or poll for another process; culprit: that process, whose
+                    own delays over the wait are followed (the chain)
+  sleep             the thread slept or idled by itself (nanosleep, a futex timeout, an idle poll)
+  unknown           blocked in a call none of the above explains; the waker is named when known
 """
 
 

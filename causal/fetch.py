@@ -12,6 +12,7 @@ Only integers are ever interpolated into SQL, and only after ``int()``.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -183,6 +184,23 @@ class Retrans(Record):
     dport: int
 
 
+class CgroupCpu(Record):
+    """A sample of a CPU-quota cgroup's throttle counters (cumulative), with one member (agent/cgroup_cpu.py)."""
+
+    cgroup_id: int
+    ts: int
+    cgroup: str
+    quota_us: int
+    period_us: int
+    nr_periods: int
+    nr_throttled: int
+    throttled_ns: int
+    usage_ns: int
+    tgid: int        # 0: counters only
+    comm: str
+    cpu_ns: int      # the member's CPU time so far
+
+
 class FdOpen(Record):
     tgid: int
     fd: int
@@ -209,6 +227,7 @@ class Evidence:
     retrans: list[Retrans] = field(default_factory=list)
     fd_open: list[FdOpen] = field(default_factory=list)
     memcg_members: list[MemcgMember] = field(default_factory=list)   # snapshots of memcgs in reclaim
+    cgroup_cpu: list[CgroupCpu] = field(default_factory=list)        # samples of CPU-quota cgroups being throttled
     comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, see note_comm
     comm_rank: dict[int, tuple[bool, int, str]] = field(default_factory=dict)   # tgid -> (main thread?, ts, comm)
     fetched_tgids: set[int] = field(default_factory=set)
@@ -230,17 +249,21 @@ class Evidence:
             self.comms[tgid] = comm
 
     def add_offcpu(self, rows: list[OffCpu]) -> None:
+        touched = set()
         for r in rows:
             self.offcpu.setdefault(r.tid, []).append(r)
             self.note_comm(r.tgid, r.tid, r.ts, r.comm)
-        for v in self.offcpu.values():
-            v.sort(key=lambda r: r.ts)
+            touched.add(r.tid)
+        for t in touched:       # only the threads that got rows: a busy window has thousands of others
+            self.offcpu[t].sort(key=lambda r: r.ts)
 
     def add_syscalls(self, rows: list[Syscall]) -> None:
+        touched = set()
         for r in rows:
             self.syscalls.setdefault(r.tid, []).append(r)
-        for v in self.syscalls.values():
-            v.sort(key=lambda r: r.ts)
+            touched.add(r.tid)
+        for t in touched:
+            self.syscalls[t].sort(key=lambda r: r.ts)
 
     def has_data(self) -> bool:
         tg = self.interval.tgid
@@ -265,7 +288,8 @@ def _tgid_list(tgids: set[int]) -> str:
 
 RECLAIM_CONTEXT_NS = 5_000_000_000   # reclaim by others this long before the window still names the memory hog
 LOOKBACK_NS = 600_000_000_000   # rows of time-ordered tables starting this long before the window are not read
-WINDOW_ROW_LIMIT = 50_000   # per table: a window read holding more falls back to the targeted rounds
+WINDOW_ROW_LIMIT = 200_000  # per table: a window read holding more falls back to the targeted rounds (a 10 s window
+                            # of a busy 2-CPU host holds ~40k off-CPU rows; its rounds on the store took seconds)
 
 
 @dataclass(frozen=True)
@@ -351,13 +375,15 @@ class _Part:
     cond: _Cond
     tail: str = ""
     pick: Callable[[list], list] | None = None
+    tgids: frozenset[int] | None = None     # the condition keeps rows of these processes only (an index's key)
 
 
 def _sql(parts: list[_Part], limit: int) -> str:
-    """One UNION ALL; each branch formats its rows as JSON arrays (one String column, so the branches agree)."""
+    """One UNION ALL; each branch formats all its rows as ONE JSON array of arrays (one String column, so the
+    branches agree, and one line per branch: splitting and tagging 100k lines in Python cost more than the read)."""
     return " UNION ALL ".join(
-        f"(SELECT '{p.tag}', toJSONString(tuple({', '.join(p.cols)})) FROM {p.table} "
-        f"WHERE {p.cond.sql}{p.tail} LIMIT {int(limit)})" for p in parts
+        f"(SELECT '{p.tag}', toJSONString(groupArray(r)) FROM (SELECT tuple({', '.join(p.cols)}) AS r "
+        f"FROM {p.table} WHERE {p.cond.sql}{p.tail} LIMIT {int(limit)}))" for p in parts
     ) + (" SETTINGS output_format_json_quote_64bit_integers = 0,"
          # planning, not reading, is most of a small window's cost (~5 ms per branch): these plan passes buy
          # nothing for filtered reads of one table each, and indexes are still used (same rows, measured:
@@ -368,20 +394,18 @@ def _sql(parts: list[_Part], limit: int) -> str:
 def _read(store: Store, ev: Evidence, parts: list[_Part], limit: int) -> dict[str, list]:
     """All of the parts in ONE statement: a chDB query costs a few ms per table before it reads a row.
 
-    Rows come back as "tag<TAB>[json array]" lines (JSON escapes tabs and
-    newlines inside strings) and each tag's arrays are decoded at once into records.
+    Each branch comes back as one "tag<TAB>[[row], ...]" line (JSON escapes tabs
+    and newlines inside strings), decoded at once into records.
     """
     out: dict[str, list] = {p.tag: [] for p in parts}
     if not parts:
         return out
     ev.queries += 1
-    lines: dict[str, list[bytes]] = {p.tag: [] for p in parts}
+    cls = {p.tag: p.cls for p in parts}
     for line in store.query(_sql(parts, limit), "TabSeparatedRaw").splitlines():
-        tag, _, row = line.partition(b"\t")
-        lines[tag.decode()].append(row)
-    for p in parts:
-        if lines[p.tag]:
-            out[p.tag] = msgspec.json.decode(b"[" + b",".join(lines[p.tag]) + b"]", type=list[p.cls])
+        tag, _, rows = line.partition(b"\t")
+        t = tag.decode()
+        out[t] = out[t] + msgspec.json.decode(rows, type=list[cls[t]])
     return out
 
 
@@ -407,6 +431,18 @@ class WindowRows:
 
     tables: dict[str, list]
     reclaim_totals: list[ReclaimTotal] | None = None
+    _by_tgid: dict[str, dict[int, list]] = field(default_factory=dict)
+
+    def of_tgids(self, table: str, tgids: frozenset[int]) -> list:
+        """The table's rows of these processes, by ts: a round for a few processes need not test every row."""
+        idx = self._by_tgid.get(table)
+        if idx is None:
+            idx = {}
+            for r in self.tables.get(table, []):
+                idx.setdefault(r.tgid, []).append(r)
+            self._by_tgid[table] = idx
+        got = [r for t in tgids for r in idx.get(t, ())]
+        return sorted(got, key=lambda r: r.ts) if len(tgids) > 1 else got
 
 
 def memory_rounds(rows: WindowRows) -> Rounds:
@@ -416,7 +452,7 @@ def memory_rounds(rows: WindowRows) -> Rounds:
             if p.tag == "reclaim_total" and rows.reclaim_totals is not None:
                 out[p.tag] = list(rows.reclaim_totals)
                 continue
-            src = rows.tables.get(p.table, [])
+            src = rows.tables.get(p.table, []) if p.tgids is None else rows.of_tgids(p.table, p.tgids)
             got = p.pick(src) if p.pick else [r for r in src if p.cond.keep(r)]
             if len(got) > ROW_LIMIT:
                 ev.truncated.append(p.tag)
@@ -435,10 +471,30 @@ _SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "
 _FAULT_COLS = ("tgid", "tid", "ts", "count")
 _RECLAIM_COLS = ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu", "cgroup_id")
 _BLOCK_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "bytes", "rwbs", "dev")
+BLOCK_BUCKET_NS = 1_000_000
+# block requests summed per process, device and millisecond of issue: a disk flood issues tens of thousands
+# in a window, and a disk wait's culprit only needs who issued how much to which device, and when
+_BLOCK_AGG_COLS = ("tgid", "any(tid)", "any(comm)", "min(ts)", "max(end_ts)", "sum(bytes)", "any(rwbs)", "dev")
+_BLOCK_AGG_TAIL = f" GROUP BY tgid, dev, intDiv(ts, {BLOCK_BUCKET_NS})"
+
+
+def _block_part(lo: int, hi: int) -> _Part:
+    """Block I/O overlapping the window, in per-millisecond sums (the same rows whether read whole or in rounds)."""
+    return _Part("block_io", BlockIO, _BLOCK_AGG_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS), tail=_BLOCK_AGG_TAIL)
 _RETRANS_COLS = ("ts", "skaddr", "saddr", "sport", "daddr", "dport")
 _MEMBER_COLS = ("cgroup_id", "ts", "tgid", "comm", "rss_anon", "rss_shmem", "read_bytes + write_bytes", "memcg_usage",
                 "memcg_limit", "memcg_file", "memcg_dirty", "memcg_writeback", "cgroup")
 MEMBER_SNAPSHOT_LAG_NS = 3_000_000_000   # a stall's snapshot may be taken this long after it ended (next drain)
+_CGROUP_CPU_COLS = ("cgroup_id", "ts", "cgroup", "quota_us", "period_us", "nr_periods", "nr_throttled", "throttled_ns",
+                    "usage_ns", "tgid", "comm", "cpu_ns")
+THROTTLE_BEFORE_NS = 11_000_000_000   # an idle quota cgroup is written every 10 s: its last sample before the window
+THROTTLE_AFTER_NS = 3_000_000_000     # the sample after the window (every 250 ms, written at the next flush)
+
+
+def _cgroup_cpu_part(lo: int, hi: int) -> _Part:
+    """Samples of CPU-quota cgroups around the window (system-wide: a few rows per throttled cgroup per second)."""
+    return _Part("cgroup_cpu", CgroupCpu, _CGROUP_CPU_COLS, "cgroup_cpu",
+                 _between(lo - THROTTLE_BEFORE_NS, hi + THROTTLE_AFTER_NS))
 
 
 def _member_part(lo: int, hi: int) -> _Part:
@@ -450,9 +506,10 @@ def _member_part(lo: int, hi: int) -> _Part:
 def _process_parts(tgids: set[int], lo: int, hi: int) -> list[_Part]:
     """Per-process tables (ordered by tgid, tid, ts: the tgid list prunes by primary key)."""
     return [
-        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", _all(_tgids(tgids), _overlap(lo, hi))),
-        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall", _all(_tgids(tgids), _overlap(lo, hi))),
-        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _all(_tgids(tgids), _between(lo, hi))),
+        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", _all(_tgids(tgids), _overlap(lo, hi)), tgids=frozenset(tgids)),
+        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall", _all(_tgids(tgids), _overlap(lo, hi)),
+              tgids=frozenset(tgids)),
+        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _all(_tgids(tgids), _between(lo, hi)), tgids=frozenset(tgids)),
     ]
 
 
@@ -479,11 +536,11 @@ def _victim_parts(iv: Interval) -> list[_Part]:
             # the window's syscalls, and every earlier successful close: with the opens they name an fd at any time
             _Part("syscall", Syscall, _SYSCALL_COLS, "syscall",
                   _all(_tgids({tg}), _Cond(f"ts <= {int(hi)}", lambda r: r.ts <= hi),
-                       _any(_Cond(f"end_ts >= {int(lo)}", lambda r: r.end_ts >= lo), _CLOSED))),
-            _Part("fault", Fault, _FAULT_COLS, "fault", _all(_tgids({tg}), _between(lo, hi))),
+                       _any(_Cond(f"end_ts >= {int(lo)}", lambda r: r.end_ts >= lo), _CLOSED)), tgids=frozenset({tg})),
+            _Part("fault", Fault, _FAULT_COLS, "fault", _all(_tgids({tg}), _between(lo, hi)), tgids=frozenset({tg})),
             _fd_open_part(tg, hi),
             _Part("reclaim", Reclaim, _RECLAIM_COLS, "reclaim", _overlap(lo, hi, LOOKBACK_NS)),
-            _reclaim_total_part(lo, hi)]
+            _reclaim_total_part(lo, hi), _cgroup_cpu_part(lo, hi)]
 
 
 FD_OPENS_PER_FD = 64     # an fd reopened more often than this before the window's end is named by its latest 64
@@ -536,7 +593,7 @@ def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
     lo, hi = ev.interval.start_ns, ev.interval.end_ns
     parts = []
     if "block_io" in tables:
-        parts.append(_Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)))
+        parts.append(_block_part(lo, hi))
     if "tcp_retrans" in tables:
         parts.append(_Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)))
     if "memcg_members" in tables:
@@ -552,14 +609,36 @@ def _peers(ports: set[tuple[int, int]]) -> _Cond:
                  lambda r: (r.sport, r.dport) in s)
 
 
-def _related_tgids(ev: Evidence) -> set[int]:
-    """Processes whose own delays may explain a fetched thread's wait: its wakers."""
-    out: set[int] = set()
+def _related_tgids(ev: Evidence) -> dict[int, int]:
+    """Processes whose own delays may explain a fetched thread's wait, its wakers, with the blocked time inside
+    the window they ended: on a busy host every process wakes some other, and the ones that ended the
+    most waiting are the ones a chain can run through."""
+    lo, hi = ev.interval.start_ns, ev.interval.end_ns
+    out: dict[int, int] = {}
     for rows in ev.offcpu.values():
         for r in rows:
             if r.reason != "preempted" and r.waker_tgid and r.waker_tgid not in ev.fetched_tgids:
-                out.add(r.waker_tgid)
+                w = max(0, min(r.wake_ts or r.end_ts, hi) - max(r.ts, lo))
+                out[r.waker_tgid] = out.get(r.waker_tgid, 0) + w
     return out
+
+
+RELATED_MIN_SHARE = 0.01   # a waker that ended less than 1% of the top waker's waiting is not followed
+
+
+def _pick_related(found: set[int], weights: dict[int, int], fetched: set[int], ev: Evidence) -> set[int]:
+    """This round's processes: every socket peer or wake-call issuer found, then the wakers that ended the most
+    waiting, while they ended at least RELATED_MIN_SHARE of the top one's; MAX_RELATED_PER_ROUND in all."""
+    cand = (found | set(weights)) - fetched - {0}
+    top = max((w for t, w in weights.items() if t in cand), default=0)
+    ranked = sorted(cand, key=lambda t: (t not in found, -weights.get(t, 0), t))
+    keep = [t for t in ranked if t in found or weights.get(t, 0) >= RELATED_MIN_SHARE * top]
+    if len(keep) < len(cand):
+        ev.truncated.append(f"related processes: {len(cand)} found, {min(len(keep), MAX_RELATED_PER_ROUND)} "
+                            f"followed (the wakers that ended the most waiting)")
+    elif len(keep) > MAX_RELATED_PER_ROUND:
+        ev.truncated.append(f"related processes: {len(cand)} found, {MAX_RELATED_PER_ROUND} followed")
+    return set(keep[:MAX_RELATED_PER_ROUND])
 
 
 WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
@@ -590,10 +669,14 @@ def unknown_wakes(ev: Evidence, min_blocked_ns: int = 1_000_000, limit: int = 32
 def _wake_calls(wakes: list[int]) -> _Cond:
     """Other processes' wake-type syscalls bracketing those wake times: the candidates for the real waker."""
     e = WAKE_EPS_NS
-    ws = [int(w) for w in wakes]
+    ws = sorted(int(w) for w in wakes)
     first, last = min(ws) - WAKER_CALL_LOOKBACK_NS, max(ws) + e
-    near = _Cond(" OR ".join(f"(ts <= {w + e} AND end_ts >= {w - e})" for w in ws),
-                 lambda r: any(r.ts <= w + e and r.end_ts >= w - e for w in ws))
+
+    def near_keep(r: Any) -> bool:     # some wake time in [ts - e, end_ts + e]: the first one >= ts - e decides
+        i = bisect_left(ws, r.ts - e)
+        return i < len(ws) and ws[i] <= r.end_ts + e
+
+    near = _Cond(" OR ".join(f"(ts <= {w + e} AND end_ts >= {w - e})" for w in ws), near_keep)
     return _all(_Cond(f"ts >= {first} AND ts <= {last}", lambda r: first <= r.ts <= last), _calls(WAKER_CALLS), near)
 
 
@@ -642,6 +725,7 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.block_io.extend(sorted(got.get("block_io", []), key=lambda r: r.ts))
     ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
     ev.memcg_members.extend(sorted(got.get("memcg_members", []), key=lambda r: r.ts))
+    ev.cgroup_cpu.extend(sorted(got.get("cgroup_cpu", []), key=lambda r: r.ts))
     for r in got.get("reclaim", []) + got.get("block_io", []):
         ev.note_comm(r.tgid, r.tid, r.ts, r.comm)
     if "reclaim_total" in got:
@@ -698,8 +782,8 @@ def _window_parts(iv: Interval) -> list[_Part]:
         _Part("syscall_before", Syscall, _SYSCALL_COLS, "syscall",
               _all(_tgids({tg}), _CLOSED, _Cond(f"end_ts < {before}", lambda r: r.end_ts < before))),
         _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _between(lo, hi)),
-        victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"],
-        _Part("block_io", BlockIO, _BLOCK_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS)),
+        victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"], victim["cgroup_cpu"],
+        _block_part(lo, hi),
         _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)),
         _member_part(lo, hi),
     ]
@@ -741,10 +825,7 @@ def select_evidence(ev: Evidence, run: Rounds, max_rounds: int = MAX_ROUNDS) -> 
     asked_wakes: set[int] = set()
     have_tables: set[str] = set()
     for _ in range(max_rounds):
-        new = (found | _related_tgids(ev)) - ev.fetched_tgids - {0}
-        if len(new) > MAX_RELATED_PER_ROUND:
-            ev.truncated.append(f"related processes: {len(new)} found, {MAX_RELATED_PER_ROUND} followed")
-            new = set(sorted(new)[:MAX_RELATED_PER_ROUND])
+        new = _pick_related(found, _related_tgids(ev), ev.fetched_tgids, ev)
         # peers of known connections; an end whose rows we already hold needs no lookup
         known_ends = {(s.sport, s.dport) for s in ev.sock_io}
         ports = {(s.dport, s.sport) for s in ev.sock_io

@@ -9,7 +9,8 @@ Two sources, so uninstrumented services are covered too:
   uninterruptible blocked intervals (disk, reclaim, page-cache locks) that long (id
   ``k-<pid>-<tid>-<from_ns>-<to_ns>``). A kernel incident inside a span incident of the same
   process, or an off-CPU interval inside a slow call of the same thread, is left out: the outer
-  one already names it.
+  one already names it. So are kernel threads waiting for work (kdamond, kworker, rcu_preempt
+  idle in an uninterruptible sleep): they are long on any healthy host and delay nobody.
 """
 
 from __future__ import annotations
@@ -27,6 +28,24 @@ WORK_CALLS = ("write", "writev", "pwrite64", "pwritev", "pwritev2", "fsync", "fd
               "connect", "sendto", "sendmsg", "sendmmsg", "openat", "pread64", "preadv", "preadv2")
 _KERNEL_ID = re.compile(r"^k-(\d+)-(\d+)-(\d+)-(\d+)$")
 _SPAN_ID = re.compile(r"^span-([0-9a-f]{16})$")
+# kernel threads, by name, for processes the recording has no identity row for (no exe, no cmdline otherwise)
+_KTHREAD = re.compile(r"^(kworker/|kdamond|rcu_|ksoftirqd/|kswapd|kcompactd|khugepaged|jbd2/|migration/|watchdog"
+                      r"|kthreadd|oom_reaper|kauditd|khungtaskd|irq/|scsi_|ext4-|xfs|kblockd|cpuhp/|idle_inject/"
+                      r"|kdevtmpfs|ksmd|kintegrityd|writeback|napi/|kstrp|zswap|btrfs-|kcryptd|dmcrypt|loop\d+$"
+                      r"|md\d*_|card\d|kmpath|kthrotld|kpsmoused|ipv6_addrconf|mm_percpu_wq|kverityd)")
+
+
+def idle_kernel_wait(reason: str, syscall: str, comm: str, exe: str | None, cmdline: str | None) -> bool:
+    """A kernel thread sleeping uninterruptibly without a syscall (kernel threads make none): waiting for work.
+
+    A user thread in an uninterruptible wait outside a syscall (a page fault on a slow disk) is kept: it
+    has an exe or a command line; without an identity row the name decides.
+    """
+    if reason != "uninterruptible" or syscall:
+        return False
+    if exe is not None or cmdline is not None:
+        return not exe and not cmdline
+    return bool(_KTHREAD.match(comm))
 
 
 @dataclass(frozen=True)
@@ -81,19 +100,21 @@ def kernel_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
         "SELECT tgid, tid, syscall, toInt64(fd) AS fd, ts, end_ts, ret FROM syscall "
         f"WHERE syscall IN ({calls}) AND end_ts - ts >= {int(slow_ns)} ORDER BY end_ts DESC LIMIT {int(limit)}")
     rq = store.query_rows(
-        "SELECT tgid, tid, comm, reason, ts, end_ts, cpu_off, preemptor_comm, preemptor_process, preemptor_tgid "
-        "FROM offcpu "
+        "SELECT tgid, tid, comm, reason, ts, end_ts, cpu_off, preemptor_comm, preemptor_process, preemptor_tgid, "
+        "syscall FROM offcpu "
         f"WHERE reason IN ('preempted', 'uninterruptible') AND end_ts - ts >= {int(slow_ns)} "
         f"ORDER BY end_ts DESC LIMIT {int(limit)}")
     tgids = {int(r["tgid"]) for r in rows} | {int(r["tgid"]) for r in rq}
     comms: dict[int, str] = {}
+    ident: dict[int, tuple[str, str]] = {}
     if tgids:
         # the main thread's latest name as the scheduler saw it (a service renames itself after exec;
         # the processes table keeps the name at first sight), else the process table's
         ids = ", ".join(str(t) for t in sorted(tgids))
-        for r in store.query_rows(f"SELECT tgid, argMax(comm, ts) AS comm FROM processes WHERE tgid IN ({ids}) "
-                                  "GROUP BY tgid"):
+        for r in store.query_rows(f"SELECT tgid, argMax(comm, ts) AS comm, argMax(exe, ts) AS exe, "
+                                  f"argMax(cmdline, ts) AS cmdline FROM processes WHERE tgid IN ({ids}) GROUP BY tgid"):
             comms[int(r["tgid"])] = str(r["comm"])
+            ident[int(r["tgid"])] = (str(r["exe"]), str(r["cmdline"]))
         for r in store.query_rows(f"SELECT tgid, argMax(comm, ts) AS comm FROM offcpu WHERE tgid IN ({ids}) "
                                   "AND tid = tgid GROUP BY tgid"):
             comms[int(r["tgid"])] = str(r["comm"])
@@ -108,6 +129,9 @@ def kernel_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
     for r in rq:
         pid, tid, lo, hi = int(r["tgid"]), int(r["tid"]), int(r["ts"]), int(r["end_ts"])
         if any(t == tid and a <= lo and hi <= b for t, a, b in calls):
+            continue
+        exe, cmdline = ident.get(pid, (None, None))
+        if idle_kernel_wait(str(r["reason"]), str(r.get("syscall") or ""), str(r["comm"]), exe, cmdline):
             continue
         if r["reason"] == "preempted":
             by = r.get("preemptor_process") or r["preemptor_comm"]     # the process, not its renamed worker

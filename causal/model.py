@@ -13,8 +13,10 @@ from typing import Any
 
 CAUSE_KINDS = (
     "cpu_preemption",
+    "cpu_throttling",
     "memory_pressure",
     "disk_io",
+    "major_fault",
     "network",
     "lock_contention",
     "remote_service",

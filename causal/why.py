@@ -42,14 +42,19 @@ def phrase(c: Cause) -> str:
         if c.summary.startswith("run queue after wake-up"):
             return f"waited {d} for CPU {c.cpu} after wake-up while {who} ran"
         return f"preempted {d} on CPU {c.cpu} by {who}"
+    if k == "cpu_throttling":
+        ev = next((e for e in c.evidence if isinstance(e, dict) and "cgroup" in e), {})
+        return (f"throttled {d}: {c.summary} by {who}" + (f"; fix: {ev['fix']}" if ev.get("fix") else ""))
     if k == "memory_pressure":
         return f"memory pressure {d}: {c.summary or who}" + (f" (culprit {who})" if who not in c.summary else "")
     if k == "disk_io":
         return f"disk I/O {d} in {c.summary}" + (f", device busy with I/O of {who}" if c.culprit.pid is not None else "")
+    if k == "major_fault":
+        return f"{c.summary} {d}" + (f", device busy with I/O of {who}" if c.culprit.pid is not None else "")
     if k == "network":
         return f"network {d}: {c.summary}"
     if k == "lock_contention":
-        return f"lock wait {d} (futex) held by {who}"
+        return f"lock wait {d} ({c.summary or 'futex'}) held by {who}"
     if k == "remote_service":
         return f"{c.summary} {d}" + (f", served by {who}" if c.culprit.pid is not None and who not in c.summary else "")
     if k == "sleep":

@@ -140,6 +140,10 @@ def render(data: dict) -> str:
         lines.append(f"memcg member snapshots (memcgs in reclaim): {m.get('snapshots', 0)} taken, "
                      f"{m.get('member_rows', 0)} member rows, {m.get('truncated_members', 0)} members beyond the cap, "
                      f"{m.get('unresolved_memcgs', 0)} memcgs gone before they were read")
+    if rec.get("cgroup_cpu"):
+        c = rec["cgroup_cpu"]
+        lines.append(f"CPU quota cgroups: {c.get('quota_cgroups', 0)} with a quota, {c.get('samples', 0)} samples, "
+                     f"{c.get('rows', 0)} rows while throttled, {c.get('truncated_members', 0)} members beyond the cap")
     if rec.get("policy"):
         lines.append("")
         lines.append("capture policy: " + ", ".join(f"{k}={v}" for k, v in rec["policy"].items()))

@@ -29,4 +29,14 @@ MEMCG_MEMBERS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("memcg_dirty", "UInt64"), ("memcg_writeback", "UInt64"),
 )
 
-AGENT_TABLES: tuple[str, ...] = (PROCESSES_TABLE, MEMCG_MEMBERS_TABLE)
+# cgroups with a CPU quota, sampled while they are throttled: the cgroup's cpu.stat counters (cumulative) and one
+# row per member with its CPU time so far (agent/cgroup_cpu.py); tgid 0: counters only
+CGROUP_CPU_TABLE = "cgroup_cpu"
+CGROUP_CPU_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ts", "UInt64"), ("host", "LowCardinality(String)"), ("cgroup_id", "UInt64"), ("cgroup", "String"),
+    ("quota_us", "Int64"), ("period_us", "UInt64"), ("nr_periods", "UInt64"), ("nr_throttled", "UInt64"),
+    ("throttled_ns", "UInt64"), ("usage_ns", "UInt64"), ("tgid", "UInt32"), ("comm", "LowCardinality(String)"),
+    ("cpu_ns", "UInt64"),
+)
+
+AGENT_TABLES: tuple[str, ...] = (PROCESSES_TABLE, MEMCG_MEMBERS_TABLE, CGROUP_CPU_TABLE)

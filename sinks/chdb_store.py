@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from kprobe.schemas.agent_tables import (
+    CGROUP_CPU_COLUMNS,
+    CGROUP_CPU_TABLE,
     MEMCG_MEMBERS_COLUMNS,
     MEMCG_MEMBERS_TABLE,
     PROCESSES_COLUMNS,
@@ -56,6 +58,8 @@ def table_defs() -> list[TableDef]:
     defs.append(TableDef(MEMCG_MEMBERS_TABLE, tuple(Column(n, t) for n, t in MEMCG_MEMBERS_COLUMNS), ("cgroup_id", "ts"),
                          "ts", PARTITION_MINUTES))
     defs.append(SPANS_TABLE)
+    defs.append(TableDef(CGROUP_CPU_TABLE, tuple(Column(n, t) for n, t in CGROUP_CPU_COLUMNS), ("cgroup_id", "ts"),
+                         "ts", PARTITION_MINUTES))
     return defs
 
 

@@ -18,9 +18,9 @@ from kprobe.causal.model import Interval
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
-ALL_TABLES = {"offcpu", "syscall", "syscall_before", "sock_io", "fault", "fd_open", "reclaim", "reclaim_total", "block_io", "tcp_retrans",
+ALL_TABLES = {"offcpu", "syscall", "syscall_before", "sock_io", "fault", "fd_open", "reclaim", "reclaim_total", "cgroup_cpu", "block_io", "tcp_retrans",
               "memcg_members"}
-ROUND0 = ["offcpu", "sock_io", "syscall", "fault", "fd_open", "reclaim", "reclaim_total"]
+ROUND0 = ["offcpu", "sock_io", "syscall", "fault", "fd_open", "reclaim", "reclaim_total", "cgroup_cpu"]
 
 
 class ScriptedStore:
@@ -34,7 +34,7 @@ class ScriptedStore:
         assert fmt == "TabSeparatedRaw"
         tags = re.findall(r"SELECT '(\w+)', toJSONString", sql)
         self.statements.append(tags)
-        return b"".join(f"{t}\t{json.dumps(v)}\n".encode() for t in tags for v in self.rows.get(t, []))
+        return b"".join(f"{t}\t{json.dumps(self.rows.get(t, []))}\n".encode() for t in tags)
 
     def query_rows(self, sql: str) -> list[dict]:
         raise AssertionError("fetch reads through query()")

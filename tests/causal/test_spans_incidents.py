@@ -41,3 +41,18 @@ def test_span_head_reads_like_the_incident() -> None:
     assert s.head() == "payment-handler span POST /pay 1.62 s ERROR"
     j = s.to_json()
     assert j["kind"] == "span" and j["status"] == "ERROR" and j["duration_ns"] == 1_620_000_000
+
+
+def test_kernel_threads_waiting_for_work_are_not_incidents_but_user_waits_are() -> None:
+    from kprobe.causal.incidents import idle_kernel_wait
+
+    # what a 4-minute recording of a pgbench host listed first: kernel threads idling uninterruptibly
+    for comm in ("kdamond.0", "kworker/0:1", "rcu_preempt", "jbd2/vda-8"):
+        assert idle_kernel_wait("uninterruptible", "", comm, None, None), comm
+        assert idle_kernel_wait("uninterruptible", "", "renamed", "", ""), "no exe, no cmdline: a kernel thread"
+    # a database waiting on the disk: in a syscall, or in a page fault (no syscall) but with an exe
+    assert not idle_kernel_wait("uninterruptible", "fsync", "postgres", "/usr/lib/postgresql/15/bin/postgres", "x")
+    assert not idle_kernel_wait("uninterruptible", "", "postgres", "/usr/lib/postgresql/15/bin/postgres", "postgres")
+    assert not idle_kernel_wait("uninterruptible", "", "kworker-like-app", "/opt/app", "app")
+    assert not idle_kernel_wait("preempted", "", "kworker/0:1", None, None), "a preempted kworker delays work"
+    assert not idle_kernel_wait("uninterruptible", "", "settlement-svc", None, None)
