@@ -150,6 +150,7 @@ TABLE: tuple[Syscall, ...] = (
     S(61, "wait4", R.LOG, recorded=(0,), out={0: 1}),
     S(62, "kill"),
     S(63, "uname", R.LOG, recorded=(0,), out={0: 0}),
+    S(65, "semop"),
     S(69, "msgsnd"),
     S(70, "msgrcv"),
     S(72, "fcntl", R.ON_FD, fd0=True),

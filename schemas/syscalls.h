@@ -62,6 +62,7 @@
 #define KP_NR_WAIT4             61
 #define KP_NR_KILL              62
 #define KP_NR_UNAME             63
+#define KP_NR_SEMOP             65
 #define KP_NR_MSGSND            69
 #define KP_NR_MSGRCV            70
 #define KP_NR_FCNTL             72

@@ -5,6 +5,7 @@ import { dur, el, utc } from "/ui/format.js";
 const KIND_LABEL = {
   span: "business event", remote_service: "service hop", cpu_preemption: "CPU", memory_pressure: "memory",
   disk_io: "disk", network: "network", lock_contention: "lock", sleep: "sleep", unknown: "unknown",
+  cpu_throttling: "CPU quota", major_fault: "page fault (disk)",
 };
 
 function chainNodes(a) {
