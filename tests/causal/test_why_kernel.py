@@ -112,7 +112,10 @@ def test_pinned_hog_is_root_cause_with_measured_delay(capture, workers):
     if workers:
         rows = capture.rows(f"SELECT DISTINCT preemptor_comm, preemptor_process FROM offcpu WHERE tgid = {pid} "
                             f"AND preemptor_tgid = {hog.pid}")
-        assert {(r["preemptor_comm"], r["preemptor_process"]) for r in rows} == {("risk-w0", "risk-recalc")}, rows
+        # the worker's rows carry the process's name beside the thread's (the main thread may preempt the
+        # victim for a moment between starting its worker and joining it: then both names are the process's)
+        pairs = {(r["preemptor_comm"], r["preemptor_process"]) for r in rows}
+        assert ("risk-w0", "risk-recalc") in pairs and pairs <= {("risk-w0", "risk-recalc"), ("risk-recalc", "risk-recalc")}, rows
     assert _near(rc.delay_ns, waited), (rc.delay_ns, waited)
     assert _near(a.breakdown.on_cpu_ns, cpu_ns), (a.breakdown.on_cpu_ns, cpu_ns)
 
