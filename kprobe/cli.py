@@ -220,7 +220,7 @@ def _wait_for_stop(stop: threading.Event, duration: float | None) -> None:
     executes bytecode, which an untimed wait never does: Ctrl-C would go unanswered.
     """
     deadline = time.monotonic() + duration if duration else None
-    while not stop.wait(0.2):
+    while not stop.wait(0.5):
         if deadline is not None and time.monotonic() >= deadline:
             return
 

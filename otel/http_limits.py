@@ -93,7 +93,9 @@ class LimitedHTTPServer(ThreadingHTTPServer):
             return self._active
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.1):
+        # a deadline is kept to within half a second: checking ten times a second was a recorder's
+        # most frequent wake-up while idle
+        while not self._stop.wait(0.5):
             now = time.monotonic()
             with self._active_lock:
                 late = [s for s, d in self.deadlines.items() if d < now]

@@ -212,7 +212,8 @@ class OtlpHttpServer:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="otlp-http", daemon=True
+            # the poll only bounds how long shutdown() waits; each one wakes a thread of the recorder
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="otlp-http", daemon=True
         )
         self._thread.start()
 
