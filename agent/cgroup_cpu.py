@@ -115,7 +115,7 @@ def _member(proc: Path, tgid: int, tick_ns: int) -> tuple[str, int] | None:
 
 @dataclass
 class CgroupCpu:
-    """The sampler; ``due`` is asked on the drain thread, ``sample`` runs on the writer (it reads files)."""
+    """The sampler; ``due`` and ``sample`` both run on the drain thread (a counter's time is when it was read)."""
 
     hierarchy: Hierarchy | None = field(default_factory=Hierarchy.find)
     proc: Path = Path("/proc")

@@ -375,11 +375,15 @@ class Recorder:
         s["unresolved_memcgs"] = self._memcgs.unresolved
         if cols is None:
             return
-        n = len(cols["tgid"])
-        s["member_rows"] = s.get("member_rows", 0) + n
+        s["member_rows"] = s.get("member_rows", 0) + len(cols["tgid"])
+        self._write_table(table, cols)
+
+    def _write_table(self, table: str, cols: dict[str, np.ndarray]) -> None:
+        """A side table's rows (memcg members, CPU quota counters), counted and logged like an event batch."""
+        n = len(next(iter(cols.values()), ()))
         try:
             self.stats.written[table] = self.stats.written.get(table, 0) + self.sink.write(table, cols)
-        except Exception as e:  # counted and logged like an event batch
+        except Exception as e:
             self.stats.write_errors[table] = self.stats.write_errors.get(table, 0) + n
             self.stats.last_error = f"{table}: {e}"
             log.error("write of %d %s rows failed: %s", n, table, e)
@@ -398,15 +402,8 @@ class Recorder:
             self._queue.put(CgroupCpuRows(cols))
 
     def _write_cgroup_cpu(self, item: CgroupCpuRows) -> None:
-        """The throttle counters of cgroups with a CPU quota; counted and logged like an event batch."""
-        cols = item.cols
-        n, table = len(cols["ts"]), CGROUP_CPU_TABLE
-        try:
-            self.stats.written[table] = self.stats.written.get(table, 0) + self.sink.write(table, cols)
-        except Exception as e:
-            self.stats.write_errors[table] = self.stats.write_errors.get(table, 0) + n
-            self.stats.last_error = f"{table}: {e}"
-            log.error("write of %d %s rows failed: %s", n, table, e)
+        """The throttle counters of cgroups with a CPU quota."""
+        self._write_table(CGROUP_CPU_TABLE, item.cols)
 
     def _write_identities(self) -> None:
         new = self._identities.take_new()
