@@ -150,41 +150,32 @@ static __always_inline bool kp_aggregate(struct kp_config *cfg, struct kp_issue_
 	struct kp_block_key k = {.tgid = st->tgid, .dev = dev, .op = op, .epoch = cfg->block_epoch};
 	__u64 lat = done - issue;
 	struct kp_block_io *a = bpf_map_lookup_elem(&block_agg, &k);
-	if (a) {
-		/* a per-CPU sum: the entry was created on another CPU, this CPU's slot starts zeroed */
-		if (!a->requests) {
-			a->sector = sector;
-			a->dev = dev;
-			a->tgid = st->tgid;
-			a->rwbs[0] = op;
-			__builtin_memcpy(a->comm, st->comm, KP_COMM_LEN);
-		}
-		a->requests += 1;
-		a->bytes += bytes;
-		a->busy_ns += lat;
-		if (lat > a->max_ns)
-			a->max_ns = lat;
-		if (!a->issue_ns || issue < a->issue_ns)
-			a->issue_ns = issue;
-		a->done_ns = done;
-		a->tid = st->tid;
-	} else {
-		struct kp_block_io v = {};
-		v.issue_ns = issue;
-		v.done_ns = done;
-		v.sector = sector;
-		v.bytes = bytes;
-		v.busy_ns = lat;
-		v.max_ns = lat;
-		v.dev = dev;
-		v.requests = 1;
-		v.tgid = st->tgid;
-		v.tid = st->tid;
-		v.rwbs[0] = op;
-		__builtin_memcpy(v.comm, st->comm, KP_COMM_LEN);
-		if (bpf_map_update_elem(&block_agg, &k, &v, BPF_NOEXIST))
-			return false;
+	if (!a) {
+		/* a new key: an empty sum (every CPU's slot zeroed), then filled like any other */
+		static const struct kp_block_io zero = {};
+		bpf_map_update_elem(&block_agg, &k, &zero, BPF_NOEXIST);  /* EEXIST: another CPU made it meanwhile */
+		a = bpf_map_lookup_elem(&block_agg, &k);
+		if (!a)
+			return false;   /* the table is full: the request becomes a row of its own */
 	}
+	/* this CPU's slot of a per-CPU sum starts zeroed (whichever CPU created the key) */
+	if (!a->requests) {
+		a->issue_ns = issue;
+		a->sector = sector;
+		a->dev = dev;
+		a->tgid = st->tgid;
+		a->rwbs[0] = op;
+		__builtin_memcpy(a->comm, st->comm, KP_COMM_LEN);
+	}
+	a->requests += 1;
+	a->bytes += bytes;
+	a->busy_ns += lat;
+	if (lat > a->max_ns)
+		a->max_ns = lat;
+	if (issue < a->issue_ns)
+		a->issue_ns = issue;
+	a->done_ns = done;
+	a->tid = st->tid;
 	kp_count(KP_CNT_BLOCK_AGGREGATED, 1);
 	return true;
 }
