@@ -83,7 +83,13 @@ def parse_incident_id(text: str) -> tuple[str, Any]:
     raise ValueError(f"not an incident id: {text!r} (expected span-<16 hex> or k-<pid>-<tid>-<from_ns>-<to_ns>)")
 
 
-def span_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
+def _horizon(rows: list[dict[str, Any]], fetched: int, end_col: str) -> int:
+    """The oldest end a query cut off at ``fetched`` rows still answers exactly for (0: it was not cut)."""
+    return int(rows[-1][end_col]) if len(rows) >= fetched else 0
+
+
+def span_incidents(store: Store, slow_ns: int, limit: int) -> tuple[list[Incident], int]:
+    """The ``limit`` newest span incidents and the end before which more may exist (0: none do)."""
     rows = store.query_rows(f"SELECT {SPAN_COLS} FROM spans WHERE status_code = {STATUS_ERROR} "
                             f"OR duration_ns >= {int(slow_ns)} ORDER BY end_ns DESC LIMIT {int(limit)}")
     out = []
@@ -91,10 +97,15 @@ def span_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
         s = SpanRef.from_row(r)
         out.append(Incident(f"span-{s.span_id}", s.start_ns, s.end_ns, s.pid, s.tid, s.service or "?",
                             f"span {s.name}", s.status_message or ("ERROR" if s.error else ""), "span"))
-    return out
+    return out, _horizon(rows, limit, "end_ns")
 
 
-def kernel_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
+def kernel_incidents(store: Store, slow_ns: int, limit: int) -> tuple[list[Incident], int]:
+    """Kernel incidents among the ``limit`` newest slow calls and intervals, and the end before which more may exist.
+
+    Some fetched rows are dropped (idle kernel threads, intervals inside a slow call), so fewer than
+    ``limit`` may come back although older ones exist: the horizon says where this answer stops being whole.
+    """
     calls = ", ".join(f"'{c}'" for c in WORK_CALLS)  # constants, not input
     rows = store.query_rows(
         "SELECT tgid, tid, syscall, toInt64(fd) AS fd, ts, end_ts, ret FROM syscall "
@@ -140,18 +151,29 @@ def kernel_incidents(store: Store, slow_ns: int, limit: int) -> list[Incident]:
             what = f"blocked (uninterruptible) on CPU {r['cpu_off']}"
         out.append(Incident(f"k-{pid}-{tid}-{lo}-{hi}", lo, hi, pid, tid, comms.get(pid, str(r["comm"])), what,
                             "", "kernel"))
-    return out
+    return out, max(_horizon(rows, limit, "end_ts"), _horizon(rq, limit, "end_ts"))
 
 
 def incidents(store: Store, slow_ns: int = DEFAULT_SLOW_NS, limit: int = 50) -> list[Incident]:
-    """Span and kernel incidents merged, newest end first; kernel ones inside a span of their process dropped."""
-    spans = span_incidents(store, slow_ns, limit)
-    kern = [k for k in kernel_incidents(store, slow_ns, limit)
-            if not any(s.pid == k.pid and s.start_ns <= k.start_ns and k.end_ns <= s.end_ns for s in spans)]
-    seen: set[str] = set()
-    merged = []
-    for inc in sorted(spans + kern, key=lambda i: i.end_ns, reverse=True):
-        if inc.id not in seen:
-            seen.add(inc.id)
-            merged.append(inc)
-    return merged[:limit]
+    """Span and kernel incidents merged, newest end first; kernel ones inside a span of their process dropped.
+
+    The first ``limit`` are the same whatever ``limit`` is (the API pages through them): rows dropped
+    after a query's LIMIT would otherwise let a later page skip one. So each query fetches more until
+    ``limit`` incidents end after every cut-off query's horizon, or nothing was cut off.
+    """
+    fetch = max(limit, 1)
+    while True:
+        spans, h_spans = span_incidents(store, slow_ns, fetch)
+        kern, h_kern = kernel_incidents(store, slow_ns, fetch)
+        kern = [k for k in kern
+                if not any(s.pid == k.pid and s.start_ns <= k.start_ns and k.end_ns <= s.end_ns for s in spans)]
+        horizon = max(h_spans, h_kern)
+        seen: set[str] = set()
+        merged = []
+        for inc in sorted(spans + kern, key=lambda i: (i.end_ns, i.id), reverse=True):
+            if inc.id not in seen and inc.end_ns > horizon:
+                seen.add(inc.id)
+                merged.append(inc)
+        if len(merged) >= limit or not horizon:
+            return merged[:limit]
+        fetch *= 4

@@ -73,12 +73,15 @@ _TRACK1 = re.compile(
 )
 
 _Q = r"(?:\\\"|\"|'|%22|&quot;)"
+# What lies between a quote that closes a string and the one opening the next (``", "`` in
+# ``{"body": "cvv =", "note": ""}``) is not a quoted value: masking it would break the document.
+_NOT_STRING_GAP = r"(?![\s,:;{}\[\]]*(?:\\\"|\"|'))"
 _KV = re.compile(
     r"(?:(?<=%22)|(?<![A-Za-z0-9]))(?P<key>[A-Za-z][A-Za-z0-9]{0,31}(?:[ ._\-][A-Za-z0-9]{1,32}){0,3})"
     rf"{_Q}?[ \t]*(?:=>|[:=]|%3[AaDd])[ \t]*"
-    r"(?:\\\"(?P<v1>[^\"\\]{1,96})\\\""
-    r"|\"(?P<v2>[^\"\\\r\n]{1,96})\""
-    r"|'(?P<v3>[^'\r\n]{1,96})'"
+    rf"(?:\\\"{_NOT_STRING_GAP}(?P<v1>[^\"\\]{{1,96}})\\\""
+    rf"|\"{_NOT_STRING_GAP}(?P<v2>[^\"\\\r\n]{{1,96}})\""
+    rf"|'{_NOT_STRING_GAP}(?P<v3>[^'\r\n]{{1,96}})'"
     r"|%22(?P<v4>(?:(?!%22)[^&\s]){1,96})%22"
     r"|&quot;(?P<v5>(?:(?!&quot;)[^<\r\n]){1,96})&quot;"
     r"|(?P<v6>[^\s\"'&;,<>{}\[\]\\]{1,64}))"

@@ -87,16 +87,17 @@ def test_incident_to_root_cause_to_a_50us_slice_and_back(served: Served, browser
     assert any(SERVICE in t and str(svc_pid) in t for t in lanes), lanes
     page.screenshot(path=str(ARTIFACTS / "3-timeline-whole.png"), full_page=True)
 
-    # 4. zoom in on the service's longest off-CPU interval: first with the mouse wheel, then to 50 µs
-    svc = page.locator(f"g.item[data-kind='offcpu'][data-tgid='{svc_pid}']")
-    longest, best = None, -1.0
-    for i in range(svc.count()):
-        box = svc.nth(i).bounding_box()
-        if box and box["width"] > best:
-            longest, best = svc.nth(i), box["width"]
-    assert longest is not None, "no off-CPU slice of the service in the incident window"
-    victim_ts = longest.get_attribute("data-ts")
+    # 4. zoom in on the service's longest off-CPU interval the batch job caused (the recording says
+    # which: the longest one overall may end with a switch to ksoftirqd), first with the mouse wheel, then to 50 µs
+    rows = served.store.query_rows(
+        f"SELECT ts FROM offcpu WHERE tgid = {svc_pid} AND preemptor_tgid = {batch_pid} AND ts >= {int(whole['from'])} "
+        f"AND end_ts <= {int(whole['to'])} ORDER BY end_ts - ts DESC LIMIT 1")
+    assert rows, "the recording has no off-CPU interval of the service preempted by the batch job in the window"
+    victim_ts = str(rows[0]["ts"])
+    longest = page.locator(f"g.item[data-kind='offcpu'][data-tgid='{svc_pid}'][data-ts='{victim_ts}']")
+    assert longest.count() == 1, "the service's slice preempted by the batch job is not drawn"
     box = longest.bounding_box()
+    assert box is not None
     spans = [int(whole["to"]) - int(whole["from"])]
     for _ in range(4):                                   # 4 wheel steps: 16x closer, anchored on the slice
         n = _loads(page)

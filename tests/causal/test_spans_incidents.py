@@ -56,3 +56,28 @@ def test_kernel_threads_waiting_for_work_are_not_incidents_but_user_waits_are() 
     assert not idle_kernel_wait("uninterruptible", "", "kworker-like-app", "/opt/app", "app")
     assert not idle_kernel_wait("preempted", "", "kworker/0:1", None, None), "a preempted kworker delays work"
     assert not idle_kernel_wait("uninterruptible", "", "settlement-svc", None, None)
+
+
+def test_the_first_n_incidents_do_not_depend_on_the_limit(tmp_path) -> None:
+    """The API pages with small limits: dropped rows (idle kernel threads) must not hide an older incident.
+
+    A recording whose newest long intervals are kernel threads idling (dropped) and whose only real
+    incident is older: limit 1 must still find it (the CI run where page 3 of the demo was empty).
+    """
+    from kprobe.causal.incidents import incidents
+    from kprobe.sinks.chdb_store import ChdbStore
+
+    store = ChdbStore(tmp_path / "store")
+    try:
+        t0, ms = 1_700_000_000_000_000_000, 1_000_000
+        rows = [(100 + i, 100 + i, f"kworker/0:{i}", "uninterruptible", t0 + (20 + i) * ms, t0 + (900 + i) * ms)
+                for i in range(12)]
+        rows += [(7, 8, "settle", "preempted", t0, t0 + 400 * ms), (9, 9, "batch", "preempted", t0, t0 + 300 * ms)]
+        values = ", ".join(f"({a}, {b}, '{c}', '{r}', {lo}, {hi})" for a, b, c, r, lo, hi in rows)
+        store.query(f"INSERT INTO offcpu (tgid, tid, comm, reason, ts, end_ts) VALUES {values}")
+        full = [i.id for i in incidents(store, 100 * ms, 50)]
+        assert full == [f"k-7-8-{t0}-{t0 + 400 * ms}", f"k-9-9-{t0}-{t0 + 300 * ms}"]
+        for n in (1, 2, 3):
+            assert [i.id for i in incidents(store, 100 * ms, n)] == full[:n]
+    finally:
+        store.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from card_shapes import TEST_PANS, leaked, pan_text, secret_text, track1, track2, track_leaked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,6 +45,18 @@ def test_no_pan_survives_json_embedding(case: tuple[str, str]) -> None:
     doc = json.dumps({"request": {"body": text, "note": "x"}})
     out = mask_text(doc)[0]
     assert not leaked(out, pan) and not leaked(json.loads(out)["request"]["body"], pan), (doc, out)
+
+
+@pytest.mark.parametrize("body", [
+    " 4111111111111111 CVCAa =",          # what the corpus found: a key and "=" at the end of a JSON string
+    "=cvv 4111111111111111%22:", "x %22CVCAa:", "CVCAa:\"\n pin=", "cvv: '", "pin=\\",
+])
+def test_a_key_at_the_end_of_a_json_string_does_not_eat_the_next_quotes(body: str) -> None:
+    """Between the quote that closes a string and the one opening the next lies no value: masking it broke the JSON."""
+    doc = json.dumps({"request": {"body": body, "note": "x"}, "cvv": "123", "t": "pin='9876'"})
+    out = json.loads(mask_text(doc)[0])
+    assert out["request"]["note"] == "x" and "4111111111111111" not in out["request"]["body"], out
+    assert out["cvv"] != "123" and "9876" not in out["t"], out   # real values next to it are still dropped
 
 
 @CORPUS
