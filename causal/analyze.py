@@ -635,7 +635,7 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
                                                                              "fd": sc.fd if sc else None}}],
                                  summary=f"inode lock of {path or 'the file'}, in {what}"))
         if ios or name in DISK_CALLS or name:
-            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b)
+            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b, sc.dev if sc else 0)
             label = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else (name or "uninterruptible wait")
             if sc and sc.fd >= 0 and (p := ctx.path_for(tgid, sc.fd, sc.ts)):
                 label += f" ({p})"
@@ -692,11 +692,15 @@ def _kernel_thread(comm: str) -> bool:
     return comm.startswith(KERNEL_IO_THREADS)
 
 
-def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int) -> tuple[Culprit, list]:
+def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int,
+                  synced_dev: int = 0) -> tuple[Culprit, list]:
     """Who made the wait long: the process that issued most bytes to the waited-on device during the wait.
 
-    The device is the one whose request completed closest before the wake-up (the
-    completion that ended the wait; other devices' I/O is unrelated). Kernel
+    The device is the synced file's (an fsync row carries it) when that device had requests;
+    otherwise the one whose request completed closest before the wake-up (the completion that
+    ended the wait; other devices' I/O is unrelated). The file's device is needed on a busy host:
+    fast requests are summed per second, so a sum that ends after the wake-up hides the
+    completion that ended it, and another disk's busier traffic looks closer. Kernel
     threads (throttle dispatch, writeback, journal, loop) issue on behalf of the
     processes that wrote, so their bytes never make them the culprit: if no other
     user process issued more than the waiter on that device, the waiter's own I/O
@@ -704,6 +708,8 @@ def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int)
     """
     done = [x for x in ios if x.end_ts <= wake] or ios
     dev = min(done, key=lambda x: abs(wake - x.end_ts)).dev if done else None
+    if synced_dev and any(x.dev == synced_dev for x in ios):
+        dev = synced_dev
     on_dev = [x for x in ios if x.dev == dev]
     per: dict[int, int] = defaultdict(int)
     comm: dict[int, str] = {}

@@ -83,6 +83,7 @@ class Syscall(Record):
     end_ts: int
     ret: int
     bytes: int
+    dev: int = 0      # the synced file's device (fsync family), 0 when not known
 
 
 class Reclaim(Record):
@@ -466,7 +467,7 @@ _OFFCPU_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "wake_ts", "reason", "cpu
                 "preemptor_tid", "preemptor_comm", "waker_tgid", "waker_tid", "waker_comm", "displaced_tgid",
                 "displaced_tid", "displaced_comm", "displaced_since", "preemptor_process", "waker_process",
                 "displaced_process", "syscall", "fd", "skaddr", "saddr", "sport", "daddr", "dport")
-_SYSCALL_COLS = ("tgid", "tid", "syscall", "fd", "ts", "end_ts", "ret", "bytes")
+_SYSCALL_COLS = ("tgid", "tid", "syscall", "fd", "ts", "end_ts", "ret", "bytes", "dev")
 _SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "daddr", "dport")
 _FAULT_COLS = ("tgid", "tid", "ts", "count")
 _RECLAIM_COLS = ("tgid", "tid", "comm", "kind", "ts", "end_ts", "nr_reclaimed", "cpu", "cgroup_id")

@@ -7,7 +7,9 @@
  * into user space; shorter ones are counted in the kernel. */
 #include "common.bpf.h"
 
-/* off_ns is on the run-queue clock (kp_now); wake_ns is bpf_ktime, read by the waker. */
+/* off_ns is on the run-queue clock (kp_now); wake_ns is bpf_ktime, read by the waker only on
+ * kernels without sched_info (elsewhere the wake-up time comes from the scheduler's own
+ * bookkeeping when the row is emitted, kp_woken_at). */
 struct kp_task_state {
 	__u64 off_ns;
 	__u64 wake_ns;
@@ -18,8 +20,11 @@ struct kp_task_state {
 	__u32 w_tgid;
 	__u32 w_tid;
 	__u32 short_n;
-	__u32 pad0;
+	__u32 woken;     /* a wake-up was seen for this interval (the waker fields hold it) */
 	__u64 short_ns;
+	/* the task's sched_info.run_delay at switch-out: what it grows by until switch-in is
+	 * time spent queued on a run queue it left (migrated while waiting) */
+	__u64 run_delay;
 	/* preemptor and waker task pointers: their names are read only if a row is emitted,
 	 * and only if the pointer still holds the same thread (kp_task_names) */
 	__u64 p_task;
@@ -172,6 +177,25 @@ static __always_inline __u64 kp_to_ktime(__u64 t, __s64 shift)
 	return t ? t + shift : 0;
 }
 
+/* When the task became runnable, on the run-queue clock of the CPU it now runs on (0: unknown).
+ * The scheduler's own accounting (CONFIG_SCHED_INFO) stamps every enqueue: last_queued is when
+ * it was queued on this run queue, and run_delay already holds the time it waited on another
+ * before a migration moved it (each move re-stamps last_queued). So the waking program needs no
+ * clock read, and a woken task migrated while waiting still gets its true wake-up time. At
+ * sched_switch the arrival has not been accounted yet (sched_info_switch runs after it). */
+static __always_inline __u64 kp_woken_at(struct kp_task_state *st, struct task_struct *t, __u64 now)
+{
+	if (!bpf_core_field_exists(t->sched_info.last_queued))
+		return 0;
+	__u64 queued = t->sched_info.last_queued;
+	__u64 waited = t->sched_info.run_delay - st->run_delay;
+	if (queued && queued <= now)
+		waited += now - queued;
+	else if (!waited)
+		return 0;
+	return waited < now - st->off_ns ? now - waited : st->off_ns;
+}
+
 /* prev leaves the CPU: remember when, why and who took over.
  * Storage exists only for watched tasks (the watch list never shrinks), so its
  * presence answers "watched?" without a hash lookup. */
@@ -185,7 +209,10 @@ static __always_inline __u64 kp_switch_out(struct kp_config *cfg, struct task_st
 		return 0;
 	__u64 now = kp_now(prev);
 	st->off_ns = now;
+	if (bpf_core_field_exists(prev->sched_info.run_delay))
+		st->run_delay = prev->sched_info.run_delay;
 	if (!st->woken_early || prev_state == KP_TASK_RUNNING) {
+		st->woken = 0;
 		st->wake_ns = 0;
 		st->w_tgid = 0;
 		st->w_tid = 0;
@@ -211,9 +238,13 @@ static __always_inline void kp_emit_offcpu(struct kp_task_state *st, struct task
 	__s64 shift = bpf_ktime_get_ns() - now;
 	r->off_ns = kp_to_ktime(st->off_ns, shift);
 	r->on_ns = kp_to_ktime(now, shift);
-	/* the wake-up was timed on the other clock: keep it inside the interval despite the
-	 * conversion's microseconds */
-	__u64 wake = st->wake_ns;
+	/* a preempted task was never woken; the fallback was timed on the other clock: keep it
+	 * inside the interval despite the conversion's microseconds */
+	__u64 wake = 0;
+	if (st->prev_state != KP_TASK_RUNNING) {
+		__u64 at = kp_woken_at(st, next, now);
+		wake = at ? kp_to_ktime(at, shift) : st->wake_ns;
+	}
 	if (wake && wake < r->off_ns)
 		wake = r->off_ns;
 	if (wake > r->on_ns)
@@ -266,7 +297,7 @@ static __always_inline void kp_switch_in(struct kp_config *cfg, struct task_stru
 	__u64 dur = now > st->off_ns ? now - st->off_ns : 0;
 	/* blocked, yet no wake-up seen: the waking program was skipped (an interrupt's wake-up
 	 * nested in another on this CPU); the row says so with wake_ns 0 */
-	if (!st->wake_ns && st->prev_state != KP_TASK_RUNNING)
+	if (!st->woken && st->prev_state != KP_TASK_RUNNING)
 		kp_count(KP_CNT_WAKE_UNSEEN, 1);
 	if (dur < cfg->min_offcpu_ns) {
 		kp_count(KP_CNT_OFFCPU_SHORT, 1);
@@ -309,14 +340,15 @@ static __always_inline void kp_mark_wakeup(struct task_struct *p)
 		if (p->on_rq || !p->on_cpu)
 			return;
 		st->woken_early = 1;
-	} else if (st->wake_ns) {
+	} else if (st->woken) {
 		return;
 	}
-	/* The one clock read left on a hot path: nothing the scheduler keeps tells when a
-	 * sleeping task was woken (run-queue clocks of idle CPUs are stale, and a task that
-	 * sleeps may stay queued, delayed, on newer kernels). */
+	/* only the waker is taken here: the time comes from sched_info at emission (kp_woken_at);
+	 * a kernel without it pays a clock read on every wake-up */
 	struct task_struct *waker = bpf_get_current_task_btf();
-	st->wake_ns = bpf_ktime_get_ns();
+	st->woken = 1;
+	if (!bpf_core_field_exists(p->sched_info.last_queued))
+		st->wake_ns = bpf_ktime_get_ns();
 	st->w_tgid = waker->tgid;
 	st->w_tid = waker->pid;
 	st->w_task = (__u64)waker;
@@ -345,6 +377,7 @@ int BPF_PROG(kp_sched_wakeup_new, struct task_struct *p)
 	st->off_ns = kp_now(p);
 	st->wake_ns = bpf_ktime_get_ns();
 	st->prev_state = KP_STATE_NEW;
+	st->woken = 1;
 	st->cpu = bpf_get_smp_processor_id();
 	st->w_tgid = parent->tgid;
 	st->w_tid = parent->pid;

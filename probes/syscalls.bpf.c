@@ -55,6 +55,29 @@ static __always_inline void kp_enter(__u32 nr, __u8 always, __u64 a0, __u64 a1, 
 	st->args[2] = a2;
 }
 
+/* The device of the file behind the calling task's descriptor fd (0: none). Read only for a
+ * sync row being emitted: a slow one, never the thousands of short commits a second. */
+static __always_inline __u32 kp_fd_dev(__u64 fd)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct files_struct *files = t->files;
+	if (!files)
+		return 0;
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xfffff]) || !f)
+		return 0;
+	return BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+}
+
+static __always_inline bool kp_sync_call(__u32 nr)
+{
+	return nr == KP_NR_FSYNC || nr == KP_NR_FDATASYNC || nr == KP_NR_SYNC_FILE_RANGE;
+}
+
 /* A traced call returns: one row (or a count, when short), and the fd -> path map for opens. */
 static __always_inline void kp_exit(long ret)
 {
@@ -83,6 +106,8 @@ static __always_inline void kp_exit(long ret)
 		r->tid = tid;
 		r->nr = st->nr;
 		r->cpu = bpf_get_smp_processor_id();
+		r->dev = kp_sync_call(st->nr) ? kp_fd_dev(st->args[0]) : 0;
+		r->dev_pad = 0;
 		kp_submit_to(&rb_syscall, r);
 	}
 	if ((st->nr == KP_NR_OPENAT || st->nr == KP_NR_OPENAT2) && ret >= 0) {

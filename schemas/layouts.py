@@ -154,10 +154,10 @@ KP_TCP_RETRANS = np.dtype(
 
 KP_SYSCALL = np.dtype(
     {
-        "names": ["enter_ns", "exit_ns", "ret", "arg0", "arg1", "arg2", "tgid", "tid", "nr", "cpu"],
-        "formats": ["<u8", "<u8", "<i8", "<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4"],
-        "offsets": [0, 8, 16, 24, 32, 40, 48, 52, 56, 60],
-        "itemsize": 64,
+        "names": ["enter_ns", "exit_ns", "ret", "arg0", "arg1", "arg2", "tgid", "tid", "nr", "cpu", "dev", "dev_pad"],
+        "formats": ["<u8", "<u8", "<i8", "<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 52, 56, 60, 64, 68],
+        "itemsize": 72,
     }
 )
 

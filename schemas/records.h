@@ -255,6 +255,10 @@ struct kp_syscall {
 	__u32 tid;
 	__u32 nr;
 	__u32 cpu;
+	/* the fsync family: the device of the file synced (kernel dev_t, as in block_io.dev), so a
+	 * disk wait is matched to that disk's requests and not to a busier one; 0 otherwise */
+	__u32 dev;
+	__u32 dev_pad;
 };
 
 struct kp_fd_open {

@@ -225,7 +225,7 @@ def _syscall(r: np.ndarray, off: int) -> Columns:
         "dur_ns": (r["exit_ns"] - r["enter_ns"]).astype(np.uint64),
         "tgid": r["tgid"], "tid": r["tid"], "syscall": syscalls.NAMES[nr], "nr": r["nr"],
         "fd": fd, "bytes": nbytes, "ret": ret,
-        "arg0": r["arg0"], "arg1": r["arg1"], "arg2": r["arg2"], "cpu": r["cpu"],
+        "arg0": r["arg0"], "arg1": r["arg1"], "arg2": r["arg2"], "cpu": r["cpu"], "dev": r["dev"],
     }
 
 

@@ -200,6 +200,22 @@ def test_disk_wait_ignores_kernel_dispatchers_and_blames_a_heavier_writer_on_the
     assert a.root_cause.delay_ns == 480 * MS
 
 
+def test_a_synced_file_names_its_disk_even_when_another_disk_completed_closer_to_the_wake_up():
+    """Fast requests are summed per second in the kernel: the sum holding the completion that ended the
+    fsync ends after the wake-up, and a busy other disk's request completed just before it. The fsync
+    row carries its file's device (what CI saw: a pip install on the root disk named as the culprit)."""
+    blocked = [off(10, 10, 10, 500, reason="uninterruptible", wake=490)]
+    loop_sum = BlockIO(77, 77, "kworker/u8:2", T0 + 20 * MS, T0 + 900 * MS, 1 << 20, "W", 7)    # spans the wake
+    root_disk = BlockIO(55, 55, "pip", T0 + 400 * MS, T0 + 489 * MS, 26 << 20, "W", 254 << 20)
+    synced = Syscall(10, 10, "fsync", 3, T0 + 5 * MS, T0 + 501 * MS, 0, 0, 7)
+    a = analyze(evidence(10, 0, 600, blocked, [synced], block_io=[loop_sum, root_disk]))
+    assert a.root_cause.kind == "disk_io" and a.root_cause.culprit.pid == 10, a.to_json()
+    assert a.root_cause.evidence[-1]["dev"] == 7
+    unknown = Syscall(10, 10, "fsync", 3, T0 + 5 * MS, T0 + 501 * MS, 0, 0)       # an older recording: no device
+    a = analyze(evidence(10, 0, 600, blocked, [unknown], block_io=[loop_sum, root_disk]))
+    assert a.root_cause.culprit.pid == 55          # what the completion-time rule alone concludes
+
+
 def test_empty_interval_rejected():
     with pytest.raises(ValueError):
         Interval(1, 10, 10)

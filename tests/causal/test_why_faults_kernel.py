@@ -194,6 +194,9 @@ def test_throttled_fsync_is_disk_io_of_the_writer(capture, throttled_disk):
     assert rc.culprit.pid == pid, a.to_json()
     assert _near(rc.delay_ns, waited), (rc.delay_ns, waited)
     assert "fsync" in rc.summary, rc.summary
+    st = os.stat(mnt / "ledger")                          # the fsync row names the file's disk, as block_io does
+    rows = capture.rows(f"SELECT dev FROM syscall WHERE tgid = {pid} AND syscall = 'fsync'")
+    assert [int(r["dev"]) for r in rows] == [(os.major(st.st_dev) << 20) | os.minor(st.st_dev)], rows
 
 
 def _unclean(cg: Path) -> int:

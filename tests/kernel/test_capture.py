@@ -273,3 +273,51 @@ def test_fast_block_requests_are_summed_per_submitter_with_exact_totals(tmp_path
         assert rec.stats.block_sums["requests"] >= sum(r["requests"] for r in summed)
     finally:
         cap.stop()
+
+
+@pytest.mark.parametrize("migrate", [False, True], ids=["stays", "migrated-while-queued"])
+def test_wakeup_time_is_exact_also_when_the_queued_task_is_migrated(capture, migrate: bool) -> None:
+    """A thread sleeps 100 ms; a real-time hog holds its CPU for 250 ms from then; with ``migrate`` it
+    is moved to the other CPU at 170 ms while still queued. Ground truth: asleep 100 ms either way,
+    then queued until the hog stops or until the move. The wake-up time comes from the scheduler's
+    accounting, which a move re-stamps: the time queued before the move must still count as waiting."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("moving a queued task needs a second CPU")
+    cpu, other = sorted(os.sched_getaffinity(0))[-1], sorted(os.sched_getaffinity(0))[0]
+    sleeper = capture.spawn("taskset", "-c", str(cpu), "python3", "-c",
+                            "import sys,time\nsys.stdin.readline()\nsys.stdin.readline()\n"
+                            "print('sleeping', flush=True)\ntime.sleep(0.1)", stdout=subprocess.PIPE)
+    hog = subprocess.Popen(["chrt", "-f", "10", "taskset", "-c", str(cpu), "python3", "-c",
+                            "import sys,time\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+                            "e=time.monotonic()+0.25\nwhile time.monotonic()<e: pass"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {other})           # this thread must not wait behind the hog to move the sleeper
+    try:
+        assert hog.stdout.readline().strip() == b"ready"
+        sleeper.stdin.write(b"sleep\n")
+        sleeper.stdin.flush()
+        assert sleeper.stdout.readline().strip() == b"sleeping"
+        t0 = time.monotonic()                  # the sleep starts now (give or take the pipe)
+        hog.stdin.write(b"spin\n")             # real-time: it runs at once and keeps the sleeper's CPU
+        hog.stdin.flush()
+        if migrate:
+            time.sleep(max(0.0, 0.17 - (time.monotonic() - t0)))
+            os.sched_setaffinity(sleeper.pid, {other})
+        assert sleeper.wait(10) == 0 and hog.wait(10) == 0
+    finally:
+        os.sched_setaffinity(0, mine)
+        for p in (sleeper, hog):
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    rows = capture.rows(f"SELECT dur_ns, blocked_ns, runq_ns, reason, cpu_on FROM offcpu WHERE tgid = {sleeper.pid} "
+                        "AND reason = 'sleep' AND dur_ns > 90000000 ORDER BY ts DESC LIMIT 1")
+    assert rows, "no off-CPU row for the sleep"
+    r = rows[0]                                # the last long one (the reads of stdin come before it)
+    assert abs(int(r["blocked_ns"]) - 100_000_000) <= 5_000_000, r      # asleep: the 100 ms sleep
+    assert int(r["runq_ns"]) >= 40_000_000, r                            # then queued behind the hog
+    if migrate:
+        assert int(r["cpu_on"]) == other, r
+    else:
+        assert int(r["cpu_on"]) == cpu and int(r["dur_ns"]) >= 220_000_000, r
