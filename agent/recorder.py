@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kprobe.agent import clock, row_checks
+from kprobe.agent import clock, code_pages, row_checks
 from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.cgroup_cpu import CgroupCpu
 from kprobe.agent.identity import IdentityCache, processes_columns
@@ -68,6 +68,10 @@ class RecorderConfig:
     retention_bytes: int | None = 2 << 30
     status_path: Path | None = None
     kubelet: KubeletConfig | None = None   # names processes' pods (agent/pod_identity.py); None: cgroup ids only
+    # the embedded engine's start-up code, run once, is unmapped this long after start and then at this
+    # interval (agent/code_pages.py): the resident set is then the code in use. 0: never.
+    trim_code_s: float = 300.0
+    trim_first_s: float = 20.0
 
     @property
     def drains_early(self) -> bool:
@@ -95,6 +99,7 @@ class MemcgRequest:
 
 INFLIGHT_SCAN_NS = 100_000_000    # the in-flight reclaim map is listed at most this often
 INFLIGHT_MAX = 1024
+CHDB_LIBRARY = "_chdb"          # the embedded engine's shared object (chdb/_chdb.abi3.so)
 
 
 @dataclass
@@ -319,6 +324,7 @@ class Recorder:
         except OSError as e:
             log.warning("cannot lower the writer's priority: %s", e)
         last_retention = time.monotonic()
+        next_trim = last_retention + self.config.trim_first_s
         last_status = 0.0
         while True:
             item = self._queue.get()
@@ -339,6 +345,9 @@ class Recorder:
             if self.retention is not None and now - last_retention >= 10.0:
                 last_retention = now
                 self._apply_retention()
+            if self.config.trim_code_s and now >= next_trim:
+                next_trim = now + self.config.trim_code_s
+                self.stats.code_trimmed_mb = round(code_pages.trim(CHDB_LIBRARY) / 1024, 1)
 
     def _write_batch(self, batch: Batch) -> None:
         et = batch.et

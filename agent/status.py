@@ -47,6 +47,8 @@ class RecorderStats:
     rejected: dict[str, int] = field(default_factory=dict)
     # the recorder's own cost: CPU seconds, resident memory (anon = its heap, file = mapped code), rows/s
     resources: dict[str, float] = field(default_factory=dict)
+    # the embedded engine's start-up code unmapped at the last trim, MB (agent/code_pages.py)
+    code_trimmed_mb: float = 0.0
     kernel_drops: dict[str, list[int]] = field(default_factory=dict)  # type -> per CPU
     counters: dict[str, int] = field(default_factory=dict)
     # program runs the kernel skipped because the program was already running on that CPU (nested

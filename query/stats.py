@@ -127,7 +127,9 @@ def render(data: dict) -> str:
     if res:
         lines.append(f"recorder: {res.get('cpu_pct', 0):.1f} % of a core over the last {res.get('window_s', 0):.0f} s, "
                      f"{res.get('rows_per_s', 0):.0f} rows/s, resident {res.get('rss_mb', 0):.0f} MB "
-                     f"(heap {res.get('rss_anon_mb', 0):.0f} MB, mapped code {res.get('rss_file_mb', 0):.0f} MB)")
+                     f"(heap {res.get('rss_anon_mb', 0):.0f} MB, mapped code {res.get('rss_file_mb', 0):.0f} MB"
+                     + (f"; {rec['code_trimmed_mb']:.0f} MB of engine start-up code unmapped at the last trim"
+                        if rec.get("code_trimmed_mb") else "") + ")")
     if rec.get("kafka"):
         lines += render_kafka(rec["kafka"])
     if data.get("dataflows"):  # DATA/dataflow is the default --state-dir of `kprobe dataflow ingest`
