@@ -5,6 +5,9 @@ import { get } from "/ui/api.js";
 import { dur, el, utc } from "/ui/format.js";
 import { drawChain, rootLine } from "/ui/incident.js";
 
+// to the microsecond, as `kprobe timeline` prints: ns since the epoch do not survive a JSON number exactly
+function usec(ns) { return utc(ns).replace(/(\.\d{6})\d{3}Z$/, "$1Z"); }
+
 function windowText(w) {
   if (!w) return "";
   return `${w.window} (${w.cutoff}), value date ${w.value_date}: ` +
@@ -15,7 +18,7 @@ function eventRow(e, prev) {
   const flag = e.kind === "kernel" ? el("b", { class: "badge" }, "ROOT CAUSE") : e.error ? "ERROR" : "";
   return el("tr", { class: `${e.kind === "kernel" ? "root" : ""}${e.error ? " failed" : ""}`, "data-kind": e.kind,
                     "data-span": e.span_id || "" },
-    el("td", {}, utc(e.ts_ns)), el("td", {}, prev === null ? "" : `+${dur(e.ts_ns - prev)}`),
+    el("td", {}, usec(e.ts_ns)), el("td", {}, prev === null ? "" : `+${dur(e.ts_ns - prev)}`),
     el("td", {}, e.span_id ? el("a", { href: `#/incident/span-${e.span_id}` }, e.label) : e.label),
     el("td", {}, e.service || "-"), el("td", {}, e.end_ns > e.ts_ns ? dur(e.end_ns - e.ts_ns) : ""),
     el("td", {}, flag), el("td", {}, e.detail, e.window ? [el("br"), windowText(e.window)] : ""));
