@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from kprobe.api import cursor
+from kprobe.api.business_endpoints import search_matches as business_matches
 from kprobe.api.errors import bad_request
 from kprobe.causal.fetch import Store
 from kprobe.causal.incidents import parse_incident_id
 from kprobe.causal.spans import SPAN_COLS, SpanLookupError, SpanRef, find_span, trace_spans
+from kprobe.finance.domain import DomainMap
 from kprobe.query.events import EventQuery, fetch, summary
 from kprobe.query.stats import collect
 
@@ -107,9 +109,10 @@ def _span_match(s: SpanRef, kind: str) -> dict[str, Any]:
             "trace_id": s.trace_id, "pid": s.pid}
 
 
-def search(store: Store, q: str) -> dict[str, Any]:
-    """What ``q`` names: an incident id, a trace id (32 hex), a span id (16 hex), a pid, or a value of a
-    span attribute (payment or order id). Each match carries the UI route that shows it."""
+def search(store: Store, q: str, dmap: DomainMap | None = None) -> dict[str, Any]:
+    """What ``q`` names: an incident id, a trace id (32 hex), a span id (16 hex), a pid, a payment or order
+    id (by ``dmap``, as `kprobe timeline` finds them), or a value of a span attribute. Each match carries
+    the UI route that shows it."""
     text = q.strip()
     if not re.fullmatch(SEARCH_PATTERN, text):
         raise bad_request("q must be 1 to 128 letters, digits or . _ : @ / + = -")
@@ -141,5 +144,7 @@ def search(store: Store, q: str) -> dict[str, Any]:
         lit = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
         rows = store.query_rows(f"SELECT {SPAN_COLS} FROM spans WHERE position(attributes, {lit}) > 0 "
                                 "ORDER BY ts_ns DESC LIMIT 20")
+        if rows:     # some span carries the text: is it a payment or an order (kprobe timeline's answer)?
+            matches.extend(business_matches(store, dmap, text))
         matches.extend(_span_match(SpanRef.from_row(r), "attribute") for r in rows)
     return {"q": text, "matches": matches}

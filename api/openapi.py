@@ -51,6 +51,14 @@ SCHEMAS: dict[str, Any] = {
                       "chain": _arr(_obj({"kind": _STR}, ["kind"])),
                       "chain_text": _arr(_STR), "causes": _arr(_OBJ), "notes": _arr(_STR), "text": _STR},
                      ["victim", "root_cause", "breakdown", "chain", "chain_text", "causes", "notes", "text"]),
+    # `kprobe why --payment/--order --json` (finance.timeline), its events paged
+    "BusinessWhy": _obj({
+        "key": _STR, "kind": {"type": "string", "enum": ["payment", "order"]}, "root_cause": _STR,
+        "incidents": _arr(_STR), "notes": _arr(_STR),
+        "events": _arr(_obj({"ts_ns": _INT, "end_ns": _INT, "label": _STR, "service": _STR, "kind": _STR,
+                             "pid": _INT, "error": {"type": "boolean"}, "detail": _STR,
+                             "window": {**_OBJ, "nullable": True}, "span_id": _STR})),
+        "events_total": _INT, "next_cursor": _NSTR, "victim_span_id": _NSTR, "incident_id": _NSTR}),
     "Event": _obj({"type": _STR, "ts": _INT, "text": _STR}),
     "EventPage": _page("Event"),
     "Process": _obj({"pid": _INT, "comm": _STR, "exe": _STR, "cmdline": _STR, "service": _STR, "host": _STR,
@@ -60,7 +68,7 @@ SCHEMAS: dict[str, Any] = {
                    "recorder": _OBJ, "otel": {**_OBJ, "nullable": True}, "dataflows": _arr(_OBJ)}),
     "Extent": _obj({"from_ns": _NINT, "to_ns": _NINT, "from": _NSTR, "to": _NSTR}, extra=False),
     "SearchResult": _obj({"q": _STR, "matches": _arr(_obj(
-        {"kind": {"type": "string", "enum": ["incident", "trace", "span", "pid", "attribute"]},
+        {"kind": {"type": "string", "enum": ["incident", "trace", "span", "pid", "payment", "order", "attribute"]},
          "id": _STR, "label": _STR, "route": _STR}))}),
     "Timeline": _obj({
         "from": _STR, "to": _STR, "from_ns": _INT, "to_ns": _INT, "width": _INT, "bucket_ns": _INT,
@@ -99,8 +107,9 @@ def document(server_url: str = "/") -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "kprobe API", "version": "1",
                  "description": "Read-only access to a kprobe recording: incidents and their kernel root causes, "
-                                "spans, kernel events, processes, and the zoomable timeline. Every request but "
-                                "this document needs `Authorization: Bearer <DATA/api-token>`."},
+                                "payments and orders by their ids, spans, kernel events, processes, and the zoomable "
+                                "timeline. Every request but this document needs "
+                                "`Authorization: Bearer <DATA/api-token>`."},
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}],
         "paths": {PREFIX + r.path: {"get": _operation(r)} for r in ROUTES},

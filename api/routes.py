@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kprobe.api import business_endpoints as be
 from kprobe.api import causal_endpoints as ce
 from kprobe.api import data_endpoints as de
 from kprobe.api.errors import bad_request
 from kprobe.api.params import Param
 from kprobe.api.timeline import KIND_NAMES, Window, timeline
 from kprobe.causal.fetch import Store
+from kprobe.finance.domain import DomainMap
 from kprobe.schemas.tables import BY_NAME
 
 PREFIX = "/api/v1"
@@ -29,6 +31,8 @@ MIN_WINDOW_NS = 100
 class Context:
     store: Store
     data_dir: Path
+    # the business domain map (which span is which payment/order event): the CLI's, from $KPROBE_DOMAIN_MAP
+    domain_map: DomainMap | None = field(default_factory=be.domain_map_from_env)
 
 
 Handler = Callable[[Context, dict[str, Any], dict[str, str]], dict[str, Any]]
@@ -85,6 +89,14 @@ def _why(ctx: Context, a: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
     return ce.analyse(ctx.store, ce.why_target(a))
 
 
+def _why_business(ctx: Context, a: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
+    chosen = [k for k in be.KINDS if a.get(k) is not None]
+    if len(chosen) != 1:
+        raise bad_request("give exactly one of payment or order")
+    kind = chosen[0]
+    return be.why(ctx.store, ctx.domain_map, kind, a[kind], a["limit"], a["cursor"])
+
+
 def _trace(ctx: Context, _: dict[str, Any], p: dict[str, str]) -> dict[str, Any]:
     return ce.trace(ctx.store, p["trace_id"])
 
@@ -112,7 +124,7 @@ def _extent(ctx: Context, a: dict[str, Any], _: dict[str, str]) -> dict[str, Any
 
 
 def _search(ctx: Context, a: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
-    return de.search(ctx.store, a["q"])
+    return de.search(ctx.store, a["q"], ctx.domain_map)
 
 
 def _timeline(ctx: Context, a: dict[str, Any], _: dict[str, str]) -> dict[str, Any]:
@@ -137,6 +149,12 @@ ROUTES: tuple[Route, ...] = (
           (Param("span", "hex16", "span id"), Param("trace", "hex32", "trace id"),
            Param("incident", "str", "incident id from /incidents", max_length=80), PID,
            Param("tid", "int", "with pid: thread id", minimum=1, maximum=4_194_304), FROM, TO), not_found=True),
+    Route("/why/business", _why_business, "A payment's or order's business events and their kernel root cause "
+          "(kprobe why --payment ID / --order CLORDID)", "BusinessWhy",
+          (Param("payment", "str", "payment id, UETR or end-to-end id (as a span attribute carries it)",
+                 max_length=128, pattern=be.KEY_PATTERN),
+           Param("order", "str", "FIX ClOrdID", max_length=128, pattern=be.KEY_PATTERN),
+           _limit(500, 2000), CURSOR), not_found=True),
     Route("/traces/{trace_id}", _trace, "A trace's spans and the one worth explaining", "Trace",
           path_params=(("trace_id", r"^[0-9a-fA-F]{32}$"),), not_found=True),
     Route("/spans", _spans, "Spans by trace, service, pid, status and window, oldest first", "SpanPage",

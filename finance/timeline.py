@@ -66,6 +66,9 @@ class Timeline:
     root_phrase: str = ""
     incidents: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the span the causal engine was asked about (the failed, else the longest, classified span): lets a
+    #: caller open its incident (``kprobe why --span``, the API's /incidents/span-ID). Not in ``to_json``.
+    victim_span_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "events": [e.to_json() for e in self.events], "root_cause": self.root_cause,
@@ -233,6 +236,7 @@ def _root_cause(store: Store, tl: Timeline, spans: list[dict[str, Any]]) -> None
     ref = SpanRef(str(victim["span_id"]), str(victim["trace_id"]), str(victim["parent_span_id"]), str(victim["name"]),
                   str(victim["service"]), str(victim["host"]), int(victim["pid"]), int(victim["tid"]),
                   int(victim["ts_ns"]), int(victim["end_ns"]), int(victim["status_code"]), str(victim["status_message"]))
+    tl.victim_span_id = ref.span_id
     try:
         sa = why_span(store, ref)
     except (SpanLookupError, NoDataError, ValueError) as e:

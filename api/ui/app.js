@@ -1,6 +1,7 @@
-// Hash router: every view is a URL (#/incident/ID, #/timeline?from=..&to=..&pid=..), so any view can be shared.
+// Hash router: every view is a URL (#/incident/ID, #/payment/ID, #/timeline?from=..&to=..&pid=..), so any view can be shared.
 // Plain ES modules, no build step: see README "Web UI" for why.
 import { ApiError, setToken, takeTokenFromFragment } from "/ui/api.js";
+import { showBusiness } from "/ui/business.js";
 import { el } from "/ui/format.js";
 import { showIncident } from "/ui/incident.js";
 import { showIncidents } from "/ui/incidents.js";
@@ -34,6 +35,7 @@ async function route() {
   try {
     if (parts[0] === "incident" && parts[1]) await showIncident(view, parts[1]);
     else if (parts[0] === "trace" && parts[1]) await showTrace(view, parts[1]);
+    else if ((parts[0] === "payment" || parts[0] === "order") && parts[1]) await showBusiness(view, parts[0], parts[1]);
     else if (parts[0] === "timeline") await showTimeline(view, params, () => mine === generation);
     else if (parts[0] === "search") await showSearch(view, params.get("q") || "");
     else await showIncidents(view, params);

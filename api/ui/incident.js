@@ -18,7 +18,7 @@ function chainNodes(a) {
   return nodes;
 }
 
-function drawChain(a) {
+export function drawChain(a) {
   const nodes = chainNodes(a);
   const row = el("div", { class: "chain", id: "chain" });
   nodes.forEach((n, i) => {
@@ -40,6 +40,13 @@ function breakdownBar(b) {
   return bar;
 }
 
+// "Root cause: <kind> — <culprit> PID n (delay)", the line a reader looks for first
+export function rootLine(rc) {
+  return rc ? el("p", { id: "root-cause", class: "root-line" }, "Root cause: ",
+    el("b", {}, `${rc.kind.replace("_", " ")} — ${rc.culprit.comm ?? "unknown"} PID ${rc.culprit.pid ?? "?"}`),
+    ` (${dur(rc.delay_ns)})`) : el("p", { id: "root-cause" }, "no delay found");
+}
+
 export async function showIncident(view, id) {
   view.replaceChildren(el("p", {}, "explaining…"));
   const a = await get(`/incidents/${encodeURIComponent(id)}`);
@@ -52,9 +59,7 @@ export async function showIncident(view, id) {
   view.replaceChildren(el("section", { class: "card" },
     el("h2", {}, `Incident ${id}`),
     el("p", { class: "muted" }, `${a.victim.comm} PID ${a.victim.pid} TID ${a.victim.tid}, ${utc(a.victim.from_ns)} .. ${utc(a.victim.to_ns)}`),
-    rc ? el("p", { id: "root-cause", class: "root-line" }, "Root cause: ",
-      el("b", {}, `${rc.kind.replace("_", " ")} — ${rc.culprit.comm ?? "unknown"} PID ${rc.culprit.pid ?? "?"}`),
-      ` (${dur(rc.delay_ns)})`) : el("p", { id: "root-cause" }, "no delay found"),
+    rootLine(rc),
     drawChain(a),
     el("h3", {}, "Where the wall time went"), breakdownBar(a.breakdown),
     el("p", {}, el("a", { id: "open-timeline", href: tl }, "Open the timeline of this incident"),

@@ -12,9 +12,12 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +82,13 @@ def served(demo_recording: Demo) -> Iterator[Served]:
     finally:
         srv.stop()
         store.close()
+
+
+def api_get(base_url: str, path: str, token: str | None = TOKEN) -> tuple[int, Any]:
+    """GET ``path`` with the bearer token (or none): the status and the decoded JSON body, 4xx included."""
+    req = urllib.request.Request(base_url + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")

@@ -17,18 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import SERVICE, TOKEN, Served
+from tests.api.conftest import SERVICE, TOKEN, Served, api_get
 
 pytestmark = pytest.mark.kernel
 
 
 def _get(s: Served, path: str, token: str | None = TOKEN) -> tuple[int, Any]:
-    req = urllib.request.Request(s.url + path, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    return api_get(s.url, path, token)
 
 
 def _raw(s: Served, data: bytes, read_timeout: float = 10.0) -> bytes:

@@ -3,7 +3,8 @@
 What a person in an incident does: open the failed payment from the incident list, read the root
 cause in the drawn chain, open the incident's timeline, zoom from the whole window down to 50 µs
 inside the service's long off-CPU interval and read that slice's preemptor, search by trace id, and
-open a shared link in a fresh page. Screenshots land in artifacts/ui/ (or $KPROBE_ARTIFACTS/ui);
+open a shared link in a fresh page; and, with only a payment id, search it and land on its kernel
+root cause. Screenshots land in artifacts/ui/ (or $KPROBE_ARTIFACTS/ui);
 the zoom timings (server, round trip, render) are printed, not asserted.
 """
 
@@ -153,3 +154,48 @@ def test_incident_to_root_cause_to_a_50us_slice_and_back(served: Served, browser
     for t in timings:
         print(f"timeline {int(t['to']) - int(t['from'])} ns: server {t['server_ms']} ms, round trip {t['fetch_ms']} ms,"
               f" render {t['render_ms']} ms, {t['items']} slices, {t['buckets']} sums")
+
+
+def test_search_a_payment_id_and_land_on_its_root_cause(served: Served, browser) -> None:
+    """What a person with only a payment id does: search it, read the kernel root cause, open the incident."""
+    demo = served.demo
+    failed = demo.failed
+    batch_pid = demo.pid(BATCH)
+    ctx = browser.new_context(viewport={"width": 1500, "height": 950}, bypass_csp=True)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{served.url}/ui/#token={TOKEN}")
+    page.wait_for_selector("#incidents")
+    page.fill("#q", failed["payment"])
+    page.click("#search button")
+    page.wait_for_selector("#business #chain .node.root")
+    assert page.url.endswith(f"#/payment/{failed['payment']}"), page.url
+    root = page.locator("#chain .node.root").inner_text()
+    assert "ROOT CAUSE" in root and BATCH in root and str(batch_pid) in root, root
+    assert BATCH in page.locator("#root-cause").inner_text()
+    assert SERVICE in page.locator("#chain").inner_text()          # the uninstrumented hop on the way
+    # the business events: the failed payment's span, and the kernel root cause where it struck
+    rows = page.locator("#business-events tbody tr")
+    kinds = [rows.nth(i).get_attribute("data-kind") for i in range(rows.count())]
+    assert "kernel" in kinds, kinds
+    kernel_row = page.locator("#business-events tr[data-kind='kernel']").inner_text()
+    assert "ROOT CAUSE" in kernel_row and BATCH in kernel_row, kernel_row
+    assert page.locator(f"#business-events tr[data-span='{failed['span_id']}']").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "7-search-payment.png"), full_page=True)
+    # the payment view is a shareable link, and it leads to the incident of the span it explained
+    shared = page.url
+    page.click("#open-incident")
+    page.wait_for_selector("#chain .node.root")
+    assert page.url.endswith(f"#/incident/span-{failed['span_id']}"), page.url
+    assert BATCH in page.locator("#root-cause").inner_text()
+    other = ctx.new_page()
+    other.goto(shared)
+    other.wait_for_selector("#business #chain .node.root")
+    assert BATCH in other.locator("#root-cause").inner_text()
+    # an id nobody recorded: the API's 404 message, shown instead of a blank page
+    other.goto(f"{served.url}/ui/#/payment/NO-SUCH-PAYMENT-0000")
+    other.wait_for_selector("#error")
+    assert "no spans mention payment" in other.locator("#error").inner_text()
+    ctx.close()
+    assert not errors, errors
