@@ -1,7 +1,7 @@
 """The kernel's sums of fast block requests, read out as block_io records.
 
 blockio.bpf.c adds every request faster than ``min_block_us`` to a per-CPU sum keyed by
-submitter, device, operation and generation (``kp_config.block_epoch``), instead of sending
+submitter, device, operation and generation (``kp_runtime.block_epoch``), instead of sending
 a row each: a database host completes thousands of sub-millisecond requests a second, and a
 row each was most of what the recorder stored. Each tick (a second, and before any flush a
 query asks for) retires the current generation, so the probes add to the other one, waits out
@@ -29,7 +29,7 @@ SETTLE_S = 0.001
 class BlockSums:
     sums: BpfMap
     ncpu: int
-    set_epoch: Callable[[int], None]  # writes kp_config.block_epoch
+    set_epoch: Callable[[int], None]  # writes kp_runtime.block_epoch
     epoch: int = 0
     requests_read: int = 0
 

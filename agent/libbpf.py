@@ -64,6 +64,7 @@ class Libbpf:
             "bpf_map__fd": (ci, [vp]),
             "bpf_map__reuse_fd": (ci, [vp, ci]),
             "bpf_map__set_max_entries": (ci, [vp, cu]),
+            "bpf_map__set_initial_value": (ci, [vp, vp, ctypes.c_size_t]),
             "bpf_map__max_entries": (cu, [vp]),
             "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
             "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
@@ -242,6 +243,13 @@ class BpfObject:
         ret = self.lib.lib.bpf_map__set_max_entries(self.map(name).ptr, n)
         if ret != 0:
             raise self.lib.errno_error(f"resize map {name}", ret)
+
+    def set_initial_value(self, name: str, data: bytes) -> None:
+        """A global data section's contents before load (read-only ones are frozen at load)."""
+        buf = ctypes.create_string_buffer(data, len(data))
+        ret = self.lib.lib.bpf_map__set_initial_value(self.map(name).ptr, buf, len(data))
+        if ret != 0:
+            raise self.lib.errno_error(f"set the initial value of {name}", ret)
 
     def load(self) -> None:
         ctypes.set_errno(0)

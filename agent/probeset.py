@@ -34,7 +34,8 @@ RING_BYTES = {
     "tcp_retrans": 256 << 10,
 }
 
-SHARED_MAPS = ("kp_config", "kp_watched", "kp_watched_comm", "kp_drops", "kp_counters")
+SHARED_MAPS = ("kp_runtime", "kp_watched", "kp_watched_comm", "kp_drops", "kp_counters")
+SETTINGS_SECTION = ".rodata.kp"   # kp_settings (common.bpf.h): the load-time settings of every object
 BUILD_DIR = Path(__file__).resolve().parent.parent / "probes" / "build"
 
 
@@ -125,7 +126,7 @@ class ProbeSet:
     status: list[AttachStatus] = field(default_factory=list)
     load_errors: dict[str, str] = field(default_factory=dict)
     _tracefs_error: str = ""
-    _config_value: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=L.KP_CONFIG))
+    _runtime: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=L.KP_RUNTIME))
 
     def open(self) -> ProbeSet:
         for probe in self.config.probes:
@@ -145,11 +146,25 @@ class ProbeSet:
             self._attach(probe, obj)
         return self
 
-    def _load_one(self, probe: str, path: Path) -> None:
+    def open_object(self, path: Path) -> BpfObject:
+        """A probe object opened to join this set: its settings filled in, the maps shared so far reused.
+
+        Every object of the set (and the replay probe, loaded beside it) must see the same settings
+        and the same watch list, counters and drops.
+        """
         obj = BpfObject(self.lib, str(path)).open()
         try:
+            obj.set_initial_value(SETTINGS_SECTION, self._settings().tobytes())
             for name, m in self.shared.items():
                 obj.reuse_map(name, m.fd)
+        except LibbpfError:
+            obj.close()
+            raise
+        return obj
+
+    def _load_one(self, probe: str, path: Path) -> None:
+        obj = self.open_object(path)
+        try:
             for et in self.event_types(probe):
                 obj.set_max_entries(et.ring, self.config.ring_size(et.name))
             for prog in obj.programs():
@@ -177,7 +192,8 @@ class ProbeSet:
                     why = f"{why}; {self._tracefs_error}"
                 self.status.append(AttachStatus(probe, prog.name, prog.section, False, why))
 
-    def _configure(self) -> None:
+    def _settings(self) -> np.ndarray:
+        """The probes' load-time settings (kp_config in records.h), from this set's configuration."""
         c = self.config
         cfg = np.zeros(1, dtype=L.KP_CONFIG)
         cfg["min_offcpu_ns"] = c.min_offcpu_ns
@@ -190,8 +206,10 @@ class ProbeSet:
         cfg["sock_flush_ms"] = max(0, c.sock_flush_ms)
         cfg["sock_flush_jiffies"] = interval_jiffies(c.sock_flush_ms, kernel_hz())
         cfg["min_block_us"] = max(0, c.min_block_us)
-        self._config_value = cfg
-        self.shared["kp_config"].update(np.zeros(1, dtype=np.uint32), cfg)
+        return cfg
+
+    def _configure(self) -> None:
+        c = self.config
         for pid in c.watch_pids:
             self.watch_pid(pid)
         for comm in c.watch_comms:
@@ -228,8 +246,8 @@ class ProbeSet:
 
     def set_block_epoch(self, epoch: int) -> None:
         """The generation of block request sums the probes add to (see agent/block_sums.py)."""
-        self._config_value["block_epoch"] = epoch
-        self.shared["kp_config"].update(np.zeros(1, dtype=np.uint32), self._config_value)
+        self._runtime["block_epoch"] = epoch
+        self.shared["kp_runtime"].update(np.zeros(1, dtype=np.uint32), self._runtime)
 
     def block_sums(self) -> BlockSums | None:
         """The reader of the kernel's sums of fast block requests, when blockio is loaded."""

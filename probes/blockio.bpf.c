@@ -144,10 +144,12 @@ static __always_inline char kp_op_letter(__u32 op)
 }
 
 /* Adds a fast request to its submitter's sum; false when the table is full (then it is a row). */
-static __always_inline bool kp_aggregate(struct kp_config *cfg, struct kp_issue_state *st, __u32 dev, char op,
+static __always_inline bool kp_aggregate(kp_settings_t *cfg, struct kp_issue_state *st, __u32 dev, char op,
 					 __u64 sector, __u64 bytes, __u64 issue, __u64 done)
 {
-	struct kp_block_key k = {.tgid = st->tgid, .dev = dev, .op = op, .epoch = cfg->block_epoch};
+	__u32 zero = 0;
+	struct kp_runtime *rt = bpf_map_lookup_elem(&kp_runtime, &zero);
+	struct kp_block_key k = {.tgid = st->tgid, .dev = dev, .op = op, .epoch = rt ? rt->block_epoch : 0};
 	__u64 lat = done - issue;
 	struct kp_block_io *a = bpf_map_lookup_elem(&block_agg, &k);
 	if (!a) {
@@ -187,7 +189,7 @@ int BPF_PROG(kp_block_rq_complete, struct request *rq, blk_status_t error, unsig
 	struct kp_issue_state *st = kp_slot(addr);
 	if (!st || st->rq != addr)
 		return 0;
-	struct kp_config *cfg = kp_cfg();
+	kp_settings_t *cfg = kp_cfg();
 	struct gendisk *disk = rq->q->disk;
 	__u32 major = disk ? disk->major : 0, minor = disk ? disk->first_minor : 0;
 	__u32 dev = (major << 20) | minor;
@@ -195,7 +197,7 @@ int BPF_PROG(kp_block_rq_complete, struct request *rq, blk_status_t error, unsig
 	__u64 sector = rq->__sector;
 	__u64 done = bpf_ktime_get_ns();
 	__u64 issue = st->ts && st->ts <= done ? st->ts : done;
-	if (cfg && !error && done - issue < (__u64)cfg->min_block_us * 1000 &&
+	if (!error && done - issue < (__u64)cfg->min_block_us * 1000 &&
 	    kp_aggregate(cfg, st, dev, op, sector, nr_bytes, issue, done)) {
 		st->rq = 0;
 		return 0;

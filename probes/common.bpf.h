@@ -12,12 +12,18 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Load-time settings, in a section of their own so the agent can set them before load as a
+ * whole (bpf_map__set_initial_value on ".rodata.kp"); volatile so the compiler does not fold
+ * the zeros written here into the code. */
+const volatile struct kp_config kp_settings SEC(".rodata.kp") = {};
+typedef const volatile struct kp_config kp_settings_t;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct kp_config);
-} kp_config SEC(".maps");
+	__type(value, struct kp_runtime);
+} kp_runtime SEC(".maps");
 
 /* tgid -> 1 for processes whose high-volume streams are recorded. */
 struct {
@@ -51,17 +57,16 @@ struct {
 	__type(value, __u64);
 } kp_counters SEC(".maps");
 
-static __always_inline struct kp_config *kp_cfg(void)
+static __always_inline kp_settings_t *kp_cfg(void)
 {
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&kp_config, &zero);
+	return &kp_settings;
 }
 
 /* High-volume streams (off-CPU, syscalls, faults, socket I/O) follow the watch
  * list when one is set; the agent never traces itself. */
-static __always_inline bool kp_is_watched(struct kp_config *cfg, __u32 tgid)
+static __always_inline bool kp_is_watched(kp_settings_t *cfg, __u32 tgid)
 {
-	if (!cfg || tgid == 0 || tgid == cfg->self_tgid)
+	if (tgid == 0 || tgid == cfg->self_tgid)
 		return false;
 	if (!cfg->filter_on)
 		return true;

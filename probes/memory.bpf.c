@@ -49,7 +49,7 @@ static __always_inline void kp_emit_fault(__u64 now, __u32 tgid, __u32 tid, __u6
 	kp_submit_to(&rb_fault, r);
 }
 
-static __always_inline __u64 kp_fault_clock(struct kp_config *cfg)
+static __always_inline __u64 kp_fault_clock(kp_settings_t *cfg)
 {
 	return cfg->fault_flush_jiffies ? bpf_jiffies64() : bpf_ktime_get_ns();
 }
@@ -57,19 +57,17 @@ static __always_inline __u64 kp_fault_clock(struct kp_config *cfg)
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(kp_page_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	struct kp_config *cfg = kp_cfg();
+	kp_settings_t *cfg = kp_cfg();
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kp_fault_state *st = bpf_task_storage_get(&fault_state, task, 0, 0);
 	if (!st) {
-		if (!cfg || !kp_is_watched(cfg, task->tgid))
+		if (!kp_is_watched(cfg, task->tgid))
 			return 0;
 		st = bpf_task_storage_get(&fault_state, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!st)
 			return 0;
 		st->last_emit = kp_fault_clock(cfg);
 	}
-	if (!cfg)
-		return 0;
 	kp_count(KP_CNT_FAULTS, 1);
 	st->count += 1;
 	__u32 every = cfg->fault_sample_every ? cfg->fault_sample_every : 1;

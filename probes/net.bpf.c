@@ -50,12 +50,12 @@ static __always_inline void kp_emit_sock_io(struct sock *sk, __u64 now, __u32 tg
 
 /* Folding intervals are counted in jiffies (a plain load, where a clock read
  * costs ~90 ns on a VM) when the agent knows the tick rate. */
-static __always_inline __u64 kp_fold_clock(struct kp_config *cfg)
+static __always_inline __u64 kp_fold_clock(kp_settings_t *cfg)
 {
 	return cfg->sock_flush_jiffies ? bpf_jiffies64() : bpf_ktime_get_ns();
 }
 
-static __always_inline __u64 kp_fold_interval(struct kp_config *cfg)
+static __always_inline __u64 kp_fold_interval(kp_settings_t *cfg)
 {
 	return cfg->sock_flush_jiffies ? cfg->sock_flush_jiffies : cfg->sock_flush_ms * 1000000ULL;
 }
@@ -63,9 +63,9 @@ static __always_inline __u64 kp_fold_interval(struct kp_config *cfg)
 /* A closing socket flushes what its accumulators still hold. */
 static __always_inline void kp_flush_sock(struct sock *sk)
 {
-	struct kp_config *cfg = kp_cfg();
+	kp_settings_t *cfg = kp_cfg();
 	struct kp_sock_acc *acc = bpf_sk_storage_get(&sock_acc, sk, 0, 0);
-	if (!acc || !cfg)
+	if (!acc)
 		return;
 	__u64 now = bpf_ktime_get_ns(), mark = kp_fold_clock(cfg);
 	if (acc->pending[0] > 0) {
@@ -117,9 +117,7 @@ static __always_inline void kp_sock_io(struct sock *sk, int ret, __u8 dir)
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return;
-	struct kp_config *cfg = kp_cfg();
-	if (!cfg)
-		return;
+	kp_settings_t *cfg = kp_cfg();
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, d = dir & 1;
 	struct kp_sock_acc *acc = 0;

@@ -82,8 +82,8 @@ static __always_inline void kp_pcount(__u32 idx, __u64 by)
 
 static __always_inline void kp_payload_enter(__u64 fd, __u64 buf, __u8 dir)
 {
-	struct kp_config *cfg = kp_cfg();
-	if (!cfg || !cfg->filter_on)
+	kp_settings_t *cfg = kp_cfg();
+	if (!cfg->filter_on)
 		return; /* no watch list: nobody's payload */
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kp_payload_state *st = bpf_task_storage_get(&payload_state, task, 0, 0);
@@ -209,8 +209,8 @@ KP_PAYLOAD_TP(recvfrom, 1)
  * return 1 and store it. ---- */
 static __always_inline void kp_ssl_enter(__u64 ssl, __u64 buf, __u64 nptr, __u8 dir)
 {
-	struct kp_config *cfg = kp_cfg();
-	if (!cfg || !cfg->filter_on)
+	kp_settings_t *cfg = kp_cfg();
+	if (!cfg->filter_on)
 		return;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct kp_payload_state *st = bpf_task_storage_get(&payload_state, task, 0, 0);

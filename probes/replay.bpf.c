@@ -120,8 +120,8 @@ static __always_inline void kp_rcount(__u32 idx, __u64 by)
 
 static __always_inline bool kp_replay_watched(__u32 tgid)
 {
-	struct kp_config *cfg = kp_cfg();
-	return cfg && cfg->filter_on && kp_is_watched(cfg, tgid);
+	kp_settings_t *cfg = kp_cfg();
+	return cfg->filter_on && kp_is_watched(cfg, tgid);
 }
 
 static __always_inline struct kp_rtask *kp_rtask_of(struct task_struct *t, bool create)

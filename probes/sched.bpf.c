@@ -199,7 +199,7 @@ static __always_inline __u64 kp_woken_at(struct kp_task_state *st, struct task_s
 /* prev leaves the CPU: remember when, why and who took over.
  * Storage exists only for watched tasks (the watch list never shrinks), so its
  * presence answers "watched?" without a hash lookup. */
-static __always_inline __u64 kp_switch_out(struct kp_config *cfg, struct task_struct *prev,
+static __always_inline __u64 kp_switch_out(kp_settings_t *cfg, struct task_struct *prev,
 					   struct task_struct *next, __u32 prev_state, __u32 cpu)
 {
 	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, prev, 0, 0);
@@ -286,7 +286,7 @@ static __always_inline void kp_emit_offcpu(struct kp_task_state *st, struct task
 
 /* next comes back: its interval is a row when long enough, else only counted (per CPU,
  * and in its own storage until its next row carries the sum). */
-static __always_inline void kp_switch_in(struct kp_config *cfg, struct task_struct *prev,
+static __always_inline void kp_switch_in(kp_settings_t *cfg, struct task_struct *prev,
 					 struct task_struct *next, __u32 cpu, __u64 now)
 {
 	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, next, 0, 0);
@@ -314,13 +314,11 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(kp_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	struct kp_config *cfg = kp_cfg();
+	kp_settings_t *cfg = kp_cfg();
 	__u32 cpu = bpf_get_smp_processor_id();
 	__u64 now = 0; /* read only when a watched task is involved */
 
 	kp_count(KP_CNT_SWITCHES, 1);
-	if (!cfg)
-		return 0;
 	if (prev->pid)
 		now = kp_switch_out(cfg, prev, next, prev_state, cpu);
 	if (next->pid)
@@ -366,7 +364,7 @@ int BPF_PROG(kp_sched_waking, struct task_struct *p)
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(kp_sched_wakeup_new, struct task_struct *p)
 {
-	struct kp_config *cfg = kp_cfg();
+	kp_settings_t *cfg = kp_cfg();
 	if (!kp_is_watched(cfg, p->tgid))
 		return 0;
 	struct kp_task_state *st = bpf_task_storage_get(&offcpu_state, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -409,13 +407,13 @@ static __always_inline void kp_emit_proc(struct task_struct *t, __u32 kind, __u3
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(kp_sched_fork, struct task_struct *parent, struct task_struct *child)
 {
-	struct kp_config *cfg = kp_cfg();
+	kp_settings_t *cfg = kp_cfg();
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
 	if (!kp_is_watched(cfg, ptgid))
 		return 0;
 	if (ctgid == ptgid)
 		return 0; /* a new thread: already covered by its process */
-	if (cfg && cfg->filter_on) {
+	if (cfg->filter_on) {
 		__u8 one = 1;
 		bpf_map_update_elem(&kp_watched, &ctgid, &one, BPF_ANY);
 	}
@@ -426,9 +424,9 @@ int BPF_PROG(kp_sched_fork, struct task_struct *parent, struct task_struct *chil
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(kp_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct kp_config *cfg = kp_cfg();
+	kp_settings_t *cfg = kp_cfg();
 	__u32 tgid = p->tgid;
-	if (cfg && cfg->filter_on && tgid != cfg->self_tgid) {
+	if (cfg->filter_on && tgid != cfg->self_tgid) {
 		char comm[KP_COMM_LEN] = {};
 		bpf_get_current_comm(&comm, sizeof(comm));
 		if (bpf_map_lookup_elem(&kp_watched_comm, &comm)) {
@@ -445,7 +443,7 @@ int BPF_PROG(kp_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_b
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(kp_sched_exit, struct task_struct *p)
 {
-	struct kp_config *cfg = kp_cfg();
+	kp_settings_t *cfg = kp_cfg();
 	__u32 tgid = p->tgid, tid = p->pid;
 	/* task storage is freed with the task: nothing to clean up */
 	if (tgid != tid || !kp_is_watched(cfg, tgid))

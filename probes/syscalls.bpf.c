@@ -87,9 +87,9 @@ static __always_inline void kp_exit(long ret)
 		return;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
-	struct kp_config *cfg = kp_cfg();
+	kp_settings_t *cfg = kp_cfg();
 	__u64 now = bpf_ktime_get_ns();
-	if (cfg && !st->always && now - st->ts < cfg->min_syscall_ns) {
+	if (!st->always && now - st->ts < cfg->min_syscall_ns) {
 		kp_count(KP_CNT_SYSCALL_SHORT, 1);
 		kp_count(KP_CNT_SYSCALL_SHORT_NS, now - st->ts);
 		goto out;

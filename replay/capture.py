@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from kprobe.agent import clock
-from kprobe.agent.libbpf import BpfObject, LibbpfError
-from kprobe.agent.probeset import BUILD_DIR, SHARED_MAPS, ProbeSet
+from kprobe.agent.libbpf import LibbpfError
+from kprobe.agent.probeset import BUILD_DIR, ProbeSet
 from kprobe.agent.ringbuf import RingReader
 from kprobe.masking import install_log_masking
 from kprobe.replay import timeprobes
@@ -79,11 +79,8 @@ class ReplayCapture:
         process, filtered in the program (the hits in other processes are counted)."""
         install_log_masking()  # this process now handles raw payloads: no card data in its logs either
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        lib = self.probes.lib
-        obj = BpfObject(lib, str(BUILD_DIR / "replay.bpf.o")).open()
+        obj = self.probes.open_object(BUILD_DIR / "replay.bpf.o")
         try:
-            for name in SHARED_MAPS:
-                obj.reuse_map(name, self.probes.shared[name].fd)
             obj.set_max_entries("rb_rsys", self.rsys_ring_bytes)
             obj.set_max_entries("rb_rdata", self.rdata_ring_bytes)
             obj.load()

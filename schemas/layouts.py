@@ -64,10 +64,19 @@ KP_PCNT_MAX = 5
 
 KP_CONFIG = np.dtype(
     {
-        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies", "fault_flush_jiffies", "min_block_us", "block_epoch", "cfg_pad"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
-        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52],
-        "itemsize": 56,
+        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies", "fault_flush_jiffies", "min_block_us"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 44],
+        "itemsize": 48,
+    }
+)
+
+KP_RUNTIME = np.dtype(
+    {
+        "names": ["block_epoch", "pad"],
+        "formats": ["<u4", "<u4"],
+        "offsets": [0, 4],
+        "itemsize": 8,
     }
 )
 
@@ -227,6 +236,7 @@ KP_PAYLOAD = np.dtype(
 
 STRUCTS = {
     "kp_config": KP_CONFIG,
+    "kp_runtime": KP_RUNTIME,
     "kp_offcpu": KP_OFFCPU,
     "kp_proc": KP_PROC,
     "kp_fault": KP_FAULT,

@@ -59,6 +59,9 @@ enum kp_offcpu_reason {
 	KP_OFF_NEW = 5,       /* new task waiting for its first run */
 };
 
+/* Load-time settings: read-only data of every probe object (kp_settings, common.bpf.h), filled in
+ * by the agent before load, so a program reads them with plain loads (no map lookup, no NULL
+ * check) and the verifier prunes what they switch off. */
 struct kp_config {
 	__u64 min_offcpu_ns;
 	__u64 min_syscall_ns;
@@ -76,10 +79,14 @@ struct kp_config {
 	/* block requests faster than this (issue -> completion) are summed per submitter, device and
 	 * operation instead of a row each (0: every request is a row) */
 	__u32 min_block_us;
-	/* which generation of those sums the probes add to; the agent flips it and reads the retired
-	 * generation a tick later, when no program is still adding to it */
+};
+
+/* What the agent changes while the probes run (a one-entry array map, kp_runtime). */
+struct kp_runtime {
+	/* which generation of the block request sums the probes add to; the agent flips it and
+	 * reads the retired generation a tick later, when no program is still adding to it */
 	__u32 block_epoch;
-	__u32 cfg_pad;
+	__u32 pad;
 };
 
 struct kp_offcpu {
