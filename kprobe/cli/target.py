@@ -1,16 +1,14 @@
-"""The `--span/--trace/--incident/--pid` options of `kprobe why` and `kprobe graph` (the target itself,
-its checks and its analysis are in :mod:`kprobe.causal.target`)."""
+"""The options naming the operation `kprobe why` and `kprobe graph` explain (checked and analysed by
+:mod:`kprobe.causal.target`, which the API shares)."""
 
 from __future__ import annotations
 
 import argparse
 
-from kprobe.causal.target import Target, explain, parse_target
 
-__all__ = ["Target", "add_target_args", "explain", "parse_target"]
-
-
-def add_target_args(p: argparse.ArgumentParser) -> None:
+def add_target_args(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """--span | --trace | --incident | --pid (with --tid --from --to); the required group, for a command
+    that names its targets otherwise too (`why --payment`)."""
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--span", metavar="ID", help="span id (16 hex digits) received by the OTLP receiver")
     what.add_argument("--trace", metavar="ID", help="trace id (32 hex digits): explains its failed/longest span")
@@ -19,3 +17,4 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tid", type=int, default=None, help="with --pid: thread id (default: the most delayed thread)")
     p.add_argument("--from", dest="from_", metavar="T1", help="with --pid: UTC ns since the epoch or ISO-8601")
     p.add_argument("--to", metavar="T2", help="with --pid: UTC ns since the epoch or ISO-8601")
+    return what
