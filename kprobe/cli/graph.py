@@ -15,7 +15,7 @@ import socket
 import sys
 
 from kprobe.cli.common import add_data_arg, die, store_at
-from kprobe.cli.target import add_target_args
+from kprobe.cli.target import add_target_args, parsed_target
 
 EPILOG = """\
 examples:
@@ -62,14 +62,11 @@ def run(args: argparse.Namespace) -> int:
     # lazy: the causal engine (msgspec) and the store client are ~60 ms of `kprobe --help`
     from kprobe.causal.graph import ROOT_CAUSE_QUERY, OperationRef, analysis_graph, interval_op_id, span_op_id
     from kprobe.causal.spans import SpanLookupError
-    from kprobe.causal.target import explain, parse_target
+    from kprobe.causal.target import explain
     from kprobe.causal.why import NoDataError
     from kprobe.query.client import QueryError
 
-    try:
-        target = parse_target(args)
-    except ValueError as e:
-        return die(str(e))
+    target = parsed_target(args)
     with store_at(args.data) as store:
         try:
             analysis, span_analysis = explain(store, target)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from kprobe.cli.common import add_data_arg, die, store_at
-from kprobe.cli.target import add_target_args
+from kprobe.cli.target import add_target_args, parsed_target
 from kprobe.cli.timeline import business_timeline
 
 EPILOG = """\
@@ -75,14 +75,11 @@ def run(args: argparse.Namespace) -> int:
         return _why_business(args)
     # lazy: the analysis (msgspec, the causal engine) and the store client are ~60 ms of `kprobe --help`
     from kprobe.causal.spans import SpanLookupError
-    from kprobe.causal.target import explain, parse_target
+    from kprobe.causal.target import explain
     from kprobe.causal.why import NoDataError, render_text
     from kprobe.query.client import QueryError
 
-    try:
-        target = parse_target(args)
-    except ValueError as e:
-        return die(str(e))
+    target = parsed_target(args)
     with store_at(args.data) as store:
         try:
             analysis, span_analysis = explain(store, target)
