@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 from msgspec.structs import replace
 
-from kprobe.causal.fetch import (
+from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
+from kprobe.causal.records import (
     DISK_WAIT_CALLS,
     RECLAIM_CONTEXT_NS,
     THROTTLE_AFTER_NS,
@@ -54,7 +55,6 @@ from kprobe.causal.fetch import (
     Syscall,
     reclaim_totals,
 )
-from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
 
 MAX_DEPTH = 4
 SIGNIFICANT = 0.2          # a child must explain at least this share of its parent to continue the chain

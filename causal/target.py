@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from kprobe.causal.fetch import Store
 from kprobe.causal.incidents import parse_incident_id
 from kprobe.causal.model import Analysis
+from kprobe.causal.records import Store
 from kprobe.causal.spans import SpanAnalysis, SpanRef, find_span, hex_id, pick_span, trace_spans, why_span
 from kprobe.causal.why import why
 from kprobe.query.timefmt import parse_ts

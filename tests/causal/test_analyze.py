@@ -7,8 +7,8 @@ import json
 import pytest
 
 from kprobe.causal.analyze import MAX_DEPTH, analyze
-from kprobe.causal.fetch import BlockIO, Evidence, OffCpu, Reclaim, Retrans, SockIO, Syscall
 from kprobe.causal.model import Interval
+from kprobe.causal.records import BlockIO, Evidence, OffCpu, Reclaim, Retrans, SockIO, Syscall
 from kprobe.causal.why import render_text
 
 MS = 1_000_000
