@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,7 +205,7 @@ class PodDirectory:
         self.counters["kubelet_fetches"] = self.counters.get("kubelet_fetches", 0) + 1
         try:
             self.by_uid = parse_pod_list(self._fetch())
-        except (OSError, ValueError, urllib.error.URLError) as e:   # HTTPError is a URLError
+        except (OSError, ValueError) as e:   # urllib's URLError and HTTPError are OSErrors
             self._failures += 1
             self._next_try = now + min(self.config.max_backoff_s, self.config.unknown_refresh_s * 2 ** self._failures)
             self.counters["kubelet_errors"] = self.counters.get("kubelet_errors", 0) + 1
@@ -221,6 +218,11 @@ class PodDirectory:
         return True
 
     def _fetch(self) -> dict:
+        # here, not at the top: ssl and urllib are a quarter of every `kprobe` command's start-up
+        # (the CLI imports this module for the kubelet options' defaults), and only a fetch needs them
+        import ssl
+        import urllib.request
+
         c = self.config
         req = urllib.request.Request(c.url.rstrip("/") + "/pods", headers={"Accept": "application/json"})
         if c.token_file is not None and c.token_file.exists():

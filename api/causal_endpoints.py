@@ -11,11 +11,11 @@ from typing import Any
 
 from kprobe.api import cursor
 from kprobe.api.errors import ApiError, bad_request, not_found
-from kprobe.causal.cli_target import Target, explain, parse_target
-from kprobe.causal.fetch import Store
 from kprobe.causal.incidents import incidents, parse_incident_id
 from kprobe.causal.model import Analysis
+from kprobe.causal.records import Store
 from kprobe.causal.spans import SPAN_COLS, SpanAnalysis, SpanLookupError, SpanRef, pick_span, trace_spans
+from kprobe.causal.target import Target, explain, parse_target
 from kprobe.causal.why import NoDataError, phrase, render_text
 
 MAX_INCIDENT_OFFSET = 2000

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kprobe.causal.fetch import Store
+from kprobe.causal.records import Store
 from kprobe.query.timefmt import format_dur
 
 MAX_LANES = 48

@@ -35,10 +35,12 @@ from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from msgspec.structs import replace
 
-from kprobe.causal.fetch import (
+from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
+from kprobe.causal.records import (
     DISK_WAIT_CALLS,
     RECLAIM_CONTEXT_NS,
     THROTTLE_AFTER_NS,
@@ -54,7 +56,6 @@ from kprobe.causal.fetch import (
     Syscall,
     reclaim_totals,
 )
-from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
 
 MAX_DEPTH = 4
 SIGNIFICANT = 0.2          # a child must explain at least this share of its parent to continue the chain
@@ -89,6 +90,45 @@ class _Piece:
     bucket: str = ""        # breakdown bucket: io / net / futex / ""
     follow: int = 0         # the waker thread whose own delays over ``seg`` explain this piece (0: none)
     seg: tuple[int, int] = (0, 0)
+
+
+class _SwitchIn(NamedTuple):
+    """A task switched in on a CPU at ``ts``, and the task it displaced there (tid -1: not recorded)."""
+
+    ts: int
+    tgid: int
+    tid: int
+    comm: str
+    displaced_tgid: int
+    displaced_tid: int
+    displaced_comm: str
+    since: int          # when the displaced task had got the CPU (0: unknown)
+
+    def displaced(self) -> _SwitchIn:
+        """The displaced task, as the one holding the CPU up to ``ts`` (what it displaced: not known)."""
+        return _SwitchIn(self.ts, self.displaced_tgid, self.displaced_tid, self.displaced_comm, 0, -1, "", 0)
+
+
+@dataclass
+class _Holder:
+    """A process found holding a CPU a thread waited for: how long, its thread, how it was found."""
+
+    ns: int
+    tid: int
+    comm: str
+    how: str            # switch-in / displaced / reclaim
+
+
+class _HeldStretch(NamedTuple):
+    """One run-queue wait [a, b] on ``cpu`` and the ``ns`` of it a process's thread held that CPU."""
+
+    a: int
+    b: int
+    tid: int
+    comm: str
+    ns: int
+    cpu: int
+    how: str
 
 
 def _clip(a: int, b: int, lo: int, hi: int) -> tuple[int, int]:
@@ -268,7 +308,7 @@ class _Ctx:
         for rows in ev.syscalls.values():
             for s in rows:
                 self.tgid_of[s.tid] = s.tgid
-        self._switch_ins: dict[int, list[tuple[int, int, int, str, int, int, str, int]]] | None = None
+        self._switch_ins: dict[int, list[_SwitchIn]] | None = None
         self._thread_rows: dict[int, _ThreadRows] = {}
         self._calls: dict[tuple[int, int], _Spans] = {}
         self._sock_by_tid: dict[int, _SockIndex] | None = None
@@ -318,9 +358,8 @@ class _Ctx:
             idx.update(by_sk.get(sock.skaddr, ()))
         return [self.ev.retrans[i] for i in sorted(idx)]
 
-    def switch_ins(self, cpu: int) -> list[tuple[int, int, int, str, int, int, str, int]]:
-        """(ts, tgid, tid, comm, displaced tgid, tid, comm, since) of every recorded switch on ``cpu``,
-        time-ordered; ``since``: when the displaced task had got the CPU (0: unknown).
+    def switch_ins(self, cpu: int) -> list[_SwitchIn]:
+        """Every recorded switch on ``cpu``, time-ordered.
 
         Each off-CPU row carries two: the task switched in when the row's thread
         left (its ``preemptor`` fields, whatever the reason; tid 0 is idle), which
@@ -330,21 +369,21 @@ class _Ctx:
         the "next" and "prev" tasks of watched ones.
         """
         if self._switch_ins is None:
-            by_cpu: dict[int, list[tuple[int, int, int, str, int, int, str, int]]] = defaultdict(list)
+            by_cpu: dict[int, list[_SwitchIn]] = defaultdict(list)
             for rows in self.ev.offcpu.values():
                 for o in rows:
-                    by_cpu[o.cpu_off].append((o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
-                                              o.tgid, o.tid, o.comm, 0))
-                    by_cpu[o.cpu_on].append((o.end_ts, o.tgid, o.tid, o.comm, o.displaced_tgid,
-                                             o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1,
-                                             o.displaced_comm, o.displaced_since))
+                    by_cpu[o.cpu_off].append(_SwitchIn(o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
+                                                       o.tgid, o.tid, o.comm, 0))
+                    by_cpu[o.cpu_on].append(_SwitchIn(o.end_ts, o.tgid, o.tid, o.comm, o.displaced_tgid,
+                                                      o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1,
+                                                      o.displaced_comm, o.displaced_since))
             for v in by_cpu.values():
                 v.sort()
             self._switch_ins = dict(by_cpu)
         return self._switch_ins.get(cpu, [])
 
-    def runners(self, cpu: int, a: int, b: int, exclude_tid: int) -> tuple[dict[int, list], list[tuple[int, int]]]:
-        """Who held ``cpu`` during [a, b]: ({tgid: [ns, tid, comm, how]}, the stretches nobody is known for).
+    def runners(self, cpu: int, a: int, b: int, exclude_tid: int) -> tuple[dict[int, _Holder], list[tuple[int, int]]]:
+        """Who held ``cpu`` during [a, b]: ({tgid: holder}, the stretches nobody is known for).
 
         First by the recorded switches: the task last switched in before a moment
         is taken to be running then (switches between unwatched tasks are not
@@ -364,42 +403,44 @@ class _Ctx:
         unseen, are the likeliest holders (a batch job's workers); recordings
         without ``since`` credit the whole stretch that way.
         """
-        out: dict[int, list] = {}
-        gaps: list[tuple[int, int, tuple | None]] = []   # (from, to, the displaced task to fall back on)
+        out: dict[int, _Holder] = {}
+        gaps: list[tuple[int, int, _SwitchIn | None]] = []   # (from, to, the displaced task to fall back on)
 
-        def credit(held: tuple | None, how: str, fresh: bool, lo: int, hi: int, then: tuple | None = None) -> None:
-            if held is not None and held[2] and held[2] != exclude_tid and fresh:
-                out.setdefault(held[1], [0, held[2], held[3], how])[0] += hi - lo
+        def credit(held: _SwitchIn | None, how: str, fresh: bool, lo: int, hi: int,
+                   then: _SwitchIn | None = None) -> None:
+            if held is not None and held.tid and held.tid != exclude_tid and fresh:
+                out.setdefault(held.tgid, _Holder(0, held.tid, held.comm, how)).ns += hi - lo
             else:
                 gaps.append((lo, hi, then))
 
-        cur: tuple | None = None
+        cur: _SwitchIn | None = None
         t = a
         ins = self.switch_ins(cpu)
-        k = bisect_right(ins, a, key=lambda e: e[0])      # the entries before are only "who ran at a"
+        k = bisect_right(ins, a, key=lambda e: e.ts)      # the entries before are only "who ran at a"
         cur = ins[k - 1] if k else None
-        sentinel = (b, 0, 0, "", 0, -1, "", 0)
+        sentinel = _SwitchIn(b, 0, 0, "", 0, -1, "", 0)
         for n in range(k, len(ins) + 1):      # indexed, not a copy of the tail: a busy CPU has thousands
             e = ins[n] if n < len(ins) else sentinel
-            if e[0] <= a:
+            if e.ts <= a:
                 cur = e
                 continue
-            end = min(e[0], b)
+            end = min(e.ts, b)
             if end > t:
-                by_switch_in = cur is not None and t - cur[0] <= STALE_SWITCH_NS
-                if e[0] <= b and e[5] > 0 and e[5] != exclude_tid and (cur is None or cur[2] != e[5]):
-                    # seen holding the CPU at the stretch's end, since e[7] when known
-                    since = min(max(e[7], t), end) if e[7] else t
-                    displaced = (e[0], e[4], e[5], e[6])
+                by_switch_in = cur is not None and t - cur.ts <= STALE_SWITCH_NS
+                if (e.ts <= b and e.displaced_tid > 0 and e.displaced_tid != exclude_tid
+                        and (cur is None or cur.tid != e.displaced_tid)):
+                    # seen holding the CPU at the stretch's end, since e.since when known
+                    since = min(max(e.since, t), end) if e.since else t
+                    displaced = e.displaced()
                     if since > t:
                         credit(cur, "switch-in", by_switch_in, t, since, then=displaced)
                     if end > since:
-                        credit(displaced, "displaced", bool(e[7]) or e[0] - t <= STALE_SWITCH_NS, since, end)
+                        credit(displaced, "displaced", bool(e.since) or e.ts - t <= STALE_SWITCH_NS, since, end)
                 else:
                     credit(cur, "switch-in", by_switch_in, t, end)
-            if e[0] >= b:
+            if e.ts >= b:
                 break
-            cur, t = e, e[0]
+            cur, t = e, e.ts
         left: list[tuple[int, int]] = []
         for ga, gb, then in gaps:
             per: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -413,7 +454,7 @@ class _Ctx:
             unknown = [(ga, gb)]
             if cover:
                 rt = max(cover, key=lambda k: sum(y - x for x, y in cover[k]))
-                out.setdefault(rt, [0, who[rt].tid, who[rt].comm, "reclaim"])[0] += sum(y - x for x, y in cover[rt])
+                out.setdefault(rt, _Holder(0, who[rt].tid, who[rt].comm, "reclaim")).ns += sum(y - x for x, y in cover[rt])
                 unknown, t = [], ga
                 for x, y in cover[rt]:
                     if x > t:
@@ -423,7 +464,7 @@ class _Ctx:
                     unknown.append((t, gb))
             if then is not None:
                 for x, y in unknown:
-                    out.setdefault(then[1], [0, then[2], then[3], "displaced"])[0] += y - x
+                    out.setdefault(then.tgid, _Holder(0, then.tid, then.comm, "displaced")).ns += y - x
             else:
                 left += unknown
         return out, left
@@ -825,6 +866,39 @@ def _segments_rows(ctx: _Ctx, tid: int, segs: list[tuple[int, int]]):
             yield o, lo, hi
 
 
+def _ns_per_cpu(pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """(cpu, ns) pairs summed per CPU, in the order the CPUs first appear (ties go to the first)."""
+    cpus: dict[int, int] = defaultdict(int)
+    for cpu, ns in pairs:
+        cpus[cpu] += ns
+    return cpus
+
+
+def _cpus_json(cpus: dict[int, int]) -> dict[str, int]:
+    return {str(c): n for c, n in sorted(cpus.items())}
+
+
+def _cpu_holder(ctx: _Ctx, tgid: int, tid: int, comm: str, cpus: dict[int, int], segs: list[tuple[int, int]],
+                summary: str, evidence: dict, child_note: str, cap_child: bool = False) -> _Piece:
+    """One ``cpu_preemption`` cause: process ``tgid`` held the CPU the thread waited for, ``cpus`` ns per CPU.
+
+    It is named by its thread that held the CPU longest (``tid``, ``comm``) and placed on the CPU
+    waited for most (``{cpu}`` in ``summary``). Its own reclaim over ``segs`` becomes a child
+    (``{culprit}`` in ``child_note``): memory pressure is why it kept the CPU. ``cap_child``: the
+    child explains no more than the wait (parallel reclaimers overlap each other).
+    """
+    total = sum(cpus.values())
+    cpu = max(cpus.items(), key=lambda kv: kv[1])[0]
+    cul = ctx.culprit(tgid, tid, comm)
+    piece = _Piece("cpu_preemption", cul, total, cpu=cpu, summary=summary.format(cpu=cpu), evidence=[evidence])
+    child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(tgid), segs, cul, child_note.format(culprit=cul.label()))
+    if child:
+        if cap_child:
+            child.delay_ns = min(child.delay_ns, total)
+        piece.children.append(child)
+    return piece
+
+
 def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: int,
                    path: frozenset[int], follow: bool = True) -> tuple[Breakdown, list[Cause], list[OffCpu]]:
     """Breakdown and ranked causes for one thread over the disjoint, sorted segments ``window``
@@ -876,47 +950,28 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
     for s in shares.values():
         per_tgid[s.pid].append(s)
     for ptgid, ss in per_tgid.items():
-        total = sum(s.runq_ns for s in ss)
+        cpus = _ns_per_cpu((s.cpu, s.runq_ns) for s in ss)
         top = max(ss, key=lambda s: s.runq_ns)
-        cpus: dict[int, int] = defaultdict(int)
-        for s in ss:
-            cpus[s.cpu] += s.runq_ns
-        cpu = max(cpus.items(), key=lambda kv: kv[1])[0]
-        cul = ctx.culprit(ptgid, top.tid, top.comm)
-        piece = _Piece("cpu_preemption", cul, total, cpu=cpu, summary=f"preempted on CPU {cpu}",
-                       evidence=[{"preemptions": sum(s.count for s in ss), "runq_ns": total,
-                                  "cpus": {str(c): n for c, n in sorted(cpus.items())}}])
-        child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(ptgid), runq_segs[ptgid], cul,
-                               f"preemptor {cul.label()} in reclaim")
-        if child:
-            piece.children.append(child)
-        pieces.append(piece)
+        pieces.append(_cpu_holder(
+            ctx, ptgid, top.tid, top.comm, cpus, runq_segs[ptgid], "preempted on CPU {cpu}",
+            {"preemptions": sum(s.count for s in ss), "runq_ns": sum(cpus.values()), "cpus": _cpus_json(cpus)},
+            "preemptor {culprit} in reclaim"))
     # run-queue waits after a wake-up: name whoever held that CPU meanwhile
-    named: dict[int, list[tuple[int, int, int, str, int, int, str]]] = defaultdict(list)  # tgid -> segments
+    named: dict[int, list[_HeldStretch]] = defaultdict(list)  # tgid -> the waits it held the CPU in
     rest: list[tuple[int, int, int]] = []
     for a, b, c in unknown_runq:
         held, left = ctx.runners(c, a, b, tid)
-        for rt, (ns, rtid, rcomm, how) in held.items():
-            named[rt].append((a, b, rtid, rcomm, ns, c, how))
+        for rt, h in held.items():
+            named[rt].append(_HeldStretch(a, b, h.tid, h.comm, h.ns, c, h.how))
         rest.extend((x, y, c) for x, y in left)
     for rt, segs in named.items():
-        total = sum(s[4] for s in segs)
-        cpus: dict[int, int] = defaultdict(int)
-        for s in segs:
-            cpus[s[5]] += s[4]
-        cpu = max(cpus.items(), key=lambda kv: kv[1])[0]
-        top = max(segs, key=lambda s: s[4])
-        cul = ctx.culprit(rt, top[2], top[3])
-        piece = _Piece("cpu_preemption", cul, total, cpu=cpu, summary=f"run queue after wake-up on CPU {cpu}",
-                       evidence=[{"wakeup_latency_ns": total, "waits": len(segs),
-                                  "cpus": {str(k): n for k, n in sorted(cpus.items())},
-                                  "held_cpu_by": sorted({s[6] for s in segs})}])
-        child = _reclaim_child(ctx, ctx.reclaim_by_tgid.get(rt), [(s[0], s[1]) for s in segs], cul,
-                               f"{cul.label()} in reclaim while holding the CPU")
-        if child:
-            child.delay_ns = min(child.delay_ns, total)     # parallel reclaimers overlap each other
-            piece.children.append(child)
-        pieces.append(piece)
+        cpus = _ns_per_cpu((s.cpu, s.ns) for s in segs)
+        top = max(segs, key=lambda s: s.ns)
+        pieces.append(_cpu_holder(
+            ctx, rt, top.tid, top.comm, cpus, [(s.a, s.b) for s in segs], "run queue after wake-up on CPU {cpu}",
+            {"wakeup_latency_ns": sum(cpus.values()), "waits": len(segs), "cpus": _cpus_json(cpus),
+             "held_cpu_by": sorted({s.how for s in segs})},
+            "{culprit} in reclaim while holding the CPU", cap_child=True))
     if rest:
         total = sum(b - a for a, b, _ in rest)
         piece = _Piece("cpu_preemption", Culprit(None, None, None), total,

@@ -1,4 +1,5 @@
-"""The only part of the causal analysis that talks to the store.
+"""The only part of the causal analysis that talks to the store (the records it fills: records.py; the row
+conditions, as SQL and as predicates: conditions.py).
 
 It pulls, usually in ONE SQL statement, every row the pure analysis may need for
 one interval, and hands back plain records (an ``Evidence`` bundle) so that
@@ -15,263 +16,37 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
+from kprobe.causal.conditions import Cond, all_of, any_of, between, calls_in, overlap, tgids_in
 from kprobe.causal.model import Interval
+from kprobe.causal.records import (
+    DISK_WAIT_CALLS,
+    RECLAIM_CONTEXT_NS,
+    THROTTLE_AFTER_NS,
+    WAKE_EPS_NS,
+    WAKER_CALLS,
+    BlockIO,
+    CgroupCpu,
+    Evidence,
+    Fault,
+    FdOpen,
+    MemcgMember,
+    OffCpu,
+    Reclaim,
+    ReclaimTotal,
+    Retrans,
+    SockIO,
+    Store,
+    Syscall,
+    reclaim_totals,
+)
 
 MAX_ROUNDS = 3            # rounds of "fetch the processes that woke/served the ones we have"
 MAX_RELATED_PER_ROUND = 32
 ROW_LIMIT = 200_000       # per query: a guard against a system-wide recording of a huge window
-
-
-class Store(Protocol):
-    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes: ...
-
-    def query_rows(self, sql: str) -> list[dict]: ...
-
-
-class Record(msgspec.Struct, frozen=True, array_like=True):
-    """A stored row as the analysis reads it: hashable, compared by value, decoded straight from a JSON array.
-
-    Window reads move thousands of rows; a Struct decodes from the store's JSON
-    in C, where building frozen dataclasses cost more than the query.
-    """
-
-
-class OffCpu(Record):
-    tgid: int
-    tid: int
-    comm: str
-    ts: int
-    end_ts: int
-    wake_ts: int
-    reason: str
-    cpu_off: int
-    cpu_on: int
-    preemptor_tgid: int
-    preemptor_tid: int
-    preemptor_comm: str
-    waker_tgid: int
-    waker_tid: int
-    waker_comm: str
-    displaced_tgid: int = 0     # who held cpu_on right before the thread came back (0: idle or not recorded)
-    displaced_tid: int = 0
-    displaced_comm: str = ""
-    displaced_since: int = 0    # since when the displaced task had held cpu_on (0: unknown)
-    preemptor_process: str = ""     # the process names (main thread's comm) of preemptor, waker and displaced
-    waker_process: str = ""
-    displaced_process: str = ""
-    # the call it blocked in, read at switch-out ('' when none or not recorded), its fd argument,
-    # and the socket behind that fd (skaddr 0: not a socket)
-    syscall: str = ""
-    fd: int = -1
-    skaddr: int = 0
-    saddr: str = ""
-    sport: int = 0
-    daddr: str = ""
-    dport: int = 0
-
-
-class Syscall(Record):
-    tgid: int
-    tid: int
-    syscall: str
-    fd: int
-    ts: int
-    end_ts: int
-    ret: int
-    bytes: int
-    dev: int = 0      # the synced file's device (fsync family), 0 when not known
-
-
-class Reclaim(Record):
-    tgid: int
-    tid: int
-    comm: str
-    kind: str
-    ts: int
-    end_ts: int
-    nr_reclaimed: int
-    cpu: int
-    memcg: int = 0     # the reclaiming task's memory cgroup id (0: unknown)
-
-
-class ReclaimTotal(Record):
-    """One process's reclaim in one memory cgroup around a window: ranks the likeliest memory hog."""
-
-    tgid: int
-    memcg: int
-    comm: str
-    stall_ns: int     # reclaim time overlapping the range
-    pages: int        # pages reclaimed by the stalls that touch it
-
-
-def reclaim_totals(rows: list[Reclaim], lo: int, hi: int) -> list[ReclaimTotal]:
-    """Per (tgid, memcg): what the reclaim stalls touching [lo, hi] add up to (the SQL of round 0, in Python)."""
-    per: dict[tuple[int, int], list] = {}
-    for r in rows:
-        if r.end_ts >= lo and r.ts <= hi:
-            t = per.setdefault((r.tgid, r.memcg), [r.comm, r.ts, 0, 0])
-            if r.ts > t[1]:
-                t[0], t[1] = r.comm, r.ts      # the latest name, as argMax(comm, ts) picks it
-            t[2] += max(0, min(r.end_ts, hi) - max(r.ts, lo))
-            t[3] += r.nr_reclaimed
-    return [ReclaimTotal(tg, mc, c, ns, pages) for (tg, mc), (c, _, ns, pages) in sorted(per.items())]
-
-
-class MemcgMember(Record):
-    """One member of a memory cgroup in reclaim, as the agent saw it then (agent/memcg_members.py)."""
-
-    memcg: int
-    ts: int
-    tgid: int       # 0: the cgroup had no member left
-    comm: str
-    rss_anon: int
-    rss_shmem: int
-    io_bytes: int          # read_bytes + write_bytes of its life: bounds the page cache it brought in
-    memcg_usage: int
-    memcg_limit: int
-    memcg_file: int
-    memcg_dirty: int
-    memcg_writeback: int
-    cgroup: str = ""
-
-    @property
-    def held_bytes(self) -> int:
-        """What it likely holds of the cgroup's memory: its anonymous and shared memory (exact) plus its
-        file I/O, capped at the cgroup's page cache (the kernel keeps no per-task page-cache charge)."""
-        return self.rss_anon + self.rss_shmem + min(self.io_bytes, self.memcg_file)
-
-
-class Fault(Record):
-    tgid: int
-    tid: int
-    ts: int
-    count: int
-
-
-class BlockIO(Record):
-    tgid: int
-    tid: int
-    comm: str
-    ts: int
-    end_ts: int
-    bytes: int
-    rwbs: str
-    dev: int = 0
-
-
-class SockIO(Record):
-    tgid: int
-    tid: int
-    ts: int
-    skaddr: int
-    dir: str
-    bytes: int
-    saddr: str
-    sport: int
-    daddr: str
-    dport: int
-
-
-class Retrans(Record):
-    ts: int
-    skaddr: int
-    saddr: str
-    sport: int
-    daddr: str
-    dport: int
-
-
-class CgroupCpu(Record):
-    """A sample of a CPU-quota cgroup's throttle counters (cumulative), with one member (agent/cgroup_cpu.py)."""
-
-    cgroup_id: int
-    ts: int
-    cgroup: str
-    quota_us: int
-    period_us: int
-    nr_periods: int
-    nr_throttled: int
-    throttled_ns: int
-    usage_ns: int
-    tgid: int        # 0: counters only
-    comm: str
-    cpu_ns: int      # the member's CPU time so far
-
-
-class FdOpen(Record):
-    tgid: int
-    fd: int
-    ts: int
-    path: str
-
-
-@dataclass
-class Evidence:
-    """Everything recorded that bears on one interval, already typed. Keyed by tid where per-thread."""
-
-    interval: Interval
-    offcpu: dict[int, list[OffCpu]] = field(default_factory=dict)
-    syscalls: dict[int, list[Syscall]] = field(default_factory=dict)
-    # the call each off-CPU row blocked in (read at switch-out), by tid: what the analysis falls back
-    # on where no traced call covers a wait (bounded system-wide capture traces few calls)
-    blocked_calls: dict[int, list[Syscall]] = field(default_factory=dict)
-    reclaims: list[Reclaim] = field(default_factory=list)      # stalls overlapping the window
-    # per process and memcg over the window plus RECLAIM_CONTEXT_NS before it; None: derive from ``reclaims``
-    reclaim_totals: list[ReclaimTotal] | None = None
-    faults: list[Fault] = field(default_factory=list)
-    block_io: list[BlockIO] = field(default_factory=list)
-    sock_io: list[SockIO] = field(default_factory=list)
-    retrans: list[Retrans] = field(default_factory=list)
-    fd_open: list[FdOpen] = field(default_factory=list)
-    memcg_members: list[MemcgMember] = field(default_factory=list)   # snapshots of memcgs in reclaim
-    cgroup_cpu: list[CgroupCpu] = field(default_factory=list)        # samples of CPU-quota cgroups being throttled
-    comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, see note_comm
-    comm_rank: dict[int, tuple[bool, int, str]] = field(default_factory=dict)   # tgid -> (main thread?, ts, comm)
-    fetched_tgids: set[int] = field(default_factory=set)
-    queries: int = 0
-    truncated: list[str] = field(default_factory=list)      # what a row or fan-out bound cut: never silent
-
-    def note_comm(self, tgid: int, tid: int, ts: int, comm: str) -> None:
-        """Name a process after its main thread's latest comm, else any thread's latest one.
-
-        Threads rename themselves (``grpc_global_tim``), so the first row seen is
-        often a worker; the main thread (tid == tgid) carries the process name, and
-        the latest one wins because a process seen as ``sh`` may exec into the real one.
-        """
-        if not tgid or not comm:
-            return
-        rank = (tid == tgid, ts, comm)      # the comm only breaks ties, so row order never matters
-        if rank > self.comm_rank.get(tgid, (False, -1, "")):
-            self.comm_rank[tgid] = rank
-            self.comms[tgid] = comm
-
-    def add_offcpu(self, rows: list[OffCpu]) -> None:
-        touched = set()
-        for r in rows:
-            self.offcpu.setdefault(r.tid, []).append(r)
-            self.note_comm(r.tgid, r.tid, r.ts, r.comm)
-            touched.add(r.tid)
-        for t in touched:       # only the threads that got rows: a busy window has thousands of others
-            self.offcpu[t].sort(key=lambda r: r.ts)
-
-    def add_syscalls(self, rows: list[Syscall]) -> None:
-        touched = set()
-        for r in rows:
-            self.syscalls.setdefault(r.tid, []).append(r)
-            touched.add(r.tid)
-        for t in touched:
-            self.syscalls[t].sort(key=lambda r: r.ts)
-
-    def has_data(self) -> bool:
-        tg = self.interval.tgid
-        return (any(r.tgid == tg for v in self.offcpu.values() for r in v)
-                or any(r.tgid == tg for v in self.syscalls.values() for r in v)
-                or any(r.tgid == tg for r in self.faults)
-                or any(r.tgid == tg for r in self.sock_io))
 
 
 def _i(v: Any) -> int:
@@ -283,81 +58,12 @@ def _s(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _tgid_list(tgids: set[int]) -> str:
-    return ", ".join(str(int(t)) for t in sorted(tgids))
-
-
-RECLAIM_CONTEXT_NS = 5_000_000_000   # reclaim by others this long before the window still names the memory hog
 LOOKBACK_NS = 600_000_000_000   # rows of time-ordered tables starting this long before the window are not read
 WINDOW_ROW_LIMIT = 200_000  # per table: a window read holding more falls back to the targeted rounds (a 10 s window
                             # of a busy 2-CPU host holds ~40k off-CPU rows; its rounds on the store took seconds)
 
 
-@dataclass(frozen=True)
-class _Cond:
-    """One row condition twice: as SQL for the store, and as Python for rows already in memory.
-
-    Both forms are built side by side from the same numbers, so the targeted
-    rounds select exactly the same rows whether they run on the store or on a
-    window read (or a dataflow's buffer).
-    """
-
-    sql: str
-    keep: Callable[[Any], bool]
-
-
-def _all(*cs: _Cond) -> _Cond:
-    ks = [c.keep for c in cs]
-    if len(ks) == 2:       # the usual shapes without a generator per row (rounds test thousands of rows)
-        k1, k2 = ks
-        keep: Callable[[Any], bool] = lambda r: k1(r) and k2(r)     # noqa: E731
-    elif len(ks) == 3:
-        k1, k2, k3 = ks
-        keep = lambda r: k1(r) and k2(r) and k3(r)     # noqa: E731
-    else:
-        keep = lambda r: all(k(r) for k in ks)     # noqa: E731
-    return _Cond(" AND ".join(f"({c.sql})" for c in cs), keep)
-
-
-def _any(*cs: _Cond) -> _Cond:
-    ks = [c.keep for c in cs]
-    if len(ks) == 2:
-        k1, k2 = ks
-        keep: Callable[[Any], bool] = lambda r: k1(r) or k2(r)     # noqa: E731
-    else:
-        keep = lambda r: any(k(r) for k in ks)     # noqa: E731
-    return _Cond(" OR ".join(f"({c.sql})" for c in cs), keep)
-
-
-def _overlap(lo: int, hi: int, lookback: int | None = None) -> _Cond:
-    """Rows whose [ts, end_ts] overlaps [lo, hi]; ``lookback`` bounds ts from below so a ts-ordered key prunes."""
-    lo, hi = int(lo), int(hi)
-    if lookback is None:
-        return _Cond(f"end_ts >= {lo} AND ts <= {hi}", lambda r: r.end_ts >= lo and r.ts <= hi)
-    first = lo - int(lookback)
-    return _Cond(f"end_ts >= {lo} AND ts <= {hi} AND ts >= {first}",
-                 lambda r: r.end_ts >= lo and first <= r.ts <= hi)
-
-
-def _between(lo: int, hi: int) -> _Cond:
-    lo, hi = int(lo), int(hi)
-    return _Cond(f"ts >= {lo} AND ts <= {hi}", lambda r: lo <= r.ts <= hi)
-
-
-def _tgids(tgids: set[int]) -> _Cond:
-    if len(tgids) == 1:
-        (tg,) = tgids
-        return _Cond(f"tgid = {int(tg)}", lambda r: r.tgid == tg)
-    s = frozenset(int(t) for t in tgids)
-    return _Cond(f"tgid IN ({_tgid_list(set(s))})", lambda r: r.tgid in s)
-
-
-def _calls(names: tuple[str, ...]) -> _Cond:
-    s = frozenset(names)
-    return _Cond(f"syscall IN ({', '.join(repr(c) for c in sorted(s))})", lambda r: r.syscall in s)  # constants
-
-
-_CLOSED = _Cond("syscall = 'close' AND ret = 0", lambda r: r.syscall == "close" and r.ret == 0)
+_CLOSED = Cond("syscall = 'close' AND ret = 0", lambda r: r.syscall == "close" and r.ret == 0)
 
 
 @dataclass(frozen=True)
@@ -373,7 +79,7 @@ class _Part:
     cls: type
     cols: tuple[str, ...]
     table: str
-    cond: _Cond
+    cond: Cond
     tail: str = ""
     pick: Callable[[list], list] | None = None
     tgids: frozenset[int] | None = None     # the condition keeps rows of these processes only (an index's key)
@@ -481,7 +187,7 @@ _BLOCK_AGG_TAIL = f" GROUP BY tgid, dev, intDiv(ts, {BLOCK_BUCKET_NS})"
 
 def _block_part(lo: int, hi: int) -> _Part:
     """Block I/O overlapping the window, in per-millisecond sums (the same rows whether read whole or in rounds)."""
-    return _Part("block_io", BlockIO, _BLOCK_AGG_COLS, "block_io", _overlap(lo, hi, LOOKBACK_NS), tail=_BLOCK_AGG_TAIL)
+    return _Part("block_io", BlockIO, _BLOCK_AGG_COLS, "block_io", overlap(lo, hi, LOOKBACK_NS), tail=_BLOCK_AGG_TAIL)
 _RETRANS_COLS = ("ts", "skaddr", "saddr", "sport", "daddr", "dport")
 _MEMBER_COLS = ("cgroup_id", "ts", "tgid", "comm", "rss_anon", "rss_shmem", "read_bytes + write_bytes", "memcg_usage",
                 "memcg_limit", "memcg_file", "memcg_dirty", "memcg_writeback", "cgroup")
@@ -489,35 +195,36 @@ MEMBER_SNAPSHOT_LAG_NS = 3_000_000_000   # a stall's snapshot may be taken this 
 _CGROUP_CPU_COLS = ("cgroup_id", "ts", "cgroup", "quota_us", "period_us", "nr_periods", "nr_throttled", "throttled_ns",
                     "usage_ns", "tgid", "comm", "cpu_ns")
 THROTTLE_BEFORE_NS = 11_000_000_000   # an idle quota cgroup is written every 10 s: its last sample before the window
-THROTTLE_AFTER_NS = 3_000_000_000     # the sample after the window (every 250 ms, written at the next flush)
 
 
 def _cgroup_cpu_part(lo: int, hi: int) -> _Part:
     """Samples of CPU-quota cgroups around the window (system-wide: a few rows per throttled cgroup per second)."""
     return _Part("cgroup_cpu", CgroupCpu, _CGROUP_CPU_COLS, "cgroup_cpu",
-                 _between(lo - THROTTLE_BEFORE_NS, hi + THROTTLE_AFTER_NS))
+                 between(lo - THROTTLE_BEFORE_NS, hi + THROTTLE_AFTER_NS))
 
 
 def _member_part(lo: int, hi: int) -> _Part:
     """Snapshots of memcgs in reclaim from the reclaim context before the window to shortly after it."""
     return _Part("memcg_members", MemcgMember, _MEMBER_COLS, "memcg_members",
-                 _between(lo - RECLAIM_CONTEXT_NS, hi + MEMBER_SNAPSHOT_LAG_NS))
+                 between(lo - RECLAIM_CONTEXT_NS, hi + MEMBER_SNAPSHOT_LAG_NS))
 
 
 def _process_parts(tgids: set[int], lo: int, hi: int) -> list[_Part]:
     """Per-process tables (ordered by tgid, tid, ts: the tgid list prunes by primary key)."""
     return [
-        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", _all(_tgids(tgids), _overlap(lo, hi)), tgids=frozenset(tgids)),
-        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall", _all(_tgids(tgids), _overlap(lo, hi)),
+        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", all_of(tgids_in(tgids), overlap(lo, hi)),
               tgids=frozenset(tgids)),
-        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _all(_tgids(tgids), _between(lo, hi)), tgids=frozenset(tgids)),
+        _Part("syscall", Syscall, _SYSCALL_COLS, "syscall", all_of(tgids_in(tgids), overlap(lo, hi)),
+              tgids=frozenset(tgids)),
+        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", all_of(tgids_in(tgids), between(lo, hi)),
+              tgids=frozenset(tgids)),
     ]
 
 
 def _reclaim_total_part(lo: int, hi: int) -> _Part:
     """The context before the window only ranks reclaimers: totals, not thousands of rows (``reclaim_totals``)."""
     clo, hi = int(lo) - RECLAIM_CONTEXT_NS, int(hi)
-    cond = _overlap(clo, hi, LOOKBACK_NS)
+    cond = overlap(clo, hi, LOOKBACK_NS)
     return _Part("reclaim_total", ReclaimTotal,
                  ("tgid", "cgroup_id", "argMax(comm, ts)",
                   f"sum(greatest(0, toInt64(least(end_ts, {hi})) - toInt64(greatest(ts, {clo}))))", "sum(nr_reclaimed)"),
@@ -536,11 +243,13 @@ def _victim_parts(iv: Interval) -> list[_Part]:
     return [offcpu, sock,
             # the window's syscalls, and every earlier successful close: with the opens they name an fd at any time
             _Part("syscall", Syscall, _SYSCALL_COLS, "syscall",
-                  _all(_tgids({tg}), _Cond(f"ts <= {int(hi)}", lambda r: r.ts <= hi),
-                       _any(_Cond(f"end_ts >= {int(lo)}", lambda r: r.end_ts >= lo), _CLOSED)), tgids=frozenset({tg})),
-            _Part("fault", Fault, _FAULT_COLS, "fault", _all(_tgids({tg}), _between(lo, hi)), tgids=frozenset({tg})),
+                  all_of(tgids_in({tg}), Cond(f"ts <= {int(hi)}", lambda r: r.ts <= hi),
+                         any_of(Cond(f"end_ts >= {int(lo)}", lambda r: r.end_ts >= lo), _CLOSED)),
+                  tgids=frozenset({tg})),
+            _Part("fault", Fault, _FAULT_COLS, "fault", all_of(tgids_in({tg}), between(lo, hi)),
+                  tgids=frozenset({tg})),
             _fd_open_part(tg, hi),
-            _Part("reclaim", Reclaim, _RECLAIM_COLS, "reclaim", _overlap(lo, hi, LOOKBACK_NS)),
+            _Part("reclaim", Reclaim, _RECLAIM_COLS, "reclaim", overlap(lo, hi, LOOKBACK_NS)),
             _reclaim_total_part(lo, hi), _cgroup_cpu_part(lo, hi)]
 
 
@@ -564,11 +273,8 @@ def _fd_open_part(tg: int, hi: int) -> _Part:
         return sorted((r for v in per.values() for r in sorted(v, key=lambda r: r.ts)[-n:]), key=lambda r: r.ts)
 
     return _Part("fd_open", FdOpen, ("tgid", "fd", "ts", "path"), "fd_open",
-                 _Cond(f"tgid = {tg} AND ts <= {hi}", lambda r: r.tgid == tg and r.ts <= hi),
+                 Cond(f"tgid = {tg} AND ts <= {hi}", lambda r: r.tgid == tg and r.ts <= hi),
                  tail=f" ORDER BY fd, ts DESC LIMIT {n} BY fd", pick=pick)
-
-
-DISK_WAIT_CALLS = ("fsync", "fdatasync", "sync_file_range")
 
 
 def _needs(ev: Evidence) -> set[str]:
@@ -596,17 +302,17 @@ def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
     if "block_io" in tables:
         parts.append(_block_part(lo, hi))
     if "tcp_retrans" in tables:
-        parts.append(_Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)))
+        parts.append(_Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", between(lo, hi)))
     if "memcg_members" in tables:
         parts.append(_member_part(lo, hi))
     return parts
 
 
-def _peers(ports: set[tuple[int, int]]) -> _Cond:
+def _peers(ports: set[tuple[int, int]]) -> Cond:
     """The other end of known connections: their local port is our remote port and vice versa."""
     want = sorted(ports)[:64]
     s = frozenset(want)
-    return _Cond(" OR ".join(f"(sport = {int(a)} AND dport = {int(b)})" for a, b in want),
+    return Cond(" OR ".join(f"(sport = {int(a)} AND dport = {int(b)})" for a, b in want),
                  lambda r: (r.sport, r.dport) in s)
 
 
@@ -642,8 +348,6 @@ def _pick_related(found: set[int], weights: dict[int, int], fetched: set[int], e
     return set(keep[:MAX_RELATED_PER_ROUND])
 
 
-WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
-WAKER_CALLS = ("futex", "write", "writev", "pwrite64", "sendto", "sendmsg", "sendmmsg", "close")
 WAKER_CALL_LOOKBACK_NS = 10_000_000_000   # wake-type calls are short; this bound lets the ts key prune
 WAKE_SLACK_NS = 100_000_000   # wake-ups this far outside the window are still looked into (a window read covers it)
 
@@ -667,7 +371,7 @@ def unknown_wakes(ev: Evidence, min_blocked_ns: int = 1_000_000, limit: int = 32
     return sorted({w for _, w in cand[:limit]})
 
 
-def _wake_calls(wakes: list[int]) -> _Cond:
+def _wake_calls(wakes: list[int]) -> Cond:
     """Other processes' wake-type syscalls bracketing those wake times: the candidates for the real waker."""
     e = WAKE_EPS_NS
     ws = sorted(int(w) for w in wakes)
@@ -677,8 +381,9 @@ def _wake_calls(wakes: list[int]) -> _Cond:
         i = bisect_left(ws, r.ts - e)
         return i < len(ws) and ws[i] <= r.end_ts + e
 
-    near = _Cond(" OR ".join(f"(ts <= {w + e} AND end_ts >= {w - e})" for w in ws), near_keep)
-    return _all(_Cond(f"ts >= {first} AND ts <= {last}", lambda r: first <= r.ts <= last), _calls(WAKER_CALLS), near)
+    near = Cond(" OR ".join(f"(ts <= {w + e} AND end_ts >= {w - e})" for w in ws), near_keep)
+    return all_of(Cond(f"ts >= {first} AND ts <= {last}", lambda r: first <= r.ts <= last), calls_in(WAKER_CALLS),
+                  near)
 
 
 def _related_parts(new: set[int], ports: set[tuple[int, int]], wakes: list[int], lo: int, hi: int) -> list[_Part]:
@@ -694,14 +399,14 @@ def _related_parts(new: set[int], ports: set[tuple[int, int]], wakes: list[int],
         parts.append(own[0])
     sock = [own[2].cond] if own else []
     if ports:
-        sock.append(_all(_between(lo, hi), _peers(ports)))
+        sock.append(all_of(between(lo, hi), _peers(ports)))
     if sock:
-        parts.append(_Part("peer_sock", SockIO, _SOCK_COLS, "sock_io", _any(*sock)))
+        parts.append(_Part("peer_sock", SockIO, _SOCK_COLS, "sock_io", any_of(*sock)))
     calls = [own[1].cond] if own else []
     if wakes:
         calls.append(_wake_calls(wakes))
     if calls:
-        parts.append(_Part("waker_call", Syscall, _SYSCALL_COLS, "syscall", _any(*calls)))
+        parts.append(_Part("waker_call", Syscall, _SYSCALL_COLS, "syscall", any_of(*calls)))
     return parts
 
 
@@ -776,16 +481,16 @@ def _window_parts(iv: Interval) -> list[_Part]:
     victim = {p.tag: p for p in _victim_parts(iv)}
     before = lo - s
     return [
-        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", _overlap(lo, hi)),
+        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", overlap(lo, hi)),
         _Part("syscall", Syscall, _SYSCALL_COLS, "syscall",
-              _any(_overlap(lo, hi), _all(_calls(WAKER_CALLS), _overlap(lo - s, hi + s)))),
+              any_of(overlap(lo, hi), all_of(calls_in(WAKER_CALLS), overlap(lo - s, hi + s)))),
         # the victim's successful closes that ended before those (they name its fds); disjoint from the above
         _Part("syscall_before", Syscall, _SYSCALL_COLS, "syscall",
-              _all(_tgids({tg}), _CLOSED, _Cond(f"end_ts < {before}", lambda r: r.end_ts < before))),
-        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", _between(lo, hi)),
+              all_of(tgids_in({tg}), _CLOSED, Cond(f"end_ts < {before}", lambda r: r.end_ts < before))),
+        _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", between(lo, hi)),
         victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"], victim["cgroup_cpu"],
         _block_part(lo, hi),
-        _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", _between(lo, hi)),
+        _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", between(lo, hi)),
         _member_part(lo, hi),
     ]
 

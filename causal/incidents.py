@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kprobe.causal.fetch import Store
+from kprobe.causal.records import Store
 from kprobe.causal.spans import SPAN_COLS, SpanRef
 from kprobe.sinks.span_table import STATUS_ERROR
 

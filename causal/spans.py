@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kprobe.causal.fetch import Store
 from kprobe.causal.model import Analysis
+from kprobe.causal.records import Store
 from kprobe.causal.why import phrase, render_text, why
 from kprobe.sinks.span_table import STATUS_ERROR
 

@@ -8,8 +8,9 @@ last arrow lands on the root cause.
 from __future__ import annotations
 
 from kprobe.causal.analyze import analyze
-from kprobe.causal.fetch import Evidence, Store, fetch_evidence
+from kprobe.causal.fetch import fetch_evidence
 from kprobe.causal.model import Analysis, Cause, Interval
+from kprobe.causal.records import Evidence, Store
 from kprobe.query.timefmt import format_ts
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kprobe.causal.fetch import (
-    MAX_ROUNDS,
+from kprobe.causal.fetch import MAX_ROUNDS, WindowRows, _i, _s, memory_rounds, select_evidence
+from kprobe.causal.model import Interval
+from kprobe.causal.records import (
     BlockIO,
     Evidence,
     Fault,
@@ -23,13 +24,7 @@ from kprobe.causal.fetch import (
     Retrans,
     SockIO,
     Syscall,
-    WindowRows,
-    _i,
-    _s,
-    memory_rounds,
-    select_evidence,
 )
-from kprobe.causal.model import Interval
 from kprobe.dataflows.windowing import HostWindow
 
 Row = dict[str, Any]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kprobe.causal.fetch import Store
+from kprobe.causal.records import Store
 from kprobe.causal.spans import SPAN_COLS, SpanLookupError, SpanRef, pick_span, trace_spans, why_span
 from kprobe.causal.why import NoDataError
 from kprobe.export.protowire import data, fixed64, string, uint

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from kprobe.schemas import layouts as L
 from . import status as status_file
 from .assembler import Assembler, Piece, addr_text
 
-__all__ = ["PayloadCapture", "COUNTER_NAMES", "add_args", "start_if_requested"]
+__all__ = ["PayloadCapture", "COUNTER_NAMES"]
 
 COUNTER_NAMES = {
     L.KP_PCNT_DROPS: "payload_drops",
@@ -267,38 +266,3 @@ class PayloadCapture:
         self._save_status(running=False)
         self._reader.close()
         self.obj.close()
-
-
-def add_args(p) -> None:  # noqa: ANN001 - argparse.ArgumentParser
-    """`kprobe record/run --decode-payloads [--domain-map FILE]`."""
-    p.add_argument("--decode-payloads", action="store_true",
-                   help="decode the TCP payloads of watched processes (HTTP/1.1, PostgreSQL, FIX, ISO 8583, "
-                        "ISO 20022) into spans, source kprobe.decoded: traces without instrumentation. Needs a "
-                        "watch list; card data is masked and only decoded fields are stored")
-    p.add_argument("--domain-map", type=Path, default=None,
-                   help="with --decode-payloads: domain map YAML whose `ports` name the protocol of server ports "
-                        "the bytes do not identify (ISO 8583) (default: $KPROBE_DOMAIN_MAP)")
-
-
-def start_if_requested(args, session) -> PayloadCapture | None:  # noqa: ANN001 - argparse + EmbeddedSession
-    if not getattr(args, "decode_payloads", False):
-        return None
-    probes = session.recorder.probes
-    if not (probes.config.filter_on or probes.config.watch_pids or probes.config.watch_comms):
-        raise SystemExit("kprobe: error: --decode-payloads needs --watch-comm/--watch-pid (or kprobe run): "
-                         "the payloads of unwatched processes are never captured")
-    store = getattr(session, "store", None)
-    if store is None:
-        raise SystemExit("kprobe: error: --decode-payloads writes decoded spans to the embedded store (not with --kafka)")
-    ports: dict[int, str] = {}
-    path = getattr(args, "domain_map", None) or os.environ.get("KPROBE_DOMAIN_MAP")
-    if path:
-        from kprobe.finance.domain import DomainMapError, load
-
-        try:
-            ports = load(Path(path)).ports
-        except DomainMapError as e:
-            raise SystemExit(f"kprobe: error: {e}") from None
-    cap = PayloadCapture(probes, write=store.write, ports=ports, status_dir=Path(args.data)).start()
-    print("kprobe: decoding payloads of watched processes into spans", file=sys.stderr)
-    return cap

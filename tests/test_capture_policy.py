@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from kprobe.cli import _recorder_config, build_parser
+from kprobe.cli import build_parser
+from kprobe.cli.recording import recorder_config
 
 
 def _config(*argv: str):
     args = build_parser().parse_args(list(argv))
     watching = bool(getattr(args, "watch_pid", None) or getattr(args, "watch_comm", None)) or args.cmd == "run"
-    return _recorder_config(args, watching)
+    return recorder_config(args, watching)
 
 
 @pytest.mark.parametrize(("argv", "min_offcpu_us", "every_syscall", "every_send_recv"), [

@@ -50,8 +50,8 @@ def test_every_endpoint_needs_the_token(served: Served) -> None:
 
 
 def test_incidents_and_why_are_the_clis_answers(served: Served) -> None:
-    from kprobe.causal.cli_target import Target, explain
     from kprobe.causal.incidents import incidents
+    from kprobe.causal.target import Target, explain
 
     cli = [i.to_json() for i in incidents(served.store, 100_000_000, 50)]    # `kprobe incidents --slow-ms 100`
     pages, cursor = [], None

@@ -51,8 +51,9 @@ def why_both_ways(store, pid: int, t0: int, t1: int):
     too big for that is followed round by round on the store. Both must select
     the same rows, or answers would change with the size of the recording.
     """
-    from kprobe.causal.fetch import Evidence, fetch_evidence, read_window
+    from kprobe.causal.fetch import fetch_evidence, read_window
     from kprobe.causal.model import Interval
+    from kprobe.causal.records import Evidence
     from kprobe.causal.why import why
 
     iv = Interval(pid, t0, t1)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from kprobe.causal.analyze import MAX_DEPTH, analyze
-from kprobe.causal.fetch import BlockIO, Evidence, OffCpu, Reclaim, Retrans, SockIO, Syscall
 from kprobe.causal.model import Interval
+from kprobe.causal.records import BlockIO, Evidence, OffCpu, Reclaim, Retrans, SockIO, Syscall
 from kprobe.causal.why import render_text
 
 MS = 1_000_000
@@ -222,14 +222,9 @@ def test_empty_interval_rejected():
 
 
 def test_cli_why_without_a_recording_exits_2(tmp_path):
-    import argparse
+    from kprobe.cli import main
 
-    from kprobe.causal.cli_why import add_parser
-
-    ap = argparse.ArgumentParser()
-    add_parser(ap.add_subparsers())
-    args = ap.parse_args(["why", "--data", str(tmp_path), "--pid", "1", "--from", "1", "--to", "2"])
-    assert args.fn(args) == 2
+    assert main(["why", "--data", str(tmp_path), "--pid", "1", "--from", "1", "--to", "2"]) == 2
 
 
 def test_idle_task_recorded_as_waker_is_replaced_by_the_wake_syscall_of_another_thread():

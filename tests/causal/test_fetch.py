@@ -84,7 +84,7 @@ def test_sql_reclaim_totals_equal_the_python_ones_on_chdb(tmp_path):
     """Round 0 ranks reclaimers from SQL totals; the dataflow derives them in Python: same numbers."""
     import numpy as np
 
-    from kprobe.causal.fetch import Reclaim, reclaim_totals
+    from kprobe.causal.records import Reclaim, reclaim_totals
     from kprobe.schemas import layouts as L
     from kprobe.schemas.tables import BY_NAME
     from kprobe.sinks.chdb_store import ChdbStore

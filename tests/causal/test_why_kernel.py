@@ -168,15 +168,10 @@ def test_lock_held_by_sibling_thread_names_the_thread(capture):
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """The `why` subcommand exactly as the main CLI registers it (add_parser on its subparsers)."""
-    import argparse
+    """The `why` subcommand exactly as the main CLI runs it."""
+    from kprobe.cli import main
 
-    from kprobe.causal.cli_why import add_parser
-
-    ap = argparse.ArgumentParser(prog="kprobe")
-    add_parser(ap.add_subparsers())
-    a = ap.parse_args(list(argv))
-    rc = a.fn(a)
+    rc = main(list(argv))
     out, err = capsys.readouterr()
     return rc, out, err
 

@@ -38,9 +38,10 @@ __all__ = ["test_unwatched_hog", "test_unwatched_two_hop", "test_unwatched_fsync
 
 def default_policy() -> dict[str, object]:
     """The probe settings `kprobe record` uses when given no option: thresholds, sums, no watch list."""
-    from kprobe.cli import _recorder_config, build_parser
+    from kprobe.cli import build_parser
+    from kprobe.cli.recording import recorder_config
 
-    probes = _recorder_config(build_parser().parse_args(["record"]), watching=False).probes
+    probes = recorder_config(build_parser().parse_args(["record"]), watching=False).probes
     assert probes.detail == "bounded" and not probes.watching
     return {k: getattr(probes, k) for k in ("filter_on", "detail", "min_offcpu_ns", "min_syscall_ns", "sock_flush_ms",
                                             "min_block_us", "fault_sample_every", "fault_flush_ms")}

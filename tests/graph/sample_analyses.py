@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kprobe.causal.analyze import analyze
-from kprobe.causal.fetch import Evidence, OffCpu, Reclaim, SockIO, Syscall
 from kprobe.causal.model import Analysis, Interval
+from kprobe.causal.records import Evidence, OffCpu, Reclaim, SockIO, Syscall
 
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000

@@ -110,7 +110,7 @@ def test_tcp_connection_has_four_tuple_and_byte_totals(capture):
 @pytest.fixture
 def bounded_capture(tmp_path: Path, probes_built: None) -> Iterator[tuple[Capture, int]]:
     """A capture with `kprobe record`'s default policy (the other tests record every row)."""
-    from kprobe.cli import DETAIL_DEFAULTS
+    from kprobe.cli.recording import DETAIL_DEFAULTS
 
     if not is_root():
         pytest.skip("attaching eBPF probes needs root (CI runs as root)")

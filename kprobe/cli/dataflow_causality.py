@@ -1,9 +1,5 @@
-"""`kprobe dataflow causality`: run the bytewax causality flow over the store of a data directory.
-
-Registration: ``add_parser(sub)`` adds ``causality`` under an existing ``dataflow``
-command (another module may own ``kprobe dataflow``), or creates ``dataflow`` when
-nobody has; so cli.py needs one line whatever the order of merges.
-"""
+"""`kprobe dataflow causality`: run the bytewax causality flow over the store of a data directory
+(or the scale-out topics); a flow of `kprobe dataflow` (kprobe/cli/dataflow.py registers it)."""
 
 from __future__ import annotations
 
@@ -11,6 +7,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from kprobe.cli.common import add_data_arg, die
 
 EPILOG = """\
 examples:
@@ -29,30 +27,12 @@ and analysis rows (table causal_analysis) are idempotent per operation.
 """
 
 
-def _find_subparsers(p: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
-    for a in p._actions:
-        if isinstance(a, argparse._SubParsersAction):
-            return a
-    return None
-
-
-def add_parser(sub: argparse._SubParsersAction, default_data: Path | None = None) -> argparse.ArgumentParser:
-    parent = sub.choices.get("dataflow")
-    if parent is None:
-        parent = sub.add_parser("dataflow", help="long-running bytewax dataflows",
-                                description="Long-running bytewax dataflows.")
-        parent.set_defaults(fn=lambda a: (parent.print_help(), 2)[1])
-    flows = _find_subparsers(parent) or parent.add_subparsers(dest="flow", metavar="FLOW")
-    return add_causality_parser(flows, default_data)
-
-
-def add_causality_parser(flows: argparse._SubParsersAction, default_data: Path | None = None) -> argparse.ArgumentParser:
-    data = default_data or Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
+def add_parser(flows: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = flows.add_parser("causality", help="events -> causal analysis -> graph (ladybug/Neo4j) + analysis rows",
                          description="Window kernel events and spans per host, analyse each slow operation when "
                                      "the watermark passes its end, write the causal graph and analysis rows.",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=data, help="data directory whose store is read (default: %(default)s)")
+    add_data_arg(p, "data directory whose store is read")
     p.add_argument("--graph", default="ladybug",
                    help="'ladybug' (embedded, DATA/graph/causal.lbug) or a bolt:// URI for Neo4j (default: %(default)s)")
     p.add_argument("--neo4j-auth", default=os.environ.get("NEO4J_AUTH", "none"), metavar="USER/PASS",
@@ -75,7 +55,7 @@ def add_causality_parser(flows: argparse._SubParsersAction, default_data: Path |
                    help="a syscall at least this long is an operation to explain (default: %(default)s)")
     p.add_argument("--watch-pid", type=int, nargs="+", metavar="PID",
                    help="only these pids' slow syscalls are operations (default: all; spans always are)")
-    p.set_defaults(fn=cmd_causality)
+    p.set_defaults(fn=run)
     return p
 
 
@@ -113,7 +93,8 @@ def _recovery(state_dir: Path | None):
     return RecoveryConfig(str(rec))
 
 
-def cmd_causality(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    # lazy: bytewax, the graph stores and numpy are ~0.5 s of `kprobe --help`
     from bytewax.testing import cluster_main
 
     from kprobe.dataflows.causality import FlowOptions, StoreTailSource, build_flow, graph_factory
@@ -121,8 +102,7 @@ def cmd_causality(args: argparse.Namespace) -> int:
     from kprobe.query.client import QueryError, open_store
 
     if args.workers < 1:
-        print("kprobe: error: --workers must be at least 1", file=sys.stderr)
-        return 2
+        return die("--workers must be at least 1")
     if args.neo4j:
         args.graph = args.neo4j
     window = WindowConfig(allowed_lateness_ns=int(args.lateness_s * SEC), slow_syscall_ns=int(args.slow_ms * 1e6),
@@ -133,8 +113,7 @@ def cmd_causality(args: argparse.Namespace) -> int:
         rows = _CountingRows(_rows_factory(args, store)) if (args.clickhouse or store is not None) else None
         recovery = _recovery(args.state_dir)
     except (ValueError, QueryError, OSError) as e:
-        print(f"kprobe: error: {e}", file=sys.stderr)
-        return 2
+        return die(str(e))
     server = None
     if args.brokers:
         from kprobe.dataflows.causality_kafka import kafka_flow
@@ -155,8 +134,7 @@ def cmd_causality(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     except RuntimeError as e:
-        print(f"kprobe: error: {e}", file=sys.stderr)
-        return 1
+        return die(str(e), 1)
     finally:
         if server is not None:
             server.stop()

@@ -1,7 +1,4 @@
-"""OTLP receiver options shared by `kprobe record`, `kprobe run` and `kprobe demo`.
-
-Kept here (not in kprobe/cli.py) so the receiver owns its flags, defaults and help text.
-"""
+"""The OTLP receiver's options of `kprobe record` and `kprobe run`: flags, defaults, help text, config."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`kprobe record`/`run` options for naming processes' Kubernetes pods (agent/pod_identity.py)."""
+"""The Kubernetes pod identity options of `kprobe record`/`run` (what they feed: agent/pod_identity.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from kprobe.agent.pod_identity import SA_DIR, KubeletConfig
+from kprobe.cli.common import Failed
 
 
 def add_kubelet_args(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,6 @@ def kubelet_config(args: argparse.Namespace) -> KubeletConfig | None:
     if not url:
         return None
     if not url.startswith(("http://", "https://")):
-        raise SystemExit(f"kprobe: error: --kubelet-url must start with http:// or https://, not {url!r}")
+        raise Failed(f"--kubelet-url must start with http:// or https://, not {url!r}", 1)
     return KubeletConfig(url, args.kubelet_token_file, args.kubelet_ca, args.kubelet_insecure_tls,
                          refresh_s=args.kubelet_refresh_s)

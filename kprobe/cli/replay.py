@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import asdict
-from pathlib import Path
+
+from kprobe.cli.common import add_data_arg, die
 
 EPILOG = """\
 Record first with --replayable, then replay on any machine (the peers need not exist):
@@ -29,10 +31,10 @@ the recorded process SCHED_FIFO instead of SCHED_RR (for services that compute l
 """
 
 
-def add_parser(sub: argparse._SubParsersAction, default_data: Path) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="replay a recorded process under ptrace; inject timing; test a fix",
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=default_data, help="data directory (default: %(default)s)")
+    add_data_arg(p)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--pid", type=int, help="recorded process id (newest replayable session holding it)")
     who.add_argument("--incident", metavar="ID", help="SESSION[:PID], SESSION being a directory under <data>/replay")
@@ -48,18 +50,20 @@ def add_parser(sub: argparse._SubParsersAction, default_data: Path) -> None:
     p.add_argument("--cpu", type=int, default=0, help="CPU the tracer and tracee share (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="the full result as JSON")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the binary to run, after --")
-    p.set_defaults(fn=cmd_replay)
+    p.set_defaults(fn=run)
+    return p
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    # lazy: the replay engine (ptrace, numpy) is for `kprobe replay` alone
     from kprobe.replay import log as rlog
     from kprobe.replay.engine import ReplayEngine
     from kprobe.replay.inject import InjectError, parse
+    from kprobe.replay.worker_whatif import guard
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        print("kprobe: error: kprobe replay needs the command after --", file=sys.stderr)
-        return 2
+        return die("kprobe replay needs the command after --")
     try:
         injections = [parse(s) for s in args.inject]
         if args.incident:
@@ -68,13 +72,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         else:
             log = rlog.load(rlog.find_session(args.data, args.pid), args.pid)
     except (InjectError, rlog.LogError, OSError, ValueError) as e:
-        print(f"kprobe: error: {e}", file=sys.stderr)
-        return 2
-    import shutil
-
+        return die(str(e))
     exe = shutil.which(command[0]) or command[0]
-    from kprobe.replay.worker_whatif import guard
-
     what_if = bool(injections or args.what_if)
     res = ReplayEngine(log, [exe, *command[1:]], injections, strict=not what_if, cpu=args.cpu,
                        deadline_ms=args.deadline_ms,

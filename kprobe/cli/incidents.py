@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
+
+from kprobe.cli.common import add_data_arg, die, store_at
+from kprobe.query.timefmt import format_ts
 
 EPILOG = """\
 examples:
@@ -20,27 +21,19 @@ or not) syscalls that do work (write, fsync, connect, send, ...) and run-queue w
 """
 
 
-def _die(msg: str) -> int:
-    print(f"kprobe: error: {msg}", file=sys.stderr)
-    return 2
-
-
-def add_parser(subparsers: argparse._SubParsersAction, default_data: Path | None = None) -> argparse.ArgumentParser:
-    data = default_data or Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
-    p = subparsers.add_parser("incidents", help="slow or failed operations, newest first",
-                              description="List slow or failed operations found in the recording, newest first.",
-                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=data, help="data directory (default: %(default)s)")
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("incidents", help="slow or failed operations, newest first",
+                       description="List slow or failed operations found in the recording, newest first.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(p)
     p.add_argument("--slow-ms", type=float, default=500.0, help="slowness threshold (default: %(default)s)")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="JSON array; each item has id, times, pid, what, error")
-    p.set_defaults(fn=cmd_incidents)
+    p.set_defaults(fn=run)
     return p
 
 
 def render(found: list) -> str:
-    from kprobe.query.timefmt import format_ts
-
     if not found:
         return "no incidents (no failed spans, nothing slower than the threshold)"
     lines = []
@@ -54,22 +47,17 @@ def render(found: list) -> str:
     return "\n".join(lines)
 
 
-def cmd_incidents(args: argparse.Namespace) -> int:
-    from kprobe.causal.incidents import incidents
-    from kprobe.query.client import QueryError, open_store
+def run(args: argparse.Namespace) -> int:
+    from kprobe.causal.incidents import incidents  # lazy: msgspec and the causal engine's evidence types
+    from kprobe.query.client import QueryError
 
     if args.slow_ms <= 0 or args.limit <= 0:
-        return _die("--slow-ms and --limit must be positive")
-    try:
-        store = open_store(args.data)
+        return die("--slow-ms and --limit must be positive")
+    with store_at(args.data) as store:
         try:
             found = incidents(store, int(args.slow_ms * 1e6), args.limit)
-        finally:
-            close = getattr(store, "close", None)
-            if close:
-                close()
-    except QueryError as e:
-        return _die(str(e))
+        except QueryError as e:
+            return die(str(e))
     if args.json:
         json.dump([i.to_json() for i in found], sys.stdout)
         sys.stdout.write("\n")

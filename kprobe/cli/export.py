@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from kprobe.cli.common import add_data_arg, die, store_at
+from kprobe.query.timefmt import parse_ts
+
 EPILOG = """\
 examples:
   kprobe export --perfetto incident.pftrace --trace 478bcdd8304967fc5b85d4cb49cfd168
@@ -17,30 +20,25 @@ Open the file at ui.perfetto.dev (Open trace file). One track per process and th
 """
 
 
-def _die(msg: str) -> int:
-    print(f"kprobe: error: {msg}", file=sys.stderr)
-    return 2
-
-
-def add_parser(subparsers: argparse._SubParsersAction, default_data: Path) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("export", help="write the recording as a Perfetto trace (ui.perfetto.dev)",
-                              description="Export recorded events and spans to another tool's format.",
-                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=default_data, help="data directory (default: %(default)s)")
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("export", help="write the recording as a Perfetto trace (ui.perfetto.dev)",
+                       description="Export recorded events and spans to another tool's format.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(p)
     p.add_argument("--perfetto", type=Path, required=True, metavar="FILE", help="Perfetto trace (protobuf) to write")
     p.add_argument("--pid", type=int, nargs="+", metavar="PID", help="only these processes (default: all recorded)")
     p.add_argument("--trace", metavar="ID", help="a trace's processes over the trace's time (32 hex digits)")
     p.add_argument("--from", dest="from_", metavar="T1", help="UTC ns since the epoch or ISO-8601")
     p.add_argument("--to", metavar="T2", help="UTC ns since the epoch or ISO-8601")
-    p.set_defaults(fn=cmd_export)
+    p.set_defaults(fn=run)
     return p
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    # lazy: the causal engine's span lookup (msgspec) and the store client are ~60 ms of `kprobe --help`
     from kprobe.causal.spans import SpanLookupError, hex_id
     from kprobe.export.perfetto import Selection, export
-    from kprobe.query.client import QueryError, open_store
-    from kprobe.query.timefmt import parse_ts
+    from kprobe.query.client import QueryError
 
     try:
         sel = Selection(pids=list(args.pid or []),
@@ -48,23 +46,16 @@ def cmd_export(args: argparse.Namespace) -> int:
                         from_ns=parse_ts(args.from_) if args.from_ else None,
                         to_ns=parse_ts(args.to) if args.to else None)
     except ValueError as e:
-        return _die(str(e))
+        return die(str(e))
     if sel.from_ns is not None and sel.to_ns is not None and sel.to_ns <= sel.from_ns:
-        return _die("--to must be after --from")
-    try:
-        store = open_store(args.data)
-    except QueryError as e:
-        return _die(str(e))
-    try:
-        counts = export(store, sel, args.perfetto)
-    except SpanLookupError as e:
-        return _die(str(e))
-    except (QueryError, OSError) as e:
-        return _die(f"export failed: {e}")
-    finally:
-        close = getattr(store, "close", None)
-        if close:
-            close()
+        return die("--to must be after --from")
+    with store_at(args.data) as store:
+        try:
+            counts = export(store, sel, args.perfetto)
+        except SpanLookupError as e:
+            return die(str(e))
+        except (QueryError, OSError) as e:
+            return die(f"export failed: {e}")
     slices = ", ".join(f"{n} {k}" for k, n in sorted(counts.slices.items())) or "no slices"
     print(f"kprobe: wrote {args.perfetto}: {counts.processes} processes, {counts.threads} threads, {slices}, "
           f"{counts.flows} wake-up flows; open it at ui.perfetto.dev", file=sys.stderr)

@@ -1,8 +1,7 @@
 """`kprobe graph`: write one operation's causal analysis as a graph and print its root cause via Cypher.
 
-Kept out of kprobe/cli.py (one-line registration). The graph goes to the embedded
-ladybug database under the data directory by default, or to Neo4j with --neo4j;
-the root cause printed is what the documented query (ROOT_CAUSE_QUERY) returns
+The graph goes to the embedded ladybug database under the data directory by default, or to Neo4j
+with --neo4j; the root cause printed is what the documented query (ROOT_CAUSE_QUERY) returns
 from that graph, i.e. what any other Cypher client would see.
 Exit codes: 0 ok, 1 graph store failure, 2 bad arguments or no data.
 """
@@ -14,9 +13,9 @@ import json
 import os
 import socket
 import sys
-from pathlib import Path
 
-from kprobe.causal.cli_target import add_target_args, explain, parse_target
+from kprobe.cli.common import add_data_arg, die, store_at
+from kprobe.cli.target import add_target_args, parsed_target
 
 EPILOG = """\
 examples:
@@ -36,79 +35,66 @@ the same analysis again changes nothing (MERGE on deterministic ids). The embedd
 database has one writer: stop a running `kprobe dataflow causality` on the same DATA first.
 """
 
-def _die(msg: str, code: int = 2) -> int:
-    print(f"kprobe: error: {msg}", file=sys.stderr)
-    return code
 
-
-def add_parser(subparsers: argparse._SubParsersAction, default_data: Path | None = None) -> argparse.ArgumentParser:
-    data = default_data or Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
-    p = subparsers.add_parser(
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
         "graph", help="write an operation's causal graph (embedded or Neo4j) and print its root cause",
         description="Analyse one operation (a span, or PID over a window), write the causal graph and print "
                     "the root cause returned by the documented Cypher query.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=data, help="data directory (default: %(default)s)")
+    add_data_arg(p)
     add_target_args(p)
     p.add_argument("--neo4j", metavar="URI", help="write to Neo4j at this bolt:// URI instead of the embedded graph")
     p.add_argument("--neo4j-auth", default=os.environ.get("NEO4J_AUTH", "none"), metavar="USER/PASS",
                    help="Neo4j credentials, or 'none' (default: $NEO4J_AUTH or none)")
     p.add_argument("--cypher", action="store_true", help="also print the root-cause Cypher query and its parameters")
     p.add_argument("--json", action="store_true", help="machine-readable: op id, query result, analysis root cause")
-    p.set_defaults(fn=cmd_graph)
+    p.set_defaults(fn=run)
     return p
 
 
-def _host(store, pid: int) -> str:
+def _host(store, pid: int) -> str:  # noqa: ANN001 - Store
     rows = store.query_rows(f"SELECT host FROM offcpu WHERE tgid = {int(pid)} LIMIT 1")
     return str(rows[0]["host"]) if rows and rows[0].get("host") else socket.gethostname()
 
 
-def cmd_graph(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    # lazy: the causal engine (msgspec) and the store client are ~60 ms of `kprobe --help`
     from kprobe.causal.graph import ROOT_CAUSE_QUERY, OperationRef, analysis_graph, interval_op_id, span_op_id
     from kprobe.causal.spans import SpanLookupError
+    from kprobe.causal.target import explain
     from kprobe.causal.why import NoDataError
-    from kprobe.query.client import QueryError, open_store
+    from kprobe.query.client import QueryError
 
-    try:
-        target = parse_target(args)
-    except ValueError as e:
-        return _die(str(e))
-    try:
-        store = open_store(args.data)
-    except QueryError as e:
-        return _die(str(e))
-    try:
-        analysis, span_analysis = explain(store, target)
-        if span_analysis is not None:
-            span = span_analysis.span
-            pid, tid, t1, t2 = span.pid, span.tid or None, span.start_ns, span.end_ns
-            op_ref = OperationRef(span_op_id(span.trace_id, span.span_id), "span", span.name)
-            host = span.host or _host(store, pid)
-        else:
-            pid, tid, t1, t2 = target.pid, target.tid, target.from_ns, target.to_ns
-            op_ref = None
-            host = _host(store, pid)
-    except (LookupError, ValueError, NoDataError, SpanLookupError) as e:
-        return _die(str(e))
-    except QueryError as e:
-        return _die(f"query failed: {e}")
-    finally:
-        close = getattr(store, "close", None)
-        if close:
-            close()
+    target = parsed_target(args)
+    with store_at(args.data) as store:
+        try:
+            analysis, span_analysis = explain(store, target)
+            if span_analysis is not None:
+                span = span_analysis.span
+                pid, tid, t1, t2 = span.pid, span.tid or None, span.start_ns, span.end_ns
+                op_ref = OperationRef(span_op_id(span.trace_id, span.span_id), "span", span.name)
+                host = span.host or _host(store, pid)
+            else:
+                pid, tid, t1, t2 = target.pid, target.tid, target.from_ns, target.to_ns
+                op_ref = None
+                host = _host(store, pid)
+        except (LookupError, ValueError, NoDataError, SpanLookupError) as e:
+            return die(str(e))
+        except QueryError as e:
+            return die(f"query failed: {e}")
     op_ref = op_ref or OperationRef(interval_op_id(host, pid, tid, t1, t2), "interval",
                                     analysis.operation or f"{analysis.comm} window")
     delta = analysis_graph(analysis, host, op_ref)
     try:
         graph, where = _open_graph(args)
     except Exception as e:  # a locked database or an unreachable server: say which and why
-        return _die(f"cannot open the graph store: {e}", 1)
+        return die(f"cannot open the graph store: {e}", 1)
     try:
         graph.write(delta)
         row = graph.root_cause(delta.op_id)
     except Exception as e:
-        return _die(f"graph write/query failed on {where}: {e}", 1)
+        return die(f"graph write/query failed on {where}: {e}", 1)
     finally:
         graph.close()
     rc = analysis.root_cause
@@ -130,11 +116,11 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_graph(args: argparse.Namespace):
+def _open_graph(args: argparse.Namespace):  # -> (graph store, where it is)
     if args.neo4j:
-        from kprobe.sinks.graph_neo4j import Neo4jGraph, parse_auth
+        from kprobe.sinks.graph_neo4j import Neo4jGraph, parse_auth  # lazy: the Neo4j driver
 
         return Neo4jGraph(args.neo4j, auth=parse_auth(args.neo4j_auth)), args.neo4j
-    from kprobe.sinks.graph_ladybug import LadybugGraph, default_path
+    from kprobe.sinks.graph_ladybug import LadybugGraph, default_path  # lazy: the embedded graph engine
 
     return LadybugGraph.in_data_dir(args.data), str(default_path(args.data))

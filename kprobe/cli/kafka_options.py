@@ -1,4 +1,4 @@
-"""`kprobe record --kafka BROKERS`: the options and the session start (kept out of kprobe/cli.py)."""
+"""`kprobe record --kafka BROKERS`: the scale-out options and the session they start."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def add_kafka_args(p: argparse.ArgumentParser) -> None:
                         "dataflow checks, so nobody else writing to the topics can forge or pre-claim batches")
 
 
-def start_kafka_session(args: argparse.Namespace, config, after_probes=None):
+def start_kafka_session(args: argparse.Namespace, config, after_probes=None):  # noqa: ANN001 - RecorderConfig
+    # lazy: the recorder, Kafka client and numpy are for `record --kafka`, not for every command's parser
     from kprobe.agent.kafka_session import KafkaSession
     from kprobe.sinks.kafka import KafkaSinkConfig
     from kprobe.topics.wire import load_batch_key

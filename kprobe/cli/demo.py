@@ -13,6 +13,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from kprobe.cli.common import die
+from kprobe.datadir import UnsafeDataDir, fresh_dir
+
 EPILOG = """\
 what happens:
   payment-handler (OpenTelemetry SDK, spans to kprobe's OTLP receiver) settles each payment with a TCP
@@ -28,10 +31,10 @@ examples:
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("demo", help="the payment-timeout incident, recorded and explained end to end",
-                              description="Run the seed incident with real processes and explain it. Needs root.",
-                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("demo", help="the payment-timeout incident, recorded and explained end to end",
+                       description="Run the seed incident with real processes and explain it. Needs root.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path(os.environ.get("KPROBE_DEMO_DATA", "/tmp/kprobe-demo")),
                    help="data directory, emptied first (default: %(default)s)")
     p.add_argument("--timeout-ms", type=int, default=750, help="payment-handler's settlement timeout (default: %(default)s)")
@@ -45,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--otlp-transport", choices=("grpc", "http"), default="grpc",
                    help="how payment-handler exports spans (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (story on stderr)")
-    p.set_defaults(fn=cmd_demo)
+    p.set_defaults(fn=run)
     return p
 
 
@@ -60,21 +63,18 @@ def _invocation() -> str:
     return f"{sys.executable} -m kprobe"
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from kprobe.agent.preflight import PreflightError, check_all
-    from kprobe.datadir import UnsafeDataDir, fresh_dir
-    from kprobe.demo.scenario import DemoConfig, explore_commands, run_demo
+    from kprobe.demo.scenario import DemoConfig, explore_commands, run_demo  # lazy: the recorder, numpy, chDB
 
     try:  # /tmp/kprobe-demo is a well-known name in a shared directory: created exclusively, 0700, ours
         fresh_dir(args.data)
     except (UnsafeDataDir, OSError) as e:
-        print(f"kprobe: error: {e}", file=sys.stderr)
-        return 2
+        return die(str(e))
     try:
         check_all(args.data)
     except PreflightError as e:
-        print(f"kprobe: error: {e}", file=sys.stderr)
-        return 2
+        return die(str(e))
     cfg = DemoConfig(args.data, handler_name=args.handler_name, service_name=args.service_name,
                      batch_name=args.batch_name, timeout_ms=args.timeout_ms, batch_threads=args.batch_threads,
                      memcg_mb=args.memcg_mb, rt_priority=args.rt_priority, otlp_transport=args.otlp_transport)

@@ -1,17 +1,15 @@
-"""`kprobe serve` (the HTTP/JSON API and web UI) and `kprobe record --serve`, on the command line.
-
-Kept out of kprobe/cli.py like the other commands: the main CLI only calls ``add_parser(sub)``
-and, for `record`, ``add_record_args``/``start_with_recorder``.
-"""
+"""`kprobe serve` (the HTTP/JSON API and web UI) and `kprobe record --serve` (the same server in the
+recorder's process: ``add_record_args``/``start_with_recorder``)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
+
+from kprobe.cli.common import add_data_arg, die, store_at
 
 EPILOG = """\
 examples:
@@ -25,11 +23,6 @@ keeps and never sends. /api/v1/openapi.json describes every endpoint. While `kpr
 DATA the server asks the recorder (its socket); otherwise it opens the store itself, and other
 commands then wait for the server to stop (a chDB directory belongs to one process).
 """
-
-
-def _die(msg: str) -> int:
-    print(f"kprobe: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -50,13 +43,13 @@ def _add_server_args(p: argparse.ArgumentParser, flag: str) -> None:
     p.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
 
 
-def add_parser(subparsers: argparse._SubParsersAction, default_data: Path) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("serve", help="HTTP/JSON API (OpenAPI) and web UI: incidents, causal chains, timeline",
-                              description="Serve the recording read-only over HTTP: JSON API and web UI.",
-                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=default_data, help="data directory (default: %(default)s)")
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("serve", help="HTTP/JSON API (OpenAPI) and web UI: incidents, causal chains, timeline",
+                       description="Serve the recording read-only over HTTP: JSON API and web UI.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(p)
     _add_server_args(p, "--listen")
-    p.set_defaults(fn=cmd_serve)
+    p.set_defaults(fn=run)
     return p
 
 
@@ -66,6 +59,7 @@ def add_record_args(p: argparse.ArgumentParser) -> None:
 
 
 def start_server(args: argparse.Namespace, store: object, data: Path):  # -> ApiServer
+    # lazy: the API's handlers import the causal engine and numpy (~0.2 s of `kprobe --help`)
     from kprobe.api.auth import load_or_create_token
     from kprobe.api.routes import Context
     from kprobe.api.server import ApiServer
@@ -101,30 +95,16 @@ def start_with_recorder(args: argparse.Namespace, session: object):  # -> ApiSer
         return None
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from kprobe.query.client import QueryError, open_store
-
-    try:
-        store = open_store(args.data)
-    except QueryError as e:
-        return _die(str(e))
-    try:
+def run(args: argparse.Namespace) -> int:
+    with store_at(args.data) as store:
         try:
             srv = start_server(args, store, args.data)
         except (OSError, ValueError) as e:
-            return _die(f"cannot serve: {e}")
+            return die(f"cannot serve: {e}")
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         while not stop.wait(0.2):     # short waits: Python runs signal handlers only between bytecodes
             pass
         srv.stop()
-    finally:
-        close = getattr(store, "close", None)
-        if close:
-            close()
     return 0
-
-
-def default_data() -> Path:
-    return Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))

@@ -1,19 +1,22 @@
-"""The operation a command explains, as the command line names it: shared by `kprobe why` and `kprobe graph`.
+"""The operation to explain, and its analysis: shared by `kprobe why`, `kprobe graph` and the API.
 
-One place for the options (--span / --trace / --incident / --pid with --tid --from --to),
-their validation and messages, and for turning them into an analysis, so both commands
-accept the same targets and say the same thing about a bad one.
+A target is named by text (a span id, a trace id, an incident id, or a pid with a window), as a
+user types it on the command line or in a query string; :func:`parse_target` checks it with the
+same rules and words for every caller, and :func:`explain` runs the analysis. No argparse here:
+the options that fill a :class:`TargetText` live with the commands (kprobe/cli/target.py).
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
+from typing import Protocol
 
-from kprobe.causal.fetch import Store
+from kprobe.causal.incidents import parse_incident_id
 from kprobe.causal.model import Analysis
+from kprobe.causal.records import Store
 from kprobe.causal.spans import SpanAnalysis, SpanRef, find_span, hex_id, pick_span, trace_spans, why_span
 from kprobe.causal.why import why
+from kprobe.query.timefmt import parse_ts
 
 
 @dataclass(frozen=True)
@@ -28,22 +31,20 @@ class Target:
     to_ns: int | None = None
 
 
-def add_target_args(p: argparse.ArgumentParser) -> None:
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--span", metavar="ID", help="span id (16 hex digits) received by the OTLP receiver")
-    what.add_argument("--trace", metavar="ID", help="trace id (32 hex digits): explains its failed/longest span")
-    what.add_argument("--incident", metavar="ID", help="incident id from `kprobe incidents`")
-    what.add_argument("--pid", type=int, help="process id (tgid) of the slow operation; needs --from and --to")
-    p.add_argument("--tid", type=int, default=None, help="with --pid: thread id (default: the most delayed thread)")
-    p.add_argument("--from", dest="from_", metavar="T1", help="with --pid: UTC ns since the epoch or ISO-8601")
-    p.add_argument("--to", metavar="T2", help="with --pid: UTC ns since the epoch or ISO-8601")
+class TargetText(Protocol):
+    """A target as typed: the CLI's options (an argparse namespace) or the API's query parameters."""
+
+    span: str | None
+    trace: str | None
+    incident: str | None
+    pid: int | None
+    tid: int | None
+    from_: str | None
+    to: str | None
 
 
-def parse_target(args: argparse.Namespace) -> Target:
-    """The target the options name; ValueError says what is wrong with them."""
-    from kprobe.causal.incidents import parse_incident_id
-    from kprobe.query.timefmt import parse_ts
-
+def parse_target(args: TargetText) -> Target:
+    """The target the text names; ValueError says what is wrong with it."""
     if args.incident:
         kind, val = parse_incident_id(args.incident)
         if kind == "span":
@@ -57,7 +58,7 @@ def parse_target(args: argparse.Namespace) -> Target:
                       trace_id=hex_id(args.trace, 32, "trace id") if args.trace else None)
     if not (args.from_ and args.to):
         raise ValueError("--pid needs --from T1 and --to T2")
-    if args.pid <= 0:
+    if args.pid is None or args.pid <= 0:
         raise ValueError(f"--pid must be a positive process id, got {args.pid}")
     t1, t2 = parse_ts(args.from_), parse_ts(args.to)
     if t2 <= t1:

@@ -1,7 +1,8 @@
-"""`kprobe why (--span ID | --trace ID | --incident ID | --pid P --from T1 --to T2)` on the command line.
+"""`kprobe why (--span ID | --trace ID | --incident ID | --pid P --from T1 --to T2 | --payment ID | --order ID)`.
 
-Kept out of kprobe/cli.py so the analysis owns its arguments and messages; the
-main CLI only calls ``add_parser(sub)``. Exit codes follow the main CLI: 0 ok,
+The root cause of a slow or failed operation, down to the kernel. The analysis is
+:mod:`kprobe.causal` (shared with the API); a payment or order goes through its business
+timeline (:mod:`kprobe.cli.timeline`). Exit codes: 0 ok, 1 no span mentions the payment/order,
 2 bad arguments or no data (with a message saying what to do).
 """
 
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from kprobe.causal.cli_target import add_target_args, explain, parse_target
+from kprobe.cli.common import add_data_arg, die, store_at
+from kprobe.cli.target import add_target_args, parsed_target
+from kprobe.cli.timeline import business_timeline
 
 EPILOG = """\
 examples:
@@ -49,53 +51,65 @@ root-cause kinds (culprit: who caused it; evidence: what the recording shows):
 """
 
 
-def _die(msg: str) -> int:
-    print(f"kprobe: error: {msg}", file=sys.stderr)
-    return 2
-
-
-def add_parser(subparsers: argparse._SubParsersAction, default_data: Path | None = None) -> argparse.ArgumentParser:
-    """Register `why` on the main CLI's subparsers."""
-    data = default_data or Path(os.environ.get("KPROBE_DATA", "/var/lib/kprobe"))
-    p = subparsers.add_parser(
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
         "why", help="root cause of a slow or failed operation: a span, a trace, an incident or pid+window",
         description="Explain why an operation was slow: wall-time breakdown (on CPU, run queue, blocked) and "
                     "the causal chain (preemption, memory pressure, disk, network, locks, other services) "
                     "down to the root cause.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=data, help="data directory (default: %(default)s)")
-    add_target_args(p)
+    add_data_arg(p)
+    what = add_target_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable analysis")
-    p.set_defaults(fn=cmd_why)
+    # business targets join the same required group: `why --payment X --span Y` is refused like any two
+    what.add_argument("--payment", metavar="ID", help="a payment id (or UETR): explains its failed/slowest span")
+    what.add_argument("--order", metavar="CLORDID", help="a FIX ClOrdID: explains its order's slowest exchange")
+    p.add_argument("--domain-map", type=Path, default=None, help="with --payment/--order: domain map YAML "
+                                                                 "(default: $KPROBE_DOMAIN_MAP)")
+    p.set_defaults(fn=run)
     return p
 
 
-def cmd_why(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    if args.payment or args.order:
+        return _why_business(args)
+    # lazy: the analysis (msgspec, the causal engine) and the store client are ~60 ms of `kprobe --help`
     from kprobe.causal.spans import SpanLookupError
+    from kprobe.causal.target import explain
     from kprobe.causal.why import NoDataError, render_text
-    from kprobe.query.client import QueryError, open_store
+    from kprobe.query.client import QueryError
 
-    try:
-        target = parse_target(args)
-    except ValueError as e:
-        return _die(str(e))
-    try:
-        store = open_store(args.data)
-    except QueryError as e:
-        return _die(str(e))
-    try:
-        analysis, span_analysis = explain(store, target)
-    except (NoDataError, SpanLookupError, ValueError) as e:
-        return _die(str(e))
-    except QueryError as e:
-        return _die(f"query failed: {e}")
-    finally:
-        close = getattr(store, "close", None)
-        if close:
-            close()
+    target = parsed_target(args)
+    with store_at(args.data) as store:
+        try:
+            analysis, span_analysis = explain(store, target)
+        except (NoDataError, SpanLookupError, ValueError) as e:
+            return die(str(e))
+        except QueryError as e:
+            return die(f"query failed: {e}")
     if args.json:
         json.dump(span_analysis.to_json() if span_analysis else analysis.to_json(), sys.stdout)
         sys.stdout.write("\n")
     else:
         print(span_analysis.render() if span_analysis else render_text(analysis))
+    return 0
+
+
+def _why_business(args: argparse.Namespace) -> int:
+    """`why --payment ID / --order CLORDID`: the kernel root cause found on its business timeline."""
+    tl, kind, key = business_timeline(args, analyse=True)
+    if not tl.events:
+        return die(f"no spans mention {kind} {key!r}", 1)
+    if args.json:
+        json.dump({"key": key, "kind": kind, "root_cause": tl.root_cause, "incidents": tl.incidents,
+                   "notes": tl.notes, "events": [e.to_json() for e in tl.events]}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{kind.capitalize()} {key}: " + (tl.root_cause + "  [ROOT CAUSE]" if tl.root_cause else
+                                           "no kernel delay found"))
+    for i in tl.incidents:
+        print("INCIDENT: " + i)
+    for n in tl.notes:
+        print("note: " + n)
+    print(f"(kprobe timeline --{kind} {key} shows its {len(tl.events)} events)")
     return 0

@@ -1,4 +1,8 @@
-"""`kprobe dataflow ingest`: the long-running Kafka -> ClickHouse server flow (scale-out mode)."""
+"""`kprobe dataflow FLOW`: the long-running bytewax dataflows of the scale-out pipeline.
+
+``ingest`` (Kafka -> ClickHouse server) and ``status`` are here; ``causality`` is
+:mod:`kprobe.cli.dataflow_causality`, registered under the same command.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from kprobe.cli import dataflow_causality
+from kprobe.cli.common import die
 
 EPILOG = """\
 examples:
@@ -22,7 +29,7 @@ throughput, duplicates skipped, DLQ count.
 """
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("dataflow", help="scale-out dataflows (Kafka -> ClickHouse server)",
                        description="Long-running bytewax dataflows of the scale-out pipeline.", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,29 +64,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--batch-key-file", type=Path, default=None, metavar="PATH",
                    help="the deployment's batch key (as given to the agents): batches without a valid HMAC go to "
                         "the dead-letter topic, counted (default: accept any batch)")
-    i.set_defaults(fn=cmd_ingest)
+    i.set_defaults(fn=run_ingest)
     s = flows.add_parser("status", help="counters of the dataflow processes (from their status files)")
     s.add_argument("--state-dir", type=Path, default=Path("/var/lib/kprobe/dataflow"))
     s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_status)
+    s.set_defaults(fn=run_status)
+    dataflow_causality.add_parser(flows)
     p.set_defaults(fn=lambda a: (p.print_help(), 2)[1])
+    return p
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def run_ingest(args: argparse.Namespace) -> int:
+    # lazy: bytewax, the Kafka and ClickHouse clients and numpy are ~0.6 s of `kprobe --help`
     from kprobe.dataflows.ingest import IngestConfig, run
+    from kprobe.topics.wire import load_batch_key
 
     host, _, port = args.clickhouse.rpartition(":")
     if not host or not port.isdigit():
-        print(f"kprobe: error: --clickhouse wants HOST:PORT, got {args.clickhouse!r}", file=sys.stderr)
-        return 2
+        return die(f"--clickhouse wants HOST:PORT, got {args.clickhouse!r}")
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    from kprobe.topics.wire import load_batch_key
-
     try:
         key = load_batch_key(args.batch_key_file) if args.batch_key_file else None
     except (OSError, ValueError) as e:
-        print(f"kprobe: error: {e}", file=sys.stderr)
-        return 2
+        return die(str(e))
     cfg = IngestConfig(brokers=args.brokers, clickhouse_host=host, clickhouse_port=int(port),
                        clickhouse_http_port=args.clickhouse_http_port, database=args.database,
                        prefix=args.prefix, workers=args.workers, writers=args.writers, processes=args.processes,
@@ -89,8 +96,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return run(cfg)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from kprobe.query.stats import render_dataflows
+def run_status(args: argparse.Namespace) -> int:
+    from kprobe.query.stats import render_dataflows  # lazy: numpy, via the table definitions
 
     files = sorted(args.state_dir.glob("ingest-*.json"))
     data = [json.loads(f.read_text()) for f in files]
