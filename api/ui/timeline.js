@@ -214,10 +214,19 @@ export async function showTimeline(view, params, isCurrent) {
         rows[0] = ["what", r.text];
         if (it.kind === "offcpu") {
           // who kept it off the CPU, as `kprobe why` counts it: the task that switched in over it when it
-          // was preempted, else the task that held its CPU while it waited in the run queue after wake-up
+          // was preempted, else the task that held its CPU while it waited in the run queue after wake-up.
+          // The task it displaced at the end held the CPU only since displaced_since: when that is a small
+          // part of the wait (a softirq thread cutting in last), the task that took the CPU when it left
+          // (same CPU) is the one that kept it, and both are said.
           const held = r.runq_ns > 0 && task(r, "displaced");
+          const heldNs = held && Number(r.displaced_since) > 0 ? Number(r.end_ts) - Number(r.displaced_since) : null;
+          const mostly = held && (heldNs === null || heldNs * 2 >= Number(r.runq_ns));
+          const took = String(r.cpu_off) === String(r.cpu_on) && Number(r.preemptor_tid) > 0 && task(r, "preemptor");
           const by = r.reason === "preempted" ? task(r, "preemptor")
-            : held ? `${held} (held CPU ${r.cpu_on} during the ${dur(r.runq_ns)} run-queue wait)` : "";
+            : mostly ? `${held} (held CPU ${r.cpu_on} during the ${dur(r.runq_ns)} run-queue wait)`
+            : held && took ? `${took} (took CPU ${r.cpu_on} when it left; ${held} held it only the last ${dur(heldNs)} ` +
+              `of the ${dur(r.runq_ns)} run-queue wait)`
+            : held ? `${held} (held CPU ${r.cpu_on} the last ${dur(heldNs)} of the ${dur(r.runq_ns)} run-queue wait)` : "";
           rows.push(["reason", `${r.reason}${r.syscall ? " in " + r.syscall : ""} (${it.cls})`],
             ["preemptor", by || "—"], ["woken by", task(r, "waker") || "—"],
             ["switched in when it left", task(r, "preemptor") || "—"],
