@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from kprobe.agent import clock
-from kprobe.agent.libbpf import BpfObject, LibbpfError
-from kprobe.agent.probeset import BUILD_DIR, SHARED_MAPS, ProbeSet
+from kprobe.agent.libbpf import LibbpfError
+from kprobe.agent.probeset import BUILD_DIR, ProbeSet
 from kprobe.agent.ringbuf import RingReader
 from kprobe.masking import install_log_masking
 from kprobe.schemas import layouts as L
@@ -99,10 +99,8 @@ class PayloadCapture:
 
     def start(self) -> PayloadCapture:
         install_log_masking()  # this process now holds raw payloads: no card data in its logs
-        obj = BpfObject(self.probes.lib, str(BUILD_DIR / "payload.bpf.o")).open()
+        obj = self.probes.open_object(BUILD_DIR / "payload.bpf.o")
         try:
-            for name in SHARED_MAPS:
-                obj.reuse_map(name, self.probes.shared[name].fd)
             obj.set_max_entries("rb_payload", self.ring_bytes)
             obj.load()
         except LibbpfError:
