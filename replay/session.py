@@ -91,6 +91,7 @@ class Prepared:
     next_other: dict[int, int]            # event index (-1: start) -> the next ordered event of another thread
     next_other_arr: np.ndarray            # the same for the compiled loop: [i + 1] for event i (read-only there)
     indices: dict[int, np.ndarray]        # recorded tid -> indices of its expected events
+    exit_group: Event | None              # the recorded exit_group, if any (found once, not per replay)
 
 
 def chan_key(fd: int) -> str:

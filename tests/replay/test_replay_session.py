@@ -13,7 +13,7 @@ from kprobe.replay.session import Prepared, ReplayResult, Session
 
 def _session() -> Session:
     log = ProcessLog(tgid=1, events=[], exec_ns=0, clock_offset_ns=0, replayable_until=0, problem="", meta={})
-    prep = Prepared([], {}, {}, [], {}, {}, frozenset(), {-1: 1 << 62}, None, {})  # type: ignore[arg-type]
+    prep = Prepared([], {}, {}, [], {}, {}, frozenset(), {-1: 1 << 62}, None, {}, None)  # type: ignore[arg-type]
     return Session(log, True, [], None, prep, {}, None, ReplayResult("identical", 0, 0), ThreadOrder([]))
 
 
