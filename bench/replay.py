@@ -131,11 +131,12 @@ def recorded(session: Path, cpu: int, bins: dict[str, str], w: Workload, n: int,
     replay/redact.py) and the probes' run counts and times during it."""
     from kprobe.replay.record import ReplayRecorder
 
+    existing = set(_bpf_stats())
     rec = ReplayRecorder(session, cpu=cpu)
     try:
         port = _port()
         argv = w.argv(bins[w.source], port, journal, n)
-        before = _bpf_stats()
+        before = {k: v for k, v in _bpf_stats().items() if k not in existing}  # this recorder's programs
         t0 = time.perf_counter()
         p = rec.start(argv, stdout_pipe=True)  # forks, attaches the time uprobes to the child, then lets it exec
         t1 = time.perf_counter()
@@ -147,6 +148,8 @@ def recorded(session: Path, cpu: int, bins: dict[str, str], w: Workload, n: int,
         rec.stop()
     stats: dict[str, tuple[int, int]] = {}
     for (name, pid_), (t, c) in after.items():
+        if (name, pid_) not in before:
+            continue
         t0_, c0_ = before.get((name, pid_), (0, 0))
         tt, cc = stats.get(name, (0, 0))
         stats[name] = (tt + t - t0_, cc + c - c0_)
@@ -154,13 +157,14 @@ def recorded(session: Path, cpu: int, bins: dict[str, str], w: Workload, n: int,
 
 
 def _bpf_stats() -> dict[tuple[str, int], tuple[int, int]]:
-    """(program name, id) -> (run time ns, runs): by id, since a recorder's programs from an
-    earlier run may still be listed (freed lazily) under the same names."""
+    """(program name, id) -> (run time ns, runs) of kprobe's programs: by id, since a recorder's
+    programs from an earlier run may still be listed (freed lazily) under the same names. All of a
+    recorder's programs count, not only the replay stream's: the sched object's run host-wide."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
     if out.returncode:
         return {}
     return {(p["name"], p["id"]): (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(out.stdout)
-            if p.get("name", "").startswith(("kp_r_", "kp_u"))}
+            if p.get("name", "").startswith("kp_")}
 
 
 def _ms(xs: list[float]) -> str:

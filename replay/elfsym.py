@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 
 SHT_DYNSYM = 11
+PF_X = 1
 PT_LOAD = 1
 STT_FUNC = 2
 
@@ -62,3 +63,18 @@ def file_offset(image: bytes, vaddr: int) -> int:
         if p_type == PT_LOAD and p_vaddr <= vaddr < p_vaddr + p_filesz:
             return vaddr - p_vaddr + p_offset
     raise ValueError(f"address {vaddr:#x} is in no loadable segment")
+
+
+def executable_segments(image: bytes) -> list[tuple[int, int, int]]:
+    """(file offset, virtual address, size in the file) of each loadable executable segment."""
+    _check(image)
+    phoff, = struct.unpack_from("<Q", image, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", image, 0x36)
+    out = []
+    for i in range(phnum):
+        p_type, flags, p_offset, p_vaddr, _paddr, p_filesz, _memsz, _align = struct.unpack_from(
+            "<IIQQQQQQ", image, phoff + i * phentsize
+        )
+        if p_type == PT_LOAD and flags & PF_X:
+            out.append((p_offset, p_vaddr, p_filesz))
+    return out

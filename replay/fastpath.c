@@ -259,7 +259,7 @@ static int64_t stub_bytes(const struct kp_ctx *c, const struct kp_op *op)
 	/* the NRMASK bits of intracee.WRAPPERS */
 	int bit = op->nr == KP_NR_READ ? 0 : op->nr == KP_NR_WRITE ? 1 : op->nr == KP_NR_PREAD64 ? 2
 		: op->nr == KP_NR_PWRITE64 ? 3 : op->nr == KP_NR_FSYNC ? 4 : op->nr == KP_NR_FDATASYNC ? 5
-		: op->nr == KP_NR_GETRANDOM ? 6 : -1;
+		: op->nr == KP_NR_GETRANDOM ? 6 : op->nr == KP_NR_FUTEX ? 7 : -1; /* 7: intracee.FUTEX_BIT */
 	if (op->kind == K_CLOCK)
 		return 0;
 	if (bit < 0 || !(mask & (1 << bit)))

@@ -32,11 +32,12 @@ import ctypes
 import os
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from kprobe.replay import tracee as T
-from kprobe.replay.elfsym import dynamic_functions
+from kprobe.replay.elfsym import dynamic_functions, executable_segments
 from kprobe.schemas import syscall_table as ST
 
 PAGE = 4096
@@ -52,6 +53,12 @@ SYSCALL_STUB, TRAMPOLINES = 0x180, 0x400
 # (the bits are fastpath.c's stub_bytes)
 WRAPPERS = {name: (ST.nr(name), bit) for bit, name in
             enumerate(("read", "write", "pread64", "pwrite64", "fsync", "fdatasync", "getrandom"))}
+# `mov eax, futex; syscall; ret`: a futex call that is the last thing its function does (glibc's
+# __lll_lock_wake and __lll_lock_wake_private: every unlock of a contended mutex). Its own NRMASK bit
+# after the wrappers' and its own trampoline (fastpath.c's stub_bytes).
+NR_FUTEX = ST.nr("futex")
+FUTEX_TAIL = b"\xb8" + struct.pack("<I", NR_FUTEX) + b"\x0f\x05\xc3"
+FUTEX_BIT = len(WRAPPERS)
 PROT_RWX, MAP_SHARED_ANON = 7, 0x21
 NR_MMAP = ST.nr("mmap")
 SETUP_STOPS = 2  # the injected mmap's exit stop and the restarted syscall's second seccomp stop
@@ -97,6 +104,51 @@ def restart(saved) -> None:
     """At the injected call's exit stop: back to the original syscall, to be made again."""
     saved.rip -= 2          # the `syscall` instruction
     saved.rax = saved.orig_rax
+
+
+@lru_cache(maxsize=4)
+def futex_tails(path: str) -> tuple[int, ...]:
+    """Virtual addresses (as linked) of FUTEX_TAIL in the executable segments of the library at ``path``."""
+    with open(path, "rb") as f:
+        image = f.read()
+    out = []
+    for off, vaddr, size in executable_segments(image):
+        at = image.find(FUTEX_TAIL, off, off + size)
+        while at >= 0:
+            out.append(vaddr + at - off)
+            at = image.find(FUTEX_TAIL, at + 1, off + size)
+    return tuple(out)
+
+
+def _patch_futex_tails(base: int, path: str, addr: int, local: int, mem: T.Memory, avoid: int) -> int:
+    """Point every `mov eax, futex; syscall` that is followed by `ret` at the syscall stub (`call`
+    through the futex trampoline, two nops, the `ret` kept). Returns the sites patched.
+
+    Why: a contended mutex's unlock (futex wake) by the thread whose turn it is was a stop of its
+    own, a third of all stops of a 4-worker pool's replay; the stub answers it with its recorded
+    result exactly as the compiled loop did (same match: the syscall, in the plan's order). Why only
+    before a `ret`: the `call` and the stub's pushes write below the stack pointer, which a leaf
+    function may use (the red zone); right before its `ret` nothing there is read again. rdi, rsi,
+    rdx and r10 (futex's arguments) stay as they were; rcx and r11 are clobbered, as by a syscall."""
+    try:
+        tails = futex_tails(path)
+    except (OSError, ValueError, struct.error):
+        return 0
+    tramp = addr + TRAMPOLINES + 16 * FUTEX_BIT
+    stub = addr + SYSCALL_STUB
+    ctypes.memmove(local + TRAMPOLINES + 16 * FUTEX_BIT, b"\xb8" + struct.pack("<I", NR_FUTEX) + b"\xe9"
+                   + struct.pack("<i", stub - (tramp + 10)), 10)
+    sites = 0
+    for vaddr in tails:
+        at = base + vaddr
+        rel = tramp - (at + 5)
+        if at <= avoid < at + len(FUTEX_TAIL) or not -(1 << 31) <= rel < 1 << 31:
+            continue
+        if mem.read(at, len(FUTEX_TAIL)) != FUTEX_TAIL:
+            continue  # not the file's bytes here (patched by someone else, or another mapping)
+        mem.write(at, b"\xe8" + struct.pack("<i", rel) + b"\x90\x90")
+        sites += 1
+    return sites
 
 
 @dataclass
@@ -187,6 +239,10 @@ class AnswerTable:
             if sites:
                 mask |= 1 << bit
                 patched.append(name if sites == 1 else f"{name} (x{sites})")
+        sites = _patch_futex_tails(base, path, addr, local, mem, avoid)
+        if sites:
+            mask |= 1 << FUTEX_BIT
+            patched.append(f"futex wake tails (x{sites})")
         return mask, patched
 
     @property
