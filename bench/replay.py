@@ -35,7 +35,6 @@ syscall from its rusage. Numbers are printed, nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -131,40 +130,45 @@ def recorded(session: Path, cpu: int, bins: dict[str, str], w: Workload, n: int,
     replay/redact.py) and the probes' run counts and times during it."""
     from kprobe.replay.record import ReplayRecorder
 
-    existing = set(_bpf_stats())
     rec = ReplayRecorder(session, cpu=cpu)
     try:
         port = _port()
         argv = w.argv(bins[w.source], port, journal, n)
-        before = {k: v for k, v in _bpf_stats().items() if k not in existing}  # this recorder's programs
+        before = _prog_stats(rec)
         t0 = time.perf_counter()
         p = rec.start(argv, stdout_pipe=True)  # forks, attaches the time uprobes to the child, then lets it exec
         t1 = time.perf_counter()
         run = _finish(p.pid, t1, _client(bins, w, port, n))
-        after = _bpf_stats()
+        after = _prog_stats(rec)
         if p.stdout is not None:
             p.stdout.close()
     finally:
         rec.stop()
-    stats: dict[str, tuple[int, int]] = {}
-    for (name, pid_), (t, c) in after.items():
-        if (name, pid_) not in before:
-            continue
-        t0_, c0_ = before.get((name, pid_), (0, 0))
-        tt, cc = stats.get(name, (0, 0))
-        stats[name] = (tt + t - t0_, cc + c - c0_)
+    stats = {name: (t - before.get(name, (0, 0))[0], c - before.get(name, (0, 0))[1]) for name, (t, c) in after.items()}
     return run, t1 - t0, argv, p.pid, stats
 
 
-def _bpf_stats() -> dict[tuple[str, int], tuple[int, int]]:
-    """(program name, id) -> (run time ns, runs) of kprobe's programs: by id, since a recorder's
-    programs from an earlier run may still be listed (freed lazily) under the same names. All of a
-    recorder's programs count, not only the replay stream's: the sched object's run host-wide."""
-    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
-    if out.returncode:
-        return {}
-    return {(p["name"], p["id"]): (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(out.stdout)
-            if p.get("name", "").startswith("kp_")}
+def _prog_stats(rec) -> dict[str, tuple[int, int]]:  # noqa: ANN001 - a ReplayRecorder
+    """Program name -> (run time ns, runs) of every program this recorder loaded (the sched
+    object's, which run host-wide, as well as the replay stream's), read from the kernel by fd:
+    another recorder on the host (other engineers' tests) is not counted."""
+    import ctypes
+
+    import numpy as np
+
+    from kprobe.agent.libbpf import PROG_INFO
+
+    out: dict[str, tuple[int, int]] = {}
+    for obj in [*rec.probes.objects.values(), rec.capture.obj]:
+        for prog in obj.programs():
+            fd = int(prog.lib.lib.bpf_program__fd(prog.ptr))
+            if fd < 0:
+                continue  # not loaded (autoload off)
+            info = np.zeros(1, dtype=PROG_INFO)
+            size = ctypes.c_uint32(PROG_INFO.itemsize)
+            if prog.lib.lib.bpf_obj_get_info_by_fd(fd, info.ctypes.data, ctypes.byref(size)) == 0:
+                out[prog.name] = (int(info["run_time_ns"][0]), int(info["run_cnt"][0]))
+    return out
 
 
 def _ms(xs: list[float]) -> str:
