@@ -107,20 +107,26 @@ def restart(saved) -> None:
 
 
 @lru_cache(maxsize=4)
-def futex_tails(path: str) -> tuple[int, ...]:
-    """Virtual addresses (as linked) of FUTEX_TAIL in the executable segments of the library at ``path``."""
+def libc_sites(path: str, dev: int, ino: int, mtime_ns: int) -> tuple[dict[str, int], tuple[int, ...]]:
+    """What the patching needs from the libc file, read and parsed once per file (identified by
+    device, inode and mtime, so a replaced libc is read again): the addresses (as linked) of the
+    WRAPPERS functions, and those of FUTEX_TAIL in its executable segments.
+
+    Why cached: parsing libc's ~3000 dynamic symbols cost ~5 ms per replay, a sixth of a short one."""
     with open(path, "rb") as f:
         image = f.read()
-    out = []
+    syms = dynamic_functions(image)
+    wrappers = {name: syms[name].value for name in WRAPPERS if name in syms}
+    tails = []
     for off, vaddr, size in executable_segments(image):
         at = image.find(FUTEX_TAIL, off, off + size)
         while at >= 0:
-            out.append(vaddr + at - off)
+            tails.append(vaddr + at - off)
             at = image.find(FUTEX_TAIL, at + 1, off + size)
-    return tuple(out)
+    return wrappers, tuple(tails)
 
 
-def _patch_futex_tails(base: int, path: str, addr: int, local: int, mem: T.Memory, avoid: int) -> int:
+def _patch_futex_tails(base: int, tails: tuple[int, ...], addr: int, local: int, mem: T.Memory, avoid: int) -> int:
     """Point every `mov eax, futex; syscall` that is followed by `ret` at the syscall stub (`call`
     through the futex trampoline, two nops, the `ret` kept). Returns the sites patched.
 
@@ -130,10 +136,6 @@ def _patch_futex_tails(base: int, path: str, addr: int, local: int, mem: T.Memor
     before a `ret`: the `call` and the stub's pushes write below the stack pointer, which a leaf
     function may use (the red zone); right before its `ret` nothing there is read again. rdi, rsi,
     rdx and r10 (futex's arguments) stay as they were; rcx and r11 are clobbered, as by a syscall."""
-    try:
-        tails = futex_tails(path)
-    except (OSError, ValueError, struct.error):
-        return 0
     tramp = addr + TRAMPOLINES + 16 * FUTEX_BIT
     stub = addr + SYSCALL_STUB
     ctypes.memmove(local + TRAMPOLINES + 16 * FUTEX_BIT, b"\xb8" + struct.pack("<I", NR_FUTEX) + b"\xe9"
@@ -209,16 +211,16 @@ class AnswerTable:
             return 0, []
         base, path = found
         try:
-            with open(path, "rb") as f:
-                syms = dynamic_functions(f.read())
-        except (OSError, ValueError):
+            st = os.stat(path)
+            syms, tails = libc_sites(path, st.st_dev, st.st_ino, st.st_mtime_ns)
+        except (OSError, ValueError, struct.error):
             return 0, []
         mask, patched = 0, []
         for i, (name, (nr, bit)) in enumerate(WRAPPERS.items()):
-            sym = syms.get(name)
-            if sym is None:
+            value = syms.get(name)
+            if value is None:
                 continue
-            fn = base + sym.value
+            fn = base + value
             head = (b"\x31\xc0" if nr == 0 else b"\xb8" + struct.pack("<I", nr)) + TAIL
             code = mem.read(fn, 192)
             tramp = addr + TRAMPOLINES + 16 * i
@@ -239,7 +241,7 @@ class AnswerTable:
             if sites:
                 mask |= 1 << bit
                 patched.append(name if sites == 1 else f"{name} (x{sites})")
-        sites = _patch_futex_tails(base, path, addr, local, mem, avoid)
+        sites = _patch_futex_tails(base, tails, addr, local, mem, avoid)
         if sites:
             mask |= 1 << FUTEX_BIT
             patched.append(f"futex wake tails (x{sites})")
