@@ -31,9 +31,10 @@ def collect(store, data_dir: Path) -> dict:
             counts[name] = int(rows[0]["n"]) if rows else 0
     flows = [json.loads(f.read_text()) for f in sorted((data_dir / "dataflow").glob("ingest-*.json"))]
     from kprobe.protocols.status import load as payload_status
+    from kprobe.replay.status import load as replay_status
 
     return {"stored": counts, "recording": live, "recorder": recorder, "otel": otel, "dataflows": flows,
-            "payloads": payload_status(data_dir)}
+            "payloads": payload_status(data_dir), "replay": replay_status(data_dir)}
 
 
 def render_kafka(k: dict) -> list[str]:
@@ -171,8 +172,10 @@ def render(data: dict) -> str:
         lines.append(f"last error: {rec['last_error']}")
     lines.extend(_otel_lines(data.get("otel")))
     from kprobe.protocols.status import render_lines as payload_lines
+    from kprobe.replay.status import render_lines as replay_lines
 
     lines.extend(payload_lines(data.get("payloads")))
+    lines.extend(replay_lines(data.get("replay")))
     return "\n".join(lines)
 
 

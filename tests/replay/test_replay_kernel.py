@@ -8,6 +8,7 @@ exact syscall; injected delays must turn into the client-side verdicts they impl
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import socket
@@ -311,6 +312,14 @@ def test_kprobe_run_replayable_then_replay(tmp_path: Path, binaries, probes_buil
     from kprobe.replay import log as rlog
 
     pid = rlog.tgids(sessions[0])[-1]
+    st = subprocess.run([sys.executable, "-m", "kprobe", "stats", "--data", str(tmp_path / "d")],
+                        capture_output=True, text=True, timeout=120)
+    assert st.returncode == 0, st.stderr
+    line = next(x for x in st.stdout.splitlines() if x.startswith("replayable capture"))
+    meta = json.loads((sessions[0] / "meta.json").read_text())
+    assert sessions[0].name in line and "(stopped)" in line, line
+    assert f"syscall records {meta['written']['rsys']}," in line and meta["written"]["rsys"] > 0, line
+    assert "time-probe hits in processes not recorded 0" in line, line      # uprobes on the recorded process only
     out.unlink()
     rep = subprocess.run([sys.executable, "-m", "kprobe", "replay", "--data", str(tmp_path / "d"), "--pid", str(pid),
                           "--", *argv], capture_output=True, text=True, timeout=120)
