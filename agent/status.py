@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kprobe.agent import capabilities
+from kprobe.agent import capabilities, host_identity
 from kprobe.agent.clock import ClockSync
 from kprobe.schemas import layouts as L
 from kprobe.schemas.tables import EVENT_TYPES
@@ -73,6 +73,8 @@ class RecorderStats:
     pod_identity: dict = field(default_factory=dict)
     # held capabilities, and per feature the missing ones and what degrades (agent/capabilities.py)
     capabilities: dict = field(default_factory=dict)
+    # which machine and boot this is, and the kernel's view of its wall clock (agent/host_identity.py)
+    host: dict = field(default_factory=dict)
     last_written_mono_ns: int = 0
     finished: bool = False
 
@@ -89,8 +91,11 @@ class RecorderStats:
                        "ring_kb": {e.name: c.ring_size(e.name) >> 10 for e in probes.loaded_event_types()}}
         self.clock = clk
         self.capabilities = capabilities.check().to_dict()
+        self.host = host_identity.HostIdentity.read().to_dict(host_identity.wall_clock())
 
     def update_kernel(self, probes: ProbeSet) -> None:
+        if self.host:      # a daemon may (re)synchronise the clock while we record
+            self.host["clock"] = host_identity.wall_clock().to_dict()
         drops = probes.drops()
         for et in EVENT_TYPES:
             self.kernel_drops[et.name] = [int(x) for x in drops[et.type_id]]

@@ -69,6 +69,15 @@ def render_dataflows(flows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render_host(host: dict) -> list[str]:
+    """Which machine and boot, and whether this host's wall-clock times can be set beside another's."""
+    if not host:
+        return []
+    line = f"host: {host.get('hostname', '?')}, machine id {host.get('host_id') or 'none'}, boot {host.get('boot_id', '?')}"
+    clock = host.get("clock") or {}
+    return [line] + ([f"  {clock['describe']}"] if clock.get("describe") else [])
+
+
 def render_capabilities(caps: dict) -> list[str]:
     """The recorder's capabilities and, per feature, the missing ones and what runs without them."""
     if not caps:
@@ -163,6 +172,7 @@ def render(data: dict) -> str:
                 lines.append(f"  NOT attached {a['section']}: {a['error'][:160]}")
     for probe, err in rec.get("load_errors", {}).items():
         lines.append(f"  probe {probe} not loaded: {err[:160]}")
+    lines += render_host(rec.get("host") or {})
     lines += render_capabilities(rec.get("capabilities") or {})
     lines += render_pod_identity(rec.get("pod_identity") or {})
     clk = rec.get("clock")

@@ -87,6 +87,9 @@ def test_ring_overflow_drops_are_exact_and_reported(root, tmp_path):
     assert rec_stats["lost_total"] == lost >= dropped  # other 4 KiB rings may overflow too; all are counted
     text = kp("stats", "--data", str(data)).stdout
     assert f"lost total: {lost}" in text and "syscall drops per CPU" in text
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()   # which machine and boot, and its clock
+    assert rec_stats["host"]["boot_id"] == boot and f"boot {boot}" in text, rec_stats["host"]
+    assert "wall clock" in text and rec_stats["host"]["clock"]["state"], text
 
 
 def test_killed_recorder_leaves_no_programs_attached(root, tmp_path):
