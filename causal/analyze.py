@@ -48,6 +48,7 @@ from kprobe.causal.records import (
     WAKER_CALLS,
     BlockIO,
     CgroupCpu,
+    CpuIrq,
     Evidence,
     MemcgMember,
     OffCpu,
@@ -981,6 +982,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
     lo, hi = window[0][0], window[-1][1]
     if runq and (thr := _throttling(ctx, tgid, window, runq)) is not None:
         pieces = _take_throttled(pieces, thr, runq)
+    pieces = _interrupts(ctx, used, window, pieces)
 
     # the thread's own direct reclaim (on or off CPU) is memory pressure
     own = [r for r in ctx.reclaim_by_tid.get(tid, ()) if any(_overlap(r.ts, r.end_ts, a, b) > 0 for a, b in window)]
@@ -1097,6 +1099,100 @@ def _take_throttled(pieces: list[_Piece], thr: _Piece, runq: int) -> list[_Piece
         out.append(p)
     out.append(thr)
     return out
+
+
+IRQ_MIN_SHARE = 0.10      # interrupts must have taken this share of the thread's time on a CPU to be named
+KSOFTIRQD = "ksoftirqd/"
+
+
+def _on_cpu_stretches(rows: list[OffCpu], window: list[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
+    """Per CPU, the stretches of ``window`` the thread ran there, from its off-CPU rows (time-ordered): before a
+    row it ran on the CPU it left (``cpu_off``), after its last row on the one it came back to (``cpu_on``).
+    A thread without rows in a segment is on no known CPU there."""
+    out: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for lo, hi in window:
+        mine = [o for o in rows if o.end_ts > lo and o.ts < hi]
+        t, last = lo, None
+        for o in mine:
+            if o.ts > t:
+                out[o.cpu_off].append((t, o.ts))
+            t, last = max(t, o.end_ts), o
+        if last is not None and hi > t:
+            out[last.cpu_on].append((t, hi))
+    return out
+
+
+def _irq_counters(rows: list[CpuIrq]) -> tuple[list[tuple[int, int]], list[CpuIrq]]:
+    """One CPU's samples: (ts, irq + softirq ns so far) for ``_interp``, and the samples themselves, by time."""
+    per_ts: dict[int, CpuIrq] = {}
+    for r in rows:
+        per_ts.setdefault(r.ts, r)
+    samples = sorted(per_ts.values(), key=lambda r: r.ts)
+    return [(r.ts, r.irq_ns + r.softirq_ns) for r in samples], samples
+
+
+_SOFTIRQ_FIELDS = ("hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched", "hrtimer", "rcu")
+
+
+def _interrupts(ctx: _Ctx, rows: list[OffCpu], window: list[tuple[int, int]], pieces: list[_Piece]) -> list[_Piece]:
+    """``softirq``: time interrupts took from the thread on its CPU, with the run-queue waits behind ksoftirqd.
+
+    An interrupted thread looks on-CPU: only the CPU's own counters (agent/cpu_irq.py,
+    sampled every second) say how much of that CPU went to hard and soft
+    interrupts. Over each stretch the thread ran on CPU c, c's interrupt time
+    (the cumulative counter interpolated at both ends) was taken from it. Softirqs
+    that pile up move to ksoftirqd/c, a thread the scheduler shows: a run-queue wait
+    behind it is the same cause, so those ``cpu_preemption`` pieces fold into this
+    one. Named only when interrupts took at least IRQ_MIN_SHARE of the thread's time
+    on the CPU (a timer tick's share is noise); the culprit is the CPU's interrupt
+    load, with the softirq kinds raised there meanwhile as evidence.
+    """
+    by_cpu: dict[int, list[CpuIrq]] = defaultdict(list)
+    for r in ctx.ev.cpu_irq:
+        by_cpu[r.cpu].append(r)
+    behind = [p for p in pieces if p.kind == "cpu_preemption" and (p.culprit.comm or "").startswith(KSOFTIRQD)]
+    if not by_cpu and not behind:
+        return pieces
+    stolen: dict[int, int] = {}
+    on: dict[int, int] = {}
+    raised: dict[str, float] = defaultdict(float)
+    for cpu, segs in _on_cpu_stretches(rows, window).items():
+        if cpu not in by_cpu:
+            continue
+        cnt, samples = _irq_counters(by_cpu[cpu])
+        took = sum(_interp(cnt, b) - _interp(cnt, a) for a, b in segs)
+        ran = sum(b - a for a, b in segs)
+        if ran <= 0 or took < IRQ_MIN_SHARE * ran:
+            continue
+        stolen[cpu], on[cpu] = int(took), ran
+        for f in _SOFTIRQ_FIELDS:
+            series = [(r.ts, getattr(r, f)) for r in samples]
+            raised[f] += sum(_interp(series, b) - _interp(series, a) for a, b in segs)
+    # a wait behind ksoftirqd counts where interrupts took the CPU, or where ksoftirqd itself held it that much
+    wall = sum(b - a for a, b in window)
+    held: dict[int, int] = defaultdict(int)
+    for p in behind:
+        held[p.cpu if p.cpu is not None else -1] += p.delay_ns
+    queued = {c: ns for c, ns in held.items() if c in stolen or ns >= IRQ_MIN_SHARE * wall}
+    behind = [p for p in behind if (p.cpu if p.cpu is not None else -1) in queued]
+    total = sum(stolen.values()) + sum(queued.values())
+    if total < MIN_CAUSE_NS:
+        return pieces
+    per_cpu = {c: stolen.get(c, 0) + queued.get(c, 0) for c in set(stolen) | set(queued)}
+    cpu = max(per_cpu.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    top = sorted(((k, int(v)) for k, v in raised.items() if v >= 1), key=lambda kv: kv[1], reverse=True)
+    share = stolen.get(cpu, 0) / on[cpu] if cpu in on else 0.0
+    evidence = {"cpu": cpu, "irq_share": round(share, 3), "stolen_ns": sum(stolen.values()),
+                "on_cpu_ns": sum(on.values()), "ksoftirqd_runq_ns": sum(queued.values()),
+                "cpus": _cpus_json(per_cpu), "softirqs_raised": dict(top),
+                "fix": f"move interrupt work off CPU {cpu} (IRQ affinity /proc/irq/*/smp_affinity, RPS/RFS masks, "
+                       f"more NIC queues) or the service off it"}
+    # raises are counts, not time (one NET_RX raise can drain a thousand packets): shown, not used to pick a kind
+    raises = ", ".join(f"{k.upper()} {v}" for k, v in top[:3])
+    piece = _Piece("softirq", Culprit(None, f"interrupts on CPU {cpu}"), total, [evidence], cpu=cpu,
+                   summary=f"CPU {cpu} spent {share * 100:.0f}% of the time the thread ran there in interrupts"
+                           + (f" (softirqs raised there meanwhile: {raises})" if raises else ""))
+    return [p for p in pieces if p not in behind] + [piece]
 
 
 def _key(kind: str, c: Culprit) -> tuple:
