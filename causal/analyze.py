@@ -911,13 +911,36 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
     shares: dict[tuple[int, int, int], PreemptorShare] = {}
     runq_segs: dict[int, list[tuple[int, int]]] = defaultdict(list)   # preemptor tgid -> segments
     unknown_runq: list[tuple[int, int, int]] = []                     # (a, b, cpu) waits after wake-up
+    moved: _Moved | None = None          # the thread was moved off its CPU: the move, while it stays on the new one
+    after_move: list[tuple[int, int, int, _Moved]] = []                # (a, b, cpu) waits on the CPU it was moved to
     used: list[OffCpu] = []
     tgid = ctx.tgid_of.get(tid, tid)
+    queued_move = _placement_move(list(dict.fromkeys(o for o, _, _ in _segments_rows(ctx, tid, window))))
     for o, lo, hi in _segments_rows(ctx, tid, window):
         a0, b0 = _clip(o.ts, o.end_ts, lo, hi)
         if b0 <= a0:
             continue
         used.append(o)
+        moved = _track_move(moved, o, queued_move)
+        if moved is not None and o.cpu_on == moved.to_cpu:
+            wake = o.end_ts if o.reason == "preempted" else (o.wake_ts or o.end_ts)
+            if o.reason != "preempted":
+                ba, bb = _clip(o.ts, wake, lo, hi)
+                if bb > ba:
+                    blocked += bb - ba
+                    by_reason[o.reason or "other"] += bb - ba
+                    p = _explain_blocked(ctx, o, ba, bb, depth, path)
+                    pieces.append(p)
+                    io += (bb - ba) if p.bucket == "io" else 0
+                    net += (bb - ba) if p.bucket == "net" else 0
+                    futex += (bb - ba) if p.bucket == "futex" else 0
+                ra, rb = _clip(wake, o.end_ts, lo, hi)
+            else:
+                ra, rb = a0, b0
+            if rb > ra:
+                runq += rb - ra
+                after_move.append((ra, rb, o.cpu_on, moved))
+            continue
         if o.reason == "preempted":
             rq = [(a0, b0)]
         else:
@@ -973,6 +996,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
             {"wakeup_latency_ns": sum(cpus.values()), "waits": len(segs), "cpus": _cpus_json(cpus),
              "held_cpu_by": sorted({s.how for s in segs})},
             "{culprit} in reclaim while holding the CPU", cap_child=True))
+    pieces.extend(_migration_pieces(ctx, tid, after_move))
     if rest:
         total = sum(b - a for a, b, _ in rest)
         piece = _Piece("cpu_preemption", Culprit(None, None, None), total,
@@ -1101,6 +1125,86 @@ def _take_throttled(pieces: list[_Piece], thr: _Piece, runq: int) -> list[_Piece
     return out
 
 
+class _Moved(NamedTuple):
+    """A thread moved off its CPU by the migration stopper (its affinity or cpuset changed): from, to, when, how often."""
+
+    from_cpu: int
+    to_cpu: int
+    ts: int
+    moves: int
+    by: str          # the stopper thread that moved it (migration/N)
+
+
+MIGRATION = "migration/"
+
+
+MOVE_SETTLED_ROWS = 2     # a queued thread's move counts when it stayed this many rows on each side of it
+
+
+def _placement_move(rows: list[OffCpu]) -> OffCpu | None:
+    """The row of a one-time move of a queued thread: it ran on one CPU from the window's start, was moved while
+    runnable (preempted on CPU a, back on CPU b) and stayed on b, with MOVE_SETTLED_ROWS rows on each side. An
+    affinity or cpuset change moves a queued task without the stopper; the load balancer moves threads back and
+    forth, and its single moves are not told apart (both are ``cpu_migration`` then, culprit the new CPU's holder)."""
+    changes = [i for i, o in enumerate(rows) if o.cpu_off != o.cpu_on or (i and rows[i - 1].cpu_on != o.cpu_off)]
+    if len(changes) != 1:
+        return None
+    i = changes[0]
+    o = rows[i]
+    if (o.reason == "preempted" and o.cpu_off != o.cpu_on and i >= MOVE_SETTLED_ROWS
+            and len(rows) - i - 1 >= MOVE_SETTLED_ROWS):
+        return o
+    return None
+
+
+def _track_move(moved: _Moved | None, o: OffCpu, queued_move: OffCpu | None) -> _Moved | None:
+    """The move in effect after row ``o``: a new one when the stopper switched the thread out on one CPU and it came
+    back on another (how an affinity or cpuset change moves a running task), or at the queued thread's one-time move;
+    none once it left that CPU otherwise."""
+    if o.reason == "preempted" and o.cpu_on != o.cpu_off and (o.preemptor_comm.startswith(MIGRATION)
+                                                               or o is queued_move):
+        by = o.preemptor_comm if o.preemptor_comm.startswith(MIGRATION) else "moved while queued"
+        return _Moved(o.cpu_off, o.cpu_on, o.ts, (moved.moves if moved else 0) + 1, by)
+    if moved is not None and (o.cpu_off != moved.to_cpu or o.cpu_on != moved.to_cpu):
+        return None
+    return moved
+
+
+def _migration_pieces(ctx: _Ctx, tid: int, waits: list[tuple[int, int, int, _Moved]]) -> list[_Piece]:
+    """``cpu_migration``: the thread was moved off its CPU and waited on the new one, behind whoever held it.
+
+    Once moved, every run-queue wait on the new CPU (until it leaves it) is the move's
+    consequence: on the CPU it was taken from it would not have queued behind these
+    tasks. One piece per process that held the new CPU (``runners``), and one for the
+    stretches nobody is known for.
+    """
+    if not waits:
+        return []
+    per: dict[int | None, list[tuple[int, int, int, _Moved, _Holder | None]]] = defaultdict(list)
+    for a, b, cpu, mv in waits:
+        held, left = ctx.runners(cpu, a, b, tid)
+        for rt, h in held.items():
+            per[rt].append((a, b, cpu, mv, h))
+        for x, y in left:
+            per[None].append((x, y, cpu, mv, None))
+    out = []
+    for rt, ws in per.items():
+        ns = sum(h.ns if h else b - a for a, b, _, _, h in ws)
+        mv = ws[0][3]
+        moves = sorted({(w[3].from_cpu, w[3].to_cpu, w[3].ts) for w in ws})
+        top = max((h for *_, h in ws if h), key=lambda h: h.ns, default=None)
+        cul = ctx.culprit(rt, top.tid, top.comm) if rt is not None and top else Culprit(None, None, None)
+        ev = {"from_cpu": mv.from_cpu, "to_cpu": mv.to_cpu, "moves": len(moves), "moved_by": mv.by,
+              "moved_at": [t for *_, t in moves][:MAX_EVIDENCE], "runq_ns": ns, "waits": len(ws),
+              "cpus": _cpus_json(_ns_per_cpu((c, h.ns if h else b - a) for a, b, c, _, h in ws)),
+              "why_moved": "its CPU affinity or cpuset changed (or the load balancer moved it): moved while running "
+                           "(by the migration stopper) or while queued, and it stayed on the new CPU"}
+        who = f", where {cul.label()} held it" if cul.pid is not None else ""
+        out.append(_Piece("cpu_migration", cul, ns, [ev], cpu=mv.to_cpu,
+                          summary=f"moved from CPU {mv.from_cpu} to CPU {mv.to_cpu}{who}"))
+    return out
+
+
 IRQ_MIN_SHARE = 0.10      # interrupts must have taken this share of the thread's time on a CPU to be named
 KSOFTIRQD = "ksoftirqd/"
 
@@ -1197,7 +1301,8 @@ def _interrupts(ctx: _Ctx, rows: list[OffCpu], window: list[tuple[int, int]], pi
 
 def _key(kind: str, c: Culprit) -> tuple:
     # preemption and memory pressure are per process; waits keep the thread (lock holders are threads)
-    return (kind, c.pid, None if kind in ("cpu_preemption", "memory_pressure", "cpu_throttling") else c.tid)
+    return (kind, c.pid,
+            None if kind in ("cpu_preemption", "memory_pressure", "cpu_throttling", "cpu_migration") else c.tid)
 
 
 def _aggregate(pieces: Iterable[_Piece | Cause]) -> list[Cause]:

@@ -15,6 +15,7 @@ CAUSE_KINDS = (
     "cpu_preemption",
     "cpu_throttling",
     "softirq",
+    "cpu_migration",
     "memory_pressure",
     "disk_io",
     "major_fault",
