@@ -5,7 +5,7 @@ explained.
 host the newest are rarely the ones to look at. This ranks a fixed pool of them:
 
 1. failed spans, then slow spans, then kernel incidents of processes that serve requests
-   (they did socket I/O in the recording), then the rest;
+   (socket I/O, a socket read, or a TCP connection they received on, in the recording), then the rest;
 2. within each, by how far the operation stood out against the process's own baseline:
    its duration over the median of the same operation of the same process in the
    recording (span name and service; syscall; run-queue or uninterruptible wait);
@@ -117,8 +117,12 @@ def _serving(store: Store, pids: set[int]) -> set[int]:
     if not pids:
         return set()
     ids = _in(pids)
+    # socket I/O (traced where sends and receives are), a blocked read on a socket, or a TCP connection the
+    # process closed after receiving on it (state changes are recorded in every capture mode; an epoll server
+    # such as a PostgreSQL backend shows only this)
     got = store.query_rows(f"SELECT DISTINCT tgid FROM sock_io WHERE tgid IN ({ids}) UNION ALL "
-                           f"SELECT DISTINCT tgid FROM offcpu WHERE tgid IN ({ids}) AND skaddr != 0")
+                           f"SELECT DISTINCT tgid FROM offcpu WHERE tgid IN ({ids}) AND skaddr != 0 UNION ALL "
+                           f"SELECT DISTINCT tgid FROM tcp_state WHERE tgid IN ({ids}) AND bytes_received > 0")
     return {int(r["tgid"]) for r in got}
 
 
