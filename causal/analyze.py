@@ -1284,7 +1284,7 @@ def _interrupts(ctx: _Ctx, rows: list[OffCpu], window: list[tuple[int, int]], pi
         return pieces
     per_cpu = {c: stolen.get(c, 0) + queued.get(c, 0) for c in set(stolen) | set(queued)}
     cpu = max(per_cpu.items(), key=lambda kv: (kv[1], -kv[0]))[0]
-    top = sorted(((k, int(v)) for k, v in raised.items() if v >= 1), key=lambda kv: kv[1], reverse=True)
+    top = sorted(((k, round(v)) for k, v in raised.items() if v >= 1), key=lambda kv: kv[1], reverse=True)
     share = stolen.get(cpu, 0) / on[cpu] if cpu in on else 0.0
     evidence = {"cpu": cpu, "irq_share": round(share, 3), "stolen_ns": sum(stolen.values()),
                 "on_cpu_ns": sum(on.values()), "ksoftirqd_runq_ns": sum(queued.values()),
