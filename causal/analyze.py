@@ -911,6 +911,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
     shares: dict[tuple[int, int, int], PreemptorShare] = {}
     runq_segs: dict[int, list[tuple[int, int]]] = defaultdict(list)   # preemptor tgid -> segments
     unknown_runq: list[tuple[int, int, int]] = []                     # (a, b, cpu) waits after wake-up
+    named: dict[int, list[_HeldStretch]] = defaultdict(list)  # tgid -> the waits it held the CPU in
     moved: _Moved | None = None          # the thread was moved off its CPU: the move, while it stays on the new one
     after_move: list[tuple[int, int, int, _Moved]] = []                # (a, b, cpu) waits on the CPU it was moved to
     used: list[OffCpu] = []
@@ -960,6 +961,12 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
                 continue
             runq += rb - ra
             if o.reason == "preempted" and o.preemptor_tid:
+                if (cut := _held_at_return(o, ra, rb, tid)) is not None:
+                    # another task held the CPU without a break from ``cut`` until the thread came back: that part
+                    # of the wait was behind it, not behind the task that cut in at the switch-out
+                    named[o.displaced_tgid].append(_HeldStretch(cut, rb, o.displaced_tid, o.displaced_comm, rb - cut,
+                                                                o.cpu_on, "displaced"))
+                    rb = cut
                 key = (o.preemptor_tgid, o.preemptor_tid, o.cpu_off)
                 s = shares.setdefault(key, PreemptorShare(o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
                                                           o.cpu_off, 0, 0))
@@ -981,7 +988,6 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
             {"preemptions": sum(s.count for s in ss), "runq_ns": sum(cpus.values()), "cpus": _cpus_json(cpus)},
             "preemptor {culprit} in reclaim"))
     # run-queue waits after a wake-up: name whoever held that CPU meanwhile
-    named: dict[int, list[_HeldStretch]] = defaultdict(list)  # tgid -> the waits it held the CPU in
     rest: list[tuple[int, int, int]] = []
     for a, b, c in unknown_runq:
         held, left = ctx.runners(c, a, b, tid)
@@ -1136,6 +1142,20 @@ class _Moved(NamedTuple):
 
 
 MIGRATION = "migration/"
+
+
+HELD_AT_RETURN_NS = 50_000_000     # a preempted wait's tail behind another holder counts from this long
+
+
+def _held_at_return(o: OffCpu, ra: int, rb: int, tid: int) -> int | None:
+    """Where, in a preempted wait [ra, rb], the task the thread displaced on its return started holding the CPU
+    without a break (``displaced_since``), when that was another process than the preemptor and the tail is long:
+    a short preemption followed by a long stretch behind a hog (a real-time job, a heavier group) is that hog's."""
+    since = o.displaced_since
+    if (o.displaced_tid <= 0 or o.displaced_tid == tid or o.displaced_tgid in (0, o.preemptor_tgid)
+            or o.cpu_on != o.cpu_off or not since or not ra < since < rb or rb - since < HELD_AT_RETURN_NS):
+        return None
+    return since
 
 
 MOVE_SETTLED_ROWS = 2     # a queued thread's move counts when it stayed this many rows on each side of it

@@ -428,3 +428,15 @@ def test_waits_behind_ksoftirqd_fold_into_softirq_where_interrupts_were_busy():
     rc = a.root_cause
     assert rc is not None and rc.kind == "softirq" and rc.evidence[0]["ksoftirqd_runq_ns"] == 400 * MS, a.to_json()
     assert all(c.kind != "cpu_preemption" for c in a.causes)
+
+
+def test_a_long_preempted_wait_behind_another_holder_after_a_short_cut_in_names_that_holder():
+    """Preempted by a sibling for 5 ms, then 945 ms behind a real-time job (seen when the thread came back)."""
+    sib, hog = (61, 61, "postgres"), (50, 50, "ledger-reindex")
+    a = analyze(evidence(7, 0, 1000, [off(7, 7, 0, 950, p=sib, d=hog, since=5)]))
+    rc = a.root_cause
+    assert rc is not None and rc.culprit.pid == 50 and rc.delay_ns == 945 * MS, a.to_json()
+    assert sum(c.delay_ns for c in a.causes if c.culprit.pid == 61) == 5 * MS
+    # the same row without a long tail (the hog held only the last 10 ms): the preemptor keeps it all
+    b = analyze(evidence(7, 0, 1000, [off(7, 7, 0, 950, p=sib, d=hog, since=940)]))
+    assert b.root_cause is not None and b.root_cause.culprit.pid == 61 and b.root_cause.delay_ns == 950 * MS
