@@ -24,6 +24,7 @@ import numpy as np
 from kprobe.agent import clock, code_pages, row_checks
 from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.cgroup_cpu import CgroupCpu
+from kprobe.agent.cpu_irq import CpuIrq
 from kprobe.agent.identity import IdentityCache, processes_columns
 from kprobe.agent.memcg_members import MemcgMembers
 from kprobe.agent.pod_identity import KubeletConfig, pod_directory
@@ -34,7 +35,7 @@ from kprobe.agent.self_cost import SelfCost
 from kprobe.agent.status import RecorderStats
 from kprobe.masking import mask_columns
 from kprobe.schemas import layouts as L
-from kprobe.schemas.agent_tables import CGROUP_CPU_TABLE, MEMCG_MEMBERS_TABLE
+from kprobe.schemas.agent_tables import CGROUP_CPU_TABLE, CPU_IRQ_TABLE, MEMCG_MEMBERS_TABLE
 from kprobe.schemas.tables import BY_NAME, EventType
 from kprobe.sinks.sink import Sink
 
@@ -110,6 +111,13 @@ class CgroupCpuRows:
 
 
 @dataclass
+class CpuIrqRows:
+    """Interrupt time per CPU, read by the drain thread, for the writer to store."""
+
+    cols: dict[str, np.ndarray]
+
+
+@dataclass
 class Recorder:
     config: RecorderConfig
     sink: Sink
@@ -129,6 +137,7 @@ class Recorder:
     _inflight_scan_ns: int = 0
     _self_cost: SelfCost = field(default_factory=SelfCost)
     _cgroup_cpu: CgroupCpu = field(default_factory=CgroupCpu)
+    _cpu_irq: CpuIrq = field(default_factory=CpuIrq)
     _block_sums: BlockSums | None = None
 
     def __post_init__(self) -> None:
@@ -244,6 +253,8 @@ class Recorder:
             self._snapshot_memcgs(full, tick_mono)
             if self._cgroup_cpu.due(tick_mono):       # CPU quota throttling counters (agent/cgroup_cpu.py)
                 self._sample_cgroup_cpu(tick_mono)
+            if self._cpu_irq.due(tick_mono):          # interrupt time per CPU (agent/cpu_irq.py)
+                self._sample_cpu_irq()
             full = []
             now = time.monotonic()
             if self._block_sums is not None and (stopping or flush_req or now - last_sums >= 1.0):
@@ -336,6 +347,8 @@ class Recorder:
                 self._write_memcg_members(item)
             elif isinstance(item, CgroupCpuRows):
                 self._write_cgroup_cpu(item)
+            elif isinstance(item, CpuIrqRows):
+                self._write_table(CPU_IRQ_TABLE, item.cols)
             else:
                 self._write_batch(item)
             now = time.monotonic()
@@ -409,6 +422,18 @@ class Recorder:
             self.stats.cgroup_cpu = dict(self._cgroup_cpu.stats)
         if cols is not None:
             self._queue.put(CgroupCpuRows(cols))
+
+    def _sample_cpu_irq(self) -> None:
+        """Read the per-CPU interrupt counters now, on the drain thread (two small /proc reads)."""
+        try:
+            cols = self._cpu_irq.sample(time.time_ns(), self.host)
+        except Exception as e:     # a best effort: a /proc read must never stop the drain
+            self.stats.last_error = f"{CPU_IRQ_TABLE}: {e}"
+            return
+        finally:
+            self.stats.cpu_irq = dict(self._cpu_irq.stats)
+        if cols is not None:
+            self._queue.put(CpuIrqRows(cols))
 
     def _write_cgroup_cpu(self, item: CgroupCpuRows) -> None:
         """The throttle counters of cgroups with a CPU quota."""

@@ -67,6 +67,8 @@ class RecorderStats:
     memcg_snapshots: dict[str, int] = field(default_factory=dict)
     # CPU quota throttling samples (agent/cgroup_cpu.py): samples, rows, cgroups with a quota, members beyond the cap
     cgroup_cpu: dict[str, int] = field(default_factory=dict)
+    # interrupt time per CPU (agent/cpu_irq.py): samples, samples with a CPU busy in interrupts, rows
+    cpu_irq: dict[str, int] = field(default_factory=dict)
     # fast block requests summed in the kernel (agent/block_sums.py): block_io rows made of sums, requests in them
     block_sums: dict[str, int] = field(default_factory=dict)
     # processes in containers / pods / named by the kubelet, kubelet fetches and errors (agent/pod_identity.py)

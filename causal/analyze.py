@@ -48,6 +48,7 @@ from kprobe.causal.records import (
     WAKER_CALLS,
     BlockIO,
     CgroupCpu,
+    CpuIrq,
     Evidence,
     MemcgMember,
     OffCpu,
@@ -910,13 +911,37 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
     shares: dict[tuple[int, int, int], PreemptorShare] = {}
     runq_segs: dict[int, list[tuple[int, int]]] = defaultdict(list)   # preemptor tgid -> segments
     unknown_runq: list[tuple[int, int, int]] = []                     # (a, b, cpu) waits after wake-up
+    named: dict[int, list[_HeldStretch]] = defaultdict(list)  # tgid -> the waits it held the CPU in
+    moved: _Moved | None = None          # the thread was moved off its CPU: the move, while it stays on the new one
+    after_move: list[tuple[int, int, int, _Moved]] = []                # (a, b, cpu) waits on the CPU it was moved to
     used: list[OffCpu] = []
     tgid = ctx.tgid_of.get(tid, tid)
+    queued_move = _placement_move(list(dict.fromkeys(o for o, _, _ in _segments_rows(ctx, tid, window))))
     for o, lo, hi in _segments_rows(ctx, tid, window):
         a0, b0 = _clip(o.ts, o.end_ts, lo, hi)
         if b0 <= a0:
             continue
         used.append(o)
+        moved = _track_move(moved, o, queued_move)
+        if moved is not None and o.cpu_on == moved.to_cpu:
+            wake = o.end_ts if o.reason == "preempted" else (o.wake_ts or o.end_ts)
+            if o.reason != "preempted":
+                ba, bb = _clip(o.ts, wake, lo, hi)
+                if bb > ba:
+                    blocked += bb - ba
+                    by_reason[o.reason or "other"] += bb - ba
+                    p = _explain_blocked(ctx, o, ba, bb, depth, path)
+                    pieces.append(p)
+                    io += (bb - ba) if p.bucket == "io" else 0
+                    net += (bb - ba) if p.bucket == "net" else 0
+                    futex += (bb - ba) if p.bucket == "futex" else 0
+                ra, rb = _clip(wake, o.end_ts, lo, hi)
+            else:
+                ra, rb = a0, b0
+            if rb > ra:
+                runq += rb - ra
+                after_move.append((ra, rb, o.cpu_on, moved))
+            continue
         if o.reason == "preempted":
             rq = [(a0, b0)]
         else:
@@ -936,6 +961,12 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
                 continue
             runq += rb - ra
             if o.reason == "preempted" and o.preemptor_tid:
+                if (cut := _held_at_return(o, ra, rb, tid)) is not None:
+                    # another task held the CPU without a break from ``cut`` until the thread came back: that part
+                    # of the wait was behind it, not behind the task that cut in at the switch-out
+                    named[o.displaced_tgid].append(_HeldStretch(cut, rb, o.displaced_tid, o.displaced_comm, rb - cut,
+                                                                o.cpu_on, "displaced"))
+                    rb = cut
                 key = (o.preemptor_tgid, o.preemptor_tid, o.cpu_off)
                 s = shares.setdefault(key, PreemptorShare(o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
                                                           o.cpu_off, 0, 0))
@@ -957,7 +988,6 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
             {"preemptions": sum(s.count for s in ss), "runq_ns": sum(cpus.values()), "cpus": _cpus_json(cpus)},
             "preemptor {culprit} in reclaim"))
     # run-queue waits after a wake-up: name whoever held that CPU meanwhile
-    named: dict[int, list[_HeldStretch]] = defaultdict(list)  # tgid -> the waits it held the CPU in
     rest: list[tuple[int, int, int]] = []
     for a, b, c in unknown_runq:
         held, left = ctx.runners(c, a, b, tid)
@@ -972,6 +1002,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
             {"wakeup_latency_ns": sum(cpus.values()), "waits": len(segs), "cpus": _cpus_json(cpus),
              "held_cpu_by": sorted({s.how for s in segs})},
             "{culprit} in reclaim while holding the CPU", cap_child=True))
+    pieces.extend(_migration_pieces(ctx, tid, after_move))
     if rest:
         total = sum(b - a for a, b, _ in rest)
         piece = _Piece("cpu_preemption", Culprit(None, None, None), total,
@@ -981,6 +1012,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
     lo, hi = window[0][0], window[-1][1]
     if runq and (thr := _throttling(ctx, tgid, window, runq)) is not None:
         pieces = _take_throttled(pieces, thr, runq)
+    pieces = _interrupts(ctx, used, window, pieces)
 
     # the thread's own direct reclaim (on or off CPU) is memory pressure
     own = [r for r in ctx.reclaim_by_tid.get(tid, ()) if any(_overlap(r.ts, r.end_ts, a, b) > 0 for a, b in window)]
@@ -1099,9 +1131,198 @@ def _take_throttled(pieces: list[_Piece], thr: _Piece, runq: int) -> list[_Piece
     return out
 
 
+class _Moved(NamedTuple):
+    """A thread moved off its CPU by the migration stopper (its affinity or cpuset changed): from, to, when, how often."""
+
+    from_cpu: int
+    to_cpu: int
+    ts: int
+    moves: int
+    by: str          # the stopper thread that moved it (migration/N)
+
+
+MIGRATION = "migration/"
+
+
+HELD_AT_RETURN_NS = 50_000_000     # a preempted wait's tail behind another holder counts from this long
+
+
+def _held_at_return(o: OffCpu, ra: int, rb: int, tid: int) -> int | None:
+    """Where, in a preempted wait [ra, rb], the task the thread displaced on its return started holding the CPU
+    without a break (``displaced_since``), when that was another process than the preemptor and the tail is long:
+    a short preemption followed by a long stretch behind a hog (a real-time job, a heavier group) is that hog's."""
+    since = o.displaced_since
+    if (o.displaced_tid <= 0 or o.displaced_tid == tid or o.displaced_tgid in (0, o.preemptor_tgid)
+            or o.cpu_on != o.cpu_off or not since or not ra < since < rb or rb - since < HELD_AT_RETURN_NS):
+        return None
+    return since
+
+
+MOVE_SETTLED_ROWS = 2     # a queued thread's move counts when it stayed this many rows on each side of it
+
+
+def _placement_move(rows: list[OffCpu]) -> OffCpu | None:
+    """The row of a one-time move of a queued thread: it ran on one CPU from the window's start, was moved while
+    runnable (preempted on CPU a, back on CPU b) and stayed on b, with MOVE_SETTLED_ROWS rows on each side. An
+    affinity or cpuset change moves a queued task without the stopper; the load balancer moves threads back and
+    forth, and its single moves are not told apart (both are ``cpu_migration`` then, culprit the new CPU's holder)."""
+    changes = [i for i, o in enumerate(rows) if o.cpu_off != o.cpu_on or (i and rows[i - 1].cpu_on != o.cpu_off)]
+    if len(changes) != 1:
+        return None
+    i = changes[0]
+    o = rows[i]
+    if (o.reason == "preempted" and o.cpu_off != o.cpu_on and i >= MOVE_SETTLED_ROWS
+            and len(rows) - i - 1 >= MOVE_SETTLED_ROWS):
+        return o
+    return None
+
+
+def _track_move(moved: _Moved | None, o: OffCpu, queued_move: OffCpu | None) -> _Moved | None:
+    """The move in effect after row ``o``: a new one when the stopper switched the thread out on one CPU and it came
+    back on another (how an affinity or cpuset change moves a running task), or at the queued thread's one-time move;
+    none once it left that CPU otherwise."""
+    if o.reason == "preempted" and o.cpu_on != o.cpu_off and (o.preemptor_comm.startswith(MIGRATION)
+                                                               or o is queued_move):
+        by = o.preemptor_comm if o.preemptor_comm.startswith(MIGRATION) else "moved while queued"
+        return _Moved(o.cpu_off, o.cpu_on, o.ts, (moved.moves if moved else 0) + 1, by)
+    if moved is not None and (o.cpu_off != moved.to_cpu or o.cpu_on != moved.to_cpu):
+        return None
+    return moved
+
+
+def _migration_pieces(ctx: _Ctx, tid: int, waits: list[tuple[int, int, int, _Moved]]) -> list[_Piece]:
+    """``cpu_migration``: the thread was moved off its CPU and waited on the new one, behind whoever held it.
+
+    Once moved, every run-queue wait on the new CPU (until it leaves it) is the move's
+    consequence: on the CPU it was taken from it would not have queued behind these
+    tasks. One piece per process that held the new CPU (``runners``), and one for the
+    stretches nobody is known for.
+    """
+    if not waits:
+        return []
+    per: dict[int | None, list[tuple[int, int, int, _Moved, _Holder | None]]] = defaultdict(list)
+    for a, b, cpu, mv in waits:
+        held, left = ctx.runners(cpu, a, b, tid)
+        for rt, h in held.items():
+            per[rt].append((a, b, cpu, mv, h))
+        for x, y in left:
+            per[None].append((x, y, cpu, mv, None))
+    out = []
+    for rt, ws in per.items():
+        ns = sum(h.ns if h else b - a for a, b, _, _, h in ws)
+        mv = ws[0][3]
+        moves = sorted({(w[3].from_cpu, w[3].to_cpu, w[3].ts) for w in ws})
+        top = max((h for *_, h in ws if h), key=lambda h: h.ns, default=None)
+        cul = ctx.culprit(rt, top.tid, top.comm) if rt is not None and top else Culprit(None, None, None)
+        ev = {"from_cpu": mv.from_cpu, "to_cpu": mv.to_cpu, "moves": len(moves), "moved_by": mv.by,
+              "moved_at": [t for *_, t in moves][:MAX_EVIDENCE], "runq_ns": ns, "waits": len(ws),
+              "cpus": _cpus_json(_ns_per_cpu((c, h.ns if h else b - a) for a, b, c, _, h in ws)),
+              "why_moved": "its CPU affinity or cpuset changed (or the load balancer moved it): moved while running "
+                           "(by the migration stopper) or while queued, and it stayed on the new CPU"}
+        who = f", where {cul.label()} held it" if cul.pid is not None else ""
+        out.append(_Piece("cpu_migration", cul, ns, [ev], cpu=mv.to_cpu,
+                          summary=f"moved from CPU {mv.from_cpu} to CPU {mv.to_cpu}{who}"))
+    return out
+
+
+IRQ_MIN_SHARE = 0.10      # interrupts must have taken this share of the thread's time on a CPU to be named
+KSOFTIRQD = "ksoftirqd/"
+
+
+def _on_cpu_stretches(rows: list[OffCpu], window: list[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
+    """Per CPU, the stretches of ``window`` the thread ran there, from its off-CPU rows (time-ordered): before a
+    row it ran on the CPU it left (``cpu_off``), after its last row on the one it came back to (``cpu_on``).
+    A thread without rows in a segment is on no known CPU there."""
+    out: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for lo, hi in window:
+        mine = [o for o in rows if o.end_ts > lo and o.ts < hi]
+        t, last = lo, None
+        for o in mine:
+            if o.ts > t:
+                out[o.cpu_off].append((t, o.ts))
+            t, last = max(t, o.end_ts), o
+        if last is not None and hi > t:
+            out[last.cpu_on].append((t, hi))
+    return out
+
+
+def _irq_counters(rows: list[CpuIrq]) -> tuple[list[tuple[int, int]], list[CpuIrq]]:
+    """One CPU's samples: (ts, irq + softirq ns so far) for ``_interp``, and the samples themselves, by time."""
+    per_ts: dict[int, CpuIrq] = {}
+    for r in rows:
+        per_ts.setdefault(r.ts, r)
+    samples = sorted(per_ts.values(), key=lambda r: r.ts)
+    return [(r.ts, r.irq_ns + r.softirq_ns) for r in samples], samples
+
+
+_SOFTIRQ_FIELDS = ("hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched", "hrtimer", "rcu")
+
+
+def _interrupts(ctx: _Ctx, rows: list[OffCpu], window: list[tuple[int, int]], pieces: list[_Piece]) -> list[_Piece]:
+    """``softirq``: time interrupts took from the thread on its CPU, with the run-queue waits behind ksoftirqd.
+
+    An interrupted thread looks on-CPU: only the CPU's own counters (agent/cpu_irq.py,
+    sampled every second) say how much of that CPU went to hard and soft
+    interrupts. Over each stretch the thread ran on CPU c, c's interrupt time
+    (the cumulative counter interpolated at both ends) was taken from it. Softirqs
+    that pile up move to ksoftirqd/c, a thread the scheduler shows: a run-queue wait
+    behind it is the same cause, so those ``cpu_preemption`` pieces fold into this
+    one. Named only when interrupts took at least IRQ_MIN_SHARE of the thread's time
+    on the CPU (a timer tick's share is noise); the culprit is the CPU's interrupt
+    load, with the softirq kinds raised there meanwhile as evidence.
+    """
+    by_cpu: dict[int, list[CpuIrq]] = defaultdict(list)
+    for r in ctx.ev.cpu_irq:
+        by_cpu[r.cpu].append(r)
+    behind = [p for p in pieces if p.kind == "cpu_preemption" and (p.culprit.comm or "").startswith(KSOFTIRQD)]
+    if not by_cpu and not behind:
+        return pieces
+    stolen: dict[int, int] = {}
+    on: dict[int, int] = {}
+    raised: dict[str, float] = defaultdict(float)
+    for cpu, segs in _on_cpu_stretches(rows, window).items():
+        if cpu not in by_cpu:
+            continue
+        cnt, samples = _irq_counters(by_cpu[cpu])
+        took = sum(_interp(cnt, b) - _interp(cnt, a) for a, b in segs)
+        ran = sum(b - a for a, b in segs)
+        if ran <= 0 or took < IRQ_MIN_SHARE * ran:
+            continue
+        stolen[cpu], on[cpu] = int(took), ran
+        for f in _SOFTIRQ_FIELDS:
+            series = [(r.ts, getattr(r, f)) for r in samples]
+            raised[f] += sum(_interp(series, b) - _interp(series, a) for a, b in segs)
+    # a wait behind ksoftirqd counts where interrupts took the CPU, or where ksoftirqd itself held it that much
+    wall = sum(b - a for a, b in window)
+    held: dict[int, int] = defaultdict(int)
+    for p in behind:
+        held[p.cpu if p.cpu is not None else -1] += p.delay_ns
+    queued = {c: ns for c, ns in held.items() if c in stolen or ns >= IRQ_MIN_SHARE * wall}
+    behind = [p for p in behind if (p.cpu if p.cpu is not None else -1) in queued]
+    total = sum(stolen.values()) + sum(queued.values())
+    if total < MIN_CAUSE_NS:
+        return pieces
+    per_cpu = {c: stolen.get(c, 0) + queued.get(c, 0) for c in set(stolen) | set(queued)}
+    cpu = max(per_cpu.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    top = sorted(((k, round(v)) for k, v in raised.items() if v >= 1), key=lambda kv: kv[1], reverse=True)
+    share = stolen.get(cpu, 0) / on[cpu] if cpu in on else 0.0
+    evidence = {"cpu": cpu, "irq_share": round(share, 3), "stolen_ns": sum(stolen.values()),
+                "on_cpu_ns": sum(on.values()), "ksoftirqd_runq_ns": sum(queued.values()),
+                "cpus": _cpus_json(per_cpu), "softirqs_raised": dict(top),
+                "fix": f"move interrupt work off CPU {cpu} (IRQ affinity /proc/irq/*/smp_affinity, RPS/RFS masks, "
+                       f"more NIC queues) or the service off it"}
+    # raises are counts, not time (one NET_RX raise can drain a thousand packets): shown, not used to pick a kind
+    raises = ", ".join(f"{k.upper()} {v}" for k, v in top[:3])
+    piece = _Piece("softirq", Culprit(None, f"interrupts on CPU {cpu}"), total, [evidence], cpu=cpu,
+                   summary=f"CPU {cpu} spent {share * 100:.0f}% of the time the thread ran there in interrupts"
+                           + (f" (softirqs raised there meanwhile: {raises})" if raises else ""))
+    return [p for p in pieces if p not in behind] + [piece]
+
+
 def _key(kind: str, c: Culprit) -> tuple:
     # preemption and memory pressure are per process; waits keep the thread (lock holders are threads)
-    return (kind, c.pid, None if kind in ("cpu_preemption", "memory_pressure", "cpu_throttling") else c.tid)
+    return (kind, c.pid,
+            None if kind in ("cpu_preemption", "memory_pressure", "cpu_throttling", "cpu_migration") else c.tid)
 
 
 def _aggregate(pieces: Iterable[_Piece | Cause]) -> list[Cause]:

@@ -24,12 +24,14 @@ from kprobe.causal.conditions import Cond, all_of, any_of, between, calls_in, ov
 from kprobe.causal.model import Interval
 from kprobe.causal.records import (
     DISK_WAIT_CALLS,
+    IRQ_AFTER_NS,
     RECLAIM_CONTEXT_NS,
     THROTTLE_AFTER_NS,
     WAKE_EPS_NS,
     WAKER_CALLS,
     BlockIO,
     CgroupCpu,
+    CpuIrq,
     Evidence,
     Fault,
     FdOpen,
@@ -203,6 +205,16 @@ def _cgroup_cpu_part(lo: int, hi: int) -> _Part:
                  between(lo - THROTTLE_BEFORE_NS, hi + THROTTLE_AFTER_NS))
 
 
+_CPU_IRQ_COLS = ("cpu", "ts", "irq_ns", "softirq_ns", "hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet",
+                 "sched", "hrtimer", "rcu")
+IRQ_BEFORE_NS = 11_000_000_000        # quiet CPUs' counters are written every 10 s: the last sample before the window
+
+
+def _cpu_irq_part(lo: int, hi: int) -> _Part:
+    """Per-CPU interrupt counters around the window (system-wide: one row per CPU per second while busy)."""
+    return _Part("cpu_irq", CpuIrq, _CPU_IRQ_COLS, "cpu_irq", between(lo - IRQ_BEFORE_NS, hi + IRQ_AFTER_NS))
+
+
 def _member_part(lo: int, hi: int) -> _Part:
     """Snapshots of memcgs in reclaim from the reclaim context before the window to shortly after it."""
     return _Part("memcg_members", MemcgMember, _MEMBER_COLS, "memcg_members",
@@ -250,7 +262,7 @@ def _victim_parts(iv: Interval) -> list[_Part]:
                   tgids=frozenset({tg})),
             _fd_open_part(tg, hi),
             _Part("reclaim", Reclaim, _RECLAIM_COLS, "reclaim", overlap(lo, hi, LOOKBACK_NS)),
-            _reclaim_total_part(lo, hi), _cgroup_cpu_part(lo, hi)]
+            _reclaim_total_part(lo, hi), _cgroup_cpu_part(lo, hi), _cpu_irq_part(lo, hi)]
 
 
 FD_OPENS_PER_FD = 64     # an fd reopened more often than this before the window's end is named by its latest 64
@@ -432,6 +444,7 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
     ev.memcg_members.extend(sorted(got.get("memcg_members", []), key=lambda r: r.ts))
     ev.cgroup_cpu.extend(sorted(got.get("cgroup_cpu", []), key=lambda r: r.ts))
+    ev.cpu_irq.extend(sorted(got.get("cpu_irq", []), key=lambda r: r.ts))
     for r in got.get("reclaim", []) + got.get("block_io", []):
         ev.note_comm(r.tgid, r.tid, r.ts, r.comm)
     if "reclaim_total" in got:
@@ -489,6 +502,7 @@ def _window_parts(iv: Interval) -> list[_Part]:
               all_of(tgids_in({tg}), _CLOSED, Cond(f"end_ts < {before}", lambda r: r.end_ts < before))),
         _Part("sock_io", SockIO, _SOCK_COLS, "sock_io", between(lo, hi)),
         victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"], victim["cgroup_cpu"],
+        victim["cpu_irq"],
         _block_part(lo, hi),
         _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", between(lo, hi)),
         _member_part(lo, hi),

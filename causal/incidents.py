@@ -5,7 +5,8 @@ Two sources, so uninstrumented services are covered too:
 * spans: status ERROR, or longer than ``slow_ns`` (id ``span-<span_id>``);
 * kernel only (watched processes): calls that do work and took longer than ``slow_ns`` (ledger
   writes, fsync, connect, sends; not idle waits such as accept, recv, poll, futex or sleeps,
-  which are long on any healthy idle server), run-queue waits (preempted while runnable) and
+  which are long on any healthy idle server), run-queue waits (preempted while runnable, or
+  woken and then runnable that long: only that part, from the wake-up) and
   uninterruptible blocked intervals (disk, reclaim, page-cache locks) that long (id
   ``k-<pid>-<tid>-<from_ns>-<to_ns>``). A kernel incident inside a span incident of the same
   process, or an off-CPU interval inside a slow call of the same thread, is left out: the outer
@@ -111,9 +112,11 @@ def kernel_incidents(store: Store, slow_ns: int, limit: int) -> tuple[list[Incid
         "SELECT tgid, tid, syscall, toInt64(fd) AS fd, ts, end_ts, ret FROM syscall "
         f"WHERE syscall IN ({calls}) AND end_ts - ts >= {int(slow_ns)} ORDER BY end_ts DESC LIMIT {int(limit)}")
     rq = store.query_rows(
-        "SELECT tgid, tid, comm, reason, ts, end_ts, cpu_off, preemptor_comm, preemptor_process, preemptor_tgid, "
-        "syscall FROM offcpu "
-        f"WHERE reason IN ('preempted', 'uninterruptible') AND end_ts - ts >= {int(slow_ns)} "
+        "SELECT tgid, tid, comm, reason, ts, end_ts, wake_ts, cpu_off, cpu_on, preemptor_comm, preemptor_process, "
+        "preemptor_tgid, syscall FROM offcpu "
+        f"WHERE (reason IN ('preempted', 'uninterruptible') AND end_ts - ts >= {int(slow_ns)}) "
+        # woken, then runnable that long before it got a CPU: a wait as long as a preemption, whatever it slept in
+        f"OR (wake_ts > 0 AND end_ts >= wake_ts + {int(slow_ns)}) "
         f"ORDER BY end_ts DESC LIMIT {int(limit)}")
     tgids = {int(r["tgid"]) for r in rows} | {int(r["tgid"]) for r in rq}
     comms: dict[int, str] = {}
@@ -139,12 +142,19 @@ def kernel_incidents(store: Store, slow_ns: int, limit: int) -> tuple[list[Incid
     calls = [(i.tid, i.start_ns, i.end_ns) for i in out]
     for r in rq:
         pid, tid, lo, hi = int(r["tgid"]), int(r["tid"]), int(r["ts"]), int(r["end_ts"])
+        wake = int(r.get("wake_ts") or 0)
+        woken_wait = r["reason"] != "preempted" and wake and hi - wake >= slow_ns
+        if woken_wait and not (r["reason"] == "uninterruptible" and wake - lo >= slow_ns):
+            lo = wake        # the slow part is the run-queue wait after the wake-up
         if any(t == tid and a <= lo and hi <= b for t, a, b in calls):
             continue
         exe, cmdline = ident.get(pid, (None, None))
-        if idle_kernel_wait(str(r["reason"]), str(r.get("syscall") or ""), str(r["comm"]), exe, cmdline):
+        if not woken_wait and idle_kernel_wait(str(r["reason"]), str(r.get("syscall") or ""), str(r["comm"]), exe,
+                                               cmdline):
             continue
-        if r["reason"] == "preempted":
+        if lo == wake and woken_wait:
+            what = f"run-queue wait after wake-up on CPU {r['cpu_on']}"
+        elif r["reason"] == "preempted":
             by = r.get("preemptor_process") or r["preemptor_comm"]     # the process, not its renamed worker
             what = f"run-queue wait on CPU {r['cpu_off']} behind {by} PID {r['preemptor_tgid']}"
         else:

@@ -14,6 +14,8 @@ from typing import Any
 CAUSE_KINDS = (
     "cpu_preemption",
     "cpu_throttling",
+    "softirq",
+    "cpu_migration",
     "memory_pressure",
     "disk_io",
     "major_fault",
@@ -60,7 +62,7 @@ class Culprit:
 
     def label(self) -> str:
         if self.pid is None:
-            return "unknown"
+            return self.comm or "unknown"     # a culprit that is no process (a softirq kind on a CPU), or nobody
         who = f"{self.comm or '?'} PID {self.pid}"
         if self.tid is not None and self.tid != self.pid:
             who += f" TID {self.tid}"

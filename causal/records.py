@@ -17,6 +17,7 @@ from kprobe.causal.model import Interval
 
 # Shared by the reads and the analysis: what one selects, the other relies on finding.
 RECLAIM_CONTEXT_NS = 5_000_000_000   # reclaim by others this long before the window still names the memory hog
+IRQ_AFTER_NS = 3_000_000_000          # the interrupt-counter sample after the window (every 1 s, written at the next flush)
 THROTTLE_AFTER_NS = 3_000_000_000     # the CPU-quota sample after the window (every 250 ms, written at the next flush)
 DISK_WAIT_CALLS = ("fsync", "fdatasync", "sync_file_range")
 WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
@@ -199,6 +200,26 @@ class CgroupCpu(Record):
     cpu_ns: int      # the member's CPU time so far
 
 
+class CpuIrq(Record):
+    """A sample of one CPU's interrupt counters, cumulative (agent/cpu_irq.py): time in hard and soft
+    interrupts, and each softirq kind's raises (the order of ``SOFTIRQ_KINDS``)."""
+
+    cpu: int
+    ts: int
+    irq_ns: int
+    softirq_ns: int
+    hi: int
+    timer: int
+    net_tx: int
+    net_rx: int
+    block: int
+    irq_poll: int
+    tasklet: int
+    sched: int
+    hrtimer: int
+    rcu: int
+
+
 class FdOpen(Record):
     tgid: int
     fd: int
@@ -226,6 +247,7 @@ class Evidence:
     fd_open: list[FdOpen] = field(default_factory=list)
     memcg_members: list[MemcgMember] = field(default_factory=list)   # snapshots of memcgs in reclaim
     cgroup_cpu: list[CgroupCpu] = field(default_factory=list)        # samples of CPU-quota cgroups being throttled
+    cpu_irq: list[CpuIrq] = field(default_factory=list)              # per-CPU interrupt counters around the window
     comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, see note_comm
     comm_rank: dict[int, tuple[bool, int, str]] = field(default_factory=dict)   # tgid -> (main thread?, ts, comm)
     fetched_tgids: set[int] = field(default_factory=set)

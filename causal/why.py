@@ -46,6 +46,10 @@ def phrase(c: Cause) -> str:
     if k == "cpu_throttling":
         ev = next((e for e in c.evidence if isinstance(e, dict) and "cgroup" in e), {})
         return (f"throttled {d}: {c.summary} by {who}" + (f"; fix: {ev['fix']}" if ev.get("fix") else ""))
+    if k == "cpu_migration":
+        return f"waited {d} for a CPU after being {c.summary}"
+    if k == "softirq":
+        return f"interrupts took {d}: {c.summary}"
     if k == "memory_pressure":
         return f"memory pressure {d}: {c.summary or who}" + (f" (culprit {who})" if who not in c.summary else "")
     if k == "disk_io":

@@ -156,6 +156,10 @@ def render(data: dict) -> str:
         c = rec["cgroup_cpu"]
         lines.append(f"CPU quota cgroups: {c.get('quota_cgroups', 0)} with a quota, {c.get('samples', 0)} samples, "
                      f"{c.get('rows', 0)} rows while throttled, {c.get('truncated_members', 0)} members beyond the cap")
+    if rec.get("cpu_irq"):
+        c = rec["cpu_irq"]
+        lines.append(f"interrupt time per CPU: {c.get('samples', 0)} samples, {c.get('busy_samples', 0)} with a CPU "
+                     f"busy in interrupts, {c.get('rows', 0)} rows")
     if rec.get("policy"):
         lines.append("")
         lines.append("capture policy: " + ", ".join(f"{k}={v}" for k, v in rec["policy"].items()))

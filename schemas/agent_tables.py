@@ -39,4 +39,14 @@ CGROUP_CPU_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cpu_ns", "UInt64"),
 )
 
-AGENT_TABLES: tuple[str, ...] = (PROCESSES_TABLE, MEMCG_MEMBERS_TABLE, CGROUP_CPU_TABLE)
+# interrupt time per CPU (cumulative /proc/stat irq and softirq ns) and each softirq kind's raises so far
+# (/proc/softirqs), one row per CPU per sample, written while some CPU is busy in interrupts (agent/cpu_irq.py)
+CPU_IRQ_TABLE = "cpu_irq"
+SOFTIRQ_KINDS: tuple[str, ...] = ("hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched",
+                                  "hrtimer", "rcu")
+CPU_IRQ_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ts", "UInt64"), ("host", "LowCardinality(String)"), ("cpu", "UInt32"), ("irq_ns", "UInt64"),
+    ("softirq_ns", "UInt64"), *((k, "UInt64") for k in SOFTIRQ_KINDS),
+)
+
+AGENT_TABLES: tuple[str, ...] = (PROCESSES_TABLE, MEMCG_MEMBERS_TABLE, CGROUP_CPU_TABLE, CPU_IRQ_TABLE)

@@ -19,6 +19,8 @@ import pyarrow as pa
 from kprobe.schemas.agent_tables import (
     CGROUP_CPU_COLUMNS,
     CGROUP_CPU_TABLE,
+    CPU_IRQ_COLUMNS,
+    CPU_IRQ_TABLE,
     MEMCG_MEMBERS_COLUMNS,
     MEMCG_MEMBERS_TABLE,
     PROCESSES_COLUMNS,
@@ -59,6 +61,8 @@ def table_defs() -> list[TableDef]:
                          "ts", PARTITION_MINUTES))
     defs.append(SPANS_TABLE)
     defs.append(TableDef(CGROUP_CPU_TABLE, tuple(Column(n, t) for n, t in CGROUP_CPU_COLUMNS), ("cgroup_id", "ts"),
+                         "ts", PARTITION_MINUTES))
+    defs.append(TableDef(CPU_IRQ_TABLE, tuple(Column(n, t) for n, t in CPU_IRQ_COLUMNS), ("cpu", "ts"),
                          "ts", PARTITION_MINUTES))
     return defs
 

@@ -35,6 +35,11 @@ root-cause kinds (culprit: who caused it; evidence: what the recording shows):
   cpu_throttling    the cgroup's CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us) was used up; evidence: the
                     cgroup, quota/period, throttled time and periods, usage; culprit: the member that spent
                     the quota; fix: raise the quota
+  softirq           hard/soft interrupts (a network receive flood, disk completions) took the CPU the thread
+                    ran on, or it waited behind ksoftirqd there; evidence: the CPU, the share interrupts took
+                    (per-CPU counters sampled every second), the softirqs raised; culprit: that CPU's interrupts
+  cpu_migration     moved off its CPU (affinity or cpuset change: by the migration stopper while running, or
+                    once while queued, then staying) and waited on the new CPU; culprit: who held that CPU
   memory_pressure   direct or memcg reclaim (the victim's own, or of whoever held its CPU); culprit: the
                     process that filled the memory (the biggest other reclaimer, or memcg member)
   disk_io           a sync call or uninterruptible read/write waiting for the disk; culprit: the process

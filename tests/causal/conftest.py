@@ -37,7 +37,7 @@ def _evidence_key(ev) -> dict:
     out = {}
     for f in ("offcpu", "syscalls", "blocked_calls"):
         out[f] = sorted(repr(r) for v in getattr(ev, f).values() for r in v)
-    for f in ("reclaims", "faults", "block_io", "sock_io", "retrans", "fd_open", "memcg_members"):
+    for f in ("reclaims", "faults", "block_io", "sock_io", "retrans", "fd_open", "memcg_members", "cpu_irq"):
         out[f] = sorted(map(repr, getattr(ev, f)))
     out["reclaim_totals"] = sorted(map(repr, ev.reclaim_totals or []))
     out["comms"], out["fetched"] = ev.comms, ev.fetched_tgids

@@ -370,3 +370,73 @@ def test_thousands_of_waits_on_one_server_thread_are_followed_once_and_add_up():
     assert a.chain[1].culprit.pid == 30 and a.chain[1].delay_ns == 3000 * MS
     assert not ev.truncated
     assert took < 1.0, f"{took:.2f} s for 3000 waits"
+
+
+def _moved(o: OffCpu, cpu_off: int, cpu_on: int) -> OffCpu:
+    from msgspec.structs import replace
+    return replace(o, cpu_off=cpu_off, cpu_on=cpu_on)
+
+
+def test_a_thread_moved_by_the_stopper_waits_on_the_new_cpu_as_cpu_migration_behind_its_holder():
+    hog, stopper = (50, 50, "risk-batch"), (23, 23, "migration/0")
+    rows = [_moved(off(7, 7, 10, 11, p=(99, 99, "kworker/0:1")), 0, 0),
+            _moved(off(7, 7, 100, 140, p=stopper, d=hog, since=99), 0, 1),      # moved to CPU 1, queued behind hog
+            _moved(off(7, 7, 150, 300, p=hog), 1, 1), _moved(off(7, 7, 310, 480, p=hog), 1, 1)]
+    a = analyze(evidence(7, 0, 500, rows))
+    rc = a.root_cause
+    assert rc is not None and rc.kind == "cpu_migration" and rc.culprit.pid == 50 and rc.cpu == 1, a.to_json()
+    ev = rc.evidence[0]
+    assert (ev["from_cpu"], ev["to_cpu"], ev["moves"], ev["moved_by"]) == (0, 1, 1, "migration/0")
+    assert rc.delay_ns == (40 + 150 + 170) * MS and ev["moved_at"] == [T0 + 100 * MS]
+    assert all(c.kind != "cpu_preemption" or c.culprit.pid != 50 for c in a.causes)
+    assert "moved from CPU 0 to CPU 1" in render_text(a).splitlines()[0]
+
+
+def test_load_balancer_bounces_stay_cpu_preemption():
+    hog = (50, 50, "risk-batch")
+    rows = [_moved(off(7, 7, 0, 50, p=hog), 0, 1), _moved(off(7, 7, 60, 120, p=hog), 1, 0),
+            _moved(off(7, 7, 130, 200, p=hog), 0, 1), _moved(off(7, 7, 210, 300, p=hog), 1, 1)]
+    a = analyze(evidence(7, 0, 300, rows))
+    assert all(c.kind != "cpu_migration" for c in a.causes), a.to_json()
+    assert a.root_cause is not None and a.root_cause.kind == "cpu_preemption" and a.root_cause.culprit.pid == 50
+
+
+def _irq(cpu: int, t_ms: int, irq_ms: int, net_rx: int = 0):
+    from kprobe.causal.records import CpuIrq
+    return CpuIrq(cpu, T0 + t_ms * MS, 0, irq_ms * MS, 0, 0, 0, net_rx, 0, 0, 0, 0, 0, 0)
+
+
+def test_interrupt_time_on_the_threads_cpu_is_softirq_and_a_quiet_cpu_names_nothing():
+    rows = [off(7, 7, 100, 101, cpu=1), off(7, 7, 500, 501, cpu=1), off(7, 7, 900, 901, cpu=1)]
+    busy = [_irq(1, -500, 0), _irq(1, 500, 400, 10), _irq(1, 1500, 800, 20), _irq(0, -500, 0), _irq(0, 1500, 900)]
+    a = analyze(evidence(7, 0, 1000, rows, cpu_irq=busy))
+    rc = a.root_cause
+    assert rc is not None and rc.kind == "softirq" and rc.cpu == 1 and rc.culprit.comm == "interrupts on CPU 1"
+    ev = rc.evidence[0]
+    # CPU 1 spent 40 % in interrupts throughout; the thread ran 997 ms there (CPU 0's interrupts are not its)
+    assert ev["irq_share"] == pytest.approx(0.4, abs=0.01) and ev["stolen_ns"] == pytest.approx(0.4 * 997 * MS, rel=0.01)
+    assert ev["softirqs_raised"] == {"net_rx": 10}
+    quiet = [_irq(1, -500, 0), _irq(1, 1500, 40)]          # 2 %: a timer tick's share
+    assert all(c.kind != "softirq" for c in analyze(evidence(7, 0, 1000, rows, cpu_irq=quiet)).causes)
+
+
+def test_waits_behind_ksoftirqd_fold_into_softirq_where_interrupts_were_busy():
+    ks = (24, 24, "ksoftirqd/1")
+    rows = [off(7, 7, 100, 300, p=ks, cpu=1), off(7, 7, 600, 800, p=ks, cpu=1)]
+    busy = [_irq(1, -500, 0), _irq(1, 1500, 400)]
+    a = analyze(evidence(7, 0, 1000, rows, cpu_irq=busy))
+    rc = a.root_cause
+    assert rc is not None and rc.kind == "softirq" and rc.evidence[0]["ksoftirqd_runq_ns"] == 400 * MS, a.to_json()
+    assert all(c.kind != "cpu_preemption" for c in a.causes)
+
+
+def test_a_long_preempted_wait_behind_another_holder_after_a_short_cut_in_names_that_holder():
+    """Preempted by a sibling for 5 ms, then 945 ms behind a real-time job (seen when the thread came back)."""
+    sib, hog = (61, 61, "postgres"), (50, 50, "ledger-reindex")
+    a = analyze(evidence(7, 0, 1000, [off(7, 7, 0, 950, p=sib, d=hog, since=5)]))
+    rc = a.root_cause
+    assert rc is not None and rc.culprit.pid == 50 and rc.delay_ns == 945 * MS, a.to_json()
+    assert sum(c.delay_ns for c in a.causes if c.culprit.pid == 61) == 5 * MS
+    # the same row without a long tail (the hog held only the last 10 ms): the preemptor keeps it all
+    b = analyze(evidence(7, 0, 1000, [off(7, 7, 0, 950, p=sib, d=hog, since=940)]))
+    assert b.root_cause is not None and b.root_cause.culprit.pid == 61 and b.root_cause.delay_ns == 950 * MS

@@ -18,9 +18,9 @@ from kprobe.causal.model import Interval
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
-ALL_TABLES = {"offcpu", "syscall", "syscall_before", "sock_io", "fault", "fd_open", "reclaim", "reclaim_total", "cgroup_cpu", "block_io", "tcp_retrans",
+ALL_TABLES = {"offcpu", "syscall", "syscall_before", "sock_io", "fault", "fd_open", "reclaim", "reclaim_total", "cgroup_cpu", "cpu_irq", "block_io", "tcp_retrans",
               "memcg_members"}
-ROUND0 = ["offcpu", "sock_io", "syscall", "fault", "fd_open", "reclaim", "reclaim_total", "cgroup_cpu"]
+ROUND0 = ["offcpu", "sock_io", "syscall", "fault", "fd_open", "reclaim", "reclaim_total", "cgroup_cpu", "cpu_irq"]
 
 
 class ScriptedStore:

@@ -81,3 +81,50 @@ def test_the_first_n_incidents_do_not_depend_on_the_limit(tmp_path) -> None:
             assert [i.id for i in incidents(store, 100 * ms, n)] == full[:n]
     finally:
         store.close()
+
+
+def test_incidents_that_matter_come_first_with_repeats_grouped_and_root_causes(tmp_path) -> None:
+    """A failed span first; then the serving process's wait that stood out against its own usual waits, although a
+    batch job's longer wait is newer; three waits of the serving process behind the same hog are one group; the top
+    ones are explained by the real analysis; and the first n do not depend on the limit."""
+    from kprobe.causal.impact import ranked_incidents
+    from kprobe.sinks.chdb_store import ChdbStore
+
+    store = ChdbStore(tmp_path / "store")
+    try:
+        t0, ms = 1_700_000_000_000_000_000, 1_000_000
+        cols = "(tgid, tid, comm, reason, ts, end_ts, cpu_off, cpu_on, preemptor_tgid, preemptor_tid, preemptor_comm)"
+        rows = [(7, 7, "settle", "preempted", t0 + k * 1000 * ms, t0 + (k * 1000 + 400) * ms, 0, 0, 50, 50, "hog")
+                for k in range(3)]                                                       # three waits behind one hog
+        rows += [(7, 7, "settle", "preempted", t0 + (5000 + 10 * k) * ms, t0 + (5000 + 10 * k + 2) * ms, 0, 0, 60, 60,
+                  "kworker/0:1") for k in range(20)]                                   # its usual waits: 2 ms
+        rows += [(9, 9, "batch", "preempted", t0 + 8000 * ms, t0 + 8900 * ms, 1, 1, 61, 61, "other")]   # newest
+        rows += [(9, 9, "batch", "preempted", t0 + (7000 + 10 * k) * ms, t0 + (7000 + 10 * k + 600) * ms, 1, 1, 61,
+                  61, "other") for k in range(3)]                                      # batch's usual: 600 ms
+        values = ", ".join("(" + ", ".join(repr(v) for v in r) + ")" for r in rows)
+        store.query(f"INSERT INTO offcpu {cols} VALUES {values}")
+        store.query(f"INSERT INTO sock_io (tgid, tid, ts, dir, bytes) VALUES (7, 7, {t0}, 'recv', 100)")
+        store.query("INSERT INTO spans (ts_ns, end_ns, duration_ns, span_id, name, service, pid, tid, status_code, "
+                    f"status_message) VALUES ({t0}, {t0 + 200 * ms}, {200 * ms}, '00000000000000aa', 'POST /pay', "
+                    f"'payments', 8, 8, 2, 'timeout')")
+        rk = ranked_incidents(store, 100 * ms, 10, analyse=2)
+        ids = [r.incident.id for r in rk.items]
+        assert ids[0] == "span-00000000000000aa" and rk.items[0].to_json()["tier"] == "failed span"
+        settle = rk.items[1]
+        assert settle.incident.pid == 7 and len(settle.repeats) == 2 and settle.baseline_ns == 2 * ms, settle
+        assert settle.outlier > 100 and settle.to_json()["tier"] == "kernel, serving process"
+        assert settle.analysed and settle.root_cause is not None, settle
+        assert settle.root_cause["kind"] == "cpu_preemption" and settle.root_cause["culprit"]["pid"] == 50
+        # the batch job's waits are its usual ones, and it serves nobody: last, though the newest and longest
+        assert rk.items[-1].incident.pid == 9 and rk.analysed == 2 and rk.candidates == 8
+        for n in (1, 2, 3):
+            assert [r.incident.id for r in ranked_incidents(store, 100 * ms, n, analyse=2).items] == ids[:n]
+        # one root cause, one line: a wait of another process behind the same hog is a repeat of the first
+        store.query(f"INSERT INTO offcpu {cols} VALUES (12, 12, 'settle2', 'preempted', {t0 + 9000 * ms}, "
+                    f"{t0 + 9900 * ms}, 0, 0, 50, 50, 'hog')")
+        store.query(f"INSERT INTO sock_io (tgid, tid, ts, dir, bytes) VALUES (12, 12, {t0}, 'recv', 100)")
+        again = ranked_incidents(store, 100 * ms, 10, analyse=3)
+        hog = [r for r in again.items if r.root_cause and r.root_cause["culprit"]["pid"] == 50]
+        assert len(hog) == 1 and len(hog[0].repeats) == 3, [r.to_json() for r in again.items]
+    finally:
+        store.close()

@@ -57,7 +57,7 @@ def test_demo_explains_the_timeout_with_the_batch_job(demo) -> None:
     assert spans.returncode == 0, spans.stderr
     assert "411111******1111" in spans.stdout and "4111111111111111" not in spans.stdout
 
-    inc = _run("incidents", "--data", str(data), "--json", "--slow-ms", "100")
+    inc = _run("incidents", "--data", str(data), "--json", "--slow-ms", "100", "--newest")
     assert inc.returncode == 0, inc.stderr
     found = json.loads(inc.stdout)
     mine = [i for i in found if i["id"] == f"span-{failed['span_id']}"]
@@ -66,6 +66,12 @@ def test_demo_explains_the_timeout_with_the_batch_job(demo) -> None:
     svc = [i for i in found if i["source"] == "kernel" and i["pid"] == res["pids"]["ledger-svc"]]
     assert svc and svc[0]["comm"] == "ledger-svc", found
     assert [i["end_ns"] for i in found] == sorted((i["end_ns"] for i in found), reverse=True)
+    # ranked by impact (the default): the failed payment first, with its root cause
+    ranked = _run("incidents", "--data", str(data), "--json", "--slow-ms", "100")
+    assert ranked.returncode == 0, ranked.stderr
+    top = json.loads(ranked.stdout)[0]
+    assert top["id"] == mine[0]["id"] and top["tier"] == "failed span", top
+    assert top["root_cause"]["culprit"]["pid"] == rc["culprit"]["pid"], top
     again = _run("why", "--data", str(data), "--incident", mine[0]["id"], "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["root_cause"]["culprit"]["pid"] == rc["culprit"]["pid"]
