@@ -89,7 +89,9 @@ class Assembler:
     def add(self, p: Piece) -> None:
         key = (p.tgid, p.conn_id)
         c = self._conns.get(key)
-        if c is None or (c.pair is not None and (c.pair.lport, c.pair.rport) != (p.lport, p.rport)):
+        # a local port of 0: the socket was reset and unhashed during the call (a reply written to a
+        # peer that had already closed, over loopback): the same connection, not a reused address
+        if c is None or (c.pair is not None and p.lport and (c.pair.lport, c.pair.rport) != (p.lport, p.rport)):
             if c is not None:
                 self._close(c, p.ts_ns)  # the socket address was reused by a new connection
             c = self._conns[key] = Connection()
