@@ -3,7 +3,7 @@ spans; kprobe captures the payloads of the two watched services and decodes thei
 against the workloads' own reports: the payment that really failed is found in the decoded traffic
 (the handler's 504 for its id), its root cause is the batch job (pid as the demo's process list
 says) reached through the uninstrumented settlement service, the timeline of the payment carries
-the event and the kernel root cause, every stored span is a decoded one, and the card number
+the payment, the settlement request, the ledger fsync and the kernel root cause, every stored span is a decoded one, and the card number
 (sent in the payment's JSON body) is stored nowhere.
 """
 
@@ -62,6 +62,12 @@ def test_no_otel_demo_finds_the_failed_payment_in_decoded_traffic(demo) -> None:
     tl = res["timeline"]
     received = [e for e in tl["events"] if e["label"] == "Payment received"]
     assert received and received[0]["error"] and received[0]["span_id"] == failed["span_id"], tl
+    # the uninstrumented service's part, from its own decoded traffic and its kernel writes: the late
+    # settlement request (answered after the caller gave up) and the ledger fsync inside it
+    settle = [e for e in tl["events"] if e["label"] == "Settlement request"]
+    assert settle and settle[0]["pid"] == res["pids"]["settlement-svc"] and not settle[0]["error"], tl
+    fsync = [e for e in tl["events"] if e["label"] == "Settlement write (fsync)"]
+    assert fsync and settle[0]["ts_ns"] <= fsync[0]["ts_ns"] <= fsync[0]["end_ns"] <= settle[0]["end_ns"], tl
     assert f"Payment #{failed['payment']}" in out.stderr and "decoded traffic" in out.stderr
 
 
