@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import new_decoder, sniff
 from .base import ConnectionDecoder, DecodeStats, Direction
@@ -36,9 +37,10 @@ __all__ = ["Assembler", "Connection", "Piece"]
 _MAX_CONNECTIONS = 65536
 
 
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """One captured read or write (UTC time), as the probe reports it."""
+class Piece(NamedTuple):
+    """One captured read or write (UTC time), as the probe reports it. A named tuple: one is built
+    per captured call, and a frozen dataclass's field-by-field ``__init__`` cost more than the
+    connection lookup it feeds."""
 
     ts_ns: int
     tgid: int

@@ -89,7 +89,7 @@ class PayloadCapture:
     ports: dict[int, str] = field(default_factory=dict)
     ring_bytes: int = 16 << 20
     poll_ms: float = 5.0
-    flush_ms: float = 200.0
+    flush_ms: float = 1000.0  #: span rows written at most this often (an insert has a fixed cost)
     status_dir: Path | None = None  #: where ``kprobe stats`` finds the counters (the data directory)
     tls: bool = True  #: uprobes on OpenSSL for the plaintext of TLS connections
     tls_errors: list[str] = field(default_factory=list)
@@ -187,6 +187,7 @@ class PayloadCapture:
                 self.assembler.lost(drops - self._last_drops)
                 self._last_drops = drops
             addrs = self._addrs
+            offset = self._clock.to_utc(0)
             for r in recs.tolist():  # tuples: one conversion for the batch, not per field
                 (ts, sk, tgid, tid, _fd, n, total, direction, flags, fam, sport, dport, _p, saddr, daddr, data) = r
                 key = (sk, sport, dport)
@@ -195,11 +196,10 @@ class PayloadCapture:
                     if len(addrs) > 65536:
                         addrs.clear()
                     pair = addrs[key] = (addr_text(saddr.tobytes(), fam), addr_text(daddr.tobytes(), fam))
-                self.assembler.add(Piece(
-                    ts_ns=self._clock.to_utc(ts), tgid=tgid, tid=tid, conn_id=sk, outbound=direction == 0,
-                    data=data[:n].tobytes(), total=total, laddr=pair[0], lport=sport, raddr=pair[1], rport=dport,
-                    tls=bool(flags & L.KP_PAYLOAD_F_TLS),
-                ))
+                # positional: Piece's field order (ts_ns, tgid, tid, conn_id, outbound, data, total, laddr,
+                # lport, raddr, rport, tls); keywords cost a named tuple a dict per record
+                self.assembler.add(Piece(ts + offset, tgid, tid, sk, direction == 0, data[:n].tobytes(), total,
+                                         pair[0], sport, pair[1], dport, bool(flags & L.KP_PAYLOAD_F_TLS)))
 
     def counters_drops(self) -> int:
         ncpu = self.probes.lib.num_possible_cpus()
