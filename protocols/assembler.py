@@ -161,6 +161,9 @@ class Assembler:
         if c.decoder is not None and c.protocol is not None:
             self._close(c, ts_ns)
             c.decoder = new_decoder(c.protocol)
+            resume = getattr(c.decoder, "resume", None)
+            if resume is not None:  # a decoder with per-connection start-up state picks up mid-stream
+                resume()
 
     def lost(self, count: int) -> None:
         """Records lost in the ring: every connection may have a hole; restart all decoders."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -126,6 +127,11 @@ class PayloadCapture:
         self._flushed: list[threading.Event] = []
         self._last_drops = 0
         self._addrs: dict[tuple[int, int, int], tuple[str, str]] = {}
+        # span rows are written by their own thread: an insert of a second's rows holds the drain
+        # off the ring long enough for a busy service to fill it (pgbench lost records that way)
+        self._rows: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=8)
+        self._writer = threading.Thread(target=self._write_loop, name="kprobe-payload-write", daemon=True)
+        self._writer.start()
         self._thread = threading.Thread(target=self._loop, name="kprobe-payload-drain", daemon=True)
         self._thread.start()
         return self
@@ -208,16 +214,25 @@ class PayloadCapture:
         return int(v.sum())
 
     def _write(self) -> None:
+        """Hand the rows so far to the writer thread (blocks only when 8 batches already wait)."""
         with self._lock:
             n = len(self.assembler.rows)
             if not n:
                 return
             cols = self.assembler.rows.columns()
-        try:
-            self.write("spans", cols)
-            self.spans_written += n
-        except Exception:  # counted and visible in counters(); the capture goes on
-            self.write_errors += 1
+        self._rows.put((n, cols))
+
+    def _write_loop(self) -> None:
+        while (batch := self._rows.get()) is not None:
+            n, cols = batch
+            try:
+                self.write("spans", cols)
+                self.spans_written += n
+            except Exception:  # counted and visible in counters(); the capture goes on
+                self.write_errors += 1
+            finally:
+                self._rows.task_done()
+        self._rows.task_done()
 
     def status(self, running: bool = True) -> dict:
         return {"running": running, "counters": self.counters(), "protocols": self.protocol_stats(),
@@ -241,6 +256,8 @@ class PayloadCapture:
             if time.monotonic() - last_status > 1.0:
                 self._save_status()
                 last_status = time.monotonic()
+            if waiting:
+                self._rows.join()  # flushed means written
             for done in waiting:
                 done.set()
             self._wake.wait(self.poll_ms / 1000)
@@ -264,6 +281,8 @@ class PayloadCapture:
         with self._lock:
             self.assembler.close_all(time.time_ns())
         self._write()
+        self._rows.put(None)
+        self._writer.join(60)
         self._save_status(running=False)
         self._reader.close()
         self.obj.close()
