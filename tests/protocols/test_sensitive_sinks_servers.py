@@ -158,7 +158,7 @@ def _files_text(data: Path) -> str:
 
 
 def _assert_no_secret(where: str, text: str) -> None:
-    leaked = [k for k, v in SECRETS.items() if v in text]
+    leaked = {k: text[max(0, text.index(v) - 120):text.index(v) + len(v) + 40] for k, v in SECRETS.items() if v in text}
     assert not leaked, f"{where}: {leaked}"
 
 
@@ -231,3 +231,20 @@ def test_no_card_or_account_data_in_kafka_topics_spool_or_logs(root, kafka: str,
     _assert_no_secret("Kafka messages (decoded rows)", rows)
     _assert_no_secret("data directory (status, spool)", _files_text(data))
     _assert_no_secret("recorder output", output)
+
+
+@pytest.mark.xfail(strict=True, reason="the processes table stores command lines unmasked in every sink: "
+                   "agent/recorder.py _write_identities writes processes_columns() without mask_columns(..., "
+                   "('cmdline',)); see the protocols2 report")
+def test_a_card_number_in_a_command_line_is_masked_in_the_processes_table(root, tmp_path: Path) -> None:
+    """A command line holding a card number (a script given a PAN to refund; here the recorder's own,
+    the one process sure to be in ``processes``, through the name of its domain map file) is stored
+    masked like every other free text."""
+    card_dir = tmp_path / f"refund-{PAN}"
+    card_dir.mkdir()
+    data, _ = _record(card_dir, "cmdline")
+    rows = subprocess.run([*KPROBE, "sql", "--data", str(data), "--format", "TSV",
+                           "SELECT cmdline FROM processes WHERE position(cmdline, 'kprobe record') > 0"],
+                          capture_output=True, text=True, timeout=120)
+    assert rows.returncode == 0 and "refund-" in rows.stdout, rows.stdout + rows.stderr  # the recorder was seen
+    _assert_no_secret("processes.cmdline", rows.stdout)
