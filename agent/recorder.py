@@ -443,7 +443,9 @@ class Recorder:
         new = self._identities.take_new()
         if not new:
             return
-        self.sink.write("processes", processes_columns(new, self.host, time.time_ns()))
+        # a command line can carry anything its caller typed, card numbers included
+        self.sink.write("processes", mask_columns(processes_columns(new, self.host, time.time_ns()),
+                                                  ("cmdline", "exe", "comm")))
 
     def _apply_retention(self) -> None:
         c = self.config

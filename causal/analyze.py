@@ -517,8 +517,10 @@ class _Ctx:
         if mine is None:
             return None
         # the first (in evidence order) emitted during the call; else, a blocking recv that returned
-        # nothing yet: the last socket this thread used
-        return mine.first_between(s.ts, s.end_ts + 1_000_000) or mine.last_until(s.end_ts)
+        # nothing yet (timed out): the last socket this thread used before it ended, not the reply it
+        # wrote on another socket right after (a 504 to its own client); else one just after the call
+        return (mine.first_between(s.ts, s.end_ts) or mine.last_until(s.end_ts)
+                or mine.first_between(s.ts, s.end_ts + 1_000_000))
 
     def path_for(self, tgid: int, fd: int, t: int) -> str | None:
         path = None

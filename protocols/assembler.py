@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import new_decoder, sniff
 from .base import ConnectionDecoder, DecodeStats, Direction
@@ -36,9 +37,10 @@ __all__ = ["Assembler", "Connection", "Piece"]
 _MAX_CONNECTIONS = 65536
 
 
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """One captured read or write (UTC time), as the probe reports it."""
+class Piece(NamedTuple):
+    """One captured read or write (UTC time), as the probe reports it. A named tuple: one is built
+    per captured call, and a frozen dataclass's field-by-field ``__init__`` cost more than the
+    connection lookup it feeds."""
 
     ts_ns: int
     tgid: int
@@ -89,7 +91,9 @@ class Assembler:
     def add(self, p: Piece) -> None:
         key = (p.tgid, p.conn_id)
         c = self._conns.get(key)
-        if c is None or (c.pair is not None and (c.pair.lport, c.pair.rport) != (p.lport, p.rport)):
+        # a local port of 0: the socket was reset and unhashed during the call (a reply written to a
+        # peer that had already closed, over loopback): the same connection, not a reused address
+        if c is None or (c.pair is not None and p.lport and (c.pair.lport, c.pair.rport) != (p.lport, p.rport)):
             if c is not None:
                 self._close(c, p.ts_ns)  # the socket address was reused by a new connection
             c = self._conns[key] = Connection()
@@ -157,6 +161,9 @@ class Assembler:
         if c.decoder is not None and c.protocol is not None:
             self._close(c, ts_ns)
             c.decoder = new_decoder(c.protocol)
+            resume = getattr(c.decoder, "resume", None)
+            if resume is not None:  # a decoder with per-connection start-up state picks up mid-stream
+                resume()
 
     def lost(self, count: int) -> None:
         """Records lost in the ring: every connection may have a hole; restart all decoders."""

@@ -101,7 +101,10 @@ class ConnectionDecoder(Protocol):
         ...
 
     def close(self, ts_ns: int) -> list[Exchange]:
-        """The connection ended: count what stays unanswered, return nothing half-known."""
+        """The connection ended: count what stays unanswered, return nothing half-known.
+
+        A decoder whose connection has start-up state (PostgreSQL's startup packet) may also have
+        ``resume()``: called on the fresh decoder the assembler starts after a gap, mid-stream."""
         ...
 
 

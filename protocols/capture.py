@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import subprocess
 import threading
 import time
@@ -88,7 +89,7 @@ class PayloadCapture:
     ports: dict[int, str] = field(default_factory=dict)
     ring_bytes: int = 16 << 20
     poll_ms: float = 5.0
-    flush_ms: float = 200.0
+    flush_ms: float = 1000.0  #: span rows written at most this often (an insert has a fixed cost)
     status_dir: Path | None = None  #: where ``kprobe stats`` finds the counters (the data directory)
     tls: bool = True  #: uprobes on OpenSSL for the plaintext of TLS connections
     tls_errors: list[str] = field(default_factory=list)
@@ -123,6 +124,11 @@ class PayloadCapture:
         self._flushed: list[threading.Event] = []
         self._last_drops = 0
         self._addrs: dict[tuple[int, int, int], tuple[str, str]] = {}
+        # span rows are written by their own thread: an insert of a second's rows holds the drain
+        # off the ring long enough for a busy service to fill it (pgbench lost records that way)
+        self._rows: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=8)
+        self._writer = threading.Thread(target=self._write_loop, name="kprobe-payload-write", daemon=True)
+        self._writer.start()
         self._thread = threading.Thread(target=self._loop, name="kprobe-payload-drain", daemon=True)
         self._thread.start()
         return self
@@ -184,6 +190,7 @@ class PayloadCapture:
                 self.assembler.lost(drops - self._last_drops)
                 self._last_drops = drops
             addrs = self._addrs
+            offset = self._clock.to_utc(0)
             for r in recs.tolist():  # tuples: one conversion for the batch, not per field
                 (ts, sk, tgid, tid, _fd, n, total, direction, flags, fam, sport, dport, _p, saddr, daddr, data) = r
                 key = (sk, sport, dport)
@@ -192,11 +199,10 @@ class PayloadCapture:
                     if len(addrs) > 65536:
                         addrs.clear()
                     pair = addrs[key] = (addr_text(saddr.tobytes(), fam), addr_text(daddr.tobytes(), fam))
-                self.assembler.add(Piece(
-                    ts_ns=self._clock.to_utc(ts), tgid=tgid, tid=tid, conn_id=sk, outbound=direction == 0,
-                    data=data[:n].tobytes(), total=total, laddr=pair[0], lport=sport, raddr=pair[1], rport=dport,
-                    tls=bool(flags & L.KP_PAYLOAD_F_TLS),
-                ))
+                # positional: Piece's field order (ts_ns, tgid, tid, conn_id, outbound, data, total, laddr,
+                # lport, raddr, rport, tls); keywords cost a named tuple a dict per record
+                self.assembler.add(Piece(ts + offset, tgid, tid, sk, direction == 0, data[:n].tobytes(), total,
+                                         pair[0], sport, pair[1], dport, bool(flags & L.KP_PAYLOAD_F_TLS)))
 
     def counters_drops(self) -> int:
         ncpu = self.probes.lib.num_possible_cpus()
@@ -205,16 +211,25 @@ class PayloadCapture:
         return int(v.sum())
 
     def _write(self) -> None:
+        """Hand the rows so far to the writer thread (blocks only when 8 batches already wait)."""
         with self._lock:
             n = len(self.assembler.rows)
             if not n:
                 return
             cols = self.assembler.rows.columns()
-        try:
-            self.write("spans", cols)
-            self.spans_written += n
-        except Exception:  # counted and visible in counters(); the capture goes on
-            self.write_errors += 1
+        self._rows.put((n, cols))
+
+    def _write_loop(self) -> None:
+        while (batch := self._rows.get()) is not None:
+            n, cols = batch
+            try:
+                self.write("spans", cols)
+                self.spans_written += n
+            except Exception:  # counted and visible in counters(); the capture goes on
+                self.write_errors += 1
+            finally:
+                self._rows.task_done()
+        self._rows.task_done()
 
     def status(self, running: bool = True) -> dict:
         return {"running": running, "counters": self.counters(), "protocols": self.protocol_stats(),
@@ -238,6 +253,8 @@ class PayloadCapture:
             if time.monotonic() - last_status > 1.0:
                 self._save_status()
                 last_status = time.monotonic()
+            if waiting:
+                self._rows.join()  # flushed means written
             for done in waiting:
                 done.set()
             self._wake.wait(self.poll_ms / 1000)
@@ -261,6 +278,8 @@ class PayloadCapture:
         with self._lock:
             self.assembler.close_all(time.time_ns())
         self._write()
+        self._rows.put(None)
+        self._writer.join(60)
         self._save_status(running=False)
         self._reader.close()
         self.obj.close()

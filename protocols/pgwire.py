@@ -74,6 +74,14 @@ class PgDecoder:
         self._failed_batch = False
         self.user = ""
         self.database = ""
+        self._resync = [False, False]  # per direction: after a gap, until a message parses again
+
+    def resume(self) -> None:
+        """The connection goes on after bytes were lost (a gap): its startup packet is long gone, and
+        the next piece of each direction starts at a read or write boundary, where a message usually
+        starts. Pieces that do not parse are skipped until one does (the gap is counted already)."""
+        self._sides[Direction.TO_SERVER].started = True
+        self._resync = [True, True]
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> list[Exchange]:
         self.stats.bytes += len(data)
@@ -88,14 +96,22 @@ class PgDecoder:
             data = data[n:]
         side.buf += data
         out: list[Exchange] = []
+        seen = self.stats.messages
         try:
             if direction == Direction.TO_SERVER:
                 self._client(side, ts_ns)
             else:
                 self._server(side, ts_ns, out)
         except (ValueError, struct.error, IndexError, UnicodeDecodeError):
+            if self._resync[direction] and self.stats.messages == seen:
+                side.buf.clear()  # not at a message start after the gap: wait for the next piece
+                side.skip = 0
+                return out
             self.stats.malformed += 1
             self._give_up(side)
+            return out
+        if self.stats.messages != seen:
+            self._resync[direction] = False
         return out
 
     def close(self, ts_ns: int) -> list[Exchange]:

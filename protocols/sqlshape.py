@@ -15,13 +15,16 @@ __all__ = ["normalise", "operation"]
 
 _TOKEN = re.compile(
     r"""
+    (?=[-/'eEbBxXnN$\d."\s])  # where a token can start: every other position fails at once
+    (?:
     (?P<comment>--[^\n]*|/\*.*?\*/)
   | (?P<string>[eEbBxXnN]?'(?:[^']|'')*'?)
   | (?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)?\$|\Z))
   | (?P<param>\$\d+)
   | (?P<number>(?<![\w$.])(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)(?![\w.]))
   | (?P<ident>"(?:[^"]|"")*"?)
-  | (?P<space>\s+)
+  | (?P<space>\s{2,}|[^\S ])  # a lone space stays as it is: no token (most of them)
+    )
     """,
     re.X | re.S,
 )

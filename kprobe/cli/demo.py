@@ -26,6 +26,7 @@ what happens:
 
 examples:
   sudo kprobe demo                               the story, printed
+  sudo kprobe demo --no-otel                     the same incident found from decoded traffic alone
   sudo kprobe demo --json                        the failed payment and the analysis as JSON
   sudo kprobe demo --timeout-ms 500 --batch-threads 3 --service-name ledger-svc
 """
@@ -47,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-name", default="batch-job")
     p.add_argument("--otlp-transport", choices=("grpc", "http"), default="grpc",
                    help="how payment-handler exports spans (default: %(default)s)")
+    p.add_argument("--no-otel", action="store_true",
+                   help="nothing exports spans: the payment, its timeline and root cause from decoded traffic alone")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (story on stderr)")
     p.set_defaults(fn=run)
     return p
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         return die(str(e))
     cfg = DemoConfig(args.data, handler_name=args.handler_name, service_name=args.service_name,
                      batch_name=args.batch_name, timeout_ms=args.timeout_ms, batch_threads=args.batch_threads,
-                     memcg_mb=args.memcg_mb, rt_priority=args.rt_priority, otlp_transport=args.otlp_transport)
+                     memcg_mb=args.memcg_mb, rt_priority=args.rt_priority, otlp_transport=args.otlp_transport,
+                     otel=not args.no_otel)
     story = sys.stderr if args.json else sys.stdout
     result = run_demo(cfg, out=story)
     for n in result.notes:

@@ -28,9 +28,11 @@ def start_payload_capture(args: argparse.Namespace, session):  # noqa: ANN001 - 
     if not (probes.config.filter_on or probes.config.watch_pids or probes.config.watch_comms):
         raise Failed("--decode-payloads needs --watch-comm/--watch-pid (or kprobe run): "
                      "the payloads of unwatched processes are never captured", 1)
-    store = getattr(session, "store", None)
+    # decoded spans go where the session's spans go: the embedded store, or with --kafka the sink
+    # (topic <prefix>.spans, beside the OTLP spans)
+    store = getattr(session, "store", None) or getattr(session, "sink", None)
     if store is None:
-        raise Failed("--decode-payloads writes decoded spans to the embedded store (not with --kafka)", 1)
+        raise Failed("--decode-payloads needs a store or a Kafka sink for the decoded spans", 1)
     ports: dict[int, str] = {}
     path = getattr(args, "domain_map", None) or os.environ.get("KPROBE_DOMAIN_MAP")
     if path:

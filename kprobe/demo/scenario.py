@@ -13,6 +13,11 @@ batch job starts; the next one times out; the recorder's data explain it within 
 
 Everything is parametrised (names, timeout, threads, memcg limit, priority, CPUs) so tests can
 run the same workloads as a different incident.
+
+No-OTel mode (``DemoConfig.otel = False``, ``kprobe demo --no-otel``): the same incident with nothing
+instrumented. payment-handler is an HTTP service that exports no spans and settles over HTTP; kprobe
+captures the payloads of the two watched services, decodes them into spans (source kprobe.decoded),
+and finds the failed payment (the handler's 504), its timeline and its root cause from those alone.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class DemoConfig:
     flush_ms: float = 1000.0             # the demo asks for a flush the moment the payment fails
     recorder_rt_priority: int = 1       # this (recording, analysing) process; 0: leave as is
     otlp_transport: str = "grpc"
+    otel: bool = True                   # False: nothing exports spans; payments found in decoded traffic
 
 
 @dataclass
@@ -63,6 +69,7 @@ class DemoResult:
     printed_ns: int = 0
     text: str = ""
     notes: list[str] = field(default_factory=list)
+    timeline: Any = None                # kprobe.finance.timeline.Timeline (no-OTel mode)
 
     @property
     def latency_s(self) -> float:
@@ -73,7 +80,8 @@ class DemoResult:
         return {"ok": self.ok, "payments": self.payments, "failed_payment": self.failed, "pids": self.pids,
                 "why": self.analysis.to_json() if self.analysis is not None else None,
                 "incident_end_ns": self.incident_end_ns, "printed_ns": self.printed_ns,
-                "explained_after_s": self.latency_s if self.printed_ns else None, "notes": self.notes}
+                "explained_after_s": self.latency_s if self.printed_ns else None, "notes": self.notes,
+                "timeline": self.timeline.to_json() if self.timeline is not None else None}
 
 
 class _Proc:
@@ -192,15 +200,23 @@ def run_demo(cfg: DemoConfig, out: IO[str] = sys.stdout) -> DemoResult:
 
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # not INFO lines about fork() with gRPC threads
     probes = ProbeConfig(filter_on=True, min_offcpu_ns=20_000)
-    session = EmbeddedSession(cfg.data_dir, RecorderConfig(probes=probes, flush_ms=cfg.flush_ms),
-                              OtlpConfig(grpc_port=0 if cfg.otlp_transport == "grpc" else None,
-                                         http_port=0 if cfg.otlp_transport == "http" else None)).start()
-    rx = session.receiver
-    endpoint = rx.grpc_endpoint if cfg.otlp_transport == "grpc" else rx.http_endpoint  # type: ignore[attr-defined]
+    otlp = OtlpConfig(grpc_port=0 if cfg.otlp_transport == "grpc" else None,
+                      http_port=0 if cfg.otlp_transport == "http" else None) if cfg.otel else None
+    session = EmbeddedSession(cfg.data_dir, RecorderConfig(probes=probes, flush_ms=cfg.flush_ms), otlp).start()
+    endpoint = ""
+    if cfg.otel:
+        rx = session.receiver
+        endpoint = rx.grpc_endpoint if cfg.otlp_transport == "grpc" else rx.http_endpoint  # type: ignore[attr-defined]
     procs: list[_Proc] = []
     memcg: Memcg | None = None
+    payload: Any = None
     result = DemoResult(ok=False, payments=[], failed=None, pids={})
     try:
+        if not cfg.otel:
+            from kprobe.protocols.capture import PayloadCapture
+
+            payload = PayloadCapture(session.recorder.probes, write=session.store.write,
+                                     status_dir=cfg.data_dir, tls=False).start()
         svc = _Proc([*_pin(svc_cpu, cfg.rt_priority), *_module("settlement_svc"), "--name", cfg.service_name,
                      "--ledger", str(work / "ledger.log")])
         procs.append(svc)
@@ -208,20 +224,28 @@ def run_demo(cfg: DemoConfig, out: IO[str] = sys.stdout) -> DemoResult:
         svc.send("go")
         port = svc.expect("listening")["port"]
         env = dict(os.environ, OTEL_SERVICE_NAME=cfg.handler_name)
+        export = ["--otlp-endpoint", endpoint, "--otlp-transport", cfg.otlp_transport] if cfg.otel else ["--no-otel"]
         handler = _Proc([*_pin(handler_cpu, 0), *_module("payment_handler"), "--name", cfg.handler_name,
-                         "--target", f"127.0.0.1:{port}", "--timeout-ms", str(cfg.timeout_ms),
-                         "--otlp-endpoint", endpoint, "--otlp-transport", cfg.otlp_transport], env=env)
+                         "--target", f"127.0.0.1:{port}", "--timeout-ms", str(cfg.timeout_ms), *export], env=env)
         procs.append(handler)
         session.recorder.watch_pid(handler.pid)
         handler.send("go")
-        handler.expect("ready")
+        pay_port = handler.expect("ready").get("port")
         result.pids = {cfg.handler_name: handler.pid, cfg.service_name: svc.pid}
-        say(f"kprobe demo: {cfg.handler_name} PID {handler.pid} (OTel → {endpoint}) calls {cfg.service_name} "
+        how = f"OTel → {endpoint}" if cfg.otel else f"HTTP on 127.0.0.1:{pay_port}, no OTel: traffic decoded by kprobe"
+        say(f"kprobe demo: {cfg.handler_name} PID {handler.pid} ({how}) calls {cfg.service_name} "
             f"PID {svc.pid} on 127.0.0.1:{port} (not instrumented; ledger write + fsync, CPU {svc_cpu}); "
             f"timeout {cfg.timeout_ms} ms")
+
+        def pay(payment: str, amount: str, timeout: float = 30.0) -> dict[str, Any]:
+            if pay_port is None:
+                handler.send(f"pay {payment} {amount} {cfg.card}")
+            else:
+                _post_payment(pay_port, payment, amount, cfg.card, timeout)
+            return handler.expect("payment", timeout=timeout)
+
         for i in range(cfg.warmup_payments):
-            handler.send(f"pay 9870{i} 25.00 {cfg.card}")
-            r = handler.expect("payment")
+            r = pay(f"9870{i}", "25.00")
             result.payments.append(r)
             say(f"  payment {r['payment']}: {'ok' if r['ok'] else 'FAILED'} in {(r['end_ns'] - r['start_ns']) / 1e6:.1f} ms")
 
@@ -247,8 +271,7 @@ def run_demo(cfg: DemoConfig, out: IO[str] = sys.stdout) -> DemoResult:
         # the batch job's grip on the CPU varies from run to run: the first payment that fails while it
         # runs is the incident (a payment that squeezes in just under the timeout is a near miss, not one)
         for attempt in range(max(1, cfg.incident_attempts)):
-            handler.send(f"pay {98721 + attempt} 100.00 {cfg.card}")
-            r = handler.expect("payment", timeout=30)
+            r = pay(str(98721 + attempt), "100.00")
             result.payments.append(r)
             ms = (r["end_ns"] - r["start_ns"]) / 1e6
             if not r["ok"]:
@@ -270,8 +293,21 @@ def run_demo(cfg: DemoConfig, out: IO[str] = sys.stdout) -> DemoResult:
         if not _wait_written(session.recorder, time.monotonic_ns(), 10.0):
             result.notes.append("the recorder had not written everything 10 s after the incident (overloaded host?)")
         store = session.store
+        if payload is not None:
+            payload.flush()
+            span = _decoded_payment_span(store, cfg.handler_name, str(r["payment"]))
+            if span is None:
+                result.notes.append(f"payment {r['payment']} was not found in the decoded traffic")
+                return result
+            r.update(span_id=span.span_id, trace_id=span.trace_id)
+            result.timeline = _timeline(store, str(r["payment"]))
         result.analysis = why_span(store, find_span(store, r["span_id"]))
         result.text = result.analysis.render()
+        if result.timeline is not None:
+            from kprobe.finance.timeline import render
+
+            result.text = render(result.timeline, f"Payment #{r['payment']} (decoded traffic, no OTel)") \
+                + "\n\n" + result.text
         result.printed_ns = time.time_ns()
         say("")
         say(result.text)
@@ -291,9 +327,55 @@ def run_demo(cfg: DemoConfig, out: IO[str] = sys.stdout) -> DemoResult:
             p.stop()
         if memcg is not None:
             memcg.remove()
+        if payload is not None:
+            payload.stop()
         session.stop()
         os.sched_setaffinity(0, own_cpus)
         os.sched_setscheduler(0, own_sched[0], own_sched[1])
+
+
+def _post_payment(port: int, payment: str, amount: str, card: str, timeout: float) -> int:
+    """One payment to the no-OTel handler over HTTP; its status (the handler reports the details)."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("POST", "/pay", body=json.dumps({"payment_id": payment, "amount": amount, "card": card}),
+                  headers={"Content-Type": "application/json"})
+        resp = c.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        c.close()
+
+
+def _decoded_payment_span(store: Any, service: str, payment: str) -> Any:
+    """The handler's own decoded server span of this payment (``POST /pay``), found by its body's id."""
+    from kprobe.causal.spans import find_span
+
+    rows = store.query_rows(
+        "SELECT span_id FROM spans WHERE JSONExtractString(attributes, '@source') = 'kprobe.decoded' "
+        f"AND service = '{_sql_text(service)}' AND kind = 2 AND JSONExtractString(attributes, 'body.payment_id') = "
+        f"'{_sql_text(payment)}' ORDER BY ts_ns DESC LIMIT 1")
+    return find_span(store, str(rows[0]["span_id"])) if rows else None
+
+
+def _sql_text(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _timeline(store: Any, payment: str) -> Any:
+    """The seed's timeline of the payment, from decoded spans and the kernel's ledger writes only."""
+    from kprobe.finance.domain import parse
+    from kprobe.finance.timeline import build
+
+    dmap = parse({"events": [
+        {"name": "Payment received", "kind": "payment_received", "match": {"route": "/pay*"}, "key": "body.payment_id"},
+        {"name": "Settlement request", "kind": "settlement_instruction", "match": {"route": "/settle*"},
+         "key": "body.payment_id"},
+        {"name": "Settlement write", "kind": "ledger_write", "match": {"path": "*/ledger.log"}},
+    ]})
+    return build(store, dmap, payment)
 
 
 def explore_commands(data_dir: Path, result: DemoResult, service_name: str, kp: str = "kprobe") -> list[str]:

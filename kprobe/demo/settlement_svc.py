@@ -1,7 +1,9 @@
 """settlement-svc: an UNinstrumented TCP service that appends each settlement to a ledger and fsyncs it.
 
 Protocol: one connection per request, one line ``SETTLE <payment-id> <amount>\\n``, answer
-``OK <payment-id>\\n`` after the ledger line is durable. Single-threaded on purpose: like many
+``OK <payment-id>\\n`` after the ledger line is durable; or the same as HTTP/1.1 (``POST /settle`` with a JSON
+body ``{"payment_id", "amount"}``, answered 200 with JSON), which the demo's no-OTel mode uses:
+kprobe decodes HTTP from socket payloads. Single-threaded on purpose: like many
 ledger writers it serialises requests. Reports ``{"event": "listening", "port"}`` once and
 ``{"event": "settled", "payment", "start_ns", "end_ns", "tid"}`` per request on stdout (for the
 orchestrator and tests; the service itself knows nothing of kprobe or OpenTelemetry).
@@ -12,11 +14,43 @@ orchestrator and tests; the service itself knows nothing of kprobe or OpenTeleme
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import threading
 
 from kprobe.demo.proc import emit, now_ns, set_comm, wait_go
+
+
+def _complete(data: bytes) -> bool:
+    """A whole request: one line, or HTTP headers plus Content-Length bytes of body."""
+    if not data.startswith(b"POST "):
+        return data.endswith(b"\n")
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    length = next((int(h.split(b":", 1)[1]) for h in head.split(b"\r\n")[1:]
+                   if h.lower().startswith(b"content-length:")), 0)
+    return len(body) >= length
+
+
+def _line_request(data: bytes) -> tuple[str, str]:
+    parts = data.decode(errors="replace").split()
+    return (parts[1] if len(parts) >= 2 else "?"), (parts[2] if len(parts) >= 3 else "0")
+
+
+def _http_request(data: bytes) -> tuple[str, str]:
+    try:
+        doc = json.loads(data.partition(b"\r\n\r\n")[2] or b"{}")
+    except ValueError:
+        doc = {}
+    return str(doc.get("payment_id", "?")), str(doc.get("amount", "0"))
+
+
+def _http_answer(payment: str) -> bytes:
+    body = json.dumps({"payment_id": payment, "status": "settled"}).encode()
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (len(body), body))
 
 
 def serve(listener: socket.socket, ledger_fd: int, max_requests: int | None) -> None:
@@ -26,18 +60,17 @@ def serve(listener: socket.socket, ledger_fd: int, max_requests: int | None) -> 
         t0 = now_ns()
         with conn:
             data = b""
-            while not data.endswith(b"\n"):
+            while not _complete(data):
                 chunk = conn.recv(4096)
                 if not chunk:
                     break
                 data += chunk
-            parts = data.decode(errors="replace").split()
-            pid = parts[1] if len(parts) >= 2 else "?"
-            amount = parts[2] if len(parts) >= 3 else "0"
+            http = data.startswith(b"POST ")
+            pid, amount = _http_request(data) if http else _line_request(data)
             os.write(ledger_fd, f"{t0} settle payment={pid} amount={amount}\n".encode())
             os.fsync(ledger_fd)
             try:
-                conn.sendall(f"OK {pid}\n".encode())
+                conn.sendall(_http_answer(pid) if http else f"OK {pid}\n".encode())
             except OSError:
                 pass  # the caller gave up already (timeout): the ledger entry stands
         emit(event="settled", payment=pid, start_ns=t0, end_ns=now_ns(), tid=threading.get_native_id())

@@ -95,3 +95,54 @@ def test_watched_pair_becomes_linked_spans_and_unwatched_traffic_is_not_captured
     assert other.pid not in {int(r["pid"]) for r in rows} and quiet.pid not in {int(r["pid"]) for r in rows}
     stats = payload.protocol_stats()["http"]
     assert stats["exchanges"] == 10 and stats["malformed"] == 0
+
+
+LATE_SERVER = r"""
+import socket, time
+l = socket.create_server(("127.0.0.1", 0)); print(l.getsockname()[1], flush=True)
+for i in range(2):
+    c, _ = l.accept(); c.recv(4096); time.sleep(0.3 if i else 0)
+    body = b'{"payment_id": "PAY-%d", "status": "settled"}' % i
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    c.close()
+"""
+
+GIVING_UP_CLIENT = r"""
+import socket, struct, sys
+for i in range(2):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100000))  # gives up after 100 ms
+    body = b'{"payment_id": "PAY-%d"}' % i
+    s.sendall(b"POST /settle HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+              % (len(body), body))
+    try:
+        print(s.recv(4096)[:12], flush=True)
+    except BlockingIOError:
+        print("timeout", flush=True)
+    s.close()
+"""
+
+
+def test_a_reply_to_a_client_that_gave_up_still_ends_the_server_span(capture) -> None:
+    """The server answers 300 ms late, after the client timed out and closed: over loopback the
+    client's RST arrives during the server's send and unhashes its socket, so the call's exit sees
+    local port 0. It is the same connection: the server's span ends with that reply."""
+    session = capture.session
+    payload = PayloadCapture(session.recorder.probes, write=session.store.write).start()
+    try:
+        server = capture.spawn(sys.executable, "-c", LATE_SERVER, stdout=subprocess.PIPE)
+        port = int(server.stdout.readline())
+        client = capture.spawn(sys.executable, "-c", GIVING_UP_CLIENT, str(port), stdout=subprocess.PIPE)
+        out, _ = client.communicate(timeout=30)
+        assert server.wait(10) == 0
+        assert out.split(b"\n")[1] == b"timeout", out  # the scenario happened: the second call gave up
+        payload.flush()
+        rows = session.store.query_rows("SELECT name, kind, pid, duration_ns, attributes FROM spans ORDER BY ts_ns")
+        stats = payload.protocol_stats()["http"]
+    finally:
+        payload.stop()
+    late = [r for r in rows if int(r["kind"]) == 2 and json.loads(r["attributes"]).get("body.payment_id") == "PAY-1"]
+    assert len(late) == 1 and int(late[0]["pid"]) == server.pid, rows
+    assert int(late[0]["duration_ns"]) >= 300_000_000
+    assert json.loads(late[0]["attributes"])["response.payment_id"] == "PAY-1"
+    assert stats["exchanges"] == 3, stats  # both sides of PAY-0, the server's side of PAY-1

@@ -2,13 +2,26 @@
 // for tests/protocols/test_quickfixj_kernel.py. Orders are sent one at a time; each is acked
 // (ExecutionReport New), every third one is then cancelled. Prints one JSON line per order with
 // the engine's own stamps: the order's SendingTime and the instant the initiator received the ack.
+// SendingTime is stamped before QuickFIX/J hands the message to MINA's I/O thread, and the
+// application sees the ack after MINA's I/O thread and QuickFIX/J's message-processor thread: two
+// thread hand-offs each way. So the initiator's filter chain also stamps the wire itself: a MINA
+// filter at the head of the chain (closest to the socket) stamps when MINA reports an order's
+// bytes written (messageSent) and when an ExecutionReport's bytes were read (messageReceived).
 import java.io.ByteArrayInputStream;
 import java.nio.charset.StandardCharsets;
 import java.time.Instant;
+import java.util.IdentityHashMap;
+import java.util.Map;
 import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import org.apache.mina.core.buffer.IoBuffer;
+import org.apache.mina.core.filterchain.IoFilterAdapter;
+import org.apache.mina.core.filterchain.IoFilterChain;
+import org.apache.mina.core.session.IoSession;
+import org.apache.mina.core.write.WriteRequest;
 import quickfix.*;
 import quickfix.field.*;
 
@@ -16,6 +29,50 @@ public class FixPair {
     static long nowNs() {
         Instant i = Instant.now();
         return i.getEpochSecond() * 1_000_000_000L + i.getNano();
+    }
+
+    /** Tag 11 (ClOrdID) of every message of type {@code msgType} in these bytes. */
+    static java.util.List<String> clOrdIds(IoBuffer buf, String msgType) {
+        IoBuffer d = buf.duplicate();
+        byte[] b = new byte[d.remaining()];
+        d.get(b);
+        java.util.List<String> out = new java.util.ArrayList<>();
+        String type = null;
+        for (String f : new String(b, StandardCharsets.ISO_8859_1).split("\u0001")) {
+            if (f.startsWith("8=")) type = null;
+            else if (f.startsWith("35=")) type = f.substring(3);
+            else if (f.startsWith("11=") && msgType.equals(type)) out.add(f.substring(3));
+        }
+        return out;
+    }
+
+    /** Head-of-chain MINA filter: when an order's bytes were written, when an ack's bytes were read. */
+    static class WireStamps extends IoFilterAdapter {
+        final Map<String, Long> orderSent = new ConcurrentHashMap<>();
+        final Map<String, Long> ackRead = new ConcurrentHashMap<>();
+        final Map<Object, String> pending = java.util.Collections.synchronizedMap(new IdentityHashMap<>());
+
+        @Override
+        public void messageReceived(NextFilter next, IoSession s, Object msg) throws Exception {
+            long t = nowNs();
+            if (msg instanceof IoBuffer) for (String cl : clOrdIds((IoBuffer) msg, "8")) ackRead.putIfAbsent(cl, t);
+            next.messageReceived(s, msg);
+        }
+
+        @Override
+        public void filterWrite(NextFilter next, IoSession s, WriteRequest req) throws Exception {
+            Object msg = req.getMessage();
+            if (msg instanceof IoBuffer) for (String cl : clOrdIds((IoBuffer) msg, "D")) pending.put(msg, cl);
+            next.filterWrite(s, req);
+        }
+
+        @Override
+        public void messageSent(NextFilter next, IoSession s, WriteRequest req) throws Exception {
+            long t = nowNs();
+            String cl = pending.remove(req.getMessage());
+            if (cl != null) orderSent.putIfAbsent(cl, t);
+            next.messageSent(s, req);
+        }
     }
 
     static class Exchange extends MessageCracker implements Application {
@@ -88,6 +145,8 @@ public class FixPair {
         SocketAcceptor acceptor = new SocketAcceptor(ex, new MemoryStoreFactory(), a, new ScreenLogFactory(false, false, false), new DefaultMessageFactory());
         acceptor.start();
         SocketInitiator initiator = new SocketInitiator(br, new MemoryStoreFactory(), i, new ScreenLogFactory(false, false, false), new DefaultMessageFactory());
+        WireStamps wire = new WireStamps();
+        initiator.setIoFilterChainBuilder((IoFilterChain chain) -> chain.addFirst("wire-stamps", wire));
         initiator.start();
         if (!br.logon.await(30, TimeUnit.SECONDS)) throw new IllegalStateException("no logon");
         SessionID sid = new SessionID("FIX.4.4", "BROKER", "EXCH");
@@ -103,7 +162,8 @@ public class FixPair {
             String got = br.ackIds.poll(1, TimeUnit.SECONDS);
             if (ack == null || !cl.equals(got)) throw new IllegalStateException("no ack for " + cl);
             System.out.println("{\"cl\": \"" + cl + "\", \"sending_time\": \"" + o.getHeader().getString(SendingTime.FIELD)
-                    + "\", \"ack_received_ns\": " + ack[0] + "}");
+                    + "\", \"ack_received_ns\": " + ack[0] + ", \"wire_order_sent_ns\": " + wire.orderSent.getOrDefault(cl, 0L)
+                    + ", \"wire_ack_read_ns\": " + wire.ackRead.getOrDefault(cl, 0L) + "}");
             if (k % 3 == 0) {
                 quickfix.fix44.OrderCancelRequest c = new quickfix.fix44.OrderCancelRequest(new OrigClOrdID(cl),
                         new ClOrdID("CXL-" + k), new Side(Side.BUY), new TransactTime());
