@@ -44,7 +44,7 @@ import iso8583
 from iso8583.specs import default_ascii as spec
 sys.path.insert(0, sys.argv[2])
 from iso20022_messages import pacs002, pacs008, pain001, pain002
-secrets = json.loads(sys.argv[3])
+secrets = json.loads(sys.stdin.readline())  # not argv: a command line is recorded (processes table)
 PAN = secrets["PAN"]
 sys.stdin.readline()  # the recorder watches this pid now
 
@@ -125,8 +125,8 @@ def _record(tmp_path: Path, name: str, *extra: str) -> tuple[Path, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     (tmp_path / f"{name}.yaml").write_text(f"version: 1\nports: {{{port}: iso8583}}\n")
-    work = subprocess.Popen([sys.executable, "-c", WORKLOAD, str(port), str(Path(__file__).parent),
-                             json.dumps(SECRETS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    work = subprocess.Popen([sys.executable, "-c", WORKLOAD, str(port), str(Path(__file__).parent)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     data = tmp_path / name
     rec = subprocess.Popen([*KPROBE, "record", "--data", str(data), "--watch-pid", str(work.pid), "--decode-payloads",
                             "--domain-map", str(tmp_path / f"{name}.yaml"), "--no-otlp", "--flush-ms", "200", *extra],
@@ -138,7 +138,7 @@ def _record(tmp_path: Path, name: str, *extra: str) -> tuple[Path, str]:
         while "kprobe: recording" not in err:  # probes attached, payload capture on
             assert time.monotonic() < deadline and rec.poll() is None, err
             err += rec.stderr.readline()
-        out, _ = work.communicate("go\n", timeout=60)
+        out, _ = work.communicate(json.dumps(SECRETS) + "\ngo\n", timeout=60)
         assert work.returncode == 0 and "done" in out, out
         time.sleep(1.0)
         rec.send_signal(signal.SIGINT)
