@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kprobe.schemas.agent_tables import CGROUP_CPU_COLUMNS
+from kprobe.schemas.store_tables import CGROUP_CPU_COLUMNS
 
 V1_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/cpu,cpuacct"))
 V2_ROOT = Path("/sys/fs/cgroup")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kprobe.schemas.agent_tables import CPU_IRQ_COLUMNS, SOFTIRQ_KINDS
+from kprobe.schemas.store_tables import CPU_IRQ_COLUMNS, SOFTIRQ_KINDS
 
 _DTYPES = {"UInt32": np.uint32, "UInt64": np.uint64}
 

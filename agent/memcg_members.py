@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kprobe.schemas.agent_tables import MEMCG_MEMBERS_COLUMNS
+from kprobe.schemas.store_tables import MEMCG_MEMBERS_COLUMNS
 
 V1_ROOT = Path("/sys/fs/cgroup/memory")
 V2_ROOT = Path("/sys/fs/cgroup")

@@ -35,7 +35,7 @@ from kprobe.agent.self_cost import SelfCost
 from kprobe.agent.status import RecorderStats
 from kprobe.masking import mask_columns
 from kprobe.schemas import layouts as L
-from kprobe.schemas.agent_tables import CGROUP_CPU_TABLE, CPU_IRQ_TABLE, MEMCG_MEMBERS_TABLE
+from kprobe.schemas.store_tables import CGROUP_CPU_TABLE, CPU_IRQ_TABLE, MEMCG_MEMBERS_TABLE
 from kprobe.schemas.tables import BY_NAME, EventType
 from kprobe.sinks.sink import Sink
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from kprobe.causal.records import Store
 from kprobe.causal.spans import SPAN_COLS, SpanRef
-from kprobe.sinks.span_table import STATUS_ERROR
+from kprobe.schemas.store_tables import STATUS_ERROR
 
 DEFAULT_SLOW_NS = 500_000_000
 WORK_CALLS = ("write", "writev", "pwrite64", "pwritev", "pwritev2", "fsync", "fdatasync", "sync_file_range",

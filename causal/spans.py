@@ -16,7 +16,7 @@ from typing import Any
 from kprobe.causal.model import Analysis
 from kprobe.causal.records import Store
 from kprobe.causal.why import phrase, render_text, why
-from kprobe.sinks.span_table import STATUS_ERROR
+from kprobe.schemas.store_tables import STATUS_ERROR
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 SPAN_COLS = ("span_id, trace_id, parent_span_id, name, service, host, pid, tid, ts_ns, end_ns, "

@@ -38,7 +38,7 @@ from clickhouse_driver.errors import ServerException
 from kprobe.dataflows.kafka_io import Acked, DeadLetters, KafkaConfig, KafkaPartitionSource, RawMessage
 from kprobe.dataflows.metrics import FlowMetrics
 from kprobe.malloc import keep_freed_memory
-from kprobe.schemas.agent_tables import AGENT_TABLES
+from kprobe.schemas.store_tables import AGENT_TABLES
 from kprobe.sinks.clickhouse_server import InsertRefused, ServerSink
 from kprobe.topics import wire
 from kprobe.topics.names import PREFIX, data_topics, dlq_topic

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from kprobe.otel.spans import SPAN_SCHEMA, SpanBatch
-from kprobe.sinks.span_table import SPANS_TABLE
+from kprobe.schemas.store_tables import SPANS_TABLE
 
 _STRING_COLUMNS = {f.name for f in SPAN_SCHEMA if str(f.type) == "string"}
 _NUMPY_TYPES = {"uint64": np.uint64, "uint32": np.uint32, "uint8": np.uint8}

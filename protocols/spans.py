@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from kprobe.sinks.span_table import SPAN_COLUMNS, STATUS_ERROR, STATUS_UNSET
+from kprobe.schemas.store_tables import SPAN_COLUMNS, STATUS_ERROR, STATUS_UNSET
 
 from .base import Exchange
 

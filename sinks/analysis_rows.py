@@ -1,4 +1,4 @@
-"""Analysis rows (one per analysed operation) into the store's ``causal_analysis`` table, idempotently.
+"""Analysis rows (one per analysed operation) into the store's ``causal_analysis`` table (schemas/store_tables.py), idempotently.
 
 Why plain SQL through ``store.query``: it works the same on the embedded chDB
 store and on a running recorder's socket (RemoteStore), and there is one row per
@@ -14,27 +14,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kprobe.sinks.ddl import Column, ServerFeatures, TableDef, create_table_sql
+from kprobe.schemas.store_tables import ANALYSIS_COLUMNS, ANALYSIS_TABLE, ANALYSIS_TABLE_DEF
+from kprobe.sinks.ddl import ServerFeatures, create_table_sql
 
-TABLE = "causal_analysis"
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("ts", "UInt64"), ("ts_written", "UInt64"), ("host", "LowCardinality(String)"), ("op_id", "String"),
-    ("op_kind", "LowCardinality(String)"), ("op_name", "String"), ("pid", "UInt32"), ("tid", "UInt32"),
-    ("start_ns", "UInt64"), ("end_ns", "UInt64"), ("wall_ns", "UInt64"), ("on_cpu_ns", "UInt64"),
-    ("runq_ns", "UInt64"), ("blocked_ns", "UInt64"), ("root_kind", "LowCardinality(String)"),
-    ("root_pid", "UInt32"), ("root_comm", "String"), ("root_delay_ns", "UInt64"), ("chain", "String"),
-    ("analysis", "String"), ("digest", "String"),
-)
-_INTS = {n for n, t in COLUMNS if "Int" in t}
+_INTS = {n for n, t in ANALYSIS_COLUMNS if "Int" in t}
 
 
 class SqlStore(Protocol):
     def query(self, sql: str, fmt: str = ...) -> bytes: ...
     def query_rows(self, sql: str) -> list[dict]: ...
-
-
-def table_def() -> TableDef:
-    return TableDef(TABLE, tuple(Column(n, t) for n, t in COLUMNS), ("host", "op_id", "ts"), "ts", 10)
 
 
 def _lit(name: str, v: Any) -> str:
@@ -52,7 +40,7 @@ class AnalysisRowsSink:
     skipped: int = 0
 
     def __post_init__(self) -> None:
-        self.store.query(create_table_sql(table_def(), self.features or ServerFeatures.full()), "TSV")
+        self.store.query(create_table_sql(ANALYSIS_TABLE_DEF, self.features or ServerFeatures.full()), "TSV")
 
     def write(self, rows: list[dict[str, Any]]) -> int:
         """Insert rows not already stored (same op_id and digest); returns how many were inserted."""
@@ -60,7 +48,7 @@ class AnalysisRowsSink:
             return 0
         ids = ", ".join(_lit("op_id", r["op_id"]) for r in rows)
         have = {(r["op_id"], r["digest"]) for r in self.store.query_rows(
-            f"SELECT op_id, digest FROM {TABLE} WHERE op_id IN ({ids})")}
+            f"SELECT op_id, digest FROM {ANALYSIS_TABLE} WHERE op_id IN ({ids})")}
         new, seen = [], set()
         for r in rows:
             k = (r["op_id"], r["digest"])
@@ -74,18 +62,18 @@ class AnalysisRowsSink:
         now = time.time_ns()
         insert = getattr(self.store, "insert_rows", None)
         if insert is not None:      # a native-protocol client: data goes apart from the statement
-            insert(TABLE, [n for n, _ in COLUMNS],
-                   [tuple(now if n == "ts_written" else r[n] for n, _ in COLUMNS) for r in new])
+            insert(ANALYSIS_TABLE, [n for n, _ in ANALYSIS_COLUMNS],
+                   [tuple(now if n == "ts_written" else r[n] for n, _ in ANALYSIS_COLUMNS) for r in new])
         else:
             values = ", ".join(
-                "(" + ", ".join(_lit(n, now if n == "ts_written" else r[n]) for n, _ in COLUMNS) + ")" for r in new)
-            self.store.query(f"INSERT INTO {TABLE} ({', '.join(n for n, _ in COLUMNS)}) VALUES {values}", "TSV")
+                "(" + ", ".join(_lit(n, now if n == "ts_written" else r[n]) for n, _ in ANALYSIS_COLUMNS) + ")" for r in new)
+            self.store.query(f"INSERT INTO {ANALYSIS_TABLE} ({', '.join(n for n, _ in ANALYSIS_COLUMNS)}) VALUES {values}", "TSV")
         self.inserted += len(new)
         return len(new)
 
     def latest(self, op_id: str) -> dict[str, Any] | None:
         rows = self.store.query_rows(
-            f"SELECT * FROM {TABLE} WHERE op_id = {_lit('op_id', op_id)} ORDER BY ts_written DESC LIMIT 1")
+            f"SELECT * FROM {ANALYSIS_TABLE} WHERE op_id = {_lit('op_id', op_id)} ORDER BY ts_written DESC LIMIT 1")
         return rows[0] if rows else None
 
 

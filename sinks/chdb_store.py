@@ -16,55 +16,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from kprobe.schemas.agent_tables import (
-    CGROUP_CPU_COLUMNS,
-    CGROUP_CPU_TABLE,
-    CPU_IRQ_COLUMNS,
-    CPU_IRQ_TABLE,
-    MEMCG_MEMBERS_COLUMNS,
-    MEMCG_MEMBERS_TABLE,
-    PROCESSES_COLUMNS,
-    PROCESSES_TABLE,
-)
-from kprobe.schemas.tables import EVENT_TYPES, Columns, table_columns
-from kprobe.sinks.ddl import (
-    Column,
-    ServerFeatures,
-    TableDef,
-    create_table_sql,
-    missing_columns_sql,
-    session_settings,
-)
+from kprobe.schemas.store_tables import PARTITION_MINUTES, table_defs
+from kprobe.schemas.tables import Columns
+from kprobe.sinks.ddl import ServerFeatures, create_table_sql, missing_columns_sql, session_settings
 from kprobe.sinks.json_rows import parse_json_each_row
-from kprobe.sinks.span_table import SPANS_TABLE
-
-PARTITION_MINUTES = 10
-
-def _time_indexes(names: set[str]) -> tuple[tuple[str, str], ...]:
-    """Per-granule min/max of the time columns: the tables are ordered by process, so a read of one
-    time window across all processes (``why``'s window read) would otherwise scan every granule;
-    within a thread rows are in time order, so each granule covers a short stretch and most are skipped."""
-    return tuple((c, "minmax GRANULARITY 1") for c in ("ts", "end_ts") if c in names)
-
-
-def table_defs() -> list[TableDef]:
-    """Event tables (columns derived from the agent's conversion), the processes, memcg members and OTel spans."""
-    defs = []
-    for et in EVENT_TYPES:
-        cols = tuple(Column(n, t) for n, t in table_columns(et))
-        defs.append(TableDef(et.name, cols, et.order_by, "ts", PARTITION_MINUTES,
-                             skip_indexes=_time_indexes({c.name for c in cols})))
-    defs.append(
-        TableDef(PROCESSES_TABLE, tuple(Column(n, t) for n, t in PROCESSES_COLUMNS), ("tgid", "ts"), "ts", PARTITION_MINUTES)
-    )
-    defs.append(TableDef(MEMCG_MEMBERS_TABLE, tuple(Column(n, t) for n, t in MEMCG_MEMBERS_COLUMNS), ("cgroup_id", "ts"),
-                         "ts", PARTITION_MINUTES))
-    defs.append(SPANS_TABLE)
-    defs.append(TableDef(CGROUP_CPU_TABLE, tuple(Column(n, t) for n, t in CGROUP_CPU_COLUMNS), ("cgroup_id", "ts"),
-                         "ts", PARTITION_MINUTES))
-    defs.append(TableDef(CPU_IRQ_TABLE, tuple(Column(n, t) for n, t in CPU_IRQ_COLUMNS), ("cpu", "ts"),
-                         "ts", PARTITION_MINUTES))
-    return defs
 
 
 def to_arrow(columns: Columns, dictionary: frozenset[str] = frozenset()) -> pa.Table:

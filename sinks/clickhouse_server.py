@@ -42,37 +42,13 @@ import pyarrow as pa
 from clickhouse_driver import Client
 from clickhouse_driver.errors import ServerException
 
+from kprobe.schemas.store_tables import LEDGER, server_table_defs
 from kprobe.schemas.tables import COLUMNS_ADDED_LATER
 from kprobe.sinks import native
-from kprobe.sinks.chdb_store import table_defs
-from kprobe.sinks.ddl import (
-    Column,
-    ServerFeatures,
-    TableDef,
-    create_table_sql,
-    missing_columns_sql,
-    session_settings,
-)
+from kprobe.sinks.ddl import ServerFeatures, create_table_sql, missing_columns_sql, session_settings
 from kprobe.topics.wire import BatchHeader
 
-LEDGER = "kprobe_batches"
-PENDING, DONE = 1, 2
-LEDGER_DEF = TableDef(
-    LEDGER,
-    (Column("batch_id", "UInt64"), Column("table", "String"), Column("host", "String"), Column("rows", "UInt64"),
-     Column("min_ts", "UInt64"), Column("max_ts", "UInt64"), Column("state", "UInt8"), Column("at", "UInt64")),
-    order_by=("batch_id",),
-    ts_column="at",
-    partition_minutes=24 * 60,
-)
-
-
-def server_table_defs() -> list[TableDef]:
-    """The embedded store's tables plus ``batch_id``/``batch_row`` (the dedup key), and the ledger."""
-    defs = [TableDef(d.name, d.columns + (Column("batch_id", "UInt64"), Column("batch_row", "UInt32")), d.order_by,
-                     d.ts_column,
-                     d.partition_minutes, d.ttl_seconds, d.skip_indexes) for d in table_defs()]
-    return defs + [LEDGER_DEF]
+PENDING, DONE = 1, 2  # values of the ledger's ``state`` column
 
 
 def _text(v: str | bytes) -> str:

@@ -1,5 +1,7 @@
 """ClickHouse DDL for kprobe's tables, shaped to what the target server supports.
 
+The tables are declared in :mod:`kprobe.schemas.store_tables`; this module only renders them.
+
 The same table definitions must create working tables on chDB (ClickHouse 26.x in-process, every
 feature) and on old servers such as Debian's clickhouse-server 18.16, which rejects CODEC, TTL,
 skip indexes and DateTime64, and has LowCardinality only behind an experimental setting. Rather
@@ -18,10 +20,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kprobe.schemas.store_tables import Column, TableDef
+
 __all__ = [
-    "Column",
     "ServerFeatures",
-    "TableDef",
     "adapt_type",
     "create_table_sql",
     "partition_step_ns",
@@ -77,28 +79,6 @@ class ServerFeatures:
     def full(cls) -> ServerFeatures:
         """chDB or any current server: everything is available."""
         return cls(codecs=True, ttl=True, low_cardinality=True, skip_indexes=True, datetime64=True)
-
-
-@dataclass(frozen=True)
-class Column:
-    """A column; ``type`` is written in the full modern form, e.g. ``LowCardinality(String)``."""
-
-    name: str
-    type: str
-    codec: str | None = None
-
-
-@dataclass(frozen=True)
-class TableDef:
-    """A MergeTree table partitioned by time so retention can drop whole partitions."""
-
-    name: str
-    columns: tuple[Column, ...]
-    order_by: tuple[str, ...]
-    ts_column: str  # UInt64 UTC nanoseconds since the epoch
-    partition_minutes: int = 10  # PARTITION BY intDiv(ts, minutes*60e9)
-    ttl_seconds: int | None = None
-    skip_indexes: tuple[tuple[str, str], ...] = ()  # (expression, type), e.g. ("tid", "minmax")
 
 
 def _quote(identifier: str) -> str:

@@ -39,7 +39,7 @@ def test_a_store_from_an_older_kprobe_gets_the_new_columns_in_place(tmp_path: Pa
     their predecessors (inserts name no columns), old rows read 0/'' and new rows keep every value."""
     from dataclasses import replace
 
-    from kprobe.sinks.chdb_store import table_defs
+    from kprobe.schemas.store_tables import table_defs
     from kprobe.sinks.ddl import ServerFeatures, create_table_sql
 
     full = next(d for d in table_defs() if d.name == "offcpu")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from kprobe.schemas.store_tables import Column, TableDef
 from kprobe.sinks.ddl import (
-    Column,
     ServerFeatures,
-    TableDef,
     adapt_type,
     create_table_sql,
     partition_step_ns,

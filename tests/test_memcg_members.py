@@ -14,7 +14,7 @@ from kprobe.agent.memcg_members import MemcgMembers, memory_root
 from kprobe.causal.analyze import _Ctx
 from kprobe.causal.model import Interval
 from kprobe.causal.records import Evidence, MemcgMember, Reclaim
-from kprobe.schemas.agent_tables import MEMCG_MEMBERS_COLUMNS
+from kprobe.schemas.store_tables import MEMCG_MEMBERS_COLUMNS
 
 MB = 1 << 20
 HOLDER = """import mmap, os, sys

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kprobe.schemas.agent_tables import AGENT_TABLES
+from kprobe.schemas.store_tables import AGENT_TABLES, SPANS_TABLE
 from kprobe.schemas.tables import EVENT_TYPES
 
 PREFIX = "kprobe"
-SPANS_TABLE = "spans"
 SPANS_TOPIC = f"{PREFIX}.spans"
 DLQ_TOPIC = f"{PREFIX}.dlq"
 REPLAY_CONTROL_TOPIC = "kprobe.control.replay"
@@ -46,7 +45,7 @@ def event_topic(table: str, prefix: str = PREFIX) -> str:
 
     ``prefix`` exists so tests and staging pipelines can share one cluster without mixing data.
     """
-    if table == SPANS_TABLE:
+    if table == SPANS_TABLE.name:
         return f"{prefix}.spans"
     return f"{prefix}.events.{table}"
 
@@ -58,7 +57,7 @@ def dlq_topic(prefix: str = PREFIX) -> str:
 def table_of(topic: str) -> str | None:
     """Inverse of :func:`event_topic` (any prefix); None for a topic that carries no table rows."""
     if topic.endswith(".spans"):
-        return SPANS_TABLE
+        return SPANS_TABLE.name
     head, sep, table = topic.rpartition(".events.")
     return table if sep and head and table else None
 
@@ -67,7 +66,7 @@ EVENT_TABLES: tuple[str, ...] = tuple(et.name for et in EVENT_TYPES) + AGENT_TAB
 
 
 def data_topics(prefix: str = PREFIX) -> tuple[str, ...]:
-    return tuple(event_topic(t, prefix) for t in EVENT_TABLES) + (event_topic(SPANS_TABLE, prefix),)
+    return tuple(event_topic(t, prefix) for t in EVENT_TABLES) + (event_topic(SPANS_TABLE.name, prefix),)
 
 
 DATA_TOPICS: tuple[str, ...] = data_topics()

@@ -16,7 +16,8 @@ from bytewax.testing import cluster_main, run_main
 from kprobe.causal.why import why
 from kprobe.dataflows.causality import FlowOptions, StoreTailSource, build_flow
 from kprobe.dataflows.windowing import WindowConfig
-from kprobe.sinks.analysis_rows import TABLE, AnalysisRowsSink
+from kprobe.schemas.store_tables import ANALYSIS_TABLE
+from kprobe.sinks.analysis_rows import AnalysisRowsSink
 from kprobe.sinks.graph_ladybug import LadybugGraph
 
 pytestmark = pytest.mark.kernel
@@ -42,8 +43,8 @@ def test_flow_on_captured_lock_wait_matches_why_and_is_idempotent(capture, tmp_p
 
     AnalysisRowsSink(store)      # the table exists even if the flow finds nothing (clear failure below)
     run_main(flow())
-    rows = store.query_rows(f"SELECT * FROM {TABLE} WHERE pid = {pid} AND root_kind = 'lock_contention'")
-    assert len(rows) == 1, (store.query_rows(f"SELECT op_id, op_name, root_kind, chain FROM {TABLE}"),
+    rows = store.query_rows(f"SELECT * FROM {ANALYSIS_TABLE} WHERE pid = {pid} AND root_kind = 'lock_contention'")
+    assert len(rows) == 1, (store.query_rows(f"SELECT op_id, op_name, root_kind, chain FROM {ANALYSIS_TABLE}"),
                             store.query_rows(f"SELECT syscall, ts, end_ts FROM syscall WHERE tgid = {pid} "
                                              "AND end_ts - ts > 100000000"))
     row = rows[0]
@@ -66,7 +67,7 @@ def test_flow_on_captured_lock_wait_matches_why_and_is_idempotent(capture, tmp_p
         before = _counts(g)
     finally:
         g.close()
-    n_rows = store.query_rows(f"SELECT count() AS c FROM {TABLE}")[0]["c"]
+    n_rows = store.query_rows(f"SELECT count() AS c FROM {ANALYSIS_TABLE}")[0]["c"]
 
     cluster_main(flow(), [], 0, worker_count_per_proc=2)      # again, two workers: nothing new
     g = LadybugGraph(db)
@@ -74,4 +75,4 @@ def test_flow_on_captured_lock_wait_matches_why_and_is_idempotent(capture, tmp_p
         assert _counts(g) == before
     finally:
         g.close()
-    assert store.query_rows(f"SELECT count() AS c FROM {TABLE}")[0]["c"] == n_rows
+    assert store.query_rows(f"SELECT count() AS c FROM {ANALYSIS_TABLE}")[0]["c"] == n_rows

@@ -19,7 +19,8 @@ from bytewax.testing import run_main
 from kprobe.causal.graph import span_op_id
 from kprobe.dataflows.causality import FlowOptions, StoreTailSource, build_flow
 from kprobe.dataflows.windowing import WindowConfig
-from kprobe.sinks.analysis_rows import TABLE, AnalysisRowsSink
+from kprobe.schemas.store_tables import ANALYSIS_TABLE
+from kprobe.sinks.analysis_rows import AnalysisRowsSink
 from kprobe.sinks.graph_ladybug import LadybugGraph
 from tests.conftest import graph_counts, otel_span_beside_hog
 
@@ -52,7 +53,7 @@ def test_span_graph_from_cli_and_flow_agree(otel_session) -> None:
                       rows=lambda: AnalysisRowsSink(store),
                       options=FlowOptions(WindowConfig(watch_pids=frozenset())))    # spans only
     run_main(flow)
-    rows = store.query_rows(f"SELECT op_kind, root_kind, root_pid, root_delay_ns FROM {TABLE} "
+    rows = store.query_rows(f"SELECT op_kind, root_kind, root_pid, root_delay_ns FROM {ANALYSIS_TABLE} "
                             f"WHERE op_id = '{op_id}'")
     assert [(x["op_kind"], x["root_kind"], int(x["root_pid"])) for x in rows] == [("span", "cpu_preemption", hog_pid)]
     assert int(rows[0]["root_delay_ns"]) == q["delay_ns"]

@@ -13,8 +13,8 @@ from kprobe_fix_session import fix_conversation
 
 from kprobe.protocols import new_decoder
 from kprobe.protocols.spans import SocketPair, SpanRows
+from kprobe.schemas.store_tables import SPAN_COLUMNS
 from kprobe.sinks.chdb_store import ChdbStore
-from kprobe.sinks.span_table import SPAN_COLUMNS
 
 T0 = 1_796_684_399_500_000_000  # 2026-12-07T22:59:59.5Z: half a second before Fedwire's 18:00 ET cut-off
 MAP = """

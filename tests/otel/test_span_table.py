@@ -6,8 +6,8 @@ import numpy as np
 
 from kprobe.otel.span_writer import batch_columns, otel_summary
 from kprobe.otel.spans import SPAN_SCHEMA, SpanBatch
+from kprobe.schemas.store_tables import SPAN_COLUMNS, SPANS_TABLE
 from kprobe.sinks.ddl import ServerFeatures, create_table_sql
-from kprobe.sinks.span_table import SPAN_COLUMNS, SPANS_TABLE
 
 
 def test_span_columns_match_the_decoder() -> None:

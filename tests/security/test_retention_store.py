@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kprobe.sinks.chdb_store import PARTITION_MINUTES, ChdbStore
+from kprobe.schemas.store_tables import PARTITION_MINUTES
+from kprobe.sinks.chdb_store import ChdbStore
 
 BUCKET = PARTITION_MINUTES * 60 * 10**9
 NOW = (1_796_000_000 * 10**9 // BUCKET) * BUCKET + 5 * 60 * 10**9  # 5 minutes into a bucket, fixed

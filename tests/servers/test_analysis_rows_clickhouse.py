@@ -13,7 +13,8 @@ from sample_analyses import three_hop  # noqa: E402
 
 from kprobe.dataflows.causal_step import analysis_row  # noqa: E402
 from kprobe.dataflows.windowing import Operation  # noqa: E402
-from kprobe.sinks.analysis_rows import TABLE, AnalysisRowsSink, ClickHouseSql  # noqa: E402
+from kprobe.schemas.store_tables import ANALYSIS_TABLE  # noqa: E402
+from kprobe.sinks.analysis_rows import AnalysisRowsSink, ClickHouseSql  # noqa: E402
 
 pytestmark = pytest.mark.servers
 
@@ -31,6 +32,6 @@ def test_rows_written_once_and_read_back(stack):
         assert sink.write([row, row]) == 0 and sink.skipped == 2
         got = sink.latest(op.op_id)
         assert (got["root_kind"], int(got["root_pid"]), got["digest"]) == ("memory_pressure", 30, row["digest"])
-        assert ch.query_rows(f"SELECT count() AS c FROM {TABLE}")[0]["c"] == 1
+        assert ch.query_rows(f"SELECT count() AS c FROM {ANALYSIS_TABLE}")[0]["c"] == 1
     finally:
         ch.client.execute(f"DROP DATABASE IF EXISTS {db}")

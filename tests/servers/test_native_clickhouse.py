@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 from clickhouse_driver import Client
 
+from kprobe.schemas.store_tables import LEDGER
 from kprobe.sinks import native
-from kprobe.sinks.clickhouse_server import LEDGER, PENDING, InsertRefused, ServerSink
+from kprobe.sinks.clickhouse_server import PENDING, InsertRefused, ServerSink
 from kprobe.topics import wire
 
 pytestmark = pytest.mark.servers
@@ -142,7 +143,7 @@ def test_batches_are_stored_once_and_a_half_written_batch_is_completed(sink: Ser
 def test_a_table_made_with_string_columns_keeps_receiving_batches(stack: dict[str, str]) -> None:
     """A syscall table created as String (an older kprobe, or DDL for a server without
     LowCardinality) is written with String blocks: the sink declares what the server has."""
-    from kprobe.sinks.clickhouse_server import server_table_defs
+    from kprobe.schemas.store_tables import server_table_defs
     from kprobe.sinks.ddl import ServerFeatures, create_table_sql
 
     db = f"kp_native_{uuid.uuid4().hex[:8]}"
@@ -171,8 +172,8 @@ def test_a_table_from_an_older_kprobe_gets_the_new_columns_in_place(stack: dict[
     from dataclasses import replace
 
     from kprobe.agent.recorder import constant_column
+    from kprobe.schemas.store_tables import server_table_defs
     from kprobe.schemas.tables import BY_NAME
-    from kprobe.sinks.clickhouse_server import server_table_defs
     from kprobe.sinks.ddl import ServerFeatures, create_table_sql, session_settings
 
     db = f"kp_native_{uuid.uuid4().hex[:8]}"

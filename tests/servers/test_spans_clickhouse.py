@@ -18,8 +18,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from kprobe.otel.span_writer import batch_columns
 from kprobe.otel.spans import decode_export_request
+from kprobe.schemas.store_tables import SPANS_TABLE
 from kprobe.sinks.ddl import ServerFeatures, create_table_sql, session_settings
-from kprobe.sinks.span_table import SPANS_TABLE
 
 pytestmark = pytest.mark.servers
 

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 from clickhouse_driver import Client
 
+from kprobe.schemas.store_tables import Column, TableDef
 from kprobe.sinks.ddl import (
-    Column,
     ServerFeatures,
-    TableDef,
     create_table_sql,
     partition_step_ns,
     session_settings,
