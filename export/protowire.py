@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from kprobe.varint import varint
+from kprobe.schemas.varint import varint
 
 _VARINT, _FIXED64, _LEN = 0, 1, 2
 

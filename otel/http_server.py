@@ -26,7 +26,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from kprobe.varint import varint
+from kprobe.schemas.varint import varint
 
 from .errors import ReceiverBindError
 from .http_limits import HttpLimits, LimitedHandler, LimitedHTTPServer
