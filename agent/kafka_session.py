@@ -16,10 +16,10 @@ from kprobe.agent.control import ControlServer
 from kprobe.agent.probeset import ProbeSet
 from kprobe.agent.recorder import Recorder, RecorderConfig
 from kprobe.agent.status import RecorderStats
-from kprobe.malloc import keep_freed_memory
-from kprobe.prometheus import Metric, MetricsServer
+from kprobe.api.prometheus import Metric, MetricsServer
 from kprobe.sinks.kafka import KafkaSink, KafkaSinkConfig
 from kprobe.topics.admin import ensure_topics
+from kprobe.topics.malloc import keep_freed_memory
 
 
 @dataclass

@@ -37,10 +37,10 @@ from clickhouse_driver.errors import ServerException
 
 from kprobe.dataflows.kafka_io import Acked, DeadLetters, KafkaConfig, KafkaPartitionSource, RawMessage
 from kprobe.dataflows.metrics import FlowMetrics
-from kprobe.malloc import keep_freed_memory
 from kprobe.schemas.store_tables import AGENT_TABLES
 from kprobe.sinks.clickhouse_server import InsertRefused, ServerSink
 from kprobe.topics import wire
+from kprobe.topics.malloc import keep_freed_memory
 from kprobe.topics.names import PREFIX, data_topics, dlq_topic
 
 log = logging.getLogger("kprobe.dataflow")
@@ -367,12 +367,12 @@ def run(cfg: IngestConfig) -> int:
     from bytewax._bytewax import cli_main
     from bytewax.recovery import RecoveryConfig, init_db_dir
 
-    from kprobe.prometheus import MetricsServer
+    from kprobe.api.prometheus import MetricsServer
     from kprobe.topics.admin import ensure_topics
 
     if cfg.processes > 1 and cfg.process_id is None:
         return _spawn_cluster(cfg)
-    keep_freed_memory()  # 3 MB messages copied without page faults (kprobe/malloc.py)
+    keep_freed_memory()  # 3 MB messages copied without page faults (topics/malloc.py)
     pid = cfg.process_id or 0
     delay = 1.0
     while True:  # Kafka down at start-up: wait for it (a Deployment would restart us anyway)

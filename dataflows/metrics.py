@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kprobe.prometheus import Metric
+from kprobe.api.prometheus import Metric
 
 # Freshness histogram edges (seconds): kernel event -> its row queryable in ClickHouse.
 FRESHNESS_EDGES = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, np.inf])

@@ -160,7 +160,7 @@ def test_unreachable_or_refusing_kubelet_is_counted_and_backs_off(cgroup_roots, 
 def test_pod_identity_and_capabilities_reach_the_agents_metrics():
     """Scraped on Kubernetes, where nobody runs `kprobe stats`: kubelet failures and degraded features."""
     from kprobe.agent.kafka_session import identity_metrics
-    from kprobe.prometheus import render
+    from kprobe.api.prometheus import render
 
     text = render(identity_metrics({
         "pod_identity": {"kubelet_errors": 3, "processes_in_pods": 5, "processes_named_by_kubelet": 4},

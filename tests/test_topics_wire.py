@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kprobe.prometheus import Metric, parse, render
+from kprobe.api.prometheus import Metric, parse, render
 from kprobe.schemas.tables import BY_NAME, EVENT_TYPES
 from kprobe.sinks.spool import DiskSpool
 from kprobe.topics import names, wire

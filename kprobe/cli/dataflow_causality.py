@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         flow = kafka_flow(args.brokers, args.data, args.graph, args.prefix, FlowOptions(window), args.neo4j_auth,
                           metrics, rows=(lambda: rows) if rows else None)
         if args.metrics_port is not None:
-            from kprobe.prometheus import MetricsServer
+            from kprobe.api.prometheus import MetricsServer
 
             server = MetricsServer(args.metrics_port, metrics.prometheus).start()
     else:

@@ -112,7 +112,7 @@ def test_span_times_far_from_now_are_clamped_and_counted() -> None:
 def test_metrics_endpoint_is_local_capped_and_deadline_bound() -> None:
     import urllib.request
 
-    from kprobe.prometheus import Metric, MetricsServer, parse
+    from kprobe.api.prometheus import Metric, MetricsServer, parse
 
     srv = MetricsServer(0, lambda: [Metric("kp_up", "up", "gauge", (({}, 1.0),))],
                         limits=HttpLimits(max_connections=2, request_deadline_s=1.0, idle_timeout_s=5.0)).start()

@@ -219,7 +219,7 @@ def test_real_events_arrive_in_clickhouse_exactly(pipe):
     assert p.wait(30) == 0
     import urllib.request
 
-    from kprobe.prometheus import parse
+    from kprobe.api.prometheus import parse
     body = urllib.request.urlopen(f"http://127.0.0.1:{cap.session.metrics.port}/metrics", timeout=5).read().decode()
     assert parse(body)["kprobe_agent_kafka_accepted_rows_total"] > 0
     from kprobe.query.client import open_store

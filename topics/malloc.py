@@ -7,6 +7,10 @@ expensive in a VM. Measured on this 2-vCPU VM: consuming a 3 MB message cost 2.2
 defaults and 1.2 ms (no faults) with the thresholds below. Only the long-running scale-out
 processes call this (the ingest dataflow, the Kafka agent); the cost is that up to
 ``trim_bytes`` of freed memory stays in the process instead of going back to the kernel.
+
+Why in topics/: the tuning exists because of the size of the topics' messages (bounded by
+``MAX_MESSAGE_BYTES`` in topics/names.py), and its two callers are the two ends of those topics
+(agent/kafka_session.py producing, dataflows/ingest.py consuming); neither owns the other.
 """
 
 from __future__ import annotations

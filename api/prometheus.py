@@ -2,6 +2,11 @@
 
 No client library: the exposition format is a few lines of text, and a scrape must never touch
 the capture path, so the server only calls a ``collect`` function that reads counters.
+
+Why in api/: it is one of kprobe's read-only HTTP endpoints, like `kprobe serve`'s API, built on
+the same bounded server (otel/http_limits.py); its users are several long-running processes (the
+Kafka agent, the ingest and causality dataflows), so it belongs to none of them. It imports
+nothing else of api/, so a process that serves only /metrics loads only this module.
 """
 
 from __future__ import annotations
