@@ -1,0 +1,144 @@
+"""Each concern keeps one home: tables are declared in schemas/, causal/ does not import sinks/,
+and no two kprobe modules import each other at import time.
+
+Read from the source (the folders pyproject.toml maps to packages), so a new module is checked
+without being listed here.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _modules() -> dict[str, Path]:
+    """Every kprobe module name -> its file, from pyproject.toml's package-dir mapping."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = config["package-dir"]
+    out: dict[str, Path] = {}
+    for package in config["packages"]:
+        top = package.split(".")[1] if "." in package else ""
+        if f"kprobe.{top}" in dirs:      # a mapped folder (sinks/ -> kprobe.sinks); its subpackages follow it
+            folder = REPO / dirs[f"kprobe.{top}"] / Path(*package.split(".")[2:])
+        else:                            # the root package and its subpackages (kprobe/cli)
+            folder = REPO / Path(*package.split("."))
+        for f in folder.glob("*.py"):
+            name = package if f.stem == "__init__" else f"{package}.{f.stem}"
+            out[name] = f
+    return out
+
+
+def _at_import_time(node: ast.AST) -> list[ast.AST]:
+    """The nodes Python runs when it imports the module: not function bodies, not ``if TYPE_CHECKING:``."""
+    out: list[ast.AST] = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            out += [n for c in child.orelse for n in [c, *_at_import_time(c)]]
+            continue
+        out += [child, *_at_import_time(child)]
+    return out
+
+
+def _imports(tree: ast.AST, modules: dict[str, Path], top_level_only: bool) -> set[str]:
+    """kprobe modules a file imports (``from pkg import mod`` counts as mod when mod is a module);
+    ``top_level_only``: only the imports that run when the module is imported."""
+    nodes = _at_import_time(tree) if top_level_only else ast.walk(tree)
+    out: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kprobe") and node.level == 0:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                out.add(sub if sub in modules else node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("kprobe")}
+    return out
+
+
+def test_modules_are_found() -> None:
+    modules = _modules()
+    # the mapping is read right: one module of each kind of folder is there
+    assert {"kprobe.cli.why", "kprobe.sinks.kafka", "kprobe.schemas.store_tables", "kprobe.embedded"} <= set(modules)
+    assert all(f.is_file() for f in modules.values())
+
+
+def test_causal_does_not_import_sinks() -> None:
+    """causal/ is pure analysis: sinks/ store its results (graph deltas), never the reverse."""
+    modules = _modules()
+    bad = {name: sorted(i for i in _imports(ast.parse(f.read_text()), modules, top_level_only=False)
+                        if i.startswith("kprobe.sinks"))
+           for name, f in modules.items() if name.startswith("kprobe.causal")}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of two or more nodes (Tarjan's, iterative): the import cycles."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(sorted(graph[root])))]
+        while work:
+            v, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[v] = min(low[v], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == v:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_cycle_finder_finds_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d", "f"}, "f": {"e"}}
+    assert sorted(_cycles(graph)) == [["a", "b", "c"], ["e", "f"]]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_import_cycle_at_import_time() -> None:
+    """A module-level import cycle makes import order matter and ties two packages together."""
+    modules = _modules()
+    graph = {name: {i for i in _imports(ast.parse(f.read_text()), modules, top_level_only=True)
+                    if i in modules and i != name} for name, f in modules.items()}
+    assert _cycles(graph) == []
+
+
+def test_tables_are_declared_only_in_schemas() -> None:
+    """A TableDef is built in schemas/ (store_tables.py) and nowhere else in the product."""
+    modules = _modules()
+    builders = sorted(name for name, f in modules.items() if not name.startswith("kprobe.schemas")
+                      for node in ast.walk(ast.parse(f.read_text()))
+                      if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("TableDef", "Column"))
+    assert builders == []
+    assert "kprobe.schemas.store_tables" in {
+        name for name, f in modules.items()
+        for node in ast.walk(ast.parse(f.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "TableDef"}
