@@ -190,7 +190,7 @@ def _constant(n: int, value: str) -> np.ndarray:
 
 
 def processes_columns(new: list[Identity], host: str, now_ns: int) -> dict[str, np.ndarray]:
-    """Rows of the processes table (schemas/agent_tables.py PROCESSES_COLUMNS, in its order)."""
+    """Rows of the processes table (schemas/store_tables.py PROCESSES_COLUMNS, in its order)."""
     def col(values: list) -> np.ndarray:
         return np.array(values, dtype=object)
 

@@ -109,7 +109,7 @@ class KafkaSession:
 
     def _start(self, probes: ProbeSet) -> KafkaSession:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        keep_freed_memory(trim_bytes=256 << 20)  # multi-MB batches without page faults (kprobe/malloc.py)
+        keep_freed_memory(trim_bytes=256 << 20)  # multi-MB batches without page faults (topics/malloc.py)
         ready = True
         try:  # returns when every partition is writable: the first produce is never refused (kafka_sink doc)
             ensure_topics(self.sink_config.brokers, timeout=10.0, prefix=self.sink_config.prefix)
