@@ -78,7 +78,7 @@ def trim(library: str, smaps_path: str = "/proc/self/smaps") -> int:
         return 0
     if not maps:
         return 0
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)   # the process's own symbols: no ldconfig child
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     done = 0
     for m in maps:

@@ -98,7 +98,8 @@ def ptp_clocks(root: Path = PTP_CLASS) -> list[str]:
 def wall_clock() -> WallClock:
     """adjtimex(2) with no modes set (a read; needs no privilege) and the PTP clocks present."""
     tx = _Timex()
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    # the process's own symbols (libc is loaded): find_library would run ldconfig in a child every call
+    libc = ctypes.CDLL(None, use_errno=True)
     state = libc.adjtimex(ctypes.byref(tx))
     if state < 0:
         return WallClock("?", False, 0, 0, 0, 0, ptp_clocks(), f"adjtimex: errno {ctypes.get_errno()}")
