@@ -337,18 +337,23 @@ class Recorder:
         last_retention = time.monotonic()
         next_trim = last_retention + self.config.trim_first_s
         last_status = 0.0
+        # samples of the side tables wait for the complete flush (or a query's): an insert costs the
+        # embedded engine ~15 ms whatever its size, and they come every second while they matter
+        side: dict[str, list[dict[str, np.ndarray]]] = {}
         while True:
             item = self._queue.get()
             if item is None:
+                self._write_side(side)
                 return
             if isinstance(item, int):
+                self._write_side(side)
                 self.stats.last_written_mono_ns = item
             elif isinstance(item, MemcgRequest):
                 self._write_memcg_members(item)
             elif isinstance(item, CgroupCpuRows):
-                self._write_cgroup_cpu(item)
+                side.setdefault(CGROUP_CPU_TABLE, []).append(item.cols)
             elif isinstance(item, CpuIrqRows):
-                self._write_table(CPU_IRQ_TABLE, item.cols)
+                side.setdefault(CPU_IRQ_TABLE, []).append(item.cols)
             else:
                 self._write_batch(item)
             now = time.monotonic()
@@ -435,9 +440,12 @@ class Recorder:
         if cols is not None:
             self._queue.put(CpuIrqRows(cols))
 
-    def _write_cgroup_cpu(self, item: CgroupCpuRows) -> None:
-        """The throttle counters of cgroups with a CPU quota."""
-        self._write_table(CGROUP_CPU_TABLE, item.cols)
+    def _write_side(self, side: dict[str, list[dict[str, np.ndarray]]]) -> None:
+        """The side tables' held samples (CPU quota counters, interrupt time), one insert per table."""
+        for table, parts in side.items():
+            cols = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            self._write_table(table, cols)
+        side.clear()
 
     def _write_identities(self) -> None:
         new = self._identities.take_new()
