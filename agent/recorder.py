@@ -104,16 +104,11 @@ CHDB_LIBRARY = "_chdb"          # the embedded engine's shared object (chdb/_chd
 
 
 @dataclass
-class CgroupCpuRows:
-    """Throttle counters of CPU quota cgroups, read by the drain thread, for the writer to store."""
+class SideRows:
+    """Samples read by the drain thread (CPU quota counters, interrupt time) for the writer to store
+    with the next complete flush."""
 
-    cols: dict[str, np.ndarray]
-
-
-@dataclass
-class CpuIrqRows:
-    """Interrupt time per CPU, read by the drain thread, for the writer to store."""
-
+    table: str
     cols: dict[str, np.ndarray]
 
 
@@ -350,10 +345,8 @@ class Recorder:
                 self.stats.last_written_mono_ns = item
             elif isinstance(item, MemcgRequest):
                 self._write_memcg_members(item)
-            elif isinstance(item, CgroupCpuRows):
-                side.setdefault(CGROUP_CPU_TABLE, []).append(item.cols)
-            elif isinstance(item, CpuIrqRows):
-                side.setdefault(CPU_IRQ_TABLE, []).append(item.cols)
+            elif isinstance(item, SideRows):
+                side.setdefault(item.table, []).append(item.cols)
             else:
                 self._write_batch(item)
             now = time.monotonic()
@@ -426,7 +419,7 @@ class Recorder:
         finally:
             self.stats.cgroup_cpu = dict(self._cgroup_cpu.stats)
         if cols is not None:
-            self._queue.put(CgroupCpuRows(cols))
+            self._queue.put(SideRows(CGROUP_CPU_TABLE, cols))
 
     def _sample_cpu_irq(self) -> None:
         """Read the per-CPU interrupt counters now, on the drain thread (two small /proc reads)."""
@@ -438,7 +431,7 @@ class Recorder:
         finally:
             self.stats.cpu_irq = dict(self._cpu_irq.stats)
         if cols is not None:
-            self._queue.put(CpuIrqRows(cols))
+            self._queue.put(SideRows(CPU_IRQ_TABLE, cols))
 
     def _write_side(self, side: dict[str, list[dict[str, np.ndarray]]]) -> None:
         """The side tables' held samples (CPU quota counters, interrupt time), one insert per table."""
