@@ -919,6 +919,21 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
     used: list[OffCpu] = []
     tgid = ctx.tgid_of.get(tid, tid)
     queued_move = _placement_move(list(dict.fromkeys(o for o, _, _ in _segments_rows(ctx, tid, window))))
+
+    def account_blocked(o: OffCpu, lo: int, hi: int, wake: int) -> None:
+        """The blocked part of an off-CPU row (leaving to wake-up, inside the segment) and its cause."""
+        nonlocal blocked, io, net, futex
+        ba, bb = _clip(o.ts, wake, lo, hi)
+        if bb <= ba:
+            return
+        blocked += bb - ba
+        by_reason[o.reason or "other"] += bb - ba
+        p = _explain_blocked(ctx, o, ba, bb, depth, path)
+        pieces.append(p)
+        io += (bb - ba) if p.bucket == "io" else 0
+        net += (bb - ba) if p.bucket == "net" else 0
+        futex += (bb - ba) if p.bucket == "futex" else 0
+
     for o, lo, hi in _segments_rows(ctx, tid, window):
         a0, b0 = _clip(o.ts, o.end_ts, lo, hi)
         if b0 <= a0:
@@ -928,15 +943,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
         if moved is not None and o.cpu_on == moved.to_cpu:
             wake = o.end_ts if o.reason == "preempted" else (o.wake_ts or o.end_ts)
             if o.reason != "preempted":
-                ba, bb = _clip(o.ts, wake, lo, hi)
-                if bb > ba:
-                    blocked += bb - ba
-                    by_reason[o.reason or "other"] += bb - ba
-                    p = _explain_blocked(ctx, o, ba, bb, depth, path)
-                    pieces.append(p)
-                    io += (bb - ba) if p.bucket == "io" else 0
-                    net += (bb - ba) if p.bucket == "net" else 0
-                    futex += (bb - ba) if p.bucket == "futex" else 0
+                account_blocked(o, lo, hi, wake)
                 ra, rb = _clip(wake, o.end_ts, lo, hi)
             else:
                 ra, rb = a0, b0
@@ -948,15 +955,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
             rq = [(a0, b0)]
         else:
             wake = o.wake_ts if o.wake_ts else o.end_ts
-            ba, bb = _clip(o.ts, wake, lo, hi)
-            if bb > ba:
-                blocked += bb - ba
-                by_reason[o.reason or "other"] += bb - ba
-                p = _explain_blocked(ctx, o, ba, bb, depth, path)
-                pieces.append(p)
-                io += (bb - ba) if p.bucket == "io" else 0
-                net += (bb - ba) if p.bucket == "net" else 0
-                futex += (bb - ba) if p.bucket == "futex" else 0
+            account_blocked(o, lo, hi, wake)
             rq = [_clip(wake, o.end_ts, lo, hi)]
         for ra, rb in rq:
             if rb <= ra:
