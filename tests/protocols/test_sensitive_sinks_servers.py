@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.conftest import _cache_dir, _running, _stack, read_env
+from tests.servers.conftest import kafka_from_stack
 
 pytestmark = [pytest.mark.kernel, pytest.mark.servers]
 
@@ -102,15 +102,7 @@ print("done", flush=True)
 @pytest.fixture(scope="module")
 def kafka() -> Iterator[str]:
     """The Kafka of deploy/stack.sh (started here when it is not running, stopped after)."""
-    was_running = _running("kafka")
-    result = _stack("start", "kafka", timeout=1200)
-    if result.returncode != 0:
-        pytest.fail(f"deploy/stack.sh start kafka failed:\n{result.stdout}\n{result.stderr}")
-    try:
-        yield read_env(_cache_dir() / "stack.env")["KAFKA_BOOTSTRAP"]
-    finally:
-        if not was_running and os.environ.get("KPROBE_STACK_KEEP") != "1":
-            _stack("stop", "kafka")
+    yield from kafka_from_stack()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from tests.conftest import is_root
-from tests.servers.conftest import _cache_dir, _running, _stack, read_env
+from tests.servers.conftest import kafka_from_stack
 
 WORKLOADS = Path(__file__).parent / "workloads"
 
@@ -28,15 +28,7 @@ pytestmark = [pytest.mark.servers, pytest.mark.kernel]
 
 @pytest.fixture(scope="module")
 def kafka() -> Iterator[str]:
-    was_running = _running("kafka")
-    result = _stack("start", "kafka", timeout=1200)
-    if result.returncode != 0:
-        pytest.fail(f"deploy/stack.sh start kafka failed:\n{result.stdout}\n{result.stderr}")
-    try:
-        yield read_env(_cache_dir() / "stack.env")["KAFKA_BOOTSTRAP"]
-    finally:
-        if not was_running and os.environ.get("KPROBE_STACK_KEEP") != "1":
-            _stack("stop", "kafka")
+    yield from kafka_from_stack()
 
 
 def _create_topics(bootstrap: str, *topics: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,22 +11,14 @@ import pytest
 
 from kprobe.sinks.kafka import KafkaSink, KafkaSinkConfig
 from kprobe.sinks.spool import QUARANTINE, DiskSpool
-from tests.servers.conftest import _cache_dir, _running, _stack, read_env
+from tests.servers.conftest import kafka_from_stack
 
 pytestmark = pytest.mark.servers
 
 
 @pytest.fixture(scope="module")
 def kafka() -> Iterator[str]:
-    was_running = _running("kafka")
-    result = _stack("start", "kafka", timeout=1200)
-    if result.returncode != 0:
-        pytest.fail(f"deploy/stack.sh start kafka failed:\n{result.stdout}\n{result.stderr}")
-    try:
-        yield read_env(_cache_dir() / "stack.env")["KAFKA_BOOTSTRAP"]
-    finally:
-        if not was_running and os.environ.get("KPROBE_STACK_KEEP") != "1":
-            _stack("stop", "kafka")
+    yield from kafka_from_stack()
 
 
 def test_unsendable_spooled_messages_are_quarantined_and_the_rest_delivered(kafka: str, tmp_path: Path) -> None:

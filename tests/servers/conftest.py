@@ -40,6 +40,20 @@ def _running(service: str) -> bool:
     return _stack("status", service).returncode == 0
 
 
+def kafka_from_stack() -> Iterator[str]:
+    """The Kafka of deploy/stack.sh as a fixture body (started when not running, stopped after unless
+    KPROBE_STACK_KEEP=1): yields its bootstrap address. For modules outside tests/servers."""
+    was_running = _running("kafka")
+    result = _stack("start", "kafka", timeout=1200)
+    if result.returncode != 0:
+        pytest.fail(f"deploy/stack.sh start kafka failed:\n{result.stdout}\n{result.stderr}")
+    try:
+        yield read_env(_cache_dir() / "stack.env")["KAFKA_BOOTSTRAP"]
+    finally:
+        if not was_running and os.environ.get("KPROBE_STACK_KEEP") != "1":
+            _stack("stop", "kafka")
+
+
 def read_env(path: Path) -> dict[str, str]:
     """Parse stack.env (KEY=VALUE lines, # comments) the way a Python caller would."""
     env: dict[str, str] = {}
