@@ -664,7 +664,7 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
         if not name and ios and not _kernel_thread(o.comm):
             # a user thread sleeping in the kernel outside any syscall is in an exception: a page fault,
             # waiting for the page to be read from disk (a file-backed page not in the page cache, or swap-in)
-            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b)
+            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b, waited_read=True)
             faults = sum(f.count for f in ctx.ev.faults if f.tid == tid and a - 1_000_000_000 <= f.ts <= b)
             return _Piece("major_fault", cul, d, ev + io_ev + [{"page_faults_near": faults}],
                           summary="page fault waiting for a disk read (major fault: a file-backed page not in "
@@ -737,7 +737,7 @@ def _kernel_thread(comm: str) -> bool:
 
 
 def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int,
-                  synced_dev: int = 0) -> tuple[Culprit, list]:
+                  synced_dev: int = 0, waited_read: bool = False) -> tuple[Culprit, list]:
     """Who made the wait long: the process that issued most bytes to the waited-on device during the wait.
 
     The device is the synced file's (an fsync row carries it) when that device had requests;
@@ -748,9 +748,13 @@ def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int,
     threads (throttle dispatch, writeback, journal, loop) issue on behalf of the
     processes that wrote, so their bytes never make them the culprit: if no other
     user process issued more than the waiter on that device, the waiter's own I/O
-    is what was slow and the waiter is named (the evidence lists the issuers).
+    is what was slow and the waiter is named (the evidence lists the issuers). A page fault
+    (``waited_read``) waits for a read: only reads place it on a device, so a busy writer's
+    completions on another disk (a loop device's backing disk, the root disk) do not.
     """
-    done = [x for x in ios if x.end_ts <= wake] or ios
+    placing = [x for x in ios if "R" in x.rwbs] if waited_read else ios
+    placing = placing or ios
+    done = [x for x in placing if x.end_ts <= wake] or placing
     dev = min(done, key=lambda x: abs(wake - x.end_ts)).dev if done else None
     if synced_dev and any(x.dev == synced_dev for x in ios):
         dev = synced_dev

@@ -284,8 +284,9 @@ static __always_inline void kp_emit_offcpu(struct kp_task_state *st, struct task
 	st->short_ns = 0;
 }
 
-/* next comes back: its interval is a row when long enough, else only counted (per CPU,
- * and in its own storage until its next row carries the sum). */
+/* next comes back: its interval is a row when long enough (or when it moved CPU while
+ * runnable), else only counted (per CPU, and in its own storage until its next row carries
+ * the sum). */
 static __always_inline void kp_switch_in(kp_settings_t *cfg, struct task_struct *prev,
 					 struct task_struct *next, __u32 cpu, __u64 now)
 {
@@ -299,7 +300,11 @@ static __always_inline void kp_switch_in(kp_settings_t *cfg, struct task_struct 
 	 * nested in another on this CPU); the row says so with wake_ns 0 */
 	if (!st->woken && st->prev_state != KP_TASK_RUNNING)
 		kp_count(KP_CNT_WAKE_UNSEEN, 1);
-	if (dur < cfg->min_offcpu_ns) {
+	/* a preempted task that comes back on another CPU was moved while runnable (an affinity or
+	 * cpuset change, the migration stopper, active balancing): rare, and the move is what the
+	 * analysis needs, so it is a row however short the wait */
+	bool moved = st->prev_state == KP_TASK_RUNNING && st->cpu != cpu;
+	if (dur < cfg->min_offcpu_ns && !moved) {
 		kp_count(KP_CNT_OFFCPU_SHORT, 1);
 		kp_count(KP_CNT_OFFCPU_SHORT_NS, dur);
 		st->short_n += 1;
