@@ -366,7 +366,8 @@ class Recorder:
         if bad.any():
             n_bad = int(bad.sum())
             self.stats.rejected[et.name] = self.stats.rejected.get(et.name, 0) + n_bad
-            log.warning("rejected %d %s rows with impossible times or ids (kprobe stats: rejected)", n_bad, et.name)
+            log.warning("rejected %d %s rows with impossible times or ids (kprobe stats: rejected): %s", n_bad,
+                        et.name, row_checks.sample(batch.records[bad]))
             batch = Batch(et, batch.records[~bad], batch.clock_offset_ns)
             if not len(batch.records):
                 return

@@ -90,7 +90,9 @@ class RingReader:
             dst[:] = body
             recs = out[: len(body)]
         else:
-            recs = np.ascontiguousarray(body).view(self.record)[:, 0]
+            # always a copy: one row of the ring is already contiguous, and ascontiguousarray would hand
+            # back a view of ring memory the producer overwrites once the consumer position moves on
+            recs = body.copy().view(self.record)[:, 0]
         if lens.size and (lens[0] & LEN_MASK) != self.record.itemsize:
             raise RingLayoutError(
                 f"ring {self.name}: record length {int(lens[0] & LEN_MASK)} != layout {self.record.itemsize}"

@@ -27,26 +27,46 @@ def impossible(records: np.ndarray, drained_mono_ns: int | None = None) -> np.nd
     end not before its start; a wake-up inside its off-CPU interval; thread ids
     within the kernel's pid range.
     """
-    names = records.dtype.names or ()
     bad = np.zeros(len(records), dtype=bool)
+    for mask in failed_checks(records, drained_mono_ns).values():
+        bad |= mask
+    return bad
+
+
+def failed_checks(records: np.ndarray, drained_mono_ns: int | None = None) -> dict[str, np.ndarray]:
+    """Per check, the rows that fail it: the log names the check and a sample row, so a probe bug
+    reported from the field says which field was wrong, not only that a row was dropped."""
+    names = records.dtype.names or ()
+    out: dict[str, np.ndarray] = {}
     if not len(records):
-        return bad
+        return out
     now = time.monotonic_ns() if drained_mono_ns is None else drained_mono_ns
     limit = np.uint64(now + FUTURE_SLACK_NS)
     for f in _STAMPS:
         if f in names:
-            bad |= records[f] > limit
+            out[f"{f} after the drain"] = records[f] > limit
     for f in ("ts_ns", "off_ns", "on_ns", "exit_ns", "done_ns", "end_ns"):
         if f in names:
-            bad |= records[f] == 0
+            out[f"{f} unset"] = records[f] == 0
     for a, b in _PAIRS:
         if a in names and b in names:
             start, end = records[a], records[b]
-            bad |= (start != 0) & (end != 0) & (end < start)
+            out[f"{b} before {a}"] = (start != 0) & (end != 0) & (end < start)
     if "wake_ns" in names and "off_ns" in names:
         w = records["wake_ns"]
-        bad |= (w != 0) & ((w < records["off_ns"]) | (w > records["on_ns"]))
+        out["wake_ns outside off_ns..on_ns"] = (w != 0) & ((w < records["off_ns"]) | (w > records["on_ns"]))
     for f in ("tgid", "tid", "waker_tgid", "waker_tid", "preemptor_tgid", "displaced_tgid"):
         if f in names:
-            bad |= records[f] >= PID_MAX
-    return bad
+            out[f"{f} beyond pid_max"] = records[f] >= PID_MAX
+    return {k: m for k, m in out.items() if m.any()}
+
+
+def sample(records: np.ndarray, drained_mono_ns: int | None = None) -> str:
+    """The checks that failed and the first failing row's fields, for the warning log."""
+    checks = failed_checks(records, drained_mono_ns)
+    if not checks:
+        return ""
+    first = min(int(np.argmax(m)) for m in checks.values())
+    row = records[first]
+    fields = ", ".join(f"{n}={row[n]!r}" for n in records.dtype.names or () if row[n].dtype.kind in "iu")
+    return f"{'; '.join(sorted(checks))} (first: {fields})"
