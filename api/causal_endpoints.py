@@ -14,7 +14,7 @@ from kprobe.api.errors import ApiError, bad_request, not_found
 from kprobe.causal.incidents import incidents, parse_incident_id
 from kprobe.causal.model import Analysis
 from kprobe.causal.records import Store
-from kprobe.causal.spans import SPAN_COLS, SpanAnalysis, SpanLookupError, SpanRef, pick_span, trace_spans
+from kprobe.causal.span_chain import SPAN_COLS, SpanAnalysis, SpanLookupError, SpanRef, pick_span, trace_spans
 from kprobe.causal.target import Target, explain, parse_target
 from kprobe.causal.why import NoDataError, phrase, render_text
 

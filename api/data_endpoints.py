@@ -15,7 +15,7 @@ from kprobe.api.business_endpoints import search_matches as business_matches
 from kprobe.api.errors import bad_request
 from kprobe.causal.incidents import parse_incident_id
 from kprobe.causal.records import Store
-from kprobe.causal.spans import SPAN_COLS, SpanLookupError, SpanRef, find_span, trace_spans
+from kprobe.causal.span_chain import SPAN_COLS, SpanLookupError, SpanRef, find_span, trace_spans
 from kprobe.finance.domain import DomainMap
 from kprobe.query.events import EventQuery, fetch, summary
 from kprobe.query.stats import collect

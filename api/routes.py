@@ -17,7 +17,7 @@ from kprobe.api import causal_endpoints as ce
 from kprobe.api import data_endpoints as de
 from kprobe.api.errors import bad_request
 from kprobe.api.params import Param
-from kprobe.api.timeline import KIND_NAMES, Window, timeline
+from kprobe.api.timeline_lod import KIND_NAMES, Window, timeline
 from kprobe.causal.records import Store
 from kprobe.finance.domain import DomainMap
 from kprobe.schemas.tables import BY_NAME

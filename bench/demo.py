@@ -60,7 +60,7 @@ def main() -> int:
     lat = {}
     if last["span_id"]:
         from kprobe.causal.incidents import incidents
-        from kprobe.causal.spans import find_span, why_span
+        from kprobe.causal.span_chain import find_span, why_span
         from kprobe.sinks.chdb_store import ChdbStore
 
         store = ChdbStore(data / f"run{args.runs - 1}")

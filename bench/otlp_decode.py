@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from kprobe.otel.spans import decode_export_request
+from kprobe.otel.otlp_decode import decode_export_request
 
 
 def _kv(key: str, value: object) -> KeyValue:

@@ -127,7 +127,7 @@ def native(bins: dict[str, str], w: Workload, n: int, journal: Path, serialized_
 def recorded(session: Path, cpu: int, bins: dict[str, str], w: Workload, n: int,
              journal: Path) -> tuple[Run, float, list[str], int, dict[str, tuple[int, int]]]:
     """One recorded run (its own recorder: a log is complete once the recorder stopped, see
-    replay/redact.py) and the probes' run counts and times during it."""
+    replay/log_masking.py) and the probes' run counts and times during it."""
     from kprobe.replay.record import ReplayRecorder
 
     rec = ReplayRecorder(session, cpu=cpu)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kprobe.causal.records import Store
-from kprobe.causal.spans import SPAN_COLS, SpanRef
+from kprobe.causal.span_chain import SPAN_COLS, SpanRef
 from kprobe.schemas.store_tables import STATUS_ERROR
 
 DEFAULT_SLOW_NS = 500_000_000

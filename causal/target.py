@@ -14,7 +14,15 @@ from typing import Protocol
 from kprobe.causal.incidents import parse_incident_id
 from kprobe.causal.model import Analysis
 from kprobe.causal.records import Store
-from kprobe.causal.spans import SpanAnalysis, SpanRef, find_span, hex_id, pick_span, trace_spans, why_span
+from kprobe.causal.span_chain import (
+    SpanAnalysis,
+    SpanRef,
+    find_span,
+    hex_id,
+    pick_span,
+    trace_spans,
+    why_span,
+)
 from kprobe.causal.why import why
 from kprobe.query.timefmt import parse_ts
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kprobe.causal.records import Store
-from kprobe.causal.spans import SPAN_COLS, SpanLookupError, SpanRef, pick_span, trace_spans, why_span
+from kprobe.causal.span_chain import SPAN_COLS, SpanLookupError, SpanRef, pick_span, trace_spans, why_span
 from kprobe.causal.why import NoDataError
 from kprobe.export.protowire import data, fixed64, string, uint
 from kprobe.query.events import EventQuery, fetch

@@ -11,7 +11,7 @@ Input is the store (``query_rows``), output plain data (:class:`Timeline`) that 
 2. ledger writes: for each file rule (``match.path``), the fsync/fdatasync/write rows of the
    services in the timeline on descriptors opened on a matching path, inside the timeline's span
    of time: "write initiated" at the call's entry, "completed" at its exit;
-3. the root cause: the causal engine (:func:`kprobe.causal.spans.why_span`) on the failed (else
+3. the root cause: the causal engine (:func:`kprobe.causal.span_chain.why_span`) on the failed (else
    the longest) span; its root cause is inserted at the start of the event it delayed;
 4. windows: each event whose rule names a window is placed (:meth:`Window.locate`); one that
    ended past the cut-off it started before is an incident naming the window, the slack it had
@@ -228,7 +228,7 @@ def _ledger_writes(store: Store, dmap: DomainMap, events: list[TimelineEvent]) -
 
 
 def _root_cause(store: Store, tl: Timeline, spans: list[dict[str, Any]]) -> None:
-    from kprobe.causal.spans import SpanLookupError, SpanRef, why_span
+    from kprobe.causal.span_chain import SpanLookupError, SpanRef, why_span
     from kprobe.causal.why import NoDataError, phrase
 
     victims = [r for r in spans if int(r["status_code"]) == 2] or spans

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .spans import SpanBatch
+from .otlp_decode import SpanBatch
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from .errors import ReceiverBindError
-from .ingest import Ingestor, Verdict
+from .intake import Ingestor, Verdict
 
 __all__ = ["OtlpGrpcServer", "SERVICE", "METHOD"]
 

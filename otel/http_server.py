@@ -30,7 +30,7 @@ from kprobe.schemas.varint import varint
 
 from .errors import ReceiverBindError
 from .http_limits import HttpLimits, LimitedHandler, LimitedHTTPServer
-from .ingest import Ingestor, Outcome, Verdict
+from .intake import Ingestor, Outcome, Verdict
 
 __all__ = ["OtlpHttpServer", "TRACES_PATH"]
 

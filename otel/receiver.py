@@ -7,7 +7,7 @@ SDK exporters, with nothing but an endpoint change on their side.
 Guarantees, whichever transport a span arrives on:
 
 * every span handed to ``on_spans`` is redacted (PANs masked, CVV/track/PIN
-  attributes dropped, see :mod:`kprobe.otel.spans`), and from :meth:`start` on,
+  attributes dropped, see :mod:`kprobe.otel.otlp_decode`), and from :meth:`start` on,
   every log record of the process is masked too (an error quoting a span must
   not print what the span store never got; :func:`kprobe.masking.install_log_masking`);
 * ``on_spans`` is never called concurrently (it runs under a lock);
@@ -39,8 +39,8 @@ from .errors import ReceiverBindError
 from .grpc_server import OtlpGrpcServer
 from .http_limits import HttpLimits
 from .http_server import OtlpHttpServer
-from .ingest import Ingestor, IngestStats
-from .spans import SpanBatch
+from .intake import Ingestor, IngestStats
+from .otlp_decode import SpanBatch
 
 __all__ = ["OtlpReceiver", "ReceiverBindError", "DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT"]
 
@@ -171,6 +171,6 @@ class OtlpReceiver:
 
     def stats(self) -> dict[str, int]:
         """Counter snapshot: ``{grpc,http}_{requests,spans_accepted,rejected,sink_errors,invalid_spans}``,
-        ``sensitive_attributes_dropped``, ``values_masked`` (see :class:`~kprobe.otel.ingest.IngestStats`).
+        ``sensitive_attributes_dropped``, ``values_masked`` (see :class:`~kprobe.otel.intake.IngestStats`).
         """
         return self._stats.snapshot()

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kprobe.otel.spans import SPAN_SCHEMA, SpanBatch
+from kprobe.otel.otlp_decode import SPAN_SCHEMA, SpanBatch
 from kprobe.schemas.store_tables import SPANS_TABLE
 
 _STRING_COLUMNS = {f.name for f in SPAN_SCHEMA if str(f.type) == "string"}

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 from . import new_decoder, sniff
 from .base import ConnectionDecoder, DecodeStats, Direction
-from .spans import SocketPair, SpanRows
+from .span_rows import SocketPair, SpanRows
 
 __all__ = ["Assembler", "Connection", "Piece"]
 

@@ -11,7 +11,7 @@ is appended, batch by batch, as raw fixed-size records to files in ``<data>/repl
     meta.json   host, clock offset (kernel monotonic -> UTC), counters (drops, truncations), state
 
 Syscall records are written as the numpy batch's bytes, as they are. Data chunks first go
-through the card-data masker (replay/redact.py: per stream, so it costs a little Python per
+through the card-data masker (replay/log_masking.py: per stream, so it costs a little Python per
 chunk, and it holds back the last few hundred bytes of each stream until more arrives). The
 ordinary recorder keeps storing its event tables (offcpu, syscall, ...) in chDB as before; this
 stream only adds what replay needs.
@@ -35,7 +35,7 @@ from kprobe.agent.probeset import BUILD_DIR, ProbeSet
 from kprobe.agent.ringbuf import RingReader
 from kprobe.masking import install_log_masking
 from kprobe.replay import timeprobes
-from kprobe.replay.redact import ReplayMasker
+from kprobe.replay.log_masking import ReplayMasker
 from kprobe.replay.seccomp import hand_over_numbers
 from kprobe.replay.serialize import default_cpu, serialize_process, serialize_thread
 from kprobe.schemas import layouts as L
@@ -70,7 +70,7 @@ class ReplayCapture:
 
     @property
     def pans_masked(self) -> int:
-        """Card numbers, track data and sensitive values masked so far (replay/redact.py)."""
+        """Card numbers, track data and sensitive values masked so far (replay/log_masking.py)."""
         return self._masker.streams_masked()
 
     def start(self, host_wide_uprobes: bool = False) -> ReplayCapture:
@@ -146,7 +146,7 @@ class ReplayCapture:
 
     def _drain_once(self, final: bool = False) -> None:
         """Syscall records are written as drained; data chunks only once masked, which may hold
-        some back until more of their stream is seen (replay/redact.py)."""
+        some back until more of their stream is seen (replay/log_masking.py)."""
         rsys = self._readers["rsys"].drain()
         if rsys.size:
             self._serialize_new(rsys)

@@ -25,8 +25,8 @@ from kprobe.masking import mask_same_length
 from kprobe.replay import tracee as T
 from kprobe.replay import vclock
 from kprobe.replay.log import Event
+from kprobe.replay.log_masking import matches_logged, overlay_logged
 from kprobe.replay.order import Thread
-from kprobe.replay.redact import matches_logged, overlay_logged
 from kprobe.replay.session import Request, Session
 from kprobe.replay.syscall_sets import (
     ACCEPTS,
@@ -202,7 +202,7 @@ def write(s: Session, tid: int, th: Thread, regs, nr: int, args, e: Event) -> st
     actual = gather(s, nr, args)
     n = min(len(actual), e.ret) if e.ret >= 0 else len(actual)
     expected = e.regions.get(0, b"")[: max(e.ret, 0)]
-    # The log holds card data masked (per stream, replay/redact.py): where it has '*', any byte
+    # The log holds card data masked (per stream, replay/log_masking.py): where it has '*', any byte
     # matches; what is hashed or shown is never less masked than the log.
     same = matches_logged(actual[:n], expected[:n]) and not (e.ret >= 0 and len(actual) < e.ret)
     if not same:

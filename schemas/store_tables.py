@@ -101,7 +101,7 @@ AGENT_TABLES: tuple[str, ...] = (PROCESSES_TABLE, MEMCG_MEMBERS_TABLE, CGROUP_CP
 
 # --- spans
 # Kept apart from the OTLP decoder (which imports protobuf) so the store can create the table
-# without loading the receiver. Columns mirror :data:`kprobe.otel.spans.SPAN_SCHEMA`; a test checks
+# without loading the receiver. Columns mirror :data:`kprobe.otel.otlp_decode.SPAN_SCHEMA`; a test checks
 # they stay in step. The join with kernel events is host + ``pid`` (resource ``process.pid``) +
 # ``tid`` (span attribute ``thread.id``, 0 when absent) + [``ts_ns``, ``end_ns``], so the sort key
 # starts with pid; lookups by span or trace id go through bloom-filter skip indexes where the

@@ -142,3 +142,35 @@ def test_tables_are_declared_only_in_schemas() -> None:
         name for name, f in modules.items()
         for node in ast.walk(ast.parse(f.read_text()))
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "TableDef"}
+
+
+# A name reused across packages is fine when it is the same job in another subsystem (a
+# subsystem's status file, its errors, its probe capture) or a CLI command named for the package
+# it drives; anything else is two jobs under one name, and a reader opens the wrong file.
+SHARED_NAMES = {"status", "errors", "capture"}
+
+
+def test_a_module_name_means_one_job() -> None:
+    by_stem: dict[str, list[str]] = {}
+    for name in _modules():
+        parts = name.split(".")
+        if len(parts) > 2 and parts[-1] != parts[-2]:
+            by_stem.setdefault(parts[-1], []).append(name)
+    clashes = {}
+    for stem, names in by_stem.items():
+        outside_cli = [n for n in names if not n.startswith("kprobe.cli.")]
+        if len(outside_cli) > 1 and stem not in SHARED_NAMES:
+            clashes[stem] = sorted(names)
+    assert not clashes, f"same module name, different jobs: rename one of each {clashes}"
+
+
+def test_the_readme_folder_table_names_every_folder() -> None:
+    """A newcomer reads the README's folder table to find where a concern lives: a folder missing
+    from it is a folder nobody finds."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    folders = {line.split("/", 1)[0] for line in tracked.splitlines() if "/" in line}
+    table = (REPO / "README.md").read_text()
+    missing = sorted(f for f in folders if f"| `{f}/" not in table)
+    assert not missing, f"folders without a row in the README's folder table: {missing}"

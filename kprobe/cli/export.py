@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     # lazy: the causal engine's span lookup (msgspec) and the store client are ~60 ms of `kprobe --help`
-    from kprobe.causal.spans import SpanLookupError, hex_id
+    from kprobe.causal.span_chain import SpanLookupError, hex_id
     from kprobe.export.perfetto import Selection, export
     from kprobe.query.client import QueryError
 

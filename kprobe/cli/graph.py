@@ -61,7 +61,7 @@ def _host(store, pid: int) -> str:  # noqa: ANN001 - Store
 def run(args: argparse.Namespace) -> int:
     # lazy: the causal engine (msgspec) and the store client are ~60 ms of `kprobe --help`
     from kprobe.causal.graph import ROOT_CAUSE_QUERY, OperationRef, analysis_graph, interval_op_id, span_op_id
-    from kprobe.causal.spans import SpanLookupError
+    from kprobe.causal.span_chain import SpanLookupError
     from kprobe.causal.target import explain
     from kprobe.causal.why import NoDataError
     from kprobe.query.client import QueryError

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.payment or args.order:
         return _why_business(args)
     # lazy: the analysis (msgspec, the causal engine) and the store client are ~60 ms of `kprobe --help`
-    from kprobe.causal.spans import SpanLookupError
+    from kprobe.causal.span_chain import SpanLookupError
     from kprobe.causal.target import explain
     from kprobe.causal.why import NoDataError, render_text
     from kprobe.query.client import QueryError

@@ -64,7 +64,7 @@ class DemoResult:
     payments: list[dict[str, Any]]
     failed: dict[str, Any] | None
     pids: dict[str, int]
-    analysis: Any = None                # kprobe.causal.spans.SpanAnalysis
+    analysis: Any = None                # kprobe.causal.span_chain.SpanAnalysis
     incident_end_ns: int = 0
     printed_ns: int = 0
     text: str = ""
@@ -174,7 +174,7 @@ def run_demo(cfg: DemoConfig, out: IO[str] = sys.stdout) -> DemoResult:
     """Record, run the incident, explain the failed payment; needs root (eBPF, cgroups, real-time priority)."""
     from kprobe.agent.probeset import ProbeConfig
     from kprobe.agent.recorder import RecorderConfig
-    from kprobe.causal.spans import find_span, why_span
+    from kprobe.causal.span_chain import find_span, why_span
     from kprobe.embedded import EmbeddedSession
     from kprobe.otel.config import OtlpConfig
 
@@ -351,7 +351,7 @@ def _post_payment(port: int, payment: str, amount: str, card: str, timeout: floa
 
 def _decoded_payment_span(store: Any, service: str, payment: str) -> Any:
     """The handler's own decoded server span of this payment (``POST /pay``), found by its body's id."""
-    from kprobe.causal.spans import find_span
+    from kprobe.causal.span_chain import find_span
 
     rows = store.query_rows(
         "SELECT span_id FROM spans WHERE JSONExtractString(attributes, '@source') = 'kprobe.decoded' "

@@ -40,7 +40,7 @@ class Orders:
 
 def _write_fix_spans(store: Any) -> None:
     from kprobe.protocols import new_decoder
-    from kprobe.protocols.spans import SocketPair, SpanRows
+    from kprobe.protocols.span_rows import SocketPair, SpanRows
 
     rows = SpanRows("test-host")
     pair = SocketPair("127.0.0.1", 40001, "127.0.0.1", 9878, is_client=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kprobe.causal.incidents import parse_incident_id
-from kprobe.causal.spans import SpanRef, hex_id, pick_span
+from kprobe.causal.span_chain import SpanRef, hex_id, pick_span
 
 
 def _span(sid: str, pid: int = 10, status: int = 0, dur: int = 1000, name: str = "op") -> SpanRef:

@@ -12,7 +12,7 @@ import pytest
 from kprobe_fix_session import fix_conversation
 
 from kprobe.protocols import new_decoder
-from kprobe.protocols.spans import SocketPair, SpanRows
+from kprobe.protocols.span_rows import SocketPair, SpanRows
 from kprobe.schemas.store_tables import SPAN_COLUMNS
 from kprobe.sinks.chdb_store import ChdbStore
 

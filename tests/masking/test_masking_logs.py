@@ -13,7 +13,7 @@ from kprobe.masking import install_log_masking
 def test_log_messages_arguments_and_tracebacks_are_masked(caplog: pytest.LogCaptureFixture) -> None:
     install_log_masking()
     install_log_masking()  # idempotent
-    log = logging.getLogger("kprobe.otel.ingest.test")
+    log = logging.getLogger("kprobe.otel.intake.test")
     with caplog.at_level(logging.INFO):
         log.info("span sink failed on %s", {"card.number": "4111 1111 1111 1111", "cvv": "737"})
         try:

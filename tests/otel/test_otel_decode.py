@@ -10,7 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from kprobe.otel.spans import SPAN_SCHEMA, DecodeError, SpanBatch, decode_export_request
+from kprobe.otel.otlp_decode import SPAN_SCHEMA, DecodeError, SpanBatch, decode_export_request
 
 TRACE = bytes(range(16))
 SPAN = bytes(range(8, 16))

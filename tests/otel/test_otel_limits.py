@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from kprobe.otel.clock_window import ClockWindow
 from kprobe.otel.http_limits import HttpLimits
+from kprobe.otel.otlp_decode import SpanBatch
 from kprobe.otel.receiver import OtlpReceiver
-from kprobe.otel.spans import SpanBatch
 
 
 @pytest.fixture

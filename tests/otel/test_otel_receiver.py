@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from kprobe.otel.grpc_server import METHOD, SERVICE
+from kprobe.otel.otlp_decode import SpanBatch
 from kprobe.otel.receiver import OtlpReceiver, ReceiverBindError
-from kprobe.otel.spans import SpanBatch
 
 TIMEOUT = 5.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kprobe.otel.otlp_decode import SPAN_SCHEMA, SpanBatch
 from kprobe.otel.span_writer import batch_columns, otel_summary
-from kprobe.otel.spans import SPAN_SCHEMA, SpanBatch
 from kprobe.schemas.store_tables import SPAN_COLUMNS, SPANS_TABLE
 from kprobe.sinks.ddl import ServerFeatures, create_table_sql
 

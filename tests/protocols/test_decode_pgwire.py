@@ -13,7 +13,7 @@ from pg_server import PgServer, unavailable
 from wire_relay import Relay, replay, replay_split
 
 from kprobe.protocols import Direction, new_decoder
-from kprobe.protocols.spans import SocketPair, SpanRows
+from kprobe.protocols.span_rows import SocketPair, SpanRows
 from kprobe.sinks.chdb_store import ChdbStore
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))

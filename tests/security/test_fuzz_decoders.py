@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from kprobe.otel.http_server import gunzip_bounded
-from kprobe.otel.spans import DecodeError, decode_export_request
+from kprobe.otel.otlp_decode import DecodeError, decode_export_request
 from kprobe.schemas.tables import BY_NAME
 from kprobe.sinks.spool import CorruptSpoolFile, DiskSpool
 from kprobe.sinks.spool import decode as spool_decode

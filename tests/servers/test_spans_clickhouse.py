@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
+from kprobe.otel.otlp_decode import decode_export_request
 from kprobe.otel.span_writer import batch_columns
-from kprobe.otel.spans import decode_export_request
 from kprobe.schemas.store_tables import SPANS_TABLE
 from kprobe.sinks.ddl import ServerFeatures, create_table_sql, session_settings
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .clock_window import ClockWindow
-from .spans import DecodeError, SpanBatch, decode_export_request
+from .otlp_decode import DecodeError, SpanBatch, decode_export_request
 
 __all__ = ["Verdict", "Outcome", "IngestStats", "Ingestor", "TRANSPORTS"]
 

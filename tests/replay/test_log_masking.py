@@ -8,7 +8,7 @@ from card_shapes import leaked, pan_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kprobe.replay.redact import ReplayMasker, matches_logged, overlay_logged
+from kprobe.replay.log_masking import ReplayMasker, matches_logged, overlay_logged
 from kprobe.schemas import layouts as L
 
 PAN = b"4111 1111 1111 1111"
