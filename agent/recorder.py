@@ -51,17 +51,25 @@ def constant_column(n: int, value: str) -> np.ndarray:
     return out
 
 
+#: Store batch interval of an embedded recording: each chDB insert costs the same whatever its size.
+EMBEDDED_FLUSH_MS = 15000.0
+#: With Kafka the dataflows' freshness waits on the batch interval.
+KAFKA_FLUSH_MS = 1000.0
+#: A small table waits this many batch intervals (a query still flushes everything first).
+HOLD_FLUSHES = 4
+
+
 @dataclass
 class RecorderConfig:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     poll_ms: float = 5.0      # shortest ring polling interval (used while rings fill fast)
     max_poll_ms: float = 250.0  # longest sleep while rings are quiet; a ring 1/8 full wakes the drain at once
-    flush_ms: float = 1000.0  # each store insert has a fixed cost (~10-20 ms of CPU in chDB)
+    flush_ms: float = EMBEDDED_FLUSH_MS  # `kprobe record`'s default; KAFKA_FLUSH_MS with --kafka
     flush_rows: int = 1_000_000
     # A table with fewer than hold_rows pending rows waits for a flush at most hold_ms apart instead of
     # every flush_ms: each insert costs the embedded engine the same whatever its size, and most tables
     # get a few rows a second. A query's flush request writes everything. 0: every flush writes all.
-    hold_ms: float = 0.0
+    hold_ms: float = HOLD_FLUSHES * EMBEDDED_FLUSH_MS
     hold_rows: int = 5000
     writer_nice: int = 0      # >0: the writer yields the CPU to the service it observes (lags on a saturated host)
     queue_batches: int = 64

@@ -127,10 +127,13 @@ static __always_inline void kp_sk_tuple(struct sock *sk, __u16 *family, __u16 *s
 	}
 }
 
+/* Every loader sizes its rings before load (agent/probeset.py ring_size, replay/capture.py,
+ * protocols/capture.py): the size here is only a placeholder, the smallest any policy uses. */
+#define KP_RING_PLACEHOLDER_BYTES (256 * 1024)
 #define KP_RINGBUF(name)                                  \
 	struct {                                          \
 		__uint(type, BPF_MAP_TYPE_RINGBUF);       \
-		__uint(max_entries, 4 * 1024 * 1024);     \
+		__uint(max_entries, KP_RING_PLACEHOLDER_BYTES); \
 	} name SEC(".maps")
 
 #endif

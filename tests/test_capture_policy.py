@@ -79,3 +79,17 @@ def test_block_sums_and_small_table_holding(argv, min_block_us, hold_ms):
     cfg = _config(*argv)
     assert cfg.probes.min_block_us == min_block_us
     assert cfg.hold_ms == hold_ms
+
+
+def test_the_library_default_is_the_commands_default(capsys):
+    """An embedded session built in code (the demo, the API's tests, a user's script) batches like
+    `kprobe record` does, and the help text states those numbers."""
+    from kprobe.agent.recorder import EMBEDDED_FLUSH_MS, KAFKA_FLUSH_MS, RecorderConfig
+
+    cli = recorder_config(build_parser().parse_args(["record"]), watching=False)
+    lib = RecorderConfig()
+    assert (lib.flush_ms, lib.hold_ms) == (cli.flush_ms, cli.hold_ms) == (EMBEDDED_FLUSH_MS, 4 * EMBEDDED_FLUSH_MS)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["record", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default: {EMBEDDED_FLUSH_MS:.0f} embedded, {KAFKA_FLUSH_MS:.0f} with --kafka" in text

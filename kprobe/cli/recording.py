@@ -113,7 +113,7 @@ def add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
 def recorder_config(args: argparse.Namespace, watching: bool):  # -> RecorderConfig
     """The recorder's configuration from a recording command's options (``watching``: a watch list or `run`)."""
     from kprobe.agent.probeset import ProbeConfig  # lazy: libbpf, numpy and the record layouts
-    from kprobe.agent.recorder import RecorderConfig
+    from kprobe.agent.recorder import EMBEDDED_FLUSH_MS, HOLD_FLUSHES, KAFKA_FLUSH_MS, RecorderConfig
 
     ring = None if args.ring_kb is None else args.ring_kb * 1024
     if ring is not None and (ring & (ring - 1) or ring < 4096):
@@ -144,11 +144,11 @@ def recorder_config(args: argparse.Namespace, watching: bool):  # -> RecorderCon
         syscalls=args.syscalls.split(",") if args.syscalls else None,
     )
     kafka = bool(getattr(args, "kafka", None))
-    flush_ms = args.flush_ms if args.flush_ms is not None else (1000.0 if kafka else 15000.0)
+    flush_ms = args.flush_ms if args.flush_ms is not None else (KAFKA_FLUSH_MS if kafka else EMBEDDED_FLUSH_MS)
     return RecorderConfig(
         probes=probes,
         flush_ms=flush_ms,
-        hold_ms=0.0 if kafka else 4 * flush_ms,
+        hold_ms=0.0 if kafka else HOLD_FLUSHES * flush_ms,
         poll_ms=args.poll_ms,
         writer_nice=args.writer_nice,
         retention_s=args.retention,
