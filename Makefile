@@ -37,4 +37,4 @@ stack-stop:
 	deploy/stack.sh stop all
 
 test-servers: setup
-	.venv/bin/python -m pytest -q -m servers tests/servers tests/test_ddl.py
+	.venv/bin/python -m pytest -q -m servers tests

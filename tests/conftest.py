@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stack_fixtures import stack  # noqa: F401  (the servers' session fixture, for every folder)
+
 WORKLOADS = Path(__file__).parent / "workloads"
 REPO = Path(__file__).resolve().parent.parent
 HOG = "import time\ne=time.monotonic()+{s}\nwhile time.monotonic()<e: pass"   # python -c: spin {s} seconds

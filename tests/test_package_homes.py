@@ -174,3 +174,17 @@ def test_the_readme_folder_table_names_every_folder() -> None:
     table = (REPO / "README.md").read_text()
     missing = sorted(f for f in folders if f"| `{f}/" not in table)
     assert not missing, f"folders without a row in the README's folder table: {missing}"
+
+
+def test_tests_mirror_the_packages() -> None:
+    """A module's tests are in the folder named like its package (or top-level folder); what a test needs (root and the
+    kernel, the servers) is a marker, so a folder never hides a package's tests by requirement."""
+    packages = {name.split(".")[1] for name in _modules() if name.count(".") >= 1}
+    tests = REPO / "tests"
+    helpers = {"workloads", "security", "__pycache__"}
+    folders = {d.name for d in REPO.iterdir() if d.is_dir()}      # deploy/ is tested too, and is no package
+    strays = sorted(d.name for d in tests.iterdir()
+                    if d.is_dir() and not d.name.startswith(".") and d.name not in packages | folders | helpers)
+    assert not strays, f"test folders that are no package: {strays}"
+    loose = sorted(f.name for f in tests.glob("test_*.py") if f.name != Path(__file__).name)
+    assert not loose, f"tests outside their package's folder: {loose}"

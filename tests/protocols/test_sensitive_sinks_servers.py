@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.conftest import kafka_from_stack
+from tests.stack_fixtures import kafka_from_stack
 
 pytestmark = [pytest.mark.kernel, pytest.mark.servers]
 

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from tests.conftest import is_root
-from tests.servers.conftest import kafka_from_stack
+from tests.stack_fixtures import kafka_from_stack
 
 WORKLOADS = Path(__file__).parent / "workloads"
 

@@ -11,7 +11,7 @@ import pytest
 
 from kprobe.sinks.kafka import KafkaSink, KafkaSinkConfig
 from kprobe.sinks.spool import QUARANTINE, DiskSpool
-from tests.servers.conftest import kafka_from_stack
+from tests.stack_fixtures import kafka_from_stack
 
 pytestmark = pytest.mark.servers
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "graph"))
-from sample_analyses import preemption_only, three_hop  # noqa: E402
-
 from kprobe.causal.graph import analysis_graph  # noqa: E402
 from kprobe.sinks.graph_ladybug import LadybugGraph  # noqa: E402
 from kprobe.sinks.graph_neo4j import Neo4jGraph, parse_auth  # noqa: E402
+from tests.causal.sample_analyses import preemption_only, three_hop  # noqa: E402
 
 pytestmark = pytest.mark.servers
 
@@ -50,13 +47,12 @@ def test_root_cause_query_on_neo4j_equals_analysis_and_ladybug(stack, tmp_path):
 
 def test_causality_flow_writes_edges_to_neo4j_with_two_workers(stack):
     """The bytewax flow with the Neo4j graph sink: each host's operation lands with its root cause, once."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dataflows"))
     from bytewax.testing import TestingSource, cluster_main
-    from test_windowing import lock_scenario, tick
 
     from kprobe.dataflows.causal_step import EventBatch
     from kprobe.dataflows.causality import FlowOptions, build_flow, graph_factory
     from kprobe.dataflows.windowing import SEC, WindowConfig
+    from tests.dataflows.test_windowing import lock_scenario, tick
 
     run = uuid.uuid4().hex[:10]
     hosts = [f"flow-{run}-a", f"flow-{run}-b"]

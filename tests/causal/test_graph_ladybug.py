@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from sample_analyses import preemption_only, three_hop
-
 from kprobe.causal.graph import analysis_graph
 from kprobe.sinks.graph_ladybug import LadybugGraph
+from tests.causal.sample_analyses import preemption_only, three_hop
 
 
 def counts(g, host: str) -> tuple[int, int]:

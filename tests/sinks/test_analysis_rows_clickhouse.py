@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "graph"))
-from sample_analyses import three_hop  # noqa: E402
 
 from kprobe.dataflows.causal_step import analysis_row  # noqa: E402
 from kprobe.dataflows.windowing import Operation  # noqa: E402
 from kprobe.schemas.store_tables import ANALYSIS_TABLE  # noqa: E402
 from kprobe.sinks.analysis_rows import AnalysisRowsSink, ClickHouseSql  # noqa: E402
+from tests.causal.sample_analyses import three_hop  # noqa: E402
 
 pytestmark = pytest.mark.servers
 

@@ -26,7 +26,7 @@ import yaml
 
 from kprobe.cli import build_parser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "kprobe"
 TOOLS_SCRIPT = REPO / "deploy" / "k8s-tools.sh"
 RELEASE, NAMESPACE = "kp", "monitoring"

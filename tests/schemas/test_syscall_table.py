@@ -15,7 +15,7 @@ from kprobe.schemas import layouts as L
 from kprobe.schemas import syscalls
 from kprobe.schemas.syscall_table import BY_NAME, TABLE, Capture, Rule, c_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 
 

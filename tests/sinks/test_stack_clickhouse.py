@@ -1,6 +1,6 @@
 """Generated DDL on the real old ClickHouse (Debian's 18.16) over the native protocol.
 
-chDB checks the modern side (tests/test_ddl.py); this checks that the same table definitions,
+chDB checks the modern side (tests/sinks/test_ddl.py); this checks that the same table definitions,
 adapted by kprobe.sinks.ddl, create, take numpy-columnar and list inserts, and drop time
 partitions (how retention works where TTL does not exist) on the server version CI really has.
 """

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from sample_analyses import MS, T0, three_hop
-
 from kprobe.causal.graph import REL_SCHEMA, analysis_graph, interval_op_id, process_id
+from tests.causal.sample_analyses import MS, T0, three_hop
 
 
 def test_chain_is_marked_and_root_is_the_deepest_cause():

@@ -1,7 +1,7 @@
 """kprobe.sinks.ddl: one table definition, DDL for both chDB (everything) and 18.16 (little).
 
 No server needed: the modern DDL is executed on chDB in-process; the 18.16 DDL is checked as
-text here and executed on the real server in tests/servers/test_stack_clickhouse.py.
+text here and executed on the real server in tests/sinks/test_stack_clickhouse.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Session fixture that brings up the real local stack with deploy/stack.sh.
+"""The real local stack (deploy/stack.sh) for the tests marked ``servers``, wherever their package puts them.
+
+``stack`` is a session fixture (tests/conftest.py makes it visible everywhere); ``kafka_from_stack`` is
+the body of a module fixture that needs only Kafka.
 
 If the script fails the tests fail with its output: a server test that silently skips would
 hide exactly the breakage these tests exist to catch. Services that were not running before
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "deploy" / "stack.sh"
 SERVICES = ("kafka", "neo4j", "clickhouse")
 # The first start downloads ~170 MB of jars from Maven Central and may apt-get ClickHouse.
@@ -42,7 +45,7 @@ def _running(service: str) -> bool:
 
 def kafka_from_stack() -> Iterator[str]:
     """The Kafka of deploy/stack.sh as a fixture body (started when not running, stopped after unless
-    KPROBE_STACK_KEEP=1): yields its bootstrap address. For modules outside tests/servers."""
+    KPROBE_STACK_KEEP=1): yields its bootstrap address."""
     was_running = _running("kafka")
     result = _stack("start", "kafka", timeout=1200)
     if result.returncode != 0:
