@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +16,16 @@ import pytest
 
 from kprobe.agent.identity import IdentityCache, processes_columns, read_identity
 from kprobe.agent.pod_identity import KubeletConfig, PodDirectory, parse_path, parse_pod_list
-from tests.pod_cgroups import CID, LAYOUTS, U_, UID, Kubelet, _layout, _pod, cgroup_test_roots, in_cgroup
-
-
-@pytest.fixture
-def cgroup_roots(tmp_path) -> Iterator[dict[str, Path]]:
-    with cgroup_test_roots(tmp_path.name[-12:]) as roots:
-        yield roots
-
-
-@pytest.fixture
-def kubelet() -> Iterator[Kubelet]:
-    k = Kubelet()
-    yield k
-    k.close()
+from tests.agent.pod_cgroups import (
+    CID,
+    LAYOUTS,
+    U_,
+    UID,
+    Kubelet,
+    _layout,
+    _pod,
+    in_cgroup,
+)
 
 
 @pytest.mark.parametrize("runtime,driver,qos", LAYOUTS)

@@ -12,12 +12,10 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.pod_cgroups import CID, UID, Kubelet, _layout, _pod, cgroup_test_roots, in_cgroup
+from tests.agent.pod_cgroups import CID, UID, _layout, _pod, in_cgroup
 
 pytestmark = pytest.mark.kernel
 KPROBE = [sys.executable, "-m", "kprobe"]
@@ -28,19 +26,6 @@ def kp(*args: str) -> str:
     assert r.returncode == 0, (args, r.stdout, r.stderr)
     return r.stdout
 
-
-
-@pytest.fixture
-def cgroup_roots(tmp_path) -> Iterator[dict[str, Path]]:
-    with cgroup_test_roots(tmp_path.name[-12:]) as roots:
-        yield roots
-
-
-@pytest.fixture
-def kubelet() -> Iterator[Kubelet]:
-    k = Kubelet()
-    yield k
-    k.close()
 
 def test_recorded_events_carry_the_pod(cgroup_roots, kubelet, probes_built, tmp_path):
     kubelet.pods = [_pod(UID, "payments", "settlement-7d4b9c8f5d-x2k9q",
