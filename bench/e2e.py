@@ -239,8 +239,8 @@ def stage_costs(ch_host: str, ch_port: int, ch_http_port: int, n: int = 32768) -
 
 
 def build_paced_syscalls() -> Path:
-    """bench/workloads/paced_syscalls.c compiled into bench/build/ (again when the source is newer)."""
-    src, out = REPO / "bench" / "workloads" / "paced_syscalls.c", REPO / "bench" / "build" / "paced_syscalls"
+    """tests/workloads/paced_syscalls.c compiled into bench/build/ (again when the source is newer)."""
+    src, out = REPO / "tests" / "workloads" / "paced_syscalls.c", REPO / "bench" / "build" / "paced_syscalls"
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
         out.parent.mkdir(exist_ok=True)
         subprocess.run(["cc", "-O2", "-Wall", "-o", str(out), str(src)], check=True)
@@ -392,7 +392,7 @@ def main() -> int:
         steady = stream([sys.executable, str(REPO / "tests" / "workloads" / "steady_writer.py"),
                          str(work / "steady.out"), "0.2", str(args.steady_s)], "agent2", expected)
         expected2, flow2 = expected + steady["rows"], steady["flow"]
-        # phase 3: paced read+write pairs (bench/workloads/paced_syscalls.c): freshness under high load
+        # phase 3: paced read+write pairs (tests/workloads/paced_syscalls.c): freshness under high load
         sustained = None
         if args.sustained_rate:
             sustained = stream([str(build_paced_syscalls()), str(args.sustained_rate // 2), str(args.sustained_s)],
