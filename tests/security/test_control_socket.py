@@ -176,3 +176,54 @@ def test_bad_requests_are_counted_not_fatal(live: Live) -> None:
     after = control_counts(live)
     assert after["sql_failed"] == before["sql_failed"] + 2
     assert raw_post(live.server.path, "SELECT 1")[0] == 200  # still serving
+
+
+def test_the_real_recorder_refuses_a_raw_write_and_kprobe_stats_counts_it(tmp_path: Path, probes_built: None) -> None:
+    """`kprobe record` as users run it: a raw INSERT on its socket is refused and shown by `kprobe stats`;
+    `kprobe sql --write` goes through the write socket; `kprobe why` (the engine's reads) still answers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    kp = [sys.executable, "-m", "kprobe"]
+    data = tmp_path / "d"
+    rec = subprocess.Popen([*kp, "record", "--data", str(data), "--no-otlp", "--watch-pid", str(os.getpid())],
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        line = rec.stderr.readline() if rec.stderr else ""
+        while not line.startswith("kprobe: recording "):
+            assert line, "recorder exited before recording"
+            line = rec.stderr.readline() if rec.stderr else ""
+        sock = data / "kprobe.sock"
+        status, body = raw_post(sock, "INSERT INTO offcpu (ts, tgid, tid) VALUES (1, 2, 3)")
+        assert status == 403 and b"read-only" in body, body
+        status, body = raw_post(sock, "SELECT file('/etc/shadow')")
+        assert status == 403 and b"outside the store" in body, body
+        status, body = raw_post(sock, "SELECT count() FROM offcpu WHERE ts = 1")
+        assert status == 200 and body.strip() == b"0", body
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*kp, *args], capture_output=True, text=True, timeout=120)
+
+        r = run("sql", "--data", str(data), "CREATE TABLE scratch (a UInt8) ENGINE = Memory")
+        assert r.returncode != 0 and "--write" in r.stderr, r.stderr
+        r = run("sql", "--data", str(data), "--write", "CREATE TABLE scratch (a UInt8) ENGINE = Memory")
+        assert r.returncode == 0, r.stderr
+        now = time.time_ns()
+        r = run("why", "--data", str(data), "--pid", str(os.getpid()), "--json",
+                "--from", str(now - 2_000_000_000), "--to", str(now))
+        assert r.returncode == 0 and json.loads(r.stdout), r.stderr
+        r = run("stats", "--data", str(data), "--json")
+        assert r.returncode == 0, r.stderr
+        control = json.loads(r.stdout)["recorder"]["control"]
+        # the raw INSERT and file(); `kprobe sql` refused its CREATE before sending it; --write's CREATE ran
+        assert control["sql_refused"] == 2 and control["sql_writes"] == 1, control
+        assert "file()" in control["last_refused"], control
+        text = run("stats", "--data", str(data)).stdout
+        assert "control socket:" in text and "2 refused (read-only)" in text, text
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec.wait(60)
