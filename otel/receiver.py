@@ -17,7 +17,8 @@ Guarantees, whichever transport a span arrives on:
   success, and all of it is counted in :meth:`OtlpReceiver.stats`;
 * one client cannot hold the receiver: HTTP connections are capped and each request has a
   whole-request deadline (:mod:`kprobe.otel.http_limits`), gRPC calls in progress are capped
-  (``grpc_max_concurrent``: more get RESOURCE_EXHAUSTED from grpc core), and span times are
+  (``grpc_max_concurrent``: more get RESOURCE_EXHAUSTED from kprobe's own admission, counted,
+  :mod:`kprobe.otel.grpc_server`), and span times are
   clamped to a window around now (:mod:`kprobe.otel.clock_window`), all counted.
 
 Usage::
