@@ -43,6 +43,7 @@ class Refused(Exception):
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 64  # socketserver's 5 made a client's connect() fail with EAGAIN beside 8 concurrent readers
 
 
 class ControlCounters:
