@@ -31,6 +31,7 @@ _TOKEN = re.compile(r"""
     (?P<ws>\s+)
   | (?P<line_comment>(?:--|\#)[^\n]*)
   | (?P<block_comment>/\*)
+  | (?P<heredoc>\$(?P<tag>\w*)\$.*?\$(?P=tag)\$)
   | (?P<string>'(?:[^'\\]|\\.|'')*')
   | (?P<quoted>"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`)
   | (?P<number>\d[\w.]*(?:[eE][+-]?\d+)?)
@@ -38,6 +39,7 @@ _TOKEN = re.compile(r"""
   | (?P<punct>.)
 """, re.VERBOSE | re.DOTALL)
 
+_KINDS = ("ws", "line_comment", "block_comment", "heredoc", "string", "quoted", "number", "word", "punct")
 READING_STATEMENTS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"})
 
 # Functions that reach outside the store: files, the network, other programs, the host process.
@@ -84,14 +86,16 @@ def tokens(sql: str) -> list[Token]:
         m = _TOKEN.match(sql, pos)
         if m is None:  # unreachable: ``punct`` matches any character
             raise SqlRefused(f"cannot read the query at offset {pos}")
-        kind = m.lastgroup or "punct"
+        kind = next(k for k in _KINDS if m.group(k) is not None)
         if kind == "block_comment":
             pos = _skip_block_comment(sql, pos)
             continue
         pos = m.end()
         if kind in ("ws", "line_comment"):
             continue
-        if kind == "punct" and m.group() in "'\"`":
+        if kind == "heredoc":
+            kind = "string"
+        if kind == "punct" and m.group() in "'\"`$":
             raise SqlRefused("unterminated quote")
         out.append(Token(kind, m.group()))
     return out
@@ -125,13 +129,22 @@ def check_read_only(sql: str) -> list[Token]:
         raise SqlRefused(f"{first.text.upper()} is not a reading statement (read-only: "
                          f"{', '.join(sorted(READING_STATEMENTS))} only)")
     for i, t in enumerate(toks):
-        if t.kind != "word":
-            continue
-        if t.upper == "OUTFILE":
+        if t.kind == "word" and t.upper == "OUTFILE":
             raise SqlRefused("INTO OUTFILE writes a file as the recorder's user")
-        if t.text.lower() in OUTSIDE_FUNCTIONS and i + 1 < len(toks) and toks[i + 1].text == "(":
-            raise SqlRefused(f"{t.text}() reaches outside the store (files, network or programs)")
+        name = _name(t)
+        if name is not None and name.lower() in OUTSIDE_FUNCTIONS and i + 1 < len(toks) and toks[i + 1].text == "(":
+            raise SqlRefused(f"{name}() reaches outside the store (files, network or programs)")
     return toks
+
+
+def _name(t: Token) -> str | None:
+    """What a word or a quoted identifier names (`file`( and "file"( call file() too)."""
+    if t.kind == "word":
+        return t.text
+    if t.kind == "quoted":
+        q = t.text[0]
+        return t.text[1:-1].replace(q + q, q).replace("\\" + q, q)
+    return None
 
 
 def safe_setting(name: str) -> bool:
