@@ -17,6 +17,11 @@ admitted call reads its body only once one of ``workers`` decode slots is free, 
 bounded by ``workers`` bodies. The pool has a thread for every admitted call plus spares, so a
 refusal never waits behind admitted calls for a thread (a client would see its deadline expire
 instead of the refusal).
+
+A call that never sends its request (a stalled or slowloris client) would hold its slot forever:
+connections are aged out (``call_deadline_s``: GOAWAY after two thirds of it, closed after the
+rest), which bounds every call; one cut that way ends without a request and is counted
+(``grpc_calls_cut``, with calls that send none at all).
 """
 
 from __future__ import annotations
@@ -42,10 +47,10 @@ _SPARE_THREADS = 4  # threads beyond the admitted calls: refusals are answered b
 class _Admission(grpc.GenericRpcHandler):
     """At most ``limit`` Export calls in progress; one more is refused at arrival and counted."""
 
-    def __init__(self, limit: int, workers: int, export: Any, on_refused: Any) -> None:
+    def __init__(self, limit: int, workers: int, export: Any, count: Any) -> None:
         self.limit = limit
         self._export = export
-        self._on_refused = on_refused
+        self._count = count
         self._lock = threading.Lock()
         self.in_progress = 0
         self._decode = threading.BoundedSemaphore(workers)
@@ -60,7 +65,7 @@ class _Admission(grpc.GenericRpcHandler):
             if admitted:
                 self.in_progress += 1
         if not admitted:
-            self._on_refused()
+            self._count("calls_refused")
             return self._refusal
         return self._admitted
 
@@ -72,8 +77,12 @@ class _Admission(grpc.GenericRpcHandler):
     def _run(self, requests: Iterator[bytes], context: Any) -> bytes:
         try:
             with self._decode:
-                body = next(requests, None)
-                if body is None:
+                try:
+                    body = next(requests, None)
+                except grpc.RpcError:  # the call was cancelled while we waited (connection closed)
+                    body = None
+                if body is None:  # cut by the connection age limit, or sent nothing
+                    self._count("calls_cut")
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no ExportTraceServiceRequest in the call")
                 return self._export(body, context)
         finally:
@@ -86,13 +95,14 @@ class OtlpGrpcServer:
 
     def __init__(
         self, ingestor: Ingestor, host: str, port: int, *, workers: int, max_message_bytes: int,
-        max_concurrent: int = 64,
+        max_concurrent: int = 64, call_deadline_s: float = 90.0,
     ) -> None:
         if max_concurrent < 1 or workers < 1:
             raise ValueError(f"max_concurrent and workers must be >= 1, got {max_concurrent}, {workers}")
         self._ingestor = ingestor
         self._executor = ThreadPoolExecutor(max_workers=max_concurrent + _SPARE_THREADS, thread_name_prefix="otlp-grpc")
-        self.admission = _Admission(max_concurrent, workers, self._export, lambda: ingestor.count_grpc("calls_refused"))
+        self.admission = _Admission(max_concurrent, workers, self._export, ingestor.count_grpc)
+        age_ms = max(1, int(call_deadline_s * 1000 * 2 / 3))
         self._server = grpc.server(
             self._executor,
             options=[
@@ -100,6 +110,9 @@ class OtlpGrpcServer:
                 # and the two split the traffic.
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max_message_bytes),
+                # every call ends within call_deadline_s: GOAWAY at the age, closed after the grace
+                ("grpc.max_connection_age_ms", age_ms),
+                ("grpc.max_connection_age_grace_ms", max(1, int(call_deadline_s * 1000) - age_ms)),
             ],
         )
         self._server.add_generic_rpc_handlers((self.admission,))  # bytes in, bytes out

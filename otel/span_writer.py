@@ -84,6 +84,7 @@ def otel_summary(receiver_stats: dict[str, int], writer: dict[str, int | str]) -
         "http_connections_refused": rx.get("http_connections_refused", 0),
         "http_deadline_exceeded": rx.get("http_deadline_exceeded", 0),
         "grpc_calls_refused": rx.get("grpc_calls_refused", 0),
+        "grpc_calls_cut": rx.get("grpc_calls_cut", 0),
         **writer,
         "receiver": dict(rx),
     }

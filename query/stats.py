@@ -220,7 +220,8 @@ def _otel_lines(otel: dict | None) -> list[str]:
            f"{otel['sensitive_attributes_dropped']}",
            f"  span times clamped to now's window {otel.get('spans_time_clamped', 0)}, http connections refused "
            f"(cap) {otel.get('http_connections_refused', 0)}, http requests cut (deadline) "
-           f"{otel.get('http_deadline_exceeded', 0)}, grpc calls refused (cap) {otel.get('grpc_calls_refused', 0)}"]
+           f"{otel.get('http_deadline_exceeded', 0)}, grpc calls refused (cap) "
+           f"{otel.get('grpc_calls_refused', 0)}, grpc calls cut (no request in time) {otel.get('grpc_calls_cut', 0)}"]
     if otel.get("last_error"):
         out.append(f"  last span write error: {otel['last_error']}")
     return out

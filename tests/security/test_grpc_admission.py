@@ -108,3 +108,47 @@ def test_slots_come_back_after_the_flood(gated: tuple[OtlpReceiver, GatedSink]) 
         for _ in range(LIMIT):
             call(body, timeout=10)
     assert rx.stats()["grpc_calls_refused"] == 0 and sink.spans == 4 * LIMIT
+
+
+def test_a_stalled_call_is_cut_and_its_slot_comes_back() -> None:
+    """A real grpc client that opens an Export and never sends its request holds a slot only until
+    the connection age limit closes it; the cut and the refusal meanwhile are both counted."""
+    sink = GatedSink()
+    sink.gate.set()
+    rx = OtlpReceiver(sink, grpc_port=0, http_port=None, grpc_workers=1, grpc_max_concurrent=1,
+                      grpc_call_deadline_s=1.5)
+    rx.start()
+    never = threading.Event()
+
+    def stalled() -> Iterator[bytes]:
+        never.wait(30)  # headers sent, no message, no half-close
+        yield b""
+
+    try:
+        with grpc.insecure_channel(rx.grpc_endpoint) as slow, grpc.insecure_channel(rx.grpc_endpoint) as fast:
+            t0 = time.monotonic()
+            stall = slow.stream_unary(f"/{SERVICE}/{METHOD}").future(stalled(), timeout=30)
+            call = fast.unary_unary(f"/{SERVICE}/{METHOD}")
+            deadline = time.monotonic() + 5
+            while rx._grpc.admission.in_progress == 0 and time.monotonic() < deadline:  # type: ignore[union-attr]
+                time.sleep(0.01)
+            with pytest.raises(grpc.RpcError) as busy:
+                call(sdk_body(), timeout=10)
+            assert busy.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            with pytest.raises(grpc.RpcError):
+                stall.result(timeout=20)
+            cut_after = time.monotonic() - t0
+            deadline = time.monotonic() + 10
+            while True:  # the fast channel's connection is aged out too: retry until a new one answers
+                try:
+                    call(sdk_body(), timeout=10)
+                    break
+                except grpc.RpcError as e:
+                    assert e.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, e
+        stats = rx.stats()
+        assert stats["grpc_calls_cut"] == 1 and stats["grpc_calls_refused"] == 1, stats
+        assert cut_after < 10, cut_after
+        assert sink.spans == 1
+    finally:
+        never.set()
+        rx.stop()
