@@ -73,7 +73,12 @@ class EmbeddedSession:
                 self.receiver.stop()  # type: ignore[attr-defined]
             self.store.close()
             raise
-        self.control = ControlServer(self.data_dir, self._fresh_query, self.live_stats).start()
+        from kprobe.query.readonly import socket_reader
+        from kprobe.query.sqlguard import SqlRefused
+
+        read = socket_reader(self.store.path / "chdb", self.recorder.fresh)  # the read socket: read-only, enforced here
+        self.control = ControlServer(self.data_dir, self._fresh_query, self.live_stats, read=read,
+                                     refused=(SqlRefused,)).start()
         self.report_attach(sys.stderr)
         return self
 

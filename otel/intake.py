@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 TRANSPORTS = ("grpc", "http")
 _PER_TRANSPORT = ("requests", "spans_accepted", "rejected", "sink_errors", "invalid_spans")
 _GLOBAL = ("sensitive_attributes_dropped", "values_masked", "spans_time_clamped",
-           "http_connections_refused", "http_deadline_exceeded")
+           "http_connections_refused", "http_deadline_exceeded", "grpc_calls_refused",
+           "grpc_calls_cut")
 
 
 class Verdict(enum.Enum):
@@ -60,7 +61,10 @@ class IngestStats:
     ``sensitive_attributes_dropped``, ``values_masked``, ``spans_time_clamped`` (spans whose
     start or end lay outside the window around now, moved to its edge), and the HTTP server's
     ``http_connections_refused`` (over the connection cap) and ``http_deadline_exceeded``
-    (requests cut by the whole-request deadline).
+    (requests cut by the whole-request deadline), and the gRPC server's ``grpc_calls_refused``
+    (Export calls answered RESOURCE_EXHAUSTED over the cap of calls in progress; not in
+    ``grpc_requests``: their bodies were never read) and ``grpc_calls_cut`` (calls that ended
+    without a request: stalled until the connection age limit closed them, or empty).
     """
 
     def __init__(self) -> None:
@@ -95,6 +99,10 @@ class Ingestor:
     def count_http(self, name: str) -> None:
         """A connection-level event of the HTTP server (``connections_refused``, ``deadline_exceeded``)."""
         self._stats.add(**{f"http_{name}": 1})
+
+    def count_grpc(self, name: str) -> None:
+        """A call-level event of the gRPC server (``calls_refused``, ``calls_cut``)."""
+        self._stats.add(**{f"grpc_{name}": 1})
 
     def reject(self, transport: str, reason: str) -> Outcome:
         """Count a request refused before decoding (bad framing, media type, size)."""

@@ -17,7 +17,8 @@ Guarantees, whichever transport a span arrives on:
   success, and all of it is counted in :meth:`OtlpReceiver.stats`;
 * one client cannot hold the receiver: HTTP connections are capped and each request has a
   whole-request deadline (:mod:`kprobe.otel.http_limits`), gRPC calls in progress are capped
-  (``grpc_max_concurrent``: more get RESOURCE_EXHAUSTED from grpc core), and span times are
+  (``grpc_max_concurrent``: more get RESOURCE_EXHAUSTED from kprobe's own admission, counted,
+  :mod:`kprobe.otel.grpc_server`) and bounded in time (``grpc_call_deadline_s``), and span times are
   clamped to a window around now (:mod:`kprobe.otel.clock_window`), all counted.
 
 Usage::
@@ -69,6 +70,7 @@ class OtlpReceiver:
         http_limits: HttpLimits | None = None,
         clock_window: ClockWindow | None = None,
         grpc_max_concurrent: int = 64,
+        grpc_call_deadline_s: float = 90.0,
     ) -> None:
         if grpc_port is None and http_port is None:
             raise ValueError("both transports disabled: give grpc_port and/or http_port")
@@ -78,6 +80,7 @@ class OtlpReceiver:
         self._max_body = max_body_bytes
         self._grpc_workers = grpc_workers
         self._grpc_max_concurrent = grpc_max_concurrent
+        self._grpc_call_deadline_s = grpc_call_deadline_s
         self._http_limits = http_limits or HttpLimits()
         self._stats = IngestStats()
         self._ingestor = Ingestor(on_spans, self._stats, clock_window)
@@ -106,6 +109,7 @@ class OtlpReceiver:
                         workers=self._grpc_workers,
                         max_message_bytes=self._max_body,
                         max_concurrent=self._grpc_max_concurrent,
+                        call_deadline_s=self._grpc_call_deadline_s,
                     )
                 if self._want_http is not None:
                     self._http = OtlpHttpServer(

@@ -83,6 +83,8 @@ def otel_summary(receiver_stats: dict[str, int], writer: dict[str, int | str]) -
         "spans_time_clamped": rx.get("spans_time_clamped", 0),
         "http_connections_refused": rx.get("http_connections_refused", 0),
         "http_deadline_exceeded": rx.get("http_deadline_exceeded", 0),
+        "grpc_calls_refused": rx.get("grpc_calls_refused", 0),
+        "grpc_calls_cut": rx.get("grpc_calls_cut", 0),
         **writer,
         "receiver": dict(rx),
     }

@@ -1,7 +1,10 @@
 """Reach the store: through a running recorder's socket, or by opening it directly.
 
-Commands never need to know which: ``Store.open(data_dir)`` picks the socket
+Commands never need to know which: ``open_store(data_dir)`` picks the socket
 when a recorder answers on it, else opens chDB (and says so when it is locked).
+The recorder's read socket runs every query read-only (enforced there, see
+agent/control.py); ``open_store(data_dir, write=True)`` picks its write socket,
+for the few commands that write (``kprobe sql --write``, analysis rows).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
-from kprobe.agent.control import SOCKET_NAME
+from kprobe.agent.control import SOCKET_NAME, WRITE_SOCKET_NAME
 from kprobe.sinks.json_rows import parse_json_each_row
 
 
@@ -32,6 +36,10 @@ class QueryError(RuntimeError):
     pass
 
 
+class QueryRefused(QueryError):
+    """The recorder refused the query in read-only mode."""
+
+
 @dataclass
 class RemoteStore:
     socket_path: Path
@@ -49,11 +57,13 @@ class RemoteStore:
                 msg = json.loads(data)["error"]
             except Exception:
                 msg = data.decode(errors="replace")
-            raise QueryError(msg)
+            raise (QueryRefused if resp.status == 403 else QueryError)(msg)
         return data
 
-    def query(self, sql: str, fmt: str = "JSONEachRow") -> bytes:
-        return self._request("POST", f"/sql?format={fmt}", sql.encode())
+    def query(self, sql: str, fmt: str = "JSONEachRow", settings: dict[str, str] | None = None) -> bytes:
+        """Run ``sql``; ``settings`` go beside it (the read socket takes safe ones only, the text is not touched)."""
+        params = {"format": fmt, **{f"setting.{k}": str(v) for k, v in (settings or {}).items()}}
+        return self._request("POST", f"/sql?{urlencode(params)}", sql.encode())
 
     def query_rows(self, sql: str) -> list[dict]:
         return parse_json_each_row(self.query(sql))
@@ -65,9 +75,9 @@ class RemoteStore:
         pass
 
 
-def recorder_socket(data_dir: Path) -> Path | None:
-    """The socket path if a recorder is answering on it."""
-    path = data_dir / SOCKET_NAME
+def recorder_socket(data_dir: Path, write: bool = False) -> Path | None:
+    """The (read or write) socket path if a recorder is answering on it."""
+    path = data_dir / (WRITE_SOCKET_NAME if write else SOCKET_NAME)
     if not path.exists():
         return None
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -107,8 +117,9 @@ class KafkaOnlyStore:
         pass
 
 
-def open_store(data_dir: Path):  # -> RemoteStore | ChdbStore
-    sock = recorder_socket(data_dir)
+def open_store(data_dir: Path, write: bool = False):  # -> RemoteStore | ChdbStore | KafkaOnlyStore
+    """The store of ``data_dir``: the recorder's socket (its write socket with ``write``), else chDB opened here."""
+    sock = recorder_socket(data_dir, write)
     if sock is not None:
         return RemoteStore(sock)
     if not (data_dir / "chdb").exists():

@@ -1,26 +1,27 @@
-"""`kprobe sql` is read-only unless the user opts in: the guard every ad-hoc query goes through.
+"""`kprobe sql` is read-only unless the user opts in: the path every ad-hoc query goes through.
 
 The store runs inside the recorder, as root. A query that writes (INSERT, DROP, ALTER), reads or
 writes files (``file()``, ``INTO OUTFILE``), reaches the network (``url()``, ``remote()``, ``s3()``)
-or runs programs (``executable()``) would do so with the recorder's privileges. ClickHouse's own
-``readonly = 1`` refuses all of these but ``INTO OUTFILE``, which it still writes, so that one is
-refused here by name. ``max_execution_time`` bounds what one query costs the recorder.
+or runs programs (``executable()``) would do so with the recorder's privileges. So a read-only query
+runs on an engine session opened with ``readonly = 1`` (:mod:`kprobe.query.readonly`), behind a
+token check for what ClickHouse lets through (:mod:`kprobe.query.sqlguard`), and
+``max_execution_time`` bounds what it costs the recorder. Both are enforced where the query runs:
+in the recorder for its socket (agent/control.py), here when the store is opened locally. The
+statement is never rewritten, so one that carries its own SETTINGS runs as written.
 
-The settings are appended on a line of their own (a trailing ``--`` comment cannot swallow them);
-a query that already carries a SETTINGS clause then fails to parse instead of overriding them.
+``--write`` goes to the recorder's write socket (or the local store) and runs the statement as written.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from typing import Any
 
-_OUTFILE = re.compile(r"outfile", re.IGNORECASE)
+from kprobe.query.sqlguard import SqlRefused, check_read_only
+
+__all__ = ["DEFAULT_TIMEOUT_S", "SqlPolicy", "SqlRefused", "explain_failure", "run_sql"]
+
 DEFAULT_TIMEOUT_S = 60.0
-
-
-class SqlRefused(ValueError):
-    """A query the read-only mode does not run."""
 
 
 @dataclass(frozen=True)
@@ -29,27 +30,40 @@ class SqlPolicy:
     timeout_s: float | None = DEFAULT_TIMEOUT_S
 
     def apply(self, sql: str) -> str:
-        """The query as the store must run it, or SqlRefused."""
+        """The statement to run (trimmed, unchanged otherwise), or SqlRefused before anything is sent."""
         body = sql.strip().rstrip(";").rstrip()
         if not body:
             raise SqlRefused("empty query")
         if self.write:
-            return body  # opted in: the statement runs as written (INSERT ... VALUES takes no SETTINGS after it)
-        if _OUTFILE.search(body):
-            raise SqlRefused("INTO OUTFILE writes a file as the recorder's user: refused in read-only mode "
-                             "(use --write to opt in)")
-        settings = ["readonly = 1"]
-        if self.timeout_s is not None:
-            if self.timeout_s <= 0:
-                raise SqlRefused(f"timeout must be > 0 s, got {self.timeout_s}")
-            settings += [f"max_execution_time = {self.timeout_s:g}", "timeout_overflow_mode = 'throw'"]
-        return f"{body}\nSETTINGS {', '.join(settings)}"
+            return body  # opted in: the statement runs as written
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise SqlRefused(f"timeout must be > 0 s, got {self.timeout_s}")
+        check_read_only(body)  # said here early; the side that runs it checks again
+        return body
+
+    def settings(self) -> dict[str, str]:
+        """What goes beside a read-only statement: its timeout."""
+        if self.write or self.timeout_s is None:
+            return {}
+        return {"max_execution_time": f"{self.timeout_s:g}", "timeout_overflow_mode": "throw"}
+
+
+def run_sql(store: Any, sql: str, fmt: str, policy: SqlPolicy) -> bytes:
+    """Run ``sql`` (already through ``policy.apply``) on a RemoteStore, a local ChdbStore or a KafkaOnlyStore."""
+    from kprobe.query.client import RemoteStore
+
+    if isinstance(store, RemoteStore):
+        return store.query(sql, fmt, policy.settings())
+    if policy.write or not hasattr(store, "path"):  # written as is; a KafkaOnlyStore says why it has no rows
+        return store.query(sql, fmt)
+    from kprobe.query.readonly import query_read_only
+
+    return query_read_only(store.path / "chdb", sql, fmt, {}, timeout_s=policy.timeout_s)
 
 
 def explain_failure(message: str) -> str:
-    """A ClickHouse error in read-only mode, said so the user knows about --write."""
-    if "readonly mode" in message or "(READONLY)" in message:
-        return f"{message}\n`kprobe sql` is read-only by default (no INSERT, DDL, file(), url(), ...): add --write to opt in"
-    if "expected '('" in message and "SETTINGS" in message:
-        return f"{message}\n(INSERT ... VALUES is a write: `kprobe sql` is read-only by default, add --write)"
+    """A refusal or a ClickHouse error in read-only mode, said so the user knows about --write."""
+    if "read-only" in message or "readonly mode" in message or "(READONLY)" in message:
+        return (f"{message}\n`kprobe sql` is read-only by default (no INSERT, DDL, file(), url(), INTO OUTFILE, "
+                "changed settings, ...): add --write to opt in")
     return message

@@ -185,12 +185,24 @@ def render(data: dict) -> str:
     if rec.get("last_error"):
         lines.append(f"last error: {rec['last_error']}")
     lines.extend(_otel_lines(data.get("otel")))
+    lines.extend(_control_lines(rec.get("control")))
     from kprobe.protocols.status import render_lines as payload_lines
     from kprobe.replay.status import render_lines as replay_lines
 
     lines.extend(payload_lines(data.get("payloads")))
     lines.extend(replay_lines(data.get("replay")))
     return "\n".join(lines)
+
+
+def _control_lines(c: dict | None) -> list[str]:
+    """The recorder's control sockets: queries run, and those refused in read-only mode (agent/control.py)."""
+    if not c:
+        return []
+    out = ["", f"control socket: {c.get('sql_reads', 0)} read-only queries, {c.get('sql_writes', 0)} on the write "
+               f"socket, {c.get('sql_refused', 0)} refused (read-only), {c.get('sql_failed', 0)} failed"]
+    if c.get("last_refused"):
+        out.append(f"  last refused: {c['last_refused']}")
+    return out
 
 
 def _otel_lines(otel: dict | None) -> list[str]:
@@ -208,7 +220,8 @@ def _otel_lines(otel: dict | None) -> list[str]:
            f"{otel['sensitive_attributes_dropped']}",
            f"  span times clamped to now's window {otel.get('spans_time_clamped', 0)}, http connections refused "
            f"(cap) {otel.get('http_connections_refused', 0)}, http requests cut (deadline) "
-           f"{otel.get('http_deadline_exceeded', 0)}"]
+           f"{otel.get('http_deadline_exceeded', 0)}, grpc calls refused (cap) "
+           f"{otel.get('grpc_calls_refused', 0)}, grpc calls cut (no request in time) {otel.get('grpc_calls_cut', 0)}"]
     if otel.get("last_error"):
         out.append(f"  last span write error: {otel['last_error']}")
     return out

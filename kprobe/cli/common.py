@@ -39,14 +39,15 @@ def add_data_arg(p: argparse.ArgumentParser, what: str = "data directory") -> No
 
 
 @contextmanager
-def store_at(data: Path) -> Iterator[Any]:  # -> RemoteStore | ChdbStore | KafkaOnlyStore
+def store_at(data: Path, write: bool = False) -> Iterator[Any]:  # -> RemoteStore | ChdbStore | KafkaOnlyStore
     """The recording under ``data``: the running recorder's socket, else the store opened here; closed
     on the way out. No recording there (or one locked by another process) is :class:`Failed`;
-    a QueryError from a query goes to the caller, who says what failed."""
+    a QueryError from a query goes to the caller, who says what failed. ``write``: the recorder's write
+    socket (its read socket runs every query read-only)."""
     from kprobe.query.client import QueryError, open_store  # lazy: http.client is ~25 ms of `kprobe --help`
 
     try:
-        store = open_store(data)
+        store = open_store(data, write)
     except QueryError as e:
         raise Failed(str(e)) from None
     try:

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                           watch_pids=frozenset(args.watch_pid) if args.watch_pid else None)
     try:
         graph = graph_factory(args.data, args.graph, args.neo4j_auth)
-        store = None if args.brokers else open_store(args.data)
+        store = None if args.brokers else open_store(args.data, write=True)  # it writes analysis rows
         rows = _CountingRows(_rows_factory(args, store)) if (args.clickhouse or store is not None) else None
         recovery = _recovery(args.state_dir)
     except (ValueError, QueryError, OSError) as e:

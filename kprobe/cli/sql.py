@@ -1,4 +1,4 @@
-"""`kprobe sql`: one SQL query against the store, read-only and bounded unless --write."""
+"""`kprobe sql`: one SQL query against the store, read-only and bounded unless --write (see query/sql.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from kprobe.cli.common import add_data_arg, die, store_at
-from kprobe.query.sql import SqlPolicy, SqlRefused, explain_failure
+from kprobe.query.sql import SqlPolicy, SqlRefused, explain_failure, run_sql
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,13 +28,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from kprobe.query.client import QueryError
 
+    policy = SqlPolicy(write=args.write, timeout_s=args.timeout)
     try:
-        sql = SqlPolicy(write=args.write, timeout_s=args.timeout).apply(args.query)
+        sql = policy.apply(args.query)
     except SqlRefused as e:
-        return die(f"query refused: {e}")
-    with store_at(args.data) as store:
+        return die(f"query refused: {explain_failure(f'read-only: {e}')}")
+    with store_at(args.data, write=args.write) as store:
         try:
-            out = store.query(sql, args.format)
+            out = run_sql(store, sql, args.format, policy)
+        except SqlRefused as e:
+            return die(f"query refused: {explain_failure(f'read-only: {e}')}")
         except (QueryError, RuntimeError) as e:
             return die(f"query failed: {explain_failure(str(e))}")
     sys.stdout.write(out.decode(errors="replace"))

@@ -39,6 +39,7 @@ def test_reads_work(data: Path) -> None:
     "SELECT * FROM file('/etc/hostname', 'LineAsString')",
     "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')",
     "SELECT * FROM executable('id', 'TSV', 'a String')",
+    "SELECT file('/etc/hostname')",  # the plain function: ClickHouse's readonly lets it read any file
     "SELECT 1 SETTINGS readonly = 0",
     "SELECT 1 --",
 ])
@@ -49,6 +50,14 @@ def test_writes_files_network_and_programs_are_refused(data: Path, query: str) -
         return
     assert r.returncode != 0, r.stdout
     assert "read-only" in r.stderr or "readonly" in r.stderr.lower(), r.stderr
+
+
+def test_a_query_with_its_own_settings_runs_read_only(data: Path) -> None:
+    """Nothing is appended to the text: a statement with a SETTINGS clause (UNION ALL too) runs as written."""
+    r = _sql(data, "SELECT count() FROM offcpu UNION ALL SELECT getSetting('readonly') SETTINGS max_threads = 1")
+    assert r.returncode == 0 and sorted(r.stdout.split()) == ["0", "1"], r.stderr
+    r = _sql(data, "--timeout", "7", "SELECT getSetting('max_execution_time')")
+    assert r.returncode == 0 and r.stdout.strip() == "7", r.stderr
 
 
 def test_file_writes_are_refused_and_nothing_is_written(data: Path, tmp_path: Path) -> None:
