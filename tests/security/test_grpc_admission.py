@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kprobe.otel.grpc_server import METHOD, SERVICE
+from kprobe.otel.otlp_decode import SpanBatch
 from kprobe.otel.receiver import OtlpReceiver
-from kprobe.otel.spans import SpanBatch
 
 LIMIT = 3
 
