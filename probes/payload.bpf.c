@@ -131,23 +131,26 @@ static __always_inline struct sock *kp_tcp_sock(struct task_struct *t, __s32 fd)
  * captured, not a fixed 4 KiB slot. PostgreSQL's messages under pgbench are ~100 bytes: fixed slots
  * made the ring hold ~4000 records (under a second of a busy database), exact ones ~60000.
  *
- * Two ways to get a variable-length record out, both kept so bench/decoders.py --bpf-variants can
- * measure them against each other on the kernel at hand:
- * - default: the record is built in a per-CPU scratch buffer and copied into the ring by
- *   bpf_ringbuf_output with its exact size (one extra in-kernel copy of header + data);
- * - KP_PAYLOAD_CLASSES: bpf_ringbuf_reserve takes only a constant size, so the copy length picks
- *   one of four size classes (128/512/2048/4096 data bytes) and the bytes land in the ring directly.
+ * Two ways to get a variable-length record out:
+ * - exact: the record is built in a per-CPU scratch buffer and copied into the ring by
+ *   bpf_ringbuf_output with its exact size (one extra in-kernel copy of header + data). Only where
+ *   nothing else can run on this CPU meanwhile: the syscall tracepoints run their programs with
+ *   preemption disabled (perf_syscall_exit's guard), so one scratch buffer per CPU is enough;
+ * - size classes: bpf_ringbuf_reserve takes only a constant size, so the copy length picks one of
+ *   four classes (128/512/2048/4096 data bytes) and the bytes land in the ring directly. The OpenSSL
+ *   uprobes use it always: uprobe programs run preemptible (migrate_disable only), and a shared
+ *   scratch buffer could be overwritten by another task's program on the same CPU.
+ * Built with -DKP_PAYLOAD_CLASSES the syscall path uses size classes too: bench/payload_kernel.py
+ * measures both on the kernel at hand (ns per program run, ring bytes per record).
  */
 #define KP_PAYLOAD_HDR __builtin_offsetof(struct kp_payload, data)
 
-#ifndef KP_PAYLOAD_CLASSES
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct kp_payload);
 } kp_payload_scratch SEC(".maps");
-#endif
 
 static __always_inline void kp_fill(struct kp_payload *r, struct sock *sk, __s32 fd, __u8 dir, __u8 flags, long ret)
 {
@@ -172,7 +175,17 @@ static __always_inline __u64 kp_wake_flag(void)
 	return avail * 8 >= size ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-#ifdef KP_PAYLOAD_CLASSES
+/* The bytes to copy (at most KP_PAYLOAD_LEN); a longer call is counted truncated. */
+static __always_inline __u32 kp_copy_len(long ret)
+{
+	if (ret > KP_PAYLOAD_LEN) {
+		kp_pcount(KP_PCNT_TRUNCATED, 1);
+		kp_pcount(KP_PCNT_TRUNC_BYTES, ret - KP_PAYLOAD_LEN);
+		return KP_PAYLOAD_LEN;
+	}
+	return (__u32)ret;
+}
+
 /* One size class: reserve header + cap, copy min(n, cap) (n <= cap when chosen). */
 #define KP_EMIT_CLASS(CAP)                                                                   \
 	do {                                                                                 \
@@ -193,16 +206,10 @@ static __always_inline __u64 kp_wake_flag(void)
 		bpf_ringbuf_submit(r, kp_wake_flag());                                       \
 		return;                                                                      \
 	} while (0)
-#endif
 
-static __always_inline void kp_emit(struct sock *sk, __s32 fd, __u8 dir, __u8 flags, __u64 buf, long ret)
+static __always_inline void kp_emit_classes(struct sock *sk, __s32 fd, __u8 dir, __u8 flags, __u64 buf, long ret)
 {
-	__u32 n = ret > KP_PAYLOAD_LEN ? KP_PAYLOAD_LEN : (__u32)ret;
-	if (ret > KP_PAYLOAD_LEN) {
-		kp_pcount(KP_PCNT_TRUNCATED, 1);
-		kp_pcount(KP_PCNT_TRUNC_BYTES, ret - KP_PAYLOAD_LEN);
-	}
-#ifdef KP_PAYLOAD_CLASSES
+	__u32 n = kp_copy_len(ret);
 	if (n <= 128)
 		KP_EMIT_CLASS(128);
 	if (n <= 512)
@@ -210,7 +217,15 @@ static __always_inline void kp_emit(struct sock *sk, __s32 fd, __u8 dir, __u8 fl
 	if (n <= 2048)
 		KP_EMIT_CLASS(2048);
 	KP_EMIT_CLASS(KP_PAYLOAD_LEN);
+}
+
+/* Exact length through this CPU's scratch buffer: only from non-preemptible programs (see above). */
+static __always_inline void kp_emit(struct sock *sk, __s32 fd, __u8 dir, __u8 flags, __u64 buf, long ret)
+{
+#ifdef KP_PAYLOAD_CLASSES
+	kp_emit_classes(sk, fd, dir, flags, buf, ret);
 #else
+	__u32 n = kp_copy_len(ret);
 	__u32 zero = 0;
 	struct kp_payload *r = bpf_map_lookup_elem(&kp_payload_scratch, &zero);
 	if (!r)
@@ -320,14 +335,14 @@ static __always_inline void kp_ssl_exit(long rc, bool ex)
 		struct kp_ssl_sock v = {.sk = st->ssl_sk, .fd = st->ssl_fd};
 		if (!known || known->sk != v.sk)
 			bpf_map_update_elem(&kp_ssl_socks, &key, &v, BPF_ANY);
-		kp_emit((struct sock *)st->ssl_sk, st->ssl_fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
+		kp_emit_classes((struct sock *)st->ssl_sk, st->ssl_fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
 		return;
 	}
 	if (!known) {
 		kp_pcount(KP_PCNT_TLS_NO_SOCK, 1);
 		return;
 	}
-	kp_emit((struct sock *)known->sk, known->fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
+	kp_emit_classes((struct sock *)known->sk, known->fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
 }
 
 SEC("uprobe")

@@ -96,6 +96,8 @@ class PayloadCapture:
     write: Callable[[str, dict[str, np.ndarray]], int]
     host: str = field(default_factory=lambda: os.uname().nodename)
     ports: dict[int, str] = field(default_factory=dict)
+    #: sized from pgbench at full speed on the 2-vCPU VM (bench/payload_kernel.py): at most ~2 MB/s of
+    #: records (~140 B each) and a backlog never above 1.3 MB, so 16 MiB rides out a drain stall of ~8 s
     ring_bytes: int = 16 << 20
     obj_path: Path | None = None  #: another build of the payload probe (bench: size-class records)
     poll_ms: float = 5.0
