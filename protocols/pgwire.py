@@ -79,6 +79,9 @@ class PgDecoder:
         # shape -> (masked statement text, operation): a connection runs the same few shapes over and
         # over (pgbench: 5), and masking + keyword per statement were a sixth of the capture's CPU
         self._shape_attrs: dict[str, tuple[str, str]] = {}
+        # Parse text -> shape: drivers that parse an unnamed statement before every execution send
+        # the same text each time (only Parse: simple queries carry their literals, rarely repeated)
+        self._parsed: dict[str, str] = {}
 
     def resume(self) -> None:
         """The connection goes on after bytes were lost (a gap): its startup packet is long gone, and
@@ -199,7 +202,12 @@ class PgDecoder:
                 text, _ = _cstr(body, pos)
                 if len(self._statements) >= _MAX_NAMES and name not in self._statements:
                     self._statements.pop(next(iter(self._statements)))
-                self._statements[name] = normalise(text)
+                shape = self._parsed.get(text)
+                if shape is None:
+                    if len(self._parsed) >= _MAX_SHAPES:
+                        self._parsed.clear()
+                    shape = self._parsed[text] = normalise(text)
+                self._statements[name] = shape
             elif t == "B":
                 if body is None:
                     raise ValueError("Bind larger than kept")
