@@ -127,19 +127,34 @@ static __always_inline struct sock *kp_tcp_sock(struct task_struct *t, __s32 fd)
 	return sk;
 }
 
-static __always_inline void kp_emit(struct sock *sk, __s32 fd, __u8 dir, __u8 flags, __u64 buf, long ret)
+/* Records are as long as what they carry: the header (struct kp_payload up to data) plus the bytes
+ * captured, not a fixed 4 KiB slot. PostgreSQL's messages under pgbench are ~100 bytes: fixed slots
+ * made the ring hold ~4000 records (under a second of a busy database), exact ones ~60000.
+ *
+ * Two ways to get a variable-length record out:
+ * - exact: the record is built in a per-CPU scratch buffer and copied into the ring by
+ *   bpf_ringbuf_output with its exact size (one extra in-kernel copy of header + data). Only where
+ *   nothing else can run on this CPU meanwhile: the syscall tracepoints run their programs with
+ *   preemption disabled (perf_syscall_exit's guard), so one scratch buffer per CPU is enough;
+ * - size classes: bpf_ringbuf_reserve takes only a constant size, so the copy length picks one of
+ *   four classes (128/512/2048/4096 data bytes) and the bytes land in the ring directly. The OpenSSL
+ *   uprobes use it always: uprobe programs run preemptible (migrate_disable only), and a shared
+ *   scratch buffer could be overwritten by another task's program on the same CPU.
+ * Built with -DKP_PAYLOAD_CLASSES the syscall path uses size classes too: bench/payload_kernel.py
+ * measures both on the kernel at hand (ns per program run, ring bytes per record).
+ */
+#define KP_PAYLOAD_HDR __builtin_offsetof(struct kp_payload, data)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kp_payload);
+} kp_payload_scratch SEC(".maps");
+
+static __always_inline void kp_fill(struct kp_payload *r, struct sock *sk, __s32 fd, __u8 dir, __u8 flags, long ret)
 {
-	struct kp_payload *r = bpf_ringbuf_reserve(&rb_payload, sizeof(*r), 0);
-	if (!r) {
-		kp_pcount(KP_PCNT_DROPS, 1);
-		return;
-	}
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 n = ret > KP_PAYLOAD_LEN ? KP_PAYLOAD_LEN : (__u32)ret;
-	if (ret > KP_PAYLOAD_LEN) {
-		kp_pcount(KP_PCNT_TRUNCATED, 1);
-		kp_pcount(KP_PCNT_TRUNC_BYTES, ret - KP_PAYLOAD_LEN);
-	}
 	r->ts_ns = bpf_ktime_get_ns();
 	r->skaddr = (__u64)sk;
 	r->tgid = id >> 32;
@@ -150,6 +165,72 @@ static __always_inline void kp_emit(struct sock *sk, __s32 fd, __u8 dir, __u8 fl
 	r->flags = flags;
 	r->pad2 = 0;
 	kp_sk_tuple(sk, &r->family, &r->sport, &r->dport, r->saddr, r->daddr);
+}
+
+static __always_inline __u64 kp_wake_flag(void)
+{
+	/* as kp_submit_to: wake the drain only once the ring is 1/8 full */
+	__u64 avail = bpf_ringbuf_query(&rb_payload, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&rb_payload, BPF_RB_RING_SIZE);
+	return avail * 8 >= size ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+/* The bytes to copy (at most KP_PAYLOAD_LEN); a longer call is counted truncated. */
+static __always_inline __u32 kp_copy_len(long ret)
+{
+	if (ret > KP_PAYLOAD_LEN) {
+		kp_pcount(KP_PCNT_TRUNCATED, 1);
+		kp_pcount(KP_PCNT_TRUNC_BYTES, ret - KP_PAYLOAD_LEN);
+		return KP_PAYLOAD_LEN;
+	}
+	return (__u32)ret;
+}
+
+/* One size class: reserve header + cap, copy min(n, cap) (n <= cap when chosen). */
+#define KP_EMIT_CLASS(CAP)                                                                   \
+	do {                                                                                 \
+		struct kp_payload *r = bpf_ringbuf_reserve(&rb_payload, KP_PAYLOAD_HDR + (CAP), 0); \
+		if (!r) {                                                                    \
+			kp_pcount(KP_PCNT_DROPS, 1);                                         \
+			return;                                                              \
+		}                                                                            \
+		kp_fill(r, sk, fd, dir, flags, ret);                                         \
+		asm volatile("" : "+r"(n));                                                  \
+		n &= (2 * (CAP)) - 1;                                                        \
+		if (n > (CAP))                                                               \
+			n = (CAP);                                                           \
+		asm volatile("" : "+r"(n));                                                  \
+		if (bpf_probe_read_user(r->data, n, (void *)buf))                            \
+			n = 0;                                                               \
+		r->len = n;                                                                  \
+		bpf_ringbuf_submit(r, kp_wake_flag());                                       \
+		return;                                                                      \
+	} while (0)
+
+static __always_inline void kp_emit_classes(struct sock *sk, __s32 fd, __u8 dir, __u8 flags, __u64 buf, long ret)
+{
+	__u32 n = kp_copy_len(ret);
+	if (n <= 128)
+		KP_EMIT_CLASS(128);
+	if (n <= 512)
+		KP_EMIT_CLASS(512);
+	if (n <= 2048)
+		KP_EMIT_CLASS(2048);
+	KP_EMIT_CLASS(KP_PAYLOAD_LEN);
+}
+
+/* Exact length through this CPU's scratch buffer: only from non-preemptible programs (see above). */
+static __always_inline void kp_emit(struct sock *sk, __s32 fd, __u8 dir, __u8 flags, __u64 buf, long ret)
+{
+#ifdef KP_PAYLOAD_CLASSES
+	kp_emit_classes(sk, fd, dir, flags, buf, ret);
+#else
+	__u32 n = kp_copy_len(ret);
+	__u32 zero = 0;
+	struct kp_payload *r = bpf_map_lookup_elem(&kp_payload_scratch, &zero);
+	if (!r)
+		return;
+	kp_fill(r, sk, fd, dir, flags, ret);
 	/* bounds the verifier can follow whatever register the compiler picks (n == ret on one path) */
 	asm volatile("" : "+r"(n));
 	n &= 0x1fff;
@@ -159,7 +240,9 @@ static __always_inline void kp_emit(struct sock *sk, __s32 fd, __u8 dir, __u8 fl
 	if (bpf_probe_read_user(r->data, n, (void *)buf))
 		n = 0; /* the buffer was unmapped meanwhile: the record still says a gap of `total` */
 	r->len = n;
-	kp_submit_to(&rb_payload, r);
+	if (bpf_ringbuf_output(&rb_payload, r, KP_PAYLOAD_HDR + n, kp_wake_flag()))
+		kp_pcount(KP_PCNT_DROPS, 1);
+#endif
 }
 
 static __always_inline void kp_payload_exit(long ret)
@@ -252,14 +335,14 @@ static __always_inline void kp_ssl_exit(long rc, bool ex)
 		struct kp_ssl_sock v = {.sk = st->ssl_sk, .fd = st->ssl_fd};
 		if (!known || known->sk != v.sk)
 			bpf_map_update_elem(&kp_ssl_socks, &key, &v, BPF_ANY);
-		kp_emit((struct sock *)st->ssl_sk, st->ssl_fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
+		kp_emit_classes((struct sock *)st->ssl_sk, st->ssl_fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
 		return;
 	}
 	if (!known) {
 		kp_pcount(KP_PCNT_TLS_NO_SOCK, 1);
 		return;
 	}
-	kp_emit((struct sock *)known->sk, known->fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
+	kp_emit_classes((struct sock *)known->sk, known->fd, st->ssl_dir, KP_PAYLOAD_F_TLS, st->ssl_buf, n);
 }
 
 SEC("uprobe")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
+import struct
 import subprocess
 import threading
 import time
@@ -29,7 +30,7 @@ import numpy as np
 from kprobe.agent import clock
 from kprobe.agent.libbpf import LibbpfError
 from kprobe.agent.probeset import BUILD_DIR, ProbeSet
-from kprobe.agent.ringbuf import RingReader
+from kprobe.agent.varring import VarRingReader
 from kprobe.masking import install_log_masking
 from kprobe.schemas import layouts as L
 
@@ -45,6 +46,14 @@ COUNTER_NAMES = {
     L.KP_PCNT_NOT_TCP: "payload_not_tcp",
     L.KP_PCNT_TLS_NO_SOCK: "payload_tls_socket_unknown",
 }
+
+#: struct kp_payload up to ``data``: each ring record is this header and then ``len`` captured bytes
+#: (records are as long as what they carry; probes/payload.bpf.c). Checked against the generated
+#: layout here and by tests/protocols/test_payload_records.py.
+HEADER = struct.Struct("<QQIIiIIBBHHHI16s16s")
+HEADER_LEN: int = L.KP_PAYLOAD.fields["data"][1]
+if HEADER.size != HEADER_LEN:  # pragma: no cover - drift between records.h and this format
+    raise ImportError(f"payload record header {HEADER.size} bytes here, {HEADER_LEN} in schemas/layouts.py")
 
 #: OpenSSL functions -> (entry program, return program)
 SSL_PROBES = {
@@ -87,7 +96,10 @@ class PayloadCapture:
     write: Callable[[str, dict[str, np.ndarray]], int]
     host: str = field(default_factory=lambda: os.uname().nodename)
     ports: dict[int, str] = field(default_factory=dict)
+    #: sized from pgbench at full speed on the 2-vCPU VM (bench/payload_kernel.py): at most ~2 MB/s of
+    #: records (~140 B each) and a backlog never above 1.3 MB, so 16 MiB rides out a drain stall of ~8 s
     ring_bytes: int = 16 << 20
+    obj_path: Path | None = None  #: another build of the payload probe (bench: size-class records)
     poll_ms: float = 5.0
     flush_ms: float = 1000.0  #: span rows written at most this often (an insert has a fixed cost)
     status_dir: Path | None = None  #: where ``kprobe stats`` finds the counters (the data directory)
@@ -95,12 +107,13 @@ class PayloadCapture:
     tls_errors: list[str] = field(default_factory=list)
     tls_libraries: list[str] = field(default_factory=list)
     spans_written: int = 0
+    short_records: int = 0  #: ring records shorter than their header says (a layout drift): skipped
     write_errors: int = 0
     _services: dict[int, str] = field(default_factory=dict)
 
     def start(self) -> PayloadCapture:
         install_log_masking()  # this process now holds raw payloads: no card data in its logs
-        obj = self.probes.open_object(BUILD_DIR / "payload.bpf.o")
+        obj = self.probes.open_object(self.obj_path or BUILD_DIR / "payload.bpf.o")
         try:
             obj.set_max_entries("rb_payload", self.ring_bytes)
             obj.load()
@@ -115,7 +128,7 @@ class PayloadCapture:
         if self.tls:
             self._attach_ssl({p.name: p for p in obj.programs()})
         ring = obj.map("rb_payload")
-        self._reader = RingReader(ring.fd, ring.max_entries, L.KP_PAYLOAD, "payload")
+        self._reader = VarRingReader(ring.fd, ring.max_entries, "payload")
         self._clock = clock.sample(32)
         self.assembler = Assembler(self.host, dict(self.ports), self._service)
         self._lock = threading.Lock()
@@ -123,6 +136,7 @@ class PayloadCapture:
         self._wake = threading.Event()
         self._flushed: list[threading.Event] = []
         self._last_drops = 0
+        self._records = self._bytes = self._peak_pending = 0
         self._addrs: dict[tuple[int, int, int], tuple[str, str]] = {}
         # span rows are written by their own thread: an insert of a second's rows holds the drain
         # off the ring long enough for a busy service to fill it (pgbench lost records that way)
@@ -174,6 +188,7 @@ class PayloadCapture:
         out["payload_unidentified_connections"] = self.assembler.unidentified
         out["payload_gaps"] = self.assembler.gaps
         out["decoder_errors"] = self.assembler.decoder_errors
+        out["payload_short_records"] = self.short_records
         out["decoded_spans_written"] = self.spans_written
         out["decoded_span_write_errors"] = self.write_errors
         return out
@@ -182,8 +197,19 @@ class PayloadCapture:
         with self._lock:
             return self.assembler.protocol_stats()
 
+    def ring_stats(self) -> dict[str, int]:
+        """What sizes the ring: records and bytes drained, and the fullest the ring was seen."""
+        return {"ring_bytes": self.ring_bytes, "records": self._records, "bytes": self._bytes,
+                "peak_pending_bytes": self._peak_pending}
+
     def _drain_once(self) -> None:
-        recs = self._reader.drain()
+        pending = self._reader.pending_bytes()
+        if pending > self._peak_pending:
+            self._peak_pending = pending
+        buf, recs = self._reader.drain()
+        self._records += len(recs)
+        self._bytes += len(buf)
+        unpack = HEADER.unpack_from
         with self._lock:
             drops = self.counters_drops()
             if drops > self._last_drops:
@@ -191,17 +217,21 @@ class PayloadCapture:
                 self._last_drops = drops
             addrs = self._addrs
             offset = self._clock.to_utc(0)
-            for r in recs.tolist():  # tuples: one conversion for the batch, not per field
-                (ts, sk, tgid, tid, _fd, n, total, direction, flags, fam, sport, dport, _p, saddr, daddr, data) = r
+            for pos, size in recs:
+                (ts, sk, tgid, tid, _fd, n, total, direction, flags, fam, sport, dport, _p, saddr, daddr) = unpack(buf, pos)
+                if size < HEADER_LEN + n:  # a record shorter than it says: counted, never decoded
+                    self.short_records += 1
+                    continue
                 key = (sk, sport, dport)
                 pair = addrs.get(key)
                 if pair is None:  # formatted once per connection, not per record
                     if len(addrs) > 65536:
                         addrs.clear()
-                    pair = addrs[key] = (addr_text(saddr.tobytes(), fam), addr_text(daddr.tobytes(), fam))
+                    pair = addrs[key] = (addr_text(saddr, fam), addr_text(daddr, fam))
+                data = buf[pos + HEADER_LEN : pos + HEADER_LEN + n]
                 # positional: Piece's field order (ts_ns, tgid, tid, conn_id, outbound, data, total, laddr,
                 # lport, raddr, rport, tls); keywords cost a named tuple a dict per record
-                self.assembler.add(Piece(ts + offset, tgid, tid, sk, direction == 0, data[:n].tobytes(), total,
+                self.assembler.add(Piece(ts + offset, tgid, tid, sk, direction == 0, data, total,
                                          pair[0], sport, pair[1], dport, bool(flags & L.KP_PAYLOAD_F_TLS)))
 
     def counters_drops(self) -> int:
@@ -233,6 +263,7 @@ class PayloadCapture:
 
     def status(self, running: bool = True) -> dict:
         return {"running": running, "counters": self.counters(), "protocols": self.protocol_stats(),
+                "ring": self.ring_stats(),
                 "tls_libraries": self.tls_libraries, "tls_errors": self.tls_errors[:10]}
 
     def _save_status(self, running: bool = True) -> None:

@@ -40,6 +40,10 @@ def render_lines(status: dict[str, Any] | None) -> list[str]:
                f"calls truncated {c.get('payload_truncated_calls', 0)} ({c.get('payload_truncated_bytes', 0)} bytes), "
                f"gaps {c.get('payload_gaps', 0)}, unidentified connections {c.get('payload_unidentified_connections', 0)}, "
                f"decoder errors {c.get('decoder_errors', 0)}"]
+    ring = status.get("ring")
+    if ring:
+        out.append(f"  ring {ring['ring_bytes'] >> 20} MiB: {ring['records']} records, {ring['bytes']} bytes drained, "
+                   f"fullest seen {ring['peak_pending_bytes']} bytes; short records {c.get('payload_short_records', 0)}")
     if status.get("tls_libraries"):
         out.append(f"  TLS plaintext from OpenSSL uprobes on {', '.join(status['tls_libraries'])}; SSL calls whose "
                    f"socket was never seen {c.get('payload_tls_socket_unknown', 0)}")

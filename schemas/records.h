@@ -371,7 +371,7 @@ struct kp_rdata {
  * A bounded prefix of each socket read/write of a watched process, with the socket's identity and
  * 4-tuple, for the protocol decoders. Nothing is stored as is: the agent masks card data, decodes,
  * and keeps only the decoded spans. */
-#define KP_PAYLOAD_LEN 4096
+#define KP_PAYLOAD_LEN 4096  /* most bytes one record carries; a record is only as long as its header + len */
 #define KP_PAYLOAD_F_TLS 1  /* plaintext of a TLS connection, from the OpenSSL uprobes */
 
 enum kp_pcounter {
@@ -399,7 +399,7 @@ struct kp_payload {
 	__u32 pad2;
 	__u8 saddr[16];  /* local address */
 	__u8 daddr[16];  /* remote address */
-	__u8 data[KP_PAYLOAD_LEN];
+	__u8 data[KP_PAYLOAD_LEN];  /* in the ring: len bytes (the record ends there), not a fixed slot */
 };
 
 #endif
