@@ -2,7 +2,7 @@
 values, generated with hypothesis, through every entry point of kprobe.masking. Zero may leak.
 
 The same shapes go through the OTLP decoder (tests/otel/test_otel_masking_sinks.py) and the
-replay log masker (tests/replay/test_replay_redact.py).
+replay log masker (tests/replay/test_log_masking.py).
 """
 
 from __future__ import annotations
