@@ -1,0 +1,72 @@
+"""The clock offset between two hosts from request/response turns: the true offset is always inside the
+stated interval (synthetic exchanges with random delays, where the truth is known exactly), turns are
+matched by bytes, and what breaks turn-taking gets no estimate."""
+
+from __future__ import annotations
+
+import random
+
+from kprobe.causal.hosts import End, align, estimate_skew, turns_of
+
+A, B = ("10.0.0.1", 40000), ("10.0.0.2", 8000)
+
+
+def _exchange(theta: int, n: int, seed: int, pipelined: bool = False) -> tuple[list[End], list[End]]:
+    """Client on A, server on B (B's clock = true + theta). Sends are stamped when the call returns, which
+    may be after the peer received the bytes (as on loopback/veth): the estimate must not depend on them."""
+    rnd = random.Random(seed)
+    a: list[End] = []
+    b: list[End] = []
+    t = 1_000_000_000
+    for i in range(n):
+        size_req, size_resp = rnd.randint(20, 200), rnd.randint(20, 2000)
+        send_ret = t + rnd.randint(5_000, 40_000)            # the send call returns late
+        arrive = t + rnd.randint(10_000, 100_000)
+        b_recv = arrive + rnd.randint(1_000, 30_000)
+        a.append(End(send_ret, "send", size_req, *A, *B))
+        b.append(End(b_recv + theta, "recv", size_req, *B, *A))
+        b_send_start = b_recv + rnd.randint(10_000, 3_000_000)
+        if pipelined and i % 2:
+            b_send_start = t - 50_000                         # answered before it was asked: not turn-taking
+        resp_arrive = b_send_start + rnd.randint(10_000, 100_000)
+        b.append(End(b_send_start + rnd.randint(5_000, 40_000) + theta, "send", size_resp, *B, *A))
+        a_recv = resp_arrive + rnd.randint(1_000, 30_000)
+        a.append(End(a_recv, "recv", size_resp, *A, *B))
+        t = a_recv + rnd.randint(20_000, 2_000_000)           # think time before the next request
+    return a, b
+
+
+def test_true_offset_lies_within_the_stated_bound() -> None:
+    for seed in range(40):
+        theta = random.Random(seed).randint(-20_000_000, 20_000_000)
+        a, b = _exchange(theta, 30, seed)
+        est = estimate_skew("a", a, "b", b)
+        assert est is not None
+        assert est.lower_ns <= theta <= est.upper_ns, (seed, theta, est)
+        assert abs(est.offset_ns - theta) <= est.bound_ns
+        assert est.bound_ns < 1_000_000, est     # 30 exchanges: the tightest think and reply times bound it
+        assert est.connections == 1 and est.turns >= 50
+
+
+def test_the_reverse_pair_gives_the_opposite_offset() -> None:
+    a, b = _exchange(3_000_000, 20, 7)
+    fwd, rev = estimate_skew("a", a, "b", b), estimate_skew("b", b, "a", a)
+    assert fwd is not None and rev is not None
+    assert (fwd.lower_ns, fwd.upper_ns) == (-rev.upper_ns, -rev.lower_ns)
+
+
+def test_turns_are_matched_by_bytes_when_one_end_missed_the_start() -> None:
+    a, b = _exchange(-4_000_000, 20, 3)
+    late_b = b[4:]                                           # B's recording began two exchanges later
+    ta, tb = turns_of(a), turns_of(late_b)
+    assert align(ta, tb) == -4
+    est = estimate_skew("a", a, "b", late_b)
+    assert est is not None and est.lower_ns <= -4_000_000 <= est.upper_ns
+
+
+def test_no_estimate_without_turn_taking_or_without_the_other_end() -> None:
+    a, b = _exchange(1_000_000, 20, 5, pipelined=True)
+    assert estimate_skew("a", a, "b", b) is None
+    a, _ = _exchange(1_000_000, 20, 5)
+    other = [End(r.ts, r.dir, r.bytes, "10.9.9.9", 1, "10.9.9.8", 2) for r in a]
+    assert estimate_skew("a", a, "b", other) is None
