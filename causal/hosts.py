@@ -31,6 +31,7 @@ per socket (``--sock-flush-ms`` > 0) carry a later call's stamp: estimate only f
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,6 +58,7 @@ class End:
     sport: int
     daddr: str
     dport: int
+    tid: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,14 @@ class Turn:
     dir: str
     bytes: int
     end_ts: int     # the last row's stamp: for a recv turn, when the whole turn had been received
+    first_ts: int = 0
+    tid: int = 0    # the thread of the turn's first row
+
+
+# the sending thread's switch-ins (off-CPU rows' end_ts, sorted) per tid: a send starts after its thread's
+# latest switch-in before it, unless that switch-in was inside a send call (rows blocked in a send are left out)
+SwitchIns = dict[int, list[int]]
+SEND_CALLS = ("sendto", "sendmsg", "sendmmsg", "write", "writev", "pwrite64", "pwritev", "sendfile")
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,22 @@ def turns_of(rows: Iterable[End]) -> list[Turn]:
             continue
         if out and out[-1].dir == r.dir:
             t = out[-1]
-            out[-1] = Turn(t.dir, t.bytes + r.bytes, r.ts)
+            out[-1] = Turn(t.dir, t.bytes + r.bytes, r.ts, t.first_ts, t.tid)
         else:
-            out.append(Turn(r.dir, r.bytes, r.ts))
+            out.append(Turn(r.dir, r.bytes, r.ts, r.ts, r.tid))
     return out
+
+
+def _send_start_after(t: Turn, prev: Turn, switch_ins: SwitchIns | None) -> int:
+    """A time the sending of turn ``t`` certainly started after: the end of receiving the previous turn
+    (turn-taking), or later, the sending thread's latest switch-in before its first send row."""
+    best = prev.end_ts
+    times = switch_ins.get(t.tid) if switch_ins else None
+    if times:
+        i = bisect_right(times, t.first_ts)
+        if i:
+            best = max(best, times[i - 1])
+    return best
 
 
 def align(a: Sequence[Turn], b: Sequence[Turn], max_shift: int = 16) -> int | None:
@@ -121,7 +143,8 @@ def _conn_key(r: End) -> tuple:
     return (r.saddr, r.sport, r.daddr, r.dport)
 
 
-def turn_bounds(a: Sequence[Turn], b: Sequence[Turn], shift: int) -> tuple[int | None, int | None, int]:
+def turn_bounds(a: Sequence[Turn], b: Sequence[Turn], shift: int, sw_a: SwitchIns | None = None,
+                sw_b: SwitchIns | None = None) -> tuple[int | None, int | None, int]:
     """(lower, upper, turns used) of theta = clock(b) - clock(a) from one connection's aligned turns."""
     lo: int | None = None
     hi: int | None = None
@@ -134,17 +157,18 @@ def turn_bounds(a: Sequence[Turn], b: Sequence[Turn], shift: int) -> tuple[int |
         if ta.bytes != tb.bytes or ta.dir == tb.dir or pa.dir == pb.dir:
             continue
         if ta.dir == "send" and pa.dir == "recv" and tb.dir == "recv":
-            u = tb.end_ts - pa.end_ts        # A received turn i-1 before it sent turn i, which B then received
+            u = tb.end_ts - _send_start_after(ta, pa, sw_a)   # A started sending turn i before B received it
             hi = u if hi is None else min(hi, u)
             used += 1
         elif ta.dir == "recv" and pb.dir == "recv" and tb.dir == "send":
-            low = pb.end_ts - ta.end_ts      # B received turn i-1 before it sent turn i, which A then received
+            low = _send_start_after(tb, pb, sw_b) - ta.end_ts  # B started sending turn i before A received it
             lo = low if lo is None else max(lo, low)
             used += 1
     return lo, hi, used
 
 
-def estimate_skew(host_a: str, rows_a: Iterable[End], host_b: str, rows_b: Iterable[End]) -> SkewEstimate | None:
+def estimate_skew(host_a: str, rows_a: Iterable[End], host_b: str, rows_b: Iterable[End],
+                  sw_a: SwitchIns | None = None, sw_b: SwitchIns | None = None) -> SkewEstimate | None:
     """theta = clock(host_b) - clock(host_a) from every connection seen from both ends; None without both bounds
     or when they contradict (not turn-taking)."""
     by_a: dict[tuple, list[End]] = {}
@@ -164,7 +188,7 @@ def estimate_skew(host_a: str, rows_a: Iterable[End], host_b: str, rows_b: Itera
         s = align(ta, tb)
         if s is None:
             continue
-        low, up, n = turn_bounds(ta, tb, s)
+        low, up, n = turn_bounds(ta, tb, s, sw_a, sw_b)
         if n:
             conns += 1
             used += n
@@ -339,10 +363,23 @@ def remote_socket(a: Analysis) -> tuple[str, int, str, int] | None:
 def _ends(store: Store, lo: int, hi: int, tuples: set[tuple[str, int, str, int]]) -> list[End]:
     conds = " OR ".join(f"(saddr = '{_addr(s)}' AND sport = {int(p)} AND daddr = '{_addr(d)}' AND dport = {int(q)})"
                         for s, p, d, q in sorted(tuples)[:64])
-    rows = store.query_rows(f"SELECT ts, dir, bytes, saddr, sport, daddr, dport FROM sock_io WHERE ts >= {int(lo)} "
+    rows = store.query_rows(f"SELECT ts, dir, bytes, saddr, sport, daddr, dport, tid FROM sock_io WHERE ts >= {int(lo)} "
                             f"AND ts <= {int(hi)} AND ({conds}) ORDER BY ts")
     return [End(int(r["ts"]), str(r["dir"]), int(r["bytes"]), str(r["saddr"]), int(r["sport"]), str(r["daddr"]),
-                int(r["dport"])) for r in rows]
+                int(r["dport"]), int(r["tid"])) for r in rows]
+
+
+def _switch_ins(store: Store, ends: list[End], lo: int, hi: int) -> SwitchIns:
+    tids = sorted({e.tid for e in ends if e.dir == "send" and e.tid})[:256]
+    if not tids:
+        return {}
+    calls = ", ".join(f"'{c}'" for c in SEND_CALLS)
+    rows = store.query_rows(f"SELECT tid, end_ts FROM offcpu WHERE tid IN ({', '.join(map(str, tids))}) "
+                            f"AND end_ts >= {int(lo)} AND end_ts <= {int(hi)} AND syscall NOT IN ({calls}) ORDER BY end_ts")
+    out: SwitchIns = {}
+    for r in rows:
+        out.setdefault(int(r["tid"]), []).append(int(r["end_ts"]))
+    return out
 
 
 _ADDR = re.compile(r"[0-9A-Fa-f:.]{1,45}")
@@ -368,8 +405,9 @@ def pair_skew(src: HostSource, host_a: str, host_b: str, lo: int, hi: int) -> Sk
     if not shared:
         return None
     ra = _ends(a_store, w0, w1, shared)
-    rb = _ends(b_store, w0 - PEER_SEARCH_NS, w1 + PEER_SEARCH_NS, {(d, q, s, p) for s, p, d, q in shared})
-    return estimate_skew(host_a, ra, host_b, rb)
+    b0, b1 = w0 - PEER_SEARCH_NS, w1 + PEER_SEARCH_NS
+    rb = _ends(b_store, b0, b1, {(d, q, s, p) for s, p, d, q in shared})
+    return estimate_skew(host_a, ra, host_b, rb, _switch_ins(a_store, ra, w0, w1), _switch_ins(b_store, rb, b0, b1))
 
 
 def find_peer(src: HostSource, here: str, sock: tuple[str, int, str, int], lo: int, hi: int
@@ -395,10 +433,10 @@ def missing_owner(src: HostSource, here: str, addr: str, port: int, lo: int, hi:
         if h == here:
             continue
         st = src.store(h)
+        # socket I/O only: it follows the agent's own processes, where TCP state changes are host-wide (on one
+        # kernel shared by several "nodes" every agent sees every namespace's connections change state)
         seen = st.query_rows(f"SELECT max(ts) AS t FROM sock_io WHERE saddr = '{_addr(addr)}' AND sport = {int(port)}")
-        seen_any = st.query_rows(f"SELECT max(ts) AS t FROM tcp_state WHERE saddr = '{_addr(addr)}'")
-        last_seen = max(int((seen or [{}])[0].get("t") or 0), int((seen_any or [{}])[0].get("t") or 0))
-        if not last_seen:
+        if not int((seen or [{}])[0].get("t") or 0):
             continue
         beats = st.query_rows("SELECT max(ts) AS t, argMax(last_event_ts, ts) AS e, argMax(final, ts) AS f, "
                               "argMax(interval_ms, ts) AS i FROM hosts")
@@ -422,16 +460,17 @@ def missing_owner(src: HostSource, here: str, addr: str, port: int, lo: int, hi:
 
 def coverage(src: HostSource, host: str, addr: str, lo: int, hi: int) -> MissingHost | None:
     """A MissingHost when ``host``'s heartbeats end before ``hi`` (its clock): its agent stopped or was cut off
-    inside the window, so what its rows show there is incomplete. None when covered, or when the host writes
-    no heartbeats (an older agent: nothing to judge by)."""
+    inside the window (or has not reported past it yet: ask again later), so what its rows show there is
+    incomplete. None when covered, or when the host writes no heartbeats (an older agent: nothing to judge by).
+    A beat is written after the rows drained before it, so a beat after ``hi`` means the window's rows were
+    sent (Kafka delivery and ingest permitting: the agents' and the dataflow's counters say)."""
     rows = src.store(host).query_rows("SELECT max(ts) AS t, argMax(last_event_ts, ts) AS e, argMax(final, ts) AS f, "
                                       "argMax(interval_ms, ts) AS i, count() AS n FROM hosts")
     b = rows[0] if rows else {}
     if not int(b.get("n") or 0):
         return None
     last_beat, last_event = int(b.get("t") or 0), int(b.get("e") or 0)
-    interval_ns = int(b.get("i") or 0) * 1_000_000
-    if last_beat + 2 * interval_ns >= hi:
+    if last_beat >= hi:     # a beat after the window: the agent was alive through it (rows precede their beat)
         return None
     how = "stopped cleanly" if int(b.get("f") or 0) else "stopped without a final heartbeat (killed or cut off)"
     return MissingHost(host, addr, last_beat, last_event,

@@ -11,7 +11,8 @@ from kprobe.causal.hosts import End, align, estimate_skew, turns_of
 A, B = ("10.0.0.1", 40000), ("10.0.0.2", 8000)
 
 
-def _exchange(theta: int, n: int, seed: int, pipelined: bool = False) -> tuple[list[End], list[End]]:
+def _exchange(theta: int, n: int, seed: int, pipelined: bool = False, switch_ins: dict | None = None
+              ) -> tuple[list[End], list[End]]:
     """Client on A, server on B (B's clock = true + theta). Sends are stamped when the call returns, which
     may be after the peer received the bytes (as on loopback/veth): the estimate must not depend on them."""
     rnd = random.Random(seed)
@@ -23,13 +24,17 @@ def _exchange(theta: int, n: int, seed: int, pipelined: bool = False) -> tuple[l
         send_ret = t + rnd.randint(5_000, 40_000)            # the send call returns late
         arrive = t + rnd.randint(10_000, 100_000)
         b_recv = arrive + rnd.randint(1_000, 30_000)
-        a.append(End(send_ret, "send", size_req, *A, *B))
+        a.append(End(send_ret, "send", size_req, *A, *B, tid=11))
+        if switch_ins is not None:       # the client thread woke from its think-time sleep just before sending
+            switch_ins.setdefault("a", {}).setdefault(11, []).append(t - rnd.randint(1_000, 20_000))
         b.append(End(b_recv + theta, "recv", size_req, *B, *A))
         b_send_start = b_recv + rnd.randint(10_000, 3_000_000)
         if pipelined and i % 2:
             b_send_start = t - 50_000                         # answered before it was asked: not turn-taking
         resp_arrive = b_send_start + rnd.randint(10_000, 100_000)
-        b.append(End(b_send_start + rnd.randint(5_000, 40_000) + theta, "send", size_resp, *B, *A))
+        b.append(End(b_send_start + rnd.randint(5_000, 40_000) + theta, "send", size_resp, *B, *A, tid=22))
+        if switch_ins is not None:       # the server thread woke (its own backend answered) just before replying
+            switch_ins.setdefault("b", {}).setdefault(22, []).append(b_send_start - rnd.randint(1_000, 20_000) + theta)
         a_recv = resp_arrive + rnd.randint(1_000, 30_000)
         a.append(End(a_recv, "recv", size_resp, *A, *B))
         t = a_recv + rnd.randint(20_000, 2_000_000)           # think time before the next request
@@ -70,3 +75,15 @@ def test_no_estimate_without_turn_taking_or_without_the_other_end() -> None:
     a, _ = _exchange(1_000_000, 20, 5)
     other = [End(r.ts, r.dir, r.bytes, "10.9.9.9", 1, "10.9.9.8", 2) for r in a]
     assert estimate_skew("a", a, "b", other) is None
+
+
+def test_switch_ins_before_sends_tighten_the_bound_and_keep_it_true() -> None:
+    for seed in range(20):
+        theta = random.Random(seed).randint(-20_000_000, 20_000_000)
+        sw: dict = {}
+        a, b = _exchange(theta, 30, seed, switch_ins=sw)
+        loose = estimate_skew("a", a, "b", b)
+        tight = estimate_skew("a", a, "b", b, sw["a"], sw["b"])
+        assert loose is not None and tight is not None
+        assert tight.lower_ns <= theta <= tight.upper_ns, (seed, theta, tight)
+        assert tight.bound_ns <= loose.bound_ns and tight.bound_ns < 150_000, (tight, loose)
