@@ -36,6 +36,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+import numpy as np
+
 from kprobe.causal.model import Analysis, Cause
 from kprobe.causal.records import Store
 from kprobe.causal.why import NoDataError, render_text, why
@@ -45,11 +48,11 @@ PEER_SEARCH_NS = 60_000_000_000     # a peer's rows are looked for this far arou
 SKEW_PAIRS_NS = 30_000_000_000      # connection rows this far around the window feed the offset estimate
 NO_ESTIMATE_MARGIN_NS = 50_000_000  # a peer window's margin when the pair's offset could not be estimated
 MIN_TURNS = 2
+ALIGN_WINDOW = 64      # turns compared per candidate shift
 
 
-@dataclass(frozen=True)
-class End:
-    """One side's socket row, as the offset estimate needs it."""
+class End(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One side's socket row, as the offset estimate needs it (decoded straight from a JSON array)."""
 
     ts: int
     dir: str        # "send" | "recv"
@@ -61,8 +64,10 @@ class End:
     tid: int = 0
 
 
-@dataclass(frozen=True)
-class Turn:
+class Turn(msgspec.Struct, frozen=True, gc=False):
+    """A run of one end's rows in one direction (no cycles: untracked by the garbage collector, which a million
+    tracked rows made scan for seconds)."""
+
     dir: str
     bytes: int
     end_ts: int     # the last row's stamp: for a recv turn, when the whole turn had been received
@@ -132,7 +137,8 @@ def align(a: Sequence[Turn], b: Sequence[Turn], max_shift: int = 16) -> int | No
     turn is which. At least MIN_TURNS matches and 80 % of the overlap must agree."""
     best: tuple[int, int] | None = None
     for s in range(-max_shift, max_shift + 1):
-        pairs = [(a[i], b[i + s]) for i in range(len(a)) if 0 <= i + s < len(b)]
+        first = max(0, -s)     # the shift is decided by the first ALIGN_WINDOW overlapping turns (turn_bounds checks
+        pairs = [(a[i], b[i + s]) for i in range(first, min(len(a), len(b) - s, first + ALIGN_WINDOW))]  # every pair)
         good = sum(1 for x, y in pairs if x.dir != y.dir and x.bytes == y.bytes)
         if pairs and good >= MIN_TURNS and good >= 0.8 * len(pairs) and (best is None or good > best[0]):
             best = (good, s)
@@ -167,10 +173,10 @@ def turn_bounds(a: Sequence[Turn], b: Sequence[Turn], shift: int, sw_a: SwitchIn
     return lo, hi, used
 
 
-def estimate_skew(host_a: str, rows_a: Iterable[End], host_b: str, rows_b: Iterable[End],
-                  sw_a: SwitchIns | None = None, sw_b: SwitchIns | None = None) -> SkewEstimate | None:
-    """theta = clock(host_b) - clock(host_a) from every connection seen from both ends; None without both bounds
-    or when they contradict (not turn-taking)."""
+def estimate_skew_reference(host_a: str, rows_a: Iterable[End], host_b: str, rows_b: Iterable[End],
+                            sw_a: SwitchIns | None = None, sw_b: SwitchIns | None = None) -> SkewEstimate | None:
+    """The estimate written plainly, row by row (what :func:`estimate_skew` computes with numpy; a test holds
+    them equal)."""
     by_a: dict[tuple, list[End]] = {}
     for r in rows_a:
         by_a.setdefault(_conn_key(r), []).append(r)
@@ -198,6 +204,103 @@ def estimate_skew(host_a: str, rows_a: Iterable[End], host_b: str, rows_b: Itera
             hi = up if hi is None else min(hi, up)
     if lo is None or hi is None or lo > hi:
         return None
+    return SkewEstimate(host_a, host_b, (lo + hi) // 2, (hi - lo + 1) // 2, lo, hi, used, conns)
+
+
+class _Turns:
+    """Both ends' turns as arrays, connection by connection (a connection's id is shared by its two ends)."""
+
+    def __init__(self, rows: Sequence[End], ids: dict[tuple, int], swap: bool, sw: SwitchIns | None):
+        n = len(rows)
+        cid = np.empty(n, dtype=np.int64)
+        for k, r in enumerate(rows):
+            key = (r.daddr, r.dport, r.saddr, r.sport) if swap else (r.saddr, r.sport, r.daddr, r.dport)
+            cid[k] = ids.setdefault(key, len(ids))
+        ts = np.fromiter((r.ts for r in rows), dtype=np.int64, count=n)
+        nbytes = np.fromiter((r.bytes for r in rows), dtype=np.int64, count=n)
+        send = np.fromiter((r.dir == "send" for r in rows), dtype=bool, count=n)
+        tid = np.fromiter((r.tid for r in rows), dtype=np.int64, count=n)
+        keep = nbytes > 0
+        cid, ts, nbytes, send, tid = cid[keep], ts[keep], nbytes[keep], send[keep], tid[keep]
+        order = np.lexsort((ts, cid))
+        cid, ts, nbytes, send, tid = cid[order], ts[order], nbytes[order], send[order], tid[order]
+        m = len(ts)
+        brk = np.ones(m, dtype=bool)
+        if m:
+            brk[1:] = (cid[1:] != cid[:-1]) | (send[1:] != send[:-1])
+        starts = np.flatnonzero(brk)
+        ends = np.r_[starts[1:] - 1, m - 1] if m else starts
+        self.cid, self.send, self.end, self.first = cid[starts], send[starts], ts[ends], ts[starts]
+        self.bytes = np.add.reduceat(nbytes, starts) if m else nbytes
+        self.tid = tid[starts]
+        # when each turn's sending certainly started: after its thread's latest switch-in before the first row
+        self.switch_in = np.zeros(len(starts), dtype=np.int64)
+        for t, times in (sw or {}).items():
+            mask = self.tid == t
+            if not mask.any() or not times:
+                continue
+            arr = np.sort(np.asarray(times, dtype=np.int64))
+            idx = np.searchsorted(arr, self.first[mask], side="right") - 1
+            self.switch_in[mask] = np.where(idx >= 0, arr[np.clip(idx, 0, None)], 0)
+        cs = np.flatnonzero(np.r_[True, self.cid[1:] != self.cid[:-1]]) if len(starts) else starts
+        self.ranges = {int(self.cid[a]): (int(a), int(b)) for a, b in zip(cs, np.r_[cs[1:], len(starts)], strict=True)}
+
+    def align(self, other: _Turns, ra: tuple[int, int], rb: tuple[int, int], max_shift: int = 16) -> int | None:
+        """As :func:`align`, on arrays."""
+        (a0, a1), (b0, b1) = ra, rb
+        na, nb = a1 - a0, b1 - b0
+        best: tuple[int, int] | None = None
+        for s in range(-max_shift, max_shift + 1):
+            first = max(0, -s)
+            last = min(na, nb - s, first + ALIGN_WINDOW)
+            if last <= first:
+                continue
+            i = np.arange(first, last)
+            good = int(((self.send[a0 + i] != other.send[b0 + i + s])
+                        & (self.bytes[a0 + i] == other.bytes[b0 + i + s])).sum())
+            if good >= MIN_TURNS and good >= 0.8 * (last - first) and (best is None or good > best[0]):
+                best = (good, s)
+        return None if best is None else best[1]
+
+
+def estimate_skew(host_a: str, rows_a: Sequence[End], host_b: str, rows_b: Sequence[End],
+                  sw_a: SwitchIns | None = None, sw_b: SwitchIns | None = None) -> SkewEstimate | None:
+    """theta = clock(host_b) - clock(host_a) from every connection seen from both ends; None without both bounds
+    or when they contradict (not turn-taking). Turns and bounds in numpy: one Python step per connection."""
+    ids: dict[tuple, int] = {}
+    A = _Turns(rows_a, ids, False, sw_a)
+    B = _Turns(rows_b, ids, True, sw_b)
+    lows: list[int] = []
+    ups: list[int] = []
+    used = conns = 0
+    for c, ra in A.ranges.items():
+        rb = B.ranges.get(c)
+        if rb is None:
+            continue
+        s = A.align(B, ra, rb)
+        if s is None:
+            continue
+        a0, b0 = ra[0], rb[0]
+        i = np.arange(1, ra[1] - a0)
+        j = i + s
+        ok = (j >= 1) & (j < rb[1] - b0)
+        i, j = a0 + i[ok], b0 + j[ok]
+        match = (A.bytes[i] == B.bytes[j]) & (A.send[i] != B.send[j]) & (A.send[i - 1] != B.send[j - 1])
+        up = match & A.send[i] & ~A.send[i - 1] & ~B.send[j]
+        low = match & ~A.send[i] & ~B.send[j - 1] & B.send[j]
+        n = int(up.sum() + low.sum())
+        if n:
+            conns += 1
+            used += n
+        if up.any():
+            start_a = np.maximum(A.end[i - 1], A.switch_in[i])
+            ups.append(int((B.end[j] - start_a)[up].min()))
+        if low.any():
+            start_b = np.maximum(B.end[j - 1], B.switch_in[j])
+            lows.append(int((start_b - A.end[i])[low].max()))
+    if not lows or not ups or max(lows) > min(ups):
+        return None
+    lo, hi = max(lows), min(ups)
     return SkewEstimate(host_a, host_b, (lo + hi) // 2, (hi - lo + 1) // 2, lo, hi, used, conns)
 
 
@@ -361,12 +464,16 @@ def remote_socket(a: Analysis) -> tuple[str, int, str, int] | None:
 
 
 def _ends(store: Store, lo: int, hi: int, tuples: set[tuple[str, int, str, int]]) -> list[End]:
-    conds = " OR ".join(f"(saddr = '{_addr(s)}' AND sport = {int(p)} AND daddr = '{_addr(d)}' AND dport = {int(q)})"
-                        for s, p, d, q in sorted(tuples)[:64])
-    rows = store.query_rows(f"SELECT ts, dir, bytes, saddr, sport, daddr, dport, tid FROM sock_io WHERE ts >= {int(lo)} "
-                            f"AND ts <= {int(hi)} AND ({conds}) ORDER BY ts")
-    return [End(int(r["ts"]), str(r["dir"]), int(r["bytes"]), str(r["saddr"]), int(r["sport"]), str(r["daddr"]),
-                int(r["dport"]), int(r["tid"])) for r in rows]
+    """Socket rows of these connections in [lo, hi] (a tuple IN: one hash lookup per row), decoded in C."""
+    out: list[End] = []
+    todo = sorted(tuples)
+    for k in range(0, len(todo), 4096):
+        keys = ", ".join(f"('{_addr(s)}', {int(p)}, '{_addr(d)}', {int(q)})" for s, p, d, q in todo[k:k + 4096])
+        body = store.query(f"SELECT ts, dir, bytes, saddr, sport, daddr, dport, tid FROM sock_io WHERE ts >= {int(lo)} "
+                           f"AND ts <= {int(hi)} AND (saddr, sport, daddr, dport) IN ({keys}) "
+                           "SETTINGS output_format_json_quote_64bit_integers = 0", "JSONCompactEachRow")
+        out.extend(msgspec.json.decode(b"[" + b",".join(body.splitlines()) + b"]", type=list[End]))
+    return out
 
 
 def _switch_ins(store: Store, ends: list[End], lo: int, hi: int) -> SwitchIns:

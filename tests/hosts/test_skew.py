@@ -87,3 +87,18 @@ def test_switch_ins_before_sends_tighten_the_bound_and_keep_it_true() -> None:
         assert loose is not None and tight is not None
         assert tight.lower_ns <= theta <= tight.upper_ns, (seed, theta, tight)
         assert tight.bound_ns <= loose.bound_ns and tight.bound_ns < 150_000, (tight, loose)
+
+
+def test_the_numpy_estimate_equals_the_row_by_row_one() -> None:
+    from kprobe.causal.hosts import estimate_skew_reference
+
+    for seed in range(12):
+        sw: dict = {}
+        theta = random.Random(seed).randint(-9_000_000, 9_000_000)
+        a, b = _exchange(theta, 25, seed, switch_ins=sw if seed % 2 else None)
+        cut = b[seed % 5:]                                      # some with a late start on one end
+        a2, b2 = _exchange(theta, 15, seed + 100)               # a second connection on other ports
+        a2 = [End(r.ts, r.dir, r.bytes, r.saddr, 40001, r.daddr, r.dport, r.tid) for r in a2]
+        b2 = [End(r.ts, r.dir, r.bytes, r.saddr, r.sport, r.daddr, 40001, r.tid) for r in b2]
+        args = ("a", a + a2, "b", cut + b2, sw.get("a"), sw.get("b"))
+        assert estimate_skew(*args) == estimate_skew_reference(*args), seed
