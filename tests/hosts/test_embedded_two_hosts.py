@@ -6,6 +6,7 @@ Ground truth: the client's own send/answer times, the hog's pid, the skew applie
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -109,3 +110,19 @@ def test_two_embedded_agents_answer_one_why(world: dict) -> None:
     assert root is not None and root.kind == "cpu_preemption" and root.culprit.pid == hog.pid, cross.render_text()
     (sk,) = cross.skews
     assert abs(sk.offset_ns - SKEW_NS) <= sk.bound_ns < 2_000_000, sk
+
+    # the same answer from the command line, and the hosts' heartbeats covering the window
+    base = [sys.executable, "-m", "kprobe", "hosts"]
+    dirs = [x for a in agents for x in ("--data", str(a.data))]
+    win = ["--from", str(slow["sent"]), "--to", str(slow["answered"])]
+    got = subprocess.run([*base, "why", *dirs, *win, "--host", "client", "--pid", str(client.pid), "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert got.returncode == 0, got.stderr
+    ans = json.loads(got.stdout)
+    assert [h["host"] for h in ans["hops"]] == ["client", "server"] and ans["root_host"] == "server"
+    assert ans["root_cause"]["kind"] == "cpu_preemption" and ans["root_cause"]["culprit"]["pid"] == hog.pid
+    got = subprocess.run([*base, "list", *dirs, *win, "--json"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert got.returncode == 0, got.stderr
+    listed = {d["host"]: d for d in json.loads(got.stdout)}
+    assert set(listed) == {"client", "server"} and all(d["covers_window"] for d in listed.values()), listed
+    assert int(listed["server"]["skew"]) == SKEW_NS and listed["server"]["filter"].startswith("netns")

@@ -233,3 +233,20 @@ def test_chain_across_three_hosts_through_kafka_and_clickhouse(world: dict) -> N
         assert "killed" in cross2.missing[0].reason and cross2.missing[0].address == f"{l_addr}:7100"
     finally:
         store.close()
+
+    # the command line over the server: the same chain, and the heartbeats say who covered which window
+    stack = world["stack"]
+    base = [sys.executable, "-m", "kprobe", "hosts"]
+    server = ["--clickhouse", f"{stack['CLICKHOUSE_HOST']}:{stack['CLICKHOUSE_PORT']}", "--database", world["db"]]
+    win1 = ["--from", str(slow1["sent"]), "--to", str(slow1["answered"])]
+    got = subprocess.run([*base, "why", *server, *win1, "--host", "client", "--pid", str(client.pid), "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=180)
+    assert got.returncode == 0, got.stderr
+    ans = json.loads(got.stdout)
+    assert ans["root_host"] == "ledger" and ans["root_cause"]["culprit"]["pid"] == hog.pid, ans["root_cause"]
+    win2 = ["--from", str(slow2["sent"]), "--to", str(slow2["answered"])]
+    got = subprocess.run([*base, "list", *server, *win2, "--json"], capture_output=True, text=True, cwd=REPO,
+                         timeout=180)
+    assert got.returncode == 0, got.stderr
+    cover = {d["host"]: d["covers_window"] for d in json.loads(got.stdout)}
+    assert cover == {"client": True, "middle": True, "ledger": False}, cover
