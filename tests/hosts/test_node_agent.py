@@ -104,3 +104,11 @@ def test_host_key_is_the_configured_name_or_a_boot_hash() -> None:
     for bad in ("", "a b", "x'; DROP", "-lead"):
         with pytest.raises(ValueError):
             check_host_name(bad)
+
+
+def test_stats_name_the_host_key_beside_the_machine() -> None:
+    from kprobe.query.stats import render_host
+
+    lines = render_host({"key": "node-a", "hostname": "vm1", "host_id": "abc", "boot_id": "b-1",
+                         "clock": {"describe": "wall clock synchronised"}})
+    assert lines[0] == "host node-a (vm1, machine id abc, boot b-1)" and lines[1] == "  wall clock synchronised"
