@@ -121,12 +121,17 @@ class HostIdentity:
         return cls(socket.gethostname(), _first_line(MACHINE_ID_FILES), _first_line((BOOT_ID_FILE,)))
 
     def key(self, configured: str | None = None) -> str:
-        """The ``host`` every row of this agent carries: the configured name when one is given (one agent
-        per network namespace, or a fleet with its own naming), else the hostname plus 8 hex digits of a
-        hash of machine id and boot id, so two machines named alike, and two boots of one machine (whose
-        monotonic clocks restart), never share a key. Short: it is stored on every row."""
+        """The ``host`` every row of this agent carries: the configured name when one is given (one agent per
+        network namespace or node, a fleet with its own naming), else the hostname. Why not a hash of machine
+        and boot id by default: the OTel SDKs and the payload decoder name spans by the hostname, and spans
+        join kernel rows by host; the machine id and boot id that tell two machines named alike, or two boots,
+        apart are in every heartbeat row (``hosts`` table) and in :meth:`boot_key`."""
         if configured:
             return check_host_name(configured)
+        return self.hostname or "host"
+
+    def boot_key(self) -> str:
+        """Hostname plus 8 hex digits of a hash of machine id and boot id: unique per machine and boot."""
         digest = hashlib.sha256(f"{self.host_id}:{self.boot_id}".encode()).hexdigest()[:8]
         return f"{self.hostname or 'host'}-{digest}"
 

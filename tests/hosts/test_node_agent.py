@@ -92,15 +92,14 @@ def test_bad_node_filter_paths_are_refused_clearly(tmp_path: Path) -> None:
     assert NodeFilter.of(None, None) is None
 
 
-def test_host_key_is_the_configured_name_or_a_boot_hash() -> None:
+def test_host_key_is_the_configured_name_or_the_hostname() -> None:
     from kprobe.agent.host_identity import HostIdentity, check_host_name
 
     h = HostIdentity.read()
-    assert h.key("ledger-1") == "ledger-1"
-    k = h.key()
-    assert k.startswith(h.hostname + "-") and len(k) == len(h.hostname) + 9 and k == HostIdentity.read().key()
-    other_boot = HostIdentity(h.hostname, h.host_id, "00000000-0000-0000-0000-000000000000")
-    assert other_boot.key() != k
+    assert h.key("ledger-1") == "ledger-1" and h.key() == h.hostname
+    k = h.boot_key()
+    assert k.startswith(h.hostname + "-") and len(k) == len(h.hostname) + 9 and k == HostIdentity.read().boot_key()
+    assert HostIdentity(h.hostname, h.host_id, "00000000-0000-0000-0000-000000000000").boot_key() != k
     for bad in ("", "a b", "x'; DROP", "-lead"):
         with pytest.raises(ValueError):
             check_host_name(bad)
