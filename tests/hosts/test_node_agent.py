@@ -3,6 +3,7 @@ a heartbeat row per interval; against the real kernel and a real embedded store.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -111,3 +112,61 @@ def test_stats_name_the_host_key_beside_the_machine() -> None:
     lines = render_host({"key": "node-a", "hostname": "vm1", "host_id": "abc", "boot_id": "b-1",
                          "clock": {"describe": "wall clock synchronised"}})
     assert lines[0] == "host node-a (vm1, machine id abc, boot b-1)" and lines[1] == "  wall clock synchronised"
+
+
+def test_cgroup_agent_records_only_its_cgroup(probes_built: None, tmp_path: Path) -> None:
+    """--cgroup on the cgroup v2 hierarchy: a process exec'd inside a child of the cgroup is watched by the exec
+    hook (ancestor id), one already inside at start by the /proc scan, one outside never."""
+    if not is_root():
+        pytest.skip("cgroups and probes need root (CI runs as root)")
+    from kprobe.agent.node_filter import CGROUP2_MOUNTS, NodeFilter
+    from kprobe.agent.probeset import ProbeConfig
+    from kprobe.agent.recorder import RecorderConfig
+    from kprobe.embedded import EmbeddedSession
+
+    root2 = next((m for m in CGROUP2_MOUNTS if (m / "cgroup.controllers").exists()), None)
+    if root2 is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    node = root2 / f"kph-{os.getpid()}"
+    child = node / "pod"
+    child.mkdir(parents=True)
+    into = "echo $$ > {}/cgroup.procs && exec {} -c '{}' {}"
+    procs: list[subprocess.Popen] = []
+    try:
+        before = subprocess.Popen(["sh", "-c", into.format(node, sys.executable, NAPPER, 5)])
+        outside = subprocess.Popen([sys.executable, "-c", NAPPER, "5"])
+        procs += [before, outside]
+        time.sleep(0.5)
+        nf = NodeFilter.of(None, node)
+        assert nf is not None and nf.cgroup_id == os.stat(node).st_ino and nf.cgroup_level == len(node.relative_to(root2).parts)
+        assert nf.matches(before.pid) and not nf.matches(outside.pid)
+        session = EmbeddedSession(tmp_path, RecorderConfig(
+            probes=ProbeConfig(filter_on=True, node=nf, min_offcpu_ns=20_000), flush_ms=50, host="pod-node",
+            heartbeat_ms=0)).start()
+        try:
+            time.sleep(0.3)
+            later = subprocess.Popen(["sh", "-c", into.format(child, sys.executable, NAPPER, 0.4)])
+            procs.append(later)
+            for p in procs:
+                p.wait(timeout=20)
+            assert session.recorder.wait_drained(10)
+            store = session.store
+            tg = {int(r["tgid"]) for r in store.query_rows("SELECT DISTINCT tgid FROM offcpu")}
+            assert before.pid in tg and later.pid in tg and outside.pid not in tg, (before.pid, later.pid, tg)
+            execs = store.query_rows(f"SELECT count() AS n FROM proc WHERE tgid = {later.pid} AND kind = 'exec'")
+            assert int(execs[0]["n"]) >= 1, "the exec hook did not watch a process exec'd in a child cgroup"
+            assert not store.query_rows("SELECT 1 FROM hosts LIMIT 1"), "heartbeat_ms=0 writes none"
+        finally:
+            session.stop()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        for d in (child, node):
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
