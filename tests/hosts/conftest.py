@@ -8,7 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers.conftest import _cache_dir, _running, _stack, read_env
+try:    # the stack helpers' home since the tests were laid out like the packages
+    from tests.stack_fixtures import _cache_dir, _running, _stack, read_env
+except ImportError:
+    from tests.servers.conftest import _cache_dir, _running, _stack, read_env
 
 
 @pytest.fixture(scope="session")

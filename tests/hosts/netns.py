@@ -4,8 +4,13 @@ always deleted (a leaked netns outlives the test run on a shared VM)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def ip(*args: str) -> None:
@@ -42,3 +47,29 @@ class Hosts:
         for full in self.made:        # deleting a netns deletes its veth ends
             subprocess.run(["ip", "netns", "del", full], capture_output=True)
         self.made.clear()
+
+
+class Ingest:
+    """`kprobe dataflow ingest` as a child process into a test-private database and topic prefix."""
+
+    def __init__(self, stack: dict[str, str], prefix: str, database: str, state: Path):
+        self.argv = [sys.executable, "-m", "kprobe", "dataflow", "ingest", "--brokers", stack["KAFKA_BOOTSTRAP"],
+                     "--clickhouse", f"{stack['CLICKHOUSE_HOST']}:{stack['CLICKHOUSE_PORT']}",
+                     "--clickhouse-http-port", stack["CLICKHOUSE_HTTP_PORT"], "--database", database,
+                     "--prefix", prefix, "--workers", "2", "--state-dir", str(state), "--epoch-s", "0.5"]
+        self.state, self.log = state, state / "ingest.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Ingest:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(self.argv, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HOG, RR, is_root
-from tests.hosts.netns import Hosts
+from tests.hosts.netns import Hosts, Ingest
 
 pytestmark = [pytest.mark.servers, pytest.mark.kernel]
 
@@ -149,8 +149,6 @@ def test_chain_across_three_hosts_through_kafka_and_clickhouse(world: dict) -> N
                             SKEW_NS if name == "middle" else 0))
     for a in agents:
         a.wait_recording()
-    from tests.servers.test_pipeline import Ingest
-
     ingest = Ingest(world["stack"], world["prefix"], world["db"], tmp / "flow").start()
     try:
         ledger = _in(ns["ledger"], "taskset", "-c", LEDGER_CPU, *RR, sys.executable, str(CHAIN), "ledger", l_addr,
