@@ -114,7 +114,9 @@ CHDB_LIBRARY = "_chdb"          # the embedded engine's shared object (chdb/_chd
 
 @dataclass
 class HeartbeatDue:
-    """The drain thread's tick for a ``hosts`` row, written at once by the writer (never held)."""
+    """The drain thread's tick for a ``hosts`` row: the writer builds it then, and stores it with the side tables
+    at the next complete flush (or a query's): an embedded insert costs ~15 ms of CPU whatever its size, so a
+    beat every 5 s written alone would cost the recorder more than its ring draining on a quiet host."""
 
     ts_ns: int
     final: bool = False
@@ -379,7 +381,9 @@ class Recorder:
             elif isinstance(item, SideRows):
                 side.setdefault(item.table, []).append(item.cols)
             elif isinstance(item, HeartbeatDue):
-                self._write_heartbeat(item)
+                row = self._heartbeat_row(item)
+                if row is not None:
+                    side.setdefault(HOSTS_TABLE, []).append(row)
             else:
                 self._write_batch(item)
             now = time.monotonic()
@@ -443,16 +447,16 @@ class Recorder:
         except Exception as e:     # a best effort: a /proc read must never stop the drain
             self.stats.last_error = f"node filter rescan: {e}"
 
-    def _write_heartbeat(self, due: HeartbeatDue) -> None:
+    def _heartbeat_row(self, due: HeartbeatDue) -> dict[str, np.ndarray] | None:
         """This agent's ``hosts`` row: recording, how far its rows reached, its clock (agent/heartbeat.py)."""
         assert self._heartbeat is not None
         try:
-            cols = self._heartbeat.row(due.ts_ns, self._clock.error_ns, self.stats.last_event_ts,
+            return self._heartbeat.row(due.ts_ns, self._clock.error_ns, self.stats.last_event_ts,
                                        sum(self.stats.written.values()), self.stats.total_drops(), due.final)
-        except Exception as e:
+        except Exception as e:     # counted like a failed write: the beat is lost, never the drain
+            self.stats.write_errors[HOSTS_TABLE] = self.stats.write_errors.get(HOSTS_TABLE, 0) + 1
             self.stats.last_error = f"{HOSTS_TABLE}: {e}"
-            return
-        self._write_table(HOSTS_TABLE, cols)
+            return None
 
     def _write_memcg_members(self, req: MemcgRequest) -> None:
         cols = self._memcgs.snapshot(req.memcg_ids, req.ts_ns, self.host, req.mono_ns)
