@@ -145,17 +145,17 @@ def bench_why(calls: int) -> dict:
             procs.append(p)
             return p
 
-        led = run("ledger", "taskset", "-c", "1", "chrt", "-r", "10", sys.executable, str(CHAIN), "ledger", addr["l"],
+        led = run("ledger", "taskset", "-c", "1", "chrt", "-r", "40", sys.executable, str(CHAIN), "ledger", addr["l"],
                   "7100", "1", stdout=subprocess.PIPE, text=True)
         assert led.stdout is not None and "listening" in led.stdout.readline()
-        mid = run("middle", "taskset", "-c", "0", "chrt", "-r", "20", sys.executable, str(CHAIN), "middle", addr["m"],
+        mid = run("middle", "taskset", "-c", "0", "chrt", "-r", "40", sys.executable, str(CHAIN), "middle", addr["m"],
                   "7000", addr["l"], "7100", stdout=subprocess.PIPE, text=True)
         assert mid.stdout is not None and "listening" in mid.stdout.readline()
-        cli = run("client", "taskset", "-c", "0", "chrt", "-r", "20", sys.executable, str(CHAIN), "client", addr["m"],
+        cli = run("client", "taskset", "-c", "0", "chrt", "-r", "40", sys.executable, str(CHAIN), "client", addr["m"],
                   "7000", "80", "15", stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)
         h0 = time.time_ns()
-        hog = run("ledger", "taskset", "-c", "1", "chrt", "-r", "10", sys.executable, "-c", HOG.format(s=0.35))
+        hog = run("ledger", "taskset", "-c", "1", "chrt", "-r", "40", sys.executable, "-c", HOG.format(s=0.35))
         hog.wait(10)
         h1 = time.time_ns()
         out_text, _ = cli.communicate(timeout=120)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOG, RR, is_root
+from tests.conftest import HOG, is_root
 from tests.hosts.netns import Hosts
-from tests.hosts.test_three_hosts import CHAIN, FRONT, _in, _slowest, _wait_line
+from tests.hosts.test_three_hosts import CHAIN, FRONT, LEDGER_RR, _in, _slowest, _wait_line
 
 pytestmark = pytest.mark.kernel
 
@@ -85,7 +85,7 @@ def test_two_embedded_agents_answer_one_why(world: dict) -> None:
         agents.append(EmbeddedAgent(name, hosts.path(ns[name]), tmp / name, SKEW_NS if name == "server" else 0))
     for a in agents:
         a.wait_recording()
-    server = _in(ns["server"], "taskset", "-c", "1", *RR, sys.executable, str(CHAIN), "ledger", s_addr, "7100", "1",
+    server = _in(ns["server"], "taskset", "-c", "1", *LEDGER_RR, sys.executable, str(CHAIN), "ledger", s_addr, "7100", "1",
                  stdout=subprocess.PIPE, text=True)
     procs.append(server)
     _wait_line(server, "listening")
@@ -94,7 +94,7 @@ def test_two_embedded_agents_answer_one_why(world: dict) -> None:
     procs.append(client)
     time.sleep(0.5)
     h0 = time.time_ns()
-    hog = _in(ns["server"], "taskset", "-c", "1", *RR, sys.executable, "-c", HOG.format(s=0.35))
+    hog = _in(ns["server"], "taskset", "-c", "1", *LEDGER_RR, sys.executable, "-c", HOG.format(s=0.35))
     procs.append(hog)
     hog.wait(10)
     slow = _slowest(client, h0, time.time_ns())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOG, RR, is_root
+from tests.conftest import HOG, is_root
 from tests.hosts.netns import Hosts, Ingest
 
 pytestmark = [pytest.mark.servers, pytest.mark.kernel]
@@ -34,7 +34,10 @@ SKEW_NS = 4_000_000            # the middle agent's artificial clock skew
 LEDGER_CPU = "1"
 # client and middle run SCHED_RR on the other CPU: the VM's other tenants (builds, tests) cannot preempt them,
 # so the slow payment's cause is the hog on the ledger host and nothing of this VM's neighbours
-FRONT = ("taskset", "-c", "0", "chrt", "-r", "20")
+FRONT = ("taskset", "-c", "0", "chrt", "-r", "40")
+# the ledger and its hog share CPU 1 in SCHED_RR slices, at a priority above what the VM's other tests use
+# (their own SCHED_RR hogs at 10 were named, rightly, as the ledger's preemptor when they shared CPU 1)
+LEDGER_RR = ("chrt", "-r", "40")
 
 
 class Agent:
@@ -151,7 +154,7 @@ def test_chain_across_three_hosts_through_kafka_and_clickhouse(world: dict) -> N
         a.wait_recording()
     ingest = Ingest(world["stack"], world["prefix"], world["db"], tmp / "flow").start()
     try:
-        ledger = _in(ns["ledger"], "taskset", "-c", LEDGER_CPU, *RR, sys.executable, str(CHAIN), "ledger", l_addr,
+        ledger = _in(ns["ledger"], "taskset", "-c", LEDGER_CPU, *LEDGER_RR, sys.executable, str(CHAIN), "ledger", l_addr,
                      "7100", "1", stdout=subprocess.PIPE, text=True)
         procs.append(ledger)
         _wait_line(ledger, "listening")
@@ -164,7 +167,7 @@ def test_chain_across_three_hosts_through_kafka_and_clickhouse(world: dict) -> N
         client = _client_run(ns["client"], m_addr, 60, 15, procs)
         time.sleep(0.5)
         h0 = time.time_ns()
-        hog = _in(ns["ledger"], "taskset", "-c", LEDGER_CPU, *RR, sys.executable, "-c", HOG.format(s=0.35))
+        hog = _in(ns["ledger"], "taskset", "-c", LEDGER_CPU, *LEDGER_RR, sys.executable, "-c", HOG.format(s=0.35))
         procs.append(hog)
         hog.wait(10)
         slow1 = _slowest(client, h0, time.time_ns())
@@ -175,7 +178,7 @@ def test_chain_across_three_hosts_through_kafka_and_clickhouse(world: dict) -> N
         client2 = _client_run(ns["client"], m_addr, 40, 15, procs)
         time.sleep(0.3)
         h0 = time.time_ns()
-        hog2 = _in(ns["ledger"], "taskset", "-c", LEDGER_CPU, *RR, sys.executable, "-c", HOG.format(s=0.35))
+        hog2 = _in(ns["ledger"], "taskset", "-c", LEDGER_CPU, *LEDGER_RR, sys.executable, "-c", HOG.format(s=0.35))
         procs.append(hog2)
         time.sleep(0.03)
         agents[2].stop(signal.SIGKILL)
