@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
+import re
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,5 +120,31 @@ class HostIdentity:
     def read(cls) -> HostIdentity:
         return cls(socket.gethostname(), _first_line(MACHINE_ID_FILES), _first_line((BOOT_ID_FILE,)))
 
+    def key(self, configured: str | None = None) -> str:
+        """The ``host`` every row of this agent carries: the configured name when one is given (one agent per
+        network namespace or node, a fleet with its own naming), else the hostname. Why not a hash of machine
+        and boot id by default: the OTel SDKs and the payload decoder name spans by the hostname, and spans
+        join kernel rows by host; the machine id and boot id that tell two machines named alike, or two boots,
+        apart are in every heartbeat row (``hosts`` table) and in :meth:`boot_key`."""
+        if configured:
+            return check_host_name(configured)
+        return self.hostname or "host"
+
+    def boot_key(self) -> str:
+        """Hostname plus 8 hex digits of a hash of machine id and boot id: unique per machine and boot."""
+        digest = hashlib.sha256(f"{self.host_id}:{self.boot_id}".encode()).hexdigest()[:8]
+        return f"{self.hostname or 'host'}-{digest}"
+
     def to_dict(self, clock: WallClock | None = None) -> dict:
         return {**asdict(self), **({"clock": clock.to_dict()} if clock is not None else {})}
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,62}")
+
+
+def check_host_name(name: str) -> str:
+    """A configured host name is a row value and a SQL literal in cross-host reads: a short token only."""
+    if not _HOST_NAME.fullmatch(name):
+        raise ValueError(f"host name {name!r}: 1-63 characters of letters, digits, '.', '_', ':' or '-' "
+                         "starting with a letter or digit")
+    return name

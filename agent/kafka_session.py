@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kprobe.agent.control import ControlServer
+from kprobe.agent.host_identity import HostIdentity
 from kprobe.agent.probeset import ProbeSet
 from kprobe.agent.recorder import Recorder, RecorderConfig
 from kprobe.agent.status import RecorderStats
@@ -116,9 +117,10 @@ class KafkaSession:
         except Exception as e:  # Kafka down at start: the spool takes over, the sink creates the topics later
             print(f"kprobe: cannot create topics now ({e}); spooling until Kafka answers", file=sys.stderr)
             ready = False
-        self.sink = KafkaSink(self.sink_config, topics_ready=ready)
+        host = self.config.host or HostIdentity.read().key()   # one key: the rows' host and the messages' key
+        self.sink = KafkaSink(self.sink_config, host=host, topics_ready=ready)
         self.config.status_path = self.data_dir / "status.json"
-        self.recorder = Recorder(self.config, self.sink, stats=KafkaRecorderStats(sink=self.sink))
+        self.recorder = Recorder(self.config, self.sink, stats=KafkaRecorderStats(sink=self.sink), host=host)
         self.recorder.start(probes)
         self.control = ControlServer(self.data_dir, _no_store, self.stats).start()
         self.metrics = None

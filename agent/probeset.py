@@ -17,6 +17,7 @@ from kprobe.agent import tracefs
 from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.kernel_hz import interval_jiffies, kernel_hz
 from kprobe.agent.libbpf import BpfMap, BpfObject, Libbpf, LibbpfError
+from kprobe.agent.node_filter import NodeFilter
 from kprobe.schemas import layouts as L
 from kprobe.schemas import syscalls
 from kprobe.schemas.tables import EVENT_TYPES, PROBES, EventType
@@ -52,6 +53,7 @@ class ProbeConfig:
     watch_pids: list[int] = field(default_factory=list)
     watch_comms: list[str] = field(default_factory=list)
     filter_on: bool = False            # true when a watch list is given or `run` follows a command
+    node: NodeFilter | None = None     # one agent per node: only this netns/cgroup's processes (agent/node_filter.py)
     syscalls: list[str] | None = None  # None = the default set
     ring_overrides: dict[str, int] = field(default_factory=dict)  # event name -> bytes
     probes: tuple[str, ...] = PROBES
@@ -76,7 +78,7 @@ class ProbeConfig:
 
     @property
     def watching(self) -> bool:
-        return bool(self.filter_on or self.watch_pids or self.watch_comms)
+        return bool(self.filter_on or self.watch_pids or self.watch_comms or self.node)
 
     @property
     def every_syscall(self) -> bool:
@@ -198,7 +200,11 @@ class ProbeSet:
         cfg = np.zeros(1, dtype=L.KP_CONFIG)
         cfg["min_offcpu_ns"] = c.min_offcpu_ns
         cfg["min_syscall_ns"] = c.min_syscall_ns
-        cfg["filter_on"] = 1 if (c.filter_on or c.watch_pids or c.watch_comms) else 0
+        cfg["filter_on"] = 1 if c.watching else 0
+        if c.node is not None:
+            cfg["node_netns_ino"] = c.node.netns_ino
+            cfg["node_cgroup_id"] = c.node.cgroup_id
+            cfg["node_cgroup_level"] = c.node.cgroup_level
         cfg["self_tgid"] = _self_tgid()
         cfg["fault_sample_every"] = max(1, c.fault_sample_every)
         cfg["fault_flush_ms"] = c.fault_flush_ms
@@ -211,6 +217,8 @@ class ProbeSet:
     def _configure(self) -> None:
         c = self.config
         for pid in c.watch_pids:
+            self.watch_pid(pid)
+        for pid in c.node.scan() if c.node is not None else ():
             self.watch_pid(pid)
         for comm in c.watch_comms:
             key = np.zeros(1, dtype=f"S{L.KP_COMM_LEN}")

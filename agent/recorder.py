@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +24,11 @@ from kprobe.agent import clock, code_pages, row_checks
 from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.cgroup_cpu import CgroupCpu
 from kprobe.agent.cpu_irq import CpuIrq
+from kprobe.agent.heartbeat import DEFAULT_INTERVAL_MS, Heartbeat
+from kprobe.agent.host_identity import HostIdentity
 from kprobe.agent.identity import IdentityCache, processes_columns
 from kprobe.agent.memcg_members import MemcgMembers
+from kprobe.agent.node_filter import RESCAN_S
 from kprobe.agent.pod_identity import KubeletConfig, pod_directory
 from kprobe.agent.probeset import ProbeConfig, ProbeSet
 from kprobe.agent.ring_wait import RingWaiter
@@ -35,7 +37,7 @@ from kprobe.agent.self_cost import SelfCost
 from kprobe.agent.status import RecorderStats
 from kprobe.masking import mask_columns
 from kprobe.schemas import layouts as L
-from kprobe.schemas.store_tables import CGROUP_CPU_TABLE, CPU_IRQ_TABLE, MEMCG_MEMBERS_TABLE
+from kprobe.schemas.store_tables import CGROUP_CPU_TABLE, CPU_IRQ_TABLE, HOSTS_TABLE, MEMCG_MEMBERS_TABLE
 from kprobe.schemas.tables import BY_NAME, EventType
 from kprobe.sinks.sink import Sink
 
@@ -81,6 +83,13 @@ class RecorderConfig:
     # interval (agent/code_pages.py): the resident set is then the code in use. 0: never.
     trim_code_s: float = 300.0
     trim_first_s: float = 20.0
+    # the ``host`` on every row (agent/host_identity.py HostIdentity.key): the configured name, or "" for the
+    # hostname plus a hash of machine id and boot id
+    host: str = ""
+    heartbeat_ms: int = DEFAULT_INTERVAL_MS   # a ``hosts`` row this often (agent/heartbeat.py); 0: none
+    # added to every UTC time this agent writes: an artificial clock skew, for tests of cross-host clock
+    # alignment (causal/hosts.py estimates it back); 0 in production
+    clock_skew_ns: int = 0
 
     @property
     def drains_early(self) -> bool:
@@ -112,6 +121,16 @@ CHDB_LIBRARY = "_chdb"          # the embedded engine's shared object (chdb/_chd
 
 
 @dataclass
+class HeartbeatDue:
+    """The drain thread's tick for a ``hosts`` row: the writer builds it then, and stores it with the side tables
+    at the next complete flush (or a query's): an embedded insert costs ~15 ms of CPU whatever its size, so a
+    beat every 5 s written alone would cost the recorder more than its ring draining on a quiet host."""
+
+    ts_ns: int
+    final: bool = False
+
+
+@dataclass
 class SideRows:
     """Samples read by the drain thread (CPU quota counters, interrupt time) for the writer to store
     with the next complete flush."""
@@ -126,7 +145,7 @@ class Recorder:
     sink: Sink
     retention: Callable[[int | None, int | None, int], int] | None = None
     stats: RecorderStats = field(default_factory=RecorderStats)
-    host: str = field(default_factory=socket.gethostname)
+    host: str = ""
     probes: ProbeSet | None = None
     _readers: dict[str, RingReader] = field(default_factory=dict)
     _queue: queue.Queue = field(init=False)
@@ -142,8 +161,17 @@ class Recorder:
     _cgroup_cpu: CgroupCpu = field(default_factory=CgroupCpu)
     _cpu_irq: CpuIrq = field(default_factory=CpuIrq)
     _block_sums: BlockSums | None = None
+    _heartbeat: Heartbeat | None = None
+    _node_watched: set[int] = field(default_factory=set)
+    _node_scan_ns: int = 0
 
     def __post_init__(self) -> None:
+        ident = HostIdentity.read()
+        self.host = self.host or ident.key(self.config.host or None)
+        node = self.config.probes.node
+        self._heartbeat = Heartbeat(self.host, ident, self.config.heartbeat_ms, self.config.clock_skew_ns,
+                                    node.describe() if node is not None else "")
+        self.stats.host_key = self.host
         self._queue = queue.Queue(maxsize=self.config.queue_batches)
         counters = self.stats.pod_identity
         self._identities = IdentityCache(pods=pod_directory(self.config.kubelet, counters), counters=counters)
@@ -258,6 +286,9 @@ class Recorder:
                 self._sample_cgroup_cpu(tick_mono)
             if self._cpu_irq.due(tick_mono):          # interrupt time per CPU (agent/cpu_irq.py)
                 self._sample_cpu_irq()
+            self._rescan_node(tick_mono)
+            if self._heartbeat is not None and self._heartbeat.due(tick_mono):
+                self._queue.put(HeartbeatDue(self._wall_ns()))
             full = []
             now = time.monotonic()
             if self._block_sums is not None and (stopping or flush_req or now - last_sums >= 1.0):
@@ -275,7 +306,7 @@ class Recorder:
                     if not everything and len(recs) < self.config.hold_rows:
                         pending[name] = [recs]     # a small batch waits for the next complete flush
                         continue
-                    self._queue.put(Batch(BY_NAME[name], recs, self._clock.offset_ns))
+                    self._queue.put(Batch(BY_NAME[name], recs, self._clock.offset_ns + self.config.clock_skew_ns))
                     del pending[name]
                 rows = sum(len(x) for lst in pending.values() for x in lst)
                 if everything:
@@ -288,6 +319,8 @@ class Recorder:
                 self.stats.resources = self._self_cost.sample(sum(self.stats.drained.values()))
                 last_status = now
             if stopping:
+                if self._heartbeat is not None and self._heartbeat.interval_ms > 0:
+                    self._queue.put(HeartbeatDue(self._wall_ns(), final=True))
                 self._queue.put(None)
                 return
             poll = min_poll if fullest > 1 / 16 else min(max_poll, poll * 2)
@@ -330,7 +363,7 @@ class Recorder:
                 self.stats.last_error = f"reclaim in-flight map: {e}"
         due = self._memcgs.due(ids, now_mono) if ids else []
         if due:
-            self._queue.put(MemcgRequest(due, time.time_ns(), now_mono))
+            self._queue.put(MemcgRequest(due, self._wall_ns(), now_mono))
 
     def _write_loop(self) -> None:
         try:  # this thread only (Linux: a tid is a "process" for setpriority)
@@ -355,6 +388,10 @@ class Recorder:
                 self._write_memcg_members(item)
             elif isinstance(item, SideRows):
                 side.setdefault(item.table, []).append(item.cols)
+            elif isinstance(item, HeartbeatDue):
+                row = self._heartbeat_row(item)
+                if row is not None:
+                    side.setdefault(HOSTS_TABLE, []).append(row)
             else:
                 self._write_batch(item)
             now = time.monotonic()
@@ -387,6 +424,8 @@ class Recorder:
                 self._identities.forget(execs)
             tg = cols.get("tgid", cols.get("victim_pid"))
             cols["host"] = constant_column(len(batch.records), self.host)
+            if "ts" in cols and len(cols["ts"]):
+                self.stats.last_event_ts = max(self.stats.last_event_ts, int(cols["ts"].max()))
             cols.update(self._identities.enrich(tg, len(batch.records)))  # service, namespace, pod
             n = self.sink.write(et.name, cols)
             self.stats.written[et.name] = self.stats.written.get(et.name, 0) + n
@@ -395,6 +434,38 @@ class Recorder:
             self.stats.write_errors[et.name] = self.stats.write_errors.get(et.name, 0) + len(batch.records)
             self.stats.last_error = f"{et.name}: {e}"
             log.error("write of %d %s events failed: %s", len(batch.records), et.name, e)
+
+    def _wall_ns(self) -> int:
+        """UTC now as this agent writes it (with the configured artificial skew, like its event rows)."""
+        return time.time_ns() + self.config.clock_skew_ns
+
+    def _rescan_node(self, now_mono: int) -> None:
+        """One agent per node: watch the node's processes the exec hook cannot see (already running at start,
+        entered by setns without exec, moved into a cgroup v1), every node_filter.RESCAN_S."""
+        node = self.config.probes.node
+        if node is None or self.probes is None or now_mono - self._node_scan_ns < RESCAN_S * 1e9:
+            return
+        self._node_scan_ns = now_mono
+        try:
+            pids = set(node.scan())
+            for pid in pids - self._node_watched:
+                self.probes.watch_pid(pid)
+            self._node_watched = pids
+            self.stats.node_filter["processes"] = len(pids)
+            self.stats.node_filter["rescans"] = self.stats.node_filter.get("rescans", 0) + 1
+        except Exception as e:     # a best effort: a /proc read must never stop the drain
+            self.stats.last_error = f"node filter rescan: {e}"
+
+    def _heartbeat_row(self, due: HeartbeatDue) -> dict[str, np.ndarray] | None:
+        """This agent's ``hosts`` row: recording, how far its rows reached, its clock (agent/heartbeat.py)."""
+        assert self._heartbeat is not None
+        try:
+            return self._heartbeat.row(due.ts_ns, self._clock.error_ns, self.stats.last_event_ts,
+                                       sum(self.stats.written.values()), self.stats.total_drops(), due.final)
+        except Exception as e:     # counted like a failed write: the beat is lost, never the drain
+            self.stats.write_errors[HOSTS_TABLE] = self.stats.write_errors.get(HOSTS_TABLE, 0) + 1
+            self.stats.last_error = f"{HOSTS_TABLE}: {e}"
+            return None
 
     def _write_memcg_members(self, req: MemcgRequest) -> None:
         cols = self._memcgs.snapshot(req.memcg_ids, req.ts_ns, self.host, req.mono_ns)
@@ -421,7 +492,7 @@ class Recorder:
         """Read the counters now, on the drain thread: their time must be when they were read, and the
         writer can be seconds behind (a cpu.stat read is ~10 µs; members are read only while throttled)."""
         try:
-            cols = self._cgroup_cpu.sample(time.time_ns(), self.host, now_mono)
+            cols = self._cgroup_cpu.sample(self._wall_ns(), self.host, now_mono)
         except Exception as e:     # a best effort: a cgroup file read must never stop the drain
             self.stats.last_error = f"{CGROUP_CPU_TABLE}: {e}"
             return
@@ -433,7 +504,7 @@ class Recorder:
     def _sample_cpu_irq(self) -> None:
         """Read the per-CPU interrupt counters now, on the drain thread (two small /proc reads)."""
         try:
-            cols = self._cpu_irq.sample(time.time_ns(), self.host)
+            cols = self._cpu_irq.sample(self._wall_ns(), self.host)
         except Exception as e:     # a best effort: a /proc read must never stop the drain
             self.stats.last_error = f"{CPU_IRQ_TABLE}: {e}"
             return
@@ -454,7 +525,7 @@ class Recorder:
         if not new:
             return
         # a command line can carry anything its caller typed, card numbers included
-        self.sink.write("processes", mask_columns(processes_columns(new, self.host, time.time_ns()),
+        self.sink.write("processes", mask_columns(processes_columns(new, self.host, self._wall_ns()),
                                                   ("cmdline", "exe", "comm")))
 
     def _apply_retention(self) -> None:

@@ -77,6 +77,9 @@ class RecorderStats:
     capabilities: dict = field(default_factory=dict)
     # which machine and boot this is, and the kernel's view of its wall clock (agent/host_identity.py)
     host: dict = field(default_factory=dict)
+    host_key: str = ""          # the ``host`` this agent writes on every row
+    last_event_ts: int = 0      # newest event ``ts`` written (the heartbeat's last_event_ts)
+    node_filter: dict = field(default_factory=dict)   # one agent per node: processes watched, rescans
     last_written_mono_ns: int = 0
     finished: bool = False
 
@@ -94,6 +97,9 @@ class RecorderStats:
         self.clock = clk
         self.capabilities = capabilities.check().to_dict()
         self.host = host_identity.HostIdentity.read().to_dict(host_identity.wall_clock())
+        self.host["key"] = self.host_key
+        if c.node is not None:
+            self.policy["node"] = c.node.describe()
 
     def update_kernel(self, probes: ProbeSet) -> None:
         if self.host:      # a daemon may (re)synchronise the clock while we record

@@ -1335,6 +1335,8 @@ def _aggregate(pieces: Iterable[_Piece | Cause]) -> list[Cause]:
     out: dict[tuple, Cause] = {}
     for p in pieces:
         k = _key(p.kind, p.culprit)
+        if p.kind == "remote_service" and p.culprit.pid is None:
+            k += (p.summary,)   # waits on two unrecorded peers stay apart: a cross-host chain follows each (causal/hosts.py)
         c = out.get(k)
         if c is None:
             c = out[k] = Cause(p.kind, p.culprit, 0, [], [], p.cpu, p.summary)

@@ -96,7 +96,7 @@ class EmbeddedSession:
         from kprobe.otel.receiver import OtlpReceiver
         from kprobe.otel.span_writer import SpanWriter
 
-        self.span_writer = SpanWriter(self.store)
+        self.span_writer = SpanWriter(self.store, host=self.config.host)   # --host-name: spans named like the rows
         rx = OtlpReceiver(self.span_writer, cfg.host, cfg.grpc_port, cfg.http_port)
         rx.start()  # ReceiverBindError names the port that is taken
         self.receiver = rx

@@ -10,6 +10,7 @@ silently.
 
 from __future__ import annotations
 
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -44,6 +45,9 @@ class SpanWriter:
     """``on_spans`` for :class:`~kprobe.otel.receiver.OtlpReceiver`: insert, count, re-raise on failure."""
 
     store: ColumnStore
+    # the agent's host (kprobe record --host-name): spans naming this machine's hostname, or no host, are stored
+    # under it, so they join the kernel rows of the same agent; "" keeps what the SDK said
+    host: str = ""
     stored: int = 0
     write_errors: int = 0
     spans_failed: int = 0
@@ -52,7 +56,11 @@ class SpanWriter:
 
     def __call__(self, batch: SpanBatch) -> None:
         try:
-            n = self.store.write(SPANS_TABLE.name, batch_columns(batch))
+            cols = batch_columns(batch)
+            if self.host:
+                local = (socket.gethostname(), "")
+                cols["host"] = np.array([self.host if h in local else h for h in cols["host"].tolist()], dtype=object)
+            n = self.store.write(SPANS_TABLE.name, cols)
         except Exception as e:
             with self._lock:
                 self.write_errors += 1

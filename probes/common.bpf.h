@@ -73,6 +73,20 @@ static __always_inline bool kp_is_watched(kp_settings_t *cfg, __u32 tgid)
 	return bpf_map_lookup_elem(&kp_watched, &tgid) != NULL;
 }
 
+/* The node filter (kprobe record --netns/--cgroup): is task t, exec'ing now, one of this node's?
+ * False when no node filter is set (the watch list alone decides). */
+static __always_inline bool kp_in_node(kp_settings_t *cfg, struct task_struct *t)
+{
+	if (!cfg->node_netns_ino && !cfg->node_cgroup_id)
+		return false;
+	if (cfg->node_netns_ino && BPF_CORE_READ(t, nsproxy, net_ns, ns.inum) != cfg->node_netns_ino)
+		return false;
+	if (cfg->node_cgroup_id &&
+	    bpf_get_current_ancestor_cgroup_id(cfg->node_cgroup_level) != cfg->node_cgroup_id)
+		return false;
+	return true;
+}
+
 static __always_inline void kp_count(__u32 idx, __u64 by)
 {
 	__u64 *c = bpf_map_lookup_elem(&kp_counters, &idx);

@@ -434,7 +434,7 @@ int BPF_PROG(kp_sched_exec, struct task_struct *p, pid_t old_pid, struct linux_b
 	if (cfg->filter_on && tgid != cfg->self_tgid) {
 		char comm[KP_COMM_LEN] = {};
 		bpf_get_current_comm(&comm, sizeof(comm));
-		if (bpf_map_lookup_elem(&kp_watched_comm, &comm)) {
+		if (bpf_map_lookup_elem(&kp_watched_comm, &comm) || kp_in_node(cfg, p)) {
 			__u8 one = 1;
 			bpf_map_update_elem(&kp_watched, &tgid, &one, BPF_ANY);
 		}

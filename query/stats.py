@@ -74,6 +74,8 @@ def render_host(host: dict) -> list[str]:
     if not host:
         return []
     line = f"host: {host.get('hostname', '?')}, machine id {host.get('host_id') or 'none'}, boot {host.get('boot_id', '?')}"
+    if host.get("key"):
+        line = f"host {host['key']} ({line[6:]})"
     clock = host.get("clock") or {}
     return [line] + ([f"  {clock['describe']}"] if clock.get("describe") else [])
 

@@ -64,10 +64,10 @@ KP_PCNT_MAX = 5
 
 KP_CONFIG = np.dtype(
     {
-        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies", "fault_flush_jiffies", "min_block_us"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
-        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 44],
-        "itemsize": 48,
+        "names": ["min_offcpu_ns", "min_syscall_ns", "filter_on", "self_tgid", "fault_sample_every", "fault_flush_ms", "sock_flush_ms", "sock_flush_jiffies", "fault_flush_jiffies", "min_block_us", "node_netns_ino", "node_cgroup_level", "node_cgroup_id"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u8"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56],
+        "itemsize": 64,
     }
 )
 

@@ -79,6 +79,12 @@ struct kp_config {
 	/* block requests faster than this (issue -> completion) are summed per submitter, device and
 	 * operation instead of a row each (0: every request is a row) */
 	__u32 min_block_us;
+	/* one agent per node (kprobe record --netns/--cgroup): a process exec'd inside this network
+	 * namespace (its inode; 0: any) and cgroup v2 (id at ancestor level node_cgroup_level; 0: any)
+	 * joins the watch list; the agent adds the ones already there from /proc */
+	__u32 node_netns_ino;
+	__u32 node_cgroup_level;
+	__u64 node_cgroup_id;
 };
 
 /* What the agent changes while the probes run (a one-entry array map, kp_runtime). */

@@ -6,7 +6,8 @@ process writes it. The tables are
 * the event tables, one per kernel event type: their columns are derived from the agent's
   conversion in :mod:`kprobe.schemas.tables` (run on an empty batch), so they cannot drift;
 * the agent's own tables (``processes``, ``memcg_members``, ``cgroup_cpu``, ``cpu_irq``), rows read from /proc
-  and cgroup files rather than a ring buffer: no kernel record defines their columns;
+  and cgroup files rather than a ring buffer: no kernel record defines their columns; ``hosts``, each
+  agent's heartbeat;
 * ``spans``, OpenTelemetry spans next to the kernel events they are joined with;
 * ``causal_analysis``, one row per analysed operation (written by the causality dataflow);
 * on a ClickHouse server, ``batch_id``/``batch_row`` on every table and the batch ledger
@@ -97,7 +98,20 @@ CPU_IRQ_COLUMNS: tuple[tuple[str, str], ...] = (
     ("softirq_ns", "UInt64"), *((k, "UInt64") for k in SOFTIRQ_KINDS),
 )
 
-AGENT_TABLES: tuple[str, ...] = (PROCESSES_TABLE, MEMCG_MEMBERS_TABLE, CGROUP_CPU_TABLE, CPU_IRQ_TABLE)
+# one heartbeat row per agent every few seconds (agent/heartbeat.py): which hosts were recording when, on which
+# boot, with which clock state and how far their data reached, so a cross-host answer can name a host whose
+# data is missing instead of blaming what it can see (causal/hosts.py)
+HOSTS_TABLE = "hosts"
+HOSTS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ts", "UInt64"), ("host", "LowCardinality(String)"), ("hostname", "String"), ("machine_id", "String"),
+    ("boot_id", "String"), ("agent_version", "LowCardinality(String)"), ("started_ts", "UInt64"),
+    ("interval_ms", "UInt32"), ("clock_state", "LowCardinality(String)"), ("clock_synchronised", "UInt8"),
+    ("clock_max_error_ns", "UInt64"), ("clock_est_error_ns", "UInt64"), ("clock_conversion_error_ns", "UInt64"),
+    ("clock_skew_ns", "Int64"), ("last_event_ts", "UInt64"), ("events_written", "UInt64"), ("events_lost", "UInt64"),
+    ("filter", "String"), ("final", "UInt8"),
+)
+
+AGENT_TABLES: tuple[str, ...] = (PROCESSES_TABLE, MEMCG_MEMBERS_TABLE, CGROUP_CPU_TABLE, CPU_IRQ_TABLE, HOSTS_TABLE)
 
 # --- spans
 # Kept apart from the OTLP decoder (which imports protobuf) so the store can create the table
@@ -177,7 +191,7 @@ def _time_indexes(names: set[str]) -> tuple[tuple[str, str], ...]:
 
 def table_defs() -> list[TableDef]:
     """The store's tables: event tables (columns derived from the agent's conversion), the processes,
-    memcg members, OTel spans, cgroup CPU and per-CPU interrupt tables."""
+    memcg members, OTel spans, cgroup CPU, per-CPU interrupt and agent heartbeat tables."""
     from kprobe.schemas.tables import EVENT_TYPES, table_columns  # numpy: only table creators load it
 
     defs = []
@@ -192,6 +206,7 @@ def table_defs() -> list[TableDef]:
     defs.append(TableDef(CGROUP_CPU_TABLE, _columns(CGROUP_CPU_COLUMNS), ("cgroup_id", "ts"),
                          "ts", PARTITION_MINUTES))
     defs.append(TableDef(CPU_IRQ_TABLE, _columns(CPU_IRQ_COLUMNS), ("cpu", "ts"), "ts", PARTITION_MINUTES))
+    defs.append(TableDef(HOSTS_TABLE, _columns(HOSTS_COLUMNS), ("host", "ts"), "ts", PARTITION_MINUTES))
     return defs
 
 

@@ -24,11 +24,11 @@ SERVICES = ("kafka", "neo4j", "clickhouse")
 START_TIMEOUT_S = 1200
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     return Path(os.environ.get("KPROBE_STACK_CACHE", REPO / "deploy" / ".cache"))
 
 
-def _stack(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def stack_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """deploy/stack.sh; a Kafka it starts starts empty (KPROBE_STACK_FRESH=1 unless set otherwise): test
     topics have random prefixes, and a broker holding every earlier run's took minutes to start."""
     env = {**os.environ}
@@ -39,22 +39,22 @@ def _stack(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     )
 
 
-def _running(service: str) -> bool:
-    return _stack("status", service).returncode == 0
+def service_running(service: str) -> bool:
+    return stack_script("status", service).returncode == 0
 
 
 def kafka_from_stack() -> Iterator[str]:
     """The Kafka of deploy/stack.sh as a fixture body (started when not running, stopped after unless
     KPROBE_STACK_KEEP=1): yields its bootstrap address."""
-    was_running = _running("kafka")
-    result = _stack("start", "kafka", timeout=1200)
+    was_running = service_running("kafka")
+    result = stack_script("start", "kafka", timeout=1200)
     if result.returncode != 0:
         pytest.fail(f"deploy/stack.sh start kafka failed:\n{result.stdout}\n{result.stderr}")
     try:
-        yield read_env(_cache_dir() / "stack.env")["KAFKA_BOOTSTRAP"]
+        yield read_env(cache_dir() / "stack.env")["KAFKA_BOOTSTRAP"]
     finally:
         if not was_running and os.environ.get("KPROBE_STACK_KEEP") != "1":
-            _stack("stop", "kafka")
+            stack_script("stop", "kafka")
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -71,9 +71,9 @@ def read_env(path: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, str]]:
     """Start Kafka, Neo4j and ClickHouse (no-op for those already up); yield stack.env."""
-    already = {s for s in SERVICES if _running(s)}
+    already = {s for s in SERVICES if service_running(s)}
     try:
-        result = _stack("start", "all", timeout=START_TIMEOUT_S)
+        result = stack_script("start", "all", timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(
             f"deploy/stack.sh start all did not finish in {START_TIMEOUT_S}s:\n{exc.stdout}\n{exc.stderr}"
@@ -83,7 +83,7 @@ def stack() -> Iterator[dict[str, str]]:
             f"deploy/stack.sh start all failed (exit {result.returncode}):\n"
             f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
         )
-    env_file = _cache_dir() / "stack.env"
+    env_file = cache_dir() / "stack.env"
     assert env_file.is_file(), f"stack.sh did not write {env_file}:\n{result.stdout}"
     try:
         yield read_env(env_file)
@@ -91,4 +91,4 @@ def stack() -> Iterator[dict[str, str]]:
         if os.environ.get("KPROBE_STACK_KEEP") != "1":
             for service in SERVICES:
                 if service not in already:
-                    _stack("stop", service)
+                    stack_script("stop", service)

@@ -24,6 +24,7 @@ from kprobe.cli import (
     events,
     export,
     graph,
+    hosts,
     incidents,
     latency,
     record,
@@ -38,7 +39,7 @@ from kprobe.cli import (
 from kprobe.cli.common import Failed, die
 
 COMMANDS = (record, run, events, stats, sql, why, timeline, latency, incidents, demo, graph, dataflow, replay,
-            serve, export)
+            serve, export, hosts)
 
 EPILOG = """\
 examples:

@@ -44,6 +44,7 @@ def start_payload_capture(args: argparse.Namespace, session):  # noqa: ANN001 - 
             raise Failed(str(e), 1) from None
     from kprobe.protocols.capture import PayloadCapture  # lazy: numpy, libbpf, the decoders (~150 ms)
 
-    cap = PayloadCapture(probes, write=store.write, ports=ports, status_dir=Path(args.data)).start()
+    host = {"host": session.recorder.host} if getattr(args, "host_name", None) else {}   # --host-name names spans too
+    cap = PayloadCapture(probes, write=store.write, ports=ports, status_dir=Path(args.data), **host).start()
     print("kprobe: decoding payloads of watched processes into spans", file=sys.stderr)
     return cap

@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     captures = start_captures(args, session)
     api = serve.start_with_recorder(args, session)
     what = "system-wide" if not watching else f"watching pids {args.watch_pid} comms {args.watch_comm}"
+    if args.netns or args.cgroup:
+        what = f"the processes of {' and '.join(str(p) for p in (args.netns, args.cgroup) if p)}"
     print(f"kprobe: recording {what} into {args.data}" + (f" for {args.duration} s" if args.duration else
           " until Ctrl-C"), file=sys.stderr)
     wait_for_stop(stop, args.duration)

@@ -99,6 +99,18 @@ def add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
                    help="ring polling interval while rings fill (quiet rings are polled every 250 ms, and the "
                         "kernel wakes the recorder once a ring is 1/8 full); a value above 250 also turns that "
                         "wake-up off, so huge values let rings overflow on purpose (default: %(default)s)")
+    g = p.add_argument_group("many hosts", "one agent per node, rows named by host (causal/hosts.py joins them)")
+    g.add_argument("--host-name", default=None, metavar="NAME",
+                   help="the host every row carries (default: the hostname plus a hash of machine id and boot id)")
+    g.add_argument("--netns", type=Path, default=None, metavar="PATH",
+                   help="record only processes in this network namespace (/run/netns/NAME, /proc/PID/ns/net) and "
+                        "their children: one agent per node")
+    g.add_argument("--cgroup", type=Path, default=None, metavar="PATH",
+                   help="record only processes in this cgroup directory (and below) and their children")
+    g.add_argument("--heartbeat-ms", type=int, default=5000,
+                   help="write this agent's hosts row (recording, clock state, newest event) this often "
+                        "(default: %(default)s; 0: never)")
+    g.add_argument("--clock-skew-ns", type=int, default=0, help=argparse.SUPPRESS)   # tests: an artificial skew
     add_otlp_args(p)
     p.add_argument("--replayable", action="store_true", help="also record what `kprobe replay` needs (see its --help)")
     p.add_argument("--keep-privileges", action="store_true",
@@ -112,9 +124,17 @@ def add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
 
 def recorder_config(args: argparse.Namespace, watching: bool):  # -> RecorderConfig
     """The recorder's configuration from a recording command's options (``watching``: a watch list or `run`)."""
+    from kprobe.agent.host_identity import check_host_name
+    from kprobe.agent.node_filter import NodeFilter, NodeFilterError
     from kprobe.agent.probeset import ProbeConfig  # lazy: libbpf, numpy and the record layouts
     from kprobe.agent.recorder import EMBEDDED_FLUSH_MS, HOLD_FLUSHES, KAFKA_FLUSH_MS, RecorderConfig
 
+    try:
+        node = NodeFilter.of(getattr(args, "netns", None), getattr(args, "cgroup", None))
+        host = check_host_name(args.host_name) if getattr(args, "host_name", None) else ""
+    except (NodeFilterError, ValueError) as e:
+        raise Failed(str(e)) from None
+    watching = watching or node is not None
     ring = None if args.ring_kb is None else args.ring_kb * 1024
     if ring is not None and (ring & (ring - 1) or ring < 4096):
         raise Failed("--ring-kb must be a power of two of at least 4")
@@ -141,6 +161,7 @@ def recorder_config(args: argparse.Namespace, watching: bool):  # -> RecorderCon
         watch_pids=list(getattr(args, "watch_pid", None) or []),
         watch_comms=list(getattr(args, "watch_comm", None) or []),
         filter_on=watching,
+        node=node,
         syscalls=args.syscalls.split(",") if args.syscalls else None,
     )
     kafka = bool(getattr(args, "kafka", None))
@@ -154,6 +175,9 @@ def recorder_config(args: argparse.Namespace, watching: bool):  # -> RecorderCon
         retention_s=args.retention,
         retention_bytes=args.retention_mb << 20,
         kubelet=kubelet_config(args),
+        host=host,
+        heartbeat_ms=max(0, getattr(args, "heartbeat_ms", 5000)),
+        clock_skew_ns=getattr(args, "clock_skew_ns", 0),
     )
 
 

@@ -59,9 +59,9 @@ def test_batch_ids_differ_per_host_run_and_seq():
 
 def test_one_topic_per_event_type_plus_agent_tables_and_spans():
     topics = names.data_topics()
-    assert len(topics) == len(EVENT_TYPES) + 5
+    assert len(topics) == len(EVENT_TYPES) + 6
     assert {"kprobe.events.processes", "kprobe.events.memcg_members", "kprobe.events.cgroup_cpu",
-            "kprobe.events.cpu_irq", "kprobe.spans"} <= set(topics)
+            "kprobe.events.cpu_irq", "kprobe.events.hosts", "kprobe.spans"} <= set(topics)
     for et in EVENT_TYPES:
         assert names.event_topic(et.name) == f"kprobe.events.{et.name}"
         assert names.table_of(names.event_topic(et.name, "staging")) == et.name
