@@ -282,10 +282,8 @@ def session_dir(data: Path) -> Path:
 def _prepare_next_child(cap: ReplayCapture) -> None:
     """`kprobe run` forks its command after this. Right after that fork, before its exec, the
     child serializes itself (as ReplayRecorder's child does; the drain loop would only catch it
-    after its exec), sends its pid to a thread of ours, which attaches the time uprobes to it,
-    and waits for that: its first clock read is recorded, and no other process is probed."""
-    pid_r, pid_w = os.pipe()
-    ack_r, ack_w = os.pipe()
+    after its exec). Its time reads are arranged by the forking thread, which holds the command
+    before its exec: ``before_exec`` then ``at_exec`` (kprobe/cli/run.py), as ReplayRecorder does."""
     armed = [True]
 
     def child() -> None:
@@ -296,25 +294,10 @@ def _prepare_next_child(cap: ReplayCapture) -> None:
             serialize_thread(0, cap.cpu)
         except OSError:
             pass  # the drain loop tries again; the log's meta says what was applied
-        os.write(pid_w, os.getpid().to_bytes(8, "little"))
-        os.read(ack_r, 1)
-        for fd in (pid_r, pid_w, ack_r, ack_w):
-            os.close(fd)
 
     def parent() -> None:
         armed[0] = False
 
-    def attach() -> None:
-        try:
-            pid = int.from_bytes(os.read(pid_r, 8), "little")
-            if pid:
-                cap.attach_time_uprobes(pid)
-        finally:
-            os.write(ack_w, b"k")
-            for fd in (pid_r, pid_w, ack_r, ack_w):
-                os.close(fd)
-
-    threading.Thread(target=attach, name="kprobe-replay-uprobes", daemon=True).start()
     os.register_at_fork(after_in_child=child, after_in_parent=parent)
 
 
