@@ -145,6 +145,9 @@ def recorded(session: Path, cpu: int, bins: dict[str, str], w: Workload, n: int,
     finally:
         rec.stop()
     stats = {name: (t - before.get(name, (0, 0))[0], c - before.get(name, (0, 0))[1]) for name, (t, c) in after.items()}
+    drain = getattr(rec.capture, "drain_cpu_s", None)  # the drain thread's CPU, off the recorded CPU
+    if drain is not None:
+        stats["(drain thread CPU)"] = (int(drain * 1e9), n)
     return run, t1 - t0, argv, p.pid, stats
 
 
@@ -235,7 +238,10 @@ def bench(w: Workload, bins: dict[str, str], args: argparse.Namespace, tmp: Path
     runs = args.replays
     for k in sorted(stats_run):
         t, c = stats_run[k]
-        if c:
+        if k.startswith("("):
+            print(f"  drain thread CPU: {t / runs / 1e6:.2f} ms per recorded run ({t / c:.0f} ns per request), "
+                  "on the CPUs the service does not use")
+        elif c:
             print(f"  probe {k:22s} {c / runs:9.0f} runs per recorded run, {t / c:5.0f} ns/run, "
                   f"{t / runs / 1e6:6.2f} ms per recorded run")
     counters = log.meta.get("counters", {})

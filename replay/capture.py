@@ -64,6 +64,7 @@ class ReplayCapture:
     poll_ms: float = 5.0
     attach_errors: list[str] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=lambda: {"rsys": 0, "rdata": 0})
+    drain_cpu_s: float = 0.0  # CPU time of the drain thread so far (what the drain pays, off the recorded CPU)
     cpu: int = field(default_factory=default_cpu)     # where recorded processes run, serialized
     serialized: dict[int, dict] = field(default_factory=dict)  # tgid -> what serialize.py applied
     time_reads: dict[int, dict] = field(default_factory=dict)  # pid -> how its vDSO time reads are recorded
@@ -222,6 +223,7 @@ class ReplayCapture:
                 last_meta = time.monotonic()
             for done in waiting:
                 done.set()
+            self.drain_cpu_s = time.thread_time()
             self._wake.wait(poll)
             self._wake.clear()
 
@@ -262,6 +264,7 @@ class ReplayCapture:
             "max_bytes_per_syscall": self.max_bytes_per_syscall,
             "counters": self.counters(),
             "written": dict(self.written),
+            "drain_cpu_s": round(self.drain_cpu_s, 4),
             "card_numbers_masked": self.pans_masked,
             "attach_errors": self.attach_errors,
             "serialized": {str(k): v for k, v in self.serialized.items()},
