@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 PTRACE_CONT, PTRACE_DETACH, PTRACE_SEIZE = 7, 17, 0x4206
 PTRACE_O_TRACEEXEC, PTRACE_O_EXITKILL = 0x10, 0x100000
-EVENT_EXEC = 4
+EVENT_EXEC, EVENT_STOP = 4, 0x80
 WALL = 0x40000000
 
 
@@ -85,8 +85,10 @@ def patch_at_exec(pid: int, fallback: Callable[[], None] | None = None) -> ExecP
             return out
         if status >> 16 == EVENT_EXEC:
             break
-        sig = os.WSTOPSIG(status)  # a signal before its exec: deliver it
-        if libc.ptrace(PTRACE_CONT, pid, None, ctypes.c_void_p(0 if sig == signal.SIGTRAP else sig)) != 0:
+        sig = os.WSTOPSIG(status)  # a signal before its exec: deliver it (a group-stop: just resume)
+        if status >> 16 == EVENT_STOP or sig == signal.SIGTRAP:
+            sig = 0
+        if libc.ptrace(PTRACE_CONT, pid, None, ctypes.c_void_p(sig)) != 0:
             out.error = f"ptrace(CONT): {os.strerror(ctypes.get_errno())}"
             return out
     try:
