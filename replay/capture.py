@@ -159,6 +159,8 @@ class ReplayCapture:
             return None
         self._seized.discard(pid)
         r = vdso_exec.patch_at_exec(pid, fallback=lambda: self.attach_time_uprobes(pid))
+        if r.exit_status is not None:
+            return r.exit_status  # never ran anything to record
         self.time_reads[pid] = ({"how": "vdso patched to syscalls", "symbols": r.patched} if r.patched
                                 else {"how": "libc uprobes", "why": r.error})
         return r.exit_status
