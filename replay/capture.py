@@ -34,10 +34,11 @@ from kprobe.agent.libbpf import LibbpfError
 from kprobe.agent.probeset import BUILD_DIR, ProbeSet
 from kprobe.agent.ringbuf import RingReader
 from kprobe.masking import install_log_masking
-from kprobe.replay import timeprobes, vdso_exec
+from kprobe.replay import timeprobes
 from kprobe.replay.redact import ReplayMasker
 from kprobe.replay.seccomp import hand_over_numbers
 from kprobe.replay.serialize import default_cpu, serialize_process, serialize_thread
+from kprobe.replay.vdso_exec import patch_at_exec, seize
 from kprobe.schemas import layouts as L
 
 RSYS_FILE = "rsys.bin"
@@ -68,7 +69,7 @@ class ReplayCapture:
     cpu: int = field(default_factory=default_cpu)     # where recorded processes run, serialized
     serialized: dict[int, dict] = field(default_factory=dict)  # tgid -> what serialize.py applied
     time_reads: dict[int, dict] = field(default_factory=dict)  # pid -> how its vDSO time reads are recorded
-    _seized: set[int] = field(default_factory=set)  # children held for vdso_exec.patch_at_exec
+    _seized: set[int] = field(default_factory=set)  # children held for patch_at_exec (replay/vdso_exec.py)
     _masker: ReplayMasker = field(default_factory=ReplayMasker)
 
     @property
@@ -140,11 +141,11 @@ class ReplayCapture:
     def before_exec(self, pid: int, how: str = "vdso") -> None:
         """``pid`` is a command this process forked and holds before its exec (ReplayRecorder,
         ``kprobe run``): arrange for its time reads to be recorded. ``how`` "vdso": seize it so
-        that at_exec patches its vDSO into syscalls (replay/vdso_exec.py: ~0.6 µs per read instead
+        that at_exec patches its vDSO into syscalls (replay/vdso_exec.py: ~1.4 µs per read instead
         of ~1.8 µs of libc uprobes, and gettimeofday/time recorded too); if that cannot be done
         (no ptrace here), or with "uprobes", the libc uprobes go on it now. Call from the thread that
         forked it, then at_exec from the same thread once the child may exec."""
-        why = vdso_exec.seize(pid) if how == "vdso" else "libc uprobes asked for"
+        why = seize(pid) if how == "vdso" else "libc uprobes asked for"
         if why:
             self.attach_time_uprobes(pid)
             self.time_reads[pid] = {"how": "libc uprobes", "why": why}
@@ -158,7 +159,7 @@ class ReplayCapture:
         if pid not in self._seized:
             return None
         self._seized.discard(pid)
-        r = vdso_exec.patch_at_exec(pid, fallback=lambda: self.attach_time_uprobes(pid))
+        r = patch_at_exec(pid, fallback=lambda: self.attach_time_uprobes(pid))
         if r.exit_status is not None:
             return r.exit_status  # never ran anything to record
         self.time_reads[pid] = ({"how": "vdso patched to syscalls", "symbols": r.patched} if r.patched
