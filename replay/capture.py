@@ -141,8 +141,8 @@ class ReplayCapture:
     def before_exec(self, pid: int, how: str = "vdso") -> None:
         """``pid`` is a command this process forked and holds before its exec (ReplayRecorder,
         ``kprobe run``): arrange for its time reads to be recorded. ``how`` "vdso": seize it so
-        that at_exec patches its vDSO into syscalls (replay/vdso_exec.py: ~1.4 µs per read instead
-        of ~1.8 µs of libc uprobes, and gettimeofday/time recorded too); if that cannot be done
+        that at_exec patches its vDSO into syscalls (replay/vdso_exec.py: ~1.4 µs of service CPU per
+        read instead of ~2.0 µs with libc uprobes, and gettimeofday/time recorded too); if that cannot be done
         (no ptrace here), or with "uprobes", the libc uprobes go on it now. Call from the thread that
         forked it, then at_exec from the same thread once the child may exec."""
         why = seize(pid) if how == "vdso" else "libc uprobes asked for"

@@ -7,7 +7,7 @@ service's biggest single recording cost) and cannot see gettimeofday and time at
 them as IFUNCs straight to the vDSO, so replay had to synthesize their values. Turning each vDSO
 entry into ``mov eax, NR; syscall; ret`` (what replay does to the replayed process, tracee.py)
 makes every read, from libc or not (Go, static binaries), a real syscall that the syscall
-tracepoints record with its value (~0.6 µs with the recording programs), and the recorded process
+tracepoints record with its value (~1.4 µs of the service's CPU per read, syscall and programs), and the recorded process
 then runs the same code path as the replayed one.
 
 How: the recorder forks the command itself (ReplayRecorder, ``kprobe run``) and holds it before its
