@@ -2,13 +2,13 @@
 
 Why: clock_gettime, gettimeofday, time, clock_getres and getcpu are served by the vDSO in user
 space; syscall tracing never sees them. The other way to record them, uprobes on libc's
-clock_gettime (replay/timeprobes.py), costs two traps per read (~1.8 µs measured here, the
-service's biggest single recording cost) and cannot see gettimeofday and time at all: glibc binds
-them as IFUNCs straight to the vDSO, so replay had to synthesize their values. Turning each vDSO
-entry into ``mov eax, NR; syscall; ret`` (what replay does to the replayed process, tracee.py)
-makes every read, from libc or not (Go, static binaries), a real syscall that the syscall
-tracepoints record with its value (~1.4 µs of the service's CPU per read, syscall and programs), and the recorded process
-then runs the same code path as the replayed one.
+clock_gettime (replay/timeprobes.py), costs two traps per read (~2.0 µs of the service's CPU per
+read measured here, its biggest single recording cost) and cannot see gettimeofday and time at
+all: glibc binds them as IFUNCs straight to the vDSO, so replay had to synthesize their values.
+Turning each vDSO entry into ``mov eax, NR; syscall; ret`` (what replay does to the replayed
+process, tracee.py) makes every read, from libc or not (Go, static binaries), a real syscall that
+the syscall tracepoints record with its value (~1.4 µs per read, syscall and programs), and the
+recorded process then runs the same code path as the replayed one.
 
 How: the recorder forks the command itself (ReplayRecorder, ``kprobe run``) and holds it before its
 exec. The forking thread seizes it (PTRACE_SEIZE with TRACEEXEC and EXITKILL: no stop, no code in
