@@ -22,10 +22,10 @@ first recording], alternating so that a change in the host's load hits all alike
 the service run the way a replayable recording runs it (replay/serialize.py: one CPU, SCHED_RR)
 without any probe: recorded / serialized is what the probes cost; serialized / native what the
 serialization costs (on a busy host a real-time service is *faster* than a normal one, so the
-probes' cost is the ratio to read). Wall times are from the service's exec to its exit; the
-recorder's one-time set-up per process (time uprobes attached to it before its exec) is printed
-separately. The probes' own cost per run is from the kernel's BPF statistics
-(kernel.bpf_stats_enabled during the recorded runs; the syscall programs run for every syscall on
+probes' cost is the ratio to read). Wall times are from the service's exec to its exit (the
+recorder's one-time set-up per process, fork, exec and the vDSO patched at the exec stop
+(replay/vdso_exec.py), is printed separately). The probes' own cost per run is from the kernel's
+BPF statistics (kernel.bpf_stats_enabled during the recorded runs; the syscall programs run for every syscall on
 the host and return at once for processes not recorded), and the service's CPU time per recorded
 syscall from its rusage. Numbers are printed, nothing is asserted.
 
@@ -119,8 +119,8 @@ def native(bins: dict[str, str], w: Workload, n: int, journal: Path, serialized_
 
     port = _port()
     pre = (lambda: serialize_thread(0, serialized_cpu)) if serialized_cpu is not None else None
-    t0 = time.perf_counter()
     p = subprocess.Popen(w.argv(bins[w.source], port, journal, n), stdout=subprocess.DEVNULL, preexec_fn=pre)
+    t0 = time.perf_counter()  # Popen returns once the exec succeeded: timed from there, as the recorded run is
     return _finish(p.pid, t0, _client(bins, w, port, n))
 
 
@@ -136,7 +136,7 @@ def recorded(session: Path, cpu: int, bins: dict[str, str], w: Workload, n: int,
         argv = w.argv(bins[w.source], port, journal, n)
         before = _prog_stats(rec)
         t0 = time.perf_counter()
-        p = rec.start(argv, stdout_pipe=True)  # forks, attaches the time uprobes to the child, then lets it exec
+        p = rec.start(argv, stdout_pipe=True)  # forks, lets it exec, patches its vDSO at the exec stop
         t1 = time.perf_counter()
         run = _finish(p.pid, t1, _client(bins, w, port, n))
         after = _prog_stats(rec)
@@ -145,6 +145,9 @@ def recorded(session: Path, cpu: int, bins: dict[str, str], w: Workload, n: int,
     finally:
         rec.stop()
     stats = {name: (t - before.get(name, (0, 0))[0], c - before.get(name, (0, 0))[1]) for name, (t, c) in after.items()}
+    drain = getattr(rec.capture, "drain_cpu_s", None)  # the drain thread's CPU, off the recorded CPU
+    if drain is not None:
+        stats["(drain thread CPU)"] = (int(drain * 1e9), n)
     return run, t1 - t0, argv, p.pid, stats
 
 
@@ -229,13 +232,16 @@ def bench(w: Workload, bins: dict[str, str], args: argparse.Namespace, tmp: Path
     print(f"recorded wall:    {recw * 1000:7.1f} ms  ({_ms([x.wall for x in res.recorded])}) = {recw / nat:.2f}x native, "
           f"{recw / ser:.2f}x serialized (goal <= 1.5x); service CPU {cpu(res.recorded) * 1000:.1f} ms = "
           f"{(cpu(res.recorded) - cpu(res.serialized)) / len(rsys) * 1e6:+.2f} us per recorded event vs serialized")
-    print(f"recorder set-up per process (time uprobes attached before its exec): {_ms(res.setup)} ms")
+    print(f"recorder set-up per process (fork, exec, vDSO patched at the exec stop): {_ms(res.setup)} ms")
     print(f"replay wall:      {rep * 1000:7.1f} ms  ({_ms(res.replay)}) = {rep / nat:.2f}x native (goal <= 3x); "
           f"tracer + tracee CPU {statistics.median(res.replay_cpu) * 1000:.1f} ms")
     runs = args.replays
     for k in sorted(stats_run):
         t, c = stats_run[k]
-        if c:
+        if k.startswith("("):
+            print(f"  drain thread CPU: {t / runs / 1e6:.2f} ms per recorded run ({t / c:.0f} ns per request), "
+                  "on the CPUs the service does not use")
+        elif c:
             print(f"  probe {k:22s} {c / runs:9.0f} runs per recorded run, {t / c:5.0f} ns/run, "
                   f"{t / runs / 1e6:6.2f} ms per recorded run")
     counters = log.meta.get("counters", {})

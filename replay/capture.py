@@ -38,6 +38,7 @@ from kprobe.replay import timeprobes
 from kprobe.replay.log_masking import ReplayMasker
 from kprobe.replay.seccomp import hand_over_numbers
 from kprobe.replay.serialize import default_cpu, serialize_process, serialize_thread
+from kprobe.replay.vdso_exec import patch_at_exec, seize
 from kprobe.schemas import layouts as L
 
 RSYS_FILE = "rsys.bin"
@@ -64,8 +65,11 @@ class ReplayCapture:
     poll_ms: float = 5.0
     attach_errors: list[str] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=lambda: {"rsys": 0, "rdata": 0})
+    drain_cpu_s: float = 0.0  # CPU time of the drain thread so far (what the drain pays, off the recorded CPU)
     cpu: int = field(default_factory=default_cpu)     # where recorded processes run, serialized
     serialized: dict[int, dict] = field(default_factory=dict)  # tgid -> what serialize.py applied
+    time_reads: dict[int, dict] = field(default_factory=dict)  # pid -> how its vDSO time reads are recorded
+    _seized: set[int] = field(default_factory=set)  # children held for patch_at_exec (replay/vdso_exec.py)
     _masker: ReplayMasker = field(default_factory=ReplayMasker)
 
     @property
@@ -134,6 +138,34 @@ class ReplayCapture:
             if e not in self.attach_errors:
                 self.attach_errors.append(e)
 
+    def before_exec(self, pid: int, how: str = "vdso") -> None:
+        """``pid`` is a command this process forked and holds before its exec (ReplayRecorder,
+        ``kprobe run``): arrange for its time reads to be recorded. ``how`` "vdso": seize it so
+        that at_exec patches its vDSO into syscalls (replay/vdso_exec.py: ~1.4 µs of service CPU per
+        read instead of ~2.0 µs with libc uprobes, and gettimeofday/time recorded too); if that cannot be done
+        (no ptrace here), or with "uprobes", the libc uprobes go on it now. Call from the thread that
+        forked it, then at_exec from the same thread once the child may exec."""
+        why = seize(pid) if how == "vdso" else "libc uprobes asked for"
+        if why:
+            self.attach_time_uprobes(pid)
+            self.time_reads[pid] = {"how": "libc uprobes", "why": why}
+        else:
+            self._seized.add(pid)
+
+    def at_exec(self, pid: int) -> int | None:
+        """After letting a child prepared by before_exec exec: patch its vDSO at the exec stop
+        (falls back to the libc uprobes while it is still stopped). Returns the child's exit
+        status if it ended before its exec (not reaped), else None."""
+        if pid not in self._seized:
+            return None
+        self._seized.discard(pid)
+        r = patch_at_exec(pid, fallback=lambda: self.attach_time_uprobes(pid))
+        if r.exit_status is not None:
+            return r.exit_status  # never ran anything to record
+        self.time_reads[pid] = ({"how": "vdso patched to syscalls", "symbols": r.patched} if r.patched
+                                else {"how": "libc uprobes", "why": r.error})
+        return r.exit_status
+
     def counters(self) -> dict[str, int]:
         ncpu = self.probes.lib.num_possible_cpus()
         m = self.obj.map("kp_rcounters")
@@ -194,6 +226,7 @@ class ReplayCapture:
                 last_meta = time.monotonic()
             for done in waiting:
                 done.set()
+            self.drain_cpu_s = time.thread_time()
             self._wake.wait(poll)
             self._wake.clear()
 
@@ -234,9 +267,11 @@ class ReplayCapture:
             "max_bytes_per_syscall": self.max_bytes_per_syscall,
             "counters": self.counters(),
             "written": dict(self.written),
+            "drain_cpu_s": round(self.drain_cpu_s, 4),
             "card_numbers_masked": self.pans_masked,
             "attach_errors": self.attach_errors,
             "serialized": {str(k): v for k, v in self.serialized.items()},
+            "time_reads": {str(k): v for k, v in self.time_reads.items()},
             "finished": finished,
         }
         tmp = self.out_dir / (META_FILE + ".tmp")
@@ -253,10 +288,8 @@ def session_dir(data: Path) -> Path:
 def _prepare_next_child(cap: ReplayCapture) -> None:
     """`kprobe run` forks its command after this. Right after that fork, before its exec, the
     child serializes itself (as ReplayRecorder's child does; the drain loop would only catch it
-    after its exec), sends its pid to a thread of ours, which attaches the time uprobes to it,
-    and waits for that: its first clock read is recorded, and no other process is probed."""
-    pid_r, pid_w = os.pipe()
-    ack_r, ack_w = os.pipe()
+    after its exec). Its time reads are arranged by the forking thread, which holds the command
+    before its exec: ``before_exec`` then ``at_exec`` (kprobe/cli/run.py), as ReplayRecorder does."""
     armed = [True]
 
     def child() -> None:
@@ -267,25 +300,10 @@ def _prepare_next_child(cap: ReplayCapture) -> None:
             serialize_thread(0, cap.cpu)
         except OSError:
             pass  # the drain loop tries again; the log's meta says what was applied
-        os.write(pid_w, os.getpid().to_bytes(8, "little"))
-        os.read(ack_r, 1)
-        for fd in (pid_r, pid_w, ack_r, ack_w):
-            os.close(fd)
 
     def parent() -> None:
         armed[0] = False
 
-    def attach() -> None:
-        try:
-            pid = int.from_bytes(os.read(pid_r, 8), "little")
-            if pid:
-                cap.attach_time_uprobes(pid)
-        finally:
-            os.write(ack_w, b"k")
-            for fd in (pid_r, pid_w, ack_r, ack_w):
-                os.close(fd)
-
-    threading.Thread(target=attach, name="kprobe-replay-uprobes", daemon=True).start()
     os.register_at_fork(after_in_child=child, after_in_parent=parent)
 
 

@@ -43,6 +43,7 @@ class Recording:
 class Started:
     pid: int
     stdout: BinaryIO | None
+    ended_before_exec: int | None = None  # its exit status if it never exec'd (still to be reaped)
 
     def wait(self) -> int:
         return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
@@ -51,8 +52,9 @@ class Started:
 class ReplayRecorder:
     """Attach once, record several commands (each into the same session directory)."""
 
-    def __init__(self, session: Path, cpu: int | None = None, policy: str | None = None):
+    def __init__(self, session: Path, cpu: int | None = None, policy: str | None = None, time_reads: str = "vdso"):
         self.session = session
+        self.time_reads = time_reads  # "vdso": vDSO patched at exec (replay/vdso_exec.py); "uprobes": libc uprobes
         self.cpu = default_cpu() if cpu is None else cpu
         self.policy = policy  # "rr" or "fifo" (replay/serialize.py); None: KPROBE_REPLAY_SCHED or rr
         self.probes = ProbeSet(FollowOnly(filter_on=True, probes=("sched",))).open()
@@ -79,11 +81,12 @@ class ReplayRecorder:
         os.close(gate_r)
         if stdout_pipe:
             os.close(out_w)
-        self.capture.attach_time_uprobes(pid)
         self.probes.watch_pid(pid)
+        self.capture.before_exec(pid, self.time_reads)
         os.write(gate_w, b"x")
         os.close(gate_w)
-        return Started(pid, os.fdopen(out_r, "rb") if stdout_pipe else None)
+        ended = self.capture.at_exec(pid)
+        return Started(pid, os.fdopen(out_r, "rb") if stdout_pipe else None, ended)
 
     def stop(self) -> None:
         self.capture.flush()

@@ -92,8 +92,13 @@ def run(args: argparse.Namespace) -> int:
             raise
     session, captures = started
     session.recorder.watch_pid(pid)
+    replay = captures[0]
+    if replay is not None:  # this thread forked it: it holds it at its exec to patch its vDSO
+        replay.before_exec(pid)
     os.write(gate_w, b"x")
     os.close(gate_w)
+    if replay is not None:
+        replay.at_exec(pid)  # a command that ended before its exec is reaped below as usual
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda s, _f: os.kill(pid, s))
     _, status = os.waitpid(pid, 0)

@@ -3,9 +3,12 @@ exactly the answers the trapped path gives, and the same ones in every replay.
 
 Ground truth is the recording: the workload writes every clock value it read to a file, whose
 bytes the kernel probe captured; a replay compares each written byte with them. The workload mixes
-clock ids, gettimeofday/time (not in the log: synthesized from the replay clock, through a trap)
-and bursts of back-to-back reads longer than the table, so in-tracee answers, their hand-over to
-trapped answers and back, and the synthesized reads in between are all exercised.
+clock ids, gettimeofday/time and bursts of back-to-back reads longer than the table, so in-tracee
+answers and their hand-over to trapped answers and back are exercised. Recorded both ways the
+recorder can see vDSO reads: with the vDSO patched into syscalls at exec (the default of a command
+the recorder starts: gettimeofday/time are in the log too) and with libc uprobes (a process caught
+by name: glibc binds gettimeofday/time straight to the vDSO, so those are synthesized from the
+replay clock, through a trap).
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ from kprobe.schemas.syscall_table import nr
 from tests.conftest import is_root
 from tests.replay.conftest import record_run
 
-NR_CLOCK_GETTIME = nr("clock_gettime")
+NR_CLOCK_GETTIME, NR_GETTIMEOFDAY, NR_TIME = nr("clock_gettime"), nr("gettimeofday"), nr("time")
 WORKLOADS = Path(__file__).parent / "workloads"
 ROUNDS = 4
 
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture(scope="module")
-def clock_recording(tmp_path_factory: pytest.TempPathFactory, probes_built: None):
+@pytest.fixture(scope="module", params=["vdso", "uprobes"])
+def clock_recording(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, probes_built: None):
     if not is_root():
         pytest.skip("attaching eBPF probes and ptrace need root (CI runs as root)")
     from kprobe.replay import fastpath
@@ -38,10 +41,10 @@ def clock_recording(tmp_path_factory: pytest.TempPathFactory, probes_built: None
     subprocess.run(["gcc", "-O2", "-o", str(exe), str(WORKLOADS / "clock_burst.c")], check=True)
     out = tmp / "clocks.txt"
     argv = [str(exe), str(out), str(ROUNDS)]
-    log = record_run(tmp / "session", argv)
+    log = record_run(tmp / "session", argv, time_reads=request.param)
     written = out.read_bytes()
     out.unlink()  # the replay must not need it
-    return {"log": log, "argv": argv, "written": written}
+    return {"log": log, "argv": argv, "written": written, "time_reads": request.param}
 
 
 def _answers(r) -> tuple:
@@ -59,9 +62,12 @@ def test_in_tracee_clock_answers_equal_trapped_ones_and_repeat(clock_recording) 
     if not intracee.supported():
         pytest.skip("the CPU lacks FSGSBASE: the in-tracee answer table is off and every clock read traps")
     log, argv = clock_recording["log"], clock_recording["argv"]
-    recorded_reads = [e for e in log.events if e.nr == NR_CLOCK_GETTIME and e.vdso]
+    vdso_patched = clock_recording["time_reads"] == "vdso"
+    recorded_reads = [e for e in log.events if e.nr == NR_CLOCK_GETTIME and e.vdso != vdso_patched]
     bursts = sum(1030 + r for r in range(ROUNDS))
     assert len(recorded_reads) == ROUNDS * 2 + bursts, "every libc clock_gettime is in the log"
+    others = [e.nr for e in log.events if e.nr in (NR_GETTIMEOFDAY, NR_TIME)]
+    assert len(others) == (2 * ROUNDS if vdso_patched else 0)  # through the patched vDSO: syscalls
     assert clock_recording["written"].count(b"\n") == ROUNDS
 
     trapped = ReplayEngine(log, argv, in_tracee=False).run()          # the compiled loop, each read trapped
@@ -77,7 +83,8 @@ def test_in_tracee_clock_answers_equal_trapped_ones_and_repeat(clock_recording) 
     assert first.stops < trapped.stops - first.tracee_answers // 2
     # ... and everything observable equals the trapped path's and the Python engine's
     assert _answers(first) == _answers(trapped) == _answers(python)
-    assert first.synthesized_clock_reads == 2 * ROUNDS  # gettimeofday and time: not in the log
+    # gettimeofday and time: in the log when the vDSO was patched, else synthesized
+    assert first.synthesized_clock_reads == (0 if vdso_patched else 2 * ROUNDS)
     # identical across repeated replays, down to how many reads were answered where
     for r in in_tracee[1:]:
         assert _answers(r) == _answers(first)

@@ -112,8 +112,12 @@ def test_log_holds_inputs_outputs_and_vdso_time(ledger_recording) -> None:
     assert log.replayable_until == len(log.events), log.problem
     names = [e.nr for e in log.events]
     assert names.count(nr("getrandom")) >= N_REQUESTS  # glibc may draw once at start-up too
-    vdso_reads = [e for e in log.events if e.nr == NR_CLOCK_GETTIME and e.vdso]
-    assert len(vdso_reads) == N_REQUESTS  # clock_gettime never entered the kernel, the uprobe saw it
+    # natively clock_gettime never enters the kernel; the recorder patched the vDSO at exec, so
+    # each read was a syscall, recorded with the value it returned
+    clock_reads = [e for e in log.events if e.nr == NR_CLOCK_GETTIME]
+    assert len(clock_reads) == N_REQUESTS and not any(e.vdso for e in clock_reads)
+    assert all(len(e.regions[0]) == 16 for e in clock_reads)
+    assert log.meta["time_reads"][str(log.tgid)]["how"] == "vdso patched to syscalls", log.meta["time_reads"]
     assert _ledger_writes(log) == ledger_recording["ledger"]  # the captured bytes are the file's bytes
 
 
@@ -319,7 +323,9 @@ def test_kprobe_run_replayable_then_replay(tmp_path: Path, binaries, probes_buil
     meta = json.loads((sessions[0] / "meta.json").read_text())
     assert sessions[0].name in line and "(stopped)" in line, line
     assert f"syscall records {meta['written']['rsys']}," in line and meta["written"]["rsys"] > 0, line
-    assert "time-probe hits in processes not recorded 0" in line, line      # uprobes on the recorded process only
+    assert "time-probe hits in processes not recorded 0" in line, line      # no uprobe on any other process
+    # its vDSO was patched at its exec (the forking thread held it there): clock reads are syscalls
+    assert meta["time_reads"][str(pid)]["how"] == "vdso patched to syscalls", meta["time_reads"]
     out.unlink()
     rep = subprocess.run([sys.executable, "-m", "kprobe", "replay", "--data", str(tmp_path / "d"), "--pid", str(pid),
                           "--", *argv], capture_output=True, text=True, timeout=120)

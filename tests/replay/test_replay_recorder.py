@@ -85,3 +85,40 @@ def test_the_drain_thread_runs_off_the_recorded_cpu(tmp_path: Path, probes_built
         assert allowed and 0 not in allowed, allowed
     finally:
         rec.stop()
+
+
+def test_command_that_cannot_exec_is_not_waited_for_at_its_exec(recorder) -> None:
+    """The recorder holds a command at its exec to patch its vDSO (replay/vdso_exec.py). One whose
+    exec fails never gets there: start returns at once with its exit status, the child is left for
+    the caller to reap, and nothing stays traced."""
+    t0 = time.monotonic()
+    p = recorder.start(["/nonexistent/kprobe-no-such-command"])
+    assert time.monotonic() - t0 < 10.0
+    assert p.ended_before_exec == 127  # ReplayRecorder's child exits 127 when execvp fails
+    assert p.wait() == 127
+    assert recorder.capture.time_reads == {}
+
+
+def test_recorded_command_is_detached_and_its_vdso_patched_at_exec(recorder) -> None:
+    """After its exec the command runs untraced (a debugger could still attach), with its vDSO's
+    time functions turned into syscalls: a read of its own vDSO code shows the patch."""
+    from kprobe.replay.tracee import VDSO_PATCHES
+
+    p = recorder.start(["sleep", "5"])
+    try:
+        status = Path(f"/proc/{p.pid}/status").read_text()
+        assert "\nTracerPid:\t0\n" in status, status
+        how = recorder.capture.time_reads[p.pid]
+        assert how["how"] == "vdso patched to syscalls" and "__vdso_clock_gettime" in how["symbols"], how
+        from kprobe.replay import tracee as T
+
+        mem = T.Memory(p.pid)
+        try:
+            base, syms = T.vdso_symbols(p.pid, mem)
+            code = mem.read(base + syms["__vdso_clock_gettime"].value, 8)
+        finally:
+            mem.close()
+        assert code == b"\xb8" + VDSO_PATCHES["__vdso_clock_gettime"].to_bytes(4, "little") + b"\x0f\x05\xc3"
+    finally:
+        os.kill(p.pid, 9)
+        p.wait()

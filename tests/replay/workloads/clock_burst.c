@@ -1,7 +1,8 @@
 /* Reads the clock in every way a program does and writes each value it saw to FILE, so a replay's
  * byte comparison checks every answer: per round clock_gettime(REALTIME), clock_gettime(MONOTONIC),
- * gettimeofday and time (glibc binds these two straight to the vDSO: not in the log, synthesized
- * at replay from the virtual clock, so only whether they gave a plausible time is written), then a burst of back-to-back MONOTONIC reads longer than replay's in-tracee answer
+ * gettimeofday and time (glibc binds these two straight to the vDSO: recorded through the vDSO the
+ * recorder patched at exec, but with libc uprobes not in the log and synthesized at replay from the
+ * virtual clock, so only whether they gave a plausible time is written), then a burst of back-to-back MONOTONIC reads longer than replay's in-tracee answer
  * table (1022 entries), each value written relative to the burst's first. */
 #include <fcntl.h>
 #include <stdio.h>
