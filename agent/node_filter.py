@@ -1,6 +1,6 @@
 """One agent per node: record only the processes of one network namespace and/or cgroup.
 
-Why: on Kubernetes (and on this VM, where "hosts" are network namespaces) several nodes' processes
+Why: on Kubernetes (and in tests/hosts, where "hosts" are network namespaces) several nodes' processes
 can share one kernel view, and an agent must never record another node's pods as its own: their rows
 would carry this host's name and join the wrong chain. The filter rides on the existing watch list
 (kp_watched, common.bpf.h): the high-volume streams (off-CPU, syscalls, faults, socket I/O) follow

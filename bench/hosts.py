@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-CHAIN = REPO / "tests" / "hosts" / "workloads" / "chain.py"
+CHAIN = REPO / "tests" / "workloads" / "hosts_chain.py"
 HOG = "import time\ne=time.monotonic()+{s}\nwhile time.monotonic()<e: pass"
 
 

@@ -4,7 +4,7 @@ Why: replay is only useful if an incident of minutes replays in minutes (goal: r
 native run), and recording replayably is only usable if the service still runs at close to its
 normal speed (goal: <= 1.5x native wall time) and other processes do not pay for it.
 
-Workloads (tests/replay/workloads/, served to tests/replay/workloads/msg_client.c, a C client
+Workloads (tests/workloads/replay/, served to tests/workloads/replay/msg_client.c, a C client
 process of its own: a Python client thread in this process would share its interpreter lock with
 the recorder's drain thread and charge that to the recording):
 
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = REPO / "tests" / "replay" / "workloads"
+WORKLOADS = REPO / "tests" / "workloads" / "replay"
 
 
 @dataclass

@@ -402,7 +402,7 @@ static __always_inline void kp_emit(struct kp_rtask *t, struct kp_renter *st, __
  * run for every syscall of the host, so the path of a process not recorded is one watch-list
  * lookup at the enter and one task-storage lookup at the exit. The tracepoints' pointers (regs,
  * the current task) are trusted BTF pointers: their fields are plain loads, not
- * bpf_probe_read_kernel calls (a helper call each, ~25 ns on this VM with its mitigations). */
+ * bpf_probe_read_kernel calls (a helper call each, dearer behind speculation mitigations). */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(kp_r_enter, struct pt_regs *regs, long sysno)
 {

@@ -1,8 +1,8 @@
 /* Replay's hot path in C: answer a run of recorded syscalls of one thread without returning to
  * Python (loaded with ctypes by replay/fastpath.py, built by `make -C replay`).
  *
- * Why: on this VM one ptrace stop costs ~15 us even in C with tracer and tracee on one CPU; the
- * Python engine spent another ~50 us per stop on top (python-ptrace objects, dicts, bookkeeping).
+ * Why: a ptrace stop is expensive even in C with tracer and tracee on one CPU, and the Python
+ * engine spent several times that per stop on top (python-ptrace objects, dicts, bookkeeping).
  * Python prepares a plan (struct kp_op per expected event: what to do, which bytes, where) only
  * for events whose handling is fully decided by the log and the fd state at plan time; this loop
  * executes it stop by stop and returns at the first stop that does not fit (another thread, a

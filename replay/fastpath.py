@@ -1,7 +1,7 @@
 """The replay hot path: plans of recorded syscalls executed by a small C loop (replay/fastpath.c).
 
-Why: one ptrace stop costs ~15 µs on this VM even from C (tracer and tracee on one CPU), and the
-Python engine added ~50 µs per stop. Most stops of a service's steady state are fully decided by
+Why: a ptrace stop is expensive even from C (tracer and tracee on one CPU), and the Python
+engine added several times that per stop (replay/README.md has the measurements). Most stops of a service's steady state are fully decided by
 the log: read a recorded request, answer a clock read, compare a reply, skip an fsync. For a run
 of such events of one thread, Python builds a plan once (:meth:`ThreadPlan.build`, kinds decided by
 :meth:`FastPath.plan`) and the C loop answers stop after stop; at the first stop that does not fit

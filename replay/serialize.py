@@ -18,7 +18,7 @@ recorded process (threads inherit them):
   (100 ms) without a syscall is switched to a sibling, so a spinning thread cannot lock its
   siblings out; the kernel's real-time throttling keeps 5% of that CPU for other tasks.
 
-Measured on this VM with SCHED_BATCH instead (no wake-up preemption among siblings): the kworker
+Seen with SCHED_BATCH instead (no wake-up preemption among siblings): the kworker
 completing one worker's fsync preempted another worker between two of its syscalls, and the
 scheduler then ran the fsync'ing sibling first: the lock order changed between two syscalls,
 which replay cannot see. Without CAP_SYS_NICE the fallback is SCHED_BATCH with the longest slice

@@ -1,7 +1,7 @@
 """Where to uprobe libc's time functions, so vDSO clock reads (no syscall) are recorded cheaply.
 
-Why not a uprobe on the function's entry plus a uretprobe: on this VM that costs ~13 µs per
-clock read (measured: a plain 25 ns clock_gettime became 12.7-15 µs). The first instruction of
+Why not a uprobe on the function's entry plus a uretprobe: that costs hundreds of times a plain
+clock_gettime per clock read (replay/README.md has the measurements). The first instruction of
 glibc's ``__clock_gettime`` is a RIP-relative ``mov``, which a uprobe cannot emulate: the kernel
 single-steps it out of line (a second trap), and the uretprobe adds a third kernel entry. A uprobe
 on a conditional jump is emulated (one trap, ~1.8 µs measured), and glibc's wrapper has one right

@@ -1,8 +1,8 @@
 """The ptrace side of replay: spawn a command stopped under a seccomp filter, pinned to one CPU,
 read and write its registers and memory, patch its vDSO.
 
-Tracer and tracee share one CPU: a ptrace stop that crosses CPUs costs ~100 µs on this VM against
-~15 µs on one CPU (FIELD-NOTES). Registers go through python-ptrace's bindings; memory through
+Tracer and tracee share one CPU: a ptrace stop that crosses CPUs costs several times one that
+stays on the CPU (FIELD-NOTES). Registers go through python-ptrace's bindings; memory through
 /proc/<pid>/mem (one pread/pwrite per buffer instead of a PTRACE_PEEK per word). The compiled hot
 path (fastpath.c) does the same in C and can take the hottest syscalls as seccomp notifications
 (``spawn(notify=...)``), which cost about two thirds of a ptrace stop.
@@ -60,7 +60,7 @@ def spawn(argv: list[str], env: dict[str, str] | None, cpu: int, cwd: str | None
     """Fork; the child pins itself, asks to be traced, stops, installs the filter and execs.
 
     Returns (pid, listener fd). With ``notify``, those syscalls reach the tracer as seccomp user
-    notifications instead of ptrace stops (about two thirds of the cost per syscall on this VM);
+    notifications instead of ptrace stops (a fraction of the cost per syscall);
     the child stops once more after installing the filter so the tracer can take the listener fd
     (pidfd_getfd); the child's copy is close-on-exec. Without, the listener fd is -1.
 

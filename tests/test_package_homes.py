@@ -188,3 +188,11 @@ def test_tests_mirror_the_packages() -> None:
     assert not strays, f"test folders that are no package: {strays}"
     loose = sorted(f.name for f in tests.glob("test_*.py") if f.name != Path(__file__).name)
     assert not loose, f"tests outside their package's folder: {loose}"
+
+
+def test_code_does_not_quote_one_machines_timings() -> None:
+    """Timings measured on one machine belong to bench output and docs, where their date and host
+    are stated; in code comments they go stale silently."""
+    sources = [*_modules().values(), *(REPO / "probes").glob("*.bpf.c"), *(REPO / "replay").glob("*.c")]
+    quoting = sorted(str(p.relative_to(REPO)) for p in sources if "this VM" in p.read_text())
+    assert not quoting, f"comments quoting 'this VM': {quoting}"

@@ -29,7 +29,7 @@ from tests.hosts.netns import Hosts, Ingest
 pytestmark = [pytest.mark.servers, pytest.mark.kernel]
 
 REPO = Path(__file__).resolve().parents[2]
-CHAIN = Path(__file__).parent / "workloads" / "chain.py"
+CHAIN = Path(__file__).resolve().parents[1] / "workloads" / "hosts_chain.py"
 SKEW_NS = 4_000_000            # the middle agent's artificial clock skew
 LEDGER_CPU = "1"
 # client and middle run SCHED_RR on the other CPU: the VM's other tenants (builds, tests) cannot preempt them,

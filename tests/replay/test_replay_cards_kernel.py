@@ -17,7 +17,7 @@ from tests.conftest import is_root
 
 NR_RECVFROM = nr("recvfrom")
 NR_RECVMSG = nr("recvmsg")
-WORKLOADS = Path(__file__).parent / "workloads"
+WORKLOADS = Path(__file__).resolve().parents[1] / "workloads" / "replay"
 PAN = "4111111111111111"
 
 pytestmark = pytest.mark.kernel

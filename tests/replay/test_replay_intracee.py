@@ -23,7 +23,7 @@ from tests.conftest import is_root
 from tests.replay.conftest import record_run
 
 NR_CLOCK_GETTIME, NR_GETTIMEOFDAY, NR_TIME = nr("clock_gettime"), nr("gettimeofday"), nr("time")
-WORKLOADS = Path(__file__).parent / "workloads"
+WORKLOADS = Path(__file__).resolve().parents[1] / "workloads" / "replay"
 ROUNDS = 4
 
 pytestmark = pytest.mark.kernel

@@ -26,7 +26,7 @@ from tests.replay.conftest import record_run
 NR_OPENAT = nr("openat")
 NR_WRITE = nr("write")
 NR_CLOCK_GETTIME = nr("clock_gettime")
-WORKLOADS = Path(__file__).parent / "workloads"
+WORKLOADS = Path(__file__).resolve().parents[1] / "workloads" / "replay"
 N_REQUESTS = 6
 CLIENT_THINK_S = 0.45  # the client sends its next payment this long after a reply
 

@@ -24,7 +24,7 @@ from kprobe.schemas.syscall_table import nr
 from tests.conftest import is_root
 
 NR_WRITE = nr("write")
-WORKLOADS = Path(__file__).parent / "workloads"
+WORKLOADS = Path(__file__).resolve().parents[1] / "workloads" / "replay"
 STALL_S = 0.388
 DEADLINE_MS = 300.0
 F_SETPIPE_SZ = 1031

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import is_root
 from tests.stack_fixtures import kafka_from_stack
 
-WORKLOADS = Path(__file__).parent / "workloads"
+WORKLOADS = Path(__file__).resolve().parents[1] / "workloads" / "replay"
 
 pytestmark = [pytest.mark.servers, pytest.mark.kernel]
 

@@ -17,7 +17,7 @@ from kprobe.replay import worker
 from kprobe.replay.worker_config import ConfigError, WorkerConfig, load_config
 from tests.conftest import is_root
 
-WORKLOADS = Path(__file__).parent / "workloads"
+WORKLOADS = Path(__file__).resolve().parents[1] / "workloads" / "replay"
 NOBODY = 65534
 
 
