@@ -43,6 +43,7 @@ from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, P
 from kprobe.causal.records import (
     DISK_WAIT_CALLS,
     RECLAIM_CONTEXT_NS,
+    STALE_SWITCH_NS,
     THROTTLE_AFTER_NS,
     WAKE_EPS_NS,
     WAKER_CALLS,
@@ -62,7 +63,6 @@ MAX_DEPTH = 4
 SIGNIFICANT = 0.2          # a child must explain at least this share of its parent to continue the chain
 MIN_CAUSE_NS = 100_000     # causes explaining less than 0.1 ms are noise for "why was it slow"
 MAX_EVIDENCE = 8
-STALE_SWITCH_NS = 1_000_000_000   # a switch-in seen longer ago than this says nothing about who runs now
 
 SLEEP_CALLS = {"nanosleep", "clock_nanosleep"}
 MUX_CALLS = {"poll", "ppoll", "select", "pselect6", "epoll_wait", "epoll_pwait"}
@@ -367,11 +367,13 @@ class _Ctx:
         displaced the row's thread, and the row's thread itself when it came back,
         which displaced whoever held the CPU then (``displaced``; -1 when not
         recorded). Unwatched tasks have no rows of their own but still appear as
-        the "next" and "prev" tasks of watched ones.
+        the "next" and "prev" tasks of watched ones. Every thread's rows on the
+        CPUs waited for count (``Evidence.cpu_rows``), not only the related
+        processes': a CPU hog that never blocks shows only in them.
         """
         if self._switch_ins is None:
             by_cpu: dict[int, list[_SwitchIn]] = defaultdict(list)
-            for rows in self.ev.offcpu.values():
+            for rows in [*self.ev.offcpu.values(), self.ev.cpu_rows]:
                 for o in rows:
                     by_cpu[o.cpu_off].append(_SwitchIn(o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
                                                        o.tgid, o.tid, o.comm, 0))

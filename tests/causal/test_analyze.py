@@ -440,3 +440,25 @@ def test_a_long_preempted_wait_behind_another_holder_after_a_short_cut_in_names_
     # the same row without a long tail (the hog held only the last 10 ms): the preemptor keeps it all
     b = analyze(evidence(7, 0, 1000, [off(7, 7, 0, 950, p=sib, d=hog, since=940)]))
     assert b.root_cause is not None and b.root_cause.culprit.pid == 61 and b.root_cause.delay_ns == 950 * MS
+
+
+def test_run_queue_wait_behind_a_hog_seen_only_in_unrelated_threads_rows_names_the_hog():
+    # The pgbench case (tests/causal/test_incidents_pgbench_kernel.py): a SCHED_FIFO hog never blocks and takes
+    # CPU 1 from an unrelated tool at 0; a database backend woken at 0 waits until the fair server's slot at 950,
+    # where the tool and a kworker run before it. The backend's own row names only the kworker it displaced, the
+    # related kworker's row only the tool: from their switches the kworker looks like it held the CPU throughout.
+    V, K, P, H = (20, 20, "postgres"), (6, 6, "kworker/1:2"), (40, 41, "tool"), (30, 30, "ledger-reindex")
+    victim = off(*V[:2], -600, 952, reason="sleep", wake=1, comm=V[2], p=K, d=K, since=951)
+    related = off(*K[:2], -1, 951, reason="uninterruptible", wake=400, comm=K[2], p=P, d=P, since=950)
+    ev = evidence(20, 0, 1000, [victim, related])
+    pre = {c.culprit.pid: c.delay_ns for c in analyze(ev).causes if c.kind == "cpu_preemption"}
+    assert 30 not in pre         # the defect: without the other threads' rows on CPU 1 the hog is invisible
+    # the hog's own rows (preempted by the tool at -2 and at 950) and the tool's (it blocked at 0 and the hog
+    # switched in), read for CPU 1 over the wait: between its rows the hog ran on CPU 1
+    ev.cpu_rows = [off(*H[:2], -2, 0, comm=H[2], p=P, d=(0, 0, "swapper/1")),
+                   off(*P[:2], 0, 950, reason="sleep", wake=900, comm=P[2], p=H, d=H, since=0),
+                   off(*H[:2], 950, 1100, comm=H[2], p=P, d=V, since=952)]
+    a = analyze(ev)
+    pre = {c.culprit.pid: c.delay_ns for c in a.causes if c.kind == "cpu_preemption"}
+    assert a.root_cause.culprit.pid == 30 and a.root_cause.culprit.comm == "ledger-reindex", a.causes
+    assert pre[30] >= 940 * MS, pre
