@@ -1352,13 +1352,21 @@ def _aggregate(pieces: Iterable[_Piece | Cause]) -> list[Cause]:
 
 
 def root_chain(causes: list[Cause]) -> list[Cause]:
-    """Largest direct cause, then its largest significant child, and so on: newest effect first."""
+    """Largest direct cause, then its largest significant child, and so on: newest effect first.
+
+    A child is the next link only if it explains more of its parent's delay than the
+    culprit's own part does (the parent's delay no child explains: a lock holder's hold,
+    a server's work, its sleeps): a holder that kept a lock 70 ms on purpose and waited
+    30 ms for a CPU before releasing it is the root cause, not whoever had that CPU.
+    """
     if not causes:
         return []
     chain = [causes[0]]
     while chain[-1].children:
-        best = max(chain[-1].children, key=lambda c: c.delay_ns)
-        if best.delay_ns < SIGNIFICANT * chain[-1].delay_ns:
+        parent = chain[-1]
+        best = max(parent.children, key=lambda c: c.delay_ns)
+        own = parent.delay_ns - sum(c.delay_ns for c in parent.children)
+        if best.delay_ns < SIGNIFICANT * parent.delay_ns or best.delay_ns < own:
             break
         chain.append(best)
     return chain

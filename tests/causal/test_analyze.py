@@ -129,6 +129,22 @@ def test_futex_woken_by_another_thread_is_lock_contention_with_holder_as_culprit
     assert "lock wait 300 ms (futex) held by" in render_text(a)
 
 
+def test_a_holder_that_held_the_lock_mostly_on_purpose_stays_the_root_cause():
+    # the victim waits 100 ms for a flock; the holder slept 70 ms with it (its own hold), then waited 30 ms in the
+    # run queue behind an unrelated tool before it could release it: 30 ms is significant, but the hold is larger
+    def case(sleep_end: int) -> list[tuple[str, int | None]]:
+        ev = evidence(100, 0, 200, [
+            off(100, 100, 0, 101, reason="sleep", wake=100, w=(200, 200, "holder")),
+            off(200, 200, 0, 100, reason="sleep", wake=sleep_end, p=(300, 300, "tool"), d=(300, 300, "tool"),
+                comm="holder"),
+        ], [sc(100, 100, "flock", 0, 101, fd=3), sc(200, 200, "clock_nanosleep", 0, sleep_end)])
+        return [(c.kind, c.culprit.pid) for c in analyze(ev).chain]
+
+    assert case(70) == [("lock_contention", 200)]
+    # the same holder that waited 80 ms for the CPU after a 20 ms hold: the tool kept the lock held
+    assert case(20) == [("lock_contention", 200), ("cpu_preemption", 300)]
+
+
 def test_lock_holder_preempted_makes_preemption_the_root_cause():
     ev = evidence(100, 0, 400, [
         off(100, 100, 50, 351, reason="sleep", wake=350, w=(200, 200, "holder")),
