@@ -373,13 +373,14 @@ class _Ctx:
         """
         if self._switch_ins is None:
             by_cpu: dict[int, list[_SwitchIn]] = defaultdict(list)
+            make = _SwitchIn._make      # tuple.__new__ in C: a busy window has ~100k switches, the keyword path doubled it
             for rows in [*self.ev.offcpu.values(), self.ev.cpu_rows]:
                 for o in rows:
-                    by_cpu[o.cpu_off].append(_SwitchIn(o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
-                                                       o.tgid, o.tid, o.comm, 0))
-                    by_cpu[o.cpu_on].append(_SwitchIn(o.end_ts, o.tgid, o.tid, o.comm, o.displaced_tgid,
-                                                      o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1,
-                                                      o.displaced_comm, o.displaced_since))
+                    by_cpu[o.cpu_off].append(make((o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
+                                                   o.tgid, o.tid, o.comm, 0)))
+                    by_cpu[o.cpu_on].append(make((o.end_ts, o.tgid, o.tid, o.comm, o.displaced_tgid,
+                                                  o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1,
+                                                  o.displaced_comm, o.displaced_since)))
             for v in by_cpu.values():
                 v.sort()
             self._switch_ins = dict(by_cpu)
@@ -1241,8 +1242,11 @@ def _on_cpu_stretches(rows: list[OffCpu], window: list[tuple[int, int]]) -> dict
     row it ran on the CPU it left (``cpu_off``), after its last row on the one it came back to (``cpu_on``).
     A thread without rows in a segment is on no known CPU there."""
     out: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    # rows are one thread's, disjoint and by start: bisect each segment (a followed waker has thousands of both)
+    starts = [o.ts for o in rows]
     for lo, hi in window:
-        mine = [o for o in rows if o.end_ts > lo and o.ts < hi]
+        i = max(0, bisect_left(starts, lo) - 1)
+        mine = [o for o in rows[i:bisect_left(starts, hi)] if o.end_ts > lo]
         t, last = lo, None
         for o in mine:
             if o.ts > t:

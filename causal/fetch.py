@@ -169,6 +169,7 @@ def memory_rounds(rows: WindowRows) -> Rounds:
                 got = got[:ROW_LIMIT]
             out[p.tag] = got
         return out
+    run.in_memory = True       # type: ignore[attr-defined]  # a round costs no statement: batch what can wait
     return run
 
 
@@ -545,6 +546,7 @@ def select_evidence(ev: Evidence, run: Rounds, max_rounds: int = MAX_ROUNDS) -> 
     asked_ports: set[tuple[int, int]] = set()
     asked_wakes: set[int] = set()
     asked_waits: set[tuple[int, int]] = set()     # (tid, ts) of the rows whose run-queue waits were read around
+    in_memory = getattr(run, "in_memory", False)
     have_tables: set[str] = set()
     for _ in range(max_rounds):
         new = _pick_related(found, _related_tgids(ev), ev.fetched_tgids, ev)
@@ -557,7 +559,9 @@ def select_evidence(ev: Evidence, run: Rounds, max_rounds: int = MAX_ROUNDS) -> 
         parts = _related_parts(new, ports, wakes, lo, hi) + _deferred_parts(ev, tables)
         if not parts:
             break
-        if (cpu_part := _cpu_rows_part(ev, asked_waits)) is not None:
+        # on the store, the run-queue waits' CPUs ride along in this round's statement; in memory, rows cost no
+        # statement and are read once, after the last round (each pass tests every row of the window)
+        if not in_memory and (cpu_part := _cpu_rows_part(ev, asked_waits)) is not None:
             parts.append(cpu_part)
         asked_ports |= ports
         asked_wakes.update(wakes)
@@ -663,8 +667,11 @@ def _cpu_rows_part(ev: Evidence, asked: set[tuple[int, int]]) -> _Part | None:
 
 
 def _merge_cpu_rows(ev: Evidence, rows: list[OffCpu]) -> None:
-    if rows:
-        ev.cpu_rows = sorted(dict.fromkeys(ev.cpu_rows + rows), key=lambda r: r.ts)
+    """Add a round's rows (a row two rounds' ranges both touch comes once: a thread's rows never share a start)."""
+    if not rows:
+        return
+    have = {(r.tid, r.ts) for r in ev.cpu_rows}
+    ev.cpu_rows = sorted(ev.cpu_rows + [r for r in rows if (r.tid, r.ts) not in have], key=lambda r: r.ts)
 
 
 def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUNDS,
