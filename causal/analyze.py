@@ -682,7 +682,8 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
                                                                              "fd": sc.fd if sc else None}}],
                                  summary=f"inode lock of {path or 'the file'}, in {what}"))
         if ios or name in DISK_CALLS or name:
-            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b, sc.dev if sc else 0)
+            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b, sc.dev if sc else 0,
+                                       start=sc.ts if sc and name in DISK_CALLS else 0)
             label = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else (name or "uninterruptible wait")
             if sc and sc.fd >= 0 and (p := ctx.path_for(tgid, sc.fd, sc.ts)):
                 label += f" ({p})"
@@ -740,7 +741,7 @@ def _kernel_thread(comm: str) -> bool:
 
 
 def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int,
-                  synced_dev: int = 0, waited_read: bool = False) -> tuple[Culprit, list]:
+                  synced_dev: int = 0, waited_read: bool = False, start: int = 0) -> tuple[Culprit, list]:
     """Who made the wait long: the process that issued most bytes to the waited-on device during the wait.
 
     The device is the synced file's (an fsync row carries it) when that device had requests;
@@ -751,7 +752,8 @@ def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int,
     threads (throttle dispatch, writeback, journal, loop) issue on behalf of the
     processes that wrote, so their bytes never make them the culprit: if no other
     user process issued more than the waiter on that device, the waiter's own I/O
-    is what was slow and the waiter is named (the evidence lists the issuers). A page fault
+    is what was slow and the waiter is named (the evidence lists the issuers), unless another process's
+    sync call on that device was waiting before it and until it woke (``_synced_ahead``). A page fault
     (``waited_read``) waits for a read: only reads place it on a device, so a busy writer's
     completions on another disk (a loop device's backing disk, the root disk) do not.
     """
@@ -771,12 +773,26 @@ def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int,
            "issuers": [{"pid": t, "comm": comm[t], "bytes": n} for t, n in
                        sorted(per.items(), key=lambda kv: kv[1], reverse=True)[:3]]}]
     users = {t: n for t, n in per.items() if not _kernel_thread(comm[t])}
-    if not users:
-        return ctx.culprit(tgid, tid), ev
-    top, n = max(users.items(), key=lambda kv: kv[1])
+    top, n = max(users.items(), key=lambda kv: kv[1]) if users else (tgid, 0)
     if top == tgid or n <= users.get(tgid, 0):
+        if (ahead := _synced_ahead(ctx, tgid, dev, start, wake)) is not None:
+            ev.append({"queued_behind": {"pid": ahead.tgid, "tid": ahead.tid, "syscall": ahead.syscall,
+                                         "since_ns": ahead.ts, "until_ns": ahead.end_ts}})
+            return ctx.culprit(ahead.tgid, ahead.tid), ev
         return ctx.culprit(tgid, tid), ev
     return ctx.culprit(top, None, comm[top]), ev
+
+
+def _synced_ahead(ctx: _Ctx, tgid: int, dev: int | None, start: int, wake: int) -> Syscall | None:
+    """Another process's sync call on the same device that was already waiting when this wait began and
+    lasted until it ended: the waiter's requests queued behind its writes. Named where the block rows show
+    no heavier user issuer, i.e. where its requests were dispatched by kernel threads (a blkio throttle's
+    kworker, writeback) that the rows name instead; the earliest such call is the head of the queue."""
+    if not dev or not start:
+        return None
+    ahead = [s for s in ctx.ev.disk_waits
+             if s.tgid != tgid and s.dev == dev and s.ts < start and s.end_ts >= wake - COMPLETION_NEAR_NS]
+    return min(ahead, key=lambda s: (s.ts, s.tid)) if ahead else None
 
 
 def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: int, d: int, ev: list,

@@ -315,6 +315,8 @@ def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
     parts = []
     if "block_io" in tables:
         parts.append(_block_part(lo, hi))
+        parts.append(_Part("disk_waits", Syscall, _SYSCALL_COLS, "syscall",
+                           all_of(calls_in(DISK_WAIT_CALLS), overlap(lo, hi))))
     if "tcp_retrans" in tables:
         parts.append(_Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", between(lo, hi)))
     if "memcg_members" in tables:
@@ -443,6 +445,7 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.faults.extend(got.get("fault", []))
     ev.reclaims.extend(sorted(got.get("reclaim", []), key=lambda r: r.ts))
     ev.block_io.extend(sorted(got.get("block_io", []), key=lambda r: r.ts))
+    ev.disk_waits.extend(sorted(got.get("disk_waits", []), key=lambda r: r.ts))
     ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
     ev.memcg_members.extend(sorted(got.get("memcg_members", []), key=lambda r: r.ts))
     ev.cgroup_cpu.extend(sorted(got.get("cgroup_cpu", []), key=lambda r: r.ts))
@@ -506,6 +509,7 @@ def _window_parts(iv: Interval) -> list[_Part]:
         victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"], victim["cgroup_cpu"],
         victim["cpu_irq"],
         _block_part(lo, hi),
+        # (the disk_waits branch of a round reads syscall rows: the syscall branch above holds them)
         _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", between(lo, hi)),
         _member_part(lo, hi),
     ]

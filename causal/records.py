@@ -252,6 +252,9 @@ class Evidence:
     # other threads' off-CPU rows on the CPUs where fetched threads waited in the run queue, over those waits:
     # who held a CPU is read from every thread's switches there, not only the related processes' (cpu_rows)
     cpu_rows: list[OffCpu] = field(default_factory=list)
+    # every process's sync calls (fsync, fdatasync, sync_file_range) overlapping the window, read with block_io:
+    # who was already waiting for a device when a thread started to (disk_waits)
+    disk_waits: list[Syscall] = field(default_factory=list)
     comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, see note_comm
     comm_rank: dict[int, tuple[bool, int, str]] = field(default_factory=dict)   # tgid -> (main thread?, ts, comm)
     fetched_tgids: set[int] = field(default_factory=set)

@@ -216,6 +216,26 @@ def test_disk_wait_ignores_kernel_dispatchers_and_blames_a_heavier_writer_on_the
     assert a.root_cause.delay_ns == 480 * MS
 
 
+def test_an_fsync_queued_behind_another_processs_fsync_names_it_when_kernel_threads_dispatched_its_writes():
+    """bench/ac_at_1.py's disk draw: a flood's fsync on a blkio-throttled disk queues its writes, the throttle's
+    kworker dispatches them later (the block rows name the kworker); the victim's 4 KiB fsync, begun after the
+    flood's, waits behind them. The flood was syncing on that device before and until the victim woke."""
+    def call(tgid: int, a: int, b: int, dev: int = 7) -> Syscall:
+        return Syscall(tgid, tgid, "fsync", 3, T0 + a * MS, T0 + b * MS, 0, 0, dev)
+
+    blocked = [off(10, 10, 100, 500, reason="uninterruptible", wake=490)]
+    rows = [BlockIO(77, 77, "kworker/1:0", T0 + 480 * MS, T0 + 481 * MS, 1 << 20, "W", 7),
+            BlockIO(10, 10, "ledger", T0 + 485 * MS, T0 + 489 * MS, 4096, "W", 7)]
+    a = analyze(evidence(10, 0, 600, blocked, [call(10, 99, 501)], block_io=rows,
+                         disk_waits=[call(10, 99, 501), call(55, 50, 495), call(66, 120, 495), call(88, 40, 495, 8)]))
+    rc = a.root_cause
+    assert rc.kind == "disk_io" and rc.culprit.pid == 55, rc    # not 66 (after it), not 88 (another disk)
+    assert any(isinstance(e, dict) and e.get("queued_behind", {}).get("pid") == 55 for e in rc.evidence)
+    # nobody was syncing there before it: its own throttled I/O is what was slow
+    a = analyze(evidence(10, 0, 600, blocked, [call(10, 99, 501)], block_io=rows, disk_waits=[call(66, 120, 495)]))
+    assert a.root_cause.culprit.pid == 10
+
+
 def test_a_synced_file_names_its_disk_even_when_another_disk_completed_closer_to_the_wake_up():
     """Fast requests are summed per second in the kernel: the sum holding the completion that ended the
     fsync ends after the wake-up, and a busy other disk's request completed just before it. The fsync
