@@ -940,6 +940,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
     moved: _Moved | None = None          # the thread was moved off its CPU: the move, while it stays on the new one
     after_move: list[tuple[int, int, int, _Moved]] = []                # (a, b, cpu) waits on the CPU it was moved to
     used: list[OffCpu] = []
+    preempted_waits: list[tuple[int, int]] = []       # (a, b) of the preempted waits that ended in the window
     tgid = ctx.tgid_of.get(tid, tid)
     queued_move = _placement_move(list(dict.fromkeys(o for o, _, _ in _segments_rows(ctx, tid, window))))
 
@@ -976,6 +977,8 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
             continue
         if o.reason == "preempted":
             rq = [(a0, b0)]
+            if b0 == o.end_ts:         # it came back inside the window: when it came back says what it waited for
+                preempted_waits.append((a0, b0))
         else:
             wake = o.wake_ts if o.wake_ts else o.end_ts
             account_blocked(o, lo, hi, wake)
@@ -1034,7 +1037,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
                        evidence=[{"wakeup_latency_ns": total, "waits": len(rest)}])
         pieces.append(piece)
     lo, hi = window[0][0], window[-1][1]
-    if runq and (thr := _throttling(ctx, tgid, window, runq)) is not None:
+    if runq and (thr := _throttling(ctx, tgid, window, runq, preempted_waits)) is not None:
         pieces = _take_throttled(pieces, thr, runq)
     pieces = _interrupts(ctx, used, window, pieces)
 
@@ -1082,7 +1085,40 @@ def _interp(samples: list[tuple[int, int]], t: int) -> float:
     return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
 
 
-def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int) -> _Piece | None:
+PHASE_TOL_NS = 4_000_000      # a throttled task comes back this close after its group's period timer
+PHASE_MIN_WAITS = 3           # that many waits ending at one phase of the period: the group's throttling
+PHASE_MIN_WAIT_NS = 1_000_000
+
+
+def _period_waits(waits: list[tuple[int, int]], period_ns: int) -> list[tuple[int, int]]:
+    """Of the thread's preempted waits, those that ended at one phase of ``period_ns`` (the largest such set).
+
+    A throttled task is runnable but off its CPU until the group's period timer refills the
+    quota: every such wait ends at the same phase of the period, whoever ran meanwhile. A
+    preemption by another task ends whenever the scheduler says, at no particular phase.
+    """
+    waits = [(a, b) for a, b in waits if b - a >= PHASE_MIN_WAIT_NS]
+    if period_ns <= 0 or len(waits) < PHASE_MIN_WAITS:
+        return []
+    phases = [b % period_ns for _, b in waits]
+    best: list[tuple[int, int]] = []
+    for p in phases:
+        near = [w for w, q in zip(waits, phases, strict=True) if min((q - p) % period_ns, (p - q) % period_ns) <= PHASE_TOL_NS]
+        if len(near) > len(best):
+            best = near
+    return best if len(best) >= PHASE_MIN_WAITS else []
+
+
+def _counter_between(samples: list[CgroupCpu], lo: int, hi: int) -> int:
+    """How much the group's throttled counter moved between the last sample at or before ``lo`` and the first at
+    or after ``hi`` (the nearest ones when none are): no more of it can fall in [lo, hi]."""
+    before = [c for c in samples if c.ts <= lo] or samples[:1]
+    after = [c for c in samples if c.ts >= hi] or samples[-1:]
+    return max(0, after[0].throttled_ns - before[-1].throttled_ns)
+
+
+def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int,
+                waits: list[tuple[int, int]] = ()) -> _Piece | None:
     """cpu_throttling for a thread of ``tgid`` that waited ``runq`` ns runnable over ``segs``, or None.
 
     A throttled task is switched out as if preempted, by whoever runs next: only the
@@ -1092,10 +1128,16 @@ def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int) ->
     while it is throttled). The culprit is the member that used most CPU meanwhile
     (it spent the quota); alone in its cgroup, the victim throttles itself.
     """
+    by_cg: dict[int, list[CgroupCpu]] = defaultdict(list)
+    for c in ctx.ev.cgroup_cpu:
+        by_cg[c.cgroup_id].append(c)
     mine = {c.cgroup_id for c in ctx.ev.cgroup_cpu if c.tgid == tgid}
+    # a process that lived less than a sampling interval in a fresh cgroup is never seen as a member: then any
+    # quota cgroup whose throttling is what its waits look like (ending at the group's period boundary) is its
+    unseen = not mine
     best: _Piece | None = None
-    for cg in mine:
-        rows = [c for c in ctx.ev.cgroup_cpu if c.cgroup_id == cg]
+    for cg in mine or by_cg:
+        rows = by_cg[cg]
         per_ts: dict[int, CgroupCpu] = {}
         for c in rows:
             per_ts.setdefault(c.ts, c)
@@ -1104,6 +1146,14 @@ def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int) ->
         nrs = [(c.ts, c.nr_throttled) for c in samples]
         use = [(c.ts, c.usage_ns) for c in samples]
         throttled = int(sum(_interp(thr, b) - _interp(thr, a) for a, b in segs))
+        aligned = _period_waits(waits, samples[-1].period_us * 1000)
+        if unseen and len(aligned) < PHASE_MIN_WAITS:
+            continue
+        # the waits that ended at the period boundary were throttled (the counter, sampled every 250 ms or
+        # slower on a loaded host, spreads a short window's throttling over the samples' span), up to what the
+        # counter says the group was throttled between the samples around the window
+        cap = _counter_between(samples, segs[0][0], segs[-1][1])
+        throttled = max(throttled, min(sum(b - a for a, b in aligned), cap))
         if throttled < MIN_CAUSE_NS:
             continue
         nr = int(round(sum(_interp(nrs, b) - _interp(nrs, a) for a, b in segs)))
@@ -1127,6 +1177,7 @@ def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int) ->
         delay = min(throttled, runq)
         pct = 100.0 * last.quota_us / last.period_us if last.period_us else 0.0
         evidence = {"cgroup": last.cgroup, "quota_us": last.quota_us, "period_us": last.period_us,
+                    "waits_at_period_boundary": len(aligned), "member_seen": not unseen,
                     "quota_cpus": round(pct / 100, 3), "throttled_ns": throttled, "nr_throttled": nr,
                     "usage_ns": int(usage), "usage_cpus": round(usage / wall, 3),
                     "members": [{"pid": t, "comm": cm, "cpu_ns": int(n)} for t, n, cm in ranked[:3]],

@@ -498,3 +498,33 @@ def test_run_queue_wait_behind_a_hog_seen_only_in_unrelated_threads_rows_names_t
     pre = {c.culprit.pid: c.delay_ns for c in a.causes if c.kind == "cpu_preemption"}
     assert a.root_cause.culprit.pid == 30 and a.root_cause.culprit.comm == "ledger-reindex", a.causes
     assert pre[30] >= 940 * MS, pre
+
+
+def test_throttled_waits_of_a_process_never_seen_as_a_member_are_told_by_the_groups_period():
+    """A process that lived less than the sampler's interval in a fresh quota cgroup has no member row: its
+    cgroup is the one whose throttling its waits look like. Throttled, it is runnable but off its CPU until the
+    group's period timer refills the quota, so its waits end at one phase of the 100 ms period (here 2 ms past
+    it, whoever ran meanwhile); the counter, sampled 300 ms before and 600 ms after the window, would spread
+    the 300 ms it moved over that whole span (no more than that is named: the counter caps it). A process
+    preempted at no particular phase is not throttled."""
+    from kprobe.causal.records import CgroupCpu
+
+    def sample(at: int, throttled_ms: int) -> CgroupCpu:
+        return CgroupCpu(5, T0 + at * MS, "/batch-quota", 10_000, 100_000, 0, 0, throttled_ms * MS, 0, 0, "", 0)
+
+    java = (70, 71, "java")
+    rows = [off(20, 20, 10 + 100 * k, 102 + 100 * k, p=java, comm="short-job") for k in range(3)]
+    ev = evidence(20, 0, 330, rows, cgroup_cpu=[sample(-300, 0), sample(900, 300)])
+    a = analyze(ev)
+    rc = a.root_cause
+    assert rc.kind == "cpu_throttling" and rc.culprit.pid == 20, a.causes
+    assert rc.delay_ns == 3 * 92 * MS and rc.evidence[0]["waits_at_period_boundary"] == 3, rc
+    assert rc.evidence[0]["cgroup"] == "/batch-quota" and not rc.evidence[0]["member_seen"]
+    ev.cgroup_cpu = [sample(-300, 0), sample(900, 100)]
+    thr = [c for c in analyze(ev).causes if c.kind == "cpu_throttling"]
+    assert [c.delay_ns for c in thr] == [100 * MS]          # never more than the counter moved
+    # the same waits ending at 31, 158 and 263 ms past the boundary: preemption by java, the quota is someone else's
+    rows = [off(20, 20, 10, 131, p=java, comm="short-job"), off(20, 20, 140, 258, p=java, comm="short-job"),
+            off(20, 20, 270, 363, p=java, comm="short-job")]
+    a = analyze(evidence(20, 0, 400, rows, cgroup_cpu=[sample(-300, 0), sample(900, 300)]))
+    assert a.root_cause.kind == "cpu_preemption" and a.root_cause.culprit.pid == 70, a.causes
