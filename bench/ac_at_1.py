@@ -62,16 +62,22 @@ DECOYS = ("hog_elsewhere", "lock_elsewhere")
 WORDS = ("ledger", "risk", "fx", "quote", "settle", "clearing", "recon", "posting", "payments", "orders", "batch",
          "nightly", "audit", "pricer", "gateway", "feed", "limits", "margin", "swift", "ach", "card", "auth")
 
-# named argv[1]; after a line on stdin: computes argv[2] ms of its own CPU time, prints "pid t0 t1"
+# named argv[1]; after a line on stdin (or at the wall-clock time argv[3] ns, which is then its t0): computes
+# argv[2] ms of its own CPU time, prints "pid t0 t1"
 SPIN_CPU = ("import ctypes,os,sys,time\nctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)\n"
-            "print('ready', flush=True)\nsys.stdin.readline()\nt0=time.time_ns()\nw=float(sys.argv[2])/1000\n"
+            "print('ready', flush=True)\nif len(sys.argv)>3:\n  t0=int(sys.argv[3])\n"
+            "  time.sleep(max(0.0,(t0-time.time_ns())/1e9))\nelse:\n  sys.stdin.readline()\n  t0=time.time_ns()\n"
+            "w=float(sys.argv[2])/1000\n"
             "c=time.process_time()\nwhile time.process_time()-c<w: pass\n"
             "print(os.getpid(), t0, time.time_ns(), flush=True)")
 # named argv[1]: spins argv[2] ms of wall time in argv[3] threads, the main one among them (a spinning thread
 # created later would queue behind the victim's next slice) (a hog, a batch job, a decoy's victim); with
-# argv[4] "wait", only after printing "ready" and reading a line (so its start-up is not part of the fault)
+# argv[4] "wait", only after printing "ready" and reading a line (so its start-up is not part of the fault); with
+# "at" and argv[5] ns, at that wall-clock time
 SPIN_WALL = ("import ctypes,sys,time,threading\nctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)\n"
              "if len(sys.argv)>4 and sys.argv[4]=='wait':\n  print('ready', flush=True)\n  sys.stdin.readline()\n"
+             "if len(sys.argv)>5 and sys.argv[4]=='at':\n  print('ready', flush=True)\n"
+             "  time.sleep(max(0.0,(int(sys.argv[5])-time.time_ns())/1e9))\n"
              "def spin():\n  e=time.monotonic()+float(sys.argv[2])/1000\n  while time.monotonic()<e: pass\n"
              "n=int(sys.argv[3]) if len(sys.argv)>3 else 1\nts=[threading.Thread(target=spin) for _ in range(n-1)]\n"
              "[t.start() for t in ts]\nspin()\n[t.join() for t in ts]")
@@ -298,17 +304,20 @@ def run_scenario(s: Scenario, work: Path) -> tuple[int, int, int, int]:
     procs: list[subprocess.Popen] = []
     with _reaped(procs):
         if s.kind == "cpu_preemption":
-            victim = _py(SPIN_CPU, s.victim, 150, prefix=(*RR, "taskset", "-c", str(vcpu)))
-            hog = _py(SPIN_WALL, s.culprit, s.fault_ms, 1, "wait", prefix=(*RR, "taskset", "-c", str(vcpu)))
+            # both start at a set wall-clock time, the hog 20 ms first (a harness telling them to start would
+            # itself wait for a CPU behind the real-time hogs): the victim, same RR priority, waits for its slice
+            at = time.time_ns() + 800_000_000
+            victim = _py(SPIN_CPU, s.victim, 150, at + 20_000_000, prefix=(*RR, "taskset", "-c", str(vcpu)))
+            hog = _py(SPIN_WALL, s.culprit, s.fault_ms, 1, "at", at, prefix=(*RR, "taskset", "-c", str(vcpu)))
             procs += [victim, hog]
             _ready(victim)
             _ready(hog)
+            if time.time_ns() > at:
+                raise FaultMissed("the workloads took longer to start than the 800 ms they were given")
             _decoy(s, procs, work, s.fault_ms + 300)
-            _go(hog)               # the hog holds the CPU when the victim starts (same RR priority: it waits a slice)
-            time.sleep(0.02)
-            _go(victim)
             pid, t0, t1 = _result(victim)
-            if t1 - t0 < 150e6 + 0.5 * min(s.fault_ms, 100) * 1e6:      # 150 ms of work, a slice of the hog's
+            # 150 ms of work and what is left of the hog's slice (or of its run) after its 20 ms head start
+            if t1 - t0 < 150e6 + 0.5 * max(0, min(s.fault_ms, 100) - 20) * 1e6:
                 raise FaultMissed(f"computed 150 ms in {(t1 - t0) / 1e6:.0f} ms: the hog never took its CPU")
             return pid, hog.pid, t0, t1
         if s.kind in ("flock", "fcntl"):
@@ -363,7 +372,9 @@ def run_scenario(s: Scenario, work: Path) -> tuple[int, int, int, int]:
         if s.kind == "disk_io":
             # both write to one disk; the flood's fsync queues about fault_ms of writes before the victim's
             with throttled_disk(work) as (mnt, cg):
-                flood = _py(WRITE_FSYNC, s.culprit, mnt / "flood.bin", DISK_BPS * s.fault_ms // 1000, "syncing")
+                # the throttle lets a slice's worth (100 ms) through at once: fault_ms of queue come after it
+                flood = _py(WRITE_FSYNC, s.culprit, mnt / "flood.bin", DISK_BPS * (s.fault_ms + 150) // 1000,
+                            "syncing")
                 victim = _py(WRITE_FSYNC, s.victim, mnt / "ledger.log", 4096, prefix=NICE)
                 procs += [flood, victim]
                 for p in (flood, victim):
