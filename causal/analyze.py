@@ -317,6 +317,8 @@ class _Ctx:
         self._retrans: tuple[dict, dict] | None = None
         self._wake_calls: dict[bool, _Spans] = {}
         self.block_io = _Spans(ev.block_io)
+        self._paths: dict[tuple[int, int], tuple[list[int], list]] | None = None
+        self._disk_waits: dict[int, _Spans] | None = None
         self.follows = 0          # waker follow-ups run so far: bounded by FOLLOW_BUDGET
 
     def offcpu_in(self, tid: int, lo: int, hi: int) -> list[OffCpu]:
@@ -526,11 +528,27 @@ class _Ctx:
                 or mine.first_between(s.ts, s.end_ts + 1_000_000))
 
     def path_for(self, tgid: int, fd: int, t: int) -> str | None:
-        path = None
-        for f in self.ev.fd_open:
-            if f.tgid == tgid and f.fd == fd and f.ts <= t:
-                path = f.path        # '' after a close: the number was reused for something unopened (pipe, socket)
-        return path or None
+        """The path the process's fd named at t: its latest open (or close: '') at or before t."""
+        if self._paths is None:
+            by: dict[tuple[int, int], list] = defaultdict(list)
+            for f in self.ev.fd_open:          # by ts already: the latest one at or before t wins, as in a scan
+                by[(f.tgid, f.fd)].append(f)
+            self._paths = {k: ([f.ts for f in v], v) for k, v in by.items()}
+        got = self._paths.get((tgid, fd))
+        if got is None:
+            return None
+        k = bisect_right(got[0], t)
+        # '' after a close: the number was reused for something unopened (pipe, socket)
+        return (got[1][k - 1].path or None) if k else None
+
+    def disk_waits_on(self, dev: int) -> _Spans:
+        """Every process's sync calls on ``dev`` in the window (a ledger syncing per request makes thousands)."""
+        if self._disk_waits is None:
+            by: dict[int, list[Syscall]] = defaultdict(list)
+            for s in self.ev.disk_waits:
+                by[s.dev].append(s)
+            self._disk_waits = {d: _Spans(v) for d, v in by.items()}
+        return self._disk_waits.get(dev) or _Spans(())
 
     def top_reclaimer(self, exclude: int | None, own: Iterable[Reclaim] = ()) -> tuple[Culprit, dict]:
         """The process that reclaimed most around the window (system-wide): the likeliest memory hog.
@@ -790,8 +808,8 @@ def _synced_ahead(ctx: _Ctx, tgid: int, dev: int | None, start: int, wake: int) 
     kworker, writeback) that the rows name instead; the earliest such call is the head of the queue."""
     if not dev or not start:
         return None
-    ahead = [s for s in ctx.ev.disk_waits
-             if s.tgid != tgid and s.dev == dev and s.ts < start and s.end_ts >= wake - COMPLETION_NEAR_NS]
+    ahead = [s for s in ctx.disk_waits_on(dev).containing(start)
+             if s.tgid != tgid and s.ts < start and s.end_ts >= wake - COMPLETION_NEAR_NS]
     return min(ahead, key=lambda s: (s.ts, s.tid)) if ahead else None
 
 
@@ -1080,7 +1098,7 @@ def _interp(samples: list[tuple[int, int]], t: int) -> float:
         return samples[0][1]
     if t >= samples[-1][0]:
         return samples[-1][1]
-    k = bisect_right([x for x, _ in samples], t)
+    k = bisect_right(samples, t, key=lambda x: x[0])
     (t0, v0), (t1, v1) = samples[k - 1], samples[k]
     return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
 
