@@ -42,6 +42,7 @@ from msgspec.structs import replace
 from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
 from kprobe.causal.records import (
     DISK_WAIT_CALLS,
+    LONG_PREEMPTED_NS,
     RECLAIM_CONTEXT_NS,
     STALE_SWITCH_NS,
     THROTTLE_AFTER_NS,
@@ -922,6 +923,15 @@ def _cpus_json(cpus: dict[int, int]) -> dict[str, int]:
     return {str(c): n for c, n in sorted(cpus.items())}
 
 
+def _share(shares: dict[tuple[int, int, int], PreemptorShare], runq_segs: dict[int, list[tuple[int, int]]],
+           tgid: int, tid: int, comm: str, cpu: int, ns: int, seg: tuple[int, int]) -> None:
+    """Credit ``ns`` of run-queue wait on ``cpu`` to the task that held it (a preemptor), over ``seg``."""
+    s = shares.setdefault((tgid, tid, cpu), PreemptorShare(tgid, tid, comm, cpu, 0, 0))
+    s.runq_ns += ns
+    s.count += 1
+    runq_segs[tgid].append(seg)
+
+
 def _cpu_holder(ctx: _Ctx, tgid: int, tid: int, comm: str, cpus: dict[int, int], segs: list[tuple[int, int]],
                 summary: str, evidence: dict, child_note: str, cap_child: bool = False) -> _Piece:
     """One ``cpu_preemption`` cause: process ``tgid`` held the CPU the thread waited for, ``cpus`` ns per CPU.
@@ -1005,6 +1015,19 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
             if rb <= ra:
                 continue
             runq += rb - ra
+            if (o.reason == "preempted" and o.preemptor_tid and o.cpu_on == o.cpu_off
+                    and rb - ra >= LONG_PREEMPTED_NS):
+                # a long preempted wait: whoever cut in at the switch-out may have run a moment and left the CPU
+                # to a task that never blocks (a real-time job), seen only in other threads' switches there:
+                # each task that held the CPU meanwhile is a preemptor for the part it held; the part no switch
+                # says anything about stays the one that cut in
+                held, left = ctx.runners(o.cpu_on, ra, rb, tid)
+                for rt, h in held.items():
+                    _share(shares, runq_segs, rt, h.tid, h.comm, o.cpu_on, h.ns, (ra, rb))
+                for x, y in left:
+                    _share(shares, runq_segs, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm, o.cpu_off, y - x,
+                           (x, y))
+                continue
             if o.reason == "preempted" and o.preemptor_tid:
                 if (cut := _held_at_return(o, ra, rb, tid)) is not None:
                     # another task held the CPU without a break from ``cut`` until the thread came back: that part

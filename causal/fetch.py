@@ -25,6 +25,7 @@ from kprobe.causal.model import Interval
 from kprobe.causal.records import (
     DISK_WAIT_CALLS,
     IRQ_AFTER_NS,
+    LONG_PREEMPTED_NS,
     RECLAIM_CONTEXT_NS,
     STALE_SWITCH_NS,
     THROTTLE_AFTER_NS,
@@ -606,7 +607,8 @@ def runq_segments(ev: Evidence, asked: set[tuple[int, int]]) -> dict[int, list[t
                 continue
             asked.add((r.tid, r.ts))
             if r.reason == "preempted":
-                a = r.ts if r.cpu_off != r.cpu_on else r.end_ts
+                # moved to another CPU, or long: who held the CPU meanwhile, not only who cut in, is asked
+                a = r.ts if r.cpu_off != r.cpu_on or r.end_ts - r.ts >= LONG_PREEMPTED_NS else r.end_ts
             else:
                 a = r.wake_ts or r.end_ts
             a, b = max(a, lo), min(r.end_ts, hi)

@@ -20,6 +20,7 @@ RECLAIM_CONTEXT_NS = 5_000_000_000   # reclaim by others this long before the wi
 IRQ_AFTER_NS = 3_000_000_000          # the interrupt-counter sample after the window (every 1 s, written at the next flush)
 THROTTLE_AFTER_NS = 3_000_000_000     # the CPU-quota sample after the window (every 250 ms, written at the next flush)
 DISK_WAIT_CALLS = ("fsync", "fdatasync", "sync_file_range")
+LONG_PREEMPTED_NS = 50_000_000   # a preempted wait this long is credited to whoever held the CPU meanwhile
 STALE_SWITCH_NS = 1_000_000_000   # a switch-in seen longer ago than this says nothing about who runs now
 WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
 WAKER_CALLS = ("futex", "write", "writev", "pwrite64", "sendto", "sendmsg", "sendmmsg", "close")

@@ -69,7 +69,8 @@ def test_a_table_at_the_window_limit_falls_back_to_rounds_on_the_store():
 def test_rounds_without_a_disk_or_socket_wait_read_no_block_io_or_retransmits():
     st = ScriptedStore({"offcpu": [_off("preempted")]})
     fetch_evidence(st, Interval(7, T0, T0 + 100 * MS), window_limit=0)
-    assert st.statements == [ROUND0]
+    # (an 80 ms preempted wait asks who held its CPU meanwhile: that one statement, no block I/O or retransmits)
+    assert st.statements == [ROUND0, ["cpu_rows"]]
 
 
 def test_rounds_read_block_io_for_a_disk_wait_in_one_more_statement():
