@@ -42,7 +42,9 @@ from msgspec.structs import replace
 from kprobe.causal.model import Analysis, Breakdown, Cause, Culprit, Interval, PreemptorShare
 from kprobe.causal.records import (
     DISK_WAIT_CALLS,
+    LONG_PREEMPTED_NS,
     RECLAIM_CONTEXT_NS,
+    STALE_SWITCH_NS,
     THROTTLE_AFTER_NS,
     WAKE_EPS_NS,
     WAKER_CALLS,
@@ -62,7 +64,6 @@ MAX_DEPTH = 4
 SIGNIFICANT = 0.2          # a child must explain at least this share of its parent to continue the chain
 MIN_CAUSE_NS = 100_000     # causes explaining less than 0.1 ms are noise for "why was it slow"
 MAX_EVIDENCE = 8
-STALE_SWITCH_NS = 1_000_000_000   # a switch-in seen longer ago than this says nothing about who runs now
 
 SLEEP_CALLS = {"nanosleep", "clock_nanosleep"}
 MUX_CALLS = {"poll", "ppoll", "select", "pselect6", "epoll_wait", "epoll_pwait"}
@@ -317,6 +318,8 @@ class _Ctx:
         self._retrans: tuple[dict, dict] | None = None
         self._wake_calls: dict[bool, _Spans] = {}
         self.block_io = _Spans(ev.block_io)
+        self._paths: dict[tuple[int, int], tuple[list[int], list]] | None = None
+        self._disk_waits: dict[int, _Spans] | None = None
         self.follows = 0          # waker follow-ups run so far: bounded by FOLLOW_BUDGET
 
     def offcpu_in(self, tid: int, lo: int, hi: int) -> list[OffCpu]:
@@ -367,17 +370,20 @@ class _Ctx:
         displaced the row's thread, and the row's thread itself when it came back,
         which displaced whoever held the CPU then (``displaced``; -1 when not
         recorded). Unwatched tasks have no rows of their own but still appear as
-        the "next" and "prev" tasks of watched ones.
+        the "next" and "prev" tasks of watched ones. Every thread's rows on the
+        CPUs waited for count (``Evidence.cpu_rows``), not only the related
+        processes': a CPU hog that never blocks shows only in them.
         """
         if self._switch_ins is None:
             by_cpu: dict[int, list[_SwitchIn]] = defaultdict(list)
-            for rows in self.ev.offcpu.values():
+            make = _SwitchIn._make      # tuple.__new__ in C: a busy window has ~100k switches, the keyword path doubled it
+            for rows in [*self.ev.offcpu.values(), self.ev.cpu_rows]:
                 for o in rows:
-                    by_cpu[o.cpu_off].append(_SwitchIn(o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
-                                                       o.tgid, o.tid, o.comm, 0))
-                    by_cpu[o.cpu_on].append(_SwitchIn(o.end_ts, o.tgid, o.tid, o.comm, o.displaced_tgid,
-                                                      o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1,
-                                                      o.displaced_comm, o.displaced_since))
+                    by_cpu[o.cpu_off].append(make((o.ts, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm,
+                                                   o.tgid, o.tid, o.comm, 0)))
+                    by_cpu[o.cpu_on].append(make((o.end_ts, o.tgid, o.tid, o.comm, o.displaced_tgid,
+                                                  o.displaced_tid if o.displaced_tgid or o.displaced_comm else -1,
+                                                  o.displaced_comm, o.displaced_since)))
             for v in by_cpu.values():
                 v.sort()
             self._switch_ins = dict(by_cpu)
@@ -523,11 +529,27 @@ class _Ctx:
                 or mine.first_between(s.ts, s.end_ts + 1_000_000))
 
     def path_for(self, tgid: int, fd: int, t: int) -> str | None:
-        path = None
-        for f in self.ev.fd_open:
-            if f.tgid == tgid and f.fd == fd and f.ts <= t:
-                path = f.path        # '' after a close: the number was reused for something unopened (pipe, socket)
-        return path or None
+        """The path the process's fd named at t: its latest open (or close: '') at or before t."""
+        if self._paths is None:
+            by: dict[tuple[int, int], list] = defaultdict(list)
+            for f in self.ev.fd_open:          # by ts already: the latest one at or before t wins, as in a scan
+                by[(f.tgid, f.fd)].append(f)
+            self._paths = {k: ([f.ts for f in v], v) for k, v in by.items()}
+        got = self._paths.get((tgid, fd))
+        if got is None:
+            return None
+        k = bisect_right(got[0], t)
+        # '' after a close: the number was reused for something unopened (pipe, socket)
+        return (got[1][k - 1].path or None) if k else None
+
+    def disk_waits_on(self, dev: int) -> _Spans:
+        """Every process's sync calls on ``dev`` in the window (a ledger syncing per request makes thousands)."""
+        if self._disk_waits is None:
+            by: dict[int, list[Syscall]] = defaultdict(list)
+            for s in self.ev.disk_waits:
+                by[s.dev].append(s)
+            self._disk_waits = {d: _Spans(v) for d, v in by.items()}
+        return self._disk_waits.get(dev) or _Spans(())
 
     def top_reclaimer(self, exclude: int | None, own: Iterable[Reclaim] = ()) -> tuple[Culprit, dict]:
         """The process that reclaimed most around the window (system-wide): the likeliest memory hog.
@@ -679,7 +701,8 @@ def _explain_blocked(ctx: _Ctx, o: OffCpu, a: int, b: int, depth: int, path: fro
                                                                              "fd": sc.fd if sc else None}}],
                                  summary=f"inode lock of {path or 'the file'}, in {what}"))
         if ios or name in DISK_CALLS or name:
-            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b, sc.dev if sc else 0)
+            cul, io_ev = _disk_culprit(ctx, ios, tgid, tid, o.wake_ts or b, sc.dev if sc else 0,
+                                       start=sc.ts if sc and name in DISK_CALLS else 0)
             label = f"{name} fd={sc.fd}" if sc and sc.fd >= 0 else (name or "uninterruptible wait")
             if sc and sc.fd >= 0 and (p := ctx.path_for(tgid, sc.fd, sc.ts)):
                 label += f" ({p})"
@@ -737,7 +760,7 @@ def _kernel_thread(comm: str) -> bool:
 
 
 def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int,
-                  synced_dev: int = 0, waited_read: bool = False) -> tuple[Culprit, list]:
+                  synced_dev: int = 0, waited_read: bool = False, start: int = 0) -> tuple[Culprit, list]:
     """Who made the wait long: the process that issued most bytes to the waited-on device during the wait.
 
     The device is the synced file's (an fsync row carries it) when that device had requests;
@@ -748,7 +771,8 @@ def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int,
     threads (throttle dispatch, writeback, journal, loop) issue on behalf of the
     processes that wrote, so their bytes never make them the culprit: if no other
     user process issued more than the waiter on that device, the waiter's own I/O
-    is what was slow and the waiter is named (the evidence lists the issuers). A page fault
+    is what was slow and the waiter is named (the evidence lists the issuers), unless another process's
+    sync call on that device was waiting before it and until it woke (``_synced_ahead``). A page fault
     (``waited_read``) waits for a read: only reads place it on a device, so a busy writer's
     completions on another disk (a loop device's backing disk, the root disk) do not.
     """
@@ -768,12 +792,26 @@ def _disk_culprit(ctx: _Ctx, ios: list[BlockIO], tgid: int, tid: int, wake: int,
            "issuers": [{"pid": t, "comm": comm[t], "bytes": n} for t, n in
                        sorted(per.items(), key=lambda kv: kv[1], reverse=True)[:3]]}]
     users = {t: n for t, n in per.items() if not _kernel_thread(comm[t])}
-    if not users:
-        return ctx.culprit(tgid, tid), ev
-    top, n = max(users.items(), key=lambda kv: kv[1])
+    top, n = max(users.items(), key=lambda kv: kv[1]) if users else (tgid, 0)
     if top == tgid or n <= users.get(tgid, 0):
+        if (ahead := _synced_ahead(ctx, tgid, dev, start, wake)) is not None:
+            ev.append({"queued_behind": {"pid": ahead.tgid, "tid": ahead.tid, "syscall": ahead.syscall,
+                                         "since_ns": ahead.ts, "until_ns": ahead.end_ts}})
+            return ctx.culprit(ahead.tgid, ahead.tid), ev
         return ctx.culprit(tgid, tid), ev
     return ctx.culprit(top, None, comm[top]), ev
+
+
+def _synced_ahead(ctx: _Ctx, tgid: int, dev: int | None, start: int, wake: int) -> Syscall | None:
+    """Another process's sync call on the same device that was already waiting when this wait began and
+    lasted until it ended: the waiter's requests queued behind its writes. Named where the block rows show
+    no heavier user issuer, i.e. where its requests were dispatched by kernel threads (a blkio throttle's
+    kworker, writeback) that the rows name instead; the earliest such call is the head of the queue."""
+    if not dev or not start:
+        return None
+    ahead = [s for s in ctx.disk_waits_on(dev).containing(start)
+             if s.tgid != tgid and s.ts < start and s.end_ts >= wake - COMPLETION_NEAR_NS]
+    return min(ahead, key=lambda s: (s.ts, s.tid)) if ahead else None
 
 
 def _explain_socket(ctx: _Ctx, o: OffCpu, sc: Syscall, sock: SockIO, a: int, b: int, d: int, ev: list,
@@ -885,6 +923,15 @@ def _cpus_json(cpus: dict[int, int]) -> dict[str, int]:
     return {str(c): n for c, n in sorted(cpus.items())}
 
 
+def _share(shares: dict[tuple[int, int, int], PreemptorShare], runq_segs: dict[int, list[tuple[int, int]]],
+           tgid: int, tid: int, comm: str, cpu: int, ns: int, seg: tuple[int, int]) -> None:
+    """Credit ``ns`` of run-queue wait on ``cpu`` to the task that held it (a preemptor), over ``seg``."""
+    s = shares.setdefault((tgid, tid, cpu), PreemptorShare(tgid, tid, comm, cpu, 0, 0))
+    s.runq_ns += ns
+    s.count += 1
+    runq_segs[tgid].append(seg)
+
+
 def _cpu_holder(ctx: _Ctx, tgid: int, tid: int, comm: str, cpus: dict[int, int], segs: list[tuple[int, int]],
                 summary: str, evidence: dict, child_note: str, cap_child: bool = False) -> _Piece:
     """One ``cpu_preemption`` cause: process ``tgid`` held the CPU the thread waited for, ``cpus`` ns per CPU.
@@ -921,6 +968,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
     moved: _Moved | None = None          # the thread was moved off its CPU: the move, while it stays on the new one
     after_move: list[tuple[int, int, int, _Moved]] = []                # (a, b, cpu) waits on the CPU it was moved to
     used: list[OffCpu] = []
+    preempted_waits: list[tuple[int, int]] = []       # (a, b) of the preempted waits that ended in the window
     tgid = ctx.tgid_of.get(tid, tid)
     queued_move = _placement_move(list(dict.fromkeys(o for o, _, _ in _segments_rows(ctx, tid, window))))
 
@@ -957,6 +1005,8 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
             continue
         if o.reason == "preempted":
             rq = [(a0, b0)]
+            if b0 == o.end_ts:         # it came back inside the window: when it came back says what it waited for
+                preempted_waits.append((a0, b0))
         else:
             wake = o.wake_ts if o.wake_ts else o.end_ts
             account_blocked(o, lo, hi, wake)
@@ -965,6 +1015,19 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
             if rb <= ra:
                 continue
             runq += rb - ra
+            if (o.reason == "preempted" and o.preemptor_tid and o.cpu_on == o.cpu_off
+                    and rb - ra >= LONG_PREEMPTED_NS):
+                # a long preempted wait: whoever cut in at the switch-out may have run a moment and left the CPU
+                # to a task that never blocks (a real-time job), seen only in other threads' switches there:
+                # each task that held the CPU meanwhile is a preemptor for the part it held; the part no switch
+                # says anything about stays the one that cut in
+                held, left = ctx.runners(o.cpu_on, ra, rb, tid)
+                for rt, h in held.items():
+                    _share(shares, runq_segs, rt, h.tid, h.comm, o.cpu_on, h.ns, (ra, rb))
+                for x, y in left:
+                    _share(shares, runq_segs, o.preemptor_tgid, o.preemptor_tid, o.preemptor_comm, o.cpu_off, y - x,
+                           (x, y))
+                continue
             if o.reason == "preempted" and o.preemptor_tid:
                 if (cut := _held_at_return(o, ra, rb, tid)) is not None:
                     # another task held the CPU without a break from ``cut`` until the thread came back: that part
@@ -1015,7 +1078,7 @@ def _thread_causes(ctx: _Ctx, tid: int, window: list[tuple[int, int]], depth: in
                        evidence=[{"wakeup_latency_ns": total, "waits": len(rest)}])
         pieces.append(piece)
     lo, hi = window[0][0], window[-1][1]
-    if runq and (thr := _throttling(ctx, tgid, window, runq)) is not None:
+    if runq and (thr := _throttling(ctx, tgid, window, runq, preempted_waits)) is not None:
         pieces = _take_throttled(pieces, thr, runq)
     pieces = _interrupts(ctx, used, window, pieces)
 
@@ -1058,12 +1121,45 @@ def _interp(samples: list[tuple[int, int]], t: int) -> float:
         return samples[0][1]
     if t >= samples[-1][0]:
         return samples[-1][1]
-    k = bisect_right([x for x, _ in samples], t)
+    k = bisect_right(samples, t, key=lambda x: x[0])
     (t0, v0), (t1, v1) = samples[k - 1], samples[k]
     return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
 
 
-def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int) -> _Piece | None:
+PHASE_TOL_NS = 4_000_000      # a throttled task comes back this close after its group's period timer
+PHASE_MIN_WAITS = 3           # that many waits ending at one phase of the period: the group's throttling
+PHASE_MIN_WAIT_NS = 1_000_000
+
+
+def _period_waits(waits: list[tuple[int, int]], period_ns: int) -> list[tuple[int, int]]:
+    """Of the thread's preempted waits, those that ended at one phase of ``period_ns`` (the largest such set).
+
+    A throttled task is runnable but off its CPU until the group's period timer refills the
+    quota: every such wait ends at the same phase of the period, whoever ran meanwhile. A
+    preemption by another task ends whenever the scheduler says, at no particular phase.
+    """
+    waits = [(a, b) for a, b in waits if b - a >= PHASE_MIN_WAIT_NS]
+    if period_ns <= 0 or len(waits) < PHASE_MIN_WAITS:
+        return []
+    phases = [b % period_ns for _, b in waits]
+    best: list[tuple[int, int]] = []
+    for p in phases:
+        near = [w for w, q in zip(waits, phases, strict=True) if min((q - p) % period_ns, (p - q) % period_ns) <= PHASE_TOL_NS]
+        if len(near) > len(best):
+            best = near
+    return best if len(best) >= PHASE_MIN_WAITS else []
+
+
+def _counter_between(samples: list[CgroupCpu], lo: int, hi: int) -> int:
+    """How much the group's throttled counter moved between the last sample at or before ``lo`` and the first at
+    or after ``hi`` (the nearest ones when none are): no more of it can fall in [lo, hi]."""
+    before = [c for c in samples if c.ts <= lo] or samples[:1]
+    after = [c for c in samples if c.ts >= hi] or samples[-1:]
+    return max(0, after[0].throttled_ns - before[-1].throttled_ns)
+
+
+def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int,
+                waits: list[tuple[int, int]] = ()) -> _Piece | None:
     """cpu_throttling for a thread of ``tgid`` that waited ``runq`` ns runnable over ``segs``, or None.
 
     A throttled task is switched out as if preempted, by whoever runs next: only the
@@ -1073,10 +1169,16 @@ def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int) ->
     while it is throttled). The culprit is the member that used most CPU meanwhile
     (it spent the quota); alone in its cgroup, the victim throttles itself.
     """
+    by_cg: dict[int, list[CgroupCpu]] = defaultdict(list)
+    for c in ctx.ev.cgroup_cpu:
+        by_cg[c.cgroup_id].append(c)
     mine = {c.cgroup_id for c in ctx.ev.cgroup_cpu if c.tgid == tgid}
+    # a process that lived less than a sampling interval in a fresh cgroup is never seen as a member: then any
+    # quota cgroup whose throttling is what its waits look like (ending at the group's period boundary) is its
+    unseen = not mine
     best: _Piece | None = None
-    for cg in mine:
-        rows = [c for c in ctx.ev.cgroup_cpu if c.cgroup_id == cg]
+    for cg in mine or by_cg:
+        rows = by_cg[cg]
         per_ts: dict[int, CgroupCpu] = {}
         for c in rows:
             per_ts.setdefault(c.ts, c)
@@ -1085,6 +1187,14 @@ def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int) ->
         nrs = [(c.ts, c.nr_throttled) for c in samples]
         use = [(c.ts, c.usage_ns) for c in samples]
         throttled = int(sum(_interp(thr, b) - _interp(thr, a) for a, b in segs))
+        aligned = _period_waits(waits, samples[-1].period_us * 1000)
+        if unseen and len(aligned) < PHASE_MIN_WAITS:
+            continue
+        # the waits that ended at the period boundary were throttled (the counter, sampled every 250 ms or
+        # slower on a loaded host, spreads a short window's throttling over the samples' span), up to what the
+        # counter says the group was throttled between the samples around the window
+        cap = _counter_between(samples, segs[0][0], segs[-1][1])
+        throttled = max(throttled, min(sum(b - a for a, b in aligned), cap))
         if throttled < MIN_CAUSE_NS:
             continue
         nr = int(round(sum(_interp(nrs, b) - _interp(nrs, a) for a, b in segs)))
@@ -1108,6 +1218,7 @@ def _throttling(ctx: _Ctx, tgid: int, segs: list[tuple[int, int]], runq: int) ->
         delay = min(throttled, runq)
         pct = 100.0 * last.quota_us / last.period_us if last.period_us else 0.0
         evidence = {"cgroup": last.cgroup, "quota_us": last.quota_us, "period_us": last.period_us,
+                    "waits_at_period_boundary": len(aligned), "member_seen": not unseen,
                     "quota_cpus": round(pct / 100, 3), "throttled_ns": throttled, "nr_throttled": nr,
                     "usage_ns": int(usage), "usage_cpus": round(usage / wall, 3),
                     "members": [{"pid": t, "comm": cm, "cpu_ns": int(n)} for t, n, cm in ranked[:3]],
@@ -1239,8 +1350,11 @@ def _on_cpu_stretches(rows: list[OffCpu], window: list[tuple[int, int]]) -> dict
     row it ran on the CPU it left (``cpu_off``), after its last row on the one it came back to (``cpu_on``).
     A thread without rows in a segment is on no known CPU there."""
     out: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    # rows are one thread's, disjoint and by start: bisect each segment (a followed waker has thousands of both)
+    starts = [o.ts for o in rows]
     for lo, hi in window:
-        mine = [o for o in rows if o.end_ts > lo and o.ts < hi]
+        i = max(0, bisect_left(starts, lo) - 1)
+        mine = [o for o in rows[i:bisect_left(starts, hi)] if o.end_ts > lo]
         t, last = lo, None
         for o in mine:
             if o.ts > t:
@@ -1352,13 +1466,21 @@ def _aggregate(pieces: Iterable[_Piece | Cause]) -> list[Cause]:
 
 
 def root_chain(causes: list[Cause]) -> list[Cause]:
-    """Largest direct cause, then its largest significant child, and so on: newest effect first."""
+    """Largest direct cause, then its largest significant child, and so on: newest effect first.
+
+    A child is the next link only if it explains more of its parent's delay than the
+    culprit's own part does (the parent's delay no child explains: a lock holder's hold,
+    a server's work, its sleeps): a holder that kept a lock 70 ms on purpose and waited
+    30 ms for a CPU before releasing it is the root cause, not whoever had that CPU.
+    """
     if not causes:
         return []
     chain = [causes[0]]
     while chain[-1].children:
-        best = max(chain[-1].children, key=lambda c: c.delay_ns)
-        if best.delay_ns < SIGNIFICANT * chain[-1].delay_ns:
+        parent = chain[-1]
+        best = max(parent.children, key=lambda c: c.delay_ns)
+        own = parent.delay_ns - sum(c.delay_ns for c in parent.children)
+        if best.delay_ns < SIGNIFICANT * parent.delay_ns or best.delay_ns < own:
             break
         chain.append(best)
     return chain

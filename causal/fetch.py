@@ -13,7 +13,7 @@ Only integers are ever interpolated into SQL, and only after ``int()``.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,9 @@ from kprobe.causal.model import Interval
 from kprobe.causal.records import (
     DISK_WAIT_CALLS,
     IRQ_AFTER_NS,
+    LONG_PREEMPTED_NS,
     RECLAIM_CONTEXT_NS,
+    STALE_SWITCH_NS,
     THROTTLE_AFTER_NS,
     WAKE_EPS_NS,
     WAKER_CALLS,
@@ -168,6 +170,7 @@ def memory_rounds(rows: WindowRows) -> Rounds:
                 got = got[:ROW_LIMIT]
             out[p.tag] = got
         return out
+    run.in_memory = True       # type: ignore[attr-defined]  # a round costs no statement: batch what can wait
     return run
 
 
@@ -313,6 +316,8 @@ def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
     parts = []
     if "block_io" in tables:
         parts.append(_block_part(lo, hi))
+        parts.append(_Part("disk_waits", Syscall, _SYSCALL_COLS, "syscall",
+                           all_of(calls_in(DISK_WAIT_CALLS), overlap(lo, hi))))
     if "tcp_retrans" in tables:
         parts.append(_Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", between(lo, hi)))
     if "memcg_members" in tables:
@@ -441,6 +446,7 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.faults.extend(got.get("fault", []))
     ev.reclaims.extend(sorted(got.get("reclaim", []), key=lambda r: r.ts))
     ev.block_io.extend(sorted(got.get("block_io", []), key=lambda r: r.ts))
+    ev.disk_waits.extend(sorted(got.get("disk_waits", []), key=lambda r: r.ts))
     ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
     ev.memcg_members.extend(sorted(got.get("memcg_members", []), key=lambda r: r.ts))
     ev.cgroup_cpu.extend(sorted(got.get("cgroup_cpu", []), key=lambda r: r.ts))
@@ -494,7 +500,7 @@ def _window_parts(iv: Interval) -> list[_Part]:
     victim = {p.tag: p for p in _victim_parts(iv)}
     before = lo - s
     return [
-        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", overlap(lo, hi)),
+        _Part("offcpu", OffCpu, _OFFCPU_COLS, "offcpu", overlap(lo - CPU_ROWS_BEFORE_NS, hi)),
         _Part("syscall", Syscall, _SYSCALL_COLS, "syscall",
               any_of(overlap(lo, hi), all_of(calls_in(WAKER_CALLS), overlap(lo - s, hi + s)))),
         # the victim's successful closes that ended before those (they name its fds); disjoint from the above
@@ -504,6 +510,7 @@ def _window_parts(iv: Interval) -> list[_Part]:
         victim["fault"], victim["fd_open"], victim["reclaim"], victim["reclaim_total"], victim["cgroup_cpu"],
         victim["cpu_irq"],
         _block_part(lo, hi),
+        # (the disk_waits branch of a round reads syscall rows: the syscall branch above holds them)
         _Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", between(lo, hi)),
         _member_part(lo, hi),
     ]
@@ -543,6 +550,8 @@ def select_evidence(ev: Evidence, run: Rounds, max_rounds: int = MAX_ROUNDS) -> 
     found = _merge(ev, run(ev, _victim_parts(interval)))
     asked_ports: set[tuple[int, int]] = set()
     asked_wakes: set[int] = set()
+    asked_waits: set[tuple[int, int]] = set()     # (tid, ts) of the rows whose run-queue waits were read around
+    in_memory = getattr(run, "in_memory", False)
     have_tables: set[str] = set()
     for _ in range(max_rounds):
         new = _pick_related(found, _related_tgids(ev), ev.fetched_tgids, ev)
@@ -555,16 +564,120 @@ def select_evidence(ev: Evidence, run: Rounds, max_rounds: int = MAX_ROUNDS) -> 
         parts = _related_parts(new, ports, wakes, lo, hi) + _deferred_parts(ev, tables)
         if not parts:
             break
+        # on the store, the run-queue waits' CPUs ride along in this round's statement; in memory, rows cost no
+        # statement and are read once, after the last round (each pass tests every row of the window)
+        if not in_memory and (cpu_part := _cpu_rows_part(ev, asked_waits)) is not None:
+            parts.append(cpu_part)
         asked_ports |= ports
         asked_wakes.update(wakes)
         have_tables |= tables
         ev.fetched_tgids |= new
-        found = _merge(ev, run(ev, parts))
+        got = run(ev, parts)
+        found = _merge(ev, got)
+        _merge_cpu_rows(ev, got.get("cpu_rows", []))
     if tables := _needs(ev) - have_tables:
         # the last round brought a disk or socket wait: one more round, for those tables only
         _merge(ev, run(ev, _deferred_parts(ev, tables)))
+    if (part := _cpu_rows_part(ev, asked_waits)) is not None:
+        # the last round brought run-queue waits: the rows on their CPUs, in one more statement
+        _merge_cpu_rows(ev, run(ev, [part]).get("cpu_rows", []))
+    have = set(ev.offcpu)       # a fetched thread's rows over the window are all there already
+    ev.cpu_rows = [r for r in ev.cpu_rows if r.tid not in have]
     _name_wakers(ev)
     return ev
+
+
+RUNQ_ROWS_MIN_NS = 1_000_000   # run-queue waits shorter than this do not need every thread's rows on their CPU
+MAX_CPU_SEGMENTS = 64          # run-queue waits read as at most this many (merged) time ranges per statement
+# a switch this long before a wait still names who held the CPU at its start (analyze: runners); the window
+# read's off-CPU rows reach back as far, so the rounds in memory find it too
+CPU_ROWS_BEFORE_NS = STALE_SWITCH_NS
+
+
+def runq_segments(ev: Evidence, asked: set[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
+    """Per CPU, the merged time ranges where fetched threads waited runnable for a CPU nobody was recorded as
+    taking: after a wake-up (the row's preemptor was who ran when the thread left, not when it was woken)
+    and a preempted thread that came back on another CPU (it queued there behind that CPU's holder). Rows
+    in ``asked`` ((tid, ts)) were looked into by an earlier round; the others are added to it."""
+    lo, hi = ev.interval.start_ns, ev.interval.end_ns
+    per: dict[int, list[tuple[int, int]]] = {}
+    for rows in ev.offcpu.values():
+        for r in rows:
+            if (r.tid, r.ts) in asked:
+                continue
+            asked.add((r.tid, r.ts))
+            if r.reason == "preempted":
+                # moved to another CPU, or long: who held the CPU meanwhile, not only who cut in, is asked
+                a = r.ts if r.cpu_off != r.cpu_on or r.end_ts - r.ts >= LONG_PREEMPTED_NS else r.end_ts
+            else:
+                a = r.wake_ts or r.end_ts
+            a, b = max(a, lo), min(r.end_ts, hi)
+            if b - a >= RUNQ_ROWS_MIN_NS:
+                per.setdefault(r.cpu_on, []).append((a - CPU_ROWS_BEFORE_NS, b))
+    out = {}
+    for cpu, segs in per.items():
+        merged = _merge_segments(segs)
+        gap = 1_000_000
+        while len(merged) > MAX_CPU_SEGMENTS:      # a bounded statement: close the smallest gaps first
+            merged = _merge_segments(merged, gap)
+            gap *= 4
+        out[cpu] = merged
+    return out
+
+
+def _merge_segments(segs: list[tuple[int, int]], gap: int = 0) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(segs):
+        if out and a <= out[-1][1] + gap:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _on_cpus(per: dict[int, list[tuple[int, int]]]) -> Cond:
+    """Off-CPU rows of any thread that left or came back on one of these CPUs inside one of its ranges."""
+    sql = " OR ".join(f"((cpu_on = {int(c)} OR cpu_off = {int(c)}) AND end_ts >= {int(a)} AND ts <= {int(b)})"
+                      for c, segs in sorted(per.items()) for a, b in segs)
+    starts = {c: [a for a, _ in segs] for c, segs in per.items()}
+
+    def hit(cpu: int, r: Any) -> bool:
+        segs = per.get(cpu)
+        if segs is None:
+            return False
+        # the last range starting at or before the row's end; ranges are disjoint, so no earlier one ends later
+        i = bisect_right(starts[cpu], r.end_ts)
+        return i > 0 and segs[i - 1][1] >= r.ts
+
+    def keep(r: Any) -> bool:
+        return hit(r.cpu_on, r) or (r.cpu_off != r.cpu_on and hit(r.cpu_off, r))
+
+    return Cond(sql, keep)
+
+
+def _cpu_rows_part(ev: Evidence, asked: set[tuple[int, int]]) -> _Part | None:
+    """Every thread's off-CPU rows on the CPUs and over the times fetched threads waited to run, or None.
+
+    Who held a CPU during a wait is read from the switches recorded there (analyze._Ctx.runners):
+    a CPU-bound task never blocks, so it shows only in other threads' rows (as the task that
+    switched in when they left, or that they displaced when they came back) and in its own rows
+    when it is preempted; the related processes' rows alone miss it whenever it took the CPU from
+    an unrelated thread. ONE read of the offcpu table, bounded by CPU and time.
+    """
+    per = runq_segments(ev, asked)
+    if not per:
+        return None
+    lo = min(a for segs in per.values() for a, _ in segs)
+    hi = max(b for segs in per.values() for _, b in segs)
+    return _Part("cpu_rows", OffCpu, _OFFCPU_COLS, "offcpu", all_of(overlap(lo, hi), _on_cpus(per)))
+
+
+def _merge_cpu_rows(ev: Evidence, rows: list[OffCpu]) -> None:
+    """Add a round's rows (a row two rounds' ranges both touch comes once: a thread's rows never share a start)."""
+    if not rows:
+        return
+    have = {(r.tid, r.ts) for r in ev.cpu_rows}
+    ev.cpu_rows = sorted(ev.cpu_rows + [r for r in rows if (r.tid, r.ts) not in have], key=lambda r: r.ts)
 
 
 def fetch_evidence(store: Store, interval: Interval, max_rounds: int = MAX_ROUNDS,
@@ -590,7 +703,10 @@ def _name_wakers(ev: Evidence) -> None:
     ranks as the main thread's: a hog whose workers rename themselves is still named
     as the process.
     """
-    for rows in list(ev.offcpu.values()):
+    for r in ev.cpu_rows:
+        if r.tgid not in ev.fetched_tgids:
+            ev.note_comm(r.tgid, r.tid, r.ts, r.comm)
+    for rows in [*ev.offcpu.values(), ev.cpu_rows]:
         for r in rows:
             for tgid, tid, ts, comm, process in (
                     (r.waker_tgid, r.waker_tid, r.wake_ts, r.waker_comm, r.waker_process),

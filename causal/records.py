@@ -20,6 +20,8 @@ RECLAIM_CONTEXT_NS = 5_000_000_000   # reclaim by others this long before the wi
 IRQ_AFTER_NS = 3_000_000_000          # the interrupt-counter sample after the window (every 1 s, written at the next flush)
 THROTTLE_AFTER_NS = 3_000_000_000     # the CPU-quota sample after the window (every 250 ms, written at the next flush)
 DISK_WAIT_CALLS = ("fsync", "fdatasync", "sync_file_range")
+LONG_PREEMPTED_NS = 50_000_000   # a preempted wait this long is credited to whoever held the CPU meanwhile
+STALE_SWITCH_NS = 1_000_000_000   # a switch-in seen longer ago than this says nothing about who runs now
 WAKE_EPS_NS = 200_000      # a wake-up traced on the target CPU lands this close to the waker's syscall
 WAKER_CALLS = ("futex", "write", "writev", "pwrite64", "sendto", "sendmsg", "sendmmsg", "close")
 
@@ -248,6 +250,12 @@ class Evidence:
     memcg_members: list[MemcgMember] = field(default_factory=list)   # snapshots of memcgs in reclaim
     cgroup_cpu: list[CgroupCpu] = field(default_factory=list)        # samples of CPU-quota cgroups being throttled
     cpu_irq: list[CpuIrq] = field(default_factory=list)              # per-CPU interrupt counters around the window
+    # other threads' off-CPU rows on the CPUs where fetched threads waited in the run queue, over those waits:
+    # who held a CPU is read from every thread's switches there, not only the related processes' (cpu_rows)
+    cpu_rows: list[OffCpu] = field(default_factory=list)
+    # every process's sync calls (fsync, fdatasync, sync_file_range) overlapping the window, read with block_io:
+    # who was already waiting for a device when a thread started to (disk_waits)
+    disk_waits: list[Syscall] = field(default_factory=list)
     comms: dict[int, str] = field(default_factory=dict)       # tgid -> comm, see note_comm
     comm_rank: dict[int, tuple[bool, int, str]] = field(default_factory=dict)   # tgid -> (main thread?, ts, comm)
     fetched_tgids: set[int] = field(default_factory=set)

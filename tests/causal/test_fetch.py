@@ -69,7 +69,8 @@ def test_a_table_at_the_window_limit_falls_back_to_rounds_on_the_store():
 def test_rounds_without_a_disk_or_socket_wait_read_no_block_io_or_retransmits():
     st = ScriptedStore({"offcpu": [_off("preempted")]})
     fetch_evidence(st, Interval(7, T0, T0 + 100 * MS), window_limit=0)
-    assert st.statements == [ROUND0]
+    # (an 80 ms preempted wait asks who held its CPU meanwhile: that one statement, no block I/O or retransmits)
+    assert st.statements == [ROUND0, ["cpu_rows"]]
 
 
 def test_rounds_read_block_io_for_a_disk_wait_in_one_more_statement():
@@ -116,3 +117,22 @@ def test_sql_reclaim_totals_equal_the_python_ones_on_chdb(tmp_path):
                                                         if x.end_ts >= iv.start_ns and x.ts <= iv.end_ns}
     finally:
         store.close()
+
+
+def test_a_run_queue_wait_reads_every_threads_rows_on_its_cpu_over_the_wait_only():
+    """Who held the CPU a woken thread waited for is read from all threads' switches there (a CPU hog that never
+    blocks shows only in other threads' rows), within the same statements: in memory from the window read, and
+    as one more branch of a round on the store; rows on other CPUs or outside the wait are not read."""
+    victim = [7, 7, "victim", T0 + 10 * MS, T0 + 90 * MS, T0 + 20 * MS, "sleep", 1, 1, 0, 0, "", 0, 0, ""]
+    # the hog came back at 16 (before the wake-up at 20): that switch says it held CPU 1 when the wait began
+    hog = [30, 30, "hog", T0 + 15 * MS, T0 + 16 * MS, 0, "preempted", 1, 1, 40, 40, "tool", 0, 0, ""]
+    elsewhere = [50, 50, "other", T0 + 30 * MS, T0 + 40 * MS, 0, "preempted", 0, 0, 7, 7, "victim", 0, 0, ""]
+    before = [51, 51, "early", T0 - 1500 * MS, T0 - 1200 * MS, 0, "preempted", 1, 1, 30, 30, "hog", 0, 0, ""]
+    st = ScriptedStore({"offcpu": [victim, hog, elsewhere, before], "cpu_rows": [hog]})
+    ev = fetch_evidence(st, Interval(7, T0, T0 + 100 * MS))
+    assert len(st.statements) == 1
+    assert [(r.tid, r.cpu_on) for r in ev.cpu_rows] == [(30, 1)] and ev.comms[30] == "hog"
+    st = ScriptedStore({"offcpu": [victim], "cpu_rows": [hog]})
+    ev = fetch_evidence(st, Interval(7, T0, T0 + 100 * MS), window_limit=0)
+    assert len(st.statements) == 2 and "cpu_rows" in st.statements[1]
+    assert [r.tid for r in ev.cpu_rows] == [30]
