@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from kprobe.agent import unix_socket
+
 SOCKET_NAME = "kprobe.sock"
 WRITE_SOCKET_NAME = "kprobe-write.sock"
 MAX_QUERY_BYTES = 1 << 20
@@ -155,7 +157,8 @@ class ControlServer:
             path.unlink()
         old = os.umask(0o177)  # never a moment with a wider mode than 0600
         try:
-            server = _Server(str(path), handler)
+            with unix_socket.address(path) as addr:
+                server = _Server(addr, handler)
         finally:
             os.umask(old)
         os.chmod(path, 0o600)

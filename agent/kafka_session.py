@@ -120,6 +120,8 @@ class KafkaSession:
         host = self.config.host or HostIdentity.read().key()   # one key: the rows' host and the messages' key
         self.sink = KafkaSink(self.sink_config, host=host, topics_ready=ready)
         self.config.status_path = self.data_dir / "status.json"
+        if self.config.hold_ms is None:   # the dataflows' freshness waits on every batch: none is held
+            self.config.hold_ms = 0.0
         self.recorder = Recorder(self.config, self.sink, stats=KafkaRecorderStats(sink=self.sink), host=host)
         self.recorder.start(probes)
         self.control = ControlServer(self.data_dir, _no_store, self.stats).start()

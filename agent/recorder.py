@@ -71,7 +71,7 @@ class RecorderConfig:
     # A table with fewer than hold_rows pending rows waits for a flush at most hold_ms apart instead of
     # every flush_ms: each insert costs the embedded engine the same whatever its size, and most tables
     # get a few rows a second. A query's flush request writes everything. 0: every flush writes all.
-    hold_ms: float = HOLD_FLUSHES * EMBEDDED_FLUSH_MS
+    hold_ms: float | None = None   # None: HOLD_FLUSHES batch intervals
     hold_rows: int = 5000
     writer_nice: int = 0      # >0: the writer yields the CPU to the service it observes (lags on a saturated host)
     queue_batches: int = 64
@@ -90,6 +90,11 @@ class RecorderConfig:
     # added to every UTC time this agent writes: an artificial clock skew, for tests of cross-host clock
     # alignment (causal/hosts.py estimates it back); 0 in production
     clock_skew_ns: int = 0
+
+    @property
+    def hold_s(self) -> float:
+        """How long a small table's rows may wait: HOLD_FLUSHES batch intervals unless set."""
+        return (HOLD_FLUSHES * self.flush_ms if self.hold_ms is None else self.hold_ms) / 1000
 
     @property
     def drains_early(self) -> bool:
@@ -264,7 +269,7 @@ class Recorder:
         full: list[int] = []       # memcg ids of the memcg reclaim stalls drained this tick
         rows = 0
         last_flush = last_status = last_sums = last_complete = time.monotonic()
-        hold_every = max(flush_every, self.config.hold_ms / 1000)
+        hold_every = max(flush_every, self.config.hold_s)
         while True:
             stopping = self._stop.is_set()
             flush_req = self._flush_req.is_set()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from kprobe.agent import unix_socket
 from kprobe.agent.control import SOCKET_NAME, WRITE_SOCKET_NAME
 from kprobe.sinks.json_rows import parse_json_each_row
 
@@ -28,7 +29,8 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(self.timeout)
-        s.connect(self._path)
+        with unix_socket.address(Path(self._path)) as addr:
+            s.connect(addr)
         self.sock = s
 
 
@@ -83,7 +85,8 @@ def recorder_socket(data_dir: Path, write: bool = False) -> Path | None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.settimeout(1.0)
-        s.connect(str(path))
+        with unix_socket.address(path) as addr:
+            s.connect(addr)
         return path
     except OSError:
         return None

@@ -88,7 +88,7 @@ def test_the_library_default_is_the_commands_default(capsys):
 
     cli = recorder_config(build_parser().parse_args(["record"]), watching=False)
     lib = RecorderConfig()
-    assert (lib.flush_ms, lib.hold_ms) == (cli.flush_ms, cli.hold_ms) == (EMBEDDED_FLUSH_MS, 4 * EMBEDDED_FLUSH_MS)
+    assert (lib.flush_ms, lib.hold_s) == (cli.flush_ms, cli.hold_s) == (EMBEDDED_FLUSH_MS, 4 * EMBEDDED_FLUSH_MS / 1000)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["record", "--help"])
     text = " ".join(capsys.readouterr().out.split())
