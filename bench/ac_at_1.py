@@ -50,6 +50,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.workloads.throttled_disk import throttled_disk  # noqa: E402  (the rig the kernel tests use)
+
 FILELOCK = REPO / "tests" / "workloads" / "causal_filelock.py"
 RR = ("chrt", "-r", "10")
 # the fair-class victims (a quota only throttles fair tasks) run at nice -20: on a shared host other load then
@@ -223,50 +226,6 @@ def quota_cgroup(pct: int) -> Iterator[Path]:
                 time.sleep(0.1)
 
 
-@contextmanager
-def throttled_disk(work: Path, bps: int = DISK_BPS) -> Iterator[tuple[Path, Path]]:
-    """An ext4 file system on a loop device whose writes a blkio cgroup (v1) limits to ``bps``: (mount, cgroup).
-
-    The rig of tests/causal/test_why_faults_kernel.py's ``throttled_disk``: the disk is as
-    slow on any host, so a flood's fsync of N bytes holds the queue for N / bps seconds and
-    a small fsync right after waits behind it (a fast multi-queue disk would serve it
-    beside the flood's requests). No journal and no lazy init: no kernel thread writes
-    there behind the scenario's back.
-    """
-    cg = Path("/sys/fs/cgroup/blkio") / f"kp-ac1-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    if not (cg.parent / "blkio.throttle.write_bps_device").exists():
-        raise RuntimeError("no cgroup v1 blkio throttling mounted at /sys/fs/cgroup/blkio")
-    img, mnt = work / f"disk-{cg.name}.img", work / f"mnt-{cg.name}"
-    with open(img, "wb") as f:
-        f.truncate(256 << 20)
-    loop = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    mounted = False
-    try:
-        subprocess.run(["mkfs.ext4", "-q", "-O", "^has_journal", "-E", "lazy_itable_init=0", loop], check=True,
-                       capture_output=True)
-        mnt.mkdir()
-        subprocess.run(["mount", "-o", "noinit_itable,no_prefetch_block_bitmaps", loop, str(mnt)], check=True)
-        mounted = True
-        rdev = os.stat(loop).st_rdev
-        cg.mkdir()
-        (cg / "blkio.throttle.write_bps_device").write_text(f"{os.major(rdev)}:{os.minor(rdev)} {bps}")
-        yield mnt, cg
-    finally:
-        if mounted:
-            for _ in range(60):
-                if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
-                    break
-                time.sleep(0.5)
-            else:
-                subprocess.run(["umount", "-l", str(mnt)], check=False)
-        subprocess.run(["losetup", "-d", loop], check=False)
-        with suppress(OSError):
-            cg.rmdir()
-        with suppress(OSError):
-            img.unlink()
-
-
 class FaultMissed(RuntimeError):
     """The injected fault did not cause most of the victim's delay (host load did): the draw tests nothing."""
 
@@ -371,7 +330,7 @@ def run_scenario(s: Scenario, work: Path) -> tuple[int, int, int, int]:
                 return pid, batch.pid if batch else pid, t0, t1
         if s.kind == "disk_io":
             # both write to one disk; the flood's fsync queues about fault_ms of writes before the victim's
-            with throttled_disk(work) as (mnt, cg):
+            with throttled_disk(work, DISK_BPS) as (mnt, cg):
                 # the throttle lets a slice's worth (100 ms) through at once: fault_ms of queue come after it
                 flood = _py(WRITE_FSYNC, s.culprit, mnt / "flood.bin", DISK_BPS * (s.fault_ms + 150) // 1000,
                             "syncing")

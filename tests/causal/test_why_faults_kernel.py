@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from kprobe.causal.model import Interval
 from kprobe.causal.why import render_text
 from tests.causal.conftest import why_both_ways
 from tests.conftest import HOG, RR
+from tests.workloads.throttled_disk import NoThrottle
+from tests.workloads.throttled_disk import throttled_disk as disk_rig
 
 pytestmark = pytest.mark.kernel
 
@@ -127,51 +130,16 @@ def test_lost_reply_on_loopback_is_network_with_retransmits(capture):
     assert _near(rc.delay_ns, waited), (rc.delay_ns, waited)
 
 
-def _umount(mnt: Path) -> None:
-    """A killed writer may linger in D state for a moment on a throttled device: retry, then detach lazily."""
-    for _ in range(60):
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.5)
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 @pytest.fixture
 def throttled_disk(tmp_path: Path):
     """An ext4 file system on a loop device, and a blkio cgroup (v1) limiting writes to it to 2 MiB/s."""
     bps = 2 << 20
-    img, mnt = tmp_path / "disk.img", tmp_path / "mnt"
-    cg = Path("/sys/fs/cgroup/blkio") / f"kprobe-test-{os.getpid()}"
-    v2_io = Path("/sys/fs/cgroup/cgroup.controllers")
-    if not (cg.parent / "blkio.throttle.write_bps_device").exists() and not v2_io.exists():
-        pytest.skip("no blkio throttling: neither cgroup v1 blkio nor cgroup v2 io.max is mounted")
-    with open(img, "wb") as f:
-        f.truncate(256 << 20)      # sparse
-    dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
-    if dev.returncode != 0:
-        pytest.skip(f"no loop device: {dev.stderr.strip()}")
-    loop = dev.stdout.strip()
-    mounted = False
-    try:
-        # no journal: a jbd2 commit would write ordered data from its own (unthrottled) context
-        # and no lazy inode-table init: ext4lazyinit would write to the device behind the test's back
-        subprocess.run(["mkfs.ext4", "-q", "-O", "^has_journal", "-E", "lazy_itable_init=0", loop], check=True,
-                       capture_output=True)
-        mnt.mkdir()
-        # ext4lazyinit also prefetches block bitmaps after mount (and would zero inode tables): its reads
-        # on the throttled device during the fsync were once named as the disk culprit
-        subprocess.run(["mount", "-o", "noinit_itable,no_prefetch_block_bitmaps", loop, str(mnt)], check=True)
-        mounted = True
-        rdev = os.stat(loop).st_rdev
-        cg.mkdir()
-        (cg / "blkio.throttle.write_bps_device").write_text(f"{os.major(rdev)}:{os.minor(rdev)} {bps}")
+    with ExitStack() as stack:
+        try:
+            mnt, cg = stack.enter_context(disk_rig(tmp_path, bps))
+        except NoThrottle as e:
+            pytest.skip(str(e))
         yield mnt, cg, bps
-    finally:
-        if mounted:
-            _umount(mnt)
-        subprocess.run(["losetup", "-d", loop], check=False)
-        if cg.exists():
-            cg.rmdir()
 
 
 def test_throttled_fsync_is_disk_io_of_the_writer(capture, throttled_disk):
