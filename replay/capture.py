@@ -37,7 +37,7 @@ from kprobe.masking import install_log_masking
 from kprobe.replay import timeprobes
 from kprobe.replay.log_masking import ReplayMasker
 from kprobe.replay.seccomp import hand_over_numbers
-from kprobe.replay.serialize import default_cpu, serialize_process, serialize_thread
+from kprobe.replay.serialize import default_cpu, observed, serialize_process, serialize_thread
 from kprobe.replay.vdso_exec import patch_at_exec, seize
 from kprobe.schemas import layouts as L
 
@@ -70,6 +70,7 @@ class ReplayCapture:
     serialized: dict[int, dict] = field(default_factory=dict)  # tgid -> what serialize.py applied
     time_reads: dict[int, dict] = field(default_factory=dict)  # pid -> how its vDSO time reads are recorded
     _seized: set[int] = field(default_factory=set)  # children held for patch_at_exec (replay/vdso_exec.py)
+    _starts_serialized: set[int] = field(default_factory=set)  # children that serialize themselves before exec
     _masker: ReplayMasker = field(default_factory=ReplayMasker)
 
     @property
@@ -145,6 +146,7 @@ class ReplayCapture:
         read instead of ~2.0 µs with libc uprobes, and gettimeofday/time recorded too); if that cannot be done
         (no ptrace here), or with "uprobes", the libc uprobes go on it now. Call from the thread that
         forked it, then at_exec from the same thread once the child may exec."""
+        self._starts_serialized.add(pid)
         why = seize(pid) if how == "vdso" else "libc uprobes asked for"
         if why:
             self.attach_time_uprobes(pid)
@@ -197,9 +199,20 @@ class ReplayCapture:
         by --watch-comm only here, a few ms after its exec (threads it made before may have
         overlapped: the probe's resume records tell, replay notes it)."""
         for tgid in np.unique(rsys["tgid"]).tolist():
-            if tgid not in self.serialized:
-                s = serialize_process(tgid, self.cpu)
-                self.serialized[tgid] = s.as_meta() if s else {"policy": "gone before it could be serialized"}
+            if tgid in self.serialized:
+                continue
+            if tgid in self._starts_serialized:
+                # it serializes itself (with its starter's policy) between its first records and its
+                # exec: serializing it here would race that, with the environment's policy
+                try:
+                    s = observed(tgid, self.cpu)
+                except OSError:
+                    s = None
+                if s is not None:
+                    self.serialized[tgid] = s.as_meta()
+                continue
+            s = serialize_process(tgid, self.cpu)
+            self.serialized[tgid] = s.as_meta() if s else {"policy": "gone before it could be serialized"}
 
     def _loop(self) -> None:
         """Drains on the CPUs the recorded processes do not run on (they share one: serialize.py).

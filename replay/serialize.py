@@ -109,14 +109,22 @@ def serialize_thread(tid: int, cpu: int, policy: str | None = None) -> Serializa
     return Serialization(cpu, applied, runtime)
 
 
+def observed(pid: int, cpu: int) -> Serialization | None:
+    """How ``pid`` runs if it is already serialized on ``cpu`` (it did it itself before its exec:
+    kprobe run, ReplayRecorder), else None. Changes nothing."""
+    current = os.sched_getscheduler(pid)
+    if current in (SCHED_RR, SCHED_FIFO) and os.sched_getaffinity(pid) == {cpu}:
+        return Serialization(cpu, "fifo" if current == SCHED_FIFO else "rr", 0)
+    return None
+
+
 def serialize_process(pid: int, cpu: int) -> Serialization | None:
     """Every current thread of ``pid`` (a process already running, e.g. caught by --watch-comm at
     its exec); None if it is gone. Threads it made before this call may already have overlapped.
     A process serialized before its exec (kprobe run, ReplayRecorder) is left as it is."""
     try:
-        current = os.sched_getscheduler(pid)
-        if current in (SCHED_RR, SCHED_FIFO) and os.sched_getaffinity(pid) == {cpu}:
-            return Serialization(cpu, "fifo" if current == SCHED_FIFO else "rr", 0)
+        if (s := observed(pid, cpu)) is not None:
+            return s
     except OSError:
         return None
     result = None
