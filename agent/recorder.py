@@ -84,7 +84,7 @@ class RecorderConfig:
     trim_code_s: float = 300.0
     trim_first_s: float = 20.0
     # the ``host`` on every row (agent/host_identity.py HostIdentity.key): the configured name, or "" for the
-    # hostname plus a hash of machine id and boot id
+    # hostname (machine and boot id are in every heartbeat row)
     host: str = ""
     heartbeat_ms: int = DEFAULT_INTERVAL_MS   # a ``hosts`` row this often (agent/heartbeat.py); 0: none
     # added to every UTC time this agent writes: an artificial clock skew, for tests of cross-host clock
