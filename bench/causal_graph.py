@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "graph"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "causal"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "dataflows"))
 
 from sample_analyses import three_hop  # noqa: E402

@@ -10,6 +10,8 @@ nothing they assert on depends on the flush period.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,48 @@ def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
         yield c
     finally:
         c.stop()
+
+
+def default_policy() -> dict[str, object]:
+    """The probe settings `kprobe record` uses when given no option: thresholds, sums, no watch list."""
+    from kprobe.cli import build_parser
+    from kprobe.cli.recording import recorder_config
+
+    probes = recorder_config(build_parser().parse_args(["record"]), watching=False).probes
+    assert probes.detail == "bounded" and not probes.watching
+    return {k: getattr(probes, k) for k in ("filter_on", "detail", "min_offcpu_ns", "min_syscall_ns", "sock_flush_ms",
+                                            "min_block_us", "fault_sample_every", "fault_flush_ms")}
+
+
+class SystemWide(Capture):
+    """`kprobe record`'s default policy, and workloads that are never put on a watch list."""
+
+    def __init__(self, data: Path):
+        super().__init__(data, **default_policy())
+
+    def spawn(self, *argv: str, **kw: object) -> subprocess.Popen:
+        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        return p
+
+
+@pytest.fixture
+def system_wide(tmp_path: Path, probes_built: None) -> Iterator[SystemWide]:
+    """The default recording of the whole host, as `kprobe record` runs with no option."""
+    if not is_root():
+        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
+    c = SystemWide(tmp_path / "data")
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def needs_two_cpus(why: str) -> None:
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip(f"needs two CPUs: {why}")
 
 
 def _evidence_key(ev) -> dict:

@@ -18,14 +18,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from kprobe.causal.impact import DEFAULT_ANALYSE, ranked_incidents
 from kprobe.causal.incidents import DEFAULT_SLOW_NS
-from tests.causal.test_why_unwatched_kernel import SystemWide
-from tests.conftest import Capture, is_root
+from tests.causal.conftest import SystemWide, needs_two_cpus
 from tests.protocols.pg_server import PgServer, unavailable
 
 pytestmark = pytest.mark.kernel
@@ -37,16 +35,9 @@ HOG = ("import ctypes,os,sys,time\nctypes.CDLL(None).prctl(15, b'ledger-reindex'
 
 
 @pytest.fixture
-def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
-    if not is_root():
-        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("needs two CPUs: the database on one, pgbench on the other")
-    c = SystemWide(tmp_path / "data")
-    try:
-        yield c
-    finally:
-        c.stop()
+def capture(system_wide: SystemWide) -> SystemWide:
+    needs_two_cpus("the database on one, pgbench on the other")
+    return system_wide
 
 
 @pytest.fixture

@@ -12,28 +12,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kprobe.causal.why import render_text
-from tests.causal.conftest import why_both_ways
-from tests.causal.test_why_unwatched_kernel import SystemWide
-from tests.conftest import WORKLOADS, Capture, is_root
+from tests.causal.conftest import SystemWide, why_both_ways
+from tests.conftest import WORKLOADS, Capture
 
 pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture
-def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
-    if not is_root():
-        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    c = SystemWide(tmp_path / "data")
-    try:
-        yield c
-    finally:
-        c.stop()
+def capture(system_wide: SystemWide) -> SystemWide:
+    return system_wide
 
 
 def _lock_scenario(capture: Capture, tmp_path: Path, kind: str, hold_ms: int, holder_name: str,

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from kprobe.causal.why import render_text
-from tests.causal.conftest import why_both_ways
+from tests.causal.conftest import SystemWide, why_both_ways
 from tests.causal.test_why_faults_kernel import throttled_disk  # noqa: F401  (the fixture)
-from tests.causal.test_why_unwatched_kernel import SystemWide
-from tests.conftest import Capture, is_root
 
 pytestmark = pytest.mark.kernel
 
@@ -37,14 +33,8 @@ READER = ("import ctypes,mmap,os,sys,time\nctypes.CDLL(None).prctl(15, sys.argv[
 
 
 @pytest.fixture
-def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
-    if not is_root():
-        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    c = SystemWide(tmp_path / "data")
-    try:
-        yield c
-    finally:
-        c.stop()
+def capture(system_wide: SystemWide) -> SystemWide:
+    return system_wide
 
 
 def test_touching_a_mapped_file_not_in_the_page_cache_is_major_faults(capture, throttled_disk):  # noqa: F811

@@ -14,15 +14,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from kprobe.causal.why import render_text
-from tests.causal.conftest import why_both_ways
-from tests.causal.test_why_unwatched_kernel import SystemWide
-from tests.conftest import Capture, is_root
+from tests.causal.conftest import SystemWide, needs_two_cpus, why_both_ways
+from tests.conftest import Capture
 
 pytestmark = pytest.mark.kernel
 
@@ -42,16 +39,9 @@ HOG = ("import ctypes,os,sys,time\nctypes.CDLL(None).prctl(15, b'risk-batch', 0,
 
 
 @pytest.fixture
-def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
-    if not is_root():
-        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("needs two CPUs: the router is moved from one to the other")
-    c = SystemWide(tmp_path / "data")
-    try:
-        yield c
-    finally:
-        c.stop()
+def capture(system_wide: SystemWide) -> SystemWide:
+    needs_two_cpus("the router is moved from one to the other")
+    return system_wide
 
 
 def _router(move_after: float | None) -> tuple[int, int, int, int]:

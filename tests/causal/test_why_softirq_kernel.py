@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 
 from kprobe.causal.why import render_text
-from tests.causal.conftest import why_both_ways
-from tests.causal.test_why_unwatched_kernel import SystemWide
-from tests.conftest import Capture, is_root
+from tests.causal.conftest import SystemWide, needs_two_cpus, why_both_ways
+from tests.conftest import Capture
 
 pytestmark = pytest.mark.kernel
 
@@ -47,16 +46,9 @@ FLOOD = ("import os,socket,sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\n"
 
 
 @pytest.fixture
-def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
-    if not is_root():
-        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("needs two CPUs: the flood's sender on one, the victim and the receive processing on the other")
-    c = SystemWide(tmp_path / "data")
-    try:
-        yield c
-    finally:
-        c.stop()
+def capture(system_wide: SystemWide) -> SystemWide:
+    needs_two_cpus("the flood's sender on one, the victim and the receive processing on the other")
+    return system_wide
 
 
 # a firewall of 1500 rules that match nothing, walked by each received packet: receive processing costs the CPU that

@@ -22,8 +22,7 @@ import pytest
 
 from kprobe.agent.cgroup_cpu import Hierarchy
 from kprobe.causal.why import render_text
-from tests.causal.conftest import why_both_ways
-from tests.causal.test_why_unwatched_kernel import SystemWide
+from tests.causal.conftest import SystemWide, why_both_ways
 from tests.conftest import Capture, is_root
 
 pytestmark = pytest.mark.kernel
@@ -35,14 +34,8 @@ SPIN = ("import ctypes,os,sys,time\nctypes.CDLL(None).prctl(15, sys.argv[2].enco
 
 
 @pytest.fixture
-def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
-    if not is_root():
-        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    c = SystemWide(tmp_path / "data")
-    try:
-        yield c
-    finally:
-        c.stop()
+def capture(system_wide: SystemWide) -> SystemWide:
+    return system_wide
 
 
 @pytest.fixture

@@ -10,12 +10,9 @@ victims that are never watched: the same root cause, culprit and delay must come
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
+from tests.causal.conftest import SystemWide
 from tests.causal.test_why_faults_kernel import (  # noqa: F401  (fixtures and scenarios reused as they are)
     test_memcg_full_of_a_hogs_dirty_pages_is_memory_pressure_by_the_hog as test_unwatched_memcg_reclaim,
 )
@@ -29,48 +26,16 @@ from tests.causal.test_why_faults_kernel import throttled_disk  # noqa: F401
 from tests.causal.test_why_kernel import (
     test_pinned_hog_is_root_cause_with_measured_delay as test_unwatched_hog,
 )
-from tests.conftest import Capture, is_root
 
 pytestmark = pytest.mark.kernel
 
 __all__ = ["test_unwatched_hog", "test_unwatched_two_hop", "test_unwatched_fsync", "test_unwatched_memcg_reclaim"]
 
 
-def default_policy() -> dict[str, object]:
-    """The probe settings `kprobe record` uses when given no option: thresholds, sums, no watch list."""
-    from kprobe.cli import build_parser
-    from kprobe.cli.recording import recorder_config
-
-    probes = recorder_config(build_parser().parse_args(["record"]), watching=False).probes
-    assert probes.detail == "bounded" and not probes.watching
-    return {k: getattr(probes, k) for k in ("filter_on", "detail", "min_offcpu_ns", "min_syscall_ns", "sock_flush_ms",
-                                            "min_block_us", "fault_sample_every", "fault_flush_ms")}
-
-
-class SystemWide(Capture):
-    """`kprobe record`'s default policy, and workloads that are never put on a watch list."""
-
-    def __init__(self, data: Path):
-        super().__init__(data, **default_policy())
-
-    def spawn(self, *argv: str, **kw: object) -> subprocess.Popen:
-        p = subprocess.Popen(list(argv), stdin=subprocess.PIPE, **kw)  # type: ignore[call-overload]
-        assert p.stdin is not None
-        p.stdin.write(b"go\n")
-        p.stdin.flush()
-        return p
-
-
 @pytest.fixture
-def capture(tmp_path: Path, probes_built: None) -> Iterator[Capture]:
-    if not is_root():
-        pytest.skip("attaching eBPF probes needs root (CI runs as root)")
-    c = SystemWide(tmp_path / "data")
-    programs = {s.program for s in c.session.recorder.probes.status if s.attached}
+def capture(system_wide: SystemWide) -> SystemWide:
+    programs = {s.program for s in system_wide.session.recorder.probes.status if s.attached}
     # the policy under test: nothing on every syscall or every send/recv, the per-call tracepoints instead
     assert not programs & {"kp_sys_enter", "kp_sys_exit", "kp_sock_send_length", "kp_sock_recv_length"}, programs
     assert {"kp_enter_fsync", "kp_exit_fsync"} <= programs, programs
-    try:
-        yield c
-    finally:
-        c.stop()
+    return system_wide
