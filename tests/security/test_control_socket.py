@@ -229,18 +229,17 @@ def test_the_real_recorder_refuses_a_raw_write_and_kprobe_stats_counts_it(tmp_pa
         rec.wait(60)
 
 
-def test_a_data_directory_longer_than_a_socket_address_still_serves_both_sockets(tmp_path: Path) -> None:
+def test_a_data_directory_longer_than_a_socket_address_still_serves_both_sockets(live: Live, tmp_path: Path) -> None:
     """A socket address holds 107 bytes of path; a deep data directory must neither stop the recorder
-    from starting nor its clients from reaching it (found by a test whose temp path held a card number)."""
+    from starting nor its clients from reaching it (found by a test whose temp path held a card number).
+    The sockets live in the data directory; the store is the module's (one embedded engine per process)."""
     from kprobe.agent.control import SOCKET_NAME, WRITE_SOCKET_NAME
     from kprobe.query.client import RemoteStore, recorder_socket
-    from kprobe.sinks.chdb_store import ChdbStore
 
     data = tmp_path / ("d" * 60) / ("e" * 60)
     data.mkdir(parents=True)
-    store = ChdbStore(data)
-    server = ControlServer(data, store.query, lambda: {"pid": 1},
-                           read=socket_reader(store.path / "chdb", lambda: None), refused=(SqlRefused,)).start()
+    server = ControlServer(data, live.store.query, lambda: {"pid": 1},
+                           read=socket_reader(live.store.path / "chdb", lambda: None), refused=(SqlRefused,)).start()
     try:
         assert len(str(data / WRITE_SOCKET_NAME)) > 107
         assert recorder_socket(data) == data / SOCKET_NAME
@@ -248,4 +247,3 @@ def test_a_data_directory_longer_than_a_socket_address_still_serves_both_sockets
         assert RemoteStore(data / SOCKET_NAME).query("SELECT 41 + 1", "CSV").strip() == b"42"
     finally:
         server.stop()
-        store.close()
