@@ -24,6 +24,15 @@ LEN_MASK = np.uint32((1 << 30) - 1)
 _POS = struct.Struct("<Q")  # a ring position; unpacked straight from the mmap (a numpy scalar costs ~5x)
 
 
+def map_ring(map_fd: int, size: int) -> tuple[mmap.mmap, mmap.mmap]:
+    """The consumer page (read-write) and the producer page followed by the data area mapped twice
+    (read-only) of a BPF ring buffer with ``size`` data bytes: what every reader of a ring maps."""
+    page = mmap.PAGESIZE
+    cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+    return cons, prod
+
+
 class RingLayoutError(RuntimeError):
     """A record in the ring does not have the size our layout says: drift between C and Python."""
 
@@ -39,10 +48,7 @@ class RingReader:
     def __post_init__(self) -> None:
         page = mmap.PAGESIZE
         self.slot = 8 + (self.record.itemsize + 7) // 8 * 8
-        self._cons_mm = mmap.mmap(self.map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._prod_mm = mmap.mmap(
-            self.map_fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
-        )
+        self._cons_mm, self._prod_mm = map_ring(self.map_fd, self.size)
         self._cons = np.frombuffer(self._cons_mm, dtype="<u8", count=1)
         self._prod = np.frombuffer(self._prod_mm, dtype="<u8", count=1)
         self._data = np.frombuffer(self._prod_mm, dtype=np.uint8, offset=page)

@@ -20,13 +20,11 @@ import mmap
 import struct
 from dataclasses import dataclass, field
 
-from .ringbuf import _POS
+from .ringbuf import _POS, BUSY_BIT, DISCARD_BIT, LEN_MASK, map_ring
 
 __all__ = ["VarRingReader"]
 
-_BUSY = 1 << 31
-_DISCARD = 1 << 30
-_LEN_MASK = (1 << 30) - 1
+_BUSY, _DISCARD, _LEN_MASK = int(BUSY_BIT), int(DISCARD_BIT), int(LEN_MASK)   # plain ints for the header walk
 _U32 = struct.Struct("<I")
 
 
@@ -38,10 +36,8 @@ class VarRingReader:
     discarded: int = field(default=0, init=False)  #: records the producer discarded (none in payload capture)
 
     def __post_init__(self) -> None:
-        page = mmap.PAGESIZE
-        self._page = page
-        self._cons_mm = mmap.mmap(self.map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._prod_mm = mmap.mmap(self.map_fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._page = mmap.PAGESIZE
+        self._cons_mm, self._prod_mm = map_ring(self.map_fd, self.size)
         self._mask = self.size - 1
 
     def pending_bytes(self) -> int:
