@@ -70,6 +70,7 @@ class Libbpf:
             "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
             "bpf_map_delete_elem": (ci, [ci, vp]),
             "bpf_map_get_next_key": (ci, [ci, vp, vp]),
+            "bpf_map_lookup_and_delete_elem": (ci, [ci, vp, vp]),
             "libbpf_num_possible_cpus": (ci, []),
             "libbpf_set_print": (vp, [vp]),
         }
@@ -150,6 +151,22 @@ class BpfMap:
             if lookup(fd, cur.ctypes.data, values[n:n + 1].ctypes.data) == 0:
                 keys[n] = cur[0]
                 n += 1
+        return keys[:n], values[:n]
+
+    def take_all(self, key_dtype: np.dtype, value_dtype: np.dtype, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """A hash map's entries, each removed as it is read (lookup-and-delete in one call): an
+        increment the kernel makes meanwhile lands either in the value read or in a new entry,
+        never between a read and a delete."""
+        keys = np.zeros(limit, dtype=key_dtype)
+        values = np.zeros(limit, dtype=value_dtype)
+        fn, take, fd = self.lib.lib.bpf_map_get_next_key, self.lib.lib.bpf_map_lookup_and_delete_elem, self.fd
+        cur = np.zeros(1, dtype=key_dtype)
+        n = 0
+        while n < limit and fn(fd, None, cur.ctypes.data) == 0:  # the first key left: the map shrinks
+            if take(fd, cur.ctypes.data, values[n:n + 1].ctypes.data) != 0:
+                break  # gone meanwhile (LRU) or unsupported: the caller's counts tell what is missing
+            keys[n] = cur[0]
+            n += 1
         return keys[:n], values[:n]
 
 

@@ -73,11 +73,48 @@ struct {
 	__uint(max_entries, 16 * 1024 * 1024);
 } rb_payload SEC(".maps");
 
+/* Socket -> records of it the ring had no room for, and when (the first and the last), so the agent
+ * restarts that connection's decoder only, at the hole: before the first record of the socket
+ * stamped after a loss. A drop on one connection of a busy database must not cost every other
+ * connection its request in flight. LRU: a socket evicted before the agent read it is covered by
+ * the agent's fallback (more drops counted than the list holds: every decoder restarts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct kp_payload_lost);
+} kp_payload_lost SEC(".maps");
+
 static __always_inline void kp_pcount(__u32 idx, __u64 by)
 {
 	__u64 *c = bpf_map_lookup_elem(&kp_pcounters, &idx);
 	if (c)
 		*c += by;
+}
+
+/* A record of socket sk was lost. Listed per socket (kp_payload_lost) before it is counted, so
+ * the agent, reading the counter first and the list second, finds every counted drop listed
+ * unless the LRU evicted it. Counted once more when the ring still had room for the record: the
+ * reservation was refused for another reason than the drain falling behind. */
+static __always_inline void kp_payload_drop(struct sock *sk, __u64 need)
+{
+	__u64 key = (__u64)sk, now = bpf_ktime_get_ns();
+	struct kp_payload_lost fresh = {.count = 1, .first_ts = now, .last_ts = now};
+	struct kp_payload_lost *l = bpf_map_lookup_elem(&kp_payload_lost, &key);
+	if (!l && bpf_map_update_elem(&kp_payload_lost, &key, &fresh, BPF_NOEXIST) == 0)
+		goto counted;
+	if (!l)
+		l = bpf_map_lookup_elem(&kp_payload_lost, &key); /* another CPU listed it meanwhile */
+	if (l) {
+		__sync_fetch_and_add(&l->count, 1);
+		l->last_ts = now;
+	}
+counted:
+	kp_pcount(KP_PCNT_DROPS, 1);
+	__u64 avail = bpf_ringbuf_query(&rb_payload, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&rb_payload, BPF_RB_RING_SIZE);
+	if (avail + need + 8 <= size)
+		kp_pcount(KP_PCNT_DROPS_NOT_FULL, 1);
 }
 
 static __always_inline void kp_payload_enter(__u64 fd, __u64 buf, __u8 dir)
@@ -191,7 +228,7 @@ static __always_inline __u32 kp_copy_len(long ret)
 	do {                                                                                 \
 		struct kp_payload *r = bpf_ringbuf_reserve(&rb_payload, KP_PAYLOAD_HDR + (CAP), 0); \
 		if (!r) {                                                                    \
-			kp_pcount(KP_PCNT_DROPS, 1);                                         \
+			kp_payload_drop(sk, KP_PAYLOAD_HDR + (CAP));                         \
 			return;                                                              \
 		}                                                                            \
 		kp_fill(r, sk, fd, dir, flags, ret);                                         \
@@ -241,7 +278,7 @@ static __always_inline void kp_emit(struct sock *sk, __s32 fd, __u8 dir, __u8 fl
 		n = 0; /* the buffer was unmapped meanwhile: the record still says a gap of `total` */
 	r->len = n;
 	if (bpf_ringbuf_output(&rb_payload, r, KP_PAYLOAD_HDR + n, kp_wake_flag()))
-		kp_pcount(KP_PCNT_DROPS, 1);
+		kp_payload_drop(sk, KP_PAYLOAD_HDR + n);
 #endif
 }
 

@@ -171,6 +171,12 @@ class Assembler:
             for c in self._conns.values():
                 self.gap(c, c.last_ts)
 
+    def lost_on(self, conn_id: int) -> None:
+        """Records of this socket were lost: restart its decoder (on every process that shares it)."""
+        for (_tgid, cid), c in self._conns.items():
+            if cid == conn_id:
+                self.gap(c, c.last_ts)
+
     def close_all(self, ts_ns: int) -> None:
         for c in self._conns.values():
             self._close(c, ts_ns)

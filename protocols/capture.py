@@ -45,6 +45,7 @@ COUNTER_NAMES = {
     L.KP_PCNT_TRUNC_BYTES: "payload_truncated_bytes",
     L.KP_PCNT_NOT_TCP: "payload_not_tcp",
     L.KP_PCNT_TLS_NO_SOCK: "payload_tls_socket_unknown",
+    L.KP_PCNT_DROPS_NOT_FULL: "payload_drops_ring_not_full",
 }
 
 #: struct kp_payload up to ``data``: each ring record is this header and then ``len`` captured bytes
@@ -136,6 +137,7 @@ class PayloadCapture:
         self._wake = threading.Event()
         self._flushed: list[threading.Event] = []
         self._last_drops = 0
+        self._listed_drops = 0  #: drops the probe listed per socket, ever (see _restart_lost)
         self._records = self._bytes = self._peak_pending = 0
         self._addrs: dict[tuple[int, int, int], tuple[str, str]] = {}
         # span rows are written by their own thread: an insert of a second's rows holds the drain
@@ -206,15 +208,16 @@ class PayloadCapture:
         pending = self._reader.pending_bytes()
         if pending > self._peak_pending:
             self._peak_pending = pending
+        # Drops first (the counter, then the probe's list of sockets, which the probe fills before
+        # counting: every drop counted is listed by then), the drain second: each listed hole is then
+        # in this batch or before it, and its time stamp places it among the socket's records.
+        drops = self.counters_drops()
+        holes = self._take_holes(drops) if drops > self._last_drops else {}
         buf, recs = self._reader.drain()
         self._records += len(recs)
         self._bytes += len(buf)
         unpack = HEADER.unpack_from
         with self._lock:
-            drops = self.counters_drops()
-            if drops > self._last_drops:
-                self.assembler.lost(drops - self._last_drops)
-                self._last_drops = drops
             addrs = self._addrs
             offset = self._clock.to_utc(0)
             for pos, size in recs:
@@ -222,6 +225,8 @@ class PayloadCapture:
                 if size < HEADER_LEN + n:  # a record shorter than it says: counted, never decoded
                     self.short_records += 1
                     continue
+                if holes and sk in holes and ts > holes[sk][0]:
+                    self._restart_at_hole(holes, sk)
                 key = (sk, sport, dport)
                 pair = addrs.get(key)
                 if pair is None:  # formatted once per connection, not per record
@@ -233,6 +238,35 @@ class PayloadCapture:
                 # lport, raddr, rport, tls); keywords cost a named tuple a dict per record
                 self.assembler.add(Piece(ts + offset, tgid, tid, sk, direction == 0, data, total,
                                          pair[0], sport, pair[1], dport, bool(flags & L.KP_PAYLOAD_F_TLS)))
+            for sk in list(holes):  # holes after the batch's last record of their socket
+                self.assembler.lost_on(sk)
+
+    def _take_holes(self, drops: int) -> dict[int, list[int]]:
+        """Sockets that lost records -> [first, last] loss time (bpf_ktime), the probe's list emptied.
+
+        Cumulative accounting: the list may hold drops the counter did not yet (listed, then
+        counted), so only more drops counted than ever listed means entries went missing (the
+        list's LRU evicted them); then no connection can be trusted and every decoder restarts.
+        """
+        lost = self.obj.map("kp_payload_lost")
+        keys, vals = lost.take_all(np.dtype(np.uint64), L.KP_PAYLOAD_LOST, lost.max_entries)
+        self._listed_drops += int(vals["count"].sum())
+        if drops > self._listed_drops:
+            with self._lock:
+                self.assembler.lost(drops - self._last_drops)
+            self._listed_drops = drops
+        self._last_drops = drops
+        return {int(k): [int(v["first_ts"]), int(v["last_ts"])] for k, v in zip(keys, vals, strict=True)}
+
+    def _restart_at_hole(self, holes: dict[int, list[int]], sk: int) -> None:
+        """A record of sk stamped after its first loss: the hole is here. A later loss (last > first)
+        is one more hole further on."""
+        self.assembler.lost_on(sk)
+        first, last = holes[sk]
+        if last > first:
+            holes[sk][0] = last
+        else:
+            del holes[sk]
 
     def counters_drops(self) -> int:
         ncpu = self.probes.lib.num_possible_cpus()

@@ -36,7 +36,8 @@ def render_lines(status: dict[str, Any] | None) -> list[str]:
     c = status.get("counters", {})
     out = ["", f"payload capture ({'running' if status.get('running') else 'stopped'}): "
                f"decoded spans written {c.get('decoded_spans_written', 0)}, write errors "
-               f"{c.get('decoded_span_write_errors', 0)}; records lost {c.get('payload_drops', 0)}, "
+               f"{c.get('decoded_span_write_errors', 0)}; records lost {c.get('payload_drops', 0)} "
+               f"({c.get('payload_drops_ring_not_full', 0)} with room left in the ring), "
                f"calls truncated {c.get('payload_truncated_calls', 0)} ({c.get('payload_truncated_bytes', 0)} bytes), "
                f"gaps {c.get('payload_gaps', 0)}, unidentified connections {c.get('payload_unidentified_connections', 0)}, "
                f"decoder errors {c.get('decoder_errors', 0)}"]

@@ -59,7 +59,8 @@ KP_PCNT_TRUNCATED = 1
 KP_PCNT_TRUNC_BYTES = 2
 KP_PCNT_NOT_TCP = 3
 KP_PCNT_TLS_NO_SOCK = 4
-KP_PCNT_MAX = 5
+KP_PCNT_DROPS_NOT_FULL = 5
+KP_PCNT_MAX = 6
 
 
 KP_CONFIG = np.dtype(
@@ -233,6 +234,15 @@ KP_PAYLOAD = np.dtype(
     }
 )
 
+KP_PAYLOAD_LOST = np.dtype(
+    {
+        "names": ["count", "first_ts", "last_ts"],
+        "formats": ["<u8", "<u8", "<u8"],
+        "offsets": [0, 8, 16],
+        "itemsize": 24,
+    }
+)
+
 
 STRUCTS = {
     "kp_config": KP_CONFIG,
@@ -254,4 +264,5 @@ STRUCTS = {
     "kp_rsys": KP_RSYS,
     "kp_rdata": KP_RDATA,
     "kp_payload": KP_PAYLOAD,
+    "kp_payload_lost": KP_PAYLOAD_LOST,
 }

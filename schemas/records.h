@@ -386,7 +386,8 @@ enum kp_pcounter {
 	KP_PCNT_TRUNC_BYTES = 2, /* bytes not captured because of that */
 	KP_PCNT_NOT_TCP = 3,     /* reads/writes of watched processes on something else than a TCP socket */
 	KP_PCNT_TLS_NO_SOCK = 4, /* SSL_read/SSL_write whose socket was never seen (not TCP, or BIO pairs) */
-	KP_PCNT_MAX = 5,
+	KP_PCNT_DROPS_NOT_FULL = 5, /* of the drops, those with room left in the ring (reservation refused) */
+	KP_PCNT_MAX = 6,
 };
 
 struct kp_payload {
@@ -406,6 +407,15 @@ struct kp_payload {
 	__u8 saddr[16];  /* local address */
 	__u8 daddr[16];  /* remote address */
 	__u8 data[KP_PAYLOAD_LEN];  /* in the ring: len bytes (the record ends there), not a fixed slot */
+};
+
+/* Value of the kp_payload_lost map (key: the struct sock address): records of one socket the ring
+ * had no room for, and the bpf_ktime of the first and the last, which place the hole among the
+ * socket's records. */
+struct kp_payload_lost {
+	__u64 count;
+	__u64 first_ts;
+	__u64 last_ts;
 };
 
 #endif

@@ -146,3 +146,80 @@ def test_a_reply_to_a_client_that_gave_up_still_ends_the_server_span(capture) ->
     assert int(late[0]["duration_ns"]) >= 300_000_000
     assert json.loads(late[0]["attributes"])["response.payment_id"] == "PAY-1"
     assert stats["exchanges"] == 3, stats  # both sides of PAY-0, the server's side of PAY-1
+
+
+SLOW_SERVER = r"""
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/slow":
+            print("slow", flush=True)
+            time.sleep(float(sys.argv[1]))
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # one write: no Nagle wait
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+sys.stdin.readline()
+s.serve_forever()
+"""
+
+POSTING_CLIENT = r"""
+import http.client, sys
+sys.stdin.readline()
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=60)
+for i in range(int(sys.argv[2])):
+    c.request("POST", sys.argv[3], body=b"x" * int(sys.argv[4]))
+    c.getresponse().read()
+print("done", flush=True)
+"""
+
+
+def test_records_lost_on_one_connection_leave_the_others_request_in_flight_decoded(capture) -> None:
+    """A small ring fills while the drain is held: one connection's flood loses records, another
+    connection waits on a slow reply meanwhile. The probe lists the sockets that lost records, so
+    only the flooding connection's decoders restart; the waiting request is still decoded whole
+    (restarting every decoder on any drop closed it unanswered)."""
+    delay_s = 4.0
+    session = capture.session
+    payload = PayloadCapture(session.recorder.probes, write=session.store.write, ring_bytes=64 << 10).start()
+    procs: list[subprocess.Popen] = []
+    try:
+        server = capture.spawn(sys.executable, "-c", SLOW_SERVER, str(delay_s), stdout=subprocess.PIPE)
+        procs.append(server)
+        port = int(server.stdout.readline())
+        waiting = capture.spawn(sys.executable, "-c", POSTING_CLIENT, str(port), "1", "/slow", "64",
+                                stdout=subprocess.PIPE)
+        procs.append(waiting)
+        assert server.stdout.readline() == b"slow\n"  # the slow request is in flight
+        payload.flush()
+        with payload._lock:  # the drain stops taking records: the 64 KiB ring fills
+            flood = capture.spawn(sys.executable, "-c", POSTING_CLIENT, str(port), "200", "/fast", "1500",
+                                  stdout=subprocess.PIPE)
+            procs.append(flood)
+            flood_out, _ = flood.communicate(timeout=delay_s * 0.75)
+            counters_held = payload.counters()
+        assert flood_out == b"done\n"
+        assert waiting.stdout.readline() == b"done\n"
+        payload.flush()
+        counters = payload.counters()
+        rows = session.store.query_rows(
+            "SELECT name, kind, pid, duration_ns FROM spans WHERE attributes LIKE '%kprobe.decoded%'")
+    finally:
+        payload.stop()
+        for p in procs:
+            p.kill()
+            p.wait()
+    print(f"counters while held {counters_held}; after {counters}; ring {payload.ring_stats()}")
+    assert counters_held["payload_drops"] > 0, "the ring never filled: nothing was tested"
+    assert counters["payload_drops"] == counters_held["payload_drops"]  # drops only while held
+    slow = [r for r in rows if r["name"] == "POST /slow"]
+    assert sorted(int(r["kind"]) for r in slow) == [2, 3], rows  # client and server span, both whole
+    assert all(int(r["duration_ns"]) >= delay_s * 1e9 for r in slow)
+    # only the flood's two sockets (its client's end, the server's) restart: at most at their first
+    # and their last loss (a short reply can still fit where a long request did not)
+    assert 1 <= counters["payload_gaps"] <= 4, counters
+    fast = [r for r in rows if r["name"] == "POST /fast" and int(r["pid"]) == flood.pid]
+    assert 0 < len(fast) < 200  # some of the flood decoded, the requests around each hole not

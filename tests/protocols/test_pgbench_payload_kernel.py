@@ -81,11 +81,13 @@ def test_pgbench_full_speed_loses_no_payload_record(capture, tmp_path: Path) -> 
         f"{k} {decoded_ms[k] / max(decoded[k], 1):.3f}/{server_ms[k] / max(server[k], 1):.3f}" for k in PER_TX))
     assert txs > 1000, "pgbench did not run at load"
     # Nothing lost silently: every statement not decoded is a counted record drop (each costs the statement
-    # in flight on its connection), and drops stay rare. A handful per 200k records were seen with the ring
-    # far from full (peak 2.5 of 16 MiB): the kernel refused the reservation for another reason (open).
+    # in flight on its connection), and drops stay rare. Those with the ring far from full (the kernel refused
+    # the reservation for another reason than the drain falling behind) are counted apart.
     drops = counters["payload_drops"]
     assert drops <= max(2, ring["records"] // 10_000), (drops, ring)
-    assert counters["payload_gaps"] <= drops + 1 and counters["decoder_errors"] == 0, counters
+    # a drop restarts the decoder of its own connection only (the probe lists the socket), not every one
+    assert counters["payload_gaps"] <= drops + counters["payload_truncated_calls"], counters
+    assert counters["decoder_errors"] == 0, counters
     missing = 0
     for kind, n in PER_TX.items():
         # pgbench's own set-up queries (e.g. counting pgbench_branches for the scale) add a few SELECTs
