@@ -313,7 +313,8 @@ def test_wakeup_time_is_exact_also_when_the_queued_task_is_migrated(capture, mig
                 p.wait(5)
     rows = capture.rows(f"SELECT dur_ns, blocked_ns, runq_ns, reason, cpu_on FROM offcpu WHERE tgid = {sleeper.pid} "
                         "AND reason = 'sleep' AND dur_ns > 90000000 ORDER BY ts DESC LIMIT 1")
-    assert rows, "no off-CPU row for the sleep"
+    assert rows, ("no off-CPU row for the sleep; its rows: " + repr(capture.rows(
+        f"SELECT ts, dur_ns, blocked_ns, runq_ns, reason, cpu, cpu_on FROM offcpu WHERE tgid = {sleeper.pid} ORDER BY ts")))
     r = rows[0]                                # the last long one (the reads of stdin come before it)
     assert abs(int(r["blocked_ns"]) - 100_000_000) <= 5_000_000, r      # asleep: the 100 ms sleep
     assert int(r["runq_ns"]) >= 40_000_000, r                            # then queued behind the hog
