@@ -261,7 +261,9 @@ class ProbeSet:
         """The reader of the kernel's sums of fast block requests, when blockio is loaded."""
         if "blockio" not in self.objects:
             return None
-        return BlockSums(self.objects["blockio"].map("block_agg"), self.lib.num_possible_cpus(), self.set_block_epoch)
+        blockio = self.objects["blockio"]
+        return BlockSums(blockio.map("block_agg"), blockio.map("block_writers"), self.lib.num_possible_cpus(),
+                         self.set_block_epoch)
 
     def drops(self) -> np.ndarray:
         return self.read_percpu("kp_drops", L.KP_EV_MAX)

@@ -346,6 +346,7 @@ class Recorder:
             return np.empty(0, dtype=L.KP_BLOCK_IO)
         self.stats.block_sums["rows"] = self.stats.block_sums.get("rows", 0) + len(recs)
         self.stats.block_sums["requests"] = self._block_sums.requests_read
+        self.stats.block_sums["deferred"] = self._block_sums.deferred
         return recs
 
     def _snapshot_memcgs(self, finished: list[int], now_mono: int) -> None:

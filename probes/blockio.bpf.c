@@ -52,6 +52,17 @@ struct {
 	__type(value, struct kp_block_io);
 } block_agg SEC(".maps");
 
+/* Per CPU, per generation: programs adding to that generation right now. The agent retires a
+ * generation, then reads its sums only once this is 0 on every CPU: a program that read the old
+ * generation just before the flip (a vCPU can be descheduled by the hypervisor for milliseconds in
+ * the middle of a program) would otherwise add to a sum already read and deleted, and lose it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KP_BLOCK_EPOCHS);
+	__type(key, __u32);
+	__type(value, __u64);
+} block_writers SEC(".maps");
+
 /* The request's address as a number: the verifier allows no arithmetic on a typed pointer,
  * so it is read back as plain bytes from the program's first argument. */
 static __always_inline __u64 kp_rq_addr(unsigned long long *ctx)
@@ -143,13 +154,11 @@ static __always_inline char kp_op_letter(__u32 op)
 	return op == 0 ? 'R' : op == 1 ? 'W' : op == 2 ? 'F' : op == 3 ? 'D' : '?';
 }
 
-/* Adds a fast request to its submitter's sum; false when the table is full (then it is a row). */
-static __always_inline bool kp_aggregate(kp_settings_t *cfg, struct kp_issue_state *st, __u32 dev, char op,
-					 __u64 sector, __u64 bytes, __u64 issue, __u64 done)
+/* Adds a fast request to generation epoch of its submitter's sum; false when the table is full. */
+static __always_inline bool kp_add_to_sum(struct kp_issue_state *st, __u32 dev, char op, __u64 sector,
+					  __u64 bytes, __u64 issue, __u64 done, __u32 epoch)
 {
-	__u32 zero = 0;
-	struct kp_runtime *rt = bpf_map_lookup_elem(&kp_runtime, &zero);
-	struct kp_block_key k = {.tgid = st->tgid, .dev = dev, .op = op, .epoch = rt ? rt->block_epoch : 0};
+	struct kp_block_key k = {.tgid = st->tgid, .dev = dev, .op = op, .epoch = epoch};
 	__u64 lat = done - issue;
 	struct kp_block_io *a = bpf_map_lookup_elem(&block_agg, &k);
 	if (!a) {
@@ -180,6 +189,35 @@ static __always_inline bool kp_aggregate(kp_settings_t *cfg, struct kp_issue_sta
 	a->tid = st->tid;
 	kp_count(KP_CNT_BLOCK_AGGREGATED, 1);
 	return true;
+}
+
+/* A fast request into the current generation's sums; false when the table is full (then it is a row). */
+static __always_inline bool kp_aggregate(kp_settings_t *cfg, struct kp_issue_state *st, __u32 dev, char op,
+					 __u64 sector, __u64 bytes, __u64 issue, __u64 done)
+{
+	__u32 zero = 0;
+	struct kp_runtime *rt = bpf_map_lookup_elem(&kp_runtime, &zero);
+	if (!rt)
+		return false;
+	/* announce the write, then read the generation again: the locked add orders the two, so either
+	 * the agent's flip is seen here, or the agent sees this writer (see block_writers) */
+	__u32 epoch = *(volatile __u32 *)&rt->block_epoch & (KP_BLOCK_EPOCHS - 1);
+	__u64 *writers = bpf_map_lookup_elem(&block_writers, &epoch);
+	if (!writers)
+		return false;
+	__sync_fetch_and_add(writers, 1);
+	__u32 now_epoch = *(volatile __u32 *)&rt->block_epoch & (KP_BLOCK_EPOCHS - 1);
+	if (now_epoch != epoch) {
+		__sync_fetch_and_sub(writers, 1);
+		epoch = now_epoch;
+		writers = bpf_map_lookup_elem(&block_writers, &epoch);
+		if (!writers)
+			return false;
+		__sync_fetch_and_add(writers, 1);  /* the agent flips once per tick and waits: no second flip now */
+	}
+	bool ok = kp_add_to_sum(st, dev, op, sector, bytes, issue, done, epoch);
+	__sync_fetch_and_sub(writers, 1);
+	return ok;
 }
 
 SEC("tp_btf/block_rq_complete")

@@ -88,9 +88,11 @@ struct kp_config {
 };
 
 /* What the agent changes while the probes run (a one-entry array map, kp_runtime). */
+#define KP_BLOCK_EPOCHS 2  /* generations of the block request sums (a power of two) */
+
 struct kp_runtime {
 	/* which generation of the block request sums the probes add to; the agent flips it and
-	 * reads the retired generation a tick later, when no program is still adding to it */
+	 * reads the retired generation once no program is still adding to it (block_writers) */
 	__u32 block_epoch;
 	__u32 pad;
 };

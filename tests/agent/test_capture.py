@@ -257,7 +257,12 @@ def test_fast_block_requests_are_summed_per_submitter_with_exact_totals(tmp_path
         cap.settle()   # a query's flush reads the sums too: no waiting for the once-a-second tick
         rows = cap.rows(f"SELECT requests, bytes, busy_ns, max_ns, ts, end_ts, comm FROM block_io "
                         f"WHERE dev = {dev} AND rwbs LIKE 'W%' AND tgid = {p.pid}")
-        assert sum(r["requests"] for r in rows) == n, rows
+        if sum(r["requests"] for r in rows) != n:
+            rec = cap.session.recorder
+            rec.stats.update_kernel(rec.probes)
+            pytest.fail(f"{sum(r['requests'] for r in rows)} of {n} requests: {rows}; counters "
+                        f"{ {k: v for k, v in rec.stats.counters.items() if 'block' in k} }; sums {rec.stats.block_sums}; "
+                        f"drops {rec.stats.to_dict().get('drops') if hasattr(rec.stats, 'to_dict') else ''}")
         assert sum(r["bytes"] for r in rows) == n * size
         for r in rows:
             assert r["comm"] == Path(sys.executable).name[:15]
