@@ -19,6 +19,13 @@ HOG = "import time\ne=time.monotonic()+{s}\nwhile time.monotonic()<e: pass"   # 
 RR = ("chrt", "-r", "10")          # SCHED_RR prefix: a hog and its victim share a CPU in fixed slices
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """`kprobe run`/`record` under test take any free OTLP ports: 4317/4318 may belong to the host's own
+    collector or to a recorder someone runs beside the suite. The tests about those defaults clear this."""
+    os.environ.setdefault("KPROBE_OTLP_GRPC_PORT", "0")
+    os.environ.setdefault("KPROBE_OTLP_HTTP_PORT", "0")
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

@@ -137,6 +137,9 @@ def test_bad_arguments_and_environment_give_clear_errors(root, tmp_path):
     assert r.returncode == 2 and "power of two" in r.stderr
     r = kp("run", "--data", str(tmp_path / "d"), check=False)
     assert r.returncode == 2 and "needs a command" in r.stderr
+    r = kp("run", "--data", str(tmp_path / "d"), "--", "true", check=False,
+           env={**os.environ, "KPROBE_OTLP_GRPC_PORT": "grpc"})
+    assert r.returncode == 2 and "$KPROBE_OTLP_GRPC_PORT='grpc' is not a port number" in r.stderr, r.stderr
     blocker = tmp_path / "file"
     blocker.write_text("")
     r = kp("record", "--data", str(blocker / "sub"), "--duration", "1", check=False)

@@ -188,10 +188,11 @@ def test_taken_default_port_refuses_to_start_unless_no_otlp(tmp_path: Path, prob
         blocker.listen()
     except OSError:
         pass  # someone else holds 4317 already: the situation under test
+    defaults = {k: v for k, v in os.environ.items() if k not in ("KPROBE_OTLP_GRPC_PORT", "KPROBE_OTLP_HTTP_PORT")}
     try:
         for extra in ([], ["--otlp-grpc-port", "4317"]):
             r = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "a"), *extra, "--",
-                                "true"], capture_output=True, text=True, timeout=240)
+                                "true"], capture_output=True, text=True, timeout=240, env=defaults)
             assert r.returncode == 2 and "cannot bind 127.0.0.1:4317" in r.stderr, r.stderr
             assert "--no-otlp" in r.stderr
         off = subprocess.run([sys.executable, "-m", "kprobe", "run", "--data", str(tmp_path / "b"), "--no-otlp", "--",
