@@ -137,7 +137,7 @@ class PayloadCapture:
         self._wake = threading.Event()
         self._flushed: list[threading.Event] = []
         self._last_drops = 0
-        self._listed_drops = 0  #: drops the probe listed per socket, ever (see _restart_lost)
+        self._listed_drops = 0  #: drops the probe listed per socket, ever (see _take_holes)
         self._records = self._bytes = self._peak_pending = 0
         self._addrs: dict[tuple[int, int, int], tuple[str, str]] = {}
         # span rows are written by their own thread: an insert of a second's rows holds the drain
