@@ -142,7 +142,9 @@ class PayloadCapture:
         self._addrs: dict[tuple[int, int, int], tuple[str, str]] = {}
         # span rows are written by their own thread: an insert of a second's rows holds the drain
         # off the ring long enough for a busy service to fill it (pgbench lost records that way)
-        self._rows: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=8)
+        # batches of span rows, flush marks (the events of the flushes waiting for them), None to stop
+        self._rows: queue.Queue[tuple[int, dict[str, np.ndarray]] | list[threading.Event] | None] = \
+            queue.Queue(maxsize=8)
         self._writer = threading.Thread(target=self._write_loop, name="kprobe-payload-write", daemon=True)
         self._writer.start()
         self._thread = threading.Thread(target=self._loop, name="kprobe-payload-drain", daemon=True)
@@ -285,6 +287,11 @@ class PayloadCapture:
 
     def _write_loop(self) -> None:
         while (batch := self._rows.get()) is not None:
+            if isinstance(batch, list):  # a flush mark: every batch queued before it is written now
+                for done in batch:
+                    done.set()
+                self._rows.task_done()
+                continue
             n, cols = batch
             try:
                 self.write("spans", cols)
@@ -319,9 +326,9 @@ class PayloadCapture:
                 self._save_status()
                 last_status = time.monotonic()
             if waiting:
-                self._rows.join()  # flushed means written
-            for done in waiting:
-                done.set()
+                # flushed means written: the writer sets the events once the batches before them are in.
+                # The drain goes on meanwhile (waiting here held it back for a whole insert: the ring filled)
+                self._rows.put(waiting)
             self._wake.wait(self.poll_ms / 1000)
             self._wake.clear()
 
