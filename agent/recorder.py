@@ -83,7 +83,7 @@ class RecorderConfig:
     # interval (agent/code_pages.py): the resident set is then the code in use; the C heap's free pages
     # are released on the same tick (agent/heap_trim.py). 0: never.
     trim_code_s: float = 60.0
-    trim_first_s: float = 20.0
+    trim_first_s: float = 5.0
     # the ``host`` on every row (agent/host_identity.py HostIdentity.key): the configured name, or "" for the
     # hostname (machine and boot id are in every heartbeat row)
     host: str = ""
