@@ -36,7 +36,10 @@ by exact costs that do not depend on the noise:
   and VmHWM. `kprobe stats --json` after the stop gives rows stored per type and drops.
 * Memory over time: --memory-minutes N keeps pgbench running N minutes under the recorder and
   samples its RSS every 10 s; chDB's caches and merges grow with time, so a 10 s run shows
-  start-up memory, not what the goal is about.
+  start-up memory, not what the goal is about. Each sample is split by kind
+  (agent/mem_breakdown.py): the kernel's anon/file/shmem and, from smaps, the engine's code, other
+  libraries, BPF rings, malloc heap, thread stacks and other anonymous memory; the summary prints
+  the split at 1, 2 and 4 minutes. --memory-smaps DIR keeps every sample's /proc/PID/smaps.
 
 p99: pgbench writes every transaction's latency (-l); p99 is the nearest-rank 99th percentile
 over all transactions of the run. redis-benchmark prints p99 per test; the worse of SET and GET
@@ -51,7 +54,8 @@ running when a recorder is attached to its host) and are torn down at the end, a
 Nothing here asserts: it prints numbers and a verdict per goal of issue 13.
 
 Usage: python bench/overhead.py [--rounds 5] [--seconds 10] [--workloads pgbench,redis,pipe]
-       [--modes off,floor,record,record-watch-none] [--record-args "..."] [--memory-minutes 4] [--json]
+       [--modes off,floor,record,record-watch-none] [--record-args "..."] [--memory-minutes 4]
+       [--memory-smaps DIR] [--json]
 """
 
 from __future__ import annotations

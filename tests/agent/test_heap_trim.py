@@ -64,3 +64,41 @@ def test_arrow_pool_pages_freed_by_a_batch_are_returned() -> None:
     if r["pool"] != "mimalloc":
         pytest.skip(f"Arrow's default pool here is {r['pool']}: the 1 GiB reservation measured is mimalloc's")
     assert r["before"] > 15_000 and r["after"] < r["before"] / 4, r
+
+
+THRESHOLD = """
+import ctypes, json, sys
+from kprobe.embedded import EMBEDDED_MMAP_BYTES, EMBEDDED_TRIM_BYTES
+from kprobe.topics.malloc import keep_freed_memory
+if sys.argv[1] == "fixed":
+    keep_freed_memory(mmap_bytes=EMBEDDED_MMAP_BYTES, trim_bytes=EMBEDDED_TRIM_BYTES)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def anon():
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('RssAnon:'))
+def touched(n):
+    p = libc.malloc(n)
+    ctypes.memset(p, 1, n)
+    return p
+libc.free(touched(8 << 20))        # one batch-sized buffer freed: glibc's dynamic threshold rises to 8 MiB
+base = anon()
+bufs = [touched(1 << 20) for _ in range(48)]     # the next flush's buffers
+for p in bufs[:-1]:
+    libc.free(p)
+print(json.dumps({"kept_kb": anon() - base}))
+"""
+
+
+def test_batch_buffers_go_back_when_freed_with_the_embedded_thresholds() -> None:
+    """glibc's default raises its mmap threshold after a large free, and 1 MiB buffers then stay in the
+    heap once freed; the embedded recorder's fixed thresholds return them at free()."""
+    def kept(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", THRESHOLD, mode], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])["kept_kb"]
+
+    default, fixed = kept("default"), kept("fixed")
+    assert default > 40_000, default     # 47 MiB freed, still resident
+    assert fixed < 4_000, fixed          # only the live one
