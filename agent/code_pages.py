@@ -9,6 +9,10 @@ kernel reclaims them like any unmapped cache) and the next execution of one faul
 the cache (a minor fault, no disk read while it is cached). So the resident set becomes the code
 actually in use.
 
+The same holds for every other shared object (Arrow's ~60 MB of libraries, numpy, gRPC, libpython):
+their start-up and first-use pages were another ~120 MB of the recorder's resident set under pgbench,
+so the recorder trims every shared object (``SHARED_OBJECTS``), not the engine alone.
+
 Only mappings that cannot hold private data are touched: not writable, and no anonymous (copied or
 relocated) pages in them per /proc/self/smaps. A writable or relocated mapping would lose its
 contents; those are skipped, never guessed.
@@ -26,6 +30,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MADV_DONTNEED = 4
+CHDB_LIBRARY = "_chdb"   # the embedded engine's shared object (chdb/_chdb.abi3.so)
+SHARED_OBJECTS = ".so"   # matches every shared object's file name (libarrow.so.2600, _chdb.abi3.so, ...)
 _HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$")
 
 
@@ -64,7 +70,8 @@ def mappings(smaps: str) -> list[Mapping]:
 
 
 def droppable(maps: list[Mapping], library: str) -> list[Mapping]:
-    """Mappings of files whose name contains ``library`` that hold only clean file pages."""
+    """Mappings of files whose name contains ``library`` (``SHARED_OBJECTS``: any shared object) that
+    hold only clean file pages."""
     return [m for m in maps if library in Path(m.path).name and "w" not in m.perms and m.anon_kb == 0
             and m.rss_kb > 0]
 

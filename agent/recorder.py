@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kprobe.agent import clock, code_pages, row_checks
+from kprobe.agent import clock, code_pages, heap_trim, row_checks
 from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.cgroup_cpu import CgroupCpu
 from kprobe.agent.cpu_irq import CpuIrq
@@ -79,10 +79,11 @@ class RecorderConfig:
     retention_bytes: int | None = 2 << 30
     status_path: Path | None = None
     kubelet: KubeletConfig | None = None   # names processes' pods (agent/pod_identity.py); None: cgroup ids only
-    # the embedded engine's start-up code, run once, is unmapped this long after start and then at this
-    # interval (agent/code_pages.py): the resident set is then the code in use. 0: never.
-    trim_code_s: float = 300.0
-    trim_first_s: float = 20.0
+    # the shared objects' start-up code, run once, is unmapped this long after start and then at this
+    # interval (agent/code_pages.py): the resident set is then the code in use; the C heap's free pages
+    # are released on the same tick (agent/heap_trim.py). 0: never.
+    trim_code_s: float = 60.0
+    trim_first_s: float = 5.0
     # the ``host`` on every row (agent/host_identity.py HostIdentity.key): the configured name, or "" for the
     # hostname (machine and boot id are in every heartbeat row)
     host: str = ""
@@ -122,7 +123,6 @@ class MemcgRequest:
 
 INFLIGHT_SCAN_NS = 100_000_000    # the in-flight reclaim map is listed at most this often
 INFLIGHT_MAX = 1024
-CHDB_LIBRARY = "_chdb"          # the embedded engine's shared object (chdb/_chdb.abi3.so)
 
 
 @dataclass
@@ -409,7 +409,8 @@ class Recorder:
                 self._apply_retention()
             if self.config.trim_code_s and now >= next_trim:
                 next_trim = now + self.config.trim_code_s
-                self.stats.code_trimmed_mb = round(code_pages.trim(CHDB_LIBRARY) / 1024, 1)
+                self.stats.code_trimmed_mb = round(code_pages.trim(code_pages.SHARED_OBJECTS) / 1024, 1)
+                heap_trim.trim()
 
     def _write_batch(self, batch: Batch) -> None:
         et = batch.et

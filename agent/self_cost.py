@@ -3,14 +3,23 @@
 An always-on recorder is judged by what it takes from the host: CPU over a recent
 window (not since start, which start-up dominates), rows per second, and resident
 memory split into heap (anonymous) and mapped code (file pages of libraries, which
-the kernel can drop and re-read: chDB's library alone is ~0.5 GB on disk).
+the kernel can drop and re-read: chDB's library alone is ~0.5 GB on disk). The finer split
+(engine code, other libraries, BPF rings, heap, stacks; agent/mem_breakdown.py) reads
+/proc/self/smaps, ~15 ms for the recorder's ~1000 mappings, so it is refreshed every
+``breakdown_s`` only.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+from kprobe.agent import mem_breakdown
+
+log = logging.getLogger(__name__)
 
 
 def _cpu_s() -> float:
@@ -22,7 +31,7 @@ def _status_kb() -> dict[str, int]:
     out: dict[str, int] = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith(("VmRSS:", "RssAnon:", "RssFile:", "VmHWM:")):
+            if line.startswith(("VmRSS:", "RssAnon:", "RssFile:", "RssShmem:", "VmHWM:")):
                 k, v = line.split(":", 1)
                 out[k] = int(v.split()[0])
     return out
@@ -33,9 +42,12 @@ class SelfCost:
     """CPU and rows over a sliding window of at least ``window_s``; memory as of the last sample."""
 
     window_s: float = 10.0
+    breakdown_s: float = 30.0
     _marks: list[tuple[float, float, int]] = field(default_factory=list)   # (monotonic, cpu s, rows)
+    _breakdown: dict[str, float] = field(default_factory=dict)
+    _breakdown_at: float = float("-inf")
 
-    def sample(self, rows_total: int) -> dict[str, float]:
+    def sample(self, rows_total: int) -> dict[str, Any]:
         now = time.monotonic()
         self._marks.append((now, _cpu_s(), rows_total))
         while len(self._marks) > 2 and now - self._marks[1][0] >= self.window_s:
@@ -43,6 +55,20 @@ class SelfCost:
         t0, c0, r0 = self._marks[0]
         span = max(now - t0, 1e-9)
         mem = _status_kb()
+        if now - self._breakdown_at >= self.breakdown_s:
+            self._breakdown_at = now
+            try:
+                bd = mem_breakdown.breakdown()
+            except OSError as e:
+                log.debug("cannot read the memory breakdown: %s", e)
+            else:
+                self._breakdown = {"engine_code_mb": round(bd.chdb_code_kb / 1024, 1),
+                                   "other_code_mb": round(bd.other_code_kb / 1024, 1),
+                                   "data_files_mb": round(bd.data_files_kb / 1024, 1),
+                                   "rings_mb": round(bd.rings_kb / 1024, 1), "heap_mb": round(bd.heap_kb / 1024, 1),
+                                   "stacks_mb": round(bd.stacks_kb / 1024, 1),
+                                   "anon_other_mb": round(bd.anon_other_kb / 1024, 1), "threads": bd.threads,
+                                   "age_s": 0.0}
         return {
             "window_s": round(now - t0, 1),
             "cpu_pct": round(100 * (self._marks[-1][1] - c0) / span, 2) if now > t0 else 0.0,
@@ -50,5 +76,8 @@ class SelfCost:
             "rss_mb": mem.get("VmRSS", 0) / 1024,
             "rss_anon_mb": mem.get("RssAnon", 0) / 1024,
             "rss_file_mb": mem.get("RssFile", 0) / 1024,
+            "rss_shmem_mb": mem.get("RssShmem", 0) / 1024,
             "rss_peak_mb": mem.get("VmHWM", 0) / 1024,
+            # the smaps split as of its last refresh (age_s ago)
+            **({"memory": {**self._breakdown, "age_s": round(now - self._breakdown_at, 1)}} if self._breakdown else {}),
         }

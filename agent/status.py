@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kprobe.agent import capabilities, host_identity
 from kprobe.agent.clock import ClockSync
@@ -45,9 +45,10 @@ class RecorderStats:
     write_errors: dict[str, int] = field(default_factory=dict)
     # rows with impossible times or ids, not stored (agent/row_checks.py): a probe or kernel bug, counted
     rejected: dict[str, int] = field(default_factory=dict)
-    # the recorder's own cost: CPU seconds, resident memory (anon = its heap, file = mapped code), rows/s
-    resources: dict[str, float] = field(default_factory=dict)
-    # the embedded engine's start-up code unmapped at the last trim, MB (agent/code_pages.py)
+    # the recorder's own cost: CPU seconds, resident memory (anon = its heap, file = mapped code and BPF
+    # rings) and its split by kind under "memory" (agent/self_cost.py), rows/s
+    resources: dict[str, Any] = field(default_factory=dict)
+    # library code unmapped at the last trim, MB (agent/code_pages.py)
     code_trimmed_mb: float = 0.0
     kernel_drops: dict[str, list[int]] = field(default_factory=dict)  # type -> per CPU
     counters: dict[str, int] = field(default_factory=dict)

@@ -36,7 +36,10 @@ by exact costs that do not depend on the noise:
   and VmHWM. `kprobe stats --json` after the stop gives rows stored per type and drops.
 * Memory over time: --memory-minutes N keeps pgbench running N minutes under the recorder and
   samples its RSS every 10 s; chDB's caches and merges grow with time, so a 10 s run shows
-  start-up memory, not what the goal is about.
+  start-up memory, not what the goal is about. Each sample is split by kind
+  (agent/mem_breakdown.py): the kernel's anon/file/shmem and, from smaps, the engine's code, other
+  libraries, BPF rings, malloc heap, thread stacks and other anonymous memory; the summary prints
+  the split at 1, 2 and 4 minutes. --memory-smaps DIR keeps every sample's /proc/PID/smaps.
 
 p99: pgbench writes every transaction's latency (-l); p99 is the nearest-rank 99th percentile
 over all transactions of the run. redis-benchmark prints p99 per test; the worse of SET and GET
@@ -51,7 +54,8 @@ running when a recorder is attached to its host) and are torn down at the end, a
 Nothing here asserts: it prints numbers and a verdict per goal of issue 13.
 
 Usage: python bench/overhead.py [--rounds 5] [--seconds 10] [--workloads pgbench,redis,pipe]
-       [--modes off,floor,record,record-watch-none] [--record-args "..."] [--memory-minutes 4] [--json]
+       [--modes off,floor,record,record-watch-none] [--record-args "..."] [--memory-minutes 4]
+       [--memory-smaps DIR] [--json]
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from kprobe.agent import mem_breakdown
 
 BENCH = Path(__file__).resolve().parent
 BUILD = BENCH / "build"
@@ -721,9 +727,22 @@ def short(res: dict[str, Any], unit: str) -> str:
 
 # -- memory over time -------------------------------------------------------------------------------
 
-def memory_run(pg: Pgbench, minutes: float, cfg: Config) -> dict[str, Any]:
-    """pgbench for ``minutes`` under `kprobe record`, the recorder's RSS sampled every 10 s."""
+def breakdown_line(bd: dict[str, float]) -> str:
+    """One line of a resident-set breakdown (agent/mem_breakdown.py), MB."""
+    return (f"RSS {bd['rss_mb']:.0f} MB = anon {bd['anon_mb']:.0f} + file {bd['file_mb']:.0f} + shmem "
+            f"{bd['shmem_mb']:.0f} | chDB code {bd['chdb_code_mb']:.0f}, other code {bd['other_code_mb']:.0f}, "
+            f"data files {bd['data_files_mb']:.0f}, "
+            f"rings {bd['rings_mb']:.0f}, heap {bd['heap_mb']:.0f}, stacks {bd['stacks_mb']:.0f}, "
+            f"other anon {bd['anon_other_mb']:.0f}; {bd['threads']} threads")
+
+
+def memory_run(pg: Pgbench, minutes: float, cfg: Config, smaps_dir: Path | None = None) -> dict[str, Any]:
+    """pgbench for ``minutes`` under `kprobe record`, the recorder's RSS sampled every 10 s with its
+    breakdown by kind (anon/file/shmem from the kernel; engine code, rings, heap, stacks from smaps);
+    ``smaps_dir`` keeps each sample's /proc/PID/smaps for a closer look."""
     pg.prepare()
+    if smaps_dir is not None:
+        smaps_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kprobe-bench-mem-") as tmp:
         rec = RecorderRun(cfg.record_args, Path(tmp) / "data").start()
         try:
@@ -732,11 +751,15 @@ def memory_run(pg: Pgbench, minutes: float, cfg: Config) -> dict[str, Any]:
             client = subprocess.Popen(pg._client("pgbench", "-n", "-c", str(pg.clients), "-j", str(pg.threads),
                                                  "-T", str(secs), "postgres"), stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
-            t0, cpu0, samples = time.monotonic(), proc_cpu_s(pid), []
+            t0, cpu0, samples, kinds = time.monotonic(), proc_cpu_s(pid), [], []
             try:
                 while client.poll() is None:
-                    samples.append((round(time.monotonic() - t0), proc_mem_mb(pid)["VmRSS"]))
-                    log(f"memory: {samples[-1][0]:>4} s recorder RSS {samples[-1][1]:.0f} MB")
+                    at, bd = round(time.monotonic() - t0), mem_breakdown.breakdown(pid).mb()
+                    samples.append((at, bd["rss_mb"]))
+                    kinds.append({"t_s": at, **bd})
+                    log(f"memory: {at:>4} s recorder {breakdown_line(bd)}")
+                    if smaps_dir is not None:
+                        (smaps_dir / f"smaps-{at:04d}s.txt").write_text(Path(f"/proc/{pid}/smaps").read_text())
                     if client.poll() is None:
                         try:
                             client.wait(10)
@@ -752,7 +775,7 @@ def memory_run(pg: Pgbench, minutes: float, cfg: Config) -> dict[str, Any]:
         sampled = max(s[1] for s in samples)
         # after start-up (chDB's initialisers touch ~180 MB of code once; the recorder unmaps it at 20 s)
         steady = [mb for t, mb in samples if t >= 60] or [s[1] for s in samples]
-        return {"minutes": minutes, "samples": samples, "max_rss_mb": sampled, "end_rss_mb": mem["VmRSS"],
+        return {"minutes": minutes, "samples": samples, "breakdown": kinds, "max_rss_mb": sampled, "end_rss_mb": mem["VmRSS"],
                 "steady_rss_mb": statistics.median(steady),
                 "hwm_mb": mem["VmHWM"], "peak_mb": max(sampled, mem["VmHWM"]), "recorder_cpu_pct": cpu_pct,
                 "tps": float(m.group(1)) if m else None, "recorder": rec.stats()}
@@ -944,6 +967,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-minutes", type=float, default=0.0,
                     help="after the rounds, pgbench this long under the recorder, RSS sampled every 10 s "
                          "(issue 13's goal: <= 256 MB over 4 min; default: %(default)s, off)")
+    ap.add_argument("--memory-smaps", type=Path, metavar="DIR",
+                    help="with --memory-minutes: keep the recorder's /proc/PID/smaps of every sample in DIR")
     ap.add_argument("--pgbench-scale", type=int, default=10, help="pgbench -s (default: %(default)s)")
     ap.add_argument("--settle", type=float, default=2.0,
                     help="s between attaching and the workload window (start-up excluded; default: %(default)s)")
@@ -1008,7 +1033,7 @@ def _run(args: argparse.Namespace) -> int:
                 pg = Pgbench(scale=args.pgbench_scale)
                 stack.callback(pg.stop)
                 pg.start(args.seconds)
-            memory = memory_run(pg, args.memory_minutes, cfg)
+            memory = memory_run(pg, args.memory_minutes, cfg, args.memory_smaps)
     summaries = {name: summarize(r) for name, r in runs.items()}
     goals = goal_table(summaries, memory)
     result.update(workloads={wl.name: {"title": wl.title, "unit": wl.unit, "summary": summaries.get(wl.name, {}),
@@ -1036,6 +1061,10 @@ def _run(args: argparse.Namespace) -> int:
               f"recorder CPU {memory['recorder_cpu_pct']:.1f} % of a core; {tps} tps; "
               f"rows/s {memory['recorder']['rows_per_s']:.0f}, lost {memory['recorder']['lost_total']}")
         print("  RSS every 10 s (MB): " + " ".join(f"{mb:.0f}" for _, mb in memory["samples"]))
+        for minute in sorted({m for m in (1, 2, 4) if m <= memory["minutes"]} | {memory["minutes"]}):
+            near = [b for b in memory["breakdown"] if b["t_s"] <= minute * 60 + 5]
+            if near:
+                print(f"  at {near[-1]['t_s']:>4} s: {breakdown_line(near[-1])}")
     print_goals(goals)
     return 0
 

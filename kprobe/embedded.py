@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kprobe.agent import code_pages
 from kprobe.agent.control import ControlServer
 from kprobe.agent.probeset import ProbeSet
 from kprobe.agent.recorder import Recorder, RecorderConfig
@@ -24,8 +25,11 @@ from kprobe.otel.errors import ReceiverBindError
 from kprobe.query.stats import OTEL_STATUS
 from kprobe.sinks.chdb_store import ChdbStore
 from kprobe.sinks.store_sink import StoreSink
+from kprobe.topics.malloc import keep_freed_memory
 
 log = logging.getLogger("kprobe")
+EMBEDDED_MMAP_BYTES = 256 << 10   # glibc's default start, held fixed (topics/malloc.py sets both thresholds)
+EMBEDDED_TRIM_BYTES = 1 << 20
 
 
 @dataclass
@@ -40,6 +44,9 @@ class EmbeddedSession:
     otlp_error: str = field(default="", init=False)
 
     def start(self) -> EmbeddedSession:
+        # a batch's buffers (over 256 KiB) go back to the kernel when freed, not into a heap that keeps
+        # them between flushes (glibc raises its mmap threshold up to 32 MiB after the first such free)
+        keep_freed_memory(mmap_bytes=EMBEDDED_MMAP_BYTES, trim_bytes=EMBEDDED_TRIM_BYTES)
         probes = ProbeSet(self.config.probes).open()
         try:
             if self.after_probes is not None:
@@ -50,7 +57,11 @@ class EmbeddedSession:
             raise
 
     def _start(self, probes: ProbeSet) -> EmbeddedSession:
+        # the resident peak is the engine's start-up: each side of it, drop the code run once (the probes'
+        # loading before, the engine's initialisers after) so the two do not add up (agent/code_pages.py)
+        code_pages.trim(code_pages.SHARED_OBJECTS)
         self.store = ChdbStore(self.data_dir)
+        code_pages.trim(code_pages.SHARED_OBJECTS)
         if self.otlp is not None:  # bind the ports first: a taken port fails fast, before probes load
             try:
                 self._start_otlp(self.otlp)

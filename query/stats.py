@@ -139,9 +139,16 @@ def render(data: dict) -> str:
     if res:
         lines.append(f"recorder: {res.get('cpu_pct', 0):.1f} % of a core over the last {res.get('window_s', 0):.0f} s, "
                      f"{res.get('rows_per_s', 0):.0f} rows/s, resident {res.get('rss_mb', 0):.0f} MB "
-                     f"(heap {res.get('rss_anon_mb', 0):.0f} MB, mapped code {res.get('rss_file_mb', 0):.0f} MB"
-                     + (f"; {rec['code_trimmed_mb']:.0f} MB of engine start-up code unmapped at the last trim"
+                     f"(heap {res.get('rss_anon_mb', 0):.0f} MB, mapped code and rings {res.get('rss_file_mb', 0):.0f} MB, "
+                     f"shared {res.get('rss_shmem_mb', 0):.0f} MB, peak {res.get('rss_peak_mb', 0):.0f} MB"
+                     + (f"; {rec['code_trimmed_mb']:.0f} MB of library code unmapped at the last trim"
                         if rec.get("code_trimmed_mb") else "") + ")")
+        if mem := res.get("memory"):
+            lines.append(f"  resident by kind ({mem.get('age_s', 0):.0f} s ago): engine code {mem.get('engine_code_mb', 0):.0f} MB, "
+                         f"other libraries {mem.get('other_code_mb', 0):.0f} MB, data files {mem.get('data_files_mb', 0):.0f} MB, BPF rings {mem.get('rings_mb', 0):.0f} MB, "
+                         f"malloc heap {mem.get('heap_mb', 0):.0f} MB, thread stacks {mem.get('stacks_mb', 0):.0f} MB, "
+                         f"other anonymous (engine allocator, buffers) {mem.get('anon_other_mb', 0):.0f} MB; "
+                         f"{mem.get('threads', 0):.0f} threads")
     if rec.get("kafka"):
         lines += render_kafka(rec["kafka"])
     if data.get("dataflows"):  # DATA/dataflow is the default --state-dir of `kprobe dataflow ingest`

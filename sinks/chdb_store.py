@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from kprobe.schemas.store_tables import PARTITION_MINUTES, table_defs
 from kprobe.schemas.tables import Columns
+from kprobe.sinks import chdb_malloc
 from kprobe.sinks.ddl import ServerFeatures, create_table_sql, missing_columns_sql, session_settings
 from kprobe.sinks.json_rows import parse_json_each_row
 
@@ -66,6 +67,7 @@ class ChdbStore:
     last_retention: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        chdb_malloc.configure()   # before the engine's library loads: its allocator reads the options once
         from chdb import session  # imported lazily: ~0.5 s, only commands that touch the store pay it
 
         from kprobe.datadir import private_dir

@@ -67,3 +67,32 @@ print(json.dumps({{"kb": kb, "before": before, "after": after, "rows": n, "rows2
     assert r["kb"] > 50_000, r                                    # start-up touched far more than that
     assert r["before"]["RssFile"] - r["after"]["RssFile"] > 50_000, r
     assert int(r["rows"][0]["n"]) == 1 and int(r["rows"][0]["e"]) == 2000 and int(r["rows2"][0]["n"]) == 2, r
+
+
+def test_every_shared_object_is_trimmed_and_keeps_working() -> None:
+    """The recorder trims every shared object (SHARED_OBJECTS), not the engine alone: numpy, Arrow and
+    libpython must run on after their pages are unmapped, and the resident file pages must shrink."""
+    code = """
+import json
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from kprobe.agent.code_pages import SHARED_OBJECTS, droppable, mappings, trim
+def rss_file():
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('RssFile:'))
+a = np.arange(1_000_000)
+before = rss_file()
+libs = {m.path.rsplit('/', 1)[-1] for m in droppable(mappings(open('/proc/self/smaps').read()), SHARED_OBJECTS)}
+kb = trim(SHARED_OBJECTS)
+after = rss_file()
+s = int(pc.sum(pa.array(a * 2)).as_py())
+print(json.dumps({"kb": kb, "before": before, "after": after, "sum": s, "libs": sorted(libs)}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["sum"] == 999_999 * 1_000_000, r
+    assert any(n.startswith("libarrow.so") for n in r["libs"]) and any(n.startswith("libc.so") for n in r["libs"]), r
+    assert r["kb"] > 20_000 and r["before"] - r["after"] > 20_000, r
