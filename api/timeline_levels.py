@@ -1,0 +1,194 @@
+"""The timeline's level of detail: per-cell sums of a closed partition, built the first time a view needs them.
+
+Why: the widest views of a busy host cover a million rows; scanning them for every zoom and pan cost
+250-350 ms on this VM, most of it chDB reading and grouping raw rows (bench/api_timeline.py
+--profile). The sums a wide view draws only depend on which cell of the 1-2-5 bucket ladder a row
+starts in, its thread, kind, colour class and whether it is shorter than a bucket; so per stored
+level (cells of 1 ms, 10 ms, 100 ms, 1 s) the table ``timeline_lod`` keeps, per thread, kind, cell,
+duration class and colour class: how many rows start there, their summed and longest duration and
+the thread's name. A bucket of the ladder at or above a millisecond is a whole number of one level's
+cells, and a row is shorter than a ladder bucket exactly when its duration class (the position of the
+first ladder value above its duration) is at most the bucket's position; so a wide view reads a few
+thousand cells and gets exactly what a GROUP BY over the raw rows gives (tests/api/test_timeline_lod.py).
+
+Why built on demand and not by a materialized view at insert time: measured here, a materialized view
+(or an aggregate projection) on the event tables made every recorder insert cost 10-25 ms more CPU
+(a 2000-row insert 37 -> 60 ms), and the recorder inserts the busy tables five times a second, far past
+the always-on budget; most rows are never looked at. So the first view of a (kind, 10-minute partition)
+builds its cells once (a GROUP BY of that partition, then each coarser level from the finer one) and
+every later view reads them. A partition is built only once it is closed (its end a minute in the
+past): the one being written is read raw. Each build records the partition's generation (rows and
+highest block number of its parts: merges keep both, inserts and deletes change them); a partition whose
+raw rows changed since is rebuilt before use, one whose raw rows are gone (retention) loses its cells.
+Only a store this process may write builds levels: through a running recorder's read-only socket
+every view is read raw, as before.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kprobe.causal.records import Store
+from kprobe.schemas.store_tables import PARTITION_MINUTES
+
+LOD_TABLE = "timeline_lod"
+MARKS_TABLE = "timeline_lod_parts"
+LEVELS: tuple[int, ...] = (1_000_000, 10_000_000, 100_000_000, 1_000_000_000)  # cell widths, ns
+LADDER: tuple[int, ...] = tuple(m * 10**k for k in range(16) for m in (1, 2, 5))  # bucket widths, ns
+NEVER_SHORT = 255            # duration class of a row longer than the whole ladder
+PARTITION_NS = PARTITION_MINUTES * 60 * 1_000_000_000
+CLOSED_AFTER_NS = 60 * 1_000_000_000   # a partition is built once its end is this far in the past
+
+
+def ladder_bucket(span_ns: int, width: int) -> int:
+    """The narrowest ladder value at least a pixel wide (so a bucket covers one to 2.5 pixels)."""
+    need = max(1, -(-span_ns // max(1, width)))
+    return next((v for v in LADDER if v >= need), LADDER[-1])
+
+
+def ladder_index(bucket_ns: int) -> int:
+    """1-based position of a ladder value: rows shorter than it have a duration class <= this."""
+    return LADDER.index(bucket_ns) + 1
+
+
+def level_for(bucket_ns: int) -> int | None:
+    """The coarsest stored level whose cells tile ``bucket_ns`` buckets, None below the finest level."""
+    fit = [lv for lv in LEVELS if lv <= bucket_ns and bucket_ns % lv == 0]
+    return fit[-1] if fit else None
+
+
+def tile(from_ns: int, to_ns: int, levels: tuple[int, ...] = LEVELS) -> list[tuple[int, int, int]]:
+    """[from, to) cut into whole cells of the stored levels, coarsest first: (level, start, end) ranges.
+    What is left at the edges (less than a finest cell) is not covered: it is read from the raw rows."""
+    if not levels:
+        return []
+    lv = levels[-1]
+    a, b = -(-from_ns // lv) * lv, to_ns // lv * lv
+    if a >= b:
+        return tile(from_ns, to_ns, levels[:-1])
+    return [(lv, a, b)] + tile(from_ns, a, levels[:-1]) + tile(b, to_ns, levels[:-1])
+
+
+def duration_class(dur: str, level: int) -> str:
+    """SQL: 0 for a row shorter than the finest level's cell (short at every bucket the levels serve), else
+    the 1-based position of the first ladder value above its duration (NEVER_SHORT past the ladder). The
+    same at every level, so any level's cells also say which kinds have rows longer than a bucket."""
+    first = f"arrayFirstIndex(x -> {dur} < x, [{', '.join(str(v) for v in LADDER)}])"
+    return f"toUInt8(if({dur} < {level}, 0, if({first} = 0, {NEVER_SHORT}, {first})))"
+
+
+_CREATE = (
+    f"CREATE TABLE IF NOT EXISTS {LOD_TABLE} (level UInt64, kind LowCardinality(String), tgid UInt32, tid UInt32, "
+    "t0 UInt64, dclass UInt8, cls LowCardinality(String), n SimpleAggregateFunction(sum, UInt64), "
+    "busy SimpleAggregateFunction(sum, UInt64), longest SimpleAggregateFunction(max, UInt64), "
+    "comm SimpleAggregateFunction(anyLast, String)) "
+    f"ENGINE = AggregatingMergeTree PARTITION BY (intDiv(t0, {PARTITION_NS}), kind) "
+    "ORDER BY (level, tgid, tid, t0, kind, dclass, cls)",
+    f"CREATE TABLE IF NOT EXISTS {MARKS_TABLE} (kind LowCardinality(String), part Int64, rows UInt64, "
+    "block Int64, built_ns UInt64) ENGINE = MergeTree ORDER BY (kind, part)",
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the level builder needs of a timeline kind (``timeline_lod.Kind`` satisfies it)."""
+
+    name: str
+    table: str
+    pid: str
+    tid: str
+    start: str
+    dur: str
+    cls: str
+    comm: str
+
+
+def _build_sql(k: Source, part: int) -> list[str]:
+    lo, hi = part * PARTITION_NS, (part + 1) * PARTITION_NS
+    first = LEVELS[0]
+    out = [f"INSERT INTO {LOD_TABLE} SELECT {first}, '{k.name}', toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, "
+           f"intDiv({k.start}, {first}) * {first} AS c, {duration_class(k.dur, first)} AS d, toString({k.cls}) AS cl, "
+           f"count(), sum({k.dur}), max({k.dur}), anyLast({k.comm}) FROM {k.table} "
+           f"WHERE {k.start} >= {lo} AND {k.start} < {hi} GROUP BY p, th, c, d, cl"]
+    for finer, lv in zip(LEVELS, LEVELS[1:], strict=False):   # each level from the one below: exact, and cheap
+        out.append(f"INSERT INTO {LOD_TABLE} SELECT {lv}, kind, tgid, tid, intDiv(t0, {lv}) * {lv} AS c, "
+                   f"dclass AS d, cls, sum(n), sum(busy), max(longest), "
+                   f"anyLast(comm) FROM {LOD_TABLE} WHERE level = {finer} AND kind = '{k.name}' AND t0 >= {lo} "
+                   f"AND t0 < {hi} GROUP BY kind, tgid, tid, c, d, cls")
+    return out
+
+
+@dataclass
+class Levels:
+    """Builds and checks the level-of-detail cells of one store; one per served store (a lock: requests
+    are served on several threads, and two of them must not build the same partition twice)."""
+
+    store: Store
+    built_ms: float = 0.0          # time spent building, for the bench and the answer's took_ms split
+    builds: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ready: bool | None = None
+
+    def writable(self) -> bool:
+        """Only a store this process owns (the embedded chDB store) can hold built levels."""
+        if self._ready is None:
+            from kprobe.sinks.chdb_store import ChdbStore
+
+            self._ready = isinstance(self.store, ChdbStore)
+            if self._ready:
+                for sql in _CREATE:
+                    self.store.query(sql)
+        return self._ready
+
+    def prepare(self, kinds: list[Any], from_ns: int, to_ns: int, now_ns: int | None = None) -> bool:
+        """True when every (kind, partition) the window touches has current cells (building what is missing
+        or stale); False when some cannot be built (a partition still being written, a read-only store)."""
+        if not kinds or not self.writable():
+            return False
+        now = time.time_ns() if now_ns is None else now_ns
+        parts = range(from_ns // PARTITION_NS, (to_ns - 1) // PARTITION_NS + 1)
+        if len(parts) > 1000:
+            return False
+        with self._lock:
+            gen = self._generations({k.table for k in kinds}, parts)
+            marks = self._marks([k.name for k in kinds], parts)
+            stale = [(k, p) for k in kinds for p in parts if marks.get((k.name, p)) != gen.get((k.table, p), (0, 0))]
+            if any((p + 1) * PARTITION_NS > now - CLOSED_AFTER_NS for _, p in stale):
+                return False
+            t = time.perf_counter()
+            for k, p in stale:
+                self._build(k, p, gen.get((k.table, p), (0, 0)), now)
+            if stale:
+                self.built_ms += (time.perf_counter() - t) * 1e3
+                self.builds += len(stale)
+        return True
+
+    def _generations(self, tables: set[str], parts: range) -> dict[tuple[str, int], tuple[int, int]]:
+        names = ", ".join(f"'{t}'" for t in sorted(tables))
+        rows = self.store.query_rows(
+            "SELECT table, partition, sum(rows) AS r, max(max_block_number) AS b FROM system.parts "
+            f"WHERE active AND database = currentDatabase() AND table IN ({names}) GROUP BY table, partition")
+        out = {}
+        for r in rows:
+            p = str(r["partition"])
+            if p.lstrip("-").isdigit() and int(p) in parts:
+                out[(str(r["table"]), int(p))] = (int(r["r"]), int(r["b"]))
+        return out
+
+    def _marks(self, kinds: list[str], parts: range) -> dict[tuple[str, int], tuple[int, int]]:
+        names = ", ".join(f"'{k}'" for k in kinds)
+        rows = self.store.query_rows(
+            f"SELECT kind, part, argMax(rows, built_ns) AS r, argMax(block, built_ns) AS b FROM {MARKS_TABLE} "
+            f"WHERE kind IN ({names}) AND part >= {parts.start} AND part < {parts.stop} GROUP BY kind, part")
+        return {(str(r["kind"]), int(r["part"])): (int(r["r"]), int(r["b"])) for r in rows}
+
+    def _build(self, k: Any, part: int, gen: tuple[int, int], now: int) -> None:
+        self.store.query(f"ALTER TABLE {LOD_TABLE} DROP PARTITION ({part}, '{k.name}')")
+        if gen[0]:
+            src = Source(k.name, k.table, k.pid, k.tid, k.start, k.dur, k.cls, k.comm)
+            for sql in _build_sql(src, part):
+                self.store.query(sql)
+        self.store.query(f"INSERT INTO {MARKS_TABLE} VALUES ('{k.name}', {part}, {gen[0]}, {gen[1]}, {now})")
