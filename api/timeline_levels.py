@@ -6,7 +6,7 @@ Why: the widest views of a busy host cover a million rows; scanning them for eve
 starts in, its thread, kind, colour class and whether it is shorter than a bucket; so per stored
 level (cells of 1 ms, 10 ms, 100 ms, 1 s) the table ``timeline_lod`` keeps, per thread, kind, cell,
 duration class and colour class: how many rows start there, their summed and longest duration and
-the thread's name. A bucket of the ladder at or above a millisecond is a whole number of one level's
+the thread's name in its latest row. A bucket of the ladder at or above a millisecond is a whole number of one level's
 cells, and a row is shorter than a ladder bucket exactly when its duration class (the position of the
 first ladder value above its duration) is at most the bucket's position; so a wide view reads a few
 thousand cells and gets exactly what a GROUP BY over the raw rows gives (tests/api/test_timeline_lod.py).
@@ -84,7 +84,7 @@ _CREATE = (
     f"CREATE TABLE IF NOT EXISTS {LOD_TABLE} (level UInt64, kind LowCardinality(String), tgid UInt32, tid UInt32, "
     "t0 UInt64, dclass UInt8, cls LowCardinality(String), n SimpleAggregateFunction(sum, UInt64), "
     "busy SimpleAggregateFunction(sum, UInt64), longest SimpleAggregateFunction(max, UInt64), "
-    "comm SimpleAggregateFunction(anyLast, String)) "
+    "named SimpleAggregateFunction(max, Tuple(UInt64, String))) "
     f"ENGINE = AggregatingMergeTree PARTITION BY (intDiv(t0, {PARTITION_NS}), kind) "
     "ORDER BY (level, tgid, tid, t0, kind, dclass, cls)",
     f"CREATE TABLE IF NOT EXISTS {MARKS_TABLE} (kind LowCardinality(String), part Int64, rows UInt64, "
@@ -111,12 +111,12 @@ def _build_sql(k: Source, part: int) -> list[str]:
     first = LEVELS[0]
     out = [f"INSERT INTO {LOD_TABLE} SELECT {first}, '{k.name}', toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, "
            f"intDiv({k.start}, {first}) * {first} AS c, {duration_class(k.dur, first)} AS d, toString({k.cls}) AS cl, "
-           f"count(), sum({k.dur}), max({k.dur}), anyLast({k.comm}) FROM {k.table} "
+           f"count(), sum({k.dur}), max({k.dur}), max(({k.start}, {k.comm})) FROM {k.table} "
            f"WHERE {k.start} >= {lo} AND {k.start} < {hi} GROUP BY p, th, c, d, cl"]
     for finer, lv in zip(LEVELS, LEVELS[1:], strict=False):   # each level from the one below: exact, and cheap
         out.append(f"INSERT INTO {LOD_TABLE} SELECT {lv}, kind, tgid, tid, intDiv(t0, {lv}) * {lv} AS c, "
                    f"dclass AS d, cls, sum(n), sum(busy), max(longest), "
-                   f"anyLast(comm) FROM {LOD_TABLE} WHERE level = {finer} AND kind = '{k.name}' AND t0 >= {lo} "
+                   f"max(named) FROM {LOD_TABLE} WHERE level = {finer} AND kind = '{k.name}' AND t0 >= {lo} "
                    f"AND t0 < {hi} GROUP BY kind, tgid, tid, c, d, cls")
     return out
 

@@ -176,16 +176,16 @@ def find_lanes(store: Store, w: Window, kinds: list[Kind], levels: bool = False
     f, t, b = w.from_ns, w.to_ns, w.bucket_ns
     tiles = tile(f, t) if levels else []
     parts = [f"SELECT '{k.name}' AS k, toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, count() AS n, "
-             f"countIf({k.dur} >= {b}) AS lg, anyLast({k.comm}) AS c FROM {k.table} "
+             f"countIf({k.dur} >= {b}) AS lg, max(({k.start}, {k.comm})) AS nm FROM {k.table} "
              f"WHERE {k.overlap(f, t)}{_pid_filter(k.pid, w.pids)}{_outside(k, tiles)} GROUP BY p, th" for k in kinds]
     if tiles:
         names = ", ".join(f"'{k.name}'" for k in kinds)
         cells = " OR ".join(f"(level = {lv} AND t0 >= {a} AND t0 < {z})" for lv, a, z in tiles)
         parts.append(f"SELECT toString(kind) AS k, tgid AS p, tid AS th, sum(n) AS cnt, "
-                     f"sumIf(n, dclass > {ladder_index(b)}) AS lg, anyLast(comm) AS c FROM {LOD_TABLE} "
+                     f"sumIf(n, dclass > {ladder_index(b)}) AS lg, max(named) AS nm FROM {LOD_TABLE} "
                      f"WHERE ({cells}) AND kind IN ({names}){_pid_filter('tgid', w.pids)} GROUP BY k, p, th")
-    cols = _columns(store.query(f"SELECT k, p, th, n, lg, c FROM ({' UNION ALL '.join(parts)}) WHERE p != 0",
-                                "JSONCompactColumns"), 6)
+    cols = _columns(store.query(f"SELECT k, p, th, n, lg, nm.1, nm.2 FROM ({' UNION ALL '.join(parts)}) "
+                                "WHERE p != 0", "JSONCompactColumns"), 7)
     per_lane: dict[tuple[int, int], int] = {}
     for p, th, n in zip(cols[1], cols[2], cols[3], strict=True):
         per_lane[(p, th)] = per_lane.get((p, th), 0) + int(n)
@@ -198,8 +198,11 @@ def find_lanes(store: Store, w: Window, kinds: list[Kind], levels: bool = False
             present.add(k)
             if int(lg):
                 long.add(k)
-    comms = {(p, th): c for p, th, c in zip(cols[1], cols[2], cols[5], strict=True) if c and (p, th) in chosen}
-    return lanes, present, comms, long
+    named: dict[tuple[int, int], tuple[int, str]] = {}   # the name in the thread's latest row that has one
+    for p, th, at, c in zip(cols[1], cols[2], cols[5], cols[6], strict=True):
+        if c and (p, th) in chosen:
+            named[(p, th)] = max(named.get((p, th), (0, "")), (int(at), c))
+    return lanes, present, {ln: c for ln, (_, c) in named.items()}, long
 
 
 def lane_names(store: Store, lanes: list[tuple[int, int]],

@@ -47,8 +47,8 @@ GOAL_RENDER_MS = 300.0
 BATCH = 250_000
 
 
-def fill(store: ChdbStore, events: int, window_ns: int, seed: int = 7) -> None:
-    """``events`` rows spread over [BASE_NS, BASE_NS + window_ns), in time-ordered batches."""
+def fill(store: ChdbStore, events: int, window_ns: int, seed: int = 7, base_ns: int = BASE_NS) -> None:
+    """``events`` rows spread over [base_ns, base_ns + window_ns), in time-ordered batches."""
     rng = np.random.default_rng(seed)
     pop = make_population(rng)
     ids = identity_cache(pop)
@@ -59,7 +59,7 @@ def fill(store: ChdbStore, events: int, window_ns: int, seed: int = 7) -> None:
         while done < n:
             k = min(BATCH, n - done)
             r = gen(rng, pop, k)
-            start = BASE_NS + window_ns * done // n
+            start = base_ns + window_ns * done // n
             span = window_ns * k // n
             if table == "syscall":
                 dur = r["exit_ns"] - r["enter_ns"]
