@@ -4,9 +4,9 @@ Why: the widest views of a busy host cover a million rows; scanning them for eve
 250-350 ms on this VM, most of it chDB reading and grouping raw rows (bench/api_timeline.py
 --profile). The sums a wide view draws only depend on which cell of the 1-2-5 bucket ladder a row
 starts in, its thread, kind, colour class and whether it is shorter than a bucket; so per stored
-level (cells of 1 ms, 10 ms, 100 ms, 1 s) the table ``timeline_lod`` keeps, per thread, kind, cell,
-duration class and colour class: how many rows start there, their summed and longest duration and
-the thread's name in its latest row. A bucket of the ladder at or above a millisecond is a whole number of one level's
+level (cells of 1 ms, 10 ms, 100 ms, 1 s) the table ``timeline_lod`` keeps, per thread, kind, cell and
+duration class: how many rows start there, their summed duration, the longest with its colour class
+and the thread's name in the latest of them. A bucket of the ladder at or above a millisecond is a whole number of one level's
 cells, and a row is shorter than a ladder bucket exactly when its duration class (the position of the
 first ladder value above its duration) is at most the bucket's position; so a wide view reads a few
 thousand cells and gets exactly what a GROUP BY over the raw rows gives (tests/api/test_timeline_lod.py).
@@ -82,11 +82,11 @@ def duration_class(dur: str, level: int) -> str:
 
 _CREATE = (
     f"CREATE TABLE IF NOT EXISTS {LOD_TABLE} (level UInt64, kind LowCardinality(String), tgid UInt32, tid UInt32, "
-    "t0 UInt64, dclass UInt8, cls LowCardinality(String), n SimpleAggregateFunction(sum, UInt64), "
-    "busy SimpleAggregateFunction(sum, UInt64), longest SimpleAggregateFunction(max, UInt64), "
+    "t0 UInt64, dclass UInt8, n SimpleAggregateFunction(sum, UInt64), busy SimpleAggregateFunction(sum, UInt64), "
+    "top SimpleAggregateFunction(max, Tuple(UInt64, String)), "
     "named SimpleAggregateFunction(max, Tuple(UInt64, String))) "
     f"ENGINE = AggregatingMergeTree PARTITION BY (intDiv(t0, {PARTITION_NS}), kind) "
-    "ORDER BY (level, tgid, tid, t0, kind, dclass, cls)",
+    "ORDER BY (level, tgid, tid, t0, kind, dclass)",
     f"CREATE TABLE IF NOT EXISTS {MARKS_TABLE} (kind LowCardinality(String), part Int64, rows UInt64, "
     "block Int64, built_ns UInt64) ENGINE = MergeTree ORDER BY (kind, part)",
 )
@@ -110,14 +110,14 @@ def _build_sql(k: Source, part: int) -> list[str]:
     lo, hi = part * PARTITION_NS, (part + 1) * PARTITION_NS
     first = LEVELS[0]
     out = [f"INSERT INTO {LOD_TABLE} SELECT {first}, '{k.name}', toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, "
-           f"intDiv({k.start}, {first}) * {first} AS c, {duration_class(k.dur, first)} AS d, toString({k.cls}) AS cl, "
-           f"count(), sum({k.dur}), max({k.dur}), max(({k.start}, {k.comm})) FROM {k.table} "
-           f"WHERE {k.start} >= {lo} AND {k.start} < {hi} GROUP BY p, th, c, d, cl"]
+           f"intDiv({k.start}, {first}) * {first} AS c, {duration_class(k.dur, first)} AS d, "
+           f"count(), sum({k.dur}), max(({k.dur}, toString({k.cls}))), max(({k.start}, {k.comm})) FROM {k.table} "
+           f"WHERE {k.start} >= {lo} AND {k.start} < {hi} GROUP BY p, th, c, d"]
     for finer, lv in zip(LEVELS, LEVELS[1:], strict=False):   # each level from the one below: exact, and cheap
         out.append(f"INSERT INTO {LOD_TABLE} SELECT {lv}, kind, tgid, tid, intDiv(t0, {lv}) * {lv} AS c, "
-                   f"dclass AS d, cls, sum(n), sum(busy), max(longest), "
-                   f"max(named) FROM {LOD_TABLE} WHERE level = {finer} AND kind = '{k.name}' AND t0 >= {lo} "
-                   f"AND t0 < {hi} GROUP BY kind, tgid, tid, c, d, cls")
+                   f"dclass AS d, sum(n), sum(busy), max(top), max(named) FROM {LOD_TABLE} "
+                   f"WHERE level = {finer} AND kind = '{k.name}' AND t0 >= {lo} AND t0 < {hi} "
+                   "GROUP BY kind, tgid, tid, c, d")
     return out
 
 

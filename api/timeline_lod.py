@@ -255,7 +255,7 @@ def raw_bucket_sql(k: Kind, w: Window, lanes: list[tuple[int, int]]) -> str:
     """Rows of one kind shorter than a bucket summed per (thread, bucket of their start), from the raw rows."""
     b, c0, c1 = w.bucket_ns, w.first_cell, w.end_cell
     return (f"SELECT '{k.name}' AS k, toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, "
-            f"argMax(toString({k.cls}), ({k.dur}, toString({k.cls}))) AS c, "
+            f"max(({k.dur}, toString({k.cls}))).2 AS c, "
             f"toInt64(intDiv({k.start}, {b})) - {c0} AS b, count() AS n, sum({k.dur}) AS busy "
             f"FROM {k.table} WHERE {k.start} >= {c0 * b} AND {k.start} < {c1 * b} AND {_lane_filter(k, lanes)} "
             f"AND {k.dur} < {b} GROUP BY p, th, b ORDER BY p, th, b LIMIT {MAX_BUCKET_ROWS + 1}")
@@ -265,7 +265,7 @@ def lod_bucket_sql(kinds: list[Kind], w: Window, lanes: list[tuple[int, int]], l
     """The same sums for all the kinds at once, read from the level's cells (see timeline_levels)."""
     b, c0, c1 = w.bucket_ns, w.first_cell, w.end_cell
     names = ", ".join(f"'{k.name}'" for k in kinds)
-    return (f"SELECT toString(kind) AS k, tgid AS p, tid AS th, argMax(toString(cls), (longest, toString(cls))) AS c, "
+    return (f"SELECT toString(kind) AS k, tgid AS p, tid AS th, max(top).2 AS c, "
             f"toInt64(intDiv(t0, {b})) - {c0} AS b, sum(n) AS n, sum(busy) AS busy FROM {LOD_TABLE} "
             f"WHERE level = {level} AND t0 >= {c0 * b} AND t0 < {c1 * b} AND kind IN ({names}) "
             f"AND dclass <= {ladder_index(b)} AND {_lane_filter(kinds[0], lanes, 'tgid', 'tid')} "
