@@ -1,8 +1,8 @@
 """The timeline's level of detail: per-cell sums of a closed partition, built the first time a view needs them.
 
-Why: the widest views of a busy host cover a million rows; scanning them for every zoom and pan cost
-250-350 ms on this VM, most of it chDB reading and grouping raw rows (bench/api_timeline.py
---profile). The sums a wide view draws only depend on which cell of the 1-2-5 bucket ladder a row
+Why: the widest views of a busy host cover a million rows; scanning them for every zoom and pan was
+most of such a request's time (chDB reading and grouping raw rows: bench/api_timeline.py --profile
+prints the split). The sums a wide view draws only depend on which cell of the 1-2-5 bucket ladder a row
 starts in, its thread, kind, colour class and whether it is shorter than a bucket; so per stored
 level (cells of 1 ms, 10 ms, 100 ms, 1 s) the table ``timeline_lod`` keeps, per thread, kind, cell and
 duration class: how many rows start there, their summed duration, the longest with its colour class
@@ -11,10 +11,10 @@ cells, and a row is shorter than a ladder bucket exactly when its duration class
 first ladder value above its duration) is at most the bucket's position; so a wide view reads a few
 thousand cells and gets exactly what a GROUP BY over the raw rows gives (tests/api/test_timeline_lod.py).
 
-Why built on demand and not by a materialized view at insert time: measured here, a materialized view
-(or an aggregate projection) on the event tables made every recorder insert cost 10-25 ms more CPU
-(a 2000-row insert 37 -> 60 ms), and the recorder inserts the busy tables five times a second, far past
-the always-on budget; most rows are never looked at. So the first view of a (kind, 10-minute partition)
+Why built on demand and not by a materialized view at insert time: a materialized view (or an
+aggregate projection) on the event tables adds a second aggregation and part write to every insert
+(the recorder's CPU per insert grew by about half when tried), and the recorder inserts the busy
+tables several times a second, all day, while most rows are never looked at. So the first view of a (kind, 10-minute partition)
 builds its cells once (a GROUP BY of that partition, then each coarser level from the finer one) and
 every later view reads them. A partition is built only once it is closed (its end a minute in the
 past): the one being written is read raw. Each build records the partition's generation (rows and
