@@ -261,15 +261,55 @@ def raw_bucket_sql(k: Kind, w: Window, lanes: list[tuple[int, int]]) -> str:
             f"AND {k.dur} < {b} GROUP BY p, th, b ORDER BY p, th, b LIMIT {MAX_BUCKET_ROWS + 1}")
 
 
-def lod_bucket_sql(kinds: list[Kind], w: Window, lanes: list[tuple[int, int]], level: int) -> str:
-    """The same sums for all the kinds at once, read from the level's cells (see timeline_levels)."""
+def lod_cells_sql(kinds: list[Kind], w: Window, lanes: list[tuple[int, int]], level: int) -> str:
+    """The level's cells of the window's buckets holding rows shorter than a bucket, not yet summed per
+    bucket: ``lod_sums`` does that in numpy (a GROUP BY with the class of the longest cost chDB several
+    times the read of these few cells)."""
     b, c0, c1 = w.bucket_ns, w.first_cell, w.end_cell
     names = ", ".join(f"'{k.name}'" for k in kinds)
-    return (f"SELECT toString(kind) AS k, tgid AS p, tid AS th, max(top).2 AS c, "
-            f"toInt64(intDiv(t0, {b})) - {c0} AS b, sum(n) AS n, sum(busy) AS busy FROM {LOD_TABLE} "
+    return (f"SELECT toString(kind) AS k, tgid AS p, tid AS th, toInt64(intDiv(t0, {b})) - {c0} AS b, n, busy, "
+            f"top.1 AS lg, top.2 AS c FROM {LOD_TABLE} "
             f"WHERE level = {level} AND t0 >= {c0 * b} AND t0 < {c1 * b} AND kind IN ({names}) "
             f"AND dclass <= {ladder_index(b)} AND {_lane_filter(kinds[0], lanes, 'tgid', 'tid')} "
-            f"GROUP BY k, p, th, b ORDER BY k, p, th, b LIMIT {MAX_BUCKET_ROWS + 1}")
+            "ORDER BY p, th, b, k")   # the table's order (level, tgid, tid, t0, kind): sorted as read
+
+
+def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """A string column as codes whose order is the strings' order, and the strings."""
+    enc = pc.dictionary_encode(col).combine_chunks()
+    names = enc.dictionary.to_pylist()
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(np.array(names, dtype=object))] = np.arange(len(names))
+    return rank[enc.indices.to_numpy(zero_copy_only=False)], sorted(names)
+
+
+def lod_sums(cells: pa.Table) -> pa.Table:
+    """Cells (ordered by thread, bucket, kind) summed per (kind, thread, bucket): count and busy summed,
+    the class of the longest row (ties: the greatest class), exactly what ``raw_bucket_sql`` computes
+    from the rows. Consecutive runs, so no sort: reductions over run starts."""
+    if not cells.num_rows:
+        return pa.table({"k": pa.array([], pa.string()), "p": pa.array([], pa.uint32()),
+                         "th": pa.array([], pa.uint32()), "c": pa.array([], pa.string()),
+                         "b": pa.array([], pa.int64()), "n": pa.array([], pa.uint64()),
+                         "busy": pa.array([], pa.uint64())})
+    k, knames = _codes(cells.column("k"))
+    c, cnames = _codes(cells.column("c"))
+    p, th = cells.column("p").to_numpy(), cells.column("th").to_numpy()
+    b, lg = cells.column("b").to_numpy(), cells.column("lg").to_numpy()
+    new = np.ones(len(k), dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | (p[1:] != p[:-1]) | (th[1:] != th[:-1]) | (b[1:] != b[:-1])
+    starts = np.flatnonzero(new)
+    run = np.cumsum(new) - 1                        # each cell's run
+    longest = np.maximum.reduceat(lg, starts)
+    cls = np.maximum.reduceat(np.where(lg == longest[run], c, -1), starts)
+    return pa.table({
+        "k": pa.array(np.array(knames, dtype=object)[k[starts]].tolist(), pa.string()),
+        "p": pa.array(p[starts]), "th": pa.array(th[starts]),
+        "c": pa.array(np.array(cnames, dtype=object)[cls].tolist(), pa.string()),
+        "b": pa.array(b[starts]),
+        "n": pa.array(np.add.reduceat(cells.column("n").to_numpy(), starts)),
+        "busy": pa.array(np.add.reduceat(cells.column("busy").to_numpy(), starts)),
+    })
 
 
 def timeline(store: Store, w: Window, levels: Levels | None = None) -> dict[str, Any]:
@@ -295,7 +335,7 @@ def timeline(store: Store, w: Window, levels: Levels | None = None) -> dict[str,
                 got, cut = _items(store, k, w, lanes, index)
                 truncated |= cut
                 items.extend(got)
-        sqls = [lod_bucket_sql(kinds, w, lanes, level)] if level is not None else \
+        sqls = [lod_cells_sql(kinds, w, lanes, level)] if level is not None else \
             [raw_bucket_sql(k, w, lanes) for k in kinds]   # one statement per kind: a UNION ALL cost more
         for sql in sqls:
             room = MAX_BUCKET_ROWS - len(buckets["b"])
@@ -303,6 +343,7 @@ def timeline(store: Store, w: Window, levels: Levels | None = None) -> dict[str,
                 truncated = True
                 break
             got = _arrow(store.query(sql, "ArrowStream"))
+            got = lod_sums(got) if level is not None else got
             truncated |= got.num_rows > room
             _append_buckets(buckets, got.slice(0, room), lanes, rows)
     return {
