@@ -11,15 +11,23 @@ writes them. Then, as the browser would, the window is zoomed from the whole win
 (factor 10 per step, then 2x to 50 µs), centred on a busy thread's off-CPU interval, with two pans
 (a quarter of the window each way) at every level: each step is one GET /api/v1/timeline through
 the real HTTP server (``kprobe serve``'s ``ApiServer``), once for the busiest threads (no pid) and
-once for one process. Printed per step: the server's own time (``took_ms``: the store queries and
-the aggregation), the HTTP round trip, drawable slices and per-pixel sums returned.
+once for one process, and the whole plan is asked --repeat times. Printed per step: the server's own
+time (``took_ms``: the store queries and the shaping) and the HTTP round trip (plus JSON encoding),
+p50 and p95 over the repeats, drawable slices and per-bucket sums returned, and whether the sums came
+from the level-of-detail cells (their level) or the raw rows. The first view of the window is timed
+apart: it builds the cells of its partition (api/timeline_levels.py), once. The load average is
+printed with the numbers: the host is shared, so compare runs made under the same load.
+
+--profile prints where the widest view's time goes: each SQL statement's time in chDB, the Python
+shaping and the JSON encoding, from the cells and from the raw rows.
 
 With --browser (Debian's chromium and Playwright installed, as scripts/setup.sh does), the same
 steps are then opened in the web UI in headless Chromium (each step is a shared link: the timeline
 view at that range) and the UI's own measurements are printed: server time, round trip as the page
 saw it, and the time to draw the answer (``render``).
 
-Usage: python3 bench/api_timeline.py [--events 1000000] [--window-ms 1000] [--width 1200] [--browser] [--json]
+Usage: python3 bench/api_timeline.py [--events 1000000] [--window-ms 1000] [--width 1200] [--repeat 5]
+       [--compare-raw] [--profile] [--browser] [--json]
 """
 
 from __future__ import annotations
@@ -174,7 +182,8 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=1200)
     ap.add_argument("--repeat", type=int, default=5, help="times each step is asked (p50/p95 over them)")
     ap.add_argument("--compare-raw", action="store_true",
-                    help="also time each step from the raw rows only (in-process, interleaved with the served one)")
+                    help="also time each step from the raw rows only (in-process, interleaved with the served one; "
+                         "their scans evict the cells' marks and pages, so the served times are worse in such a run)")
     ap.add_argument("--profile", action="store_true", help="where the widest view's time goes (SQL, Python, JSON)")
     ap.add_argument("--browser", action="store_true", help="also time the UI drawing each step in Chromium")
     ap.add_argument("--json", action="store_true")
