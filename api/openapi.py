@@ -79,7 +79,7 @@ SCHEMAS: dict[str, Any] = {
         "buckets": _obj({k: _arr(_INT) for k in ("lane", "b", "n", "busy_ns")}
                         | {k: _arr(_STR) for k in ("row", "cls")}, extra=False),
         "truncated": {"type": "boolean"}, "took_ms": {"type": "number"},
-        "lod": _obj({"level_ns": _NINT, "built_ms": {"type": "number"}})}),
+        "lod": _obj({"level_ns": _NINT})}),
 }
 
 

@@ -123,13 +123,21 @@ def _build_sql(k: Source, part: int) -> list[str]:
 
 @dataclass
 class Levels:
-    """Builds and checks the level-of-detail cells of one store; one per served store (a lock: requests
-    are served on several threads, and two of them must not build the same partition twice)."""
+    """Builds and checks the level-of-detail cells of one store; one per served store.
+
+    Building a busy partition takes seconds (it reads every row once), so by default it runs on a
+    thread of its own and the views that asked are answered from the raw rows meanwhile: no view is
+    slower than without levels, later ones are faster. ``background=False`` builds before answering
+    (tests). A failed build is counted in ``errors`` and the views stay raw."""
 
     store: Store
-    built_ms: float = 0.0          # time spent building, for the bench and the answer's took_ms split
-    builds: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    background: bool = True
+    built_ms: float = 0.0          # time spent building (the bench prints it)
+    builds: int = 0                # (kind, partition) builds done
+    errors: int = 0                # builds that failed
+    last_error: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)        # one build at a time
+    _worker: threading.Thread | None = None
     _ready: bool | None = None
 
     def writable(self) -> bool:
@@ -144,27 +152,49 @@ class Levels:
         return self._ready
 
     def prepare(self, kinds: list[Any], from_ns: int, to_ns: int, now_ns: int | None = None) -> bool:
-        """True when every (kind, partition) the window touches has current cells (building what is missing
-        or stale); False when some cannot be built (a partition still being written, a read-only store)."""
+        """True when every (kind, partition) the window touches has current cells; otherwise False, after
+        starting the build of what is missing or stale where it can be built (not a partition still being
+        written, not a read-only store)."""
         if not kinds or not self.writable():
             return False
         now = time.time_ns() if now_ns is None else now_ns
         parts = range(from_ns // PARTITION_NS, (to_ns - 1) // PARTITION_NS + 1)
         if len(parts) > 1000:
             return False
+        gen = self._generations({k.table for k in kinds}, parts)
+        marks = self._marks([k.name for k in kinds], parts)
+        stale = [(k, p, gen.get((k.table, p), (0, 0))) for k in kinds for p in parts
+                 if marks.get((k.name, p)) != gen.get((k.table, p), (0, 0))]
+        if not stale:
+            return True
+        if any((p + 1) * PARTITION_NS > now - CLOSED_AFTER_NS for _, p, _ in stale):
+            return False
+        if not self.background:
+            failed = self.errors
+            self._build_all(stale, now)
+            return self.errors == failed
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._build_all, args=(stale, now), daemon=True,
+                                            name="timeline-levels")
+            self._worker.start()
+        return False
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the build running now (if any) is done."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def _build_all(self, stale: list[tuple[Any, int, tuple[int, int]]], now: int) -> None:
         with self._lock:
-            gen = self._generations({k.table for k in kinds}, parts)
-            marks = self._marks([k.name for k in kinds], parts)
-            stale = [(k, p) for k in kinds for p in parts if marks.get((k.name, p)) != gen.get((k.table, p), (0, 0))]
-            if any((p + 1) * PARTITION_NS > now - CLOSED_AFTER_NS for _, p in stale):
-                return False
             t = time.perf_counter()
-            for k, p in stale:
-                self._build(k, p, gen.get((k.table, p), (0, 0)), now)
-            if stale:
-                self.built_ms += (time.perf_counter() - t) * 1e3
-                self.builds += len(stale)
-        return True
+            for k, p, gen in stale:
+                try:
+                    self._build(k, p, gen, now)
+                    self.builds += 1
+                except Exception as e:  # chDB raises plain RuntimeErrors; a closed store, a full disk
+                    self.errors += 1
+                    self.last_error = f"{k.name} partition {p}: {str(e)[:200]}"
+            self.built_ms += (time.perf_counter() - t) * 1e3
 
     def _generations(self, tables: set[str], parts: range) -> dict[tuple[str, int], tuple[int, int]]:
         names = ", ".join(f"'{t}'" for t in sorted(tables))

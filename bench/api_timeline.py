@@ -207,10 +207,13 @@ def main() -> int:
         plan, rendered, first = [], [], {}
         views = (("busiest threads", ""), (f"pid {busy['tgid']}", f"&pid={busy['tgid']}"))
         try:
-            for who, pid in views:   # the first view of the window builds its cells: timed apart
+            assert ctx.levels is not None
+            for who, pid in views:   # the first view of the window starts building its cells: timed apart
                 body, rt = _get(f"{srv.url}/api/v1/timeline?from={BASE_NS}&to={BASE_NS + window}&width={args.width}"
                                 f"{pid}", "bench")
-                first[who] = {"server_ms": body["took_ms"], "built_ms": body["lod"]["built_ms"], "http_ms": round(rt, 1)}
+                ctx.levels.wait()
+                first[who] = {"server_ms": body["took_ms"], "level": body["lod"]["level_ns"],
+                              "built_ms": ctx.levels.built_ms, "http_ms": round(rt, 1)}
             for _ in range(args.repeat):
                 for who, pid in views:
                     for label, a, b in steps(BASE_NS, BASE_NS + window, centre):
@@ -242,8 +245,9 @@ def main() -> int:
     print(f"load average (1, 5, 15 min): {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at the start, "
           f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at the end ({os.cpu_count()} CPUs)")
     for who, f in first.items():
-        print(f"first view of the whole window ({who}): server {f['server_ms']:.1f} ms, of which building the "
-              f"level-of-detail cells {f['built_ms']:.1f} ms (once per closed partition)")
+        print(f"first view of the whole window ({who}): server {f['server_ms']:.1f} ms from "
+              f"{'the raw rows' if f['level'] is None else 'the cells'}; the cells of its partition built "
+              f"meanwhile in {f['built_ms']:.1f} ms so far (once per closed partition, on the builder's thread)")
     raw_h = f" {'raw p50':>8} {'raw p95':>8}" if args.compare_raw else ""
     print(f"{'view':<16} {'step':<15} {'srv p50':>8} {'srv p95':>8} {'http p50':>8} {'http p95':>8}{raw_h} "
           f"{'slices':>6} {'sums':>6} {'lanes':>5} {'level':>6}")

@@ -65,7 +65,7 @@ WINDOWS = [  # (from, to, width): aligned, unaligned, one cell, across the parti
 
 @pytest.mark.parametrize("f, t, width", WINDOWS)
 def test_levels_answer_what_the_raw_rows_answer(store: ChdbStore, f: int, t: int, width: int) -> None:
-    levels = Levels(store)
+    levels = Levels(store, background=False)
     for pids in ((), (3000,)):
         lod = timeline(store, Window(f, t, width, pids), levels)
         raw = timeline(store, Window(f, t, width, pids, levels=False), levels)
@@ -77,7 +77,7 @@ def test_levels_answer_what_the_raw_rows_answer(store: ChdbStore, f: int, t: int
 def test_one_lane_recomputed_from_its_rows(store: ChdbStore) -> None:
     """The sums of the busiest lane's off-CPU row, recomputed here from its fetched rows."""
     f, t, width = BASE + 10 * MS + 3, BASE + 910 * MS, 900
-    ans = timeline(store, Window(f, t, width), Levels(store))
+    ans = timeline(store, Window(f, t, width), Levels(store, background=False))
     assert ans["lod"]["level_ns"] == 1 * MS
     lane = max(range(len(ans["lanes"])), key=lambda i: ans["buckets"]["lane"].count(i))
     ln = ans["lanes"][lane]
@@ -98,16 +98,23 @@ def test_one_lane_recomputed_from_its_rows(store: ChdbStore) -> None:
     assert got == want and len(got) > 100
 
 
-def test_a_partition_whose_rows_changed_is_rebuilt(store: ChdbStore) -> None:
-    """Rows added to a built partition: the next view rebuilds its cells before using them."""
+def test_a_partition_whose_rows_changed_is_rebuilt_in_the_background(store: ChdbStore) -> None:
+    """Rows added to a built partition: the next view is answered from the raw rows while its cells are
+    rebuilt on the builder's thread, the one after from the new cells, equal to the raw rows again."""
     levels = Levels(store)
     w = Window(BASE, BASE + 1000 * MS, 1200)
+    timeline(store, w, levels)
+    levels.wait()
     first = timeline(store, w, levels)
-    again = timeline(store, w, levels)
-    assert again["lod"]["built_ms"] == 0 and _sums(again) == _sums(first)
+    assert first["lod"]["level_ns"] == 1 * MS
+    builds = levels.builds
     fill(store, 5_000, 1000 * MS, seed=9, base_ns=BASE)
+    during = timeline(store, w, levels)
+    assert during["lod"]["level_ns"] is None, "stale cells are never read"
+    levels.wait()
     after = timeline(store, w, levels)
-    assert after["lod"]["built_ms"] > 0 and _sums(after) != _sums(first)
+    assert after["lod"]["level_ns"] == 1 * MS and levels.builds > builds and levels.errors == 0
+    assert _sums(after) != _sums(first) and _sums(during) == _sums(after)
     _same(after, timeline(store, Window(BASE, BASE + 1000 * MS, 1200, levels=False), levels))
 
 
@@ -116,8 +123,9 @@ def test_a_partition_still_written_is_read_raw(store: ChdbStore) -> None:
     chDB engine per process: the module's store)."""
     now = time.time_ns()
     fill(store, 2_000, 100 * MS, seed=5, base_ns=now - 200 * MS)
-    ans = timeline(store, Window(now - 300 * MS, now, 200), Levels(store))
-    assert ans["lod"]["level_ns"] is None and ans["buckets"]["b"]
+    levels = Levels(store, background=False)
+    ans = timeline(store, Window(now - 300 * MS, now, 200), levels)
+    assert ans["lod"]["level_ns"] is None and ans["buckets"]["b"] and levels.builds == 0
 
 
 def test_tiles_cover_the_window_with_whole_cells() -> None:
