@@ -41,6 +41,7 @@ LADDER: tuple[int, ...] = tuple(m * 10**k for k in range(16) for m in (1, 2, 5))
 NEVER_SHORT = 255            # duration class of a row longer than the whole ladder
 PARTITION_NS = PARTITION_MINUTES * 60 * 1_000_000_000
 CLOSED_AFTER_NS = 60 * 1_000_000_000   # a partition is built once its end is this far in the past
+CHUNK_ROWS = 100_000                   # rows read per build statement (a view waits for at most one)
 
 
 def ladder_bucket(span_ns: int, width: int) -> int:
@@ -106,18 +107,38 @@ class Source:
     comm: str
 
 
-def _build_sql(k: Source, part: int) -> list[str]:
+def _build_sql(k: Source, part: int, pids: tuple[int, int]) -> list[str]:
+    """The cells of one partition's processes ``pids`` (a range): the finest level from the rows, then
+    each level from the one below (exact: a cell is one thread's, sums and maxima compose)."""
     lo, hi = part * PARTITION_NS, (part + 1) * PARTITION_NS
     first = LEVELS[0]
     out = [f"INSERT INTO {LOD_TABLE} SELECT {first}, '{k.name}', toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, "
            f"intDiv({k.start}, {first}) * {first} AS c, {duration_class(k.dur, first)} AS d, "
            f"count(), sum({k.dur}), max(({k.dur}, toString({k.cls}))), max(({k.start}, {k.comm})) FROM {k.table} "
-           f"WHERE {k.start} >= {lo} AND {k.start} < {hi} GROUP BY p, th, c, d"]
-    for finer, lv in zip(LEVELS, LEVELS[1:], strict=False):   # each level from the one below: exact, and cheap
+           f"WHERE {k.start} >= {lo} AND {k.start} < {hi} AND {k.pid} BETWEEN {pids[0]} AND {pids[1]} "
+           "GROUP BY p, th, c, d"]
+    for finer, lv in zip(LEVELS, LEVELS[1:], strict=False):
         out.append(f"INSERT INTO {LOD_TABLE} SELECT {lv}, kind, tgid, tid, intDiv(t0, {lv}) * {lv} AS c, "
                    f"dclass AS d, sum(n), sum(busy), max(top), max(named) FROM {LOD_TABLE} "
                    f"WHERE level = {finer} AND kind = '{k.name}' AND t0 >= {lo} AND t0 < {hi} "
-                   "GROUP BY kind, tgid, tid, c, d")
+                   f"AND tgid BETWEEN {pids[0]} AND {pids[1]} GROUP BY kind, tgid, tid, c, d")
+    return out
+
+
+def pid_chunks(counts: list[tuple[int, int]], rows: int) -> list[tuple[int, int]]:
+    """(pid, rows) in pid order cut into pid ranges of about ``rows`` rows (one busier process alone)."""
+    out: list[tuple[int, int]] = []
+    start, prev, total = None, 0, 0
+    for pid, n in counts:
+        if start is not None and total + n > rows:
+            out.append((start, prev))
+            start, total = None, 0
+        if start is None:
+            start = pid
+        total += n
+        prev = pid
+    if start is not None:
+        out.append((start, prev))
     return out
 
 
@@ -126,8 +147,8 @@ class Levels:
     """Builds and checks the level-of-detail cells of one store; one per served store.
 
     Building a busy partition takes seconds (it reads every row once), so by default it runs on a
-    thread of its own and the views that asked are answered from the raw rows meanwhile: no view is
-    slower than without levels, later ones are faster. ``background=False`` builds before answering
+    thread of its own, a slice of processes per statement (``CHUNK_ROWS``), and the views that asked
+    are answered from the raw rows meanwhile, each waiting at most for one slice's statement. ``background=False`` builds before answering
     (tests). A failed build is counted in ``errors`` and the views stay raw."""
 
     store: Store
@@ -216,9 +237,17 @@ class Levels:
         return {(str(r["kind"]), int(r["part"])): (int(r["r"]), int(r["b"])) for r in rows}
 
     def _build(self, k: Any, part: int, gen: tuple[int, int], now: int) -> None:
+        """One (kind, partition): its old cells dropped, new ones built a slice of processes at a time (each
+        statement holds the store's lock, so a view waits for one slice, not the partition), then marked."""
         self.store.query(f"ALTER TABLE {LOD_TABLE} DROP PARTITION ({part}, '{k.name}')")
         if gen[0]:
             src = Source(k.name, k.table, k.pid, k.tid, k.start, k.dur, k.cls, k.comm)
-            for sql in _build_sql(src, part):
-                self.store.query(sql)
+            lo, hi = part * PARTITION_NS, (part + 1) * PARTITION_NS
+            counts = self.store.query_rows(
+                f"SELECT toUInt32({k.pid}) AS p, count() AS n FROM {k.table} WHERE {k.start} >= {lo} "
+                f"AND {k.start} < {hi} GROUP BY p ORDER BY p")
+            for pids in pid_chunks([(int(r["p"]), int(r["n"])) for r in counts], CHUNK_ROWS):
+                for sql in _build_sql(src, part, pids):
+                    self.store.query(sql)
+                time.sleep(0.002)    # let a waiting view take the store between slices
         self.store.query(f"INSERT INTO {MARKS_TABLE} VALUES ('{k.name}', {part}, {gen[0]}, {gen[1]}, {now})")

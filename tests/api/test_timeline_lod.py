@@ -136,3 +136,12 @@ def test_tiles_cover_the_window_with_whole_cells() -> None:
     assert all(a % lv == 0 and z % lv == 0 for lv, a, z in cells)
     assert covered[0][0] - f < MS and t - covered[-1][1] < MS
     assert all(x[1] == y[0] for x, y in zip(covered, covered[1:], strict=False))
+
+
+def test_pid_chunks_cover_every_process_once() -> None:
+    from kprobe.api.timeline_levels import pid_chunks
+
+    counts = [(1, 50), (2, 60), (3, 500), (7, 10), (9, 10), (12, 95)]
+    chunks = pid_chunks(counts, 100)
+    assert chunks == [(1, 1), (2, 2), (3, 3), (7, 9), (12, 12)]
+    assert pid_chunks([], 100) == []
