@@ -63,7 +63,7 @@ class Kind:
         """Rows in [f, t): an interval that ends after ``f`` or a zero-length one that starts inside."""
         if self.end is None:
             return f"{self.start} >= {f} AND {self.start} < {t}"
-        return f"{self.start} < {t} AND ({self.end} > {f} OR {self.start} >= {f})"
+        return f"{self.start} < {t} AND {self.end} >= {f} AND ({self.end} > {f} OR {self.start} >= {f})"
 
 
 _OFFCPU_CLASS = ("multiIf(reason = 'preempted', 'preempted', reason = 'uninterruptible', 'io', "
@@ -159,6 +159,14 @@ def _columns(raw: bytes, n: int) -> list[list[Any]]:
     return cols if cols else [[] for _ in range(n)]
 
 
+def _latest_name(k: Kind) -> str:
+    """SQL: (start, name) of the thread's latest row, as the level cells keep it; a constant for the tables
+    without names (no per-row work)."""
+    if k.comm == "''":
+        return "(toUInt64(0), '')"
+    return f"(max({k.start}), argMax({k.comm}, ({k.start}, {k.comm})))"
+
+
 def _outside(k: Kind, tiles: list[tuple[int, int, int]]) -> str:
     """SQL: the row starts outside every tile (those rows are counted from the levels)."""
     return "".join(f" AND ({k.start} < {a} OR {k.start} >= {b})" for _, a, b in tiles)
@@ -176,7 +184,7 @@ def find_lanes(store: Store, w: Window, kinds: list[Kind], levels: bool = False
     f, t, b = w.from_ns, w.to_ns, w.bucket_ns
     tiles = tile(f, t) if levels else []
     parts = [f"SELECT '{k.name}' AS k, toUInt32({k.pid}) AS p, toUInt32({k.tid}) AS th, count() AS n, "
-             f"countIf({k.dur} >= {b}) AS lg, max(({k.start}, {k.comm})) AS nm FROM {k.table} "
+             f"countIf({k.dur} >= {b}) AS lg, {_latest_name(k)} AS nm FROM {k.table} "
              f"WHERE {k.overlap(f, t)}{_pid_filter(k.pid, w.pids)}{_outside(k, tiles)} GROUP BY p, th" for k in kinds]
     if tiles:
         names = ", ".join(f"'{k.name}'" for k in kinds)
