@@ -41,6 +41,7 @@ LADDER: tuple[int, ...] = tuple(m * 10**k for k in range(16) for m in (1, 2, 5))
 NEVER_SHORT = 255            # duration class of a row longer than the whole ladder
 PARTITION_NS = PARTITION_MINUTES * 60 * 1_000_000_000
 CLOSED_AFTER_NS = 60 * 1_000_000_000   # a partition is built once its end is this far in the past
+BUILD_DELAY_S = 0.5                    # a build starts this long after the view that found cells missing
 CHUNK_ROWS = 100_000                   # rows read per build statement (a view waits for at most one)
 
 
@@ -195,7 +196,7 @@ class Levels:
             self._build_all(stale, now)
             return self.errors == failed
         if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._build_all, args=(stale, now), daemon=True,
+            self._worker = threading.Thread(target=self._build_all, args=(stale, now, BUILD_DELAY_S), daemon=True,
                                             name="timeline-levels")
             self._worker.start()
         return False
@@ -205,7 +206,8 @@ class Levels:
         if self._worker is not None:
             self._worker.join(timeout)
 
-    def _build_all(self, stale: list[tuple[Any, int, tuple[int, int]]], now: int) -> None:
+    def _build_all(self, stale: list[tuple[Any, int, tuple[int, int]]], now: int, delay_s: float = 0.0) -> None:
+        time.sleep(delay_s)    # the view that started it answers first, not competing with the build
         with self._lock:
             t = time.perf_counter()
             for k, p, gen in stale:
