@@ -72,13 +72,14 @@ SCHEMAS: dict[str, Any] = {
          "id": _STR, "label": _STR, "route": _STR}))}),
     "Timeline": _obj({
         "from": _STR, "to": _STR, "from_ns": _INT, "to_ns": _INT, "width": _INT, "bucket_ns": _INT,
-        "rows": _arr(_STR),
+        "bucket0_ns": _INT, "rows": _arr(_STR),
         "lanes": _arr(_obj({"tgid": _INT, "tid": _INT, "comm": _STR, "process": _STR, "service": _STR})),
         "items": _arr(_obj({"lane": _INT, "kind": _STR, "row": _STR, "cls": _STR, "t0": _INT, "t1": _INT,
                             "ts": _STR, "text": _STR}, ["lane", "kind", "row", "cls", "t0", "t1", "ts", "text"])),
         "buckets": _obj({k: _arr(_INT) for k in ("lane", "b", "n", "busy_ns")}
                         | {k: _arr(_STR) for k in ("row", "cls")}, extra=False),
-        "truncated": {"type": "boolean"}, "took_ms": {"type": "number"}}),
+        "truncated": {"type": "boolean"}, "took_ms": {"type": "number"},
+        "lod": _obj({"level_ns": _NINT})}),
 }
 
 

@@ -17,6 +17,7 @@ from kprobe.api import causal_endpoints as ce
 from kprobe.api import data_endpoints as de
 from kprobe.api.errors import bad_request
 from kprobe.api.params import Param
+from kprobe.api.timeline_levels import Levels
 from kprobe.api.timeline_lod import KIND_NAMES, Window, timeline
 from kprobe.causal.records import Store
 from kprobe.finance.domain import DomainMap
@@ -33,6 +34,12 @@ class Context:
     data_dir: Path
     # the business domain map (which span is which payment/order event): the CLI's, from $KPROBE_DOMAIN_MAP
     domain_map: DomainMap | None = field(default_factory=be.domain_map_from_env)
+    # the timeline's level-of-detail cells of this store, built on the first view of a closed partition
+    levels: Levels | None = None
+
+    def __post_init__(self) -> None:
+        if self.levels is None:
+            object.__setattr__(self, "levels", Levels(self.store))
 
 
 Handler = Callable[[Context, dict[str, Any], dict[str, str]], dict[str, Any]]
@@ -134,7 +141,7 @@ def _timeline(ctx: Context, a: dict[str, Any], _: dict[str, str]) -> dict[str, A
         raise bad_request(f"the window must be at least {MIN_WINDOW_NS} ns")
     pids = tuple(sorted(set(parse_pids(a.get("pid")))))
     kinds = tuple(a["types"]) if a.get("types") else KIND_NAMES
-    return timeline(ctx.store, Window(lo, hi, a["width"], pids, kinds))
+    return timeline(ctx.store, Window(lo, hi, a["width"], pids, kinds), ctx.levels)
 
 
 ROUTES: tuple[Route, ...] = (

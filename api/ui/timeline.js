@@ -161,7 +161,9 @@ export async function showTimeline(view, params, isCurrent) {
       const busy = B.busy_ns[i] / data.bucket_ns;
       g.globalAlpha = Math.min(1, busy > 0 ? 0.25 + busy : 0.3 + B.n[i] / 10);
       g.fillStyle = COLORS[B.cls[i]] || "#666";
-      g.fillRect(LABEL_W + (B.b[i] * data.bucket_ns / span) * W, ry + 1, bw, ROW_H - 2);
+      // buckets are cells of absolute time: the first may begin before `from` (bucket0_ns <= 0)
+      const bx = LABEL_W + ((data.bucket0_ns + B.b[i] * data.bucket_ns) / span) * W;
+      g.fillRect(Math.max(LABEL_W, bx), ry + 1, bw - Math.max(0, LABEL_W - bx), ROW_H - 2);
     }
     g.globalAlpha = 1;
     // drawable slices as SVG

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from kprobe.api.timeline_levels import LADDER
 from tests.api.conftest import SERVICE, TOKEN, Served, api_get
 
 pytestmark = pytest.mark.kernel
@@ -102,7 +103,9 @@ def test_timeline_sums_when_zoomed_out_and_draws_the_victims_slice_at_50us(serve
     status, whole = _get(served, f"/api/v1/timeline?from={failed['start_ns']}&to={failed['end_ns']}&pid={svc}"
                                  f"&width=800")
     assert status == 200, whole
-    assert whole["bucket_ns"] == (failed["end_ns"] - failed["start_ns"]) // 800
+    b = whole["bucket_ns"]    # the narrowest 1-2-5 ladder value at least a pixel wide, cells of absolute time
+    assert b in LADDER and b >= (failed["end_ns"] - failed["start_ns"]) / 800 > b / 2.5, whole["bucket_ns"]
+    assert whole["bucket0_ns"] == failed["start_ns"] // b * b - failed["start_ns"]
     assert all(it["t1"] - it["t0"] >= whole["bucket_ns"] for it in whole["items"])
     offcpu = [it for it in whole["items"] if it["kind"] == "offcpu"]
     assert offcpu, whole["items"]
