@@ -9,6 +9,7 @@ row time), which works the same on chDB and on old ClickHouse servers.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from kprobe.schemas.tables import Columns
 from kprobe.sinks import chdb_malloc
 from kprobe.sinks.ddl import ServerFeatures, create_table_sql, missing_columns_sql, session_settings
 from kprobe.sinks.json_rows import parse_json_each_row
+
+#: a derived table's partition, (bucket, ...): partitioned by the event tables' time bucket first
+_DERIVED_PARTITION = re.compile(r"^\((-?\d+),")
 
 
 def to_arrow(columns: Columns, dictionary: frozenset[str] = frozenset()) -> pa.Table:
@@ -136,13 +140,19 @@ class ChdbStore:
         ts_of = {d.name: d.ts_column for d in table_defs()}
         parts = [retention.Part(r["table"], int(r["partition"]), int(r["b"])) for r in rows
                  if r["table"] in ts_of and str(r["partition"]).lstrip("-").isdigit()]
+        raw_buckets = {x.bucket for x in parts}
+        derived = [retention.Part(r["table"], int(m.group(1)), int(r["b"]), expr=str(r["partition"])) for r in rows
+                   if r["table"] not in ts_of and (m := _DERIVED_PARTITION.match(str(r["partition"])))]
+        orphans = [x for x in derived if x.bucket not in raw_buckets]
         bucket_ns = PARTITION_MINUTES * 60 * 1_000_000_000
-        p = retention.plan(parts, now_ns, bucket_ns, max_age_ns, max_bytes)
-        for part in p.drop:
+        p = retention.plan(parts + [x for x in derived if x.bucket in raw_buckets], now_ns, bucket_ns, max_age_ns,
+                           max_bytes)
+        for part in p.drop + orphans:
             with self._lock:
-                self._session.query(f"ALTER TABLE {part.table} DROP PARTITION {part.bucket}")
+                self._session.query(f"ALTER TABLE {part.table} DROP PARTITION {part.expr or part.bucket}")
         trimmed = 0
         for t in p.trims:
+            # a derived table's cells of a trimmed bucket are rebuilt from what is left (their builder sees the change)
             for part in (x for x in parts if x.bucket == t.bucket):
                 ts = ts_of[part.table]
                 q = self.query_rows(f"SELECT quantile({1 - t.keep_fraction:.6f})({ts}) AS c FROM {part.table} "
@@ -155,6 +165,7 @@ class ChdbStore:
                                         "SETTINGS mutations_sync = 2")
                 trimmed += 1
         self.last_retention = {"dropped": len(p.drop), "future_dropped": p.future_dropped, "trimmed": trimmed,
+                               "derived_orphans_dropped": len(orphans),
                                "bytes_before": p.bytes_before, "bytes_after_estimate": p.bytes_after_estimate}
         return len(p.drop)
 

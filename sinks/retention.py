@@ -13,6 +13,9 @@ Rules, each from something that went wrong (issue 18):
   the running total crosses the cap is trimmed to what fits, everything older is dropped. Without
   trimming, dropping the whole previous bucket made a 30 MB store swing between 3 and 37 MB.
 * A trim aims at ``trim_to`` (90 %) of what fits, so a store at its cap is not rewritten every pass.
+* Derived tables (sums built from a bucket's rows, such as the timeline's cells) are partitioned by the
+  same bucket first: they count towards the cap with their bucket and go with it. A derived
+  partition whose bucket has no rows left is dropped: it describes data that is gone.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ class Part:
     table: str
     bucket: int  # partition value: ts // bucket_ns
     bytes: int
+    #: the partition as DROP PARTITION names it, when more than the bucket (a derived table's (bucket, kind))
+    expr: str | None = None
+
+    @property
+    def derived(self) -> bool:
+        return self.expr is not None
 
 
 @dataclass(frozen=True)

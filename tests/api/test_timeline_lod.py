@@ -145,3 +145,31 @@ def test_pid_chunks_cover_every_process_once() -> None:
     chunks = pid_chunks(counts, 100)
     assert chunks == [(1, 1), (2, 2), (3, 3), (7, 9), (12, 12)]
     assert pid_chunks([], 100) == []
+
+
+def test_retention_drops_a_buckets_cells_with_its_rows(store: ChdbStore) -> None:
+    """Cells are sums of a bucket's rows: cells left from a bucket whose rows are gone (an orphan) go at the
+    next retention pass, and when retention drops a bucket (here by age) its cells go with it. Cells kept
+    would count towards the size cap and push live rows out. (Last in this file: it empties the module store.)"""
+    from kprobe.api.timeline_levels import LOD_TABLE
+
+    levels = Levels(store, background=False)
+    for f, t in ((EDGE, EDGE + 600 * MS), (BASE, BASE + 1000 * MS)):
+        timeline(store, Window(f, t, 800), levels)
+
+    def cell_buckets() -> set[int]:
+        rows = store.query_rows(f"SELECT DISTINCT intDiv(t0, {PARTITION_NS}) AS b FROM {LOD_TABLE}")
+        return {int(r["b"]) for r in rows}
+
+    raw = {int(r["b"]) for r in store.query_rows(f"SELECT DISTINCT intDiv(ts, {PARTITION_NS}) AS b FROM offcpu")}
+    built = cell_buckets()
+    assert built and built <= raw
+    orphan = min(raw) - 3
+    store.query(f"INSERT INTO {LOD_TABLE} SELECT level, kind, tgid, tid, t0 - {3 * PARTITION_NS}, dclass, n, busy, "
+                f"top, named FROM {LOD_TABLE} WHERE intDiv(t0, {PARTITION_NS}) = {min(raw)} LIMIT 10")
+    assert orphan in cell_buckets()
+    now = (max(raw) + 10) * PARTITION_NS
+    store.enforce_retention(None, None, now)                  # nothing is old or too big: only the orphan goes
+    assert cell_buckets() == built and store.last_retention["derived_orphans_dropped"] >= 1, store.last_retention
+    dropped = store.enforce_retention(PARTITION_NS, None, now)   # every bucket older than its age limit
+    assert dropped > 0 and cell_buckets() == set(), store.last_retention
