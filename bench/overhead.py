@@ -86,6 +86,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kprobe.agent import mem_breakdown
+from kprobe.agent.recorder import RecorderConfig
 
 BENCH = Path(__file__).resolve().parent
 BUILD = BENCH / "build"
@@ -103,6 +104,7 @@ BPF_ENABLE_STATS, BPF_STATS_RUN_TIME = 32, 0
 # issue 13's goals: throughput ratio >= floor's ratio minus this, per workload; and absolute costs
 RATIO_SLACK = {"pgbench": 0.03, "redis": 0.03, "pipe": 0.05}
 GOAL_CPU_PCT, GOAL_BPF_PCT, GOAL_RSS_MB = 1.5, 1.5, 256.0
+SETTLE_S = RecorderConfig.trim_first_s + 3.0   # past the recorder's start-up (see --settle)
 
 
 class BenchError(RuntimeError):
@@ -970,8 +972,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-smaps", type=Path, metavar="DIR",
                     help="with --memory-minutes: keep the recorder's /proc/PID/smaps of every sample in DIR")
     ap.add_argument("--pgbench-scale", type=int, default=10, help="pgbench -s (default: %(default)s)")
-    ap.add_argument("--settle", type=float, default=2.0,
-                    help="s between attaching and the workload window (start-up excluded; default: %(default)s)")
+    ap.add_argument("--settle", type=float, default=SETTLE_S,
+                    help="s between attaching and the workload window: start-up is excluded, and the recorder's "
+                         "start-up ends with its first code trim (RecorderConfig.trim_first_s after start), whose "
+                         "re-faulted pages would otherwise land in a 6 s window (~0.4 %% of a core); the periodic "
+                         "trims are in --memory-minutes' CPU (default: %(default)s)")
     ap.add_argument("--quiet-wait", type=float, default=20.0,
                     help="before each run wait up to this many s for a quiet host (default: %(default)s)")
     ap.add_argument("--quiet-busy", type=float, default=10.0,
