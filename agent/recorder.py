@@ -81,10 +81,10 @@ class RecorderConfig:
     kubelet: KubeletConfig | None = None   # names processes' pods (agent/pod_identity.py); None: cgroup ids only
     # the shared objects' start-up code, run once, is unmapped this long after start and then at this
     # interval (agent/code_pages.py): the resident set is then the code in use; the C heap's free pages
-    # are released on the same tick (agent/heap_trim.py). 0: never. Not more often: the code in use is
-    # back within ~10 s of a trim (pgbench: the engine's 17 -> 65 MB), so a trim a minute bought ~10 MB
-    # on average for each trim's CPU and re-faults (4 min of pgbench: 2.2 % of a core on average)
-    trim_code_s: float = 300.0
+    # are released on the same tick (agent/heap_trim.py). 0: never. Each minute, not each five: with
+    # trims only at start-up, pgbench's code paths made the libraries' code resident 45 -> 164 MB within a
+    # minute (4 min: median 298 MB against 241 MB), for the same recorder CPU (2.2 -> 2.3 % on average)
+    trim_code_s: float = 60.0
     trim_first_s: float = 5.0
     # the ``host`` on every row (agent/host_identity.py HostIdentity.key): the configured name, or "" for the
     # hostname (machine and boot id are in every heartbeat row)
