@@ -44,11 +44,16 @@ class Breakdown:
                 for k, v in asdict(self).items()}
 
 
-def _status(pid: int | str) -> dict[str, int]:
+STATUS_KEYS = ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM", "Threads")
+
+
+def status(pid: int | str = "self") -> dict[str, int]:
+    """The memory lines of /proc/PID/status (kB; Threads as is): the kernel's own split, read by the
+    recorder's self-cost sample, this breakdown and the overhead bench alike."""
     out: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, val = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM", "Threads"):
+        if key in STATUS_KEYS:
             out[key] = int(val.split()[0])
     return out
 
@@ -83,7 +88,7 @@ def classify(smaps: str, bd: Breakdown) -> None:
 
 def breakdown(pid: int | str = "self") -> Breakdown:
     """The resident memory of ``pid`` by kind. Raises OSError when the process is gone."""
-    st = _status(pid)
+    st = status(pid)
     bd = Breakdown(rss_kb=st.get("VmRSS", 0), anon_kb=st.get("RssAnon", 0), file_kb=st.get("RssFile", 0),
                    shmem_kb=st.get("RssShmem", 0), hwm_kb=st.get("VmHWM", 0), threads=st.get("Threads", 0))
     classify(Path(f"/proc/{pid}/smaps").read_text(), bd)

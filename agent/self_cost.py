@@ -27,16 +27,6 @@ def _cpu_s() -> float:
     return t.user + t.system
 
 
-def _status_kb() -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "RssAnon:", "RssFile:", "RssShmem:", "VmHWM:")):
-                k, v = line.split(":", 1)
-                out[k] = int(v.split()[0])
-    return out
-
-
 @dataclass
 class SelfCost:
     """CPU and rows over a sliding window of at least ``window_s``; memory as of the last sample."""
@@ -54,7 +44,7 @@ class SelfCost:
             self._marks.pop(0)
         t0, c0, r0 = self._marks[0]
         span = max(now - t0, 1e-9)
-        mem = _status_kb()
+        mem = mem_breakdown.status()
         if now - self._breakdown_at >= self.breakdown_s:
             self._breakdown_at = now
             try:

@@ -383,13 +383,8 @@ def proc_cpu_s(pid: int) -> float:
 
 def proc_mem_mb(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM of a process, MB."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, val = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(val.split()[0]) / 1024
-    return out
+    st = mem_breakdown.status(pid)
+    return {k: st.get(k, 0) / 1024 for k in ("VmRSS", "VmHWM")}
 
 
 def owned_prog_ids(pid: int) -> set[int]:
