@@ -21,7 +21,10 @@ by exact costs that do not depend on the noise:
   (bench/floor/attach_all.c). What merely hooking the scheduler costs on this kernel and VM is
   the limit no recorder design can beat, so the goals are stated relative to it. `floor-all`
   (not run by default) puts empties on every hook today's probes attach: what the current
-  design's number of hooks costs before any program body runs.
+  design's number of hooks costs before any program body runs. `floor-calls` (not run by default):
+  the floor plus empties on the per-call syscall tracepoints the default recording attaches (fsync,
+  openat, ...): enabling any syscall tracepoint sends EVERY syscall of every task through the
+  kernel's slow entry/exit path, a cost no program's run time shows.
 * BPF cost: kernel.bpf_stats_enabled during each run (restored after; a BPF_ENABLE_STATS fd is
   held as well so a concurrent restore elsewhere cannot switch it off mid-run), each program's
   run_cnt/run_time_ns from `bpftool prog show` just before and after the workload window: runs,
@@ -93,7 +96,7 @@ BUILD = BENCH / "build"
 FLOOR_LOADER = BENCH / "floor" / "attach_all.c"
 PROBES_DIR = BENCH.parent / "probes"
 ALL_WORKLOADS = ("pgbench", "redis", "pipe")
-ALL_MODES = ("off", "floor", "floor-all", "record", "record-watch-none")
+ALL_MODES = ("off", "floor", "floor-all", "floor-calls", "record", "record-watch-none")
 DEFAULT_MODES = ("off", "floor", "record", "record-watch-none")
 WATCH_NONE = "kp-bench-none"  # a process name nothing on the host has
 FLOOR_HOOKS = ("tp_btf/sched_switch", "tp_btf/sched_waking")
@@ -560,16 +563,20 @@ class FloorRun:
 
 def build_floor(mode: str) -> Path:
     """An object of empty tp_btf programs and the loader; `floor`: sched_switch + sched_waking,
-    `floor-all`: every tp_btf hook today's probes attach (read from their SEC lines each time)."""
+    `floor-all`: every tp_btf hook today's probes attach (read from their SEC lines each time),
+    `floor-calls`: `floor` and the per-call syscall tracepoints of the bounded policy (KP_CALL_TP lines)."""
     if mode == "floor":
         hooks = list(FLOOR_HOOKS)
+    elif mode == "floor-calls":
+        calls = re.findall(r"^KP_CALL_TP\d\((\w+),", (PROBES_DIR / "syscalls.bpf.c").read_text(), re.M)
+        hooks = [*FLOOR_HOOKS, *(f"tracepoint/syscalls/sys_{d}_{c}" for c in calls for d in ("enter", "exit"))]
     else:
         from kprobe.schemas.tables import PROBES
 
         hooks = [h for probe in PROBES
                  for h in re.findall(r'SEC\("(tp_btf/[^"]+)"\)', (PROBES_DIR / f"{probe}.bpf.c").read_text())]
     src = ['#define SEC(name) __attribute__((section(name), used))', 'char LICENSE[] SEC("license") = "GPL";']
-    tps = [h.split("/", 1)[1] for h in hooks]
+    tps = [h.rsplit("/", 1)[1] for h in hooks]
     names = [f"floor_{tp}" if tps.count(tp) == 1 else f"floor_{tp}_{i}" for i, tp in enumerate(tps)]
     src += [f'SEC("{h}") int {n}(void *ctx) {{ return 0; }}' for h, n in zip(hooks, names, strict=True)]
     BUILD.mkdir(exist_ok=True)
