@@ -55,6 +55,9 @@ class ProbeConfig:
     filter_on: bool = False            # true when a watch list is given or `run` follows a command
     node: NodeFilter | None = None     # one agent per node: only this netns/cgroup's processes (agent/node_filter.py)
     syscalls: list[str] | None = None  # None = the default set
+    # bounded system-wide policy: also attach the per-call syscall tracepoints (fsync family, connect, accept,
+    # openat, close). Off by default: any syscall tracepoint puts every syscall of every task on the slow path
+    call_hooks: bool = False
     ring_overrides: dict[str, int] = field(default_factory=dict)  # event name -> bytes
     probes: tuple[str, ...] = PROBES
 
@@ -92,6 +95,12 @@ class ProbeConfig:
         return self.detail == "full" or self.watching or custom
 
     @property
+    def traces_opens(self) -> bool:
+        """Whether opens are rows of their own (fd_open from a hook on openat); otherwise the agent names the
+        files of blocked calls from /proc (agent/fd_paths.py)."""
+        return self.every_syscall or self.call_hooks
+
+    @property
     def every_send_recv(self) -> bool:
         """Whether a program runs on every socket send and recv of the host. Bounded
         system-wide capture gets the socket of a blocked call from the off-CPU row and each
@@ -103,7 +112,7 @@ class ProbeConfig:
         if program in ("kp_sys_enter", "kp_sys_exit"):
             return self.every_syscall
         if program.startswith(("kp_enter_", "kp_exit_")):
-            return not self.every_syscall
+            return self.call_hooks and not self.every_syscall
         if program in ("kp_sock_send_length", "kp_sock_recv_length"):
             return self.every_send_recv
         return True

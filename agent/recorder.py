@@ -24,6 +24,7 @@ from kprobe.agent import clock, code_pages, heap_trim, row_checks
 from kprobe.agent.block_sums import BlockSums
 from kprobe.agent.cgroup_cpu import CgroupCpu
 from kprobe.agent.cpu_irq import CpuIrq
+from kprobe.agent.fd_paths import FdPaths
 from kprobe.agent.heartbeat import DEFAULT_INTERVAL_MS, Heartbeat
 from kprobe.agent.host_identity import HostIdentity
 from kprobe.agent.identity import IdentityCache, processes_columns
@@ -168,6 +169,7 @@ class Recorder:
     _cgroup_cpu: CgroupCpu = field(default_factory=CgroupCpu)
     _cpu_irq: CpuIrq = field(default_factory=CpuIrq)
     _block_sums: BlockSums | None = None
+    _fd_paths: FdPaths | None = None
     _heartbeat: Heartbeat | None = None
     _node_watched: set[int] = field(default_factory=set)
     _node_scan_ns: int = 0
@@ -193,6 +195,7 @@ class Recorder:
             self._readers[et.name] = RingReader(m.fd, m.max_entries, et.record, et.name)
         self._waiter = RingWaiter(r.map_fd for r in self._readers.values() if self.config.drains_early)
         self._block_sums = self.probes.block_sums()
+        self._fd_paths = None if self.probes.config.traces_opens else FdPaths()
         self.stats.set_probes(self.probes, self._clock)
         self._threads = [
             threading.Thread(target=self._drain_loop, name="kprobe-drain", daemon=True),
@@ -288,6 +291,8 @@ class Recorder:
                     self.stats.drained[name] = self.stats.drained.get(name, 0) + len(recs)
                     if name == "reclaim":
                         full.extend(recs["cgroup_id"][recs["kind"] == L.KP_RECLAIM_MEMCG].tolist())
+                    elif name == "offcpu" and self._fd_paths is not None:
+                        rows += self._name_files(recs, pending)
             self._snapshot_memcgs(full, tick_mono)
             if self._cgroup_cpu.due(tick_mono):       # CPU quota throttling counters (agent/cgroup_cpu.py)
                 self._sample_cgroup_cpu(tick_mono)
@@ -336,6 +341,15 @@ class Recorder:
             if self.config.drains_early:
                 sleep = min(poll, max(0.0, last_flush + flush_every - time.monotonic()))
             self._waiter.wait(sleep)
+
+    def _name_files(self, offcpu: np.ndarray, pending: dict[str, list[np.ndarray]]) -> int:
+        """fd_open rows for the files blocked calls waited on, read now, while their processes hold them."""
+        assert self._fd_paths is not None
+        named = self._fd_paths.rows(offcpu)
+        if named.size:
+            pending.setdefault("fd_open", []).append(named)
+        self.stats.file_names = {"by_path": self._fd_paths.resolved, "by_inode": self._fd_paths.unresolved}
+        return len(named)
 
     def _read_block_sums(self) -> np.ndarray:
         """The kernel's sums of fast block requests (one generation a second), as block_io records."""

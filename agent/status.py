@@ -72,6 +72,8 @@ class RecorderStats:
     cpu_irq: dict[str, int] = field(default_factory=dict)
     # fast block requests summed in the kernel (agent/block_sums.py): block_io rows made of sums, requests in them
     block_sums: dict[str, int] = field(default_factory=dict)
+    # files of blocked calls named from /proc when no hook sees opens (agent/fd_paths.py): by path, by inode only
+    file_names: dict[str, int] = field(default_factory=dict)
     # processes in containers / pods / named by the kubelet, kubelet fetches and errors (agent/pod_identity.py)
     pod_identity: dict = field(default_factory=dict)
     # held capabilities, and per feature the missing ones and what degrades (agent/capabilities.py)
@@ -92,7 +94,9 @@ class RecorderStats:
                        "sock_flush_ms": c.sock_flush_ms, "min_block_us": c.min_block_us,
                        "fault_sample_every": c.fault_sample_every,
                        "filter_on": c.watching,
-                       "syscall_hooks": "every syscall" if c.every_syscall else "per-call tracepoints (always-recorded calls)",
+                       "syscall_hooks": ("every syscall" if c.every_syscall else
+                                         "per-call tracepoints (always-recorded calls)" if c.call_hooks else
+                                         "none (blocked calls read at switch-out, files named from /proc)"),
                        "send_recv_hooks": c.every_send_recv,
                        "ring_kb": {e.name: c.ring_size(e.name) >> 10 for e in probes.loaded_event_types()}}
         self.clock = clk

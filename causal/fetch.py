@@ -177,7 +177,7 @@ def memory_rounds(rows: WindowRows) -> Rounds:
 _OFFCPU_COLS = ("tgid", "tid", "comm", "ts", "end_ts", "wake_ts", "reason", "cpu_off", "cpu_on", "preemptor_tgid",
                 "preemptor_tid", "preemptor_comm", "waker_tgid", "waker_tid", "waker_comm", "displaced_tgid",
                 "displaced_tid", "displaced_comm", "displaced_since", "preemptor_process", "waker_process",
-                "displaced_process", "syscall", "fd", "skaddr", "saddr", "sport", "daddr", "dport")
+                "displaced_process", "syscall", "fd", "skaddr", "saddr", "sport", "daddr", "dport", "dev")
 _SYSCALL_COLS = ("tgid", "tid", "syscall", "fd", "ts", "end_ts", "ret", "bytes", "dev")
 _SOCK_COLS = ("tgid", "tid", "ts", "skaddr", "dir", "bytes", "saddr", "sport", "daddr", "dport")
 _FAULT_COLS = ("tgid", "tid", "ts", "count")
@@ -318,6 +318,9 @@ def _deferred_parts(ev: Evidence, tables: set[str]) -> list[_Part]:
         parts.append(_block_part(lo, hi))
         parts.append(_Part("disk_waits", Syscall, _SYSCALL_COLS, "syscall",
                            all_of(calls_in(DISK_WAIT_CALLS), overlap(lo, hi))))
+        # and where no hook times syncs (the default policy): their blocked stretches, read at switch-out
+        parts.append(_Part("disk_waits_blocked", OffCpu, _OFFCPU_COLS, "offcpu",
+                           all_of(calls_in(DISK_WAIT_CALLS), overlap(lo, hi))))
     if "tcp_retrans" in tables:
         parts.append(_Part("tcp_retrans", Retrans, _RETRANS_COLS, "tcp_retrans", between(lo, hi)))
     if "memcg_members" in tables:
@@ -446,7 +449,10 @@ def _merge(ev: Evidence, got: dict[str, list]) -> set[int]:
     ev.faults.extend(got.get("fault", []))
     ev.reclaims.extend(sorted(got.get("reclaim", []), key=lambda r: r.ts))
     ev.block_io.extend(sorted(got.get("block_io", []), key=lambda r: r.ts))
-    ev.disk_waits.extend(sorted(got.get("disk_waits", []), key=lambda r: r.ts))
+    blocked_syncs = [Syscall(o.tgid, o.tid, o.syscall, o.fd, o.ts, o.end_ts, 0, 0, o.dev)
+                     for o in got.get("disk_waits_blocked", ())]
+    if got.get("disk_waits") or blocked_syncs:
+        ev.disk_waits = sorted([*ev.disk_waits, *got.get("disk_waits", ()), *blocked_syncs], key=lambda r: r.ts)
     ev.retrans.extend(sorted(got.get("tcp_retrans", []), key=lambda r: r.ts))
     ev.memcg_members.extend(sorted(got.get("memcg_members", []), key=lambda r: r.ts))
     ev.cgroup_cpu.extend(sorted(got.get("cgroup_cpu", []), key=lambda r: r.ts))
@@ -473,7 +479,7 @@ def _calls_from_offcpu(ev: Evidence, rows: list[OffCpu]) -> None:
     new: dict[int, list[Syscall]] = {}
     for o in rows:
         if o.syscall:
-            new.setdefault(o.tid, []).append(Syscall(o.tgid, o.tid, o.syscall, o.fd, o.ts, o.end_ts, 0, 0))
+            new.setdefault(o.tid, []).append(Syscall(o.tgid, o.tid, o.syscall, o.fd, o.ts, o.end_ts, 0, 0, o.dev))
     for tid, calls in new.items():     # a set per thread: a busy window holds thousands of rows
         have = ev.blocked_calls.setdefault(tid, [])
         seen = set(have)

@@ -72,6 +72,7 @@ class OffCpu(Record):
     sport: int = 0
     daddr: str = ""
     dport: int = 0
+    dev: int = 0        # a regular file behind fd: its device, as Syscall.dev (0: not a file or not recorded)
 
 
 class Syscall(Record):

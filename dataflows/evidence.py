@@ -38,12 +38,12 @@ def _offcpu(r: Row) -> OffCpu:
                   _s(r.get("displaced_comm")), _i(r.get("displaced_since")), _s(r.get("preemptor_process")),
                   _s(r.get("waker_process")), _s(r.get("displaced_process")), _s(r.get("syscall")),
                   _i(r.get("fd", -1)), _i(r.get("skaddr")), _s(r.get("saddr")), _i(r.get("sport")),
-                  _s(r.get("daddr")), _i(r.get("dport")))
+                  _s(r.get("daddr")), _i(r.get("dport")), _i(r.get("dev")))
 
 
 def _syscall(r: Row) -> Syscall:
     return Syscall(_i(r["tgid"]), _i(r["tid"]), _s(r["syscall"]), _i(r.get("fd")), _i(r["ts"]), _i(r["end_ts"]),
-                   _i(r.get("ret")), _i(r["bytes"]))
+                   _i(r.get("ret")), _i(r["bytes"]), _i(r.get("dev")))
 
 
 def _sock(r: Row) -> SockIO:

@@ -53,6 +53,7 @@ KP_RINGBUF(rb_proc);
 #define KP_ENOSYS 38
 #define KP_S_IFMT 00170000
 #define KP_S_IFSOCK 0140000
+#define KP_S_IFREG 0100000
 
 /* comm by two plain loads through the typed task pointer: the helpers that copy
  * it (probe_read, get_current_comm) cost far more, on every switch and wake-up. */
@@ -126,10 +127,106 @@ static __always_inline bool kp_socket_call(__s32 nr)
 	return false;
 }
 
-/* The socket behind descriptor fd of task t, with its 4-tuple: the join key to the peer
- * process, read only for a row being emitted (the fd table walk is ~8 reads). */
-static __always_inline void kp_fd_socket(struct kp_offcpu *r, struct task_struct *t, __u64 fd)
+/* x86_64 calls whose first argument is a descriptor that may be a regular file: I/O, syncs and locks */
+static __always_inline bool kp_file_call(__s32 nr)
 {
+	switch (nr) {
+	case 0: case 1: case 17: case 18: case 19: case 20:	/* read write pread64 pwrite64 readv writev */
+	case 72: case 73: case 74: case 75: case 77:		/* fcntl flock fsync fdatasync ftruncate */
+	case 277: case 285: case 295: case 296:			/* sync_file_range fallocate preadv pwritev */
+	case 326: case 327: case 328:				/* copy_file_range preadv2 pwritev2 */
+		return true;
+	}
+	return false;
+}
+
+/* Scratch for building a path backwards from its file name: twice KP_PATH_LEN so a masked offset
+ * plus a masked length stays inside it, and its upper half is never written (the terminator). */
+struct kp_path_scratch {
+	char b[2 * KP_PATH_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kp_path_scratch);
+} kp_path_buf SEC(".maps");
+
+#define KP_PATH_DEPTH 24
+
+struct kp_path_walk {
+	struct kp_path_scratch *s;
+	struct dentry *d;
+	struct vfsmount *vm;
+	struct mount *m;
+	__u64 mnt_off;
+	__u32 pos;		/* where the path built so far begins in s->b */
+};
+
+/* One step of the walk (bpf_loop: verified once, not once per level): prepend d's name, or
+ * cross from a mount's root to its mount point; 1 ends the walk. */
+static long kp_path_step(__u64 i, struct kp_path_walk *w)
+{
+	/* locals: a CO-RE read must start from a kernel type, not from this struct's fields */
+	struct dentry *d = w->d;
+	struct vfsmount *vm = w->vm;
+	struct mount *m = w->m;
+	if (!d)
+		return 1;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == BPF_CORE_READ(vm, mnt_root) || d == parent) {
+		struct mount *up = BPF_CORE_READ(m, mnt_parent);
+		if (!up || up == m)
+			return 1;			/* the root of the root mount */
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = up;
+		w->vm = (struct vfsmount *)((char *)up + w->mnt_off);
+		return 0;
+	}
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	__u32 pos = w->pos;
+	if (!len || len + 1 > pos)
+		return 1;
+	pos -= len;
+	bpf_probe_read_kernel(&w->s->b[pos & (KP_PATH_LEN - 1)], len & (KP_PATH_LEN - 1), name);
+	pos -= 1;
+	w->s->b[pos & (KP_PATH_LEN - 1)] = '/';
+	w->pos = pos;
+	w->d = parent;
+	return 0;
+}
+
+/* The path of an open file, walked from its dentry up to the root and across mount points (the
+ * way d_path does, without its locks: a rename racing the walk may mix old and new names). Only
+ * for rows being emitted that block on a file, so a few per second at most. A path longer than
+ * the buffer keeps its last components. */
+static __always_inline void kp_file_path(char *out, struct file *f)
+{
+	__u32 zero = 0;
+	struct kp_path_walk w = {};
+	w.s = bpf_map_lookup_elem(&kp_path_buf, &zero);
+	if (!w.s)
+		return;
+	w.mnt_off = bpf_core_field_offset(struct mount, mnt);
+	w.d = BPF_CORE_READ(f, f_path.dentry);
+	w.vm = BPF_CORE_READ(f, f_path.mnt);
+	w.m = (struct mount *)((char *)w.vm - w.mnt_off);
+	w.pos = KP_PATH_LEN - 1;		/* s->b[KP_PATH_LEN - 1] stays 0: the terminator */
+	bpf_loop(KP_PATH_DEPTH, kp_path_step, &w, 0);
+	if (w.pos < KP_PATH_LEN - 1)
+		bpf_probe_read_kernel(out, KP_PATH_LEN, &w.s->b[w.pos & (KP_PATH_LEN - 1)]);
+}
+
+/* What descriptor fd of task t is, for a row being emitted (the fd table walk is ~8 reads):
+ * a socket's 4-tuple (the join key to the peer process) for socket calls, a regular file's
+ * device and inode for file calls (the agent names the file). */
+static __always_inline void kp_fd_target(struct kp_offcpu *r, struct task_struct *t, __u64 fd)
+{
+	bool sock_call = kp_socket_call(r->sys_nr), file_call = kp_file_call(r->sys_nr);
+	if (!sock_call && !file_call)
+		return;
 	struct files_struct *files = BPF_CORE_READ(t, files);
 	if (!files)
 		return;
@@ -140,7 +237,15 @@ static __always_inline void kp_fd_socket(struct kp_offcpu *r, struct task_struct
 	struct file *f = 0;
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xfffff]) || !f)
 		return;
-	if ((BPF_CORE_READ(f, f_inode, i_mode) & KP_S_IFMT) != KP_S_IFSOCK)
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	__u16 mode = ino ? BPF_CORE_READ(ino, i_mode) & KP_S_IFMT : 0;
+	if (mode == KP_S_IFREG && file_call) {
+		r->file_dev = BPF_CORE_READ(ino, i_sb, s_dev);
+		r->file_ino = BPF_CORE_READ(ino, i_ino);
+		kp_file_path(r->file_path, f);
+		return;
+	}
+	if (mode != KP_S_IFSOCK || !sock_call)
 		return;
 	struct socket *so = BPF_CORE_READ(f, private_data);
 	struct sock *sk = so ? BPF_CORE_READ(so, sk) : 0;
@@ -277,8 +382,7 @@ static __always_inline void kp_emit_offcpu(struct kp_task_state *st, struct task
 	kp_blocked_syscall(r, next, st->prev_state);
 	r->short_n = st->short_n;
 	r->short_ns = st->short_ns;
-	if (kp_socket_call(r->sys_nr))
-		kp_fd_socket(r, next, r->sys_arg0);
+	kp_fd_target(r, next, r->sys_arg0);
 	kp_submit_to(&rb_offcpu, r);
 	st->short_n = 0;
 	st->short_ns = 0;

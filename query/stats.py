@@ -135,6 +135,9 @@ def render(data: dict) -> str:
     if rec.get("rejected"):
         lines.append("rejected (impossible times or ids, not stored): " +
                      ", ".join(f"{k}={v}" for k, v in sorted(rec["rejected"].items())))
+    if fn := rec.get("file_names"):
+        lines.append(f"files of blocked calls named (no hook on open): {fn.get('by_path', 0)} by path, "
+                     f"{fn.get('by_inode', 0)} by device and inode only")
     res = rec.get("resources")
     if res:
         lines.append(f"recorder: {res.get('cpu_pct', 0):.1f} % of a core over the last {res.get('window_s', 0):.0f} s, "

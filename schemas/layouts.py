@@ -84,10 +84,10 @@ KP_RUNTIME = np.dtype(
 
 KP_OFFCPU = np.dtype(
     {
-        "names": ["off_ns", "wake_ns", "on_ns", "tgid", "tid", "cpu_off", "cpu_on", "prev_state", "reason", "preemptor_tgid", "preemptor_tid", "waker_tgid", "waker_tid", "displaced_tgid", "displaced_tid", "displaced_since_ns", "comm", "preemptor_comm", "waker_comm", "displaced_comm", "preemptor_process", "waker_process", "displaced_process", "sys_nr", "short_n", "sys_arg0", "short_ns", "skaddr", "sport", "dport", "family", "sock_pad", "saddr", "daddr"],
-        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u8", "S16", "S16", "S16", "S16", "S16", "S16", "S16", "<i4", "<u4", "<u8", "<u8", "<u8", "<u2", "<u2", "<u2", "<u2", "(16,)u1", "(16,)u1"],
-        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 80, 96, 112, 128, 144, 160, 176, 192, 196, 200, 208, 216, 224, 226, 228, 230, 232, 248],
-        "itemsize": 264,
+        "names": ["off_ns", "wake_ns", "on_ns", "tgid", "tid", "cpu_off", "cpu_on", "prev_state", "reason", "preemptor_tgid", "preemptor_tid", "waker_tgid", "waker_tid", "displaced_tgid", "displaced_tid", "displaced_since_ns", "comm", "preemptor_comm", "waker_comm", "displaced_comm", "preemptor_process", "waker_process", "displaced_process", "sys_nr", "short_n", "sys_arg0", "short_ns", "skaddr", "sport", "dport", "family", "sock_pad", "saddr", "daddr", "file_dev", "file_pad", "file_ino", "file_path"],
+        "formats": ["<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u8", "S16", "S16", "S16", "S16", "S16", "S16", "S16", "<i4", "<u4", "<u8", "<u8", "<u8", "<u2", "<u2", "<u2", "<u2", "(16,)u1", "(16,)u1", "<u4", "<u4", "<u8", "S128"],
+        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 80, 96, 112, 128, 144, 160, 176, 192, 196, 200, 208, 216, 224, 226, 228, 230, 232, 248, 264, 268, 272, 280],
+        "itemsize": 408,
     }
 )
 

@@ -142,6 +142,14 @@ struct kp_offcpu {
 	__u16 sock_pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
+	/* when sys_arg0 was a regular file's fd: its device (kernel encoding, major << 20 | minor),
+	 * inode and path (from the dentries up to the root, across mounts; the last KP_PATH_LEN - 1
+	 * bytes of a longer one), so the file is named and a sync matched with its disk's requests
+	 * with no hook on open or close */
+	__u32 file_dev;
+	__u32 file_pad;
+	__u64 file_ino;
+	char file_path[KP_PATH_LEN];
 };
 
 enum kp_proc_kind { KP_PROC_FORK = 1, KP_PROC_EXEC = 2, KP_PROC_EXIT = 3 };

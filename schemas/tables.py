@@ -131,6 +131,8 @@ def _offcpu(r: np.ndarray, off: int) -> Columns:
         "saddr": _sock_addr(r["saddr"], r["family"]), "sport": r["sport"],
         "daddr": _sock_addr(r["daddr"], r["family"]), "dport": r["dport"],
         "short_n": r["short_n"], "short_ns": r["short_ns"],
+        # a regular file behind fd: its device (the kernel's encoding, as block_io.dev) and inode (0: not a file)
+        "dev": r["file_dev"], "ino": r["file_ino"],
     }
 
 
@@ -285,7 +287,8 @@ BY_NAME = {e.name: e for e in EVENT_TYPES}
 COLUMNS_ADDED_LATER: dict[str, frozenset[str]] = {
     "offcpu": frozenset({"displaced_tgid", "displaced_tid", "displaced_comm", "displaced_since",
                          "preemptor_process", "waker_process", "displaced_process",
-                         "syscall", "fd", "skaddr", "saddr", "sport", "daddr", "dport", "short_n", "short_ns"}),
+                         "syscall", "fd", "skaddr", "saddr", "sport", "daddr", "dport", "short_n", "short_ns",
+                         "dev", "ino"}),
     "tcp_state": frozenset({"bytes_sent", "bytes_received"}),
     "block_io": frozenset({"requests", "busy_ns", "max_ns"}),
 }

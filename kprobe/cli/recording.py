@@ -24,11 +24,16 @@ capture policy (--detail):
            or every socket send/recv of the host. Off-CPU intervals >= --min-offcpu-us
            (1000 system-wide, 50 for watched processes) are rows carrying the syscall the
            thread blocked in (read from its saved registers at switch-out) and, for socket
-           calls, the socket's 4-tuple; shorter ones are summed into the thread's next row
-           (short_n, short_ns). fsync,
-           fdatasync, sync_file_range, connect, accept, openat and close have their own
-           tracepoints: connect, accept, openat and close are always rows, syncs when
-           >= --min-syscall-us (1000 system-wide; shorter ones counted with their time).
+           calls, the socket's 4-tuple, for file calls (read, write, fsync, flock, fcntl,
+           ...) the file's device and inode, named from /proc/PID/fd as the row is drained
+           (fd_open rows; `inode MAJ:MIN/INO` when the fd is gone by then); shorter ones
+           are summed into the thread's next row (short_n, short_ns). A sync that waits
+           for its disk is such a row. No syscall tracepoint is attached: enabling any one
+           sends every syscall of every task through the kernel's slow path (bench/
+           overhead.py --modes floor,floor-calls: perf bench sched pipe -6 %).
+           --call-hooks adds them for fsync, fdatasync, sync_file_range, connect, accept,
+           openat and close: connect, accept, openat and close become rows whatever they
+           last, syncs when >= --min-syscall-us (1000 system-wide; shorter ones counted).
            TCP connections carry their byte totals on
            every state change (tcp_state bytes_sent/bytes_received). Page faults are
            sampled 1 in --fault-sample (64) with exact counts. Block requests faster
@@ -85,6 +90,10 @@ def add_capture_args(p: argparse.ArgumentParser, detail: str) -> None:
                         "256 KiB to 2 MiB, 8 MiB for the every-syscall and every-send/recv streams of full "
                         "capture or a watch list; `kprobe stats` shows drops per type)")
     p.add_argument("--syscalls", default=None, help="comma-separated syscall names to trace (default: the built-in set)")
+    p.add_argument("--call-hooks", action="store_true",
+                   help="with --detail bounded system-wide: also hook fsync, fdatasync, sync_file_range, connect, "
+                        "accept, openat and close (every sync timed, opens and closes as rows), at the cost of "
+                        "every syscall of the host taking the kernel's slow path (see below)")
     p.add_argument("--retention", type=float, default=6 * 3600, help="keep this many seconds (default: %(default)s)")
     p.add_argument("--retention-mb", type=int, default=2048, help="keep at most this many MiB on disk (default: %(default)s)")
     p.add_argument("--flush-ms", type=float, default=None,
@@ -163,6 +172,7 @@ def recorder_config(args: argparse.Namespace, watching: bool):  # -> RecorderCon
         filter_on=watching,
         node=node,
         syscalls=args.syscalls.split(",") if args.syscalls else None,
+        call_hooks=bool(getattr(args, "call_hooks", False)),
     )
     kafka = bool(getattr(args, "kafka", None))
     flush_ms = args.flush_ms if args.flush_ms is not None else (KAFKA_FLUSH_MS if kafka else EMBEDDED_FLUSH_MS)

@@ -37,13 +37,18 @@ def test_default_policy(argv, min_offcpu_us, every_syscall, every_send_recv):
     assert cfg.probes.every_send_recv is every_send_recv
 
 
-def test_bounded_system_wide_loads_no_program_on_every_syscall_or_send_recv():
+def test_bounded_system_wide_loads_no_program_on_any_syscall_or_send_recv():
     p = _config("record").probes
     assert not p.wanted("kp_sys_enter") and not p.wanted("kp_sys_exit")
     assert not p.wanted("kp_sock_send_length") and not p.wanted("kp_sock_recv_length")
-    assert p.wanted("kp_enter_fsync") and p.wanted("kp_exit_close") and p.wanted("kp_sched_switch")
+    # not even per-call tracepoints: any syscall tracepoint puts every syscall on the kernel's slow path
+    assert not p.wanted("kp_enter_fsync") and not p.wanted("kp_exit_close") and p.wanted("kp_sched_switch")
+    assert not p.traces_opens      # the agent names the files of blocked calls instead (agent/fd_paths.py)
+    hooked = _config("record", "--call-hooks").probes
+    assert hooked.wanted("kp_enter_fsync") and hooked.wanted("kp_exit_close") and not hooked.wanted("kp_sys_enter")
+    assert hooked.traces_opens
     full = _config("record", "--detail", "full").probes
-    assert full.wanted("kp_sys_enter") and not full.wanted("kp_enter_fsync")
+    assert full.wanted("kp_sys_enter") and not full.wanted("kp_enter_fsync") and full.traces_opens
 
 
 def test_store_inserts_are_rare_embedded_and_frequent_to_kafka():

@@ -42,7 +42,7 @@ def default_policy() -> dict[str, object]:
     probes = recorder_config(build_parser().parse_args(["record"]), watching=False).probes
     assert probes.detail == "bounded" and not probes.watching
     return {k: getattr(probes, k) for k in ("filter_on", "detail", "min_offcpu_ns", "min_syscall_ns", "sock_flush_ms",
-                                            "min_block_us", "fault_sample_every", "fault_flush_ms")}
+                                            "min_block_us", "fault_sample_every", "fault_flush_ms", "call_hooks")}
 
 
 class SystemWide(Capture):

@@ -109,7 +109,8 @@ def test_agent_without_tracefs_says_what_degrades(tmp_path, probes_built):
         pytest.fail("unshare (util-linux) is needed for a mount namespace without tracefs")
     caps = [c for c in _chart_caps() if _status_caps("CapBnd") >> CAP_NUMBERS[c] & 1]
     data = tmp_path / "data"
-    record = " ".join([*_drop_to(caps), sys.executable, "-m", "kprobe", "record", "--duration", "2",
+    # --call-hooks: the only programs on tracefs tracepoints (the default policy has none)
+    record = " ".join([*_drop_to(caps), sys.executable, "-m", "kprobe", "record", "--duration", "2", "--call-hooks",
                        "--data", str(data), "--no-otlp", "--flush-ms", "500"])
     script = ("for m in /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug; do "
               "umount -l $m 2>/dev/null; done; "
