@@ -343,7 +343,7 @@ class Recorder:
             self._waiter.wait(sleep)
 
     def _name_files(self, offcpu: np.ndarray, pending: dict[str, list[np.ndarray]]) -> int:
-        """fd_open rows for the files blocked calls waited on, read now, while their processes hold them."""
+        """fd_open rows for the files blocked calls waited on (named by the kernel: agent/fd_paths.py)."""
         assert self._fd_paths is not None
         named = self._fd_paths.rows(offcpu)
         if named.size:

@@ -20,17 +20,17 @@ from kprobe.cli.payload_options import add_payload_args, start_payload_capture
 
 CAPTURE_POLICY = """\
 capture policy (--detail):
-  bounded  (default for `record`) is built to stay on: no program runs on every syscall
-           or every socket send/recv of the host. Off-CPU intervals >= --min-offcpu-us
+  bounded  (default for `record`) is built to stay on: no program runs on any syscall
+           or on every socket send/recv of the host. Off-CPU intervals >= --min-offcpu-us
            (1000 system-wide, 50 for watched processes) are rows carrying the syscall the
            thread blocked in (read from its saved registers at switch-out) and, for socket
            calls, the socket's 4-tuple, for file calls (read, write, fsync, flock, fcntl,
-           ...) the file's device and inode, named from /proc/PID/fd as the row is drained
-           (fd_open rows; `inode MAJ:MIN/INO` when the fd is gone by then); shorter ones
-           are summed into the thread's next row (short_n, short_ns). A sync that waits
-           for its disk is such a row. No syscall tracepoint is attached: enabling any one
-           sends every syscall of every task through the kernel's slow path (bench/
-           overhead.py --modes floor,floor-calls: perf bench sched pipe -6 %).
+           ...) the file's device, inode and path (walked from its dentry when the row is
+           emitted; an fd_open row per new process, fd and file); shorter ones are summed
+           into the thread's next row (short_n, short_ns). A sync that waits for its disk
+           is such a row. No syscall tracepoint is attached: enabling any one sends every
+           syscall of every task through the kernel's slow path (bench/overhead.py
+           --modes off,floor,floor-calls: perf bench sched pipe -6 %).
            --call-hooks adds them for fsync, fdatasync, sync_file_range, connect, accept,
            openat and close: connect, accept, openat and close become rows whatever they
            last, syncs when >= --min-syscall-us (1000 system-wide; shorter ones counted).
