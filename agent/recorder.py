@@ -39,7 +39,7 @@ from kprobe.agent.status import RecorderStats
 from kprobe.masking import mask_columns
 from kprobe.schemas import layouts as L
 from kprobe.schemas.store_tables import CGROUP_CPU_TABLE, CPU_IRQ_TABLE, HOSTS_TABLE, MEMCG_MEMBERS_TABLE
-from kprobe.schemas.tables import BY_NAME, EventType
+from kprobe.schemas.tables import BY_NAME, EventType, load_converters
 from kprobe.sinks.sink import Sink
 
 log = logging.getLogger("kprobe.agent")
@@ -392,6 +392,7 @@ class Recorder:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.writer_nice)
         except OSError as e:
             log.warning("cannot lower the writer's priority: %s", e)
+        load_converters()     # start-up cost at start-up, before the first trim of library code
         last_retention = time.monotonic()
         next_trim = last_retention + self.config.trim_first_s
         last_status = 0.0

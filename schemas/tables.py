@@ -67,6 +67,17 @@ def _distinct(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rep, inverse.reshape(-1)
 
 
+def load_converters() -> None:
+    """Import what converting a batch needs (pandas, ~0.5 s of CPU) when a writer starts.
+
+    Why: otherwise the first batch pays it, and with no hook on opens or syscalls the first batch
+    of a default recording comes at its first flush, 15 s in, where it looked like steady-state
+    cost (bench/overhead.py: recorder CPU 4.6-5.7 % of a core under pgbench instead of ~1.4 %),
+    and after the start-up trim of library code, so it also stayed resident until the next trim.
+    """
+    import pandas  # noqa: F401
+
+
 def decode_str(raw: np.ndarray) -> np.ndarray:
     """Fixed-size NUL-padded C strings -> Python str, decoding each distinct value once."""
     if raw.size == 0:
