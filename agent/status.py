@@ -6,12 +6,13 @@ counted as lost (kernel ring full: per CPU and type; sink write failed: per type
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from kprobe.agent import capabilities, host_identity
 from kprobe.agent.clock import ClockSync
@@ -128,6 +129,11 @@ class RecorderStats:
         return d
 
     def save(self, path: Path) -> None:
+        """Written every second: the fields as they are (msgspec encodes nested dataclasses, dicts and
+        lists itself), not ``asdict``'s deep copy through ``json`` (~10x the CPU)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["kernel_drops_total"] = {k: sum(v) for k, v in self.kernel_drops.items()}
+        d["lost_total"] = self.total_drops()
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.write_bytes(msgspec.json.encode(d))
         os.replace(tmp, path)
