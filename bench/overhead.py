@@ -756,8 +756,11 @@ def memory_run(pg: Pgbench, minutes: float, cfg: Config, smaps_dir: Path | None 
                                                  "-T", str(secs), "postgres"), stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
             t0, cpu0, samples, kinds = time.monotonic(), proc_cpu_s(pid), [], []
+            steady_from: tuple[float, float] | None = None    # (time, recorder CPU s) once past the first minute
             try:
                 while client.poll() is None:
+                    if steady_from is None and time.monotonic() - t0 >= 60:
+                        steady_from = (time.monotonic(), proc_cpu_s(pid))
                     at, bd = round(time.monotonic() - t0), mem_breakdown.breakdown(pid).mb()
                     samples.append((at, bd["rss_mb"]))
                     kinds.append({"t_s": at, **bd})
@@ -772,7 +775,10 @@ def memory_run(pg: Pgbench, minutes: float, cfg: Config, smaps_dir: Path | None 
                 out = client.communicate()[0]
             finally:
                 stop_process(client, signal.SIGINT, 30)
-            mem, cpu_pct = proc_mem_mb(pid), 100.0 * (proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
+            mem, cpu_now, t_now = proc_mem_mb(pid), proc_cpu_s(pid), time.monotonic()
+            cpu_pct = 100.0 * (cpu_now - cpu0) / (t_now - t0)
+            # every flush, complete flush, trim and retention pass of the minutes after start-up are in it
+            steady_cpu = 100.0 * (cpu_now - steady_from[1]) / (t_now - steady_from[0]) if steady_from else None
         finally:
             rec.stop()
         m = re.search(r"tps = ([\d.]+) \(without", out or "")
@@ -782,6 +788,7 @@ def memory_run(pg: Pgbench, minutes: float, cfg: Config, smaps_dir: Path | None 
         return {"minutes": minutes, "samples": samples, "breakdown": kinds, "max_rss_mb": sampled, "end_rss_mb": mem["VmRSS"],
                 "steady_rss_mb": statistics.median(steady),
                 "hwm_mb": mem["VmHWM"], "peak_mb": max(sampled, mem["VmHWM"]), "recorder_cpu_pct": cpu_pct,
+                "steady_cpu_pct": steady_cpu,
                 "tps": float(m.group(1)) if m else None, "recorder": rec.stats()}
 
 
@@ -904,6 +911,12 @@ def goal_table(summaries: dict[str, dict[str, dict[str, Any]]], memory: dict[str
             row = {"what": f"{what}, {wl}", "record": shown["record"], "watch_none": shown["record-watch-none"],
                    "floor": shown["floor"], "goal": f"<= {goal_v:g} %",
                    "verdict": verdict(rec_v["median"] <= goal_v) if rec_v else "n/a"}
+            if key == "recorder_cpu_pct" and wl == "pgbench" and memory and memory.get("steady_cpu_pct") is not None:
+                # a short run holds at most one flush (and some hold none): the long run's minutes after
+                # the first one are the steady state, with every flush, trim and retention pass in them
+                cpu = memory["steady_cpu_pct"]
+                row.update({"record": f"{cpu:.2f} % of a core", "verdict": verdict(cpu <= goal_v),
+                            "note": f"minutes 1-{memory['minutes']:g} of the memory run (short runs: {shown['record']})"})
             if floor_v and floor_v["median"] > goal_v:
                 row["verdict"] += " (beyond reach: the floor alone costs more)"
             rows.append(row)
@@ -1065,7 +1078,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"\nmemory: pgbench {memory['minutes']:g} min under `kprobe record {args.record_args}`: RSS sampled max "
               f"{memory['max_rss_mb']:.0f} MB, median after the first minute {memory['steady_rss_mb']:.0f} MB, "
               f"at end {memory['end_rss_mb']:.0f} MB, VmHWM {memory['hwm_mb']:.0f} MB (start-up included); "
-              f"recorder CPU {memory['recorder_cpu_pct']:.1f} % of a core; {tps} tps; "
+              f"recorder CPU {memory['recorder_cpu_pct']:.2f} % of a core over the whole run, "
+              + (f"{memory['steady_cpu_pct']:.2f} % after the first minute; " if memory.get("steady_cpu_pct") is not None
+                 else "; ") + f"{tps} tps; "
               f"rows/s {memory['recorder']['rows_per_s']:.0f}, lost {memory['recorder']['lost_total']}")
         print("  RSS every 10 s (MB): " + " ".join(f"{mb:.0f}" for _, mb in memory["samples"]))
         for minute in sorted({m for m in (1, 2, 4) if m <= memory["minutes"]} | {memory["minutes"]}):
