@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kprobe.agent.control import ControlServer
 from kprobe.agent.host_identity import HostIdentity
@@ -29,13 +30,9 @@ class KafkaRecorderStats(RecorderStats):
 
     sink: KafkaSink | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict:
-        sink, self.sink = self.sink, None  # asdict() must not walk into the producer
-        try:
-            d = super().to_dict()
-        finally:
-            self.sink = sink
-        d.pop("sink", None)
+    def status_fields(self) -> dict[str, Any]:
+        d = super().status_fields()
+        sink = d.pop("sink", None)       # the producer itself is not a counter
         if sink is not None:
             d["kafka"] = sink.snapshot()
             d["lost_total"] = d.get("lost_total", 0) + d["kafka"]["dropped_total"]
