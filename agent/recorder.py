@@ -579,5 +579,14 @@ class Recorder:
             log.warning("retention failed: %s", e)
 
     def _write_status(self) -> None:
-        if self.config.status_path is not None:
+        """status.json; a failure (disk full, a value that does not encode) is logged and shown in
+        last_error, never allowed to stop the writer thread and with it every insert."""
+        if self.config.status_path is None:
+            return
+        try:
             self.stats.save(self.config.status_path)
+        except Exception as e:
+            self.stats.status_errors += 1
+            self.stats.last_error = f"status.json: {e}"
+            if self.stats.status_errors == 1:
+                log.error("cannot write %s (counted in status_errors): %s", self.config.status_path, e)

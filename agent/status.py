@@ -61,6 +61,7 @@ class RecorderStats:
     clock: ClockSync | None = None
     policy: dict = field(default_factory=dict)  # capture policy and thresholds in effect
     last_error: str = ""
+    status_errors: int = 0      # failed writes of status.json (the first one is logged)
     partitions_dropped: int = 0
     # retention passes so far (sinks/retention.py): partitions dropped, future-dated ones among them,
     # partitions trimmed by row deletes, and the store's size before/after the last pass
