@@ -345,6 +345,8 @@ class Recorder:
                 self.stats.resources = self._self_cost.sample(sum(self.stats.drained.values()))
                 last_status = now
             if stopping:
+                # the last status shows the memory split as of the end, whatever its refresh interval
+                self.stats.resources = self._self_cost.sample(sum(self.stats.drained.values()), breakdown=True)
                 if self._heartbeat is not None and self._heartbeat.interval_ms > 0:
                     self._queue.put(HeartbeatDue(self._wall_ns(), final=True))
                 self._queue.put(None)

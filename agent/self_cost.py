@@ -38,7 +38,8 @@ class SelfCost:
     _breakdown: dict[str, float] = field(default_factory=dict)
     _breakdown_at: float = float("-inf")
 
-    def sample(self, rows_total: int) -> dict[str, Any]:
+    def sample(self, rows_total: int, breakdown: bool = False) -> dict[str, Any]:
+        """CPU and rows over the window, memory now; the smaps split when due or ``breakdown``."""
         now = time.monotonic()
         self._marks.append((now, _cpu_s(), rows_total))
         while len(self._marks) > 2 and now - self._marks[1][0] >= self.window_s:
@@ -46,7 +47,7 @@ class SelfCost:
         t0, c0, r0 = self._marks[0]
         span = max(now - t0, 1e-9)
         mem = mem_breakdown.status()
-        if now - self._breakdown_at >= self.breakdown_s:
+        if breakdown or now - self._breakdown_at >= self.breakdown_s:
             self._breakdown_at = now
             try:
                 bd = mem_breakdown.breakdown()
