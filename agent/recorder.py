@@ -232,6 +232,9 @@ class Recorder:
             self._waiter.poke()
         for t in getattr(self, "_threads", []):
             t.join(timeout)
+        # the last status shows the memory split as of the end (every insert done, rings still mapped),
+        # whatever the split's refresh interval
+        self.stats.resources = self._self_cost.sample(sum(self.stats.drained.values()), breakdown=True)
         if self.probes is not None:
             self.stats.update_kernel(self.probes)
             for r in self._readers.values():
@@ -345,8 +348,6 @@ class Recorder:
                 self.stats.resources = self._self_cost.sample(sum(self.stats.drained.values()))
                 last_status = now
             if stopping:
-                # the last status shows the memory split as of the end, whatever its refresh interval
-                self.stats.resources = self._self_cost.sample(sum(self.stats.drained.values()), breakdown=True)
                 if self._heartbeat is not None and self._heartbeat.interval_ms > 0:
                     self._queue.put(HeartbeatDue(self._wall_ns(), final=True))
                 self._queue.put(None)
